@@ -1,0 +1,49 @@
+/* The paged KV cache: one pool of fixed-size blocks per layer (K and V), block reference
+ * counts and a free list. It stores and hands out blocks; which sequence owns which block is
+ * the scheduler's business, not this file's. */
+#ifndef PHISERVE_ENGINE_KV_CACHE_H
+#define PHISERVE_ENGINE_KV_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops.h"
+
+struct eng_kv_cache {
+    int64_t n_layers, n_kv_heads, head_dim;
+    int64_t block_size;            /* tokens per block */
+    int64_t n_blocks;
+    enum kern_dtype dtype;
+    void **k;                      /* [n_layers] -> [n_blocks * block_size, n_kv_heads, head_dim] */
+    void **v;                      /* same */
+    int32_t *refcount;             /* [n_blocks] */
+    int32_t *free_list;            /* [n_blocks] stack of free block ids */
+    int64_t n_free;
+};
+
+/* Bytes one block takes across all layers, K and V; 0 on overflow. */
+size_t eng_kv_cache_block_bytes(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
+                                int64_t block_size, enum kern_dtype dtype);
+
+/* Allocates a pool of n_blocks blocks on the host. Returns 0 and *out (caller owns; free with
+ * eng_kv_cache_destroy), or -1 with a message in err (bad sizes, overflow, out of memory). */
+int eng_kv_cache_create(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
+                        int64_t block_size, int64_t n_blocks, enum kern_dtype dtype,
+                        struct eng_kv_cache **out, char *err, size_t errlen);
+
+/* Frees the pool; accepts NULL. */
+void eng_kv_cache_destroy(struct eng_kv_cache *kv);
+
+/* Takes a free block (refcount 1) into *block. Returns 0, or -1 when none is free. */
+int eng_kv_cache_alloc_block(struct eng_kv_cache *kv, int32_t *block);
+
+/* Adds a reference to an allocated block (sharing). */
+void eng_kv_cache_retain_block(struct eng_kv_cache *kv, int32_t block);
+
+/* Drops a reference; the block returns to the free list when none remain. */
+void eng_kv_cache_release_block(struct eng_kv_cache *kv, int32_t block);
+
+/* Blocks currently handed out. */
+int64_t eng_kv_cache_used_blocks(const struct eng_kv_cache *kv);
+
+#endif

@@ -1,0 +1,68 @@
+/* The model's config.json and generation_config.json, parsed and validated into one struct.
+ * Only what the forward pass, the tokenizer glue and the scheduler need; not a JSON mirror. */
+#ifndef PHISERVE_ENGINE_MODEL_CONFIG_H
+#define PHISERVE_ENGINE_MODEL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ENG_MAX_ROPE_FACTORS 256   /* rotary_dim / 2 upper bound */
+#define ENG_MAX_STOP_IDS 16
+
+enum eng_arch {
+    ENG_ARCH_PHI3 = 0,             /* Phi3ForCausalLM, model_type "phi3" */
+};
+
+enum eng_rope_type {
+    ENG_ROPE_DEFAULT = 0,          /* rope_scaling null */
+    ENG_ROPE_LONGROPE = 1,         /* rope_scaling type "su" or "longrope" */
+};
+
+struct eng_model_config {
+    enum eng_arch arch;
+    int64_t hidden_size;
+    int64_t intermediate_size;
+    int64_t num_hidden_layers;
+    int64_t num_attention_heads;
+    int64_t num_key_value_heads;   /* defaults to num_attention_heads */
+    int64_t head_dim;              /* hidden_size / num_attention_heads unless given */
+    int64_t rotary_dim;            /* int(head_dim * partial_rotary_factor), even */
+    int64_t vocab_size;
+    int64_t max_position_embeddings;
+    int64_t original_max_position_embeddings; /* = max_position_embeddings when absent */
+    int64_t sliding_window;        /* 0 when null/absent or >= max_position_embeddings */
+    double rms_norm_eps;
+    double rope_theta;
+    double partial_rotary_factor;  /* 1.0 when absent */
+    int tie_word_embeddings;
+    enum eng_rope_type rope_type;
+    int n_rope_factors;            /* rotary_dim / 2 when LONGROPE, else 0 */
+    float short_factor[ENG_MAX_ROPE_FACTORS];
+    float long_factor[ENG_MAX_ROPE_FACTORS];
+    /* attention scaling applied to cos and sin: short_mscale for the short table, long_mscale
+     * for the long one. From rope_scaling.short_mscale/long_mscale or attention_factor when
+     * given, else sqrt(1 + ln(s)/ln(orig)) with s = max/orig (1.0 when s <= 1). */
+    double short_mscale, long_mscale;
+    int32_t bos_token_id;          /* -1 when absent */
+    int32_t pad_token_id;          /* -1 when absent */
+    /* eos ids: union of config.json and generation_config.json eos_token_id (int or list) */
+    int n_eos_ids;
+    int32_t eos_token_ids[ENG_MAX_STOP_IDS];
+};
+
+/* Parses config.json text (len bytes, need not be NUL-terminated) into *cfg. Returns 0, or
+ * -1 with a message naming the offending field written to err (errlen bytes, NUL-terminated).
+ * Unknown architectures/model_types and inconsistent values are refused. */
+int eng_model_config_parse(const char *json, size_t len, struct eng_model_config *cfg,
+                           char *err, size_t errlen);
+
+/* Merges generation_config.json text into cfg: adds its eos_token_id(s) to eos_token_ids
+ * (deduplicated). Returns 0 or -1 with a message in err. */
+int eng_model_config_merge_generation(const char *json, size_t len,
+                                      struct eng_model_config *cfg, char *err, size_t errlen);
+
+/* Reads dir/config.json and, when present, dir/generation_config.json. A missing
+ * config.json is an error; a missing generation_config.json is not. */
+int eng_model_config_load(const char *dir, struct eng_model_config *cfg, char *err, size_t errlen);
+
+#endif

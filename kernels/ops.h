@@ -1,0 +1,169 @@
+/* The kernel op table: every compute op the models use, declared once.
+ * Backends (ref, cpu, cuda) fill a struct kern_ops; the engine calls only through it.
+ * This header knows nothing of models, requests or files: raw pointers, shapes, strides. */
+#ifndef PHISERVE_KERNELS_OPS_H
+#define PHISERVE_KERNELS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Element types of weights and caches. Activations on the CPU backends are always fp32. */
+enum kern_dtype {
+    KERN_DTYPE_F32 = 0,
+    KERN_DTYPE_F16 = 1,
+    KERN_DTYPE_BF16 = 2,
+};
+
+/* Error codes returned by every op (0 on success). */
+enum kern_status {
+    KERN_OK = 0,
+    KERN_ERR_INVALID = -1,     /* a shape, index or pointer argument is out of range */
+    KERN_ERR_UNSUPPORTED = -2, /* the backend does not implement this dtype/shape */
+    KERN_ERR_NOMEM = -3,
+    KERN_ERR_DEVICE = -4,      /* a device (CUDA) call failed */
+};
+
+/* Size in bytes of one element of dtype. */
+size_t kern_dtype_size(enum kern_dtype dtype);
+/* Name ("f32", "f16", "bf16") for messages. */
+const char *kern_dtype_name(enum kern_dtype dtype);
+
+/* Execution context of a backend: a thread pool on the CPU, a stream on CUDA.
+ * Created by the backend (kern_ctx_create_cpu); opaque to callers. */
+struct kern_ctx;
+
+/* embed: out[t, :] = table[ids[t], :] converted to fp32. Fails with KERN_ERR_INVALID if any
+ * id is outside [0, vocab). */
+struct kern_embed_params {
+    const int32_t *ids;        /* [n_tokens] */
+    const void *table;         /* [vocab, hidden] in table_dtype */
+    enum kern_dtype table_dtype;
+    float *out;                /* [n_tokens, hidden] */
+    int64_t n_tokens, vocab, hidden;
+};
+
+/* rmsnorm: out[t] = w * (x[t] * 1/sqrt(mean(x[t]^2) + eps)), statistics in fp32 or wider.
+ * out may alias x. HF casts the normalised value to the activation dtype before the gain;
+ * with fp32 activations that cast is the identity. */
+struct kern_rmsnorm_params {
+    const float *x;            /* [n_rows, dim], row stride dim */
+    const void *w;             /* [dim] in w_dtype */
+    enum kern_dtype w_dtype;
+    float *out;                /* [n_rows, dim] */
+    int64_t n_rows, dim;
+    float eps;
+};
+
+/* matmul: y[m, n] (+)= x[m, k] @ W[n, k]^T, W stored row-major [n, k] in w_dtype (the
+ * PyTorch nn.Linear layout). accumulate != 0 adds into y (used for the residual add). */
+struct kern_matmul_params {
+    const float *x;            /* [m, k], row stride ldx >= k */
+    const void *w;             /* [n, k] in w_dtype, contiguous */
+    enum kern_dtype w_dtype;
+    float *y;                  /* [m, n], row stride ldy >= n */
+    int64_t m, n, k, ldx, ldy;
+    int accumulate;
+};
+
+/* rope: rotates, in place, the first rot_dim lanes of every head of every token in the
+ * NeoX / rotate_half layout (lane i pairs with lane i + rot_dim/2):
+ *   angle = positions[t] * inv_freq[variant[t]][i mod rot_dim/2]   (fp32 product)
+ *   c = mscale * cos(angle), s = mscale * sin(angle)
+ *   x[i] = x[i]*c - x[i+h]*s ;  x[i+h] = x[i+h]*c + x[i]*s      (h = rot_dim/2, i < h)
+ * Lanes rot_dim..head_dim-1 pass through (partial rotary). variant may be NULL (all 0). */
+struct kern_rope_params {
+    float *x;                  /* [n_tokens, n_heads, head_dim], token stride token_stride */
+    const int32_t *positions;  /* [n_tokens] */
+    const uint8_t *variant;    /* [n_tokens] index into inv_freq tables, or NULL */
+    const float *inv_freq;     /* [n_variants, rot_dim/2] */
+    int64_t n_tokens, n_heads, head_dim, rot_dim, token_stride;
+    int n_variants;
+    float mscale;
+};
+
+/* kv_write: copies each token's K and V rows into the paged cache at slot_mapping[t]
+ * (slot = block * block_size + offset); slot < 0 skips the token. Converts fp32 to
+ * cache_dtype. The cache of one layer is [n_slots, n_kv_heads, head_dim] for K and for V. */
+struct kern_kv_write_params {
+    const float *k;            /* [n_tokens, n_kv_heads, head_dim], token stride token_stride */
+    const float *v;            /* same layout as k */
+    const int64_t *slot_mapping; /* [n_tokens] */
+    void *k_cache;             /* [n_slots, n_kv_heads, head_dim] in cache_dtype */
+    void *v_cache;
+    enum kern_dtype cache_dtype;
+    int64_t n_tokens, n_kv_heads, head_dim, token_stride, n_slots;
+};
+
+/* attention: causal paged attention over variable-length sequences (prefill and decode in one
+ * call). Sequence s owns query rows [q_start[s], q_start[s] + q_len[s]) of q and out; its keys
+ * are cache positions 0 .. ctx_len[s]-1, position p living in slot
+ * block_tables[s * max_blocks + p / block_size] * block_size + p % block_size.
+ * Query row i of sequence s sits at position ctx_len[s] - q_len[s] + i and sees key j iff
+ * j <= pos and (sliding_window == 0 or j > pos - sliding_window): exactly sliding_window keys
+ * including itself, as transformers masks. GQA: query head h reads kv head h / (n_heads/n_kv_heads).
+ * Scores are scaled by `scale`, softmax in fp32 or wider. */
+struct kern_attention_params {
+    const float *q;            /* [n_tokens, n_heads, head_dim], token stride q_stride */
+    const void *k_cache;       /* [n_slots, n_kv_heads, head_dim] in cache_dtype */
+    const void *v_cache;
+    enum kern_dtype cache_dtype;
+    float *out;                /* [n_tokens, n_heads, head_dim], contiguous */
+    const int32_t *q_start;    /* [n_seqs] */
+    const int32_t *q_len;      /* [n_seqs] */
+    const int32_t *ctx_len;    /* [n_seqs] */
+    const int32_t *block_tables; /* [n_seqs, max_blocks] */
+    int64_t n_tokens, n_seqs, n_heads, n_kv_heads, head_dim, q_stride;
+    int64_t max_blocks, block_size, n_slots;
+    int64_t sliding_window;    /* 0 = none */
+    float scale;
+};
+
+/* silu_mul: out[t, i] = silu(gu[t, i]) * gu[t, inter + i], silu(x) = x / (1 + exp(-x)).
+ * gu is the fused [gate | up] projection output. */
+struct kern_silu_mul_params {
+    const float *gu;           /* [n_tokens, 2 * inter] */
+    float *out;                /* [n_tokens, inter] */
+    int64_t n_tokens, inter;
+};
+
+/* add: y[i] += x[i] for i < n (the residual add). */
+struct kern_add_params {
+    float *y;                  /* [n] */
+    const float *x;            /* [n] */
+    int64_t n;
+};
+
+/* gather_rows: out[i, :] = x[rows[i], :]; selects the rows whose logits are needed. */
+struct kern_gather_rows_params {
+    const float *x;            /* [n_in, dim] */
+    const int32_t *rows;       /* [n_out], each in [0, n_in) */
+    float *out;                /* [n_out, dim] */
+    int64_t n_in, n_out, dim;
+};
+
+/* The op table. Every entry returns 0 or a negative enum kern_status. */
+struct kern_ops {
+    const char *name;          /* backend name of the last init applied: "ref", "cpu", "cuda" */
+    int (*embed)(struct kern_ctx *ctx, const struct kern_embed_params *p);
+    int (*rmsnorm)(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p);
+    int (*matmul)(struct kern_ctx *ctx, const struct kern_matmul_params *p);
+    int (*rope)(struct kern_ctx *ctx, const struct kern_rope_params *p);
+    int (*kv_write)(struct kern_ctx *ctx, const struct kern_kv_write_params *p);
+    int (*attention)(struct kern_ctx *ctx, const struct kern_attention_params *p);
+    int (*silu_mul)(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
+    int (*add)(struct kern_ctx *ctx, const struct kern_add_params *p);
+    int (*gather_rows)(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+};
+
+/* Fills every entry with the plain-C reference (kernels/ref). The reference ignores ctx. */
+void kern_ops_init_ref(struct kern_ops *ops);
+/* Overrides the entries the fast CPU backend implements (kernels/cpu); call after _ref. */
+void kern_ops_init_cpu(struct kern_ops *ops);
+
+/* A CPU execution context with n_threads worker threads (n_threads <= 0: one per core).
+ * Returns NULL on allocation failure. The reference backend accepts NULL as ctx. */
+struct kern_ctx *kern_ctx_create_cpu(int n_threads);
+/* Joins the threads and frees the context; accepts NULL. */
+void kern_ctx_destroy(struct kern_ctx *ctx);
+
+#endif

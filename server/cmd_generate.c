@@ -1,0 +1,172 @@
+/* `phiserve generate`: greedy generation on one prompt, for trying a model and for scripted
+ * checks. Not the serving path: no sampling options, no batching across requests. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "generate.h"
+#include "kv_cache.h"
+#include "model.h"
+
+struct dump {
+    FILE *f;
+    int failed;
+};
+
+static void dump_logits(void *user, int32_t seq, int32_t step, const float *logits, int64_t vocab)
+{
+    struct dump *d = user;
+    (void)seq;
+    (void)step;
+    if (d->f && fwrite(logits, sizeof *logits, (size_t)vocab, d->f) != (size_t)vocab)
+        d->failed = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: phiserve generate [--model DIR] --tokens 1,2,3 [options]\n"
+            "\n"
+            "Greedy generation (temperature 0). Prints the generated token ids.\n"
+            "\n"
+            "  --model DIR          Hugging Face model directory (default: the bundled demo model)\n"
+            "  --tokens IDS         prompt as comma-separated token ids\n"
+            "  --max-tokens N       tokens to generate (default 32)\n"
+            "  --ignore-eos         keep generating past the model's end-of-sequence ids\n"
+            "  --device cpu|ref     fast CPU backend (default) or the plain C reference\n"
+            "  --threads N          CPU threads (default: all cores)\n"
+            "  --dump-logits FILE   write the logits of every step as raw float32 [steps, vocab]\n"
+            "  -h, --help           this text\n");
+}
+
+int srv_cmd_generate(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"tokens", required_argument, NULL, 't'},
+        {"max-tokens", required_argument, NULL, 'n'},
+        {"ignore-eos", no_argument, NULL, 'e'},
+        {"device", required_argument, NULL, 'd'},
+        {"threads", required_argument, NULL, 'j'},
+        {"dump-logits", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *model_dir = PHISERVE_DEMO_MODEL, *tokens = NULL, *device = "cpu", *dump_path = NULL;
+    int64_t max_new = 32, threads = 0;
+    int ignore_eos = 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 't': tokens = optarg; break;
+        case 'e': ignore_eos = 1; break;
+        case 'd': device = optarg; break;
+        case 'l': dump_path = optarg; break;
+        case 'n':
+            if (srv_cli_parse_int(optarg, 0, 1 << 24, &max_new) != 0) {
+                fprintf(stderr, "error: --max-tokens: expected an integer in [0, 16777216]\n");
+                return 2;
+            }
+            break;
+        case 'j':
+            if (srv_cli_parse_int(optarg, 0, 1024, &threads) != 0) {
+                fprintf(stderr, "error: --threads: expected an integer in [0, 1024]\n");
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!tokens) {
+        fprintf(stderr, "error: give the prompt with --tokens 1,2,3\n");
+        usage(stderr);
+        return 2;
+    }
+
+    int status = 1;
+    char err[512] = "";
+    struct eng_model *model = NULL;
+    struct eng_kv_cache *kv = NULL;
+    struct kern_ctx *ctx = NULL;
+    struct kern_ops ops;
+    struct dump dump = {0};
+    int32_t *prompt = NULL, *out = NULL, n_prompt = 0;
+    struct eng_generator gen = {0};
+
+    if (srv_cli_parse_ids(tokens, &prompt, &n_prompt) != 0)
+        goto done;
+    if (eng_model_load(model_dir, &model, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s: %s\n", model_dir, err);
+        goto done;
+    }
+    for (int32_t i = 0; i < n_prompt; i++) {
+        if (prompt[i] >= model->cfg.vocab_size) {
+            fprintf(stderr, "error: token id %d is outside the vocabulary (%lld)\n", prompt[i],
+                    (long long)model->cfg.vocab_size);
+            goto done;
+        }
+    }
+    if (n_prompt > model->cfg.max_position_embeddings) {
+        fprintf(stderr, "error: the prompt has %d tokens; the model's context is %lld\n", n_prompt,
+                (long long)model->cfg.max_position_embeddings);
+        goto done;
+    }
+    if (srv_cli_backend(device, (int)threads, &ops, &ctx) != 0)
+        goto done;
+
+    const int64_t block_size = 16;
+    int64_t n_blocks = ((int64_t)n_prompt + max_new + block_size - 1) / block_size + 1;
+    const struct eng_model_config *cfg = &model->cfg;
+    if (eng_kv_cache_create(cfg->num_hidden_layers, cfg->num_key_value_heads, cfg->head_dim,
+                            block_size, n_blocks, KERN_DTYPE_F32, &kv, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        goto done;
+    }
+    if (dump_path) {
+        dump.f = fopen(dump_path, "wb");
+        if (!dump.f) {
+            fprintf(stderr, "error: cannot open %s for writing\n", dump_path);
+            goto done;
+        }
+    }
+    out = malloc((size_t)(max_new > 0 ? max_new : 1) * sizeof *out);
+    if (!out)
+        goto done;
+    gen = (struct eng_generator){.model = model, .ops = &ops, .ctx = ctx, .kv = kv,
+                                 .on_logits = dump_path ? dump_logits : NULL, .user = &dump};
+    struct eng_gen_seq seq = {.prompt = prompt, .n_prompt = n_prompt, .max_new = (int32_t)max_new,
+                              .ignore_eos = ignore_eos, .out = out};
+    if (eng_generate_greedy(&gen, &seq, 1, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        goto done;
+    }
+    for (int32_t i = 0; i < seq.n_out; i++)
+        printf("%s%d", i ? "," : "", out[i]);
+    printf("\n");
+    if (dump.failed) {
+        fprintf(stderr, "error: writing %s failed\n", dump_path);
+        goto done;
+    }
+    status = 0;
+done:
+    if (dump.f && fclose(dump.f) != 0 && status == 0) {
+        fprintf(stderr, "error: writing %s failed\n", dump_path);
+        status = 1;
+    }
+    eng_generator_free(&gen);
+    free(out);
+    free(prompt);
+    eng_kv_cache_destroy(kv);
+    kern_ctx_destroy(ctx);
+    eng_model_destroy(model);
+    return status;
+}

@@ -1,0 +1,344 @@
+/* Golden test: a fixture model's logits and greedy continuations from transformers (fp32,
+ * eager) against phiserve's forward pass on one backend. Usage: test_golden MODEL_DIR ref|cpu.
+ * Checks each case alone, all cases in one batch, a prompt split into two chunks over the
+ * cache, and greedy generation alone and batched (token for token). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "generate.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "models/phi3.h"
+
+/* Tolerance on logits: everything is fp32 on both sides and only the summation order differs
+ * (transformers' BLAS vs our loops), which gives relative errors around sqrt(k) * 2^-24 per
+ * matmul, ~1e-6 for these sizes. 1e-4 of the row's largest magnitude leaves room for that
+ * error to compound over layers, yet stays an order of magnitude below the fixtures' smallest
+ * top-1 margin (>= 1e-3), so a greedy token can't flip within tolerance. */
+#define LOGIT_RTOL 1e-4
+
+struct gcase {
+    char name[64];
+    int32_t *ids;
+    int32_t n_ids;
+    int32_t *rows;          /* prompt rows with stored logits */
+    int32_t n_rows;
+    float *logits;          /* [n_rows, vocab] */
+    int32_t *greedy;
+    int32_t n_greedy;
+};
+
+static int n_fail;
+
+#define CHECK(cond, ...)                                \
+    do {                                                \
+        if (!(cond)) {                                  \
+            n_fail++;                                   \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);               \
+            fputc('\n', stderr);                        \
+        }                                               \
+    } while (0)
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long n = ftell(f);
+        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
+            if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+                free(buf);
+                buf = NULL;
+            } else {
+                buf[n] = '\0';
+                *len = (size_t)n;
+            }
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+static int32_t *int_array(const cJSON *a, int32_t *n)
+{
+    *n = cJSON_GetArraySize(a);
+    int32_t *v = malloc((size_t)(*n ? *n : 1) * sizeof *v);
+    for (int32_t i = 0; v && i < *n; i++)
+        v[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
+    return v;
+}
+
+static int load_cases(const char *dir, int64_t vocab, struct gcase **out, int *n_out)
+{
+    char path[4096];
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/golden/golden.json", dir);
+    char *text = read_file(path, &len);
+    if (!text) {
+        fprintf(stderr, "cannot read %s\n", path);
+        return -1;
+    }
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "vocab_size");
+    if (!cJSON_IsArray(cases) || !cJSON_IsNumber(v) || (int64_t)v->valuedouble != vocab) {
+        fprintf(stderr, "%s: bad golden.json (cases / vocab_size)\n", path);
+        cJSON_Delete(root);
+        return -1;
+    }
+    int n = cJSON_GetArraySize(cases);
+    struct gcase *gc = calloc((size_t)n, sizeof *gc);
+    for (int i = 0; i < n; i++) {
+        const cJSON *c = cJSON_GetArrayItem(cases, i);
+        struct gcase *g = &gc[i];
+        snprintf(g->name, sizeof g->name, "%s", cJSON_GetObjectItemCaseSensitive(c, "name")->valuestring);
+        g->ids = int_array(cJSON_GetObjectItemCaseSensitive(c, "input_ids"), &g->n_ids);
+        g->rows = int_array(cJSON_GetObjectItemCaseSensitive(c, "logit_rows"), &g->n_rows);
+        g->greedy = int_array(cJSON_GetObjectItemCaseSensitive(c, "greedy"), &g->n_greedy);
+        snprintf(path, sizeof path, "%s/golden/%s", dir,
+                 cJSON_GetObjectItemCaseSensitive(c, "logits_file")->valuestring);
+        g->logits = (float *)read_file(path, &len);
+        if (!g->logits || len != (size_t)g->n_rows * (size_t)vocab * sizeof(float)) {
+            fprintf(stderr, "%s: missing or wrong size (%zu bytes)\n", path, len);
+            cJSON_Delete(root);
+            return -1;
+        }
+    }
+    cJSON_Delete(root);
+    *out = gc;
+    *n_out = n;
+    return 0;
+}
+
+/* transformers' rule for one forward call over a whole prompt: long iff it is longer than
+ * original_max_position_embeddings. */
+static uint8_t prompt_variant(const struct eng_model_config *c, int32_t n)
+{
+    return c->rope_type == ENG_ROPE_LONGROPE && n > c->original_max_position_embeddings
+               ? ENG_ROPE_LONG : ENG_ROPE_SHORT;
+}
+
+/* Runs the given prompts as one batch. chunk > 0 first prefills each prompt's first `chunk`
+ * tokens (no logits), then the rest. Blocks are handed out in a scattered order so block
+ * tables are not contiguous. Writes every stored row's logits into out[case] (same layout as
+ * the fixture). */
+static int run_prefill(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
+                       struct gcase **cs, int n, int32_t chunk, float **out)
+{
+    const struct eng_model_config *c = &m->cfg;
+    const int64_t bs = 16;
+    int32_t max_blocks = 0, total = 0, total_rows = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t nb = (int32_t)((cs[i]->n_ids + bs - 1) / bs);
+        max_blocks = nb > max_blocks ? nb : max_blocks;
+        total += cs[i]->n_ids;
+        total_rows += cs[i]->n_rows;
+    }
+    int64_t n_blocks = (int64_t)n * max_blocks + 7;
+    struct eng_kv_cache *kv = NULL;
+    char err[256];
+    if (eng_kv_cache_create(c->num_hidden_layers, c->num_key_value_heads, c->head_dim, bs, n_blocks,
+                            KERN_DTYPE_F32, &kv, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    /* Take a few blocks first and keep them, so the sequences' blocks start mid-pool. */
+    int32_t spare[7], tables_n = n * max_blocks;
+    for (int i = 0; i < 7; i++)
+        eng_kv_cache_alloc_block(kv, &spare[i]);
+    int32_t *tables = calloc((size_t)tables_n, sizeof *tables);
+    for (int i = n - 1; i >= 0; i--)           /* reverse order: later sequences get lower ids */
+        for (int32_t b = max_blocks - 1; b >= 0; b--)
+            eng_kv_cache_alloc_block(kv, &tables[i * max_blocks + b]);
+
+    int32_t *ids = malloc((size_t)total * sizeof *ids), *pos = malloc((size_t)total * sizeof *pos);
+    int64_t *slots = malloc((size_t)total * sizeof *slots);
+    int32_t qs[64], ql[64], cl[64];
+    uint8_t var[64];
+    int32_t *rows = malloc((size_t)(total_rows ? total_rows : 1) * sizeof *rows);
+    int32_t *row_case = malloc((size_t)(total_rows ? total_rows : 1) * sizeof *row_case);
+    int32_t *row_r = malloc((size_t)(total_rows ? total_rows : 1) * sizeof *row_r);
+    float *logits = malloc((size_t)(total_rows ? total_rows : 1) * (size_t)c->vocab_size * sizeof *logits);
+    struct eng_phi3_ws ws = {0};
+    int rc = 0;
+
+    for (int pass = chunk > 0 ? 0 : 1; pass < 2 && rc == 0; pass++) {
+        int32_t T = 0, R = 0;
+        for (int i = 0; i < n; i++) {
+            const struct gcase *g = cs[i];
+            int32_t split = chunk < g->n_ids ? chunk : g->n_ids;
+            int32_t lo = pass == 0 || chunk == 0 ? 0 : split;
+            int32_t hi = pass == 0 ? split : g->n_ids;
+            qs[i] = T;
+            ql[i] = hi - lo;
+            cl[i] = hi;
+            var[i] = prompt_variant(c, g->n_ids);
+            for (int32_t p = lo; p < hi; p++, T++) {
+                ids[T] = g->ids[p];
+                pos[T] = p;
+                slots[T] = (int64_t)tables[i * max_blocks + p / bs] * bs + p % bs;
+            }
+            for (int32_t r = 0; r < g->n_rows; r++) {
+                if (g->rows[r] >= lo && g->rows[r] < hi) {
+                    rows[R] = qs[i] + g->rows[r] - lo;
+                    row_case[R] = i;
+                    row_r[R++] = r;
+                }
+            }
+        }
+        struct eng_batch b = {
+            .n_tokens = T, .token_ids = ids, .positions = pos, .slot_mapping = slots,
+            .n_seqs = n, .q_start = qs, .q_len = ql, .ctx_len = cl, .block_tables = tables,
+            .max_blocks = max_blocks, .rope_variant = var, .n_logit_rows = R, .logit_rows = rows,
+        };
+        rc = eng_phi3_forward(m, ops, ctx, kv, &b, &ws, logits);
+        for (int32_t k = 0; k < R && rc == 0; k++)
+            memcpy(out[row_case[k]] + (size_t)row_r[k] * (size_t)c->vocab_size,
+                   logits + (size_t)k * (size_t)c->vocab_size, (size_t)c->vocab_size * sizeof *logits);
+    }
+    free(row_case);
+    free(row_r);
+    eng_phi3_ws_free(&ws);
+    free(ids);
+    free(pos);
+    free(slots);
+    free(rows);
+    free(logits);
+    free(tables);
+    eng_kv_cache_destroy(kv);
+    return rc;
+}
+
+static double compare_rows(const struct gcase *g, const float *got, int64_t vocab, const char *what)
+{
+    double worst = 0;
+    for (int32_t r = 0; r < g->n_rows; r++) {
+        const float *ref = g->logits + (size_t)r * (size_t)vocab;
+        const float *x = got + (size_t)r * (size_t)vocab;
+        double scale = 1.0;
+        for (int64_t j = 0; j < vocab; j++)
+            scale = fmax(scale, fabs(ref[j]));
+        double err = 0;
+        for (int64_t j = 0; j < vocab; j++)
+            err = fmax(err, isfinite(x[j]) ? fabs((double)x[j] - ref[j]) : INFINITY);
+        CHECK(err <= LOGIT_RTOL * scale, "%s %s row %d: max |diff| %.3g > %.3g", g->name, what,
+              g->rows[r], err, LOGIT_RTOL * scale);
+        worst = fmax(worst, err / scale);
+    }
+    return worst;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu\n");
+        return 2;
+    }
+    char err[512];
+    struct eng_model *m = NULL;
+    if (eng_model_load(argv[1], &m, err, sizeof err) != 0) {
+        fprintf(stderr, "load %s: %s\n", argv[1], err);
+        return 1;
+    }
+    struct kern_ops ops;
+    struct kern_ctx *ctx = NULL;
+    kern_ops_init_ref(&ops);
+    if (strcmp(argv[2], "cpu") == 0) {
+        kern_ops_init_cpu(&ops);
+        ctx = kern_ctx_create_cpu(0);
+    }
+    const int64_t V = m->cfg.vocab_size;
+    struct gcase *gc = NULL;
+    int n = 0;
+    if (load_cases(argv[1], V, &gc, &n) != 0 || n <= 0 || n > 64)
+        return 1;
+
+    struct gcase **all = malloc((size_t)n * sizeof *all);
+    float **out = malloc((size_t)n * sizeof *out);
+    for (int i = 0; i < n; i++) {
+        all[i] = &gc[i];
+        out[i] = malloc((size_t)(gc[i].n_rows ? gc[i].n_rows : 1) * (size_t)V * sizeof(float));
+    }
+    double worst = 0;
+
+    /* 1. each case alone, one prefill call */
+    for (int i = 0; i < n; i++) {
+        CHECK(run_prefill(m, &ops, ctx, &all[i], 1, 0, &out[i]) == 0, "%s: forward failed", gc[i].name);
+        worst = fmax(worst, compare_rows(&gc[i], out[i], V, "alone"));
+    }
+    /* 2. all cases in one batch */
+    CHECK(run_prefill(m, &ops, ctx, all, n, 0, out) == 0, "batched forward failed");
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, compare_rows(&gc[i], out[i], V, "batched"));
+    /* 3. chunked prefill: 5 tokens first, then the rest attends to them through the cache */
+    CHECK(run_prefill(m, &ops, ctx, all, n, 5, out) == 0, "chunked forward failed");
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, compare_rows(&gc[i], out[i], V, "chunked"));
+
+    /* 4. greedy continuations, alone and all together */
+    const int64_t bs = 16;
+    int64_t blocks = 0;
+    for (int i = 0; i < n; i++)
+        blocks += (gc[i].n_ids + gc[i].n_greedy + bs - 1) / bs + 1;
+    struct eng_kv_cache *kv = NULL;
+    if (eng_kv_cache_create(m->cfg.num_hidden_layers, m->cfg.num_key_value_heads, m->cfg.head_dim, bs,
+                            blocks, KERN_DTYPE_F32, &kv, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    struct eng_generator gen = {.model = m, .ops = &ops, .ctx = ctx, .kv = kv};
+    struct eng_gen_seq *seqs = calloc((size_t)n, sizeof *seqs);
+    int recomputes = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            seqs[i] = (struct eng_gen_seq){.prompt = gc[i].ids, .n_prompt = gc[i].n_ids,
+                                           .max_new = gc[i].n_greedy, .ignore_eos = 1,
+                                           .out = malloc((size_t)(gc[i].n_greedy + 1) * sizeof(int32_t))};
+        }
+        if (pass == 0) {
+            for (int i = 0; i < n; i++)
+                CHECK(eng_generate_greedy(&gen, &seqs[i], 1, err, sizeof err) == 0, "%s: %s", gc[i].name, err);
+        } else {
+            CHECK(eng_generate_greedy(&gen, seqs, n, err, sizeof err) == 0, "batched generate: %s", err);
+        }
+        for (int i = 0; i < n; i++) {
+            int32_t first_diff = -1;
+            for (int32_t t = 0; t < gc[i].n_greedy && first_diff < 0; t++)
+                if (t >= seqs[i].n_out || seqs[i].out[t] != gc[i].greedy[t])
+                    first_diff = t;
+            CHECK(seqs[i].n_out == gc[i].n_greedy && first_diff < 0,
+                  "%s greedy (%s): %d tokens, first difference at %d", gc[i].name,
+                  pass ? "batched" : "alone", seqs[i].n_out, first_diff);
+            recomputes += seqs[i].n_recomputes;
+            free(seqs[i].out);
+        }
+        CHECK(eng_kv_cache_used_blocks(kv) == 0, "KV blocks leaked after generation");
+    }
+    printf("%s [%s]: %d cases, worst logit error %.3g of row scale (tolerance %.0e), "
+           "LongRoPE recomputes %d, %d failures\n",
+           argv[1], argv[2], n, worst, LOGIT_RTOL, recomputes, n_fail);
+
+    for (int i = 0; i < n; i++) {
+        free(gc[i].ids);
+        free(gc[i].rows);
+        free(gc[i].greedy);
+        free(gc[i].logits);
+        free(out[i]);
+    }
+    free(gc);
+    free(all);
+    free(out);
+    free(seqs);
+    eng_generator_free(&gen);
+    eng_kv_cache_destroy(kv);
+    kern_ctx_destroy(ctx);
+    eng_model_destroy(m);
+    return n_fail ? 1 : 0;
+}
