@@ -29,6 +29,8 @@ struct gcase {
     float *logits;          /* [n_rows, vocab] */
     int32_t *greedy;
     int32_t n_greedy;
+    float *step_logits;     /* [n_greedy, vocab] logits of each generation step, or NULL */
+    int32_t recompute_step; /* step at which transformers recomputed with long factors, or -1 */
 };
 
 static int n_fail;
@@ -110,6 +112,18 @@ static int load_cases(const char *dir, int64_t vocab, struct gcase **out, int *n
             cJSON_Delete(root);
             return -1;
         }
+        const cJSON *steps = cJSON_GetObjectItemCaseSensitive(c, "step_logits_file");
+        if (cJSON_IsString(steps)) {
+            snprintf(path, sizeof path, "%s/golden/%s", dir, steps->valuestring);
+            g->step_logits = (float *)read_file(path, &len);
+            if (!g->step_logits || len != (size_t)g->n_greedy * (size_t)vocab * sizeof(float)) {
+                fprintf(stderr, "%s: missing or wrong size\n", path);
+                cJSON_Delete(root);
+                return -1;
+            }
+        }
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(c, "recompute_step");
+        g->recompute_step = cJSON_IsNumber(rs) ? (int32_t)rs->valuedouble : -1;
     }
     cJSON_Delete(root);
     *out = gc;
@@ -216,23 +230,50 @@ static int run_prefill(const struct eng_model *m, const struct kern_ops *ops, st
     return rc;
 }
 
+/* Largest |x - ref| over one row of logits, relative to the row's scale (>= 1). */
+static double row_error(const float *x, const float *ref, int64_t vocab, double *scale_out)
+{
+    double scale = 1.0, err = 0;
+    for (int64_t j = 0; j < vocab; j++)
+        scale = fmax(scale, fabs(ref[j]));
+    for (int64_t j = 0; j < vocab; j++)
+        err = fmax(err, isfinite(x[j]) ? fabs((double)x[j] - ref[j]) : INFINITY);
+    *scale_out = scale;
+    return err / scale;
+}
+
 static double compare_rows(const struct gcase *g, const float *got, int64_t vocab, const char *what)
 {
-    double worst = 0;
+    double worst = 0, scale;
     for (int32_t r = 0; r < g->n_rows; r++) {
-        const float *ref = g->logits + (size_t)r * (size_t)vocab;
-        const float *x = got + (size_t)r * (size_t)vocab;
-        double scale = 1.0;
-        for (int64_t j = 0; j < vocab; j++)
-            scale = fmax(scale, fabs(ref[j]));
-        double err = 0;
-        for (int64_t j = 0; j < vocab; j++)
-            err = fmax(err, isfinite(x[j]) ? fabs((double)x[j] - ref[j]) : INFINITY);
-        CHECK(err <= LOGIT_RTOL * scale, "%s %s row %d: max |diff| %.3g > %.3g", g->name, what,
-              g->rows[r], err, LOGIT_RTOL * scale);
-        worst = fmax(worst, err / scale);
+        double rel = row_error(got + (size_t)r * (size_t)vocab, g->logits + (size_t)r * (size_t)vocab,
+                               vocab, &scale);
+        CHECK(rel <= LOGIT_RTOL, "%s %s row %d: max |diff| %.3g > %.3g", g->name, what,
+              g->rows[r], rel * scale, LOGIT_RTOL * scale);
+        worst = fmax(worst, rel);
     }
     return worst;
+}
+
+/* Generation callback: each step's logits against transformers' (decode through the cache). */
+struct step_check {
+    struct gcase *cases;
+    const int32_t *case_of_seq;
+    int64_t vocab;
+    double worst;
+};
+
+static void check_step(void *user, int32_t seq, int32_t step, const float *logits, int64_t vocab)
+{
+    struct step_check *sc = user;
+    const struct gcase *g = &sc->cases[sc->case_of_seq[seq]];
+    if (!g->step_logits || step >= g->n_greedy)
+        return;
+    double scale;
+    double rel = row_error(logits, g->step_logits + (size_t)step * (size_t)vocab, vocab, &scale);
+    CHECK(rel <= LOGIT_RTOL, "%s step %d logits: max |diff| %.3g > %.3g", g->name, step, rel * scale,
+          LOGIT_RTOL * scale);
+    sc->worst = fmax(sc->worst, rel);
 }
 
 int main(int argc, char **argv)
@@ -293,7 +334,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    struct eng_generator gen = {.model = m, .ops = &ops, .ctx = ctx, .kv = kv};
+    int32_t *case_of_seq = malloc((size_t)n * sizeof *case_of_seq);
+    struct step_check sc = {.cases = gc, .case_of_seq = case_of_seq, .vocab = V};
+    struct eng_generator gen = {.model = m, .ops = &ops, .ctx = ctx, .kv = kv,
+                                .on_logits = check_step, .user = &sc};
     struct eng_gen_seq *seqs = calloc((size_t)n, sizeof *seqs);
     int recomputes = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -303,9 +347,13 @@ int main(int argc, char **argv)
                                            .out = malloc((size_t)(gc[i].n_greedy + 1) * sizeof(int32_t))};
         }
         if (pass == 0) {
-            for (int i = 0; i < n; i++)
+            for (int i = 0; i < n; i++) {
+                case_of_seq[0] = i;
                 CHECK(eng_generate_greedy(&gen, &seqs[i], 1, err, sizeof err) == 0, "%s: %s", gc[i].name, err);
+            }
         } else {
+            for (int i = 0; i < n; i++)
+                case_of_seq[i] = i;
             CHECK(eng_generate_greedy(&gen, seqs, n, err, sizeof err) == 0, "batched generate: %s", err);
         }
         for (int i = 0; i < n; i++) {
@@ -316,26 +364,32 @@ int main(int argc, char **argv)
             CHECK(seqs[i].n_out == gc[i].n_greedy && first_diff < 0,
                   "%s greedy (%s): %d tokens, first difference at %d", gc[i].name,
                   pass ? "batched" : "alone", seqs[i].n_out, first_diff);
+            /* The LongRoPE recompute happens exactly when transformers dropped its cache. */
+            CHECK(seqs[i].n_recomputes == (gc[i].recompute_step >= 0),
+                  "%s: %d LongRoPE recomputes, transformers recomputed at step %d", gc[i].name,
+                  seqs[i].n_recomputes, gc[i].recompute_step);
             recomputes += seqs[i].n_recomputes;
             free(seqs[i].out);
         }
         CHECK(eng_kv_cache_used_blocks(kv) == 0, "KV blocks leaked after generation");
     }
-    printf("%s [%s]: %d cases, worst logit error %.3g of row scale (tolerance %.0e), "
-           "LongRoPE recomputes %d, %d failures\n",
-           argv[1], argv[2], n, worst, LOGIT_RTOL, recomputes, n_fail);
+    printf("%s [%s]: %d cases, worst logit error %.3g (prompt) %.3g (decode steps) of row scale "
+           "(tolerance %.0e), LongRoPE recomputes %d, %d failures\n",
+           argv[1], argv[2], n, worst, sc.worst, LOGIT_RTOL, recomputes, n_fail);
 
     for (int i = 0; i < n; i++) {
         free(gc[i].ids);
         free(gc[i].rows);
         free(gc[i].greedy);
         free(gc[i].logits);
+        free(gc[i].step_logits);
         free(out[i]);
     }
     free(gc);
     free(all);
     free(out);
     free(seqs);
+    free(case_of_seq);
     eng_generator_free(&gen);
     eng_kv_cache_destroy(kv);
     kern_ctx_destroy(ctx);
