@@ -39,7 +39,7 @@ PINNED_TORCH = "2.5.1"
 PINNED_TRANSFORMERS = "4.46.3"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TOKENIZER_SRC = REPO_ROOT / "tests" / "fixtures" / "tokenizer" / "phi3"
+TOKENIZER_SRC = REPO_ROOT / "tests" / "fixtures" / "tokenizer" / "phi3-legacy"
 
 # Greedy paths must be decisive: the fp32 C backend differs from torch by ~1e-5, so every step's
 # top-1 minus top-2 logit gap must be at least HARD_MIN_MARGIN; seeds are tried in order until

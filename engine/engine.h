@@ -1,0 +1,157 @@
+/* The serving engine's public API, the only part of engine/ the HTTP server uses to run
+ * requests: submit token ids with sampling parameters and stop rules, receive events (text
+ * deltas with token ids and logprobs, finish reasons, usage), cancel. One engine thread owns
+ * the model, the scheduler, the KV cache and the backend; everything here is thread-safe
+ * unless a function says otherwise. Knows nothing of HTTP or JSON. */
+#ifndef PHISERVE_ENGINE_ENGINE_H
+#define PHISERVE_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model_config.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+enum eng_err {
+    ENG_ERR_INVALID = -1,      /* a request field is out of range (message says which) */
+    ENG_ERR_NOMEM = -2,
+    ENG_ERR_QUEUE_FULL = -3,   /* the waiting queue is at --max-waiting: HTTP 429 */
+    ENG_ERR_CONTEXT = -4,      /* prompt (+ max_tokens) exceeds the context: 400 context_length_exceeded */
+    ENG_ERR_DRAINING = -5,     /* shutting down, no new requests: HTTP 503 */
+    ENG_ERR_LOAD = -6,         /* model or tokenizer failed to load (create only) */
+    ENG_ERR_BACKEND = -7,      /* the backend failed (create only; at run time it is an event) */
+};
+
+struct eng_engine_options {
+    const char *model_dir;        /* caller keeps during create */
+    const char *device;           /* "cpu" (default when NULL) or "ref" */
+    int n_threads;                /* CPU threads; <= 0: all cores */
+    int64_t kv_cache_bytes;       /* KV pool budget; <= 0: 1 GiB capped to what max context needs */
+    int32_t block_size;           /* tokens per KV block; <= 0: 16 */
+    int32_t max_batched_tokens;   /* per-step token budget; <= 0: 2048 */
+    int32_t max_seqs;             /* running sequences cap; <= 0: 256 */
+    int32_t max_waiting;          /* bounded waiting queue (requests); <= 0: 1024 */
+    bool rope_long_from_start;    /* LongRoPE: long factors at admission when prompt + max_tokens
+                                     exceeds original_max (no recompute); default off (HF-exact) */
+    bool no_prefix_caching;       /* disable automatic prefix caching */
+};
+
+/* Fills defaults (all zero/NULL/false except device "cpu"). */
+void eng_engine_options_init(struct eng_engine_options *o);
+
+struct eng_engine;
+
+/* Loads the model and tokenizer from o->model_dir, sizes the KV pool, starts the engine
+ * thread. Returns 0 and *out, or a negative eng_err with a message in err. */
+int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **out, char *err,
+                      size_t errlen);
+
+/* Stops the engine thread (running requests finish with ENG_FINISH_ABORT), frees everything.
+ * Every handle must have been released first. Accepts NULL. */
+void eng_engine_destroy(struct eng_engine *e);
+
+/* Read-only facts, valid for the engine's lifetime. */
+const struct eng_model_config *eng_engine_model_config(const struct eng_engine *e);
+const struct eng_tokenizer *eng_engine_tokenizer(const struct eng_engine *e);
+
+/* After this, eng_engine_submit answers ENG_ERR_DRAINING; running requests continue. */
+void eng_engine_drain(struct eng_engine *e);
+
+/* One request. Every pointer is the caller's and only needs to live through eng_engine_submit
+ * (the engine copies what it keeps). */
+struct eng_request {
+    const int32_t *prompt;        /* [n_prompt] token ids, each < vocab_size */
+    int32_t n_prompt;             /* >= 1 */
+    struct eng_sampling_params sampling; /* eos_token_ids may be left empty: the engine adds
+                                            the model's */
+    int32_t max_tokens;           /* <= 0: until the context window ends */
+    int32_t n;                    /* choices, 1..128; each gets its own sequence (sharing the
+                                     prompt's KV blocks) and, when seeded, seed + index */
+    const char *const *stop;      /* [n_stop] stop strings */
+    int32_t n_stop;
+    bool include_stop_str_in_output;
+    bool skip_special_tokens;     /* default true in the API */
+    bool prompt_logprobs;         /* compute the logprob of every prompt token (echo) */
+    int32_t prompt_top_logprobs;  /* alternatives for prompt tokens, 0..20 */
+};
+
+enum eng_finish_reason {
+    ENG_FINISH_NONE = 0,          /* not finished */
+    ENG_FINISH_STOP,              /* eos / stop token id / stop string */
+    ENG_FINISH_LENGTH,            /* max_tokens or the context window */
+    ENG_FINISH_ABORT,             /* cancelled or engine shutting down */
+    ENG_FINISH_ERROR,             /* backend failure; message in eng_event.error */
+};
+
+struct eng_token_info {
+    int32_t token;
+    float logprob;                /* when logprobs were asked */
+    int32_t n_top;
+    struct eng_token_logprob top[ENG_SAMPLER_MAX_TOP_LOGPROBS];
+};
+
+/* An event of one choice. Owned by the handle; valid until the next eng_handle_next call on
+ * the same handle or eng_handle_release. */
+struct eng_event {
+    int32_t choice;               /* 0 .. n-1 */
+    const char *text;             /* UTF-8 delta (may be empty) */
+    size_t text_len;
+    const struct eng_token_info *tokens; /* [n_tokens] tokens this delta came from */
+    int32_t n_tokens;
+    enum eng_finish_reason finish; /* != NONE on the choice's last event */
+    const char *error;            /* ENG_FINISH_ERROR: a message, else NULL */
+};
+
+struct eng_usage {
+    int32_t prompt_tokens;
+    int32_t completion_tokens;    /* summed over choices */
+    int32_t cached_tokens;        /* prompt tokens served from the prefix cache */
+};
+
+/* Called by the engine thread whenever new events are queued on a handle (and once when it
+ * finishes). It must be quick and must not call back into the engine except
+ * eng_handle_next-free functions; typically it resumes a suspended HTTP connection. */
+typedef void (*eng_wake_fn)(void *user);
+
+struct eng_handle;
+
+/* Queues a request. Returns 0 and *out (release it with eng_handle_release), or a negative
+ * eng_err with a message in err: ENG_ERR_INVALID, ENG_ERR_CONTEXT, ENG_ERR_QUEUE_FULL,
+ * ENG_ERR_DRAINING, ENG_ERR_NOMEM. */
+int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wake_fn wake,
+                      void *user, struct eng_handle **out, char *err, size_t errlen);
+
+/* Takes the next event without blocking. Returns 1 and *ev, 0 when none is pending yet, or -1
+ * when every choice has finished and all events were taken. */
+int eng_handle_next(struct eng_handle *h, const struct eng_event **ev);
+
+/* Blocks until an event is pending or the request is over (for simple callers and tests). */
+void eng_handle_wait(struct eng_handle *h);
+
+/* Prompt logprobs (when asked): [n_prompt] entries, the first with token only (no logprob);
+ * NULL until the prompt was computed. Valid until eng_handle_release. */
+const struct eng_token_info *eng_handle_prompt_logprobs(struct eng_handle *h);
+
+/* Usage so far (final once eng_handle_next returned -1). */
+void eng_handle_usage(struct eng_handle *h, struct eng_usage *u);
+
+/* Cancels (client gone): the sequences' KV blocks are freed within one engine step. Idempotent. */
+void eng_handle_cancel(struct eng_handle *h);
+
+/* Drops the caller's reference; cancels the request if it is still running. */
+void eng_handle_release(struct eng_handle *h);
+
+struct eng_metrics {
+    int32_t running, waiting;
+    int64_t kv_blocks_used, kv_blocks_total;
+    int64_t preemptions;
+    int64_t prefix_cache_queries, prefix_cache_hits;   /* in tokens */
+    int64_t prompt_tokens_total, generation_tokens_total;
+    int64_t requests_finished;
+};
+
+void eng_engine_get_metrics(struct eng_engine *e, struct eng_metrics *m);
+
+#endif
