@@ -9,6 +9,7 @@
 #include "generate.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "tokenizer.h"
 
 struct dump {
     FILE *f;
@@ -27,11 +28,13 @@ static void dump_logits(void *user, int32_t seq, int32_t step, const float *logi
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: phiserve generate [--model DIR] --tokens 1,2,3 [options]\n"
+            "usage: phiserve generate [--model DIR] (--prompt TEXT | --tokens 1,2,3) [options]\n"
             "\n"
-            "Greedy generation (temperature 0). Prints the generated token ids.\n"
+            "Greedy generation (temperature 0). Prints the generated token ids on one line and,\n"
+            "when the model has a tokenizer, their text on the next.\n"
             "\n"
             "  --model DIR          Hugging Face model directory (default: the bundled demo model)\n"
+            "  --prompt TEXT        prompt text, tokenized with the model's tokenizer (BOS as configured)\n"
             "  --tokens IDS         prompt as comma-separated token ids\n"
             "  --max-tokens N       tokens to generate (default 32)\n"
             "  --ignore-eos         keep generating past the model's end-of-sequence ids\n"
@@ -46,6 +49,7 @@ int srv_cmd_generate(int argc, char **argv)
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},
         {"tokens", required_argument, NULL, 't'},
+        {"prompt", required_argument, NULL, 'p'},
         {"max-tokens", required_argument, NULL, 'n'},
         {"ignore-eos", no_argument, NULL, 'e'},
         {"device", required_argument, NULL, 'd'},
@@ -54,7 +58,8 @@ int srv_cmd_generate(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *model_dir = PHISERVE_DEMO_MODEL, *tokens = NULL, *device = "cpu", *dump_path = NULL;
+    const char *model_dir = PHISERVE_DEMO_MODEL, *tokens = NULL, *text = NULL, *device = "cpu";
+    const char *dump_path = NULL;
     int64_t max_new = 32, threads = 0;
     int ignore_eos = 0;
     int c;
@@ -63,6 +68,7 @@ int srv_cmd_generate(int argc, char **argv)
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 't': tokens = optarg; break;
+        case 'p': text = optarg; break;
         case 'e': ignore_eos = 1; break;
         case 'd': device = optarg; break;
         case 'l': dump_path = optarg; break;
@@ -86,8 +92,8 @@ int srv_cmd_generate(int argc, char **argv)
         fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!tokens) {
-        fprintf(stderr, "error: give the prompt with --tokens 1,2,3\n");
+    if ((!tokens) == (!text)) {
+        fprintf(stderr, "error: give the prompt with either --prompt TEXT or --tokens 1,2,3\n");
         usage(stderr);
         return 2;
     }
@@ -101,9 +107,27 @@ int srv_cmd_generate(int argc, char **argv)
     struct dump dump = {0};
     int32_t *prompt = NULL, *out = NULL, n_prompt = 0;
     struct eng_generator gen = {0};
+    struct eng_tokenizer *tok = NULL;
+    char *out_text = NULL;
+    size_t out_len = 0;
 
-    if (srv_cli_parse_ids(tokens, &prompt, &n_prompt) != 0)
+    /* The tokenizer is optional for --tokens (test models have none) and needed for --prompt. */
+    int tok_rc = eng_tokenizer_load_dir(model_dir, &tok, err, sizeof err);
+    if (text) {
+        size_t n = 0;
+        if (tok_rc != 0) {
+            fprintf(stderr, "error: %s: --prompt needs the model's tokenizer: %s\n", model_dir, err);
+            goto done;
+        }
+        if (eng_tokenizer_encode(tok, text, strlen(text), 1, &prompt, &n) != 0 || n == 0 ||
+            n > INT32_MAX) {
+            fprintf(stderr, "error: cannot tokenize the prompt\n");
+            goto done;
+        }
+        n_prompt = (int32_t)n;
+    } else if (srv_cli_parse_ids(tokens, &prompt, &n_prompt) != 0) {
         goto done;
+    }
     if (eng_model_load(model_dir, &model, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s: %s\n", model_dir, err);
         goto done;
@@ -152,6 +176,10 @@ int srv_cmd_generate(int argc, char **argv)
     for (int32_t i = 0; i < seq.n_out; i++)
         printf("%s%d", i ? "," : "", out[i]);
     printf("\n");
+    if (tok && eng_tokenizer_decode(tok, out, (size_t)seq.n_out, 1, &out_text, &out_len) == 0) {
+        fwrite(out_text, 1, out_len, stdout);
+        printf("\n");
+    }
     if (dump.failed) {
         fprintf(stderr, "error: writing %s failed\n", dump_path);
         goto done;
@@ -163,6 +191,8 @@ done:
         status = 1;
     }
     eng_generator_free(&gen);
+    free(out_text);
+    eng_tokenizer_destroy(tok);
     free(out);
     free(prompt);
     eng_kv_cache_destroy(kv);

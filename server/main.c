@@ -14,6 +14,7 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  generate   greedy generation from token ids or a prompt, printed to stdout\n"
+            "  tokenize   text to token ids (or --detokenize ids to text) with the model's tokenizer\n"
             "\n"
             "Every command takes --model DIR (a Hugging Face model directory); without it the\n"
             "bundled demo model is used. `phiserve <command> --help` lists a command's options.\n"
@@ -40,6 +41,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "generate") == 0)
         return srv_cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0)
+        return srv_cmd_tokenize(argc - 1, argv + 1);
     fprintf(stderr, "phiserve: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

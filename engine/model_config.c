@@ -1,0 +1,753 @@
+/* config.json and generation_config.json of a Phi-3 model: parsed with cJSON, every field
+ * type- and range-checked, defaults as transformers' Phi3Config. It does not look at weights
+ * (engine/model.c checks tensor shapes against this struct). */
+#include "model_config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CFG_MAX_FILE_BYTES (16u << 20)
+#define CFG_MAX_HIDDEN 65536
+#define CFG_MAX_INTERMEDIATE (1 << 20)
+#define CFG_MAX_LAYERS 1024
+#define CFG_MAX_HEADS 1024
+#define CFG_MAX_HEAD_DIM 1024
+#define CFG_MAX_VOCAB (1 << 24)
+#define CFG_MAX_POSITIONS (1 << 24)
+#define CFG_JSON_INT_MAX 9007199254740992.0 /* 2^53 */
+#define CFG_MAX_ROPE_FACTOR 1e6              /* far above any real factor, well inside float */
+#define CFG_MAX_MSCALE 1e3
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static const char *json_type_name(const cJSON *v)
+{
+    if (cJSON_IsNull(v))
+        return "null";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    return "invalid";
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Refuses an object with a key present twice: cJSON keeps both and lookups return the first,
+ * while Python (which wrote the file) keeps the last. */
+static int check_unique_keys(const cJSON *obj, const char *file, const char *where, char *err,
+                             size_t errlen)
+{
+    size_t n = 0;
+    for (const cJSON *c = obj->child; c != NULL; c = c->next)
+        n++;
+    if (n < 2)
+        return 0;
+    const char **keys = malloc(n * sizeof(*keys));
+    if (keys == NULL) {
+        set_err(err, errlen, "%s: out of memory", file);
+        return -1;
+    }
+    size_t i = 0;
+    for (const cJSON *c = obj->child; c != NULL; c = c->next)
+        keys[i++] = c->string != NULL ? c->string : "";
+    qsort(keys, n, sizeof(*keys), cmp_str_ptr);
+    int rc = 0;
+    for (i = 1; i < n; i++) {
+        if (strcmp(keys[i - 1], keys[i]) == 0) {
+            set_err(err, errlen, "%s: duplicate key '%s%.64s'", file, where, keys[i]);
+            rc = -1;
+            break;
+        }
+    }
+    free(keys);
+    return rc;
+}
+
+/* Parses text as one JSON object with nothing but whitespace after it. cJSON keeps strings
+ * NUL-terminated, so a raw NUL (or a \u escape decoding to U+0000) is refused. */
+static cJSON *parse_object(const char *text, size_t len, const char *file, char *err, size_t errlen)
+{
+    if (text == NULL || len == 0) {
+        set_err(err, errlen, "%s: empty", file);
+        return NULL;
+    }
+    if (memchr(text, 0, len) != NULL) {
+        set_err(err, errlen, "%s: contains a NUL byte", file);
+        return NULL;
+    }
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (text[i] != '\\')
+            continue;
+        if (text[i + 1] == 'u') {
+            /* cJSON 1.7.15 decodes non-hex digits in a \u escape as U+0000. */
+            unsigned v = 0;
+            bool ok = len - i >= 6;
+            for (size_t k = 2; ok && k < 6; k++) {
+                char h = text[i + k];
+                ok = (h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F');
+                v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+            }
+            if (!ok || v == 0) {
+                set_err(err, errlen, "%s: contains a \\u0000 or malformed \\u escape", file);
+                return NULL;
+            }
+        }
+        i++;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (root == NULL) {
+        size_t at = end != NULL && end >= text ? (size_t)(end - text) : 0;
+        set_err(err, errlen, "%s: not valid JSON (near byte %zu)", file, at);
+        return NULL;
+    }
+    for (const char *p = end; p < text + len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            set_err(err, errlen, "%s: trailing bytes after the JSON value", file);
+            cJSON_Delete(root);
+            return NULL;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        set_err(err, errlen, "%s: not a JSON object", file);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    if (check_unique_keys(root, file, "", err, errlen) != 0) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* Field readers. A key that is absent or null reads as "not given" (*given = 0) for optional
+ * fields: transformers treats null as the default for every field we read. */
+struct field_ctx {
+    const char *file;          /* "config.json" */
+    const char *prefix;        /* "" or "rope_scaling." */
+    char *err;
+    size_t errlen;
+};
+
+static int read_int(const struct field_ctx *fc, const cJSON *obj, const char *key, bool required,
+                    int64_t lo, int64_t hi, int64_t *out, bool *given)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *given = false;
+    if (v == NULL || cJSON_IsNull(v)) {
+        if (required) {
+            set_err(fc->err, fc->errlen, "%s: required field '%s%s' is %s", fc->file, fc->prefix,
+                    key, v == NULL ? "missing" : "null");
+            return -1;
+        }
+        return 0;
+    }
+    if (!cJSON_IsNumber(v)) {
+        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be an integer, not %s", fc->file,
+                fc->prefix, key, json_type_name(v));
+        return -1;
+    }
+    double d = v->valuedouble;
+    if (!isfinite(d) || fabs(d) >= CFG_JSON_INT_MAX || d != floor(d)) {
+        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be an integer, not %g", fc->file,
+                fc->prefix, key, d);
+        return -1;
+    }
+    int64_t x = (int64_t)d;
+    if (x < lo || x > hi) {
+        set_err(fc->err, fc->errlen, "%s: field '%s%s' = %lld is outside [%lld, %lld]", fc->file,
+                fc->prefix, key, (long long)x, (long long)lo, (long long)hi);
+        return -1;
+    }
+    *out = x;
+    *given = true;
+    return 0;
+}
+
+/* A finite number in (lo, hi] (lo exclusive: every real-valued field we read is positive). */
+static int read_num(const struct field_ctx *fc, const cJSON *obj, const char *key, double lo,
+                    double hi, double *out, bool *given)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *given = false;
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsNumber(v)) {
+        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a number, not %s", fc->file,
+                fc->prefix, key, json_type_name(v));
+        return -1;
+    }
+    double d = v->valuedouble;
+    if (!isfinite(d) || !(d > lo) || d > hi) {
+        set_err(fc->err, fc->errlen, "%s: field '%s%s' = %g is outside (%g, %g]", fc->file,
+                fc->prefix, key, d, lo, hi);
+        return -1;
+    }
+    *out = d;
+    *given = true;
+    return 0;
+}
+
+static int read_bool(const struct field_ctx *fc, const cJSON *obj, const char *key, bool *out,
+                     bool *given)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *given = false;
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsBool(v)) {
+        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a boolean, not %s", fc->file,
+                fc->prefix, key, json_type_name(v));
+        return -1;
+    }
+    *out = cJSON_IsTrue(v);
+    *given = true;
+    return 0;
+}
+
+/* Returns the string value of key, NULL when absent or null, or sets err (wrong type). */
+static int read_str(const struct field_ctx *fc, const cJSON *obj, const char *key, const char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsString(v)) {
+        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a string, not %s", fc->file,
+                fc->prefix, key, json_type_name(v));
+        return -1;
+    }
+    *out = v->valuestring;
+    return 0;
+}
+
+/* A token id in [0, vocab) or absent/null (-1). */
+static int read_token_id(const struct field_ctx *fc, const cJSON *obj, const char *key,
+                         int64_t vocab, int32_t *out)
+{
+    int64_t v;
+    bool given;
+    *out = -1;
+    if (read_int(fc, obj, key, false, 0, vocab - 1, &v, &given) != 0)
+        return -1;
+    if (given)
+        *out = (int32_t)v;
+    return 0;
+}
+
+static int add_eos(struct eng_model_config *cfg, int64_t id, const char *file, char *err, size_t errlen)
+{
+    for (int i = 0; i < cfg->n_eos_ids; i++)
+        if (cfg->eos_token_ids[i] == id)
+            return 0;
+    if (cfg->n_eos_ids == ENG_MAX_STOP_IDS) {
+        set_err(err, errlen, "%s: field 'eos_token_id' lists more than %d ids", file, ENG_MAX_STOP_IDS);
+        return -1;
+    }
+    cfg->eos_token_ids[cfg->n_eos_ids++] = (int32_t)id;
+    return 0;
+}
+
+/* eos_token_id: an int, a list of ints, or absent/null. Each id must be inside the vocab. */
+static int read_eos(const struct field_ctx *fc, const cJSON *obj, struct eng_model_config *cfg)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "eos_token_id");
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    if (cJSON_IsNumber(v)) {
+        int32_t id;
+        if (read_token_id(fc, obj, "eos_token_id", cfg->vocab_size, &id) != 0)
+            return -1;
+        return add_eos(cfg, id, fc->file, fc->err, fc->errlen);
+    }
+    if (!cJSON_IsArray(v)) {
+        set_err(fc->err, fc->errlen, "%s: field 'eos_token_id' must be an integer or a list of "
+                "integers, not %s", fc->file, json_type_name(v));
+        return -1;
+    }
+    int i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        double d = cJSON_IsNumber(e) ? e->valuedouble : -1.0;
+        if (!cJSON_IsNumber(e) || !isfinite(d) || d != floor(d) || d < 0 ||
+            d >= (double)cfg->vocab_size) {
+            set_err(fc->err, fc->errlen, "%s: field 'eos_token_id[%d]' must be a token id in [0, %lld)",
+                    fc->file, i, (long long)cfg->vocab_size);
+            return -1;
+        }
+        if (add_eos(cfg, (int64_t)d, fc->file, fc->err, fc->errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* short_factor / long_factor: exactly n positive finite numbers. */
+static int read_factors(const struct field_ctx *fc, const cJSON *rs, const char *key, int n, float *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(rs, key);
+    if (!cJSON_IsArray(v)) {
+        set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' must be a list of %d numbers, "
+                "not %s", fc->file, key, n, v == NULL ? "missing" : json_type_name(v));
+        return -1;
+    }
+    int i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        if (i == n) {
+            set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' has more than rotary_dim/2 = %d "
+                    "entries", fc->file, key, n);
+            return -1;
+        }
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) || !(e->valuedouble > 0.0) ||
+            e->valuedouble > CFG_MAX_ROPE_FACTOR) {
+            set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s[%d]' must be a positive finite "
+                    "number", fc->file, key, i);
+            return -1;
+        }
+        out[i] = (float)e->valuedouble;
+    }
+    if (i != n) {
+        set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' has %d entries, rotary_dim/2 = %d "
+                "needed", fc->file, key, i, n);
+        return -1;
+    }
+    return 0;
+}
+
+/* rope_scaling (or, from transformers 5, rope_parameters): null, or LongRoPE ("su" and
+ * "longrope" name the same algorithm). Sets rope_type, factors, mscales and, when it carries
+ * one, the original context length (only when the top level has none). */
+static int parse_rope(const struct field_ctx *top, const cJSON *root, struct eng_model_config *c,
+                      bool orig_given)
+{
+    const char *rs_key = "rope_scaling";
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, rs_key);
+    if (rs == NULL || cJSON_IsNull(rs)) {
+        rs_key = "rope_parameters";
+        rs = cJSON_GetObjectItemCaseSensitive(root, rs_key);
+    }
+    c->rope_type = ENG_ROPE_DEFAULT;
+    c->short_mscale = c->long_mscale = 1.0;
+    c->n_rope_factors = 0;
+    if (rs == NULL || cJSON_IsNull(rs))
+        return 0;
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "%s.", rs_key);
+    struct field_ctx fc = {top->file, prefix, top->err, top->errlen};
+    if (!cJSON_IsObject(rs)) {
+        set_err(fc.err, fc.errlen, "%s: field '%s' must be an object or null, not %s", fc.file,
+                rs_key, json_type_name(rs));
+        return -1;
+    }
+    if (check_unique_keys(rs, fc.file, prefix, fc.err, fc.errlen) != 0)
+        return -1;
+    const char *type, *rope_type;
+    if (read_str(&fc, rs, "type", &type) != 0 || read_str(&fc, rs, "rope_type", &rope_type) != 0)
+        return -1;
+    if (type != NULL && rope_type != NULL && strcmp(type, rope_type) != 0) {
+        set_err(fc.err, fc.errlen, "%s: '%stype' = '%.32s' and '%srope_type' = '%.32s' disagree",
+                fc.file, prefix, type, prefix, rope_type);
+        return -1;
+    }
+    const char *t = type != NULL ? type : rope_type;
+    if (t == NULL) {
+        set_err(fc.err, fc.errlen, "%s: field '%s' has neither 'type' nor 'rope_type'", fc.file, rs_key);
+        return -1;
+    }
+    if (strcmp(t, "default") == 0)
+        return 0;
+    if (strcmp(t, "su") != 0 && strcmp(t, "longrope") != 0) {
+        set_err(fc.err, fc.errlen, "%s: %s type '%.32s' is not supported (only 'su'/'longrope')",
+                fc.file, rs_key, t);
+        return -1;
+    }
+    c->rope_type = ENG_ROPE_LONGROPE;
+
+    int64_t orig;
+    bool given;
+    if (read_int(&fc, rs, "original_max_position_embeddings", false, 1, CFG_MAX_POSITIONS, &orig,
+                 &given) != 0)
+        return -1;
+    if (given && orig_given && orig != c->original_max_position_embeddings) {
+        set_err(fc.err, fc.errlen, "%s: '%soriginal_max_position_embeddings' = %lld disagrees with "
+                "the top-level %lld", fc.file, prefix, (long long)orig,
+                (long long)c->original_max_position_embeddings);
+        return -1;
+    }
+    if (given)
+        c->original_max_position_embeddings = orig;
+
+    int64_t half = c->rotary_dim / 2;
+    if (half > ENG_MAX_ROPE_FACTORS) {
+        set_err(fc.err, fc.errlen, "%s: LongRoPE with rotary_dim %lld needs more than %d factors",
+                fc.file, (long long)c->rotary_dim, ENG_MAX_ROPE_FACTORS);
+        return -1;
+    }
+    c->n_rope_factors = (int)half;
+    if (read_factors(&fc, rs, "short_factor", (int)half, c->short_factor) != 0 ||
+        read_factors(&fc, rs, "long_factor", (int)half, c->long_factor) != 0)
+        return -1;
+
+    /* Attention scaling: an explicit per-table mscale (PhiMoE) wins, then attention_factor
+     * (transformers' rope utils), then the LongRoPE default from the context extension. */
+    double af, sm, lm;
+    bool af_given, sm_given, lm_given;
+    if (read_num(&fc, rs, "attention_factor", 0.0, CFG_MAX_MSCALE, &af, &af_given) != 0 ||
+        read_num(&fc, rs, "short_mscale", 0.0, CFG_MAX_MSCALE, &sm, &sm_given) != 0 ||
+        read_num(&fc, rs, "long_mscale", 0.0, CFG_MAX_MSCALE, &lm, &lm_given) != 0)
+        return -1;
+    double def = 1.0;
+    double s = (double)c->max_position_embeddings / (double)c->original_max_position_embeddings;
+    if (s > 1.0) {
+        /* s > 1 implies original >= 1 and max >= 2, but log(1) = 0 would divide by zero. */
+        if (c->original_max_position_embeddings < 2) {
+            set_err(fc.err, fc.errlen, "%s: LongRoPE needs original_max_position_embeddings >= 2",
+                    fc.file);
+            return -1;
+        }
+        def = sqrt(1.0 + log(s) / log((double)c->original_max_position_embeddings));
+    }
+    if (af_given)
+        def = af;
+    c->short_mscale = sm_given ? sm : def;
+    c->long_mscale = lm_given ? lm : def;
+    return 0;
+}
+
+/* architectures ["Phi3ForCausalLM"] and/or model_type "phi3"; at least one must be present. */
+static int check_arch(const struct field_ctx *fc, const cJSON *root, struct eng_model_config *c)
+{
+    const char *mt;
+    if (read_str(fc, root, "model_type", &mt) != 0)
+        return -1;
+    if (mt != NULL && strcmp(mt, "phi3") != 0) {
+        set_err(fc->err, fc->errlen, "%s: model_type '%.64s' is not supported (only 'phi3')",
+                fc->file, mt);
+        return -1;
+    }
+    const cJSON *ar = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    bool have_arch = false;
+    if (ar != NULL && !cJSON_IsNull(ar)) {
+        if (!cJSON_IsArray(ar) || ar->child == NULL) {
+            set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a non-empty list of "
+                    "strings", fc->file);
+            return -1;
+        }
+        for (const cJSON *e = ar->child; e != NULL; e = e->next) {
+            if (!cJSON_IsString(e)) {
+                set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a list of strings, "
+                        "found %s", fc->file, json_type_name(e));
+                return -1;
+            }
+            if (strcmp(e->valuestring, "Phi3ForCausalLM") != 0) {
+                set_err(fc->err, fc->errlen, "%s: architectures entry '%.64s' is not supported (only "
+                        "'Phi3ForCausalLM')", fc->file, e->valuestring);
+                return -1;
+            }
+        }
+        have_arch = true;
+    }
+    if (mt == NULL && !have_arch) {
+        set_err(fc->err, fc->errlen, "%s: neither 'architectures' nor 'model_type' is given", fc->file);
+        return -1;
+    }
+    c->arch = ENG_ARCH_PHI3;
+    return 0;
+}
+
+/* Features of the wider Phi-3 family that the dense phi3 forward pass does not implement. */
+static int check_unsupported(const struct field_ctx *fc, const cJSON *root)
+{
+    const char *act;
+    if (read_str(fc, root, "hidden_act", &act) != 0)
+        return -1;
+    if (act != NULL && strcmp(act, "silu") != 0) {
+        set_err(fc->err, fc->errlen, "%s: hidden_act '%.32s' is not supported (only 'silu')",
+                fc->file, act);
+        return -1;
+    }
+    static const char *const biases[] = {"attention_bias", "mlp_bias", "lm_head_bias"};
+    for (size_t i = 0; i < sizeof(biases) / sizeof(biases[0]); i++) {
+        bool b = false, given;
+        if (read_bool(fc, root, biases[i], &b, &given) != 0)
+            return -1;
+        if (b) {
+            set_err(fc->err, fc->errlen, "%s: field '%s' = true is not supported by the phi3 model",
+                    fc->file, biases[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_config(const cJSON *root, struct eng_model_config *c, char *err, size_t errlen)
+{
+    const struct field_ctx fc = {"config.json", "", err, errlen};
+    bool given;
+    memset(c, 0, sizeof(*c));
+    if (check_arch(&fc, root, c) != 0 || check_unsupported(&fc, root) != 0)
+        return -1;
+    if (read_int(&fc, root, "hidden_size", true, 1, CFG_MAX_HIDDEN, &c->hidden_size, &given) != 0 ||
+        read_int(&fc, root, "intermediate_size", true, 1, CFG_MAX_INTERMEDIATE,
+                 &c->intermediate_size, &given) != 0 ||
+        read_int(&fc, root, "num_hidden_layers", true, 1, CFG_MAX_LAYERS, &c->num_hidden_layers,
+                 &given) != 0 ||
+        read_int(&fc, root, "num_attention_heads", true, 1, CFG_MAX_HEADS, &c->num_attention_heads,
+                 &given) != 0 ||
+        read_int(&fc, root, "vocab_size", true, 1, CFG_MAX_VOCAB, &c->vocab_size, &given) != 0 ||
+        read_int(&fc, root, "max_position_embeddings", true, 1, CFG_MAX_POSITIONS,
+                 &c->max_position_embeddings, &given) != 0)
+        return -1;
+
+    if (read_int(&fc, root, "num_key_value_heads", false, 1, CFG_MAX_HEADS, &c->num_key_value_heads,
+                 &given) != 0)
+        return -1;
+    if (!given)
+        c->num_key_value_heads = c->num_attention_heads;
+    if (c->num_attention_heads % c->num_key_value_heads != 0) {
+        set_err(err, errlen, "config.json: num_attention_heads %lld is not a multiple of "
+                "num_key_value_heads %lld", (long long)c->num_attention_heads,
+                (long long)c->num_key_value_heads);
+        return -1;
+    }
+
+    if (read_int(&fc, root, "head_dim", false, 1, CFG_MAX_HEAD_DIM, &c->head_dim, &given) != 0)
+        return -1;
+    if (!given) {
+        if (c->hidden_size % c->num_attention_heads != 0) {
+            set_err(err, errlen, "config.json: hidden_size %lld is not divisible by "
+                    "num_attention_heads %lld (and no head_dim is given)",
+                    (long long)c->hidden_size, (long long)c->num_attention_heads);
+            return -1;
+        }
+        c->head_dim = c->hidden_size / c->num_attention_heads;
+        if (c->head_dim > CFG_MAX_HEAD_DIM) {
+            set_err(err, errlen, "config.json: head_dim %lld (hidden_size / num_attention_heads) "
+                    "exceeds %d", (long long)c->head_dim, CFG_MAX_HEAD_DIM);
+            return -1;
+        }
+    }
+
+    c->partial_rotary_factor = 1.0;
+    if (read_num(&fc, root, "partial_rotary_factor", 0.0, 1.0, &c->partial_rotary_factor, &given) != 0)
+        return -1;
+    /* transformers: int(head_dim * partial_rotary_factor), truncating. */
+    c->rotary_dim = (int64_t)((double)c->head_dim * c->partial_rotary_factor);
+    if (c->rotary_dim < 2 || c->rotary_dim % 2 != 0) {
+        set_err(err, errlen, "config.json: rotary_dim %lld (head_dim %lld x partial_rotary_factor %g) "
+                "must be even and at least 2", (long long)c->rotary_dim, (long long)c->head_dim,
+                c->partial_rotary_factor);
+        return -1;
+    }
+
+    c->rms_norm_eps = 1e-5;
+    c->rope_theta = 10000.0;
+    if (read_num(&fc, root, "rms_norm_eps", 0.0, 1.0, &c->rms_norm_eps, &given) != 0 ||
+        read_num(&fc, root, "rope_theta", 0.0, 1e12, &c->rope_theta, &given) != 0)
+        return -1;
+
+    bool tie = false;
+    if (read_bool(&fc, root, "tie_word_embeddings", &tie, &given) != 0)
+        return -1;
+    c->tie_word_embeddings = tie ? 1 : 0;
+
+    bool orig_given;
+    if (read_int(&fc, root, "original_max_position_embeddings", false, 1, CFG_MAX_POSITIONS,
+                 &c->original_max_position_embeddings, &orig_given) != 0)
+        return -1;
+    if (!orig_given)
+        c->original_max_position_embeddings = c->max_position_embeddings;
+
+    /* null means no window; a window at least as long as the context never masks anything. */
+    if (read_int(&fc, root, "sliding_window", false, 1, (int64_t)CFG_JSON_INT_MAX - 1,
+                 &c->sliding_window, &given) != 0)
+        return -1;
+    if (!given || c->sliding_window >= c->max_position_embeddings)
+        c->sliding_window = 0;
+
+    if (parse_rope(&fc, root, c, orig_given) != 0)
+        return -1;
+    /* With rope_parameters (transformers 5) rope_theta may live inside it. */
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    if (cJSON_IsObject(rp) && cJSON_GetObjectItemCaseSensitive(root, "rope_theta") == NULL) {
+        const struct field_ctx rfc = {"config.json", "rope_parameters.", err, errlen};
+        if (read_num(&rfc, rp, "rope_theta", 0.0, 1e12, &c->rope_theta, &given) != 0)
+            return -1;
+    }
+
+    if (read_token_id(&fc, root, "bos_token_id", c->vocab_size, &c->bos_token_id) != 0 ||
+        read_token_id(&fc, root, "pad_token_id", c->vocab_size, &c->pad_token_id) != 0 ||
+        read_eos(&fc, root, c) != 0)
+        return -1;
+    return 0;
+}
+
+int eng_model_config_parse(const char *json, size_t len, struct eng_model_config *cfg,
+                           char *err, size_t errlen)
+{
+    if (cfg == NULL) {
+        set_err(err, errlen, "config.json: NULL config");
+        return -1;
+    }
+    cJSON *root = parse_object(json, len, "config.json", err, errlen);
+    if (root == NULL)
+        return -1;
+    /* Parse into a scratch copy so that cfg is untouched on failure. */
+    struct eng_model_config *tmp = malloc(sizeof(*tmp));
+    int rc = -1;
+    if (tmp == NULL) {
+        set_err(err, errlen, "config.json: out of memory");
+    } else if (parse_config(root, tmp, err, errlen) == 0) {
+        *cfg = *tmp;
+        rc = 0;
+    }
+    free(tmp);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int eng_model_config_merge_generation(const char *json, size_t len,
+                                      struct eng_model_config *cfg, char *err, size_t errlen)
+{
+    const char *file = "generation_config.json";
+    if (cfg == NULL) {
+        set_err(err, errlen, "%s: NULL config", file);
+        return -1;
+    }
+    cJSON *root = parse_object(json, len, file, err, errlen);
+    if (root == NULL)
+        return -1;
+    const struct field_ctx fc = {file, "", err, errlen};
+    int32_t ids[ENG_MAX_STOP_IDS];
+    int n = cfg->n_eos_ids;
+    memcpy(ids, cfg->eos_token_ids, sizeof(ids));
+    int rc = read_eos(&fc, root, cfg);
+    if (rc != 0) {
+        /* Leave the eos list as it was. */
+        cfg->n_eos_ids = n;
+        memcpy(cfg->eos_token_ids, ids, sizeof(ids));
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* Reads dir/name whole (bounded). Returns 0, 1 when it does not exist, or -1 with err. */
+static int read_file(const char *dir, const char *name, char **out, size_t *len, char *err,
+                     size_t errlen)
+{
+    char path[PATH_MAX];
+    char eb[128];
+    int w = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (w < 0 || (size_t)w >= sizeof(path)) {
+        set_err(err, errlen, "%s: path too long", name);
+        return -1;
+    }
+    /* O_NONBLOCK: a FIFO planted under the name must not hang start-up. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 1;
+        set_err(err, errlen, "%s: cannot open: %s", name, strerror_r(errno, eb, sizeof(eb)));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "%s: not a regular file", name);
+        close(fd);
+        return -1;
+    }
+    if ((uint64_t)st.st_size > CFG_MAX_FILE_BYTES) {
+        set_err(err, errlen, "%s: %lld bytes exceed the %u-byte limit", name, (long long)st.st_size,
+                CFG_MAX_FILE_BYTES);
+        close(fd);
+        return -1;
+    }
+    size_t size = (size_t)st.st_size;
+    char *buf = malloc(size + 1);
+    if (buf == NULL) {
+        set_err(err, errlen, "%s: out of memory", name);
+        close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            set_err(err, errlen, "%s: read failed: %s", name, strerror_r(errno, eb, sizeof(eb)));
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *out = buf;
+    *len = got;
+    return 0;
+}
+
+int eng_model_config_load(const char *dir, struct eng_model_config *cfg, char *err, size_t errlen)
+{
+    if (dir == NULL || cfg == NULL) {
+        set_err(err, errlen, "config.json: NULL argument");
+        return -1;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int r = read_file(dir, "config.json", &text, &len, err, errlen);
+    if (r == 1)
+        set_err(err, errlen, "config.json: not found in %s", dir);
+    if (r != 0)
+        return -1;
+    struct eng_model_config tmp;
+    r = eng_model_config_parse(text, len, &tmp, err, errlen);
+    free(text);
+    if (r != 0)
+        return -1;
+    text = NULL;
+    r = read_file(dir, "generation_config.json", &text, &len, err, errlen);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        r = eng_model_config_merge_generation(text, len, &tmp, err, errlen);
+        free(text);
+        if (r != 0)
+            return -1;
+    }
+    *cfg = tmp;
+    return 0;
+}

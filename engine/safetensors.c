@@ -1,0 +1,1009 @@
+/* Safetensors loader: maps model files read-only and validates every header field and offset
+ * (the checks of the safetensors reference implementation, plus duplicate names and dtypes we
+ * cannot compute with) before any tensor byte is handed out. It does not know model layouts. */
+#include "safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ST_MAX_HEADER 100000000ull        /* the reference implementation's MAX_HEADER_SIZE */
+#define ST_MAX_INDEX_BYTES (16u << 20)    /* model.safetensors.index.json */
+#define ST_MAX_SHARDS 4096
+#define ST_JSON_INT_MAX 9007199254740992.0 /* 2^53: larger JSON numbers lose precision */
+#define ST_NAME_SHOWN 96                   /* tensor names are cut to this in messages */
+
+static const char ST_SINGLE[] = "model.safetensors";
+static const char ST_INDEX[] = "model.safetensors.index.json";
+
+struct st_shard {
+    char *file;                /* plain file name inside the model dir, owned */
+    const uint8_t *map;        /* read-only mapping of the whole file */
+    size_t map_len;
+};
+
+struct eng_st_set {
+    struct st_shard *shards;   /* [n_shards], owned */
+    size_t n_shards;
+    struct eng_tensor *tensors; /* [n_tensors] sorted by name; names owned (strdup) */
+    size_t *tensor_shard;      /* [n_tensors] index into shards */
+    size_t n_tensors;
+};
+
+/* One validated header entry; name is owned by the caller of parse_image. */
+struct st_entry {
+    char *name;
+    enum kern_dtype dtype;
+    int n_dims;
+    int64_t shape[ENG_ST_MAX_DIMS];
+    int64_t n_elements;
+    uint64_t begin, end;       /* relative to the data region */
+};
+
+struct st_image {
+    struct st_entry *entries;  /* [n] */
+    size_t n;
+    const uint8_t *data;       /* start of the data region */
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Length of a name as shown in messages (hostile names can be megabytes long). */
+static int shown(const char *name)
+{
+    size_t n = strlen(name);
+    if (n <= ST_NAME_SHOWN)
+        return (int)n;
+    n = ST_NAME_SHOWN;
+    while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
+        n--; /* do not cut a UTF-8 sequence: messages end up in JSON logs */
+    return (int)n;
+}
+
+static uint64_t read_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Strict UTF-8 (RFC 3629): no overlongs, no encoded surrogates, nothing above U+10FFFF.
+ * Returns the offset of the first bad byte, or len when all is well. */
+static size_t utf8_bad_offset(const uint8_t *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s[i];
+        size_t n;
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            if (c == 0xF4)
+                hi = 0x8F;
+        } else {
+            return i;
+        }
+        if (len - i <= n)
+            return i;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k <= n; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+static int hex_value(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* cJSON keeps strings NUL-terminated, so a raw NUL byte or a \u0000 escape would silently cut
+ * a tensor name short (and could make two different names compare equal). cJSON 1.7.15 also
+ * decodes a \u escape with non-hex digits as U+0000. Refuse all three. Backslashes only mean
+ * something inside strings; outside them cJSON refuses the text anyway. */
+static bool has_nul(const uint8_t *s, size_t len)
+{
+    if (memchr(s, 0, len) != NULL)
+        return true;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] == 'u') {
+            if (len - i < 6)
+                return true;
+            int v = 0;
+            for (size_t k = 2; k < 6; k++) {
+                int h = hex_value(s[i + k]);
+                if (h < 0)
+                    return true;
+                v = v * 16 + h;
+            }
+            if (v == 0)
+                return true;
+        }
+        i++; /* skip the escaped character, so "\\u0000" is not mistaken for an escape */
+    }
+    return false;
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Finds a key present twice among obj's members (cJSON accepts duplicates and lookups return
+ * the first, which differs from Python's last-wins). Returns 0 and *dup = NULL when all keys
+ * are unique, or -1 when out of memory. */
+static int find_duplicate_key(const cJSON *obj, const char **dup)
+{
+    *dup = NULL;
+    size_t n = 0;
+    for (const cJSON *c = obj->child; c != NULL; c = c->next)
+        n++;
+    if (n < 2)
+        return 0;
+    const char **keys = malloc(n * sizeof(*keys));
+    if (keys == NULL)
+        return -1;
+    size_t i = 0;
+    for (const cJSON *c = obj->child; c != NULL; c = c->next)
+        keys[i++] = c->string != NULL ? c->string : "";
+    qsort(keys, n, sizeof(*keys), cmp_str_ptr);
+    for (i = 1; i < n; i++) {
+        if (strcmp(keys[i - 1], keys[i]) == 0) {
+            *dup = keys[i];
+            break;
+        }
+    }
+    free(keys);
+    return 0;
+}
+
+/* Every dtype of the safetensors format, so refusals can say "unsupported" rather than
+ * "unknown". Only the three with a kern_dtype are accepted. */
+struct st_dtype_info {
+    const char *name;
+    int kern;                  /* enum kern_dtype, or -1 when we cannot compute with it */
+    size_t size;
+};
+
+static const struct st_dtype_info ST_DTYPES[] = {
+    {"BF16", KERN_DTYPE_BF16, 2}, {"F16", KERN_DTYPE_F16, 2}, {"F32", KERN_DTYPE_F32, 4},
+    {"BOOL", -1, 1}, {"U8", -1, 1}, {"I8", -1, 1}, {"F8_E5M2", -1, 1}, {"F8_E4M3", -1, 1},
+    {"F8_E8M0", -1, 1}, {"I16", -1, 2}, {"U16", -1, 2}, {"I32", -1, 4}, {"U32", -1, 4},
+    {"F64", -1, 8}, {"I64", -1, 8}, {"U64", -1, 8}, {"C64", -1, 8}, {"F4", -1, 1},
+    {"F6_E2M3", -1, 1}, {"F6_E3M2", -1, 1},
+};
+
+static const struct st_dtype_info *dtype_lookup(const char *name)
+{
+    for (size_t i = 0; i < sizeof(ST_DTYPES) / sizeof(ST_DTYPES[0]); i++)
+        if (strcmp(ST_DTYPES[i].name, name) == 0)
+            return &ST_DTYPES[i];
+    return NULL;
+}
+
+/* A JSON number that is an exact non-negative integer below 2^53. */
+static bool json_uint(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v))
+        return false;
+    double d = v->valuedouble;
+    if (!(d >= 0.0) || d >= ST_JSON_INT_MAX || d != (double)(uint64_t)d)
+        return false;
+    *out = (uint64_t)d;
+    return true;
+}
+
+static void free_entries(struct st_entry *e, size_t n)
+{
+    if (e == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(e[i].name);
+    free(e);
+}
+
+/* Validates one header entry (a tensor) against the data region of data_len bytes. */
+static int parse_entry(const cJSON *item, const char *file, uint64_t data_len, uint64_t data_pos,
+                       struct st_entry *e, char *err, size_t errlen)
+{
+    const char *name = item->string;
+    const char *dup;
+    if (!cJSON_IsObject(item)) {
+        set_err(err, errlen, "%s: tensor '%.*s': entry is not a JSON object", file, shown(name), name);
+        return -1;
+    }
+    if (find_duplicate_key(item, &dup) != 0) {
+        set_err(err, errlen, "%s: out of memory", file);
+        return -1;
+    }
+    if (dup != NULL) {
+        set_err(err, errlen, "%s: tensor '%.*s': duplicate key '%.*s'", file, shown(name), name,
+                shown(dup), dup);
+        return -1;
+    }
+
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(item, "dtype");
+    if (!cJSON_IsString(dt)) {
+        set_err(err, errlen, "%s: tensor '%.*s': dtype missing or not a string", file, shown(name), name);
+        return -1;
+    }
+    const struct st_dtype_info *info = dtype_lookup(dt->valuestring);
+    if (info == NULL) {
+        set_err(err, errlen, "%s: tensor '%.*s': unknown dtype '%.*s'", file, shown(name), name,
+                shown(dt->valuestring), dt->valuestring);
+        return -1;
+    }
+    if (info->kern < 0) {
+        set_err(err, errlen, "%s: tensor '%.*s': dtype %s is not supported (BF16, F16 and F32 are)",
+                file, shown(name), name, info->name);
+        return -1;
+    }
+    e->dtype = (enum kern_dtype)info->kern;
+
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
+    if (!cJSON_IsArray(shape)) {
+        set_err(err, errlen, "%s: tensor '%.*s': shape missing or not an array", file, shown(name), name);
+        return -1;
+    }
+    int n_dims = 0;
+    int64_t n_elements = 1;
+    bool overflow = false;
+    for (const cJSON *d = shape->child; d != NULL; d = d->next) {
+        uint64_t v;
+        if (n_dims == ENG_ST_MAX_DIMS) {
+            set_err(err, errlen, "%s: tensor '%.*s': shape has more than %d dimensions", file,
+                    shown(name), name, ENG_ST_MAX_DIMS);
+            return -1;
+        }
+        if (!json_uint(d, &v)) {
+            set_err(err, errlen, "%s: tensor '%.*s': shape[%d] is not a non-negative integer below 2^53",
+                    file, shown(name), name, n_dims);
+            return -1;
+        }
+        e->shape[n_dims++] = (int64_t)v;
+        /* Keep multiplying after an overflow is impossible; stop at the first one. */
+        if (!overflow && __builtin_mul_overflow(n_elements, (int64_t)v, &n_elements))
+            overflow = true;
+    }
+    if (overflow) {
+        set_err(err, errlen, "%s: tensor '%.*s': shape element count overflows 64 bits", file,
+                shown(name), name);
+        return -1;
+    }
+    e->n_dims = n_dims;
+    e->n_elements = n_elements;
+    int64_t n_bytes;
+    if (__builtin_mul_overflow(n_elements, (int64_t)info->size, &n_bytes)) {
+        set_err(err, errlen, "%s: tensor '%.*s': shape byte size overflows 64 bits", file,
+                shown(name), name);
+        return -1;
+    }
+
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
+    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2) {
+        set_err(err, errlen, "%s: tensor '%.*s': data_offsets missing or not an array [begin, end]",
+                file, shown(name), name);
+        return -1;
+    }
+    uint64_t begin, end;
+    if (!json_uint(off->child, &begin) || !json_uint(off->child->next, &end)) {
+        set_err(err, errlen, "%s: tensor '%.*s': data_offsets must be non-negative integers below 2^53",
+                file, shown(name), name);
+        return -1;
+    }
+    if (begin > end) {
+        set_err(err, errlen, "%s: tensor '%.*s': data_offsets [%llu, %llu]: begin is after end", file,
+                shown(name), name, (unsigned long long)begin, (unsigned long long)end);
+        return -1;
+    }
+    if (end > data_len) {
+        set_err(err, errlen, "%s: tensor '%.*s': data_offsets end %llu beyond data region of %llu bytes",
+                file, shown(name), name, (unsigned long long)end, (unsigned long long)data_len);
+        return -1;
+    }
+    if (end - begin != (uint64_t)n_bytes) {
+        set_err(err, errlen,
+                "%s: tensor '%.*s': data_offsets span %llu bytes but dtype %s and shape of %lld "
+                "elements need %lld bytes",
+                file, shown(name), name, (unsigned long long)(end - begin), info->name,
+                (long long)n_elements, (long long)n_bytes);
+        return -1;
+    }
+    /* The mapping is page-aligned, so an aligned file offset gives an aligned pointer; the
+     * kernels read elements directly from it. Writers pad the header to 8 bytes for this. */
+    if (n_bytes > 0 && (data_pos + begin) % info->size != 0) {
+        set_err(err, errlen,
+                "%s: tensor '%.*s': data at file offset %llu is not aligned to its %zu-byte elements",
+                file, shown(name), name, (unsigned long long)(data_pos + begin), info->size);
+        return -1;
+    }
+    e->begin = begin;
+    e->end = end;
+    e->name = strdup(name);
+    if (e->name == NULL) {
+        set_err(err, errlen, "%s: out of memory", file);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_entry_offsets(const void *a, const void *b)
+{
+    const struct st_entry *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end)
+        return x->end < y->end ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* Sorted by offsets, the tensors must tile the data region exactly: each begins where the
+ * previous ended (zero-size tensors may share an offset), the last ends at the region's end. */
+static int check_coverage(struct st_entry *e, size_t n, uint64_t data_len, const char *file,
+                          char *err, size_t errlen)
+{
+    qsort(e, n, sizeof(*e), cmp_entry_offsets);
+    uint64_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].begin < pos) {
+            set_err(err, errlen,
+                    "%s: tensor '%.*s': data_offsets [%llu, %llu] overlap tensor '%.*s' [%llu, %llu]",
+                    file, shown(e[i].name), e[i].name, (unsigned long long)e[i].begin,
+                    (unsigned long long)e[i].end, shown(e[i - 1].name), e[i - 1].name,
+                    (unsigned long long)e[i - 1].begin, (unsigned long long)e[i - 1].end);
+            return -1;
+        }
+        if (e[i].begin > pos) {
+            set_err(err, errlen,
+                    "%s: gap in data region: bytes [%llu, %llu) before tensor '%.*s' belong to no tensor",
+                    file, (unsigned long long)pos, (unsigned long long)e[i].begin, shown(e[i].name),
+                    e[i].name);
+            return -1;
+        }
+        pos = e[i].end;
+    }
+    if (pos != data_len) {
+        set_err(err, errlen,
+                "%s: gap in data region: bytes [%llu, %llu) at its end belong to no tensor", file,
+                (unsigned long long)pos, (unsigned long long)data_len);
+        return -1;
+    }
+    return 0;
+}
+
+/* Validates a whole safetensors image; on success fills img (entries sorted by offset). */
+static int parse_image(const uint8_t *buf, size_t len, const char *file, struct st_image *img,
+                       char *err, size_t errlen)
+{
+    memset(img, 0, sizeof(*img));
+    if (len == 0) {
+        set_err(err, errlen, "%s: empty file", file);
+        return -1;
+    }
+    if (len < 8) {
+        set_err(err, errlen, "%s: %zu bytes is too small to hold the 8-byte header length", file, len);
+        return -1;
+    }
+    uint64_t hlen = read_le64(buf);
+    if (hlen > ST_MAX_HEADER) {
+        set_err(err, errlen, "%s: header length %llu exceeds the limit of %llu bytes", file,
+                (unsigned long long)hlen, ST_MAX_HEADER);
+        return -1;
+    }
+    if (hlen < 2) {
+        set_err(err, errlen, "%s: header length %llu is too small for a JSON object", file,
+                (unsigned long long)hlen);
+        return -1;
+    }
+    if (hlen > len - 8) {
+        set_err(err, errlen, "%s: header length %llu exceeds the file: only %zu bytes follow it",
+                file, (unsigned long long)hlen, len - 8);
+        return -1;
+    }
+    const uint8_t *hdr = buf + 8;
+    size_t hn = (size_t)hlen;
+    if (hdr[0] != '{') {
+        set_err(err, errlen, "%s: header does not start with '{'", file);
+        return -1;
+    }
+    size_t bad = utf8_bad_offset(hdr, hn);
+    if (bad != hn) {
+        set_err(err, errlen, "%s: header is not valid UTF-8 (byte %zu of the header)", file, bad);
+        return -1;
+    }
+    if (has_nul(hdr, hn)) {
+        set_err(err, errlen, "%s: header contains a NUL character or a malformed \\u escape", file);
+        return -1;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts((const char *)hdr, hn, &end, 0);
+    if (root == NULL) {
+        size_t at = end != NULL && end >= (const char *)hdr ? (size_t)(end - (const char *)hdr) : 0;
+        set_err(err, errlen, "%s: header is not valid JSON (near byte %zu of the header)", file, at);
+        return -1;
+    }
+    /* Writers pad the header with spaces to an 8-byte boundary; anything else is garbage. */
+    for (const char *p = end; p < (const char *)hdr + hn; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            set_err(err, errlen, "%s: trailing bytes after the header's JSON object", file);
+            cJSON_Delete(root);
+            return -1;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        set_err(err, errlen, "%s: header is not a JSON object", file);
+        cJSON_Delete(root);
+        return -1;
+    }
+    const char *dup;
+    if (find_duplicate_key(root, &dup) != 0) {
+        set_err(err, errlen, "%s: out of memory", file);
+        cJSON_Delete(root);
+        return -1;
+    }
+    if (dup != NULL) {
+        set_err(err, errlen, "%s: duplicate tensor name '%.*s' in header", file, shown(dup), dup);
+        cJSON_Delete(root);
+        return -1;
+    }
+
+    uint64_t data_pos = 8 + hlen;
+    uint64_t data_len = (uint64_t)len - data_pos;
+    size_t n = 0;
+    for (const cJSON *c = root->child; c != NULL; c = c->next)
+        n++;
+    struct st_entry *e = calloc(n > 0 ? n : 1, sizeof(*e));
+    if (e == NULL) {
+        set_err(err, errlen, "%s: out of memory", file);
+        cJSON_Delete(root);
+        return -1;
+    }
+    size_t k = 0;
+    for (const cJSON *c = root->child; c != NULL; c = c->next) {
+        if (strcmp(c->string, "__metadata__") == 0) {
+            /* Free-form string pairs (format, ...); nothing we use, but it must be well-formed. */
+            if (!cJSON_IsObject(c)) {
+                set_err(err, errlen, "%s: __metadata__ is not a JSON object", file);
+                goto fail;
+            }
+            for (const cJSON *m = c->child; m != NULL; m = m->next) {
+                if (!cJSON_IsString(m)) {
+                    set_err(err, errlen, "%s: __metadata__ value of '%.*s' is not a string", file,
+                            shown(m->string), m->string);
+                    goto fail;
+                }
+            }
+            continue;
+        }
+        if (parse_entry(c, file, data_len, data_pos, &e[k], err, errlen) != 0)
+            goto fail;
+        k++;
+    }
+    cJSON_Delete(root);
+    root = NULL;
+    if (check_coverage(e, k, data_len, file, err, errlen) != 0)
+        goto fail;
+    img->entries = e;
+    img->n = k;
+    img->data = buf + data_pos;
+    return 0;
+fail:
+    free_entries(e, n);
+    cJSON_Delete(root);
+    return -1;
+}
+
+int eng_st_validate_buffer(const uint8_t *buf, size_t len, size_t *n_tensors, char *err, size_t errlen)
+{
+    struct st_image img;
+    if (buf == NULL && len > 0) {
+        set_err(err, errlen, "<buffer>: NULL buffer");
+        return -1;
+    }
+    if (parse_image(buf, len, "<buffer>", &img, err, errlen) != 0)
+        return -1;
+    if (n_tensors != NULL)
+        *n_tensors = img.n;
+    free_entries(img.entries, img.n);
+    return 0;
+}
+
+/* ---- files ---- */
+
+static const char *errno_text(int e, char *buf, size_t n)
+{
+    /* GNU strerror_r (we build with _GNU_SOURCE) returns the message, maybe not in buf. */
+    return strerror_r(e, buf, n);
+}
+
+/* Opens path for reading without blocking on FIFOs or devices, and refuses anything that is
+ * not a regular file (a directory, /dev/zero behind a symlink). Returns the fd and its size. */
+static int open_regular(const char *path, const char *label, int *fd_out, uint64_t *size,
+                        char *err, size_t errlen)
+{
+    char eb[128];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: cannot open: %s", label, errno_text(errno, eb, sizeof(eb)));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        set_err(err, errlen, "%s: cannot stat: %s", label, errno_text(errno, eb, sizeof(eb)));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "%s: not a regular file", label);
+        close(fd);
+        return -1;
+    }
+    *fd_out = fd;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int map_file(const char *path, const char *label, const uint8_t **map, size_t *len,
+                    char *err, size_t errlen)
+{
+    int fd;
+    uint64_t size;
+    char eb[128];
+    if (open_regular(path, label, &fd, &size, err, errlen) != 0)
+        return -1;
+    if (size == 0) {
+        set_err(err, errlen, "%s: empty file", label);
+        close(fd);
+        return -1;
+    }
+    if (size > SIZE_MAX) {
+        set_err(err, errlen, "%s: file too large to map", label);
+        close(fd);
+        return -1;
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED) {
+        set_err(err, errlen, "%s: mmap failed: %s", label, errno_text(e, eb, sizeof(eb)));
+        return -1;
+    }
+    *map = p;
+    *len = (size_t)size;
+    return 0;
+}
+
+/* Reads a small whole file (the index) into a malloc'd buffer. */
+static int read_small_file(const char *path, const char *label, size_t max, char **out,
+                           size_t *len, char *err, size_t errlen)
+{
+    int fd;
+    uint64_t size;
+    char eb[128];
+    if (open_regular(path, label, &fd, &size, err, errlen) != 0)
+        return -1;
+    if (size > max) {
+        set_err(err, errlen, "%s: file of %llu bytes exceeds the %zu-byte limit", label,
+                (unsigned long long)size, max);
+        close(fd);
+        return -1;
+    }
+    char *buf = malloc((size_t)size + 1);
+    if (buf == NULL) {
+        set_err(err, errlen, "%s: out of memory", label);
+        close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, (size_t)size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            set_err(err, errlen, "%s: read failed: %s", label, errno_text(errno, eb, sizeof(eb)));
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        if (r == 0)
+            break; /* the file shrank under us; parse what is there */
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *out = buf;
+    *len = got;
+    return 0;
+}
+
+static int join_path(char *dst, size_t n, const char *dir, const char *file, char *err, size_t errlen)
+{
+    int w = snprintf(dst, n, "%s/%s", dir, file);
+    if (w < 0 || (size_t)w >= n) {
+        set_err(err, errlen, "%s: path too long", file);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_tensor_name(const void *a, const void *b)
+{
+    return strcmp(((const struct eng_tensor *)a)->name, ((const struct eng_tensor *)b)->name);
+}
+
+/* Maps dir/file, validates it and appends its tensors to set (as shard number set->n_shards). */
+static int add_shard(struct eng_st_set *set, const char *dir, const char *file, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    if (join_path(path, sizeof(path), dir, file, err, errlen) != 0)
+        return -1;
+    struct st_shard *sh = &set->shards[set->n_shards];
+    sh->file = strdup(file);
+    if (sh->file == NULL) {
+        set_err(err, errlen, "%s: out of memory", file);
+        return -1;
+    }
+    set->n_shards++; /* from here the destructor owns sh, mapped or not */
+    if (map_file(path, file, &sh->map, &sh->map_len, err, errlen) != 0)
+        return -1;
+    struct st_image img;
+    if (parse_image(sh->map, sh->map_len, file, &img, err, errlen) != 0)
+        return -1;
+    size_t total;
+    struct eng_tensor *t = NULL;
+    size_t *ts = NULL;
+    if (__builtin_add_overflow(set->n_tensors, img.n, &total) || total > SIZE_MAX / sizeof(*t) ||
+        (t = realloc(set->tensors, (total > 0 ? total : 1) * sizeof(*t))) == NULL) {
+        set_err(err, errlen, "%s: out of memory", file);
+        free_entries(img.entries, img.n);
+        return -1;
+    }
+    set->tensors = t;
+    if ((ts = realloc(set->tensor_shard, (total > 0 ? total : 1) * sizeof(*ts))) == NULL) {
+        set_err(err, errlen, "%s: out of memory", file);
+        free_entries(img.entries, img.n);
+        return -1;
+    }
+    set->tensor_shard = ts;
+    for (size_t i = 0; i < img.n; i++) {
+        const struct st_entry *e = &img.entries[i];
+        struct eng_tensor *dst = &set->tensors[set->n_tensors];
+        memset(dst, 0, sizeof(*dst));
+        dst->name = e->name; /* ownership moves to the set */
+        dst->dtype = e->dtype;
+        dst->n_dims = e->n_dims;
+        memcpy(dst->shape, e->shape, sizeof(e->shape));
+        dst->n_elements = e->n_elements;
+        dst->data = img.data + e->begin;
+        dst->n_bytes = (size_t)(e->end - e->begin);
+        set->tensor_shard[set->n_tensors] = set->n_shards - 1;
+        set->n_tensors++;
+    }
+    free(img.entries); /* names now belong to set->tensors */
+    return 0;
+}
+
+/* A shard named in the index must be a plain file name inside the model directory. */
+static bool plain_file_name(const char *s)
+{
+    if (s[0] == '\0' || strcmp(s, ".") == 0 || strcmp(s, "..") == 0 || strstr(s, "..") != NULL)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p == '/' || *p == '\\' || *p < 0x20)
+            return false;
+    return true;
+}
+
+struct st_map_entry {
+    const char *tensor;        /* into the index's cJSON tree */
+    const char *file;
+};
+
+static int cmp_map_entry(const void *a, const void *b)
+{
+    return strcmp(((const struct st_map_entry *)a)->tensor, ((const struct st_map_entry *)b)->tensor);
+}
+
+static int cmp_map_file(const void *a, const void *b)
+{
+    return strcmp(((const struct st_map_entry *)a)->file, ((const struct st_map_entry *)b)->file);
+}
+
+/* Checks that the tensors found (set, sorted by name) are exactly the index's weight_map. */
+static int check_against_index(const struct eng_st_set *set, struct st_map_entry *map, size_t n_map,
+                               char *err, size_t errlen)
+{
+    qsort(map, n_map, sizeof(*map), cmp_map_entry);
+    size_t j = 0;
+    for (size_t i = 0; i < n_map; i++) {
+        if (j < set->n_tensors && strcmp(set->tensors[j].name, map[i].tensor) < 0) {
+            const char *nm = set->tensors[j].name;
+            set_err(err, errlen, "%s: tensor '%.*s' is not listed in %s's weight_map",
+                    set->shards[set->tensor_shard[j]].file, shown(nm), nm, ST_INDEX);
+            return -1;
+        }
+        if (j == set->n_tensors || strcmp(set->tensors[j].name, map[i].tensor) != 0) {
+            set_err(err, errlen, "%s: tensor '%.*s' is listed in the weight_map but absent from shard %s",
+                    ST_INDEX, shown(map[i].tensor), map[i].tensor, map[i].file);
+            return -1;
+        }
+        const char *in = set->shards[set->tensor_shard[j]].file;
+        if (strcmp(in, map[i].file) != 0) {
+            set_err(err, errlen, "%s: tensor '%.*s' is mapped to shard %s but found in %s", ST_INDEX,
+                    shown(map[i].tensor), map[i].tensor, map[i].file, in);
+            return -1;
+        }
+        j++;
+    }
+    if (j < set->n_tensors) {
+        const char *nm = set->tensors[j].name;
+        set_err(err, errlen, "%s: tensor '%.*s' is not listed in %s's weight_map",
+                set->shards[set->tensor_shard[j]].file, shown(nm), nm, ST_INDEX);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sorts the tensors by name (for lookups) and refuses a name found in two shards. */
+static int sort_and_check_unique(struct eng_st_set *set, char *err, size_t errlen)
+{
+    /* Sort (tensor, shard) pairs together: build a permutation through a temporary array. */
+    size_t n = set->n_tensors;
+    if (n < 2)
+        return 0;
+    struct pair { struct eng_tensor t; size_t shard; } *tmp = malloc(n * sizeof(*tmp));
+    if (tmp == NULL) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        tmp[i].t = set->tensors[i];
+        tmp[i].shard = set->tensor_shard[i];
+    }
+    qsort(tmp, n, sizeof(*tmp), cmp_tensor_name); /* t is the first member */
+    for (size_t i = 0; i < n; i++) {
+        set->tensors[i] = tmp[i].t;
+        set->tensor_shard[i] = tmp[i].shard;
+    }
+    free(tmp);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(set->tensors[i - 1].name, set->tensors[i].name) == 0) {
+            const char *nm = set->tensors[i].name;
+            set_err(err, errlen, "tensor '%.*s' appears in two shards: %s and %s", shown(nm), nm,
+                    set->shards[set->tensor_shard[i - 1]].file, set->shards[set->tensor_shard[i]].file);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int open_sharded(struct eng_st_set *set, const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    char *text = NULL;
+    size_t len = 0;
+    cJSON *root = NULL;
+    struct st_map_entry *map = NULL;
+    int rc = -1;
+    if (join_path(path, sizeof(path), dir, ST_INDEX, err, errlen) != 0)
+        return -1;
+    if (read_small_file(path, ST_INDEX, ST_MAX_INDEX_BYTES, &text, &len, err, errlen) != 0)
+        return -1;
+    if (utf8_bad_offset((const uint8_t *)text, len) != len || has_nul((const uint8_t *)text, len)) {
+        set_err(err, errlen, "%s: not valid UTF-8 text or contains a NUL character", ST_INDEX);
+        goto out;
+    }
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (root == NULL || !cJSON_IsObject(root)) {
+        set_err(err, errlen, "%s: not a valid JSON object", ST_INDEX);
+        goto out;
+    }
+    for (const char *p = end; p < text + len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            set_err(err, errlen, "%s: trailing bytes after the JSON object", ST_INDEX);
+            goto out;
+        }
+    }
+    const char *dup;
+    const cJSON *wm = NULL;
+    if (find_duplicate_key(root, &dup) == 0 && dup == NULL)
+        wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (dup != NULL) {
+        set_err(err, errlen, "%s: duplicate key '%.*s'", ST_INDEX, shown(dup), dup);
+        goto out;
+    }
+    if (!cJSON_IsObject(wm) || wm->child == NULL) {
+        set_err(err, errlen, "%s: weight_map missing, not an object, or empty", ST_INDEX);
+        goto out;
+    }
+    if (find_duplicate_key(wm, &dup) != 0 || dup != NULL) {
+        set_err(err, errlen, "%s: weight_map lists tensor '%.*s' twice", ST_INDEX,
+                dup != NULL ? shown(dup) : 0, dup != NULL ? dup : "");
+        goto out;
+    }
+    size_t n_map = 0;
+    for (const cJSON *c = wm->child; c != NULL; c = c->next)
+        n_map++;
+    map = malloc(n_map * sizeof(*map));
+    if (map == NULL) {
+        set_err(err, errlen, "%s: out of memory", ST_INDEX);
+        goto out;
+    }
+    size_t i = 0;
+    for (const cJSON *c = wm->child; c != NULL; c = c->next, i++) {
+        if (!cJSON_IsString(c)) {
+            set_err(err, errlen, "%s: weight_map entry of tensor '%.*s' is not a string", ST_INDEX,
+                    shown(c->string), c->string);
+            goto out;
+        }
+        if (!plain_file_name(c->valuestring)) {
+            set_err(err, errlen, "%s: tensor '%.*s': shard name '%.*s' is not a plain file name in "
+                    "the model directory", ST_INDEX, shown(c->string), c->string,
+                    shown(c->valuestring), c->valuestring);
+            goto out;
+        }
+        map[i].tensor = c->string;
+        map[i].file = c->valuestring;
+    }
+    /* Open each distinct shard once, in file-name order. */
+    qsort(map, n_map, sizeof(*map), cmp_map_file);
+    size_t n_files = 0;
+    for (i = 0; i < n_map; i++)
+        if (i == 0 || strcmp(map[i - 1].file, map[i].file) != 0)
+            n_files++;
+    if (n_files > ST_MAX_SHARDS) {
+        set_err(err, errlen, "%s: %zu shards exceed the limit of %d", ST_INDEX, n_files, ST_MAX_SHARDS);
+        goto out;
+    }
+    set->shards = calloc(n_files, sizeof(*set->shards));
+    if (set->shards == NULL) {
+        set_err(err, errlen, "%s: out of memory", ST_INDEX);
+        goto out;
+    }
+    for (i = 0; i < n_map; i++) {
+        if (i > 0 && strcmp(map[i - 1].file, map[i].file) == 0)
+            continue;
+        if (add_shard(set, dir, map[i].file, err, errlen) != 0)
+            goto out;
+    }
+    if (sort_and_check_unique(set, err, errlen) != 0)
+        goto out;
+    if (check_against_index(set, map, n_map, err, errlen) != 0)
+        goto out;
+    rc = 0;
+out:
+    free(map);
+    cJSON_Delete(root);
+    free(text);
+    return rc;
+}
+
+int eng_st_open_dir(const char *dir, struct eng_st_set **out, char *err, size_t errlen)
+{
+    if (out == NULL || dir == NULL) {
+        set_err(err, errlen, "eng_st_open_dir: NULL argument");
+        return -1;
+    }
+    *out = NULL;
+    struct eng_st_set *set = calloc(1, sizeof(*set));
+    if (set == NULL) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    char path[PATH_MAX];
+    struct stat st;
+    /* Like transformers, a single model.safetensors wins over an index when both exist. */
+    if (join_path(path, sizeof(path), dir, ST_SINGLE, err, errlen) != 0)
+        goto fail;
+    /* lstat: a dangling symlink is a broken model file, not an absent one. */
+    if (lstat(path, &st) == 0 || errno != ENOENT) {
+        set->shards = calloc(1, sizeof(*set->shards));
+        if (set->shards == NULL) {
+            set_err(err, errlen, "out of memory");
+            goto fail;
+        }
+        if (add_shard(set, dir, ST_SINGLE, err, errlen) != 0)
+            goto fail;
+        if (sort_and_check_unique(set, err, errlen) != 0)
+            goto fail;
+    } else {
+        if (join_path(path, sizeof(path), dir, ST_INDEX, err, errlen) != 0)
+            goto fail;
+        if (lstat(path, &st) != 0 && errno == ENOENT) {
+            set_err(err, errlen, "%s: neither %s nor %s found", dir, ST_SINGLE, ST_INDEX);
+            goto fail;
+        }
+        if (open_sharded(set, dir, err, errlen) != 0)
+            goto fail;
+    }
+    *out = set;
+    return 0;
+fail:
+    eng_st_close(set);
+    return -1;
+}
+
+const struct eng_tensor *eng_st_find(const struct eng_st_set *set, const char *name)
+{
+    if (set == NULL || name == NULL || set->n_tensors == 0)
+        return NULL;
+    struct eng_tensor key;
+    memset(&key, 0, sizeof(key));
+    key.name = name;
+    return bsearch(&key, set->tensors, set->n_tensors, sizeof(key), cmp_tensor_name);
+}
+
+size_t eng_st_count(const struct eng_st_set *set)
+{
+    return set != NULL ? set->n_tensors : 0;
+}
+
+const struct eng_tensor *eng_st_at(const struct eng_st_set *set, size_t i)
+{
+    if (set == NULL || i >= set->n_tensors)
+        return NULL;
+    return &set->tensors[i];
+}
+
+void eng_st_close(struct eng_st_set *set)
+{
+    if (set == NULL)
+        return;
+    for (size_t i = 0; i < set->n_tensors; i++)
+        free((char *)set->tensors[i].name);
+    free(set->tensors);
+    free(set->tensor_shard);
+    for (size_t i = 0; i < set->n_shards; i++) {
+        if (set->shards[i].map != NULL)
+            munmap((void *)set->shards[i].map, set->shards[i].map_len);
+        free(set->shards[i].file);
+    }
+    free(set->shards);
+    free(set);
+}
