@@ -51,7 +51,7 @@ int eng_stop_matcher_create(const char *const *stops, size_t n_stops, bool inclu
 
 void eng_stop_matcher_destroy(struct eng_stop_matcher *m);
 
-/* Feeds len bytes of text. *out/*out_len receive the text that is now safe to send (valid until
+/* Feeds len bytes of text. *out and *out_len receive the text that is now safe to send (valid until
  * the next call on m); *stopped becomes true when a stop string was found (then later calls
  * release nothing). Never splits a UTF-8 sequence that was whole in the input. Returns 0 or -1
  * on allocation failure. */
