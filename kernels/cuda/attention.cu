@@ -1,0 +1,523 @@
+/* CUDA paged attention over variable-length sequences (kern_attention_params in
+ * kernels/ops.h): causal, GQA, optional sliding window, KV read through the block tables.
+ * Two paths chosen per call: a tiled flash-attention kernel (32 query rows x 32 keys per
+ * step, online softmax) when the batch holds prefill chunks, and a split-K flash-decoding
+ * kernel (one query row per block and key chunk, then a combine) when nearly every sequence
+ * has one new token, so that a single long sequence still fills the GPU.
+ * Both use fp32 CUDA-core arithmetic (no tensor cores yet) and head_dim 64, 96 or 128. */
+#include <cuda_fp16.h>
+
+#include "cuda_internal.h"
+#include "index.h"
+
+#define AT_BQ 32          /* query rows per prefill tile */
+#define AT_BK 32          /* keys per prefill step */
+#define AT_THREADS 256    /* 8 threads per query row */
+#define DEC_THREADS 128   /* 16 groups of 8 lanes, one key per group */
+#define DEC_GROUPS (DEC_THREADS / 8)
+#define DEC_MAX_CHUNK 1024
+#define PLAN_THREADS 1024
+
+/* Everything the kernels read from kern_attention_params, passed by value. */
+struct attn_args {
+    const float *q;
+    const void *k_cache, *v_cache;
+    enum kern_dtype dt;
+    float *out;
+    const int32_t *q_start, *q_len, *ctx_len, *block_tables;
+    int64_t n_tokens, n_seqs, n_heads, n_kv_heads, q_stride;
+    int64_t max_blocks, block_size, n_slots, window;
+    float scale;
+    int *fault;
+};
+
+/* Four consecutive cache elements from index i (i % 4 == 0, buffer 16-byte aligned). */
+static __device__ __forceinline__ float4 load4(const void *base, enum kern_dtype t, int64_t i)
+{
+    if (t == KERN_DTYPE_F32)
+        return *reinterpret_cast<const float4 *>(static_cast<const float *>(base) + i);
+    uint2 u = *reinterpret_cast<const uint2 *>(static_cast<const uint16_t *>(base) + i);
+    if (t == KERN_DTYPE_BF16)
+        return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                           __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+    return make_float4(__half2float(__ushort_as_half((unsigned short)(u.x & 0xffffu))),
+                       __half2float(__ushort_as_half((unsigned short)(u.x >> 16))),
+                       __half2float(__ushort_as_half((unsigned short)(u.y & 0xffffu))),
+                       __half2float(__ushort_as_half((unsigned short)(u.y >> 16))));
+}
+
+static __device__ __forceinline__ float dot4(float4 a, float4 b)
+{
+    return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+}
+
+/* Reduction over the 8 lanes of an aligned lane group (lanes 8g .. 8g+7). */
+static __device__ __forceinline__ float group8_max(float v)
+{
+    for (int off = 1; off < 8; off <<= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
+static __device__ __forceinline__ float group8_sum(float v)
+{
+    for (int off = 1; off < 8; off <<= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+/* Validates every sequence (raising KERN_CUDA_FAULT_SEQ_RANGE and treating a bad one as
+ * empty) and builds, in one block, either the prefill work list (items: one (seq, first row)
+ * per query tile, *n_items of them) or the decode row map (row_seq[t] = owning sequence; the
+ * caller sets it to -1 first). */
+static __global__ void __launch_bounds__(PLAN_THREADS)
+    plan_kernel(struct attn_args a, int64_t max_keys, int2 *items, int64_t max_items,
+                int *n_items, int32_t *row_seq)
+{
+    __shared__ int64_t scan[PLAN_THREADS];
+    int tid = threadIdx.x;
+    int64_t base = 0;
+    for (int64_t s0 = 0; s0 < a.n_seqs; s0 += PLAN_THREADS) {
+        int64_t s = s0 + tid;
+        int64_t cnt = 0;
+        if (s < a.n_seqs) {
+            int64_t ql = a.q_len[s], qs = a.q_start[s], cl = a.ctx_len[s];
+            bool ok = ql >= 0 && qs >= 0 && qs <= a.n_tokens - ql && cl >= ql && cl <= max_keys;
+            if (!ok) {
+                kern_cuda_raise(a.fault, KERN_CUDA_FAULT_SEQ_RANGE);
+            } else {
+                if (items)
+                    cnt = kern_idx_n_tiles(ql, AT_BQ);
+                if (row_seq)
+                    for (int64_t i = 0; i < ql; i++)
+                        row_seq[qs + i] = (int32_t)s;
+            }
+        }
+        scan[tid] = cnt;
+        __syncthreads();
+        for (int off = 1; off < PLAN_THREADS; off <<= 1) {
+            int64_t v = tid >= off ? scan[tid - off] : 0;
+            __syncthreads();
+            scan[tid] += v;
+            __syncthreads();
+        }
+        int64_t first = base + scan[tid] - cnt;
+        for (int64_t j = 0; j < cnt; j++) {
+            if (first + j < max_items)
+                items[first + j] = make_int2((int)s, (int)(j * AT_BQ));
+            else /* only when sequences claim overlapping rows */
+                kern_cuda_raise(a.fault, KERN_CUDA_FAULT_SEQ_RANGE);
+        }
+        base += scan[PLAN_THREADS - 1];
+        __syncthreads(); /* scan is rewritten by the next round */
+    }
+    if (tid == 0 && n_items)
+        *n_items = (int)(base < max_items ? base : max_items);
+}
+
+/* Shared memory of the prefill kernel, in floats: Q [BQ][D], K [BK][D+4], V [BK][D],
+ * P [BQ][BK+1], then BK int64 slots. */
+static size_t prefill_smem_bytes(int d)
+{
+    return sizeof(float) * (size_t)(AT_BQ * d + AT_BK * (d + 4) + AT_BK * d +
+                                    AT_BQ * (AT_BK + 1)) +
+           sizeof(int64_t) * AT_BK;
+}
+
+/* One block per (query tile, head). Thread (r = tid / 8, g = tid % 8) owns query row r,
+ * scores of keys g, g+8, g+16, g+24 of each step, and output lanes g*4 + 32*c .. +3. */
+template <int D>
+static __global__ void __launch_bounds__(AT_THREADS)
+    prefill_kernel(struct attn_args a, const int2 *items, const int *n_items)
+{
+    extern __shared__ float4 smem4[];
+    float *qs = reinterpret_cast<float *>(smem4);
+    float *ks = qs + AT_BQ * D;
+    float *vs = ks + AT_BK * (D + 4);
+    float *ps = vs + AT_BK * D;
+    int64_t *slots = reinterpret_cast<int64_t *>(ps + AT_BQ * (AT_BK + 1));
+
+    if ((int)blockIdx.x >= *n_items)
+        return;
+    int2 item = items[blockIdx.x];
+    int64_t s = item.x, row0 = item.y, h = blockIdx.y;
+    int64_t ql = a.q_len[s], q0 = a.q_start[s], cl = a.ctx_len[s];
+    int64_t nrows = ql - row0 < AT_BQ ? ql - row0 : AT_BQ;
+    int64_t pos0 = kern_idx_q_pos(cl, ql, row0);
+    int64_t key_lo, key_hi;
+    kern_idx_tile_keys(pos0, pos0 + nrows, a.window, &key_lo, &key_hi);
+    int64_t kvh = kern_idx_kv_head(h, a.n_heads, a.n_kv_heads);
+    const int32_t *table = a.block_tables + s * a.max_blocks;
+    int64_t row_elems = a.n_kv_heads * D;
+
+    int tid = threadIdx.x;
+    for (int e = tid; e < AT_BQ * D; e += AT_THREADS) {
+        int r = e / D, d = e % D;
+        qs[e] = r < nrows ? a.q[(q0 + row0 + r) * a.q_stride + h * D + d] * a.scale : 0.0f;
+    }
+    int r = tid >> 3, g = tid & 7;
+    int64_t pos = pos0 + r;
+    bool row_ok = r < nrows;
+    float m = -INFINITY, l = 0.0f;
+    float o[D / 8];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++)
+        o[i] = 0.0f;
+
+    for (int64_t kb = key_lo; kb < key_hi; kb += AT_BK) {
+        if (tid < AT_BK) {
+            int64_t kp = kb + tid, slot = -1;
+            if (kp < key_hi) {
+                slot = kern_idx_slot(table, a.max_blocks, a.block_size, a.n_slots, kp);
+                if (slot < 0)
+                    kern_cuda_raise(a.fault, KERN_CUDA_FAULT_BLOCK_TABLE);
+            }
+            slots[tid] = slot;
+        }
+        __syncthreads(); /* slots ready; the previous step's reads of vs and ps are done */
+        for (int e = tid; e < AT_BK * D; e += AT_THREADS) {
+            int j = e / D, d = e % D;
+            int64_t slot = slots[j];
+            float kv = 0.0f, vv = 0.0f; /* zeros, never the (maybe NaN) unused slots */
+            if (slot >= 0) {
+                int64_t idx = slot * row_elems + kvh * D + d;
+                kv = kern_cuda_load(a.k_cache, a.dt, idx);
+                vv = kern_cuda_load(a.v_cache, a.dt, idx);
+            }
+            ks[j * (D + 4) + d] = kv;
+            vs[j * D + d] = vv;
+        }
+        __syncthreads();
+
+        float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 4
+        for (int d = 0; d < D; d += 4) {
+            float4 qv = *reinterpret_cast<const float4 *>(&qs[r * D + d]);
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                sc[c] += dot4(qv, *reinterpret_cast<const float4 *>(&ks[(g + 8 * c) * (D + 4) + d]));
+        }
+        float tmax = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            int64_t kp = kb + g + 8 * c;
+            bool vis = row_ok && kp < key_hi && slots[g + 8 * c] >= 0 &&
+                       kern_idx_visible(kp, pos, a.window);
+            sc[c] = vis ? sc[c] : -INFINITY;
+            tmax = fmaxf(tmax, sc[c]);
+        }
+        tmax = group8_max(tmax);
+        float m_new = fmaxf(m, tmax);
+        float alpha = kern_softmax_scale(m, m_new);
+        float psum = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            float pv = kern_softmax_exp(sc[c], m_new);
+            ps[r * (AT_BK + 1) + g + 8 * c] = pv;
+            psum += pv;
+        }
+        psum = group8_sum(psum);
+        l = l * alpha + psum;
+        m = m_new;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            o[i] *= alpha;
+        __syncthreads(); /* ps complete */
+
+        for (int j = 0; j < AT_BK; j++) {
+            float pv = ps[r * (AT_BK + 1) + j];
+#pragma unroll
+            for (int c = 0; c < D / 32; c++) {
+                float4 v4 = *reinterpret_cast<const float4 *>(&vs[j * D + g * 4 + 32 * c]);
+                o[4 * c + 0] += pv * v4.x;
+                o[4 * c + 1] += pv * v4.y;
+                o[4 * c + 2] += pv * v4.z;
+                o[4 * c + 3] += pv * v4.w;
+            }
+        }
+    }
+    if (!row_ok)
+        return;
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float *dst = a.out + (q0 + row0 + r) * a.n_heads * D + h * D;
+#pragma unroll
+    for (int c = 0; c < D / 32; c++)
+#pragma unroll
+        for (int x = 0; x < 4; x++)
+            dst[g * 4 + 32 * c + x] = o[4 * c + x] * inv;
+}
+
+/* One block per (query row, key chunk, head). Group grp = tid / 8 scores keys grp, grp+16, ...
+ * of the chunk, lane g holding dims g*4 + 32*c .. +3. With one chunk the row's output is
+ * written directly; otherwise the unnormalised output and (max, sum) go to the partials. */
+template <int D>
+static __global__ void __launch_bounds__(DEC_THREADS)
+    decode_kernel(struct attn_args a, const int32_t *row_seq, int64_t chunk, int64_t n_chunks,
+                  float *o_part, float2 *ml_part)
+{
+    __shared__ float4 q4[D / 4];
+    __shared__ float sc[DEC_MAX_CHUNK];
+    __shared__ int64_t sslot[DEC_MAX_CHUNK];
+    __shared__ float red[DEC_GROUPS][D];
+    __shared__ float wred[DEC_THREADS / 32];
+    __shared__ float stat[2];
+
+    int64_t t = blockIdx.x, c = blockIdx.y, h = blockIdx.z;
+    int64_t s = row_seq[t];
+    if (s < 0)
+        return;
+    int64_t ql = a.q_len[s], q0 = a.q_start[s], cl = a.ctx_len[s];
+    int64_t pos = kern_idx_q_pos(cl, ql, t - q0);
+    int64_t b, e;
+    kern_idx_split_bounds(kern_idx_key_lo(pos, a.window), pos + 1, chunk, c, &b, &e);
+    if (b >= e)
+        return;
+    int64_t n = e - b;
+    int tid = threadIdx.x, grp = tid >> 3, g = tid & 7, lane = tid & 31, warp = tid >> 5;
+    int64_t kvh = kern_idx_kv_head(h, a.n_heads, a.n_kv_heads);
+    const int32_t *table = a.block_tables + s * a.max_blocks;
+    int64_t row_elems = a.n_kv_heads * D;
+
+    float *qf = reinterpret_cast<float *>(q4);
+    for (int d = tid; d < D; d += DEC_THREADS)
+        qf[d] = a.q[t * a.q_stride + h * D + d] * a.scale;
+    for (int64_t j = tid; j < n; j += DEC_THREADS) {
+        int64_t slot = kern_idx_slot(table, a.max_blocks, a.block_size, a.n_slots, b + j);
+        if (slot < 0)
+            kern_cuda_raise(a.fault, KERN_CUDA_FAULT_BLOCK_TABLE);
+        sslot[j] = slot;
+    }
+    __syncthreads();
+
+    /* Every lane runs the same number of rounds: the group reductions need the whole warp. */
+    for (int64_t j0 = 0; j0 < n; j0 += DEC_GROUPS) {
+        int64_t j = j0 + grp;
+        int64_t slot = j < n ? sslot[j] : -1;
+        float acc = 0.0f;
+        if (slot >= 0) {
+            int64_t base = slot * row_elems + kvh * D;
+#pragma unroll
+            for (int cc = 0; cc < D / 32; cc++)
+                acc += dot4(q4[g + 8 * cc], load4(a.k_cache, a.dt, base + g * 4 + 32 * cc));
+        }
+        acc = group8_sum(acc);
+        if (j < n && g == 0)
+            sc[j] = slot >= 0 ? acc : -INFINITY;
+    }
+    __syncthreads();
+
+    float mx = -INFINITY;
+    for (int64_t j = tid; j < n; j += DEC_THREADS)
+        mx = fmaxf(mx, sc[j]);
+    for (int off = 16; off > 0; off >>= 1)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    if (lane == 0)
+        wred[warp] = mx;
+    __syncthreads();
+    if (tid == 0) {
+        float v = -INFINITY;
+        for (int w = 0; w < DEC_THREADS / 32; w++)
+            v = fmaxf(v, wred[w]);
+        stat[0] = v;
+    }
+    __syncthreads();
+    float m = stat[0];
+    float sum = 0.0f;
+    for (int64_t j = tid; j < n; j += DEC_THREADS) {
+        float pv = kern_softmax_exp(sc[j], m);
+        sc[j] = pv;
+        sum += pv;
+    }
+    for (int off = 16; off > 0; off >>= 1)
+        sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0)
+        wred[warp] = sum;
+    __syncthreads();
+    if (tid == 0) {
+        float v = 0.0f;
+        for (int w = 0; w < DEC_THREADS / 32; w++)
+            v += wred[w];
+        stat[1] = v;
+    }
+    __syncthreads();
+    float l = stat[1];
+
+    float o[D / 8];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++)
+        o[i] = 0.0f;
+    for (int64_t j = grp; j < n; j += DEC_GROUPS) {
+        int64_t slot = sslot[j];
+        if (slot < 0)
+            continue;
+        float pv = sc[j];
+        int64_t base = slot * row_elems + kvh * D;
+#pragma unroll
+        for (int cc = 0; cc < D / 32; cc++) {
+            float4 v4 = load4(a.v_cache, a.dt, base + g * 4 + 32 * cc);
+            o[4 * cc + 0] += pv * v4.x;
+            o[4 * cc + 1] += pv * v4.y;
+            o[4 * cc + 2] += pv * v4.z;
+            o[4 * cc + 3] += pv * v4.w;
+        }
+    }
+#pragma unroll
+    for (int cc = 0; cc < D / 32; cc++)
+#pragma unroll
+        for (int x = 0; x < 4; x++)
+            red[grp][g * 4 + 32 * cc + x] = o[4 * cc + x];
+    __syncthreads();
+    for (int d = tid; d < D; d += DEC_THREADS) {
+        float acc = 0.0f;
+        for (int k = 0; k < DEC_GROUPS; k++)
+            acc += red[k][d];
+        if (n_chunks == 1)
+            a.out[t * a.n_heads * D + h * D + d] = l > 0.0f ? acc / l : 0.0f;
+        else
+            o_part[((t * a.n_heads + h) * n_chunks + c) * D + d] = acc;
+    }
+    if (tid == 0 && n_chunks > 1)
+        ml_part[(t * a.n_heads + h) * n_chunks + c] = make_float2(m, l);
+}
+
+/* Merges the valid chunks of row t, head h: out = sum_c w_c o_c / sum_c w_c l_c. */
+template <int D>
+static __global__ void combine_kernel(struct attn_args a, const int32_t *row_seq, int64_t chunk,
+                                      int64_t n_chunks, const float *o_part,
+                                      const float2 *ml_part)
+{
+    int64_t t = blockIdx.x, h = blockIdx.y;
+    int64_t s = row_seq[t];
+    if (s < 0)
+        return;
+    int64_t ql = a.q_len[s], q0 = a.q_start[s], cl = a.ctx_len[s];
+    int64_t pos = kern_idx_q_pos(cl, ql, t - q0);
+    int64_t nv = kern_idx_n_tiles(pos + 1 - kern_idx_key_lo(pos, a.window), chunk);
+    const float2 *ml = ml_part + (t * a.n_heads + h) * n_chunks;
+    const float *op = o_part + (t * a.n_heads + h) * n_chunks * D;
+    float mx = -INFINITY, l = 0.0f;
+    for (int64_t c = 0; c < nv; c++)
+        mx = fmaxf(mx, ml[c].x);
+    for (int64_t c = 0; c < nv; c++)
+        l += ml[c].y * kern_softmax_scale(ml[c].x, mx);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int64_t c = 0; c < nv; c++)
+            acc += op[c * D + d] * kern_softmax_scale(ml[c].x, mx);
+        a.out[t * a.n_heads * D + h * D + d] = l > 0.0f ? acc / l : 0.0f;
+    }
+}
+
+/* Round up to 256 bytes, so that every scratch region is aligned for any access. */
+static size_t align256(size_t n)
+{
+    return (n + 255) & ~(size_t)255;
+}
+
+template <int D>
+static int launch(struct kern_cuda *cu, const struct attn_args &a, int64_t max_keys)
+{
+    cudaStream_t st = cu->stream;
+    if (a.n_tokens <= 2 * a.n_seqs) { /* decode-like batch: split-K over the keys */
+        int64_t chunk = kern_idx_split_chunk(max_keys, a.n_tokens, a.n_heads,
+                                             4 * (int64_t)cu->n_sm, 64, DEC_MAX_CHUNK);
+        int64_t n_chunks = kern_idx_n_tiles(max_keys, chunk);
+        if (n_chunks < 1)
+            n_chunks = 1;
+        if (n_chunks > 65535)
+            return KERN_ERR_UNSUPPORTED;
+        size_t rows = (size_t)a.n_tokens * (size_t)a.n_heads * (size_t)n_chunks;
+        size_t off_o = align256((size_t)a.n_tokens * sizeof(int32_t));
+        size_t off_ml = off_o + (n_chunks > 1 ? align256(rows * D * sizeof(float)) : 0);
+        size_t total = off_ml + (n_chunks > 1 ? align256(rows * sizeof(float2)) : 0);
+        char *ws = static_cast<char *>(kern_cuda_scratch(cu, total));
+        if (!ws)
+            return KERN_ERR_NOMEM;
+        int32_t *row_seq = reinterpret_cast<int32_t *>(ws);
+        float *o_part = reinterpret_cast<float *>(ws + off_o);
+        float2 *ml_part = reinterpret_cast<float2 *>(ws + off_ml);
+        if (cudaMemsetAsync(row_seq, 0xff, (size_t)a.n_tokens * sizeof(int32_t), st) !=
+            cudaSuccess)
+            return KERN_ERR_DEVICE;
+        plan_kernel<<<1, PLAN_THREADS, 0, st>>>(a, max_keys, nullptr, 0, nullptr, row_seq);
+        decode_kernel<D><<<dim3((unsigned)a.n_tokens, (unsigned)n_chunks, (unsigned)a.n_heads),
+                           DEC_THREADS, 0, st>>>(a, row_seq, chunk, n_chunks, o_part, ml_part);
+        if (n_chunks > 1)
+            combine_kernel<D><<<dim3((unsigned)a.n_tokens, (unsigned)a.n_heads), 128, 0, st>>>(
+                a, row_seq, chunk, n_chunks, o_part, ml_part);
+        return kern_cuda_launch_status();
+    }
+
+    int64_t max_items = kern_idx_max_q_tiles(a.n_tokens, a.n_seqs, AT_BQ);
+    size_t total = 256 + align256((size_t)max_items * sizeof(int2));
+    char *ws = static_cast<char *>(kern_cuda_scratch(cu, total));
+    if (!ws)
+        return KERN_ERR_NOMEM;
+    int *n_items = reinterpret_cast<int *>(ws);
+    int2 *items = reinterpret_cast<int2 *>(ws + 256);
+    size_t smem = prefill_smem_bytes(D);
+    if (smem > cu->max_smem_optin)
+        return KERN_ERR_UNSUPPORTED;
+    if (cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)smem) != cudaSuccess)
+        return KERN_ERR_DEVICE;
+    plan_kernel<<<1, PLAN_THREADS, 0, st>>>(a, max_keys, items, max_items, n_items, nullptr);
+    prefill_kernel<D><<<dim3((unsigned)max_items, (unsigned)a.n_heads), AT_THREADS, smem, st>>>(
+        a, items, n_items);
+    return kern_cuda_launch_status();
+}
+
+int kern_cuda_attention(struct kern_ctx *ctx, const struct kern_attention_params *p)
+{
+    struct kern_cuda *cu = kern_cuda_of(ctx);
+    if (!cu || !p || p->n_tokens < 0 || p->n_seqs < 0 || p->n_heads <= 0 ||
+        p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0 || p->head_dim <= 0 ||
+        p->max_blocks < 0 || p->block_size <= 0 || p->n_slots < 0 || p->sliding_window < 0 ||
+        p->q_stride < p->n_heads * p->head_dim)
+        return KERN_ERR_INVALID;
+    if (!kern_cuda_dtype_ok(p->cache_dtype))
+        return KERN_ERR_UNSUPPORTED;
+    if (p->n_tokens == 0 || p->n_seqs == 0)
+        return KERN_OK;
+    if (!p->q || !p->k_cache || !p->v_cache || !p->out || !p->q_start || !p->q_len ||
+        !p->ctx_len || !p->block_tables || p->max_blocks > INT64_MAX / p->block_size)
+        return KERN_ERR_INVALID;
+    /* Grid and index limits: rows and sequences fit int32 (the work items), heads a grid
+     * dimension; the vector loads want 16-byte aligned caches. */
+    if (p->n_tokens > INT32_MAX || p->n_seqs > INT32_MAX || p->n_heads > 65535 ||
+        ((uintptr_t)p->k_cache | (uintptr_t)p->v_cache) % 16 != 0)
+        return KERN_ERR_UNSUPPORTED;
+
+    struct attn_args a;
+    a.q = p->q;
+    a.k_cache = p->k_cache;
+    a.v_cache = p->v_cache;
+    a.dt = p->cache_dtype;
+    a.out = p->out;
+    a.q_start = p->q_start;
+    a.q_len = p->q_len;
+    a.ctx_len = p->ctx_len;
+    a.block_tables = p->block_tables;
+    a.n_tokens = p->n_tokens;
+    a.n_seqs = p->n_seqs;
+    a.n_heads = p->n_heads;
+    a.n_kv_heads = p->n_kv_heads;
+    a.q_stride = p->q_stride;
+    a.max_blocks = p->max_blocks;
+    a.block_size = p->block_size;
+    a.n_slots = p->n_slots;
+    a.window = p->sliding_window;
+    a.scale = p->scale;
+    a.fault = cu->fault;
+    int64_t max_keys = p->max_blocks * p->block_size;
+    switch (p->head_dim) {
+    case 64:
+        return launch<64>(cu, a, max_keys);
+    case 96:
+        return launch<96>(cu, a, max_keys);
+    case 128:
+        return launch<128>(cu, a, max_keys);
+    default:
+        return KERN_ERR_UNSUPPORTED;
+    }
+}

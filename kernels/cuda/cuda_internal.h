@@ -1,0 +1,130 @@
+/* Private to kernels/cuda: the CUDA context (struct kern_cuda), the device error bits, the
+ * op entry points the table is filled with, and small device helpers shared by the ops.
+ * Not a public header: the engine sees only kernels/cuda_backend.h. CUDA C++ only. */
+#ifndef PHISERVE_KERNELS_CUDA_INTERNAL_H
+#define PHISERVE_KERNELS_CUDA_INTERNAL_H
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include "../ctx.h"
+#include "../dtype.h"
+#include "../ops.h"
+
+/* Bits a kernel ORs into the device error word when it meets an index ops.h rejects. */
+enum kern_cuda_fault {
+    KERN_CUDA_FAULT_EMBED_ID = 1 << 0,     /* embedding id outside [0, vocab) */
+    KERN_CUDA_FAULT_KV_SLOT = 1 << 1,      /* kv_write slot >= n_slots */
+    KERN_CUDA_FAULT_BLOCK_TABLE = 1 << 2,  /* attention block id or slot outside the cache */
+    KERN_CUDA_FAULT_SEQ_RANGE = 1 << 3,    /* q_start/q_len/ctx_len inconsistent */
+    KERN_CUDA_FAULT_ROPE_VARIANT = 1 << 4, /* variant >= n_variants */
+    KERN_CUDA_FAULT_GATHER_ROW = 1 << 5,   /* gather row outside [0, n_in) */
+};
+
+/* One cached cuBLASLt algorithm choice, keyed by everything that selects it. */
+struct kern_cuda_gemm_key {
+    int64_t m, n, k, lda, ldb, ldc;
+    int a_type, b_type, c_type;
+    uint32_t align_a, align_b, align_c;
+    int beta_one;
+};
+
+struct kern_cuda_gemm_entry {
+    struct kern_cuda_gemm_key key;
+    cublasLtMatmulAlgo_t algo;
+    int valid;
+};
+
+#define KERN_CUDA_GEMM_CACHE 64
+
+/* The CUDA member of struct kern_ctx (kernels/ctx.h). Owned by kern_cuda_create. */
+struct kern_cuda {
+    int device;
+    int n_sm;                     /* multiprocessors, sizes grids */
+    size_t max_smem_optin;        /* per-block shared memory limit after opt-in */
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_workspace;           /* cuBLASLt workspace, lt_workspace_size bytes */
+    size_t lt_workspace_size;
+    void *scratch;                /* bf16 GEMM inputs, attention work lists, partials */
+    size_t scratch_size;
+    int *fault;                   /* device word of enum kern_cuda_fault bits */
+    cudaEvent_t t0, t1;           /* benchmark timer */
+    struct kern_cuda_gemm_entry gemm_cache[KERN_CUDA_GEMM_CACHE];
+    int gemm_cache_next;
+};
+
+/* The state of a kern_ctx, or NULL when ctx carries no CUDA state. */
+static inline struct kern_cuda *kern_cuda_of(struct kern_ctx *ctx)
+{
+    return ctx ? ctx->cuda : nullptr;
+}
+
+/* Returns a device buffer of at least bytes (the scratch buffer, grown when needed: growing
+ * synchronises the stream). Valid until the next call; ops use it for their own duration
+ * only, which the stream order makes safe. NULL when out of memory. */
+void *kern_cuda_scratch(struct kern_cuda *cu, size_t bytes);
+
+/* Maps the last launch error to 0 or KERN_ERR_DEVICE. */
+int kern_cuda_launch_status(void);
+
+/* Number of blocks for n items at `threads` per block, capped at cap. */
+static inline unsigned kern_cuda_grid(int64_t n, int threads, int64_t cap)
+{
+    int64_t g = (n + threads - 1) / threads;
+    if (g < 1)
+        g = 1;
+    return (unsigned)(g < cap ? g : cap);
+}
+
+/* The op entries (one .cu file each). */
+int kern_cuda_embed(struct kern_ctx *ctx, const struct kern_embed_params *p);
+int kern_cuda_rmsnorm(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p);
+int kern_cuda_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p);
+int kern_cuda_rope(struct kern_ctx *ctx, const struct kern_rope_params *p);
+int kern_cuda_kv_write(struct kern_ctx *ctx, const struct kern_kv_write_params *p);
+int kern_cuda_attention(struct kern_ctx *ctx, const struct kern_attention_params *p);
+int kern_cuda_silu_mul(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
+int kern_cuda_add(struct kern_ctx *ctx, const struct kern_add_params *p);
+int kern_cuda_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+
+/* Whether dtype is one of the three storage types. */
+static inline bool kern_cuda_dtype_ok(enum kern_dtype t)
+{
+    return t == KERN_DTYPE_F32 || t == KERN_DTYPE_F16 || t == KERN_DTYPE_BF16;
+}
+
+#ifdef __CUDACC__
+/* Element i of a buffer of storage type t, as fp32. The switch is uniform across a launch. */
+static __device__ __forceinline__ float kern_cuda_load(const void *base, enum kern_dtype t,
+                                                      int64_t i)
+{
+    if (t == KERN_DTYPE_BF16)
+        return kern_bf16_to_f32(static_cast<const uint16_t *>(base)[i]);
+    if (t == KERN_DTYPE_F16)
+        return kern_f16_to_f32(static_cast<const uint16_t *>(base)[i]);
+    return static_cast<const float *>(base)[i];
+}
+
+/* Stores fp32 v as element i of a buffer of storage type t (round to nearest even). */
+static __device__ __forceinline__ void kern_cuda_store(void *base, enum kern_dtype t, int64_t i,
+                                                      float v)
+{
+    if (t == KERN_DTYPE_BF16)
+        static_cast<uint16_t *>(base)[i] = kern_f32_to_bf16(v);
+    else if (t == KERN_DTYPE_F16)
+        static_cast<uint16_t *>(base)[i] = kern_f32_to_f16(v);
+    else
+        static_cast<float *>(base)[i] = v;
+}
+
+static __device__ __forceinline__ void kern_cuda_raise(int *fault, int bit)
+{
+    atomicOr(fault, bit);
+}
+#endif
+
+#endif

@@ -1,0 +1,370 @@
+/* Benchmark of the CUDA op table on a full-size Phi-3.5-mini-shaped model with random bf16
+ * weights: batch-1 decode (and its fraction of the HBM roofline), a 2048-token prefill, and
+ * output tok/s at 16/64/256 concurrent sequences (128-token prompts, 128 new tokens).
+ * Not a test (prints numbers, never fails on a time) and not the engine: a plain layer loop
+ * mirroring the Phi-3 forward, no sampling (next ids are fixed random tokens), no graphs.
+ * Usage: bench_gpu_model [hbm_GBps]   (prints "RESULT key value" lines and a table) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_backend.h"
+#include "dtype.h"
+#include "ops.h"
+
+/* Phi-3.5-mini-instruct */
+enum {
+    HIDDEN = 3072,
+    INTER = 8192,
+    LAYERS = 32,
+    HEADS = 32,
+    KV_HEADS = 32,
+    HEAD_DIM = 96,
+    VOCAB = 32064,
+    BLOCK = 16,
+    QKV = (HEADS + 2 * KV_HEADS) * HEAD_DIM,
+};
+
+#define MAX_TOKENS 32768 /* 256 prompts x 128 tokens in one prefill */
+#define MAX_SEQS 256
+#define MAX_SLOTS (MAX_SEQS * 256)
+
+struct layer {
+    void *ln1, *qkv, *o, *ln2, *gate_up, *down; /* bf16 */
+    void *k_cache, *v_cache;                    /* [MAX_SLOTS, KV_HEADS, HEAD_DIM] bf16 */
+};
+
+struct bench {
+    struct kern_ctx *ctx;
+    struct kern_ops ops;
+    struct layer layers[LAYERS];
+    void *embed, *norm, *lm_head;
+    float *inv_freq;
+    float *h, *xn, *qkv, *attn, *gu, *act, *last, *logits; /* activations */
+    double weight_bytes;                                   /* read per decode step */
+};
+
+/* A batch descriptor in device memory (the same layout the engine's scheduler builds). */
+struct batch {
+    int64_t n_tokens, n_seqs, max_blocks;
+    int32_t *ids, *pos, *q_start, *q_len, *ctx_len, *tables, *rows;
+    int64_t *slots;
+};
+
+static uint64_t rng_state = 0x853c49e6748fea9bull;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+#define TRY(call)                                                                              \
+    do {                                                                                       \
+        int rc_ = (call);                                                                      \
+        if (rc_ != 0) {                                                                        \
+            fprintf(stderr, "%s:%d: %s failed (%d)\n", __FILE__, __LINE__, #call, rc_);        \
+            return rc_;                                                                        \
+        }                                                                                      \
+    } while (0)
+
+/* Device bf16 tensor of n random values of standard deviation sd, filled from a reused
+ * 16 MiB host pattern (shifted per tensor) so that set-up stays seconds, not minutes. */
+static int rand_bf16(struct bench *b, size_t n, float sd, void **out)
+{
+    static const size_t chunk = (size_t)8 << 20; /* elements */
+    TRY(kern_cuda_alloc(b->ctx, n * 2, out));
+    uint16_t *host = malloc(chunk * 2);
+    if (!host)
+        return KERN_ERR_NOMEM;
+    for (size_t i = 0; i < chunk; i++) {
+        float u = ((float)(rng() >> 40) / (float)(1 << 24) - 0.5f) * 3.4641016f; /* sd 1 */
+        host[i] = kern_f32_to_bf16(u * sd);
+    }
+    size_t start = (size_t)(rng() % chunk);
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t len = n - off < chunk ? n - off : chunk;
+        size_t s = (start + off) % chunk, first = chunk - s < len ? chunk - s : len;
+        int rc = kern_cuda_upload(b->ctx, (uint16_t *)*out + off, host + s, first * 2);
+        if (rc == 0 && first < len)
+            rc = kern_cuda_upload(b->ctx, (uint16_t *)*out + off + first, host, (len - first) * 2);
+        if (rc != 0) {
+            free(host);
+            return rc;
+        }
+    }
+    free(host);
+    return 0;
+}
+
+static int setup(struct bench *b)
+{
+    const size_t kv = (size_t)MAX_SLOTS * KV_HEADS * HEAD_DIM;
+    b->weight_bytes = 0;
+    for (int l = 0; l < LAYERS; l++) {
+        struct layer *L = &b->layers[l];
+        TRY(rand_bf16(b, HIDDEN, 0.1f, &L->ln1));
+        TRY(rand_bf16(b, HIDDEN, 0.1f, &L->ln2));
+        TRY(rand_bf16(b, (size_t)QKV * HIDDEN, 0.02f, &L->qkv));
+        TRY(rand_bf16(b, (size_t)HIDDEN * HIDDEN, 0.02f, &L->o));
+        TRY(rand_bf16(b, (size_t)2 * INTER * HIDDEN, 0.02f, &L->gate_up));
+        TRY(rand_bf16(b, (size_t)HIDDEN * INTER, 0.02f, &L->down));
+        TRY(kern_cuda_alloc(b->ctx, kv * 2, &L->k_cache));
+        TRY(kern_cuda_alloc(b->ctx, kv * 2, &L->v_cache));
+        b->weight_bytes += 2.0 * ((double)QKV * HIDDEN + (double)HIDDEN * HIDDEN +
+                                  2.0 * INTER * HIDDEN + (double)HIDDEN * INTER + 2.0 * HIDDEN);
+    }
+    TRY(rand_bf16(b, (size_t)VOCAB * HIDDEN, 0.02f, &b->embed));
+    TRY(rand_bf16(b, HIDDEN, 0.1f, &b->norm));
+    TRY(rand_bf16(b, (size_t)VOCAB * HIDDEN, 0.02f, &b->lm_head));
+    b->weight_bytes += 2.0 * ((double)VOCAB * HIDDEN + HIDDEN);
+
+    float inv[HEAD_DIM / 2];
+    for (int i = 0; i < HEAD_DIM / 2; i++)
+        inv[i] = powf(10000.0f, -2.0f * (float)i / (float)HEAD_DIM);
+    TRY(kern_cuda_alloc(b->ctx, sizeof inv, (void **)&b->inv_freq));
+    TRY(kern_cuda_upload(b->ctx, b->inv_freq, inv, sizeof inv));
+    const size_t T = MAX_TOKENS;
+    TRY(kern_cuda_alloc(b->ctx, T * HIDDEN * 4, (void **)&b->h));
+    TRY(kern_cuda_alloc(b->ctx, T * HIDDEN * 4, (void **)&b->xn));
+    TRY(kern_cuda_alloc(b->ctx, T * QKV * 4, (void **)&b->qkv));
+    TRY(kern_cuda_alloc(b->ctx, T * HIDDEN * 4, (void **)&b->attn));
+    TRY(kern_cuda_alloc(b->ctx, T * 2 * INTER * 4, (void **)&b->gu));
+    TRY(kern_cuda_alloc(b->ctx, T * INTER * 4, (void **)&b->act));
+    TRY(kern_cuda_alloc(b->ctx, (size_t)MAX_SEQS * HIDDEN * 4, (void **)&b->last));
+    TRY(kern_cuda_alloc(b->ctx, (size_t)MAX_SEQS * VOCAB * 4, (void **)&b->logits));
+    return 0;
+}
+
+/* The Phi-3 forward over one batch, through the op table only. */
+static int forward(struct bench *b, const struct batch *bt)
+{
+    const struct kern_ops *o = &b->ops;
+    struct kern_ctx *c = b->ctx;
+    const int64_t T = bt->n_tokens;
+    struct kern_embed_params pe = {bt->ids, b->embed, KERN_DTYPE_BF16, b->h, T, VOCAB, HIDDEN};
+    TRY(o->embed(c, &pe));
+    for (int l = 0; l < LAYERS; l++) {
+        const struct layer *L = &b->layers[l];
+        struct kern_rmsnorm_params n1 = {b->h, L->ln1, KERN_DTYPE_BF16, b->xn, T, HIDDEN, 1e-5f};
+        TRY(o->rmsnorm(c, &n1));
+        struct kern_matmul_params mq = {b->xn, L->qkv, KERN_DTYPE_BF16, b->qkv, T, QKV, HIDDEN,
+                                        HIDDEN, QKV, 0};
+        TRY(o->matmul(c, &mq));
+        struct kern_rope_params rq = {b->qkv, bt->pos, NULL, b->inv_freq, T, HEADS, HEAD_DIM,
+                                      HEAD_DIM, QKV, 1, 1.0f};
+        TRY(o->rope(c, &rq));
+        struct kern_rope_params rk = rq;
+        rk.x = b->qkv + HEADS * HEAD_DIM;
+        rk.n_heads = KV_HEADS;
+        TRY(o->rope(c, &rk));
+        struct kern_kv_write_params kw = {b->qkv + HEADS * HEAD_DIM,
+                                          b->qkv + (HEADS + KV_HEADS) * HEAD_DIM, bt->slots,
+                                          L->k_cache, L->v_cache, KERN_DTYPE_BF16, T, KV_HEADS,
+                                          HEAD_DIM, QKV, MAX_SLOTS};
+        TRY(o->kv_write(c, &kw));
+        struct kern_attention_params at = {b->qkv, L->k_cache, L->v_cache, KERN_DTYPE_BF16,
+                                           b->attn, bt->q_start, bt->q_len, bt->ctx_len,
+                                           bt->tables, T, bt->n_seqs, HEADS, KV_HEADS, HEAD_DIM,
+                                           QKV, bt->max_blocks, BLOCK, MAX_SLOTS, 0,
+                                           1.0f / sqrtf((float)HEAD_DIM)};
+        TRY(o->attention(c, &at));
+        struct kern_matmul_params mo = {b->attn, L->o, KERN_DTYPE_BF16, b->h, T, HIDDEN, HIDDEN,
+                                        HIDDEN, HIDDEN, 1};
+        TRY(o->matmul(c, &mo));
+        struct kern_rmsnorm_params n2 = {b->h, L->ln2, KERN_DTYPE_BF16, b->xn, T, HIDDEN, 1e-5f};
+        TRY(o->rmsnorm(c, &n2));
+        struct kern_matmul_params mg = {b->xn, L->gate_up, KERN_DTYPE_BF16, b->gu, T, 2 * INTER,
+                                        HIDDEN, HIDDEN, 2 * INTER, 0};
+        TRY(o->matmul(c, &mg));
+        struct kern_silu_mul_params sm = {b->gu, b->act, T, INTER};
+        TRY(o->silu_mul(c, &sm));
+        struct kern_matmul_params md = {b->act, L->down, KERN_DTYPE_BF16, b->h, T, HIDDEN, INTER,
+                                        INTER, HIDDEN, 1};
+        TRY(o->matmul(c, &md));
+    }
+    struct kern_rmsnorm_params nf = {b->h, b->norm, KERN_DTYPE_BF16, b->xn, T, HIDDEN, 1e-5f};
+    TRY(o->rmsnorm(c, &nf));
+    struct kern_gather_rows_params g = {b->xn, bt->rows, b->last, T, bt->n_seqs, HIDDEN};
+    TRY(o->gather_rows(c, &g));
+    struct kern_matmul_params lm = {b->last, b->lm_head, KERN_DTYPE_BF16, b->logits, bt->n_seqs,
+                                    VOCAB, HIDDEN, HIDDEN, VOCAB, 0};
+    TRY(o->matmul(c, &lm));
+    return 0;
+}
+
+/* Device copies of the descriptors of every step of a run: step 0 prefills n_seqs prompts
+ * of `prompt` tokens, steps 1..gen decode one token per sequence. Sequence s owns blocks
+ * perm[s * max_blocks ...] of a shuffled pool (non-contiguous, as after churn). */
+struct run {
+    int n_steps;
+    struct batch steps[130];
+    void *mem[8];
+};
+
+static int upload_new(struct bench *b, const void *host, size_t bytes, void **dev)
+{
+    TRY(kern_cuda_alloc(b->ctx, bytes, dev));
+    return kern_cuda_upload(b->ctx, *dev, host, bytes);
+}
+
+static void run_free(struct bench *b, struct run *r)
+{
+    for (int i = 0; i < 8; i++)
+        kern_cuda_free(b->ctx, r->mem[i]);
+    memset(r, 0, sizeof *r);
+}
+
+static int run_build(struct bench *b, struct run *r, int n_seqs, int prompt, int gen)
+{
+    memset(r, 0, sizeof *r);
+    const int64_t max_blocks = (prompt + gen + BLOCK - 1) / BLOCK;
+    const int64_t pool = MAX_SLOTS / BLOCK;
+    if ((int64_t)n_seqs * max_blocks > pool || (int64_t)n_seqs * prompt > MAX_TOKENS || gen > 129)
+        return KERN_ERR_INVALID;
+    int32_t *perm = malloc((size_t)pool * sizeof *perm);
+    size_t per_step = (size_t)n_seqs * prompt; /* upper bound of tokens per step */
+    int32_t *ids = malloc(per_step * (gen + 1) * sizeof *ids);
+    int32_t *pos = malloc(per_step * (gen + 1) * sizeof *pos);
+    int64_t *slots = malloc(per_step * (gen + 1) * sizeof *slots);
+    int32_t *meta = malloc((size_t)n_seqs * 4 * (gen + 1) * sizeof *meta);
+    if (!perm || !ids || !pos || !slots || !meta)
+        return KERN_ERR_NOMEM;
+    for (int64_t i = 0; i < pool; i++)
+        perm[i] = (int32_t)i;
+    for (int64_t i = pool - 1; i > 0; i--) {
+        int64_t j = (int64_t)(rng() % (uint64_t)(i + 1));
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    size_t tok = 0;
+    for (int st = 0; st <= gen; st++) {
+        int q = st == 0 ? prompt : 1;
+        int32_t *m = meta + (size_t)st * n_seqs * 4; /* q_start, q_len, ctx_len, rows */
+        for (int s = 0; s < n_seqs; s++) {
+            int ctx = st == 0 ? prompt : prompt + st;
+            m[s] = (int32_t)((size_t)s * q);
+            m[n_seqs + s] = q;
+            m[2 * n_seqs + s] = ctx;
+            m[3 * n_seqs + s] = (int32_t)((size_t)s * q + q - 1);
+            for (int i = 0; i < q; i++) {
+                int p = ctx - q + i;
+                ids[tok] = (int32_t)(rng() % VOCAB);
+                pos[tok] = p;
+                slots[tok] = (int64_t)perm[s * max_blocks + p / BLOCK] * BLOCK + p % BLOCK;
+                tok++;
+            }
+        }
+    }
+    int rc = 0;
+    if ((rc = upload_new(b, ids, tok * sizeof *ids, &r->mem[0])) != 0 ||
+        (rc = upload_new(b, pos, tok * sizeof *pos, &r->mem[1])) != 0 ||
+        (rc = upload_new(b, slots, tok * sizeof *slots, &r->mem[2])) != 0 ||
+        (rc = upload_new(b, meta, (size_t)n_seqs * 4 * (gen + 1) * sizeof *meta, &r->mem[3])) !=
+            0 ||
+        (rc = upload_new(b, perm, (size_t)n_seqs * max_blocks * sizeof *perm, &r->mem[4])) != 0)
+        goto out;
+    r->n_steps = gen + 1;
+    tok = 0;
+    for (int st = 0; st <= gen; st++) {
+        struct batch *bt = &r->steps[st];
+        int q = st == 0 ? prompt : 1;
+        int32_t *m = (int32_t *)r->mem[3] + (size_t)st * n_seqs * 4;
+        bt->n_tokens = (int64_t)n_seqs * q;
+        bt->n_seqs = n_seqs;
+        bt->max_blocks = max_blocks;
+        bt->ids = (int32_t *)r->mem[0] + tok;
+        bt->pos = (int32_t *)r->mem[1] + tok;
+        bt->slots = (int64_t *)r->mem[2] + tok;
+        bt->q_start = m;
+        bt->q_len = m + n_seqs;
+        bt->ctx_len = m + 2 * n_seqs;
+        bt->rows = m + 3 * n_seqs;
+        bt->tables = r->mem[4];
+        tok += (size_t)bt->n_tokens;
+    }
+out:
+    free(perm);
+    free(ids);
+    free(pos);
+    free(slots);
+    free(meta);
+    return rc;
+}
+
+/* Runs steps [from, to) and returns their device time in ms. */
+static int time_steps(struct bench *b, struct run *r, int from, int to, float *ms)
+{
+    TRY(kern_cuda_timer_start(b->ctx));
+    for (int st = from; st < to; st++)
+        TRY(forward(b, &r->steps[st]));
+    TRY(kern_cuda_timer_stop(b->ctx, ms));
+    char err[256] = "";
+    int rc = kern_cuda_sync(b->ctx, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "forward: %s\n", err);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    double hbm = argc > 1 ? atof(argv[1]) : 4800.0; /* GB/s, H200 datasheet */
+    if (kern_cuda_device_count() == 0) {
+        printf("no CUDA device: nothing to benchmark\n");
+        return 77;
+    }
+    static struct bench b;
+    char err[256];
+    if (kern_cuda_create(0, &b.ops, &b.ctx, err, sizeof err) != 0) {
+        fprintf(stderr, "kern_cuda_create: %s\n", err);
+        return 1;
+    }
+    if (setup(&b) != 0)
+        return 1;
+    static struct run r;
+    float ms = 0, ms_pre = 0;
+
+    /* batch-1 decode: 128-token prompt, 128 new tokens, the first decode step as warm-up */
+    if (run_build(&b, &r, 1, 128, 128) || time_steps(&b, &r, 0, 2, &ms) ||
+        time_steps(&b, &r, 2, r.n_steps, &ms))
+        return 1;
+    double steps = r.n_steps - 2;
+    double tps1 = steps / (ms / 1e3);
+    /* bytes per step: all weights but the embedding table (one row), plus the KV cache read
+     * at the mean context (128 + 65 tokens) */
+    double kv_bytes = 2.0 * LAYERS * KV_HEADS * HEAD_DIM * 2.0 * (128 + 65);
+    double bytes = b.weight_bytes - 2.0 * VOCAB * HIDDEN + kv_bytes;
+    double roof = hbm * 1e9 / bytes;
+    printf("RESULT decode_b1_tok_s %.1f\n", tps1);
+    printf("RESULT decode_b1_ms_per_token %.3f\n", ms / steps);
+    printf("RESULT decode_b1_roofline_tok_s %.1f\n", roof);
+    printf("RESULT decode_b1_roofline_fraction %.3f\n", tps1 / roof);
+    run_free(&b, &r);
+
+    /* prefill of one 2048-token prompt (second run timed) */
+    if (run_build(&b, &r, 1, 2048, 0) || time_steps(&b, &r, 0, 1, &ms) ||
+        time_steps(&b, &r, 0, 1, &ms))
+        return 1;
+    printf("RESULT prefill_2048_tok_s %.1f\n", 2048.0 / (ms / 1e3));
+    printf("RESULT prefill_2048_ms %.2f\n", ms);
+    run_free(&b, &r);
+
+    static const int conc[] = {16, 64, 256};
+    for (int i = 0; i < 3; i++) {
+        int n = conc[i];
+        /* warm-up pass over the first steps, then the full run timed */
+        if (run_build(&b, &r, n, 128, 128) || time_steps(&b, &r, 0, 2, &ms) ||
+            time_steps(&b, &r, 0, 1, &ms_pre) || time_steps(&b, &r, 1, r.n_steps, &ms))
+            return 1;
+        double out_tokens = (double)n * 128.0; /* the prefill yields the first token */
+        printf("RESULT out_tok_s_c%d %.1f\n", n, out_tokens / ((ms_pre + ms) / 1e3));
+        printf("RESULT decode_tok_s_c%d %.1f\n", n, (double)n * (r.n_steps - 1) / (ms / 1e3));
+        printf("RESULT prefill_ms_c%d %.2f\n", n, ms_pre);
+        run_free(&b, &r);
+    }
+    return 0;
+}

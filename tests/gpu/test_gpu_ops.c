@@ -1,0 +1,691 @@
+/* Op-table test of the CUDA backend: every CUDA op against the C reference (kernels/ref) over
+ * Phi-3 shapes and awkward ones, with canary guards around every device output, NaN-poisoned
+ * unused KV slots and random non-contiguous block tables. Exits 77 (skip) without a GPU.
+ * Tolerances (why each holds):
+ *  - embed, kv_write, gather_rows: bit-exact (pure copies / the same rounding functions).
+ *  - add, silu_mul, rope, rmsnorm: |d| <= 1e-5 * (1 + |ref|): fp32 elementwise math, only the
+ *    rounding of expf/sinf/cosf/sqrtf and the order of an fp32 sum differ.
+ *  - attention: |d| <= 3e-5 * (1 + |ref|): fp32 softmax and weighted sums over up to 4k keys
+ *    summed in another order (about sqrt(n) * 2^-24 relative), the same bf16 K/V values.
+ *  - matmul, bf16/f16 weights: the only deviation allowed is x rounded to the weight type,
+ *    so per element |d| <= 2^-8 (bf16) / 2^-10 (f16) * sum_k |x_k w_k| + 1e-5 * |y0|, the
+ *    bound computed by the reference itself on |x| and |w|; plus a relative Frobenius error
+ *    <= 1e-2. f32 weights: fp32 GEMM, |d| <= 1e-5 * sum_k |x_k w_k|. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_backend.h"
+#include "dtype.h"
+#include "ops.h"
+
+#define GUARD 256 /* canary bytes before and after every device buffer */
+
+static int failures;
+static struct kern_ctx *gctx;
+static struct kern_ops cu_ops, ref_ops;
+
+#define CHECK(cond, ...)                                                                       \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                    \
+            fprintf(stderr, __VA_ARGS__);                                                      \
+            fputc('\n', stderr);                                                               \
+            failures++;                                                                        \
+        }                                                                                      \
+    } while (0)
+
+/* ---- random data --------------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static int64_t rnd(int64_t n)
+{
+    return (int64_t)(rng() % (uint64_t)n);
+}
+
+static float frand(void) /* about N(0, 1) */
+{
+    float s = 0.0f;
+    for (int i = 0; i < 4; i++)
+        s += (float)(rng() >> 40) / (float)(1 << 24);
+    return (s - 2.0f) * 1.7320508f;
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static float *rand_f32(size_t n)
+{
+    float *p = xmalloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand();
+    return p;
+}
+
+/* n values of dtype dt (random), returned as raw storage. */
+static void *rand_typed(size_t n, enum kern_dtype dt, float amp)
+{
+    void *p = xmalloc(n * kern_dtype_size(dt));
+    for (size_t i = 0; i < n; i++) {
+        float v = frand() * amp;
+        if (dt == KERN_DTYPE_F32)
+            ((float *)p)[i] = v;
+        else if (dt == KERN_DTYPE_BF16)
+            ((uint16_t *)p)[i] = kern_f32_to_bf16(v);
+        else
+            ((uint16_t *)p)[i] = kern_f32_to_f16(v);
+    }
+    return p;
+}
+
+/* ---- device buffers with canaries ------------------------------------------------------ */
+
+struct dbuf {
+    unsigned char *base; /* device: GUARD canary, bytes of data, GUARD canary */
+    size_t bytes;
+};
+
+static unsigned char canary_byte(size_t i)
+{
+    return (unsigned char)(0xA5u ^ (i * 29u));
+}
+
+/* Uploads bytes of host (or canary pattern when host is NULL) between two guards. */
+static struct dbuf dbuf_make(const void *host, size_t bytes)
+{
+    struct dbuf b = {NULL, bytes};
+    size_t total = bytes + 2 * GUARD;
+    unsigned char *tmp = xmalloc(total);
+    for (size_t i = 0; i < total; i++)
+        tmp[i] = canary_byte(i);
+    if (host)
+        memcpy(tmp + GUARD, host, bytes);
+    void *d = NULL;
+    if (kern_cuda_alloc(gctx, total, &d) != 0 || kern_cuda_upload(gctx, d, tmp, total) != 0) {
+        fprintf(stderr, "device allocation/upload of %zu bytes failed\n", total);
+        exit(1);
+    }
+    free(tmp);
+    b.base = d;
+    return b;
+}
+
+static void *dptr(struct dbuf b)
+{
+    return b.base + GUARD;
+}
+
+/* Downloads the data into host (may be NULL) and checks both guards. */
+static void dbuf_fetch(struct dbuf b, void *host, const char *what)
+{
+    size_t total = b.bytes + 2 * GUARD;
+    unsigned char *tmp = xmalloc(total);
+    if (kern_cuda_download(gctx, tmp, b.base, total) != 0) {
+        fprintf(stderr, "download failed\n");
+        exit(1);
+    }
+    int bad = 0;
+    for (size_t i = 0; i < GUARD; i++)
+        bad += tmp[i] != canary_byte(i) || tmp[GUARD + b.bytes + i] != canary_byte(GUARD + b.bytes + i);
+    CHECK(bad == 0, "%s: %d canary bytes around the output overwritten", what, bad);
+    if (host)
+        memcpy(host, tmp + GUARD, b.bytes);
+    free(tmp);
+}
+
+static void dbuf_free(struct dbuf b)
+{
+    kern_cuda_free(gctx, b.base);
+}
+
+static void sync_ok(const char *what)
+{
+    char err[256] = "";
+    int rc = kern_cuda_sync(gctx, err, sizeof err);
+    CHECK(rc == 0, "%s: kern_cuda_sync = %d (%s)", what, rc, err);
+}
+
+/* Elementwise comparison: |got - want| <= tol[i] (tol NULL: atol + rtol |want|); NaN must
+ * meet NaN. Returns the number of mismatches and reports the first. */
+static int compare(const char *what, const float *got, const float *want, size_t n, float atol,
+                   float rtol, const float *tol)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float g = got[i], w = want[i];
+        float lim = tol ? tol[i] : atol + rtol * fabsf(w);
+        int ok = (isnan(g) && isnan(w)) || (!isnan(g) && !isnan(w) && fabsf(g - w) <= lim) ||
+                 (g == w);
+        if (!ok) {
+            if (bad == 0)
+                fprintf(stderr, "%s: element %zu: got %.9g want %.9g (limit %.3g)\n", what, i,
+                        (double)g, (double)w, (double)lim);
+            bad++;
+        }
+    }
+    CHECK(bad == 0, "%s: %d of %zu elements out of tolerance", what, bad, n);
+    return bad;
+}
+
+static const char *dt_name(enum kern_dtype dt)
+{
+    return kern_dtype_name(dt);
+}
+
+/* ---- ops ------------------------------------------------------------------------------- */
+
+static void test_embed(int64_t n_tokens, int64_t vocab, int64_t hidden, enum kern_dtype dt)
+{
+    char what[128];
+    snprintf(what, sizeof what, "embed t=%lld v=%lld h=%lld %s", (long long)n_tokens,
+             (long long)vocab, (long long)hidden, dt_name(dt));
+    void *table = rand_typed((size_t)(vocab * hidden), dt, 1.0f);
+    int32_t *ids = xmalloc((size_t)n_tokens * sizeof *ids);
+    for (int64_t t = 0; t < n_tokens; t++)
+        ids[t] = (int32_t)(t == 0 ? vocab - 1 : rnd(vocab));
+    size_t out_bytes = (size_t)(n_tokens * hidden) * sizeof(float);
+    float *want = xmalloc(out_bytes), *got = xmalloc(out_bytes);
+    struct kern_embed_params p = {ids, table, dt, want, n_tokens, vocab, hidden};
+    CHECK(ref_ops.embed(NULL, &p) == 0, "%s: reference failed", what);
+
+    struct dbuf d_ids = dbuf_make(ids, (size_t)n_tokens * sizeof *ids);
+    struct dbuf d_table = dbuf_make(table, (size_t)(vocab * hidden) * kern_dtype_size(dt));
+    struct dbuf d_out = dbuf_make(NULL, out_bytes);
+    struct kern_embed_params q = {dptr(d_ids), dptr(d_table), dt, dptr(d_out), n_tokens, vocab,
+                                  hidden};
+    CHECK(cu_ops.embed(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    compare(what, got, want, (size_t)(n_tokens * hidden), 0.0f, 0.0f, NULL);
+
+    /* an id outside the vocabulary is reported at the next sync, never read */
+    int32_t bad_id = (int32_t)vocab;
+    CHECK(kern_cuda_upload(gctx, dptr(d_ids), &bad_id, sizeof bad_id) == 0, "upload");
+    CHECK(cu_ops.embed(gctx, &q) == 0, "%s: launch failed", what);
+    CHECK(kern_cuda_sync(gctx, NULL, 0) == KERN_ERR_INVALID, "%s: bad id not reported", what);
+    sync_ok("after the fault was reported");
+    dbuf_fetch(d_out, NULL, what);
+
+    dbuf_free(d_ids);
+    dbuf_free(d_table);
+    dbuf_free(d_out);
+    free(table);
+    free(ids);
+    free(want);
+    free(got);
+}
+
+static void test_rmsnorm(int64_t n_rows, int64_t dim, enum kern_dtype dt, int in_place)
+{
+    char what[128];
+    snprintf(what, sizeof what, "rmsnorm rows=%lld dim=%lld %s%s", (long long)n_rows,
+             (long long)dim, dt_name(dt), in_place ? " in place" : "");
+    size_t n = (size_t)(n_rows * dim);
+    float *x = rand_f32(n);
+    for (size_t i = 0; i < n; i++)
+        x[i] *= 3.0f;
+    void *w = rand_typed((size_t)dim, dt, 0.5f);
+    float *want = xmalloc(n * sizeof *want), *got = xmalloc(n * sizeof *got);
+    struct kern_rmsnorm_params p = {x, w, dt, want, n_rows, dim, 1e-5f};
+    CHECK(ref_ops.rmsnorm(NULL, &p) == 0, "%s: reference failed", what);
+
+    struct dbuf d_x = dbuf_make(x, n * sizeof(float));
+    struct dbuf d_w = dbuf_make(w, (size_t)dim * kern_dtype_size(dt));
+    struct dbuf d_out = in_place ? d_x : dbuf_make(NULL, n * sizeof(float));
+    struct kern_rmsnorm_params q = {dptr(d_x), dptr(d_w), dt, dptr(d_out), n_rows, dim, 1e-5f};
+    CHECK(cu_ops.rmsnorm(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    compare(what, got, want, n, 1e-5f, 1e-5f, NULL);
+    dbuf_free(d_x);
+    dbuf_free(d_w);
+    if (!in_place)
+        dbuf_free(d_out);
+    free(x);
+    free(w);
+    free(want);
+    free(got);
+}
+
+static void test_matmul(int64_t m, int64_t n, int64_t k, enum kern_dtype dt, int accumulate,
+                        int64_t pad)
+{
+    char what[160];
+    snprintf(what, sizeof what, "matmul m=%lld n=%lld k=%lld %s%s pad=%lld", (long long)m,
+             (long long)n, (long long)k, dt_name(dt), accumulate ? " accumulate" : "",
+             (long long)pad);
+    int64_t ldx = k + pad, ldy = n + pad;
+    size_t nx = (size_t)(m * ldx), ny = (size_t)(m * ldy), nw = (size_t)(n * k);
+    float *x = rand_f32(nx);
+    void *w = rand_typed(nw, dt, 0.05f);
+    float *y0 = rand_f32(ny);
+    float *want = xmalloc(ny * sizeof *want), *got = xmalloc(ny * sizeof *got);
+    memcpy(want, y0, ny * sizeof *want);
+    struct kern_matmul_params p = {x, w, dt, want, m, n, k, ldx, ldy, accumulate};
+    CHECK(ref_ops.matmul(NULL, &p) == 0, "%s: reference failed", what);
+
+    /* The error bound: sum_k |x_k w_k| through the reference on absolute values. */
+    float *ax = xmalloc(nx * sizeof *ax), *bound = xmalloc(ny * sizeof *bound);
+    void *aw = xmalloc(nw * kern_dtype_size(dt));
+    for (size_t i = 0; i < nx; i++)
+        ax[i] = fabsf(x[i]);
+    for (size_t i = 0; i < nw; i++) {
+        if (dt == KERN_DTYPE_F32)
+            ((float *)aw)[i] = fabsf(((float *)w)[i]);
+        else
+            ((uint16_t *)aw)[i] = ((uint16_t *)w)[i] & 0x7fffu;
+    }
+    struct kern_matmul_params pb = {ax, aw, dt, bound, m, n, k, ldx, ldy, 0};
+    CHECK(ref_ops.matmul(NULL, &pb) == 0, "%s: reference (bound) failed", what);
+    float rel = dt == KERN_DTYPE_BF16 ? 1.0f / 256.0f : dt == KERN_DTYPE_F16 ? 1.0f / 1024.0f
+                                                                             : 1e-5f;
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t c = 0; c < ldy; c++) {
+            size_t i = (size_t)(r * ldy + c);
+            if (c < n)
+                bound[i] = rel * bound[i] + 1e-5f * (accumulate ? fabsf(y0[i]) : 0.0f) + 1e-30f;
+            else
+                bound[i] = 0.0f; /* padding columns: untouched, bit for bit */
+        }
+
+    struct dbuf d_x = dbuf_make(x, nx * sizeof(float));
+    struct dbuf d_w = dbuf_make(w, nw * kern_dtype_size(dt));
+    struct dbuf d_y = dbuf_make(y0, ny * sizeof(float));
+    struct kern_matmul_params q = {dptr(d_x), dptr(d_w), dt, dptr(d_y), m, n, k, ldx, ldy,
+                                   accumulate};
+    CHECK(cu_ops.matmul(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_y, got, what);
+    compare(what, got, want, ny, 0.0f, 0.0f, bound);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ny; i++) {
+        num += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        den += (double)want[i] * want[i];
+    }
+    double frob = den > 0 ? sqrt(num / den) : sqrt(num);
+    CHECK(frob <= 1e-2, "%s: relative Frobenius error %.3g", what, frob);
+    dbuf_free(d_x);
+    dbuf_free(d_w);
+    dbuf_free(d_y);
+    free(x);
+    free(w);
+    free(y0);
+    free(want);
+    free(got);
+    free(ax);
+    free(aw);
+    free(bound);
+}
+
+static void test_rope(int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
+                      int with_variant)
+{
+    char what[128];
+    snprintf(what, sizeof what, "rope t=%lld heads=%lld hd=%lld rot=%lld%s", (long long)n_tokens,
+             (long long)n_heads, (long long)head_dim, (long long)rot_dim,
+             with_variant ? " short/long" : "");
+    int64_t stride = n_heads * head_dim + 7; /* a sub-view of a wider (qkv) row */
+    size_t n = (size_t)(n_tokens * stride);
+    int64_t half = rot_dim / 2;
+    float *x = rand_f32(n), *want = xmalloc(n * sizeof(float)), *got = xmalloc(n * sizeof(float));
+    int32_t *pos = xmalloc((size_t)n_tokens * sizeof *pos);
+    uint8_t *var = xmalloc((size_t)n_tokens);
+    float *inv = xmalloc((size_t)(2 * half) * sizeof *inv);
+    for (int64_t t = 0; t < n_tokens; t++) {
+        pos[t] = (int32_t)(t == 0 ? 131071 : rnd(131072));
+        var[t] = (uint8_t)rnd(2);
+    }
+    for (int v = 0; v < 2; v++)
+        for (int64_t i = 0; i < half; i++)
+            inv[v * half + i] = powf(10000.0f, -2.0f * (float)i / (float)rot_dim) /
+                                (v ? 1.0f + 0.5f * (float)i : 1.0f);
+    memcpy(want, x, n * sizeof(float));
+    struct kern_rope_params p = {want, pos, with_variant ? var : NULL, inv, n_tokens, n_heads,
+                                 head_dim, rot_dim, stride, 2, 1.1902381f};
+    CHECK(ref_ops.rope(NULL, &p) == 0, "%s: reference failed", what);
+
+    struct dbuf d_x = dbuf_make(x, n * sizeof(float));
+    struct dbuf d_pos = dbuf_make(pos, (size_t)n_tokens * sizeof *pos);
+    struct dbuf d_var = dbuf_make(var, (size_t)n_tokens);
+    struct dbuf d_inv = dbuf_make(inv, (size_t)(2 * half) * sizeof *inv);
+    struct kern_rope_params q = {dptr(d_x), dptr(d_pos), with_variant ? dptr(d_var) : NULL,
+                                 dptr(d_inv), n_tokens, n_heads, head_dim, rot_dim, stride, 2,
+                                 1.1902381f};
+    CHECK(cu_ops.rope(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_x, got, what);
+    compare(what, got, want, n, 1e-5f, 1e-5f, NULL);
+    dbuf_free(d_x);
+    dbuf_free(d_pos);
+    dbuf_free(d_var);
+    dbuf_free(d_inv);
+    free(x);
+    free(want);
+    free(got);
+    free(pos);
+    free(var);
+    free(inv);
+}
+
+static void test_kv_write(int64_t n_tokens, int64_t n_kv_heads, int64_t head_dim,
+                          enum kern_dtype dt)
+{
+    char what[128];
+    snprintf(what, sizeof what, "kv_write t=%lld kvh=%lld hd=%lld %s", (long long)n_tokens,
+             (long long)n_kv_heads, (long long)head_dim, dt_name(dt));
+    int64_t row = n_kv_heads * head_dim, stride = 3 * row; /* k and v inside a qkv row */
+    int64_t n_slots = 2 * n_tokens + 5;
+    float *qkv = rand_f32((size_t)(n_tokens * stride));
+    int64_t *slots = xmalloc((size_t)n_tokens * sizeof *slots);
+    /* distinct random slots (a shuffled prefix of 0..n_slots-1), some tokens skipped */
+    int64_t *perm = xmalloc((size_t)n_slots * sizeof *perm);
+    for (int64_t i = 0; i < n_slots; i++)
+        perm[i] = i;
+    for (int64_t i = n_slots - 1; i > 0; i--) {
+        int64_t j = rnd(i + 1), tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+    for (int64_t t = 0; t < n_tokens; t++)
+        slots[t] = rnd(7) == 0 ? -1 : perm[t];
+    size_t cache_bytes = (size_t)(n_slots * row) * kern_dtype_size(dt);
+    unsigned char *kc = xmalloc(cache_bytes), *vc = xmalloc(cache_bytes);
+    for (size_t i = 0; i < cache_bytes; i++)
+        kc[i] = vc[i] = 0xff; /* NaN in every type */
+    unsigned char *kg = xmalloc(cache_bytes), *vg = xmalloc(cache_bytes);
+    struct dbuf d_qkv = dbuf_make(qkv, (size_t)(n_tokens * stride) * sizeof(float));
+    struct dbuf d_slots = dbuf_make(slots, (size_t)n_tokens * sizeof *slots);
+    struct dbuf d_kc = dbuf_make(kc, cache_bytes), d_vc = dbuf_make(vc, cache_bytes);
+    struct kern_kv_write_params p = {qkv + row, qkv + 2 * row, slots, kc, vc, dt, n_tokens,
+                                     n_kv_heads, head_dim, stride, n_slots};
+    CHECK(ref_ops.kv_write(NULL, &p) == 0, "%s: reference failed", what);
+    float *dq = dptr(d_qkv);
+    struct kern_kv_write_params q = {dq + row, dq + 2 * row, dptr(d_slots), dptr(d_kc),
+                                     dptr(d_vc), dt, n_tokens, n_kv_heads, head_dim, stride,
+                                     n_slots};
+    CHECK(cu_ops.kv_write(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_kc, kg, what);
+    dbuf_fetch(d_vc, vg, what);
+    CHECK(memcmp(kg, kc, cache_bytes) == 0 && memcmp(vg, vc, cache_bytes) == 0,
+          "%s: cache differs from the reference", what);
+    dbuf_free(d_qkv);
+    dbuf_free(d_slots);
+    dbuf_free(d_kc);
+    dbuf_free(d_vc);
+    free(qkv);
+    free(slots);
+    free(perm);
+    free(kc);
+    free(vc);
+    free(kg);
+    free(vg);
+}
+
+struct attn_case {
+    const char *name;
+    int64_t n_heads, n_kv_heads, head_dim, block_size, window;
+    enum kern_dtype dt;
+    int n_seqs;
+    int32_t q_len[8], ctx_len[8];
+};
+
+static void test_attention(const struct attn_case *c)
+{
+    int64_t n_tokens = 0, max_blocks = 0, n_blocks = 0;
+    int32_t q_start[8];
+    for (int s = 0; s < c->n_seqs; s++) {
+        q_start[s] = (int32_t)n_tokens;
+        n_tokens += c->q_len[s];
+        int64_t nb = (c->ctx_len[s] + c->block_size - 1) / c->block_size;
+        max_blocks = nb > max_blocks ? nb : max_blocks;
+        n_blocks += nb;
+    }
+    max_blocks += 2; /* unused entries at the end of every row */
+    n_blocks += 3;   /* blocks nobody owns, NaN-poisoned */
+    int64_t n_slots = n_blocks * c->block_size;
+    int64_t row = c->n_kv_heads * c->head_dim;
+    size_t esz = kern_dtype_size(c->dt);
+    size_t cache_bytes = (size_t)(n_slots * row) * esz;
+
+    /* Random non-contiguous block tables over a shuffled pool; unused entries point far
+     * outside the cache, so that reading one would raise a fault. */
+    int32_t *tables = xmalloc((size_t)(c->n_seqs * max_blocks) * sizeof *tables);
+    int32_t *pool = xmalloc((size_t)n_blocks * sizeof *pool);
+    for (int64_t i = 0; i < n_blocks; i++)
+        pool[i] = (int32_t)i;
+    for (int64_t i = n_blocks - 1; i > 0; i--) {
+        int64_t j = rnd(i + 1);
+        int32_t tmp = pool[i];
+        pool[i] = pool[j];
+        pool[j] = tmp;
+    }
+    int64_t next = 0;
+    for (int s = 0; s < c->n_seqs; s++) {
+        int64_t nb = (c->ctx_len[s] + c->block_size - 1) / c->block_size;
+        for (int64_t b = 0; b < max_blocks; b++)
+            tables[s * max_blocks + b] = b < nb ? pool[next++] : 1000000 + (int32_t)b;
+    }
+    /* Poison the whole cache, then write the positions below ctx_len. Positions past ctx_len
+     * in a sequence's last block stay NaN. */
+    unsigned char *kc = xmalloc(cache_bytes), *vc = xmalloc(cache_bytes);
+    memset(kc, 0xff, cache_bytes);
+    memset(vc, 0xff, cache_bytes);
+    for (int s = 0; s < c->n_seqs; s++)
+        for (int64_t pos = 0; pos < c->ctx_len[s]; pos++) {
+            int64_t slot = tables[s * max_blocks + pos / c->block_size] * c->block_size +
+                           pos % c->block_size;
+            void *kr = rand_typed((size_t)row, c->dt, 1.0f);
+            void *vr = rand_typed((size_t)row, c->dt, 1.0f);
+            memcpy(kc + (size_t)(slot * row) * esz, kr, (size_t)row * esz);
+            memcpy(vc + (size_t)(slot * row) * esz, vr, (size_t)row * esz);
+            free(kr);
+            free(vr);
+        }
+    int64_t q_stride = 3 * c->n_heads * c->head_dim; /* q inside a wider row */
+    float *q = rand_f32((size_t)(n_tokens * q_stride));
+    for (size_t i = 0; i < (size_t)(n_tokens * q_stride); i++)
+        q[i] *= 2.0f;
+    size_t out_n = (size_t)(n_tokens * c->n_heads * c->head_dim);
+    float *want = xmalloc(out_n * sizeof(float)), *got = xmalloc(out_n * sizeof(float));
+    float scale = 1.0f / sqrtf((float)c->head_dim);
+    struct kern_attention_params p = {
+        q, kc, vc, c->dt, want, q_start, c->q_len, c->ctx_len, tables, n_tokens, c->n_seqs,
+        c->n_heads, c->n_kv_heads, c->head_dim, q_stride, max_blocks, c->block_size, n_slots,
+        c->window, scale};
+    CHECK(ref_ops.attention(NULL, &p) == 0, "%s: reference failed", c->name);
+
+    struct dbuf d_q = dbuf_make(q, (size_t)(n_tokens * q_stride) * sizeof(float));
+    struct dbuf d_kc = dbuf_make(kc, cache_bytes), d_vc = dbuf_make(vc, cache_bytes);
+    struct dbuf d_out = dbuf_make(NULL, out_n * sizeof(float));
+    struct dbuf d_qs = dbuf_make(q_start, (size_t)c->n_seqs * sizeof(int32_t));
+    struct dbuf d_ql = dbuf_make(c->q_len, (size_t)c->n_seqs * sizeof(int32_t));
+    struct dbuf d_cl = dbuf_make(c->ctx_len, (size_t)c->n_seqs * sizeof(int32_t));
+    struct dbuf d_bt = dbuf_make(tables, (size_t)(c->n_seqs * max_blocks) * sizeof(int32_t));
+    struct kern_attention_params d = p;
+    d.q = dptr(d_q);
+    d.k_cache = dptr(d_kc);
+    d.v_cache = dptr(d_vc);
+    d.out = dptr(d_out);
+    d.q_start = dptr(d_qs);
+    d.q_len = dptr(d_ql);
+    d.ctx_len = dptr(d_cl);
+    d.block_tables = dptr(d_bt);
+    CHECK(cu_ops.attention(gctx, &d) == 0, "%s: launch failed", c->name);
+    sync_ok(c->name);
+    dbuf_fetch(d_out, got, c->name);
+    compare(c->name, got, want, out_n, 3e-5f, 3e-5f, NULL);
+
+    /* A block id outside the cache inside the context is reported, not followed. */
+    int32_t bad = (int32_t)(n_blocks + 5);
+    int64_t last = (c->ctx_len[0] - 1) / c->block_size; /* every query of seq 0 reads it */
+    CHECK(kern_cuda_upload(gctx, (int32_t *)dptr(d_bt) + last, &bad, sizeof bad) == 0,
+          "upload");
+    CHECK(cu_ops.attention(gctx, &d) == 0, "%s: launch failed", c->name);
+    CHECK(kern_cuda_sync(gctx, NULL, 0) == KERN_ERR_INVALID, "%s: bad block id not reported",
+          c->name);
+    dbuf_fetch(d_out, NULL, c->name);
+
+    struct dbuf all[] = {d_q, d_kc, d_vc, d_out, d_qs, d_ql, d_cl, d_bt};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        dbuf_free(all[i]);
+    free(tables);
+    free(pool);
+    free(kc);
+    free(vc);
+    free(q);
+    free(want);
+    free(got);
+}
+
+static void test_silu_add_gather(int64_t n_tokens, int64_t inter)
+{
+    char what[128];
+    snprintf(what, sizeof what, "silu_mul/add/gather t=%lld inter=%lld", (long long)n_tokens,
+             (long long)inter);
+    size_t ngu = (size_t)(n_tokens * 2 * inter), n = (size_t)(n_tokens * inter);
+    float *gu = rand_f32(ngu);
+    for (size_t i = 0; i < ngu; i += 97)
+        gu[i] = (i % 2) ? 90.0f : -90.0f; /* saturated gates */
+    float *want = xmalloc(n * sizeof(float)), *got = xmalloc(n * sizeof(float));
+    struct kern_silu_mul_params p = {gu, want, n_tokens, inter};
+    CHECK(ref_ops.silu_mul(NULL, &p) == 0, "%s: reference failed", what);
+    struct dbuf d_gu = dbuf_make(gu, ngu * sizeof(float)), d_out = dbuf_make(NULL, n * sizeof(float));
+    struct kern_silu_mul_params q = {dptr(d_gu), dptr(d_out), n_tokens, inter};
+    CHECK(cu_ops.silu_mul(gctx, &q) == 0, "%s: silu launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    compare(what, got, want, n, 1e-5f, 1e-5f, NULL);
+
+    /* add: y = out + x */
+    float *x = rand_f32(n);
+    struct dbuf d_x = dbuf_make(x, n * sizeof(float));
+    struct kern_add_params pa = {want, x, (int64_t)n};
+    CHECK(ref_ops.add(NULL, &pa) == 0, "%s: reference add failed", what);
+    struct kern_add_params qa = {dptr(d_out), dptr(d_x), (int64_t)n};
+    CHECK(cu_ops.add(gctx, &qa) == 0, "%s: add launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    compare("add", got, want, n, 1e-5f, 1e-5f, NULL);
+
+    /* gather_rows: a few rows (the last one, repeats) of the [n_tokens, inter] result */
+    int64_t n_out = n_tokens < 5 ? n_tokens : 5;
+    int32_t rows[5];
+    for (int64_t i = 0; i < n_out; i++)
+        rows[i] = (int32_t)(i == 0 ? n_tokens - 1 : rnd(n_tokens));
+    float *gw = xmalloc((size_t)(n_out * inter) * sizeof(float));
+    float *gg = xmalloc((size_t)(n_out * inter) * sizeof(float));
+    struct kern_gather_rows_params pg = {want, rows, gw, n_tokens, n_out, inter};
+    CHECK(ref_ops.gather_rows(NULL, &pg) == 0, "%s: reference gather failed", what);
+    struct dbuf d_rows = dbuf_make(rows, (size_t)n_out * sizeof(int32_t));
+    struct dbuf d_g = dbuf_make(NULL, (size_t)(n_out * inter) * sizeof(float));
+    struct kern_gather_rows_params qg = {dptr(d_out), dptr(d_rows), dptr(d_g), n_tokens, n_out,
+                                         inter};
+    CHECK(cu_ops.gather_rows(gctx, &qg) == 0, "%s: gather launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_g, gg, what);
+    /* gathered from the GPU add result, which matched within 1e-5 */
+    compare("gather_rows", gg, gw, (size_t)(n_out * inter), 1e-5f, 1e-5f, NULL);
+    struct dbuf all[] = {d_gu, d_out, d_x, d_rows, d_g};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        dbuf_free(all[i]);
+    free(gu);
+    free(want);
+    free(got);
+    free(x);
+    free(gw);
+    free(gg);
+}
+
+int main(void)
+{
+    if (kern_cuda_device_count() == 0) {
+        printf("no CUDA device: skipping the GPU op test\n");
+        return 77;
+    }
+    char err[256];
+    if (kern_cuda_create(0, &cu_ops, &gctx, err, sizeof err) != 0) {
+        fprintf(stderr, "kern_cuda_create: %s\n", err);
+        return 1;
+    }
+    kern_ops_init_ref(&ref_ops);
+    char name[128] = "";
+    int major = 0, minor = 0, n_sm = 0;
+    kern_cuda_device_info(gctx, name, sizeof name, &major, &minor, &n_sm);
+    printf("device: %s (sm_%d%d, %d SMs)\n", name, major, minor, n_sm);
+
+    test_embed(33, 32064, 3072, KERN_DTYPE_BF16);
+    test_embed(1, 989, 111, KERN_DTYPE_F16);
+    test_embed(111, 989, 33, KERN_DTYPE_F32);
+
+    test_rmsnorm(1, 3072, KERN_DTYPE_BF16, 0);
+    test_rmsnorm(33, 4096, KERN_DTYPE_BF16, 1);
+    test_rmsnorm(111, 5120, KERN_DTYPE_F32, 0);
+    test_rmsnorm(7, 33, KERN_DTYPE_F16, 0);
+
+    test_matmul(1, 9216, 3072, KERN_DTYPE_BF16, 0, 0);  /* mini qkv_proj, decode */
+    test_matmul(33, 3072, 3072, KERN_DTYPE_BF16, 1, 0); /* o_proj + residual */
+    test_matmul(111, 3072, 8192, KERN_DTYPE_BF16, 1, 0); /* down_proj + residual */
+    test_matmul(2, 32064, 3072, KERN_DTYPE_BF16, 0, 0); /* lm_head */
+    test_matmul(5, 5120, 5120, KERN_DTYPE_BF16, 0, 3);  /* medium, strided views */
+    test_matmul(989, 33, 111, KERN_DTYPE_BF16, 0, 1);
+    test_matmul(33, 111, 989, KERN_DTYPE_F16, 1, 0);
+    test_matmul(33, 989, 111, KERN_DTYPE_F32, 0, 2);
+    test_matmul(1, 1, 1, KERN_DTYPE_BF16, 0, 0);
+
+    test_rope(33, 32, 96, 96, 1);
+    test_rope(111, 8, 128, 128, 0);
+    test_rope(1, 40, 128, 64, 1); /* partial rotary */
+
+    test_kv_write(33, 32, 96, KERN_DTYPE_BF16);
+    test_kv_write(111, 8, 128, KERN_DTYPE_F16);
+    test_kv_write(1, 32, 96, KERN_DTYPE_F32);
+
+    static const struct attn_case cases[] = {
+        {"attention prefill mha hd96 bs16", 32, 32, 96, 16, 0, KERN_DTYPE_BF16, 4,
+         {33, 111, 1, 64}, {33, 200, 989, 64}},
+        {"attention prefill gqa hd128 bs7 window 5", 32, 8, 128, 7, 5, KERN_DTYPE_BF16, 3,
+         {111, 33, 1}, {111, 70, 40}},
+        {"attention prefill window 2047 hd96", 8, 8, 96, 16, 2047, KERN_DTYPE_BF16, 2,
+         {111, 33}, {3000, 2100}},
+        {"attention decode batch hd96 bs16", 32, 32, 96, 16, 0, KERN_DTYPE_BF16, 6,
+         {1, 1, 1, 1, 1, 1}, {1, 33, 111, 989, 17, 64}},
+        {"attention decode one long seq hd128 gqa", 32, 8, 128, 16, 0, KERN_DTYPE_BF16, 1,
+         {1}, {4000}},
+        {"attention decode window 2047 f32 cache", 4, 2, 96, 32, 2047, KERN_DTYPE_F32, 2,
+         {1, 1}, {3000, 100}},
+        {"attention mixed decode+chunk hd64 f16", 4, 4, 64, 16, 0, KERN_DTYPE_F16, 3,
+         {1, 2, 1}, {50, 9, 1}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        test_attention(&cases[i]);
+
+    test_silu_add_gather(33, 8192);
+    test_silu_add_gather(1, 6400);
+    test_silu_add_gather(111, 33);
+
+    kern_cuda_destroy(gctx);
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("gpu ops: all checks passed\n");
+    return 0;
+}
