@@ -1,0 +1,127 @@
+/* Fast CPU matmul: y[m, n] (+)= x[m, k] @ W[n, k]^T in fp32, threaded over blocks of output
+ * columns (W rows) and rows, k split into cache-sized chunks, 16-bit weights widened per chunk.
+ * Not a general BLAS: row-major x, W in the nn.Linear layout, fp32 activations only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ref/ref.h"
+#include "cpu.h"
+
+/* Two regimes. Decode-like calls (m <= MM_DIRECT_M) are bound by reading W once: a task owns
+ * MM_NB_DIRECT whole W rows and the register tile widens 16-bit weights as it loads them, four
+ * rows streaming at a time (few enough streams for the hardware prefetcher). Larger m is
+ * bound by arithmetic: a task owns MM_NB output columns and up to MM_MB rows; W is widened
+ * MM_KC elements of k at a time into a per-thread panel (NB x KC fp32 = 256 KiB, in L2) that
+ * every x row of the block reuses, and the x rows of a register tile (4 x 4 KiB) stay in L1. */
+#define MM_DIRECT_M 4
+#define MM_NB_DIRECT 16
+#define MM_NB 64
+#define MM_KC 1024
+#define MM_MB 256
+/* Below this many multiply-adds the wake-up of the pool costs more than it saves. */
+#define MM_SERIAL_WORK (1 << 16)
+
+struct mm_job {
+    const struct kern_matmul_params *p;
+    const struct kern_cpu_isa *isa;
+    float *scratch;            /* [n_threads, MM_NB * MM_KC] widened W chunks, or NULL (f32) */
+    int64_t n_col_blocks, nb_cols; /* column blocks of nb_cols W rows */
+};
+
+/* Decode-like task: nb_cols whole W rows against every x row, no panel. */
+static void mm_task_direct(void *arg, int64_t task, int thread)
+{
+    const struct mm_job *job = arg;
+    const struct kern_matmul_params *p = job->p;
+    (void)thread;
+    int64_t j0 = task * job->nb_cols;
+    int64_t nb = p->n - j0 < job->nb_cols ? p->n - j0 : job->nb_cols;
+    float *y = p->y + j0;
+    if (!p->accumulate)
+        for (int64_t i = 0; i < p->m; i++)
+            memset(y + i * p->ldy, 0, (size_t)nb * sizeof *y);
+    const char *w = (const char *)p->w + (size_t)(j0 * p->k) * kern_dtype_size(p->w_dtype);
+    job->isa->gemm[p->w_dtype](p->x, p->ldx, w, p->k, y, p->ldy, p->m, nb, p->k);
+}
+
+static void mm_task(void *arg, int64_t task, int thread)
+{
+    const struct mm_job *job = arg;
+    const struct kern_matmul_params *p = job->p;
+    int64_t j0 = (task % job->n_col_blocks) * MM_NB;
+    int64_t i0 = (task / job->n_col_blocks) * MM_MB;
+    int64_t nb = p->n - j0 < MM_NB ? p->n - j0 : MM_NB;
+    int64_t mb = p->m - i0 < MM_MB ? p->m - i0 : MM_MB;
+    float *y = p->y + i0 * p->ldy + j0;
+    const float *x = p->x + i0 * p->ldx;
+    if (!p->accumulate)
+        for (int64_t i = 0; i < mb; i++)
+            memset(y + i * p->ldy, 0, (size_t)nb * sizeof *y);
+    for (int64_t kc = 0; kc < p->k; kc += MM_KC) {
+        int64_t len = p->k - kc < MM_KC ? p->k - kc : MM_KC;
+        const float *w;
+        int64_t ldw;
+        if (p->w_dtype == KERN_DTYPE_F32) {
+            w = (const float *)p->w + j0 * p->k + kc;
+            ldw = p->k;
+        } else {
+            float *buf = job->scratch + (int64_t)thread * MM_NB * MM_KC;
+            const uint16_t *w16 = (const uint16_t *)p->w + j0 * p->k + kc;
+            for (int64_t r = 0; r < nb; r++) {
+                if (p->w_dtype == KERN_DTYPE_BF16)
+                    job->isa->bf16_to_f32(w16 + r * p->k, buf + r * len, len);
+                else
+                    job->isa->f16_to_f32(w16 + r * p->k, buf + r * len, len);
+            }
+            w = buf;
+            ldw = len;
+        }
+        job->isa->gemm[KERN_DTYPE_F32](x + kc, p->ldx, w, ldw, y, p->ldy, mb, nb, len);
+    }
+}
+
+static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
+                  const struct kern_cpu_isa *isa)
+{
+    int rc = kern_ref_matmul_check(p);
+    if (rc)
+        return rc;
+    if (p->m == 0 || p->n == 0)
+        return KERN_OK;
+    /* m, n, k are each below 2^60 (checked), but their product may not fit: saturate. */
+    int64_t work;
+    if (p->m > INT64_MAX / p->n || __builtin_mul_overflow(p->m * p->n, p->k, &work))
+        work = INT64_MAX;
+    if (work < MM_SERIAL_WORK)
+        ctx = NULL;
+    struct mm_job job = {.p = p, .isa = isa};
+    if (p->m <= MM_DIRECT_M || p->k == 0) {
+        job.nb_cols = MM_NB_DIRECT;
+        job.n_col_blocks = (p->n + MM_NB_DIRECT - 1) / MM_NB_DIRECT;
+        kern_cpu_parallel_for(ctx, job.n_col_blocks, mm_task_direct, &job);
+        return KERN_OK;
+    }
+    job.nb_cols = MM_NB;
+    job.n_col_blocks = (p->n + MM_NB - 1) / MM_NB;
+    if (p->w_dtype != KERN_DTYPE_F32) {
+        size_t n_threads = (size_t)kern_cpu_n_threads(ctx);
+        job.scratch = malloc(n_threads * MM_NB * MM_KC * sizeof *job.scratch);
+        if (!job.scratch)
+            return KERN_ERR_NOMEM;
+    }
+    int64_t n_row_blocks = (p->m + MM_MB - 1) / MM_MB;
+    kern_cpu_parallel_for(ctx, n_row_blocks * job.n_col_blocks, mm_task, &job);
+    free(job.scratch);
+    return KERN_OK;
+}
+
+int kern_cpu_matmul_generic(struct kern_ctx *ctx, const struct kern_matmul_params *p)
+{
+    return matmul(ctx, p, kern_cpu_isa_generic());
+}
+
+int kern_cpu_matmul_avx2(struct kern_ctx *ctx, const struct kern_matmul_params *p)
+{
+    const struct kern_cpu_isa *isa = kern_cpu_isa_avx2();
+    return matmul(ctx, p, isa ? isa : kern_cpu_isa_generic());
+}

@@ -1,0 +1,97 @@
+/* Private declarations of the plain-C reference backend (kernels/ref) and the small helpers
+ * its ops share: checked size arithmetic, dtype loads and the argument checks that the fast
+ * backends reuse so that every backend rejects exactly the same calls. Not a public header. */
+#ifndef PHISERVE_KERNELS_REF_H
+#define PHISERVE_KERNELS_REF_H
+
+#include <stdint.h>
+
+#include "../dtype.h"
+#include "../ops.h"
+
+/* The reference ops. Each validates every argument first and returns KERN_ERR_INVALID (with
+ * no output written) when a pointer is NULL, a size negative, an index out of range, or a
+ * size product overflows. They compute in fp64 and ignore ctx. */
+int kern_ref_embed(struct kern_ctx *ctx, const struct kern_embed_params *p);
+int kern_ref_rmsnorm(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p);
+int kern_ref_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p);
+int kern_ref_rope(struct kern_ctx *ctx, const struct kern_rope_params *p);
+int kern_ref_kv_write(struct kern_ctx *ctx, const struct kern_kv_write_params *p);
+int kern_ref_attention(struct kern_ctx *ctx, const struct kern_attention_params *p);
+int kern_ref_silu_mul(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
+int kern_ref_add(struct kern_ctx *ctx, const struct kern_add_params *p);
+int kern_ref_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+
+/* Argument checks shared with kernels/cpu: 0 or KERN_ERR_INVALID. */
+int kern_ref_matmul_check(const struct kern_matmul_params *p);
+int kern_ref_attention_check(const struct kern_attention_params *p);
+
+/* The largest element count any tensor may have: its byte size must fit in size_t and in
+ * int64_t with room for an 8-byte element. */
+#define REF_MAX_ELEMS (INT64_MAX / 8)
+
+/* *out = a * b; returns 0, or -1 when a or b is negative or the product exceeds
+ * REF_MAX_ELEMS. */
+static inline int ref_mul(int64_t a, int64_t b, int64_t *out)
+{
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > REF_MAX_ELEMS)
+        return -1;
+    *out = r;
+    return 0;
+}
+
+/* Elements spanned by `rows` rows of `cols` elements with row stride `stride` (stride >= cols):
+ * (rows - 1) * stride + cols, or 0 for no rows. Returns 0 or -1 on overflow. */
+static inline int ref_span(int64_t rows, int64_t cols, int64_t stride, int64_t *out)
+{
+    int64_t r;
+    if (rows < 0 || cols < 0 || stride < cols)
+        return -1;
+    if (rows == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (ref_mul(rows - 1, stride, &r) || r > REF_MAX_ELEMS - cols)
+        return -1;
+    *out = r + cols;
+    return 0;
+}
+
+static inline int ref_dtype_ok(enum kern_dtype dt)
+{
+    return dt == KERN_DTYPE_F32 || dt == KERN_DTYPE_F16 || dt == KERN_DTYPE_BF16;
+}
+
+/* Element i of an array of dtype dt, as fp32 (exact: every stored type widens exactly). */
+static inline float ref_load(const void *base, enum kern_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case KERN_DTYPE_F16:
+        return kern_f16_to_f32(((const uint16_t *)base)[i]);
+    case KERN_DTYPE_BF16:
+        return kern_bf16_to_f32(((const uint16_t *)base)[i]);
+    case KERN_DTYPE_F32:
+    default:
+        return ((const float *)base)[i];
+    }
+}
+
+/* Stores v into element i of an array of dtype dt, rounding to nearest even. */
+static inline void ref_store(void *base, enum kern_dtype dt, int64_t i, float v)
+{
+    switch (dt) {
+    case KERN_DTYPE_F16:
+        ((uint16_t *)base)[i] = kern_f32_to_f16(v);
+        break;
+    case KERN_DTYPE_BF16:
+        ((uint16_t *)base)[i] = kern_f32_to_bf16(v);
+        break;
+    case KERN_DTYPE_F32:
+    default:
+        ((float *)base)[i] = v;
+        break;
+    }
+}
+
+#endif

@@ -1,0 +1,118 @@
+/* Helpers shared by the kernel tests and the benchmark: a seeded RNG, canary-guarded buffers,
+ * 16-bit fills and a monotonic clock. Test-only; header-only so each test stays one file. */
+#ifndef PHISERVE_TESTS_KT_UTIL_H
+#define PHISERVE_TESTS_KT_UTIL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dtype.h"
+#include "ops.h"
+
+/* splitmix64: small, seeded, identical on every machine. */
+struct kt_rng {
+    uint64_t s;
+};
+
+static inline uint64_t kt_next(struct kt_rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [lo, hi). */
+static inline float kt_uniform(struct kt_rng *r, float lo, float hi)
+{
+    return lo + (hi - lo) * (float)((double)(kt_next(r) >> 11) * 0x1p-53);
+}
+
+static inline int64_t kt_below(struct kt_rng *r, int64_t n)
+{
+    return (int64_t)(kt_next(r) % (uint64_t)n);
+}
+
+/* Canary-guarded allocations: KT_GUARD bytes of a fixed pattern on both sides of the block.
+ * kt_guard_ok says whether both sides are still intact. */
+#define KT_GUARD 64
+#define KT_PATTERN 0xa5
+
+static inline void *kt_alloc(size_t bytes)
+{
+    unsigned char *base = malloc(bytes + 2 * KT_GUARD + sizeof(size_t));
+    if (!base) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    memcpy(base, &bytes, sizeof bytes);
+    memset(base + sizeof bytes, KT_PATTERN, KT_GUARD);
+    memset(base + sizeof bytes + KT_GUARD + bytes, KT_PATTERN, KT_GUARD);
+    return base + sizeof bytes + KT_GUARD;
+}
+
+static inline int kt_guard_ok(const void *p)
+{
+    const unsigned char *inner = p;
+    const unsigned char *base = inner - KT_GUARD - sizeof(size_t);
+    size_t bytes;
+    memcpy(&bytes, base, sizeof bytes);
+    for (size_t i = 0; i < KT_GUARD; i++)
+        if (inner[-1 - (ptrdiff_t)i] != KT_PATTERN || inner[bytes + i] != KT_PATTERN)
+            return 0;
+    return 1;
+}
+
+static inline void kt_free(void *p)
+{
+    if (p)
+        free((unsigned char *)p - KT_GUARD - sizeof(size_t));
+}
+
+/* n elements of dtype dt, uniform in [lo, hi), rounded to dt; also returns the fp32 values
+ * (what a kernel reads back) in f when f is not NULL. */
+static inline void kt_fill(struct kt_rng *r, void *dst, enum kern_dtype dt, int64_t n, float lo,
+                           float hi)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = kt_uniform(r, lo, hi);
+        if (dt == KERN_DTYPE_F32)
+            ((float *)dst)[i] = v;
+        else if (dt == KERN_DTYPE_BF16)
+            ((uint16_t *)dst)[i] = kern_f32_to_bf16(v);
+        else
+            ((uint16_t *)dst)[i] = kern_f32_to_f16(v);
+    }
+}
+
+static inline float kt_get(const void *src, enum kern_dtype dt, int64_t i)
+{
+    if (dt == KERN_DTYPE_F32)
+        return ((const float *)src)[i];
+    if (dt == KERN_DTYPE_BF16)
+        return kern_bf16_to_f32(((const uint16_t *)src)[i]);
+    return kern_f16_to_f32(((const uint16_t *)src)[i]);
+}
+
+static inline void kt_set(void *dst, enum kern_dtype dt, int64_t i, float v)
+{
+    if (dt == KERN_DTYPE_F32)
+        ((float *)dst)[i] = v;
+    else if (dt == KERN_DTYPE_BF16)
+        ((uint16_t *)dst)[i] = kern_f32_to_bf16(v);
+    else
+        ((uint16_t *)dst)[i] = kern_f32_to_f16(v);
+}
+
+static inline double kt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#endif

@@ -1,0 +1,743 @@
+/* Walks the kernel op table: every op of the fast CPU table against the reference table over
+ * real Phi-3 shapes and awkward ones, with canaries around outputs, NaN-poisoned padding and
+ * unused KV slots, and NaN/Inf agreement. Not a benchmark and not a test of the reference
+ * itself (tests/kernels/test_ref.c checks that against hand-computed values).
+ *
+ * Tolerances. The reference accumulates in fp64 and rounds once; the CPU backend accumulates
+ * in fp32 (eight-lane partial sums, k chunks, fused multiply-adds). For a dot product of
+ * length k the fp32 rounding error with random-sign terms grows like sqrt(k) * 2^-24 times
+ * sum|x_i w_i| (the deterministic worst case is k * 2^-24, reached only when every partial sum
+ * rounds the same way, which random-sign data does not do); we bound sum|x_i w_i| by the
+ * Cauchy-Schwarz product |x|_2 |w|_2 and allow a factor of 4 over sqrt(k), plus one rounding of
+ * the result. That is loose enough never to flag correct fp32 code (observed errors sit near
+ * 2^-24 |x||w|), yet tight enough to catch a dropped or doubled term (size |x||w|/k on
+ * average, larger than 4 sqrt(k) 2^-24 |x||w| for every k below ~26000). Attention adds the
+ * softmax: a score error e changes each weight by a relative e, so the output error is about
+ * max|v| (2e + sqrt(n) 2^-24 + a few roundings); see attention_tol. */
+#include "cpu/cpu.h" /* private: to run the portable inner loops on this CPU too */
+#include "kt_util.h"
+
+#define U24 0x1p-24
+
+static struct kern_ops ref_ops, cpu_ops;
+static int failures;
+
+#define CHECK(cond, ...)                                                                      \
+    do {                                                                                      \
+        if (!(cond)) {                                                                        \
+            failures++;                                                                       \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                              \
+            fprintf(stderr, __VA_ARGS__);                                                     \
+            fputc('\n', stderr);                                                              \
+        }                                                                                     \
+    } while (0)
+
+/* Same class (both NaN, or the same infinity) or both finite and within tol. */
+static int agree(float r, float g, double tol)
+{
+    if (isnan(r) || isnan(g))
+        return isnan(r) && isnan(g);
+    if (isinf(r) || isinf(g))
+        return r == g;
+    return fabs((double)r - (double)g) <= tol;
+}
+
+/* Compares n values; tol[i] per element (or tol_const when tol is NULL). Reports the first
+ * few mismatches and returns how many there were. */
+static int64_t compare(const char *what, const float *ref, const float *got, int64_t n,
+                       const double *tol, double tol_const)
+{
+    int64_t bad = 0;
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double t = tol ? tol[i] : tol_const;
+        if (!agree(ref[i], got[i], t)) {
+            if (bad < 5)
+                fprintf(stderr, "  %s[%lld]: ref %.9g got %.9g tol %.3g\n", what, (long long)i,
+                        (double)ref[i], (double)got[i], t);
+            bad++;
+        } else if (isfinite(ref[i]) && t > 0 && fabs((double)ref[i] - (double)got[i]) / t > worst) {
+            worst = fabs((double)ref[i] - (double)got[i]) / t;
+        }
+    }
+    CHECK(bad == 0, "%s: %lld of %lld values differ", what, (long long)bad, (long long)n);
+    if (getenv("KT_VERBOSE"))
+        printf("  %-48s worst error / tolerance = %.3f\n", what, worst);
+    return bad;
+}
+
+static void fill_f32(float *p, int64_t n, float v)
+{
+    for (int64_t i = 0; i < n; i++)
+        p[i] = v;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matmul */
+
+struct mm_case {
+    int64_t m, n, k, pad_x, pad_y;
+    enum kern_dtype dt;
+    int accumulate, special;
+};
+
+static void check_matmul(struct kt_rng *rng, struct mm_case c, struct kern_ctx **ctxs, int n_ctx)
+{
+    int64_t ldx = c.k + c.pad_x, ldy = c.n + c.pad_y;
+    size_t xs = (size_t)(c.m * ldx), ws = (size_t)(c.n * c.k), ys = (size_t)(c.m * ldy);
+    float *x = kt_alloc(xs * sizeof *x);
+    void *w = kt_alloc(ws * kern_dtype_size(c.dt));
+    float *y0 = kt_alloc(ys * sizeof *y0);
+    float *yr = kt_alloc(ys * sizeof *yr);
+    float *yg = kt_alloc(ys * sizeof *yg);
+    double *tol = malloc((size_t)(c.m * c.n) * sizeof *tol);
+    float *vr = malloc((size_t)(c.m * c.n + 1) * sizeof *vr), *vg = malloc((size_t)(c.m * c.n + 1) * sizeof *vg);
+    double *nx = malloc((size_t)(c.m + 1) * sizeof *nx), *nw = malloc((size_t)(c.n + 1) * sizeof *nw);
+    /* Padding lanes of x are NaN: reading them would poison the result. Padding lanes of y
+     * hold a sentinel that must survive. */
+    fill_f32(x, (int64_t)xs, NAN);
+    for (int64_t i = 0; i < c.m; i++)
+        for (int64_t t = 0; t < c.k; t++)
+            x[i * ldx + t] = kt_uniform(rng, -1.0f, 1.0f);
+    kt_fill(rng, w, c.dt, (int64_t)ws, -1.0f, 1.0f);
+    fill_f32(y0, (int64_t)ys, 12345.0f);
+    for (int64_t i = 0; i < c.m; i++)
+        for (int64_t j = 0; j < c.n; j++)
+            y0[i * ldy + j] = c.accumulate ? kt_uniform(rng, -4.0f, 4.0f) : NAN;
+    if (c.special && c.m > 2 && c.n > 2 && c.k > 2) {
+        x[0 * ldx + c.k / 2] = INFINITY;       /* row 0: +-Inf (NaN where w is NaN) */
+        x[1 * ldx + c.k - 1] = NAN;            /* row 1: NaN */
+        kt_set(w, c.dt, (c.n - 1) * c.k, NAN); /* last column: NaN */
+    }
+    for (int64_t i = 0; i < c.m; i++) {
+        double s = 0;
+        for (int64_t t = 0; t < c.k; t++)
+            s += (double)x[i * ldx + t] * x[i * ldx + t];
+        nx[i] = sqrt(s);
+    }
+    for (int64_t j = 0; j < c.n; j++) {
+        double s = 0;
+        for (int64_t t = 0; t < c.k; t++) {
+            double v = kt_get(w, c.dt, j * c.k + t);
+            s += v * v;
+        }
+        nw[j] = sqrt(s);
+    }
+    struct kern_matmul_params p = {
+        .x = x, .w = w, .w_dtype = c.dt, .y = yr, .m = c.m, .n = c.n, .k = c.k,
+        .ldx = ldx, .ldy = ldy, .accumulate = c.accumulate,
+    };
+    memcpy(yr, y0, ys * sizeof *yr);
+    CHECK(ref_ops.matmul(NULL, &p) == KERN_OK, "ref matmul failed");
+    for (int64_t i = 0; i < c.m; i++)
+        for (int64_t j = 0; j < c.n; j++) {
+            double y_in = c.accumulate ? fabs((double)y0[i * ldy + j]) : 0.0;
+            tol[i * c.n + j] = U24 * (4.0 * sqrt((double)c.k + 1.0) * (nx[i] * nw[j] + y_in) +
+                                      fabs((double)yr[i * ldy + j]));
+        }
+    for (int ci = 0; ci < n_ctx; ci++) {
+        char what[160];
+        snprintf(what, sizeof what, "matmul m=%lld n=%lld k=%lld %s%s%s ctx#%d", (long long)c.m,
+                 (long long)c.n, (long long)c.k, kern_dtype_name(c.dt),
+                 c.accumulate ? " acc" : "", c.special ? " nan/inf" : "", ci);
+        memcpy(yg, y0, ys * sizeof *yg);
+        p.y = yg;
+        CHECK(cpu_ops.matmul(ctxs[ci], &p) == KERN_OK, "%s: cpu matmul failed", what);
+        /* Gather the valid lanes into contiguous rows for the comparison. */
+        for (int64_t i = 0; i < c.m; i++) {
+            memcpy(vr + i * c.n, yr + i * ldy, (size_t)c.n * sizeof *vr);
+            memcpy(vg + i * c.n, yg + i * ldy, (size_t)c.n * sizeof *vg);
+        }
+        compare(what, vr, vg, c.m * c.n, tol, 0.0);
+        for (int64_t i = 0; i < c.m; i++)
+            for (int64_t j = c.n; j < ldy; j++)
+                CHECK(yg[i * ldy + j] == 12345.0f, "%s: padding lane y[%lld, %lld] written", what,
+                      (long long)i, (long long)j);
+        CHECK(kt_guard_ok(yg), "%s: canary around y overwritten", what);
+        if (!c.special)
+            for (int64_t i = 0; i < c.m * ldy; i++)
+                if (!isfinite(yr[i])) {
+                    CHECK(0, "%s: reference not finite at %lld", what, (long long)i);
+                    break;
+                }
+    }
+    if (c.special && c.m > 2 && c.n > 2 && c.k > 2) {
+        CHECK(isnan(yr[1 * ldy]), "matmul: NaN in x row 1 did not reach y");
+        CHECK(isinf(yr[0]), "matmul: Inf in x row 0 did not reach y");
+        CHECK(isnan(yr[2 * ldy + c.n - 1]), "matmul: NaN weight did not reach y");
+    }
+    CHECK(kt_guard_ok(x) && kt_guard_ok(w) && kt_guard_ok(yr), "matmul: input/ref canary");
+    kt_free(x);
+    kt_free(w);
+    kt_free(y0);
+    kt_free(yr);
+    kt_free(yg);
+    free(tol);
+    free(vr);
+    free(vg);
+    free(nx);
+    free(nw);
+}
+
+static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+{
+    struct kern_ctx *pool_only[1] = {ctxs[n_ctx - 1]};
+    /* Awkward shapes on every context (NULL, 1 thread, several threads). */
+    const struct mm_case awkward[] = {
+        {1, 1, 1, 0, 0, KERN_DTYPE_F32, 0, 0},
+        {1, 33, 111, 0, 0, KERN_DTYPE_BF16, 0, 0},
+        {33, 111, 989, 3, 5, KERN_DTYPE_F16, 0, 0},
+        {989, 33, 111, 1, 0, KERN_DTYPE_BF16, 1, 0},
+        {111, 989, 33, 0, 7, KERN_DTYPE_F32, 1, 0},
+        {7, 3, 17, 2, 2, KERN_DTYPE_BF16, 0, 0},
+        {5, 7, 0, 0, 1, KERN_DTYPE_F32, 0, 0},
+        {5, 7, 0, 0, 1, KERN_DTYPE_F16, 1, 0},
+        {33, 130, 300, 4, 3, KERN_DTYPE_BF16, 0, 1},
+        {6, 9, 70, 0, 0, KERN_DTYPE_F16, 1, 1},
+        {300, 260, 520, 0, 0, KERN_DTYPE_F32, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++)
+        check_matmul(rng, awkward[i], ctxs, n_ctx);
+    /* Phi-3 projections: mini qkv (3072 -> 9216) and down (8192 -> 3072), small qkv (4096),
+     * medium qkv (5120 -> 7680), the lm head (3072 -> 32064); decode (m = 1) and a chunk
+     * (m = 33). Only the pool context: the reference dominates the run time. */
+    const struct mm_case real[] = {
+        {1, 9216, 3072, 0, 0, KERN_DTYPE_BF16, 0, 0},
+        {1, 3072, 8192, 0, 0, KERN_DTYPE_F16, 1, 0},
+        {1, 32064, 3072, 0, 0, KERN_DTYPE_BF16, 0, 0},
+        {1, 4096, 4096, 0, 0, KERN_DTYPE_F32, 0, 0},
+        {33, 7680, 5120, 0, 0, KERN_DTYPE_BF16, 0, 0},
+        {33, 3072, 8192, 0, 0, KERN_DTYPE_F16, 1, 0},
+        {33, 5120, 1024, 0, 0, KERN_DTYPE_F32, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof real / sizeof real[0]; i++)
+        check_matmul(rng, real[i], pool_only, 1);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* attention */
+
+#define AT_MAX_SEQS 6
+
+struct at_case {
+    const char *name;
+    int64_t n_heads, n_kv, d, block_size, window;
+    enum kern_dtype dt;
+    int n_seqs;
+    int32_t q_len[AT_MAX_SEQS], ctx_len[AT_MAX_SEQS];
+    float q_amp; /* q amplitude: larger makes the softmax peakier */
+    int special;
+};
+
+static void check_attention(struct kt_rng *rng, const struct at_case *c, struct kern_ctx **ctxs,
+                            int n_ctx)
+{
+    int64_t d = c->d, n_kv = c->n_kv, kv_row = n_kv * d, group = c->n_heads / n_kv;
+    int64_t q_row = c->n_heads * d, q_stride = q_row + 8;
+    int32_t q_start[AT_MAX_SEQS], blocks_of[AT_MAX_SEQS];
+    /* Queries: sequences laid out with one foreign row between them (no sequence owns it, so
+     * no backend may write it) and sequence 0 placed last to break any ordering assumption. */
+    int64_t n_tokens = 0, max_blocks = 0, total_blocks = 3; /* 3 spare blocks, never used */
+    for (int s = 1; s <= c->n_seqs; s++) {
+        int si = s % c->n_seqs;
+        q_start[si] = (int32_t)(n_tokens + 1);
+        n_tokens += 1 + c->q_len[si];
+    }
+    for (int s = 0; s < c->n_seqs; s++) {
+        blocks_of[s] = (int32_t)((c->ctx_len[s] + c->block_size - 1) / c->block_size);
+        if (blocks_of[s] + 2 > max_blocks)
+            max_blocks = blocks_of[s] + 2;
+        total_blocks += blocks_of[s];
+    }
+    int64_t n_slots = total_blocks * c->block_size;
+    /* Block ids: a shuffled permutation handed out in order, so tables are non-contiguous. */
+    int32_t *perm = malloc((size_t)total_blocks * sizeof *perm);
+    for (int64_t i = 0; i < total_blocks; i++)
+        perm[i] = (int32_t)i;
+    for (int64_t i = total_blocks - 1; i > 0; i--) {
+        int64_t j = kt_below(rng, i + 1);
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    int32_t *bt = kt_alloc((size_t)(c->n_seqs * max_blocks) * sizeof *bt);
+    int64_t next = 0;
+    for (int s = 0; s < c->n_seqs; s++)
+        for (int64_t b = 0; b < max_blocks; b++)
+            /* Entries past the last used block are garbage the kernel must not follow. */
+            bt[s * max_blocks + b] = b < blocks_of[s] ? perm[next++] : 0x3fffffff;
+    /* The cache: every slot NaN, then the positions < ctx_len of each sequence filled. */
+    size_t es = kern_dtype_size(c->dt);
+    void *kc = kt_alloc((size_t)(n_slots * kv_row) * es);
+    void *vc = kt_alloc((size_t)(n_slots * kv_row) * es);
+    for (int64_t i = 0; i < n_slots * kv_row; i++) {
+        kt_set(kc, c->dt, i, NAN);
+        kt_set(vc, c->dt, i, NAN);
+    }
+    for (int s = 0; s < c->n_seqs; s++)
+        for (int64_t pos = 0; pos < c->ctx_len[s]; pos++) {
+            int64_t slot = (int64_t)bt[s * max_blocks + pos / c->block_size] * c->block_size +
+                           pos % c->block_size;
+            kt_fill(rng, (char *)kc + (size_t)(slot * kv_row) * es, c->dt, kv_row, -1.0f, 1.0f);
+            kt_fill(rng, (char *)vc + (size_t)(slot * kv_row) * es, c->dt, kv_row, -1.0f, 1.0f);
+        }
+    float *q = kt_alloc((size_t)(n_tokens * q_stride) * sizeof *q);
+    fill_f32(q, n_tokens * q_stride, NAN); /* padding lanes and foreign rows */
+    for (int s = 0; s < c->n_seqs; s++)
+        for (int64_t i = 0; i < c->q_len[s]; i++)
+            for (int64_t e = 0; e < q_row; e++)
+                q[(q_start[s] + i) * q_stride + e] = kt_uniform(rng, -c->q_amp, c->q_amp);
+    int nan_tok = -1;
+    if (c->special) {
+        /* NaN in one lane of one query head; Inf in one key of sequence 1 (kv head 0). */
+        nan_tok = q_start[0];
+        q[nan_tok * q_stride + 1 * d + 3] = NAN;
+        int64_t slot = (int64_t)bt[1 * max_blocks] * c->block_size + 0;
+        kt_set(kc, c->dt, slot * kv_row + 0, INFINITY);
+    }
+    int64_t out_n = n_tokens * q_row;
+    float *out_r = kt_alloc((size_t)out_n * sizeof *out_r);
+    float *out_g = kt_alloc((size_t)out_n * sizeof *out_g);
+    double *tol = malloc((size_t)out_n * sizeof *tol);
+    struct kern_attention_params p = {
+        .q = q, .k_cache = kc, .v_cache = vc, .cache_dtype = c->dt, .out = out_r,
+        .q_start = q_start, .q_len = c->q_len, .ctx_len = c->ctx_len, .block_tables = bt,
+        .n_tokens = n_tokens, .n_seqs = c->n_seqs, .n_heads = c->n_heads, .n_kv_heads = n_kv,
+        .head_dim = d, .q_stride = q_stride, .max_blocks = max_blocks,
+        .block_size = c->block_size, .n_slots = n_slots, .sliding_window = c->window,
+        .scale = (float)(1.0 / sqrt((double)d)),
+    };
+    fill_f32(out_r, out_n, -777.0f);
+    CHECK(ref_ops.attention(NULL, &p) == KERN_OK, "%s: ref attention failed", c->name);
+    /* Tolerance per output row (see the file comment): S bounds every |score| by
+     * Cauchy-Schwarz, V = max |v| over the visible keys, n their number. */
+    for (int64_t i = 0; i < out_n; i++)
+        tol[i] = 0.0;
+    for (int s = 0; s < c->n_seqs; s++)
+        for (int64_t i = 0; i < c->q_len[s]; i++) {
+            int64_t tok = q_start[s] + i, pos = c->ctx_len[s] - c->q_len[s] + i;
+            int64_t lo = c->window > 0 && pos - c->window + 1 > 0 ? pos - c->window + 1 : 0;
+            for (int64_t h = 0; h < c->n_heads; h++) {
+                double qn = 0, kn = 0, vmax = 0;
+                for (int64_t e = 0; e < d; e++)
+                    qn += (double)q[tok * q_stride + h * d + e] * q[tok * q_stride + h * d + e];
+                for (int64_t j = lo; j <= pos; j++) {
+                    int64_t slot = (int64_t)bt[s * max_blocks + j / c->block_size] * c->block_size +
+                                   j % c->block_size;
+                    double kk = 0;
+                    for (int64_t e = 0; e < d; e++) {
+                        double kv = kt_get(kc, c->dt, slot * kv_row + (h / group) * d + e);
+                        double vv = fabs(kt_get(vc, c->dt, slot * kv_row + (h / group) * d + e));
+                        kk += kv * kv;
+                        vmax = vv > vmax ? vv : vmax;
+                    }
+                    kn = kk > kn ? kk : kn;
+                }
+                double sc = p.scale * sqrt(qn) * sqrt(kn), n = (double)(pos - lo + 1);
+                for (int64_t e = 0; e < d; e++) {
+                    int64_t o = (tok * c->n_heads + h) * d + e;
+                    tol[o] = U24 * (vmax * (8.0 * sqrt((double)d) * sc + 4.0 * sqrt(n) +
+                                            2.0 * (n / 64.0 + 1.0) + 8.0) +
+                                    fabs((double)out_r[o]));
+                }
+            }
+        }
+    if (!c->special) {
+        int64_t nonfinite = 0;
+        for (int s = 0; s < c->n_seqs; s++)
+            for (int64_t i = 0; i < c->q_len[s] * q_row; i++)
+                nonfinite += !isfinite(out_r[q_start[s] * q_row + i]);
+        CHECK(nonfinite == 0, "%s: reference read a poisoned slot (%lld non-finite)", c->name,
+              (long long)nonfinite);
+    } else {
+        CHECK(isnan(out_r[(nan_tok * c->n_heads + 1) * d]), "%s: NaN query did not propagate",
+              c->name);
+        CHECK(!isnan(out_r[(nan_tok * c->n_heads + 0) * d]), "%s: NaN leaked to another head",
+              c->name);
+    }
+    for (int ci = 0; ci < n_ctx; ci++) {
+        char what[160];
+        snprintf(what, sizeof what, "attention %s ctx#%d", c->name, ci);
+        fill_f32(out_g, out_n, -777.0f);
+        p.out = out_g;
+        CHECK(cpu_ops.attention(ctxs[ci], &p) == KERN_OK, "%s: cpu attention failed", what);
+        compare(what, out_r, out_g, out_n, tol, 0.0);
+        for (int64_t t = 0; t < n_tokens; t++) {
+            int owned = 0;
+            for (int s = 0; s < c->n_seqs; s++)
+                owned |= t >= q_start[s] && t < q_start[s] + c->q_len[s];
+            if (!owned)
+                for (int64_t e = 0; e < q_row; e++)
+                    if (out_g[t * q_row + e] != -777.0f || out_r[t * q_row + e] != -777.0f) {
+                        CHECK(0, "%s: foreign row %lld written", what, (long long)t);
+                        break;
+                    }
+        }
+        CHECK(kt_guard_ok(out_g), "%s: canary around out overwritten", what);
+    }
+    CHECK(kt_guard_ok(out_r) && kt_guard_ok(q) && kt_guard_ok(kc) && kt_guard_ok(vc) &&
+              kt_guard_ok(bt),
+          "%s: canary", c->name);
+    free(perm);
+    kt_free(bt);
+    kt_free(kc);
+    kt_free(vc);
+    kt_free(q);
+    kt_free(out_r);
+    kt_free(out_g);
+    free(tol);
+}
+
+static void test_attention(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+{
+    const struct at_case cases[] = {
+        /* Phi-3-mini: MHA, head_dim 96, bf16 cache: prefill, decode, chunked prefill continuing
+         * a cached prefix, and a first decode step (ctx 1). */
+        {"mini mha d96 bf16", 32, 32, 96, 16, 0, KERN_DTYPE_BF16, 4, {33, 1, 20, 1}, {33, 111, 75, 1},
+         1.0f, 0},
+        /* Phi-3-medium: GQA 4:1 (40/10), head_dim 128, fp16 cache, sliding window 24. */
+        {"medium gqa4 d128 f16 win24", 40, 10, 128, 16, 24, KERN_DTYPE_F16, 3, {1, 50, 17},
+         {989, 50, 60}, 1.0f, 0},
+        /* fp32 cache, block size 3, window 1 (self only) and window 2. */
+        {"gqa4 d96 f32 bs3 win1", 8, 2, 96, 3, 1, KERN_DTYPE_F32, 2, {5, 1}, {9, 4}, 1.0f, 0},
+        {"gqa4 d128 bf16 bs5 win2", 8, 2, 128, 5, 2, KERN_DTYPE_BF16, 2, {7, 1}, {7, 33}, 1.0f, 0},
+        /* Peaky softmax (large scores) over a long prefill. */
+        {"mha d128 bf16 peaky prefill", 4, 4, 128, 16, 0, KERN_DTYPE_BF16, 1, {300}, {300}, 6.0f, 0},
+        /* A sequence with no query rows next to real ones. */
+        {"gqa4 d96 bf16 empty seq", 8, 2, 96, 16, 0, KERN_DTYPE_BF16, 3, {0, 3, 1}, {40, 3, 1024},
+         1.0f, 0},
+        /* NaN in a query lane and Inf in a key. */
+        {"mha d96 bf16 nan/inf", 4, 4, 96, 16, 0, KERN_DTYPE_BF16, 2, {3, 2}, {3, 40}, 1.0f, 1},
+        {"gqa4 d128 f16 win24 nan/inf", 8, 2, 128, 16, 24, KERN_DTYPE_F16, 2, {30, 1}, {30, 40},
+         1.0f, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_attention(rng, &cases[i], ctxs, n_ctx);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The remaining ops (the CPU table may use the reference for them today; the comparison
+ * still runs so that a fast version added later is checked). */
+
+static void test_embed(struct kt_rng *rng, struct kern_ctx *ctx)
+{
+    const int64_t vocab = 32064, hidden = 3072;
+    const enum kern_dtype dts[] = {KERN_DTYPE_BF16, KERN_DTYPE_F16, KERN_DTYPE_F32};
+    for (int di = 0; di < 3; di++) {
+        void *table = kt_alloc((size_t)(vocab * hidden) * kern_dtype_size(dts[di]));
+        kt_fill(rng, table, dts[di], vocab * hidden, -1.0f, 1.0f);
+        int32_t ids[5] = {0, (int32_t)vocab - 1, 17, 17, 31999};
+        float *a = kt_alloc(5 * hidden * sizeof *a), *b = kt_alloc(5 * hidden * sizeof *b);
+        struct kern_embed_params p = {ids, table, dts[di], a, 5, vocab, hidden};
+        CHECK(ref_ops.embed(NULL, &p) == KERN_OK, "ref embed");
+        p.out = b;
+        CHECK(cpu_ops.embed(ctx, &p) == KERN_OK, "cpu embed");
+        compare("embed", a, b, 5 * hidden, NULL, 0.0);
+        CHECK(a[hidden] == kt_get(table, dts[di], (vocab - 1) * hidden), "embed row vocab-1");
+        ids[2] = (int32_t)vocab;
+        fill_f32(b, 5 * hidden, 1.0f);
+        CHECK(cpu_ops.embed(ctx, &p) == KERN_ERR_INVALID, "embed id == vocab accepted");
+        ids[2] = -1;
+        CHECK(cpu_ops.embed(ctx, &p) == KERN_ERR_INVALID, "embed id -1 accepted");
+        CHECK(b[0] == 1.0f && b[5 * hidden - 1] == 1.0f, "embed wrote before failing");
+        CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(table), "embed canary");
+        kt_free(table);
+        kt_free(a);
+        kt_free(b);
+    }
+}
+
+static void test_rmsnorm(struct kt_rng *rng, struct kern_ctx *ctx)
+{
+    const int64_t dims[] = {3072, 4096, 5120, 33, 1};
+    for (int di = 0; di < 5; di++) {
+        int64_t dim = dims[di], rows = 3, n = rows * dim;
+        enum kern_dtype dt = (enum kern_dtype)(di % 3);
+        float *x = kt_alloc((size_t)n * sizeof *x), *a = kt_alloc((size_t)n * sizeof *a);
+        float *b = kt_alloc((size_t)n * sizeof *b);
+        void *w = kt_alloc((size_t)dim * kern_dtype_size(dt));
+        kt_fill(rng, x, KERN_DTYPE_F32, n, -3.0f, 3.0f);
+        kt_fill(rng, w, dt, dim, 0.5f, 1.5f);
+        if (dim > 1)
+            x[2 * dim + 1] = INFINITY; /* row 2: Inf / Inf = NaN everywhere */
+        struct kern_rmsnorm_params p = {x, w, dt, a, rows, dim, 1e-5f};
+        CHECK(ref_ops.rmsnorm(NULL, &p) == KERN_OK, "ref rmsnorm");
+        p.out = b;
+        CHECK(cpu_ops.rmsnorm(ctx, &p) == KERN_OK, "cpu rmsnorm");
+        /* fp32 statistics: the sum of squares carries ~sqrt(dim) 2^-24 relative error, halved
+         * by the square root, plus a few roundings. */
+        double *tol = malloc((size_t)n * sizeof *tol);
+        for (int64_t i = 0; i < n; i++)
+            tol[i] = U24 * (8.0 + 2.0 * sqrt((double)dim)) * fabs((double)a[i]);
+        compare("rmsnorm", a, b, n, tol, 0.0);
+        p.out = x; /* in place */
+        CHECK(cpu_ops.rmsnorm(ctx, &p) == KERN_OK, "cpu rmsnorm in place");
+        compare("rmsnorm in place", a, x, n, tol, 0.0);
+        CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(x) && kt_guard_ok(w), "rmsnorm canary");
+        free(tol);
+        kt_free(x);
+        kt_free(a);
+        kt_free(b);
+        kt_free(w);
+    }
+}
+
+static void test_rope(struct kt_rng *rng, struct kern_ctx *ctx)
+{
+    /* head_dim 96 full rotary with two variants (short/long factors), head_dim 128 partial. */
+    const int64_t hds[2] = {96, 128}, rots[2] = {96, 64}, heads[2] = {32, 10};
+    for (int ci = 0; ci < 2; ci++) {
+        int64_t nt = 7, hd = hds[ci], rot = rots[ci], stride = heads[ci] * hd + 5;
+        float inv_freq[2 * 64];
+        for (int64_t i = 0; i < rot / 2; i++) {
+            inv_freq[i] = (float)pow(10000.0, -2.0 * (double)i / (double)rot);
+            inv_freq[rot / 2 + i] = inv_freq[i] / kt_uniform(rng, 1.0f, 40.0f);
+        }
+        int32_t pos[7] = {0, 1, 2, 4095, 4096, 131071, 77};
+        uint8_t var[7] = {0, 1, 0, 1, 1, 1, 0};
+        float *a = kt_alloc((size_t)(nt * stride) * sizeof *a), *b = kt_alloc((size_t)(nt * stride) * sizeof *b);
+        kt_fill(rng, a, KERN_DTYPE_F32, nt * stride, -2.0f, 2.0f);
+        a[3 * stride + 2] = NAN;
+        memcpy(b, a, (size_t)(nt * stride) * sizeof *a);
+        struct kern_rope_params p = {a, pos, var, inv_freq, nt, heads[ci], hd, rot, stride, 2, 1.19f};
+        CHECK(ref_ops.rope(NULL, &p) == KERN_OK, "ref rope");
+        p.x = b;
+        CHECK(cpu_ops.rope(ctx, &p) == KERN_OK, "cpu rope");
+        /* Each output is a*c - b*s: a few roundings of values of size mscale * max|x|. */
+        compare("rope", a, b, nt * stride, NULL, 8.0 * U24 * 1.19 * 2.0 * 2.0);
+        var[1] = 2;
+        CHECK(cpu_ops.rope(ctx, &p) == KERN_ERR_INVALID, "rope variant out of range accepted");
+        CHECK(kt_guard_ok(a) && kt_guard_ok(b), "rope canary");
+        kt_free(a);
+        kt_free(b);
+    }
+}
+
+static void test_kv_write(struct kt_rng *rng, struct kern_ctx *ctx)
+{
+    const enum kern_dtype dts[] = {KERN_DTYPE_BF16, KERN_DTYPE_F16, KERN_DTYPE_F32};
+    for (int di = 0; di < 3; di++) {
+        int64_t nt = 6, nkv = 10, hd = 128, row = nkv * hd, stride = 3 * row, n_slots = 48;
+        size_t cache_bytes = (size_t)(n_slots * row) * kern_dtype_size(dts[di]);
+        float *k = kt_alloc((size_t)(nt * stride) * sizeof *k), *v = kt_alloc((size_t)(nt * stride) * sizeof *v);
+        kt_fill(rng, k, KERN_DTYPE_F32, nt * stride, -70000.0f, 70000.0f); /* f16 overflow too */
+        kt_fill(rng, v, KERN_DTYPE_F32, nt * stride, -1.0f, 1.0f);
+        v[1] = NAN;
+        int64_t slots[6] = {47, 0, -1, 13, 31, -7};
+        void *ka = kt_alloc(cache_bytes), *va = kt_alloc(cache_bytes);
+        void *kb = kt_alloc(cache_bytes), *vb = kt_alloc(cache_bytes);
+        memset(ka, 0x5a, cache_bytes);
+        memset(va, 0x5a, cache_bytes);
+        memset(kb, 0x5a, cache_bytes);
+        memset(vb, 0x5a, cache_bytes);
+        struct kern_kv_write_params p = {k, v, slots, ka, va, dts[di], nt, nkv, hd, stride, n_slots};
+        CHECK(ref_ops.kv_write(NULL, &p) == KERN_OK, "ref kv_write");
+        p.k_cache = kb;
+        p.v_cache = vb;
+        CHECK(cpu_ops.kv_write(ctx, &p) == KERN_OK, "cpu kv_write");
+        CHECK(memcmp(ka, kb, cache_bytes) == 0 && memcmp(va, vb, cache_bytes) == 0,
+              "kv_write %s caches differ", kern_dtype_name(dts[di]));
+        slots[3] = n_slots;
+        memset(kb, 0x5a, cache_bytes);
+        CHECK(cpu_ops.kv_write(ctx, &p) == KERN_ERR_INVALID, "kv_write slot n_slots accepted");
+        CHECK(((unsigned char *)kb)[47 * row * (int64_t)kern_dtype_size(dts[di])] == 0x5a,
+              "kv_write wrote before failing");
+        CHECK(kt_guard_ok(ka) && kt_guard_ok(va) && kt_guard_ok(kb) && kt_guard_ok(vb), "kv_write canary");
+        kt_free(k);
+        kt_free(v);
+        kt_free(ka);
+        kt_free(va);
+        kt_free(kb);
+        kt_free(vb);
+    }
+}
+
+static void test_silu_add_gather(struct kt_rng *rng, struct kern_ctx *ctx)
+{
+    int64_t nt = 3, inter = 8192, n = nt * inter;
+    float *gu = kt_alloc((size_t)(2 * n) * sizeof *gu);
+    float *a = kt_alloc((size_t)n * sizeof *a), *b = kt_alloc((size_t)n * sizeof *b);
+    kt_fill(rng, gu, KERN_DTYPE_F32, 2 * n, -12.0f, 12.0f);
+    gu[5] = -1000.0f;
+    gu[6] = NAN;
+    gu[inter + 7] = INFINITY;
+    struct kern_silu_mul_params sp = {gu, a, nt, inter};
+    CHECK(ref_ops.silu_mul(NULL, &sp) == KERN_OK, "ref silu_mul");
+    sp.out = b;
+    CHECK(cpu_ops.silu_mul(ctx, &sp) == KERN_OK, "cpu silu_mul");
+    double *tol = malloc((size_t)n * sizeof *tol);
+    for (int64_t i = 0; i < n; i++)
+        tol[i] = 16.0 * U24 * fabs((double)a[i]); /* exp, divide, multiply: a few ulps */
+    compare("silu_mul", a, b, n, tol, 0.0);
+    CHECK(isnan(a[6]) && isinf(a[7]), "silu_mul NaN/Inf did not propagate");
+    CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(gu), "silu_mul canary");
+
+    int64_t an[2] = {3072, 111};
+    for (int i = 0; i < 2; i++) {
+        memcpy(b, gu, (size_t)(an[i] + 1) * sizeof *b);
+        memcpy(a, gu, (size_t)(an[i] + 1) * sizeof *a);
+        struct kern_add_params ap = {a, gu + n, an[i]};
+        CHECK(ref_ops.add(NULL, &ap) == KERN_OK, "ref add");
+        ap.y = b;
+        CHECK(cpu_ops.add(ctx, &ap) == KERN_OK, "cpu add");
+        compare("add", a, b, an[i], NULL, 0.0); /* one fp32 rounding either way: exact */
+        CHECK(a[an[i]] == gu[an[i]], "add wrote past n");
+    }
+
+    int64_t vocab = 32064, n_in = 33;
+    float *x = kt_alloc((size_t)(n_in * vocab) * sizeof *x);
+    float *ga = kt_alloc(3 * (size_t)vocab * sizeof *ga), *gb = kt_alloc(3 * (size_t)vocab * sizeof *gb);
+    kt_fill(rng, x, KERN_DTYPE_F32, n_in * vocab, -5.0f, 5.0f);
+    int32_t rows[3] = {32, 0, 5};
+    struct kern_gather_rows_params gp = {x, rows, ga, n_in, 3, vocab};
+    CHECK(ref_ops.gather_rows(NULL, &gp) == KERN_OK, "ref gather_rows");
+    gp.out = gb;
+    CHECK(cpu_ops.gather_rows(ctx, &gp) == KERN_OK, "cpu gather_rows");
+    compare("gather_rows", ga, gb, 3 * vocab, NULL, 0.0);
+    CHECK(ga[0] == x[32 * vocab], "gather_rows picked the wrong row");
+    rows[1] = 33;
+    CHECK(cpu_ops.gather_rows(ctx, &gp) == KERN_ERR_INVALID, "gather_rows row n_in accepted");
+    CHECK(kt_guard_ok(x) && kt_guard_ok(ga) && kt_guard_ok(gb), "gather_rows canary");
+    kt_free(x);
+    kt_free(ga);
+    kt_free(gb);
+    kt_free(gu);
+    kt_free(a);
+    kt_free(b);
+    free(tol);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Invalid arguments: the CPU table rejects exactly what the reference rejects, and writes
+ * nothing. */
+
+static void test_invalid(struct kern_ctx *ctx)
+{
+    float x[64], y[64], q[64], out[64];
+    uint16_t w[64] = {0}, kc[256] = {0}, vc[256] = {0};
+    for (int i = 0; i < 64; i++)
+        x[i] = q[i] = 1.0f;
+    struct kern_matmul_params good = {x, w, KERN_DTYPE_BF16, y, 2, 4, 8, 8, 4, 0};
+    struct kern_matmul_params bad[8];
+    for (int i = 0; i < 8; i++)
+        bad[i] = good;
+    bad[0].ldx = 7;          /* ldx < k */
+    bad[1].ldy = 3;          /* ldy < n */
+    bad[2].m = -1;
+    bad[3].x = NULL;
+    bad[4].w_dtype = (enum kern_dtype)7;
+    bad[5].k = INT64_MAX / 2; /* overflowing sizes */
+    bad[5].ldx = INT64_MAX / 2;
+    bad[6].y = NULL;
+    bad[7].n = INT64_MAX / 4;
+    bad[7].ldy = INT64_MAX / 4;
+    const struct kern_ops *tabs[2] = {&ref_ops, &cpu_ops};
+    for (int t = 0; t < 2; t++) {
+        CHECK(tabs[t]->matmul(ctx, &good) == KERN_OK, "%s matmul good call", tabs[t]->name);
+        for (int i = 0; i < 8; i++) {
+            fill_f32(y, 64, 3.0f);
+            CHECK(tabs[t]->matmul(ctx, &bad[i]) == KERN_ERR_INVALID, "%s matmul bad[%d] accepted",
+                  tabs[t]->name, i);
+            CHECK(y[0] == 3.0f, "%s matmul bad[%d] wrote", tabs[t]->name, i);
+        }
+        CHECK(tabs[t]->matmul(ctx, NULL) == KERN_ERR_INVALID, "%s matmul NULL params", tabs[t]->name);
+    }
+
+    /* One sequence of 3 keys in block 1 of a 2-block (8-slot) cache, 2 heads of dim 4. */
+    int32_t qs[1] = {0}, ql[1] = {2}, cl[1] = {3}, btab[2] = {1, 0};
+    struct kern_attention_params ag = {
+        .q = q, .k_cache = kc, .v_cache = vc, .cache_dtype = KERN_DTYPE_BF16, .out = out,
+        .q_start = qs, .q_len = ql, .ctx_len = cl, .block_tables = btab, .n_tokens = 2,
+        .n_seqs = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 4, .q_stride = 8,
+        .max_blocks = 2, .block_size = 4, .n_slots = 8, .sliding_window = 0, .scale = 0.5f,
+    };
+    for (int t = 0; t < 2; t++) {
+        CHECK(tabs[t]->attention(ctx, &ag) == KERN_OK, "%s attention good call", tabs[t]->name);
+        for (int i = 0; i < 13; i++) {
+            struct kern_attention_params a = ag;
+            int32_t qs2[1] = {0}, ql2[1] = {2}, cl2[1] = {3}, bt2[2] = {1, 0};
+            a.q_start = qs2;
+            a.q_len = ql2;
+            a.ctx_len = cl2;
+            a.block_tables = bt2;
+            switch (i) {
+            case 0: bt2[0] = 2; break;             /* block id past the cache */
+            case 1: bt2[0] = -1; break;            /* negative block id */
+            case 2: cl2[0] = 1; break;             /* ctx_len < q_len */
+            case 3: cl2[0] = 9; break;             /* ctx_len > max_blocks * block_size */
+            case 4: qs2[0] = 1; break;             /* rows past n_tokens */
+            case 5: a.n_heads = 3; a.n_kv_heads = 2; a.q_stride = 12; break; /* 3 heads on 2 kv heads */
+            case 6: a.q_stride = 7; break;         /* stride < n_heads * head_dim */
+            case 7: a.block_size = 0; break;
+            case 8: a.sliding_window = -1; break;
+            case 9: a.n_slots = 6; break;          /* block 1 would end past the cache */
+            case 10: a.k_cache = NULL; break;
+            case 11: ql2[0] = -1; break;
+            case 12: a.n_kv_heads = 0; break;
+            }
+            fill_f32(out, 64, 3.0f);
+            CHECK(tabs[t]->attention(ctx, &a) == KERN_ERR_INVALID, "%s attention bad[%d] accepted",
+                  tabs[t]->name, i);
+            CHECK(out[0] == 3.0f, "%s attention bad[%d] wrote", tabs[t]->name, i);
+        }
+        /* The last block may be partial: 3 keys of block 1 need slots 4..6 only. */
+        struct kern_attention_params a = ag;
+        a.n_slots = 7;
+        CHECK(tabs[t]->attention(ctx, &a) == KERN_OK, "%s attention partial last block",
+              tabs[t]->name);
+    }
+}
+
+int main(void)
+{
+    kern_ops_init_ref(&ref_ops);
+    kern_ops_init_ref(&cpu_ops);
+    kern_ops_init_cpu(&cpu_ops);
+    CHECK(strcmp(ref_ops.name, "ref") == 0 && strcmp(cpu_ops.name, "cpu") == 0, "table names");
+    /* Every entry of both tables is filled. */
+    const struct kern_ops *tabs[2] = {&ref_ops, &cpu_ops};
+    for (int t = 0; t < 2; t++)
+        CHECK(tabs[t]->embed && tabs[t]->rmsnorm && tabs[t]->matmul && tabs[t]->rope &&
+                  tabs[t]->kv_write && tabs[t]->attention && tabs[t]->silu_mul && tabs[t]->add &&
+                  tabs[t]->gather_rows,
+              "table %s has an empty entry", tabs[t]->name);
+    struct kern_ctx *one = kern_ctx_create_cpu(1), *three = kern_ctx_create_cpu(3);
+    struct kern_ctx *all = kern_ctx_create_cpu(0);
+    CHECK(one && three && all, "kern_ctx_create_cpu failed");
+    struct kern_ctx *ctxs[4] = {NULL, one, three, all};
+    struct kt_rng rng = {20240917};
+
+    /* The table as kern_ops_init_cpu fills it (AVX2 where the CPU has it), then the portable
+     * build of the same inner loops, which CPUs without AVX2 would get. */
+    struct kern_ops chosen = cpu_ops, generic = cpu_ops;
+    generic.matmul = kern_cpu_matmul_generic;
+    generic.attention = kern_cpu_attention_generic;
+    double t0 = kt_now();
+    for (int v = 0; v < 2; v++) {
+        cpu_ops = v == 0 ? chosen : generic;
+        printf("inner loops: %s\n", v == 0 ? "as chosen at init" : "generic");
+        test_matmul(&rng, ctxs, 4);
+        test_attention(&rng, ctxs, 4);
+    }
+    cpu_ops = chosen;
+    double t1 = kt_now(), t2 = t1;
+    test_embed(&rng, all);
+    test_rmsnorm(&rng, all);
+    test_rope(&rng, all);
+    test_kv_write(&rng, all);
+    test_silu_add_gather(&rng, all);
+    test_invalid(NULL);
+    test_invalid(all);
+    printf("matmul + attention %.1f s, rest %.1f s\n", t1 - t0, kt_now() - t2);
+
+    kern_ctx_destroy(one);
+    kern_ctx_destroy(three);
+    kern_ctx_destroy(all);
+    kern_ctx_destroy(NULL);
+    if (failures) {
+        printf("test_ops: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("test_ops: all ops of the cpu table agree with the reference\n");
+    return 0;
+}
