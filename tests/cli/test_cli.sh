@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Black-box tests of the phiserve command line: --help/--version, generate and tokenize on the
+# demo model, and the startup harness of reliability.md group K: broken model directories
+# must give a clear "error:" message and exit code 1 — never a crash, a hang or a 0.
+#   test_cli.sh PHISERVE FIXTURES_DIR
+set -uo pipefail
+bin=$1
+fixtures=$2
+demo=$fixtures/models/phi3-demo
+small=$fixtures/models/mha-window
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0 n=0
+
+pass() { n=$((n + 1)); }
+fail() { n=$((n + 1)); fails=$((fails + 1)); echo "FAIL: $*"; }
+
+# expect_ok NAME CMD... : exit 0
+expect_ok() {
+  local name=$1; shift
+  if timeout 120 "$@" >"$tmp/out" 2>"$tmp/err"; then pass; else fail "$name (exit $?): $(head -c 300 "$tmp/err")"; fi
+}
+
+# expect_error NAME PATTERN CMD... : exit 1 with "error:" and PATTERN on stderr
+expect_error() {
+  local name=$1 pat=$2; shift 2
+  timeout 60 "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ $rc -ne 1 ]; then
+    fail "$name: exit $rc, expected 1 ($(head -c 300 "$tmp/err"))"
+  elif ! grep -q "error:" "$tmp/err" || ! grep -qE "$pat" "$tmp/err"; then
+    fail "$name: message does not match '$pat': $(head -c 300 "$tmp/err")"
+  else
+    pass
+  fi
+}
+
+expect_ok "--help" "$bin" --help
+grep -q "generate" "$tmp/out" || fail "--help does not list generate"
+expect_ok "--version" "$bin" --version
+grep -qE '^phiserve [0-9]+\.[0-9]+\.[0-9]+' "$tmp/out" || fail "--version: $(cat "$tmp/out")"
+
+# generate: token ids in, token ids out, deterministic, the demo model by default.
+expect_ok "generate demo" "$bin" generate --tokens 1,450,4996 --max-tokens 5 --ignore-eos
+first=$(head -n1 "$tmp/out")
+[ "$(echo "$first" | tr ',' '\n' | wc -l)" -eq 5 ] || fail "generate: expected 5 ids, got '$first'"
+expect_ok "generate ref" "$bin" generate --tokens 1,450,4996 --max-tokens 5 --ignore-eos --device ref
+[ "$(head -n1 "$tmp/out")" = "$first" ] || fail "generate: ref and cpu backends disagree"
+
+# --dump-logits writes [steps, vocab] float32.
+expect_ok "dump logits" "$bin" generate --model "$small" --tokens 5,6,7 --max-tokens 3 --ignore-eos \
+  --dump-logits "$tmp/logits.f32"
+[ "$(stat -c %s "$tmp/logits.f32")" -eq $((3 * 512 * 4)) ] || fail "dump-logits size $(stat -c %s "$tmp/logits.f32")"
+
+# tokenize: the reference ids of reference/phi3-models.md §6.3, and back.
+expect_ok "tokenize" "$bin" tokenize --text $'<|user|>\nSYS\nHI<|end|>\n<|assistant|>\n'
+[ "$(cat "$tmp/out")" = "1,32010,317,21554,13,17628,32007,32001" ] || fail "tokenize: got $(cat "$tmp/out")"
+expect_ok "detokenize" "$bin" tokenize --detokenize 1,15043,3186 --skip-special
+[ "$(cat "$tmp/out")" = "Hello world" ] || fail "detokenize: got '$(cat "$tmp/out")'"
+expect_ok "generate --prompt" "$bin" generate --prompt "Hello" --max-tokens 3 --ignore-eos
+[ "$(wc -l <"$tmp/out")" -eq 2 ] || fail "generate --prompt: expected ids and text lines"
+
+# Usage errors exit 2.
+"$bin" generate --max-tokens -1 --tokens 1 >/dev/null 2>&1; [ $? -eq 2 ] && pass || fail "bad --max-tokens not exit 2"
+"$bin" frobnicate >/dev/null 2>&1; [ $? -eq 2 ] && pass || fail "unknown command not exit 2"
+expect_error "token outside vocab" "outside the vocabulary" "$bin" generate --model "$small" --tokens 5,99999
+
+# Group K: broken model directories.
+mk() { rm -rf "$tmp/m"; mkdir -p "$tmp/m"; cp "$small"/config.json "$small"/generation_config.json "$tmp/m/"; }
+expect_error "K7 missing dir" "config.json" "$bin" generate --model "$tmp/nope" --tokens 1
+mk; rm "$tmp/m/config.json"
+expect_error "K7 no config.json" "config.json" "$bin" generate --model "$tmp/m" --tokens 1
+mk
+expect_error "K7 no weights" "safetensors" "$bin" generate --model "$tmp/m" --tokens 1
+mk; mkdir "$tmp/m/model.safetensors"
+expect_error "K7 weights is a directory" "model.safetensors" "$bin" generate --model "$tmp/m" --tokens 1
+mk; ln -s /dev/zero "$tmp/m/model.safetensors"
+expect_error "K7 symlink to /dev/zero" "model.safetensors" "$bin" generate --model "$tmp/m" --tokens 1
+size=$(stat -c %s "$small/model.safetensors")
+mk; head -c $((size - 1)) "$small/model.safetensors" >"$tmp/m/model.safetensors"
+expect_error "K2 truncated by one byte" "model.safetensors" "$bin" generate --model "$tmp/m" --tokens 1
+mk; head -c $((size / 2)) "$small/model.safetensors" >"$tmp/m/model.safetensors"
+expect_error "K2 truncated by half" "model.safetensors" "$bin" generate --model "$tmp/m" --tokens 1
+mk; printf '\xff\xff\xff\xff\xff\xff\xff\x7f{}' >"$tmp/m/model.safetensors"
+expect_error "K4 huge header length" "model.safetensors" "$bin" generate --model "$tmp/m" --tokens 1
+mk; cp "$small/model.safetensors" "$tmp/m/"; sed -i 's/"hidden_size": 64/"hidden_size": 0/' "$tmp/m/config.json"
+grep -q '"hidden_size": 0' "$tmp/m/config.json" || fail "test setup: hidden_size edit did not apply"
+expect_error "K3 hidden_size 0" "hidden_size" "$bin" generate --model "$tmp/m" --tokens 1
+mk; cp "$small/model.safetensors" "$tmp/m/"; sed -i 's/"num_hidden_layers": 2/"num_hidden_layers": 3/' "$tmp/m/config.json"
+expect_error "missing layer tensor" "model.layers.2" "$bin" generate --model "$tmp/m" --tokens 1
+mk; cp "$small/model.safetensors" "$tmp/m/"; sed -i 's/"intermediate_size": 128/"intermediate_size": 96/' "$tmp/m/config.json"
+expect_error "shape mismatch" "shape" "$bin" generate --model "$tmp/m" --tokens 1
+mk; cp "$small/model.safetensors" "$tmp/m/"; printf '{"architectures": ["PhiMoEForCausalLM"], "model_type": "phimoe"}' >"$tmp/m/config.json"
+expect_error "unknown architecture" "architectures|model_type" "$bin" generate --model "$tmp/m" --tokens 1
+expect_error "tokenize without tokenizer" "tokenizer" "$bin" tokenize --model "$small" --text hi
+
+echo "$n checks, $fails failed"
+[ $fails -eq 0 ]
