@@ -52,7 +52,8 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
  * Every handle must have been released first. Accepts NULL. */
 void eng_engine_destroy(struct eng_engine *e);
 
-/* Read-only facts, valid for the engine's lifetime. */
+/* Read-only facts, valid for the engine's lifetime. The tokenizer is NULL when model_dir has
+ * no tokenizer.model: the engine then works on token ids alone (event text is empty). */
 const struct eng_model_config *eng_engine_model_config(const struct eng_engine *e);
 const struct eng_tokenizer *eng_engine_tokenizer(const struct eng_engine *e);
 

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int mul_ok(int64_t a, int64_t b, int64_t *out)
 {
@@ -118,4 +119,16 @@ void eng_kv_cache_release_block(struct eng_kv_cache *kv, int32_t block)
 int64_t eng_kv_cache_used_blocks(const struct eng_kv_cache *kv)
 {
     return kv->n_blocks - kv->n_free;
+}
+
+void eng_kv_cache_copy_block(struct eng_kv_cache *kv, int32_t src, int32_t dst)
+{
+    assert(src >= 0 && src < kv->n_blocks && dst >= 0 && dst < kv->n_blocks && src != dst);
+    assert(kv->refcount[src] > 0 && kv->refcount[dst] > 0);
+    /* The sizes were overflow-checked for the whole pool at create. */
+    size_t block = (size_t)(kv->block_size * kv->n_kv_heads * kv->head_dim) * kern_dtype_size(kv->dtype);
+    for (int64_t l = 0; l < kv->n_layers; l++) {
+        memcpy((char *)kv->k[l] + (size_t)dst * block, (char *)kv->k[l] + (size_t)src * block, block);
+        memcpy((char *)kv->v[l] + (size_t)dst * block, (char *)kv->v[l] + (size_t)src * block, block);
+    }
 }

@@ -46,4 +46,8 @@ void eng_kv_cache_release_block(struct eng_kv_cache *kv, int32_t block);
 /* Blocks currently handed out. */
 int64_t eng_kv_cache_used_blocks(const struct eng_kv_cache *kv);
 
+/* Copies the K and V contents of block src into block dst in every layer (copy-on-write of a
+ * shared, partially filled block). Both must be allocated and distinct. */
+void eng_kv_cache_copy_block(struct eng_kv_cache *kv, int32_t src, int32_t dst);
+
 #endif

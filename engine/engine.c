@@ -1,0 +1,1048 @@
+/* The serving engine (see engine.h): request handles with their event queues, the engine
+ * thread and its step loop (plan -> forward -> sample -> detokenize -> events), cancellation,
+ * draining and metrics. The planning itself is scheduler.c's and block reuse prefix_cache.c's.
+ *
+ * Threads and locks. Caller threads (HTTP) call submit / next / wait / cancel / release; the
+ * engine thread owns the model, the scheduler, the KV cache, the sampler workspace and every
+ * handle's per-choice state (sampler state, detokenizer, stop matcher). Two kinds of mutex:
+ *   e->mu  the engine's inbox of new requests, the flags (stop, draining, cancel_pending) and
+ *          the metrics snapshot;
+ *   h->mu  one handle's event queue, usage, published prompt logprobs and wake bookkeeping.
+ * Lock order: e->mu before h->mu; code holding h->mu never takes e->mu (in practice they are
+ * never held together). The wake callback runs with no lock held; eng_handle_release waits
+ * for a running wake to return, so no wake starts after release returns. Handle lifetime is
+ * an atomic reference count: one for the caller, one for the engine until every choice has
+ * finished and its last events were queued; whoever drops the last one frees the handle. */
+#include "engine.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "detok.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "models/phi3.h"
+#include "ops.h"
+#include "prefix_cache.h"
+#include "rng.h"
+#include "scheduler.h"
+
+#define MAX_CHOICES 128
+#define DETOK_CONTEXT 6
+#define DEFAULT_KV_BYTES ((int64_t)1 << 30)
+
+struct pending_event {
+    struct pending_event *next;
+    struct eng_event ev;           /* text and tokens point into this allocation */
+    struct eng_token_info token;
+    char text[];
+};
+
+/* Per-choice generation state; engine thread only. */
+struct choice {
+    struct eng_sampler_state st;
+    struct eng_detok *detok;       /* NULL without a tokenizer */
+    struct eng_stop_matcher *stop; /* NULL without stop strings */
+    bool finished;
+};
+
+struct eng_handle {
+    struct eng_engine *e;
+    /* The request, copied at submit; read-only afterwards. */
+    int32_t *prompt;               /* [n_prompt] */
+    int32_t n_prompt;
+    struct eng_sampling_params sp; /* its arrays point to the copies below */
+    struct eng_logit_bias *bias;
+    int32_t *stop_ids, *eos_ids;
+    int32_t max_len;               /* a choice ends when it holds this many tokens */
+    int32_t n;
+    bool include_stop, prompt_logprobs;
+    int32_t prompt_top;
+    uint8_t variant;               /* initial RoPE variant */
+    bool variant_fixed;
+    /* Engine thread only. */
+    struct choice *choices;        /* [n] */
+    int32_t n_finished;
+    int32_t completion_tokens, cached_tokens;
+    struct eng_token_info *plp;    /* [n_prompt] prompt logprobs being filled */
+    bool engine_ref;               /* the engine still holds its reference */
+    bool dirty;                    /* events queued this step, wake pending */
+    struct eng_handle *next;       /* inbox / dirty list link */
+    /* Shared, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct pending_event *head, *tail, *current;
+    bool done;                     /* every choice finished (its events may still be queued) */
+    bool plp_ready;
+    bool released;
+    int waking;
+    struct eng_usage usage;
+    eng_wake_fn wake;
+    void *user;
+    atomic_int refs;
+    atomic_bool cancelled;
+};
+
+struct eng_engine {
+    struct eng_model *model;
+    struct eng_tokenizer *tok;     /* NULL when the directory has no tokenizer.model */
+    struct kern_ops ops;
+    struct kern_ctx *ctx;
+    struct eng_kv_cache *kv;
+    struct eng_prefix_cache *pc;
+    struct eng_scheduler sched;
+    bool sched_ready;
+    struct eng_phi3_ws ws;
+    struct eng_sampler_ws sws;
+    float *logits;                 /* [cap_rows, vocab] */
+    int64_t cap_rows;
+    char *tbuf;                    /* text of one event being assembled */
+    size_t tbuf_len, tbuf_cap;
+    struct eng_handle *dirty;      /* handles to wake after this step */
+    int32_t max_waiting;
+    bool long_from_start;
+    atomic_uint_fast64_t entropy;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool mu_ready;
+    /* Under mu. */
+    struct eng_handle *inbox_head, *inbox_tail;
+    int32_t n_inbox;
+    bool stop, draining, cancel_pending;
+    struct eng_metrics metrics;    /* snapshot, refreshed after every step */
+    /* Engine thread only. */
+    int64_t prompt_tokens_total, generation_tokens_total, requests_finished;
+};
+
+void eng_engine_options_init(struct eng_engine_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->device = "cpu";
+}
+
+const struct eng_model_config *eng_engine_model_config(const struct eng_engine *e)
+{
+    return &e->model->cfg;
+}
+
+const struct eng_tokenizer *eng_engine_tokenizer(const struct eng_engine *e)
+{
+    return e->tok;
+}
+
+/* ---- handles ---- */
+
+static void handle_free(struct eng_handle *h)
+{
+    if (h->choices)
+        for (int32_t i = 0; i < h->n; i++) {
+            eng_sampler_state_free(&h->choices[i].st);
+            eng_detok_destroy(h->choices[i].detok);
+            eng_stop_matcher_destroy(h->choices[i].stop);
+        }
+    struct pending_event *p = h->head;
+    while (p) {
+        struct pending_event *n = p->next;
+        free(p);
+        p = n;
+    }
+    free(h->current);
+    free(h->choices);
+    free(h->plp);
+    free(h->prompt);
+    free(h->bias);
+    free(h->stop_ids);
+    free(h->eos_ids);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+}
+
+static void handle_unref(struct eng_handle *h)
+{
+    if (atomic_fetch_sub(&h->refs, 1) == 1)
+        handle_free(h);
+}
+
+int eng_handle_next(struct eng_handle *h, const struct eng_event **ev)
+{
+    pthread_mutex_lock(&h->mu);
+    free(h->current);
+    h->current = NULL;
+    int rc;
+    if (h->head) {
+        h->current = h->head;
+        h->head = h->head->next;
+        if (!h->head)
+            h->tail = NULL;
+        *ev = &h->current->ev;
+        rc = 1;
+    } else {
+        rc = h->done ? -1 : 0;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return rc;
+}
+
+void eng_handle_wait(struct eng_handle *h)
+{
+    pthread_mutex_lock(&h->mu);
+    while (!h->head && !h->done)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+const struct eng_token_info *eng_handle_prompt_logprobs(struct eng_handle *h)
+{
+    pthread_mutex_lock(&h->mu);
+    const struct eng_token_info *p = h->plp_ready ? h->plp : NULL;
+    pthread_mutex_unlock(&h->mu);
+    return p;
+}
+
+void eng_handle_usage(struct eng_handle *h, struct eng_usage *u)
+{
+    pthread_mutex_lock(&h->mu);
+    *u = h->usage;
+    pthread_mutex_unlock(&h->mu);
+}
+
+void eng_handle_cancel(struct eng_handle *h)
+{
+    if (atomic_exchange(&h->cancelled, true))
+        return;
+    struct eng_engine *e = h->e;
+    pthread_mutex_lock(&e->mu);
+    e->cancel_pending = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void eng_handle_release(struct eng_handle *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->released = true;
+    while (h->waking > 0)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    eng_handle_cancel(h);
+    handle_unref(h);
+}
+
+/* ---- events (engine thread) ---- */
+
+static void mark_dirty(struct eng_engine *e, struct eng_handle *h)
+{
+    if (!h->dirty) {
+        h->dirty = true;
+        h->next = e->dirty;
+        e->dirty = h;
+    }
+}
+
+/* Queues one event of choice c. A failed allocation drops the text of this event but never
+ * its finish: the finish is then delivered without text. */
+static void push_event(struct eng_engine *e, struct eng_handle *h, int32_t c, const char *text,
+                       size_t len, const struct eng_token_info *tok, enum eng_finish_reason finish,
+                       const char *error)
+{
+    size_t elen = error ? strlen(error) + 1 : 0;
+    struct pending_event *p = NULL;
+    if (len < SIZE_MAX / 2 - sizeof *p - elen)
+        p = malloc(sizeof *p + len + 1 + elen);
+    if (!p && finish != ENG_FINISH_NONE) {
+        len = 0;
+        elen = 0;
+        error = NULL;
+        p = malloc(sizeof *p + 1);
+    }
+    pthread_mutex_lock(&h->mu);
+    if (p) {
+        memset(p, 0, sizeof *p);
+        if (len)
+            memcpy(p->text, text, len);
+        p->text[len] = '\0';
+        p->ev.choice = c;
+        p->ev.text = p->text;
+        p->ev.text_len = len;
+        if (tok) {
+            p->token = *tok;
+            p->ev.tokens = &p->token;
+            p->ev.n_tokens = 1;
+        }
+        p->ev.finish = finish;
+        if (error) {
+            memcpy(p->text + len + 1, error, elen);
+            p->ev.error = p->text + len + 1;
+        }
+        if (h->tail)
+            h->tail->next = p;
+        else
+            h->head = p;
+        h->tail = p;
+    }
+    h->usage.completion_tokens = h->completion_tokens;
+    h->usage.cached_tokens = h->cached_tokens;
+    if (finish != ENG_FINISH_NONE && h->n_finished == h->n)
+        h->done = true;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    mark_dirty(e, h);
+}
+
+/* Marks choice c finished and queues its last event. */
+static void finish_choice(struct eng_engine *e, struct eng_handle *h, int32_t c, const char *text,
+                          size_t len, const struct eng_token_info *tok,
+                          enum eng_finish_reason finish, const char *error)
+{
+    if (h->choices[c].finished)
+        return;
+    h->choices[c].finished = true;
+    h->n_finished++;
+    if (h->n_finished == h->n)
+        e->requests_finished++;
+    push_event(e, h, c, text, len, tok, finish, error);
+}
+
+/* Ends a sequence that is not producing a token now (abort, error): its choice, and when it
+ * is a request's prompt still waiting to fork, every choice it would have become. */
+static void end_seq(struct eng_engine *e, struct eng_seq *seq, enum eng_finish_reason finish,
+                    const char *error)
+{
+    struct eng_handle *h = seq->owner;
+    int32_t c = seq->choice;
+    int32_t n_fork = seq->n_fork;
+    eng_sched_remove(&e->sched, seq);
+    finish_choice(e, h, c, "", 0, NULL, finish, error);
+    for (int32_t i = 1; i < n_fork; i++)
+        finish_choice(e, h, i, "", 0, NULL, finish, error);
+}
+
+/* Wakes every handle that got events, then drops the engine's reference on finished ones. */
+static void flush_wakes(struct eng_engine *e)
+{
+    while (e->dirty) {
+        struct eng_handle *h = e->dirty;
+        e->dirty = h->next;
+        h->dirty = false;
+        h->next = NULL;
+        pthread_mutex_lock(&h->mu);
+        bool call = !h->released && h->wake;
+        if (call)
+            h->waking++;
+        pthread_mutex_unlock(&h->mu);
+        if (call) {
+            h->wake(h->user);
+            pthread_mutex_lock(&h->mu);
+            h->waking--;
+            pthread_cond_broadcast(&h->cv);
+            pthread_mutex_unlock(&h->mu);
+        }
+        if (h->n_finished == h->n && h->engine_ref) {
+            h->engine_ref = false;
+            handle_unref(h);
+        }
+    }
+}
+
+/* ---- text assembly ---- */
+
+static int tbuf_add(struct eng_engine *e, const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (n > SIZE_MAX / 2 - e->tbuf_len)
+        return -1;
+    if (e->tbuf_len + n > e->tbuf_cap) {
+        size_t cap = e->tbuf_cap ? e->tbuf_cap : 64;
+        while (cap < e->tbuf_len + n)
+            cap *= 2;
+        char *p = realloc(e->tbuf, cap);
+        if (!p)
+            return -1;
+        e->tbuf = p;
+        e->tbuf_cap = cap;
+    }
+    memcpy(e->tbuf + e->tbuf_len, s, n);
+    e->tbuf_len += n;
+    return 0;
+}
+
+/* Passes decoded text through the choice's stop matcher (if any) into the event text. */
+static int emit_text(struct eng_engine *e, struct choice *ch, const char *s, size_t n, bool *stopped)
+{
+    if (!ch->stop)
+        return tbuf_add(e, s, n);
+    const char *out;
+    size_t out_len;
+    if (*stopped)
+        return 0;
+    if (eng_stop_matcher_feed(ch->stop, s, n, &out, &out_len, stopped) != 0)
+        return -1;
+    return tbuf_add(e, out, out_len);
+}
+
+/* ---- logprobs ---- */
+
+/* out = logprob of token under log_softmax(x) plus the n_top best alternatives (descending,
+ * ties by ascending id); NaN logits count as -inf, as in the sampler. */
+static void fill_logprob(const float *x, int64_t V, int32_t token, int32_t n_top,
+                         struct eng_token_info *out)
+{
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < V; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < V; i++)
+        if (x[i] > -INFINITY)
+            sum += exp((double)x[i] - (double)mx);
+    double lse = (double)mx + log(sum);
+    memset(out, 0, sizeof *out);
+    out->token = token;
+    out->logprob = isnan(x[token]) ? -INFINITY : (float)((double)x[token] - lse);
+    if (n_top > ENG_SAMPLER_MAX_TOP_LOGPROBS)
+        n_top = ENG_SAMPLER_MAX_TOP_LOGPROBS;
+    if (n_top > V)
+        n_top = (int32_t)V;
+    int32_t k = 0;
+    for (int64_t i = 0; i < V; i++) {
+        float v = isnan(x[i]) ? -INFINITY : x[i];
+        if (k == n_top && (k == 0 || !(v > x[out->top[k - 1].token])))
+            continue;
+        int32_t j = k < n_top ? k++ : k - 1;
+        while (j > 0 && v > x[out->top[j - 1].token]) {
+            out->top[j] = out->top[j - 1];
+            j--;
+        }
+        out->top[j].token = (int32_t)i;
+    }
+    for (int32_t j = 0; j < k; j++) {
+        float v = x[out->top[j].token];
+        out->top[j].logprob = isnan(v) ? -INFINITY : (float)((double)v - lse);
+    }
+    out->n_top = k;
+}
+
+/* ---- one generated token of one choice ---- */
+
+static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg)
+{
+    struct eng_handle *h = seq->owner;
+    int32_t c = seq->choice;
+    struct choice *ch = &h->choices[c];
+    const int64_t V = e->model->cfg.vocab_size;
+    struct eng_sample_result res;
+    if (eng_sampler_sample(&ch->st, &e->sws, &h->sp, lg, V, &res) != 0) {
+        end_seq(e, seq, ENG_FINISH_ERROR, "sampling failed: no token has a finite logit");
+        return;
+    }
+    int32_t tok = res.token;
+    eng_sampler_accept(&ch->st, tok);
+    if (eng_sched_append(seq, tok) != 0) {
+        end_seq(e, seq, ENG_FINISH_ERROR, "out of memory");
+        return;
+    }
+    h->completion_tokens++;
+    e->generation_tokens_total++;
+    if (c == 0 && ch->st.n_generated == 1)
+        h->cached_tokens = seq->n_cached_tokens;
+
+    struct eng_token_info info;
+    memset(&info, 0, sizeof info);
+    info.token = tok;
+    if (h->sp.logprobs) {
+        info.logprob = res.logprob;
+        info.n_top = res.n_top;
+        memcpy(info.top, res.top, (size_t)res.n_top * sizeof *info.top);
+    }
+
+    e->tbuf_len = 0;
+    enum eng_finish_reason finish = ENG_FINISH_NONE;
+    bool stop_id = eng_sampler_is_stop(&ch->st, &h->sp, tok);
+    bool stopped = false;
+    int trc = 0;
+    const char *d;
+    size_t dn;
+    /* The text of a stop token is left out unless include_stop_str_in_output (vLLM). */
+    if (ch->detok && (!stop_id || h->include_stop)) {
+        trc |= eng_detok_push(ch->detok, tok, &d, &dn);
+        if (trc == 0)
+            trc |= emit_text(e, ch, d, dn, &stopped);
+    }
+    if (stopped || stop_id)
+        finish = ENG_FINISH_STOP;
+    else if (seq->n_tokens >= h->max_len)
+        finish = ENG_FINISH_LENGTH;
+    if (finish != ENG_FINISH_NONE && !stopped) {
+        /* Flush held bytes and held-back text: the sequence ends without a stop string. */
+        if (ch->detok && eng_detok_finish(ch->detok, &d, &dn) == 0)
+            trc |= emit_text(e, ch, d, dn, &stopped);
+        if (ch->stop && !stopped && eng_stop_matcher_flush(ch->stop, &d, &dn) == 0)
+            trc |= tbuf_add(e, d, dn);
+    }
+    if (trc != 0) {
+        end_seq(e, seq, ENG_FINISH_ERROR, "detokenization failed");
+        return;
+    }
+    if (finish == ENG_FINISH_NONE) {
+        push_event(e, h, c, e->tbuf, e->tbuf_len, &info, ENG_FINISH_NONE, NULL);
+        return;
+    }
+    eng_sched_remove(&e->sched, seq);
+    finish_choice(e, h, c, e->tbuf, e->tbuf_len, &info, finish, NULL);
+}
+
+/* Stores the prompt logprobs of the rows of item it (every token of the chunk). */
+static void on_prompt_rows(struct eng_engine *e, const struct eng_sched_item *it, const float *logits)
+{
+    struct eng_seq *seq = it->seq;
+    struct eng_handle *h = seq->owner;
+    const int64_t V = e->model->cfg.vocab_size;
+    for (int32_t j = 0; j < it->n_rows; j++) {
+        int32_t p = it->pos0 + j + 1;  /* the row of position p - 1 predicts token p */
+        if (p >= h->n_prompt)
+            break;
+        fill_logprob(logits + (size_t)(it->row0 + j) * (size_t)V, V, h->prompt[p], h->prompt_top,
+                     &h->plp[p]);
+    }
+    if (seq->n_computed >= h->n_prompt) {
+        pthread_mutex_lock(&h->mu);
+        h->plp_ready = true;
+        pthread_mutex_unlock(&h->mu);
+    }
+}
+
+/* ---- the step ---- */
+
+static void fail_items(struct eng_engine *e, const char *msg)
+{
+    for (int32_t k = 0; k < e->sched.n_items; k++)
+        end_seq(e, e->sched.items[k].seq, ENG_FINISH_ERROR, msg);
+    e->sched.n_items = 0;
+}
+
+static void step(struct eng_engine *e)
+{
+    struct eng_scheduler *s = &e->sched;
+    const int64_t V = e->model->cfg.vocab_size;
+    if (eng_sched_plan(s) != 0) {
+        fail_items(e, "out of memory while scheduling");
+        return;
+    }
+    if (s->n_items == 0)
+        return;
+    int64_t R = s->batch.n_logit_rows;
+    if (R > e->cap_rows) {
+        float *p = realloc(e->logits, (size_t)R * (size_t)V * sizeof *p);
+        if (!p) {
+            fail_items(e, "out of memory for logits");
+            return;
+        }
+        e->logits = p;
+        e->cap_rows = R;
+    }
+    int rc = eng_phi3_forward(e->model, &e->ops, e->ctx, e->kv, &s->batch, &e->ws, e->logits);
+    if (rc != 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the backend failed (forward pass error %d)", rc);
+        fail_items(e, msg);
+        return;
+    }
+    eng_sched_commit(s);
+    /* Items are processed in plan order; on_token may remove the item's own sequence and
+     * forks add new ones at the end of the running list, neither disturbs the item array. */
+    for (int32_t k = 0; k < s->n_items; k++) {
+        const struct eng_sched_item *it = &s->items[k];
+        struct eng_seq *seq = it->seq;
+        struct eng_handle *h = seq->owner;
+        if (it->prompt_rows && h->plp)
+            on_prompt_rows(e, it, e->logits);
+        if (!it->sample)
+            continue;
+        const float *lg = e->logits + (size_t)(it->row0 + it->n_rows - 1) * (size_t)V;
+        struct eng_seq *kids[MAX_CHOICES];
+        int32_t n_kids = 0;
+        if (seq->n_fork > 1) {
+            /* n > 1: the choices share the prompt's blocks and all draw their first token
+             * from these logits. */
+            for (int32_t c = 1; c < seq->n_fork; c++) {
+                struct eng_seq *kid = eng_sched_fork(s, seq, c);
+                if (kid)
+                    kids[n_kids++] = kid;
+                else
+                    finish_choice(e, h, c, "", 0, NULL, ENG_FINISH_ERROR, "out of memory");
+            }
+            seq->n_fork = 0;
+        }
+        on_token(e, seq, lg);
+        for (int32_t c = 0; c < n_kids; c++)
+            on_token(e, kids[c], lg);
+    }
+}
+
+/* Moves new requests from the inbox into the scheduler (engine thread, no lock held). */
+static void intake(struct eng_engine *e, struct eng_handle *list)
+{
+    while (list) {
+        struct eng_handle *h = list;
+        list = h->next;
+        h->next = NULL;
+        e->prompt_tokens_total += h->n_prompt;
+        struct eng_seq *seq = eng_seq_create(h, 0, h->prompt, h->n_prompt);
+        if (seq) {
+            seq->variant = h->variant;
+            seq->variant_fixed = h->variant_fixed;
+            seq->allow_cache_hits = !h->prompt_logprobs;
+            seq->want_prompt_logits = h->prompt_logprobs;
+            seq->n_fork = h->n;
+            if (eng_sched_add(&e->sched, seq) == 0)
+                continue;
+            eng_seq_destroy(seq);
+        }
+        for (int32_t c = 0; c < h->n; c++)
+            finish_choice(e, h, c, "", 0, NULL, ENG_FINISH_ERROR, "out of memory");
+    }
+}
+
+/* Ends every sequence whose request was cancelled (or all of them when all is set). */
+static void reap(struct eng_engine *e, bool all)
+{
+    struct eng_scheduler *s = &e->sched;
+    for (int32_t i = s->n_running - 1; i >= 0; i--) {
+        struct eng_seq *seq = s->running[i];
+        if (all || atomic_load(&((struct eng_handle *)seq->owner)->cancelled))
+            end_seq(e, seq, ENG_FINISH_ABORT, NULL);
+    }
+    for (int32_t i = s->n_waiting - 1; i >= 0; i--) {
+        struct eng_seq *seq = s->waiting[i];
+        if (all || atomic_load(&((struct eng_handle *)seq->owner)->cancelled))
+            end_seq(e, seq, ENG_FINISH_ABORT, NULL);
+    }
+}
+
+static void snapshot_metrics(struct eng_engine *e)
+{
+    struct eng_metrics *m = &e->metrics;
+    m->running = e->sched.n_running;
+    m->waiting = e->sched.n_waiting;
+    m->kv_blocks_used = eng_prefix_cache_n_used(e->pc);
+    m->kv_blocks_total = e->kv->n_blocks;
+    m->preemptions = e->sched.n_preemptions;
+    m->prefix_cache_queries = e->sched.prefix_queries;
+    m->prefix_cache_hits = e->sched.prefix_hits;
+    m->prompt_tokens_total = e->prompt_tokens_total;
+    m->generation_tokens_total = e->generation_tokens_total;
+    m->requests_finished = e->requests_finished;
+}
+
+static void *engine_main(void *arg)
+{
+    struct eng_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->stop && !e->inbox_head && !e->cancel_pending && e->sched.n_running == 0 &&
+               e->sched.n_waiting == 0)
+            pthread_cond_wait(&e->cv, &e->mu);
+        if (e->stop)
+            break;
+        struct eng_handle *list = e->inbox_head;
+        e->inbox_head = e->inbox_tail = NULL;
+        /* They count as waiting until the next snapshot, so the queue bound never has a gap. */
+        e->metrics.waiting += e->n_inbox;
+        e->n_inbox = 0;
+        bool cancels = e->cancel_pending;
+        e->cancel_pending = false;
+        pthread_mutex_unlock(&e->mu);
+
+        intake(e, list);
+        if (cancels || list)
+            reap(e, false);
+        step(e);
+        /* Cancellations that arrived during the forward free their blocks now, not a step
+         * later. */
+        reap(e, false);
+        /* The snapshot comes before the wakes, so a woken caller sees this step's state. */
+        pthread_mutex_lock(&e->mu);
+        snapshot_metrics(e);
+        pthread_mutex_unlock(&e->mu);
+        flush_wakes(e);
+        pthread_mutex_lock(&e->mu);
+    }
+    struct eng_handle *list = e->inbox_head;
+    e->inbox_head = e->inbox_tail = NULL;
+    e->n_inbox = 0;
+    pthread_mutex_unlock(&e->mu);
+    intake(e, list);
+    reap(e, true);
+    flush_wakes(e);
+    pthread_mutex_lock(&e->mu);
+    snapshot_metrics(e);
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* ---- submit ---- */
+
+/* Writes a message into err and returns code. */
+__attribute__((format(printf, 4, 5))) static int fail_msg(char *err, size_t errlen, int code,
+                                                          const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* Under e->mu: ENG_ERR_DRAINING or ENG_ERR_QUEUE_FULL, or 0. */
+static int admission_state(const struct eng_engine *e)
+{
+    if (e->draining || e->stop)
+        return ENG_ERR_DRAINING;
+    if ((int64_t)e->n_inbox + e->metrics.waiting >= e->max_waiting)
+        return ENG_ERR_QUEUE_FULL;
+    return 0;
+}
+
+static int admission_msg(int rc, const struct eng_engine *e, char *err, size_t errlen)
+{
+    if (rc == ENG_ERR_DRAINING)
+        return fail_msg(err, errlen, rc, "the server is shutting down and accepts no new requests");
+    return fail_msg(err, errlen, rc, "too many requests waiting (limit %d); retry later",
+                    (int)e->max_waiting);
+}
+
+static void *dup_array(const void *p, size_t n, size_t sz, bool *fail)
+{
+    if (!p || n == 0)
+        return NULL;
+    void *q = malloc(n * sz);
+    if (!q)
+        *fail = true;
+    else
+        memcpy(q, p, n * sz);
+    return q;
+}
+
+int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wake_fn wake,
+                      void *user, struct eng_handle **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const struct eng_model_config *cfg = &e->model->cfg;
+    if (!r || !r->prompt || r->n_prompt < 1)
+        return fail_msg(err, errlen, ENG_ERR_INVALID, "the prompt must hold at least one token");
+    for (int32_t i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= cfg->vocab_size)
+            return fail_msg(err, errlen, ENG_ERR_INVALID,
+                            "prompt token %d at index %d is outside the vocabulary [0, %lld)",
+                            r->prompt[i], i, (long long)cfg->vocab_size);
+    if (r->n < 1 || r->n > MAX_CHOICES)
+        return fail_msg(err, errlen, ENG_ERR_INVALID, "n must be between 1 and %d", MAX_CHOICES);
+    if (r->n_stop < 0 || (r->n_stop > 0 && !r->stop))
+        return fail_msg(err, errlen, ENG_ERR_INVALID, "invalid stop list");
+    for (int32_t i = 0; i < r->n_stop; i++)
+        if (!r->stop[i] || !r->stop[i][0])
+            return fail_msg(err, errlen, ENG_ERR_INVALID, "stop strings must not be empty");
+    if (r->prompt_top_logprobs < 0 || r->prompt_top_logprobs > ENG_SAMPLER_MAX_TOP_LOGPROBS)
+        return fail_msg(err, errlen, ENG_ERR_INVALID, "prompt_logprobs must be between 0 and %d",
+                        ENG_SAMPLER_MAX_TOP_LOGPROBS);
+    const struct eng_sampling_params *sp = &r->sampling;
+    if ((sp->n_logit_bias > 0 && !sp->logit_bias) || sp->n_logit_bias < 0 ||
+        (sp->n_stop_token_ids > 0 && !sp->stop_token_ids) || sp->n_stop_token_ids < 0 ||
+        (sp->n_eos_token_ids > 0 && !sp->eos_token_ids) || sp->n_eos_token_ids < 0)
+        return fail_msg(err, errlen, ENG_ERR_INVALID, "invalid sampling arrays");
+
+    int64_t max_pos = cfg->max_position_embeddings;
+    int64_t completion = r->max_tokens > 0 ? r->max_tokens : 0;
+    if ((int64_t)r->n_prompt + completion > max_pos ||
+        (completion == 0 && (int64_t)r->n_prompt >= max_pos))
+        return fail_msg(err, errlen, ENG_ERR_CONTEXT,
+                        "This model's maximum context length is %lld tokens. However, you "
+                        "requested %lld tokens (%d in the messages, %lld in the completion). "
+                        "Please reduce the length of the messages or completion.",
+                        (long long)max_pos, (long long)r->n_prompt + completion, r->n_prompt,
+                        (long long)completion);
+    int64_t max_len = completion > 0 ? (int64_t)r->n_prompt + completion : max_pos;
+    /* A sequence computes at most max_len - 1 tokens (its last token is never fed back); it
+     * must fit in the pool on its own, or preemption could never make room for it. */
+    int64_t need = (max_len - 1 + e->kv->block_size - 1) / e->kv->block_size;
+    if (need > e->kv->n_blocks)
+        return fail_msg(err, errlen, ENG_ERR_CONTEXT,
+                        "This request needs up to %lld tokens of KV cache but the cache holds "
+                        "%lld; reduce the prompt or max_tokens.",
+                        (long long)max_len - 1,
+                        (long long)(e->kv->n_blocks * e->kv->block_size));
+
+    pthread_mutex_lock(&e->mu);
+    int arc = admission_state(e);
+    pthread_mutex_unlock(&e->mu);
+    if (arc != 0)
+        return admission_msg(arc, e, err, errlen);
+
+    struct eng_handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    atomic_init(&h->refs, 2);
+    atomic_init(&h->cancelled, false);
+    h->e = e;
+    h->n = r->n;
+    h->n_prompt = r->n_prompt;
+    h->max_len = (int32_t)max_len;
+    h->include_stop = r->include_stop_str_in_output;
+    h->prompt_logprobs = r->prompt_logprobs;
+    h->prompt_top = r->prompt_top_logprobs;
+    h->wake = wake;
+    h->user = user;
+    h->engine_ref = true;
+    h->usage.prompt_tokens = r->n_prompt;
+    bool oom = false;
+    h->prompt = dup_array(r->prompt, (size_t)r->n_prompt, sizeof *h->prompt, &oom);
+    h->sp = *sp;
+    h->bias = dup_array(sp->logit_bias, (size_t)sp->n_logit_bias, sizeof *h->bias, &oom);
+    h->stop_ids = dup_array(sp->stop_token_ids, (size_t)sp->n_stop_token_ids, sizeof *h->stop_ids, &oom);
+    if (sp->n_eos_token_ids > 0) {
+        h->eos_ids = dup_array(sp->eos_token_ids, (size_t)sp->n_eos_token_ids, sizeof *h->eos_ids, &oom);
+    } else {
+        h->eos_ids = dup_array(cfg->eos_token_ids, (size_t)cfg->n_eos_ids, sizeof *h->eos_ids, &oom);
+        h->sp.n_eos_token_ids = cfg->n_eos_ids;
+    }
+    h->sp.logit_bias = h->bias;
+    h->sp.stop_token_ids = h->stop_ids;
+    h->sp.eos_token_ids = h->eos_ids;
+    h->choices = calloc((size_t)r->n, sizeof *h->choices);
+    if (r->prompt_logprobs) {
+        h->plp = calloc((size_t)r->n_prompt, sizeof *h->plp);
+        if (h->plp)
+            h->plp[0].token = r->prompt[0];
+    }
+    if (oom || !h->choices || (r->prompt_logprobs && !h->plp))
+        goto nomem;
+
+    /* LongRoPE: the variant is chosen at admission by the scheduler (transformers' rule)
+     * unless rope_long_from_start decides now. The longest sequence ever fed to the model is
+     * max_len - 1 tokens (the last generated token is never computed), so "long from the
+     * start" applies exactly when that crosses original_max. */
+    if (e->long_from_start && cfg->rope_type == ENG_ROPE_LONGROPE) {
+        h->variant_fixed = true;
+        h->variant = max_len - 1 > cfg->original_max_position_embeddings ? ENG_ROPE_LONG
+                                                                          : ENG_ROPE_SHORT;
+    }
+
+    uint64_t entropy = atomic_fetch_add(&e->entropy, 0x9e3779b97f4a7c15u);
+    int32_t n_ctx = r->n_prompt < DETOK_CONTEXT ? r->n_prompt : DETOK_CONTEXT;
+    for (int32_t c = 0; c < r->n; c++) {
+        struct choice *ch = &h->choices[c];
+        struct eng_sampling_params p = h->sp;
+        /* Choice i of a seeded request uses seed + i (vLLM); wraps instead of overflowing. */
+        p.seed = (int64_t)((uint64_t)sp->seed + (uint64_t)c);
+        int src = eng_sampler_state_init(&ch->st, &p, cfg->vocab_size, h->prompt, h->n_prompt,
+                                         eng_splitmix64_next(&entropy));
+        if (src != 0)
+            goto nomem;
+        if (e->tok && eng_detok_create(e->tok, h->prompt + r->n_prompt - n_ctx, (size_t)n_ctx,
+                                       r->skip_special_tokens, &ch->detok) != 0)
+            goto nomem;
+        if (r->n_stop > 0 && eng_stop_matcher_create(r->stop, (size_t)r->n_stop,
+                                                     r->include_stop_str_in_output, &ch->stop) != 0)
+            goto nomem;
+    }
+
+    pthread_mutex_lock(&e->mu);
+    arc = admission_state(e);
+    if (arc == 0) {
+        if (e->inbox_tail)
+            e->inbox_tail->next = h;
+        else
+            e->inbox_head = h;
+        e->inbox_tail = h;
+        e->n_inbox++;
+        pthread_cond_signal(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (arc != 0) {
+        handle_free(h);
+        return admission_msg(arc, e, err, errlen);
+    }
+    *out = h;
+    return 0;
+nomem:
+    handle_free(h);
+    return fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
+}
+
+void eng_engine_drain(struct eng_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->draining = true;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void eng_engine_get_metrics(struct eng_engine *e, struct eng_metrics *m)
+{
+    pthread_mutex_lock(&e->mu);
+    *m = e->metrics;
+    m->waiting += e->n_inbox;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- create / destroy ---- */
+
+static bool file_exists(const char *dir, const char *name)
+{
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+    return n > 0 && (size_t)n < sizeof path && access(path, R_OK) == 0;
+}
+
+void eng_engine_destroy(struct eng_engine *e)
+{
+    if (!e)
+        return;
+    if (e->thread_started) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = true;
+        pthread_cond_signal(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    if (e->sched_ready)
+        eng_sched_free(&e->sched);
+    eng_prefix_cache_destroy(e->pc);
+    eng_kv_cache_destroy(e->kv);
+    eng_phi3_ws_free(&e->ws);
+    eng_sampler_ws_free(&e->sws);
+    free(e->logits);
+    free(e->tbuf);
+    kern_ctx_destroy(e->ctx);
+    eng_tokenizer_destroy(e->tok);
+    eng_model_destroy(e->model);
+    if (e->mu_ready) {
+        pthread_mutex_destroy(&e->mu);
+        pthread_cond_destroy(&e->cv);
+    }
+    free(e);
+}
+
+int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **out, char *err,
+                      size_t errlen)
+{
+    *out = NULL;
+    if (!o || !o->model_dir)
+        return fail_msg(err, errlen, ENG_ERR_INVALID, "no model directory");
+    const char *dev = o->device ? o->device : "cpu";
+    if (strcmp(dev, "cpu") != 0 && strcmp(dev, "ref") != 0)
+        return fail_msg(err, errlen, ENG_ERR_INVALID, "unknown device '%s' (cpu or ref)", dev);
+    struct eng_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
+    int rc = ENG_ERR_LOAD;
+    char msg[512];
+    if (pthread_mutex_init(&e->mu, NULL) != 0 || pthread_cond_init(&e->cv, NULL) != 0) {
+        free(e);
+        return fail_msg(err, errlen, ENG_ERR_NOMEM, "cannot create a mutex");
+    }
+    e->mu_ready = true;
+    if (eng_model_load(o->model_dir, &e->model, msg, sizeof msg) != 0) {
+        fail_msg(err, errlen, rc, "%s", msg);
+        goto fail;
+    }
+    if (file_exists(o->model_dir, "tokenizer.model") &&
+        eng_tokenizer_load_dir(o->model_dir, &e->tok, msg, sizeof msg) != 0) {
+        fail_msg(err, errlen, rc, "%s", msg);
+        goto fail;
+    }
+    kern_ops_init_ref(&e->ops);
+    if (strcmp(dev, "cpu") == 0) {
+        kern_ops_init_cpu(&e->ops);
+        e->ctx = kern_ctx_create_cpu(o->n_threads > 0 ? o->n_threads : 0);
+        if (!e->ctx) {
+            rc = ENG_ERR_BACKEND;
+            fail_msg(err, errlen, rc, "cannot start the CPU thread pool");
+            goto fail;
+        }
+    }
+
+    const struct eng_model_config *c = &e->model->cfg;
+    int64_t bs = o->block_size > 0 ? o->block_size : 16;
+    int32_t max_seqs = o->max_seqs > 0 ? o->max_seqs : 256;
+    rc = ENG_ERR_INVALID;
+    size_t block_bytes = eng_kv_cache_block_bytes(c->num_hidden_layers, c->num_key_value_heads,
+                                                  c->head_dim, bs, KERN_DTYPE_F32);
+    if (block_bytes == 0 || bs > 4096) {
+        fail_msg(err, errlen, rc, "invalid KV block size %lld", (long long)bs);
+        goto fail;
+    }
+    int64_t n_blocks;
+    if (o->kv_cache_bytes > 0) {
+        n_blocks = o->kv_cache_bytes / (int64_t)block_bytes;
+    } else {
+        /* 1 GiB, or less when that already holds max_seqs sequences of the full context. */
+        int64_t per_seq = (c->max_position_embeddings + bs - 1) / bs;
+        n_blocks = DEFAULT_KV_BYTES / (int64_t)block_bytes;
+        if (per_seq <= INT64_MAX / max_seqs && per_seq * max_seqs < n_blocks)
+            n_blocks = per_seq * max_seqs;
+    }
+    if (n_blocks < 1 || n_blocks > INT32_MAX) {
+        fail_msg(err, errlen, rc, "kv_cache_bytes gives %lld blocks of %zu bytes",
+                 (long long)n_blocks, block_bytes);
+        goto fail;
+    }
+    if (eng_kv_cache_create(c->num_hidden_layers, c->num_key_value_heads, c->head_dim, bs,
+                            n_blocks, KERN_DTYPE_F32, &e->kv, msg, sizeof msg) != 0) {
+        rc = ENG_ERR_NOMEM;
+        fail_msg(err, errlen, rc, "%s", msg);
+        goto fail;
+    }
+    rc = ENG_ERR_NOMEM;
+    if (eng_prefix_cache_create(e->kv, !o->no_prefix_caching, &e->pc) != 0 ||
+        eng_sampler_ws_init(&e->sws, c->vocab_size) != 0) {
+        fail_msg(err, errlen, rc, "out of memory");
+        goto fail;
+    }
+    struct eng_sched_config sc = {
+        .max_batched_tokens = o->max_batched_tokens > 0 ? o->max_batched_tokens : 2048,
+        .max_seqs = max_seqs,
+        .rope_original_max = c->rope_type == ENG_ROPE_LONGROPE
+                                 ? c->original_max_position_embeddings : 0,
+    };
+    if (eng_sched_init(&e->sched, &sc, e->kv, e->pc) != 0) {
+        rc = ENG_ERR_INVALID;
+        fail_msg(err, errlen, rc, "invalid scheduler limits");
+        goto fail;
+    }
+    e->sched_ready = true;
+    e->max_waiting = o->max_waiting > 0 ? o->max_waiting : 1024;
+    e->long_from_start = o->rope_long_from_start;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t seed = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)e;
+    atomic_init(&e->entropy, eng_splitmix64_next(&seed));
+    snapshot_metrics(e);
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        rc = ENG_ERR_BACKEND;
+        fail_msg(err, errlen, rc, "cannot start the engine thread");
+        goto fail;
+    }
+    e->thread_started = true;
+    *out = e;
+    return 0;
+fail:
+    eng_engine_destroy(e);
+    return rc;
+}
