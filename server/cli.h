@@ -21,5 +21,6 @@ int srv_cli_parse_ids(const char *s, int32_t **ids, int32_t *n);
 /* Subcommands. argv[0] is the subcommand name. Return the process exit code. */
 int srv_cmd_generate(int argc, char **argv);
 int srv_cmd_tokenize(int argc, char **argv);
+int srv_cmd_serve(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  generate   greedy generation from token ids or a prompt, printed to stdout\n"
+            "  serve      the OpenAI-compatible HTTP server (see `phiserve serve --help`)\n"
             "  tokenize   text to token ids (or --detokenize ids to text) with the model's tokenizer\n"
             "\n"
             "Every command takes --model DIR (a Hugging Face model directory); without it the\n"
@@ -43,6 +44,8 @@ int main(int argc, char **argv)
         return srv_cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0)
         return srv_cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return srv_cmd_serve(argc - 1, argv + 1);
     fprintf(stderr, "phiserve: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

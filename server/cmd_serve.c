@@ -1,0 +1,118 @@
+/* `phiserve serve`: reads the configuration, starts the engine and the HTTP server, and runs the
+ * signal loop: the first SIGTERM/SIGINT drains (readiness 503, new requests 503, running ones
+ * get --shutdown-timeout seconds), then exits 0; a second signal exits at once. Not the server
+ * itself (http.c) and not option parsing (config.c). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "engine.h"
+#include "http.h"
+
+extern char **environ;
+
+static bool loopback(const char *host)
+{
+    return !strcmp(host, "127.0.0.1") || !strcmp(host, "localhost") || !strcmp(host, "::1") ||
+           !strncmp(host, "127.", 4);
+}
+
+int srv_cmd_serve(int argc, char **argv)
+{
+    struct srv_config cfg;
+    char err[1024] = "";
+    int rc = srv_config_load(&cfg, argc, argv, environ, err, sizeof err);
+    if (rc == SRV_CONFIG_HELP) {
+        srv_config_free(&cfg);
+        return 0;
+    }
+    if (rc != 0 || srv_config_read_key_file(&cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "phiserve serve: %s\n", err);
+        srv_config_free(&cfg);
+        return 2;
+    }
+
+    /* Signals are taken synchronously by this thread: block them before any thread starts, so
+     * the engine and HTTP threads inherit the mask. MHD writes with MSG_NOSIGNAL; SIGPIPE is
+     * ignored for everything else. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct eng_engine_options eo;
+    eng_engine_options_init(&eo);
+    eo.model_dir = cfg.model_dir;
+    eo.device = cfg.device;
+    eo.n_threads = (int)cfg.threads;
+    eo.kv_cache_bytes = cfg.kv_cache_memory;
+    eo.block_size = (int32_t)cfg.block_size;
+    eo.max_batched_tokens = (int32_t)cfg.max_batched_tokens;
+    eo.max_seqs = (int32_t)cfg.max_seqs;
+    eo.max_waiting = (int32_t)cfg.max_waiting;
+    eo.rope_long_from_start = cfg.rope_long_from_start;
+    eo.no_prefix_caching = cfg.no_prefix_caching;
+    struct eng_engine *eng = NULL;
+    if (eng_engine_create(&eo, &eng, err, sizeof err) != 0) {
+        fprintf(stderr, "phiserve serve: cannot load model '%s': %s\n", cfg.model_dir, err);
+        srv_config_free(&cfg);
+        return 1;
+    }
+    struct srv_server *srv = NULL;
+    uint16_t port = 0;
+    if (srv_server_create(&cfg, eng, &srv, err, sizeof err) != 0 || srv_server_start(srv, &port, err, sizeof err) != 0) {
+        fprintf(stderr, "phiserve serve: %s\n", err);
+        srv_server_destroy(srv, 0);
+        eng_engine_destroy(eng);
+        srv_config_free(&cfg);
+        return 1;
+    }
+    if (!loopback(cfg.host) && cfg.api_keys.n == 0)
+        fprintf(stderr, "phiserve: WARNING: listening on %s without --api-key: anyone who can reach this "
+                        "address can use the model\n", cfg.host);
+    const char *h = cfg.host;
+    bool v6 = strchr(h, ':') != NULL;
+    fprintf(stderr, "phiserve: model '%s' served as '%s'\n", cfg.model_dir, cfg.served_model_name);
+    fprintf(stderr, "phiserve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", h, v6 ? "]" : "", (unsigned)port);
+    fflush(stderr);
+
+    int sig;
+    while (sigwait(&set, &sig) != 0) {
+    }
+    fprintf(stderr, "phiserve: %s: draining (up to %lld s; send it again to exit now)\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)cfg.shutdown_timeout);
+    fflush(stderr);
+    srv_server_drain(srv);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double waited = (double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) * 1e-9;
+        if (srv_server_active(srv) == 0 || waited >= (double)cfg.shutdown_timeout)
+            break;
+        struct timespec tick = {0, 100000000};
+        int s2 = sigtimedwait(&set, NULL, &tick);
+        if (s2 > 0) {
+            fprintf(stderr, "phiserve: second %s: exiting now\n", s2 == SIGINT ? "SIGINT" : "SIGTERM");
+            fflush(stderr);
+            _exit(128 + s2);
+        }
+    }
+    int64_t left = srv_server_active(srv);
+    if (left > 0)
+        fprintf(stderr, "phiserve: shutdown timeout: aborting %lld running request(s)\n", (long long)left);
+    srv_server_destroy(srv, 2000);
+    eng_engine_destroy(eng);
+    srv_config_free(&cfg);
+    fprintf(stderr, "phiserve: stopped\n");
+    return 0;
+}
