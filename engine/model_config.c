@@ -1,9 +1,8 @@
-/* config.json and generation_config.json of a Phi-3 model: parsed with cJSON, every field
- * type- and range-checked, defaults as transformers' Phi3Config. It does not look at weights
- * (engine/model.c checks tensor shapes against this struct). */
+/* config.json and generation_config.json of a Phi-3 model: read with the strict JSON reader
+ * (json.h), every field type- and range-checked, defaults as transformers' Phi3Config. It does
+ * not look at weights (engine/model.c checks tensor shapes against this struct). */
 #include "model_config.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json.h"
+
 #define CFG_MAX_FILE_BYTES (16u << 20)
 #define CFG_MAX_HIDDEN 65536
 #define CFG_MAX_INTERMEDIATE (1 << 20)
@@ -24,7 +25,7 @@
 #define CFG_MAX_HEAD_DIM 1024
 #define CFG_MAX_VOCAB (1 << 24)
 #define CFG_MAX_POSITIONS (1 << 24)
-#define CFG_JSON_INT_MAX 9007199254740992.0 /* 2^53 */
+#define CFG_JSON_INT_MAX 9007199254740992.0 /* 2^53: above it a float literal is not exact */
 #define CFG_MAX_ROPE_FACTOR 1e6              /* far above any real factor, well inside float */
 #define CFG_MAX_MSCALE 1e3
 
@@ -41,114 +42,71 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static const char *json_type_name(const cJSON *v)
+static bool is(const struct eng_json *v, enum eng_json_type type)
 {
-    if (cJSON_IsNull(v))
-        return "null";
-    if (cJSON_IsBool(v))
-        return "a boolean";
-    if (cJSON_IsNumber(v))
-        return "a number";
-    if (cJSON_IsString(v))
-        return "a string";
-    if (cJSON_IsArray(v))
-        return "an array";
-    if (cJSON_IsObject(v))
-        return "an object";
+    return v != NULL && v->type == type;
+}
+
+static const char *json_type_name(const struct eng_json *v)
+{
+    switch ((enum eng_json_type)v->type) {
+    case ENG_JSON_NULL: return "null";
+    case ENG_JSON_BOOL: return "a boolean";
+    case ENG_JSON_NUMBER: return "a number";
+    case ENG_JSON_STRING: return "a string";
+    case ENG_JSON_ARRAY: return "an array";
+    case ENG_JSON_OBJECT: return "an object";
+    }
     return "invalid";
 }
 
-static int cmp_str_ptr(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Refuses an object with a key present twice: cJSON keeps both and lookups return the first,
- * while Python (which wrote the file) keeps the last. */
-static int check_unique_keys(const cJSON *obj, const char *file, const char *where, char *err,
-                             size_t errlen)
-{
-    size_t n = 0;
-    for (const cJSON *c = obj->child; c != NULL; c = c->next)
-        n++;
-    if (n < 2)
-        return 0;
-    const char **keys = malloc(n * sizeof(*keys));
-    if (keys == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
-        return -1;
-    }
-    size_t i = 0;
-    for (const cJSON *c = obj->child; c != NULL; c = c->next)
-        keys[i++] = c->string != NULL ? c->string : "";
-    qsort(keys, n, sizeof(*keys), cmp_str_ptr);
-    int rc = 0;
-    for (i = 1; i < n; i++) {
-        if (strcmp(keys[i - 1], keys[i]) == 0) {
-            set_err(err, errlen, "%s: duplicate key '%s%.64s'", file, where, keys[i]);
-            rc = -1;
-            break;
-        }
-    }
-    free(keys);
-    return rc;
-}
-
-/* Parses text as one JSON object with nothing but whitespace after it. cJSON keeps strings
- * NUL-terminated, so a raw NUL (or a \u escape decoding to U+0000) is refused. */
-static cJSON *parse_object(const char *text, size_t len, const char *file, char *err, size_t errlen)
+/* Parses text as one JSON object. The reader refuses what Python's json would read differently
+ * and what cannot be represented: duplicate keys at any depth (Python keeps the last, a first-
+ * match lookup the first), \u0000 and malformed escapes, invalid UTF-8, trailing bytes. */
+static struct eng_json_doc *parse_object(const char *text, size_t len, const char *file, char *err,
+                                         size_t errlen)
 {
     if (text == NULL || len == 0) {
         set_err(err, errlen, "%s: empty", file);
         return NULL;
     }
-    if (memchr(text, 0, len) != NULL) {
-        set_err(err, errlen, "%s: contains a NUL byte", file);
+    struct eng_json_doc *doc;
+    struct eng_json_error je;
+    int rc = eng_json_parse(text, len, NULL, &doc, &je);
+    if (rc == ENG_JSON_ERR_DUPLICATE_KEY) {
+        set_err(err, errlen, "%s: duplicate key '%s'", file, je.path);
         return NULL;
     }
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (text[i] != '\\')
-            continue;
-        if (text[i + 1] == 'u') {
-            /* cJSON 1.7.15 decodes non-hex digits in a \u escape as U+0000. */
-            unsigned v = 0;
-            bool ok = len - i >= 6;
-            for (size_t k = 2; ok && k < 6; k++) {
-                char h = text[i + k];
-                ok = (h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F');
-                v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
-            }
-            if (!ok || v == 0) {
-                set_err(err, errlen, "%s: contains a \\u0000 or malformed \\u escape", file);
-                return NULL;
-            }
-        }
-        i++;
-    }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (root == NULL) {
-        size_t at = end != NULL && end >= text ? (size_t)(end - text) : 0;
-        set_err(err, errlen, "%s: not valid JSON (near byte %zu)", file, at);
+    if (rc == ENG_JSON_ERR_NO_MEMORY) {
+        set_err(err, errlen, "%s: out of memory", file);
         return NULL;
     }
-    for (const char *p = end; p < text + len; p++) {
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            set_err(err, errlen, "%s: trailing bytes after the JSON value", file);
-            cJSON_Delete(root);
-            return NULL;
-        }
+    if (rc != 0) {
+        set_err(err, errlen, "%s: not valid JSON at byte %zu%s%s%s: %s", file, je.offset,
+                je.path[0] ? ", in '" : "", je.path, je.path[0] ? "'" : "", je.message);
+        return NULL;
     }
-    if (!cJSON_IsObject(root)) {
+    if (eng_json_root(doc)->type != ENG_JSON_OBJECT) {
         set_err(err, errlen, "%s: not a JSON object", file);
-        cJSON_Delete(root);
+        eng_json_free(doc);
         return NULL;
     }
-    if (check_unique_keys(root, file, "", err, errlen) != 0) {
-        cJSON_Delete(root);
-        return NULL;
+    return doc;
+}
+
+/* The exact value of an integer literal (any int64), or of a number written with a fraction or
+ * an exponent that is integral and below 2^53 in magnitude (3072.0, 1e3). */
+static bool integral(const struct eng_json *v, int64_t *out)
+{
+    if (v->is_int) {
+        *out = v->u.num.i;
+        return true;
     }
-    return root;
+    double d = v->u.num.d;
+    if (fabs(d) >= CFG_JSON_INT_MAX || d != floor(d))
+        return false;
+    *out = (int64_t)d;
+    return true;
 }
 
 /* Field readers. A key that is absent or null reads as "not given" (*given = 0) for optional
@@ -160,12 +118,12 @@ struct field_ctx {
     size_t errlen;
 };
 
-static int read_int(const struct field_ctx *fc, const cJSON *obj, const char *key, bool required,
-                    int64_t lo, int64_t hi, int64_t *out, bool *given)
+static int read_int(const struct field_ctx *fc, const struct eng_json *obj, const char *key,
+                    bool required, int64_t lo, int64_t hi, int64_t *out, bool *given)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const struct eng_json *v = eng_json_get(obj, key);
     *given = false;
-    if (v == NULL || cJSON_IsNull(v)) {
+    if (v == NULL || v->type == ENG_JSON_NULL) {
         if (required) {
             set_err(fc->err, fc->errlen, "%s: required field '%s%s' is %s", fc->file, fc->prefix,
                     key, v == NULL ? "missing" : "null");
@@ -173,18 +131,17 @@ static int read_int(const struct field_ctx *fc, const cJSON *obj, const char *ke
         }
         return 0;
     }
-    if (!cJSON_IsNumber(v)) {
+    if (!is(v, ENG_JSON_NUMBER)) {
         set_err(fc->err, fc->errlen, "%s: field '%s%s' must be an integer, not %s", fc->file,
                 fc->prefix, key, json_type_name(v));
         return -1;
     }
-    double d = v->valuedouble;
-    if (!isfinite(d) || fabs(d) >= CFG_JSON_INT_MAX || d != floor(d)) {
+    int64_t x;
+    if (!integral(v, &x)) {
         set_err(fc->err, fc->errlen, "%s: field '%s%s' must be an integer, not %g", fc->file,
-                fc->prefix, key, d);
+                fc->prefix, key, v->u.num.d);
         return -1;
     }
-    int64_t x = (int64_t)d;
     if (x < lo || x > hi) {
         set_err(fc->err, fc->errlen, "%s: field '%s%s' = %lld is outside [%lld, %lld]", fc->file,
                 fc->prefix, key, (long long)x, (long long)lo, (long long)hi);
@@ -196,20 +153,20 @@ static int read_int(const struct field_ctx *fc, const cJSON *obj, const char *ke
 }
 
 /* A finite number in (lo, hi] (lo exclusive: every real-valued field we read is positive). */
-static int read_num(const struct field_ctx *fc, const cJSON *obj, const char *key, double lo,
-                    double hi, double *out, bool *given)
+static int read_num(const struct field_ctx *fc, const struct eng_json *obj, const char *key,
+                    double lo, double hi, double *out, bool *given)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const struct eng_json *v = eng_json_get(obj, key);
     *given = false;
-    if (v == NULL || cJSON_IsNull(v))
+    if (v == NULL || v->type == ENG_JSON_NULL)
         return 0;
-    if (!cJSON_IsNumber(v)) {
+    if (!is(v, ENG_JSON_NUMBER)) {
         set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a number, not %s", fc->file,
                 fc->prefix, key, json_type_name(v));
         return -1;
     }
-    double d = v->valuedouble;
-    if (!isfinite(d) || !(d > lo) || d > hi) {
+    double d = v->u.num.d;
+    if (!(d > lo) || d > hi) {
         set_err(fc->err, fc->errlen, "%s: field '%s%s' = %g is outside (%g, %g]", fc->file,
                 fc->prefix, key, d, lo, hi);
         return -1;
@@ -219,41 +176,42 @@ static int read_num(const struct field_ctx *fc, const cJSON *obj, const char *ke
     return 0;
 }
 
-static int read_bool(const struct field_ctx *fc, const cJSON *obj, const char *key, bool *out,
-                     bool *given)
+static int read_bool(const struct field_ctx *fc, const struct eng_json *obj, const char *key,
+                     bool *out, bool *given)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const struct eng_json *v = eng_json_get(obj, key);
     *given = false;
-    if (v == NULL || cJSON_IsNull(v))
+    if (v == NULL || v->type == ENG_JSON_NULL)
         return 0;
-    if (!cJSON_IsBool(v)) {
+    if (!is(v, ENG_JSON_BOOL)) {
         set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a boolean, not %s", fc->file,
                 fc->prefix, key, json_type_name(v));
         return -1;
     }
-    *out = cJSON_IsTrue(v);
+    *out = v->b;
     *given = true;
     return 0;
 }
 
 /* Returns the string value of key, NULL when absent or null, or sets err (wrong type). */
-static int read_str(const struct field_ctx *fc, const cJSON *obj, const char *key, const char **out)
+static int read_str(const struct field_ctx *fc, const struct eng_json *obj, const char *key,
+                    const char **out)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const struct eng_json *v = eng_json_get(obj, key);
     *out = NULL;
-    if (v == NULL || cJSON_IsNull(v))
+    if (v == NULL || v->type == ENG_JSON_NULL)
         return 0;
-    if (!cJSON_IsString(v)) {
+    if (!is(v, ENG_JSON_STRING)) {
         set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a string, not %s", fc->file,
                 fc->prefix, key, json_type_name(v));
         return -1;
     }
-    *out = v->valuestring;
+    *out = v->u.str;
     return 0;
 }
 
 /* A token id in [0, vocab) or absent/null (-1). */
-static int read_token_id(const struct field_ctx *fc, const cJSON *obj, const char *key,
+static int read_token_id(const struct field_ctx *fc, const struct eng_json *obj, const char *key,
                          int64_t vocab, int32_t *out)
 {
     int64_t v;
@@ -280,60 +238,60 @@ static int add_eos(struct eng_model_config *cfg, int64_t id, const char *file, c
 }
 
 /* eos_token_id: an int, a list of ints, or absent/null. Each id must be inside the vocab. */
-static int read_eos(const struct field_ctx *fc, const cJSON *obj, struct eng_model_config *cfg)
+static int read_eos(const struct field_ctx *fc, const struct eng_json *obj,
+                    struct eng_model_config *cfg)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "eos_token_id");
-    if (v == NULL || cJSON_IsNull(v))
+    const struct eng_json *v = eng_json_get(obj, "eos_token_id");
+    if (v == NULL || v->type == ENG_JSON_NULL)
         return 0;
-    if (cJSON_IsNumber(v)) {
+    if (is(v, ENG_JSON_NUMBER)) {
         int32_t id;
         if (read_token_id(fc, obj, "eos_token_id", cfg->vocab_size, &id) != 0)
             return -1;
         return add_eos(cfg, id, fc->file, fc->err, fc->errlen);
     }
-    if (!cJSON_IsArray(v)) {
+    if (!is(v, ENG_JSON_ARRAY)) {
         set_err(fc->err, fc->errlen, "%s: field 'eos_token_id' must be an integer or a list of "
                 "integers, not %s", fc->file, json_type_name(v));
         return -1;
     }
     int i = 0;
-    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
-        double d = cJSON_IsNumber(e) ? e->valuedouble : -1.0;
-        if (!cJSON_IsNumber(e) || !isfinite(d) || d != floor(d) || d < 0 ||
-            d >= (double)cfg->vocab_size) {
+    for (const struct eng_json *e = v->u.child; e != NULL; e = e->next, i++) {
+        int64_t id;
+        if (!is(e, ENG_JSON_NUMBER) || !integral(e, &id) || id < 0 || id >= cfg->vocab_size) {
             set_err(fc->err, fc->errlen, "%s: field 'eos_token_id[%d]' must be a token id in [0, %lld)",
                     fc->file, i, (long long)cfg->vocab_size);
             return -1;
         }
-        if (add_eos(cfg, (int64_t)d, fc->file, fc->err, fc->errlen) != 0)
+        if (add_eos(cfg, id, fc->file, fc->err, fc->errlen) != 0)
             return -1;
     }
     return 0;
 }
 
 /* short_factor / long_factor: exactly n positive finite numbers. */
-static int read_factors(const struct field_ctx *fc, const cJSON *rs, const char *key, int n, float *out)
+static int read_factors(const struct field_ctx *fc, const struct eng_json *rs, const char *key, int n,
+                        float *out)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(rs, key);
-    if (!cJSON_IsArray(v)) {
+    const struct eng_json *v = eng_json_get(rs, key);
+    if (!is(v, ENG_JSON_ARRAY)) {
         set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' must be a list of %d numbers, "
                 "not %s", fc->file, key, n, v == NULL ? "missing" : json_type_name(v));
         return -1;
     }
     int i = 0;
-    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+    for (const struct eng_json *e = v->u.child; e != NULL; e = e->next, i++) {
         if (i == n) {
             set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' has more than rotary_dim/2 = %d "
                     "entries", fc->file, key, n);
             return -1;
         }
-        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) || !(e->valuedouble > 0.0) ||
-            e->valuedouble > CFG_MAX_ROPE_FACTOR) {
+        if (!is(e, ENG_JSON_NUMBER) || !(e->u.num.d > 0.0) || e->u.num.d > CFG_MAX_ROPE_FACTOR) {
             set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s[%d]' must be a positive finite "
                     "number", fc->file, key, i);
             return -1;
         }
-        out[i] = (float)e->valuedouble;
+        out[i] = (float)e->u.num.d;
     }
     if (i != n) {
         set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' has %d entries, rotary_dim/2 = %d "
@@ -346,30 +304,28 @@ static int read_factors(const struct field_ctx *fc, const cJSON *rs, const char 
 /* rope_scaling (or, from transformers 5, rope_parameters): null, or LongRoPE ("su" and
  * "longrope" name the same algorithm). Sets rope_type, factors, mscales and, when it carries
  * one, the original context length (only when the top level has none). */
-static int parse_rope(const struct field_ctx *top, const cJSON *root, struct eng_model_config *c,
-                      bool orig_given)
+static int parse_rope(const struct field_ctx *top, const struct eng_json *root,
+                      struct eng_model_config *c, bool orig_given)
 {
     const char *rs_key = "rope_scaling";
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, rs_key);
-    if (rs == NULL || cJSON_IsNull(rs)) {
+    const struct eng_json *rs = eng_json_get(root, rs_key);
+    if (rs == NULL || rs->type == ENG_JSON_NULL) {
         rs_key = "rope_parameters";
-        rs = cJSON_GetObjectItemCaseSensitive(root, rs_key);
+        rs = eng_json_get(root, rs_key);
     }
     c->rope_type = ENG_ROPE_DEFAULT;
     c->short_mscale = c->long_mscale = 1.0;
     c->n_rope_factors = 0;
-    if (rs == NULL || cJSON_IsNull(rs))
+    if (rs == NULL || rs->type == ENG_JSON_NULL)
         return 0;
     char prefix[32];
     snprintf(prefix, sizeof(prefix), "%s.", rs_key);
     struct field_ctx fc = {top->file, prefix, top->err, top->errlen};
-    if (!cJSON_IsObject(rs)) {
+    if (!is(rs, ENG_JSON_OBJECT)) {
         set_err(fc.err, fc.errlen, "%s: field '%s' must be an object or null, not %s", fc.file,
                 rs_key, json_type_name(rs));
         return -1;
     }
-    if (check_unique_keys(rs, fc.file, prefix, fc.err, fc.errlen) != 0)
-        return -1;
     const char *type, *rope_type;
     if (read_str(&fc, rs, "type", &type) != 0 || read_str(&fc, rs, "rope_type", &rope_type) != 0)
         return -1;
@@ -444,7 +400,8 @@ static int parse_rope(const struct field_ctx *top, const cJSON *root, struct eng
 }
 
 /* architectures ["Phi3ForCausalLM"] and/or model_type "phi3"; at least one must be present. */
-static int check_arch(const struct field_ctx *fc, const cJSON *root, struct eng_model_config *c)
+static int check_arch(const struct field_ctx *fc, const struct eng_json *root,
+                      struct eng_model_config *c)
 {
     const char *mt;
     if (read_str(fc, root, "model_type", &mt) != 0)
@@ -454,23 +411,23 @@ static int check_arch(const struct field_ctx *fc, const cJSON *root, struct eng_
                 fc->file, mt);
         return -1;
     }
-    const cJSON *ar = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    const struct eng_json *ar = eng_json_get(root, "architectures");
     bool have_arch = false;
-    if (ar != NULL && !cJSON_IsNull(ar)) {
-        if (!cJSON_IsArray(ar) || ar->child == NULL) {
+    if (ar != NULL && ar->type != ENG_JSON_NULL) {
+        if (!is(ar, ENG_JSON_ARRAY) || ar->len == 0) {
             set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a non-empty list of "
                     "strings", fc->file);
             return -1;
         }
-        for (const cJSON *e = ar->child; e != NULL; e = e->next) {
-            if (!cJSON_IsString(e)) {
+        for (const struct eng_json *e = ar->u.child; e != NULL; e = e->next) {
+            if (!is(e, ENG_JSON_STRING)) {
                 set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a list of strings, "
                         "found %s", fc->file, json_type_name(e));
                 return -1;
             }
-            if (strcmp(e->valuestring, "Phi3ForCausalLM") != 0) {
+            if (strcmp(e->u.str, "Phi3ForCausalLM") != 0) {
                 set_err(fc->err, fc->errlen, "%s: architectures entry '%.64s' is not supported (only "
-                        "'Phi3ForCausalLM')", fc->file, e->valuestring);
+                        "'Phi3ForCausalLM')", fc->file, e->u.str);
                 return -1;
             }
         }
@@ -485,7 +442,7 @@ static int check_arch(const struct field_ctx *fc, const cJSON *root, struct eng_
 }
 
 /* Features of the wider Phi-3 family that the dense phi3 forward pass does not implement. */
-static int check_unsupported(const struct field_ctx *fc, const cJSON *root)
+static int check_unsupported(const struct field_ctx *fc, const struct eng_json *root)
 {
     const char *act;
     if (read_str(fc, root, "hidden_act", &act) != 0)
@@ -509,7 +466,8 @@ static int check_unsupported(const struct field_ctx *fc, const cJSON *root)
     return 0;
 }
 
-static int parse_config(const cJSON *root, struct eng_model_config *c, char *err, size_t errlen)
+static int parse_config(const struct eng_json *root, struct eng_model_config *c, char *err,
+                        size_t errlen)
 {
     const struct field_ctx fc = {"config.json", "", err, errlen};
     bool given;
@@ -597,8 +555,8 @@ static int parse_config(const cJSON *root, struct eng_model_config *c, char *err
     if (parse_rope(&fc, root, c, orig_given) != 0)
         return -1;
     /* With rope_parameters (transformers 5) rope_theta may live inside it. */
-    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
-    if (cJSON_IsObject(rp) && cJSON_GetObjectItemCaseSensitive(root, "rope_theta") == NULL) {
+    const struct eng_json *rp = eng_json_get(root, "rope_parameters");
+    if (is(rp, ENG_JSON_OBJECT) && eng_json_get(root, "rope_theta") == NULL) {
         const struct field_ctx rfc = {"config.json", "rope_parameters.", err, errlen};
         if (read_num(&rfc, rp, "rope_theta", 0.0, 1e12, &c->rope_theta, &given) != 0)
             return -1;
@@ -618,20 +576,20 @@ int eng_model_config_parse(const char *json, size_t len, struct eng_model_config
         set_err(err, errlen, "config.json: NULL config");
         return -1;
     }
-    cJSON *root = parse_object(json, len, "config.json", err, errlen);
-    if (root == NULL)
+    struct eng_json_doc *doc = parse_object(json, len, "config.json", err, errlen);
+    if (doc == NULL)
         return -1;
     /* Parse into a scratch copy so that cfg is untouched on failure. */
     struct eng_model_config *tmp = malloc(sizeof(*tmp));
     int rc = -1;
     if (tmp == NULL) {
         set_err(err, errlen, "config.json: out of memory");
-    } else if (parse_config(root, tmp, err, errlen) == 0) {
+    } else if (parse_config(eng_json_root(doc), tmp, err, errlen) == 0) {
         *cfg = *tmp;
         rc = 0;
     }
     free(tmp);
-    cJSON_Delete(root);
+    eng_json_free(doc);
     return rc;
 }
 
@@ -643,20 +601,20 @@ int eng_model_config_merge_generation(const char *json, size_t len,
         set_err(err, errlen, "%s: NULL config", file);
         return -1;
     }
-    cJSON *root = parse_object(json, len, file, err, errlen);
-    if (root == NULL)
+    struct eng_json_doc *doc = parse_object(json, len, file, err, errlen);
+    if (doc == NULL)
         return -1;
     const struct field_ctx fc = {file, "", err, errlen};
     int32_t ids[ENG_MAX_STOP_IDS];
     int n = cfg->n_eos_ids;
     memcpy(ids, cfg->eos_token_ids, sizeof(ids));
-    int rc = read_eos(&fc, root, cfg);
+    int rc = read_eos(&fc, eng_json_root(doc), cfg);
     if (rc != 0) {
         /* Leave the eos list as it was. */
         cfg->n_eos_ids = n;
         memcpy(cfg->eos_token_ids, ids, sizeof(ids));
     }
-    cJSON_Delete(root);
+    eng_json_free(doc);
     return rc;
 }
 

@@ -3,7 +3,6 @@
  * cannot compute with) before any tensor byte is handed out. It does not know model layouts. */
 #include "safetensors.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,10 +15,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json.h"
+
 #define ST_MAX_HEADER 100000000ull        /* the reference implementation's MAX_HEADER_SIZE */
 #define ST_MAX_INDEX_BYTES (16u << 20)    /* model.safetensors.index.json */
 #define ST_MAX_SHARDS 4096
-#define ST_JSON_INT_MAX 9007199254740992.0 /* 2^53: larger JSON numbers lose precision */
 #define ST_NAME_SHOWN 96                   /* tensor names are cut to this in messages */
 
 static const char ST_SINGLE[] = "model.safetensors";
@@ -88,118 +88,19 @@ static uint64_t read_le64(const uint8_t *p)
     return v;
 }
 
-/* Strict UTF-8 (RFC 3629): no overlongs, no encoded surrogates, nothing above U+10FFFF.
- * Returns the offset of the first bad byte, or len when all is well. */
-static size_t utf8_bad_offset(const uint8_t *s, size_t len)
+/* Says why a JSON text (the header, or the index) failed to parse, in the words of what
+ * ("header is not valid JSON") and with its byte offset in the text (of: " of the header").
+ * Duplicate keys are the caller's to describe. */
+static void json_error(const char *file, const char *what, const char *of,
+                       const struct eng_json_error *je, char *err, size_t errlen)
 {
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        size_t n;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            n = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 2;
-            if (c == 0xE0)
-                lo = 0xA0;
-            if (c == 0xED)
-                hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 3;
-            if (c == 0xF0)
-                lo = 0x90;
-            if (c == 0xF4)
-                hi = 0x8F;
-        } else {
-            return i;
-        }
-        if (len - i <= n)
-            return i;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return i;
-        for (size_t k = 2; k <= n; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
-                return i;
-        i += n + 1;
+    if (je->code == ENG_JSON_ERR_NO_MEMORY) {
+        set_err(err, errlen, "%s: out of memory", file);
+        return;
     }
-    return len;
-}
-
-static int hex_value(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* cJSON keeps strings NUL-terminated, so a raw NUL byte or a \u0000 escape would silently cut
- * a tensor name short (and could make two different names compare equal). cJSON 1.7.15 also
- * decodes a \u escape with non-hex digits as U+0000. Refuse all three. Backslashes only mean
- * something inside strings; outside them cJSON refuses the text anyway. */
-static bool has_nul(const uint8_t *s, size_t len)
-{
-    if (memchr(s, 0, len) != NULL)
-        return true;
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (s[i] != '\\')
-            continue;
-        if (s[i + 1] == 'u') {
-            if (len - i < 6)
-                return true;
-            int v = 0;
-            for (size_t k = 2; k < 6; k++) {
-                int h = hex_value(s[i + k]);
-                if (h < 0)
-                    return true;
-                v = v * 16 + h;
-            }
-            if (v == 0)
-                return true;
-        }
-        i++; /* skip the escaped character, so "\\u0000" is not mistaken for an escape */
-    }
-    return false;
-}
-
-static int cmp_str_ptr(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Finds a key present twice among obj's members (cJSON accepts duplicates and lookups return
- * the first, which differs from Python's last-wins). Returns 0 and *dup = NULL when all keys
- * are unique, or -1 when out of memory. */
-static int find_duplicate_key(const cJSON *obj, const char **dup)
-{
-    *dup = NULL;
-    size_t n = 0;
-    for (const cJSON *c = obj->child; c != NULL; c = c->next)
-        n++;
-    if (n < 2)
-        return 0;
-    const char **keys = malloc(n * sizeof(*keys));
-    if (keys == NULL)
-        return -1;
-    size_t i = 0;
-    for (const cJSON *c = obj->child; c != NULL; c = c->next)
-        keys[i++] = c->string != NULL ? c->string : "";
-    qsort(keys, n, sizeof(*keys), cmp_str_ptr);
-    for (i = 1; i < n; i++) {
-        if (strcmp(keys[i - 1], keys[i]) == 0) {
-            *dup = keys[i];
-            break;
-        }
-    }
-    free(keys);
-    return 0;
+    bool at = je->path[0] != '\0';
+    set_err(err, errlen, "%s: %s at byte %zu%s%s%.*s%s: %s", file, what, je->offset, of,
+            at ? ", in '" : "", shown(je->path), je->path, at ? "'" : "", je->message);
 }
 
 /* Every dtype of the safetensors format, so refusals can say "unsupported" rather than
@@ -226,15 +127,13 @@ static const struct st_dtype_info *dtype_lookup(const char *name)
     return NULL;
 }
 
-/* A JSON number that is an exact non-negative integer below 2^53. */
-static bool json_uint(const cJSON *v, uint64_t *out)
+/* A JSON integer literal in [0, 2^63), read exactly. Like the reference implementation (serde
+ * into usize), a number written with a fraction or exponent is not an integer here. */
+static bool json_uint(const struct eng_json *v, uint64_t *out)
 {
-    if (!cJSON_IsNumber(v))
+    if (v == NULL || v->type != ENG_JSON_NUMBER || !v->is_int || v->u.num.i < 0)
         return false;
-    double d = v->valuedouble;
-    if (!(d >= 0.0) || d >= ST_JSON_INT_MAX || d != (double)(uint64_t)d)
-        return false;
-    *out = (uint64_t)d;
+    *out = (uint64_t)v->u.num.i;
     return true;
 }
 
@@ -248,34 +147,24 @@ static void free_entries(struct st_entry *e, size_t n)
 }
 
 /* Validates one header entry (a tensor) against the data region of data_len bytes. */
-static int parse_entry(const cJSON *item, const char *file, uint64_t data_len, uint64_t data_pos,
-                       struct st_entry *e, char *err, size_t errlen)
+static int parse_entry(const struct eng_json *item, const char *file, uint64_t data_len,
+                       uint64_t data_pos, struct st_entry *e, char *err, size_t errlen)
 {
-    const char *name = item->string;
-    const char *dup;
-    if (!cJSON_IsObject(item)) {
+    const char *name = item->key;
+    if (item->type != ENG_JSON_OBJECT) {
         set_err(err, errlen, "%s: tensor '%.*s': entry is not a JSON object", file, shown(name), name);
         return -1;
     }
-    if (find_duplicate_key(item, &dup) != 0) {
-        set_err(err, errlen, "%s: out of memory", file);
-        return -1;
-    }
-    if (dup != NULL) {
-        set_err(err, errlen, "%s: tensor '%.*s': duplicate key '%.*s'", file, shown(name), name,
-                shown(dup), dup);
-        return -1;
-    }
 
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(item, "dtype");
-    if (!cJSON_IsString(dt)) {
+    const struct eng_json *dt = eng_json_get(item, "dtype");
+    if (dt == NULL || dt->type != ENG_JSON_STRING) {
         set_err(err, errlen, "%s: tensor '%.*s': dtype missing or not a string", file, shown(name), name);
         return -1;
     }
-    const struct st_dtype_info *info = dtype_lookup(dt->valuestring);
+    const struct st_dtype_info *info = dtype_lookup(dt->u.str);
     if (info == NULL) {
         set_err(err, errlen, "%s: tensor '%.*s': unknown dtype '%.*s'", file, shown(name), name,
-                shown(dt->valuestring), dt->valuestring);
+                shown(dt->u.str), dt->u.str);
         return -1;
     }
     if (info->kern < 0) {
@@ -285,15 +174,15 @@ static int parse_entry(const cJSON *item, const char *file, uint64_t data_len, u
     }
     e->dtype = (enum kern_dtype)info->kern;
 
-    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
-    if (!cJSON_IsArray(shape)) {
+    const struct eng_json *shape = eng_json_get(item, "shape");
+    if (shape == NULL || shape->type != ENG_JSON_ARRAY) {
         set_err(err, errlen, "%s: tensor '%.*s': shape missing or not an array", file, shown(name), name);
         return -1;
     }
     int n_dims = 0;
     int64_t n_elements = 1;
     bool overflow = false;
-    for (const cJSON *d = shape->child; d != NULL; d = d->next) {
+    for (const struct eng_json *d = shape->u.child; d != NULL; d = d->next) {
         uint64_t v;
         if (n_dims == ENG_ST_MAX_DIMS) {
             set_err(err, errlen, "%s: tensor '%.*s': shape has more than %d dimensions", file,
@@ -301,7 +190,7 @@ static int parse_entry(const cJSON *item, const char *file, uint64_t data_len, u
             return -1;
         }
         if (!json_uint(d, &v)) {
-            set_err(err, errlen, "%s: tensor '%.*s': shape[%d] is not a non-negative integer below 2^53",
+            set_err(err, errlen, "%s: tensor '%.*s': shape[%d] is not a non-negative integer below 2^63",
                     file, shown(name), name, n_dims);
             return -1;
         }
@@ -324,15 +213,15 @@ static int parse_entry(const cJSON *item, const char *file, uint64_t data_len, u
         return -1;
     }
 
-    const cJSON *off = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
-    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2) {
+    const struct eng_json *off = eng_json_get(item, "data_offsets");
+    if (off == NULL || off->type != ENG_JSON_ARRAY || off->len != 2) {
         set_err(err, errlen, "%s: tensor '%.*s': data_offsets missing or not an array [begin, end]",
                 file, shown(name), name);
         return -1;
     }
     uint64_t begin, end;
-    if (!json_uint(off->child, &begin) || !json_uint(off->child->next, &end)) {
-        set_err(err, errlen, "%s: tensor '%.*s': data_offsets must be non-negative integers below 2^53",
+    if (!json_uint(off->u.child, &begin) || !json_uint(off->u.child->next, &end)) {
+        set_err(err, errlen, "%s: tensor '%.*s': data_offsets must be non-negative integers below 2^63",
                 file, shown(name), name);
         return -1;
     }
@@ -451,70 +340,53 @@ static int parse_image(const uint8_t *buf, size_t len, const char *file, struct 
         set_err(err, errlen, "%s: header does not start with '{'", file);
         return -1;
     }
-    size_t bad = utf8_bad_offset(hdr, hn);
-    if (bad != hn) {
-        set_err(err, errlen, "%s: header is not valid UTF-8 (byte %zu of the header)", file, bad);
+    /* The strict reader refuses what would make names ambiguous or the text misread: invalid
+     * UTF-8, NUL bytes and \u0000 (names are C strings), duplicate keys at any depth (a tensor
+     * named twice), trailing bytes (writers pad with spaces only). */
+    struct eng_json_doc *doc;
+    struct eng_json_error je;
+    int rc = eng_json_parse((const char *)hdr, hn, NULL, &doc, &je);
+    if (rc == ENG_JSON_ERR_DUPLICATE_KEY && strcmp(je.path, je.key) == 0) {
+        set_err(err, errlen, "%s: duplicate tensor name '%.*s' in header", file, shown(je.key), je.key);
         return -1;
     }
-    if (has_nul(hdr, hn)) {
-        set_err(err, errlen, "%s: header contains a NUL character or a malformed \\u escape", file);
+    if (rc == ENG_JSON_ERR_DUPLICATE_KEY) {
+        set_err(err, errlen, "%s: duplicate key '%.*s' in header, at '%.*s'", file, shown(je.key),
+                je.key, shown(je.path), je.path);
         return -1;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts((const char *)hdr, hn, &end, 0);
-    if (root == NULL) {
-        size_t at = end != NULL && end >= (const char *)hdr ? (size_t)(end - (const char *)hdr) : 0;
-        set_err(err, errlen, "%s: header is not valid JSON (near byte %zu of the header)", file, at);
+    if (rc != 0) {
+        json_error(file, "header is not valid JSON", " of the header", &je, err, errlen);
         return -1;
     }
-    /* Writers pad the header with spaces to an 8-byte boundary; anything else is garbage. */
-    for (const char *p = end; p < (const char *)hdr + hn; p++) {
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            set_err(err, errlen, "%s: trailing bytes after the header's JSON object", file);
-            cJSON_Delete(root);
-            return -1;
-        }
-    }
-    if (!cJSON_IsObject(root)) {
+    const struct eng_json *root = eng_json_root(doc);
+    if (root->type != ENG_JSON_OBJECT) {
         set_err(err, errlen, "%s: header is not a JSON object", file);
-        cJSON_Delete(root);
-        return -1;
-    }
-    const char *dup;
-    if (find_duplicate_key(root, &dup) != 0) {
-        set_err(err, errlen, "%s: out of memory", file);
-        cJSON_Delete(root);
-        return -1;
-    }
-    if (dup != NULL) {
-        set_err(err, errlen, "%s: duplicate tensor name '%.*s' in header", file, shown(dup), dup);
-        cJSON_Delete(root);
+        eng_json_free(doc);
         return -1;
     }
 
     uint64_t data_pos = 8 + hlen;
     uint64_t data_len = (uint64_t)len - data_pos;
-    size_t n = 0;
-    for (const cJSON *c = root->child; c != NULL; c = c->next)
-        n++;
+    size_t n = root->len;
     struct st_entry *e = calloc(n > 0 ? n : 1, sizeof(*e));
     if (e == NULL) {
         set_err(err, errlen, "%s: out of memory", file);
-        cJSON_Delete(root);
+        eng_json_free(doc);
         return -1;
     }
     size_t k = 0;
-    for (const cJSON *c = root->child; c != NULL; c = c->next) {
-        if (strcmp(c->string, "__metadata__") == 0) {
+    for (const struct eng_json *c = root->u.child; c != NULL; c = c->next) {
+        if (strcmp(c->key, "__metadata__") == 0) {
             /* Free-form string pairs (format, ...); nothing we use, but it must be well-formed. */
-            if (!cJSON_IsObject(c)) {
+            if (c->type != ENG_JSON_OBJECT) {
                 set_err(err, errlen, "%s: __metadata__ is not a JSON object", file);
                 goto fail;
             }
-            for (const cJSON *m = c->child; m != NULL; m = m->next) {
-                if (!cJSON_IsString(m)) {
+            for (const struct eng_json *m = c->u.child; m != NULL; m = m->next) {
+                if (m->type != ENG_JSON_STRING) {
                     set_err(err, errlen, "%s: __metadata__ value of '%.*s' is not a string", file,
-                            shown(m->string), m->string);
+                            shown(m->key), m->key);
                     goto fail;
                 }
             }
@@ -524,8 +396,8 @@ static int parse_image(const uint8_t *buf, size_t len, const char *file, struct 
             goto fail;
         k++;
     }
-    cJSON_Delete(root);
-    root = NULL;
+    eng_json_free(doc);
+    doc = NULL;
     if (check_coverage(e, k, data_len, file, err, errlen) != 0)
         goto fail;
     img->entries = e;
@@ -534,7 +406,7 @@ static int parse_image(const uint8_t *buf, size_t len, const char *file, struct 
     return 0;
 fail:
     free_entries(e, n);
-    cJSON_Delete(root);
+    eng_json_free(doc);
     return -1;
 }
 
@@ -740,7 +612,7 @@ static bool plain_file_name(const char *s)
 }
 
 struct st_map_entry {
-    const char *tensor;        /* into the index's cJSON tree */
+    const char *tensor;        /* into the index's JSON tree */
     const char *file;
 };
 
@@ -827,69 +699,64 @@ static int open_sharded(struct eng_st_set *set, const char *dir, char *err, size
     char path[PATH_MAX];
     char *text = NULL;
     size_t len = 0;
-    cJSON *root = NULL;
+    struct eng_json_doc *doc = NULL;
     struct st_map_entry *map = NULL;
     int rc = -1;
     if (join_path(path, sizeof(path), dir, ST_INDEX, err, errlen) != 0)
         return -1;
     if (read_small_file(path, ST_INDEX, ST_MAX_INDEX_BYTES, &text, &len, err, errlen) != 0)
         return -1;
-    if (utf8_bad_offset((const uint8_t *)text, len) != len || has_nul((const uint8_t *)text, len)) {
-        set_err(err, errlen, "%s: not valid UTF-8 text or contains a NUL character", ST_INDEX);
+    struct eng_json_error je;
+    int prc = eng_json_parse(text, len, NULL, &doc, &je);
+    if (prc == ENG_JSON_ERR_DUPLICATE_KEY && strcmp(je.path, je.key) == 0) {
+        set_err(err, errlen, "%s: duplicate key '%.*s'", ST_INDEX, shown(je.key), je.key);
         goto out;
     }
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (root == NULL || !cJSON_IsObject(root)) {
+    if (prc == ENG_JSON_ERR_DUPLICATE_KEY && strncmp(je.path, "weight_map.", 11) == 0 &&
+        strcmp(je.path + 11, je.key) == 0) {
+        set_err(err, errlen, "%s: weight_map lists tensor '%.*s' twice", ST_INDEX, shown(je.key), je.key);
+        goto out;
+    }
+    if (prc == ENG_JSON_ERR_DUPLICATE_KEY) {
+        set_err(err, errlen, "%s: duplicate key '%.*s' at '%.*s'", ST_INDEX, shown(je.key), je.key,
+                shown(je.path), je.path);
+        goto out;
+    }
+    if (prc != 0) {
+        json_error(ST_INDEX, "not a valid JSON object", "", &je, err, errlen);
+        goto out;
+    }
+    const struct eng_json *root = eng_json_root(doc);
+    if (root->type != ENG_JSON_OBJECT) {
         set_err(err, errlen, "%s: not a valid JSON object", ST_INDEX);
         goto out;
     }
-    for (const char *p = end; p < text + len; p++) {
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            set_err(err, errlen, "%s: trailing bytes after the JSON object", ST_INDEX);
-            goto out;
-        }
-    }
-    const char *dup;
-    const cJSON *wm = NULL;
-    if (find_duplicate_key(root, &dup) == 0 && dup == NULL)
-        wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    if (dup != NULL) {
-        set_err(err, errlen, "%s: duplicate key '%.*s'", ST_INDEX, shown(dup), dup);
-        goto out;
-    }
-    if (!cJSON_IsObject(wm) || wm->child == NULL) {
+    const struct eng_json *wm = eng_json_get(root, "weight_map");
+    if (wm == NULL || wm->type != ENG_JSON_OBJECT || wm->len == 0) {
         set_err(err, errlen, "%s: weight_map missing, not an object, or empty", ST_INDEX);
         goto out;
     }
-    if (find_duplicate_key(wm, &dup) != 0 || dup != NULL) {
-        set_err(err, errlen, "%s: weight_map lists tensor '%.*s' twice", ST_INDEX,
-                dup != NULL ? shown(dup) : 0, dup != NULL ? dup : "");
-        goto out;
-    }
-    size_t n_map = 0;
-    for (const cJSON *c = wm->child; c != NULL; c = c->next)
-        n_map++;
+    size_t n_map = wm->len;
     map = malloc(n_map * sizeof(*map));
     if (map == NULL) {
         set_err(err, errlen, "%s: out of memory", ST_INDEX);
         goto out;
     }
     size_t i = 0;
-    for (const cJSON *c = wm->child; c != NULL; c = c->next, i++) {
-        if (!cJSON_IsString(c)) {
+    for (const struct eng_json *c = wm->u.child; c != NULL; c = c->next, i++) {
+        if (c->type != ENG_JSON_STRING) {
             set_err(err, errlen, "%s: weight_map entry of tensor '%.*s' is not a string", ST_INDEX,
-                    shown(c->string), c->string);
+                    shown(c->key), c->key);
             goto out;
         }
-        if (!plain_file_name(c->valuestring)) {
+        if (!plain_file_name(c->u.str)) {
             set_err(err, errlen, "%s: tensor '%.*s': shard name '%.*s' is not a plain file name in "
-                    "the model directory", ST_INDEX, shown(c->string), c->string,
-                    shown(c->valuestring), c->valuestring);
+                    "the model directory", ST_INDEX, shown(c->key), c->key, shown(c->u.str),
+                    c->u.str);
             goto out;
         }
-        map[i].tensor = c->string;
-        map[i].file = c->valuestring;
+        map[i].tensor = c->key;
+        map[i].file = c->u.str;
     }
     /* Open each distinct shard once, in file-name order. */
     qsort(map, n_map, sizeof(*map), cmp_map_file);
@@ -919,7 +786,7 @@ static int open_sharded(struct eng_st_set *set, const char *dir, char *err, size
     rc = 0;
 out:
     free(map);
-    cJSON_Delete(root);
+    eng_json_free(doc);
     free(text);
     return rc;
 }

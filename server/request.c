@@ -1,4 +1,4 @@
-/* Chat-completion and completion request bodies: strict JSON (json_strict.c) walked field by
+/* Chat-completion and completion request bodies: strict JSON (engine/json.h) walked field by
  * field into request structs, each field checked for type and range with an error that names
  * `param`. Not the HTTP layer (body size, headers) and not the engine (context length). */
 #include "request.h"
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "json_strict.h"
 
 /* ---- request-owned memory: a bump arena freed in one go by _destroy ---- */
@@ -104,20 +105,20 @@ static void path_index(char *out, const char *parent, size_t i)
     path_append(out, &n, num);
 }
 
-static const char *type_desc(const struct srv_json *v)
+static const char *type_desc(const struct eng_json *v)
 {
-    switch ((enum srv_json_type)v->type) {
-    case SRV_JSON_NULL: return "null";
-    case SRV_JSON_BOOL: return "a boolean";
-    case SRV_JSON_NUMBER: return v->is_int ? "an integer" : "a number";
-    case SRV_JSON_STRING: return "a string";
-    case SRV_JSON_ARRAY: return "an array";
-    case SRV_JSON_OBJECT: return "an object";
+    switch ((enum eng_json_type)v->type) {
+    case ENG_JSON_NULL: return "null";
+    case ENG_JSON_BOOL: return "a boolean";
+    case ENG_JSON_NUMBER: return v->is_int ? "an integer" : "a number";
+    case ENG_JSON_STRING: return "a string";
+    case ENG_JSON_ARRAY: return "an array";
+    case ENG_JSON_OBJECT: return "an object";
     }
     return "a value";
 }
 
-static int type_error(struct ctx *c, const char *param, const char *expected, const struct srv_json *v)
+static int type_error(struct ctx *c, const char *param, const char *expected, const struct eng_json *v)
 {
     return srv_error_set(c->err, SRV_ERR_INVALID_TYPE, param,
                          "Invalid type for '%s': expected %s, but got %s instead.", param, expected,
@@ -140,7 +141,7 @@ static int quote_len(const char *s, size_t max)
 {
     size_t n = strlen(s), len = 0;
     while (len < n) {
-        size_t k = srv_utf8_seq_len((const unsigned char *)s + len, n - len);
+        size_t k = eng_utf8_seq_len((const unsigned char *)s + len, n - len);
         if (k == 0 || len + k > max)
             break;
         len += k;
@@ -150,17 +151,17 @@ static int quote_len(const char *s, size_t max)
 
 /* A member that is present and not null; NULL otherwise (null means "absent" for optional
  * fields, since SDKs and agents send explicit nulls for unset options). */
-static const struct srv_json *opt(const struct srv_json *obj, const char *key)
+static const struct eng_json *opt(const struct eng_json *obj, const char *key)
 {
-    const struct srv_json *v = srv_json_get(obj, key);
-    return v != NULL && v->type != SRV_JSON_NULL ? v : NULL;
+    const struct eng_json *v = eng_json_get(obj, key);
+    return v != NULL && v->type != ENG_JSON_NULL ? v : NULL;
 }
 
 /* An integral JSON number as int64 (1.0 and 1e3 count as integers, as in OpenAI's own
  * validation); -1 when v is not an integral number within the int64 range. */
-static int as_int64(const struct srv_json *v, int64_t *out)
+static int as_int64(const struct eng_json *v, int64_t *out)
 {
-    if (v->type != SRV_JSON_NUMBER)
+    if (v->type != ENG_JSON_NUMBER)
         return -1;
     if (v->is_int) {
         *out = v->u.num.i;
@@ -176,14 +177,14 @@ static int as_int64(const struct srv_json *v, int64_t *out)
 
 /* Reads optional integer member key of obj into *out when present; range [lo, hi].
  * Returns 0 (with *given) or an error. */
-static int get_int(struct ctx *c, const struct srv_json *obj, const char *key, int64_t lo, int64_t hi,
+static int get_int(struct ctx *c, const struct eng_json *obj, const char *key, int64_t lo, int64_t hi,
                    int64_t *out, bool *given)
 {
-    const struct srv_json *v = opt(obj, key);
+    const struct eng_json *v = opt(obj, key);
     *given = v != NULL;
     if (v == NULL)
         return 0;
-    if (v->type != SRV_JSON_NUMBER)
+    if (v->type != ENG_JSON_NUMBER)
         return type_error(c, key, "an integer", v);
     int64_t x;
     if (as_int64(v, &x) != 0) {
@@ -202,14 +203,14 @@ static int get_int(struct ctx *c, const struct srv_json *obj, const char *key, i
 }
 
 /* Reads an optional number in [lo, hi] (lo excluded when lo_open). */
-static int get_double(struct ctx *c, const struct srv_json *obj, const char *key, double lo, bool lo_open,
+static int get_double(struct ctx *c, const struct eng_json *obj, const char *key, double lo, bool lo_open,
                       double hi, double *out, bool *given)
 {
-    const struct srv_json *v = opt(obj, key);
+    const struct eng_json *v = opt(obj, key);
     *given = v != NULL;
     if (v == NULL)
         return 0;
-    if (v->type != SRV_JSON_NUMBER)
+    if (v->type != ENG_JSON_NUMBER)
         return type_error(c, key, "a number", v);
     double d = v->u.num.d; /* finite: the parser rejects overflow */
     if ((lo_open ? d <= lo : d < lo) || d > hi)
@@ -219,21 +220,21 @@ static int get_double(struct ctx *c, const struct srv_json *obj, const char *key
     return 0;
 }
 
-static int get_bool(struct ctx *c, const struct srv_json *obj, const char *key, bool *out, bool *given)
+static int get_bool(struct ctx *c, const struct eng_json *obj, const char *key, bool *out, bool *given)
 {
-    const struct srv_json *v = opt(obj, key);
+    const struct eng_json *v = opt(obj, key);
     if (given != NULL)
         *given = v != NULL;
     if (v == NULL)
         return 0;
-    if (v->type != SRV_JSON_BOOL)
+    if (v->type != ENG_JSON_BOOL)
         return type_error(c, key, "a boolean", v);
     *out = v->b;
     return 0;
 }
 
 /* Copies a JSON string into request memory. */
-static char *copy_str(struct ctx *c, const struct srv_json *v)
+static char *copy_str(struct ctx *c, const struct eng_json *v)
 {
     char *s = mem_alloc(c->mem, v->len + 1);
     if (s != NULL)
@@ -242,23 +243,23 @@ static char *copy_str(struct ctx *c, const struct srv_json *v)
 }
 
 /* A required or optional string member at path param; *out NULL when optional and absent. */
-static int get_string(struct ctx *c, const struct srv_json *obj, const char *key, const char *param,
+static int get_string(struct ctx *c, const struct eng_json *obj, const char *key, const char *param,
                       bool required, char **out)
 {
-    const struct srv_json *v = srv_json_get(obj, key);
+    const struct eng_json *v = eng_json_get(obj, key);
     *out = NULL;
-    if (v == NULL || (v->type == SRV_JSON_NULL && !required))
+    if (v == NULL || (v->type == ENG_JSON_NULL && !required))
         return required ? missing(c, param) : 0;
-    if (v->type != SRV_JSON_STRING)
+    if (v->type != ENG_JSON_STRING)
         return type_error(c, param, "a string", v);
     *out = copy_str(c, v);
     return *out != NULL ? 0 : nomem(c);
 }
 
 /* A token id in [0, vocab_size) at path param. */
-static int get_token(struct ctx *c, const struct srv_json *v, const char *param, int32_t *out)
+static int get_token(struct ctx *c, const struct eng_json *v, const char *param, int32_t *out)
 {
-    if (v->type != SRV_JSON_NUMBER || v->u.num.d != floor(v->u.num.d))
+    if (v->type != ENG_JSON_NUMBER || v->u.num.d != floor(v->u.num.d))
         return type_error(c, param, "an integer token id", v);
     int64_t vocab = c->lim->vocab_size > 0 ? c->lim->vocab_size : INT32_MAX;
     int64_t x;
@@ -272,12 +273,12 @@ static int get_token(struct ctx *c, const struct srv_json *v, const char *param,
 
 /* ---- fields shared by both endpoints ---- */
 
-static int parse_model(struct ctx *c, const struct srv_json *root, char **out)
+static int parse_model(struct ctx *c, const struct eng_json *root, char **out)
 {
-    const struct srv_json *v = srv_json_get(root, "model");
+    const struct eng_json *v = eng_json_get(root, "model");
     if (v == NULL)
         return missing(c, "model");
-    if (v->type != SRV_JSON_STRING)
+    if (v->type != ENG_JSON_STRING)
         return type_error(c, "model", "a string", v);
     if (v->len == 0)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "model", "'model' must not be empty.");
@@ -292,14 +293,14 @@ static int parse_model(struct ctx *c, const struct srv_json *root, char **out)
     return *out != NULL ? 0 : nomem(c);
 }
 
-static int parse_stop(struct ctx *c, const struct srv_json *root, struct srv_sampling *s)
+static int parse_stop(struct ctx *c, const struct eng_json *root, struct srv_sampling *s)
 {
-    const struct srv_json *v = opt(root, "stop");
+    const struct eng_json *v = opt(root, "stop");
     if (v == NULL)
         return 0;
     int32_t max_stop = c->lim->max_stop;
-    size_t n = v->type == SRV_JSON_ARRAY ? v->len : 1;
-    if (v->type != SRV_JSON_STRING && v->type != SRV_JSON_ARRAY)
+    size_t n = v->type == ENG_JSON_ARRAY ? v->len : 1;
+    if (v->type != ENG_JSON_STRING && v->type != ENG_JSON_ARRAY)
         return type_error(c, "stop", "a string or an array of strings", v);
     if (n > (size_t)max_stop)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "stop",
@@ -307,14 +308,14 @@ static int parse_stop(struct ctx *c, const struct srv_json *root, struct srv_sam
     s->stop = mem_array(c->mem, n ? n : 1, sizeof(*s->stop));
     if (s->stop == NULL)
         return nomem(c);
-    const struct srv_json *e = v->type == SRV_JSON_ARRAY ? v->u.child : v;
+    const struct eng_json *e = v->type == ENG_JSON_ARRAY ? v->u.child : v;
     for (size_t i = 0; i < n; i++, e = e->next) {
         char param[PATH_MAX_LEN];
-        if (v->type == SRV_JSON_ARRAY)
+        if (v->type == ENG_JSON_ARRAY)
             path_index(param, "stop", i);
         else
             snprintf(param, sizeof(param), "stop");
-        if (e->type != SRV_JSON_STRING)
+        if (e->type != ENG_JSON_STRING)
             return type_error(c, param, "a string", e);
         if (e->len == 0 || e->len > SRV_MAX_STOP_BYTES)
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, param,
@@ -327,12 +328,12 @@ static int parse_stop(struct ctx *c, const struct srv_json *root, struct srv_sam
     return 0;
 }
 
-static int parse_stop_token_ids(struct ctx *c, const struct srv_json *root, struct srv_sampling *s)
+static int parse_stop_token_ids(struct ctx *c, const struct eng_json *root, struct srv_sampling *s)
 {
-    const struct srv_json *v = opt(root, "stop_token_ids");
+    const struct eng_json *v = opt(root, "stop_token_ids");
     if (v == NULL)
         return 0;
-    if (v->type != SRV_JSON_ARRAY)
+    if (v->type != ENG_JSON_ARRAY)
         return type_error(c, "stop_token_ids", "an array of token ids", v);
     if (v->len > SRV_MAX_STOP_TOKEN_IDS)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "stop_token_ids",
@@ -341,7 +342,7 @@ static int parse_stop_token_ids(struct ctx *c, const struct srv_json *root, stru
     if (s->stop_token_ids == NULL)
         return nomem(c);
     size_t i = 0;
-    for (const struct srv_json *e = v->u.child; e != NULL; e = e->next, i++) {
+    for (const struct eng_json *e = v->u.child; e != NULL; e = e->next, i++) {
         char param[PATH_MAX_LEN];
         path_index(param, "stop_token_ids", i);
         int rc = get_token(c, e, param, &s->stop_token_ids[i]);
@@ -354,12 +355,12 @@ static int parse_stop_token_ids(struct ctx *c, const struct srv_json *root, stru
 
 /* logit_bias: {"<token id>": bias}. Keys are canonical decimal ids (no sign, no leading zero),
  * so two keys naming the same token are already rejected as duplicate JSON keys. */
-static int parse_logit_bias(struct ctx *c, const struct srv_json *root, struct srv_sampling *s)
+static int parse_logit_bias(struct ctx *c, const struct eng_json *root, struct srv_sampling *s)
 {
-    const struct srv_json *v = opt(root, "logit_bias");
+    const struct eng_json *v = opt(root, "logit_bias");
     if (v == NULL)
         return 0;
-    if (v->type != SRV_JSON_OBJECT)
+    if (v->type != ENG_JSON_OBJECT)
         return type_error(c, "logit_bias", "an object mapping token ids to biases", v);
     if (v->len > SRV_MAX_LOGIT_BIAS)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "logit_bias",
@@ -369,7 +370,7 @@ static int parse_logit_bias(struct ctx *c, const struct srv_json *root, struct s
         return nomem(c);
     int64_t vocab = c->lim->vocab_size > 0 ? c->lim->vocab_size : INT32_MAX;
     size_t i = 0;
-    for (const struct srv_json *e = v->u.child; e != NULL; e = e->next, i++) {
+    for (const struct eng_json *e = v->u.child; e != NULL; e = e->next, i++) {
         char param[PATH_MAX_LEN];
         snprintf(param, sizeof(param), "logit_bias.%.*s", quote_len(e->key, 32), e->key);
         int64_t id = 0;
@@ -383,7 +384,7 @@ static int parse_logit_bias(struct ctx *c, const struct srv_json *root, struct s
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, param,
                                  "'logit_bias' keys must be token ids from 0 to %lld.",
                                  (long long)vocab - 1);
-        if (e->type != SRV_JSON_NUMBER)
+        if (e->type != ENG_JSON_NUMBER)
             return type_error(c, param, "a number", e);
         double b = e->u.num.d;
         if (b < -100.0 || b > 100.0)
@@ -396,7 +397,7 @@ static int parse_logit_bias(struct ctx *c, const struct srv_json *root, struct s
 }
 
 /* Everything in struct srv_sampling. chat selects max_completion_tokens. */
-static int parse_sampling(struct ctx *c, const struct srv_json *root, bool chat, struct srv_sampling *s)
+static int parse_sampling(struct ctx *c, const struct eng_json *root, bool chat, struct srv_sampling *s)
 {
     const struct srv_limits *lim = c->lim;
     int64_t x;
@@ -468,26 +469,26 @@ static int parse_sampling(struct ctx *c, const struct srv_json *root, bool chat,
         (rc = parse_logit_bias(c, root, s)) != 0)
         return rc;
 
-    const struct srv_json *so = opt(root, "stream_options");
+    const struct eng_json *so = opt(root, "stream_options");
     if (so != NULL) {
-        if (so->type != SRV_JSON_OBJECT)
+        if (so->type != ENG_JSON_OBJECT)
             return type_error(c, "stream_options", "an object", so);
         if (!s->stream)
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "stream_options",
                                  "'stream_options' is only allowed when 'stream' is true.");
-        const struct srv_json *iu = opt(so, "include_usage");
-        if (iu != NULL && iu->type != SRV_JSON_BOOL)
+        const struct eng_json *iu = opt(so, "include_usage");
+        if (iu != NULL && iu->type != ENG_JSON_BOOL)
             return type_error(c, "stream_options.include_usage", "a boolean", iu);
         s->include_usage = iu != NULL && iu->b;
     }
-    const struct srv_json *user = opt(root, "user");
-    if (user != NULL && user->type != SRV_JSON_STRING)
+    const struct eng_json *user = opt(root, "user");
+    if (user != NULL && user->type != ENG_JSON_STRING)
         return type_error(c, "user", "a string", user);
     return 0;
 }
 
 /* A field this server refuses instead of silently ignoring (its effect would be missing). */
-static int refuse(struct ctx *c, const struct srv_json *root, const char *key, const char *why)
+static int refuse(struct ctx *c, const struct eng_json *root, const char *key, const char *why)
 {
     if (opt(root, key) != NULL)
         return srv_error_set(c->err, SRV_ERR_UNSUPPORTED_PARAM, key, "'%s' is not supported: %s.",
@@ -497,7 +498,7 @@ static int refuse(struct ctx *c, const struct srv_json *root, const char *key, c
 
 /* ---- chat messages ---- */
 
-static int parse_role(struct ctx *c, const struct srv_json *m, const char *mp, enum srv_role *out)
+static int parse_role(struct ctx *c, const struct eng_json *m, const char *mp, enum srv_role *out)
 {
     static const struct {
         const char *name;
@@ -508,10 +509,10 @@ static int parse_role(struct ctx *c, const struct srv_json *m, const char *mp, e
     };
     char param[PATH_MAX_LEN];
     path_key(param, mp, "role");
-    const struct srv_json *v = srv_json_get(m, "role");
+    const struct eng_json *v = eng_json_get(m, "role");
     if (v == NULL)
         return missing(c, param);
-    if (v->type != SRV_JSON_STRING)
+    if (v->type != ENG_JSON_STRING)
         return type_error(c, param, "a string", v);
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
         if (strcmp(v->u.str, roles[i].name) == 0) {
@@ -524,15 +525,15 @@ static int parse_role(struct ctx *c, const struct srv_json *m, const char *mp, e
                          quote_len(v->u.str, 32), v->u.str);
 }
 
-static int parse_image_part(struct ctx *c, const struct srv_json *p, const char *pp,
+static int parse_image_part(struct ctx *c, const struct eng_json *p, const char *pp,
                             struct srv_content_part *out, size_t *n_images)
 {
     char param[PATH_MAX_LEN], uparam[PATH_MAX_LEN];
     path_key(param, pp, "image_url");
-    const struct srv_json *iu = srv_json_get(p, "image_url");
-    if (iu == NULL || iu->type == SRV_JSON_NULL)
+    const struct eng_json *iu = eng_json_get(p, "image_url");
+    if (iu == NULL || iu->type == ENG_JSON_NULL)
         return missing(c, param);
-    if (iu->type != SRV_JSON_OBJECT)
+    if (iu->type != ENG_JSON_OBJECT)
         return type_error(c, param, "an object with a url", iu);
     path_key(uparam, param, "url");
     int rc = get_string(c, iu, "url", uparam, true, &out->text);
@@ -547,12 +548,12 @@ static int parse_image_part(struct ctx *c, const struct srv_json *p, const char 
                              c->lim->allow_remote_image_urls
                                  ? "Image URLs must be data: or http(s): URLs."
                                  : "Only data: image URLs are accepted by this server.");
-    const struct srv_json *d = opt(iu, "detail");
+    const struct eng_json *d = opt(iu, "detail");
     out->detail = SRV_IMAGE_DETAIL_AUTO;
     if (d != NULL) {
         char dparam[PATH_MAX_LEN];
         path_key(dparam, param, "detail");
-        if (d->type != SRV_JSON_STRING)
+        if (d->type != ENG_JSON_STRING)
             return type_error(c, dparam, "a string", d);
         if (strcmp(d->u.str, "low") == 0)
             out->detail = SRV_IMAGE_DETAIL_LOW;
@@ -569,7 +570,7 @@ static int parse_image_part(struct ctx *c, const struct srv_json *p, const char 
     return 0;
 }
 
-static int parse_parts(struct ctx *c, const struct srv_json *v, const char *cp, enum srv_role role,
+static int parse_parts(struct ctx *c, const struct eng_json *v, const char *cp, enum srv_role role,
                        struct srv_message *msg, size_t *n_images)
 {
     if (v->len == 0)
@@ -582,16 +583,16 @@ static int parse_parts(struct ctx *c, const struct srv_json *v, const char *cp, 
     if (msg->parts == NULL)
         return nomem(c);
     size_t j = 0;
-    for (const struct srv_json *p = v->u.child; p != NULL; p = p->next, j++) {
+    for (const struct eng_json *p = v->u.child; p != NULL; p = p->next, j++) {
         char pp[PATH_MAX_LEN], tparam[PATH_MAX_LEN];
         path_index(pp, cp, j);
-        if (p->type != SRV_JSON_OBJECT)
+        if (p->type != ENG_JSON_OBJECT)
             return type_error(c, pp, "a content part object", p);
         path_key(tparam, pp, "type");
-        const struct srv_json *t = srv_json_get(p, "type");
+        const struct eng_json *t = eng_json_get(p, "type");
         if (t == NULL)
             return missing(c, tparam);
-        if (t->type != SRV_JSON_STRING)
+        if (t->type != ENG_JSON_STRING)
             return type_error(c, tparam, "a string", t);
         struct srv_content_part *out = &msg->parts[j];
         int rc;
@@ -601,7 +602,7 @@ static int parse_parts(struct ctx *c, const struct srv_json *v, const char *cp, 
             if ((rc = get_string(c, p, "text", xparam, true, &out->text)) != 0)
                 return rc;
             out->type = SRV_PART_TEXT;
-            out->len = srv_json_get(p, "text")->len;
+            out->len = eng_json_get(p, "text")->len;
         } else if (strcmp(t->u.str, "image_url") == 0) {
             if (role != SRV_ROLE_USER)
                 return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, tparam,
@@ -619,15 +620,15 @@ static int parse_parts(struct ctx *c, const struct srv_json *v, const char *cp, 
     return 0;
 }
 
-static int parse_tool_calls(struct ctx *c, const struct srv_json *m, const char *mp,
+static int parse_tool_calls(struct ctx *c, const struct eng_json *m, const char *mp,
                             struct srv_message *msg)
 {
     char param[PATH_MAX_LEN];
     path_key(param, mp, "tool_calls");
-    const struct srv_json *v = opt(m, "tool_calls");
+    const struct eng_json *v = opt(m, "tool_calls");
     if (v == NULL)
         return 0;
-    if (v->type != SRV_JSON_ARRAY)
+    if (v->type != ENG_JSON_ARRAY)
         return type_error(c, param, "an array", v);
     if (v->len > SRV_MAX_TOOL_CALLS)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, param, "At most %d tool calls per message.",
@@ -636,10 +637,10 @@ static int parse_tool_calls(struct ctx *c, const struct srv_json *m, const char 
     if (msg->tool_calls == NULL)
         return nomem(c);
     size_t k = 0;
-    for (const struct srv_json *t = v->u.child; t != NULL; t = t->next, k++) {
+    for (const struct eng_json *t = v->u.child; t != NULL; t = t->next, k++) {
         char tp[PATH_MAX_LEN], fp[PATH_MAX_LEN], q[PATH_MAX_LEN];
         path_index(tp, param, k);
-        if (t->type != SRV_JSON_OBJECT)
+        if (t->type != ENG_JSON_OBJECT)
             return type_error(c, tp, "an object", t);
         struct srv_tool_call *out = &msg->tool_calls[k];
         char *type;
@@ -653,10 +654,10 @@ static int parse_tool_calls(struct ctx *c, const struct srv_json *m, const char 
         if (strcmp(type, "function") != 0)
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, q, "Tool call type must be 'function'.");
         path_key(fp, tp, "function");
-        const struct srv_json *f = srv_json_get(t, "function");
+        const struct eng_json *f = eng_json_get(t, "function");
         if (f == NULL)
             return missing(c, fp);
-        if (f->type != SRV_JSON_OBJECT)
+        if (f->type != ENG_JSON_OBJECT)
             return type_error(c, fp, "an object", f);
         path_key(q, fp, "name");
         if ((rc = get_string(c, f, "name", q, true, &out->name)) != 0)
@@ -669,12 +670,12 @@ static int parse_tool_calls(struct ctx *c, const struct srv_json *m, const char 
     return 0;
 }
 
-static int parse_message(struct ctx *c, const struct srv_json *m, size_t i, struct srv_message *msg,
+static int parse_message(struct ctx *c, const struct eng_json *m, size_t i, struct srv_message *msg,
                          size_t *n_images)
 {
     char mp[PATH_MAX_LEN], cp[PATH_MAX_LEN], q[PATH_MAX_LEN];
     path_index(mp, "messages", i);
-    if (m->type != SRV_JSON_OBJECT)
+    if (m->type != ENG_JSON_OBJECT)
         return type_error(c, mp, "a message object", m);
     int rc = parse_role(c, m, mp, &msg->role);
     if (rc != 0)
@@ -690,8 +691,8 @@ static int parse_message(struct ctx *c, const struct srv_json *m, size_t i, stru
             return rc;
     }
     path_key(cp, mp, "content");
-    const struct srv_json *v = srv_json_get(m, "content");
-    if (v == NULL || v->type == SRV_JSON_NULL) {
+    const struct eng_json *v = eng_json_get(m, "content");
+    if (v == NULL || v->type == ENG_JSON_NULL) {
         /* Only an assistant turn that calls tools may have no content (OpenAI's rule). */
         if (msg->role == SRV_ROLE_ASSISTANT && msg->n_tool_calls > 0) {
             msg->content_kind = SRV_CONTENT_NONE;
@@ -701,24 +702,24 @@ static int parse_message(struct ctx *c, const struct srv_json *m, size_t i, stru
             return missing(c, cp);
         return type_error(c, cp, "a string or an array of content parts", v);
     }
-    if (v->type == SRV_JSON_STRING) {
+    if (v->type == ENG_JSON_STRING) {
         if ((msg->text = copy_str(c, v)) == NULL)
             return nomem(c);
         msg->text_len = v->len;
         msg->content_kind = SRV_CONTENT_TEXT;
         return 0;
     }
-    if (v->type == SRV_JSON_ARRAY)
+    if (v->type == ENG_JSON_ARRAY)
         return parse_parts(c, v, cp, msg->role, msg, n_images);
     return type_error(c, cp, "a string or an array of content parts", v);
 }
 
-static int parse_messages(struct ctx *c, const struct srv_json *root, struct srv_chat_request *req)
+static int parse_messages(struct ctx *c, const struct eng_json *root, struct srv_chat_request *req)
 {
-    const struct srv_json *v = srv_json_get(root, "messages");
+    const struct eng_json *v = eng_json_get(root, "messages");
     if (v == NULL)
         return missing(c, "messages");
-    if (v->type != SRV_JSON_ARRAY)
+    if (v->type != ENG_JSON_ARRAY)
         return type_error(c, "messages", "an array of messages", v);
     if (v->len == 0)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "messages",
@@ -730,7 +731,7 @@ static int parse_messages(struct ctx *c, const struct srv_json *root, struct srv
     if (req->messages == NULL)
         return nomem(c);
     size_t i = 0;
-    for (const struct srv_json *m = v->u.child; m != NULL; m = m->next, i++) {
+    for (const struct eng_json *m = v->u.child; m != NULL; m = m->next, i++) {
         int rc = parse_message(c, m, i, &req->messages[i], &req->n_images);
         if (rc != 0)
             return rc;
@@ -741,12 +742,12 @@ static int parse_messages(struct ctx *c, const struct srv_json *root, struct srv
 
 /* tools / tool_choice / response_format: refused until tool calling and structured output
  * exist, because silently ignoring them changes what the client gets. */
-static int parse_chat_refusals(struct ctx *c, const struct srv_json *root)
+static int parse_chat_refusals(struct ctx *c, const struct eng_json *root)
 {
     int rc;
-    const struct srv_json *tools = opt(root, "tools");
+    const struct eng_json *tools = opt(root, "tools");
     if (tools != NULL) {
-        if (tools->type != SRV_JSON_ARRAY)
+        if (tools->type != ENG_JSON_ARRAY)
             return type_error(c, "tools", "an array", tools);
         if (tools->len == 0)
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tools",
@@ -756,26 +757,26 @@ static int parse_chat_refusals(struct ctx *c, const struct srv_json *root)
     }
     if ((rc = refuse(c, root, "functions", "tool calling is not available")) != 0)
         return rc;
-    const struct srv_json *tc = opt(root, "tool_choice");
+    const struct eng_json *tc = opt(root, "tool_choice");
     if (tc != NULL) {
-        if (tc->type != SRV_JSON_STRING && tc->type != SRV_JSON_OBJECT)
+        if (tc->type != ENG_JSON_STRING && tc->type != ENG_JSON_OBJECT)
             return type_error(c, "tool_choice", "a string or an object", tc);
         /* With no tools, "none" and "auto" both mean plain text; anything else names a tool. */
-        if (tc->type == SRV_JSON_OBJECT || strcmp(tc->u.str, "required") == 0)
+        if (tc->type == ENG_JSON_OBJECT || strcmp(tc->u.str, "required") == 0)
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
                                  "'tool_choice' requires 'tools'.");
         if (strcmp(tc->u.str, "none") != 0 && strcmp(tc->u.str, "auto") != 0)
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
                                  "'tool_choice' must be none, auto, required or a named tool.");
     }
-    const struct srv_json *rf = opt(root, "response_format");
+    const struct eng_json *rf = opt(root, "response_format");
     if (rf != NULL) {
-        if (rf->type != SRV_JSON_OBJECT)
+        if (rf->type != ENG_JSON_OBJECT)
             return type_error(c, "response_format", "an object", rf);
-        const struct srv_json *t = srv_json_get(rf, "type");
+        const struct eng_json *t = eng_json_get(rf, "type");
         if (t == NULL)
             return missing(c, "response_format.type");
-        if (t->type != SRV_JSON_STRING)
+        if (t->type != ENG_JSON_STRING)
             return type_error(c, "response_format.type", "a string", t);
         if (strcmp(t->u.str, "json_object") == 0 || strcmp(t->u.str, "json_schema") == 0)
             return srv_error_set(c->err, SRV_ERR_UNSUPPORTED_VALUE, "response_format.type",
@@ -828,16 +829,42 @@ static struct srv_limits clamp_limits(const struct srv_limits *in)
     return l;
 }
 
+/* ---- the body ---- */
+
+int srv_json_parse(const char *body, size_t len, const struct eng_json_opts *opts,
+                   struct eng_json_doc **out, struct srv_error *err)
+{
+    struct eng_json_error je;
+    int rc = eng_json_parse(body, len, opts, out, &je);
+    if (rc == 0)
+        return 0;
+    int code;
+    switch (rc) {
+    case ENG_JSON_ERR_DUPLICATE_KEY: code = SRV_ERR_DUPLICATE_KEY; break;
+    case ENG_JSON_ERR_TOO_DEEP: code = SRV_ERR_JSON_TOO_DEEP; break;
+    /* The budget and malloc say nothing a client can act on beyond the table's messages. */
+    case ENG_JSON_ERR_TOO_COMPLEX: return srv_error_set(err, SRV_ERR_JSON_TOO_COMPLEX, je.path, NULL);
+    case ENG_JSON_ERR_NO_MEMORY: return srv_error_set(err, SRV_ERR_NO_MEMORY, je.path, NULL);
+    default: code = SRV_ERR_INVALID_JSON; break;
+    }
+    /* The reader's reasons are lower-case phrases; a client reads a sentence. */
+    char reason[sizeof(je.message)];
+    memcpy(reason, je.message, sizeof(reason));
+    if (reason[0] >= 'a' && reason[0] <= 'z')
+        reason[0] = (char)(reason[0] - 'a' + 'A');
+    return srv_error_set(err, code, je.path, "%s (at byte %zu of the body).", reason, je.offset);
+}
+
 /* Parses the body and checks that it is an object. */
 static int parse_body(const char *body, size_t len, const struct srv_limits *lim,
-                      struct srv_json_doc **doc, struct srv_error *err)
+                      struct eng_json_doc **doc, struct srv_error *err)
 {
-    struct srv_json_opts opts = {.max_depth = lim->json_max_depth, .max_bytes = lim->json_max_bytes};
+    struct eng_json_opts opts = {.max_depth = lim->json_max_depth, .max_bytes = lim->json_max_bytes};
     int rc = srv_json_parse(body, len, &opts, doc, err);
     if (rc != 0)
         return rc;
-    if (srv_json_root(*doc)->type != SRV_JSON_OBJECT) {
-        srv_json_free(*doc);
+    if (eng_json_root(*doc)->type != ENG_JSON_OBJECT) {
+        eng_json_free(*doc);
         *doc = NULL;
         return srv_error_set(err, SRV_ERR_INVALID_JSON, NULL, "The request body must be a JSON object.");
     }
@@ -849,17 +876,17 @@ int srv_chat_request_parse(const char *body, size_t len, const struct srv_limits
 {
     *out = NULL;
     struct srv_limits lim = clamp_limits(lim_in);
-    struct srv_json_doc *doc;
+    struct eng_json_doc *doc;
     int rc = parse_body(body, len, &lim, &doc, err);
     if (rc != 0)
         return rc;
     struct srv_chat_request *req = calloc(1, sizeof(*req));
     if (req == NULL) {
-        srv_json_free(doc);
+        eng_json_free(doc);
         return srv_error_set(err, SRV_ERR_NO_MEMORY, NULL, NULL);
     }
     struct ctx c = {.lim = &lim, .mem = &req->mem, .err = err};
-    const struct srv_json *root = srv_json_root(doc);
+    const struct eng_json *root = eng_json_root(doc);
     int64_t x;
     bool given;
     if ((rc = parse_model(&c, root, &req->model)) != 0 || (rc = parse_messages(&c, root, req)) != 0 ||
@@ -876,17 +903,17 @@ int srv_chat_request_parse(const char *body, size_t len, const struct srv_limits
         }
         req->top_logprobs = (int32_t)x;
     }
-    srv_json_free(doc);
+    eng_json_free(doc);
     *out = req;
     return 0;
 fail:
-    srv_json_free(doc);
+    eng_json_free(doc);
     srv_chat_request_destroy(req);
     return rc;
 }
 
 /* One token-id array prompt at path param. */
-static int parse_token_prompt(struct ctx *c, const struct srv_json *v, const char *param,
+static int parse_token_prompt(struct ctx *c, const struct eng_json *v, const char *param,
                               struct srv_prompt *p)
 {
     if (v->len == 0)
@@ -895,7 +922,7 @@ static int parse_token_prompt(struct ctx *c, const struct srv_json *v, const cha
     if (p->ids == NULL)
         return nomem(c);
     size_t j = 0;
-    for (const struct srv_json *e = v->u.child; e != NULL; e = e->next, j++) {
+    for (const struct eng_json *e = v->u.child; e != NULL; e = e->next, j++) {
         char q[PATH_MAX_LEN];
         path_index(q, param, j);
         int rc = get_token(c, e, q, &p->ids[j]);
@@ -906,10 +933,10 @@ static int parse_token_prompt(struct ctx *c, const struct srv_json *v, const cha
     return 0;
 }
 
-static int parse_text_prompt(struct ctx *c, const struct srv_json *v, const char *param,
+static int parse_text_prompt(struct ctx *c, const struct eng_json *v, const char *param,
                              struct srv_prompt *p)
 {
-    if (v->type != SRV_JSON_STRING)
+    if (v->type != ENG_JSON_STRING)
         return type_error(c, param, "a string", v);
     /* An empty prompt crashed vLLM's engine (CVE-2024-8768); refuse it at the edge. */
     if (v->len == 0)
@@ -922,31 +949,31 @@ static int parse_text_prompt(struct ctx *c, const struct srv_json *v, const char
 
 /* prompt: "text" | ["text", ...] | [id, ...] | [[id, ...], ...]; the first element of an array
  * decides which, and every element must then be of that kind. */
-static int parse_prompts(struct ctx *c, const struct srv_json *root, struct srv_completion_request *req)
+static int parse_prompts(struct ctx *c, const struct eng_json *root, struct srv_completion_request *req)
 {
-    const struct srv_json *v = srv_json_get(root, "prompt");
+    const struct eng_json *v = eng_json_get(root, "prompt");
     if (v == NULL)
         return missing(c, "prompt");
-    if (v->type == SRV_JSON_STRING) {
+    if (v->type == ENG_JSON_STRING) {
         req->prompts = mem_array(c->mem, 1, sizeof(*req->prompts));
         if (req->prompts == NULL)
             return nomem(c);
         req->n_prompts = 1;
         return parse_text_prompt(c, v, "prompt", &req->prompts[0]);
     }
-    if (v->type != SRV_JSON_ARRAY)
+    if (v->type != ENG_JSON_ARRAY)
         return type_error(c, "prompt", "a string, an array of strings or an array of token ids", v);
     if (v->len == 0)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "prompt", "'prompt' must not be empty.");
-    const struct srv_json *first = v->u.child;
-    if (first->type == SRV_JSON_NUMBER) {
+    const struct eng_json *first = v->u.child;
+    if (first->type == ENG_JSON_NUMBER) {
         req->prompts = mem_array(c->mem, 1, sizeof(*req->prompts));
         if (req->prompts == NULL)
             return nomem(c);
         req->n_prompts = 1;
         return parse_token_prompt(c, v, "prompt", &req->prompts[0]);
     }
-    if (first->type != SRV_JSON_STRING && first->type != SRV_JSON_ARRAY)
+    if (first->type != ENG_JSON_STRING && first->type != ENG_JSON_ARRAY)
         return type_error(c, "prompt[0]", "a string, a token id or an array of token ids", first);
     if (v->len > (size_t)c->lim->max_prompts)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "prompt",
@@ -955,13 +982,13 @@ static int parse_prompts(struct ctx *c, const struct srv_json *root, struct srv_
     if (req->prompts == NULL)
         return nomem(c);
     size_t i = 0;
-    for (const struct srv_json *e = v->u.child; e != NULL; e = e->next, i++) {
+    for (const struct eng_json *e = v->u.child; e != NULL; e = e->next, i++) {
         char q[PATH_MAX_LEN];
         path_index(q, "prompt", i);
         int rc;
-        if (first->type == SRV_JSON_STRING)
+        if (first->type == ENG_JSON_STRING)
             rc = parse_text_prompt(c, e, q, &req->prompts[i]);
-        else if (e->type != SRV_JSON_ARRAY)
+        else if (e->type != ENG_JSON_ARRAY)
             rc = type_error(c, q, "an array of token ids", e);
         else
             rc = parse_token_prompt(c, e, q, &req->prompts[i]);
@@ -977,17 +1004,17 @@ int srv_completion_request_parse(const char *body, size_t len, const struct srv_
 {
     *out = NULL;
     struct srv_limits lim = clamp_limits(lim_in);
-    struct srv_json_doc *doc;
+    struct eng_json_doc *doc;
     int rc = parse_body(body, len, &lim, &doc, err);
     if (rc != 0)
         return rc;
     struct srv_completion_request *req = calloc(1, sizeof(*req));
     if (req == NULL) {
-        srv_json_free(doc);
+        eng_json_free(doc);
         return srv_error_set(err, SRV_ERR_NO_MEMORY, NULL, NULL);
     }
     struct ctx c = {.lim = &lim, .mem = &req->mem, .err = err};
-    const struct srv_json *root = srv_json_root(doc);
+    const struct eng_json *root = eng_json_root(doc);
     int64_t x;
     bool given;
     req->logprobs = -1;
@@ -1005,9 +1032,9 @@ int srv_completion_request_parse(const char *body, size_t len, const struct srv_
                            "'best_of' other than 1 is not supported; use 'n'.");
         goto fail;
     }
-    const struct srv_json *suffix = opt(root, "suffix");
+    const struct eng_json *suffix = opt(root, "suffix");
     if (suffix != NULL) {
-        if (suffix->type != SRV_JSON_STRING) {
+        if (suffix->type != ENG_JSON_STRING) {
             rc = type_error(&c, "suffix", "a string", suffix);
             goto fail;
         }
@@ -1017,11 +1044,11 @@ int srv_completion_request_parse(const char *body, size_t len, const struct srv_
             goto fail;
         }
     }
-    srv_json_free(doc);
+    eng_json_free(doc);
     *out = req;
     return 0;
 fail:
-    srv_json_free(doc);
+    eng_json_free(doc);
     srv_completion_request_destroy(req);
     return rc;
 }

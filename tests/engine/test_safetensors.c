@@ -242,8 +242,20 @@ static void test_entries(void)
                    "data_offsets missing");
     expect_bad_hdr("negative dim", "{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}",
                    4, "shape[0] is not a non-negative integer");
-    expect_bad_hdr("dim 2^53", "{\"w\":{\"dtype\":\"F32\",\"shape\":[9007199254740992],"
-                   "\"data_offsets\":[0,4]}}", 4, "shape[0]");
+    /* Integers are read exactly up to 2^63 - 1: 2^53 + 1 is not rounded, 2^63 is refused. */
+    expect_bad_hdr("dim 2^53 + 1", "{\"w\":{\"dtype\":\"F32\",\"shape\":[9007199254740993],"
+                   "\"data_offsets\":[0,4]}}", 4, "shape of 9007199254740993 elements");
+    expect_bad_hdr("dim 2^63 - 1", "{\"w\":{\"dtype\":\"F32\",\"shape\":[9223372036854775807],"
+                   "\"data_offsets\":[0,4]}}", 4, "byte size overflows");
+    expect_bad_hdr("dim 2^63", "{\"w\":{\"dtype\":\"F32\",\"shape\":[9223372036854775808],"
+                   "\"data_offsets\":[0,4]}}", 4, "shape[0] is not a non-negative integer below 2^63");
+    expect_bad_hdr("dim 1.0", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]}}",
+                   4, "shape[0]");
+    expect_bad_hdr("offset 2^53 + 1", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],"
+                   "\"data_offsets\":[0,9007199254740993]}}", 4,
+                   "data_offsets end 9007199254740993 beyond data region of 4 bytes");
+    expect_bad_hdr("offset 2^63", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],"
+                   "\"data_offsets\":[0,9223372036854775808]}}", 4, "non-negative integers below 2^63");
     expect_bad_hdr("string dim", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1,\"2\"],\"data_offsets\":[0,4]}}",
                    4, "shape[1]");
     expect_bad_hdr("9 dims",

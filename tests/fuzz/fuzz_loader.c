@@ -6,10 +6,9 @@
  * from the repository root (copy the seeds first: libFuzzer writes new inputs into its corpus):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
  *     -D_GNU_SOURCE -Iengine -Ikernels tests/fuzz/fuzz_loader.c engine/safetensors.c \
- *     engine/model_config.c -lcjson -lm -o /tmp/fuzz_loader
+ *     engine/model_config.c engine/json.c -lm -o /tmp/fuzz_loader
  *   cp -r tests/fuzz/corpus/loader /tmp/loader-corpus
  *   /tmp/fuzz_loader -max_total_time=180 -max_len=8192 /tmp/loader-corpus
- * (the system cJSON is not instrumented, so coverage counts our code only).
  */
 #include <stddef.h>
 #include <stdint.h>
