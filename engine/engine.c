@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cuda_backend.h"
 #include "detok.h"
 #include "kv_cache.h"
 #include "model.h"
@@ -95,6 +96,7 @@ struct eng_engine {
     struct eng_tokenizer *tok;     /* NULL when the directory has no tokenizer.model */
     struct kern_ops ops;
     struct kern_ctx *ctx;
+    bool cuda;                     /* ctx came from kern_cuda_create */
     struct eng_kv_cache *kv;
     struct eng_prefix_cache *pc;
     struct eng_scheduler sched;
@@ -127,6 +129,7 @@ void eng_engine_options_init(struct eng_engine_options *o)
 {
     memset(o, 0, sizeof *o);
     o->device = "cpu";
+    o->gpu_memory_fraction = 0.9;
 }
 
 const struct eng_model_config *eng_engine_model_config(const struct eng_engine *e)
@@ -560,6 +563,15 @@ static void step(struct eng_engine *e)
         fail_items(e, msg);
         return;
     }
+    /* Once per step: a device backend reports here what only the device could check (and
+     * any failed kernel). The step's tokens are dropped and its requests end with an error;
+     * the process and the other requests go on. */
+    char serr[256], msg[320];
+    if (e->ops.sync(e->ctx, serr, sizeof serr) != 0) {
+        snprintf(msg, sizeof msg, "the %s backend failed: %s", e->ops.name, serr);
+        fail_items(e, msg);
+        return;
+    }
     eng_sched_commit(s);
     /* Items are processed in plan order; on_token may remove the item's own sequence and
      * forks add new ones at the end of the running list, neither disturbs the item array. */
@@ -910,6 +922,41 @@ static bool file_exists(const char *dir, const char *name)
     return n > 0 && (size_t)n < sizeof path && access(path, R_OK) == 0;
 }
 
+#define GIB(x) ((double)(x) / (double)(1 << 30))
+
+/* The KV pool on a GPU: weights + the activation workspace + the pool must fit in fraction of
+ * the device's memory, less what is in use already (the CUDA context, other processes).
+ * kv_cache_bytes > 0 asks for that pool exactly; otherwise the pool takes the rest, and must
+ * hold at least one step's tokens. Sets *n_blocks, or fails with the numbers in err. */
+static int size_memory_budget(struct eng_engine *e, const struct eng_engine_options *o,
+                              double fraction, size_t ws_bytes, size_t block_bytes,
+                              int32_t max_tokens, int64_t bs, int64_t *n_blocks, char *err,
+                              size_t errlen)
+{
+    size_t free_b = 0, total_b = 0;
+    if (kern_cuda_mem_info(e->ctx, &free_b, &total_b) != 0 || free_b > total_b)
+        return fail_msg(err, errlen, ENG_ERR_BACKEND, "--device cuda: cannot read the GPU's "
+                        "memory size");
+    double in_use = (double)(total_b - free_b);
+    double avail = fraction * (double)total_b - in_use;
+    double weights = (double)eng_model_weight_bytes(e->model);
+    double fixed = weights + (double)ws_bytes;
+    double min_kv = (double)block_bytes * (double)((max_tokens + bs - 1) / bs);
+    double kv = o->kv_cache_bytes > 0 ? (double)o->kv_cache_bytes : avail - fixed;
+    if (kv < min_kv)
+        kv = min_kv;
+    if (fixed + kv > avail)
+        return fail_msg(err, errlen, ENG_ERR_BACKEND,
+                        "model needs %.2f GiB (weights %.2f + activations %.2f + KV cache "
+                        "%.2f), %.2f GiB available (--gpu-memory-fraction %.2f of %.2f GiB, "
+                        "%.2f GiB already in use)",
+                        GIB(fixed + kv), GIB(weights), GIB(ws_bytes), GIB(kv),
+                        GIB(avail > 0 ? avail : 0), fraction, GIB(total_b), GIB(in_use));
+    double nb = kv / (double)block_bytes;
+    *n_blocks = nb > (double)INT32_MAX ? INT32_MAX : (int64_t)nb;
+    return 0;
+}
+
 void eng_engine_destroy(struct eng_engine *e)
 {
     if (!e)
@@ -924,14 +971,18 @@ void eng_engine_destroy(struct eng_engine *e)
     if (e->sched_ready)
         eng_sched_free(&e->sched);
     eng_prefix_cache_destroy(e->pc);
+    /* Everything held in the backend's memory goes before the backend itself. */
     eng_kv_cache_destroy(e->kv);
     eng_phi3_ws_free(&e->ws);
+    eng_model_destroy(e->model);
     eng_sampler_ws_free(&e->sws);
     free(e->logits);
     free(e->tbuf);
-    kern_ctx_destroy(e->ctx);
+    if (e->cuda)
+        kern_cuda_destroy(e->ctx);
+    else
+        kern_ctx_destroy(e->ctx);
     eng_tokenizer_destroy(e->tok);
-    eng_model_destroy(e->model);
     if (e->mu_ready) {
         pthread_mutex_destroy(&e->mu);
         pthread_cond_destroy(&e->cv);
@@ -946,8 +997,13 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     if (!o || !o->model_dir)
         return fail_msg(err, errlen, ENG_ERR_INVALID, "no model directory");
     const char *dev = o->device ? o->device : "cpu";
-    if (strcmp(dev, "cpu") != 0 && strcmp(dev, "ref") != 0)
-        return fail_msg(err, errlen, ENG_ERR_INVALID, "unknown device '%s' (cpu or ref)", dev);
+    if (strcmp(dev, "cpu") != 0 && strcmp(dev, "ref") != 0 && strcmp(dev, "cuda") != 0)
+        return fail_msg(err, errlen, ENG_ERR_INVALID, "unknown device '%s' (cpu, ref or cuda)",
+                        dev);
+    double fraction = o->gpu_memory_fraction > 0 ? o->gpu_memory_fraction : 0.9;
+    if (!(fraction <= 1.0))
+        return fail_msg(err, errlen, ENG_ERR_INVALID,
+                        "gpu_memory_fraction %g is outside (0, 1]", o->gpu_memory_fraction);
     struct eng_engine *e = calloc(1, sizeof *e);
     if (!e)
         return fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
@@ -976,24 +1032,49 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
             fail_msg(err, errlen, rc, "cannot start the CPU thread pool");
             goto fail;
         }
+    } else if (strcmp(dev, "cuda") == 0) {
+        if (kern_cuda_create(0, &e->ops, &e->ctx, msg, sizeof msg) != 0) {
+            rc = ENG_ERR_BACKEND;
+            fail_msg(err, errlen, rc, "--device cuda: %s", msg);
+            goto fail;
+        }
+        e->cuda = true;
     }
 
     const struct eng_model_config *c = &e->model->cfg;
     int64_t bs = o->block_size > 0 ? o->block_size : 16;
     int32_t max_seqs = o->max_seqs > 0 ? o->max_seqs : 256;
+    int32_t max_tokens = o->max_batched_tokens > 0 ? o->max_batched_tokens : 2048;
+    /* Device backends keep the cache in bf16 (the attention and kv_write ops convert); the
+     * host backends compute the fp32 numerics the CPU goldens check. */
+    enum kern_dtype kv_dtype = e->ops.host_memory ? KERN_DTYPE_F32 : KERN_DTYPE_BF16;
     rc = ENG_ERR_INVALID;
     size_t block_bytes = eng_kv_cache_block_bytes(c->num_hidden_layers, c->num_key_value_heads,
-                                                  c->head_dim, bs, KERN_DTYPE_F32);
+                                                  c->head_dim, bs, kv_dtype);
     if (block_bytes == 0 || bs > 4096) {
         fail_msg(err, errlen, rc, "invalid KV block size %lld", (long long)bs);
         goto fail;
     }
-    int64_t n_blocks;
-    if (o->kv_cache_bytes > 0) {
+    /* The largest step the scheduler plans: max_tokens tokens and logit rows (a prompt-logprob
+     * chunk has one row per token), max_seqs sequences with full-context block tables. */
+    int64_t per_seq = (c->max_position_embeddings + bs - 1) / bs;
+    int64_t table_entries = per_seq * max_seqs;
+    int64_t n_blocks = 0;
+    if (e->cuda) {
+        size_t ws_bytes = eng_phi3_ws_bytes(c, max_tokens, max_tokens, max_seqs, table_entries);
+        if (ws_bytes == 0) {
+            fail_msg(err, errlen, rc, "max_batched_tokens / max_seqs are too large");
+            goto fail;
+        }
+        if (size_memory_budget(e, o, fraction, ws_bytes, block_bytes, max_tokens, bs, &n_blocks,
+                               err, errlen) != 0) {
+            rc = ENG_ERR_BACKEND;
+            goto fail;
+        }
+    } else if (o->kv_cache_bytes > 0) {
         n_blocks = o->kv_cache_bytes / (int64_t)block_bytes;
     } else {
         /* 1 GiB, or less when that already holds max_seqs sequences of the full context. */
-        int64_t per_seq = (c->max_position_embeddings + bs - 1) / bs;
         n_blocks = DEFAULT_KV_BYTES / (int64_t)block_bytes;
         if (per_seq <= INT64_MAX / max_seqs && per_seq * max_seqs < n_blocks)
             n_blocks = per_seq * max_seqs;
@@ -1003,11 +1084,29 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
                  (long long)n_blocks, block_bytes);
         goto fail;
     }
-    if (eng_kv_cache_create(c->num_hidden_layers, c->num_key_value_heads, c->head_dim, bs,
-                            n_blocks, KERN_DTYPE_F32, &e->kv, msg, sizeof msg) != 0) {
+    /* Weights into the backend (zero copy on the host), then the pool and, on a device, the
+     * workspace for the largest step, so that the step loop allocates nothing there. */
+    if (eng_model_upload(e->model, &e->ops, e->ctx, msg, sizeof msg) != 0) {
+        rc = ENG_ERR_BACKEND;
+        fail_msg(err, errlen, rc, "%s", msg);
+        goto fail;
+    }
+    if (eng_kv_cache_create_on(&e->ops, e->ctx, c->num_hidden_layers, c->num_key_value_heads,
+                               c->head_dim, bs, n_blocks, kv_dtype, &e->kv, msg,
+                               sizeof msg) != 0) {
         rc = ENG_ERR_NOMEM;
         fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
+    }
+    if (e->cuda) {
+        rc = ENG_ERR_NOMEM;
+        e->logits = malloc((size_t)max_tokens * (size_t)c->vocab_size * sizeof *e->logits);
+        if (!e->logits || eng_phi3_ws_reserve(&e->ws, c, &e->ops, e->ctx, max_tokens, max_tokens,
+                                              max_seqs, table_entries) != 0) {
+            fail_msg(err, errlen, rc, "out of memory for the activation workspace");
+            goto fail;
+        }
+        e->cap_rows = max_tokens;
     }
     rc = ENG_ERR_NOMEM;
     if (eng_prefix_cache_create(e->kv, !o->no_prefix_caching, &e->pc) != 0 ||
@@ -1016,7 +1115,7 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
         goto fail;
     }
     struct eng_sched_config sc = {
-        .max_batched_tokens = o->max_batched_tokens > 0 ? o->max_batched_tokens : 2048,
+        .max_batched_tokens = max_tokens,
         .max_seqs = max_seqs,
         .rope_original_max = c->rope_type == ENG_ROPE_LONGROPE
                                  ? c->original_max_position_embeddings : 0,

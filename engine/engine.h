@@ -26,9 +26,10 @@ enum eng_err {
 
 struct eng_engine_options {
     const char *model_dir;        /* caller keeps during create */
-    const char *device;           /* "cpu" (default when NULL) or "ref" */
+    const char *device;           /* "cpu" (default when NULL), "ref" or "cuda" (GPU 0) */
     int n_threads;                /* CPU threads; <= 0: all cores */
-    int64_t kv_cache_bytes;       /* KV pool budget; <= 0: 1 GiB capped to what max context needs */
+    int64_t kv_cache_bytes;       /* KV pool budget; <= 0: on the host 1 GiB capped to what max
+                                     context needs, on cuda whatever gpu_memory_fraction leaves */
     int32_t block_size;           /* tokens per KV block; <= 0: 16 */
     int32_t max_batched_tokens;   /* per-step token budget; <= 0: 2048 */
     int32_t max_seqs;             /* running sequences cap; <= 0: 256 */
@@ -36,15 +37,21 @@ struct eng_engine_options {
     bool rope_long_from_start;    /* LongRoPE: long factors at admission when prompt + max_tokens
                                      exceeds original_max (no recompute); default off (HF-exact) */
     bool no_prefix_caching;       /* disable automatic prefix caching */
+    double gpu_memory_fraction;   /* cuda: weights + activation workspace + KV pool must fit in
+                                     this fraction of the GPU's memory (minus what is already in
+                                     use); in (0, 1], default 0.9 */
 };
 
-/* Fills defaults (all zero/NULL/false except device "cpu"). */
+/* Fills defaults (all zero/NULL/false except device "cpu" and gpu_memory_fraction 0.9). */
 void eng_engine_options_init(struct eng_engine_options *o);
 
 struct eng_engine;
 
 /* Loads the model and tokenizer from o->model_dir, sizes the KV pool, starts the engine
- * thread. Returns 0 and *out, or a negative eng_err with a message in err. */
+ * thread. With device "cuda" the weights are uploaded to GPU 0, the KV cache is bf16 in GPU
+ * memory and the workspace is sized at start for max_batched_tokens / max_seqs. Returns 0 and
+ * *out, or a negative eng_err with a message in err (ENG_ERR_BACKEND: no usable GPU, or the
+ * model does not fit in gpu_memory_fraction of it). */
 int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **out, char *err,
                       size_t errlen);
 

@@ -161,7 +161,17 @@ int eng_generate_greedy(struct eng_generator *g, struct eng_gen_seq *seqs, int32
         b.logit_rows = rows;
         int frc = eng_phi3_forward(g->model, g->ops, g->ctx, kv, &b, &g->ws, logits);
         if (frc != 0) {
-            snprintf(err, errlen, "forward pass failed (%d)", frc);
+            snprintf(err, errlen, "forward pass failed (%d)%s", frc,
+                     !g->ops->host_memory && (g->model->ctx != g->ctx || kv->ctx != g->ctx)
+                         ? ": on a device backend the model needs eng_model_upload and the KV "
+                           "cache eng_kv_cache_create_on with the same context"
+                         : "");
+            goto done;
+        }
+        /* Device-side faults (an index the kernels rejected) surface here, once per step. */
+        char serr[256];
+        if (g->ops->sync(g->ctx, serr, sizeof serr) != 0) {
+            snprintf(err, errlen, "the %s backend failed: %s", g->ops->name, serr);
             goto done;
         }
         for (int32_t r = 0; r < S; r++) {

@@ -28,6 +28,8 @@ struct eng_gen_seq {
 typedef void (*eng_logits_fn)(void *user, int32_t seq, int32_t step, const float *logits,
                               int64_t vocab);
 
+/* On a device backend (ops->host_memory == 0) the model must have been imported with
+ * eng_model_upload and kv created with eng_kv_cache_create_on, both for ctx. */
 struct eng_generator {
     const struct eng_model *model; /* caller keeps */
     const struct kern_ops *ops;    /* caller keeps */
@@ -42,7 +44,8 @@ struct eng_generator {
  * transformers: short factors while its length is <= original_max_position_embeddings, and
  * when it grows past that, the whole sequence is recomputed once with long factors. A
  * sequence also stops at max_position_embeddings. Returns 0, -1 with a message in err when
- * the KV cache is too small or an op fails. All KV blocks are released on return. */
+ * the KV cache is too small, an op fails or ops->sync reports a device fault (checked after
+ * every step). All KV blocks are released on return. */
 int eng_generate_greedy(struct eng_generator *g, struct eng_gen_seq *seqs, int32_t n_seqs,
                         char *err, size_t errlen);
 

@@ -25,9 +25,35 @@ size_t eng_kv_cache_block_bytes(int64_t n_layers, int64_t n_kv_heads, int64_t he
     return (size_t)n;
 }
 
+/* Pool memory through the op table, or calloc/free when the cache has none. */
+static void *pool_alloc(struct eng_kv_cache *kv, size_t bytes)
+{
+    void *p = NULL;
+    if (!kv->ops)
+        return calloc(1, bytes);
+    return kv->ops->buf_alloc(kv->ctx, bytes, &p) == 0 ? p : NULL;
+}
+
+static void pool_free(struct eng_kv_cache *kv, void *p)
+{
+    if (!kv->ops)
+        free(p);
+    else
+        kv->ops->buf_free(kv->ctx, p);
+}
+
 int eng_kv_cache_create(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
                         int64_t block_size, int64_t n_blocks, enum kern_dtype dtype,
                         struct eng_kv_cache **out, char *err, size_t errlen)
+{
+    return eng_kv_cache_create_on(NULL, NULL, n_layers, n_kv_heads, head_dim, block_size,
+                                  n_blocks, dtype, out, err, errlen);
+}
+
+int eng_kv_cache_create_on(const struct kern_ops *ops, struct kern_ctx *ctx, int64_t n_layers,
+                           int64_t n_kv_heads, int64_t head_dim, int64_t block_size,
+                           int64_t n_blocks, enum kern_dtype dtype, struct eng_kv_cache **out,
+                           char *err, size_t errlen)
 {
     *out = NULL;
     if (n_layers <= 0 || n_kv_heads <= 0 || head_dim <= 0 || block_size <= 0 || n_blocks <= 0 ||
@@ -51,6 +77,8 @@ int eng_kv_cache_create(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
     kv->block_size = block_size;
     kv->n_blocks = n_blocks;
     kv->dtype = dtype;
+    kv->ops = ops;
+    kv->ctx = ctx;
     kv->k = calloc((size_t)n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)n_layers, sizeof *kv->v);
     kv->refcount = calloc((size_t)n_blocks, sizeof *kv->refcount);
@@ -58,8 +86,8 @@ int eng_kv_cache_create(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
     if (!kv->k || !kv->v || !kv->refcount || !kv->free_list)
         goto fail;
     for (int64_t l = 0; l < n_layers; l++) {
-        kv->k[l] = calloc(1, (size_t)layer_elems);
-        kv->v[l] = calloc(1, (size_t)layer_elems);
+        kv->k[l] = pool_alloc(kv, (size_t)layer_elems);
+        kv->v[l] = pool_alloc(kv, (size_t)layer_elems);
         if (!kv->k[l] || !kv->v[l])
             goto fail;
     }
@@ -81,9 +109,9 @@ void eng_kv_cache_destroy(struct eng_kv_cache *kv)
         return;
     for (int64_t l = 0; l < kv->n_layers; l++) {
         if (kv->k)
-            free(kv->k[l]);
+            pool_free(kv, kv->k[l]);
         if (kv->v)
-            free(kv->v[l]);
+            pool_free(kv, kv->v[l]);
     }
     free(kv->k);
     free(kv->v);
@@ -121,14 +149,25 @@ int64_t eng_kv_cache_used_blocks(const struct eng_kv_cache *kv)
     return kv->n_blocks - kv->n_free;
 }
 
-void eng_kv_cache_copy_block(struct eng_kv_cache *kv, int32_t src, int32_t dst)
+int eng_kv_cache_copy_block(struct eng_kv_cache *kv, int32_t src, int32_t dst)
 {
     assert(src >= 0 && src < kv->n_blocks && dst >= 0 && dst < kv->n_blocks && src != dst);
     assert(kv->refcount[src] > 0 && kv->refcount[dst] > 0);
     /* The sizes were overflow-checked for the whole pool at create. */
     size_t block = (size_t)(kv->block_size * kv->n_kv_heads * kv->head_dim) * kern_dtype_size(kv->dtype);
+    size_t d = (size_t)dst * block, s = (size_t)src * block;
     for (int64_t l = 0; l < kv->n_layers; l++) {
-        memcpy((char *)kv->k[l] + (size_t)dst * block, (char *)kv->k[l] + (size_t)src * block, block);
-        memcpy((char *)kv->v[l] + (size_t)dst * block, (char *)kv->v[l] + (size_t)src * block, block);
+        char *k = kv->k[l], *v = kv->v[l];
+        if (!kv->ops) {
+            memcpy(k + d, k + s, block);
+            memcpy(v + d, v + s, block);
+            continue;
+        }
+        int rc = kv->ops->buf_copy(kv->ctx, k + d, k + s, block);
+        if (rc == 0)
+            rc = kv->ops->buf_copy(kv->ctx, v + d, v + s, block);
+        if (rc != 0)
+            return rc;
     }
+    return 0;
 }

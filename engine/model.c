@@ -31,6 +31,7 @@ static int bind(const struct eng_st_set *st, const char *name, int n_dims, const
     }
     w->data = t->data;
     w->dtype = t->dtype;
+    w->n_bytes = t->n_bytes;
     return 0;
 }
 
@@ -130,6 +131,7 @@ int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t er
         m->n_rope_variants = 1;
         m->mscale = 1.0f;
     }
+    m->rope_inv_freq = m->inv_freq;
     *out = m;
     return 0;
 fail:
@@ -137,10 +139,98 @@ fail:
     return -1;
 }
 
+/* Every weight of the model, in a fixed order (embed, final norm, lm_head, then per layer);
+ * n must hold 3 + 6 * layers. */
+static int64_t list_weights(struct eng_model *m, struct eng_weight **w)
+{
+    int64_t n = 0;
+    w[n++] = &m->embed;
+    w[n++] = &m->final_norm;
+    w[n++] = &m->lm_head;
+    for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++) {
+        struct eng_phi3_layer *L = &m->layers[i];
+        w[n++] = &L->input_norm;
+        w[n++] = &L->qkv;
+        w[n++] = &L->o;
+        w[n++] = &L->post_norm;
+        w[n++] = &L->gate_up;
+        w[n++] = &L->down;
+    }
+    return n;
+}
+
+size_t eng_model_weight_bytes(const struct eng_model *model)
+{
+    /* A loaded model's tensors lie in its mappings, so their sum fits in size_t; the tied
+     * lm_head is the embedding itself and counts once. */
+    const struct eng_model *m = model;
+    size_t total = m->embed.n_bytes + m->final_norm.n_bytes;
+    if (m->lm_head.data != m->embed.data)
+        total += m->lm_head.n_bytes;
+    for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++) {
+        const struct eng_phi3_layer *L = &m->layers[i];
+        total += L->input_norm.n_bytes + L->qkv.n_bytes + L->o.n_bytes + L->post_norm.n_bytes +
+                 L->gate_up.n_bytes + L->down.n_bytes;
+    }
+    return total;
+}
+
+int eng_model_upload(struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
+                     char *err, size_t errlen)
+{
+    if (m->ops) {
+        snprintf(err, errlen, "model: weights were already imported");
+        return -1;
+    }
+    int64_t n_w = 3 + 6 * m->cfg.num_hidden_layers;
+    struct eng_weight **w = malloc((size_t)n_w * sizeof *w);
+    m->imports = calloc((size_t)n_w + 1, sizeof *m->imports);
+    if (!w || !m->imports) {
+        free(w);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    m->ops = ops;
+    m->ctx = ctx;
+    n_w = list_weights(m, w);
+    const void *embed_host = m->embed.data;
+    for (int64_t i = 0; i < n_w; i++) {
+        /* The tied lm_head (index 2) is the embedding: share its copy, import it once. */
+        if (i == 2 && w[i]->data == embed_host) {
+            w[i]->data = m->embed.data;
+            continue;
+        }
+        const void *dev = NULL;
+        int rc = ops->weights_import(ctx, w[i]->data, w[i]->n_bytes, &dev);
+        if (rc != 0) {
+            snprintf(err, errlen, "model: importing %zu bytes of weights into the %s backend "
+                     "failed (%d)", w[i]->n_bytes, ops->name, rc);
+            free(w);
+            return -1;
+        }
+        m->imports[m->n_imports++] = dev;
+        w[i]->data = dev;
+    }
+    free(w);
+    const void *dev = NULL;
+    size_t freq_bytes = (size_t)m->n_rope_variants * (size_t)(m->cfg.rotary_dim / 2) * sizeof(float);
+    if (ops->weights_import(ctx, m->inv_freq, freq_bytes, &dev) != 0) {
+        snprintf(err, errlen, "model: importing the RoPE tables into the %s backend failed",
+                 ops->name);
+        return -1;
+    }
+    m->imports[m->n_imports++] = dev;
+    m->rope_inv_freq = dev;
+    return 0;
+}
+
 void eng_model_destroy(struct eng_model *model)
 {
     if (!model)
         return;
+    for (int64_t i = 0; i < model->n_imports; i++)
+        model->ops->weights_release(model->ctx, model->imports[i]);
+    free(model->imports);
     free(model->layers);
     eng_st_close(model->weights);
     free(model);

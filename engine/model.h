@@ -1,6 +1,7 @@
 /* A loaded model: its parsed config, its mapped weights checked against the architecture's
- * tensor inventory, and the RoPE frequency tables. Read-only after load, shared by every
- * forward call. It does not run anything; engine/models/ does. */
+ * tensor inventory, and the RoPE frequency tables; optionally imported into a backend's memory
+ * (eng_model_upload). Read-only after that, shared by every forward call. It does not run
+ * anything; engine/models/ does. */
 #ifndef PHISERVE_ENGINE_MODEL_H
 #define PHISERVE_ENGINE_MODEL_H
 
@@ -16,10 +17,12 @@ enum eng_rope_variant {
     ENG_ROPE_LONG = 1,  /* LongRoPE long factors */
 };
 
-/* One weight tensor: a pointer into the mapping and its element type. */
+/* One weight tensor: its address for the ops (into the mapping, or its device copy after
+ * eng_model_upload), its element type and size. */
 struct eng_weight {
     const void *data;
     enum kern_dtype dtype;
+    size_t n_bytes;
 };
 
 struct eng_phi3_layer {
@@ -43,6 +46,15 @@ struct eng_model {
     float inv_freq[2 * ENG_MAX_ROPE_FACTORS];
     int n_rope_variants;           /* 1 (default RoPE) or 2 (LongRoPE) */
     float mscale;                  /* cos/sin scaling (equal for both Phi-3 variants) */
+    /* inv_freq as the ops read it: this struct's own table after load, its backend copy after
+     * eng_model_upload. */
+    const float *rope_inv_freq;
+    /* Set by eng_model_upload: the backend every weight pointer above now belongs to, and
+     * the imports to release (distinct backend addresses). NULL / 0 before. */
+    const struct kern_ops *ops;
+    struct kern_ctx *ctx;
+    const void **imports;          /* [n_imports] */
+    int64_t n_imports;
 };
 
 /* Loads the Hugging Face model directory dir: config.json (+ generation_config.json), the
@@ -51,7 +63,21 @@ struct eng_model {
  * eng_model_destroy), or -1 with a message in err. */
 int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t errlen);
 
-/* Frees the model and unmaps its weights; accepts NULL. */
+/* Imports every weight (and the RoPE tables) into the backend of ops/ctx through
+ * ops->weights_import and points the model at the imported copies. Host backends keep using
+ * the mapping in place (zero copy); CUDA allocates and uploads each tensor once (a tied
+ * lm_head shares the embedding's copy). ops and ctx are the caller's and must outlive the
+ * model (eng_model_destroy releases the imports through them). Call at most once, before any
+ * forward. Returns 0, or -1 with a message in err; the model must then be destroyed. */
+int eng_model_upload(struct eng_model *model, const struct kern_ops *ops, struct kern_ctx *ctx,
+                     char *err, size_t errlen);
+
+/* Bytes of distinct weight tensors the forward pass reads (what eng_model_upload copies to a
+ * device), overflow-free for any model that loaded. */
+size_t eng_model_weight_bytes(const struct eng_model *model);
+
+/* Releases the imports (before unmapping), frees the model and unmaps its weights; accepts
+ * NULL. */
 void eng_model_destroy(struct eng_model *model);
 
 /* Fills inv_freq for one variant from the config (exposed for tests). factors may be NULL

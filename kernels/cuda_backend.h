@@ -19,9 +19,10 @@ int kern_cuda_device_count(void);
 
 /* Creates a context on device `device`: one non-blocking stream, a cuBLASLt handle, a
  * cuBLASLt workspace, a growable scratch buffer and a device error word. Fills ops with the
- * CUDA entries (every op; call kern_ops_init_ref first only if you want the name chain);
- * the pointers inside op params are then DEVICE pointers (cudaMalloc'd or from
- * kern_cuda_alloc), except the scalars. Ops are asynchronous on the context's stream: they
+ * CUDA entries (every op and every memory entry: buf_alloc is kern_cuda_alloc followed by a
+ * zero fill, buf_copy kern_cuda_copy, sync kern_cuda_sync, weights_import an allocation and
+ * one upload; host_memory is 0); the pointers inside op params are then DEVICE pointers
+ * (cudaMalloc'd or from kern_cuda_alloc / ops->buf_alloc), except the scalars. Ops are asynchronous on the context's stream: they
  * return after validating the scalar arguments and enqueuing the work.
  * On success *out holds a context the caller owns (free with kern_cuda_destroy) and 0 is
  * returned. On failure returns KERN_ERR_DEVICE (no GPU, no CUDA in the build, a CUDA call
@@ -51,6 +52,9 @@ int kern_cuda_upload(struct kern_ctx *ctx, void *dst, const void *src, size_t by
 int kern_cuda_download(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
 /* Fills bytes of device memory with the byte value, ordered on the stream. */
 int kern_cuda_memset(struct kern_ctx *ctx, void *dst, int value, size_t bytes);
+/* Copies bytes between two device buffers (not overlapping), ordered on the stream; returns
+ * without waiting. Returns 0, KERN_ERR_INVALID or KERN_ERR_DEVICE. */
+int kern_cuda_copy(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
 
 /* Waits for the stream. Returns KERN_ERR_DEVICE (message in err) when a CUDA call or kernel
  * failed, and KERN_ERR_INVALID when a kernel since the previous sync met an index the

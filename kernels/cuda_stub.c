@@ -70,6 +70,15 @@ int kern_cuda_memset(struct kern_ctx *ctx, void *dst, int value, size_t bytes)
     return KERN_ERR_DEVICE;
 }
 
+int kern_cuda_copy(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    (void)ctx;
+    (void)dst;
+    (void)src;
+    (void)bytes;
+    return KERN_ERR_DEVICE;
+}
+
 int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)
 {
     (void)ctx;

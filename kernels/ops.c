@@ -40,6 +40,16 @@ void kern_ops_init_ref(struct kern_ops *ops)
     ops->silu_mul = kern_ref_silu_mul;
     ops->add = kern_ref_add;
     ops->gather_rows = kern_ref_gather_rows;
+    ops->host_memory = 1;
+    ops->buf_alloc = kern_ref_buf_alloc;
+    ops->buf_free = kern_ref_buf_free;
+    ops->buf_upload = kern_ref_buf_upload;
+    ops->buf_download = kern_ref_buf_download;
+    ops->buf_copy = kern_ref_buf_copy;
+    ops->buf_memset = kern_ref_buf_memset;
+    ops->sync = kern_ref_sync;
+    ops->weights_import = kern_ref_weights_import;
+    ops->weights_release = kern_ref_weights_release;
 }
 
 void kern_ops_init_cpu(struct kern_ops *ops)

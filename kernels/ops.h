@@ -141,9 +141,17 @@ struct kern_gather_rows_params {
     int64_t n_in, n_out, dim;
 };
 
-/* The op table. Every entry returns 0 or a negative enum kern_status. */
+/* The op table. Every entry returns 0 or a negative enum kern_status.
+ *
+ * Memory. The pointers inside op params live in the backend's memory: host memory for ref and
+ * cpu, device memory for cuda. The buf_ and weights_ entries below are the only way the engine
+ * creates, fills and reads such memory, so that it never needs to know which backend it
+ * drives. Host backends implement them with malloc/memcpy. On a device backend every entry
+ * is ordered on the context's stream with the ops: a buffer written by buf_upload is seen by
+ * the next op, buf_download sees every op queued before it. */
 struct kern_ops {
     const char *name;          /* backend name of the last init applied: "ref", "cpu", "cuda" */
+    int host_memory;           /* nonzero: backend buffers are ordinary host memory (ref, cpu) */
     int (*embed)(struct kern_ctx *ctx, const struct kern_embed_params *p);
     int (*rmsnorm)(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p);
     int (*matmul)(struct kern_ctx *ctx, const struct kern_matmul_params *p);
@@ -153,9 +161,46 @@ struct kern_ops {
     int (*silu_mul)(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
     int (*add)(struct kern_ctx *ctx, const struct kern_add_params *p);
     int (*gather_rows)(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+
+    /* Allocates bytes of backend memory into *ptr (the caller owns it; free with buf_free).
+     * The buffer reads as zeros. bytes == 0 gives *ptr == NULL and 0. Returns KERN_ERR_NOMEM
+     * when the memory is exhausted, KERN_ERR_INVALID when ptr is NULL. */
+    int (*buf_alloc)(struct kern_ctx *ctx, size_t bytes, void **ptr);
+    /* Frees a buf_alloc buffer once the work queued before the call is done; accepts NULL. */
+    void (*buf_free)(struct kern_ctx *ctx, void *ptr);
+    /* Copies bytes from host memory src into backend memory dst. Complete when the call
+     * returns: src may be reused at once. Returns 0, KERN_ERR_INVALID (NULL pointer with
+     * bytes > 0) or KERN_ERR_DEVICE. */
+    int (*buf_upload)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
+    /* Copies bytes from backend memory src into host memory dst after every op queued
+     * before it; complete when the call returns. Returns 0, KERN_ERR_INVALID or
+     * KERN_ERR_DEVICE. */
+    int (*buf_download)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
+    /* Copies bytes between two backend buffers (which must not overlap), ordered with the
+     * ops. Returns 0, KERN_ERR_INVALID or KERN_ERR_DEVICE. */
+    int (*buf_copy)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
+    /* Fills bytes of backend memory with the byte value, ordered with the ops. Returns 0,
+     * KERN_ERR_INVALID or KERN_ERR_DEVICE. */
+    int (*buf_memset)(struct kern_ctx *ctx, void *dst, int value, size_t bytes);
+    /* Waits for every queued op and reports what could only be checked on the device: returns
+     * KERN_ERR_DEVICE when a device call or kernel failed, KERN_ERR_INVALID when a kernel met
+     * an index the contracts above reject (an embedding id outside the vocabulary, a slot or
+     * block outside the cache, ...), with a message in err (errlen bytes, terminated; err may
+     * be NULL). Host backends check such indices in the op itself and return 0 here. */
+    int (*sync)(struct kern_ctx *ctx, char *err, size_t errlen);
+    /* Makes bytes of read-only host data (a weight tensor inside the model's mapping) visible
+     * to the ops and gives its backend address in *dev. Host backends give host itself back
+     * (zero copy: the mapping is used in place); a device backend allocates and uploads once.
+     * host must stay valid until weights_release only on host backends. Returns 0,
+     * KERN_ERR_NOMEM or KERN_ERR_DEVICE. */
+    int (*weights_import)(struct kern_ctx *ctx, const void *host, size_t bytes,
+                          const void **dev);
+    /* Releases what weights_import gave (nothing on host backends); accepts NULL. */
+    void (*weights_release)(struct kern_ctx *ctx, const void *dev);
 };
 
-/* Fills every entry with the plain-C reference (kernels/ref). The reference ignores ctx. */
+/* Fills every entry with the plain-C reference (kernels/ref), memory entries included (host
+ * memory). The reference ignores ctx. */
 void kern_ops_init_ref(struct kern_ops *ops);
 /* Overrides the entries the fast CPU backend implements (kernels/cpu); call after _ref. */
 void kern_ops_init_cpu(struct kern_ops *ops);

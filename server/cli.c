@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_backend.h"
+
 int srv_cli_backend(const char *device, int n_threads, struct kern_ops *ops, struct kern_ctx **ctx)
 {
     *ctx = NULL;
@@ -22,9 +24,12 @@ int srv_cli_backend(const char *device, int n_threads, struct kern_ops *ops, str
         return 0;
     }
     if (strcmp(device, "cuda") == 0) {
-        fprintf(stderr, "error: --device cuda: the model forward pass does not run on CUDA yet "
-                        "(the CUDA kernels are tested on their own); use --device cpu\n");
-        return -1;
+        char err[256];
+        if (kern_cuda_create(0, ops, ctx, err, sizeof err) != 0) {
+            fprintf(stderr, "error: --device cuda: %s\n", err);
+            return -1;
+        }
+        return 0;
     }
     fprintf(stderr, "error: unknown --device '%s' (expected cpu, ref or cuda)\n", device);
     return -1;

@@ -5,7 +5,9 @@
 #include "phi3.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define TRY(call)              \
     do {                       \
@@ -14,51 +16,207 @@
             return rc_;        \
     } while (0)
 
-static int grow(float **buf, int64_t n)
+/* The packed batch descriptor: one region per array, each aligned to 256 bytes. */
+enum desc_part {
+    DESC_IDS,       /* int32 [T] */
+    DESC_POS,       /* int32 [T] */
+    DESC_SLOTS,     /* int64 [T] */
+    DESC_VARIANT,   /* uint8 [T] RoPE variant of each token */
+    DESC_Q_START,   /* int32 [S] */
+    DESC_Q_LEN,     /* int32 [S] */
+    DESC_CTX_LEN,   /* int32 [S] */
+    DESC_TABLES,    /* int32 [S * max_blocks] */
+    DESC_ROWS,      /* int32 [R] */
+    DESC_N_PARTS,
+};
+
+/* Byte offset of each part for these counts; returns the total size, 0 on a negative count or
+ * overflow. */
+static size_t desc_layout(int64_t T, int64_t S, int64_t n_table, int64_t R, size_t off[DESC_N_PARTS])
 {
-    float *p = realloc(*buf, (size_t)n * sizeof *p);
-    if (!p)
-        return KERN_ERR_NOMEM;
-    *buf = p;
+    const int64_t count[DESC_N_PARTS] = {T, T, T, T, S, S, S, n_table, R};
+    const size_t size[DESC_N_PARTS] = {4, 4, 8, 1, 4, 4, 4, 4, 4};
+    size_t total = 0;
+    for (int i = 0; i < DESC_N_PARTS; i++) {
+        if (count[i] < 0 || (uint64_t)count[i] > (SIZE_MAX / 4) / size[i])
+            return 0;
+        size_t bytes = ((size_t)count[i] * size[i] + 255) & ~(size_t)255;
+        if (bytes > SIZE_MAX / 4 - total)
+            return 0;
+        off[i] = total;
+        total += bytes;
+    }
+    return total ? total : 256;
+}
+
+/* rows * cols fp32 values in bytes into *out; 0, or KERN_ERR_INVALID on overflow. */
+static int f32_bytes(int64_t rows, int64_t cols, size_t *out)
+{
+    if (rows < 0 || cols < 0 || (cols != 0 && rows > INT64_MAX / 4 / cols))
+        return KERN_ERR_INVALID;
+    *out = (size_t)(rows * cols) * sizeof(float);
     return 0;
 }
 
-static int ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c, int64_t n_tokens,
-                      int64_t n_rows)
+/* Byte sizes of the activation buffers for T tokens (x, h, qkv, attn, gu, act) and R logit
+ * rows (last, logits). */
+struct ws_sizes {
+    size_t x, qkv, attn, gu, act, last, logits;
+};
+
+static int ws_sizes(const struct eng_model_config *c, int64_t T, int64_t R, struct ws_sizes *z)
 {
-    if (n_tokens > ws->cap_tokens) {
-        int64_t T = n_tokens, H = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
-        int64_t nh = c->num_attention_heads, nkv = c->num_key_value_heads;
-        TRY(grow(&ws->x, T * H));
-        TRY(grow(&ws->h, T * H));
-        TRY(grow(&ws->qkv, T * (nh + 2 * nkv) * hd));
-        TRY(grow(&ws->attn, T * nh * hd));
-        TRY(grow(&ws->gu, T * 2 * I));
-        TRY(grow(&ws->act, T * I));
-        uint8_t *v = realloc(ws->tok_variant, (size_t)T);
-        if (!v)
-            return KERN_ERR_NOMEM;
-        ws->tok_variant = v;
-        ws->cap_tokens = T;
+    int64_t H = c->hidden_size, I = c->intermediate_size, hd = c->head_dim, V = c->vocab_size;
+    int64_t nh = c->num_attention_heads, nkv = c->num_key_value_heads;
+    /* The config loader bounds every dimension, so these widths do not overflow. */
+    if (f32_bytes(T, H, &z->x) || f32_bytes(T, (nh + 2 * nkv) * hd, &z->qkv) ||
+        f32_bytes(T, nh * hd, &z->attn) || f32_bytes(T, 2 * I, &z->gu) ||
+        f32_bytes(T, I, &z->act) || f32_bytes(R, H, &z->last) || f32_bytes(R, V, &z->logits))
+        return KERN_ERR_INVALID;
+    return 0;
+}
+
+size_t eng_phi3_ws_bytes(const struct eng_model_config *cfg, int64_t n_tokens,
+                         int64_t n_logit_rows, int64_t n_seqs, int64_t table_entries)
+{
+    struct ws_sizes z;
+    size_t off[DESC_N_PARTS];
+    size_t desc = desc_layout(n_tokens, n_seqs, table_entries, n_logit_rows, off);
+    if (desc == 0 || ws_sizes(cfg, n_tokens, n_logit_rows, &z) != 0)
+        return 0;
+    size_t parts[] = {z.x, z.x, z.qkv, z.attn, z.gu, z.act, z.last, z.logits, desc};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        if (parts[i] > SIZE_MAX - total)
+            return 0;
+        total += parts[i];
     }
-    if (n_rows > ws->cap_logit_rows) {
-        TRY(grow(&ws->last, n_rows * c->hidden_size));
-        ws->cap_logit_rows = n_rows;
+    return total;
+}
+
+/* Replaces ws->field by a backend buffer of bytes (contents are scratch: nothing is kept). The
+ * old one goes first so that a device never holds both; on failure the field is NULL. */
+#define REGROW(field, bytes)                                  \
+    do {                                                      \
+        void *p_ = NULL;                                      \
+        ws->ops.buf_free(ws->ctx, ws->field);                 \
+        int rc_ = ws->ops.buf_alloc(ws->ctx, (bytes), &p_);   \
+        ws->field = p_;                                       \
+        if (rc_ != 0)                                         \
+            return rc_;                                       \
+    } while (0)
+
+int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c,
+                        const struct kern_ops *ops, struct kern_ctx *ctx, int64_t n_tokens,
+                        int64_t n_logit_rows, int64_t n_seqs, int64_t table_entries)
+{
+    if (!ws->bound) {
+        ws->ops = *ops;
+        ws->ctx = ctx;
+        ws->bound = 1;
+    } else if (ws->ctx != ctx || ws->ops.buf_free != ops->buf_free) {
+        return KERN_ERR_INVALID; /* the buffers belong to another backend */
+    }
+    struct ws_sizes z;
+    size_t off[DESC_N_PARTS];
+    size_t desc = desc_layout(n_tokens, n_seqs, table_entries, n_logit_rows, off);
+    if (desc == 0 || ws_sizes(c, n_tokens, n_logit_rows, &z) != 0)
+        return KERN_ERR_INVALID;
+    if (n_tokens > ws->cap_tokens) {
+        /* Until every buffer has grown, the capacity says none has. */
+        ws->cap_tokens = 0;
+        REGROW(x, z.x);
+        REGROW(h, z.x);
+        REGROW(qkv, z.qkv);
+        REGROW(attn, z.attn);
+        REGROW(gu, z.gu);
+        REGROW(act, z.act);
+        ws->cap_tokens = n_tokens;
+    }
+    if (n_logit_rows > ws->cap_logit_rows) {
+        ws->cap_logit_rows = 0;
+        REGROW(last, z.last);
+        REGROW(logits, z.logits);
+        ws->cap_logit_rows = n_logit_rows;
+    }
+    if (desc > ws->desc_cap) {
+        ws->desc_cap = 0;
+        free(ws->desc_host);
+        ws->desc_host = malloc(desc);
+        if (!ws->desc_host)
+            return KERN_ERR_NOMEM;
+        REGROW(desc, desc);
+        ws->desc_cap = desc;
     }
     return 0;
 }
 
 void eng_phi3_ws_free(struct eng_phi3_ws *ws)
 {
-    free(ws->x);
-    free(ws->h);
-    free(ws->qkv);
-    free(ws->attn);
-    free(ws->gu);
-    free(ws->act);
-    free(ws->tok_variant);
-    free(ws->last);
+    if (ws->bound) {
+        void *bufs[] = {ws->x, ws->h, ws->qkv, ws->attn, ws->gu, ws->act, ws->last, ws->logits,
+                        ws->desc};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            ws->ops.buf_free(ws->ctx, bufs[i]);
+    }
+    free(ws->desc_host);
     *ws = (struct eng_phi3_ws){0};
+}
+
+/* The batch as the backend reads it: pointers into the uploaded descriptor. */
+struct dev_batch {
+    const int32_t *ids, *pos;
+    const int64_t *slots;
+    const uint8_t *variant;
+    const int32_t *q_start, *q_len, *ctx_len, *tables, *rows;
+};
+
+/* Copies the descriptor's arrays (and the per-token RoPE variant derived from the per-sequence
+ * one) into the staging buffer and sends it to the backend with one upload. */
+static int upload_batch(const struct eng_model *m, const struct kern_ops *ops,
+                        struct kern_ctx *ctx, const struct eng_batch *b, struct eng_phi3_ws *ws,
+                        struct dev_batch *d)
+{
+    int64_t T = b->n_tokens, S = b->n_seqs, n_table = (int64_t)S * b->max_blocks;
+    int64_t R = b->n_logit_rows;
+    size_t off[DESC_N_PARTS];
+    size_t total = desc_layout(T, S, n_table, R, off);
+    char *h = ws->desc_host;
+    const void *src[DESC_N_PARTS] = {b->token_ids, b->positions, b->slot_mapping, NULL,
+                                     b->q_start, b->q_len, b->ctx_len, b->block_tables,
+                                     b->logit_rows};
+    const int64_t count[DESC_N_PARTS] = {T, T, T, T, S, S, S, n_table, R};
+    const size_t size[DESC_N_PARTS] = {4, 4, 8, 1, 4, 4, 4, 4, 4};
+    for (int i = 0; i < DESC_N_PARTS; i++) {
+        if (i == DESC_VARIANT || count[i] == 0)
+            continue;
+        if (!src[i])
+            return KERN_ERR_INVALID;
+        memcpy(h + off[i], src[i], (size_t)count[i] * size[i]);
+    }
+
+    /* Each token rotates with its sequence's RoPE table. */
+    uint8_t *tok_variant = (uint8_t *)(h + off[DESC_VARIANT]);
+    memset(tok_variant, 0, (size_t)T);
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        if (b->rope_variant[s] >= m->n_rope_variants || b->q_start[s] < 0 || b->q_len[s] < 0 ||
+            b->q_start[s] > T - b->q_len[s])
+            return KERN_ERR_INVALID;
+        memset(tok_variant + b->q_start[s], b->rope_variant[s], (size_t)b->q_len[s]);
+    }
+    TRY(ops->buf_upload(ctx, ws->desc, h, total));
+
+    const char *dv = ws->desc;
+    d->ids = (const int32_t *)(dv + off[DESC_IDS]);
+    d->pos = (const int32_t *)(dv + off[DESC_POS]);
+    d->slots = (const int64_t *)(dv + off[DESC_SLOTS]);
+    d->variant = (const uint8_t *)(dv + off[DESC_VARIANT]);
+    d->q_start = (const int32_t *)(dv + off[DESC_Q_START]);
+    d->q_len = (const int32_t *)(dv + off[DESC_Q_LEN]);
+    d->ctx_len = (const int32_t *)(dv + off[DESC_CTX_LEN]);
+    d->tables = (const int32_t *)(dv + off[DESC_TABLES]);
+    d->rows = (const int32_t *)(dv + off[DESC_ROWS]);
+    return 0;
 }
 
 static int rmsnorm(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x,
@@ -85,7 +243,8 @@ static int linear(const struct kern_ops *ops, struct kern_ctx *ctx, const float 
 /* Attention block: x += o_proj(attention(rope(qkv_proj(norm(x))))) for one layer. */
 static int attention_block(const struct eng_model *m, const struct kern_ops *ops,
                            struct kern_ctx *ctx, struct eng_kv_cache *kv, int64_t layer,
-                           const struct eng_batch *b, struct eng_phi3_ws *ws)
+                           const struct eng_batch *b, const struct dev_batch *d,
+                           struct eng_phi3_ws *ws)
 {
     const struct eng_model_config *c = &m->cfg;
     const struct eng_phi3_layer *L = &m->layers[layer];
@@ -100,8 +259,8 @@ static int attention_block(const struct eng_model *m, const struct kern_ops *ops
     TRY(linear(ops, ctx, ws->h, L->qkv, ws->qkv, T, qkv_width, H, 0));
 
     struct kern_rope_params rope = {
-        .x = q, .positions = b->positions, .variant = ws->tok_variant,
-        .inv_freq = m->inv_freq, .n_tokens = T, .n_heads = nh, .head_dim = hd,
+        .x = q, .positions = d->pos, .variant = d->variant,
+        .inv_freq = m->rope_inv_freq, .n_tokens = T, .n_heads = nh, .head_dim = hd,
         .rot_dim = c->rotary_dim, .token_stride = qkv_width,
         .n_variants = m->n_rope_variants, .mscale = m->mscale,
     };
@@ -112,7 +271,7 @@ static int attention_block(const struct eng_model *m, const struct kern_ops *ops
 
     int64_t n_slots = kv->n_blocks * kv->block_size;
     struct kern_kv_write_params w = {
-        .k = k, .v = v, .slot_mapping = b->slot_mapping,
+        .k = k, .v = v, .slot_mapping = d->slots,
         .k_cache = kv->k[layer], .v_cache = kv->v[layer], .cache_dtype = kv->dtype,
         .n_tokens = T, .n_kv_heads = nkv, .head_dim = hd, .token_stride = qkv_width,
         .n_slots = n_slots,
@@ -121,8 +280,8 @@ static int attention_block(const struct eng_model *m, const struct kern_ops *ops
 
     struct kern_attention_params a = {
         .q = q, .k_cache = kv->k[layer], .v_cache = kv->v[layer], .cache_dtype = kv->dtype,
-        .out = ws->attn, .q_start = b->q_start, .q_len = b->q_len, .ctx_len = b->ctx_len,
-        .block_tables = b->block_tables, .n_tokens = T, .n_seqs = b->n_seqs,
+        .out = ws->attn, .q_start = d->q_start, .q_len = d->q_len, .ctx_len = d->ctx_len,
+        .block_tables = d->tables, .n_tokens = T, .n_seqs = b->n_seqs,
         .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .q_stride = qkv_width,
         .max_blocks = b->max_blocks, .block_size = kv->block_size, .n_slots = n_slots,
         .sliding_window = c->sliding_window, .scale = (float)(1.0 / sqrt((double)hd)),
@@ -153,38 +312,38 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
                      float *logits)
 {
     const struct eng_model_config *c = &m->cfg;
-    int64_t T = b->n_tokens, H = c->hidden_size, V = c->vocab_size;
-    if (T <= 0 || b->n_seqs <= 0)
+    int64_t T = b->n_tokens, H = c->hidden_size, V = c->vocab_size, R = b->n_logit_rows;
+    if (T <= 0 || b->n_seqs <= 0 || b->max_blocks < 0 || R < 0 || (R > 0 && !logits))
         return KERN_ERR_INVALID;
-    TRY(ws_reserve(ws, c, T, b->n_logit_rows));
-
-    /* Each token rotates with its sequence's RoPE table. */
-    for (int32_t s = 0; s < b->n_seqs; s++) {
-        if (b->rope_variant[s] >= m->n_rope_variants || b->q_start[s] < 0 || b->q_len[s] < 0 ||
-            b->q_start[s] > T - b->q_len[s])
-            return KERN_ERR_INVALID;
-        for (int32_t i = 0; i < b->q_len[s]; i++)
-            ws->tok_variant[b->q_start[s] + i] = b->rope_variant[s];
-    }
+    /* Device pointers and host pointers must not meet: on a device backend the weights and
+     * the cache have to be this context's. */
+    if (!ops->host_memory && (m->ops == NULL || m->ctx != ctx || kv->ops == NULL || kv->ctx != ctx))
+        return KERN_ERR_INVALID;
+    TRY(eng_phi3_ws_reserve(ws, c, ops, ctx, T, R, b->n_seqs,
+                            (int64_t)b->n_seqs * b->max_blocks));
+    struct dev_batch d;
+    TRY(upload_batch(m, ops, ctx, b, ws, &d));
 
     struct kern_embed_params e = {
-        .ids = b->token_ids, .table = m->embed.data, .table_dtype = m->embed.dtype,
+        .ids = d.ids, .table = m->embed.data, .table_dtype = m->embed.dtype,
         .out = ws->x, .n_tokens = T, .vocab = V, .hidden = H,
     };
     TRY(ops->embed(ctx, &e));
 
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
-        TRY(attention_block(m, ops, ctx, kv, l, b, ws));
+        TRY(attention_block(m, ops, ctx, kv, l, b, &d, ws));
         TRY(mlp_block(m, ops, ctx, l, T, ws));
     }
 
-    if (b->n_logit_rows == 0)
+    if (R == 0)
         return 0;
     struct kern_gather_rows_params g = {
-        .x = ws->x, .rows = b->logit_rows, .out = ws->last,
-        .n_in = T, .n_out = b->n_logit_rows, .dim = H,
+        .x = ws->x, .rows = d.rows, .out = ws->last,
+        .n_in = T, .n_out = R, .dim = H,
     };
     TRY(ops->gather_rows(ctx, &g));
-    TRY(rmsnorm(ops, ctx, ws->last, m->final_norm, ws->last, b->n_logit_rows, H, c->rms_norm_eps));
-    return linear(ops, ctx, ws->last, m->lm_head, logits, b->n_logit_rows, V, H, 0);
+    TRY(rmsnorm(ops, ctx, ws->last, m->final_norm, ws->last, R, H, c->rms_norm_eps));
+    TRY(linear(ops, ctx, ws->last, m->lm_head, ws->logits, R, V, H, 0));
+    /* ws_reserve checked R * V * 4 against overflow. */
+    return ops->buf_download(ctx, logits, ws->logits, (size_t)(R * V) * sizeof *logits);
 }

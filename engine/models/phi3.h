@@ -8,9 +8,14 @@
 #include "model.h"
 #include "ops.h"
 
-/* Scratch activations of one forward call, grown on demand and reused across calls. */
+/* Scratch of forward calls, grown on demand and reused across calls. Zero-initialise it; the
+ * first forward (or eng_phi3_ws_reserve) binds it to that call's ops/ctx, and every buffer
+ * except desc_host then lives in that backend's memory (device memory on CUDA). */
 struct eng_phi3_ws {
-    int64_t cap_tokens;            /* rows every buffer below can hold */
+    int bound;                     /* ops and ctx below are set */
+    struct kern_ops ops;           /* a copy of the table the buffers belong to */
+    struct kern_ctx *ctx;          /* caller keeps, until eng_phi3_ws_free */
+    int64_t cap_tokens;            /* rows every activation buffer can hold */
     int64_t cap_logit_rows;
     float *x;                      /* [T, H] residual stream */
     float *h;                      /* [T, H] normalised input of a block */
@@ -18,16 +23,42 @@ struct eng_phi3_ws {
     float *attn;                   /* [T, nh hd] */
     float *gu;                     /* [T, 2 I] */
     float *act;                    /* [T, I] */
-    uint8_t *tok_variant;          /* [T] RoPE variant of each token */
     float *last;                   /* [R, H] rows whose logits are wanted */
+    float *logits;                 /* [R, V] before the download into the caller's buffer */
+    /* The batch descriptor's arrays, packed (ids, positions, slots, per-token RoPE variant,
+     * q_start, q_len, ctx_len, block tables, logit rows): staged on the host, then sent with
+     * one buf_upload per call. */
+    void *desc;                    /* [desc_cap] bytes, backend memory */
+    void *desc_host;               /* [desc_cap] bytes, host memory */
+    size_t desc_cap;
 };
 
-/* Frees the scratch buffers (the struct itself is the caller's); leaves it empty. */
+/* Grows ws (binding it to ops/ctx if it is new) so that a forward of up to n_tokens tokens,
+ * n_logit_rows logit rows, n_seqs sequences and table_entries = n_seqs * max_blocks block-table
+ * entries allocates nothing. The engine calls it once at start on device backends; forward
+ * calls it itself otherwise. Returns 0, KERN_ERR_NOMEM, or KERN_ERR_INVALID when ws belongs
+ * to another ops/ctx or a size is negative or overflows. */
+int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *cfg,
+                        const struct kern_ops *ops, struct kern_ctx *ctx, int64_t n_tokens,
+                        int64_t n_logit_rows, int64_t n_seqs, int64_t table_entries);
+
+/* Backend bytes eng_phi3_ws_reserve takes for those sizes (for the memory budget); 0 on
+ * overflow. */
+size_t eng_phi3_ws_bytes(const struct eng_model_config *cfg, int64_t n_tokens,
+                         int64_t n_logit_rows, int64_t n_seqs, int64_t table_entries);
+
+/* Frees the scratch buffers through the ops they were allocated with (the struct itself is
+ * the caller's); leaves it empty. Accepts an empty ws. */
 void eng_phi3_ws_free(struct eng_phi3_ws *ws);
 
 /* Runs the model over batch b: writes each token's K/V into kv at its slot, and the logits of
- * the rows b->logit_rows into logits ([b->n_logit_rows, vocab], caller-allocated). The batch
- * must be consistent with the cache (block ids < kv->n_blocks, slots inside the pool).
+ * the rows b->logit_rows into logits ([b->n_logit_rows, vocab], caller-allocated HOST memory).
+ * The batch (host arrays) must be consistent with the cache (block ids < kv->n_blocks, slots
+ * inside the pool); its arrays are copied into ws for the backend, so they may change as soon
+ * as the call returns. On a device backend the model must have been imported with
+ * eng_model_upload and kv created with eng_kv_cache_create_on for the same ctx
+ * (KERN_ERR_INVALID otherwise); the work may still run when the call returns except for the
+ * logits, which are complete: call ops->sync afterwards to learn about device-side faults.
  * Returns 0, a negative enum kern_status from an op, or KERN_ERR_NOMEM when the workspace cannot
  * grow. */
 int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,

@@ -4,7 +4,9 @@
  * step, online softmax) when the batch holds prefill chunks, and a split-K flash-decoding
  * kernel (one query row per block and key chunk, then a combine) when nearly every sequence
  * has one new token, so that a single long sequence still fills the GPU.
- * Both use fp32 CUDA-core arithmetic (no tensor cores yet) and head_dim 64, 96 or 128. */
+ * Both use fp32 CUDA-core arithmetic (no tensor cores yet) and head_dim 16, 32, 64, 96 or 128.
+ * A lane owns 4 output dims per 32 (dims g*4 + 32*c); when D is not a multiple of 32 (16) the
+ * lanes past D own nothing in the last chunk (lane_dims_ok). */
 #include <cuda_fp16.h>
 
 #include "cuda_internal.h"
@@ -44,6 +46,19 @@ static __device__ __forceinline__ float4 load4(const void *base, enum kern_dtype
                        __half2float(__ushort_as_half((unsigned short)(u.x >> 16))),
                        __half2float(__ushort_as_half((unsigned short)(u.y & 0xffffu))),
                        __half2float(__ushort_as_half((unsigned short)(u.y >> 16))));
+}
+
+/* Chunks of 32 output dims per head, and whether lane g has dims in chunk c. Always true
+ * when D is a multiple of 32. */
+template <int D>
+struct lane_dims {
+    static constexpr int n_chunks = (D + 31) / 32;
+};
+
+template <int D>
+static __device__ __forceinline__ bool lane_dims_ok(int g, int c)
+{
+    return g * 4 + 32 * c < D;
 }
 
 static __device__ __forceinline__ float dot4(float4 a, float4 b)
@@ -159,9 +174,10 @@ static __global__ void __launch_bounds__(AT_THREADS)
     int64_t pos = pos0 + r;
     bool row_ok = r < nrows;
     float m = -INFINITY, l = 0.0f;
-    float o[D / 8];
+    constexpr int NC = lane_dims<D>::n_chunks;
+    float o[4 * NC];
 #pragma unroll
-    for (int i = 0; i < D / 8; i++)
+    for (int i = 0; i < 4 * NC; i++)
         o[i] = 0.0f;
 
     for (int64_t kb = key_lo; kb < key_hi; kb += AT_BK) {
@@ -220,14 +236,16 @@ static __global__ void __launch_bounds__(AT_THREADS)
         l = l * alpha + psum;
         m = m_new;
 #pragma unroll
-        for (int i = 0; i < D / 8; i++)
+        for (int i = 0; i < 4 * NC; i++)
             o[i] *= alpha;
         __syncthreads(); /* ps complete */
 
         for (int j = 0; j < AT_BK; j++) {
             float pv = ps[r * (AT_BK + 1) + j];
 #pragma unroll
-            for (int c = 0; c < D / 32; c++) {
+            for (int c = 0; c < NC; c++) {
+                if (!lane_dims_ok<D>(g, c))
+                    continue;
                 float4 v4 = *reinterpret_cast<const float4 *>(&vs[j * D + g * 4 + 32 * c]);
                 o[4 * c + 0] += pv * v4.x;
                 o[4 * c + 1] += pv * v4.y;
@@ -241,10 +259,11 @@ static __global__ void __launch_bounds__(AT_THREADS)
     float inv = l > 0.0f ? 1.0f / l : 0.0f;
     float *dst = a.out + (q0 + row0 + r) * a.n_heads * D + h * D;
 #pragma unroll
-    for (int c = 0; c < D / 32; c++)
+    for (int c = 0; c < NC; c++)
+        if (lane_dims_ok<D>(g, c))
 #pragma unroll
-        for (int x = 0; x < 4; x++)
-            dst[g * 4 + 32 * c + x] = o[4 * c + x] * inv;
+            for (int x = 0; x < 4; x++)
+                dst[g * 4 + 32 * c + x] = o[4 * c + x] * inv;
 }
 
 /* One block per (query row, key chunk, head). Group grp = tid / 8 scores keys grp, grp+16, ...
@@ -277,6 +296,7 @@ static __global__ void __launch_bounds__(DEC_THREADS)
     int64_t kvh = kern_idx_kv_head(h, a.n_heads, a.n_kv_heads);
     const int32_t *table = a.block_tables + s * a.max_blocks;
     int64_t row_elems = a.n_kv_heads * D;
+    constexpr int NC = lane_dims<D>::n_chunks;
 
     float *qf = reinterpret_cast<float *>(q4);
     for (int d = tid; d < D; d += DEC_THREADS)
@@ -297,8 +317,9 @@ static __global__ void __launch_bounds__(DEC_THREADS)
         if (slot >= 0) {
             int64_t base = slot * row_elems + kvh * D;
 #pragma unroll
-            for (int cc = 0; cc < D / 32; cc++)
-                acc += dot4(q4[g + 8 * cc], load4(a.k_cache, a.dt, base + g * 4 + 32 * cc));
+            for (int cc = 0; cc < NC; cc++)
+                if (lane_dims_ok<D>(g, cc))
+                    acc += dot4(q4[g + 8 * cc], load4(a.k_cache, a.dt, base + g * 4 + 32 * cc));
         }
         acc = group8_sum(acc);
         if (j < n && g == 0)
@@ -342,9 +363,9 @@ static __global__ void __launch_bounds__(DEC_THREADS)
     __syncthreads();
     float l = stat[1];
 
-    float o[D / 8];
+    float o[4 * NC];
 #pragma unroll
-    for (int i = 0; i < D / 8; i++)
+    for (int i = 0; i < 4 * NC; i++)
         o[i] = 0.0f;
     for (int64_t j = grp; j < n; j += DEC_GROUPS) {
         int64_t slot = sslot[j];
@@ -353,7 +374,9 @@ static __global__ void __launch_bounds__(DEC_THREADS)
         float pv = sc[j];
         int64_t base = slot * row_elems + kvh * D;
 #pragma unroll
-        for (int cc = 0; cc < D / 32; cc++) {
+        for (int cc = 0; cc < NC; cc++) {
+            if (!lane_dims_ok<D>(g, cc))
+                continue;
             float4 v4 = load4(a.v_cache, a.dt, base + g * 4 + 32 * cc);
             o[4 * cc + 0] += pv * v4.x;
             o[4 * cc + 1] += pv * v4.y;
@@ -362,10 +385,11 @@ static __global__ void __launch_bounds__(DEC_THREADS)
         }
     }
 #pragma unroll
-    for (int cc = 0; cc < D / 32; cc++)
+    for (int cc = 0; cc < NC; cc++)
+        if (lane_dims_ok<D>(g, cc))
 #pragma unroll
-        for (int x = 0; x < 4; x++)
-            red[grp][g * 4 + 32 * cc + x] = o[4 * cc + x];
+            for (int x = 0; x < 4; x++)
+                red[grp][g * 4 + 32 * cc + x] = o[4 * cc + x];
     __syncthreads();
     for (int d = tid; d < D; d += DEC_THREADS) {
         float acc = 0.0f;
@@ -511,6 +535,10 @@ int kern_cuda_attention(struct kern_ctx *ctx, const struct kern_attention_params
     a.fault = cu->fault;
     int64_t max_keys = p->max_blocks * p->block_size;
     switch (p->head_dim) {
+    case 16: /* the fixture models (tests/fixtures/models) */
+        return launch<16>(cu, a, max_keys);
+    case 32:
+        return launch<32>(cu, a, max_keys);
     case 64:
         return launch<64>(cu, a, max_keys);
     case 96:

@@ -66,6 +66,44 @@ void *kern_cuda_scratch(struct kern_cuda *cu, size_t bytes)
     return cu->scratch;
 }
 
+/* The memory entries of the op table that are not kern_cuda_* functions themselves. */
+static int buf_alloc_zeroed(struct kern_ctx *ctx, size_t bytes, void **ptr)
+{
+    int rc = kern_cuda_alloc(ctx, bytes, ptr);
+    if (rc != KERN_OK || !*ptr)
+        return rc;
+    /* The contract promises zeros; cudaMalloc gives whatever the memory held. */
+    rc = kern_cuda_memset(ctx, *ptr, 0, bytes);
+    if (rc != KERN_OK) {
+        kern_cuda_free(ctx, *ptr);
+        *ptr = nullptr;
+    }
+    return rc;
+}
+
+static int weights_import(struct kern_ctx *ctx, const void *host, size_t bytes, const void **dev)
+{
+    if (!dev || (bytes > 0 && !host))
+        return KERN_ERR_INVALID;
+    *dev = nullptr;
+    void *p = nullptr;
+    int rc = kern_cuda_alloc(ctx, bytes, &p);
+    if (rc != KERN_OK || !p)
+        return rc;
+    rc = kern_cuda_upload(ctx, p, host, bytes);
+    if (rc != KERN_OK) {
+        kern_cuda_free(ctx, p);
+        return rc;
+    }
+    *dev = p;
+    return KERN_OK;
+}
+
+static void weights_release(struct kern_ctx *ctx, const void *dev)
+{
+    kern_cuda_free(ctx, const_cast<void *>(dev));
+}
+
 extern "C" {
 
 void kern_cuda_destroy(struct kern_ctx *ctx)
@@ -182,6 +220,16 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
     ops->silu_mul = kern_cuda_silu_mul;
     ops->add = kern_cuda_add;
     ops->gather_rows = kern_cuda_gather_rows;
+    ops->host_memory = 0;
+    ops->buf_alloc = buf_alloc_zeroed;
+    ops->buf_free = kern_cuda_free;
+    ops->buf_upload = kern_cuda_upload;
+    ops->buf_download = kern_cuda_download;
+    ops->buf_copy = kern_cuda_copy;
+    ops->buf_memset = kern_cuda_memset;
+    ops->sync = kern_cuda_sync;
+    ops->weights_import = weights_import;
+    ops->weights_release = weights_release;
     *out = ctx;
     return KERN_OK;
 
@@ -252,6 +300,18 @@ int kern_cuda_memset(struct kern_ctx *ctx, void *dst, int value, size_t bytes)
         return KERN_OK;
     return cudaMemsetAsync(dst, value, bytes, cu->stream) == cudaSuccess ? KERN_OK
                                                                           : KERN_ERR_DEVICE;
+}
+
+int kern_cuda_copy(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    struct kern_cuda *cu = kern_cuda_of(ctx);
+    if (!cu || (bytes && (!dst || !src)))
+        return KERN_ERR_INVALID;
+    if (bytes == 0)
+        return KERN_OK;
+    return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cu->stream) == cudaSuccess
+               ? KERN_OK
+               : KERN_ERR_DEVICE;
 }
 
 int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)

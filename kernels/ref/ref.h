@@ -4,6 +4,7 @@
 #ifndef PHISERVE_KERNELS_REF_H
 #define PHISERVE_KERNELS_REF_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../dtype.h"
@@ -21,6 +22,18 @@ int kern_ref_attention(struct kern_ctx *ctx, const struct kern_attention_params 
 int kern_ref_silu_mul(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
 int kern_ref_add(struct kern_ctx *ctx, const struct kern_add_params *p);
 int kern_ref_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+
+/* The memory entries of host backends (kernels/ref/mem.c): malloc, memcpy and memset, the
+ * contracts of struct kern_ops. Shared by the ref and cpu tables; they ignore ctx. */
+int kern_ref_buf_alloc(struct kern_ctx *ctx, size_t bytes, void **ptr);
+void kern_ref_buf_free(struct kern_ctx *ctx, void *ptr);
+int kern_ref_buf_upload(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
+int kern_ref_buf_download(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
+int kern_ref_buf_copy(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
+int kern_ref_buf_memset(struct kern_ctx *ctx, void *dst, int value, size_t bytes);
+int kern_ref_sync(struct kern_ctx *ctx, char *err, size_t errlen);
+int kern_ref_weights_import(struct kern_ctx *ctx, const void *host, size_t bytes, const void **dev);
+void kern_ref_weights_release(struct kern_ctx *ctx, const void *dev);
 
 /* Argument checks shared with kernels/cpu: 0 or KERN_ERR_INVALID. */
 int kern_ref_matmul_check(const struct kern_matmul_params *p);

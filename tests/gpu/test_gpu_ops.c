@@ -673,6 +673,15 @@ int main(void)
          {1, 1}, {3000, 100}},
         {"attention mixed decode+chunk hd64 f16", 4, 4, 64, 16, 0, KERN_DTYPE_F16, 3,
          {1, 2, 1}, {50, 9, 1}},
+        /* The fixture models' head sizes (lanes past head_dim 16 own no output dims). */
+        {"attention prefill hd16 window 24 bf16", 4, 4, 16, 16, 24, KERN_DTYPE_BF16, 3,
+         {60, 25, 1}, {60, 25, 33}},
+        {"attention decode hd16 bf16", 4, 4, 16, 16, 0, KERN_DTYPE_BF16, 4,
+         {1, 1, 1, 1}, {1, 40, 111, 989}},
+        {"attention prefill gqa hd32 bf16", 8, 2, 32, 16, 0, KERN_DTYPE_BF16, 2,
+         {40, 7}, {40, 20}},
+        {"attention decode gqa hd32 f32 cache", 8, 2, 32, 16, 0, KERN_DTYPE_F32, 3,
+         {1, 1, 1}, {1, 48, 2000}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_attention(&cases[i]);

@@ -688,6 +688,59 @@ static void test_invalid(struct kern_ctx *ctx)
     }
 }
 
+/* The memory entries of a host table (kern_ops contract): zero-filled allocation, the three
+ * copies and memset round-trip bytes exactly, sync has nothing to report, weights are used in
+ * place, and NULL pointers with a non-zero size are refused. */
+static void test_memory(const struct kern_ops *ops, struct kern_ctx *ctx)
+{
+    const size_t n = 1000;
+    unsigned char src[1000], back[1000];
+    for (size_t i = 0; i < n; i++)
+        src[i] = (unsigned char)(i * 37 + 11);
+    CHECK(ops->host_memory == 1, "%s: host_memory not set", ops->name);
+    void *a = NULL, *b = NULL, *z = (void *)src;
+    CHECK(ops->buf_alloc(ctx, n, &a) == KERN_OK && a, "%s: buf_alloc failed", ops->name);
+    CHECK(ops->buf_alloc(ctx, n, &b) == KERN_OK && b, "%s: buf_alloc failed", ops->name);
+    CHECK(ops->buf_alloc(ctx, 0, &z) == KERN_OK && z == NULL, "%s: buf_alloc(0) not NULL", ops->name);
+    CHECK(ops->buf_alloc(ctx, n, NULL) == KERN_ERR_INVALID, "%s: buf_alloc(NULL) accepted", ops->name);
+    if (!a || !b)
+        return;
+    int zero = 1;
+    CHECK(ops->buf_download(ctx, back, a, n) == KERN_OK, "%s: buf_download", ops->name);
+    for (size_t i = 0; i < n; i++)
+        zero &= back[i] == 0;
+    CHECK(zero, "%s: buf_alloc memory is not zero-filled", ops->name);
+
+    CHECK(ops->buf_upload(ctx, a, src, n) == KERN_OK, "%s: buf_upload", ops->name);
+    CHECK(ops->buf_copy(ctx, b, a, n) == KERN_OK, "%s: buf_copy", ops->name);
+    CHECK(ops->buf_memset(ctx, a, 0x5a, n / 2) == KERN_OK, "%s: buf_memset", ops->name);
+    char err[64] = "x";
+    CHECK(ops->sync(ctx, err, sizeof err) == KERN_OK && err[0] == '\0', "%s: sync", ops->name);
+    memset(back, 0, n);
+    CHECK(ops->buf_download(ctx, back, b, n) == KERN_OK && memcmp(back, src, n) == 0,
+          "%s: upload -> copy -> download changed the bytes", ops->name);
+    CHECK(ops->buf_download(ctx, back, a, n) == KERN_OK, "%s: buf_download", ops->name);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++)
+        ok &= back[i] == (i < n / 2 ? 0x5a : src[i]);
+    CHECK(ok, "%s: buf_memset wrote the wrong bytes", ops->name);
+
+    CHECK(ops->buf_upload(ctx, NULL, src, n) == KERN_ERR_INVALID &&
+              ops->buf_download(ctx, back, NULL, n) == KERN_ERR_INVALID &&
+              ops->buf_copy(ctx, b, NULL, n) == KERN_ERR_INVALID &&
+              ops->buf_memset(ctx, NULL, 0, n) == KERN_ERR_INVALID,
+          "%s: NULL buffers accepted", ops->name);
+    CHECK(ops->buf_copy(ctx, NULL, NULL, 0) == KERN_OK, "%s: empty copy refused", ops->name);
+
+    const void *dev = NULL;
+    CHECK(ops->weights_import(ctx, src, n, &dev) == KERN_OK && dev == src,
+          "%s: weights_import is not zero copy", ops->name);
+    ops->weights_release(ctx, dev);
+    ops->buf_free(ctx, a);
+    ops->buf_free(ctx, b);
+    ops->buf_free(ctx, NULL);
+}
+
 int main(void)
 {
     kern_ops_init_ref(&ref_ops);
@@ -699,7 +752,10 @@ int main(void)
     for (int t = 0; t < 2; t++)
         CHECK(tabs[t]->embed && tabs[t]->rmsnorm && tabs[t]->matmul && tabs[t]->rope &&
                   tabs[t]->kv_write && tabs[t]->attention && tabs[t]->silu_mul && tabs[t]->add &&
-                  tabs[t]->gather_rows,
+                  tabs[t]->gather_rows && tabs[t]->buf_alloc && tabs[t]->buf_free &&
+                  tabs[t]->buf_upload && tabs[t]->buf_download && tabs[t]->buf_copy &&
+                  tabs[t]->buf_memset && tabs[t]->sync && tabs[t]->weights_import &&
+                  tabs[t]->weights_release,
               "table %s has an empty entry", tabs[t]->name);
     struct kern_ctx *one = kern_ctx_create_cpu(1), *three = kern_ctx_create_cpu(3);
     struct kern_ctx *all = kern_ctx_create_cpu(0);
@@ -728,6 +784,8 @@ int main(void)
     test_silu_add_gather(&rng, all);
     test_invalid(NULL);
     test_invalid(all);
+    test_memory(&ref_ops, NULL);
+    test_memory(&cpu_ops, all);
     printf("matmul + attention %.1f s, rest %.1f s\n", t1 - t0, kt_now() - t2);
 
     kern_ctx_destroy(one);
