@@ -35,6 +35,14 @@ int srv_cli_backend(const char *device, int n_threads, struct kern_ops *ops, str
     return -1;
 }
 
+void srv_cli_backend_free(const char *device, struct kern_ctx *ctx)
+{
+    if (strcmp(device, "cuda") == 0)
+        kern_cuda_destroy(ctx);
+    else
+        kern_ctx_destroy(ctx);
+}
+
 int srv_cli_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out)
 {
     char *end = NULL;

@@ -7,10 +7,13 @@
 
 #include "ops.h"
 
-/* Fills ops/ctx for the device name ("cpu": fast CPU path, "ref": the plain reference).
- * n_threads <= 0 uses every core. Returns 0, or -1 with a message on stderr. The caller frees
- * ctx with kern_ctx_destroy. */
+/* Fills ops/ctx for the device name ("cpu": fast CPU path, "ref": the plain reference, "cuda":
+ * GPU 0). n_threads <= 0 uses every core. Returns 0, or -1 with a message on stderr. The caller
+ * frees ctx with srv_cli_backend_free. */
 int srv_cli_backend(const char *device, int n_threads, struct kern_ops *ops, struct kern_ctx **ctx);
+
+/* Frees a context made by srv_cli_backend for the same device name; accepts NULL. */
+void srv_cli_backend_free(const char *device, struct kern_ctx *ctx);
 
 /* Parses a decimal integer in [lo, hi]; returns 0 or -1. */
 int srv_cli_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);

@@ -38,7 +38,7 @@ static void usage(FILE *f)
             "  --tokens IDS         prompt as comma-separated token ids\n"
             "  --max-tokens N       tokens to generate (default 32)\n"
             "  --ignore-eos         keep generating past the model's end-of-sequence ids\n"
-            "  --device cpu|ref     fast CPU backend (default) or the plain C reference\n"
+            "  --device cpu|ref|cuda  fast CPU backend (default), the plain C reference, or GPU 0\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --dump-logits FILE   write the logits of every step as raw float32 [steps, vocab]\n"
             "  -h, --help           this text\n");
@@ -146,12 +146,19 @@ int srv_cmd_generate(int argc, char **argv)
     }
     if (srv_cli_backend(device, (int)threads, &ops, &ctx) != 0)
         goto done;
+    if (eng_model_upload(model, &ops, ctx, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        goto done;
+    }
 
     const int64_t block_size = 16;
     int64_t n_blocks = ((int64_t)n_prompt + max_new + block_size - 1) / block_size + 1;
     const struct eng_model_config *cfg = &model->cfg;
-    if (eng_kv_cache_create(cfg->num_hidden_layers, cfg->num_key_value_heads, cfg->head_dim,
-                            block_size, n_blocks, KERN_DTYPE_F32, &kv, err, sizeof err) != 0) {
+    /* Host backends keep the cache in fp32 (exact against the fp32 reference); the GPU in bf16. */
+    enum kern_dtype kv_dtype = ops.host_memory ? KERN_DTYPE_F32 : KERN_DTYPE_BF16;
+    if (eng_kv_cache_create_on(&ops, ctx, cfg->num_hidden_layers, cfg->num_key_value_heads,
+                               cfg->head_dim, block_size, n_blocks, kv_dtype, &kv, err,
+                               sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
         goto done;
     }
@@ -195,8 +202,10 @@ done:
     eng_tokenizer_destroy(tok);
     free(out);
     free(prompt);
+    /* Device memory (cache, weights) goes before the context that owns it. */
     eng_kv_cache_destroy(kv);
-    kern_ctx_destroy(ctx);
     eng_model_destroy(model);
+    if (ctx)
+        srv_cli_backend_free(device, ctx);
     return status;
 }

@@ -52,6 +52,7 @@ int srv_cmd_serve(int argc, char **argv)
     eng_engine_options_init(&eo);
     eo.model_dir = cfg.model_dir;
     eo.device = cfg.device;
+    eo.gpu_memory_fraction = cfg.gpu_memory_fraction;
     eo.n_threads = (int)cfg.threads;
     eo.kv_cache_bytes = cfg.kv_cache_memory;
     eo.block_size = (int32_t)cfg.block_size;

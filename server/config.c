@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { OPT_STR, OPT_INT, OPT_BYTES, OPT_BOOL, OPT_LIST };
+enum opt_type { OPT_STR, OPT_INT, OPT_BYTES, OPT_BOOL, OPT_LIST, OPT_FRACTION };
 
 struct opt {
     const char *name;   /* flag name without "--"; env PHISERVE_<NAME>; file key */
@@ -19,6 +19,7 @@ struct opt {
     const char *meta;
     const char *help;
 };
+/* OPT_FRACTION values are doubles in (0, 1]. */
 
 #define OFF(f) offsetof(struct srv_config, f)
 
@@ -26,7 +27,8 @@ static const struct opt opts[] = {
     {"model", OPT_STR, OFF(model_dir), 0, 0, "DIR", "Hugging Face model directory (default: the bundled demo model)"},
     {"served-model-name", OPT_STR, OFF(served_model_name), 0, 0, "NAME", "model id in the API (default: the model directory's name)"},
     {"chat-template", OPT_STR, OFF(chat_template), 0, 0, "FILE", "Jinja chat template overriding the model's"},
-    {"device", OPT_STR, OFF(device), 0, 0, "cpu|ref", "compute backend (default cpu)"},
+    {"device", OPT_STR, OFF(device), 0, 0, "cpu|ref|cuda", "compute backend (default cpu; cuda: GPU 0)"},
+    {"gpu-memory-fraction", OPT_FRACTION, OFF(gpu_memory_fraction), 0, 0, "F", "share of GPU memory for weights, activations and KV cache (default 0.9)"},
     {"threads", OPT_INT, OFF(threads), 0, 4096, "N", "CPU threads (default 0: all cores)"},
     {"kv-cache-memory", OPT_BYTES, OFF(kv_cache_memory), 0, INT64_MAX, "BYTES", "KV-cache budget, e.g. 512M or 4G (default: engine's)"},
     {"block-size", OPT_INT, OFF(block_size), 0, 4096, "N", "tokens per KV block (default 16)"},
@@ -188,6 +190,20 @@ static int set_opt(struct loader *L, size_t oi, const char *val, int lvl, const 
         *(int64_t *)(void *)base = v;
         return 0;
     }
+    case OPT_FRACTION: {
+        char *t = dup_trim(val, strlen(val));
+        if (!t)
+            return fail(L, "out of memory");
+        char *end = NULL;
+        errno = 0;
+        double x = strtod(t, &end);
+        int bad = errno || end == t || *end || !(x > 0.0 && x <= 1.0);
+        free(t);
+        if (bad)
+            return fail(L, "%s: --%s: '%s' is not a fraction in (0, 1]", where, o->name, val);
+        *(double *)(void *)base = x;
+        return 0;
+    }
     case OPT_BOOL: {
         bool *b = (bool *)(void *)base;
         if (!val) {
@@ -336,6 +352,7 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
     if (errlen)
         err[0] = '\0';
     cfg->port = 8000;
+    cfg->gpu_memory_fraction = 0.9;
     cfg->max_body_bytes = (int64_t)8 << 20;
     cfg->max_connections = 1024;
     cfg->timeout = 60;

@@ -22,7 +22,8 @@ struct srv_config {
     char *served_model_name;      /* default (NULL): the model directory's basename */
     char *chat_template;          /* a Jinja file overriding the model's template; NULL: none */
     /* engine (see engine.h struct eng_engine_options) */
-    char *device;
+    char *device;                 /* cpu, ref or cuda */
+    double gpu_memory_fraction;   /* cuda: share of the GPU's memory to use, default 0.9 */
     int64_t threads;
     int64_t kv_cache_memory;      /* bytes; 0: engine default */
     int64_t block_size;
