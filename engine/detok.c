@@ -491,12 +491,14 @@ int eng_stop_matcher_feed(struct eng_stop_matcher *m, const char *text, size_t l
     return 0;
 }
 
-int eng_stop_matcher_flush(struct eng_stop_matcher *m, const char **out, size_t *out_len)
+int eng_stop_matcher_flush(struct eng_stop_matcher *m, const char **out, size_t *out_len,
+                           bool *stopped)
 {
-    if (out == NULL || out_len == NULL)
+    if (out == NULL || out_len == NULL || stopped == NULL)
         return -1;
     *out = "";
     *out_len = 0;
+    *stopped = false;
     if (m == NULL)
         return -1;
     if (m->stopped)
@@ -504,6 +506,7 @@ int eng_stop_matcher_flush(struct eng_stop_matcher *m, const char **out, size_t 
     drop_released(m);
     stop_scan(m, true);
     stop_result(m, out, out_len);
+    *stopped = m->stopped;
     /* Flushed text is gone from the matcher; a later feed starts from empty. */
     if (!m->stopped)
         m->buf.len = m->released;

@@ -58,7 +58,11 @@ void eng_stop_matcher_destroy(struct eng_stop_matcher *m);
 int eng_stop_matcher_feed(struct eng_stop_matcher *m, const char *text, size_t len,
                           const char **out, size_t *out_len, bool *stopped);
 
-/* End of the sequence without a match: releases the held-back text. */
-int eng_stop_matcher_flush(struct eng_stop_matcher *m, const char **out, size_t *out_len);
+/* End of the sequence without a match so far: releases the held-back text. A stop string can
+ * still be found there (stops "abcd" and "bc" with the text ending in "abc"): then only the text
+ * before it (plus it, when include_in_output) is released and *stopped becomes true, so that the
+ * sequence finishes as "stop". Same pointer rules as feed. Returns 0, or -1 for NULL arguments. */
+int eng_stop_matcher_flush(struct eng_stop_matcher *m, const char **out, size_t *out_len,
+                           bool *stopped);
 
 #endif

@@ -492,8 +492,10 @@ static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg)
         /* Flush held bytes and held-back text: the sequence ends without a stop string. */
         if (ch->detok && eng_detok_finish(ch->detok, &d, &dn) == 0)
             trc |= emit_text(e, ch, d, dn, &stopped);
-        if (ch->stop && !stopped && eng_stop_matcher_flush(ch->stop, &d, &dn) == 0)
+        if (ch->stop && !stopped && eng_stop_matcher_flush(ch->stop, &d, &dn, &stopped) == 0)
             trc |= tbuf_add(e, d, dn);
+        if (stopped)
+            finish = ENG_FINISH_STOP;
     }
     if (trc != 0) {
         end_seq(e, seq, ENG_FINISH_ERROR, "detokenization failed");
@@ -1020,6 +1022,13 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     }
     if (file_exists(o->model_dir, "tokenizer.model") &&
         eng_tokenizer_load_dir(o->model_dir, &e->tok, msg, sizeof msg) != 0) {
+        fail_msg(err, errlen, rc, "%s", msg);
+        goto fail;
+    }
+    /* Stop ids: config.json ∪ generation_config.json (the loader) ∪ the tokenizer's eos. */
+    if (e->tok && eng_tokenizer_get_info(e->tok)->eos_id >= 0 &&
+        eng_model_config_add_tokenizer_eos(&e->model->cfg, eng_tokenizer_get_info(e->tok)->eos_id,
+                                           msg, sizeof msg) != 0) {
         fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
     }

@@ -237,6 +237,17 @@ static int add_eos(struct eng_model_config *cfg, int64_t id, const char *file, c
     return 0;
 }
 
+int eng_model_config_add_tokenizer_eos(struct eng_model_config *cfg, int32_t id, char *err,
+                                       size_t errlen)
+{
+    if (id < 0 || id >= cfg->vocab_size) {
+        set_err(err, errlen, "tokenizer_config.json: eos token id %d is outside the vocabulary (%lld)",
+                id, (long long)cfg->vocab_size);
+        return -1;
+    }
+    return add_eos(cfg, id, "tokenizer_config.json", err, errlen);
+}
+
 /* eos_token_id: an int, a list of ints, or absent/null. Each id must be inside the vocab. */
 static int read_eos(const struct field_ctx *fc, const struct eng_json *obj,
                     struct eng_model_config *cfg)

@@ -61,6 +61,12 @@ int eng_model_config_parse(const char *json, size_t len, struct eng_model_config
 int eng_model_config_merge_generation(const char *json, size_t len,
                                       struct eng_model_config *cfg, char *err, size_t errlen);
 
+/* Adds the tokenizer's eos id (tokenizer_config.json eos_token) to the eos ids, so that
+ * generation stops on the union of config.json, generation_config.json and the tokenizer's.
+ * Returns 0, or -1 with a message in err when id is outside the vocab or the list is full. */
+int eng_model_config_add_tokenizer_eos(struct eng_model_config *cfg, int32_t id, char *err,
+                                       size_t errlen);
+
 /* Reads dir/config.json and, when present, dir/generation_config.json. A missing
  * config.json is an error; a missing generation_config.json is not. */
 int eng_model_config_load(const char *dir, struct eng_model_config *cfg, char *err, size_t errlen);

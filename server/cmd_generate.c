@@ -132,6 +132,12 @@ int srv_cmd_generate(int argc, char **argv)
         fprintf(stderr, "error: %s: %s\n", model_dir, err);
         goto done;
     }
+    if (tok && eng_tokenizer_get_info(tok)->eos_id >= 0 &&
+        eng_model_config_add_tokenizer_eos(&model->cfg, eng_tokenizer_get_info(tok)->eos_id, err,
+                                           sizeof err) != 0) {
+        fprintf(stderr, "error: %s: %s\n", model_dir, err);
+        goto done;
+    }
     for (int32_t i = 0; i < n_prompt; i++) {
         if (prompt[i] >= model->cfg.vocab_size) {
             fprintf(stderr, "error: token id %d is outside the vocabulary (%lld)\n", prompt[i],

@@ -768,14 +768,16 @@ static void run_matcher(const char *const *stops, size_t n_stops, bool include, 
     if (!r->stopped) {
         const char *out = NULL;
         size_t out_len = 0;
-        rc = eng_stop_matcher_flush(m, &out, &out_len);
+        bool flush_stopped = false, stopped = false;
+        rc = eng_stop_matcher_flush(m, &out, &out_len, &flush_stopped);
         CHECK(rc == 0 && out != NULL, "flush rc=%d", rc);
         if (rc == 0 && out != NULL)
             text_put(&r->released, out, out_len);
-        bool stopped = false;
+        r->stopped_after_flush = flush_stopped;
         rc = eng_stop_matcher_feed(m, "more", 4, &out, &out_len, &stopped);
-        r->stopped_after_flush = stopped;
-        CHECK(rc == 0 && (!stopped || out_len == 0), "feed after flush rc=%d len=%zu", rc, out_len);
+        CHECK(rc == 0 && stopped == flush_stopped && (!stopped || out_len == 0),
+              "feed after flush rc=%d stopped=%d (flush said %d) len=%zu", rc, stopped,
+              flush_stopped, out_len);
     } else {
         const char *out = NULL;
         size_t out_len = 0;
@@ -988,9 +990,14 @@ static void test_stop_random(void)
         if (ok && !stopped) {
             const char *out = NULL;
             size_t out_len = 0;
-            eng_stop_matcher_flush(m, &out, &out_len);
+            bool fed_stop = false;
+            eng_stop_matcher_flush(m, &out, &out_len, &flush_stop);
             text_put(&rel, out, out_len);
-            eng_stop_matcher_feed(m, NULL, 0, &out, &out_len, &flush_stop);
+            eng_stop_matcher_feed(m, NULL, 0, &out, &out_len, &fed_stop);
+            if (fed_stop != flush_stop) {
+                ok = false;
+                why = "flush and a later feed disagree on the stop";
+            }
             n_flush_stops += flush_stop;
         }
         if (ok && (rel.len != want_len || memcmp(rel.p, text, want_len) != 0)) {

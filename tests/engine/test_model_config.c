@@ -677,9 +677,27 @@ static void test_load(void)
     rmdir(root);
 }
 
+/* The tokenizer's eos joins the stop ids once; ids outside the vocab are refused. */
+static void test_tokenizer_eos(void)
+{
+    struct eng_model_config c;
+    char err[256] = "";
+    if (parse_ok("mini-4k", MINI_4K, &c) != 0)
+        return;
+    int n = c.n_eos_ids;
+    CHECK(n >= 1 && c.eos_token_ids[0] == 32000);
+    CHECK(eng_model_config_add_tokenizer_eos(&c, 32000, err, sizeof err) == 0 && c.n_eos_ids == n);
+    CHECK(eng_model_config_add_tokenizer_eos(&c, 2, err, sizeof err) == 0 && c.n_eos_ids == n + 1 &&
+          c.eos_token_ids[n] == 2);
+    CHECK(eng_model_config_add_tokenizer_eos(&c, 32064, err, sizeof err) != 0 &&
+          strstr(err, "tokenizer_config.json") != NULL && c.n_eos_ids == n + 1);
+    CHECK(eng_model_config_add_tokenizer_eos(&c, -1, err, sizeof err) != 0);
+}
+
 int main(void)
 {
     test_mini_4k();
+    test_tokenizer_eos();
     test_defaults();
     test_longrope();
     test_refusals();

@@ -113,12 +113,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!stopped) {
         const char *out = NULL;
         size_t out_len = 0;
-        if (eng_stop_matcher_flush(m, &out, &out_len) != 0)
+        bool fed_stop = false;
+        if (eng_stop_matcher_flush(m, &out, &out_len, &flush_stop) != 0)
             fail("flush");
         if (out_len != want - got_len || memcmp(out, text + got_len, out_len) != 0)
             fail("flushed text differs from the reference output");
         got_len += out_len;
-        if (eng_stop_matcher_feed(m, NULL, 0, &out, &out_len, &flush_stop) != 0 || out_len != 0)
+        if (eng_stop_matcher_feed(m, NULL, 0, &out, &out_len, &fed_stop) != 0 || out_len != 0 ||
+            fed_stop != flush_stop)
             fail("feed after flush");
     }
     if (got_len != want)
