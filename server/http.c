@@ -500,6 +500,9 @@ static void *ticker_main(void *arg)
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
         if (s->stop)
             break;
+        /* Pings idle streams, and ends parked connections whose client hung up: MHD does not
+         * watch a suspended connection's socket, so this tick is how such a disconnect is
+         * noticed (why this design: srv_gen_tick in sse.c). */
         int64_t now = srv_now_ns();
         for (struct srv_gen *g = s->gens; g; g = g->next)
             srv_gen_tick(g, now, ping_ns, false, false);

@@ -5,9 +5,11 @@
 #include "sse.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "http.h"
@@ -115,6 +117,8 @@ struct srv_gen *srv_gen_create(struct srv_req *r, const struct srv_gen_ops *ops,
     g->n_handles = n_handles;
     g->t_start_ns = r->t_start_ns;
     g->last_write_ns = srv_now_ns();
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    g->fd = ci ? ci->connect_fd : -1;
     return g;
 }
 
@@ -261,7 +265,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     struct srv_gen *g = cls;
     (void)pos;
     pthread_mutex_lock(&g->mu);
-    if (g->closed) {
+    if (g->closed || g->peer_gone) {
         pthread_mutex_unlock(&g->mu);
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
@@ -311,6 +315,8 @@ void srv_gen_wake(void *user)
 /* Non-stream: answer when done, else suspend (mu held). */
 static int poll_locked(struct srv_gen *g)
 {
+    if (g->peer_gone)
+        return MHD_NO; /* MHD closes the connection; on_completed cancels and releases */
     gen_pump(g);
     if (!g->done) {
         g->suspended = true;
@@ -399,9 +405,40 @@ void srv_gen_finish(struct srv_gen *g, bool toe_ok)
     gen_unref(g);
 }
 
+/* Whether the client of a parked connection hung up: its socket reads end-of-file (FIN) or an
+ * error (RST). Pending bytes (a pipelined request) are not a hang-up. */
+static bool peer_hung_up(int fd)
+{
+    if (fd < 0)
+        return false;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0)
+        return true;
+    return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
 void srv_gen_tick(struct srv_gen *g, int64_t now_ns, int64_t ping_ns, bool cancel, bool resume)
 {
     pthread_mutex_lock(&g->mu);
+    /* Client disconnects while a connection is parked. MHD 0.9.75 does not watch the socket of
+     * a suspended connection, and MHD_OPTION_NOTIFY_COMPLETED fires only once it is resumed
+     * and closed. A non-stream request waiting in the queue or in a long prefill gets no wake
+     * at all, so it ran to the end for nobody; a decoding one is resumed by every engine step,
+     * and MHD noticed the close late, if at all. Keeping it resumed with a callback response
+     * would commit a 200 status before the result is known, and a reader with nothing to say
+     * would spin. So the ticker (every 250 ms) peeks at the socket of each parked connection:
+     * one non-blocking recv(MSG_PEEK) per parked request and tick, no extra thread or fd set.
+     * On a hang-up the handles are cancelled at once (KV blocks return within one engine
+     * step) and the connection is resumed so that MHD ends it: the access handler answers
+     * MHD_NO, the stream reader END_WITH_ERROR. As in nginx, a half-close (FIN) counts as a
+     * hang-up: over TCP it cannot be told from a close until the server writes. The fd is
+     * valid here: MHD closes it only after on_completed, which sets g->closed under g->mu. */
+    if (g->suspended && !g->closed && !g->peer_gone && peer_hung_up(g->fd)) {
+        g->peer_gone = true;
+        cancel = true;
+        resume = true;
+    }
     if (cancel) {
         for (int i = 0; i < g->n_handles; i++)
             if (g->h[i] && !g->h_done[i])

@@ -66,6 +66,8 @@ struct srv_gen {
     bool failed;                     /* ended by an error (fail_code) */
     bool responded;                  /* non-stream: the response was queued */
     bool ping_due;
+    bool peer_gone;                  /* the ticker saw the client hang up while parked */
+    int fd;                          /* the connection's socket (-1: unknown); MHD owns it */
     int fail_code;                   /* SRV_ERR_* when failed */
     int n_handles;
     struct eng_handle **h;           /* [n_handles]; released when the request finishes */
@@ -106,7 +108,9 @@ void srv_gen_wake(void *user);
 void srv_gen_finish(struct srv_gen *g, bool toe_ok);
 
 /* Ticker (server thread, server list lock held): marks a ping due on a stream idle for
- * ping_ns and resumes it; cancel: cancels the handles (shutdown). */
+ * ping_ns and resumes it; cancel: cancels the handles (shutdown). A parked (suspended)
+ * connection whose client hung up has its handles cancelled and is resumed, and MHD then
+ * closes it (stream or not). */
 void srv_gen_tick(struct srv_gen *g, int64_t now_ns, int64_t ping_ns, bool cancel, bool resume);
 
 int64_t srv_now_ns(void);

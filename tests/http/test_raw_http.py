@@ -382,6 +382,61 @@ def test_disconnect_mid_stream_frees_kv(server):
     assert "aborted" in server.log_text()
 
 
+def post_raw(port, path, body):
+    """Sends one POST without reading the answer; returns the socket."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    data = json.dumps(body).encode()
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+              API_KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+              str(len(data)).encode() + b"\r\n\r\n" + data)
+    return s
+
+
+def wait_gauges(srv, want, timeout):
+    """Polls (running, waiting, kv usage) until want(gauges) holds or timeout seconds pass;
+    returns the last gauges."""
+    deadline = time.time() + timeout
+    while True:
+        g = (srv.gauge("vllm:num_requests_running"), srv.gauge("vllm:num_requests_waiting"),
+             srv.gauge("vllm:kv_cache_usage_perc"))
+        if want(g) or time.time() > deadline:
+            return g
+        time.sleep(0.02)
+
+
+def test_disconnect_non_stream_cancels():
+    """Non-streaming requests whose client hangs up while the connection is parked waiting for
+    the engine are cancelled within a couple of seconds: one waiting in the queue (it gets no
+    engine event at all until admitted) and one decoding. Run to the end, the decoding one
+    would take over ten seconds more (4000 tokens on the reference backend)."""
+    srv = Server("--device", "ref", "--max-seqs", "1")
+    try:
+        long = {"model": MODEL_NAME, "prompt": "Once", "max_tokens": 4000, "ignore_eos": True}
+        running = post_raw(srv.port, "/v1/completions", long)
+        g = wait_gauges(srv, lambda g: g[0] == 1 and g[2] > 0, 10)
+        assert g[0] == 1 and g[2] > 0, g
+        queued = post_raw(srv.port, "/v1/chat/completions", dict(CHAT, max_tokens=4000, ignore_eos=True))
+        g = wait_gauges(srv, lambda g: g[1] == 1, 10)
+        assert g[:2] == (1, 1), g
+        time.sleep(0.3)  # both connections parked (suspended)
+        t0 = time.time()
+        queued.close()
+        g = wait_gauges(srv, lambda g: g[1] == 0, 2.5)
+        assert g[:2] == (1, 0), g  # the queued one left the queue; the other still runs
+        assert time.time() - t0 < 2.5
+        t0 = time.time()
+        running.close()
+        assert wait_gauges(srv, lambda g: g == (0, 0, 0), 2.5) == (0, 0, 0)
+        assert time.time() - t0 < 2.5
+        time.sleep(0.3)
+        log = srv.log_text().splitlines()
+        assert any('"POST /v1/chat/completions" 0' in ln and "aborted" in ln for ln in log), log
+        assert any('"POST /v1/completions" 0' in ln and "aborted" in ln for ln in log), log
+        assert_still_serves(srv)
+    finally:
+        srv.check_clean_exit()
+
+
 def test_access_log_escapes_and_hides_prompts(server):
     secret = "SECRET-PROMPT\n[INFO] fake log line\x1b[31m"
     status, _, _ = server.post("/v1/chat/completions",
