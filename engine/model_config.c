@@ -3,18 +3,14 @@
  * not look at weights (engine/model.c checks tensor shapes against this struct). */
 #include "model_config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "file_util.h"
 #include "json.h"
 
 #define CFG_MAX_FILE_BYTES (16u << 20)
@@ -28,19 +24,6 @@
 #define CFG_JSON_INT_MAX 9007199254740992.0 /* 2^53: above it a float literal is not exact */
 #define CFG_MAX_ROPE_FACTOR 1e6              /* far above any real factor, well inside float */
 #define CFG_MAX_MSCALE 1e3
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static bool is(const struct eng_json *v, enum eng_json_type type)
 {
@@ -67,27 +50,27 @@ static struct eng_json_doc *parse_object(const char *text, size_t len, const cha
                                          size_t errlen)
 {
     if (text == NULL || len == 0) {
-        set_err(err, errlen, "%s: empty", file);
+        eng_set_err(err, errlen, "%s: empty", file);
         return NULL;
     }
     struct eng_json_doc *doc;
     struct eng_json_error je;
     int rc = eng_json_parse(text, len, NULL, &doc, &je);
     if (rc == ENG_JSON_ERR_DUPLICATE_KEY) {
-        set_err(err, errlen, "%s: duplicate key '%s'", file, je.path);
+        eng_set_err(err, errlen, "%s: duplicate key '%s'", file, je.path);
         return NULL;
     }
     if (rc == ENG_JSON_ERR_NO_MEMORY) {
-        set_err(err, errlen, "%s: out of memory", file);
+        eng_set_err(err, errlen, "%s: out of memory", file);
         return NULL;
     }
     if (rc != 0) {
-        set_err(err, errlen, "%s: not valid JSON at byte %zu%s%s%s: %s", file, je.offset,
-                je.path[0] ? ", in '" : "", je.path, je.path[0] ? "'" : "", je.message);
+        eng_set_err(err, errlen, "%s: not valid JSON at byte %zu%s%s%s: %s", file, je.offset,
+                    je.path[0] ? ", in '" : "", je.path, je.path[0] ? "'" : "", je.message);
         return NULL;
     }
     if (eng_json_root(doc)->type != ENG_JSON_OBJECT) {
-        set_err(err, errlen, "%s: not a JSON object", file);
+        eng_set_err(err, errlen, "%s: not a JSON object", file);
         eng_json_free(doc);
         return NULL;
     }
@@ -125,26 +108,26 @@ static int read_int(const struct field_ctx *fc, const struct eng_json *obj, cons
     *given = false;
     if (v == NULL || v->type == ENG_JSON_NULL) {
         if (required) {
-            set_err(fc->err, fc->errlen, "%s: required field '%s%s' is %s", fc->file, fc->prefix,
-                    key, v == NULL ? "missing" : "null");
+            eng_set_err(fc->err, fc->errlen, "%s: required field '%s%s' is %s", fc->file, fc->prefix,
+                        key, v == NULL ? "missing" : "null");
             return -1;
         }
         return 0;
     }
     if (!is(v, ENG_JSON_NUMBER)) {
-        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be an integer, not %s", fc->file,
-                fc->prefix, key, json_type_name(v));
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' must be an integer, not %s", fc->file,
+                    fc->prefix, key, json_type_name(v));
         return -1;
     }
     int64_t x;
     if (!integral(v, &x)) {
-        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be an integer, not %g", fc->file,
-                fc->prefix, key, v->u.num.d);
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' must be an integer, not %g", fc->file,
+                    fc->prefix, key, v->u.num.d);
         return -1;
     }
     if (x < lo || x > hi) {
-        set_err(fc->err, fc->errlen, "%s: field '%s%s' = %lld is outside [%lld, %lld]", fc->file,
-                fc->prefix, key, (long long)x, (long long)lo, (long long)hi);
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' = %lld is outside [%lld, %lld]", fc->file,
+                    fc->prefix, key, (long long)x, (long long)lo, (long long)hi);
         return -1;
     }
     *out = x;
@@ -161,14 +144,14 @@ static int read_num(const struct field_ctx *fc, const struct eng_json *obj, cons
     if (v == NULL || v->type == ENG_JSON_NULL)
         return 0;
     if (!is(v, ENG_JSON_NUMBER)) {
-        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a number, not %s", fc->file,
-                fc->prefix, key, json_type_name(v));
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a number, not %s", fc->file,
+                    fc->prefix, key, json_type_name(v));
         return -1;
     }
     double d = v->u.num.d;
     if (!(d > lo) || d > hi) {
-        set_err(fc->err, fc->errlen, "%s: field '%s%s' = %g is outside (%g, %g]", fc->file,
-                fc->prefix, key, d, lo, hi);
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' = %g is outside (%g, %g]", fc->file,
+                    fc->prefix, key, d, lo, hi);
         return -1;
     }
     *out = d;
@@ -184,8 +167,8 @@ static int read_bool(const struct field_ctx *fc, const struct eng_json *obj, con
     if (v == NULL || v->type == ENG_JSON_NULL)
         return 0;
     if (!is(v, ENG_JSON_BOOL)) {
-        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a boolean, not %s", fc->file,
-                fc->prefix, key, json_type_name(v));
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a boolean, not %s", fc->file,
+                    fc->prefix, key, json_type_name(v));
         return -1;
     }
     *out = v->b;
@@ -202,8 +185,8 @@ static int read_str(const struct field_ctx *fc, const struct eng_json *obj, cons
     if (v == NULL || v->type == ENG_JSON_NULL)
         return 0;
     if (!is(v, ENG_JSON_STRING)) {
-        set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a string, not %s", fc->file,
-                fc->prefix, key, json_type_name(v));
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' must be a string, not %s", fc->file,
+                    fc->prefix, key, json_type_name(v));
         return -1;
     }
     *out = v->u.str;
@@ -230,7 +213,7 @@ static int add_eos(struct eng_model_config *cfg, int64_t id, const char *file, c
         if (cfg->eos_token_ids[i] == id)
             return 0;
     if (cfg->n_eos_ids == ENG_MAX_STOP_IDS) {
-        set_err(err, errlen, "%s: field 'eos_token_id' lists more than %d ids", file, ENG_MAX_STOP_IDS);
+        eng_set_err(err, errlen, "%s: field 'eos_token_id' lists more than %d ids", file, ENG_MAX_STOP_IDS);
         return -1;
     }
     cfg->eos_token_ids[cfg->n_eos_ids++] = (int32_t)id;
@@ -241,8 +224,8 @@ int eng_model_config_add_tokenizer_eos(struct eng_model_config *cfg, int32_t id,
                                        size_t errlen)
 {
     if (id < 0 || id >= cfg->vocab_size) {
-        set_err(err, errlen, "tokenizer_config.json: eos token id %d is outside the vocabulary (%lld)",
-                id, (long long)cfg->vocab_size);
+        eng_set_err(err, errlen, "tokenizer_config.json: eos token id %d is outside the vocabulary (%lld)",
+                    id, (long long)cfg->vocab_size);
         return -1;
     }
     return add_eos(cfg, id, "tokenizer_config.json", err, errlen);
@@ -262,16 +245,16 @@ static int read_eos(const struct field_ctx *fc, const struct eng_json *obj,
         return add_eos(cfg, id, fc->file, fc->err, fc->errlen);
     }
     if (!is(v, ENG_JSON_ARRAY)) {
-        set_err(fc->err, fc->errlen, "%s: field 'eos_token_id' must be an integer or a list of "
-                "integers, not %s", fc->file, json_type_name(v));
+        eng_set_err(fc->err, fc->errlen, "%s: field 'eos_token_id' must be an integer or a list of "
+                    "integers, not %s", fc->file, json_type_name(v));
         return -1;
     }
     int i = 0;
     for (const struct eng_json *e = v->u.child; e != NULL; e = e->next, i++) {
         int64_t id;
         if (!is(e, ENG_JSON_NUMBER) || !integral(e, &id) || id < 0 || id >= cfg->vocab_size) {
-            set_err(fc->err, fc->errlen, "%s: field 'eos_token_id[%d]' must be a token id in [0, %lld)",
-                    fc->file, i, (long long)cfg->vocab_size);
+            eng_set_err(fc->err, fc->errlen, "%s: field 'eos_token_id[%d]' must be a token id in [0, %lld)",
+                        fc->file, i, (long long)cfg->vocab_size);
             return -1;
         }
         if (add_eos(cfg, id, fc->file, fc->err, fc->errlen) != 0)
@@ -286,27 +269,27 @@ static int read_factors(const struct field_ctx *fc, const struct eng_json *rs, c
 {
     const struct eng_json *v = eng_json_get(rs, key);
     if (!is(v, ENG_JSON_ARRAY)) {
-        set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' must be a list of %d numbers, "
-                "not %s", fc->file, key, n, v == NULL ? "missing" : json_type_name(v));
+        eng_set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' must be a list of %d numbers, "
+                    "not %s", fc->file, key, n, v == NULL ? "missing" : json_type_name(v));
         return -1;
     }
     int i = 0;
     for (const struct eng_json *e = v->u.child; e != NULL; e = e->next, i++) {
         if (i == n) {
-            set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' has more than rotary_dim/2 = %d "
-                    "entries", fc->file, key, n);
+            eng_set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' has more than rotary_dim/2 = %d "
+                        "entries", fc->file, key, n);
             return -1;
         }
         if (!is(e, ENG_JSON_NUMBER) || !(e->u.num.d > 0.0) || e->u.num.d > CFG_MAX_ROPE_FACTOR) {
-            set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s[%d]' must be a positive finite "
-                    "number", fc->file, key, i);
+            eng_set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s[%d]' must be a positive finite "
+                        "number", fc->file, key, i);
             return -1;
         }
         out[i] = (float)e->u.num.d;
     }
     if (i != n) {
-        set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' has %d entries, rotary_dim/2 = %d "
-                "needed", fc->file, key, i, n);
+        eng_set_err(fc->err, fc->errlen, "%s: field 'rope_scaling.%s' has %d entries, rotary_dim/2 = %d "
+                    "needed", fc->file, key, i, n);
         return -1;
     }
     return 0;
@@ -333,28 +316,28 @@ static int parse_rope(const struct field_ctx *top, const struct eng_json *root,
     snprintf(prefix, sizeof(prefix), "%s.", rs_key);
     struct field_ctx fc = {top->file, prefix, top->err, top->errlen};
     if (!is(rs, ENG_JSON_OBJECT)) {
-        set_err(fc.err, fc.errlen, "%s: field '%s' must be an object or null, not %s", fc.file,
-                rs_key, json_type_name(rs));
+        eng_set_err(fc.err, fc.errlen, "%s: field '%s' must be an object or null, not %s", fc.file,
+                    rs_key, json_type_name(rs));
         return -1;
     }
     const char *type, *rope_type;
     if (read_str(&fc, rs, "type", &type) != 0 || read_str(&fc, rs, "rope_type", &rope_type) != 0)
         return -1;
     if (type != NULL && rope_type != NULL && strcmp(type, rope_type) != 0) {
-        set_err(fc.err, fc.errlen, "%s: '%stype' = '%.32s' and '%srope_type' = '%.32s' disagree",
-                fc.file, prefix, type, prefix, rope_type);
+        eng_set_err(fc.err, fc.errlen, "%s: '%stype' = '%.32s' and '%srope_type' = '%.32s' disagree",
+                    fc.file, prefix, type, prefix, rope_type);
         return -1;
     }
     const char *t = type != NULL ? type : rope_type;
     if (t == NULL) {
-        set_err(fc.err, fc.errlen, "%s: field '%s' has neither 'type' nor 'rope_type'", fc.file, rs_key);
+        eng_set_err(fc.err, fc.errlen, "%s: field '%s' has neither 'type' nor 'rope_type'", fc.file, rs_key);
         return -1;
     }
     if (strcmp(t, "default") == 0)
         return 0;
     if (strcmp(t, "su") != 0 && strcmp(t, "longrope") != 0) {
-        set_err(fc.err, fc.errlen, "%s: %s type '%.32s' is not supported (only 'su'/'longrope')",
-                fc.file, rs_key, t);
+        eng_set_err(fc.err, fc.errlen, "%s: %s type '%.32s' is not supported (only 'su'/'longrope')",
+                    fc.file, rs_key, t);
         return -1;
     }
     c->rope_type = ENG_ROPE_LONGROPE;
@@ -365,9 +348,9 @@ static int parse_rope(const struct field_ctx *top, const struct eng_json *root,
                  &given) != 0)
         return -1;
     if (given && orig_given && orig != c->original_max_position_embeddings) {
-        set_err(fc.err, fc.errlen, "%s: '%soriginal_max_position_embeddings' = %lld disagrees with "
-                "the top-level %lld", fc.file, prefix, (long long)orig,
-                (long long)c->original_max_position_embeddings);
+        eng_set_err(fc.err, fc.errlen, "%s: '%soriginal_max_position_embeddings' = %lld disagrees with "
+                    "the top-level %lld", fc.file, prefix, (long long)orig,
+                    (long long)c->original_max_position_embeddings);
         return -1;
     }
     if (given)
@@ -375,8 +358,8 @@ static int parse_rope(const struct field_ctx *top, const struct eng_json *root,
 
     int64_t half = c->rotary_dim / 2;
     if (half > ENG_MAX_ROPE_FACTORS) {
-        set_err(fc.err, fc.errlen, "%s: LongRoPE with rotary_dim %lld needs more than %d factors",
-                fc.file, (long long)c->rotary_dim, ENG_MAX_ROPE_FACTORS);
+        eng_set_err(fc.err, fc.errlen, "%s: LongRoPE with rotary_dim %lld needs more than %d factors",
+                    fc.file, (long long)c->rotary_dim, ENG_MAX_ROPE_FACTORS);
         return -1;
     }
     c->n_rope_factors = (int)half;
@@ -397,8 +380,8 @@ static int parse_rope(const struct field_ctx *top, const struct eng_json *root,
     if (s > 1.0) {
         /* s > 1 implies original >= 1 and max >= 2, but log(1) = 0 would divide by zero. */
         if (c->original_max_position_embeddings < 2) {
-            set_err(fc.err, fc.errlen, "%s: LongRoPE needs original_max_position_embeddings >= 2",
-                    fc.file);
+            eng_set_err(fc.err, fc.errlen, "%s: LongRoPE needs original_max_position_embeddings >= 2",
+                        fc.file);
             return -1;
         }
         def = sqrt(1.0 + log(s) / log((double)c->original_max_position_embeddings));
@@ -418,34 +401,34 @@ static int check_arch(const struct field_ctx *fc, const struct eng_json *root,
     if (read_str(fc, root, "model_type", &mt) != 0)
         return -1;
     if (mt != NULL && strcmp(mt, "phi3") != 0) {
-        set_err(fc->err, fc->errlen, "%s: model_type '%.64s' is not supported (only 'phi3')",
-                fc->file, mt);
+        eng_set_err(fc->err, fc->errlen, "%s: model_type '%.64s' is not supported (only 'phi3')",
+                    fc->file, mt);
         return -1;
     }
     const struct eng_json *ar = eng_json_get(root, "architectures");
     bool have_arch = false;
     if (ar != NULL && ar->type != ENG_JSON_NULL) {
         if (!is(ar, ENG_JSON_ARRAY) || ar->len == 0) {
-            set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a non-empty list of "
-                    "strings", fc->file);
+            eng_set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a non-empty list of "
+                        "strings", fc->file);
             return -1;
         }
         for (const struct eng_json *e = ar->u.child; e != NULL; e = e->next) {
             if (!is(e, ENG_JSON_STRING)) {
-                set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a list of strings, "
-                        "found %s", fc->file, json_type_name(e));
+                eng_set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a list of strings, "
+                            "found %s", fc->file, json_type_name(e));
                 return -1;
             }
             if (strcmp(e->u.str, "Phi3ForCausalLM") != 0) {
-                set_err(fc->err, fc->errlen, "%s: architectures entry '%.64s' is not supported (only "
-                        "'Phi3ForCausalLM')", fc->file, e->u.str);
+                eng_set_err(fc->err, fc->errlen, "%s: architectures entry '%.64s' is not supported (only "
+                            "'Phi3ForCausalLM')", fc->file, e->u.str);
                 return -1;
             }
         }
         have_arch = true;
     }
     if (mt == NULL && !have_arch) {
-        set_err(fc->err, fc->errlen, "%s: neither 'architectures' nor 'model_type' is given", fc->file);
+        eng_set_err(fc->err, fc->errlen, "%s: neither 'architectures' nor 'model_type' is given", fc->file);
         return -1;
     }
     c->arch = ENG_ARCH_PHI3;
@@ -459,8 +442,8 @@ static int check_unsupported(const struct field_ctx *fc, const struct eng_json *
     if (read_str(fc, root, "hidden_act", &act) != 0)
         return -1;
     if (act != NULL && strcmp(act, "silu") != 0) {
-        set_err(fc->err, fc->errlen, "%s: hidden_act '%.32s' is not supported (only 'silu')",
-                fc->file, act);
+        eng_set_err(fc->err, fc->errlen, "%s: hidden_act '%.32s' is not supported (only 'silu')",
+                    fc->file, act);
         return -1;
     }
     static const char *const biases[] = {"attention_bias", "mlp_bias", "lm_head_bias"};
@@ -469,8 +452,8 @@ static int check_unsupported(const struct field_ctx *fc, const struct eng_json *
         if (read_bool(fc, root, biases[i], &b, &given) != 0)
             return -1;
         if (b) {
-            set_err(fc->err, fc->errlen, "%s: field '%s' = true is not supported by the phi3 model",
-                    fc->file, biases[i]);
+            eng_set_err(fc->err, fc->errlen, "%s: field '%s' = true is not supported by the phi3 model",
+                        fc->file, biases[i]);
             return -1;
         }
     }
@@ -503,9 +486,9 @@ static int parse_config(const struct eng_json *root, struct eng_model_config *c,
     if (!given)
         c->num_key_value_heads = c->num_attention_heads;
     if (c->num_attention_heads % c->num_key_value_heads != 0) {
-        set_err(err, errlen, "config.json: num_attention_heads %lld is not a multiple of "
-                "num_key_value_heads %lld", (long long)c->num_attention_heads,
-                (long long)c->num_key_value_heads);
+        eng_set_err(err, errlen, "config.json: num_attention_heads %lld is not a multiple of "
+                    "num_key_value_heads %lld", (long long)c->num_attention_heads,
+                    (long long)c->num_key_value_heads);
         return -1;
     }
 
@@ -513,15 +496,15 @@ static int parse_config(const struct eng_json *root, struct eng_model_config *c,
         return -1;
     if (!given) {
         if (c->hidden_size % c->num_attention_heads != 0) {
-            set_err(err, errlen, "config.json: hidden_size %lld is not divisible by "
-                    "num_attention_heads %lld (and no head_dim is given)",
-                    (long long)c->hidden_size, (long long)c->num_attention_heads);
+            eng_set_err(err, errlen, "config.json: hidden_size %lld is not divisible by "
+                        "num_attention_heads %lld (and no head_dim is given)",
+                        (long long)c->hidden_size, (long long)c->num_attention_heads);
             return -1;
         }
         c->head_dim = c->hidden_size / c->num_attention_heads;
         if (c->head_dim > CFG_MAX_HEAD_DIM) {
-            set_err(err, errlen, "config.json: head_dim %lld (hidden_size / num_attention_heads) "
-                    "exceeds %d", (long long)c->head_dim, CFG_MAX_HEAD_DIM);
+            eng_set_err(err, errlen, "config.json: head_dim %lld (hidden_size / num_attention_heads) "
+                        "exceeds %d", (long long)c->head_dim, CFG_MAX_HEAD_DIM);
             return -1;
         }
     }
@@ -532,9 +515,9 @@ static int parse_config(const struct eng_json *root, struct eng_model_config *c,
     /* transformers: int(head_dim * partial_rotary_factor), truncating. */
     c->rotary_dim = (int64_t)((double)c->head_dim * c->partial_rotary_factor);
     if (c->rotary_dim < 2 || c->rotary_dim % 2 != 0) {
-        set_err(err, errlen, "config.json: rotary_dim %lld (head_dim %lld x partial_rotary_factor %g) "
-                "must be even and at least 2", (long long)c->rotary_dim, (long long)c->head_dim,
-                c->partial_rotary_factor);
+        eng_set_err(err, errlen, "config.json: rotary_dim %lld (head_dim %lld x partial_rotary_factor %g) "
+                    "must be even and at least 2", (long long)c->rotary_dim, (long long)c->head_dim,
+                    c->partial_rotary_factor);
         return -1;
     }
 
@@ -584,7 +567,7 @@ int eng_model_config_parse(const char *json, size_t len, struct eng_model_config
                            char *err, size_t errlen)
 {
     if (cfg == NULL) {
-        set_err(err, errlen, "config.json: NULL config");
+        eng_set_err(err, errlen, "config.json: NULL config");
         return -1;
     }
     struct eng_json_doc *doc = parse_object(json, len, "config.json", err, errlen);
@@ -594,7 +577,7 @@ int eng_model_config_parse(const char *json, size_t len, struct eng_model_config
     struct eng_model_config *tmp = malloc(sizeof(*tmp));
     int rc = -1;
     if (tmp == NULL) {
-        set_err(err, errlen, "config.json: out of memory");
+        eng_set_err(err, errlen, "config.json: out of memory");
     } else if (parse_config(eng_json_root(doc), tmp, err, errlen) == 0) {
         *cfg = *tmp;
         rc = 0;
@@ -609,7 +592,7 @@ int eng_model_config_merge_generation(const char *json, size_t len,
 {
     const char *file = "generation_config.json";
     if (cfg == NULL) {
-        set_err(err, errlen, "%s: NULL config", file);
+        eng_set_err(err, errlen, "%s: NULL config", file);
         return -1;
     }
     struct eng_json_doc *doc = parse_object(json, len, file, err, errlen);
@@ -634,72 +617,23 @@ static int read_file(const char *dir, const char *name, char **out, size_t *len,
                      size_t errlen)
 {
     char path[PATH_MAX];
-    char eb[128];
-    int w = snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (w < 0 || (size_t)w >= sizeof(path)) {
-        set_err(err, errlen, "%s: path too long", name);
+    if (eng_path_join(path, sizeof(path), dir, name, err, errlen) != 0)
         return -1;
-    }
-    /* O_NONBLOCK: a FIFO planted under the name must not hang start-up. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 1;
-        set_err(err, errlen, "%s: cannot open: %s", name, strerror_r(errno, eb, sizeof(eb)));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", name);
-        close(fd);
-        return -1;
-    }
-    if ((uint64_t)st.st_size > CFG_MAX_FILE_BYTES) {
-        set_err(err, errlen, "%s: %lld bytes exceed the %u-byte limit", name, (long long)st.st_size,
-                CFG_MAX_FILE_BYTES);
-        close(fd);
-        return -1;
-    }
-    size_t size = (size_t)st.st_size;
-    char *buf = malloc(size + 1);
-    if (buf == NULL) {
-        set_err(err, errlen, "%s: out of memory", name);
-        close(fd);
-        return -1;
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            set_err(err, errlen, "%s: read failed: %s", name, strerror_r(errno, eb, sizeof(eb)));
-            free(buf);
-            close(fd);
-            return -1;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[got] = '\0';
-    *out = buf;
-    *len = got;
-    return 0;
+    int rc = eng_file_read_small(path, name, CFG_MAX_FILE_BYTES, out, len, err, errlen);
+    return rc == ENG_FILE_ERR_MISSING ? 1 : rc == 0 ? 0 : -1;
 }
 
 int eng_model_config_load(const char *dir, struct eng_model_config *cfg, char *err, size_t errlen)
 {
     if (dir == NULL || cfg == NULL) {
-        set_err(err, errlen, "config.json: NULL argument");
+        eng_set_err(err, errlen, "config.json: NULL argument");
         return -1;
     }
     char *text = NULL;
     size_t len = 0;
     int r = read_file(dir, "config.json", &text, &len, err, errlen);
     if (r == 1)
-        set_err(err, errlen, "config.json: not found in %s", dir);
+        eng_set_err(err, errlen, "config.json: not found in %s", dir);
     if (r != 0)
         return -1;
     struct eng_model_config tmp;

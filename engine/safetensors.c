@@ -4,9 +4,7 @@
 #include "safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file_util.h"
 #include "json.h"
 
 #define ST_MAX_HEADER 100000000ull        /* the reference implementation's MAX_HEADER_SIZE */
@@ -55,19 +54,6 @@ struct st_image {
     const uint8_t *data;       /* start of the data region */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* Length of a name as shown in messages (hostile names can be megabytes long). */
 static int shown(const char *name)
 {
@@ -95,12 +81,12 @@ static void json_error(const char *file, const char *what, const char *of,
                        const struct eng_json_error *je, char *err, size_t errlen)
 {
     if (je->code == ENG_JSON_ERR_NO_MEMORY) {
-        set_err(err, errlen, "%s: out of memory", file);
+        eng_set_err(err, errlen, "%s: out of memory", file);
         return;
     }
     bool at = je->path[0] != '\0';
-    set_err(err, errlen, "%s: %s at byte %zu%s%s%.*s%s: %s", file, what, je->offset, of,
-            at ? ", in '" : "", shown(je->path), je->path, at ? "'" : "", je->message);
+    eng_set_err(err, errlen, "%s: %s at byte %zu%s%s%.*s%s: %s", file, what, je->offset, of,
+                at ? ", in '" : "", shown(je->path), je->path, at ? "'" : "", je->message);
 }
 
 /* Every dtype of the safetensors format, so refusals can say "unsupported" rather than
@@ -152,31 +138,31 @@ static int parse_entry(const struct eng_json *item, const char *file, uint64_t d
 {
     const char *name = item->key;
     if (item->type != ENG_JSON_OBJECT) {
-        set_err(err, errlen, "%s: tensor '%.*s': entry is not a JSON object", file, shown(name), name);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': entry is not a JSON object", file, shown(name), name);
         return -1;
     }
 
     const struct eng_json *dt = eng_json_get(item, "dtype");
     if (dt == NULL || dt->type != ENG_JSON_STRING) {
-        set_err(err, errlen, "%s: tensor '%.*s': dtype missing or not a string", file, shown(name), name);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': dtype missing or not a string", file, shown(name), name);
         return -1;
     }
     const struct st_dtype_info *info = dtype_lookup(dt->u.str);
     if (info == NULL) {
-        set_err(err, errlen, "%s: tensor '%.*s': unknown dtype '%.*s'", file, shown(name), name,
-                shown(dt->u.str), dt->u.str);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': unknown dtype '%.*s'", file, shown(name), name,
+                    shown(dt->u.str), dt->u.str);
         return -1;
     }
     if (info->kern < 0) {
-        set_err(err, errlen, "%s: tensor '%.*s': dtype %s is not supported (BF16, F16 and F32 are)",
-                file, shown(name), name, info->name);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': dtype %s is not supported (BF16, F16 and F32 are)",
+                    file, shown(name), name, info->name);
         return -1;
     }
     e->dtype = (enum kern_dtype)info->kern;
 
     const struct eng_json *shape = eng_json_get(item, "shape");
     if (shape == NULL || shape->type != ENG_JSON_ARRAY) {
-        set_err(err, errlen, "%s: tensor '%.*s': shape missing or not an array", file, shown(name), name);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': shape missing or not an array", file, shown(name), name);
         return -1;
     }
     int n_dims = 0;
@@ -185,13 +171,13 @@ static int parse_entry(const struct eng_json *item, const char *file, uint64_t d
     for (const struct eng_json *d = shape->u.child; d != NULL; d = d->next) {
         uint64_t v;
         if (n_dims == ENG_ST_MAX_DIMS) {
-            set_err(err, errlen, "%s: tensor '%.*s': shape has more than %d dimensions", file,
-                    shown(name), name, ENG_ST_MAX_DIMS);
+            eng_set_err(err, errlen, "%s: tensor '%.*s': shape has more than %d dimensions", file,
+                        shown(name), name, ENG_ST_MAX_DIMS);
             return -1;
         }
         if (!json_uint(d, &v)) {
-            set_err(err, errlen, "%s: tensor '%.*s': shape[%d] is not a non-negative integer below 2^63",
-                    file, shown(name), name, n_dims);
+            eng_set_err(err, errlen, "%s: tensor '%.*s': shape[%d] is not a non-negative integer below 2^63",
+                        file, shown(name), name, n_dims);
             return -1;
         }
         e->shape[n_dims++] = (int64_t)v;
@@ -200,62 +186,62 @@ static int parse_entry(const struct eng_json *item, const char *file, uint64_t d
             overflow = true;
     }
     if (overflow) {
-        set_err(err, errlen, "%s: tensor '%.*s': shape element count overflows 64 bits", file,
-                shown(name), name);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': shape element count overflows 64 bits", file,
+                    shown(name), name);
         return -1;
     }
     e->n_dims = n_dims;
     e->n_elements = n_elements;
     int64_t n_bytes;
     if (__builtin_mul_overflow(n_elements, (int64_t)info->size, &n_bytes)) {
-        set_err(err, errlen, "%s: tensor '%.*s': shape byte size overflows 64 bits", file,
-                shown(name), name);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': shape byte size overflows 64 bits", file,
+                    shown(name), name);
         return -1;
     }
 
     const struct eng_json *off = eng_json_get(item, "data_offsets");
     if (off == NULL || off->type != ENG_JSON_ARRAY || off->len != 2) {
-        set_err(err, errlen, "%s: tensor '%.*s': data_offsets missing or not an array [begin, end]",
-                file, shown(name), name);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': data_offsets missing or not an array [begin, end]",
+                    file, shown(name), name);
         return -1;
     }
     uint64_t begin, end;
     if (!json_uint(off->u.child, &begin) || !json_uint(off->u.child->next, &end)) {
-        set_err(err, errlen, "%s: tensor '%.*s': data_offsets must be non-negative integers below 2^63",
-                file, shown(name), name);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': data_offsets must be non-negative integers below 2^63",
+                    file, shown(name), name);
         return -1;
     }
     if (begin > end) {
-        set_err(err, errlen, "%s: tensor '%.*s': data_offsets [%llu, %llu]: begin is after end", file,
-                shown(name), name, (unsigned long long)begin, (unsigned long long)end);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': data_offsets [%llu, %llu]: begin is after end", file,
+                    shown(name), name, (unsigned long long)begin, (unsigned long long)end);
         return -1;
     }
     if (end > data_len) {
-        set_err(err, errlen, "%s: tensor '%.*s': data_offsets end %llu beyond data region of %llu bytes",
-                file, shown(name), name, (unsigned long long)end, (unsigned long long)data_len);
+        eng_set_err(err, errlen, "%s: tensor '%.*s': data_offsets end %llu beyond data region of %llu bytes",
+                    file, shown(name), name, (unsigned long long)end, (unsigned long long)data_len);
         return -1;
     }
     if (end - begin != (uint64_t)n_bytes) {
-        set_err(err, errlen,
-                "%s: tensor '%.*s': data_offsets span %llu bytes but dtype %s and shape of %lld "
-                "elements need %lld bytes",
-                file, shown(name), name, (unsigned long long)(end - begin), info->name,
-                (long long)n_elements, (long long)n_bytes);
+        eng_set_err(err, errlen,
+                    "%s: tensor '%.*s': data_offsets span %llu bytes but dtype %s and shape of %lld "
+                    "elements need %lld bytes",
+                    file, shown(name), name, (unsigned long long)(end - begin), info->name,
+                    (long long)n_elements, (long long)n_bytes);
         return -1;
     }
     /* The mapping is page-aligned, so an aligned file offset gives an aligned pointer; the
      * kernels read elements directly from it. Writers pad the header to 8 bytes for this. */
     if (n_bytes > 0 && (data_pos + begin) % info->size != 0) {
-        set_err(err, errlen,
-                "%s: tensor '%.*s': data at file offset %llu is not aligned to its %zu-byte elements",
-                file, shown(name), name, (unsigned long long)(data_pos + begin), info->size);
+        eng_set_err(err, errlen,
+                    "%s: tensor '%.*s': data at file offset %llu is not aligned to its %zu-byte elements",
+                    file, shown(name), name, (unsigned long long)(data_pos + begin), info->size);
         return -1;
     }
     e->begin = begin;
     e->end = end;
     e->name = strdup(name);
     if (e->name == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
+        eng_set_err(err, errlen, "%s: out of memory", file);
         return -1;
     }
     return 0;
@@ -280,26 +266,26 @@ static int check_coverage(struct st_entry *e, size_t n, uint64_t data_len, const
     uint64_t pos = 0;
     for (size_t i = 0; i < n; i++) {
         if (e[i].begin < pos) {
-            set_err(err, errlen,
-                    "%s: tensor '%.*s': data_offsets [%llu, %llu] overlap tensor '%.*s' [%llu, %llu]",
-                    file, shown(e[i].name), e[i].name, (unsigned long long)e[i].begin,
-                    (unsigned long long)e[i].end, shown(e[i - 1].name), e[i - 1].name,
-                    (unsigned long long)e[i - 1].begin, (unsigned long long)e[i - 1].end);
+            eng_set_err(err, errlen,
+                        "%s: tensor '%.*s': data_offsets [%llu, %llu] overlap tensor '%.*s' [%llu, %llu]",
+                        file, shown(e[i].name), e[i].name, (unsigned long long)e[i].begin,
+                        (unsigned long long)e[i].end, shown(e[i - 1].name), e[i - 1].name,
+                        (unsigned long long)e[i - 1].begin, (unsigned long long)e[i - 1].end);
             return -1;
         }
         if (e[i].begin > pos) {
-            set_err(err, errlen,
-                    "%s: gap in data region: bytes [%llu, %llu) before tensor '%.*s' belong to no tensor",
-                    file, (unsigned long long)pos, (unsigned long long)e[i].begin, shown(e[i].name),
-                    e[i].name);
+            eng_set_err(err, errlen,
+                        "%s: gap in data region: bytes [%llu, %llu) before tensor '%.*s' belong to no tensor",
+                        file, (unsigned long long)pos, (unsigned long long)e[i].begin, shown(e[i].name),
+                        e[i].name);
             return -1;
         }
         pos = e[i].end;
     }
     if (pos != data_len) {
-        set_err(err, errlen,
-                "%s: gap in data region: bytes [%llu, %llu) at its end belong to no tensor", file,
-                (unsigned long long)pos, (unsigned long long)data_len);
+        eng_set_err(err, errlen,
+                    "%s: gap in data region: bytes [%llu, %llu) at its end belong to no tensor", file,
+                    (unsigned long long)pos, (unsigned long long)data_len);
         return -1;
     }
     return 0;
@@ -311,33 +297,33 @@ static int parse_image(const uint8_t *buf, size_t len, const char *file, struct 
 {
     memset(img, 0, sizeof(*img));
     if (len == 0) {
-        set_err(err, errlen, "%s: empty file", file);
+        eng_set_err(err, errlen, "%s: empty file", file);
         return -1;
     }
     if (len < 8) {
-        set_err(err, errlen, "%s: %zu bytes is too small to hold the 8-byte header length", file, len);
+        eng_set_err(err, errlen, "%s: %zu bytes is too small to hold the 8-byte header length", file, len);
         return -1;
     }
     uint64_t hlen = read_le64(buf);
     if (hlen > ST_MAX_HEADER) {
-        set_err(err, errlen, "%s: header length %llu exceeds the limit of %llu bytes", file,
-                (unsigned long long)hlen, ST_MAX_HEADER);
+        eng_set_err(err, errlen, "%s: header length %llu exceeds the limit of %llu bytes", file,
+                    (unsigned long long)hlen, ST_MAX_HEADER);
         return -1;
     }
     if (hlen < 2) {
-        set_err(err, errlen, "%s: header length %llu is too small for a JSON object", file,
-                (unsigned long long)hlen);
+        eng_set_err(err, errlen, "%s: header length %llu is too small for a JSON object", file,
+                    (unsigned long long)hlen);
         return -1;
     }
     if (hlen > len - 8) {
-        set_err(err, errlen, "%s: header length %llu exceeds the file: only %zu bytes follow it",
-                file, (unsigned long long)hlen, len - 8);
+        eng_set_err(err, errlen, "%s: header length %llu exceeds the file: only %zu bytes follow it",
+                    file, (unsigned long long)hlen, len - 8);
         return -1;
     }
     const uint8_t *hdr = buf + 8;
     size_t hn = (size_t)hlen;
     if (hdr[0] != '{') {
-        set_err(err, errlen, "%s: header does not start with '{'", file);
+        eng_set_err(err, errlen, "%s: header does not start with '{'", file);
         return -1;
     }
     /* The strict reader refuses what would make names ambiguous or the text misread: invalid
@@ -347,12 +333,12 @@ static int parse_image(const uint8_t *buf, size_t len, const char *file, struct 
     struct eng_json_error je;
     int rc = eng_json_parse((const char *)hdr, hn, NULL, &doc, &je);
     if (rc == ENG_JSON_ERR_DUPLICATE_KEY && strcmp(je.path, je.key) == 0) {
-        set_err(err, errlen, "%s: duplicate tensor name '%.*s' in header", file, shown(je.key), je.key);
+        eng_set_err(err, errlen, "%s: duplicate tensor name '%.*s' in header", file, shown(je.key), je.key);
         return -1;
     }
     if (rc == ENG_JSON_ERR_DUPLICATE_KEY) {
-        set_err(err, errlen, "%s: duplicate key '%.*s' in header, at '%.*s'", file, shown(je.key),
-                je.key, shown(je.path), je.path);
+        eng_set_err(err, errlen, "%s: duplicate key '%.*s' in header, at '%.*s'", file, shown(je.key),
+                    je.key, shown(je.path), je.path);
         return -1;
     }
     if (rc != 0) {
@@ -361,7 +347,7 @@ static int parse_image(const uint8_t *buf, size_t len, const char *file, struct 
     }
     const struct eng_json *root = eng_json_root(doc);
     if (root->type != ENG_JSON_OBJECT) {
-        set_err(err, errlen, "%s: header is not a JSON object", file);
+        eng_set_err(err, errlen, "%s: header is not a JSON object", file);
         eng_json_free(doc);
         return -1;
     }
@@ -371,7 +357,7 @@ static int parse_image(const uint8_t *buf, size_t len, const char *file, struct 
     size_t n = root->len;
     struct st_entry *e = calloc(n > 0 ? n : 1, sizeof(*e));
     if (e == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
+        eng_set_err(err, errlen, "%s: out of memory", file);
         eng_json_free(doc);
         return -1;
     }
@@ -380,13 +366,13 @@ static int parse_image(const uint8_t *buf, size_t len, const char *file, struct 
         if (strcmp(c->key, "__metadata__") == 0) {
             /* Free-form string pairs (format, ...); nothing we use, but it must be well-formed. */
             if (c->type != ENG_JSON_OBJECT) {
-                set_err(err, errlen, "%s: __metadata__ is not a JSON object", file);
+                eng_set_err(err, errlen, "%s: __metadata__ is not a JSON object", file);
                 goto fail;
             }
             for (const struct eng_json *m = c->u.child; m != NULL; m = m->next) {
                 if (m->type != ENG_JSON_STRING) {
-                    set_err(err, errlen, "%s: __metadata__ value of '%.*s' is not a string", file,
-                            shown(m->key), m->key);
+                    eng_set_err(err, errlen, "%s: __metadata__ value of '%.*s' is not a string", file,
+                                shown(m->key), m->key);
                     goto fail;
                 }
             }
@@ -414,7 +400,7 @@ int eng_st_validate_buffer(const uint8_t *buf, size_t len, size_t *n_tensors, ch
 {
     struct st_image img;
     if (buf == NULL && len > 0) {
-        set_err(err, errlen, "<buffer>: NULL buffer");
+        eng_set_err(err, errlen, "<buffer>: NULL buffer");
         return -1;
     }
     if (parse_image(buf, len, "<buffer>", &img, err, errlen) != 0)
@@ -433,48 +419,21 @@ static const char *errno_text(int e, char *buf, size_t n)
     return strerror_r(e, buf, n);
 }
 
-/* Opens path for reading without blocking on FIFOs or devices, and refuses anything that is
- * not a regular file (a directory, /dev/zero behind a symlink). Returns the fd and its size. */
-static int open_regular(const char *path, const char *label, int *fd_out, uint64_t *size,
-                        char *err, size_t errlen)
-{
-    char eb[128];
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", label, errno_text(errno, eb, sizeof(eb)));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        set_err(err, errlen, "%s: cannot stat: %s", label, errno_text(errno, eb, sizeof(eb)));
-        close(fd);
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", label);
-        close(fd);
-        return -1;
-    }
-    *fd_out = fd;
-    *size = (uint64_t)st.st_size;
-    return 0;
-}
-
 static int map_file(const char *path, const char *label, const uint8_t **map, size_t *len,
                     char *err, size_t errlen)
 {
     int fd;
     uint64_t size;
     char eb[128];
-    if (open_regular(path, label, &fd, &size, err, errlen) != 0)
+    if (eng_file_open_regular(path, label, &fd, &size, err, errlen) != 0)
         return -1;
     if (size == 0) {
-        set_err(err, errlen, "%s: empty file", label);
+        eng_set_err(err, errlen, "%s: empty file", label);
         close(fd);
         return -1;
     }
     if (size > SIZE_MAX) {
-        set_err(err, errlen, "%s: file too large to map", label);
+        eng_set_err(err, errlen, "%s: file too large to map", label);
         close(fd);
         return -1;
     }
@@ -482,64 +441,11 @@ static int map_file(const char *path, const char *label, const uint8_t **map, si
     int e = errno;
     close(fd);
     if (p == MAP_FAILED) {
-        set_err(err, errlen, "%s: mmap failed: %s", label, errno_text(e, eb, sizeof(eb)));
+        eng_set_err(err, errlen, "%s: mmap failed: %s", label, errno_text(e, eb, sizeof(eb)));
         return -1;
     }
     *map = p;
     *len = (size_t)size;
-    return 0;
-}
-
-/* Reads a small whole file (the index) into a malloc'd buffer. */
-static int read_small_file(const char *path, const char *label, size_t max, char **out,
-                           size_t *len, char *err, size_t errlen)
-{
-    int fd;
-    uint64_t size;
-    char eb[128];
-    if (open_regular(path, label, &fd, &size, err, errlen) != 0)
-        return -1;
-    if (size > max) {
-        set_err(err, errlen, "%s: file of %llu bytes exceeds the %zu-byte limit", label,
-                (unsigned long long)size, max);
-        close(fd);
-        return -1;
-    }
-    char *buf = malloc((size_t)size + 1);
-    if (buf == NULL) {
-        set_err(err, errlen, "%s: out of memory", label);
-        close(fd);
-        return -1;
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, (size_t)size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            set_err(err, errlen, "%s: read failed: %s", label, errno_text(errno, eb, sizeof(eb)));
-            free(buf);
-            close(fd);
-            return -1;
-        }
-        if (r == 0)
-            break; /* the file shrank under us; parse what is there */
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[got] = '\0';
-    *out = buf;
-    *len = got;
-    return 0;
-}
-
-static int join_path(char *dst, size_t n, const char *dir, const char *file, char *err, size_t errlen)
-{
-    int w = snprintf(dst, n, "%s/%s", dir, file);
-    if (w < 0 || (size_t)w >= n) {
-        set_err(err, errlen, "%s: path too long", file);
-        return -1;
-    }
     return 0;
 }
 
@@ -552,12 +458,12 @@ static int cmp_tensor_name(const void *a, const void *b)
 static int add_shard(struct eng_st_set *set, const char *dir, const char *file, char *err, size_t errlen)
 {
     char path[PATH_MAX];
-    if (join_path(path, sizeof(path), dir, file, err, errlen) != 0)
+    if (eng_path_join(path, sizeof(path), dir, file, err, errlen) != 0)
         return -1;
     struct st_shard *sh = &set->shards[set->n_shards];
     sh->file = strdup(file);
     if (sh->file == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
+        eng_set_err(err, errlen, "%s: out of memory", file);
         return -1;
     }
     set->n_shards++; /* from here the destructor owns sh, mapped or not */
@@ -571,13 +477,13 @@ static int add_shard(struct eng_st_set *set, const char *dir, const char *file, 
     size_t *ts = NULL;
     if (__builtin_add_overflow(set->n_tensors, img.n, &total) || total > SIZE_MAX / sizeof(*t) ||
         (t = realloc(set->tensors, (total > 0 ? total : 1) * sizeof(*t))) == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
+        eng_set_err(err, errlen, "%s: out of memory", file);
         free_entries(img.entries, img.n);
         return -1;
     }
     set->tensors = t;
     if ((ts = realloc(set->tensor_shard, (total > 0 ? total : 1) * sizeof(*ts))) == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
+        eng_set_err(err, errlen, "%s: out of memory", file);
         free_entries(img.entries, img.n);
         return -1;
     }
@@ -635,27 +541,27 @@ static int check_against_index(const struct eng_st_set *set, struct st_map_entry
     for (size_t i = 0; i < n_map; i++) {
         if (j < set->n_tensors && strcmp(set->tensors[j].name, map[i].tensor) < 0) {
             const char *nm = set->tensors[j].name;
-            set_err(err, errlen, "%s: tensor '%.*s' is not listed in %s's weight_map",
-                    set->shards[set->tensor_shard[j]].file, shown(nm), nm, ST_INDEX);
+            eng_set_err(err, errlen, "%s: tensor '%.*s' is not listed in %s's weight_map",
+                        set->shards[set->tensor_shard[j]].file, shown(nm), nm, ST_INDEX);
             return -1;
         }
         if (j == set->n_tensors || strcmp(set->tensors[j].name, map[i].tensor) != 0) {
-            set_err(err, errlen, "%s: tensor '%.*s' is listed in the weight_map but absent from shard %s",
-                    ST_INDEX, shown(map[i].tensor), map[i].tensor, map[i].file);
+            eng_set_err(err, errlen, "%s: tensor '%.*s' is listed in the weight_map but absent from shard %s",
+                        ST_INDEX, shown(map[i].tensor), map[i].tensor, map[i].file);
             return -1;
         }
         const char *in = set->shards[set->tensor_shard[j]].file;
         if (strcmp(in, map[i].file) != 0) {
-            set_err(err, errlen, "%s: tensor '%.*s' is mapped to shard %s but found in %s", ST_INDEX,
-                    shown(map[i].tensor), map[i].tensor, map[i].file, in);
+            eng_set_err(err, errlen, "%s: tensor '%.*s' is mapped to shard %s but found in %s", ST_INDEX,
+                        shown(map[i].tensor), map[i].tensor, map[i].file, in);
             return -1;
         }
         j++;
     }
     if (j < set->n_tensors) {
         const char *nm = set->tensors[j].name;
-        set_err(err, errlen, "%s: tensor '%.*s' is not listed in %s's weight_map",
-                set->shards[set->tensor_shard[j]].file, shown(nm), nm, ST_INDEX);
+        eng_set_err(err, errlen, "%s: tensor '%.*s' is not listed in %s's weight_map",
+                    set->shards[set->tensor_shard[j]].file, shown(nm), nm, ST_INDEX);
         return -1;
     }
     return 0;
@@ -670,7 +576,7 @@ static int sort_and_check_unique(struct eng_st_set *set, char *err, size_t errle
         return 0;
     struct pair { struct eng_tensor t; size_t shard; } *tmp = malloc(n * sizeof(*tmp));
     if (tmp == NULL) {
-        set_err(err, errlen, "out of memory");
+        eng_set_err(err, errlen, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
@@ -686,8 +592,8 @@ static int sort_and_check_unique(struct eng_st_set *set, char *err, size_t errle
     for (size_t i = 1; i < n; i++) {
         if (strcmp(set->tensors[i - 1].name, set->tensors[i].name) == 0) {
             const char *nm = set->tensors[i].name;
-            set_err(err, errlen, "tensor '%.*s' appears in two shards: %s and %s", shown(nm), nm,
-                    set->shards[set->tensor_shard[i - 1]].file, set->shards[set->tensor_shard[i]].file);
+            eng_set_err(err, errlen, "tensor '%.*s' appears in two shards: %s and %s", shown(nm), nm,
+                        set->shards[set->tensor_shard[i - 1]].file, set->shards[set->tensor_shard[i]].file);
             return -1;
         }
     }
@@ -702,24 +608,24 @@ static int open_sharded(struct eng_st_set *set, const char *dir, char *err, size
     struct eng_json_doc *doc = NULL;
     struct st_map_entry *map = NULL;
     int rc = -1;
-    if (join_path(path, sizeof(path), dir, ST_INDEX, err, errlen) != 0)
+    if (eng_path_join(path, sizeof(path), dir, ST_INDEX, err, errlen) != 0)
         return -1;
-    if (read_small_file(path, ST_INDEX, ST_MAX_INDEX_BYTES, &text, &len, err, errlen) != 0)
+    if (eng_file_read_small(path, ST_INDEX, ST_MAX_INDEX_BYTES, &text, &len, err, errlen) != 0)
         return -1;
     struct eng_json_error je;
     int prc = eng_json_parse(text, len, NULL, &doc, &je);
     if (prc == ENG_JSON_ERR_DUPLICATE_KEY && strcmp(je.path, je.key) == 0) {
-        set_err(err, errlen, "%s: duplicate key '%.*s'", ST_INDEX, shown(je.key), je.key);
+        eng_set_err(err, errlen, "%s: duplicate key '%.*s'", ST_INDEX, shown(je.key), je.key);
         goto out;
     }
     if (prc == ENG_JSON_ERR_DUPLICATE_KEY && strncmp(je.path, "weight_map.", 11) == 0 &&
         strcmp(je.path + 11, je.key) == 0) {
-        set_err(err, errlen, "%s: weight_map lists tensor '%.*s' twice", ST_INDEX, shown(je.key), je.key);
+        eng_set_err(err, errlen, "%s: weight_map lists tensor '%.*s' twice", ST_INDEX, shown(je.key), je.key);
         goto out;
     }
     if (prc == ENG_JSON_ERR_DUPLICATE_KEY) {
-        set_err(err, errlen, "%s: duplicate key '%.*s' at '%.*s'", ST_INDEX, shown(je.key), je.key,
-                shown(je.path), je.path);
+        eng_set_err(err, errlen, "%s: duplicate key '%.*s' at '%.*s'", ST_INDEX, shown(je.key), je.key,
+                    shown(je.path), je.path);
         goto out;
     }
     if (prc != 0) {
@@ -728,31 +634,31 @@ static int open_sharded(struct eng_st_set *set, const char *dir, char *err, size
     }
     const struct eng_json *root = eng_json_root(doc);
     if (root->type != ENG_JSON_OBJECT) {
-        set_err(err, errlen, "%s: not a valid JSON object", ST_INDEX);
+        eng_set_err(err, errlen, "%s: not a valid JSON object", ST_INDEX);
         goto out;
     }
     const struct eng_json *wm = eng_json_get(root, "weight_map");
     if (wm == NULL || wm->type != ENG_JSON_OBJECT || wm->len == 0) {
-        set_err(err, errlen, "%s: weight_map missing, not an object, or empty", ST_INDEX);
+        eng_set_err(err, errlen, "%s: weight_map missing, not an object, or empty", ST_INDEX);
         goto out;
     }
     size_t n_map = wm->len;
     map = malloc(n_map * sizeof(*map));
     if (map == NULL) {
-        set_err(err, errlen, "%s: out of memory", ST_INDEX);
+        eng_set_err(err, errlen, "%s: out of memory", ST_INDEX);
         goto out;
     }
     size_t i = 0;
     for (const struct eng_json *c = wm->u.child; c != NULL; c = c->next, i++) {
         if (c->type != ENG_JSON_STRING) {
-            set_err(err, errlen, "%s: weight_map entry of tensor '%.*s' is not a string", ST_INDEX,
-                    shown(c->key), c->key);
+            eng_set_err(err, errlen, "%s: weight_map entry of tensor '%.*s' is not a string", ST_INDEX,
+                        shown(c->key), c->key);
             goto out;
         }
         if (!plain_file_name(c->u.str)) {
-            set_err(err, errlen, "%s: tensor '%.*s': shard name '%.*s' is not a plain file name in "
-                    "the model directory", ST_INDEX, shown(c->key), c->key, shown(c->u.str),
-                    c->u.str);
+            eng_set_err(err, errlen, "%s: tensor '%.*s': shard name '%.*s' is not a plain file name in "
+                        "the model directory", ST_INDEX, shown(c->key), c->key, shown(c->u.str),
+                        c->u.str);
             goto out;
         }
         map[i].tensor = c->key;
@@ -765,12 +671,12 @@ static int open_sharded(struct eng_st_set *set, const char *dir, char *err, size
         if (i == 0 || strcmp(map[i - 1].file, map[i].file) != 0)
             n_files++;
     if (n_files > ST_MAX_SHARDS) {
-        set_err(err, errlen, "%s: %zu shards exceed the limit of %d", ST_INDEX, n_files, ST_MAX_SHARDS);
+        eng_set_err(err, errlen, "%s: %zu shards exceed the limit of %d", ST_INDEX, n_files, ST_MAX_SHARDS);
         goto out;
     }
     set->shards = calloc(n_files, sizeof(*set->shards));
     if (set->shards == NULL) {
-        set_err(err, errlen, "%s: out of memory", ST_INDEX);
+        eng_set_err(err, errlen, "%s: out of memory", ST_INDEX);
         goto out;
     }
     for (i = 0; i < n_map; i++) {
@@ -794,25 +700,25 @@ out:
 int eng_st_open_dir(const char *dir, struct eng_st_set **out, char *err, size_t errlen)
 {
     if (out == NULL || dir == NULL) {
-        set_err(err, errlen, "eng_st_open_dir: NULL argument");
+        eng_set_err(err, errlen, "eng_st_open_dir: NULL argument");
         return -1;
     }
     *out = NULL;
     struct eng_st_set *set = calloc(1, sizeof(*set));
     if (set == NULL) {
-        set_err(err, errlen, "out of memory");
+        eng_set_err(err, errlen, "out of memory");
         return -1;
     }
     char path[PATH_MAX];
     struct stat st;
     /* Like transformers, a single model.safetensors wins over an index when both exist. */
-    if (join_path(path, sizeof(path), dir, ST_SINGLE, err, errlen) != 0)
+    if (eng_path_join(path, sizeof(path), dir, ST_SINGLE, err, errlen) != 0)
         goto fail;
     /* lstat: a dangling symlink is a broken model file, not an absent one. */
     if (lstat(path, &st) == 0 || errno != ENOENT) {
         set->shards = calloc(1, sizeof(*set->shards));
         if (set->shards == NULL) {
-            set_err(err, errlen, "out of memory");
+            eng_set_err(err, errlen, "out of memory");
             goto fail;
         }
         if (add_shard(set, dir, ST_SINGLE, err, errlen) != 0)
@@ -820,10 +726,10 @@ int eng_st_open_dir(const char *dir, struct eng_st_set **out, char *err, size_t 
         if (sort_and_check_unique(set, err, errlen) != 0)
             goto fail;
     } else {
-        if (join_path(path, sizeof(path), dir, ST_INDEX, err, errlen) != 0)
+        if (eng_path_join(path, sizeof(path), dir, ST_INDEX, err, errlen) != 0)
             goto fail;
         if (lstat(path, &st) != 0 && errno == ENOENT) {
-            set_err(err, errlen, "%s: neither %s nor %s found", dir, ST_SINGLE, ST_INDEX);
+            eng_set_err(err, errlen, "%s: neither %s nor %s found", dir, ST_SINGLE, ST_INDEX);
             goto fail;
         }
         if (open_sharded(set, dir, err, errlen) != 0)

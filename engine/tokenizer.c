@@ -4,7 +4,6 @@
 #include "tokenizer.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "file_util.h"
+#include "json.h"
 #include "sp_wrapper.h"
 
 #define MAX_FILE_BYTES ((size_t)256 << 20)
@@ -54,16 +55,6 @@ struct eng_tokenizer {
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 struct buf {
     char *p;
@@ -140,13 +131,13 @@ static int read_file(const char *dir, const char *name, char **out, size_t *out_
     char path[4096];
     int n = snprintf(path, sizeof path, "%s/%s", dir, name);
     if (n < 0 || (size_t)n >= sizeof path) {
-        set_err(err, errlen, "%s: path too long", name);
+        eng_set_err(err, errlen, "%s: path too long", name);
         return ENG_TOK_ERR_INVALID;
     }
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
         *missing = errno == ENOENT;
-        set_err(err, errlen, "%s: cannot open: %s", name, strerror(errno));
+        eng_set_err(err, errlen, "%s: cannot open: %s", name, strerror(errno));
         return ENG_TOK_ERR_IO;
     }
     struct buf b = {0};
@@ -155,17 +146,17 @@ static int read_file(const char *dir, const char *name, char **out, size_t *out_
     size_t got;
     while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
         if (got > MAX_FILE_BYTES - b.len) {
-            set_err(err, errlen, "%s: larger than %zu bytes", name, MAX_FILE_BYTES);
+            eng_set_err(err, errlen, "%s: larger than %zu bytes", name, MAX_FILE_BYTES);
             rc = ENG_TOK_ERR_INVALID;
             break;
         }
         if ((rc = buf_put(&b, chunk, got)) != 0) {
-            set_err(err, errlen, "%s: out of memory", name);
+            eng_set_err(err, errlen, "%s: out of memory", name);
             break;
         }
     }
     if (rc == 0 && ferror(f)) {
-        set_err(err, errlen, "%s: read error", name);
+        eng_set_err(err, errlen, "%s: read error", name);
         rc = ENG_TOK_ERR_IO;
     }
     fclose(f);
@@ -178,42 +169,25 @@ static int read_file(const char *dir, const char *name, char **out, size_t *out_
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is ill-formed; *subpart gets
- * the length of the maximal ill-formed prefix that one U+FFFD replaces (Unicode / Python rule). */
+/* Length of the valid UTF-8 sequence at s[0..n) (json.h's rule), or 0 when it is ill-formed;
+ * then *subpart gets the length of the maximal ill-formed prefix that one U+FFFD replaces
+ * (Unicode / Python rule): the longest prefix, up to 3 bytes, that more bytes could still make
+ * valid. A prefix of 2 or 3 bytes already holds the byte whose range depends on the lead, and
+ * every later byte accepts any continuation byte, so padding it with 0x80 tells. */
 static size_t utf8_valid_len(const unsigned char *s, size_t n, size_t *subpart)
 {
-    unsigned char c = s[0];
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
+    size_t len = eng_utf8_seq_len(s, n);
     *subpart = 1;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 2;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 3;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
+    if (len > 0)
+        return len;
+    for (size_t k = 2; k <= 3 && k <= n; ++k) {
+        unsigned char probe[4] = {0x80, 0x80, 0x80, 0x80};
+        memcpy(probe, s, k);
+        if (eng_utf8_seq_len(probe, sizeof probe) == 0)
+            break;
+        *subpart = k;
     }
-    for (size_t i = 1; i <= need; ++i) {
-        if (i >= n)
-            return 0;
-        unsigned char lo_i = i == 1 ? lo : 0x80, hi_i = i == 1 ? hi : 0xBF;
-        if (s[i] < lo_i || s[i] > hi_i)
-            return 0;
-        *subpart = i + 1;
-    }
-    return need + 1;
+    return 0;
 }
 
 /* Whitespace as Rust's char::is_whitespace (Unicode White_Space), which HF's rstrip/lstrip
@@ -279,29 +253,29 @@ static int add_token(struct eng_tokenizer *tok, const char *content, int64_t id,
                      bool special, char *err, size_t errlen)
 {
     if (id < 0 || id >= MAX_ADDED_ID) {
-        set_err(err, errlen, "tokenizer.json: added token id %lld out of range", (long long)id);
+        eng_set_err(err, errlen, "tokenizer.json: added token id %lld out of range", (long long)id);
         return ENG_TOK_ERR_INVALID;
     }
     size_t len = strlen(content);
     if (len == 0) {
-        set_err(err, errlen, "tokenizer.json: empty added token (id %lld)", (long long)id);
+        eng_set_err(err, errlen, "tokenizer.json: empty added token (id %lld)", (long long)id);
         return ENG_TOK_ERR_INVALID;
     }
     for (int i = 0; i < tok->info.n_added; ++i) {
         if (tok->added[i].id == id) {
-            set_err(err, errlen, "tokenizer.json: added token id %lld listed twice", (long long)id);
+            eng_set_err(err, errlen, "tokenizer.json: added token id %lld listed twice", (long long)id);
             return ENG_TOK_ERR_INVALID;
         }
     }
     if (tok->info.n_added >= MAX_ADDED_TOKENS) {
-        set_err(err, errlen, "tokenizer: more than %d added tokens", MAX_ADDED_TOKENS);
+        eng_set_err(err, errlen, "tokenizer: more than %d added tokens", MAX_ADDED_TOKENS);
         return ENG_TOK_ERR_INVALID;
     }
     if (tok->info.n_added == tok->cap_added) {
         int cap = tok->cap_added ? 2 * tok->cap_added : 16;
         struct added_token *p = realloc(tok->added, (size_t)cap * sizeof *p);
         if (p == NULL) {
-            set_err(err, errlen, "out of memory");
+            eng_set_err(err, errlen, "out of memory");
             return ENG_TOK_ERR_NOMEM;
         }
         tok->added = p;
@@ -310,7 +284,7 @@ static int add_token(struct eng_tokenizer *tok, const char *content, int64_t id,
     struct added_token *a = &tok->added[tok->info.n_added];
     a->content = malloc(len + 1);
     if (a->content == NULL) {
-        set_err(err, errlen, "out of memory");
+        eng_set_err(err, errlen, "out of memory");
         return ENG_TOK_ERR_NOMEM;
     }
     memcpy(a->content, content, len + 1);
@@ -363,7 +337,7 @@ static int parse_prefix_rule(struct eng_tokenizer *tok, const cJSON *root, char 
     if (has_pre) {
         if (!json_str_eq(pre, "type", "Metaspace") || !json_str_eq(pre, "replacement", SPACE_MARK) ||
             json_bool(pre, "split", false)) {
-            set_err(err, errlen, "tokenizer.json: unsupported pre_tokenizer (want Metaspace, split false)");
+            eng_set_err(err, errlen, "tokenizer.json: unsupported pre_tokenizer (want Metaspace, split false)");
             return ENG_TOK_ERR_INVALID;
         }
         const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(pre, "prepend_scheme");
@@ -375,7 +349,7 @@ static int parse_prefix_rule(struct eng_tokenizer *tok, const cJSON *root, char 
             else if (strcmp(scheme->valuestring, "never") == 0)
                 tok->prefix = PREFIX_NEVER;
             else {
-                set_err(err, errlen, "tokenizer.json: unknown Metaspace prepend_scheme");
+                eng_set_err(err, errlen, "tokenizer.json: unknown Metaspace prepend_scheme");
                 return ENG_TOK_ERR_INVALID;
             }
         } else {
@@ -401,7 +375,7 @@ static int parse_prefix_rule(struct eng_tokenizer *tok, const cJSON *root, char 
     return 0;
 
 unsupported_norm:
-    set_err(err, errlen, "tokenizer.json: unsupported normalizer (want null or Prepend/Replace of U+2581)");
+    eng_set_err(err, errlen, "tokenizer.json: unsupported normalizer (want null or Prepend/Replace of U+2581)");
     return ENG_TOK_ERR_INVALID;
 }
 
@@ -409,13 +383,13 @@ static int parse_tokenizer_json(struct eng_tokenizer *tok, const char *text, siz
 {
     cJSON *root = cJSON_ParseWithLength(text, len);
     if (root == NULL) {
-        set_err(err, errlen, "tokenizer.json: not valid JSON");
+        eng_set_err(err, errlen, "tokenizer.json: not valid JSON");
         return ENG_TOK_ERR_INVALID;
     }
     int rc = 0;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!json_str_eq(model, "type", "BPE") && !json_str_eq(model, "type", "Unigram")) {
-        set_err(err, errlen, "tokenizer.json: model.type must be BPE or Unigram (a SentencePiece model)");
+        eng_set_err(err, errlen, "tokenizer.json: model.type must be BPE or Unigram (a SentencePiece model)");
         rc = ENG_TOK_ERR_INVALID;
         goto out;
     }
@@ -423,13 +397,13 @@ static int parse_tokenizer_json(struct eng_tokenizer *tok, const char *text, siz
         goto out;
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (list != NULL && !cJSON_IsArray(list)) {
-        set_err(err, errlen, "tokenizer.json: added_tokens is not an array");
+        eng_set_err(err, errlen, "tokenizer.json: added_tokens is not an array");
         rc = ENG_TOK_ERR_INVALID;
         goto out;
     }
     int n = cJSON_GetArraySize(list);
     if (n > MAX_ADDED_TOKENS) {
-        set_err(err, errlen, "tokenizer.json: more than %d added tokens", MAX_ADDED_TOKENS);
+        eng_set_err(err, errlen, "tokenizer.json: more than %d added tokens", MAX_ADDED_TOKENS);
         rc = ENG_TOK_ERR_INVALID;
         goto out;
     }
@@ -438,12 +412,12 @@ static int parse_tokenizer_json(struct eng_tokenizer *tok, const char *text, siz
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(t, "id");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(t, "content");
         if (!cJSON_IsNumber(id) || !cJSON_IsString(content) || id->valuedouble != (double)(int64_t)id->valuedouble) {
-            set_err(err, errlen, "tokenizer.json: added token without integer id and string content");
+            eng_set_err(err, errlen, "tokenizer.json: added token without integer id and string content");
             rc = ENG_TOK_ERR_INVALID;
             goto out;
         }
         if (json_bool(t, "single_word", false)) {
-            set_err(err, errlen, "tokenizer.json: single_word added tokens are not supported (%s)", content->valuestring);
+            eng_set_err(err, errlen, "tokenizer.json: single_word added tokens are not supported (%s)", content->valuestring);
             rc = ENG_TOK_ERR_INVALID;
             goto out;
         }
@@ -467,14 +441,14 @@ static int parse_added_tokens_json(struct eng_tokenizer *tok, const char *text, 
     cJSON *root = cJSON_ParseWithLength(text, len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        set_err(err, errlen, "added_tokens.json: not a JSON object");
+        eng_set_err(err, errlen, "added_tokens.json: not a JSON object");
         return ENG_TOK_ERR_INVALID;
     }
     int rc = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
         if (!cJSON_IsNumber(e) || e->string == NULL || e->string[0] == '\0') {
-            set_err(err, errlen, "added_tokens.json: entries must map a token to an integer id");
+            eng_set_err(err, errlen, "added_tokens.json: entries must map a token to an integer id");
             rc = ENG_TOK_ERR_INVALID;
             break;
         }
@@ -507,8 +481,8 @@ static int parse_config(struct eng_tokenizer *tok, const char *cfg_text, size_t 
     cJSON *map = map_text != NULL ? cJSON_ParseWithLength(map_text, map_len) : NULL;
     int rc = 0;
     if ((cfg_text != NULL && !cJSON_IsObject(cfg)) || (map_text != NULL && !cJSON_IsObject(map))) {
-        set_err(err, errlen, "%s: not a JSON object",
-                cfg_text != NULL && !cJSON_IsObject(cfg) ? "tokenizer_config.json" : "special_tokens_map.json");
+        eng_set_err(err, errlen, "%s: not a JSON object",
+                    cfg_text != NULL && !cJSON_IsObject(cfg) ? "tokenizer_config.json" : "special_tokens_map.json");
         rc = ENG_TOK_ERR_INVALID;
         goto out;
     }
@@ -524,8 +498,8 @@ static int parse_config(struct eng_tokenizer *tok, const char *cfg_text, size_t 
         const char *content = json_token_content(v);
         *dst[i] = token_id_by_content(tok, content);
         if (*dst[i] < 0) {
-            set_err(err, errlen, "tokenizer_config.json: %s %s is not in the vocabulary", names[i],
-                    content != NULL ? content : "(not a string)");
+            eng_set_err(err, errlen, "tokenizer_config.json: %s %s is not in the vocabulary", names[i],
+                        content != NULL ? content : "(not a string)");
             rc = ENG_TOK_ERR_INVALID;
             goto out;
         }
@@ -549,7 +523,7 @@ static int build_tables(struct eng_tokenizer *tok, char *err, size_t errlen)
     tok->added_of_id = malloc((size_t)n_vocab * sizeof *tok->added_of_id);
     tok->byte_of_id = malloc((size_t)(tok->n_sp > 0 ? tok->n_sp : 1) * sizeof *tok->byte_of_id);
     if (tok->added_of_id == NULL || tok->byte_of_id == NULL) {
-        set_err(err, errlen, "out of memory");
+        eng_set_err(err, errlen, "out of memory");
         return ENG_TOK_ERR_NOMEM;
     }
     for (int32_t id = 0; id < n_vocab; ++id)
@@ -564,7 +538,7 @@ static int build_tables(struct eng_tokenizer *tok, char *err, size_t errlen)
         char tail;
         if (eng_sp_is_byte(tok->sp, id)) {
             if (p == NULL || len != 6 || sscanf(p, "<0x%2X>%c", &v, &tail) != 1 || v > 255) {
-                set_err(err, errlen, "tokenizer.model: byte piece %d is not spelled <0xXX>", (int)id);
+                eng_set_err(err, errlen, "tokenizer.model: byte piece %d is not spelled <0xXX>", (int)id);
                 return ENG_TOK_ERR_INVALID;
             }
             tok->byte_of_id[id] = (int16_t)v;
@@ -584,7 +558,7 @@ int eng_tokenizer_load_dir(const char *dir, struct eng_tokenizer **out, char *er
     bool missing;
     int rc;
     if (tok == NULL) {
-        set_err(err, errlen, "out of memory");
+        eng_set_err(err, errlen, "out of memory");
         return ENG_TOK_ERR_NOMEM;
     }
     if ((rc = read_file(dir, "tokenizer.model", &model, &model_len, &missing, err, errlen)) != 0)
@@ -596,7 +570,7 @@ int eng_tokenizer_load_dir(const char *dir, struct eng_tokenizer **out, char *er
     {
         struct buf b = {model, model_len, model_len};
         if ((rc = buf_put(&b, no_dummy_prefix, sizeof no_dummy_prefix)) != 0) {
-            set_err(err, errlen, "out of memory");
+            eng_set_err(err, errlen, "out of memory");
             goto fail;
         }
         model = b.p;
@@ -608,7 +582,7 @@ int eng_tokenizer_load_dir(const char *dir, struct eng_tokenizer **out, char *er
     }
     tok->n_sp = eng_sp_n_pieces(tok->sp);
     if (tok->n_sp <= 0) {
-        set_err(err, errlen, "tokenizer.model: no pieces");
+        eng_set_err(err, errlen, "tokenizer.model: no pieces");
         rc = ENG_TOK_ERR_INVALID;
         goto fail;
     }

@@ -2,7 +2,6 @@
  * API contract, error messages, limits and hostile templates, then every golden case from
  * tests/fixtures/chat (rendered by transformers' apply_chat_template) compared byte for byte.
  * Usage: test_chat_template <fixtures_dir> */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,30 +11,7 @@
 
 #include "chat_template.h"
 
-static int failures;
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "FAIL: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    failures++;
-}
-
-#define CHECK(cond, ...) do { if (!(cond)) fail(__VA_ARGS__); } while (0)
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
+#include "../test_util.h"
 
 static const char *MSGS =
     "[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"Hi\"},"
@@ -65,7 +41,7 @@ static void expect_text(const char *src, const char *want)
     char err[512], *out;
     int rc = render_src(src, NULL, NULL, &out, err, sizeof err);
     if (rc != 0)
-        fail("%s: status %d (%s), want \"%s\"", src, rc, err, want);
+        FAIL("%s: status %d (%s), want \"%s\"", src, rc, err, want);
     else
         CHECK(strcmp(out, want) == 0, "%s: got \"%s\", want \"%s\"", src, out, want);
     free(out);
@@ -171,7 +147,7 @@ static void test_limits(void)
 static void test_big_inputs(void)
 {
     size_t big = 3u << 20;
-    char *json = xmalloc(big + 100);
+    char *json = tu_xmalloc(big + 100);
     char *p = json + sprintf(json, "[{\"role\":\"user\",\"content\":\"");
     memset(p, 'a', big);
     strcpy(p + big, "\"}]");
@@ -198,7 +174,7 @@ static void test_big_inputs(void)
     free(json);
     /* one message with 200k keys: converted in linear time, lookups charged by size */
     size_t n_keys = 200000;
-    json = xmalloc(n_keys * 24 + 100);
+    json = tu_xmalloc(n_keys * 24 + 100);
     p = json + sprintf(json, "[{\"role\":\"user\",\"content\":\"x\"");
     for (size_t i = 0; i < n_keys; i++)
         p += sprintf(p, ",\"k%zu\":%zu", i, i);
@@ -231,7 +207,7 @@ static char *repeat_str(const char *head, const char *unit, size_t n, const char
                         const char *tail)
 {
     size_t len = strlen(head) + n * (strlen(unit) + strlen(unit2)) + strlen(mid) + strlen(tail) + 1;
-    char *s = xmalloc(len), *p = put(s, head);
+    char *s = tu_xmalloc(len), *p = put(s, head);
     for (size_t i = 0; i < n; i++)
         p = put(p, unit);
     p = put(p, mid);
@@ -266,7 +242,7 @@ static void test_nesting(void)
         for (size_t d = 0; d < 2; d++) {
             char *body = repeat_str(cases[c].head, cases[c].open, depths[d], cases[c].core, cases[c].close, "");
             size_t bl = strlen(body), tl = strlen(cases[c].tail);
-            char *src = xmalloc(bl + tl + 1);
+            char *src = tu_xmalloc(bl + tl + 1);
             memcpy(src, body, bl);
             memcpy(src + bl, cases[c].tail, tl + 1);
             free(body);
@@ -345,7 +321,7 @@ static void test_api_contract(void)
     eng_chat_limits_default(&l);
     CHECK(l.max_output_bytes == ENG_CHAT_DEFAULT_MAX_OUTPUT && l.max_depth == ENG_CHAT_DEFAULT_MAX_DEPTH,
           "defaults");
-    char *big = xmalloc(ENG_CHAT_MAX_TEMPLATE_BYTES + 1);
+    char *big = tu_xmalloc(ENG_CHAT_MAX_TEMPLATE_BYTES + 1);
     memset(big, 'a', ENG_CHAT_MAX_TEMPLATE_BYTES + 1);
     CHECK(eng_chat_template_parse(big, ENG_CHAT_MAX_TEMPLATE_BYTES + 1, NULL, &t, err, sizeof err) ==
           ENG_CHAT_ERR_LIMIT, "oversized template");
@@ -379,27 +355,6 @@ static void test_content_parts(void)
 
 /* ---- goldens ------------------------------------------------------------------------------ */
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf != NULL) {
-        buf[n] = '\0';
-        *len = (size_t)n;
-    }
-    return buf;
-}
-
 static const char *str_field(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -417,29 +372,26 @@ static void show_mismatch(const char *id, const char *got, size_t got_len, const
     while (i < got_len && i < wl && got[i] == want[i])
         i++;
     size_t from = i > 20 ? i - 20 : 0;
-    fail("%s: output differs at byte %zu\n  got:  \"%.60s\"\n  want: \"%.60s\"", id, i, got + from, want + from);
+    FAIL("%s: output differs at byte %zu\n  got:  \"%.60s\"\n  want: \"%.60s\"", id, i, got + from, want + from);
 }
 
 static void run_goldens(const char *fixtures, const char *file, bool named_templates)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/chat/%s", fixtures, file);
-    size_t len;
-    char *data = read_file(path, &len);
+    char *data = tu_read_file(path, NULL);
     if (data == NULL) {
-        fail("cannot read %s", path);
+        FAIL("cannot read %s", path);
         return;
     }
     struct tally tallies[64];
     size_t n_tallies = 0;
     int cases = 0;
-    for (char *line = data, *next; line != NULL && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next != NULL)
-            *next++ = '\0';
+    char *cursor = data, *line;
+    while ((line = tu_next_line(&cursor)) != NULL) {
         cJSON *row = cJSON_Parse(line);
         if (row == NULL) {
-            fail("%s: bad JSON line", file);
+            FAIL("%s: bad JSON line", file);
             continue;
         }
         const char *id = str_field(row, "case");
@@ -449,7 +401,7 @@ static void run_goldens(const char *fixtures, const char *file, bool named_templ
         if (named_templates) {
             char tpath[4096];
             snprintf(tpath, sizeof tpath, "%s/chat/templates/%s.jinja", fixtures, name);
-            src = read_file(tpath, &src_len);
+            src = tu_read_file(tpath, &src_len);
         } else if (str_field(row, "template_src") != NULL) {
             src = strdup(str_field(row, "template_src"));
             src_len = strlen(src);
@@ -468,7 +420,7 @@ static void run_goldens(const char *fixtures, const char *file, bool named_templ
         char full_id[256];
         snprintf(full_id, sizeof full_id, "%s %s", name, id ? id : "?");
         if (src == NULL) {
-            fail("%s: no template", full_id);
+            FAIL("%s: no template", full_id);
             cJSON_Delete(row);
             continue;
         }
@@ -494,7 +446,7 @@ static void run_goldens(const char *fixtures, const char *file, bool named_templ
         if (want != NULL) {
             ok = rc == 0 && out_len == strlen(want) && memcmp(out, want, out_len) == 0;
             if (!ok && rc != 0)
-                fail("%s: status %d (%s), want text", full_id, rc, err);
+                FAIL("%s: status %d (%s), want text", full_id, rc, err);
             else if (!ok)
                 show_mismatch(full_id, out, out_len, want);
         } else {
@@ -502,7 +454,7 @@ static void run_goldens(const char *fixtures, const char *file, bool named_templ
                           : strcmp(want_err, "raise") == 0 ? ENG_CHAT_ERR_RAISED : ENG_CHAT_ERR_RENDER;
             ok = rc == want_rc && (want_rc != ENG_CHAT_ERR_RAISED || strcmp(err, want_msg) == 0);
             if (!ok)
-                fail("%s: status %d (%s), want %s error (%s)", full_id, rc, rc ? err : out, want_err,
+                FAIL("%s: status %d (%s), want %s error (%s)", full_id, rc, rc ? err : out, want_err,
                      want_msg ? want_msg : "");
         }
         ty->passed += ok;
@@ -532,10 +484,5 @@ int main(int argc, char **argv)
     test_content_parts();
     run_goldens(argv[1], "constructs.jsonl", false);
     run_goldens(argv[1], "goldens.jsonl", true);
-    if (failures != 0) {
-        fprintf(stderr, "%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("all chat template tests passed\n");
-    return 0;
+    return tu_finish("test_chat_template");
 }

@@ -5,7 +5,6 @@
  * A few hand-checked facts from reference/phi3-models.md §6.3-6.5 come first. It does not test the
  * interpreter or the tokenizer on their own (test_chat_template.c, test_tokenizer.c do).
  * Usage: test_chat_tokens <fixtures_dir> */
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,20 +15,7 @@
 #include "chat_template.h"
 #include "tokenizer.h"
 
-static int failures;
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "FAIL: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    failures++;
-}
-
-#define CHECK(cond, ...) do { if (!(cond)) fail(__VA_ARGS__); } while (0)
+#include "../test_util.h"
 
 /* The tokenizer fixtures every golden row carries, in tests/fixtures/tokenizer. */
 #define N_TOK 2
@@ -62,35 +48,6 @@ struct ctx {
     int n_slots;
 };
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 1 << 16;
-            char *nb = realloc(buf, cap + 1);
-            if (nb == NULL) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        if (got == 0)
-            break;
-        n += got;
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 static void print_ids(const char *what, const int32_t *ids, size_t n)
 {
     fprintf(stderr, "  %s [", what);
@@ -110,16 +67,16 @@ static struct eng_chat_template *load_template(const char *fixtures, const char 
     char path[1024], err[512];
     snprintf(path, sizeof path, "%s/chat/templates/%s.jinja", fixtures, name);
     size_t len;
-    char *src = read_file(path, &len);
+    char *src = tu_read_file(path, &len);
     if (src == NULL) {
-        fail("cannot read %s", path);
+        FAIL("cannot read %s", path);
         return NULL;
     }
     struct eng_chat_template *t = NULL;
     int rc = eng_chat_template_parse(src, len, NULL, &t, err, sizeof err);
     free(src);
     if (rc != 0)
-        fail("%s: parse status %d (%s)", name, rc, err);
+        FAIL("%s: parse status %d (%s)", name, rc, err);
     return t;
 }
 
@@ -129,7 +86,7 @@ static struct template_slot *slot_for(struct ctx *c, const char *name)
         if (strcmp(c->slots[i].name, name) == 0)
             return &c->slots[i];
     if (c->n_slots == MAX_TEMPLATES || strlen(name) >= sizeof c->slots[0].name) {
-        fail("too many templates or name too long: %s", name);
+        FAIL("too many templates or name too long: %s", name);
         return NULL;
     }
     struct template_slot *s = &c->slots[c->n_slots++];
@@ -170,12 +127,12 @@ static int render_and_encode(const struct eng_chat_template *t, const struct tok
     *n_ids = 0;
     int rc = eng_chat_template_render(t, &in, NULL, text, text_len, err, sizeof err);
     if (rc != 0) {
-        fail("%s: render status %d (%s)", label, rc, err);
+        FAIL("%s: render status %d (%s)", label, rc, err);
         return rc;
     }
     rc = eng_tokenizer_encode(tf->tok, *text, *text_len, add_special, ids, n_ids);
     if (rc != 0) {
-        fail("%s: encode status %d", label, rc);
+        FAIL("%s: encode status %d", label, rc);
         free(*text);
         *text = NULL;
         return rc;
@@ -202,7 +159,7 @@ static void check_row(struct ctx *c, const cJSON *row, int k)
     if (tname == NULL || cid == NULL || !cJSON_IsArray(messages) || !cJSON_IsBool(agp) || !cJSON_IsBool(keep) ||
         !cJSON_IsString(want_text) || !cJSON_IsArray(want_ids) || !cJSON_IsBool(add_sp) || bos == NULL ||
         eos == NULL) {
-        fail("malformed golden row (%s %s, tokenizer %s)", tname ? tname : "?", cid ? cid : "?", TOK_NAMES[k]);
+        FAIL("malformed golden row (%s %s, tokenizer %s)", tname ? tname : "?", cid ? cid : "?", TOK_NAMES[k]);
         return;
     }
     struct template_slot *s = slot_for(c, tname);
@@ -224,17 +181,17 @@ static void check_row(struct ctx *c, const cJSON *row, int k)
     count_conversation(s, cid);
     size_t want_len = strlen(want_text->valuestring);
     if (text_len != want_len || memcmp(text, want_text->valuestring, want_len) != 0)
-        fail("%s: text\n  got  \"%.300s\"\n  want \"%.300s\"", label, text, want_text->valuestring);
+        FAIL("%s: text\n  got  \"%.300s\"\n  want \"%.300s\"", label, text, want_text->valuestring);
     size_t n_want = (size_t)cJSON_GetArraySize(want_ids);
     int32_t *want = malloc((n_want + 1) * sizeof *want);
     if (want == NULL) {
-        fail("out of memory");
+        FAIL("out of memory");
     } else {
         size_t i = 0;
         const cJSON *e;
         cJSON_ArrayForEach(e, want_ids) want[i++] = (int32_t)e->valuedouble;
         if (!same_ids(got, n_got, want, n_want)) {
-            fail("%s: ids differ", label);
+            FAIL("%s: ids differ", label);
             print_ids("want", want, n_want);
             print_ids("got ", got, n_got);
         }
@@ -248,21 +205,18 @@ static void run_goldens(struct ctx *c)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/chat/token_goldens.jsonl", c->fixtures);
-    size_t len;
-    char *buf = read_file(path, &len);
+    char *buf = tu_read_file(path, NULL);
     if (buf == NULL) {
-        fail("cannot read %s", path);
+        FAIL("cannot read %s", path);
         return;
     }
     int n_rows = 0;
-    for (char *line = buf; *line != '\0';) {
-        char *nl = strchr(line, '\n');
-        if (nl != NULL)
-            *nl = '\0';
+    char *cursor = buf, *line;
+    while ((line = tu_next_line(&cursor)) != NULL) {
         if (*line != '\0') {
             cJSON *row = cJSON_Parse(line);
             if (row == NULL) {
-                fail("row %d: not JSON", n_rows + 1);
+                FAIL("row %d: not JSON", n_rows + 1);
             } else {
                 for (int k = 0; k < N_TOK; k++)
                     check_row(c, row, k);
@@ -270,9 +224,6 @@ static void run_goldens(struct ctx *c)
             }
             n_rows++;
         }
-        if (nl == NULL)
-            break;
-        line = nl + 1;
     }
     free(buf);
     CHECK(c->n_slots > 0, "no golden rows");
@@ -291,7 +242,7 @@ static void run_goldens(struct ctx *c)
 static void expect_ids(const int32_t *got, size_t n_got, const int32_t *want, size_t n_want, const char *label)
 {
     if (!same_ids(got, n_got, want, n_want)) {
-        fail("%s: ids differ", label);
+        FAIL("%s: ids differ", label);
         print_ids("want", want, n_want);
         print_ids("got ", got, n_got);
     }
@@ -308,7 +259,7 @@ static void test_phi35_system(struct ctx *c)
     struct eng_chat_template *t = load_template(c->fixtures, "phi3.5-mini");
     cJSON *msgs = cJSON_Parse(SYSTEM_CONV);
     if (t == NULL || msgs == NULL) {
-        fail("phi3.5 fact setup");
+        FAIL("phi3.5 fact setup");
         goto out;
     }
     for (int k = 0; k < N_TOK; k++) {
@@ -417,14 +368,14 @@ int main(int argc, char **argv)
         char dir[1024], err[256] = "";
         snprintf(dir, sizeof dir, "%s/tokenizer/%s", c->fixtures, TOK_NAMES[k]);
         if (eng_tokenizer_load_dir(dir, &c->toks[k].tok, err, sizeof err) != 0) {
-            fail("loading %s: %s", dir, err);
+            FAIL("loading %s: %s", dir, err);
             goto out;
         }
         const struct eng_tokenizer_info *info = eng_tokenizer_get_info(c->toks[k].tok);
         c->toks[k].bos = eng_tokenizer_id_to_piece(c->toks[k].tok, info->bos_id, NULL);
         c->toks[k].eos = eng_tokenizer_id_to_piece(c->toks[k].tok, info->eos_id, NULL);
         if (c->toks[k].bos == NULL || c->toks[k].eos == NULL) {
-            fail("%s: no BOS/EOS", TOK_NAMES[k]);
+            FAIL("%s: no BOS/EOS", TOK_NAMES[k]);
             goto out;
         }
     }
@@ -438,10 +389,5 @@ out:
     for (int k = 0; k < N_TOK; k++)
         eng_tokenizer_destroy(c->toks[k].tok);
     free(c);
-    if (failures > 0) {
-        fprintf(stderr, "%d failures\n", failures);
-        return 1;
-    }
-    printf("ok\n");
-    return 0;
+    return tu_finish("test_chat_tokens");
 }

@@ -14,17 +14,7 @@
 #include "detok.h"
 #include "tokenizer.h"
 
-static int n_fail;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            ++n_fail;                                                      \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-        }                                                                  \
-    } while (0)
+#include "../test_util.h"
 
 /* Stop printing after this many failures so one bug does not flood the log. */
 #define MAX_REPORTED_FAILS 20
@@ -36,12 +26,7 @@ static uint64_t rng_state = 0x9E3779B97F4A7C15u;
 
 static uint64_t rnd(void)
 {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    rng_state = x;
-    return x;
+    return tu_xorshift64(&rng_state);
 }
 
 static size_t rnd_below(size_t n)
@@ -256,8 +241,8 @@ static bool stream_check(const struct eng_tokenizer *tok, const int32_t *ids, si
         what = "concatenated deltas differ from decode(all)[len(decode(context)):]";
     }
     if (!ok) {
-        ++n_fail;
-        if (n_fail <= MAX_REPORTED_FAILS) {
+        ++tu_failures;
+        if (tu_failures <= MAX_REPORTED_FAILS) {
             fprintf(stderr, "FAIL detok stream: %s\n", what);
             print_seq(ids, n, n_ctx, skip);
             fprintf(stderr, "  want \"%.*s\" (%zu bytes)\n  got  \"%.*s\" (%zu bytes)\n", (int)want_len, want,
@@ -465,7 +450,7 @@ static void test_detok_property(const struct eng_tokenizer *tok, long n_random)
           v.n_plain);
     struct stream_stats st = {0};
     int32_t ids[128];
-    for (long s = 0; s < n_random && n_fail < MAX_REPORTED_FAILS; ++s) {
+    for (long s = 0; s < n_random && tu_failures < MAX_REPORTED_FAILS; ++s) {
         size_t n = random_sequence(tok, &v, ids, sizeof ids / sizeof ids[0]);
         check_all_splits(tok, ids, n, &st);
     }
@@ -623,23 +608,6 @@ static void test_detok_cases(const struct eng_tokenizer *tok)
 static const char *const tokenizer_files[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                                               "special_tokens_map.json", "added_tokens.json"};
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    struct text t = {0};
-    char chunk[65536];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
-        text_put(&t, chunk, got);
-    fclose(f);
-    if (t.p == NULL)
-        text_put(&t, "", 0);
-    *len = t.len;
-    return t.p;
-}
-
 static bool write_file(const char *path, const char *data, size_t len)
 {
     FILE *f = fopen(path, "wb");
@@ -660,10 +628,13 @@ static bool make_nostrip_copy(const char *src_dir, char *dst, size_t dst_len)
     bool ok = true;
     for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0] && ok; ++i) {
         char src[4096], out[4096];
-        snprintf(src, sizeof src, "%s/%s", src_dir, tokenizer_files[i]);
-        snprintf(out, sizeof out, "%s/%s", dst, tokenizer_files[i]);
+        if (snprintf(src, sizeof src, "%s/%s", src_dir, tokenizer_files[i]) >= (int)sizeof src ||
+            snprintf(out, sizeof out, "%s/%s", dst, tokenizer_files[i]) >= (int)sizeof out) {
+            ok = false; /* path too long */
+            break;
+        }
         size_t len = 0;
-        char *data = read_file(src, &len);
+        char *data = tu_read_file(src, &len);
         if (data == NULL)
             continue; /* optional files */
         if (strcmp(tokenizer_files[i], "tokenizer.json") == 0) {
@@ -903,7 +874,7 @@ static void test_stop_random(void)
     static const char *const units[] = {"a", "b", "c", "\xc3\xa9", "\xe4\xb8\xad"};
     const long n_cases = 30000;
     long n_stopped = 0, n_flush_stops = 0, n_nomatch = 0;
-    for (long c = 0; c < n_cases && n_fail < MAX_REPORTED_FAILS; ++c) {
+    for (long c = 0; c < n_cases && tu_failures < MAX_REPORTED_FAILS; ++c) {
         size_t n_units = rnd_below(2) ? 2 : 5;
         char stop_buf[3][16];
         const char *stops[3];
@@ -1011,7 +982,7 @@ static void test_stop_random(void)
         n_stopped += stopped;
         n_nomatch += !match;
         if (!ok) {
-            ++n_fail;
+            ++tu_failures;
             fprintf(stderr, "FAIL stop random case %ld: %s\n  include %d stops:", c, why, include);
             for (size_t k = 0; k < n_stops; ++k)
                 fprintf(stderr, " \"%s\"", stops[k]);
@@ -1052,10 +1023,5 @@ int main(int argc, char **argv)
     test_stop_cases();
     test_stop_random();
     eng_tokenizer_destroy(tok);
-    if (n_fail > 0) {
-        fprintf(stderr, "%d check(s) failed\n", n_fail);
-        return 1;
-    }
-    printf("all detok checks passed\n");
-    return 0;
+    return tu_finish("test_detok");
 }

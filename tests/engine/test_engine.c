@@ -19,19 +19,10 @@
 #include "model.h"
 #include "models/phi3.h"
 
-static int n_fail;
+#include "../test_util.h"
+
 static const char *fixtures;
 static const char *device = "cpu";
-
-#define CHECK(cond, ...)                                                 \
-    do {                                                                 \
-        if (!(cond)) {                                                   \
-            n_fail++;                                                    \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);         \
-            fprintf(stderr, __VA_ARGS__);                                \
-            fputc('\n', stderr);                                         \
-        }                                                                \
-    } while (0)
 
 #define MAX_N 8
 #define MAX_OUT 600
@@ -321,30 +312,11 @@ struct gcase {
     char long_rope[16];
 };
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b)
-        b[n] = '\0';
-    fclose(f);
-    return b;
-}
-
 static int load_golden(const char *model, struct gcase *gc, int max)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/models/%s/golden/golden.json", fixtures, model);
-    char *text = slurp(path);
+    char *text = tu_read_file(path, NULL);
     if (!text) {
         fprintf(stderr, "cannot read %s\n", path);
         exit(1);
@@ -822,7 +794,7 @@ static void test_prompt_logprobs(void)
         return;
     char path[4096];
     snprintf(path, sizeof path, "%s/models/mha-window/golden/len40.f32", fixtures);
-    float *lg = (float *)slurp(path);
+    float *lg = (float *)tu_read_file(path, NULL);
     CHECK(lg != NULL, "read %s", path);
     if (!lg)
         return;
@@ -945,7 +917,8 @@ int main(int argc, char **argv)
     fixtures = argv[1];
     if (argc > 3)
         device = argv[3];
-    if (strcmp(argv[2], "unit") == 0) {
+    bool unit = strcmp(argv[2], "unit") == 0;
+    if (unit) {
         test_limits();
         test_text();
         test_prompt_logprobs();
@@ -958,10 +931,5 @@ int main(int argc, char **argv)
         test_golden_model("longrope");
         test_longrope_from_start();
     }
-    if (n_fail) {
-        fprintf(stderr, "%d failure(s)\n", n_fail);
-        return 1;
-    }
-    printf("engine %s: ok\n", argv[2]);
-    return 0;
+    return tu_finish(unit ? "test_engine unit" : "test_engine golden");
 }

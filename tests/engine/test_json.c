@@ -8,7 +8,7 @@
 
 #include "json.h"
 
-static int failures;
+#include "../test_util.h"
 
 static const char *code_name(int code)
 {
@@ -22,16 +22,6 @@ static const char *code_name(int code)
     }
     return "?";
 }
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 struct bad_case {
     const char *body;
@@ -493,10 +483,5 @@ int main(void)
     test_utf8_seq_len();
     test_error_details();
     test_number_locale();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_json: all checks passed\n");
-    return 0;
+    return tu_finish("test_json");
 }

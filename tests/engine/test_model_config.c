@@ -3,22 +3,14 @@
  * field is refused with a message naming it. Not a fuzzer (tests/fuzz/fuzz_loader.c is). */
 #include "model_config.h"
 
+#include "../test_util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int failures;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
 
 /* Phi-3-mini-4k-instruct config.json as saved by transformers 4.46 (after the July 2024 update). */
 static const char MINI_4K[] =
@@ -55,18 +47,10 @@ static const char MINI_4K[] =
     "  \"vocab_size\": 32064\n"
     "}\n";
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 static char *cat3(const char *a, const char *b, const char *c)
 {
     size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
-    char *s = xmalloc(n);
+    char *s = tu_xmalloc(n);
     if (s == NULL)
         abort();
     snprintf(s, n, "%s%s%s", a, b, c);
@@ -77,7 +61,7 @@ static char *cat3(const char *a, const char *b, const char *c)
 static char *rope_json(const char *type, const char *sf, const char *lf)
 {
     size_t n = strlen(sf) + strlen(lf) + strlen(type) + 96;
-    char *s = xmalloc(n);
+    char *s = tu_xmalloc(n);
     snprintf(s, n, "{\"type\": \"%s\", \"short_factor\": %s, \"long_factor\": %s}", type, sf, lf);
     return s;
 }
@@ -86,7 +70,7 @@ static char *rope_json(const char *type, const char *sf, const char *lf)
 static char *factor_list(int n, double base, double step)
 {
     size_t cap = (size_t)n * 32 + 4;
-    char *s = xmalloc(cap);
+    char *s = tu_xmalloc(cap);
     if (s == NULL)
         abort();
     size_t p = 0;
@@ -109,9 +93,9 @@ static char *with_field(const char *base, const char *field, const char *value)
         if (value == NULL)
             return cat3(base, "", "");
         size_t mn = strlen(field) + strlen(value) + 16;
-        char *mid = xmalloc(mn);
+        char *mid = tu_xmalloc(mn);
         snprintf(mid, mn, "\n  \"%s\": %s,", field, value);
-        char *head = xmalloc(3);
+        char *head = tu_xmalloc(3);
         strcpy(head, "{");
         char *out = cat3(head, mid, base + 1);
         free(mid);
@@ -123,7 +107,7 @@ static char *with_field(const char *base, const char *field, const char *value)
     /* Keep the trailing comma if the original line had one. */
     int comma = eol[-1] == ',';
     size_t n = strlen(base) + (value ? strlen(value) : 0) + strlen(key) + 8;
-    char *s = xmalloc(n);
+    char *s = tu_xmalloc(n);
     memcpy(s, base, pre);
     s[pre] = '\0';
     if (value != NULL) {
@@ -152,7 +136,7 @@ static void expect_bad(const char *what, const char *json, const char *want)
     int rc = eng_model_config_parse(json, strlen(json), &cfg, err, sizeof(err));
     if (rc != -1 || strstr(err, want) == NULL) {
         fprintf(stderr, "[%s] rc=%d err='%s' (want '%s')\n", what, rc, err, want);
-        failures++;
+        tu_failures++;
     }
     /* cfg is left untouched on failure. */
     const unsigned char *b = (const unsigned char *)&cfg;
@@ -161,7 +145,7 @@ static void expect_bad(const char *what, const char *json, const char *want)
         untouched &= b[i] == 0x5a;
     if (!untouched) {
         fprintf(stderr, "[%s] cfg modified on failure\n", what);
-        failures++;
+        tu_failures++;
     }
 }
 
@@ -178,7 +162,7 @@ static int parse_ok(const char *what, const char *json, struct eng_model_config 
     int rc = eng_model_config_parse(json, strlen(json), cfg, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "[%s] unexpected failure: %s\n", what, err);
-        failures++;
+        tu_failures++;
     }
     return rc;
 }
@@ -188,40 +172,40 @@ static void test_mini_4k(void)
     struct eng_model_config c;
     if (parse_ok("mini-4k", MINI_4K, &c) != 0)
         return;
-    CHECK(c.arch == ENG_ARCH_PHI3);
-    CHECK(c.hidden_size == 3072 && c.intermediate_size == 8192 && c.num_hidden_layers == 32);
-    CHECK(c.num_attention_heads == 32 && c.num_key_value_heads == 32 && c.head_dim == 96);
-    CHECK(c.rotary_dim == 96 && c.vocab_size == 32064);
-    CHECK(c.max_position_embeddings == 4096 && c.original_max_position_embeddings == 4096);
-    CHECK(c.sliding_window == 2047);
-    CHECK(c.rms_norm_eps == 1e-5 && c.rope_theta == 10000.0 && c.partial_rotary_factor == 1.0);
-    CHECK(c.tie_word_embeddings == 0);
-    CHECK(c.rope_type == ENG_ROPE_DEFAULT && c.n_rope_factors == 0);
-    CHECK(c.short_mscale == 1.0 && c.long_mscale == 1.0);
-    CHECK(c.bos_token_id == 1 && c.pad_token_id == 32000);
-    CHECK(c.n_eos_ids == 1 && c.eos_token_ids[0] == 32000);
+    EXPECT(c.arch == ENG_ARCH_PHI3);
+    EXPECT(c.hidden_size == 3072 && c.intermediate_size == 8192 && c.num_hidden_layers == 32);
+    EXPECT(c.num_attention_heads == 32 && c.num_key_value_heads == 32 && c.head_dim == 96);
+    EXPECT(c.rotary_dim == 96 && c.vocab_size == 32064);
+    EXPECT(c.max_position_embeddings == 4096 && c.original_max_position_embeddings == 4096);
+    EXPECT(c.sliding_window == 2047);
+    EXPECT(c.rms_norm_eps == 1e-5 && c.rope_theta == 10000.0 && c.partial_rotary_factor == 1.0);
+    EXPECT(c.tie_word_embeddings == 0);
+    EXPECT(c.rope_type == ENG_ROPE_DEFAULT && c.n_rope_factors == 0);
+    EXPECT(c.short_mscale == 1.0 && c.long_mscale == 1.0);
+    EXPECT(c.bos_token_id == 1 && c.pad_token_id == 32000);
+    EXPECT(c.n_eos_ids == 1 && c.eos_token_ids[0] == 32000);
 
     /* Not NUL-terminated: parse exactly len bytes of a buffer followed by garbage. */
     size_t n = strlen(MINI_4K);
-    char *buf = xmalloc(n + 4);
+    char *buf = tu_xmalloc(n + 4);
     memcpy(buf, MINI_4K, n);
     memcpy(buf + n, "xyz{", 4);
     char err[256];
-    CHECK(eng_model_config_parse(buf, n, &c, err, sizeof(err)) == 0 && c.hidden_size == 3072);
+    EXPECT(eng_model_config_parse(buf, n, &c, err, sizeof(err)) == 0 && c.hidden_size == 3072);
     free(buf);
 
     /* generation_config.json adds stop ids, deduplicated. */
     const char *gen = "{\"bos_token_id\": 1, \"eos_token_id\": [32000, 32001, 32007], "
                       "\"pad_token_id\": 32000, \"transformers_version\": \"4.40.2\"}";
-    CHECK(eng_model_config_merge_generation(gen, strlen(gen), &c, err, sizeof(err)) == 0);
-    CHECK(c.n_eos_ids == 3 && c.eos_token_ids[0] == 32000 && c.eos_token_ids[1] == 32001 &&
+    EXPECT(eng_model_config_merge_generation(gen, strlen(gen), &c, err, sizeof(err)) == 0);
+    EXPECT(c.n_eos_ids == 3 && c.eos_token_ids[0] == 32000 && c.eos_token_ids[1] == 32001 &&
           c.eos_token_ids[2] == 32007);
     const char *gen2 = "{\"eos_token_id\": 32007}";
-    CHECK(eng_model_config_merge_generation(gen2, strlen(gen2), &c, err, sizeof(err)) == 0);
-    CHECK(c.n_eos_ids == 3);
+    EXPECT(eng_model_config_merge_generation(gen2, strlen(gen2), &c, err, sizeof(err)) == 0);
+    EXPECT(c.n_eos_ids == 3);
     const char *gen3 = "{\"do_sample\": true}";
-    CHECK(eng_model_config_merge_generation(gen3, strlen(gen3), &c, err, sizeof(err)) == 0);
-    CHECK(c.n_eos_ids == 3);
+    EXPECT(eng_model_config_merge_generation(gen3, strlen(gen3), &c, err, sizeof(err)) == 0);
+    EXPECT(c.n_eos_ids == 3);
     static const struct { const char *json, *want; } bad_gen[] = {
         {"{\"eos_token_id\": [32000, 40000]}", "eos_token_id[1]"},
         {"{\"eos_token_id\": -1}", "eos_token_id"},
@@ -238,9 +222,9 @@ static void test_mini_4k(void)
         if (rc != -1 || strstr(err, bad_gen[i].want) == NULL ||
             strstr(err, "generation_config.json") == NULL) {
             fprintf(stderr, "[generation %zu] rc=%d err='%s'\n", i, rc, err);
-            failures++;
+            tu_failures++;
         }
-        CHECK(c.n_eos_ids == 3 && c.eos_token_ids[2] == 32007); /* unchanged */
+        EXPECT(c.n_eos_ids == 3 && c.eos_token_ids[2] == 32007); /* unchanged */
     }
 }
 
@@ -253,12 +237,12 @@ static void test_defaults(void)
     struct eng_model_config c;
     if (parse_ok("defaults", j, &c) != 0)
         return;
-    CHECK(c.num_key_value_heads == 4 && c.head_dim == 16 && c.rotary_dim == 16);
-    CHECK(c.rms_norm_eps == 1e-5 && c.rope_theta == 10000.0 && c.partial_rotary_factor == 1.0);
-    CHECK(c.original_max_position_embeddings == 256 && c.sliding_window == 0);
-    CHECK(c.tie_word_embeddings == 0 && c.rope_type == ENG_ROPE_DEFAULT);
-    CHECK(c.bos_token_id == -1 && c.pad_token_id == -1 && c.n_eos_ids == 0);
-    CHECK(c.short_mscale == 1.0 && c.long_mscale == 1.0);
+    EXPECT(c.num_key_value_heads == 4 && c.head_dim == 16 && c.rotary_dim == 16);
+    EXPECT(c.rms_norm_eps == 1e-5 && c.rope_theta == 10000.0 && c.partial_rotary_factor == 1.0);
+    EXPECT(c.original_max_position_embeddings == 256 && c.sliding_window == 0);
+    EXPECT(c.tie_word_embeddings == 0 && c.rope_type == ENG_ROPE_DEFAULT);
+    EXPECT(c.bos_token_id == -1 && c.pad_token_id == -1 && c.n_eos_ids == 0);
+    EXPECT(c.short_mscale == 1.0 && c.long_mscale == 1.0);
 
     /* Phi-4-mini-like: GQA, partial rotary, tied embeddings, big vocab, window past max. */
     char *f = factor_list(48, 1.0, 0.5);
@@ -273,11 +257,11 @@ static void test_defaults(void)
         "\"mlp_bias\":false,\"full_attn_mod\":1,\"rope_scaling\":";
     char *p4j = cat3(p4, rs, "}");
     if (parse_ok("phi-4-mini-like", p4j, &c) == 0) {
-        CHECK(c.head_dim == 128 && c.rotary_dim == 96 && c.n_rope_factors == 48);
-        CHECK(c.num_key_value_heads == 8 && c.tie_word_embeddings == 1 && c.sliding_window == 0);
-        CHECK(c.bos_token_id == 199999 && c.n_eos_ids == 1 && c.eos_token_ids[0] == 199999);
-        CHECK(c.short_factor[47] == (float)(1.0 + 47 * 0.5));
-        CHECK(fabs(c.long_mscale - sqrt(1.0 + log(32.0) / log(4096.0))) < 1e-12);
+        EXPECT(c.head_dim == 128 && c.rotary_dim == 96 && c.n_rope_factors == 48);
+        EXPECT(c.num_key_value_heads == 8 && c.tie_word_embeddings == 1 && c.sliding_window == 0);
+        EXPECT(c.bos_token_id == 199999 && c.n_eos_ids == 1 && c.eos_token_ids[0] == 199999);
+        EXPECT(c.short_factor[47] == (float)(1.0 + 47 * 0.5));
+        EXPECT(fabs(c.long_mscale - sqrt(1.0 + log(32.0) / log(4096.0))) < 1e-12);
     }
     free(p4j);
     free(f);
@@ -290,7 +274,7 @@ static char *mini_128k(const char *type, const char *extra_rs, int n_short, int 
     char *sf = factor_list(n_short, 1.05, 0.05);
     char *lf = factor_list(n_long, 1.0299999713897705, 1.25);
     size_t tn = strlen(sf) + strlen(lf) + strlen(type) + strlen(extra_rs) + 128;
-    char *t = xmalloc(tn);
+    char *t = tu_xmalloc(tn);
     snprintf(t, tn, "{\"type\": %s, \"short_factor\": %s, \"long_factor\": %s%s}", type, sf, lf, extra_rs);
     char *a = with_field(MINI_4K, "rope_scaling", t);
     char *b = with_field(a, "max_position_embeddings", "131072");
@@ -308,32 +292,32 @@ static void test_longrope(void)
     struct eng_model_config c;
     char *j = mini_128k("\"su\"", "", 48, 48);
     if (parse_ok("mini-128k su", j, &c) == 0) {
-        CHECK(c.rope_type == ENG_ROPE_LONGROPE && c.n_rope_factors == 48);
-        CHECK(c.max_position_embeddings == 131072 && c.original_max_position_embeddings == 4096);
-        CHECK(c.sliding_window == 0);
-        CHECK(fabs(c.short_mscale - 1.1902380714) < 1e-9);
-        CHECK(fabs(c.long_mscale - 1.1902380714) < 1e-9);
-        CHECK(fabs(c.short_mscale - sqrt(17.0 / 12.0)) < 1e-15); /* 1 + ln32/ln4096 = 17/12 */
-        CHECK(c.short_factor[0] == 1.05f && c.short_factor[47] == (float)(1.05 + 47 * 0.05));
-        CHECK(c.long_factor[0] == 1.0299999713897705f && c.long_factor[47] == (float)(1.0299999713897705 + 47 * 1.25));
+        EXPECT(c.rope_type == ENG_ROPE_LONGROPE && c.n_rope_factors == 48);
+        EXPECT(c.max_position_embeddings == 131072 && c.original_max_position_embeddings == 4096);
+        EXPECT(c.sliding_window == 0);
+        EXPECT(fabs(c.short_mscale - 1.1902380714) < 1e-9);
+        EXPECT(fabs(c.long_mscale - 1.1902380714) < 1e-9);
+        EXPECT(fabs(c.short_mscale - sqrt(17.0 / 12.0)) < 1e-15); /* 1 + ln32/ln4096 = 17/12 */
+        EXPECT(c.short_factor[0] == 1.05f && c.short_factor[47] == (float)(1.05 + 47 * 0.05));
+        EXPECT(c.long_factor[0] == 1.0299999713897705f && c.long_factor[47] == (float)(1.0299999713897705 + 47 * 1.25));
     }
     free(j);
     j = mini_128k("\"longrope\"", "", 48, 48);
     if (parse_ok("mini-128k longrope", j, &c) == 0)
-        CHECK(c.rope_type == ENG_ROPE_LONGROPE);
+        EXPECT(c.rope_type == ENG_ROPE_LONGROPE);
     free(j);
 
     /* transformers' explicit attention_factor wins over the derived value. */
     j = mini_128k("\"longrope\"", ", \"attention_factor\": 1.5", 48, 48);
     if (parse_ok("attention_factor", j, &c) == 0)
-        CHECK(c.short_mscale == 1.5 && c.long_mscale == 1.5);
+        EXPECT(c.short_mscale == 1.5 && c.long_mscale == 1.5);
     free(j);
 
     /* LongRoPE with max == original: s = 1, no scaling. */
     char *t = mini_128k("\"longrope\"", "", 48, 48);
     char *u = with_field(t, "max_position_embeddings", "4096");
     if (parse_ok("longrope s=1", u, &c) == 0)
-        CHECK(c.short_mscale == 1.0 && c.long_mscale == 1.0 && c.sliding_window == 0);
+        EXPECT(c.short_mscale == 1.0 && c.long_mscale == 1.0 && c.sliding_window == 0);
     free(t);
     free(u);
 
@@ -341,7 +325,7 @@ static void test_longrope(void)
      * head_dim 128 (64 factors), GQA 32/8. */
     char *sf = factor_list(64, 1.0, 0.01), *lf = factor_list(64, 1.0199999809265137, 1.0);
     size_t rn = strlen(sf) + strlen(lf) + 300;
-    char *rs = xmalloc(rn);
+    char *rs = tu_xmalloc(rn);
     snprintf(rs, rn, "{\"long_factor\": %s, \"long_mscale\": 1.243163121016122, "
                 "\"original_max_position_embeddings\": 4096, \"rope_type\": \"longrope\", "
                 "\"short_factor\": %s, \"short_mscale\": 1.243163121016122, \"type\": \"longrope\"}",
@@ -354,11 +338,11 @@ static void test_longrope(void)
         "\"bos_token_id\":1,\"eos_token_id\":32000,\"pad_token_id\":32000,\"rope_scaling\":";
     j = cat3(moe_head, rs, "}");
     if (parse_ok("moe-style mscale", j, &c) == 0) {
-        CHECK(c.head_dim == 128 && c.rotary_dim == 128 && c.n_rope_factors == 64);
-        CHECK(c.num_key_value_heads == 8 && c.sliding_window == 0);
-        CHECK(c.original_max_position_embeddings == 4096);
-        CHECK(c.short_mscale == 1.243163121016122 && c.long_mscale == 1.243163121016122);
-        CHECK(c.long_factor[63] == (float)(1.0199999809265137 + 63.0));
+        EXPECT(c.head_dim == 128 && c.rotary_dim == 128 && c.n_rope_factors == 64);
+        EXPECT(c.num_key_value_heads == 8 && c.sliding_window == 0);
+        EXPECT(c.original_max_position_embeddings == 4096);
+        EXPECT(c.short_mscale == 1.243163121016122 && c.long_mscale == 1.243163121016122);
+        EXPECT(c.long_factor[63] == (float)(1.0199999809265137 + 63.0));
     }
     free(j);
     /* Only long_mscale given: the short table keeps the derived value. */
@@ -366,7 +350,7 @@ static void test_longrope(void)
                 "\"long_mscale\": 2.0, \"original_max_position_embeddings\": 4096}", sf, lf);
     j = cat3(moe_head, rs, "}");
     if (parse_ok("long_mscale only", j, &c) == 0)
-        CHECK(c.long_mscale == 2.0 && fabs(c.short_mscale - sqrt(17.0 / 12.0)) < 1e-15);
+        EXPECT(c.long_mscale == 2.0 && fabs(c.short_mscale - sqrt(17.0 / 12.0)) < 1e-15);
     free(j);
     free(rs);
     free(sf);
@@ -400,28 +384,24 @@ static void test_longrope(void)
     j = with_field(MINI_4K, "rope_scaling", "{\"type\": \"su\", \"long_factor\": [1]}");
     expect_bad("short_factor missing", j, "'rope_scaling.short_factor' must be a list");
     free(j);
+    /* 48 factors in both lists, the first one bad. */
+    static const struct {
+        const char *what, *first, *want;
+    } bad_first[] = {
+        {"negative factor", "[-1.0, ", "'rope_scaling.short_factor[0]' must be a positive finite number"},
+        {"string factor", "[\"1.0\", ", "short_factor[0]"},
+        {"infinite factor", "[1e999, ", "short_factor[0]"},
+    };
     sf = factor_list(47, 1.0, 0.1);
-    char *bad_list = cat3("[-1.0, ", sf + 1, "");
-    char *rs2 = rope_json("su", bad_list, bad_list);
-    j = with_field(MINI_4K, "rope_scaling", rs2);
-    expect_bad("negative factor", j, "'rope_scaling.short_factor[0]' must be a positive finite number");
-    free(j);
-    free(rs2);
-    free(bad_list);
-    bad_list = cat3("[\"1.0\", ", sf + 1, "");
-    rs2 = rope_json("su", bad_list, bad_list);
-    j = with_field(MINI_4K, "rope_scaling", rs2);
-    expect_bad("string factor", j, "short_factor[0]");
-    free(j);
-    free(rs2);
-    free(bad_list);
-    bad_list = cat3("[1e999, ", sf + 1, "");
-    rs2 = rope_json("su", bad_list, bad_list);
-    j = with_field(MINI_4K, "rope_scaling", rs2);
-    expect_bad("infinite factor", j, "short_factor[0]");
-    free(j);
-    free(rs2);
-    free(bad_list);
+    for (size_t i = 0; i < sizeof(bad_first) / sizeof(bad_first[0]); i++) {
+        char *bad_list = cat3(bad_first[i].first, sf + 1, "");
+        char *rs2 = rope_json("su", bad_list, bad_list);
+        j = with_field(MINI_4K, "rope_scaling", rs2);
+        expect_bad(bad_first[i].what, j, bad_first[i].want);
+        free(j);
+        free(rs2);
+        free(bad_list);
+    }
     free(sf);
     j = mini_128k("\"su\"", ", \"attention_factor\": -1", 48, 48);
     expect_bad("negative attention_factor", j, "'rope_scaling.attention_factor'");
@@ -481,127 +461,135 @@ static void test_refusals(void)
     expect_bad("neither arch nor model_type", b, "neither 'architectures' nor 'model_type'");
     struct eng_model_config c;
     if (parse_ok("model_type only", a, &c) == 0)
-        CHECK(c.arch == ENG_ARCH_PHI3);
+        EXPECT(c.arch == ENG_ARCH_PHI3);
     free(a);
     free(b);
     a = with_field(MINI_4K, "model_type", NULL);
     if (parse_ok("architectures only", a, &c) == 0)
-        CHECK(c.hidden_size == 3072);
+        EXPECT(c.hidden_size == 3072);
     free(a);
 
     static const char *const required[] = {"hidden_size", "intermediate_size", "num_hidden_layers",
                                            "num_attention_heads", "vocab_size",
                                            "max_position_embeddings"};
+    /* Each required field replaced by each of these values; want is a format of the field name. */
+    static const struct {
+        const char *value; /* NULL: the field is removed */
+        const char *want;
+    } bad_required[] = {
+        {NULL, "required field '%s' is missing"},
+        {"null", "required field '%s' is null"},
+        {"\"64\"", "field '%s' must be an integer, not a string"},
+        {"true", "field '%s' must be an integer, not a boolean"},
+        {"[64]", "field '%s' must be an integer, not an array"},
+        {"0", "field '%s' = 0 is outside"},
+        {"-64", "field '%s' = -64 is outside"},
+        {"64.5", "field '%s' must be an integer, not 64.5"},
+        {"1e999", "in '%s': number out of range"},
+        {"1e300", "field '%s' must be an integer"},
+    };
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
-        char want[96];
-        snprintf(want, sizeof(want), "required field '%s' is missing", required[i]);
-        expect_bad_field(required[i], required[i], NULL, want);
-        snprintf(want, sizeof(want), "required field '%s' is null", required[i]);
-        expect_bad_field(required[i], required[i], "null", want);
-        snprintf(want, sizeof(want), "field '%s' must be an integer, not a string", required[i]);
-        expect_bad_field(required[i], required[i], "\"64\"", want);
-        snprintf(want, sizeof(want), "field '%s' must be an integer, not a boolean", required[i]);
-        expect_bad_field(required[i], required[i], "true", want);
-        snprintf(want, sizeof(want), "field '%s' must be an integer, not an array", required[i]);
-        expect_bad_field(required[i], required[i], "[64]", want);
-        snprintf(want, sizeof(want), "field '%s' = 0 is outside", required[i]);
-        expect_bad_field(required[i], required[i], "0", want);
-        snprintf(want, sizeof(want), "field '%s' = -64 is outside", required[i]);
-        expect_bad_field(required[i], required[i], "-64", want);
-        snprintf(want, sizeof(want), "field '%s' must be an integer, not 64.5", required[i]);
-        expect_bad_field(required[i], required[i], "64.5", want);
-        snprintf(want, sizeof(want), "in '%s': number out of range", required[i]);
-        expect_bad_field(required[i], required[i], "1e999", want);
-        snprintf(want, sizeof(want), "field '%s' must be an integer", required[i]);
-        expect_bad_field(required[i], required[i], "1e300", want);
+        for (size_t k = 0; k < sizeof(bad_required) / sizeof(bad_required[0]); k++) {
+            char want[96];
+            snprintf(want, sizeof(want), bad_required[k].want, required[i]);
+            expect_bad_field(required[i], required[i], bad_required[k].value, want);
+        }
     }
-    expect_bad_field("hidden too big", "hidden_size", "65537", "'hidden_size' = 65537 is outside [1, 65536]");
-    expect_bad_field("layers too many", "num_hidden_layers", "1025", "'num_hidden_layers' = 1025");
-    expect_bad_field("heads too many", "num_attention_heads", "1025", "'num_attention_heads' = 1025");
-    expect_bad_field("vocab 2^24+1", "vocab_size", "16777217", "'vocab_size' = 16777217");
-    expect_bad_field("positions 2^24+1", "max_position_embeddings", "16777217", "'max_position_embeddings'");
-    expect_bad_field("hidden not divisible", "hidden_size", "3000",
-                     "hidden_size 3000 is not divisible by num_attention_heads 32");
-    expect_bad_field("kv heads not dividing", "num_key_value_heads", "5",
-                     "num_attention_heads 32 is not a multiple of num_key_value_heads 5");
-    expect_bad_field("kv heads 0", "num_key_value_heads", "0", "'num_key_value_heads' = 0");
-    expect_bad_field("kv heads string", "num_key_value_heads", "\"8\"", "'num_key_value_heads' must be an integer");
-    expect_bad_field("head_dim 0", "head_dim", "0", "'head_dim' = 0");
-    expect_bad_field("head_dim odd", "head_dim", "95", "rotary_dim 95");
+
+    /* One field of MINI_4K replaced (value) and the message that must name the problem. */
+    static const struct {
+        const char *what, *field, *value, *want;
+    } bad_fields[] = {
+        {"hidden too big", "hidden_size", "65537", "'hidden_size' = 65537 is outside [1, 65536]"},
+        {"layers too many", "num_hidden_layers", "1025", "'num_hidden_layers' = 1025"},
+        {"heads too many", "num_attention_heads", "1025", "'num_attention_heads' = 1025"},
+        {"vocab 2^24+1", "vocab_size", "16777217", "'vocab_size' = 16777217"},
+        {"positions 2^24+1", "max_position_embeddings", "16777217", "'max_position_embeddings'"},
+        {"hidden not divisible", "hidden_size", "3000",
+         "hidden_size 3000 is not divisible by num_attention_heads 32"},
+        {"kv heads not dividing", "num_key_value_heads", "5",
+         "num_attention_heads 32 is not a multiple of num_key_value_heads 5"},
+        {"kv heads 0", "num_key_value_heads", "0", "'num_key_value_heads' = 0"},
+        {"kv heads string", "num_key_value_heads", "\"8\"", "'num_key_value_heads' must be an integer"},
+        {"head_dim 0", "head_dim", "0", "'head_dim' = 0"},
+        {"head_dim odd", "head_dim", "95", "rotary_dim 95"},
+        {"partial rotary 0", "partial_rotary_factor", "0", "'partial_rotary_factor' = 0 is outside"},
+        {"partial rotary 1.5", "partial_rotary_factor", "1.5", "'partial_rotary_factor' = 1.5"},
+        {"partial rotary tiny", "partial_rotary_factor", "0.01", "rotary_dim 0"},
+        {"partial rotary odd", "partial_rotary_factor", "0.52", "rotary_dim 49 (head_dim 96"},
+        {"rms_norm_eps 0", "rms_norm_eps", "0", "'rms_norm_eps' = 0 is outside"},
+        {"rms_norm_eps string", "rms_norm_eps", "\"1e-5\"", "'rms_norm_eps' must be a number"},
+        {"rope_theta -1", "rope_theta", "-1", "'rope_theta' = -1"},
+        {"rope_theta inf", "rope_theta", "1e999", "'rope_theta'"},
+        {"tie string", "tie_word_embeddings", "\"false\"", "'tie_word_embeddings' must be a boolean"},
+        {"tie 0", "tie_word_embeddings", "0", "'tie_word_embeddings' must be a boolean"},
+        {"sliding_window -1", "sliding_window", "-1", "'sliding_window' = -1"},
+        {"sliding_window 0", "sliding_window", "0", "'sliding_window' = 0"},
+        {"sliding_window string", "sliding_window", "\"2047\"", "'sliding_window' must be an integer"},
+        {"original 0", "original_max_position_embeddings", "0", "'original_max_position_embeddings' = 0"},
+        {"bos out of vocab", "bos_token_id", "32064", "'bos_token_id' = 32064 is outside [0, 32063]"},
+        {"bos negative", "bos_token_id", "-1", "'bos_token_id' = -1"},
+        {"pad out of vocab", "pad_token_id", "100000", "'pad_token_id'"},
+        {"eos out of vocab", "eos_token_id", "32064", "'eos_token_id' = 32064"},
+        {"eos list out of vocab", "eos_token_id", "[32000, 32064]", "'eos_token_id[1]'"},
+        {"eos list of strings", "eos_token_id", "[\"32000\"]", "'eos_token_id[0]'"},
+        {"eos object", "eos_token_id", "{}", "'eos_token_id' must be an integer or a list"},
+        {"eos 17 ids", "eos_token_id", "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]", "more than 16 ids"},
+        {"hidden_act gelu", "hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported"},
+        {"attention_bias", "attention_bias", "true", "'attention_bias' = true is not supported"},
+        {"mlp_bias", "mlp_bias", "true", "'mlp_bias' = true"},
+        {"lm_head_bias string", "lm_head_bias", "\"no\"", "'lm_head_bias' must be a boolean"},
+    };
+    for (size_t i = 0; i < sizeof(bad_fields) / sizeof(bad_fields[0]); i++)
+        expect_bad_field(bad_fields[i].what, bad_fields[i].field, bad_fields[i].value, bad_fields[i].want);
+
     a = with_field(MINI_4K, "hidden_size", "3000");
     b = with_field(a, "head_dim", "128");
     if (parse_ok("head_dim given, hidden not divisible", b, &c) == 0)
-        CHECK(c.head_dim == 128 && c.rotary_dim == 128 && c.hidden_size == 3000);
+        EXPECT(c.head_dim == 128 && c.rotary_dim == 128 && c.hidden_size == 3000);
     free(a);
     free(b);
-    expect_bad_field("partial rotary 0", "partial_rotary_factor", "0", "'partial_rotary_factor' = 0 is outside");
-    expect_bad_field("partial rotary 1.5", "partial_rotary_factor", "1.5", "'partial_rotary_factor' = 1.5");
-    expect_bad_field("partial rotary tiny", "partial_rotary_factor", "0.01", "rotary_dim 0");
-    expect_bad_field("partial rotary odd", "partial_rotary_factor", "0.52", "rotary_dim 49 (head_dim 96");
-    expect_bad_field("rms_norm_eps 0", "rms_norm_eps", "0", "'rms_norm_eps' = 0 is outside");
-    expect_bad_field("rms_norm_eps string", "rms_norm_eps", "\"1e-5\"", "'rms_norm_eps' must be a number");
-    expect_bad_field("rope_theta -1", "rope_theta", "-1", "'rope_theta' = -1");
-    expect_bad_field("rope_theta inf", "rope_theta", "1e999", "'rope_theta'");
-    expect_bad_field("tie string", "tie_word_embeddings", "\"false\"", "'tie_word_embeddings' must be a boolean");
-    expect_bad_field("tie 0", "tie_word_embeddings", "0", "'tie_word_embeddings' must be a boolean");
-    expect_bad_field("sliding_window -1", "sliding_window", "-1", "'sliding_window' = -1");
-    expect_bad_field("sliding_window 0", "sliding_window", "0", "'sliding_window' = 0");
-    expect_bad_field("sliding_window string", "sliding_window", "\"2047\"", "'sliding_window' must be an integer");
-    expect_bad_field("original 0", "original_max_position_embeddings", "0", "'original_max_position_embeddings' = 0");
-    expect_bad_field("bos out of vocab", "bos_token_id", "32064", "'bos_token_id' = 32064 is outside [0, 32063]");
-    expect_bad_field("bos negative", "bos_token_id", "-1", "'bos_token_id' = -1");
-    expect_bad_field("pad out of vocab", "pad_token_id", "100000", "'pad_token_id'");
-    expect_bad_field("eos out of vocab", "eos_token_id", "32064", "'eos_token_id' = 32064");
-    expect_bad_field("eos list out of vocab", "eos_token_id", "[32000, 32064]", "'eos_token_id[1]'");
-    expect_bad_field("eos list of strings", "eos_token_id", "[\"32000\"]", "'eos_token_id[0]'");
-    expect_bad_field("eos object", "eos_token_id", "{}", "'eos_token_id' must be an integer or a list");
-    expect_bad_field("eos 17 ids", "eos_token_id", "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]",
-                     "more than 16 ids");
-    expect_bad_field("hidden_act gelu", "hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported");
-    expect_bad_field("attention_bias", "attention_bias", "true", "'attention_bias' = true is not supported");
-    expect_bad_field("mlp_bias", "mlp_bias", "true", "'mlp_bias' = true");
-    expect_bad_field("lm_head_bias string", "lm_head_bias", "\"no\"", "'lm_head_bias' must be a boolean");
 
     /* Accepted variations. */
     char *d;
     a = with_field(MINI_4K, "eos_token_id", "[32000, 32001, 32000]");
     if (parse_ok("eos list", a, &c) == 0)
-        CHECK(c.n_eos_ids == 2 && c.eos_token_ids[1] == 32001);
+        EXPECT(c.n_eos_ids == 2 && c.eos_token_ids[1] == 32001);
     free(a);
     a = with_field(MINI_4K, "sliding_window", "null");
     if (parse_ok("sliding_window null", a, &c) == 0)
-        CHECK(c.sliding_window == 0);
+        EXPECT(c.sliding_window == 0);
     free(a);
     a = with_field(MINI_4K, "sliding_window", "4096");
     if (parse_ok("sliding_window == max", a, &c) == 0)
-        CHECK(c.sliding_window == 0);
+        EXPECT(c.sliding_window == 0);
     free(a);
     a = with_field(MINI_4K, "sliding_window", "4095");
     if (parse_ok("sliding_window == max - 1", a, &c) == 0)
-        CHECK(c.sliding_window == 4095);
+        EXPECT(c.sliding_window == 4095);
     free(a);
     a = with_field(MINI_4K, "pad_token_id", "null");
     if (parse_ok("pad null", a, &c) == 0)
-        CHECK(c.pad_token_id == -1);
+        EXPECT(c.pad_token_id == -1);
     free(a);
     a = with_field(MINI_4K, "num_key_value_heads", "null");
     if (parse_ok("kv heads null", a, &c) == 0)
-        CHECK(c.num_key_value_heads == 32);
+        EXPECT(c.num_key_value_heads == 32);
     free(a);
     a = with_field(MINI_4K, "original_max_position_embeddings", NULL);
     if (parse_ok("original absent", a, &c) == 0)
-        CHECK(c.original_max_position_embeddings == 4096);
+        EXPECT(c.original_max_position_embeddings == 4096);
     free(a);
     a = with_field(MINI_4K, "rope_scaling", "{\"rope_type\": \"default\"}");
     if (parse_ok("rope default", a, &c) == 0)
-        CHECK(c.rope_type == ENG_ROPE_DEFAULT && c.short_mscale == 1.0);
+        EXPECT(c.rope_type == ENG_ROPE_DEFAULT && c.short_mscale == 1.0);
     free(a);
     a = with_field(MINI_4K, "hidden_size", "64.0");
     b = with_field(a, "num_attention_heads", "4.0");
     d = with_field(b, "num_key_value_heads", "2e0");
     c.hidden_size = 0;
     if (parse_ok("integral floats", d, &c) == 0)
-        CHECK(c.hidden_size == 64 && c.head_dim == 16 && c.num_key_value_heads == 2);
+        EXPECT(c.hidden_size == 64 && c.head_dim == 16 && c.num_key_value_heads == 2);
     free(a);
     free(b);
     free(d);
@@ -610,12 +598,12 @@ static void test_refusals(void)
     b = with_field(a, "rope_scaling", NULL);
     d = with_field(b, "rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": 250000.0}");
     if (parse_ok("rope_parameters", d, &c) == 0)
-        CHECK(c.rope_theta == 250000.0 && c.rope_type == ENG_ROPE_DEFAULT);
+        EXPECT(c.rope_theta == 250000.0 && c.rope_type == ENG_ROPE_DEFAULT);
     free(a);
     free(b);
     free(d);
     /* A NULL err buffer is allowed. */
-    CHECK(eng_model_config_parse("{}", 2, &c, NULL, 0) == -1);
+    EXPECT(eng_model_config_parse("{}", 2, &c, NULL, 0) == -1);
 }
 
 static void write_text(const char *dir, const char *name, const char *text)
@@ -636,43 +624,43 @@ static void test_load(void)
     snprintf(root, sizeof(root), "%s/phiserve-cfg-XXXXXX", t != NULL && *t ? t : "/tmp");
     if (mkdtemp(root) == NULL) {
         perror("mkdtemp");
-        failures++;
+        tu_failures++;
         return;
     }
     struct eng_model_config c;
     char err[512] = "";
-    CHECK(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "config.json: not found"));
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "config.json: not found"));
 
     write_text(root, "config.json", MINI_4K);
-    CHECK(eng_model_config_load(root, &c, err, sizeof(err)) == 0 && c.n_eos_ids == 1);
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == 0 && c.n_eos_ids == 1);
 
     write_text(root, "generation_config.json", "{\"eos_token_id\": [32000, 32001, 32007]}");
-    CHECK(eng_model_config_load(root, &c, err, sizeof(err)) == 0 && c.n_eos_ids == 3);
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == 0 && c.n_eos_ids == 3);
 
     write_text(root, "generation_config.json", "{\"eos_token_id\": [99999]}");
     err[0] = '\0';
-    CHECK(eng_model_config_load(root, &c, err, sizeof(err)) == -1 &&
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 &&
           strstr(err, "generation_config.json: field 'eos_token_id[0]'"));
 
     char path[600];
     snprintf(path, sizeof(path), "%s/generation_config.json", root);
     unlink(path);
-    CHECK(mkdir(path, 0755) == 0);
-    CHECK(eng_model_config_load(root, &c, err, sizeof(err)) == -1 &&
+    EXPECT(mkdir(path, 0755) == 0);
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 &&
           strstr(err, "generation_config.json: not a regular file"));
     rmdir(path);
 
     snprintf(path, sizeof(path), "%s/config.json", root);
     unlink(path);
-    CHECK(symlink("/dev/zero", path) == 0);
-    CHECK(eng_model_config_load(root, &c, err, sizeof(err)) == -1 &&
+    EXPECT(symlink("/dev/zero", path) == 0);
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 &&
           strstr(err, "config.json: not a regular file"));
     unlink(path);
-    CHECK(mkfifo(path, 0644) == 0);
-    CHECK(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "not a regular file"));
+    EXPECT(mkfifo(path, 0644) == 0);
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "not a regular file"));
     unlink(path);
     write_text(root, "config.json", "{\"model_type\": \"phimoe\"}");
-    CHECK(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "model_type 'phimoe'"));
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "model_type 'phimoe'"));
     unlink(path);
     rmdir(root);
 }
@@ -685,13 +673,13 @@ static void test_tokenizer_eos(void)
     if (parse_ok("mini-4k", MINI_4K, &c) != 0)
         return;
     int n = c.n_eos_ids;
-    CHECK(n >= 1 && c.eos_token_ids[0] == 32000);
-    CHECK(eng_model_config_add_tokenizer_eos(&c, 32000, err, sizeof err) == 0 && c.n_eos_ids == n);
-    CHECK(eng_model_config_add_tokenizer_eos(&c, 2, err, sizeof err) == 0 && c.n_eos_ids == n + 1 &&
+    EXPECT(n >= 1 && c.eos_token_ids[0] == 32000);
+    EXPECT(eng_model_config_add_tokenizer_eos(&c, 32000, err, sizeof err) == 0 && c.n_eos_ids == n);
+    EXPECT(eng_model_config_add_tokenizer_eos(&c, 2, err, sizeof err) == 0 && c.n_eos_ids == n + 1 &&
           c.eos_token_ids[n] == 2);
-    CHECK(eng_model_config_add_tokenizer_eos(&c, 32064, err, sizeof err) != 0 &&
+    EXPECT(eng_model_config_add_tokenizer_eos(&c, 32064, err, sizeof err) != 0 &&
           strstr(err, "tokenizer_config.json") != NULL && c.n_eos_ids == n + 1);
-    CHECK(eng_model_config_add_tokenizer_eos(&c, -1, err, sizeof err) != 0);
+    EXPECT(eng_model_config_add_tokenizer_eos(&c, -1, err, sizeof err) != 0);
 }
 
 int main(void)
@@ -702,10 +690,5 @@ int main(void)
     test_longrope();
     test_refusals();
     test_load();
-    if (failures > 0) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_model_config: all checks passed\n");
-    return 0;
+    return tu_finish("test_model_config");
 }

@@ -6,17 +6,7 @@
 #include "kv_cache.h"
 #include "prefix_cache.h"
 
-static int n_fail;
-
-#define CHECK(cond, ...)                                                 \
-    do {                                                                 \
-        if (!(cond)) {                                                   \
-            n_fail++;                                                    \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);         \
-            fprintf(stderr, __VA_ARGS__);                                \
-            fputc('\n', stderr);                                         \
-        }                                                                \
-    } while (0)
+#include "../test_util.h"
 
 #define BS 4
 
@@ -131,10 +121,5 @@ int main(void)
     test_hash();
     test_lru_and_eviction();
     test_duplicate_and_disabled();
-    if (n_fail) {
-        fprintf(stderr, "%d failure(s)\n", n_fail);
-        return 1;
-    }
-    printf("prefix cache: ok\n");
-    return 0;
+    return tu_finish("test_prefix_cache");
 }

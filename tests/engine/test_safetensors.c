@@ -3,6 +3,8 @@
  * naming the check. Not a fuzzer: tests/fuzz/fuzz_loader.c covers arbitrary bytes. */
 #include "safetensors.h"
 
+#include "../test_util.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,17 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures;
 static char tmp_root[256];
 static int dir_counter;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
 
 struct image {
     uint8_t *p;
@@ -110,9 +103,9 @@ static void expect_bad(const char *what, struct image im, const char *want)
     int rc = eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err));
     if (rc != -1 || !matches(err, want)) {
         fprintf(stderr, "[%s] buffer: rc=%d err='%s' (want '%s')\n", what, rc, err, want);
-        failures++;
+        tu_failures++;
     }
-    CHECK(n == 12345);
+    EXPECT(n == 12345);
     char *dir = new_dir();
     write_file(dir, "model.safetensors", im.p, im.n);
     struct eng_st_set *set = (struct eng_st_set *)&n;
@@ -120,11 +113,11 @@ static void expect_bad(const char *what, struct image im, const char *want)
     rc = eng_st_open_dir(dir, &set, err, sizeof(err));
     if (rc != -1 || set != NULL || !matches(err, want)) {
         fprintf(stderr, "[%s] file: rc=%d err='%s' (want '%s')\n", what, rc, err, want);
-        failures++;
+        tu_failures++;
     }
     if (strstr(err, "model.safetensors") == NULL) {
         fprintf(stderr, "[%s] file: message does not name the file: '%s'\n", what, err);
-        failures++;
+        tu_failures++;
     }
     eng_st_close(rc == 0 ? set : NULL);
     free(im.p);
@@ -276,7 +269,7 @@ static void test_entries(void)
                    "{\"a\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,2]},"
                    "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", 6, "not aligned");
     static const char odd_hdr[] = "{\"a\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,2]}}";
-    CHECK((8 + strlen(odd_hdr)) % 2 == 1);
+    EXPECT((8 + strlen(odd_hdr)) % 2 == 1);
     expect_bad("unpadded header misaligns BF16", build(odd_hdr, 2, 0), "not aligned");
 
     /* Deep nesting and huge numbers: refused, never a crash. */
@@ -320,22 +313,22 @@ static void check_tensor(const struct eng_st_set *set, const char *name, enum ke
                          const uint8_t *data_base, size_t begin)
 {
     const struct eng_tensor *t = eng_st_find(set, name);
-    CHECK(t != NULL);
+    EXPECT(t != NULL);
     if (t == NULL)
         return;
-    CHECK(strcmp(t->name, name) == 0);
-    CHECK(t->dtype == dt);
-    CHECK(t->n_dims == n_dims);
+    EXPECT(strcmp(t->name, name) == 0);
+    EXPECT(t->dtype == dt);
+    EXPECT(t->n_dims == n_dims);
     for (int i = 0; i < n_dims; i++)
-        CHECK(t->shape[i] == shape[i]);
-    CHECK(t->n_elements == n_el);
-    CHECK(t->n_bytes == n_bytes);
+        EXPECT(t->shape[i] == shape[i]);
+    EXPECT(t->n_elements == n_el);
+    EXPECT(t->n_bytes == n_bytes);
     /* The data pattern byte is the offset inside the data region. */
     const uint8_t *d = t->data;
     for (size_t i = 0; i < n_bytes; i++)
-        CHECK(d[i] == (uint8_t)(begin + i));
+        EXPECT(d[i] == (uint8_t)(begin + i));
     if (data_base != NULL)
-        CHECK(d == data_base + begin);
+        EXPECT(d == data_base + begin);
 }
 
 static void test_good_single(void)
@@ -343,9 +336,9 @@ static void test_good_single(void)
     struct image im = build(GOOD_HDR, 40, 1);
     char err[512] = "";
     size_t n = 0;
-    CHECK(eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err)) == 0);
-    CHECK(n == 5);
-    CHECK(eng_st_validate_buffer(im.p, im.n, NULL, err, sizeof(err)) == 0);
+    EXPECT(eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err)) == 0);
+    EXPECT(n == 5);
+    EXPECT(eng_st_validate_buffer(im.p, im.n, NULL, err, sizeof(err)) == 0);
 
     char *dir = new_dir();
     write_file(dir, "model.safetensors", im.p, im.n);
@@ -353,32 +346,32 @@ static void test_good_single(void)
     int rc = eng_st_open_dir(dir, &set, err, sizeof(err));
     if (rc != 0)
         fprintf(stderr, "good single: %s\n", err);
-    CHECK(rc == 0 && set != NULL);
+    EXPECT(rc == 0 && set != NULL);
     if (set != NULL) {
-        CHECK(eng_st_count(set) == 5);
+        EXPECT(eng_st_count(set) == 5);
         static const int64_t s22[] = {2, 2}, s23[] = {2, 3}, s05[] = {0, 5}, s4[] = {4};
         check_tensor(set, "model.norm.weight", KERN_DTYPE_F32, 2, s22, 4, 16, NULL, 0);
         check_tensor(set, "b16", KERN_DTYPE_BF16, 2, s23, 6, 12, NULL, 16);
         check_tensor(set, "empty", KERN_DTYPE_F16, 2, s05, 0, 0, NULL, 28);
         check_tensor(set, "h16", KERN_DTYPE_F16, 1, s4, 4, 8, NULL, 28);
         check_tensor(set, "scalar", KERN_DTYPE_F32, 0, NULL, 1, 4, NULL, 36);
-        CHECK(eng_st_find(set, "__metadata__") == NULL);
-        CHECK(eng_st_find(set, "missing") == NULL);
-        CHECK(eng_st_find(set, "") == NULL);
+        EXPECT(eng_st_find(set, "__metadata__") == NULL);
+        EXPECT(eng_st_find(set, "missing") == NULL);
+        EXPECT(eng_st_find(set, "") == NULL);
         /* Indexed access visits every tensor once, sorted by name. */
         for (size_t i = 0; i < eng_st_count(set); i++) {
             const struct eng_tensor *t = eng_st_at(set, i);
-            CHECK(t != NULL && eng_st_find(set, t->name) == t);
+            EXPECT(t != NULL && eng_st_find(set, t->name) == t);
             if (i > 0)
-                CHECK(strcmp(eng_st_at(set, i - 1)->name, t->name) < 0);
+                EXPECT(strcmp(eng_st_at(set, i - 1)->name, t->name) < 0);
         }
-        CHECK(eng_st_at(set, 5) == NULL);
+        EXPECT(eng_st_at(set, 5) == NULL);
         const struct eng_tensor *t = eng_st_find(set, "model.norm.weight");
-        CHECK(t != NULL && ((uintptr_t)t->data % 4) == 0);
+        EXPECT(t != NULL && ((uintptr_t)t->data % 4) == 0);
     }
     eng_st_close(set);
     eng_st_close(NULL);
-    CHECK(eng_st_count(NULL) == 0 && eng_st_find(NULL, "x") == NULL && eng_st_at(NULL, 0) == NULL);
+    EXPECT(eng_st_count(NULL) == 0 && eng_st_find(NULL, "x") == NULL && eng_st_at(NULL, 0) == NULL);
 
     /* Truncated by 1 byte and by half: the last tensor runs past the data region. */
     struct image t1 = raw(im.p, im.n - 1);
@@ -391,7 +384,7 @@ static void test_good_single(void)
 
     /* An empty model (no tensors, no data) is a valid file; the model decides what it needs. */
     im = build("{}", 0, 1);
-    CHECK(eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err)) == 0 && n == 0);
+    EXPECT(eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err)) == 0 && n == 0);
     free(im.p);
     /* Zero-size tensors may share an offset with the next tensor (the reference allows it). */
     im = build("{\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
@@ -401,20 +394,20 @@ static void test_good_single(void)
     rc = eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err));
     if (rc != 0)
         fprintf(stderr, "zero-size sharing: %s\n", err);
-    CHECK(rc == 0 && n == 4);
+    EXPECT(rc == 0 && n == 4);
     free(im.p);
     /* Trailing whitespace padding of other kinds is accepted; unknown entry keys are ignored. */
     im = build("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}\n\t\r ", 4, 1);
-    CHECK(eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err)) == 0 && n == 1);
+    EXPECT(eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err)) == 0 && n == 1);
     free(im.p);
     /* A UTF-8 BOM-free multi-byte name is fine. */
     im = build("{\"\xC3\xA9t\xE2\x82\xAC\xF0\x9F\x98\x80\":{\"dtype\":\"F16\",\"shape\":[1],"
                "\"data_offsets\":[0,2]}}", 2, 1);
-    CHECK(eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err)) == 0 && n == 1);
+    EXPECT(eng_st_validate_buffer(im.p, im.n, &n, err, sizeof(err)) == 0 && n == 1);
     free(im.p);
-    CHECK(eng_st_validate_buffer(NULL, 0, &n, err, sizeof(err)) == -1);
+    EXPECT(eng_st_validate_buffer(NULL, 0, &n, err, sizeof(err)) == -1);
     /* A NULL or zero-length err buffer is allowed. */
-    CHECK(eng_st_validate_buffer((const uint8_t *)"x", 1, NULL, NULL, 0) == -1);
+    EXPECT(eng_st_validate_buffer((const uint8_t *)"x", 1, NULL, NULL, 0) == -1);
 }
 
 static void expect_open_fail(const char *what, const char *dir, const char *want)
@@ -424,7 +417,7 @@ static void expect_open_fail(const char *what, const char *dir, const char *want
     int rc = eng_st_open_dir(dir, &set, err, sizeof(err));
     if (rc != -1 || set != NULL || strstr(err, want) == NULL) {
         fprintf(stderr, "[%s] rc=%d err='%s' (want '%s')\n", what, rc, err, want);
-        failures++;
+        tu_failures++;
     }
     if (rc == 0)
         eng_st_close(set);
@@ -439,22 +432,22 @@ static void test_files(void)
 
     char *dir = new_dir();
     snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    CHECK(mkdir(path, 0755) == 0);
+    EXPECT(mkdir(path, 0755) == 0);
     expect_open_fail("directory instead of file", dir, "model.safetensors: not a regular file");
 
     dir = new_dir();
     snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    CHECK(symlink("/dev/zero", path) == 0);
+    EXPECT(symlink("/dev/zero", path) == 0);
     expect_open_fail("symlink to /dev/zero", dir, "model.safetensors: not a regular file");
 
     dir = new_dir();
     snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    CHECK(mkfifo(path, 0644) == 0);
+    EXPECT(mkfifo(path, 0644) == 0);
     expect_open_fail("FIFO (must not hang)", dir, "not a regular file");
 
     dir = new_dir();
     snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    CHECK(symlink("nowhere", path) == 0);
+    EXPECT(symlink("nowhere", path) == 0);
     expect_open_fail("dangling symlink", dir, "cannot open");
 
     /* A symlink to a good file (the Hugging Face cache layout) is followed. */
@@ -463,10 +456,10 @@ static void test_files(void)
     write_file(dir, "blob", im.p, im.n);
     free(im.p);
     snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    CHECK(symlink("blob", path) == 0);
+    EXPECT(symlink("blob", path) == 0);
     char err[512];
     struct eng_st_set *set = NULL;
-    CHECK(eng_st_open_dir(dir, &set, err, sizeof(err)) == 0 && eng_st_count(set) == 5);
+    EXPECT(eng_st_open_dir(dir, &set, err, sizeof(err)) == 0 && eng_st_count(set) == 5);
     eng_st_close(set);
 
     if (geteuid() != 0) {
@@ -475,7 +468,7 @@ static void test_files(void)
         write_file(dir, "model.safetensors", im.p, im.n);
         free(im.p);
         snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-        CHECK(chmod(path, 0) == 0);
+        EXPECT(chmod(path, 0) == 0);
         expect_open_fail("permission denied", dir, "cannot open");
     }
 }
@@ -514,16 +507,16 @@ static void test_sharded(void)
     int rc = eng_st_open_dir(dir, &set, err, sizeof(err));
     if (rc != 0)
         fprintf(stderr, "good sharded: %s\n", err);
-    CHECK(rc == 0 && set != NULL);
+    EXPECT(rc == 0 && set != NULL);
     if (set != NULL) {
         static const int64_t s2[] = {2}, s31[] = {3, 1}, s22[] = {2, 2};
-        CHECK(eng_st_count(set) == 3);
+        EXPECT(eng_st_count(set) == 3);
         check_tensor(set, "a", KERN_DTYPE_F32, 1, s2, 2, 8, NULL, 0);
         check_tensor(set, "b", KERN_DTYPE_BF16, 2, s31, 3, 6, NULL, 8);
         check_tensor(set, "c", KERN_DTYPE_F16, 2, s22, 4, 8, NULL, 0);
         /* a and b live in one mapping, c in another. */
         const uint8_t *pa = eng_st_find(set, "a")->data, *pb = eng_st_find(set, "b")->data;
-        CHECK(pb == pa + 8);
+        EXPECT(pb == pa + 8);
     }
     eng_st_close(set);
 
@@ -581,14 +574,14 @@ static void test_sharded(void)
     dir = new_dir();
     char path[768];
     snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
-    CHECK(symlink("/dev/zero", path) == 0);
+    EXPECT(symlink("/dev/zero", path) == 0);
     expect_open_fail("index is /dev/zero", dir, "not a regular file");
 
     /* model.safetensors wins over an index when both exist (as in transformers). */
     dir = sharded_dir("{\"weight_map\":{\"nope\":\"missing.safetensors\"}}", 1);
     write_shard(dir, "model.safetensors", SHARD2, 8);
     set = NULL;
-    CHECK(eng_st_open_dir(dir, &set, err, sizeof(err)) == 0 && eng_st_count(set) == 1 &&
+    EXPECT(eng_st_open_dir(dir, &set, err, sizeof(err)) == 0 && eng_st_count(set) == 1 &&
           eng_st_find(set, "c") != NULL);
     eng_st_close(set);
 }
@@ -615,10 +608,5 @@ int main(void)
     test_files();
     test_sharded();
     rm_rf(tmp_root);
-    if (failures > 0) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_safetensors: all checks passed\n");
-    return 0;
+    return tu_finish("test_safetensors");
 }

@@ -4,33 +4,15 @@
  * (timings are not tested) and not a test of the server's parameter validation. */
 #include "sampler.h"
 
+#include "../test_util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
-
 #define N_DRAWS 200000
 #define MAX_V 1024
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
 
 /* ---- chi-square machinery ---- */
 
@@ -241,7 +223,7 @@ static struct chi2 gof(const char *name, const float *logits, int V,
     }
     struct eng_sampler_state st;
     make_state(&st, p, V, h);
-    int64_t *obs = xcalloc((size_t)V, sizeof *obs);
+    int64_t *obs = tu_xcalloc((size_t)V, sizeof *obs);
     int bad = 0;
     for (int n = 0; n < N_DRAWS; n++) {
         struct eng_sample_result r;
@@ -252,15 +234,15 @@ static struct chi2 gof(const char *name, const float *logits, int V,
         }
         obs[r.token]++;
     }
-    CHECK(bad == 0);
+    EXPECT(bad == 0);
     struct chi2 c = chi2_test(obs, expect, V, N_DRAWS);
     printf("%-44s chi2 = %8.2f  df = %3d  crit(p=0.001) = %6.2f  impossible draws = %lld\n",
            name, c.stat, c.df, c.crit, (long long)c.impossible_hits);
-    CHECK(c.impossible_hits == 0);
+    EXPECT(c.impossible_hits == 0);
     if (c.df == 0) /* one possible token: every draw must be it */
-        CHECK(c.stat == 0.0);
+        EXPECT(c.stat == 0.0);
     else
-        CHECK(c.stat < c.crit);
+        EXPECT(c.stat < c.crit);
     free(obs);
     eng_sampler_state_free(&st);
     return c;
@@ -285,14 +267,14 @@ static const float base12[12] = {1.5f, 0.2f, -0.7f, 2.3f, 0.9f, -1.8f,
 static void test_rng_known_answers(void)
 {
     uint64_t x = 0;
-    CHECK(eng_splitmix64_next(&x) == 0xe220a8397b1dcdafu);
+    EXPECT(eng_splitmix64_next(&x) == 0xe220a8397b1dcdafu);
     struct eng_rng r = {{1, 2, 3, 4}};
-    CHECK(eng_rng_next(&r) == 11520u);
-    CHECK(eng_rng_next(&r) == 0u);
+    EXPECT(eng_rng_next(&r) == 11520u);
+    EXPECT(eng_rng_next(&r) == 0u);
     eng_rng_seed(&r, 7);
     for (int i = 0; i < 1000; i++) {
         double u = eng_rng_uniform(&r);
-        CHECK(u >= 0.0 && u < 1.0);
+        EXPECT(u >= 0.0 && u < 1.0);
     }
 }
 
@@ -301,10 +283,10 @@ static void test_chi2_helper(void)
     /* The approximation agrees with the table where they meet, and with the table value
      * 149.449 at df 100; it never falls below the table (which would reject too often). */
     for (int df = 3; df <= 30; df++)
-        CHECK(wilson_hilferty_999(df) >= chi2_999_table[df]);
+        EXPECT(wilson_hilferty_999(df) >= chi2_999_table[df]);
     for (int df = 10; df <= 30; df++)
-        CHECK(wilson_hilferty_999(df) < chi2_999_table[df] * 1.006);
-    CHECK(fabs(wilson_hilferty_999(100) - 149.449) < 0.1);
+        EXPECT(wilson_hilferty_999(df) < chi2_999_table[df] * 1.006);
+    EXPECT(fabs(wilson_hilferty_999(100) - 149.449) < 0.1);
 
     /* A wrong hypothesis must be rejected: draws at temperature 1 tested against the
      * temperature-1.1 distribution, and against one with two probabilities swapped. */
@@ -318,13 +300,13 @@ static void test_chi2_helper(void)
     int64_t obs[12] = {0};
     for (int n = 0; n < N_DRAWS; n++) {
         struct eng_sample_result r;
-        CHECK(eng_sampler_sample(&st, &ws, &p, base12, 12, &r) == 0);
+        EXPECT(eng_sampler_sample(&st, &ws, &p, base12, 12, &r) == 0);
         obs[r.token]++;
     }
     struct chi2 c = chi2_test(obs, wrong, 12, N_DRAWS);
     printf("%-44s chi2 = %8.2f  df = %3d  crit(p=0.001) = %6.2f  (must reject)\n",
            "wrong: T=1 draws vs T=1.1 distribution", c.stat, c.df, c.crit);
-    CHECK(c.stat > c.crit);
+    EXPECT(c.stat > c.crit);
 
     double swapped[MAX_V];
     ref_probs(base12, 12, &p, &none, swapped);
@@ -334,14 +316,14 @@ static void test_chi2_helper(void)
     c = chi2_test(obs, swapped, 12, N_DRAWS);
     printf("%-44s chi2 = %8.2f  df = %3d  crit(p=0.001) = %6.2f  (must reject)\n",
            "wrong: two probabilities swapped", c.stat, c.df, c.crit);
-    CHECK(c.stat > c.crit);
+    EXPECT(c.stat > c.crit);
 
     /* A draw of a zero-probability token is caught. */
     double zero_first[MAX_V];
     memcpy(zero_first, swapped, sizeof zero_first);
     zero_first[0] = 0.0;
     c = chi2_test(obs, zero_first, 12, N_DRAWS);
-    CHECK(c.impossible_hits == obs[0] && obs[0] > 0);
+    EXPECT(c.impossible_hits == obs[0] && obs[0] > 0);
     eng_sampler_state_free(&st);
 }
 
@@ -350,7 +332,7 @@ static int32_t sample_once(struct eng_sampler_state *st, const struct eng_sampli
 {
     struct eng_sample_result r;
     int rc = eng_sampler_sample(st, &ws, p, logits, V, &r);
-    CHECK(rc == 0);
+    EXPECT(rc == 0);
     return rc == 0 ? r.token : -1;
 }
 
@@ -360,17 +342,17 @@ static void test_greedy(void)
     struct eng_sampling_params p = seeded(0.0f, 1);
     struct eng_sampler_state st;
     make_state(&st, &p, 12, &none);
-    CHECK(sample_once(&st, &p, base12, 12) == 3);
+    EXPECT(sample_once(&st, &p, base12, 12) == 3);
     /* ties: the first index */
     const float tie[6] = {0.0f, 4.0f, 1.0f, 4.0f, NAN, 4.0f};
     eng_sampler_state_free(&st);
     make_state(&st, &p, 6, &none);
-    CHECK(sample_once(&st, &p, tie, 6) == 1);
+    EXPECT(sample_once(&st, &p, tie, 6) == 1);
     /* NaN is never the argmax, even first */
     const float nan_first[4] = {NAN, -3.0f, -2.0f, -5.0f};
     eng_sampler_state_free(&st);
     make_state(&st, &p, 4, &none);
-    CHECK(sample_once(&st, &p, nan_first, 4) == 2);
+    EXPECT(sample_once(&st, &p, nan_first, 4) == 2);
     eng_sampler_state_free(&st);
 
     /* greedy sees the processed logits: bias and penalties move the argmax */
@@ -378,26 +360,26 @@ static void test_greedy(void)
     p.logit_bias = &b;
     p.n_logit_bias = 1;
     make_state(&st, &p, 12, &none);
-    CHECK(sample_once(&st, &p, base12, 12) == 1); /* 0.2 + 2.5 > 2.3 */
+    EXPECT(sample_once(&st, &p, base12, 12) == 1); /* 0.2 + 2.5 > 2.3 */
     eng_sampler_state_free(&st);
     p.logit_bias = NULL;
     p.n_logit_bias = 0;
     p.presence_penalty = 0.5f;
     make_state(&st, &p, 12, &none);
     eng_sampler_accept(&st, 3); /* 2.3 - 0.5 < 2.0 */
-    CHECK(sample_once(&st, &p, base12, 12) == 9);
+    EXPECT(sample_once(&st, &p, base12, 12) == 9);
     eng_sampler_state_free(&st);
 
     /* negative and NaN temperatures are greedy as well */
     p = seeded(-1.0f, 1);
     make_state(&st, &p, 12, &none);
     for (int i = 0; i < 50; i++)
-        CHECK(sample_once(&st, &p, base12, 12) == 3);
+        EXPECT(sample_once(&st, &p, base12, 12) == 3);
     eng_sampler_state_free(&st);
     p.temperature = NAN;
     make_state(&st, &p, 12, &none);
     for (int i = 0; i < 50; i++)
-        CHECK(sample_once(&st, &p, base12, 12) == 3);
+        EXPECT(sample_once(&st, &p, base12, 12) == 3);
     eng_sampler_state_free(&st);
 }
 
@@ -523,7 +505,7 @@ static void test_logit_bias(void)
     p.logit_bias = b;
     p.n_logit_bias = 7;
     struct chi2 c = gof("logit_bias -100 / +2.5 / -1 (+ bad ids)", base12, 12, &p, NULL, NULL);
-    CHECK(c.df == 10); /* token 3 is left out as impossible */
+    EXPECT(c.df == 10); /* token 3 is left out as impossible */
 
     /* +100 forces a token: every draw, even at temperature 2 */
     struct eng_logit_bias force = {11, 100.0f};
@@ -536,7 +518,7 @@ static void test_logit_bias(void)
     int hits = 0;
     for (int n = 0; n < N_DRAWS; n++)
         hits += sample_once(&st, &p, base12, 12) == 11;
-    CHECK(hits == N_DRAWS);
+    EXPECT(hits == N_DRAWS);
     eng_sampler_state_free(&st);
 
     /* A bias beyond [-100, 100] is clamped: +1e9 on two tokens behaves as +100 on both, so
@@ -564,24 +546,24 @@ static void test_min_tokens(void)
     p.min_tokens = 3;
     p.ignore_eos = true; /* vLLM bans eos during min_tokens even then */
     struct chi2 c = gof("min_tokens 3 after 2: eos + stop banned", base12, 12, &p, &h, NULL);
-    CHECK(c.df == 9);
+    EXPECT(c.df == 9);
     /* the reference agrees that 3 and 9 are impossible */
     double prob[MAX_V];
     ref_probs(base12, 12, &p, &h, prob);
-    CHECK(prob[3] == 0.0 && prob[9] == 0.0);
+    EXPECT(prob[3] == 0.0 && prob[9] == 0.0);
 
     static const int32_t gen3[] = {0, 1, 2};
     struct history h3 = {NULL, 0, gen3, 3};
     c = gof("min_tokens 3 after 3: eos allowed again", base12, 12, &p, &h3, NULL);
-    CHECK(c.df == 11);
+    EXPECT(c.df == 11);
 
     /* greedy too: eos (token 3, the argmax) is skipped until min_tokens */
     p.temperature = 0.0f;
     struct eng_sampler_state st;
     make_state(&st, &p, 12, &h);
-    CHECK(sample_once(&st, &p, base12, 12) == 0); /* 3 and 9 banned: 1.5 is next */
+    EXPECT(sample_once(&st, &p, base12, 12) == 0); /* 3 and 9 banned: 1.5 is next */
     eng_sampler_accept(&st, 0);
-    CHECK(sample_once(&st, &p, base12, 12) == 3);
+    EXPECT(sample_once(&st, &p, base12, 12) == 3);
     eng_sampler_state_free(&st);
 }
 
@@ -635,8 +617,8 @@ static bool same_draws(int64_t seed_a, uint64_t ent_a, bool seeded_a, int64_t se
     pa.has_seed = seeded_a;
     pb.has_seed = seeded_b;
     struct eng_sampler_state a, b;
-    CHECK(eng_sampler_state_init(&a, &pa, 12, prompt, 2, ent_a) == 0);
-    CHECK(eng_sampler_state_init(&b, &pb, 12, prompt, 2, ent_b) == 0);
+    EXPECT(eng_sampler_state_init(&a, &pa, 12, prompt, 2, ent_a) == 0);
+    EXPECT(eng_sampler_state_init(&b, &pb, 12, prompt, 2, ent_b) == 0);
     bool same = true;
     for (int i = 0; i < 200; i++) {
         int32_t ta = sample_once(&a, &pa, base12, 12);
@@ -652,11 +634,11 @@ static bool same_draws(int64_t seed_a, uint64_t ent_a, bool seeded_a, int64_t se
 
 static void test_seeds(void)
 {
-    CHECK(same_draws(42, 1, true, 42, 2, true));    /* a seed overrides the entropy */
-    CHECK(!same_draws(42, 1, true, 43, 1, true));   /* different seeds differ */
-    CHECK(!same_draws(-1, 1, true, 1, 1, true));
-    CHECK(same_draws(0, 5, false, 0, 5, false));    /* unseeded: the entropy decides */
-    CHECK(!same_draws(0, 5, false, 0, 6, false));
+    EXPECT(same_draws(42, 1, true, 42, 2, true));    /* a seed overrides the entropy */
+    EXPECT(!same_draws(42, 1, true, 43, 1, true));   /* different seeds differ */
+    EXPECT(!same_draws(-1, 1, true, 1, 1, true));
+    EXPECT(same_draws(0, 5, false, 0, 5, false));    /* unseeded: the entropy decides */
+    EXPECT(!same_draws(0, 5, false, 0, 6, false));
 
     /* batch independence: a seeded sequence draws the same tokens whether or not another
      * sequence samples between its steps (and with penalties making history matter) */
@@ -665,21 +647,21 @@ static void test_seeds(void)
     pc.top_p = 0.8f;
     int32_t alone[300], mixed[300];
     struct eng_sampler_state a, c;
-    CHECK(eng_sampler_state_init(&a, &pa, 12, NULL, 0, 0) == 0);
+    EXPECT(eng_sampler_state_init(&a, &pa, 12, NULL, 0, 0) == 0);
     for (int i = 0; i < 300; i++) {
         alone[i] = sample_once(&a, &pa, base12, 12);
         eng_sampler_accept(&a, alone[i]);
     }
     eng_sampler_state_free(&a);
-    CHECK(eng_sampler_state_init(&a, &pa, 12, NULL, 0, 0) == 0);
-    CHECK(eng_sampler_state_init(&c, &pc, 12, NULL, 0, 0) == 0);
+    EXPECT(eng_sampler_state_init(&a, &pa, 12, NULL, 0, 0) == 0);
+    EXPECT(eng_sampler_state_init(&c, &pc, 12, NULL, 0, 0) == 0);
     for (int i = 0; i < 300; i++) {
         for (int j = 0; j < i % 3; j++)
             eng_sampler_accept(&c, sample_once(&c, &pc, base12, 12));
         mixed[i] = sample_once(&a, &pa, base12, 12);
         eng_sampler_accept(&a, mixed[i]);
     }
-    CHECK(memcmp(alone, mixed, sizeof alone) == 0);
+    EXPECT(memcmp(alone, mixed, sizeof alone) == 0);
     eng_sampler_state_free(&a);
     eng_sampler_state_free(&c);
 
@@ -687,22 +669,22 @@ static void test_seeds(void)
     struct eng_sampling_params pg = seeded(0.0f, 7);
     pa.frequency_penalty = 0.0f;
     int32_t plain[100];
-    CHECK(eng_sampler_state_init(&a, &pa, 12, NULL, 0, 0) == 0);
+    EXPECT(eng_sampler_state_init(&a, &pa, 12, NULL, 0, 0) == 0);
     for (int i = 0; i < 100; i++)
         plain[i] = sample_once(&a, &pa, base12, 12);
     eng_sampler_state_free(&a);
-    CHECK(eng_sampler_state_init(&a, &pa, 12, NULL, 0, 0) == 0);
+    EXPECT(eng_sampler_state_init(&a, &pa, 12, NULL, 0, 0) == 0);
     for (int i = 0; i < 100; i++) {
-        CHECK(sample_once(&a, &pg, base12, 12) == 3);
-        CHECK(sample_once(&a, &pa, base12, 12) == plain[i]);
+        EXPECT(sample_once(&a, &pg, base12, 12) == 3);
+        EXPECT(sample_once(&a, &pa, base12, 12) == plain[i]);
     }
     eng_sampler_state_free(&a);
 }
 
 static void check_logprobs(const float *lg, int V, const struct eng_sampling_params *p)
 {
-    double *ls = xcalloc((size_t)V, sizeof *ls);
-    int *order = xcalloc((size_t)V, sizeof *order);
+    double *ls = tu_xcalloc((size_t)V, sizeof *ls);
+    int *order = tu_xcalloc((size_t)V, sizeof *order);
     double mx = -INFINITY, s = 0.0;
     for (int i = 0; i < V; i++)
         mx = fmax(mx, isnan(lg[i]) ? -INFINITY : (double)lg[i]);
@@ -717,20 +699,20 @@ static void check_logprobs(const float *lg, int V, const struct eng_sampling_par
     make_state(&st, p, V, &none);
     for (int rep = 0; rep < 20; rep++) {
         struct eng_sample_result r;
-        CHECK(eng_sampler_sample(&st, &ws, p, lg, V, &r) == 0);
-        CHECK(r.token >= 0 && r.token < V);
+        EXPECT(eng_sampler_sample(&st, &ws, p, lg, V, &r) == 0);
+        EXPECT(r.token >= 0 && r.token < V);
         if (r.token < 0 || r.token >= V)
             break;
-        CHECK(fabs(r.logprob - ls[r.token]) < 1e-5);
+        EXPECT(fabs(r.logprob - ls[r.token]) < 1e-5);
         int want = p->top_logprobs < 20 ? p->top_logprobs : 20;
         want = want < V ? want : V;
-        CHECK(r.n_top == want);
+        EXPECT(r.n_top == want);
         for (int j = 0; j < r.n_top && j < want; j++) {
-            CHECK(r.top[j].token == order[j]);
-            CHECK(fabs(r.top[j].logprob - ls[order[j]]) < 1e-5 ||
+            EXPECT(r.top[j].token == order[j]);
+            EXPECT(fabs(r.top[j].logprob - ls[order[j]]) < 1e-5 ||
                   (isinf(r.top[j].logprob) && isinf(ls[order[j]])));
             if (j > 0)
-                CHECK(r.top[j].logprob <= r.top[j - 1].logprob);
+                EXPECT(r.top[j].logprob <= r.top[j - 1].logprob);
         }
         eng_sampler_accept(&st, r.token);
     }
@@ -784,8 +766,8 @@ static void test_logprobs(void)
     struct history none = {NULL, 0, NULL, 0};
     make_state(&st, &p, 4, &none);
     struct eng_sample_result res;
-    CHECK(eng_sampler_sample(&st, &ws, &p, small, 4, &res) == 0);
-    CHECK(res.n_top == 0);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, small, 4, &res) == 0);
+    EXPECT(res.n_top == 0);
     eng_sampler_state_free(&st);
 }
 
@@ -800,16 +782,16 @@ static void test_is_stop(void)
     p.n_stop_token_ids = 2;
     p.min_tokens = 2;
     struct eng_sampler_state st;
-    CHECK(eng_sampler_state_init(&st, &p, 12, NULL, 0, 0) == 0);
+    EXPECT(eng_sampler_state_init(&st, &p, 12, NULL, 0, 0) == 0);
     eng_sampler_accept(&st, 7);
-    CHECK(!eng_sampler_is_stop(&st, &p, 7)); /* 1 < min_tokens */
+    EXPECT(!eng_sampler_is_stop(&st, &p, 7)); /* 1 < min_tokens */
     eng_sampler_accept(&st, 5);
-    CHECK(eng_sampler_is_stop(&st, &p, 5));
-    CHECK(eng_sampler_is_stop(&st, &p, 7));
-    CHECK(!eng_sampler_is_stop(&st, &p, 4));
+    EXPECT(eng_sampler_is_stop(&st, &p, 5));
+    EXPECT(eng_sampler_is_stop(&st, &p, 7));
+    EXPECT(!eng_sampler_is_stop(&st, &p, 4));
     p.ignore_eos = true;
-    CHECK(!eng_sampler_is_stop(&st, &p, 7));
-    CHECK(eng_sampler_is_stop(&st, &p, 2));
+    EXPECT(!eng_sampler_is_stop(&st, &p, 7));
+    EXPECT(eng_sampler_is_stop(&st, &p, 2));
     eng_sampler_state_free(&st);
 }
 
@@ -839,7 +821,7 @@ static void test_odd_values(void)
     p.min_p = 7.0f; /* acts as 1: only the best token */
     make_state(&st, &p, 12, &none);
     for (int i = 0; i < 100; i++)
-        CHECK(sample_once(&st, &p, base12, 12) == 3);
+        EXPECT(sample_once(&st, &p, base12, 12) == 3);
     eng_sampler_state_free(&st);
 
     /* huge and infinite temperatures: uniform over the finite logits, never NaN */
@@ -856,20 +838,20 @@ static void test_odd_values(void)
     p.logprobs = true;
     p.top_logprobs = 3;
     make_state(&st, &p, 5, &none);
-    CHECK(eng_sampler_sample(&st, &ws, &p, pinf, 5, &r) == 0);
-    CHECK(fabsf(r.logprob - logf(0.5f)) < 1e-6f);
-    CHECK(r.n_top == 3 && r.top[0].token == 0 && r.top[1].token == 2 && r.top[2].token == 3);
-    CHECK(r.top[2].logprob == -INFINITY);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, pinf, 5, &r) == 0);
+    EXPECT(fabsf(r.logprob - logf(0.5f)) < 1e-6f);
+    EXPECT(r.n_top == 3 && r.top[0].token == 0 && r.top[1].token == 2 && r.top[2].token == 3);
+    EXPECT(r.top[2].logprob == -INFINITY);
     eng_sampler_state_free(&st);
 
     /* nothing left: an error, not a token */
     const float none_left[3] = {-INFINITY, NAN, -INFINITY};
     p = seeded(1.0f, 105);
     make_state(&st, &p, 3, &none);
-    CHECK(eng_sampler_sample(&st, &ws, &p, none_left, 3, &r) == ENG_SAMPLER_ERR_NO_CANDIDATE);
-    CHECK(r.token == -1);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, none_left, 3, &r) == ENG_SAMPLER_ERR_NO_CANDIDATE);
+    EXPECT(r.token == -1);
     p.temperature = 0.0f;
-    CHECK(eng_sampler_sample(&st, &ws, &p, none_left, 3, &r) == ENG_SAMPLER_ERR_NO_CANDIDATE);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, none_left, 3, &r) == ENG_SAMPLER_ERR_NO_CANDIDATE);
     eng_sampler_state_free(&st);
     /* min_tokens banning the only finite token */
     static const int32_t eos[] = {1};
@@ -879,34 +861,34 @@ static void test_odd_values(void)
     p.n_eos_token_ids = 1;
     p.min_tokens = 1;
     make_state(&st, &p, 3, &none);
-    CHECK(eng_sampler_sample(&st, &ws, &p, one_finite, 3, &r) == ENG_SAMPLER_ERR_NO_CANDIDATE);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, one_finite, 3, &r) == ENG_SAMPLER_ERR_NO_CANDIDATE);
     eng_sampler_state_free(&st);
 
     /* bad arguments */
     p = seeded(1.0f, 107);
-    CHECK(eng_sampler_state_init(&st, &p, 0, NULL, 0, 0) == ENG_SAMPLER_ERR_INVALID);
-    CHECK(eng_sampler_state_init(&st, &p, 10, NULL, 3, 0) == ENG_SAMPLER_ERR_INVALID);
-    CHECK(eng_sampler_state_init(&st, &p, (int64_t)INT32_MAX + 1, NULL, 0, 0) ==
+    EXPECT(eng_sampler_state_init(&st, &p, 0, NULL, 0, 0) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_state_init(&st, &p, 10, NULL, 3, 0) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_state_init(&st, &p, (int64_t)INT32_MAX + 1, NULL, 0, 0) ==
           ENG_SAMPLER_ERR_INVALID);
-    CHECK(eng_sampler_state_init(&st, NULL, 10, NULL, 0, 0) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_state_init(&st, NULL, 10, NULL, 0, 0) == ENG_SAMPLER_ERR_INVALID);
     eng_sampler_state_free(&st); /* a failed init left it freed: harmless */
     static const int32_t odd_prompt[] = {-5, 3, 1 << 30};
-    CHECK(eng_sampler_state_init(&st, &p, 12, odd_prompt, 3, 0) == 0);
-    CHECK(eng_sampler_sample(&st, &ws, &p, base12, 13, &r) == ENG_SAMPLER_ERR_INVALID);
-    CHECK(eng_sampler_sample(&st, &ws, &p, NULL, 12, &r) == ENG_SAMPLER_ERR_INVALID);
-    CHECK(eng_sampler_sample(&st, NULL, &p, base12, 12, &r) == ENG_SAMPLER_ERR_INVALID);
-    CHECK(eng_sampler_sample(&st, &ws, &p, base12, 12, NULL) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_state_init(&st, &p, 12, odd_prompt, 3, 0) == 0);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, base12, 13, &r) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, NULL, 12, &r) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_sample(&st, NULL, &p, base12, 12, &r) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, base12, 12, NULL) == ENG_SAMPLER_ERR_INVALID);
     eng_sampler_accept(&st, -1);
     eng_sampler_accept(&st, 99);
-    CHECK(st.n_generated == 2);
-    CHECK(eng_sampler_sample(&st, &ws, &p, base12, 12, &r) == 0);
+    EXPECT(st.n_generated == 2);
+    EXPECT(eng_sampler_sample(&st, &ws, &p, base12, 12, &r) == 0);
     eng_sampler_state_free(&st);
     eng_sampler_state_free(&st);
     struct eng_sampler_ws small;
-    CHECK(eng_sampler_ws_init(&small, 0) == ENG_SAMPLER_ERR_INVALID);
-    CHECK(eng_sampler_ws_init(&small, 4) == 0);
-    CHECK(eng_sampler_state_init(&st, &p, 12, NULL, 0, 0) == 0);
-    CHECK(eng_sampler_sample(&st, &small, &p, base12, 12, &r) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_ws_init(&small, 0) == ENG_SAMPLER_ERR_INVALID);
+    EXPECT(eng_sampler_ws_init(&small, 4) == 0);
+    EXPECT(eng_sampler_state_init(&st, &p, 12, NULL, 0, 0) == 0);
+    EXPECT(eng_sampler_sample(&st, &small, &p, base12, 12, &r) == ENG_SAMPLER_ERR_INVALID);
     eng_sampler_state_free(&st);
     eng_sampler_ws_free(&small);
     eng_sampler_ws_free(&small);
@@ -935,10 +917,5 @@ int main(void)
     test_is_stop();
     test_odd_values();
     eng_sampler_ws_free(&ws);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all sampler tests passed\n");
-    return 0;
+    return tu_finish("test_sampler");
 }

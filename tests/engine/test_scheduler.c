@@ -11,17 +11,7 @@
 #include "prefix_cache.h"
 #include "scheduler.h"
 
-static int n_fail;
-
-#define CHECK(cond, ...)                                                 \
-    do {                                                                 \
-        if (!(cond)) {                                                   \
-            n_fail++;                                                    \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);         \
-            fprintf(stderr, __VA_ARGS__);                                \
-            fputc('\n', stderr);                                         \
-        }                                                                \
-    } while (0)
+#include "../test_util.h"
 
 #define BS 4
 
@@ -293,10 +283,5 @@ int main(void)
     test_fork_copy_on_write();
     test_prefix_hits();
     test_longrope_switch();
-    if (n_fail) {
-        fprintf(stderr, "%d failure(s)\n", n_fail);
-        return 1;
-    }
-    printf("scheduler: ok\n");
-    return 0;
+    return tu_finish("test_scheduler");
 }

@@ -10,46 +10,7 @@
 
 #include "tokenizer.h"
 
-static int n_fail;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            ++n_fail;                                                      \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-        }                                                                  \
-    } while (0)
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 1 << 20, n = 0;
-    char *p = malloc(cap + 1);
-    size_t got;
-    while (p != NULL && (got = fread(p + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *q = realloc(p, 2 * cap + 1);
-            if (q == NULL) {
-                free(p);
-                p = NULL;
-                break;
-            }
-            p = q;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (p != NULL) {
-        p[n] = '\0';
-        *len = n;
-    }
-    return p;
-}
+#include "../test_util.h"
 
 /* Hex string -> malloc'd bytes (NUL-terminated for convenience); NULL on malformed hex. */
 static char *unhex(const cJSON *v, size_t *len)
@@ -109,7 +70,7 @@ static bool check_encode(const struct eng_tokenizer *tok, const char *text, size
     int rc = eng_tokenizer_encode(tok, text, len, add_special, &got, &n_got);
     bool ok = rc == 0 && same_ids(got, n_got, want, n_want);
     if (!ok) {
-        ++n_fail;
+        ++tu_failures;
         fprintf(stderr, "FAIL encode(add_special=%d) rc=%d of %s\n", add_special, rc, label);
         print_ids("want", want, n_want);
         print_ids("got ", got, n_got);
@@ -130,7 +91,7 @@ static bool check_decode(const struct eng_tokenizer *tok, const cJSON *ids_json,
     int rc = eng_tokenizer_decode(tok, ids, n_ids, skip, &got, &n_got);
     bool ok = want != NULL && rc == 0 && n_got == n_want && memcmp(got, want, n_want) == 0 && got[n_got] == '\0';
     if (!ok) {
-        ++n_fail;
+        ++tu_failures;
         fprintf(stderr, "FAIL decode(skip_special=%d) rc=%d of %s\n  want \"%.200s\"\n  got  \"%.200s\"\n", skip, rc,
                 label, want ? want : "(bad hex)", got ? got : "(null)");
     }
@@ -142,17 +103,13 @@ static bool check_decode(const struct eng_tokenizer *tok, const cJSON *ids_json,
 
 static void run_corpus(const struct eng_tokenizer *tok, const char *path)
 {
-    size_t len;
-    char *all = read_all(path, &len);
+    char *all = tu_read_file(path, NULL);
     CHECK(all != NULL, "cannot read %s", path);
     if (all == NULL)
         return;
     int n_enc = 0, n_dec = 0, ok_enc = 0, ok_dec = 0, n_roundtrip = 0, n_hf_not_roundtrip = 0;
-    char *line = all;
-    while (line < all + len) {
-        char *nl = strchr(line, '\n');
-        if (nl != NULL)
-            *nl = '\0';
+    char *cursor = all, *line;
+    while ((line = tu_next_line(&cursor)) != NULL) {
         if (*line != '\0') {
             cJSON *rec = cJSON_Parse(line);
             CHECK(rec != NULL, "bad JSON line in %s", path);
@@ -202,9 +159,6 @@ static void run_corpus(const struct eng_tokenizer *tok, const char *path)
             }
             cJSON_Delete(rec);
         }
-        if (nl == NULL)
-            break;
-        line = nl + 1;
     }
     printf("%s: %d/%d encode cases match (ids with and without special tokens, 3 decodes each), "
            "%d/%d decode-only cases match; %d round-trip exactly, %d do not round-trip in HF either\n",
@@ -318,7 +272,7 @@ static void test_untrusted_input(const struct eng_tokenizer *tok)
 
 static void test_load_errors(const char *fixtures)
 {
-    struct eng_tokenizer *tok = (struct eng_tokenizer *)&n_fail;
+    struct eng_tokenizer *tok = (struct eng_tokenizer *)&tu_failures;
     char err[256] = "";
     char path[1024];
     snprintf(path, sizeof path, "%s/tokenizer/does-not-exist", fixtures);
@@ -357,10 +311,5 @@ int main(int argc, char **argv)
     }
     run_corpus(tok, corpus_path);
     eng_tokenizer_destroy(tok);
-    if (n_fail > 0) {
-        fprintf(stderr, "%d failures\n", n_fail);
-        return 1;
-    }
-    printf("ok\n");
-    return 0;
+    return tu_finish("test_tokenizer");
 }

@@ -13,6 +13,8 @@
 #include "model.h"
 #include "models/phi3.h"
 
+#include "../test_util.h"
+
 /* Tolerance on logits: everything is fp32 on both sides and only the summation order differs
  * (transformers' BLAS vs our loops), which gives relative errors around sqrt(k) * 2^-24 per
  * matmul, ~1e-6 for these sizes. 1e-4 of the row's largest magnitude leaves room for that
@@ -33,40 +35,6 @@ struct gcase {
     int32_t recompute_step; /* step at which transformers recomputed with long factors, or -1 */
 };
 
-static int n_fail;
-
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (!(cond)) {                                  \
-            n_fail++;                                   \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);               \
-            fputc('\n', stderr);                        \
-        }                                               \
-    } while (0)
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-            if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf[n] = '\0';
-                *len = (size_t)n;
-            }
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 static int32_t *int_array(const cJSON *a, int32_t *n)
 {
     *n = cJSON_GetArraySize(a);
@@ -81,7 +49,7 @@ static int load_cases(const char *dir, int64_t vocab, struct gcase **out, int *n
     char path[4096];
     size_t len = 0;
     snprintf(path, sizeof path, "%s/golden/golden.json", dir);
-    char *text = read_file(path, &len);
+    char *text = tu_read_file(path, &len);
     if (!text) {
         fprintf(stderr, "cannot read %s\n", path);
         return -1;
@@ -106,7 +74,7 @@ static int load_cases(const char *dir, int64_t vocab, struct gcase **out, int *n
         g->greedy = int_array(cJSON_GetObjectItemCaseSensitive(c, "greedy"), &g->n_greedy);
         snprintf(path, sizeof path, "%s/golden/%s", dir,
                  cJSON_GetObjectItemCaseSensitive(c, "logits_file")->valuestring);
-        g->logits = (float *)read_file(path, &len);
+        g->logits = (float *)tu_read_file(path, &len);
         if (!g->logits || len != (size_t)g->n_rows * (size_t)vocab * sizeof(float)) {
             fprintf(stderr, "%s: missing or wrong size (%zu bytes)\n", path, len);
             cJSON_Delete(root);
@@ -115,7 +83,7 @@ static int load_cases(const char *dir, int64_t vocab, struct gcase **out, int *n
         const cJSON *steps = cJSON_GetObjectItemCaseSensitive(c, "step_logits_file");
         if (cJSON_IsString(steps)) {
             snprintf(path, sizeof path, "%s/golden/%s", dir, steps->valuestring);
-            g->step_logits = (float *)read_file(path, &len);
+            g->step_logits = (float *)tu_read_file(path, &len);
             if (!g->step_logits || len != (size_t)g->n_greedy * (size_t)vocab * sizeof(float)) {
                 fprintf(stderr, "%s: missing or wrong size\n", path);
                 cJSON_Delete(root);
@@ -375,7 +343,7 @@ int main(int argc, char **argv)
     }
     printf("%s [%s]: %d cases, worst logit error %.3g (prompt) %.3g (decode steps) of row scale "
            "(tolerance %.0e), LongRoPE recomputes %d, %d failures\n",
-           argv[1], argv[2], n, worst, sc.worst, LOGIT_RTOL, recomputes, n_fail);
+           argv[1], argv[2], n, worst, sc.worst, LOGIT_RTOL, recomputes, tu_failures);
 
     for (int i = 0; i < n; i++) {
         free(gc[i].ids);
@@ -394,5 +362,5 @@ int main(int argc, char **argv)
     eng_kv_cache_destroy(kv);
     kern_ctx_destroy(ctx);
     eng_model_destroy(m);
-    return n_fail ? 1 : 0;
+    return tu_failures ? 1 : 0;
 }

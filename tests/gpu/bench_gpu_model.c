@@ -13,6 +13,8 @@
 #include "dtype.h"
 #include "ops.h"
 
+#include "../test_util.h"
+
 /* Phi-3.5-mini-instruct */
 enum {
     HIDDEN = 3072,
@@ -56,10 +58,7 @@ static uint64_t rng_state = 0x853c49e6748fea9bull;
 
 static uint64_t rng(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return tu_xorshift64(&rng_state);
 }
 
 #define TRY(call)                                                                              \

@@ -7,24 +7,13 @@
 
 #include "cuda/index.h"
 
-static int failures;
-
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);            \
-            failures++;                                                                        \
-        }                                                                                      \
-    } while (0)
+#include "../test_util.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
 static uint64_t rng(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return tu_xorshift64(&rng_state);
 }
 
 static int64_t rnd(int64_t n)
@@ -45,25 +34,25 @@ static void test_slot(void)
             table[b] = (int32_t)rnd(n_blocks);
         for (int64_t pos = 0; pos < max_blocks * block_size; pos++) {
             int64_t want = table[pos / block_size] * block_size + pos % block_size;
-            CHECK(kern_idx_slot(table, max_blocks, block_size, n_slots, pos) == want);
+            EXPECT(kern_idx_slot(table, max_blocks, block_size, n_slots, pos) == want);
         }
         /* outside the table, negative positions, bad block ids, a short cache */
-        CHECK(kern_idx_slot(table, max_blocks, block_size, n_slots, max_blocks * block_size) ==
+        EXPECT(kern_idx_slot(table, max_blocks, block_size, n_slots, max_blocks * block_size) ==
               -1);
-        CHECK(kern_idx_slot(table, max_blocks, block_size, n_slots, -1) == -1);
+        EXPECT(kern_idx_slot(table, max_blocks, block_size, n_slots, -1) == -1);
         table[0] = -3;
-        CHECK(kern_idx_slot(table, max_blocks, block_size, n_slots, 0) == -1);
+        EXPECT(kern_idx_slot(table, max_blocks, block_size, n_slots, 0) == -1);
         table[0] = (int32_t)n_blocks;
-        CHECK(kern_idx_slot(table, max_blocks, block_size, n_slots, 0) == -1);
+        EXPECT(kern_idx_slot(table, max_blocks, block_size, n_slots, 0) == -1);
         table[0] = (int32_t)(n_blocks - 1);
-        CHECK(kern_idx_slot(table, max_blocks, block_size, n_slots, 0) ==
+        EXPECT(kern_idx_slot(table, max_blocks, block_size, n_slots, 0) ==
               (n_blocks - 1) * block_size);
         /* a cache that ends inside the last block: the slot past its end is refused */
         if (block_size > 1)
-            CHECK(kern_idx_slot(table, max_blocks, block_size, n_slots - 1, block_size - 1) ==
+            EXPECT(kern_idx_slot(table, max_blocks, block_size, n_slots - 1, block_size - 1) ==
                   -1);
     }
-    CHECK(kern_idx_slot(table, max_blocks, 16, 0, 0) == -1);
+    EXPECT(kern_idx_slot(table, max_blocks, 16, 0, 0) == -1);
 }
 
 /* Visibility: exactly `window` keys including the query itself, as transformers masks. */
@@ -80,16 +69,16 @@ static void test_visibility(void)
                         first = j;
                 }
                 if (j > pos || j < 0)
-                    CHECK(!v);
+                    EXPECT(!v);
             }
             int64_t want = window == 0 ? pos + 1 : (pos + 1 < window ? pos + 1 : window);
-            CHECK(count == want);
-            CHECK(first == kern_idx_key_lo(pos, window));
+            EXPECT(count == want);
+            EXPECT(first == kern_idx_key_lo(pos, window));
         }
     }
     /* Phi-3 mini: window 2047 => query 3000 sees keys 954..3000 */
-    CHECK(kern_idx_key_lo(3000, 2047) == 954);
-    CHECK(kern_idx_visible(954, 3000, 2047) && !kern_idx_visible(953, 3000, 2047));
+    EXPECT(kern_idx_key_lo(3000, 2047) == 954);
+    EXPECT(kern_idx_visible(954, 3000, 2047) && !kern_idx_visible(953, 3000, 2047));
 }
 
 /* The tile key range is exactly the union of the rows' visible keys. */
@@ -104,7 +93,7 @@ static void test_tile_keys(void)
             int any = 0;
             for (int64_t p = pos0; p < pos0 + rows; p++)
                 any |= kern_idx_visible(j, p, window);
-            CHECK(any == (j >= lo && j < hi));
+            EXPECT(any == (j >= lo && j < hi));
         }
     }
 }
@@ -112,11 +101,11 @@ static void test_tile_keys(void)
 /* Tiles and the work-list bound of the prefill path. */
 static void test_tiles(void)
 {
-    CHECK(kern_idx_n_tiles(0, 32) == 0);
-    CHECK(kern_idx_n_tiles(1, 32) == 1);
-    CHECK(kern_idx_n_tiles(32, 32) == 1);
-    CHECK(kern_idx_n_tiles(33, 32) == 2);
-    CHECK(kern_idx_n_tiles(-5, 32) == 0);
+    EXPECT(kern_idx_n_tiles(0, 32) == 0);
+    EXPECT(kern_idx_n_tiles(1, 32) == 1);
+    EXPECT(kern_idx_n_tiles(32, 32) == 1);
+    EXPECT(kern_idx_n_tiles(33, 32) == 2);
+    EXPECT(kern_idx_n_tiles(-5, 32) == 0);
     for (int trial = 0; trial < 2000; trial++) {
         int64_t n_seqs = 1 + rnd(20), total = 0, tiles = 0, tile = 1 + rnd(64);
         for (int64_t s = 0; s < n_seqs; s++) {
@@ -124,7 +113,7 @@ static void test_tiles(void)
             total += q;
             tiles += kern_idx_n_tiles(q, tile);
         }
-        CHECK(tiles <= kern_idx_max_q_tiles(total, n_seqs, tile));
+        EXPECT(tiles <= kern_idx_max_q_tiles(total, n_seqs, tile));
     }
 }
 
@@ -139,47 +128,47 @@ static void test_split(void)
             int64_t b, e;
             kern_idx_split_bounds(lo, hi, chunk, c, &b, &e);
             if (c < n) {
-                CHECK(b == next && e > b && e - b <= chunk);
+                EXPECT(b == next && e > b && e - b <= chunk);
                 next = e;
             } else {
-                CHECK(b == e);
+                EXPECT(b == e);
             }
         }
-        CHECK(next == hi);
+        EXPECT(next == hi);
     }
     for (int trial = 0; trial < 2000; trial++) {
         int64_t max_keys = rnd(140000), rows = 1 + rnd(300), heads = 1 + rnd(64);
         int64_t chunk = kern_idx_split_chunk(max_keys, rows, heads, 528, 64, 1024);
-        CHECK(chunk >= 64 && chunk <= 1024 && chunk % 32 == 0);
+        EXPECT(chunk >= 64 && chunk <= 1024 && chunk % 32 == 0);
         int64_t want = (528 + rows * heads - 1) / (rows * heads);
         /* never more chunks than wanted, unless the cap forces it ... */
-        CHECK(chunk * want >= max_keys || chunk == 1024);
+        EXPECT(chunk * want >= max_keys || chunk == 1024);
         /* ... and the smallest multiple of 32 that achieves it, unless the floor holds it */
-        CHECK((chunk - 32) * want < max_keys || chunk == 64);
+        EXPECT((chunk - 32) * want < max_keys || chunk == 64);
     }
     /* one 128k-token sequence, 32 heads, 132 SMs x 4: 17 chunks of 7712 would exceed the
      * shared-memory cap, so 128 chunks of 1024 */
-    CHECK(kern_idx_split_chunk(131072, 1, 32, 528, 64, 1024) == 1024);
-    CHECK(kern_idx_split_chunk(4096, 1, 32, 528, 64, 1024) == 256);
+    EXPECT(kern_idx_split_chunk(131072, 1, 32, 528, 64, 1024) == 1024);
+    EXPECT(kern_idx_split_chunk(4096, 1, 32, 528, 64, 1024) == 256);
 }
 
 static void test_gqa(void)
 {
     /* Phi-3.5-MoE: 32 heads over 8 kv heads */
     for (int64_t h = 0; h < 32; h++)
-        CHECK(kern_idx_kv_head(h, 32, 8) == h / 4);
+        EXPECT(kern_idx_kv_head(h, 32, 8) == h / 4);
     for (int64_t h = 0; h < 32; h++)
-        CHECK(kern_idx_kv_head(h, 32, 32) == h);
-    CHECK(kern_idx_kv_head(5, 6, 1) == 0);
+        EXPECT(kern_idx_kv_head(h, 32, 32) == h);
+    EXPECT(kern_idx_kv_head(5, 6, 1) == 0);
 }
 
 /* Merging split softmax partials equals the softmax over all scores. */
 static void test_softmax_merge(void)
 {
-    CHECK(kern_softmax_scale(-INFINITY, -INFINITY) == 1.0f);
-    CHECK(kern_softmax_scale(-INFINITY, 3.0f) == 0.0f);
-    CHECK(kern_softmax_exp(-INFINITY, -INFINITY) == 0.0f);
-    CHECK(fabsf(kern_softmax_exp(1.0f, 2.0f) - expf(-1.0f)) < 1e-7f);
+    EXPECT(kern_softmax_scale(-INFINITY, -INFINITY) == 1.0f);
+    EXPECT(kern_softmax_scale(-INFINITY, 3.0f) == 0.0f);
+    EXPECT(kern_softmax_exp(-INFINITY, -INFINITY) == 0.0f);
+    EXPECT(fabsf(kern_softmax_exp(1.0f, 2.0f) - expf(-1.0f)) < 1e-7f);
     for (int trial = 0; trial < 500; trial++) {
         enum { n = 97 };
         float s[n], v[n];
@@ -212,28 +201,28 @@ static void test_softmax_merge(void)
             M = kern_softmax_merge(M, m, &wa, &wb);
             L = L * wa + l * wb;
             O = O * wa + o * wb;
-            CHECK(!isnan(L) && !isnan(O));
+            EXPECT(!isnan(L) && !isnan(O));
         }
         double want = num / den;
-        CHECK(fabs(O / L - want) <= 1e-5 * (1.0 + fabs(want)));
+        EXPECT(fabs(O / L - want) <= 1e-5 * (1.0 + fabs(want)));
     }
 }
 
 static void test_elementwise(void)
 {
-    CHECK(kern_silu(0.0f) == 0.0f);
-    CHECK(fabsf(kern_silu(2.0f) - 2.0f / (1.0f + expf(-2.0f))) == 0.0f);
-    CHECK(kern_silu(-100.0f) == -0.0f || fabsf(kern_silu(-100.0f)) < 1e-40f);
+    EXPECT(kern_silu(0.0f) == 0.0f);
+    EXPECT(fabsf(kern_silu(2.0f) - 2.0f / (1.0f + expf(-2.0f))) == 0.0f);
+    EXPECT(kern_silu(-100.0f) == -0.0f || fabsf(kern_silu(-100.0f)) < 1e-40f);
     float a = 1.0f, b = 0.0f;
     kern_rope_rotate(&a, &b, 0.0f, 1.0f); /* a quarter turn */
-    CHECK(a == 0.0f && b == 1.0f);
-    CHECK(kern_rope_angle(131071, 1.0f) == 131071.0f);
-    CHECK(kern_rope_angle(3, 0.5f) == 1.5f);
-    CHECK(kern_idx_alignment(0) == 256);
-    CHECK(kern_idx_alignment(4096 + 4) == 4);
-    CHECK(kern_idx_alignment(4096 + 2) == 2);
-    CHECK(kern_idx_alignment(4096 + 64) == 64);
-    CHECK(kern_idx_q_pos(10, 3, 0) == 7 && kern_idx_q_pos(10, 3, 2) == 9);
+    EXPECT(a == 0.0f && b == 1.0f);
+    EXPECT(kern_rope_angle(131071, 1.0f) == 131071.0f);
+    EXPECT(kern_rope_angle(3, 0.5f) == 1.5f);
+    EXPECT(kern_idx_alignment(0) == 256);
+    EXPECT(kern_idx_alignment(4096 + 4) == 4);
+    EXPECT(kern_idx_alignment(4096 + 2) == 2);
+    EXPECT(kern_idx_alignment(4096 + 64) == 64);
+    EXPECT(kern_idx_q_pos(10, 3, 0) == 7 && kern_idx_q_pos(10, 3, 2) == 9);
 }
 
 int main(void)
@@ -246,10 +235,5 @@ int main(void)
     test_gqa();
     test_softmax_merge();
     test_elementwise();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("cuda index: all checks passed\n");
-    return 0;
+    return tu_finish("test_cuda_index");
 }

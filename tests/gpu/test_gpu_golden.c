@@ -52,6 +52,8 @@
 #include "model.h"
 #include "models/phi3.h"
 
+#include "../test_util.h"
+
 #define OWN_TOL 0.1
 #define MARGIN_FACTOR 2.0
 #define MARGIN_MIN 0.05
@@ -73,40 +75,7 @@ struct gcase {
     double d_max;              /* largest bf16-vs-fp32 row error of the case */
 };
 
-static int n_fail;
 static const char *device = "cuda"; /* "cpu": the dry run of the usage line */
-
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            n_fail++;                                                                         \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                              \
-            fprintf(stderr, __VA_ARGS__);                                                     \
-            fputc('\n', stderr);                                                              \
-        }                                                                                     \
-    } while (0)
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-            if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf[n] = '\0';
-                *len = (size_t)n;
-            }
-        }
-    }
-    fclose(f);
-    return buf;
-}
 
 static int32_t *int_array(const cJSON *a, int32_t *n)
 {
@@ -125,7 +94,7 @@ static float *floats(const char *dir, const cJSON *c, const char *key, size_t wa
     char path[4096];
     size_t len = 0;
     snprintf(path, sizeof path, "%s/golden/%s", dir, f->valuestring);
-    float *v = (float *)read_file(path, &len);
+    float *v = (float *)tu_read_file(path, &len);
     if (v && len != want * sizeof(float)) {
         fprintf(stderr, "%s: %zu bytes, expected %zu\n", path, len, want * sizeof(float));
         free(v);
@@ -139,7 +108,7 @@ static int load_cases(const char *dir, int64_t V, struct gcase *gc, int *n_out)
     char path[4096];
     size_t len = 0;
     snprintf(path, sizeof path, "%s/golden/golden.json", dir);
-    char *text = read_file(path, &len);
+    char *text = tu_read_file(path, &len);
     cJSON *root = text ? cJSON_ParseWithLength(text, len) : NULL;
     free(text);
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
@@ -703,7 +672,7 @@ int main(int argc, char **argv)
     eng_kv_cache_destroy(kvh);
 
     /* 3. the engine on the GPU (the engine makes its own CUDA context) */
-    if (n_fail == 0)
+    if (tu_failures == 0)
         test_engine(dir, gc, n, V, &m->cfg);
 
     for (int i = 0; i < n; i++) {
@@ -717,10 +686,5 @@ int main(int argc, char **argv)
     else
         kern_ctx_destroy(cu);
     kern_ctx_destroy(cpu);
-    if (n_fail) {
-        fprintf(stderr, "%d failure(s)\n", n_fail);
-        return 1;
-    }
-    printf("gpu golden: ok\n");
-    return 0;
+    return tu_finish("test_gpu_golden");
 }

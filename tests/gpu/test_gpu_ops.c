@@ -20,21 +20,12 @@
 #include "dtype.h"
 #include "ops.h"
 
+#include "../test_util.h"
+
 #define GUARD 256 /* canary bytes before and after every device buffer */
 
-static int failures;
 static struct kern_ctx *gctx;
 static struct kern_ops cu_ops, ref_ops;
-
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                    \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-            failures++;                                                                        \
-        }                                                                                      \
-    } while (0)
 
 /* ---- random data --------------------------------------------------------------------- */
 
@@ -42,10 +33,7 @@ static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
 static uint64_t rng(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return tu_xorshift64(&rng_state);
 }
 
 static int64_t rnd(int64_t n)
@@ -61,19 +49,9 @@ static float frand(void) /* about N(0, 1) */
     return (s - 2.0f) * 1.7320508f;
 }
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory\n");
-        exit(1);
-    }
-    return p;
-}
-
 static float *rand_f32(size_t n)
 {
-    float *p = xmalloc(n * sizeof *p);
+    float *p = tu_xmalloc(n * sizeof *p);
     for (size_t i = 0; i < n; i++)
         p[i] = frand();
     return p;
@@ -82,7 +60,7 @@ static float *rand_f32(size_t n)
 /* n values of dtype dt (random), returned as raw storage. */
 static void *rand_typed(size_t n, enum kern_dtype dt, float amp)
 {
-    void *p = xmalloc(n * kern_dtype_size(dt));
+    void *p = tu_xmalloc(n * kern_dtype_size(dt));
     for (size_t i = 0; i < n; i++) {
         float v = frand() * amp;
         if (dt == KERN_DTYPE_F32)
@@ -112,7 +90,7 @@ static struct dbuf dbuf_make(const void *host, size_t bytes)
 {
     struct dbuf b = {NULL, bytes};
     size_t total = bytes + 2 * GUARD;
-    unsigned char *tmp = xmalloc(total);
+    unsigned char *tmp = tu_xmalloc(total);
     for (size_t i = 0; i < total; i++)
         tmp[i] = canary_byte(i);
     if (host)
@@ -136,7 +114,7 @@ static void *dptr(struct dbuf b)
 static void dbuf_fetch(struct dbuf b, void *host, const char *what)
 {
     size_t total = b.bytes + 2 * GUARD;
-    unsigned char *tmp = xmalloc(total);
+    unsigned char *tmp = tu_xmalloc(total);
     if (kern_cuda_download(gctx, tmp, b.base, total) != 0) {
         fprintf(stderr, "download failed\n");
         exit(1);
@@ -197,11 +175,11 @@ static void test_embed(int64_t n_tokens, int64_t vocab, int64_t hidden, enum ker
     snprintf(what, sizeof what, "embed t=%lld v=%lld h=%lld %s", (long long)n_tokens,
              (long long)vocab, (long long)hidden, dt_name(dt));
     void *table = rand_typed((size_t)(vocab * hidden), dt, 1.0f);
-    int32_t *ids = xmalloc((size_t)n_tokens * sizeof *ids);
+    int32_t *ids = tu_xmalloc((size_t)n_tokens * sizeof *ids);
     for (int64_t t = 0; t < n_tokens; t++)
         ids[t] = (int32_t)(t == 0 ? vocab - 1 : rnd(vocab));
     size_t out_bytes = (size_t)(n_tokens * hidden) * sizeof(float);
-    float *want = xmalloc(out_bytes), *got = xmalloc(out_bytes);
+    float *want = tu_xmalloc(out_bytes), *got = tu_xmalloc(out_bytes);
     struct kern_embed_params p = {ids, table, dt, want, n_tokens, vocab, hidden};
     CHECK(ref_ops.embed(NULL, &p) == 0, "%s: reference failed", what);
 
@@ -242,7 +220,7 @@ static void test_rmsnorm(int64_t n_rows, int64_t dim, enum kern_dtype dt, int in
     for (size_t i = 0; i < n; i++)
         x[i] *= 3.0f;
     void *w = rand_typed((size_t)dim, dt, 0.5f);
-    float *want = xmalloc(n * sizeof *want), *got = xmalloc(n * sizeof *got);
+    float *want = tu_xmalloc(n * sizeof *want), *got = tu_xmalloc(n * sizeof *got);
     struct kern_rmsnorm_params p = {x, w, dt, want, n_rows, dim, 1e-5f};
     CHECK(ref_ops.rmsnorm(NULL, &p) == 0, "%s: reference failed", what);
 
@@ -276,14 +254,14 @@ static void test_matmul(int64_t m, int64_t n, int64_t k, enum kern_dtype dt, int
     float *x = rand_f32(nx);
     void *w = rand_typed(nw, dt, 0.05f);
     float *y0 = rand_f32(ny);
-    float *want = xmalloc(ny * sizeof *want), *got = xmalloc(ny * sizeof *got);
+    float *want = tu_xmalloc(ny * sizeof *want), *got = tu_xmalloc(ny * sizeof *got);
     memcpy(want, y0, ny * sizeof *want);
     struct kern_matmul_params p = {x, w, dt, want, m, n, k, ldx, ldy, accumulate};
     CHECK(ref_ops.matmul(NULL, &p) == 0, "%s: reference failed", what);
 
     /* The error bound: sum_k |x_k w_k| through the reference on absolute values. */
-    float *ax = xmalloc(nx * sizeof *ax), *bound = xmalloc(ny * sizeof *bound);
-    void *aw = xmalloc(nw * kern_dtype_size(dt));
+    float *ax = tu_xmalloc(nx * sizeof *ax), *bound = tu_xmalloc(ny * sizeof *bound);
+    void *aw = tu_xmalloc(nw * kern_dtype_size(dt));
     for (size_t i = 0; i < nx; i++)
         ax[i] = fabsf(x[i]);
     for (size_t i = 0; i < nw; i++) {
@@ -344,10 +322,10 @@ static void test_rope(int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64
     int64_t stride = n_heads * head_dim + 7; /* a sub-view of a wider (qkv) row */
     size_t n = (size_t)(n_tokens * stride);
     int64_t half = rot_dim / 2;
-    float *x = rand_f32(n), *want = xmalloc(n * sizeof(float)), *got = xmalloc(n * sizeof(float));
-    int32_t *pos = xmalloc((size_t)n_tokens * sizeof *pos);
-    uint8_t *var = xmalloc((size_t)n_tokens);
-    float *inv = xmalloc((size_t)(2 * half) * sizeof *inv);
+    float *x = rand_f32(n), *want = tu_xmalloc(n * sizeof(float)), *got = tu_xmalloc(n * sizeof(float));
+    int32_t *pos = tu_xmalloc((size_t)n_tokens * sizeof *pos);
+    uint8_t *var = tu_xmalloc((size_t)n_tokens);
+    float *inv = tu_xmalloc((size_t)(2 * half) * sizeof *inv);
     for (int64_t t = 0; t < n_tokens; t++) {
         pos[t] = (int32_t)(t == 0 ? 131071 : rnd(131072));
         var[t] = (uint8_t)rnd(2);
@@ -393,9 +371,9 @@ static void test_kv_write(int64_t n_tokens, int64_t n_kv_heads, int64_t head_dim
     int64_t row = n_kv_heads * head_dim, stride = 3 * row; /* k and v inside a qkv row */
     int64_t n_slots = 2 * n_tokens + 5;
     float *qkv = rand_f32((size_t)(n_tokens * stride));
-    int64_t *slots = xmalloc((size_t)n_tokens * sizeof *slots);
+    int64_t *slots = tu_xmalloc((size_t)n_tokens * sizeof *slots);
     /* distinct random slots (a shuffled prefix of 0..n_slots-1), some tokens skipped */
-    int64_t *perm = xmalloc((size_t)n_slots * sizeof *perm);
+    int64_t *perm = tu_xmalloc((size_t)n_slots * sizeof *perm);
     for (int64_t i = 0; i < n_slots; i++)
         perm[i] = i;
     for (int64_t i = n_slots - 1; i > 0; i--) {
@@ -406,10 +384,10 @@ static void test_kv_write(int64_t n_tokens, int64_t n_kv_heads, int64_t head_dim
     for (int64_t t = 0; t < n_tokens; t++)
         slots[t] = rnd(7) == 0 ? -1 : perm[t];
     size_t cache_bytes = (size_t)(n_slots * row) * kern_dtype_size(dt);
-    unsigned char *kc = xmalloc(cache_bytes), *vc = xmalloc(cache_bytes);
+    unsigned char *kc = tu_xmalloc(cache_bytes), *vc = tu_xmalloc(cache_bytes);
     for (size_t i = 0; i < cache_bytes; i++)
         kc[i] = vc[i] = 0xff; /* NaN in every type */
-    unsigned char *kg = xmalloc(cache_bytes), *vg = xmalloc(cache_bytes);
+    unsigned char *kg = tu_xmalloc(cache_bytes), *vg = tu_xmalloc(cache_bytes);
     struct dbuf d_qkv = dbuf_make(qkv, (size_t)(n_tokens * stride) * sizeof(float));
     struct dbuf d_slots = dbuf_make(slots, (size_t)n_tokens * sizeof *slots);
     struct dbuf d_kc = dbuf_make(kc, cache_bytes), d_vc = dbuf_make(vc, cache_bytes);
@@ -467,8 +445,8 @@ static void test_attention(const struct attn_case *c)
 
     /* Random non-contiguous block tables over a shuffled pool; unused entries point far
      * outside the cache, so that reading one would raise a fault. */
-    int32_t *tables = xmalloc((size_t)(c->n_seqs * max_blocks) * sizeof *tables);
-    int32_t *pool = xmalloc((size_t)n_blocks * sizeof *pool);
+    int32_t *tables = tu_xmalloc((size_t)(c->n_seqs * max_blocks) * sizeof *tables);
+    int32_t *pool = tu_xmalloc((size_t)n_blocks * sizeof *pool);
     for (int64_t i = 0; i < n_blocks; i++)
         pool[i] = (int32_t)i;
     for (int64_t i = n_blocks - 1; i > 0; i--) {
@@ -485,7 +463,7 @@ static void test_attention(const struct attn_case *c)
     }
     /* Poison the whole cache, then write the positions below ctx_len. Positions past ctx_len
      * in a sequence's last block stay NaN. */
-    unsigned char *kc = xmalloc(cache_bytes), *vc = xmalloc(cache_bytes);
+    unsigned char *kc = tu_xmalloc(cache_bytes), *vc = tu_xmalloc(cache_bytes);
     memset(kc, 0xff, cache_bytes);
     memset(vc, 0xff, cache_bytes);
     for (int s = 0; s < c->n_seqs; s++)
@@ -504,7 +482,7 @@ static void test_attention(const struct attn_case *c)
     for (size_t i = 0; i < (size_t)(n_tokens * q_stride); i++)
         q[i] *= 2.0f;
     size_t out_n = (size_t)(n_tokens * c->n_heads * c->head_dim);
-    float *want = xmalloc(out_n * sizeof(float)), *got = xmalloc(out_n * sizeof(float));
+    float *want = tu_xmalloc(out_n * sizeof(float)), *got = tu_xmalloc(out_n * sizeof(float));
     float scale = 1.0f / sqrtf((float)c->head_dim);
     struct kern_attention_params p = {
         q, kc, vc, c->dt, want, q_start, c->q_len, c->ctx_len, tables, n_tokens, c->n_seqs,
@@ -564,7 +542,7 @@ static void test_silu_add_gather(int64_t n_tokens, int64_t inter)
     float *gu = rand_f32(ngu);
     for (size_t i = 0; i < ngu; i += 97)
         gu[i] = (i % 2) ? 90.0f : -90.0f; /* saturated gates */
-    float *want = xmalloc(n * sizeof(float)), *got = xmalloc(n * sizeof(float));
+    float *want = tu_xmalloc(n * sizeof(float)), *got = tu_xmalloc(n * sizeof(float));
     struct kern_silu_mul_params p = {gu, want, n_tokens, inter};
     CHECK(ref_ops.silu_mul(NULL, &p) == 0, "%s: reference failed", what);
     struct dbuf d_gu = dbuf_make(gu, ngu * sizeof(float)), d_out = dbuf_make(NULL, n * sizeof(float));
@@ -590,8 +568,8 @@ static void test_silu_add_gather(int64_t n_tokens, int64_t inter)
     int32_t rows[5];
     for (int64_t i = 0; i < n_out; i++)
         rows[i] = (int32_t)(i == 0 ? n_tokens - 1 : rnd(n_tokens));
-    float *gw = xmalloc((size_t)(n_out * inter) * sizeof(float));
-    float *gg = xmalloc((size_t)(n_out * inter) * sizeof(float));
+    float *gw = tu_xmalloc((size_t)(n_out * inter) * sizeof(float));
+    float *gg = tu_xmalloc((size_t)(n_out * inter) * sizeof(float));
     struct kern_gather_rows_params pg = {want, rows, gw, n_tokens, n_out, inter};
     CHECK(ref_ops.gather_rows(NULL, &pg) == 0, "%s: reference gather failed", what);
     struct dbuf d_rows = dbuf_make(rows, (size_t)n_out * sizeof(int32_t));
@@ -691,10 +669,5 @@ int main(void)
     test_silu_add_gather(111, 33);
 
     kern_cuda_destroy(gctx);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("gpu ops: all checks passed\n");
-    return 0;
+    return tu_finish("test_gpu_ops");
 }

@@ -17,20 +17,11 @@
 #include "cpu/cpu.h" /* private: to run the portable inner loops on this CPU too */
 #include "kt_util.h"
 
+#include "../test_util.h"
+
 #define U24 0x1p-24
 
 static struct kern_ops ref_ops, cpu_ops;
-static int failures;
-
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            failures++;                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                              \
-            fprintf(stderr, __VA_ARGS__);                                                     \
-            fputc('\n', stderr);                                                              \
-        }                                                                                     \
-    } while (0)
 
 /* Same class (both NaN, or the same infinity) or both finite and within tol. */
 static int agree(float r, float g, double tol)
@@ -792,10 +783,5 @@ int main(void)
     kern_ctx_destroy(three);
     kern_ctx_destroy(all);
     kern_ctx_destroy(NULL);
-    if (failures) {
-        printf("test_ops: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_ops: all ops of the cpu table agree with the reference\n");
-    return 0;
+    return tu_finish("test_ops");
 }

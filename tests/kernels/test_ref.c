@@ -3,18 +3,9 @@
  * the spec down; the fast backends are compared with it in test_ops.c, not here. */
 #include "kt_util.h"
 
-static struct kern_ops ops;
-static int failures;
+#include "../test_util.h"
 
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            failures++;                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                              \
-            fprintf(stderr, __VA_ARGS__);                                                     \
-            fputc('\n', stderr);                                                              \
-        }                                                                                     \
-    } while (0)
+static struct kern_ops ops;
 
 /* Hand-computed values are given to 7+ significant digits; the reference rounds an fp64
  * result once, so it must agree to a couple of fp32 ulps. */
@@ -258,7 +249,7 @@ static void test_dtype(void)
         if (isnan(fh) ? !isnan(kern_f16_to_f32(kern_f32_to_f16(fh))) : kern_f32_to_f16(fh) != h)
             bad_h++;
     }
-    CHECK(bad_bf == 0 && bad_h == 0, "round trips: %d bf16, %d f16 failures", bad_bf, bad_h);
+    CHECK(bad_bf == 0 && bad_h == 0, "round trips: %d bf16, %d f16 tu_failures", bad_bf, bad_h);
     /* Widening is exact: known values. */
     CHECK(kern_f16_to_f32(0x3c00) == 1.0f && kern_f16_to_f32(0xc000) == -2.0f &&
               kern_f16_to_f32(0x7bff) == 65504.0f && kern_f16_to_f32(0x0001) == 0x1p-24f &&
@@ -305,10 +296,5 @@ int main(void)
     test_attention();
     test_small_ops();
     test_dtype();
-    if (failures) {
-        printf("test_ref: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_ref: ok\n");
-    return 0;
+    return tu_finish("test_ref");
 }

@@ -8,17 +8,7 @@
 #include "errors.h"
 #include "json_strict.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "../test_util.h"
 
 static const int all_codes[] = {
 #define CODE(name, value, status, type, code, msg) name,
@@ -179,10 +169,5 @@ int main(void)
     test_table();
     test_render();
     test_set();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_errors: all checks passed\n");
-    return 0;
+    return tu_finish("test_errors");
 }

@@ -8,17 +8,7 @@
 
 #include "json_strict.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "../test_util.h"
 
 struct xlate_case {
     const char *body;
@@ -113,10 +103,5 @@ int main(void)
 {
     test_translation();
     test_names();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_json_strict: all checks passed\n");
-    return 0;
+    return tu_finish("test_json_strict");
 }

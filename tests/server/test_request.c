@@ -10,17 +10,7 @@
 #include "json_strict.h"
 #include "request.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "../test_util.h"
 
 #define VOCAB 32064
 static const char *const served[] = {"phi-3-mini", "phi3"};
@@ -738,10 +728,6 @@ int main(void)
     test_generated();
     test_chat_values();
     test_completion_values();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_request: %zu table cases, all checks passed\n", sizeof(cases) / sizeof(cases[0]));
-    return 0;
+    printf("test_request: %zu table cases\n", sizeof(cases) / sizeof(cases[0]));
+    return tu_finish("test_request");
 }
