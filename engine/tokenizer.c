@@ -120,8 +120,9 @@ static int idvec_put(struct idvec *v, const int32_t *src, size_t n)
     return 0;
 }
 
-/* Reads dir/name whole. Returns 0, ENG_TOK_ERR_IO when it cannot be opened (errno ENOENT
- * distinguishes absence for optional files through *missing), or another error. */
+/* Reads dir/name whole (bounded; FIFOs, devices and directories refused without blocking).
+ * Returns 0, ENG_TOK_ERR_IO when it cannot be read (*missing tells absence apart for optional
+ * files), or ENG_TOK_ERR_INVALID for a path that is too long. */
 static int read_file(const char *dir, const char *name, char **out, size_t *out_len, bool *missing,
                      char *err, size_t errlen)
 {
@@ -129,44 +130,13 @@ static int read_file(const char *dir, const char *name, char **out, size_t *out_
     *out_len = 0;
     *missing = false;
     char path[4096];
-    int n = snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (n < 0 || (size_t)n >= sizeof path) {
-        eng_set_err(err, errlen, "%s: path too long", name);
+    if (eng_path_join(path, sizeof path, dir, name, err, errlen) != 0)
         return ENG_TOK_ERR_INVALID;
-    }
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        *missing = errno == ENOENT;
-        eng_set_err(err, errlen, "%s: cannot open: %s", name, strerror(errno));
-        return ENG_TOK_ERR_IO;
-    }
-    struct buf b = {0};
-    int rc = 0;
-    char chunk[65536];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (got > MAX_FILE_BYTES - b.len) {
-            eng_set_err(err, errlen, "%s: larger than %zu bytes", name, MAX_FILE_BYTES);
-            rc = ENG_TOK_ERR_INVALID;
-            break;
-        }
-        if ((rc = buf_put(&b, chunk, got)) != 0) {
-            eng_set_err(err, errlen, "%s: out of memory", name);
-            break;
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        eng_set_err(err, errlen, "%s: read error", name);
-        rc = ENG_TOK_ERR_IO;
-    }
-    fclose(f);
-    if (rc != 0) {
-        free(b.p);
-        return rc;
-    }
-    *out = b.p;
-    *out_len = b.len;
-    return 0;
+    int rc = eng_file_read_small(path, name, MAX_FILE_BYTES, out, out_len, err, errlen);
+    if (rc == 0)
+        return 0;
+    *missing = rc == ENG_FILE_ERR_MISSING;
+    return ENG_TOK_ERR_IO;
 }
 
 /* Length of the valid UTF-8 sequence at s[0..n) (json.h's rule), or 0 when it is ill-formed;

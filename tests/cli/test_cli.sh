@@ -93,6 +93,10 @@ expect_error "shape mismatch" "shape" "$bin" generate --model "$tmp/m" --tokens 
 mk; cp "$small/model.safetensors" "$tmp/m/"; printf '{"architectures": ["PhiMoEForCausalLM"], "model_type": "phimoe"}' >"$tmp/m/config.json"
 expect_error "unknown architecture" "architectures|model_type" "$bin" generate --model "$tmp/m" --tokens 1
 expect_error "tokenize without tokenizer" "tokenizer" "$bin" tokenize --model "$small" --text hi
+# A FIFO planted as a tokenizer file must not hang start-up (K7).
+rm -rf "$tmp/t"; mkdir -p "$tmp/t"; cp "$demo"/tokenizer.model "$demo"/tokenizer_config.json "$tmp/t/"
+mkfifo "$tmp/t/tokenizer.json"
+expect_error "K7 tokenizer.json is a FIFO" "tokenizer.json" "$bin" tokenize --model "$tmp/t" --text hi
 
 echo "$n checks, $fails failed"
 [ $fails -eq 0 ]
