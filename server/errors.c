@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "json_strict.h"
+#include "json.h"
 
 struct error_row {
     int code;
@@ -48,7 +48,7 @@ static void copy_cut_utf8(char *dst, size_t cap, const char *src)
     size_t n = strlen(src), len = 0;
     /* Walk whole sequences (an invalid byte counts as one) until the next one would not fit. */
     while (len < n) {
-        size_t k = srv_utf8_seq_len((const unsigned char *)src + len, n - len);
+        size_t k = eng_utf8_seq_len((const unsigned char *)src + len, n - len);
         if (k == 0)
             k = 1;
         if (len + k > cap - 1)
@@ -122,7 +122,7 @@ static void put_json_string(struct out *o, const char *s)
             put(o, (const char *)p + i, 1);
             i++;
         } else {
-            size_t k = srv_utf8_seq_len(p + i, n - i);
+            size_t k = eng_utf8_seq_len(p + i, n - i);
             if (k == 0) {
                 put(o, "\xEF\xBF\xBD", 3);
                 i++;

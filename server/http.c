@@ -18,7 +18,7 @@
 #include <time.h>
 
 #include "chat_template.h"
-#include "json_strict.h"
+#include "json.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -69,7 +69,7 @@ void srv_token_text(const struct eng_tokenizer *tok, int32_t id, char *out, size
     size_t n = srv_token_bytes(tok, id, raw, sizeof raw);
     size_t o = 0;
     for (size_t i = 0; i < n;) {
-        size_t k = srv_utf8_seq_len((const unsigned char *)raw + i, n - i);
+        size_t k = eng_utf8_seq_len((const unsigned char *)raw + i, n - i);
         if (k == 0) {
             if (o + 4 > cap)
                 break;

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "json.h"
-#include "json_strict.h"
+#include "json.h"
 
 /* ---- request-owned memory: a bump arena freed in one go by _destroy ---- */
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "errors.h"
+#include "json.h"
 
 /* Defaults of struct srv_limits (srv_limits_default) and hard ceilings. */
 #define SRV_MAX_N_DEFAULT 8
@@ -39,8 +40,8 @@ struct srv_limits {
     bool allow_remote_image_urls;    /* false: only data: URLs (no fetching on the edge's behalf) */
     const char *const *model_names;  /* served names (caller keeps); n_model_names = 0: any name */
     size_t n_model_names;
-    int json_max_depth;              /* 0: SRV_JSON_DEPTH_DEFAULT */
-    size_t json_max_bytes;           /* 0: 16 x body + 256 KiB (see json_strict.h) */
+    int json_max_depth;              /* 0: ENG_JSON_DEPTH_DEFAULT */
+    size_t json_max_bytes;           /* 0: 16 x body + 256 KiB (see engine/json.h) */
 };
 
 void srv_limits_default(struct srv_limits *lim);
@@ -165,6 +166,16 @@ struct srv_completion_request {
     int32_t logprobs;           /* legacy: -1 = not requested, else [0, 5] alternatives */
     void *mem;                  /* private */
 };
+
+/* eng_json_parse of a request body, its failure translated into err (caller keeps it):
+ *   ENG_JSON_ERR_SYNTAX -> SRV_ERR_INVALID_JSON, DUPLICATE_KEY -> SRV_ERR_DUPLICATE_KEY,
+ *   TOO_DEEP -> SRV_ERR_JSON_TOO_DEEP, TOO_COMPLEX -> SRV_ERR_JSON_TOO_COMPLEX (default
+ *   message), NO_MEMORY -> SRV_ERR_NO_MEMORY (default message);
+ * param = the JSON path of the offending value (null at the top level), message = the reader's
+ * reason with the byte offset: "Duplicate key in an object (at byte 31 of the body)."
+ * Returns 0 and *out (free with eng_json_free), or the negative SRV_ERR_* code and *out = NULL. */
+int srv_json_parse(const char *body, size_t len, const struct eng_json_opts *opts,
+                   struct eng_json_doc **out, struct srv_error *err);
 
 /* Decode and validate a body (body[0..len), caller keeps it; need not be NUL-terminated) under
  * lim (caller keeps it). On success return 0 and *out, owned by the caller and freed with the

@@ -8,37 +8,37 @@
 #include <string.h>
 
 #include "http.h"
-#include "json_strict.h"
+#include "json.h"
 
-static int parse_body(struct srv_req *r, struct srv_json_doc **doc, const struct srv_json **root)
+static int parse_body(struct srv_req *r, struct eng_json_doc **doc, const struct eng_json **root)
 {
     struct srv_error e = {0};
     int rc = srv_json_parse(r->body.p ? r->body.p : "", r->body.len, NULL, doc, &e);
     if (rc != 0)
         return srv_respond_error(r, e.code, e.param, e.message[0] ? "%s" : NULL, e.message);
-    *root = srv_json_root(*doc);
-    if ((*root)->type != SRV_JSON_OBJECT) {
-        srv_json_free(*doc);
+    *root = eng_json_root(*doc);
+    if ((*root)->type != ENG_JSON_OBJECT) {
+        eng_json_free(*doc);
         *doc = NULL;
         return srv_respond_error(r, SRV_ERR_INVALID_JSON, NULL, "The request body must be a JSON object.");
     }
-    const struct srv_json *m = srv_json_get(*root, "model");
-    if (m && m->type != SRV_JSON_NULL) {
-        if (m->type != SRV_JSON_STRING) {
-            srv_json_free(*doc);
+    const struct eng_json *m = eng_json_get(*root, "model");
+    if (m && m->type != ENG_JSON_NULL) {
+        if (m->type != ENG_JSON_STRING) {
+            eng_json_free(*doc);
             *doc = NULL;
             return srv_respond_error(r, SRV_ERR_INVALID_TYPE, "model", "'model' must be a string.");
         }
         if (strcmp(m->u.str, r->srv->model_name) != 0) {
             int rc = srv_respond_error(r, SRV_ERR_MODEL_NOT_FOUND, "model", "The model '%.96s' does not exist.",
                                        m->u.str);
-            srv_json_free(*doc); /* after the message used m */
+            eng_json_free(*doc); /* after the message used m */
             *doc = NULL;
             return rc;
         }
     }
     if (!r->srv->tok) {
-        srv_json_free(*doc);
+        eng_json_free(*doc);
         *doc = NULL;
         return srv_respond_error(r, SRV_ERR_UNSUPPORTED_VALUE, NULL, "This model has no tokenizer.");
     }
@@ -46,12 +46,12 @@ static int parse_body(struct srv_req *r, struct srv_json_doc **doc, const struct
 }
 
 /* Optional boolean field: 1/0, or -2 when present with another type. */
-static int opt_bool(const struct srv_json *root, const char *key, int dflt)
+static int opt_bool(const struct eng_json *root, const char *key, int dflt)
 {
-    const struct srv_json *v = srv_json_get(root, key);
-    if (!v || v->type == SRV_JSON_NULL)
+    const struct eng_json *v = eng_json_get(root, key);
+    if (!v || v->type == ENG_JSON_NULL)
         return dflt;
-    if (v->type != SRV_JSON_BOOL)
+    if (v->type != ENG_JSON_BOOL)
         return -2;
     return v->b ? 1 : 0;
 }
@@ -59,30 +59,30 @@ static int opt_bool(const struct srv_json *root, const char *key, int dflt)
 int srv_route_tokenize(struct srv_req *r)
 {
     struct srv_server *s = r->srv;
-    struct srv_json_doc *doc = NULL;
-    const struct srv_json *root = NULL;
+    struct eng_json_doc *doc = NULL;
+    const struct eng_json *root = NULL;
     int rc = parse_body(r, &doc, &root);
     if (rc >= 0)
         return rc;
-    const struct srv_json *prompt = srv_json_get(root, "prompt");
-    const struct srv_json *msgs = srv_json_get(root, "messages");
+    const struct eng_json *prompt = eng_json_get(root, "prompt");
+    const struct eng_json *msgs = eng_json_get(root, "messages");
     int want_strs = opt_bool(root, "return_token_strs", 0);
     int32_t *ids = NULL;
     size_t n = 0;
     if (want_strs < 0) {
         rc = srv_respond_error(r, SRV_ERR_INVALID_TYPE, "return_token_strs", "'return_token_strs' must be a boolean.");
-    } else if (prompt && prompt->type != SRV_JSON_NULL) {
+    } else if (prompt && prompt->type != ENG_JSON_NULL) {
         int add = opt_bool(root, "add_special_tokens", 1);
-        if (prompt->type != SRV_JSON_STRING)
+        if (prompt->type != ENG_JSON_STRING)
             rc = srv_respond_error(r, SRV_ERR_INVALID_TYPE, "prompt", "'prompt' must be a string.");
         else if (add < 0)
             rc = srv_respond_error(r, SRV_ERR_INVALID_TYPE, "add_special_tokens",
                                    "'add_special_tokens' must be a boolean.");
         else if (eng_tokenizer_encode(s->tok, prompt->u.str, prompt->len, add, &ids, &n) != 0)
             rc = srv_respond_error(r, SRV_ERR_INVALID_VALUE, "prompt", "The prompt could not be tokenized.");
-    } else if (msgs && msgs->type != SRV_JSON_NULL) {
+    } else if (msgs && msgs->type != ENG_JSON_NULL) {
         int agp = opt_bool(root, "add_generation_prompt", 1);
-        if (msgs->type != SRV_JSON_ARRAY || msgs->len == 0)
+        if (msgs->type != ENG_JSON_ARRAY || msgs->len == 0)
             rc = srv_respond_error(r, SRV_ERR_INVALID_TYPE, "messages", "'messages' must be a non-empty array.");
         else if (agp < 0)
             rc = srv_respond_error(r, SRV_ERR_INVALID_TYPE, "add_generation_prompt",
@@ -103,7 +103,7 @@ int srv_route_tokenize(struct srv_req *r)
     } else {
         rc = srv_respond_error(r, SRV_ERR_MISSING_PARAM, "prompt", "Either 'prompt' or 'messages' is required.");
     }
-    srv_json_free(doc);
+    eng_json_free(doc);
     if (rc >= 0) {
         free(ids);
         return rc;
@@ -133,35 +133,35 @@ int srv_route_tokenize(struct srv_req *r)
 int srv_route_detokenize(struct srv_req *r)
 {
     struct srv_server *s = r->srv;
-    struct srv_json_doc *doc = NULL;
-    const struct srv_json *root = NULL;
+    struct eng_json_doc *doc = NULL;
+    const struct eng_json *root = NULL;
     int rc = parse_body(r, &doc, &root);
     if (rc >= 0)
         return rc;
-    const struct srv_json *t = srv_json_get(root, "tokens");
-    if (!t || t->type != SRV_JSON_ARRAY) {
-        srv_json_free(doc);
+    const struct eng_json *t = eng_json_get(root, "tokens");
+    if (!t || t->type != ENG_JSON_ARRAY) {
+        eng_json_free(doc);
         return t ? srv_respond_error(r, SRV_ERR_INVALID_TYPE, "tokens", "'tokens' must be an array of token ids.")
                  : srv_respond_error(r, SRV_ERR_MISSING_PARAM, "tokens", NULL);
     }
     int32_t *ids = malloc((t->len + 1) * sizeof *ids);
     if (!ids) {
-        srv_json_free(doc);
+        eng_json_free(doc);
         return srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
     }
     size_t n = 0;
-    for (const struct srv_json *v = t->u.child; v; v = v->next, n++) {
-        if (v->type != SRV_JSON_NUMBER || !v->is_int || v->u.num.i < 0 || v->u.num.i >= s->limits.vocab_size) {
+    for (const struct eng_json *v = t->u.child; v; v = v->next, n++) {
+        if (v->type != ENG_JSON_NUMBER || !v->is_int || v->u.num.i < 0 || v->u.num.i >= s->limits.vocab_size) {
             char param[48];
             snprintf(param, sizeof param, "tokens[%zu]", n);
             free(ids);
-            srv_json_free(doc);
+            eng_json_free(doc);
             return srv_respond_error(r, SRV_ERR_INVALID_VALUE, param, "Token ids must be integers in [0, %d).",
                                      s->limits.vocab_size);
         }
         ids[n] = (int32_t)v->u.num.i;
     }
-    srv_json_free(doc);
+    eng_json_free(doc);
     char *text = NULL;
     size_t len = 0;
     rc = eng_tokenizer_decode(s->tok, ids, n, 0, &text, &len);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json_strict.h"
+#include "json.h"
 #include "request.h"
 
 #include "../test_util.h"
@@ -19,7 +19,7 @@ static void check_text(const char *s, size_t len)
     REQUIRE(s != NULL && strlen(s) == len, "string length");
     size_t i = 0;
     while (i < len) {
-        size_t k = srv_utf8_seq_len((const unsigned char *)s + i, len - i);
+        size_t k = eng_utf8_seq_len((const unsigned char *)s + i, len - i);
         REQUIRE(k > 0, "string is valid UTF-8");
         i += k;
     }
@@ -62,10 +62,10 @@ static void check_error(const struct srv_error *err, int rc)
     char body[1024];
     size_t n = srv_error_render_err(err, body, sizeof(body));
     REQUIRE(n < sizeof(body), "error body fits");
-    struct srv_json_doc *doc = NULL;
+    struct eng_json_doc *doc = NULL;
     struct srv_error e2;
     REQUIRE(srv_json_parse(body, n, NULL, &doc, &e2) == 0, "error body is strict JSON");
-    srv_json_free(doc);
+    eng_json_free(doc);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

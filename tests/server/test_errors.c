@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "errors.h"
-#include "json_strict.h"
+#include "request.h"
 
 #include "../test_util.h"
 
@@ -81,30 +81,30 @@ static void check_render(int code, const char *param, const char *message, const
     char buf[2048];
     size_t n = srv_error_render(code, param, message, buf, sizeof(buf));
     CHECK(n < sizeof(buf) && strlen(buf) == n, "render length %zu", n);
-    struct srv_json_doc *doc = NULL;
+    struct eng_json_doc *doc = NULL;
     struct srv_error err;
     int rc = srv_json_parse(buf, n, NULL, &doc, &err);
     CHECK(rc == 0, "rendered body does not parse: %s (%s): %s", srv_error_name(rc), err.message, buf);
     if (rc != 0)
         return;
-    const struct srv_json *root = srv_json_root(doc);
-    CHECK(root->type == SRV_JSON_OBJECT && root->len == 1, "envelope");
-    const struct srv_json *e = srv_json_get(root, "error");
-    CHECK(e != NULL && e->type == SRV_JSON_OBJECT && e->len == 4, "error object: %s", buf);
-    const struct srv_json *m = srv_json_get(e, "message"), *t = srv_json_get(e, "type"),
-                          *p = srv_json_get(e, "param"), *c = srv_json_get(e, "code");
-    CHECK(m && m->type == SRV_JSON_STRING && strcmp(m->u.str, want_msg) == 0, "message: %s", buf);
-    CHECK(t && t->type == SRV_JSON_STRING && strcmp(t->u.str, srv_error_type(code)) == 0, "type: %s", buf);
+    const struct eng_json *root = eng_json_root(doc);
+    CHECK(root->type == ENG_JSON_OBJECT && root->len == 1, "envelope");
+    const struct eng_json *e = eng_json_get(root, "error");
+    CHECK(e != NULL && e->type == ENG_JSON_OBJECT && e->len == 4, "error object: %s", buf);
+    const struct eng_json *m = eng_json_get(e, "message"), *t = eng_json_get(e, "type"),
+                          *p = eng_json_get(e, "param"), *c = eng_json_get(e, "code");
+    CHECK(m && m->type == ENG_JSON_STRING && strcmp(m->u.str, want_msg) == 0, "message: %s", buf);
+    CHECK(t && t->type == ENG_JSON_STRING && strcmp(t->u.str, srv_error_type(code)) == 0, "type: %s", buf);
     if (want_param == NULL)
-        CHECK(p && p->type == SRV_JSON_NULL, "param not null: %s", buf);
+        CHECK(p && p->type == ENG_JSON_NULL, "param not null: %s", buf);
     else
-        CHECK(p && p->type == SRV_JSON_STRING && strcmp(p->u.str, want_param) == 0, "param: %s", buf);
+        CHECK(p && p->type == ENG_JSON_STRING && strcmp(p->u.str, want_param) == 0, "param: %s", buf);
     const char *cs = srv_error_code_string(code);
     if (cs == NULL)
-        CHECK(c && c->type == SRV_JSON_NULL, "code not null: %s", buf);
+        CHECK(c && c->type == ENG_JSON_NULL, "code not null: %s", buf);
     else
-        CHECK(c && c->type == SRV_JSON_STRING && strcmp(c->u.str, cs) == 0, "code: %s", buf);
-    srv_json_free(doc);
+        CHECK(c && c->type == ENG_JSON_STRING && strcmp(c->u.str, cs) == 0, "code: %s", buf);
+    eng_json_free(doc);
 }
 
 static void test_render(void)

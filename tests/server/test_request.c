@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json_strict.h"
+#include "json.h"
 #include "request.h"
 
 #include "../test_util.h"
@@ -416,10 +416,10 @@ static int run_one(const char *id, enum endpoint ep, const char *body, size_t le
     /* Every error renders to a strict-valid OpenAI body without addresses. */
     char out[1024];
     size_t n = srv_error_render_err(&err, out, sizeof(out));
-    struct srv_json_doc *doc = NULL;
+    struct eng_json_doc *doc = NULL;
     struct srv_error e2;
     CHECK(n < sizeof(out) && srv_json_parse(out, n, NULL, &doc, &e2) == 0, "[%s] rendered body: %s", id, out);
-    srv_json_free(doc);
+    eng_json_free(doc);
     CHECK(!has_address(out), "[%s] address-like text in %s", id, out);
     return status;
 }

@@ -1,4 +1,4 @@
-/* Tests srv_json_parse (server/json_strict.h, defined in request.c): the engine's strict JSON
+/* Tests srv_json_parse (server/engine/json.h, defined in request.c): the engine's strict JSON
  * reader seen from the request edge — each reader error becomes the right SRV_ERR_* code with
  * param = the JSON path and a sentence that gives the byte offset. The reader's own rules are
  * tested in tests/engine/test_json.c. */
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json_strict.h"
+#include "request.h"
 
 #include "../test_util.h"
 
@@ -33,7 +33,7 @@ static void test_translation(void)
 {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct xlate_case *c = &cases[i];
-        struct srv_json_doc *doc = (struct srv_json_doc *)1;
+        struct eng_json_doc *doc = (struct eng_json_doc *)1;
         struct srv_error err;
         int rc = srv_json_parse(c->body, strlen(c->body), NULL, &doc, &err);
         CHECK(rc == c->code && err.code == c->code, "case %zu: %s, want %s", i, srv_error_name(rc),
@@ -45,18 +45,18 @@ static void test_translation(void)
               err.message, c->message);
     }
     /* One level too deep: SRV_ERR_JSON_TOO_DEEP at the innermost path. */
-    char nest[2 * (SRV_JSON_DEPTH_DEFAULT + 1) + 1];
-    memset(nest, '[', SRV_JSON_DEPTH_DEFAULT + 1);
-    memset(nest + SRV_JSON_DEPTH_DEFAULT + 1, ']', SRV_JSON_DEPTH_DEFAULT + 1);
+    char nest[2 * (ENG_JSON_DEPTH_DEFAULT + 1) + 1];
+    memset(nest, '[', ENG_JSON_DEPTH_DEFAULT + 1);
+    memset(nest + ENG_JSON_DEPTH_DEFAULT + 1, ']', ENG_JSON_DEPTH_DEFAULT + 1);
     nest[sizeof(nest) - 1] = '\0';
-    struct srv_json_doc *doc = NULL;
+    struct eng_json_doc *doc = NULL;
     struct srv_error err;
     int rc = srv_json_parse(nest, strlen(nest), NULL, &doc, &err);
     CHECK(rc == SRV_ERR_JSON_TOO_DEEP && strncmp(err.param, "[0][0][0]", 9) == 0 &&
               strcmp(err.message, "Nesting deeper than the limit (at byte 128 of the body).") == 0,
           "too deep: %s at '%.20s': %s", srv_error_name(rc), err.param, err.message);
     /* The budget: SRV_ERR_JSON_TOO_COMPLEX (HTTP 400) with the table's message and the path. */
-    struct srv_json_opts opts = {.max_bytes = 256};
+    struct eng_json_opts opts = {.max_bytes = 256};
     const char *body = "{\"a\":\"0123456789012345678901234567890123456789\",\"b\":[1,2,3,4,5,6,7,8]}";
     rc = srv_json_parse(body, strlen(body), &opts, &doc, &err);
     CHECK(rc == SRV_ERR_JSON_TOO_COMPLEX && srv_error_status(rc) == 400, "tiny budget: %s",
@@ -77,26 +77,26 @@ static void test_translation(void)
           "deep param %zu bytes: '%s'", pl, err.param);
 }
 
-/* The srv_json names read the same tree as the engine's. */
+/* srv_json_parse hands back the engine's tree. */
 static void test_names(void)
 {
     const char *body = "{\"n\":9007199254740993,\"s\":\"\xE2\x82\xAC\",\"o\":{\"k\":null}}";
-    struct srv_json_doc *doc = NULL;
+    struct eng_json_doc *doc = NULL;
     struct srv_error err;
     CHECK(srv_json_parse(body, strlen(body), NULL, &doc, &err) == 0, "parse: %s", err.message);
     if (doc == NULL)
         return;
-    const struct srv_json *r = srv_json_root(doc);
-    CHECK(r->type == SRV_JSON_OBJECT && r->len == 3, "root");
-    const struct srv_json *v = srv_json_get(r, "n");
-    CHECK(v && v->type == SRV_JSON_NUMBER && v->is_int && v->u.num.i == 9007199254740993LL, "n");
-    v = srv_json_get(r, "s");
-    CHECK(v && v->type == SRV_JSON_STRING &&
-              srv_utf8_seq_len((const unsigned char *)v->u.str, v->len) == 3,
+    const struct eng_json *r = eng_json_root(doc);
+    CHECK(r->type == ENG_JSON_OBJECT && r->len == 3, "root");
+    const struct eng_json *v = eng_json_get(r, "n");
+    CHECK(v && v->type == ENG_JSON_NUMBER && v->is_int && v->u.num.i == 9007199254740993LL, "n");
+    v = eng_json_get(r, "s");
+    CHECK(v && v->type == ENG_JSON_STRING &&
+              eng_utf8_seq_len((const unsigned char *)v->u.str, v->len) == 3,
           "s");
-    CHECK(srv_json_get(srv_json_get(r, "o"), "k")->type == SRV_JSON_NULL, "o.k");
-    CHECK(srv_json_bytes(doc) > 0, "bytes");
-    srv_json_free(doc);
+    CHECK(eng_json_get(eng_json_get(r, "o"), "k")->type == ENG_JSON_NULL, "o.k");
+    CHECK(eng_json_bytes(doc) > 0, "bytes");
+    eng_json_free(doc);
 }
 
 int main(void)
