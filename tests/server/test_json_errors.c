@@ -1,4 +1,4 @@
-/* Tests srv_json_parse (server/engine/json.h, defined in request.c): the engine's strict JSON
+/* Tests srv_json_parse (declared in server/request.h, defined in request.c): the engine's strict JSON
  * reader seen from the request edge — each reader error becomes the right SRV_ERR_* code with
  * param = the JSON path and a sentence that gives the byte offset. The reader's own rules are
  * tested in tests/engine/test_json.c. */
