@@ -51,6 +51,7 @@ struct eng_tokenizer {
     int32_t *added_of_id;        /* [info.n_vocab]: index into added, or -1 */
     int16_t *byte_of_id;         /* [n_sp_pieces]: byte value of a byte-fallback piece, or -1 */
     int32_t n_sp;
+    size_t max_piece_bytes;      /* longest SentencePiece piece: no id covers more text bytes */
     bool first_byte[256];        /* some added token starts with this byte */
 };
 
@@ -556,6 +557,14 @@ int eng_tokenizer_load_dir(const char *dir, struct eng_tokenizer **out, char *er
         rc = ENG_TOK_ERR_INVALID;
         goto fail;
     }
+    /* A piece's bytes bound the text it covers ("\xe2\x96\x81" stands for one space, "<0x41>" for
+     * one byte); 4 covers an unknown character mapped to <unk>. */
+    tok->max_piece_bytes = 4;
+    for (int32_t id = 0; id < tok->n_sp; ++id) {
+        size_t plen = 0;
+        if (eng_sp_id_to_piece(tok->sp, id, &plen) != NULL && plen > tok->max_piece_bytes)
+            tok->max_piece_bytes = plen;
+    }
     if ((rc = read_file(dir, "tokenizer.json", &tj, &tj_len, &missing, err, errlen)) != 0)
         goto fail;
     if ((rc = parse_tokenizer_json(tok, tj, tj_len, err, errlen)) != 0)
@@ -713,8 +722,21 @@ static const struct added_token *next_added(const struct eng_tokenizer *tok, con
     return NULL;
 }
 
+/* Whether encoding text[a, b) on top of n ids already made must exceed max_ids. */
+static bool must_exceed(const struct eng_tokenizer *tok, size_t n, size_t a, size_t b, size_t max_ids)
+{
+    size_t at_least = (b - a + tok->max_piece_bytes - 1) / tok->max_piece_bytes;
+    return n > max_ids || at_least > max_ids - n;
+}
+
 int eng_tokenizer_encode(const struct eng_tokenizer *tok, const char *text, size_t len, int add_special,
                          int32_t **ids, size_t *n_ids)
+{
+    return eng_tokenizer_encode_max(tok, text, len, add_special, SIZE_MAX, ids, n_ids);
+}
+
+int eng_tokenizer_encode_max(const struct eng_tokenizer *tok, const char *text, size_t len, int add_special,
+                             size_t max_ids, int32_t **ids, size_t *n_ids)
 {
     *ids = NULL;
     *n_ids = 0;
@@ -745,17 +767,27 @@ int eng_tokenizer_encode(const struct eng_tokenizer *tok, const char *text, size
             start -= w;
         while (t->rstrip && end < len && (w = ws_len_at(u + end, len - end)) > 0)
             end += w;
+        if (must_exceed(tok, out.len, seg, start, max_ids)) {
+            rc = ENG_TOK_ERR_TOO_LONG;
+            goto done;
+        }
         if ((rc = encode_segment(tok, text, seg, start, &scratch, &out)) != 0)
             goto done;
         if ((rc = idvec_put(&out, &t->id, 1)) != 0)
             goto done;
         seg = pos = end;
     }
+    if (must_exceed(tok, out.len, seg, len, max_ids)) {
+        rc = ENG_TOK_ERR_TOO_LONG;
+        goto done;
+    }
     if ((rc = encode_segment(tok, text, seg, len, &scratch, &out)) != 0)
         goto done;
     if (add_special && tok->info.add_eos && tok->info.eos_id >= 0 &&
         (rc = idvec_put(&out, &tok->info.eos_id, 1)) != 0)
         goto done;
+    if (rc == 0 && out.len > max_ids)
+        rc = ENG_TOK_ERR_TOO_LONG;
 done:
     free(clean.p);
     free(scratch.p);

@@ -65,6 +65,14 @@ const struct eng_tokenizer_info *eng_tokenizer_get_info(const struct eng_tokeniz
 int eng_tokenizer_encode(const struct eng_tokenizer *tok, const char *text, size_t len, int add_special,
                          int32_t **ids, size_t *n_ids);
 
+/* As eng_tokenizer_encode, but stops with ENG_TOK_ERR_TOO_LONG as soon as the result is
+ * certain to hold more than max_ids ids, before SentencePiece sees a segment that must exceed it
+ * (a token never stands for more text bytes than its piece is long). Only texts whose ids
+ * really exceed max_ids are refused; it bounds the time and memory a long hostile prompt costs
+ * (a prompt of byte-fallback characters costs one id per byte). */
+int eng_tokenizer_encode_max(const struct eng_tokenizer *tok, const char *text, size_t len, int add_special,
+                             size_t max_ids, int32_t **ids, size_t *n_ids);
+
 /* Decodes ids as HF's tokenizer.decode(ids, skip_special_tokens=skip_special) does: pieces
  * with "\xe2\x96\x81" turned into spaces, runs of byte-fallback pieces assembled into bytes (a
  * run that is not valid UTF-8 becomes one U+FFFD per byte), added tokens as their text

@@ -41,7 +41,7 @@ struct srv_limits {
     const char *const *model_names;  /* served names (caller keeps); n_model_names = 0: any name */
     size_t n_model_names;
     int json_max_depth;              /* 0: ENG_JSON_DEPTH_DEFAULT */
-    size_t json_max_bytes;           /* 0: 16 x body + 256 KiB (see engine/json.h) */
+    size_t json_max_bytes;           /* 0: 14 x body + 256 KiB (request.c parse_body) */
 };
 
 void srv_limits_default(struct srv_limits *lim);

@@ -316,10 +316,15 @@ int srv_chat_prompt(struct srv_req *r, const cJSON *messages, bool add_generatio
         return srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
     if (rc != 0)
         return srv_respond_error(r, SRV_ERR_INVALID_VALUE, "messages", "The chat template failed: %s", err);
-    /* HF apply_chat_template(tokenize=True): the template already holds BOS, add nothing. */
-    rc = eng_tokenizer_encode(s->tok, text, len, 0, ids, n_ids);
+    /* HF apply_chat_template(tokenize=True): the template already holds BOS, add nothing.
+     * A prompt that cannot fit the context is refused before it is fully tokenized. */
+    rc = eng_tokenizer_encode_max(s->tok, text, len, 0, (size_t)s->ctx_len, ids, n_ids);
     if (rc != 0) {
         free(text);
+        if (rc == ENG_TOK_ERR_TOO_LONG)
+            return srv_respond_error(r, SRV_ERR_CONTEXT_LENGTH, "messages",
+                                     "This model's maximum context length is %d tokens. However, "
+                                     "your messages are longer than that.", s->ctx_len);
         return rc == ENG_TOK_ERR_NOMEM ? srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL)
                                        : srv_respond_error(r, SRV_ERR_INVALID_VALUE, "messages",
                                                            "The prompt could not be tokenized.");

@@ -419,7 +419,14 @@ int srv_route_completions(struct srv_req *r)
                                        "This model has no tokenizer; send the prompt as token ids.");
                 break;
             }
-            int trc = eng_tokenizer_encode(s->tok, p->text, p->text_len, 1, &ids[i], &n);
+            int trc = eng_tokenizer_encode_max(s->tok, p->text, p->text_len, 1, (size_t)s->ctx_len,
+                                               &ids[i], &n);
+            if (trc == ENG_TOK_ERR_TOO_LONG) {
+                rc = srv_respond_error(r, SRV_ERR_CONTEXT_LENGTH, param,
+                                       "This model's maximum context length is %d tokens. However, "
+                                       "your prompt is longer than that.", s->ctx_len);
+                break;
+            }
             if (trc != 0) {
                 rc = srv_respond_error(r, trc == ENG_TOK_ERR_NOMEM ? SRV_ERR_NO_MEMORY : SRV_ERR_INVALID_VALUE, param,
                                        trc == ENG_TOK_ERR_NOMEM ? NULL : "The prompt could not be tokenized.");

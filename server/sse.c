@@ -86,6 +86,22 @@ int srv_sse_write_error(struct srv_buf *b, int code, const char *message)
 
 /* ------------------------------------------------------------------ runner */
 
+/* Test-only fault injection (catalogue H7: an engine error mid-stream). When the environment
+ * holds PHISERVE_TEST_FAULT_AFTER_TOKENS=N (N > 0), every generation fails like an engine error
+ * (ENG_FINISH_ERROR) once it has produced N tokens: the stream gets an error event, a
+ * non-stream request a 500. The engine has no error a test could trigger on purpose, so this
+ * is the only way to drive that path end to end (tests/http/test_catalogue.py). Read per
+ * request, not cached: no global state. Unset or not a positive integer: off. */
+static int64_t fault_after_tokens(void)
+{
+    const char *v = getenv("PHISERVE_TEST_FAULT_AFTER_TOKENS");
+    if (!v || !*v)
+        return 0;
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    return *end == '\0' && n > 0 ? (int64_t)n : 0;
+}
+
 struct srv_gen *srv_gen_create(struct srv_req *r, const struct srv_gen_ops *ops, void *ctx,
                                int n_handles, bool stream)
 {
@@ -117,6 +133,7 @@ struct srv_gen *srv_gen_create(struct srv_req *r, const struct srv_gen_ops *ops,
     g->n_handles = n_handles;
     g->t_start_ns = r->t_start_ns;
     g->last_write_ns = srv_now_ns();
+    g->fault_after_tokens = fault_after_tokens();
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     g->fd = ci ? ci->connect_fd : -1;
     return g;
@@ -208,6 +225,11 @@ static void gen_pump(struct srv_gen *g)
         const struct eng_event *ev = NULL;
         int k;
         while ((k = eng_handle_next(g->h[i], &ev)) == 1) {
+            if (g->fault_after_tokens > 0 && g->n_tokens >= g->fault_after_tokens) {
+                g->finish = ENG_FINISH_ERROR;
+                gen_fail(g, SRV_ERR_INTERNAL, "Injected engine fault (PHISERVE_TEST_FAULT_AFTER_TOKENS).");
+                return;
+            }
             if (ev->finish == ENG_FINISH_ERROR) {
                 g->finish = ENG_FINISH_ERROR;
                 gen_fail(g, SRV_ERR_INTERNAL, ev->error && *ev->error ? ev->error : NULL);

@@ -76,6 +76,7 @@ struct srv_gen {
     size_t out_pos;
     int64_t t_start_ns, t_first_ns, t_last_ns, last_write_ns;
     int64_t n_tokens;
+    int64_t fault_after_tokens;      /* test-only fault injection (sse.c): 0 = off */
     enum eng_finish_reason finish;   /* the last choice's finish (for metrics) */
     struct eng_usage usage;          /* summed over handles, filled before on_done */
     struct srv_gen *prev, *next;     /* the server's list of running generations */

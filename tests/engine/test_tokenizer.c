@@ -270,6 +270,66 @@ static void test_untrusted_input(const struct eng_tokenizer *tok)
     CHECK(eng_tokenizer_encode(tok, NULL, 5, 0, &ids, &n) == ENG_TOK_ERR_INVALID, "NULL text accepted");
 }
 
+/* encode_max refuses exactly the texts with more than max ids, and gives the same ids otherwise;
+ * whitespace swallowed by an rstrip token costs nothing; a huge byte-fallback text is refused
+ * without being tokenized. */
+static void test_encode_max(const struct eng_tokenizer *tok)
+{
+    static const char *texts[] = {
+        "Hello world", "<|user|>   x<|end|>\n<|assistant|>", "\xf3\xa0\x84\x80\xf3\xa0\x84\x80 emoji \xf0\x9f\x98\x80",
+        "a", "", "   leading and trailing   ", "\xe4\xb8\xad\xe6\x96\x87\xe5\xad\x97",
+    };
+    for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++) {
+        for (int special = 0; special <= 1; special++) {
+            int32_t *want = NULL, *got = NULL;
+            size_t nw = 0, ng = 0;
+            size_t len = strlen(texts[t]);
+            if (eng_tokenizer_encode(tok, texts[t], len, special, &want, &nw) != 0) {
+                FAIL("encode '%s'", texts[t]);
+                continue;
+            }
+            CHECK(eng_tokenizer_encode_max(tok, texts[t], len, special, nw, &got, &ng) == 0 && ng == nw &&
+                      (nw == 0 || memcmp(got, want, nw * sizeof *want) == 0),
+                  "'%s': encode_max(%zu) differs from encode", texts[t], nw);
+            free(got);
+            got = NULL;
+            if (nw > 0)
+                CHECK(eng_tokenizer_encode_max(tok, texts[t], len, special, nw - 1, &got, &ng) ==
+                              ENG_TOK_ERR_TOO_LONG && got == NULL && ng == 0,
+                      "'%s': %zu ids accepted under a limit of %zu", texts[t], nw, nw - 1);
+            free(want);
+        }
+    }
+    /* <|end|> swallows the whitespace after it: 100k spaces are one id, not 100k bytes of text. */
+    size_t big = 100000;
+    char *ws = malloc(big + 8);
+    if (ws == NULL) {
+        FAIL("malloc");
+        return;
+    }
+    memcpy(ws, "<|end|>", 7);
+    memset(ws + 7, ' ', big);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(eng_tokenizer_encode_max(tok, ws, big + 7, 0, 4, &ids, &n) == 0 && n == 1 && ids[0] == 32007,
+          "rstrip whitespace counted against the limit (%zu ids)", n);
+    free(ids);
+    free(ws);
+    /* 4 MiB of a character with no piece (4 byte-fallback ids each): refused at once. */
+    size_t nchars = 1u << 20;
+    char *fb = malloc(4 * nchars);
+    if (fb == NULL) {
+        FAIL("malloc");
+        return;
+    }
+    for (size_t i = 0; i < nchars; i++)
+        memcpy(fb + 4 * i, "\xf3\xa0\x84\x80", 4);
+    ids = NULL;
+    CHECK(eng_tokenizer_encode_max(tok, fb, 4 * nchars, 1, 4096, &ids, &n) == ENG_TOK_ERR_TOO_LONG && ids == NULL,
+          "4 MiB byte-fallback text not refused");
+    free(fb);
+}
+
 static void test_load_errors(const char *fixtures)
 {
     struct eng_tokenizer *tok = (struct eng_tokenizer *)&tu_failures;
@@ -307,6 +367,7 @@ int main(int argc, char **argv)
     if (strcmp(sub, "phi3") == 0) {
         test_lookups(tok);
         test_untrusted_input(tok);
+        test_encode_max(tok);
         test_load_errors(fixtures);
     }
     run_corpus(tok, corpus_path);
