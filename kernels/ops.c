@@ -52,13 +52,56 @@ void kern_ops_init_ref(struct kern_ops *ops)
     ops->weights_release = kern_ref_weights_release;
 }
 
+enum kern_cpu_level kern_cpu_best_level(void)
+{
+    if (kern_cpu_isa_avx512())
+        return KERN_CPU_LEVEL_AVX512;
+    return kern_cpu_isa_avx2() ? KERN_CPU_LEVEL_AVX2 : KERN_CPU_LEVEL_GENERIC;
+}
+
+int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
+{
+    if (level > kern_cpu_best_level() || level < KERN_CPU_LEVEL_GENERIC)
+        return KERN_ERR_UNSUPPORTED;
+    ops->name = "cpu";
+    switch (level) {
+    case KERN_CPU_LEVEL_AVX512:
+        ops->matmul = kern_cpu_matmul_avx512;
+        ops->attention = kern_cpu_attention_avx512;
+        ops->rmsnorm = kern_cpu_rmsnorm_avx512;
+        ops->rope = kern_cpu_rope_avx512;
+        ops->silu_mul = kern_cpu_silu_mul_avx512;
+        ops->add = kern_cpu_add_avx512;
+        ops->embed = kern_cpu_embed_avx512;
+        break;
+    case KERN_CPU_LEVEL_AVX2:
+        ops->matmul = kern_cpu_matmul_avx2;
+        ops->attention = kern_cpu_attention_avx2;
+        ops->rmsnorm = kern_cpu_rmsnorm_avx2;
+        ops->rope = kern_cpu_rope_avx2;
+        ops->silu_mul = kern_cpu_silu_mul_avx2;
+        ops->add = kern_cpu_add_avx2;
+        ops->embed = kern_cpu_embed_avx2;
+        break;
+    case KERN_CPU_LEVEL_GENERIC:
+    default:
+        ops->matmul = kern_cpu_matmul_generic;
+        ops->attention = kern_cpu_attention_generic;
+        ops->rmsnorm = kern_cpu_rmsnorm_generic;
+        ops->rope = kern_cpu_rope_generic;
+        ops->silu_mul = kern_cpu_silu_mul_generic;
+        ops->add = kern_cpu_add_generic;
+        ops->embed = kern_cpu_embed_generic;
+        break;
+    }
+    ops->gather_rows = kern_cpu_gather_rows;
+    return KERN_OK;
+}
+
 void kern_ops_init_cpu(struct kern_ops *ops)
 {
-    /* The instruction set is chosen here, once: AVX2 + FMA when the CPU has both, else the
-     * portable build of the same loops. The remaining ops are memory-bound and cheap next to
-     * matmul and attention in a forward pass, so they stay on the reference. */
-    int avx2 = kern_cpu_isa_avx2() != NULL;
-    ops->name = "cpu";
-    ops->matmul = avx2 ? kern_cpu_matmul_avx2 : kern_cpu_matmul_generic;
-    ops->attention = avx2 ? kern_cpu_attention_avx2 : kern_cpu_attention_generic;
+    /* The instruction set is chosen here, once, from what the CPU reports (never from the
+     * build machine: no -march=native): AVX-512 with 16-lane vectors, else AVX2 + FMA, else the
+     * portable build of the same loops. kv_write stays on the reference (a converting copy). */
+    kern_cpu_ops_init_level(ops, kern_cpu_best_level());
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "../ctx.h"
+#include "../ops.h"
 
 /* Number of threads a parallel-for on ctx uses (the caller included); 1 when ctx is NULL or
  * has no pool. */
@@ -33,21 +34,81 @@ struct kern_cpu_isa {
     /* dst[i] = src[i] widened to fp32, i < n: bf16 and fp16. */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
-    /* sum_i a[i] * b[i] in fp32. */
-    float (*dot)(const float *a, const float *b, int64_t n);
-    /* y[i] = y[i] * beta + alpha * x[i]. */
-    void (*axpby)(float *y, float beta, float alpha, const float *x, int64_t n);
+    /* out[j] = scale * sum_e q[e] * k[j][e] for j < n, e < d (k: n row pointers); returns the
+     * largest score, NaN scores skipped (they still reach out). */
+    float (*scores)(const float *q, const float *const *k, int64_t n, int64_t d, float scale,
+                    float *out);
+    /* x[j] = exp(x[j] - m) for j < n (vectorised exp, ~2 ulp); returns the sum. */
+    float (*exp_sum)(float *x, int64_t n, float m);
+    /* acc[e] += sum_j w[j] * v[j][e] for e < d, j < n (v: n row pointers). */
+    void (*wsum)(float *acc, const float *w, const float *const *v, int64_t n, int64_t d);
+    /* sum_i x[i]^2 in fp32. */
+    float (*sumsq)(const float *x, int64_t n);
+    /* out[i] = w[i] * fp32(x[i] * inv); out may alias x. */
+    void (*scale_mul)(float *out, const float *x, float inv, const float *w, int64_t n);
+    /* out[i] = g[i] / (1 + exp(-g[i])) * u[i]. */
+    void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
+    /* x[i], x[i+h] rotated by (c[i], s[i]) for i < h (the rope pair rotation). */
+    void (*rope_rot)(float *x, const float *c, const float *s, int64_t h);
+    /* y[i] += x[i]. */
+    void (*add)(float *y, const float *x, int64_t n);
 };
 
 /* The portable inner loops (GCC vector extensions at the baseline ISA). */
 const struct kern_cpu_isa *kern_cpu_isa_generic(void);
 /* The AVX2+FMA build of the same loops, or NULL when the CPU (or the build target) lacks it. */
 const struct kern_cpu_isa *kern_cpu_isa_avx2(void);
+/* The AVX-512 (F, VL, BW, DQ) build with 16-lane vectors, or NULL when the CPU lacks it. */
+const struct kern_cpu_isa *kern_cpu_isa_avx512(void);
 
-/* Op entry points, one per ISA so that the table picks the inner loops at init. */
-int kern_cpu_matmul_generic(struct kern_ctx *ctx, const struct kern_matmul_params *p);
-int kern_cpu_matmul_avx2(struct kern_ctx *ctx, const struct kern_matmul_params *p);
-int kern_cpu_attention_generic(struct kern_ctx *ctx, const struct kern_attention_params *p);
-int kern_cpu_attention_avx2(struct kern_ctx *ctx, const struct kern_attention_params *p);
+/* Instruction-set levels of the op table, narrowest first. */
+enum kern_cpu_level {
+    KERN_CPU_LEVEL_GENERIC = 0,
+    KERN_CPU_LEVEL_AVX2 = 1,
+    KERN_CPU_LEVEL_AVX512 = 2,
+};
+
+/* The widest level this CPU runs. */
+enum kern_cpu_level kern_cpu_best_level(void);
+/* Overrides the fast entries of ops with the build of the given level (kern_ops_init_cpu uses
+ * the best one; tests force each). Returns 0, or KERN_ERR_UNSUPPORTED (ops untouched) when the
+ * CPU cannot run that level. */
+int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level);
+
+/* Op entry points, one per level so that the table picks the inner loops at init: each op file
+ * defines a static `op(ctx, p, isa)` and expands KERN_CPU_DEFINE_LEVELS after it. A level the
+ * CPU lacks falls back to the next narrower one (the table never picks it, but a caller may). */
+#define KERN_CPU_DECLARE_LEVELS(op, params)                                                   \
+    int kern_cpu_##op##_generic(struct kern_ctx *ctx, const struct params *p);                \
+    int kern_cpu_##op##_avx2(struct kern_ctx *ctx, const struct params *p);                   \
+    int kern_cpu_##op##_avx512(struct kern_ctx *ctx, const struct params *p)
+
+#define KERN_CPU_DEFINE_LEVELS(op, params)                                                    \
+    int kern_cpu_##op##_generic(struct kern_ctx *ctx, const struct params *p)                 \
+    {                                                                                         \
+        return op(ctx, p, kern_cpu_isa_generic());                                            \
+    }                                                                                         \
+    int kern_cpu_##op##_avx2(struct kern_ctx *ctx, const struct params *p)                    \
+    {                                                                                         \
+        const struct kern_cpu_isa *isa = kern_cpu_isa_avx2();                                 \
+        return op(ctx, p, isa ? isa : kern_cpu_isa_generic());                                \
+    }                                                                                         \
+    int kern_cpu_##op##_avx512(struct kern_ctx *ctx, const struct params *p)                  \
+    {                                                                                         \
+        const struct kern_cpu_isa *isa = kern_cpu_isa_avx512();                               \
+        if (!isa)                                                                             \
+            isa = kern_cpu_isa_avx2();                                                        \
+        return op(ctx, p, isa ? isa : kern_cpu_isa_generic());                                \
+    }
+
+KERN_CPU_DECLARE_LEVELS(matmul, kern_matmul_params);
+KERN_CPU_DECLARE_LEVELS(attention, kern_attention_params);
+KERN_CPU_DECLARE_LEVELS(rmsnorm, kern_rmsnorm_params);
+KERN_CPU_DECLARE_LEVELS(rope, kern_rope_params);
+KERN_CPU_DECLARE_LEVELS(silu_mul, kern_silu_mul_params);
+KERN_CPU_DECLARE_LEVELS(add, kern_add_params);
+KERN_CPU_DECLARE_LEVELS(embed, kern_embed_params);
+/* gather_rows only copies rows (memcpy): one build serves every level. */
+int kern_cpu_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
 
 #endif

@@ -115,13 +115,4 @@ static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
     return KERN_OK;
 }
 
-int kern_cpu_matmul_generic(struct kern_ctx *ctx, const struct kern_matmul_params *p)
-{
-    return matmul(ctx, p, kern_cpu_isa_generic());
-}
-
-int kern_cpu_matmul_avx2(struct kern_ctx *ctx, const struct kern_matmul_params *p)
-{
-    const struct kern_cpu_isa *isa = kern_cpu_isa_avx2();
-    return matmul(ctx, p, isa ? isa : kern_cpu_isa_generic());
-}
+KERN_CPU_DEFINE_LEVELS(matmul, kern_matmul_params)

@@ -1,6 +1,6 @@
 /* The bodies of the CPU backend's inner loops, written once with GCC vector extensions and
- * compiled per instruction set by cpu/simd_generic.c and cpu/simd_avx2.c (which set the
- * target before including this). Only those two files include it; it has no entry points. */
+ * compiled per instruction set through cpu/simd_entries.h by cpu/simd_generic.c, simd_avx2.c
+ * and simd_avx512.c (which set the target and lane count first). It has no entry points. */
 #ifndef PHISERVE_KERNELS_CPU_SIMD_H
 #define PHISERVE_KERNELS_CPU_SIMD_H
 
@@ -10,45 +10,62 @@
 #include "../dtype.h"
 #include "../ops.h"
 
-/* Eight fp32 lanes: two SSE registers at the baseline, one AVX register with AVX2. Values of
- * these types never cross a function boundary (that would change the ABI between builds). */
-typedef float simd_v8f __attribute__((vector_size(32)));
-typedef uint32_t simd_v8u __attribute__((vector_size(32)));
-typedef int32_t simd_v8i __attribute__((vector_size(32)));
-typedef uint16_t simd_v8h __attribute__((vector_size(16)));
+/* SIMD_L fp32 lanes (8 unless the including file sets 16): two SSE registers at the
+ * baseline, one AVX register with AVX2, one AVX-512 register with 16. Values of these types
+ * never cross a function boundary (that would change the ABI between builds). */
+#ifndef SIMD_L
+#define SIMD_L 8
+#endif
+typedef float simd_vf __attribute__((vector_size(4 * SIMD_L)));
+typedef uint32_t simd_vu __attribute__((vector_size(4 * SIMD_L)));
+typedef int32_t simd_vi __attribute__((vector_size(4 * SIMD_L)));
+typedef uint16_t simd_vh __attribute__((vector_size(2 * SIMD_L)));
 
 #define SIMD_INLINE static inline __attribute__((always_inline))
 
-/* Register tiles of the gemm: SIMD_MR rows of x against 2 rows of w, or 1 row of x against
- * 4 rows of w (decode), 8 lanes each: at most 8 accumulators, so accumulators, w vectors and
- * an x vector fit in 16 AVX registers. */
+/* Register tiles of the gemm: SIMD_MR rows of x against SIMD_PNR rows of w, or 1 row of x
+ * against SIMD_DNR rows of w (decode), SIMD_L lanes each. With 16 registers (AVX2) at most 8
+ * accumulators fit beside the w vectors and an x vector (4 x 2, 1 x 4); the 32 registers of
+ * AVX-512 hold a 4 x 4 tile, which halves the loads per multiply-add, and 1 x 8 for decode,
+ * which keeps eight streams of w in flight (measured: ~1.7x prefill, ~1.2x decode over 4 x 2
+ * and 1 x 4 at 16 lanes on a Zen 4 VM). */
 #define SIMD_MR 4
-#define SIMD_NR 4
+#define SIMD_NR 8
+#if SIMD_L == 16
+#define SIMD_PNR 4
+#define SIMD_DNR 8
+#else
+#define SIMD_PNR 2
+#define SIMD_DNR 4
+#endif
+/* Software prefetch distance of the decode tile, in bytes ahead of each w row's loads. */
+#define SIMD_PF 2048
 
 typedef float simd_v4f __attribute__((vector_size(16)));
 
-SIMD_INLINE float simd_hsum(const simd_v8f *v)
+SIMD_INLINE float simd_hsum(const simd_vf *v)
 {
-    simd_v4f lo, hi;
-    memcpy(&lo, v, sizeof lo);
-    memcpy(&hi, (const char *)v + sizeof lo, sizeof hi);
-    lo += hi;
-    return (lo[0] + lo[2]) + (lo[1] + lo[3]);
+    simd_v4f part[SIMD_L / 4];
+    memcpy(part, v, sizeof part);
+    for (int w = SIMD_L / 4; w > 1; w /= 2)
+        for (int i = 0; i < w / 2; i++)
+            part[i] += part[i + w / 2];
+    return (part[0][0] + part[0][2]) + (part[0][1] + part[0][3]);
 }
 
-/* Eight weights starting at element i of w, widened to fp32. dt is a compile-time constant
+/* SIMD_L weights starting at element i of w, widened to fp32. dt is a compile-time constant
  * after inlining, so each instantiation keeps only its own branch. */
-SIMD_INLINE void simd_load_w(enum kern_dtype dt, const void *w, int64_t i, simd_v8f *out)
+SIMD_INLINE void simd_load_w(enum kern_dtype dt, const void *w, int64_t i, simd_vf *out)
 {
     if (dt == KERN_DTYPE_F32) {
         memcpy(out, (const float *)w + i, sizeof *out);
         return;
     }
-    simd_v8h h16;
+    simd_vh h16;
     memcpy(&h16, (const uint16_t *)w + i, sizeof h16);
-    simd_v8u h = __builtin_convertvector(h16, simd_v8u);
+    simd_vu h = __builtin_convertvector(h16, simd_vu);
     if (dt == KERN_DTYPE_BF16) {
-        simd_v8u u = h << 16;
+        simd_vu u = h << 16;
         memcpy(out, &u, sizeof *out);
         return;
     }
@@ -56,12 +73,12 @@ SIMD_INLINE void simd_load_w(enum kern_dtype dt, const void *w, int64_t i, simd_
      * by 2^112 give every finite half exactly (subnormals included: the scaled fp32 denormal
      * is exact); exponent 31 (Inf/NaN) is patched to the fp32 Inf/NaN encoding. Bit-identical
      * to kern_f16_to_f32. */
-    simd_v8u mag = (h & 0x7fffu) << 13;
-    simd_v8f f = (simd_v8f)mag * 0x1p112f;
-    simd_v8u fin = (simd_v8u)f;
-    simd_v8u special = (simd_v8u)((h & 0x7c00u) == 0x7c00u); /* all ones where Inf/NaN */
-    simd_v8u infnan = 0x7f800000u | ((h & 0x3ffu) << 13);
-    simd_v8u u = (fin & ~special) | (infnan & special) | ((h & 0x8000u) << 16);
+    simd_vu mag = (h & 0x7fffu) << 13;
+    simd_vf f = (simd_vf)mag * 0x1p112f;
+    simd_vu fin = (simd_vu)f;
+    simd_vu special = (simd_vu)((h & 0x7c00u) == 0x7c00u); /* all ones where Inf/NaN */
+    simd_vu infnan = 0x7f800000u | ((h & 0x3ffu) << 13);
+    simd_vu u = (fin & ~special) | (infnan & special) | ((h & 0x8000u) << 16);
     memcpy(out, &u, sizeof *out);
 }
 
@@ -74,23 +91,28 @@ SIMD_INLINE float simd_load_w1(enum kern_dtype dt, const void *w, int64_t i)
     return kern_f16_to_f32(((const uint16_t *)w)[i]);
 }
 
-/* The mr x nr tile (mr <= SIMD_MR, nr <= SIMD_NR, mr * nr <= 8, all compile-time constants
- * after inlining): y[i, j] += sum_t x[i, t] * w[j, t]. Eight-lane partial sums, tail in
+/* The mr x nr tile (mr <= SIMD_MR, nr <= SIMD_NR, all compile-time constants
+ * after inlining): y[i, j] += sum_t x[i, t] * w[j, t]. SIMD_L-lane partial sums, tail in
  * scalars. */
 SIMD_INLINE void simd_tile(enum kern_dtype dt, int mr, int nr, const float *x, int64_t ldx,
                            const void *w, int64_t ldw, float *y, int64_t ldy, int64_t len)
 {
-    simd_v8f acc[SIMD_MR][SIMD_NR];
+    simd_vf acc[SIMD_MR][SIMD_NR];
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++)
-            acc[i][j] = (simd_v8f){0};
+            acc[i][j] = (simd_vf){0};
     int64_t t = 0;
-    for (; t + 8 <= len; t += 8) {
-        simd_v8f wv[SIMD_NR];
-        for (int j = 0; j < nr; j++)
+    size_t es = dt == KERN_DTYPE_F32 ? 4 : 2;
+    for (; t + SIMD_L <= len; t += SIMD_L) {
+        simd_vf wv[SIMD_NR];
+        for (int j = 0; j < nr; j++) {
+            /* Decode streams w once: ask for it SIMD_PF bytes ahead of each row's loads. */
+            if (mr == 1)
+                __builtin_prefetch((const char *)w + (size_t)(j * ldw + t) * es + SIMD_PF);
             simd_load_w(dt, w, j * ldw + t, &wv[j]);
+        }
         for (int i = 0; i < mr; i++) {
-            simd_v8f xv;
+            simd_vf xv;
             memcpy(&xv, x + i * ldx + t, sizeof xv);
             for (int j = 0; j < nr; j++)
                 acc[i][j] += xv * wv[j];
@@ -116,19 +138,19 @@ SIMD_INLINE void simd_gemm_body(enum kern_dtype dt, const float *x, int64_t ldx,
     int64_t i = 0;
     for (; i + SIMD_MR <= m; i += SIMD_MR) {
         int64_t j = 0;
-        for (; j + 2 <= n; j += 2)
-            simd_tile(dt, SIMD_MR, 2, x + i * ldx, ldx, wb + (size_t)(j * ldw) * es, ldw,
+        for (; j + SIMD_PNR <= n; j += SIMD_PNR)
+            simd_tile(dt, SIMD_MR, SIMD_PNR, x + i * ldx, ldx, wb + (size_t)(j * ldw) * es, ldw,
                       y + i * ldy + j, ldy, len);
         for (; j < n; j++)
             simd_tile(dt, SIMD_MR, 1, x + i * ldx, ldx, wb + (size_t)(j * ldw) * es, ldw,
                       y + i * ldy + j, ldy, len);
     }
     for (; i < m; i++) {
-        /* Leftover rows (and the m = 1 decode case): one x row against four w rows at a time
-         * keeps four independent streams of w in flight. */
+        /* Leftover rows (and the m = 1 decode case): one x row against SIMD_DNR w rows at a
+         * time keeps that many independent streams of w in flight. */
         int64_t j = 0;
-        for (; j + 4 <= n; j += 4)
-            simd_tile(dt, 1, 4, x + i * ldx, ldx, wb + (size_t)(j * ldw) * es, ldw,
+        for (; j + SIMD_DNR <= n; j += SIMD_DNR)
+            simd_tile(dt, 1, SIMD_DNR, x + i * ldx, ldx, wb + (size_t)(j * ldw) * es, ldw,
                       y + i * ldy + j, ldy, len);
         for (; j < n; j++)
             simd_tile(dt, 1, 1, x + i * ldx, ldx, wb + (size_t)(j * ldw) * es, ldw,
@@ -139,10 +161,10 @@ SIMD_INLINE void simd_gemm_body(enum kern_dtype dt, const float *x, int64_t ldx,
 SIMD_INLINE void simd_bf16_body(const uint16_t *src, float *dst, int64_t n)
 {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        simd_v8h h;
+    for (; i + SIMD_L <= n; i += SIMD_L) {
+        simd_vh h;
         memcpy(&h, src + i, sizeof h);
-        simd_v8u u = __builtin_convertvector(h, simd_v8u) << 16;
+        simd_vu u = __builtin_convertvector(h, simd_vu) << 16;
         memcpy(dst + i, &u, sizeof u);
     }
     for (; i < n; i++)
@@ -152,8 +174,8 @@ SIMD_INLINE void simd_bf16_body(const uint16_t *src, float *dst, int64_t n)
 SIMD_INLINE void simd_f16_body(const uint16_t *src, float *dst, int64_t n)
 {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        simd_v8f f;
+    for (; i + SIMD_L <= n; i += SIMD_L) {
+        simd_vf f;
         simd_load_w(KERN_DTYPE_F16, src, i, &f);
         memcpy(dst + i, &f, sizeof f);
     }
@@ -161,44 +183,301 @@ SIMD_INLINE void simd_f16_body(const uint16_t *src, float *dst, int64_t n)
         dst[i] = kern_f16_to_f32(src[i]);
 }
 
-SIMD_INLINE float simd_dot_body(const float *a, const float *b, int64_t n)
+/* ---- Attention and elementwise bodies ------------------------------------------------- */
+
+/* Lane select: a where mask is all ones, b where it is zero (mask from a vector compare).
+ * A macro, as vector values must not cross function boundaries (see above). */
+#define SIMD_SEL(mask, a, b) ((simd_vf)(((simd_vi)(a) & (mask)) | ((simd_vi)(b) & ~(mask))))
+
+/* exp(x) lane by lane, within ~2 ulp of the correctly rounded fp32 result: x = n ln2 + r
+ * with |r| <= ln2/2 (ln2 split in two so r is exact), exp(r) by its degree-7 Taylor polynomial
+ * (truncation 5e-9 relative), then 2^n applied as two exact power-of-two factors so that
+ * results down to the fp32 subnormals and up to overflow come out right. NaN stays NaN,
+ * -Inf and x < -104 give 0, x > 89 gives +Inf. */
+SIMD_INLINE void simd_exp(simd_vf *xp)
 {
-    simd_v8f acc0 = {0}, acc1 = {0};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        simd_v8f a0, a1, b0, b1;
-        memcpy(&a0, a + i, sizeof a0);
-        memcpy(&a1, a + i + 8, sizeof a1);
-        memcpy(&b0, b + i, sizeof b0);
-        memcpy(&b1, b + i + 8, sizeof b1);
-        acc0 += a0 * b0;
-        acc1 += a1 * b1;
+    simd_vf x = *xp;
+    simd_vi under = x < -104.0f;
+    simd_vf lo = {0}, hi = {0};
+    lo += -104.0f;
+    hi += 89.0f;
+    simd_vf xc = SIMD_SEL(x > 89.0f, hi, SIMD_SEL(under, lo, x)); /* NaN passes through */
+    simd_vf t = xc * 1.44269504f + 0x1.8p23f; /* round-to-nearest of x / ln2 in the low bits */
+    simd_vf n = t - 0x1.8p23f;
+    simd_vi ni = (simd_vi)t - 0x4b400000;
+    simd_vf r = xc - n * 0.693145751953125f; /* ln2 high part: n * it is exact */
+    r = r - n * 1.428606765330187e-06f;       /* ln2 low part */
+    simd_vf p = r * (1.0f / 5040.0f) + (1.0f / 720.0f);
+    p = p * r + (1.0f / 120.0f);
+    p = p * r + (1.0f / 24.0f);
+    p = p * r + (1.0f / 6.0f);
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    simd_vi n1 = ni >> 1, n2 = ni - n1; /* each in [-75, 64]: normal scale factors */
+    simd_vf s1 = (simd_vf)((n1 + 127) << 23), s2 = (simd_vf)((n2 + 127) << 23);
+    simd_vf zero = {0};
+    *xp = SIMD_SEL(under, zero, p * s1 * s2);
+}
+
+/* out[u] = the lane sum of v[u] for u < 4, each added up in the order of simd_hsum: the four
+ * vectors are folded to four lanes, then transposed and added together. */
+SIMD_INLINE void simd_hsum4(const simd_vf *v, float *out)
+{
+    typedef int32_t simd_v4i __attribute__((vector_size(16)));
+    simd_v4f f[4];
+    for (int u = 0; u < 4; u++) {
+        simd_v4f part[SIMD_L / 4];
+        memcpy(part, &v[u], sizeof part);
+        for (int w = SIMD_L / 4; w > 1; w /= 2)
+            for (int i = 0; i < w / 2; i++)
+                part[i] += part[i + w / 2];
+        f[u] = part[0];
     }
-    for (; i + 8 <= n; i += 8) {
-        simd_v8f a0, b0;
-        memcpy(&a0, a + i, sizeof a0);
-        memcpy(&b0, b + i, sizeof b0);
-        acc0 += a0 * b0;
+    const simd_v4i even = {0, 4, 1, 5}, odd = {2, 6, 3, 7}, lo = {0, 1, 4, 5}, hi = {2, 3, 6, 7};
+    /* t01 = [f0[0]+f0[2], f1[0]+f1[2], f0[1]+f0[3], f1[1]+f1[3]], likewise t23. */
+    simd_v4f t01 = __builtin_shuffle(f[0], f[1], even) + __builtin_shuffle(f[0], f[1], odd);
+    simd_v4f t23 = __builtin_shuffle(f[2], f[3], even) + __builtin_shuffle(f[2], f[3], odd);
+    simd_v4f r = __builtin_shuffle(t01, t23, lo) + __builtin_shuffle(t01, t23, hi);
+    memcpy(out, &r, sizeof r);
+}
+
+/* out[j] = scale * dot(q, k[j]) for j < n, over d lanes; returns the largest score (NaN
+ * scores are skipped there; they still reach out). Four keys share each load of q. */
+SIMD_INLINE float simd_scores_body(const float *q, const float *const *k, int64_t n, int64_t d,
+                                   float scale, float *out)
+{
+    float mx = -__builtin_inff();
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        simd_vf acc[4] = {{0}, {0}, {0}, {0}};
+        int64_t e = 0;
+        for (; e + SIMD_L <= d; e += SIMD_L) {
+            simd_vf qv;
+            memcpy(&qv, q + e, sizeof qv);
+            for (int u = 0; u < 4; u++) {
+                simd_vf kv;
+                memcpy(&kv, k[j + u] + e, sizeof kv);
+                acc[u] += qv * kv;
+            }
+        }
+        float part[4];
+        simd_hsum4(acc, part);
+        for (int u = 0; u < 4; u++) {
+            float s = part[u];
+            for (int64_t f = e; f < d; f++)
+                s += q[f] * k[j + u][f];
+            s *= scale;
+            out[j + u] = s;
+            if (s > mx)
+                mx = s;
+        }
     }
-    acc0 += acc1;
-    float s = simd_hsum(&acc0);
-    for (; i < n; i++)
-        s += a[i] * b[i];
+    for (; j < n; j++) {
+        simd_vf acc = {0};
+        int64_t e = 0;
+        for (; e + SIMD_L <= d; e += SIMD_L) {
+            simd_vf qv, kv;
+            memcpy(&qv, q + e, sizeof qv);
+            memcpy(&kv, k[j] + e, sizeof kv);
+            acc += qv * kv;
+        }
+        float s = simd_hsum(&acc);
+        for (; e < d; e++)
+            s += q[e] * k[j][e];
+        s *= scale;
+        out[j] = s;
+        if (s > mx)
+            mx = s;
+    }
+    return mx;
+}
+
+/* x[j] = exp(x[j] - m) for j < n; returns their sum. */
+SIMD_INLINE float simd_exp_sum_body(float *x, int64_t n, float m)
+{
+    simd_vf acc = {0};
+    int64_t j = 0;
+    for (; j + SIMD_L <= n; j += SIMD_L) {
+        simd_vf v;
+        memcpy(&v, x + j, sizeof v);
+        v -= m;
+        simd_exp(&v);
+        memcpy(x + j, &v, sizeof v);
+        acc += v;
+    }
+    float s = simd_hsum(&acc);
+    if (j < n) {
+        float tail[SIMD_L] = {0};
+        memcpy(tail, x + j, (size_t)(n - j) * sizeof *tail);
+        simd_vf v;
+        memcpy(&v, tail, sizeof v);
+        v -= m;
+        simd_exp(&v);
+        memcpy(tail, &v, sizeof v);
+        for (int64_t u = 0; j + u < n; u++) {
+            x[j + u] = tail[u];
+            s += tail[u];
+        }
+    }
     return s;
 }
 
-SIMD_INLINE void simd_axpby_body(float *y, float beta, float alpha, const float *x, int64_t n)
+/* acc[e] += sum_j w[j] * v[j][e] for e < d: the accumulators of 32 lanes stay in registers
+ * while every key passes. */
+SIMD_INLINE void simd_wsum_body(float *acc, const float *w, const float *const *v, int64_t n,
+                                int64_t d)
+{
+    int64_t e = 0;
+    for (; e + 4 * SIMD_L <= d; e += 4 * SIMD_L) {
+        simd_vf a[4];
+        memcpy(a, acc + e, sizeof a);
+        for (int64_t j = 0; j < n; j++) {
+            float wj = w[j];
+            for (int u = 0; u < 4; u++) {
+                simd_vf vv;
+                memcpy(&vv, v[j] + e + SIMD_L * u, sizeof vv);
+                a[u] += wj * vv;
+            }
+        }
+        memcpy(acc + e, a, sizeof a);
+    }
+    for (; e + SIMD_L <= d; e += SIMD_L) {
+        simd_vf a;
+        memcpy(&a, acc + e, sizeof a);
+        for (int64_t j = 0; j < n; j++) {
+            simd_vf vv;
+            memcpy(&vv, v[j] + e, sizeof vv);
+            a += w[j] * vv;
+        }
+        memcpy(acc + e, &a, sizeof a);
+    }
+    for (; e < d; e++) {
+        float a = acc[e];
+        for (int64_t j = 0; j < n; j++)
+            a += w[j] * v[j][e];
+        acc[e] = a;
+    }
+}
+
+/* sum_i x[i]^2 in fp32 (32 partial sums). */
+SIMD_INLINE float simd_sumsq_body(const float *x, int64_t n)
+{
+    simd_vf a[4] = {{0}, {0}, {0}, {0}};
+    int64_t i = 0;
+    for (; i + 4 * SIMD_L <= n; i += 4 * SIMD_L) {
+        simd_vf v[4];
+        memcpy(v, x + i, sizeof v);
+        for (int u = 0; u < 4; u++)
+            a[u] += v[u] * v[u];
+    }
+    for (; i + SIMD_L <= n; i += SIMD_L) {
+        simd_vf v;
+        memcpy(&v, x + i, sizeof v);
+        a[0] += v * v;
+    }
+    a[0] += a[1];
+    a[2] += a[3];
+    a[0] += a[2];
+    float s = simd_hsum(&a[0]);
+    for (; i < n; i++)
+        s += x[i] * x[i];
+    return s;
+}
+
+/* out[i] = w[i] * (x[i] * inv), the product x * inv rounded to fp32 first (the activation
+ * cast of the rmsnorm contract). out may alias x. */
+SIMD_INLINE void simd_scale_mul_body(float *out, const float *x, float inv, const float *w,
+                                     int64_t n)
 {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        simd_v8f yv, xv;
+    for (; i + SIMD_L <= n; i += SIMD_L) {
+        simd_vf xv, wv;
+        memcpy(&xv, x + i, sizeof xv);
+        memcpy(&wv, w + i, sizeof wv);
+        simd_vf normed = xv * inv; /* two products, nothing to fuse: each rounds */
+        xv = wv * normed;
+        memcpy(out + i, &xv, sizeof xv);
+    }
+    for (; i < n; i++) {
+        float normed = x[i] * inv;
+        out[i] = w[i] * normed;
+    }
+}
+
+/* out[i..i+SIMD_L) = silu(g) * u on one vector: sigmoid as 1 / (1 + e) or e / (1 + e) with
+ * e = exp(-|g|), which never overflows, so negative g keeps full relative precision down to
+ * the point where e leaves the normal range (g < -87). */
+SIMD_INLINE void simd_silu_vec(const simd_vf *g, const simd_vf *u, simd_vf *out)
+{
+    simd_vf one = {0};
+    one += 1.0f;
+    simd_vi neg = *g < 0.0f;
+    simd_vf e = SIMD_SEL(neg, *g, -*g); /* -|g|; NaN stays NaN */
+    simd_exp(&e);
+    simd_vf sig = SIMD_SEL(neg, e, one) / (one + e);
+    *out = *g * sig * *u;
+}
+
+/* out[i] = silu(g[i]) * u[i], silu(x) = x / (1 + exp(-x)). */
+SIMD_INLINE void simd_silu_mul_body(float *out, const float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + SIMD_L <= n; i += SIMD_L) {
+        simd_vf gv, uv, r;
+        memcpy(&gv, g + i, sizeof gv);
+        memcpy(&uv, u + i, sizeof uv);
+        simd_silu_vec(&gv, &uv, &r);
+        memcpy(out + i, &r, sizeof r);
+    }
+    if (i < n) {
+        float gt[SIMD_L] = {0}, ut[SIMD_L] = {0};
+        memcpy(gt, g + i, (size_t)(n - i) * sizeof *gt);
+        memcpy(ut, u + i, (size_t)(n - i) * sizeof *ut);
+        simd_vf gv, uv, r;
+        memcpy(&gv, gt, sizeof gv);
+        memcpy(&uv, ut, sizeof uv);
+        simd_silu_vec(&gv, &uv, &r);
+        memcpy(gt, &r, sizeof r);
+        memcpy(out + i, gt, (size_t)(n - i) * sizeof *gt);
+    }
+}
+
+/* Rotates the pairs (x[i], x[i + h]), i < h, by (c[i], s[i]):
+ * x[i] = x[i] c - x[i+h] s, x[i+h] = x[i+h] c + x[i] s. */
+SIMD_INLINE void simd_rope_rot_body(float *x, const float *c, const float *s, int64_t h)
+{
+    int64_t i = 0;
+    for (; i + SIMD_L <= h; i += SIMD_L) {
+        simd_vf a, b, cv, sv;
+        memcpy(&a, x + i, sizeof a);
+        memcpy(&b, x + h + i, sizeof b);
+        memcpy(&cv, c + i, sizeof cv);
+        memcpy(&sv, s + i, sizeof sv);
+        simd_vf na = a * cv - b * sv, nb = b * cv + a * sv;
+        memcpy(x + i, &na, sizeof na);
+        memcpy(x + h + i, &nb, sizeof nb);
+    }
+    for (; i < h; i++) {
+        float a = x[i], b = x[i + h];
+        x[i] = a * c[i] - b * s[i];
+        x[i + h] = b * c[i] + a * s[i];
+    }
+}
+
+/* y[i] += x[i]. */
+SIMD_INLINE void simd_add_body(float *y, const float *x, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + SIMD_L <= n; i += SIMD_L) {
+        simd_vf yv, xv;
         memcpy(&yv, y + i, sizeof yv);
         memcpy(&xv, x + i, sizeof xv);
-        yv = yv * beta + alpha * xv;
+        yv += xv;
         memcpy(y + i, &yv, sizeof yv);
     }
     for (; i < n; i++)
-        y[i] = y[i] * beta + alpha * x[i];
+        y[i] += x[i];
 }
 
 #endif

@@ -4,7 +4,7 @@
  * itself (tests/kernels/test_ref.c checks that against hand-computed values).
  *
  * Tolerances. The reference accumulates in fp64 and rounds once; the CPU backend accumulates
- * in fp32 (eight-lane partial sums, k chunks, fused multiply-adds). For a dot product of
+ * in fp32 (8- or 16-lane partial sums, k chunks, fused multiply-adds). For a dot product of
  * length k the fp32 rounding error with random-sign terms grows like sqrt(k) * 2^-24 times
  * sum|x_i w_i| (the deterministic worst case is k * 2^-24, reached only when every partial sum
  * rounds the same way, which random-sign data does not do); we bound sum|x_i w_i| by the
@@ -170,7 +170,7 @@ static void check_matmul(struct kt_rng *rng, struct mm_case c, struct kern_ctx *
     free(nw);
 }
 
-static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, int with_real)
 {
     struct kern_ctx *pool_only[1] = {ctxs[n_ctx - 1]};
     /* Awkward shapes on every context (NULL, 1 thread, several threads). */
@@ -191,7 +191,10 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
         check_matmul(rng, awkward[i], ctxs, n_ctx);
     /* Phi-3 projections: mini qkv (3072 -> 9216) and down (8192 -> 3072), small qkv (4096),
      * medium qkv (5120 -> 7680), the lm head (3072 -> 32064); decode (m = 1) and a chunk
-     * (m = 33). Only the pool context: the reference dominates the run time. */
+     * (m = 33). Only the pool context, and only when with_real: the reference dominates the
+     * run time, and the awkward shapes above already reach every code path. */
+    if (!with_real)
+        return;
     const struct mm_case real[] = {
         {1, 9216, 3072, 0, 0, KERN_DTYPE_BF16, 0, 0},
         {1, 3072, 8192, 0, 0, KERN_DTYPE_F16, 1, 0},
@@ -397,6 +400,8 @@ static void test_attention(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx
         /* A sequence with no query rows next to real ones. */
         {"gqa4 d96 bf16 empty seq", 8, 2, 96, 16, 0, KERN_DTYPE_BF16, 3, {0, 3, 1}, {40, 3, 1024},
          1.0f, 0},
+        /* head_dim 40: lanes left over after the 32- and 16-lane steps of the inner loops. */
+        {"gqa2 d40 f32 bs7", 4, 2, 40, 7, 0, KERN_DTYPE_F32, 2, {9, 1}, {20, 150}, 2.0f, 0},
         /* NaN in a query lane and Inf in a key. */
         {"mha d96 bf16 nan/inf", 4, 4, 96, 16, 0, KERN_DTYPE_BF16, 2, {3, 2}, {3, 40}, 1.0f, 1},
         {"gqa4 d128 f16 win24 nan/inf", 8, 2, 128, 16, 24, KERN_DTYPE_F16, 2, {30, 1}, {30, 40},
@@ -407,8 +412,9 @@ static void test_attention(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* The remaining ops (the CPU table may use the reference for them today; the comparison
- * still runs so that a fast version added later is checked). */
+/* The remaining ops: embed, rmsnorm, rope, silu_mul, add and gather_rows run on every level;
+ * kv_write (still the reference in the CPU table) runs once, so a fast version added later is
+ * checked. */
 
 static void test_embed(struct kt_rng *rng, struct kern_ctx *ctx)
 {
@@ -438,34 +444,47 @@ static void test_embed(struct kt_rng *rng, struct kern_ctx *ctx)
     }
 }
 
-static void test_rmsnorm(struct kt_rng *rng, struct kern_ctx *ctx)
+static void test_rmsnorm(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
 {
-    const int64_t dims[] = {3072, 4096, 5120, 33, 1};
-    for (int di = 0; di < 5; di++) {
-        int64_t dim = dims[di], rows = 3, n = rows * dim;
+    /* Phi-3 widths, and odd ones that leave vector tails; the rows of 3072 and 33 are enough
+     * to be split over the pool. */
+    const int64_t dims[] = {3072, 4096, 5120, 33, 1, 17}, n_rows[] = {17, 3, 3, 1000, 3, 5};
+    for (int di = 0; di < 6; di++) {
+        int64_t dim = dims[di], rows = n_rows[di], n = rows * dim;
         enum kern_dtype dt = (enum kern_dtype)(di % 3);
-        float *x = kt_alloc((size_t)n * sizeof *x), *a = kt_alloc((size_t)n * sizeof *a);
-        float *b = kt_alloc((size_t)n * sizeof *b);
+        float *x0 = kt_alloc((size_t)n * sizeof *x0), *x = kt_alloc((size_t)n * sizeof *x);
+        float *a = kt_alloc((size_t)n * sizeof *a), *b = kt_alloc((size_t)n * sizeof *b);
         void *w = kt_alloc((size_t)dim * kern_dtype_size(dt));
-        kt_fill(rng, x, KERN_DTYPE_F32, n, -3.0f, 3.0f);
+        kt_fill(rng, x0, KERN_DTYPE_F32, n, -3.0f, 3.0f);
         kt_fill(rng, w, dt, dim, 0.5f, 1.5f);
         if (dim > 1)
-            x[2 * dim + 1] = INFINITY; /* row 2: Inf / Inf = NaN everywhere */
-        struct kern_rmsnorm_params p = {x, w, dt, a, rows, dim, 1e-5f};
+            x0[2 * dim + 1] = INFINITY; /* row 2: Inf / Inf = NaN everywhere */
+        struct kern_rmsnorm_params p = {x0, w, dt, a, rows, dim, 1e-5f};
         CHECK(ref_ops.rmsnorm(NULL, &p) == KERN_OK, "ref rmsnorm");
-        p.out = b;
-        CHECK(cpu_ops.rmsnorm(ctx, &p) == KERN_OK, "cpu rmsnorm");
         /* fp32 statistics: the sum of squares carries ~sqrt(dim) 2^-24 relative error, halved
          * by the square root, plus a few roundings. */
         double *tol = malloc((size_t)n * sizeof *tol);
         for (int64_t i = 0; i < n; i++)
             tol[i] = U24 * (8.0 + 2.0 * sqrt((double)dim)) * fabs((double)a[i]);
-        compare("rmsnorm", a, b, n, tol, 0.0);
-        p.out = x; /* in place */
-        CHECK(cpu_ops.rmsnorm(ctx, &p) == KERN_OK, "cpu rmsnorm in place");
-        compare("rmsnorm in place", a, x, n, tol, 0.0);
-        CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(x) && kt_guard_ok(w), "rmsnorm canary");
+        for (int ci = 0; ci < n_ctx; ci++) {
+            char what[96];
+            snprintf(what, sizeof what, "rmsnorm dim=%lld rows=%lld %s ctx#%d", (long long)dim,
+                     (long long)rows, kern_dtype_name(dt), ci);
+            p.x = x0;
+            p.out = b;
+            CHECK(cpu_ops.rmsnorm(ctxs[ci], &p) == KERN_OK, "%s: cpu rmsnorm", what);
+            compare(what, a, b, n, tol, 0.0);
+            memcpy(x, x0, (size_t)n * sizeof *x);
+            p.x = x;
+            p.out = x; /* in place */
+            CHECK(cpu_ops.rmsnorm(ctxs[ci], &p) == KERN_OK, "%s: cpu rmsnorm in place", what);
+            compare(what, a, x, n, tol, 0.0);
+        }
+        CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(x) && kt_guard_ok(x0) &&
+                  kt_guard_ok(w),
+              "rmsnorm canary");
         free(tol);
+        kt_free(x0);
         kt_free(x);
         kt_free(a);
         kt_free(b);
@@ -473,11 +492,12 @@ static void test_rmsnorm(struct kt_rng *rng, struct kern_ctx *ctx)
     }
 }
 
-static void test_rope(struct kt_rng *rng, struct kern_ctx *ctx)
+static void test_rope(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
 {
-    /* head_dim 96 full rotary with two variants (short/long factors), head_dim 128 partial. */
-    const int64_t hds[2] = {96, 128}, rots[2] = {96, 64}, heads[2] = {32, 10};
-    for (int ci = 0; ci < 2; ci++) {
+    /* head_dim 96 full rotary with two variants (short/long factors), head_dim 128 partial,
+     * and head_dim 40 with rot_dim 36 (18 pairs: a vector tail at every width). */
+    const int64_t hds[3] = {96, 128, 40}, rots[3] = {96, 64, 36}, heads[3] = {32, 10, 3};
+    for (int ci = 0; ci < 3; ci++) {
         int64_t nt = 7, hd = hds[ci], rot = rots[ci], stride = heads[ci] * hd + 5;
         float inv_freq[2 * 64];
         for (int64_t i = 0; i < rot / 2; i++) {
@@ -486,19 +506,31 @@ static void test_rope(struct kt_rng *rng, struct kern_ctx *ctx)
         }
         int32_t pos[7] = {0, 1, 2, 4095, 4096, 131071, 77};
         uint8_t var[7] = {0, 1, 0, 1, 1, 1, 0};
-        float *a = kt_alloc((size_t)(nt * stride) * sizeof *a), *b = kt_alloc((size_t)(nt * stride) * sizeof *b);
-        kt_fill(rng, a, KERN_DTYPE_F32, nt * stride, -2.0f, 2.0f);
-        a[3 * stride + 2] = NAN;
-        memcpy(b, a, (size_t)(nt * stride) * sizeof *a);
+        size_t bytes = (size_t)(nt * stride) * sizeof(float);
+        float *x0 = kt_alloc(bytes), *a = kt_alloc(bytes), *b = kt_alloc(bytes);
+        kt_fill(rng, x0, KERN_DTYPE_F32, nt * stride, -2.0f, 2.0f);
+        x0[3 * stride + 2] = NAN;
+        memcpy(a, x0, bytes);
         struct kern_rope_params p = {a, pos, var, inv_freq, nt, heads[ci], hd, rot, stride, 2, 1.19f};
         CHECK(ref_ops.rope(NULL, &p) == KERN_OK, "ref rope");
-        p.x = b;
-        CHECK(cpu_ops.rope(ctx, &p) == KERN_OK, "cpu rope");
-        /* Each output is a*c - b*s: a few roundings of values of size mscale * max|x|. */
-        compare("rope", a, b, nt * stride, NULL, 8.0 * U24 * 1.19 * 2.0 * 2.0);
-        var[1] = 2;
-        CHECK(cpu_ops.rope(ctx, &p) == KERN_ERR_INVALID, "rope variant out of range accepted");
-        CHECK(kt_guard_ok(a) && kt_guard_ok(b), "rope canary");
+        for (int k = 0; k < n_ctx; k++) {
+            char what[96];
+            snprintf(what, sizeof what, "rope hd=%lld rot=%lld ctx#%d", (long long)hd,
+                     (long long)rot, k);
+            memcpy(b, x0, bytes);
+            p.x = b;
+            var[1] = 1;
+            CHECK(cpu_ops.rope(ctxs[k], &p) == KERN_OK, "%s: cpu rope", what);
+            /* Each output is a*c - b*s: a few roundings of values of size mscale * max|x|. */
+            compare(what, a, b, nt * stride, NULL, 8.0 * U24 * 1.19 * 2.0 * 2.0);
+            memcpy(b, x0, bytes);
+            var[1] = 2;
+            CHECK(cpu_ops.rope(ctxs[k], &p) == KERN_ERR_INVALID,
+                  "%s: rope variant out of range accepted", what);
+            CHECK(memcmp(b, x0, bytes) == 0, "%s: rope wrote before failing", what);
+        }
+        CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(x0), "rope canary");
+        kt_free(x0);
         kt_free(a);
         kt_free(b);
     }
@@ -543,36 +575,88 @@ static void test_kv_write(struct kt_rng *rng, struct kern_ctx *ctx)
     }
 }
 
-static void test_silu_add_gather(struct kt_rng *rng, struct kern_ctx *ctx)
+struct silu_case {
+    int64_t nt, inter;
+    float lo, hi;
+    int special;
+};
+
+static void check_silu(struct kt_rng *rng, struct silu_case c, struct kern_ctx **ctxs, int n_ctx)
 {
-    int64_t nt = 3, inter = 8192, n = nt * inter;
+    int64_t nt = c.nt, inter = c.inter, n = nt * inter;
     float *gu = kt_alloc((size_t)(2 * n) * sizeof *gu);
     float *a = kt_alloc((size_t)n * sizeof *a), *b = kt_alloc((size_t)n * sizeof *b);
-    kt_fill(rng, gu, KERN_DTYPE_F32, 2 * n, -12.0f, 12.0f);
-    gu[5] = -1000.0f;
-    gu[6] = NAN;
-    gu[inter + 7] = INFINITY;
+    kt_fill(rng, gu, KERN_DTYPE_F32, 2 * n, c.lo, c.hi);
+    if (c.special) {
+        gu[5] = -1000.0f;
+        gu[6] = NAN;
+        gu[inter + 7] = INFINITY;
+        gu[8] = 1000.0f;
+        gu[9] = -INFINITY; /* -Inf / (1 + Inf) = NaN */
+        gu[10] = INFINITY;
+    }
     struct kern_silu_mul_params sp = {gu, a, nt, inter};
     CHECK(ref_ops.silu_mul(NULL, &sp) == KERN_OK, "ref silu_mul");
-    sp.out = b;
-    CHECK(cpu_ops.silu_mul(ctx, &sp) == KERN_OK, "cpu silu_mul");
     double *tol = malloc((size_t)n * sizeof *tol);
     for (int64_t i = 0; i < n; i++)
         tol[i] = 16.0 * U24 * fabs((double)a[i]); /* exp, divide, multiply: a few ulps */
-    compare("silu_mul", a, b, n, tol, 0.0);
-    CHECK(isnan(a[6]) && isinf(a[7]), "silu_mul NaN/Inf did not propagate");
+    for (int ci = 0; ci < n_ctx; ci++) {
+        char what[96];
+        snprintf(what, sizeof what, "silu_mul nt=%lld inter=%lld [%g, %g] ctx#%d", (long long)nt,
+                 (long long)inter, (double)c.lo, (double)c.hi, ci);
+        fill_f32(b, n, -777.0f);
+        sp.out = b;
+        CHECK(cpu_ops.silu_mul(ctxs[ci], &sp) == KERN_OK, "%s: cpu silu_mul", what);
+        compare(what, a, b, n, tol, 0.0);
+    }
+    if (c.special)
+        CHECK(isnan(a[6]) && isinf(a[7]) && isnan(a[9]) && isinf(a[10]),
+              "silu_mul NaN/Inf did not propagate");
     CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(gu), "silu_mul canary");
+    kt_free(gu);
+    kt_free(a);
+    kt_free(b);
+    free(tol);
+}
 
-    int64_t an[2] = {3072, 111};
-    for (int i = 0; i < 2; i++) {
-        memcpy(b, gu, (size_t)(an[i] + 1) * sizeof *b);
-        memcpy(a, gu, (size_t)(an[i] + 1) * sizeof *a);
-        struct kern_add_params ap = {a, gu + n, an[i]};
+static void test_silu_add_gather(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+{
+    /* Phi-3-mini's width with NaN/Inf, a prefill split over the pool, and an odd width over
+     * nearly the whole range where silu is a normal fp32 number (the vectorised exp's edges). */
+    const struct silu_case sc[] = {
+        {3, 8192, -12.0f, 12.0f, 1},
+        {40, 1000, -12.0f, 12.0f, 0},
+        {5, 37, -87.0f, 87.0f, 0},
+    };
+    for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++)
+        check_silu(rng, sc[i], ctxs, n_ctx);
+
+    /* add: a decode row, an odd length, and a prefill-sized one split over the pool. */
+    const int64_t an[3] = {3072, 111, 100003};
+    for (int i = 0; i < 3; i++) {
+        int64_t n = an[i];
+        float *x = kt_alloc((size_t)n * sizeof *x), *y0 = kt_alloc((size_t)(n + 1) * sizeof *y0);
+        float *a = kt_alloc((size_t)(n + 1) * sizeof *a), *b = kt_alloc((size_t)(n + 1) * sizeof *b);
+        kt_fill(rng, x, KERN_DTYPE_F32, n, -12.0f, 12.0f);
+        kt_fill(rng, y0, KERN_DTYPE_F32, n + 1, -12.0f, 12.0f);
+        x[1] = NAN;
+        x[2] = INFINITY;
+        y0[3] = -INFINITY;
+        memcpy(a, y0, (size_t)(n + 1) * sizeof *a);
+        struct kern_add_params ap = {a, x, n};
         CHECK(ref_ops.add(NULL, &ap) == KERN_OK, "ref add");
-        ap.y = b;
-        CHECK(cpu_ops.add(ctx, &ap) == KERN_OK, "cpu add");
-        compare("add", a, b, an[i], NULL, 0.0); /* one fp32 rounding either way: exact */
-        CHECK(a[an[i]] == gu[an[i]], "add wrote past n");
+        for (int ci = 0; ci < n_ctx; ci++) {
+            memcpy(b, y0, (size_t)(n + 1) * sizeof *b);
+            ap.y = b;
+            CHECK(cpu_ops.add(ctxs[ci], &ap) == KERN_OK, "cpu add");
+            compare("add", a, b, n, NULL, 0.0); /* one fp32 rounding either way: exact */
+            CHECK(b[n] == y0[n], "add wrote past n");
+        }
+        CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(x) && kt_guard_ok(y0), "add canary");
+        kt_free(x);
+        kt_free(y0);
+        kt_free(a);
+        kt_free(b);
     }
 
     int64_t vocab = 32064, n_in = 33;
@@ -583,19 +667,18 @@ static void test_silu_add_gather(struct kt_rng *rng, struct kern_ctx *ctx)
     struct kern_gather_rows_params gp = {x, rows, ga, n_in, 3, vocab};
     CHECK(ref_ops.gather_rows(NULL, &gp) == KERN_OK, "ref gather_rows");
     gp.out = gb;
-    CHECK(cpu_ops.gather_rows(ctx, &gp) == KERN_OK, "cpu gather_rows");
+    CHECK(cpu_ops.gather_rows(ctxs[n_ctx - 1], &gp) == KERN_OK, "cpu gather_rows");
     compare("gather_rows", ga, gb, 3 * vocab, NULL, 0.0);
     CHECK(ga[0] == x[32 * vocab], "gather_rows picked the wrong row");
     rows[1] = 33;
-    CHECK(cpu_ops.gather_rows(ctx, &gp) == KERN_ERR_INVALID, "gather_rows row n_in accepted");
+    fill_f32(gb, 3 * vocab, 1.0f);
+    CHECK(cpu_ops.gather_rows(ctxs[n_ctx - 1], &gp) == KERN_ERR_INVALID,
+          "gather_rows row n_in accepted");
+    CHECK(gb[0] == 1.0f, "gather_rows wrote before failing");
     CHECK(kt_guard_ok(x) && kt_guard_ok(ga) && kt_guard_ok(gb), "gather_rows canary");
     kt_free(x);
     kt_free(ga);
     kt_free(gb);
-    kt_free(gu);
-    kt_free(a);
-    kt_free(b);
-    free(tol);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -754,25 +837,37 @@ int main(void)
     struct kern_ctx *ctxs[4] = {NULL, one, three, all};
     struct kt_rng rng = {20240917};
 
-    /* The table as kern_ops_init_cpu fills it (AVX2 where the CPU has it), then the portable
-     * build of the same inner loops, which CPUs without AVX2 would get. */
-    struct kern_ops chosen = cpu_ops, generic = cpu_ops;
-    generic.matmul = kern_cpu_matmul_generic;
-    generic.attention = kern_cpu_attention_generic;
+    /* Every instruction-set level this CPU runs, widest (the one kern_ops_init_cpu picks)
+     * first, down to the portable build that CPUs without AVX2 get. */
+    static const char *const level_names[] = {"generic", "avx2", "avx512"};
+    enum kern_cpu_level best = kern_cpu_best_level();
+    struct kern_ops chosen = cpu_ops;
     double t0 = kt_now();
-    for (int v = 0; v < 2; v++) {
-        cpu_ops = v == 0 ? chosen : generic;
-        printf("inner loops: %s\n", v == 0 ? "as chosen at init" : "generic");
-        test_matmul(&rng, ctxs, 4);
+    for (int lv = (int)best; lv >= (int)KERN_CPU_LEVEL_GENERIC; lv--) {
+        kern_ops_init_ref(&cpu_ops);
+        CHECK(kern_cpu_ops_init_level(&cpu_ops, (enum kern_cpu_level)lv) == KERN_OK,
+              "level %s refused", level_names[lv]);
+        if (lv == (int)best)
+            CHECK(memcmp(&cpu_ops, &chosen, sizeof chosen) == 0,
+                  "kern_ops_init_cpu did not pick the widest level (%s)", level_names[lv]);
+        printf("inner loops: %s\n", level_names[lv]);
+        /* The Phi-3 shapes on the widest and the portable level; every level gets the rest. */
+        test_matmul(&rng, ctxs, 4, lv == (int)best || lv == (int)KERN_CPU_LEVEL_GENERIC);
         test_attention(&rng, ctxs, 4);
+        test_embed(&rng, all);
+        test_rmsnorm(&rng, ctxs, 4);
+        test_rope(&rng, ctxs, 4);
+        test_silu_add_gather(&rng, ctxs, 4);
+    }
+    if (best < KERN_CPU_LEVEL_AVX512) {
+        struct kern_ops probe = chosen;
+        CHECK(kern_cpu_ops_init_level(&probe, KERN_CPU_LEVEL_AVX512) == KERN_ERR_UNSUPPORTED &&
+                  memcmp(&probe, &chosen, sizeof chosen) == 0,
+              "a level the CPU lacks was accepted");
     }
     cpu_ops = chosen;
     double t1 = kt_now(), t2 = t1;
-    test_embed(&rng, all);
-    test_rmsnorm(&rng, all);
-    test_rope(&rng, all);
     test_kv_write(&rng, all);
-    test_silu_add_gather(&rng, all);
     test_invalid(NULL);
     test_invalid(all);
     test_memory(&ref_ops, NULL);

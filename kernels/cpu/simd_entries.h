@@ -1,0 +1,95 @@
+/* The entry points of one instruction-set build of the CPU inner loops: thin wrappers around
+ * the bodies of cpu/simd.h and the struct kern_cpu_isa that lists them (named by SIMD_NAME).
+ * Included once by each cpu/simd_<isa>.c after it has set the target; not a public header. */
+#ifndef PHISERVE_KERNELS_CPU_SIMD_ENTRIES_H
+#define PHISERVE_KERNELS_CPU_SIMD_ENTRIES_H
+
+#include "cpu.h"
+#include "simd.h"
+
+static void gemm_f32(const float *x, int64_t ldx, const void *w, int64_t ldw, float *y,
+                     int64_t ldy, int64_t m, int64_t n, int64_t len)
+{
+    simd_gemm_body(KERN_DTYPE_F32, x, ldx, w, ldw, y, ldy, m, n, len);
+}
+
+static void gemm_bf16(const float *x, int64_t ldx, const void *w, int64_t ldw, float *y,
+                      int64_t ldy, int64_t m, int64_t n, int64_t len)
+{
+    simd_gemm_body(KERN_DTYPE_BF16, x, ldx, w, ldw, y, ldy, m, n, len);
+}
+
+static void gemm_f16(const float *x, int64_t ldx, const void *w, int64_t ldw, float *y,
+                     int64_t ldy, int64_t m, int64_t n, int64_t len)
+{
+    simd_gemm_body(KERN_DTYPE_F16, x, ldx, w, ldw, y, ldy, m, n, len);
+}
+
+static void bf16_to_f32(const uint16_t *src, float *dst, int64_t n)
+{
+    simd_bf16_body(src, dst, n);
+}
+
+static void f16_to_f32(const uint16_t *src, float *dst, int64_t n)
+{
+    simd_f16_body(src, dst, n);
+}
+
+static float scores(const float *q, const float *const *k, int64_t n, int64_t d, float scale,
+                    float *out)
+{
+    return simd_scores_body(q, k, n, d, scale, out);
+}
+
+static float exp_sum(float *x, int64_t n, float m)
+{
+    return simd_exp_sum_body(x, n, m);
+}
+
+static void wsum(float *acc, const float *w, const float *const *v, int64_t n, int64_t d)
+{
+    simd_wsum_body(acc, w, v, n, d);
+}
+
+static float sumsq(const float *x, int64_t n)
+{
+    return simd_sumsq_body(x, n);
+}
+
+static void scale_mul(float *out, const float *x, float inv, const float *w, int64_t n)
+{
+    simd_scale_mul_body(out, x, inv, w, n);
+}
+
+static void silu_mul(float *out, const float *g, const float *u, int64_t n)
+{
+    simd_silu_mul_body(out, g, u, n);
+}
+
+static void rope_rot(float *x, const float *c, const float *s, int64_t h)
+{
+    simd_rope_rot_body(x, c, s, h);
+}
+
+static void add(float *y, const float *x, int64_t n)
+{
+    simd_add_body(y, x, n);
+}
+
+static const struct kern_cpu_isa isa = {
+    .name = SIMD_NAME,
+    .gemm = {[KERN_DTYPE_F32] = gemm_f32, [KERN_DTYPE_F16] = gemm_f16,
+             [KERN_DTYPE_BF16] = gemm_bf16},
+    .bf16_to_f32 = bf16_to_f32,
+    .f16_to_f32 = f16_to_f32,
+    .scores = scores,
+    .exp_sum = exp_sum,
+    .wsum = wsum,
+    .sumsq = sumsq,
+    .scale_mul = scale_mul,
+    .silu_mul = silu_mul,
+    .rope_rot = rope_rot,
+    .add = add,
+};
+
+#endif
