@@ -218,14 +218,7 @@ static int chat_done(struct srv_gen *g)
         return -1;
     }
     cJSON_AddItemToObject(o, "usage", u);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        return -1;
-    g->out.len = 0;
-    int rc = srv_buf_puts(&g->out, s);
-    free(s);
-    return rc;
+    return srv_buf_set_json(&g->out, o);
 }
 
 static const struct srv_gen_ops chat_ops = {chat_event, chat_done, chat_destroy};

@@ -369,14 +369,7 @@ static int cmpl_done(struct srv_gen *g)
             cJSON_AddItemToArray(arr, choice);
         }
     }
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        return -1;
-    g->out.len = 0;
-    int rc = srv_buf_puts(&g->out, s);
-    free(s);
-    return rc;
+    return srv_buf_set_json(&g->out, o);
 }
 
 static const struct srv_gen_ops cmpl_ops = {cmpl_event, cmpl_done, cmpl_destroy};

@@ -65,6 +65,18 @@ int srv_sse_write_json(struct srv_buf *b, const struct cJSON *obj)
     return rc;
 }
 
+int srv_buf_set_json(struct srv_buf *b, struct cJSON *obj)
+{
+    char *s = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (!s)
+        return -1;
+    b->len = 0;
+    int rc = srv_buf_puts(b, s);
+    free(s);
+    return rc;
+}
+
 int srv_sse_write_done(struct srv_buf *b)
 {
     return srv_buf_puts(b, "data: [DONE]\n\n");

@@ -33,6 +33,9 @@ void srv_buf_free(struct srv_buf *b);
 
 /* SSE framing into b. Each returns 0 or -1 (out of memory). */
 int srv_sse_write_json(struct srv_buf *b, const struct cJSON *obj); /* data: <compact json>\n\n */
+/* Replaces b's contents with obj as compact JSON (a whole non-streamed body) and deletes obj
+ * (callee takes it, also on failure). Returns 0 or -1. */
+int srv_buf_set_json(struct srv_buf *b, struct cJSON *obj);
 int srv_sse_write_done(struct srv_buf *b);                          /* data: [DONE]\n\n */
 int srv_sse_write_ping(struct srv_buf *b);                          /* : ping\n\n */
 int srv_sse_write_error(struct srv_buf *b, int code, const char *message); /* data: {"error":..}\n\n */
