@@ -399,43 +399,22 @@ static int emit_text(struct eng_engine *e, struct choice *ch, const char *s, siz
 /* ---- logprobs ---- */
 
 /* out = logprob of token under log_softmax(x) plus the n_top best alternatives (descending,
- * ties by ascending id); NaN logits count as -inf, as in the sampler. */
+ * ties by ascending id). The sampler's rule for raw logits applies (NaN counts as -inf, +inf
+ * takes the mass), so prompt and sampled logprobs agree. One implementation on purpose:
+ * ranking by raw logits lets a NaN hold a top slot, since no comparison with NaN is true. */
 static void fill_logprob(const float *x, int64_t V, int32_t token, int32_t n_top,
                          struct eng_token_info *out)
 {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < V; i++)
-        if (x[i] > mx)
-            mx = x[i];
-    double sum = 0.0;
-    for (int64_t i = 0; i < V; i++)
-        if (x[i] > -INFINITY)
-            sum += exp((double)x[i] - (double)mx);
-    double lse = (double)mx + log(sum);
     memset(out, 0, sizeof *out);
-    out->token = token;
-    out->logprob = isnan(x[token]) ? -INFINITY : (float)((double)x[token] - lse);
     if (n_top > ENG_SAMPLER_MAX_TOP_LOGPROBS)
         n_top = ENG_SAMPLER_MAX_TOP_LOGPROBS;
     if (n_top > V)
         n_top = (int32_t)V;
-    int32_t k = 0;
-    for (int64_t i = 0; i < V; i++) {
-        float v = isnan(x[i]) ? -INFINITY : x[i];
-        if (k == n_top && (k == 0 || !(v > x[out->top[k - 1].token])))
-            continue;
-        int32_t j = k < n_top ? k++ : k - 1;
-        while (j > 0 && v > x[out->top[j - 1].token]) {
-            out->top[j] = out->top[j - 1];
-            j--;
-        }
-        out->top[j].token = (int32_t)i;
-    }
-    for (int32_t j = 0; j < k; j++) {
-        float v = x[out->top[j].token];
-        out->top[j].logprob = isnan(v) ? -INFINITY : (float)((double)v - lse);
-    }
-    out->n_top = k;
+    if (n_top < 0)
+        n_top = 0;
+    out->token = token;
+    out->logprob = eng_sampler_raw_logprobs(x, V, token, n_top, out->top);
+    out->n_top = n_top;
 }
 
 /* ---- one generated token of one choice ---- */

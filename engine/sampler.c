@@ -356,6 +356,13 @@ static struct log_softmax raw_logprobs(const float *l, int64_t vocab, int32_t n_
     return ls;
 }
 
+float eng_sampler_raw_logprobs(const float *logits, int64_t vocab, int32_t token, int32_t n_top,
+                               struct eng_token_logprob *top)
+{
+    struct log_softmax ls = raw_logprobs(logits, vocab, n_top, top);
+    return (float)log_softmax_at(&ls, logits[token]);
+}
+
 /* ---- the draw ---- */
 
 static int32_t greedy(const float *x, int64_t vocab)

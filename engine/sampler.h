@@ -145,6 +145,14 @@ int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                        const struct eng_sampling_params *p, const float *logits, int64_t vocab,
                        struct eng_sample_result *out);
 
+/* The raw log-softmax of logits ([vocab] floats, caller keeps) under the rule the sampler's
+ * logprobs follow: NaN counts as -inf, an +inf logit takes the mass (logprob 0 when it is the
+ * only one), all -inf gives -inf everywhere. Fills top[0..n_top) (caller's array, n_top <=
+ * vocab) with the n_top best entries, descending, ties by ascending id, and returns the
+ * logprob of token (0 <= token < vocab). Used for prompt logprobs, which see no processing. */
+float eng_sampler_raw_logprobs(const float *logits, int64_t vocab, int32_t token, int32_t n_top,
+                               struct eng_token_logprob *top);
+
 /* Records a generated token (counts for the penalties, n_generated for min_tokens). Ids
  * outside [0, vocab) still count towards n_generated. */
 void eng_sampler_accept(struct eng_sampler_state *st, int32_t token);

@@ -894,6 +894,43 @@ static void test_odd_values(void)
     eng_sampler_ws_free(&small);
 }
 
+/* eng_sampler_raw_logprobs, the function prompt logprobs use (engine.c fill_logprob). Its
+ * engine copy once ranked by raw logits: a NaN that took a top slot first (id 0 here) was
+ * never displaced, since no comparison with NaN is true, and the top-1 of {NaN, 1, 2} was the
+ * NaN. A +inf logit made every logprob NaN instead of giving it the whole mass. */
+static void test_raw_logprobs_odd(void)
+{
+    struct eng_token_logprob top[3];
+    const float a[] = {NAN, 1.0f, 2.0f, NAN};
+    float lp = eng_sampler_raw_logprobs(a, 4, 1, 1, top);
+    CHECK(top[0].token == 2, "NaN ranked: top-1 of {NaN, 1, 2, NaN} is id %d", top[0].token);
+    double want = 1.0 - (2.0 + log1p(exp(-1.0))); /* log_softmax over the finite {1, 2} */
+    CHECK(fabs(lp - want) < 1e-5, "logprob of id 1: %g, want %g", (double)lp, want);
+    CHECK(fabs(top[0].logprob - (want + 1.0)) < 1e-5, "top logprob %g", (double)top[0].logprob);
+    lp = eng_sampler_raw_logprobs(a, 4, 0, 3, top);
+    CHECK(lp == -INFINITY, "a NaN token's logprob is -inf, got %g", (double)lp);
+    CHECK(top[0].token == 2 && top[1].token == 1 && top[2].token == 0 &&
+              top[2].logprob == -INFINITY,
+          "top-3 of {NaN, 1, 2, NaN}: %d %d %d (%g)", top[0].token, top[1].token, top[2].token,
+          (double)top[2].logprob);
+
+    const float b[] = {0.0f, INFINITY, 1.0f};
+    lp = eng_sampler_raw_logprobs(b, 3, 1, 2, top);
+    CHECK(lp == 0.0f, "the only +inf logit has logprob 0, got %g", (double)lp);
+    CHECK(top[0].token == 1 && top[0].logprob == 0.0f && top[1].token == 2 &&
+              top[1].logprob == -INFINITY,
+          "top-2 with +inf: %d (%g) %d (%g)", top[0].token, (double)top[0].logprob, top[1].token,
+          (double)top[1].logprob);
+    lp = eng_sampler_raw_logprobs(b, 3, 0, 0, top);
+    CHECK(lp == -INFINITY, "a finite logit beside +inf has logprob -inf, got %g", (double)lp);
+
+    const float c[] = {-INFINITY, NAN};
+    lp = eng_sampler_raw_logprobs(c, 2, 0, 2, top);
+    CHECK(lp == -INFINITY && top[0].logprob == -INFINITY && top[1].logprob == -INFINITY &&
+              top[0].token == 0 && top[1].token == 1,
+          "no finite logit: %g, top %d %d", (double)lp, top[0].token, top[1].token);
+}
+
 int main(void)
 {
     if (eng_sampler_ws_init(&ws, MAX_V) != 0) {
@@ -914,6 +951,7 @@ int main(void)
     test_large_vocab();
     test_seeds();
     test_logprobs();
+    test_raw_logprobs_odd();
     test_is_stop();
     test_odd_values();
     eng_sampler_ws_free(&ws);
