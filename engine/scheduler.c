@@ -38,12 +38,23 @@ static int resize(void **p, int64_t n, size_t sz)
     return 0;
 }
 
+/* grow() for int32 capacities: a need beyond INT32_MAX is refused, and doubling stops there. */
 static int grow32(void **p, int32_t *cap, int64_t need, size_t sz)
 {
+    if (need > INT32_MAX)
+        return -1;
+    if (need <= *cap)
+        return 0;
     int64_t c = *cap;
-    int rc = grow(p, &c, need, sz);
-    *cap = (int32_t)c;
-    return rc;
+    int64_t want = c > 0 && c <= INT32_MAX / 2 ? 2 * c : INT32_MAX;
+    if (c <= 0)
+        want = 16;
+    if (want < need)
+        want = need;
+    if (resize(p, want, sz) != 0)
+        return -1;
+    *cap = (int32_t)want;
+    return 0;
 }
 
 struct eng_seq *eng_seq_create(void *owner, int32_t choice, const int32_t *prompt, int32_t n_prompt)
