@@ -123,7 +123,17 @@ struct eng_engine {
     struct eng_metrics metrics;    /* snapshot, refreshed after every step */
     /* Engine thread only. */
     int64_t prompt_tokens_total, generation_tokens_total, requests_finished;
+    /* Test only: PHISERVE_TEST_STEP_SLEEP_MS, read once at creation, sleeps this long before
+     * every step to imitate a wedged forward pass. 0 (unset) does nothing. */
+    int64_t test_step_sleep_ms;
 };
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 void eng_engine_options_init(struct eng_engine_options *o)
 {
@@ -638,6 +648,7 @@ static void snapshot_metrics(struct eng_engine *e)
     m->prompt_tokens_total = e->prompt_tokens_total;
     m->generation_tokens_total = e->generation_tokens_total;
     m->requests_finished = e->requests_finished;
+    m->progress_ns = mono_ns();
 }
 
 static void *engine_main(void *arg)
@@ -650,6 +661,8 @@ static void *engine_main(void *arg)
             pthread_cond_wait(&e->cv, &e->mu);
         if (e->stop)
             break;
+        /* A step starts now: a stall is measured from here, not from an idle spell before. */
+        e->metrics.progress_ns = mono_ns();
         struct eng_handle *list = e->inbox_head;
         e->inbox_head = e->inbox_tail = NULL;
         /* They count as waiting until the next snapshot, so the queue bound never has a gap. */
@@ -662,6 +675,11 @@ static void *engine_main(void *arg)
         intake(e, list);
         if (cancels || list)
             reap(e, false);
+        if (e->test_step_sleep_ms > 0) {
+            struct timespec nap = {e->test_step_sleep_ms / 1000,
+                                   (e->test_step_sleep_ms % 1000) * 1000000};
+            nanosleep(&nap, NULL);
+        }
         step(e);
         /* Cancellations that arrived during the forward free their blocks now, not a step
          * later. */
@@ -1116,6 +1134,11 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     e->sched_ready = true;
     e->max_waiting = o->max_waiting > 0 ? o->max_waiting : 1024;
     e->long_from_start = o->rope_long_from_start;
+    const char *nap = getenv("PHISERVE_TEST_STEP_SLEEP_MS");
+    if (nap) {
+        long long ms = strtoll(nap, NULL, 10);
+        e->test_step_sleep_ms = ms > 0 && ms <= 600000 ? ms : 0;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t seed = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)e;

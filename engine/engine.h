@@ -158,6 +158,10 @@ struct eng_metrics {
     int64_t prefix_cache_queries, prefix_cache_hits;   /* in tokens */
     int64_t prompt_tokens_total, generation_tokens_total;
     int64_t requests_finished;
+    /* CLOCK_MONOTONIC ns at which the engine loop last made progress: it finished a step, or
+     * woke up to start one. With work queued or running, now minus this is how long the current
+     * step has been running (a forward-progress check reads it). */
+    int64_t progress_ns;
 };
 
 void eng_engine_get_metrics(struct eng_engine *e, struct eng_metrics *m);

@@ -1,7 +1,8 @@
-/* `phiserve serve`: reads the configuration, starts the engine and the HTTP server, and runs the
- * signal loop: the first SIGTERM/SIGINT drains (readiness 503, new requests 503, running ones
- * get --shutdown-timeout seconds), then exits 0; a second signal exits at once. Not the server
- * itself (http.c) and not option parsing (config.c). */
+/* `phiserve serve`: reads the configuration, starts the HTTP server, loads the engine while the
+ * server answers "loading" (/health 200, the rest 503), and runs the signal loop: the first
+ * SIGTERM/SIGINT drains (readiness 503, new requests 503, running ones get --shutdown-timeout
+ * seconds), then exits 0; a second signal exits at once. Not the server itself (http.c) and not
+ * option parsing (config.c). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,19 @@ static bool loopback(const char *host)
 {
     return !strcmp(host, "127.0.0.1") || !strcmp(host, "localhost") || !strcmp(host, "::1") ||
            !strncmp(host, "127.", 4);
+}
+
+/* Test only: PHISERVE_TEST_LOAD_DELAY_MS=N sleeps N ms (at most 60 s) before the model load, so
+ * that tests can watch the "loading" answers. Unset, it does nothing. */
+static void test_load_delay(void)
+{
+    const char *v = getenv("PHISERVE_TEST_LOAD_DELAY_MS");
+    long long ms = v ? strtoll(v, NULL, 10) : 0;
+    if (ms <= 0 || ms > 60000)
+        return;
+    struct timespec t = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+    }
 }
 
 int srv_cmd_serve(int argc, char **argv)
@@ -48,6 +62,26 @@ int srv_cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Listen first, so that a supervisor sees the process alive (/health 200) and not ready
+     * (/health/ready 503) during a load that can take minutes, instead of connection refused. */
+    struct srv_server *srv = NULL;
+    uint16_t port = 0;
+    if (srv_server_create(&cfg, NULL, &srv, err, sizeof err) != 0 || srv_server_start(srv, &port, err, sizeof err) != 0) {
+        fprintf(stderr, "phiserve serve: %s\n", err);
+        srv_server_destroy(srv, 0);
+        srv_config_free(&cfg);
+        return 1;
+    }
+    if (!loopback(cfg.host) && cfg.api_keys.n == 0)
+        fprintf(stderr, "phiserve: WARNING: listening on %s without --api-key: anyone who can reach this "
+                        "address can use the model\n", cfg.host);
+    const char *h = cfg.host;
+    bool v6 = strchr(h, ':') != NULL;
+    fprintf(stderr, "phiserve: loading model '%s'; meanwhile /health answers on http://%s%s%s:%u\n",
+            cfg.model_dir, v6 ? "[" : "", h, v6 ? "]" : "", (unsigned)port);
+    fflush(stderr);
+    test_load_delay();
+
     struct eng_engine_options eo;
     eng_engine_options_init(&eo);
     eo.model_dir = cfg.model_dir;
@@ -64,23 +98,17 @@ int srv_cmd_serve(int argc, char **argv)
     struct eng_engine *eng = NULL;
     if (eng_engine_create(&eo, &eng, err, sizeof err) != 0) {
         fprintf(stderr, "phiserve serve: cannot load model '%s': %s\n", cfg.model_dir, err);
+        srv_server_destroy(srv, 0);
         srv_config_free(&cfg);
         return 1;
     }
-    struct srv_server *srv = NULL;
-    uint16_t port = 0;
-    if (srv_server_create(&cfg, eng, &srv, err, sizeof err) != 0 || srv_server_start(srv, &port, err, sizeof err) != 0) {
+    if (srv_server_set_engine(srv, eng, err, sizeof err) != 0) {
         fprintf(stderr, "phiserve serve: %s\n", err);
         srv_server_destroy(srv, 0);
         eng_engine_destroy(eng);
         srv_config_free(&cfg);
         return 1;
     }
-    if (!loopback(cfg.host) && cfg.api_keys.n == 0)
-        fprintf(stderr, "phiserve: WARNING: listening on %s without --api-key: anyone who can reach this "
-                        "address can use the model\n", cfg.host);
-    const char *h = cfg.host;
-    bool v6 = strchr(h, ':') != NULL;
     fprintf(stderr, "phiserve: model '%s' served as '%s'\n", cfg.model_dir, cfg.served_model_name);
     fprintf(stderr, "phiserve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", h, v6 ? "]" : "", (unsigned)port);
     fflush(stderr);

@@ -46,6 +46,7 @@ static const struct opt opts[] = {
     {"http-threads", OPT_INT, OFF(http_threads), 1, 256, "N", "HTTP polling threads (default 1)"},
     {"shutdown-timeout", OPT_INT, OFF(shutdown_timeout), 0, 86400, "SECONDS", "drain time on SIGTERM before aborting (default 30)"},
     {"sse-ping-interval", OPT_INT, OFF(sse_ping_interval), 1, 3600, "SECONDS", "': ping' comment on idle streams (default 15)"},
+    {"stall-timeout", OPT_INT, OFF(stall_timeout), 0, 86400, "SECONDS", "engine step stall after which /health/ready and /health/decode answer 503 (default 60; 0: off)"},
     {"max-n", OPT_INT, OFF(max_n), 1, 128, "N", "largest n (choices) per request (default 8)"},
     {"api-key", OPT_LIST, OFF(api_keys), 0, 0, "KEY", "require 'Authorization: Bearer KEY' (repeatable)"},
     {"api-key-file", OPT_STR, OFF(api_key_file), 0, 0, "FILE", "read API keys from FILE, one per line"},
@@ -360,6 +361,7 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
     cfg->shutdown_timeout = 30;
     cfg->sse_ping_interval = 15;
     cfg->max_n = 8;
+    cfg->stall_timeout = 60;
 
     /* getopt table: every option plus --config and --help */
     struct option lo[N_OPTS + 3];

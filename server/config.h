@@ -43,6 +43,8 @@ struct srv_config {
     int64_t shutdown_timeout;     /* seconds to drain on SIGTERM, default 30 */
     int64_t sse_ping_interval;    /* seconds between ": ping" comments on idle streams, default 15 */
     int64_t max_n;                /* largest n per request, default 8 */
+    int64_t stall_timeout;        /* seconds a step may run with work pending before /health/ready
+                                   * and /health/decode answer 503, default 60; 0: no check */
     /* security and logs */
     struct srv_strlist api_keys;
     char *api_key_file;           /* one key per line (blank lines and # comments skipped) */

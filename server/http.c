@@ -223,6 +223,7 @@ enum route_id {
     R_DETOKENIZE,
     R_HEALTH,
     R_READY,
+    R_DECODE,
     R_METRICS,
     R_VERSION,
 };
@@ -242,6 +243,7 @@ static const struct route routes[] = {
     {"/detokenize", R_DETOKENIZE, true, false},
     {"/health", R_HEALTH, false, true},
     {"/health/ready", R_READY, false, true},
+    {"/health/decode", R_DECODE, false, true},
     {"/metrics", R_METRICS, false, false},
     {"/version", R_VERSION, false, false},
 };
@@ -357,6 +359,10 @@ static int check_headers(struct srv_req *r, const struct route *rt)
         char *b = strdup(body);
         return srv_respond(r, 405, "application/json", b, b ? n : 0, extra);
     }
+    /* Until the model is loaded only the health checks answer; a POST is refused on its
+     * headers, before its body is read. */
+    if (rt->id != R_HEALTH && rt->id != R_READY && rt->id != R_DECODE && !atomic_load(&s->loaded))
+        return srv_respond_error(r, SRV_ERR_UNAVAILABLE, NULL, "The model is loading; retry shortly.");
     if (rt->post) {
         if (!json_content_type(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type")))
             return srv_respond_error(r, SRV_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
@@ -392,6 +398,7 @@ static int dispatch(struct srv_req *r, const struct route *rt)
     case R_DETOKENIZE: return srv_route_detokenize(r);
     case R_HEALTH: return srv_route_health(r, false);
     case R_READY: return srv_route_health(r, true);
+    case R_DECODE: return srv_route_health_decode(r);
     case R_METRICS: return srv_route_metrics(r);
     case R_VERSION: return srv_route_version(r);
     case R_NONE: break;
@@ -603,13 +610,10 @@ int srv_server_create(const struct srv_config *cfg, struct eng_engine *eng, stru
         return -1;
     }
     s->cfg = cfg;
-    s->eng = eng;
-    s->tok = eng_engine_tokenizer(eng);
-    s->mcfg = eng_engine_model_config(eng);
     s->model_name = cfg->served_model_name;
     s->model_names[0] = s->model_name;
     s->created = (int64_t)time(NULL);
-    s->ctx_len = (int32_t)s->mcfg->max_position_embeddings;
+    atomic_init(&s->loaded, false);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->log_mu, NULL);
     pthread_condattr_t ca;
@@ -621,7 +625,6 @@ int srv_server_create(const struct srv_config *cfg, struct eng_engine *eng, stru
     atomic_init(&s->next_id, 1);
 
     srv_limits_default(&s->limits);
-    s->limits.vocab_size = (int32_t)s->mcfg->vocab_size;
     s->limits.max_n = (int32_t)cfg->max_n;
     s->limits.model_names = s->model_names;
     s->limits.n_model_names = 1;
@@ -631,36 +634,56 @@ int srv_server_create(const struct srv_config *cfg, struct eng_engine *eng, stru
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (eng && srv_server_set_engine(s, eng, err, errlen) != 0)
+        goto fail;
+    *out = s;
+    return 0;
+fail:
+    srv_server_destroy(s, 0);
+    return -1;
+}
+
+int srv_server_set_engine(struct srv_server *s, struct eng_engine *eng, char *err, size_t errlen)
+{
+    const struct srv_config *cfg = s->cfg;
+    if (atomic_load(&s->loaded)) {
+        snprintf(err, errlen, "the server already has an engine");
+        return -1;
+    }
+    s->eng = eng;
+    s->tok = eng_engine_tokenizer(eng);
+    s->mcfg = eng_engine_model_config(eng);
+    s->ctx_len = (int32_t)s->mcfg->max_position_embeddings;
+    s->limits.vocab_size = (int32_t)s->mcfg->vocab_size;
     if (s->tok) {
         const struct eng_tokenizer_info *ti = eng_tokenizer_get_info(s->tok);
         s->bos_text = token_string(s->tok, ti->bos_id);
         s->eos_text = token_string(s->tok, ti->eos_id);
         if (!s->bos_text || !s->eos_text) {
             snprintf(err, errlen, "out of memory");
-            goto fail;
+            return -1;
         }
         char *src = NULL;
         size_t len = 0;
         if (find_template(cfg, &src, &len, err, errlen) != 0)
-            goto fail;
+            return -1;
         if (src) {
             char perr[512];
             int rc = eng_chat_template_parse(src, len, NULL, &s->tmpl, perr, sizeof perr);
             free(src);
             if (rc != 0) {
                 snprintf(err, errlen, "chat template: %s", perr);
-                goto fail;
+                return -1;
             }
         }
     } else if (cfg->chat_template) {
         snprintf(err, errlen, "--chat-template: the model has no tokenizer");
-        goto fail;
+        return -1;
     }
-    *out = s;
+    /* Publishes everything above to the daemon's threads (a sequentially consistent store; the
+     * routes load the flag before they touch any of it). */
+    atomic_store(&s->loaded, true);
     return 0;
-fail:
-    srv_server_destroy(s, 0);
-    return -1;
 }
 
 static int make_addr(const char *host, uint16_t port, struct sockaddr_storage *ss, bool *v6, char *err,
@@ -733,7 +756,8 @@ int srv_server_start(struct srv_server *s, uint16_t *port, char *err, size_t err
 void srv_server_drain(struct srv_server *s)
 {
     atomic_store(&s->draining, true);
-    eng_engine_drain(s->eng);
+    if (atomic_load(&s->loaded))
+        eng_engine_drain(s->eng);
 }
 
 int64_t srv_server_active(struct srv_server *s)

@@ -27,12 +27,21 @@ struct eng_chat_template;
 
 struct srv_server;
 
-/* Builds the server around a running engine (caller keeps cfg and eng; both must outlive the
- * server): loads the chat template (cfg->chat_template, else the model's chat_template.jinja,
- * else tokenizer_config.json "chat_template"; a model without one serves no chat), hashes the
- * API keys. Does not listen yet. Returns 0 and *out, or -1 with a message in err. */
+/* Builds the server (caller keeps cfg and eng; both must outlive the server) and hashes the API
+ * keys. eng may be NULL: the server then answers as "loading" (/health 200, /health/ready and
+ * every other route 503 with Retry-After) until srv_server_set_engine. With an engine, does
+ * what srv_server_set_engine does. Does not listen yet. Returns 0 and *out, or -1 with a
+ * message in err. */
 int srv_server_create(const struct srv_config *cfg, struct eng_engine *eng, struct srv_server **out,
                       char *err, size_t errlen);
+
+/* Attaches the running engine to a server created without one (caller keeps eng; it must
+ * outlive the server), loads the chat template (cfg->chat_template, else the model's
+ * chat_template.jinja, else tokenizer_config.json "chat_template"; a model without one serves
+ * no chat), then publishes the engine: from then on the routes serve. Call once, from the
+ * thread that created the server; the daemon may already be running. Returns 0, or -1 with a
+ * message in err (the server then stays "loading"). */
+int srv_server_set_engine(struct srv_server *s, struct eng_engine *eng, char *err, size_t errlen);
 
 /* Binds cfg->host:cfg->port and starts the daemon and the ticker thread. *port is the bound
  * port (useful with port 0). Returns 0 or -1 with a message in err. */
@@ -91,6 +100,9 @@ char *srv_metrics_render(struct srv_metrics *m, const struct eng_metrics *em, co
 
 struct srv_server {
     const struct srv_config *cfg;
+    /* eng, tok, mcfg, tmpl, bos/eos_text, ctx_len and limits.vocab_size are written once by
+     * srv_server_set_engine before loaded turns true, and only read after loaded is seen true. */
+    atomic_bool loaded;
     struct eng_engine *eng;
     const struct eng_tokenizer *tok;        /* NULL: the model has no tokenizer */
     const struct eng_model_config *mcfg;
@@ -167,7 +179,10 @@ int srv_route_completions(struct srv_req *r);
 int srv_route_models(struct srv_req *r, const char *id); /* id NULL: the list */
 int srv_route_tokenize(struct srv_req *r);
 int srv_route_detokenize(struct srv_req *r);
+/* /health (ready false) and /health/ready (ready true); /health/decode is the forward-progress
+ * check alone: 503 once the engine has had work and no finished step for --stall-timeout. */
 int srv_route_health(struct srv_req *r, bool ready);
+int srv_route_health_decode(struct srv_req *r);
 int srv_route_metrics(struct srv_req *r);
 int srv_route_version(struct srv_req *r);
 

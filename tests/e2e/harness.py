@@ -21,7 +21,9 @@ MODEL_NAME = "phi3-demo"
 class Server:
     """One phiserve process. Its stderr (access log included) is collected in self.log."""
 
-    def __init__(self, *args, api_key=API_KEY, env=None, startup_timeout=60):
+    def __init__(self, *args, api_key=API_KEY, env=None, startup_timeout=60, wait_ready=True):
+        """Returns once /health/ready answers 200 (the model is loaded), or with wait_ready False
+        as soon as the port is known and /health answers 200 (the model may still be loading)."""
         if not BIN or not os.path.exists(BIN):
             raise RuntimeError("PHISERVE_BIN is not set to the phiserve binary (run through meson test)")
         cmd = [BIN, "serve", "--model", MODEL, "--port", "0", "--threads", "1", *args]
@@ -41,7 +43,8 @@ class Server:
             for line in self.proc.stderr:
                 with self._lock:
                     self.log.append(line)
-                m = re.search(r"listening on http://[^\s]*:(\d+)", line)
+                # the first line with the port comes before the model load, the second after
+                m = re.search(r"on http://[^\s]*:(\d+)", line)
                 if m and self.port is None:
                     self.port = int(m.group(1))
                     ready.set()
@@ -53,16 +56,19 @@ class Server:
             self.kill()
             raise RuntimeError("phiserve did not start:\n" + self.log_text())
         self.base = f"http://127.0.0.1:{self.port}"
+        path = "/health/ready" if wait_ready else "/health"
         deadline = time.time() + startup_timeout
         while time.time() < deadline:
             try:
-                if self.request("GET", "/health")[0] == 200:
+                if self.request("GET", path)[0] == 200:
                     return
             except OSError:
                 pass
+            if self.proc.poll() is not None:
+                break
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError("phiserve /health never answered 200:\n" + self.log_text())
+        raise RuntimeError(f"phiserve {path} never answered 200:\n" + self.log_text())
 
     def log_text(self):
         with self._lock:
