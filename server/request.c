@@ -186,7 +186,7 @@ static int get_int(struct ctx *c, const struct eng_json *obj, const char *key, i
         return 0;
     if (v->type != ENG_JSON_NUMBER)
         return type_error(c, key, "an integer", v);
-    int64_t x;
+    int64_t x = 0;
     if (as_int64(v, &x) != 0) {
         if (v->u.num.d == floor(v->u.num.d)) /* integral but beyond int64 */
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, key,
@@ -262,7 +262,7 @@ static int get_token(struct ctx *c, const struct eng_json *v, const char *param,
     if (v->type != ENG_JSON_NUMBER || v->u.num.d != floor(v->u.num.d))
         return type_error(c, param, "an integer token id", v);
     int64_t vocab = c->lim->vocab_size > 0 ? c->lim->vocab_size : INT32_MAX;
-    int64_t x;
+    int64_t x = 0;
     if (as_int64(v, &x) != 0 || x < 0 || x >= vocab)
         return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, param,
                              "Token id %.0f in '%s' is out of vocabulary (0 to %lld).", v->u.num.d,
@@ -400,7 +400,7 @@ static int parse_logit_bias(struct ctx *c, const struct eng_json *root, struct s
 static int parse_sampling(struct ctx *c, const struct eng_json *root, bool chat, struct srv_sampling *s)
 {
     const struct srv_limits *lim = c->lim;
-    int64_t x;
+    int64_t x = 0;
     bool given;
     int rc;
     s->n = 1;
@@ -893,7 +893,7 @@ int srv_chat_request_parse(const char *body, size_t len, const struct srv_limits
     }
     struct ctx c = {.lim = &lim, .mem = &req->mem, .err = err};
     const struct eng_json *root = eng_json_root(doc);
-    int64_t x;
+    int64_t x = 0;
     bool given;
     if ((rc = parse_model(&c, root, &req->model)) != 0 || (rc = parse_messages(&c, root, req)) != 0 ||
         (rc = parse_sampling(&c, root, true, &req->sampling)) != 0 ||
@@ -1021,7 +1021,7 @@ int srv_completion_request_parse(const char *body, size_t len, const struct srv_
     }
     struct ctx c = {.lim = &lim, .mem = &req->mem, .err = err};
     const struct eng_json *root = eng_json_root(doc);
-    int64_t x;
+    int64_t x = 0;
     bool given;
     req->logprobs = -1;
     if ((rc = parse_model(&c, root, &req->model)) != 0 || (rc = parse_prompts(&c, root, req)) != 0 ||
