@@ -882,6 +882,11 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
         else
             e->inbox_head = h;
         e->inbox_tail = h;
+        /* Work arriving at an idle engine restarts the progress clock here, not when the engine
+         * thread wakes: until then the request already counts as waiting, and the idle spell
+         * before it is no stall. */
+        if (e->n_inbox == 0 && e->metrics.running == 0 && e->metrics.waiting == 0)
+            e->metrics.progress_ns = mono_ns();
         e->n_inbox++;
         pthread_cond_signal(&e->cv);
     }

@@ -595,22 +595,29 @@ def test_H7_engine_error_mid_stream():
 def test_I_bounded_queue_429_with_error_body():
     """A full waiting queue: 429 + Retry-After with the OpenAI error body; the admitted
     requests finish and the gauges return to 0 (I1 at CPU scale; the 1000-stream version is
-    tests/load)."""
-    srv = Server("--max-seqs", "1", "--max-waiting", "1")
+    tests/load). Deterministic: steps are slowed (test injection) so that the first request is
+    still running when five more arrive; one of them fits the queue, four are refused."""
+    srv = Server("--max-seqs", "1", "--max-waiting", "1", env={"PHISERVE_TEST_STEP_SLEEP_MS": "20"})
     try:
         results = []
+        body = {"model": M, "prompt": "Hi", "max_tokens": 60, "ignore_eos": True}
 
         def one():
-            results.append(srv.post("/v1/completions", {"model": M, "prompt": "Hi", "max_tokens": 300,
-                                                        "ignore_eos": True}))
+            results.append(srv.post("/v1/completions", body))
 
-        threads = [threading.Thread(target=one) for _ in range(6)]
+        first = threading.Thread(target=one)
+        first.start()
+        deadline = time.time() + 30
+        while srv.gauge("vllm:num_requests_running") < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        assert srv.gauge("vllm:num_requests_running") == 1
+        threads = [threading.Thread(target=one) for _ in range(5)]
         for t in threads:
             t.start()
-        for t in threads:
+        for t in threads + [first]:
             t.join(60)
         codes = sorted(r[0] for r in results)
-        assert codes.count(200) >= 2 and 429 in codes and set(codes) <= {200, 429}, codes
+        assert codes == [200, 200, 429, 429, 429, 429], codes
         for status, headers, data in results:
             if status == 429:
                 assert headers.get("retry-after")
