@@ -877,20 +877,37 @@ static int parse_body(const char *body, size_t len, const struct srv_limits *lim
     return 0;
 }
 
+/* The start every request parser shares: clamps the limits into *lim, parses the body into
+ * *doc (a JSON object) and allocates a zeroed request of size bytes into *req. Returns 0, or an
+ * SRV_ERR_* code with err filled and nothing left to free. */
+static int begin_request(const char *body, size_t len, const struct srv_limits *lim_in, size_t size,
+                         struct srv_limits *lim, struct eng_json_doc **doc, void **req,
+                         struct srv_error *err)
+{
+    *lim = clamp_limits(lim_in);
+    int rc = parse_body(body, len, lim, doc, err);
+    if (rc != 0)
+        return rc;
+    *req = calloc(1, size);
+    if (*req == NULL) {
+        eng_json_free(*doc);
+        *doc = NULL;
+        return srv_error_set(err, SRV_ERR_NO_MEMORY, NULL, NULL);
+    }
+    return 0;
+}
+
 int srv_chat_request_parse(const char *body, size_t len, const struct srv_limits *lim_in,
                            struct srv_chat_request **out, struct srv_error *err)
 {
     *out = NULL;
-    struct srv_limits lim = clamp_limits(lim_in);
+    struct srv_limits lim;
     struct eng_json_doc *doc;
-    int rc = parse_body(body, len, &lim, &doc, err);
+    void *mem;
+    int rc = begin_request(body, len, lim_in, sizeof(struct srv_chat_request), &lim, &doc, &mem, err);
     if (rc != 0)
         return rc;
-    struct srv_chat_request *req = calloc(1, sizeof(*req));
-    if (req == NULL) {
-        eng_json_free(doc);
-        return srv_error_set(err, SRV_ERR_NO_MEMORY, NULL, NULL);
-    }
+    struct srv_chat_request *req = mem;
     struct ctx c = {.lim = &lim, .mem = &req->mem, .err = err};
     const struct eng_json *root = eng_json_root(doc);
     int64_t x = 0;
@@ -1009,16 +1026,13 @@ int srv_completion_request_parse(const char *body, size_t len, const struct srv_
                                  struct srv_completion_request **out, struct srv_error *err)
 {
     *out = NULL;
-    struct srv_limits lim = clamp_limits(lim_in);
+    struct srv_limits lim;
     struct eng_json_doc *doc;
-    int rc = parse_body(body, len, &lim, &doc, err);
+    void *mem;
+    int rc = begin_request(body, len, lim_in, sizeof(struct srv_completion_request), &lim, &doc, &mem, err);
     if (rc != 0)
         return rc;
-    struct srv_completion_request *req = calloc(1, sizeof(*req));
-    if (req == NULL) {
-        eng_json_free(doc);
-        return srv_error_set(err, SRV_ERR_NO_MEMORY, NULL, NULL);
-    }
+    struct srv_completion_request *req = mem;
     struct ctx c = {.lim = &lim, .mem = &req->mem, .err = err};
     const struct eng_json *root = eng_json_root(doc);
     int64_t x = 0;
