@@ -18,7 +18,7 @@ int kern_cuda_add(struct kern_ctx *ctx, const struct kern_add_params *p)
         return KERN_OK;
     if (!p->x || !p->y)
         return KERN_ERR_INVALID;
-    add_kernel<<<kern_cuda_grid(p->n, 256, (int64_t)cu->n_sm * 16), 256, 0, cu->stream>>>(
-        p->y, p->x, p->n);
+    unsigned grid = kern_cuda_grid(p->n, 256, (int64_t)cu->n_sm * 16);
+    KERN_CUDA_LAUNCH(add_kernel, grid, 256, 0, cu->stream)(p->y, p->x, p->n);
     return kern_cuda_launch_status();
 }

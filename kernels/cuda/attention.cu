@@ -145,7 +145,7 @@ template <int D>
 static __global__ void __launch_bounds__(AT_THREADS)
     prefill_kernel(struct attn_args a, const int2 *items, const int *n_items)
 {
-    extern __shared__ float4 smem4[];
+    KERN_CUDA_DYN_SMEM(float4, smem4);
     float *qs = reinterpret_cast<float *>(smem4);
     float *ks = qs + AT_BQ * D;
     float *vs = ks + AT_BK * (D + 4);
@@ -463,12 +463,15 @@ static int launch(struct kern_cuda *cu, const struct attn_args &a, int64_t max_k
         if (cudaMemsetAsync(row_seq, 0xff, (size_t)a.n_tokens * sizeof(int32_t), st) !=
             cudaSuccess)
             return KERN_ERR_DEVICE;
-        plan_kernel<<<1, PLAN_THREADS, 0, st>>>(a, max_keys, nullptr, 0, nullptr, row_seq);
-        decode_kernel<D><<<dim3((unsigned)a.n_tokens, (unsigned)n_chunks, (unsigned)a.n_heads),
-                           DEC_THREADS, 0, st>>>(a, row_seq, chunk, n_chunks, o_part, ml_part);
+        KERN_CUDA_LAUNCH(plan_kernel, 1, PLAN_THREADS, 0, st)(a, max_keys, nullptr, 0, nullptr,
+                                                              row_seq);
+        dim3 grid((unsigned)a.n_tokens, (unsigned)n_chunks, (unsigned)a.n_heads);
+        KERN_CUDA_LAUNCH(decode_kernel<D>, grid, DEC_THREADS, 0, st)(a, row_seq, chunk, n_chunks,
+                                                                     o_part, ml_part);
+        dim3 cgrid((unsigned)a.n_tokens, (unsigned)a.n_heads);
         if (n_chunks > 1)
-            combine_kernel<D><<<dim3((unsigned)a.n_tokens, (unsigned)a.n_heads), 128, 0, st>>>(
-                a, row_seq, chunk, n_chunks, o_part, ml_part);
+            KERN_CUDA_LAUNCH(combine_kernel<D>, cgrid, 128, 0, st)(a, row_seq, chunk, n_chunks,
+                                                                   o_part, ml_part);
         return kern_cuda_launch_status();
     }
 
@@ -485,9 +488,10 @@ static int launch(struct kern_cuda *cu, const struct attn_args &a, int64_t max_k
     if (cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)smem) != cudaSuccess)
         return KERN_ERR_DEVICE;
-    plan_kernel<<<1, PLAN_THREADS, 0, st>>>(a, max_keys, items, max_items, n_items, nullptr);
-    prefill_kernel<D><<<dim3((unsigned)max_items, (unsigned)a.n_heads), AT_THREADS, smem, st>>>(
-        a, items, n_items);
+    KERN_CUDA_LAUNCH(plan_kernel, 1, PLAN_THREADS, 0, st)(a, max_keys, items, max_items, n_items,
+                                                          nullptr);
+    dim3 grid((unsigned)max_items, (unsigned)a.n_heads);
+    KERN_CUDA_LAUNCH(prefill_kernel<D>, grid, AT_THREADS, smem, st)(a, items, n_items);
     return kern_cuda_launch_status();
 }
 

@@ -57,6 +57,21 @@ struct kern_cuda {
     int gemm_cache_next;
 };
 
+/* Kernel launches and dynamic shared memory go through these two macros so that the same
+ * sources also build on the host against the CUDA emulator (kernels/cuda/emu), which the
+ * tests use on machines without a GPU. Under nvcc they are the plain CUDA syntax:
+ *   KERN_CUDA_LAUNCH(kernel, grid, block, smem, stream)(args...)
+ *   KERN_CUDA_DYN_SMEM(type, name);   declares `extern __shared__ type name[]` */
+#ifdef KERN_CUDA_EMU
+#define KERN_CUDA_LAUNCH(kernel, grid, block, smem, stream) \
+    kern_emu_launcher(kernel, #kernel, grid, block, smem, stream)
+#define KERN_CUDA_DYN_SMEM(type, name) type *name = static_cast<type *>(kern_emu_dyn_smem())
+#else
+#define KERN_CUDA_LAUNCH(kernel, grid, block, smem, stream) \
+    kernel<<<grid, block, smem, stream>>>
+#define KERN_CUDA_DYN_SMEM(type, name) extern __shared__ type name[]
+#endif
+
 /* The state of a kern_ctx, or NULL when ctx carries no CUDA state. */
 static inline struct kern_cuda *kern_cuda_of(struct kern_ctx *ctx)
 {
@@ -97,7 +112,7 @@ static inline bool kern_cuda_dtype_ok(enum kern_dtype t)
     return t == KERN_DTYPE_F32 || t == KERN_DTYPE_F16 || t == KERN_DTYPE_BF16;
 }
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(KERN_CUDA_EMU)
 /* Element i of a buffer of storage type t, as fp32. The switch is uniform across a launch. */
 static __device__ __forceinline__ float kern_cuda_load(const void *base, enum kern_dtype t,
                                                       int64_t i)

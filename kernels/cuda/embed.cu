@@ -28,7 +28,7 @@ int kern_cuda_embed(struct kern_ctx *ctx, const struct kern_embed_params *p)
         return KERN_OK;
     if (!p->ids || !p->table || !p->out)
         return KERN_ERR_INVALID;
-    embed_kernel<<<kern_cuda_grid(p->n_tokens, 1, 65535), 256, 0, cu->stream>>>(
+    KERN_CUDA_LAUNCH(embed_kernel, kern_cuda_grid(p->n_tokens, 1, 65535), 256, 0, cu->stream)(
         p->ids, p->table, p->table_dtype, p->out, p->n_tokens, p->vocab, p->hidden, cu->fault);
     return kern_cuda_launch_status();
 }

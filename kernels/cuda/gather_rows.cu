@@ -25,7 +25,7 @@ int kern_cuda_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_pa
         return KERN_OK;
     if (!p->x || !p->rows || !p->out)
         return KERN_ERR_INVALID;
-    gather_rows_kernel<<<kern_cuda_grid(p->n_out, 1, 65535), 256, 0, cu->stream>>>(
+    KERN_CUDA_LAUNCH(gather_rows_kernel, kern_cuda_grid(p->n_out, 1, 65535), 256, 0, cu->stream)(
         p->x, p->rows, p->out, p->n_in, p->n_out, p->dim, cu->fault);
     return kern_cuda_launch_status();
 }

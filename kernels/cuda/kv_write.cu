@@ -38,7 +38,7 @@ int kern_cuda_kv_write(struct kern_ctx *ctx, const struct kern_kv_write_params *
     if (p->token_stride < row || !p->k || !p->v || !p->slot_mapping || !p->k_cache ||
         !p->v_cache)
         return KERN_ERR_INVALID;
-    kv_write_kernel<<<kern_cuda_grid(p->n_tokens, 1, 65535), 256, 0, cu->stream>>>(
+    KERN_CUDA_LAUNCH(kv_write_kernel, kern_cuda_grid(p->n_tokens, 1, 65535), 256, 0, cu->stream)(
         p->k, p->v, p->slot_mapping, p->k_cache, p->v_cache, p->cache_dtype, p->n_tokens, row,
         p->token_stride, p->n_slots, cu->fault);
     return kern_cuda_launch_status();

@@ -162,8 +162,9 @@ int kern_cuda_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p)
     void *xs = kern_cuda_scratch(cu, (size_t)(p->m * ldb) * 2);
     if (!xs)
         return KERN_ERR_NOMEM;
-    convert_rows_kernel<<<kern_cuda_grid(p->m * p->k, 256, (int64_t)cu->n_sm * 16), 256, 0,
-                          cu->stream>>>(p->x, xs, p->w_dtype, p->m, p->k, p->ldx, ldb);
+    unsigned grid = kern_cuda_grid(p->m * p->k, 256, (int64_t)cu->n_sm * 16);
+    KERN_CUDA_LAUNCH(convert_rows_kernel, grid, 256, 0, cu->stream)(p->x, xs, p->w_dtype, p->m,
+                                                                    p->k, p->ldx, ldb);
     int rc = kern_cuda_launch_status();
     if (rc != KERN_OK)
         return rc;

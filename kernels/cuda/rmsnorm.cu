@@ -45,7 +45,8 @@ int kern_cuda_rmsnorm(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p)
         return KERN_OK;
     if (!p->x || !p->w || !p->out)
         return KERN_ERR_INVALID;
-    rmsnorm_kernel<<<kern_cuda_grid(p->n_rows, 1, 65535), RMS_THREADS, 0, cu->stream>>>(
+    unsigned grid = kern_cuda_grid(p->n_rows, 1, 65535);
+    KERN_CUDA_LAUNCH(rmsnorm_kernel, grid, RMS_THREADS, 0, cu->stream)(
         p->x, p->w, p->w_dtype, p->out, p->n_rows, p->dim, p->eps);
     return kern_cuda_launch_status();
 }

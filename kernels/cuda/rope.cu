@@ -46,7 +46,8 @@ int kern_cuda_rope(struct kern_ctx *ctx, const struct kern_rope_params *p)
         p->n_tokens > INT64_MAX / p->n_heads / half)
         return KERN_ERR_INVALID;
     int64_t n = p->n_tokens * p->n_heads * half;
-    rope_kernel<<<kern_cuda_grid(n, 256, (int64_t)cu->n_sm * 16), 256, 0, cu->stream>>>(
+    unsigned grid = kern_cuda_grid(n, 256, (int64_t)cu->n_sm * 16);
+    KERN_CUDA_LAUNCH(rope_kernel, grid, 256, 0, cu->stream)(
         p->x, p->positions, p->variant, p->inv_freq, p->n_tokens, p->n_heads, p->head_dim, half,
         p->token_stride, p->n_variants, p->mscale, cu->fault);
     return kern_cuda_launch_status();

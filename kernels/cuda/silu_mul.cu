@@ -25,7 +25,8 @@ int kern_cuda_silu_mul(struct kern_ctx *ctx, const struct kern_silu_mul_params *
         return KERN_OK;
     if (!p->gu || !p->out)
         return KERN_ERR_INVALID;
-    silu_mul_kernel<<<kern_cuda_grid(p->n_tokens * p->inter, 256, (int64_t)cu->n_sm * 16), 256,
-                      0, cu->stream>>>(p->gu, p->out, p->n_tokens, p->inter);
+    unsigned grid = kern_cuda_grid(p->n_tokens * p->inter, 256, (int64_t)cu->n_sm * 16);
+    KERN_CUDA_LAUNCH(silu_mul_kernel, grid, 256, 0, cu->stream)(p->gu, p->out, p->n_tokens,
+                                                                p->inter);
     return kern_cuda_launch_status();
 }
