@@ -104,7 +104,12 @@ struct eng_engine {
     struct eng_phi3_ws ws;
     struct eng_sampler_ws sws;
     float *logits;                 /* [cap_rows, vocab] */
+    /* Greedy rows of a step: flags for the forward pass and the token ids it returns (the
+     * argmax where the logits are; see eng_phi3_forward). */
+    uint8_t *argmax_rows;          /* [cap_rows] */
+    int32_t *argmax_tokens;        /* [cap_rows] */
     int64_t cap_rows;
+    bool no_argmax_rows;           /* every row's logits come back (test / debug knob) */
     char *tbuf;                    /* text of one event being assembled */
     size_t tbuf_len, tbuf_cap;
     struct eng_handle *dirty;      /* handles to wake after this step */
@@ -123,6 +128,7 @@ struct eng_engine {
     struct eng_metrics metrics;    /* snapshot, refreshed after every step */
     /* Engine thread only. */
     int64_t prompt_tokens_total, generation_tokens_total, requests_finished;
+    int64_t argmax_rows_total;
     /* Test only: PHISERVE_TEST_STEP_SLEEP_MS, read once at creation, sleeps this long before
      * every step to imitate a wedged forward pass. 0 (unset) does nothing. */
     int64_t test_step_sleep_ms;
@@ -429,14 +435,18 @@ static void fill_logprob(const float *x, int64_t V, int32_t token, int32_t n_top
 
 /* ---- one generated token of one choice ---- */
 
-static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg)
+/* lg: the sequence's [vocab] logits, or NULL when its row was a greedy row (step) and argmax
+ * is the backend's argmax of those logits (-1 when none was above -inf). */
+static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg, int32_t argmax)
 {
     struct eng_handle *h = seq->owner;
     int32_t c = seq->choice;
     struct choice *ch = &h->choices[c];
     const int64_t V = e->model->cfg.vocab_size;
     struct eng_sample_result res;
-    if (eng_sampler_sample(&ch->st, &e->sws, &h->sp, lg, V, &res) != 0) {
+    int src = lg ? eng_sampler_sample(&ch->st, &e->sws, &h->sp, lg, V, &res)
+                 : eng_sampler_take(&ch->st, &h->sp, argmax, V, &res);
+    if (src != 0) {
         end_seq(e, seq, ENG_FINISH_ERROR, "sampling failed: no token has a finite logit");
         return;
     }
@@ -527,6 +537,54 @@ static void fail_items(struct eng_engine *e, const char *msg)
     e->sched.n_items = 0;
 }
 
+/* Grows the per-row arrays of a step (logits, greedy flags and ids) to R rows. Returns 0 or
+ * -1 when out of memory (the arrays that did grow are kept; cap_rows says what all hold). */
+static int reserve_rows(struct eng_engine *e, int64_t R)
+{
+    if (R <= e->cap_rows)
+        return 0;
+    const int64_t V = e->model->cfg.vocab_size;
+    float *p = realloc(e->logits, (size_t)R * (size_t)V * sizeof *p);
+    if (!p)
+        return -1;
+    e->logits = p;
+    uint8_t *f = realloc(e->argmax_rows, (size_t)R * sizeof *f);
+    if (!f)
+        return -1;
+    e->argmax_rows = f;
+    int32_t *t = realloc(e->argmax_tokens, (size_t)R * sizeof *t);
+    if (!t)
+        return -1;
+    e->argmax_tokens = t;
+    e->cap_rows = R;
+    return 0;
+}
+
+/* Flags the rows of this plan whose token is the plain argmax of the logits: an item's sampled
+ * row (never a prompt-logprob row) when the sampler needs nothing else from it. A sequence
+ * about to fork (n > 1) is left out: its choices all draw from that row, and theirs are states
+ * that do not exist yet. Returns the number of rows flagged. */
+static int64_t flag_argmax_rows(struct eng_engine *e)
+{
+    struct eng_scheduler *s = &e->sched;
+    int64_t R = s->batch.n_logit_rows, n = 0;
+    if (e->no_argmax_rows || R == 0)
+        return 0;
+    memset(e->argmax_rows, 0, (size_t)R);
+    for (int32_t k = 0; k < s->n_items; k++) {
+        const struct eng_sched_item *it = &s->items[k];
+        struct eng_seq *seq = it->seq;
+        if (!it->sample || it->prompt_rows || it->n_rows < 1 || seq->n_fork > 1)
+            continue;
+        struct eng_handle *h = seq->owner;
+        if (eng_sampler_is_greedy_argmax(&h->sp, &h->choices[seq->choice].st)) {
+            e->argmax_rows[it->row0 + it->n_rows - 1] = 1;
+            n++;
+        }
+    }
+    return n;
+}
+
 static void step(struct eng_engine *e)
 {
     struct eng_scheduler *s = &e->sched;
@@ -538,16 +596,13 @@ static void step(struct eng_engine *e)
     if (s->n_items == 0)
         return;
     int64_t R = s->batch.n_logit_rows;
-    if (R > e->cap_rows) {
-        float *p = realloc(e->logits, (size_t)R * (size_t)V * sizeof *p);
-        if (!p) {
-            fail_items(e, "out of memory for logits");
-            return;
-        }
-        e->logits = p;
-        e->cap_rows = R;
+    if (reserve_rows(e, R) != 0) {
+        fail_items(e, "out of memory for logits");
+        return;
     }
-    int rc = eng_phi3_forward(e->model, &e->ops, e->ctx, e->kv, &s->batch, &e->ws, e->logits);
+    int64_t n_argmax = flag_argmax_rows(e);
+    int rc = eng_phi3_forward(e->model, &e->ops, e->ctx, e->kv, &s->batch, &e->ws, e->logits,
+                              n_argmax > 0 ? e->argmax_rows : NULL, e->argmax_tokens);
     if (rc != 0) {
         char msg[96];
         snprintf(msg, sizeof msg, "the backend failed (forward pass error %d)", rc);
@@ -564,6 +619,7 @@ static void step(struct eng_engine *e)
         return;
     }
     eng_sched_commit(s);
+    e->argmax_rows_total += n_argmax;
     /* Items are processed in plan order; on_token may remove the item's own sequence and
      * forks add new ones at the end of the running list, neither disturbs the item array. */
     for (int32_t k = 0; k < s->n_items; k++) {
@@ -574,7 +630,13 @@ static void step(struct eng_engine *e)
             on_prompt_rows(e, it, e->logits);
         if (!it->sample)
             continue;
-        const float *lg = e->logits + (size_t)(it->row0 + it->n_rows - 1) * (size_t)V;
+        int64_t row = it->row0 + it->n_rows - 1;
+        const float *lg = e->logits + (size_t)row * (size_t)V;
+        int32_t argmax = -1;
+        if (n_argmax > 0 && e->argmax_rows[row]) {
+            lg = NULL; /* not downloaded: the token is the argmax */
+            argmax = e->argmax_tokens[row];
+        }
         struct eng_seq *kids[MAX_CHOICES];
         int32_t n_kids = 0;
         if (seq->n_fork > 1) {
@@ -589,9 +651,9 @@ static void step(struct eng_engine *e)
             }
             seq->n_fork = 0;
         }
-        on_token(e, seq, lg);
+        on_token(e, seq, lg, argmax);
         for (int32_t c = 0; c < n_kids; c++)
-            on_token(e, kids[c], lg);
+            on_token(e, kids[c], lg, argmax); /* never a greedy row (flag_argmax_rows) */
     }
 }
 
@@ -648,6 +710,7 @@ static void snapshot_metrics(struct eng_engine *e)
     m->prompt_tokens_total = e->prompt_tokens_total;
     m->generation_tokens_total = e->generation_tokens_total;
     m->requests_finished = e->requests_finished;
+    m->argmax_rows_total = e->argmax_rows_total;
     m->progress_ns = mono_ns();
 }
 
@@ -981,6 +1044,8 @@ void eng_engine_destroy(struct eng_engine *e)
     eng_model_destroy(e->model);
     eng_sampler_ws_free(&e->sws);
     free(e->logits);
+    free(e->argmax_rows);
+    free(e->argmax_tokens);
     free(e->tbuf);
     if (e->cuda)
         kern_cuda_destroy(e->ctx);
@@ -1112,8 +1177,11 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     if (e->cuda) {
         rc = ENG_ERR_NOMEM;
         e->logits = malloc((size_t)max_tokens * (size_t)c->vocab_size * sizeof *e->logits);
-        if (!e->logits || eng_phi3_ws_reserve(&e->ws, c, &e->ops, e->ctx, max_tokens, max_tokens,
-                                              max_seqs, table_entries) != 0) {
+        e->argmax_rows = malloc((size_t)max_tokens * sizeof *e->argmax_rows);
+        e->argmax_tokens = malloc((size_t)max_tokens * sizeof *e->argmax_tokens);
+        if (!e->logits || !e->argmax_rows || !e->argmax_tokens ||
+            eng_phi3_ws_reserve(&e->ws, c, &e->ops, e->ctx, max_tokens, max_tokens, max_seqs,
+                                table_entries) != 0) {
             fail_msg(err, errlen, rc, "out of memory for the activation workspace");
             goto fail;
         }
@@ -1139,6 +1207,7 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     e->sched_ready = true;
     e->max_waiting = o->max_waiting > 0 ? o->max_waiting : 1024;
     e->long_from_start = o->rope_long_from_start;
+    e->no_argmax_rows = o->no_argmax_rows;
     const char *nap = getenv("PHISERVE_TEST_STEP_SLEEP_MS");
     if (nap) {
         long long ms = strtoll(nap, NULL, 10);

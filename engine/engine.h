@@ -40,6 +40,10 @@ struct eng_engine_options {
     double gpu_memory_fraction;   /* cuda: weights + activation workspace + KV pool must fit in
                                      this fraction of the GPU's memory (minus what is already in
                                      use); in (0, 1], default 0.9 */
+    bool no_argmax_rows;          /* test / debug knob: bring back every sampled row's full
+                                     logits, even for greedy rows that need only their argmax
+                                     (which the backend otherwise computes where the logits are
+                                     and sends back alone). Output is the same either way. */
 };
 
 /* Fills defaults (all zero/NULL/false except device "cpu" and gpu_memory_fraction 0.9). */
@@ -158,6 +162,8 @@ struct eng_metrics {
     int64_t prefix_cache_queries, prefix_cache_hits;   /* in tokens */
     int64_t prompt_tokens_total, generation_tokens_total;
     int64_t requests_finished;
+    int64_t argmax_rows_total;    /* sampled rows whose token came back as a backend argmax
+                                     instead of logits (see no_argmax_rows) */
     /* CLOCK_MONOTONIC ns at which the engine loop last made progress: it finished a step, or
      * woke up to start one. With work queued or running, now minus this is how long the current
      * step has been running (a forward-progress check reads it). */

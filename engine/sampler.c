@@ -160,6 +160,16 @@ static void apply_min_tokens(float *x, const struct eng_sampler_state *st,
         x[st->banned[i]] = -INFINITY;
 }
 
+/* Whether apply_penalties would run: the same test as its early return (keep them equal). */
+static bool penalties_on(const struct eng_sampling_params *p)
+{
+    float rep = p->repetition_penalty;
+    bool use_rep = isfinite(rep) && rep > 0.0f && rep != 1.0f;
+    float freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f;
+    float pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f;
+    return use_rep || freq != 0.0f || pres != 0.0f;
+}
+
 /* vLLM (model_executor/layers/utils.py apply_penalties): the repetition penalty first, over
  * prompt and output tokens, then frequency * count, then presence, over output tokens. */
 static void apply_penalties(float *x, const struct eng_sampler_state *st,
@@ -528,5 +538,36 @@ int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
     out->token = tok;
     if (p->logprobs)
         out->logprob = (float)log_softmax_at(&ls, logits[tok]);
+    return 0;
+}
+
+bool eng_sampler_is_greedy_argmax(const struct eng_sampling_params *p,
+                                  const struct eng_sampler_state *st)
+{
+    if (p == NULL || st == NULL)
+        return false;
+    /* Each test mirrors the step of eng_sampler_sample that would otherwise touch the logits:
+     * the draw (temperature > 0), apply_logit_bias, apply_min_tokens, apply_penalties and
+     * the raw logprobs. */
+    bool greedy = !(p->temperature > 0.0f);
+    bool bias = p->logit_bias != NULL && p->n_logit_bias > 0;
+    bool banning = st->n_generated < p->min_tokens && st->n_banned > 0;
+    return greedy && !bias && !banning && !penalties_on(p) && !p->logprobs;
+}
+
+int eng_sampler_take(struct eng_sampler_state *st, const struct eng_sampling_params *p,
+                     int32_t token, int64_t vocab, struct eng_sample_result *out)
+{
+    if (out == NULL)
+        return ENG_SAMPLER_ERR_INVALID;
+    out->token = -1;
+    out->logprob = -INFINITY;
+    out->n_top = 0;
+    if (st == NULL || p == NULL || vocab < 1 || vocab != st->vocab || token >= vocab ||
+        p->logprobs)
+        return ENG_SAMPLER_ERR_INVALID;
+    if (token < 0)
+        return ENG_SAMPLER_ERR_NO_CANDIDATE;
+    out->token = token;
     return 0;
 }

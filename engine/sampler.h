@@ -145,6 +145,28 @@ int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                        const struct eng_sampling_params *p, const float *logits, int64_t vocab,
                        struct eng_sample_result *out);
 
+/* Whether eng_sampler_sample with these params and this state would return exactly the raw
+ * argmax of the logits (kern_argmax_params' rule: NaN as -inf, first index on ties) and use
+ * them for nothing else, so that a caller may compute that argmax where the logits are (on a
+ * device) and pass only the id to eng_sampler_take. True when the temperature is greedy (not
+ * > 0), no logit_bias entry is given, min_tokens bans nothing now (enough tokens generated, or
+ * no eos / stop id in range), the penalties are off (repetition 1, <= 0 or non-finite;
+ * frequency and presence 0 or non-finite) and no logprobs are asked. The answer holds until
+ * the next eng_sampler_accept on st. False for NULL pointers. */
+bool eng_sampler_is_greedy_argmax(const struct eng_sampling_params *p,
+                                  const struct eng_sampler_state *st);
+
+/* Fills *out as eng_sampler_sample fills it for a greedy row without logprobs, from a token
+ * chosen elsewhere (the argmax of the raw logits, for a sequence where
+ * eng_sampler_is_greedy_argmax holds): out->token = token, logprob -inf, no alternatives. Like
+ * eng_sampler_sample it does not update the history (call eng_sampler_accept). Returns 0;
+ * ENG_SAMPLER_ERR_NO_CANDIDATE when token < 0 (the argmax found no logit above -inf;
+ * out->token = -1), as eng_sampler_sample for such logits; ENG_SAMPLER_ERR_INVALID for a NULL
+ * pointer, vocab differing from the state's, token >= vocab, or p->logprobs set (the logprobs
+ * cannot be made without the logits). */
+int eng_sampler_take(struct eng_sampler_state *st, const struct eng_sampling_params *p,
+                     int32_t token, int64_t vocab, struct eng_sample_result *out);
+
 /* The raw log-softmax of logits ([vocab] floats, caller keeps) under the rule the sampler's
  * logprobs follow: NaN counts as -inf, an +inf logit takes the mass (logprob 0 when it is the
  * only one), all -inf gives -inf everywhere. Fills top[0..n_top) (caller's array, n_top <=

@@ -40,6 +40,7 @@ void kern_ops_init_ref(struct kern_ops *ops)
     ops->silu_mul = kern_ref_silu_mul;
     ops->add = kern_ref_add;
     ops->gather_rows = kern_ref_gather_rows;
+    ops->argmax = kern_ref_argmax;
     ops->host_memory = 1;
     ops->buf_alloc = kern_ref_buf_alloc;
     ops->buf_free = kern_ref_buf_free;
@@ -95,6 +96,7 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
         break;
     }
     ops->gather_rows = kern_cpu_gather_rows;
+    ops->argmax = kern_cpu_argmax;
     return KERN_OK;
 }
 

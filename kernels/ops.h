@@ -141,6 +141,17 @@ struct kern_gather_rows_params {
     int64_t n_in, n_out, dim;
 };
 
+/* argmax: out[r] = the index of the largest x[r, i], i < dim: the sampler's greedy rule on
+ * raw logits, so that a greedy row needs only its token id back from a device. NaN counts as
+ * -inf; among equal largest values (+inf included) the smallest index wins; a row with no
+ * element above -inf (all -inf or NaN, or dim == 0) gives -1, where the sampler would fail
+ * with "no token has a finite logit". dim must be at most INT32_MAX. */
+struct kern_argmax_params {
+    const float *x;            /* [n_rows, dim], row stride ldx >= dim */
+    int32_t *out;              /* [n_rows] */
+    int64_t n_rows, dim, ldx;
+};
+
 /* The op table. Every entry returns 0 or a negative enum kern_status.
  *
  * Memory. The pointers inside op params live in the backend's memory: host memory for ref and
@@ -161,6 +172,7 @@ struct kern_ops {
     int (*silu_mul)(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
     int (*add)(struct kern_ctx *ctx, const struct kern_add_params *p);
     int (*gather_rows)(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+    int (*argmax)(struct kern_ctx *ctx, const struct kern_argmax_params *p);
 
     /* Allocates bytes of backend memory into *ptr (the caller owns it; free with buf_free).
      * The buffer reads as zeros. bytes == 0 gives *ptr == NULL and 0. Returns KERN_ERR_NOMEM

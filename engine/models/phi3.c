@@ -309,7 +309,7 @@ static int mlp_block(const struct eng_model *m, const struct kern_ops *ops, stru
 
 int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                      struct eng_kv_cache *kv, const struct eng_batch *b, struct eng_phi3_ws *ws,
-                     float *logits)
+                     float *logits, const uint8_t *argmax_rows, int32_t *tokens)
 {
     const struct eng_model_config *c = &m->cfg;
     int64_t T = b->n_tokens, H = c->hidden_size, V = c->vocab_size, R = b->n_logit_rows;
@@ -337,6 +337,11 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
 
     if (R == 0)
         return 0;
+    int64_t n_flagged = 0;
+    for (int64_t r = 0; argmax_rows && r < R; r++)
+        n_flagged += argmax_rows[r] != 0;
+    if (n_flagged > 0 && (!tokens || H < 1))
+        return KERN_ERR_INVALID;
     struct kern_gather_rows_params g = {
         .x = ws->x, .rows = d.rows, .out = ws->last,
         .n_in = T, .n_out = R, .dim = H,
@@ -344,6 +349,32 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
     TRY(ops->gather_rows(ctx, &g));
     TRY(rmsnorm(ops, ctx, ws->last, m->final_norm, ws->last, R, H, c->rms_norm_eps));
     TRY(linear(ops, ctx, ws->last, m->lm_head, ws->logits, R, V, H, 0));
-    /* ws_reserve checked R * V * 4 against overflow. */
-    return ops->buf_download(ctx, logits, ws->logits, (size_t)(R * V) * sizeof *logits);
+
+    /* Greedy rows send back only their token id: one argmax over every row (a pass over logits
+     * already on the device, far cheaper than sending them), then one download of the R ids.
+     * The ids go into ws->last ([R, H] fp32, H >= 1 so R ids fit), which the head has read by
+     * then: the ops run in order on the context's stream. */
+    if (n_flagged > 0) {
+        int32_t *ids = (int32_t *)(void *)ws->last;  /* [R] */
+        struct kern_argmax_params a = {
+            .x = ws->logits, .out = ids, .n_rows = R, .dim = V, .ldx = V,
+        };
+        TRY(ops->argmax(ctx, &a));
+        TRY(ops->buf_download(ctx, tokens, ids, (size_t)R * sizeof *tokens));
+    }
+    /* The other rows as they are, one download per run of consecutive unflagged rows (all of
+     * them at once without flags). ws_reserve checked R * V * 4 against overflow. */
+    for (int64_t r = 0; r < R;) {
+        if (argmax_rows && argmax_rows[r]) {
+            r++;
+            continue;
+        }
+        int64_t end = r + 1;
+        while (end < R && !(argmax_rows && argmax_rows[end]))
+            end++;
+        TRY(ops->buf_download(ctx, logits + r * V, ws->logits + r * V,
+                              (size_t)((end - r) * V) * sizeof *logits));
+        r = end;
+    }
+    return 0;
 }

@@ -59,10 +59,23 @@ void eng_phi3_ws_free(struct eng_phi3_ws *ws);
  * eng_model_upload and kv created with eng_kv_cache_create_on for the same ctx
  * (KERN_ERR_INVALID otherwise); the work may still run when the call returns except for the
  * logits, which are complete: call ops->sync afterwards to learn about device-side faults.
+ *
+ * Greedy rows. argmax_rows is NULL (every row's logits are written, as above) or
+ * [b->n_logit_rows] flags (caller keeps): for a row with a nonzero flag, tokens[r] receives
+ * the argmax of that row's logits under the sampler's greedy rule (kern_argmax_params: NaN as
+ * -inf, first index on ties, -1 when no logit is above -inf) and row r of logits is NOT
+ * written; unflagged rows are written as above. tokens ([b->n_logit_rows] int32, HOST memory,
+ * caller-allocated) is required when a row is flagged; its entries for unflagged rows are
+ * unspecified afterwards. logits stays required; its flagged rows keep their old contents.
+ * This is the smallest device-to-host transfer for greedy rows: the argmax runs where the
+ * logits are, and only the ids and the unflagged rows (one download per run of consecutive
+ * rows) come back.
+ *
  * Returns 0, a negative enum kern_status from an op, or KERN_ERR_NOMEM when the workspace cannot
- * grow. */
+ * grow; KERN_ERR_INVALID for a missing logits buffer, or for a missing tokens buffer (found
+ * after the layers ran: the batch's K/V are written by then). */
 int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                      struct eng_kv_cache *kv, const struct eng_batch *b, struct eng_phi3_ws *ws,
-                     float *logits);
+                     float *logits, const uint8_t *argmax_rows, int32_t *tokens);
 
 #endif

@@ -110,5 +110,7 @@ KERN_CPU_DECLARE_LEVELS(add, kern_add_params);
 KERN_CPU_DECLARE_LEVELS(embed, kern_embed_params);
 /* gather_rows only copies rows (memcpy): one build serves every level. */
 int kern_cpu_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+/* argmax compares floats (no SIMD build): one build serves every level, rows over the pool. */
+int kern_cpu_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
 
 #endif

@@ -105,6 +105,7 @@ int kern_cuda_attention(struct kern_ctx *ctx, const struct kern_attention_params
 int kern_cuda_silu_mul(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
 int kern_cuda_add(struct kern_ctx *ctx, const struct kern_add_params *p);
 int kern_cuda_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+int kern_cuda_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
 
 /* Whether dtype is one of the three storage types. */
 static inline bool kern_cuda_dtype_ok(enum kern_dtype t)

@@ -22,6 +22,7 @@ int kern_ref_attention(struct kern_ctx *ctx, const struct kern_attention_params 
 int kern_ref_silu_mul(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
 int kern_ref_add(struct kern_ctx *ctx, const struct kern_add_params *p);
 int kern_ref_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+int kern_ref_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
 
 /* The memory entries of host backends (kernels/ref/mem.c): malloc, memcpy and memset, the
  * contracts of struct kern_ops. Shared by the ref and cpu tables; they ignore ctx. */

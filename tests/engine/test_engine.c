@@ -2,7 +2,8 @@
  * fixture models, through the public API only: batch invariance with chunked prefill against
  * runs alone and against transformers' greedy continuations, preemption invariance, prefix
  * caching (hits, identical output, eviction), LongRoPE in both modes, n > 1 block sharing,
- * seeded sampling, prompt logprobs, cancellation storms and the submit-time limits.
+ * seeded sampling, prompt logprobs, cancellation storms, the submit-time limits, and greedy
+ * rows (the backend's argmax instead of logits) in a mixed batch.
  * Usage: test_engine FIXTURES_DIR unit|golden [ref|cpu]. The 'unit' group holds the fast
  * API tests, 'golden' the invariance runs over every fixture model. */
 #include <cjson/cJSON.h>
@@ -52,8 +53,12 @@ struct req {
     const char *stop[2];       /* stop strings */
     int32_t n_stop;
     bool include_stop;
+    bool logprobs;             /* sampled-token logprobs with 2 alternatives */
+    float presence, repetition; /* penalties; 0 is off for both */
+    int32_t min_tokens;
     /* results (from out on) */
     int32_t out[MAX_N][MAX_OUT];
+    float lp[MAX_N][MAX_OUT];  /* logprob of each token (when logprobs) */
     char text[MAX_N][2048];
     size_t text_len[MAX_N];
     int32_t n_out[MAX_N];
@@ -135,6 +140,11 @@ static int submit(struct eng_engine *e, struct req *r, char *err, size_t errlen)
     q.sampling.seed = r->seed;
     q.sampling.stop_token_ids = &r->stop_id;
     q.sampling.n_stop_token_ids = r->stop_id >= 0 ? 1 : 0;
+    q.sampling.logprobs = r->logprobs;
+    q.sampling.top_logprobs = r->logprobs ? 2 : 0;
+    q.sampling.presence_penalty = r->presence;
+    q.sampling.repetition_penalty = r->repetition;
+    q.sampling.min_tokens = r->min_tokens;
     q.max_tokens = r->max_tokens;
     q.stop = r->stop;
     q.n_stop = r->n_stop;
@@ -160,8 +170,10 @@ static bool drain_events(struct req *r)
             memcpy(r->text[ev->choice] + *tl, ev->text, ev->text_len);
             *tl += ev->text_len;
         }
-        for (int32_t i = 0; i < ev->n_tokens && r->n_out[ev->choice] < MAX_OUT; i++)
+        for (int32_t i = 0; i < ev->n_tokens && r->n_out[ev->choice] < MAX_OUT; i++) {
+            r->lp[ev->choice][r->n_out[ev->choice]] = ev->tokens[i].logprob;
             r->out[ev->choice][r->n_out[ev->choice]++] = ev->tokens[i].token;
+        }
         if (ev->finish != ENG_FINISH_NONE) {
             CHECK(r->fin[ev->choice] == ENG_FINISH_NONE, "two finishes for one choice");
             r->fin[ev->choice] = ev->finish;
@@ -248,8 +260,9 @@ static void run_alone(struct eng_engine *e, struct req *rs, int n)
         run_all(e, &rs[i], 1);
 }
 
-static struct eng_engine *make_engine(const char *model, int64_t kv_bytes, int32_t max_batched,
-                                      int32_t max_seqs, bool no_cache, bool long_from_start)
+static struct eng_engine *make_engine_ex(const char *model, int64_t kv_bytes,
+                                         int32_t max_batched, int32_t max_seqs, bool no_cache,
+                                         bool long_from_start, bool no_argmax_rows)
 {
     char dir[4096], err[512];
     snprintf(dir, sizeof dir, "%s/models/%s", fixtures, model);
@@ -263,6 +276,7 @@ static struct eng_engine *make_engine(const char *model, int64_t kv_bytes, int32
     o.max_seqs = max_seqs;
     o.no_prefix_caching = no_cache;
     o.rope_long_from_start = long_from_start;
+    o.no_argmax_rows = no_argmax_rows;
     struct eng_engine *e = NULL;
     int rc = eng_engine_create(&o, &e, err, sizeof err);
     if (rc != 0) {
@@ -270,6 +284,13 @@ static struct eng_engine *make_engine(const char *model, int64_t kv_bytes, int32
         exit(1);
     }
     return e;
+}
+
+static struct eng_engine *make_engine(const char *model, int64_t kv_bytes, int32_t max_batched,
+                                      int32_t max_seqs, bool no_cache, bool long_from_start)
+{
+    return make_engine_ex(model, kv_bytes, max_batched, max_seqs, no_cache, long_from_start,
+                          false);
 }
 
 /* After every request ended, the engine must go idle with no block held. */
@@ -453,7 +474,7 @@ static void greedy_always_long(const int32_t *prompt, int32_t n_prompt, int32_t 
             .q_start = &q_start, .q_len = &q_len, .ctx_len = &ctx_len, .block_tables = table,
             .max_blocks = nb, .rope_variant = &var, .n_logit_rows = 1, .logit_rows = &row,
         };
-        if (eng_phi3_forward(m, &ops, NULL, kv, &b, &ws, logits) != 0)
+        if (eng_phi3_forward(m, &ops, NULL, kv, &b, &ws, logits, NULL, NULL) != 0)
             exit(1);
         int32_t best = 0;
         for (int64_t v = 1; v < c->vocab_size; v++)
@@ -908,6 +929,98 @@ static void test_text(void)
     eng_engine_destroy(e);
 }
 
+/* Greedy rows (the backend's argmax instead of the logits): a batch mixing plain greedy
+ * requests, greedy with logprobs, seeded sampling, penalties, min_tokens, n = 2 and prompt
+ * logprobs gives every request the same tokens (and logprobs) as with the path switched off,
+ * the golden greedy continuations where there are some, and exactly the expected number of
+ * rows taken as an argmax: every token of a plain greedy choice except the first of a forked
+ * or prompt-logprob request and those under a min_tokens ban. */
+static void test_argmax_rows(void)
+{
+    static struct gcase gc[16];
+    static struct req on[24], off[24];
+    int n_gc = load_golden("mha-window", gc, 16);
+    int n = 0;
+    int64_t want_rows = 0;
+    for (int i = 0; i < n_gc; i++) { /* plain greedy: every token */
+        req_init(&on[n++], gc[i].ids, gc[i].n_ids, gc[i].n_greedy);
+        want_rows += gc[i].n_greedy;
+    }
+    int first_extra = n;
+    for (int i = 0; i < 2; i++) { /* greedy + logprobs: never */
+        req_init(&on[n], gc[i + 3].ids, gc[i + 3].n_ids, gc[i + 3].n_greedy);
+        on[n++].logprobs = true;
+    }
+    for (int i = 0; i < 3; i++) { /* seeded sampling (one with logprobs): never */
+        req_random(&on[n], 512, 50, 30);
+        on[n].temperature = 0.8f + 0.4f * (float)i;
+        on[n].seeded = true;
+        on[n].seed = 77 + i;
+        on[n++].logprobs = i == 1;
+    }
+    req_init(&on[n], gc[5].ids, gc[5].n_ids, 30); /* greedy with a presence penalty: never */
+    on[n++].presence = 0.7f;
+    req_init(&on[n], gc[2].ids, gc[2].n_ids, 30); /* greedy, repetition penalty: never */
+    on[n++].repetition = 1.3f;
+    req_init(&on[n], gc[1].ids, gc[1].n_ids, 30); /* greedy, min_tokens 6 bans eos: after 6 */
+    on[n].min_tokens = 6;
+    want_rows += on[n++].max_tokens - 6;
+    req_init(&on[n], gc[4].ids, gc[4].n_ids, 20); /* greedy n = 2: after the shared first row */
+    on[n].n = 2;
+    want_rows += 2 * (on[n++].max_tokens - 1);
+    req_init(&on[n], gc[6].ids, gc[6].n_ids, 20); /* greedy with prompt logprobs: after the
+                                                     first token (a prompt-logprob row) */
+    on[n].prompt_logprobs = true;
+    want_rows += on[n++].max_tokens - 1;
+    memcpy(off, on, sizeof on);
+
+    struct eng_metrics m_on, m_off;
+    struct eng_engine *e = make_engine_ex("mha-window", 0, 16, 8, false, false, false);
+    run_all(e, on, n);
+    check_idle(e, "argmax rows on");
+    eng_engine_get_metrics(e, &m_on);
+    eng_engine_destroy(e);
+    e = make_engine_ex("mha-window", 0, 16, 8, false, false, true);
+    run_all(e, off, n);
+    check_idle(e, "argmax rows off");
+    eng_engine_get_metrics(e, &m_off);
+    eng_engine_destroy(e);
+
+    CHECK(m_on.argmax_rows_total == want_rows, "%lld rows came back as an argmax, want %lld",
+          (long long)m_on.argmax_rows_total, (long long)want_rows);
+    CHECK(m_off.argmax_rows_total == 0, "%lld argmax rows with the path off",
+          (long long)m_off.argmax_rows_total);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < on[i].n; c++) {
+            CHECK(same_tokens(&on[i], &off[i], c, c) && on[i].fin[c] == ENG_FINISH_LENGTH &&
+                      off[i].fin[c] == ENG_FINISH_LENGTH,
+                  "request %d choice %d: %d tokens (finish %d) with argmax rows, %d (finish %d) "
+                  "without",
+                  i, c, on[i].n_out[c], on[i].fin[c], off[i].n_out[c], off[i].fin[c]);
+            /* Logprobs still come with the tokens that asked for them. Not bit-exact across
+             * runs: which requests share a step depends on when the engine thread picks them
+             * up, and the batch shape moves fp32 logits by a few ulps. */
+            for (int32_t t = 0; on[i].logprobs && t < on[i].n_out[c] && t < off[i].n_out[c]; t++)
+                CHECK(on[i].lp[c][t] <= 0.0f && fabsf(on[i].lp[c][t] - off[i].lp[c][t]) <= 1e-4f,
+                      "request %d token %d: logprob %g with argmax rows, %g without", i, t,
+                      (double)on[i].lp[c][t], (double)off[i].lp[c][t]);
+        }
+    for (int i = 0; i < first_extra + 2; i++) { /* plain greedy, then greedy + logprobs */
+        const struct gcase *g = &gc[i < first_extra ? i : i - first_extra + 3];
+        CHECK(on[i].n_out[0] == g->n_greedy &&
+                  memcmp(on[i].out[0], g->greedy, (size_t)g->n_greedy * sizeof(int32_t)) == 0,
+              "request %d (%s): greedy differs from transformers", i, g->name);
+    }
+    for (int c = 0; c < 2; c++) /* the n = 2 choices are both the greedy continuation */
+        CHECK(memcmp(on[n - 2].out[c], gc[4].greedy, 20 * sizeof(int32_t)) == 0,
+              "n = 2 choice %d differs from the golden greedy", c);
+    for (int i = 0; i < n; i++) {
+        req_reset(&on[i]);
+        req_reset(&off[i]);
+    }
+    printf("argmax rows: %lld of the mixed batch's sampled rows\n", (long long)m_on.argmax_rows_total);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -925,6 +1038,7 @@ int main(int argc, char **argv)
         test_prefix_caching();
         test_n_and_seeds();
         test_cancel_storm();
+        test_argmax_rows();
     } else {
         test_golden_model("mha-window");
         test_golden_model("gqa");

@@ -3,6 +3,7 @@
  * unused KV slots and random non-contiguous block tables. Exits 77 (skip) without a GPU.
  * Tolerances (why each holds):
  *  - embed, kv_write, gather_rows: bit-exact (pure copies / the same rounding functions).
+ *  - argmax: exact ids (comparisons only), ties, NaN and infinities included.
  *  - add, silu_mul, rope, rmsnorm: |d| <= 1e-5 * (1 + |ref|): fp32 elementwise math, only the
  *    rounding of expf/sinf/cosf/sqrtf and the order of an fp32 sum differ.
  *  - attention: |d| <= 3e-5 * (1 + |ref|): fp32 softmax and weighted sums over up to 4k keys
@@ -592,6 +593,100 @@ static void test_silu_add_gather(int64_t n_tokens, int64_t inter)
     free(gg);
 }
 
+/* argmax: n_rows rows of dim values, row stride ldx (the padding holds larger values that must
+ * never win). The rows cycle through random values, one top value at many positions (among
+ * them positions other threads and warps of a block scan: offsets 1, 32, 256, ...), NaNs
+ * before the top, several +inf, one finite value among -inf, all -inf, all NaN, and -0 / +0
+ * tied on top. */
+static void test_argmax(int64_t n_rows, int64_t dim, int64_t ldx)
+{
+    char what[128];
+    snprintf(what, sizeof what, "argmax %lldx%lld ldx %lld", (long long)n_rows, (long long)dim,
+             (long long)ldx);
+    size_t nx = (size_t)(n_rows * ldx);
+    float *x = rand_f32(nx);
+    for (int64_t r = 0; r < n_rows; r++) {
+        float *row = x + r * ldx;
+        switch (r % 8) {
+        case 0:
+            break;
+        case 1: {
+            const int64_t offs[] = {0, 1, 31, 32, 255, 256, 257, 1024, 4097};
+            int64_t base = rnd(dim);
+            for (size_t j = 0; j < sizeof offs / sizeof offs[0]; j++)
+                if (base + offs[j] < dim)
+                    row[base + offs[j]] = 9.0f;
+            for (int j = 0; j < 8; j++)
+                row[rnd(dim)] = 9.0f;
+            break;
+        }
+        case 2: {
+            int64_t at = rnd(dim);
+            row[at] = 8.0f;
+            for (int j = 0; j < 1 + (int)(dim / 64); j++)
+                row[rnd(dim)] = NAN;
+            if (at > 0)
+                row[rnd(at)] = NAN;
+            row[0] = NAN;
+            break;
+        }
+        case 3:
+            for (int j = 0; j < 3; j++)
+                row[rnd(dim)] = INFINITY;
+            row[rnd(dim)] = NAN;
+            break;
+        case 4:
+            for (int64_t i = 0; i < dim; i++)
+                row[i] = -INFINITY;
+            row[dim - 1 - rnd(dim < 300 ? dim : 300)] = -1e30f;
+            break;
+        case 5:
+            for (int64_t i = 0; i < dim; i++)
+                row[i] = -INFINITY;
+            break;
+        case 6:
+            for (int64_t i = 0; i < dim; i++)
+                row[i] = (i % 3) ? NAN : -INFINITY;
+            break;
+        case 7:
+            for (int64_t i = 0; i < dim; i++)
+                row[i] = -1.0f - (float)rnd(3);
+            row[rnd(dim)] = -0.0f;
+            row[rnd(dim)] = 0.0f;
+            break;
+        }
+        for (int64_t i = dim; i < ldx; i++)
+            row[i] = (i % 2) ? INFINITY : 1e30f;
+    }
+    int32_t *want = tu_xmalloc((size_t)n_rows * sizeof *want);
+    int32_t *got = tu_xmalloc((size_t)n_rows * sizeof *got);
+    struct kern_argmax_params p = {x, want, n_rows, dim, ldx};
+    CHECK(ref_ops.argmax(NULL, &p) == 0, "%s: reference failed", what);
+    struct dbuf d_x = dbuf_make(x, nx * sizeof(float));
+    struct dbuf d_out = dbuf_make(NULL, (size_t)n_rows * sizeof(int32_t));
+    struct kern_argmax_params q = {dptr(d_x), dptr(d_out), n_rows, dim, ldx};
+    CHECK(cu_ops.argmax(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    int bad = 0;
+    for (int64_t r = 0; r < n_rows; r++)
+        if (got[r] != want[r]) {
+            if (bad == 0)
+                fprintf(stderr, "%s: row %lld (kind %d): got %d want %d\n", what, (long long)r,
+                        (int)(r % 8), got[r], want[r]);
+            bad++;
+        }
+    CHECK(bad == 0, "%s: %d of %lld rows differ", what, bad, (long long)n_rows);
+    /* A bad call is refused before any launch. */
+    q.ldx = dim - 1;
+    CHECK(dim == 0 || cu_ops.argmax(gctx, &q) == KERN_ERR_INVALID, "%s: ldx < dim accepted", what);
+    dbuf_free(d_x);
+    dbuf_free(d_out);
+    free(x);
+    free(want);
+    free(got);
+}
+
 int main(void)
 {
     if (kern_cuda_device_count() == 0) {
@@ -667,6 +762,14 @@ int main(void)
     test_silu_add_gather(33, 8192);
     test_silu_add_gather(1, 6400);
     test_silu_add_gather(111, 33);
+
+    test_argmax(40, 32064, 32064); /* lm_head rows: Phi-3's vocabulary */
+    test_argmax(17, 32064, 32067);
+    test_argmax(16, 31, 31);
+    test_argmax(24, 31, 40);
+    test_argmax(8, 1, 1);
+    test_argmax(8, 1, 4);
+    test_argmax(70000, 2, 2);      /* more rows than one grid: the grid-stride loop */
 
     kern_cuda_destroy(gctx);
     return tu_finish("test_gpu_ops");

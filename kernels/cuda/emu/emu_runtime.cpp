@@ -6,8 +6,11 @@
  * Device memory: every allocation is its own mapping, placed so that it ends at a page
  * boundary with an inaccessible page after it (a kernel that reads past the end faults), and
  * filled with 0xff bytes (NaN in every float type) as cudaMalloc leaves memory undefined.
- * Outside kernels and copies the allocations are inaccessible, so host code that
- * dereferences a device pointer faults at once (KERN_EMU_PROTECT=0 turns that off). */
+ * With KERN_EMU_PROTECT=1 the allocations are inaccessible outside kernels and copies, so
+ * host code that dereferences a device pointer faults at once. That costs two mprotect calls
+ * per allocation and launch (slow with many allocations), and allocations above
+ * KERN_EMU_PROTECT_MAX bytes (16 MiB by default: a KV pool, a large logits buffer) are left
+ * accessible. KERN_EMU_DEVICE_MEM sets the device's size (2 GiB by default). */
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -156,6 +159,7 @@ struct device {
     std::map<const void *, int> max_dyn_smem;
     size_t used = 0, total = 0;
     bool protect = true;
+    size_t protect_max = 0; /* allocations above this size are never made inaccessible */
     bool ready = false;
     std::vector<kern_emu_stream *> capturing; /* streams in capture */
     cudaError_t last = cudaSuccess;
@@ -171,7 +175,9 @@ device &dev()
     if (!d.ready) {
         d.ready = true;
         const char *p = getenv("KERN_EMU_PROTECT");
-        d.protect = !(p && strcmp(p, "0") == 0);
+        d.protect = p && strcmp(p, "1") == 0;
+        const char *pm = getenv("KERN_EMU_PROTECT_MAX");
+        d.protect_max = pm ? strtoull(pm, nullptr, 10) : (size_t)16 << 20;
         const char *m = getenv("KERN_EMU_DEVICE_MEM");
         d.total = m ? strtoull(m, nullptr, 10) : (size_t)2 << 30;
     }
@@ -201,7 +207,7 @@ dev_alloc *find_alloc(device &d, const void *p, size_t bytes)
 
 void set_access(device &d, dev_alloc &al, bool on)
 {
-    if (!d.protect)
+    if (!d.protect || al.span > d.protect_max)
         return;
     size_t ps = page_size();
     char *first = al.map + ps; /* after the leading guard page */
