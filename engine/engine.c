@@ -711,6 +711,8 @@ static void snapshot_metrics(struct eng_engine *e)
     m->generation_tokens_total = e->generation_tokens_total;
     m->requests_finished = e->requests_finished;
     m->argmax_rows_total = e->argmax_rows_total;
+    m->graph_replays_total = e->ws.graph_replays;
+    m->graph_records_total = e->ws.graph_records;
     m->progress_ns = mono_ns();
 }
 
@@ -1186,6 +1188,21 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
             goto fail;
         }
         e->cap_rows = max_tokens;
+        /* Decode steps of up to max_seqs sequences (and no more than a step's tokens) whose
+         * contexts fit max_seq_len_to_capture replay CUDA graphs. */
+        if (!o->enforce_eager) {
+            int64_t cap_len = o->max_seq_len_to_capture > 0 ? o->max_seq_len_to_capture : 8192;
+            if (cap_len > c->max_position_embeddings)
+                cap_len = c->max_position_embeddings;
+            int64_t graph_blocks = (cap_len + bs - 1) / bs;
+            if (graph_blocks > per_seq)
+                graph_blocks = per_seq;
+            int64_t graph_batch = max_seqs < max_tokens ? max_seqs : max_tokens;
+            if (eng_phi3_graphs_enable(&e->ws, graph_batch, graph_blocks) != 0) {
+                fail_msg(err, errlen, rc, "cannot set up CUDA graphs (try --enforce-eager)");
+                goto fail;
+            }
+        }
     }
     rc = ENG_ERR_NOMEM;
     if (eng_prefix_cache_create(e->kv, !o->no_prefix_caching, &e->pc) != 0 ||

@@ -44,6 +44,11 @@ struct eng_engine_options {
                                      logits, even for greedy rows that need only their argmax
                                      (which the backend otherwise computes where the logits are
                                      and sends back alone). Output is the same either way. */
+    bool enforce_eager;           /* cuda: never replay decode steps as CUDA graphs (vLLM's
+                                     --enforce-eager) */
+    int32_t max_seq_len_to_capture; /* cuda: decode steps whose contexts are all at most this
+                                     long replay graphs; longer ones run eagerly. <= 0: 8192
+                                     (vLLM's default), capped at the model's context */
 };
 
 /* Fills defaults (all zero/NULL/false except device "cpu" and gpu_memory_fraction 0.9). */
@@ -164,6 +169,8 @@ struct eng_metrics {
     int64_t requests_finished;
     int64_t argmax_rows_total;    /* sampled rows whose token came back as a backend argmax
                                      instead of logits (see no_argmax_rows) */
+    int64_t graph_replays_total;  /* steps that replayed a recorded CUDA graph */
+    int64_t graph_records_total;  /* CUDA graphs recorded (one per batch size used) */
     /* CLOCK_MONOTONIC ns at which the engine loop last made progress: it finished a step, or
      * woke up to start one. With work queued or running, now minus this is how long the current
      * step has been running (a forward-progress check reads it). */

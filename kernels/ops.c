@@ -51,6 +51,10 @@ void kern_ops_init_ref(struct kern_ops *ops)
     ops->sync = kern_ref_sync;
     ops->weights_import = kern_ref_weights_import;
     ops->weights_release = kern_ref_weights_release;
+    ops->graph_begin = NULL;
+    ops->graph_end = NULL;
+    ops->graph_launch = NULL;
+    ops->graph_destroy = NULL;
 }
 
 enum kern_cpu_level kern_cpu_best_level(void)

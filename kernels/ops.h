@@ -21,12 +21,17 @@ enum kern_status {
     KERN_ERR_UNSUPPORTED = -2, /* the backend does not implement this dtype/shape */
     KERN_ERR_NOMEM = -3,
     KERN_ERR_DEVICE = -4,      /* a device (CUDA) call failed */
+    KERN_ERR_STALE = -5,       /* a graph refers to memory the backend has since replaced */
 };
 
 /* Size in bytes of one element of dtype. */
 size_t kern_dtype_size(enum kern_dtype dtype);
 /* Name ("f32", "f16", "bf16") for messages. */
 const char *kern_dtype_name(enum kern_dtype dtype);
+
+/* A recorded sequence of ops that a device backend replays with one call (a CUDA graph).
+ * Opaque; made by kern_ops.graph_end. */
+struct kern_graph;
 
 /* Execution context of a backend: a thread pool on the CPU, a stream on CUDA.
  * Created by the backend (kern_ctx_create_cpu); opaque to callers. */
@@ -209,6 +214,23 @@ struct kern_ops {
                           const void **dev);
     /* Releases what weights_import gave (nothing on host backends); accepts NULL. */
     void (*weights_release)(struct kern_ctx *ctx, const void *dev);
+
+    /* Graphs: NULL on the host backends, which have no launch cost to save.
+     * graph_begin makes the ops queued on ctx from then on be recorded instead of run, until
+     * graph_end, which returns the recording in *out as a graph the caller owns (free with
+     * graph_destroy). Between the two only ops may be called (no buf_ entry, no sync), and
+     * every argument, pointer or scalar, is frozen into the graph: a replay reads and writes
+     * the same buffers again, whatever they hold by then, so the caller refreshes their
+     * contents (with buf_upload) before each replay. An op that cannot be recorded (one that
+     * would need to allocate) fails, and then graph_end fails too; graph_end must be called
+     * after every successful graph_begin, and returns 0, KERN_ERR_DEVICE or KERN_ERR_NOMEM.
+     * graph_launch queues one replay in order with the other ops; it returns KERN_ERR_STALE
+     * when the backend has since replaced memory the graph refers to (its own scratch
+     * buffer grew): destroy it and record again. graph_destroy accepts NULL. */
+    int (*graph_begin)(struct kern_ctx *ctx);
+    int (*graph_end)(struct kern_ctx *ctx, struct kern_graph **out);
+    int (*graph_launch)(struct kern_ctx *ctx, struct kern_graph *g);
+    void (*graph_destroy)(struct kern_ctx *ctx, struct kern_graph *g);
 };
 
 /* Fills every entry with the plain-C reference (kernels/ref), memory entries included (host

@@ -5,6 +5,7 @@
 #include "phi3.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,7 @@ size_t eng_phi3_ws_bytes(const struct eng_model_config *cfg, int64_t n_tokens,
 #define REGROW(field, bytes)                                  \
     do {                                                      \
         void *p_ = NULL;                                      \
+        ws->gen++;                                            \
         ws->ops.buf_free(ws->ctx, ws->field);                 \
         int rc_ = ws->ops.buf_alloc(ws->ctx, (bytes), &p_);   \
         ws->field = p_;                                       \
@@ -153,6 +155,9 @@ int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c
 
 void eng_phi3_ws_free(struct eng_phi3_ws *ws)
 {
+    for (int32_t i = 0; i < ws->n_graphs; i++)
+        ws->ops.graph_destroy(ws->ctx, ws->graphs[i].g);
+    free(ws->graphs);
     if (ws->bound) {
         void *bufs[] = {ws->x, ws->h, ws->qkv, ws->attn, ws->gu, ws->act, ws->last, ws->logits,
                         ws->desc};
@@ -163,13 +168,35 @@ void eng_phi3_ws_free(struct eng_phi3_ws *ws)
     *ws = (struct eng_phi3_ws){0};
 }
 
-/* The batch as the backend reads it: pointers into the uploaded descriptor. */
+/* The batch as the ops see it: its sizes and pointers into the uploaded descriptor. A batch
+ * padded for a graph has more tokens, sequences and block-table columns than eng_batch. */
 struct dev_batch {
+    int64_t n_tokens, n_seqs, max_blocks, n_rows;
     const int32_t *ids, *pos;
     const int64_t *slots;
     const uint8_t *variant;
     const int32_t *q_start, *q_len, *ctx_len, *tables, *rows;
 };
+
+static void set_dev_batch(const struct eng_phi3_ws *ws, const size_t off[DESC_N_PARTS],
+                          int64_t T, int64_t S, int64_t max_blocks, int64_t R,
+                          struct dev_batch *d)
+{
+    d->n_tokens = T;
+    d->n_seqs = S;
+    d->max_blocks = max_blocks;
+    d->n_rows = R;
+    const char *dv = ws->desc;
+    d->ids = (const int32_t *)(dv + off[DESC_IDS]);
+    d->pos = (const int32_t *)(dv + off[DESC_POS]);
+    d->slots = (const int64_t *)(dv + off[DESC_SLOTS]);
+    d->variant = (const uint8_t *)(dv + off[DESC_VARIANT]);
+    d->q_start = (const int32_t *)(dv + off[DESC_Q_START]);
+    d->q_len = (const int32_t *)(dv + off[DESC_Q_LEN]);
+    d->ctx_len = (const int32_t *)(dv + off[DESC_CTX_LEN]);
+    d->tables = (const int32_t *)(dv + off[DESC_TABLES]);
+    d->rows = (const int32_t *)(dv + off[DESC_ROWS]);
+}
 
 /* Copies the descriptor's arrays (and the per-token RoPE variant derived from the per-sequence
  * one) into the staging buffer and sends it to the backend with one upload. */
@@ -205,19 +232,55 @@ static int upload_batch(const struct eng_model *m, const struct kern_ops *ops,
         memset(tok_variant + b->q_start[s], b->rope_variant[s], (size_t)b->q_len[s]);
     }
     TRY(ops->buf_upload(ctx, ws->desc, h, total));
-
-    const char *dv = ws->desc;
-    d->ids = (const int32_t *)(dv + off[DESC_IDS]);
-    d->pos = (const int32_t *)(dv + off[DESC_POS]);
-    d->slots = (const int64_t *)(dv + off[DESC_SLOTS]);
-    d->variant = (const uint8_t *)(dv + off[DESC_VARIANT]);
-    d->q_start = (const int32_t *)(dv + off[DESC_Q_START]);
-    d->q_len = (const int32_t *)(dv + off[DESC_Q_LEN]);
-    d->ctx_len = (const int32_t *)(dv + off[DESC_CTX_LEN]);
-    d->tables = (const int32_t *)(dv + off[DESC_TABLES]);
-    d->rows = (const int32_t *)(dv + off[DESC_ROWS]);
+    set_dev_batch(ws, off, T, S, b->max_blocks, R, d);
     return 0;
 }
+
+/* A decode batch (one token per sequence) padded to bucket sequences and max_blocks
+ * block-table columns, the shape its graph was recorded with. The padding sequences have no
+ * tokens and no context, so attention skips them; the padding tokens embed id 0 at position
+ * 0 and write no K/V (slot -1); logit rows are the tokens in order, so rows 0 .. B-1 of the
+ * logits are the batch's. */
+static int upload_padded(const struct eng_model *m, const struct kern_ops *ops,
+                         struct kern_ctx *ctx, const struct eng_batch *b,
+                         struct eng_phi3_ws *ws, int64_t bucket, int64_t max_blocks,
+                         struct dev_batch *d)
+{
+    int64_t B = b->n_tokens;
+    size_t off[DESC_N_PARTS];
+    size_t total = desc_layout(bucket, bucket, bucket * max_blocks, bucket, off);
+    if (total == 0 || total > ws->desc_cap)
+        return KERN_ERR_INVALID;
+    char *h = ws->desc_host;
+    memset(h, 0, total);
+    int32_t *ids = (int32_t *)(h + off[DESC_IDS]), *pos = (int32_t *)(h + off[DESC_POS]);
+    int64_t *slots = (int64_t *)(h + off[DESC_SLOTS]);
+    uint8_t *variant = (uint8_t *)(h + off[DESC_VARIANT]);
+    int32_t *q_start = (int32_t *)(h + off[DESC_Q_START]), *q_len = (int32_t *)(h + off[DESC_Q_LEN]);
+    int32_t *ctx_len = (int32_t *)(h + off[DESC_CTX_LEN]), *rows = (int32_t *)(h + off[DESC_ROWS]);
+    int32_t *tables = (int32_t *)(h + off[DESC_TABLES]);
+    int64_t cols = b->max_blocks < max_blocks ? b->max_blocks : max_blocks;
+    for (int64_t i = 0; i < bucket; i++) {
+        bool real = i < B;
+        if (real && b->rope_variant[i] >= m->n_rope_variants)
+            return KERN_ERR_INVALID;
+        ids[i] = real ? b->token_ids[i] : 0;
+        pos[i] = real ? b->positions[i] : 0;
+        slots[i] = real ? b->slot_mapping[i] : -1;
+        variant[i] = real ? b->rope_variant[i] : 0;
+        q_start[i] = (int32_t)i;
+        q_len[i] = real ? 1 : 0;
+        ctx_len[i] = real ? b->ctx_len[i] : 0;
+        rows[i] = (int32_t)i;
+        if (real && cols > 0)
+            memcpy(tables + i * max_blocks, b->block_tables + i * b->max_blocks,
+                   (size_t)cols * sizeof *tables);
+    }
+    TRY(ops->buf_upload(ctx, ws->desc, h, total));
+    set_dev_batch(ws, off, bucket, bucket, max_blocks, bucket, d);
+    return 0;
+}
+
 
 static int rmsnorm(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x,
                    struct eng_weight w, float *out, int64_t rows, int64_t dim, double eps)
@@ -243,12 +306,11 @@ static int linear(const struct kern_ops *ops, struct kern_ctx *ctx, const float 
 /* Attention block: x += o_proj(attention(rope(qkv_proj(norm(x))))) for one layer. */
 static int attention_block(const struct eng_model *m, const struct kern_ops *ops,
                            struct kern_ctx *ctx, struct eng_kv_cache *kv, int64_t layer,
-                           const struct eng_batch *b, const struct dev_batch *d,
-                           struct eng_phi3_ws *ws)
+                           const struct dev_batch *d, struct eng_phi3_ws *ws)
 {
     const struct eng_model_config *c = &m->cfg;
     const struct eng_phi3_layer *L = &m->layers[layer];
-    int64_t T = b->n_tokens, H = c->hidden_size, hd = c->head_dim;
+    int64_t T = d->n_tokens, H = c->hidden_size, hd = c->head_dim;
     int64_t nh = c->num_attention_heads, nkv = c->num_key_value_heads;
     int64_t qkv_width = (nh + 2 * nkv) * hd;
     float *q = ws->qkv;                     /* [T, nh, hd], token stride qkv_width */
@@ -281,9 +343,9 @@ static int attention_block(const struct eng_model *m, const struct kern_ops *ops
     struct kern_attention_params a = {
         .q = q, .k_cache = kv->k[layer], .v_cache = kv->v[layer], .cache_dtype = kv->dtype,
         .out = ws->attn, .q_start = d->q_start, .q_len = d->q_len, .ctx_len = d->ctx_len,
-        .block_tables = d->tables, .n_tokens = T, .n_seqs = b->n_seqs,
+        .block_tables = d->tables, .n_tokens = T, .n_seqs = d->n_seqs,
         .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .q_stride = qkv_width,
-        .max_blocks = b->max_blocks, .block_size = kv->block_size, .n_slots = n_slots,
+        .max_blocks = d->max_blocks, .block_size = kv->block_size, .n_slots = n_slots,
         .sliding_window = c->sliding_window, .scale = (float)(1.0 / sqrt((double)hd)),
     };
     TRY(ops->attention(ctx, &a));
@@ -307,6 +369,143 @@ static int mlp_block(const struct eng_model *m, const struct kern_ops *ops, stru
     return linear(ops, ctx, ws->act, L->down, ws->x, T, H, I, 1);
 }
 
+/* The model over an uploaded batch: embed, the layers, and the logits of its rows into
+ * ws->logits. Only ops: the same calls run eagerly or are recorded into a graph. */
+static int run_model(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
+                     struct eng_kv_cache *kv, const struct dev_batch *d, struct eng_phi3_ws *ws)
+{
+    const struct eng_model_config *c = &m->cfg;
+    int64_t T = d->n_tokens, H = c->hidden_size, V = c->vocab_size, R = d->n_rows;
+    struct kern_embed_params e = {
+        .ids = d->ids, .table = m->embed.data, .table_dtype = m->embed.dtype,
+        .out = ws->x, .n_tokens = T, .vocab = V, .hidden = H,
+    };
+    TRY(ops->embed(ctx, &e));
+
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        TRY(attention_block(m, ops, ctx, kv, l, d, ws));
+        TRY(mlp_block(m, ops, ctx, l, T, ws));
+    }
+
+    if (R == 0)
+        return 0;
+    struct kern_gather_rows_params g = {
+        .x = ws->x, .rows = d->rows, .out = ws->last,
+        .n_in = T, .n_out = R, .dim = H,
+    };
+    TRY(ops->gather_rows(ctx, &g));
+    TRY(rmsnorm(ops, ctx, ws->last, m->final_norm, ws->last, R, H, c->rms_norm_eps));
+    return linear(ops, ctx, ws->last, m->lm_head, ws->logits, R, V, H, 0);
+}
+
+/* ---- graphs of decode steps ---- */
+
+enum graph_state {
+    GRAPH_COLD,  /* never run at this size: the next step runs eagerly (and grows scratch) */
+    GRAPH_WARM,  /* ran eagerly once: the next step records the graph */
+    GRAPH_READY, /* recorded: steps replay it */
+    GRAPH_OFF,   /* recording failed: this size runs eagerly, unpadded */
+};
+
+int eng_phi3_graphs_enable(struct eng_phi3_ws *ws, int64_t max_batch, int64_t max_blocks)
+{
+    if (!ws->bound || !ws->ops.graph_begin || !ws->ops.graph_end || !ws->ops.graph_launch ||
+        !ws->ops.graph_destroy)
+        return KERN_ERR_UNSUPPORTED;
+    if (ws->graphs || max_batch < 1 || max_blocks < 1 || max_batch > ws->cap_tokens ||
+        max_batch > ws->cap_logit_rows || max_batch > INT64_MAX / max_blocks)
+        return KERN_ERR_INVALID;
+    size_t off[DESC_N_PARTS];
+    size_t need = desc_layout(max_batch, max_batch, max_batch * max_blocks, max_batch, off);
+    if (need == 0 || need > ws->desc_cap)
+        return KERN_ERR_INVALID;
+    /* vLLM's sizes: 1, 2, 4, then every multiple of 8, up to max_batch (always included). */
+    int32_t n = 0;
+    int64_t sizes[4096];
+    for (int64_t bsz = 1; bsz < max_batch && n < 4095; bsz = bsz < 4 ? bsz * 2 : (bsz / 8 + 1) * 8)
+        sizes[n++] = bsz;
+    sizes[n++] = max_batch;
+    ws->graphs = calloc((size_t)n, sizeof *ws->graphs);
+    if (!ws->graphs)
+        return KERN_ERR_NOMEM;
+    for (int32_t i = 0; i < n; i++)
+        ws->graphs[i].batch = sizes[i];
+    ws->n_graphs = n;
+    ws->graph_max_blocks = max_blocks;
+    return 0;
+}
+
+/* The graph a batch replays, or NULL when it runs eagerly: graphs must be on, and the batch
+ * must be decode steps only (one token and one logit row per sequence, in order) whose
+ * contexts fit the graphs' block tables. */
+static struct eng_phi3_graph *graph_for(struct eng_phi3_ws *ws, const struct eng_batch *b,
+                                        int64_t block_size)
+{
+    int64_t B = b->n_tokens;
+    if (!ws->graphs || B != b->n_seqs || b->n_logit_rows != B || block_size <= 0)
+        return NULL;
+    for (int64_t s = 0; s < B; s++) {
+        if (b->q_len[s] != 1 || b->q_start[s] != s || b->logit_rows[s] != s ||
+            b->ctx_len[s] < 1 || (b->ctx_len[s] + block_size - 1) / block_size > ws->graph_max_blocks)
+            return NULL;
+    }
+    for (int32_t i = 0; i < ws->n_graphs; i++) {
+        if (ws->graphs[i].batch >= B)
+            return ws->graphs[i].state == GRAPH_OFF ? NULL : &ws->graphs[i];
+    }
+    return NULL;
+}
+
+static void graph_drop(struct eng_phi3_ws *ws, struct eng_phi3_graph *gr)
+{
+    ws->ops.graph_destroy(ws->ctx, gr->g);
+    gr->g = NULL;
+    gr->state = GRAPH_COLD;
+}
+
+/* Runs a padded decode batch through its graph: replays it when recorded, otherwise runs
+ * eagerly once (which sizes the backend's scratch for this shape) and records it the next
+ * time. A graph whose buffers were replaced since (ws->gen, or the backend's KERN_ERR_STALE)
+ * is recorded again. */
+static int run_graph(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
+                     struct eng_kv_cache *kv, const struct dev_batch *d, struct eng_phi3_ws *ws,
+                     struct eng_phi3_graph *gr)
+{
+    if (gr->state == GRAPH_READY && gr->gen != ws->gen)
+        graph_drop(ws, gr);
+    if (gr->state == GRAPH_READY) {
+        int rc = ops->graph_launch(ctx, gr->g);
+        if (rc == 0)
+            ws->graph_replays++;
+        if (rc != KERN_ERR_STALE)
+            return rc;
+        graph_drop(ws, gr);
+    }
+    if (gr->state == GRAPH_WARM) {
+        TRY(ops->graph_begin(ctx));
+        int rc = run_model(m, ops, ctx, kv, d, ws);
+        struct kern_graph *g = NULL;
+        int rc_end = ops->graph_end(ctx, &g);
+        if (rc == 0 && rc_end == 0) {
+            gr->g = g;
+            gr->gen = ws->gen;
+            gr->state = GRAPH_READY;
+            ws->graph_records++;
+            rc = ops->graph_launch(ctx, g);
+            if (rc == 0)
+                ws->graph_replays++;
+            return rc;
+        }
+        /* Nothing ran while recording: this size runs eagerly from now on. */
+        ops->graph_destroy(ctx, g);
+        gr->state = GRAPH_OFF;
+        return run_model(m, ops, ctx, kv, d, ws);
+    }
+    TRY(run_model(m, ops, ctx, kv, d, ws));
+    gr->state = GRAPH_WARM;
+    return 0;
+}
+
 int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                      struct eng_kv_cache *kv, const struct eng_batch *b, struct eng_phi3_ws *ws,
                      float *logits, const uint8_t *argmax_rows, int32_t *tokens)
@@ -321,34 +520,23 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
         return KERN_ERR_INVALID;
     TRY(eng_phi3_ws_reserve(ws, c, ops, ctx, T, R, b->n_seqs,
                             (int64_t)b->n_seqs * b->max_blocks));
-    struct dev_batch d;
-    TRY(upload_batch(m, ops, ctx, b, ws, &d));
-
-    struct kern_embed_params e = {
-        .ids = d.ids, .table = m->embed.data, .table_dtype = m->embed.dtype,
-        .out = ws->x, .n_tokens = T, .vocab = V, .hidden = H,
-    };
-    TRY(ops->embed(ctx, &e));
-
-    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
-        TRY(attention_block(m, ops, ctx, kv, l, b, &d, ws));
-        TRY(mlp_block(m, ops, ctx, l, T, ws));
-    }
-
-    if (R == 0)
-        return 0;
     int64_t n_flagged = 0;
     for (int64_t r = 0; argmax_rows && r < R; r++)
         n_flagged += argmax_rows[r] != 0;
     if (n_flagged > 0 && (!tokens || H < 1))
         return KERN_ERR_INVALID;
-    struct kern_gather_rows_params g = {
-        .x = ws->x, .rows = d.rows, .out = ws->last,
-        .n_in = T, .n_out = R, .dim = H,
-    };
-    TRY(ops->gather_rows(ctx, &g));
-    TRY(rmsnorm(ops, ctx, ws->last, m->final_norm, ws->last, R, H, c->rms_norm_eps));
-    TRY(linear(ops, ctx, ws->last, m->lm_head, ws->logits, R, V, H, 0));
+
+    struct dev_batch d;
+    struct eng_phi3_graph *gr = graph_for(ws, b, kv->block_size);
+    if (gr) {
+        TRY(upload_padded(m, ops, ctx, b, ws, gr->batch, ws->graph_max_blocks, &d));
+        TRY(run_graph(m, ops, ctx, kv, &d, ws, gr));
+    } else {
+        TRY(upload_batch(m, ops, ctx, b, ws, &d));
+        TRY(run_model(m, ops, ctx, kv, &d, ws));
+    }
+    if (R == 0)
+        return 0;
 
     /* Greedy rows send back only their token id: one argmax over every row (a pass over logits
      * already on the device, far cheaper than sending them), then one download of the R ids.

@@ -31,6 +31,21 @@ struct eng_phi3_ws {
     void *desc;                    /* [desc_cap] bytes, backend memory */
     void *desc_host;               /* [desc_cap] bytes, host memory */
     size_t desc_cap;
+    uint64_t gen;                  /* bumped whenever a buffer above is replaced */
+    /* Graph replay of decode steps (eng_phi3_graphs_enable); NULL: every step runs eagerly. */
+    struct eng_phi3_graph *graphs; /* [n_graphs] by ascending batch; owned */
+    int32_t n_graphs;
+    int64_t graph_max_blocks;      /* block-table columns every graph is recorded with */
+    int64_t graph_records;         /* graphs recorded so far (statistics) */
+    int64_t graph_replays;         /* steps that replayed a graph (statistics) */
+};
+
+/* One decode batch size whose forward is replayed as a recorded graph. */
+struct eng_phi3_graph {
+    int64_t batch;                 /* sequences, one token each, the graph is recorded for */
+    int state;                     /* private to phi3.c */
+    struct kern_graph *g;          /* owned; recorded with ws->ops */
+    uint64_t gen;                  /* ws->gen when recorded */
 };
 
 /* Grows ws (binding it to ops/ctx if it is new) so that a forward of up to n_tokens tokens,
@@ -47,8 +62,20 @@ int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c
 size_t eng_phi3_ws_bytes(const struct eng_model_config *cfg, int64_t n_tokens,
                          int64_t n_logit_rows, int64_t n_seqs, int64_t table_entries);
 
-/* Frees the scratch buffers through the ops they were allocated with (the struct itself is
- * the caller's); leaves it empty. Accepts an empty ws. */
+/* Turns on graph replay of decode steps, as vLLM does with CUDA graphs: a batch of B <= max_batch
+ * sequences that each add one token and whose contexts fit max_blocks blocks is padded to the
+ * next recorded size (1, 2, 4, then multiples of 8, and max_batch) and replays that size's
+ * graph: one launch for the whole forward instead of one per op. Each size runs eagerly the
+ * first time it is seen, is recorded the second time, and replayed from then on. Other
+ * batches run eagerly. ws must have been reserved (eng_phi3_ws_reserve) for at least max_batch
+ * tokens, logit rows and sequences and max_batch * max_blocks table entries, so that a replay
+ * never finds its buffers replaced. Returns 0; KERN_ERR_UNSUPPORTED when ws is not bound or
+ * its backend has no graphs (the host backends); KERN_ERR_INVALID for sizes the reservation
+ * does not cover or a second call; KERN_ERR_NOMEM. */
+int eng_phi3_graphs_enable(struct eng_phi3_ws *ws, int64_t max_batch, int64_t max_blocks);
+
+/* Frees the scratch buffers and graphs through the ops they were made with (the struct
+ * itself is the caller's); leaves it empty. Accepts an empty ws. */
 void eng_phi3_ws_free(struct eng_phi3_ws *ws);
 
 /* Runs the model over batch b: writes each token's K/V into kv at its slot, and the logits of

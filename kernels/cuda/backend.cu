@@ -54,6 +54,7 @@ static int grow_scratch(struct kern_cuda *cu, size_t bytes)
         return KERN_ERR_NOMEM;
     }
     cu->scratch_size = want;
+    cu->scratch_gen++;
     return KERN_OK;
 }
 
@@ -61,7 +62,7 @@ void *kern_cuda_scratch(struct kern_cuda *cu, size_t bytes)
 {
     if (bytes <= cu->scratch_size)
         return cu->scratch;
-    if (grow_scratch(cu, bytes) != 0)
+    if (cu->capturing || grow_scratch(cu, bytes) != 0)
         return nullptr;
     return cu->scratch;
 }
@@ -231,6 +232,10 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
     ops->sync = kern_cuda_sync;
     ops->weights_import = weights_import;
     ops->weights_release = weights_release;
+    ops->graph_begin = kern_cuda_graph_begin;
+    ops->graph_end = kern_cuda_graph_end;
+    ops->graph_launch = kern_cuda_graph_launch;
+    ops->graph_destroy = kern_cuda_graph_destroy;
     *out = ctx;
     return KERN_OK;
 

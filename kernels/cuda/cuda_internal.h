@@ -51,6 +51,8 @@ struct kern_cuda {
     size_t lt_workspace_size;
     void *scratch;                /* bf16 GEMM inputs, attention work lists, partials */
     size_t scratch_size;
+    uint64_t scratch_gen;         /* bumped whenever scratch is replaced (graphs go stale) */
+    int capturing;                /* a graph capture is open on stream */
     int *fault;                   /* device word of enum kern_cuda_fault bits */
     cudaEvent_t t0, t1;           /* benchmark timer */
     struct kern_cuda_gemm_entry gemm_cache[KERN_CUDA_GEMM_CACHE];
@@ -80,7 +82,8 @@ static inline struct kern_cuda *kern_cuda_of(struct kern_ctx *ctx)
 
 /* Returns a device buffer of at least bytes (the scratch buffer, grown when needed: growing
  * synchronises the stream). Valid until the next call; ops use it for their own duration
- * only, which the stream order makes safe. NULL when out of memory. */
+ * only, which the stream order makes safe. NULL when out of memory, and when it would have
+ * to grow while a graph is being captured (capture cannot allocate). */
 void *kern_cuda_scratch(struct kern_cuda *cu, size_t bytes);
 
 /* Maps the last launch error to 0 or KERN_ERR_DEVICE. */
@@ -105,6 +108,12 @@ int kern_cuda_attention(struct kern_ctx *ctx, const struct kern_attention_params
 int kern_cuda_silu_mul(struct kern_ctx *ctx, const struct kern_silu_mul_params *p);
 int kern_cuda_add(struct kern_ctx *ctx, const struct kern_add_params *p);
 int kern_cuda_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
+
+/* The graph entries (graph.cu). */
+int kern_cuda_graph_begin(struct kern_ctx *ctx);
+int kern_cuda_graph_end(struct kern_ctx *ctx, struct kern_graph **out);
+int kern_cuda_graph_launch(struct kern_ctx *ctx, struct kern_graph *g);
+void kern_cuda_graph_destroy(struct kern_ctx *ctx, struct kern_graph *g);
 int kern_cuda_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
 
 /* Whether dtype is one of the three storage types. */

@@ -76,6 +76,7 @@ struct gcase {
 };
 
 static const char *device = "cuda"; /* "cpu": the dry run of the usage line */
+static bool enforce_eager;           /* gpu_engine: no CUDA graphs */
 
 static int32_t *int_array(const cJSON *a, int32_t *n)
 {
@@ -377,6 +378,7 @@ static struct eng_engine *gpu_engine(const char *dir, int64_t kv_bytes, int32_t 
 {
     struct eng_engine_options o;
     eng_engine_options_init(&o);
+    o.enforce_eager = enforce_eager;
     o.model_dir = dir;
     o.device = device;
     o.kv_cache_bytes = kv_bytes;
@@ -458,7 +460,7 @@ static void check_invariant(const struct ereq *a, const struct ereq *b, int i, c
 static void test_engine(const char *dir, const struct gcase *gc, int n_gc, int64_t vocab,
                         const struct eng_model_config *cfg)
 {
-    static struct ereq alone[32], batch[32], tight[32];
+    static struct ereq alone[32], batch[32], tight[32], eager[32];
     int n = 0;
     uint64_t x = 88172645463325252u;
     for (int i = 0; i < n_gc && n < 32; i++) {
@@ -482,7 +484,9 @@ static void test_engine(const char *dir, const struct gcase *gc, int n_gc, int64
             alone[i].max_tokens = (int32_t)(cfg->max_position_embeddings - alone[i].n_prompt);
     memcpy(batch, alone, sizeof alone);
     memcpy(tight, alone, sizeof alone);
+    memcpy(eager, alone, sizeof alone);
     char err[512];
+    bool graphs = strcmp(device, "cuda") == 0; /* decode steps replay CUDA graphs by default */
 
     /* The pool from gpu_memory_fraction (default 0.9), requests one at a time. */
     struct eng_engine *e = gpu_engine(dir, 0, 0, 0, 0, err, sizeof err);
@@ -494,19 +498,51 @@ static void test_engine(const char *dir, const struct gcase *gc, int n_gc, int64
     printf("engine: %lld KV blocks from gpu_memory_fraction 0.9\n", (long long)mt.kv_blocks_total);
     for (int i = 0; i < n; i++)
         run_requests(e, &alone[i], 1);
+    eng_engine_get_metrics(e, &mt);
     eng_engine_destroy(e);
+    /* One sequence at a time: batch size 1 runs eagerly, is recorded, then replayed. */
+    CHECK(!graphs || (mt.graph_records_total == 1 && mt.graph_replays_total > 0),
+          "alone: %lld graphs recorded, %lld replays", (long long)mt.graph_records_total,
+          (long long)mt.graph_replays_total);
+    printf("engine: alone, %lld decode steps replayed a graph\n",
+           (long long)mt.graph_replays_total);
     for (int i = 0; i < n_gc && i < n; i++) {
         int32_t k = compare_greedy(&gc[i], alone[i].out, alone[i].n_out, gc[i].greedy,
                                    gc[i].n_greedy, "engine alone vs fp32 golden");
         (void)k;
     }
 
-    /* Everything at once, 16 tokens per step: chunked prefills interleave with decodes. */
+    /* The same without graphs: every step runs op by op. */
+    if (graphs) {
+        enforce_eager = true;
+        e = gpu_engine(dir, (int64_t)64 << 20, 0, 0, 0, err, sizeof err);
+        enforce_eager = false;
+        CHECK(e != NULL, "cuda engine: %s", err);
+        if (e) {
+            for (int i = 0; i < n; i++)
+                run_requests(e, &eager[i], 1);
+            eng_engine_get_metrics(e, &mt);
+            CHECK(mt.graph_replays_total == 0, "--enforce-eager replayed %lld graphs",
+                  (long long)mt.graph_replays_total);
+            eng_engine_destroy(e);
+            for (int i = 0; i < n; i++)
+                check_invariant(&alone[i], &eager[i], i, "eager vs graphs");
+        }
+    }
+
+    /* Everything at once, 16 tokens per step: chunked prefills interleave with decodes, and
+     * pure decode steps of 1..8 sequences replay graphs padded to 1, 2, 4 or 8. */
     e = gpu_engine(dir, (int64_t)64 << 20, 16, 8, 0, err, sizeof err);
     CHECK(e != NULL, "cuda engine: %s", err);
     if (e) {
         run_requests(e, batch, n);
+        eng_engine_get_metrics(e, &mt);
         eng_engine_destroy(e);
+        CHECK(!graphs || (mt.graph_records_total >= 2 && mt.graph_replays_total > 0),
+              "batched: %lld graphs recorded, %lld replays", (long long)mt.graph_records_total,
+              (long long)mt.graph_replays_total);
+        printf("engine: batched, %lld graphs recorded, %lld decode steps replayed one\n",
+               (long long)mt.graph_records_total, (long long)mt.graph_replays_total);
         for (int i = 0; i < n; i++)
             check_invariant(&alone[i], &batch[i], i, "batched");
     }
