@@ -2,10 +2,13 @@
  * weights: batch-1 decode (and its fraction of the HBM roofline), a 2048-token prefill, and
  * output tok/s at 16/64/256 concurrent sequences (128-token prompts, 128 new tokens).
  * Not a test (prints numbers, never fails on a time) and not the engine: a plain layer loop
- * mirroring the Phi-3 forward, no sampling (next ids are fixed random tokens), no graphs.
+ * mirroring the Phi-3 forward, no sampling (next ids are fixed random tokens). Batch-1 decode
+ * is also run as a replayed CUDA graph (the engine's decode path), wall-clock timed against
+ * the same steps launched op by op.
  * Usage: bench_gpu_model [hbm_GBps]   (prints "RESULT key value" lines and a table) */
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -309,6 +312,84 @@ static int time_steps(struct bench *b, struct run *r, int from, int to, float *m
     return rc;
 }
 
+static double wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Copies step st's descriptor (batch-1 decode: one token, one sequence) into fixed's arrays,
+ * which a graph was recorded with. */
+static int stage_step(struct bench *b, const struct batch *st, const struct batch *fixed)
+{
+    const struct kern_ops *o = &b->ops;
+    TRY(o->buf_copy(b->ctx, fixed->ids, st->ids, sizeof(int32_t)));
+    TRY(o->buf_copy(b->ctx, fixed->pos, st->pos, sizeof(int32_t)));
+    TRY(o->buf_copy(b->ctx, fixed->slots, st->slots, sizeof(int64_t)));
+    TRY(o->buf_copy(b->ctx, fixed->q_start, st->q_start, sizeof(int32_t)));
+    TRY(o->buf_copy(b->ctx, fixed->q_len, st->q_len, sizeof(int32_t)));
+    TRY(o->buf_copy(b->ctx, fixed->ctx_len, st->ctx_len, sizeof(int32_t)));
+    return o->buf_copy(b->ctx, fixed->rows, st->rows, sizeof(int32_t));
+}
+
+/* Wall-clock ms of decode steps [1, n_steps) of a batch-1 run, staged into fixed buffers and
+ * then either launched op by op (g == NULL) or replayed from g; synchronised at the end. */
+static int time_decode_wall(struct bench *b, struct run *r, const struct batch *fixed,
+                            struct kern_graph *g, double *ms)
+{
+    char err[256] = "";
+    TRY(kern_cuda_sync(b->ctx, err, sizeof err));
+    double t0 = wall_ms();
+    for (int st = 1; st < r->n_steps; st++) {
+        TRY(stage_step(b, &r->steps[st], fixed));
+        TRY(g ? b->ops.graph_launch(b->ctx, g) : forward(b, fixed));
+    }
+    TRY(kern_cuda_sync(b->ctx, err, sizeof err));
+    *ms = wall_ms() - t0;
+    return 0;
+}
+
+/* Batch-1 decode, eager against a replayed graph, both wall-clock timed in this process. */
+static int bench_graph(struct bench *b, struct run *r)
+{
+    struct batch fixed = r->steps[1];
+    void *mem = NULL;
+    TRY(b->ops.buf_alloc(b->ctx, 7 * 256, &mem));
+    char *p = mem;
+    fixed.ids = (int32_t *)(void *)p;
+    fixed.pos = (int32_t *)(void *)(p + 256);
+    fixed.slots = (int64_t *)(void *)(p + 512);
+    fixed.q_start = (int32_t *)(void *)(p + 768);
+    fixed.q_len = (int32_t *)(void *)(p + 1024);
+    fixed.ctx_len = (int32_t *)(void *)(p + 1280);
+    fixed.rows = (int32_t *)(void *)(p + 1536);
+    struct kern_graph *g = NULL;
+    double eager = 0, graph = 0;
+    int rc = stage_step(b, &r->steps[1], &fixed);
+    if (rc == 0)
+        rc = forward(b, &fixed); /* warm-up: sizes the scratch buffer for this shape */
+    if (rc == 0 && (rc = b->ops.graph_begin(b->ctx)) == 0) {
+        int rc_rec = forward(b, &fixed);
+        rc = b->ops.graph_end(b->ctx, &g);
+        if (rc == 0)
+            rc = rc_rec;
+    }
+    if (rc == 0)
+        rc = time_decode_wall(b, r, &fixed, NULL, &eager);
+    if (rc == 0)
+        rc = time_decode_wall(b, r, &fixed, g, &graph);
+    if (rc == 0) {
+        double steps = r->n_steps - 1;
+        printf("RESULT decode_b1_eager_wall_tok_s %.1f\n", steps / (eager / 1e3));
+        printf("RESULT decode_b1_graph_wall_tok_s %.1f\n", steps / (graph / 1e3));
+        printf("RESULT decode_b1_graph_speedup %.3f\n", eager / graph);
+    }
+    b->ops.graph_destroy(b->ctx, g);
+    b->ops.buf_free(b->ctx, mem);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     double hbm = argc > 1 ? atof(argv[1]) : 4800.0; /* GB/s, H200 datasheet */
@@ -342,6 +423,10 @@ int main(int argc, char **argv)
     printf("RESULT decode_b1_ms_per_token %.3f\n", ms / steps);
     printf("RESULT decode_b1_roofline_tok_s %.1f\n", roof);
     printf("RESULT decode_b1_roofline_fraction %.3f\n", tps1 / roof);
+    if (bench_graph(&b, &r) != 0) {
+        fprintf(stderr, "graph benchmark failed\n");
+        return 1;
+    }
     run_free(&b, &r);
 
     /* prefill of one 2048-token prompt (second run timed) */
