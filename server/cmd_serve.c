@@ -83,18 +83,7 @@ int srv_cmd_serve(int argc, char **argv)
     test_load_delay();
 
     struct eng_engine_options eo;
-    eng_engine_options_init(&eo);
-    eo.model_dir = cfg.model_dir;
-    eo.device = cfg.device;
-    eo.gpu_memory_fraction = cfg.gpu_memory_fraction;
-    eo.n_threads = (int)cfg.threads;
-    eo.kv_cache_bytes = cfg.kv_cache_memory;
-    eo.block_size = (int32_t)cfg.block_size;
-    eo.max_batched_tokens = (int32_t)cfg.max_batched_tokens;
-    eo.max_seqs = (int32_t)cfg.max_seqs;
-    eo.max_waiting = (int32_t)cfg.max_waiting;
-    eo.rope_long_from_start = cfg.rope_long_from_start;
-    eo.no_prefix_caching = cfg.no_prefix_caching;
+    srv_config_engine_options(&cfg, &eo);
     struct eng_engine *eng = NULL;
     if (eng_engine_create(&eo, &eng, err, sizeof err) != 0) {
         fprintf(stderr, "phiserve serve: cannot load model '%s': %s\n", cfg.model_dir, err);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine.h"
+
 enum opt_type { OPT_STR, OPT_INT, OPT_BYTES, OPT_BOOL, OPT_LIST, OPT_FRACTION };
 
 struct opt {
@@ -37,6 +39,8 @@ static const struct opt opts[] = {
     {"max-waiting", OPT_INT, OFF(max_waiting), 0, 1 << 24, "N", "waiting-queue bound; beyond it 429 (default 1024)"},
     {"rope-long-from-start", OPT_BOOL, OFF(rope_long_from_start), 0, 0, NULL, "LongRoPE: long factors at admission when the request may cross"},
     {"no-prefix-caching", OPT_BOOL, OFF(no_prefix_caching), 0, 0, NULL, "disable automatic prefix caching"},
+    {"enforce-eager", OPT_BOOL, OFF(enforce_eager), 0, 0, NULL, "never replay decode steps as CUDA graphs (cuda only; accepted with any device)"},
+    {"max-seq-len-to-capture", OPT_INT, OFF(max_seq_len_to_capture), 0, 1 << 24, "N", "decode steps whose contexts are all <= N tokens replay CUDA graphs (default 8192; cuda only; accepted with any device)"},
     {"host", OPT_STR, OFF(host), 0, 0, "ADDR", "listen address (default 127.0.0.1)"},
     {"port", OPT_INT, OFF(port), 0, 65535, "N", "listen port (default 8000; 0 picks a free one)"},
     {"max-body-bytes", OPT_BYTES, OFF(max_body_bytes), 1, (int64_t)1 << 34, "BYTES", "request body limit; larger bodies get 413 (default 8M)"},
@@ -438,6 +442,25 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
     if (!*cfg->served_model_name)
         return fail(&L, "--served-model-name must not be empty");
     return 0;
+}
+
+void srv_config_engine_options(const struct srv_config *cfg, struct eng_engine_options *o)
+{
+    eng_engine_options_init(o);
+    o->model_dir = cfg->model_dir;
+    o->device = cfg->device;
+    o->gpu_memory_fraction = cfg->gpu_memory_fraction;
+    /* The casts are safe: each option's table range fits the engine's type. */
+    o->n_threads = (int)cfg->threads;
+    o->kv_cache_bytes = cfg->kv_cache_memory;
+    o->block_size = (int32_t)cfg->block_size;
+    o->max_batched_tokens = (int32_t)cfg->max_batched_tokens;
+    o->max_seqs = (int32_t)cfg->max_seqs;
+    o->max_waiting = (int32_t)cfg->max_waiting;
+    o->rope_long_from_start = cfg->rope_long_from_start;
+    o->no_prefix_caching = cfg->no_prefix_caching;
+    o->enforce_eager = cfg->enforce_eager;
+    o->max_seq_len_to_capture = (int32_t)cfg->max_seq_len_to_capture;
 }
 
 int srv_config_read_key_file(struct srv_config *cfg, char *err, size_t errlen)

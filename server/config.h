@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct eng_engine_options;
+
 /* A list option (repeatable flag; comma-separated in env and file). Owned by the config. */
 struct srv_strlist {
     char **v; /* [n] NUL-terminated */
@@ -32,6 +34,9 @@ struct srv_config {
     int64_t max_waiting;
     bool rope_long_from_start;
     bool no_prefix_caching;
+    bool enforce_eager;           /* cuda: never replay decode steps as CUDA graphs */
+    int64_t max_seq_len_to_capture; /* cuda: longest context for which decode steps replay CUDA
+                                   * graphs; 0: engine default (8192) */
     /* HTTP */
     char *host;                   /* default 127.0.0.1 */
     int64_t port;                 /* default 8000; 0 picks a free port */
@@ -67,6 +72,11 @@ struct srv_config {
  * *cfg with srv_config_free, also after an error. */
 int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *env, char *err,
                     size_t errlen);
+
+/* Fills the engine's options from cfg: eng_engine_options_init, then every engine field of cfg
+ * (model directory, device, sizes, switches). The strings in *o point into cfg: keep cfg alive
+ * and unchanged while *o is used. */
+void srv_config_engine_options(const struct srv_config *cfg, struct eng_engine_options *o);
 
 /* Reads cfg->api_key_file (when set) and appends its keys to cfg->api_keys. Returns 0 or -1
  * with a message in err. */

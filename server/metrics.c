@@ -157,6 +157,12 @@ char *srv_metrics_render(struct srv_metrics *m, const struct eng_metrics *em, co
                   "# TYPE phiserve_kv_cache_blocks gauge\nphiserve_kv_cache_blocks{%s,state=\"used\"} %lld\n"
                   "phiserve_kv_cache_blocks{%s,state=\"total\"} %lld\n",
               lbl, (long long)em->kv_blocks_used, lbl, (long long)em->kv_blocks_total);
+    rc |= put(&b, "# HELP phiserve_cuda_graph_replays_total Decode steps that replayed a recorded CUDA graph.\n"
+                  "# TYPE phiserve_cuda_graph_replays_total counter\nphiserve_cuda_graph_replays_total{%s} %lld\n",
+              lbl, (long long)em->graph_replays_total);
+    rc |= put(&b, "# HELP phiserve_cuda_graph_records_total CUDA graphs recorded (one per decode batch size used).\n"
+                  "# TYPE phiserve_cuda_graph_records_total counter\nphiserve_cuda_graph_records_total{%s} %lld\n",
+              lbl, (long long)em->graph_records_total);
 
     pthread_mutex_lock(&m->mu);
     static const char *const reasons[5] = {"none", "stop", "length", "abort", "error"};

@@ -1,7 +1,8 @@
 """Starts the real `phiserve serve` binary on a free loopback port for black-box tests.
 
 Shared by tests/e2e (official openai client) and tests/http (raw HTTP). The binary and the
-model come from the environment that meson sets: PHISERVE_BIN and PHISERVE_MODEL.
+model come from the environment that meson sets: PHISERVE_BIN and PHISERVE_MODEL (and
+PHISERVE_E2E_ARGS, extra arguments for every server of the run).
 """
 import http.client
 import json
@@ -14,6 +15,8 @@ import time
 
 BIN = os.environ.get("PHISERVE_BIN", "")
 MODEL = os.environ.get("PHISERVE_MODEL", "")
+# Extra server arguments for a whole run, e.g. "--device cuda" (the cuda-emu suite).
+EXTRA_ARGS = os.environ.get("PHISERVE_E2E_ARGS", "").split()
 API_KEY = "test-key"
 MODEL_NAME = "phi3-demo"
 
@@ -26,7 +29,7 @@ class Server:
         as soon as the port is known and /health answers 200 (the model may still be loading)."""
         if not BIN or not os.path.exists(BIN):
             raise RuntimeError("PHISERVE_BIN is not set to the phiserve binary (run through meson test)")
-        cmd = [BIN, "serve", "--model", MODEL, "--port", "0", "--threads", "1", *args]
+        cmd = [BIN, "serve", "--model", MODEL, "--port", "0", "--threads", "1", *EXTRA_ARGS, *args]
         if api_key:
             cmd += ["--api-key", api_key]
         self.api_key = api_key

@@ -314,10 +314,14 @@ def test_metrics_names(server):
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                  "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:num_preemptions_total",
                  "vllm:prefix_cache_hits_total", "vllm:time_to_first_token_seconds_count",
-                 "vllm:inter_token_latency_seconds_count", "vllm:e2e_request_latency_seconds_count"):
+                 "vllm:inter_token_latency_seconds_count", "vllm:e2e_request_latency_seconds_count",
+                 "phiserve_cuda_graph_replays_total", "phiserve_cuda_graph_records_total"):
         assert any(k.startswith(name + "{") for k in m), name
     assert server.gauge("vllm:generation_tokens_total") > 0
     assert server.gauge("vllm:e2e_request_latency_seconds_count") > 0
+    # the CPU backend never records or replays CUDA graphs
+    assert server.gauge("phiserve_cuda_graph_replays_total") == 0
+    assert server.gauge("phiserve_cuda_graph_records_total") == 0
 
 
 def test_request_id(server):
@@ -616,8 +620,39 @@ def test_bad_config_is_a_startup_error(tmp_path):
     assert p.returncode == 2 and "no-such-key" in p.stderr
     p = subprocess.run([BIN, "serve", "--port", "70000"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "--port" in p.stderr
+    for value in ("abc", "-1", "16777217", "1.5"):
+        p = subprocess.run([BIN, "serve", "--max-seq-len-to-capture", value, "--port", "0"], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 2 and "--max-seq-len-to-capture" in p.stderr, value
+    p = subprocess.run([BIN, "serve", "--enforce-eager=maybe", "--port", "0"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 2 and "--enforce-eager" in p.stderr
+    p = subprocess.run([BIN, "serve", "--port", "0"], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, PHISERVE_MAX_SEQ_LEN_TO_CAPTURE="lots"))
+    assert p.returncode == 2 and "PHISERVE_MAX_SEQ_LEN_TO_CAPTURE" in p.stderr
+    conf.write_text("max-seq-len-to-capture = 0x100\n")
+    p = subprocess.run([BIN, "serve", "--config", str(conf), "--port", "0"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 2 and "bad.conf:1" in p.stderr and "--max-seq-len-to-capture" in p.stderr
     p = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "PHISERVE_API_KEY" in p.stdout
+    assert "--enforce-eager" in p.stdout and "PHISERVE_MAX_SEQ_LEN_TO_CAPTURE" in p.stdout
+
+
+def test_cuda_graph_options_accepted_on_cpu(tmp_path):
+    """--enforce-eager and --max-seq-len-to-capture only matter with --device cuda; other devices
+    accept them (as vLLM does) from flags, environment and config file, and serve as usual."""
+    conf = tmp_path / "phiserve.conf"
+    conf.write_text("enforce_eager = true\nmax-seq-len-to-capture = 16\n")
+    for args, env in ((("--enforce-eager", "--max-seq-len-to-capture", "4096"), None),
+                      (("--config", str(conf)), None),
+                      ((), {"PHISERVE_ENFORCE_EAGER": "1", "PHISERVE_MAX_SEQ_LEN_TO_CAPTURE": "1"})):
+        srv = Server(*args, env=env)
+        try:
+            assert_still_serves(srv)
+            assert srv.gauge("phiserve_cuda_graph_replays_total") == 0
+        finally:
+            srv.stop()
 
 
 def test_version_and_head(server):
