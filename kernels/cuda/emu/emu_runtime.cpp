@@ -1,7 +1,7 @@
-/* The CUDA emulator's runtime: one emulated device whose memory is guarded host memory, CUDA
- * threads as fibers scheduled block by block, streams that run their work at once (or record
- * it while capturing a graph), events and graphs. See cuda_emu.h for what it checks.
- * This is a test tool (the 'cuda-emu' suite); nothing in phiserve links it.
+/* The CUDA emulator's device: memory that is guarded host memory, CUDA threads as fibers
+ * scheduled block by block, streams that run their work at once (or record it while a graph
+ * is captured), and the device-side entry points of cuda_emu.h. The runtime API over it is in
+ * emu_api.cpp. A test tool (the 'cuda-emu' suite); the phiserve server never links it.
  *
  * Device memory: every allocation is its own mapping, placed so that it ends at a page
  * boundary with an inaccessible page after it (a kernel that reads past the end faults), and
@@ -22,20 +22,17 @@
 #include <string>
 #include <vector>
 
-#include "include/cuda_runtime.h"
+#include "emu_internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
+#if EMU_ASAN
 #include <sanitizer/common_interface_defs.h>
-#define EMU_ASAN 1
-#else
-#define EMU_ASAN 0
 #endif
 
 #if !defined(__x86_64__)
 #error "the CUDA emulator's fiber switch is written for x86-64"
 #endif
 
-namespace {
+namespace kern_emu_rt {
 
 /* ---- fatal kernel bugs ---------------------------------------------------------------- */
 
@@ -80,25 +77,6 @@ kern_emu_switch:
     .size kern_emu_switch, .-kern_emu_switch
 )");
 
-enum fiber_state { F_READY, F_BARRIER, F_WARP, F_DONE };
-enum warp_op { W_EXCHANGE, W_BALLOT };
-
-const size_t stack_bytes = EMU_ASAN ? (size_t)1 << 20 : (size_t)256 << 10;
-const int max_threads = 1024;
-
-struct fiber {
-    void *sp;
-    char *stack; /* lowest usable byte; a guard page lies below */
-    uint3 tid;
-    int linear;
-    fiber_state state;
-    warp_op wop;
-    uint64_t xval, xres;
-    int xsrc;
-    const char *bar_file; /* where the thread waits at __syncthreads */
-    int bar_line;
-};
-
 /* One running block: its fibers and what they share. */
 struct block_run {
     fiber *fibers;
@@ -114,73 +92,9 @@ struct block_run {
 
 thread_local block_run *g_run;
 
-/* ---- the device ----------------------------------------------------------------------- */
-
-struct dev_alloc {
-    char *map;
-    size_t map_len;
-    char *user;
-    size_t bytes;
-    size_t span; /* accessible bytes from user: bytes rounded up to 256 */
-};
-
-struct kern_emu_node {
-    std::string name;
-    std::function<void()> run;
-};
-
-} /* namespace */
-
-struct kern_emu_stream {
-    bool capturing;
-    bool invalidated;
-    std::vector<kern_emu_node> nodes;
-};
-
-struct kern_emu_event {
-    double t;
-    bool recorded;
-};
-
-struct kern_emu_graph {
-    std::vector<kern_emu_node> nodes;
-};
-
-struct kern_emu_graph_exec {
-    std::vector<kern_emu_node> nodes;
-};
-
-namespace {
-
-struct device {
-    std::recursive_mutex mu;
-    std::map<uintptr_t, dev_alloc> allocs; /* by user address */
-    std::map<uintptr_t, size_t> pinned;    /* cudaMallocHost blocks */
-    std::map<const void *, int> max_dyn_smem;
-    size_t used = 0, total = 0;
-    bool protect = true;
-    size_t protect_max = 0; /* allocations above this size are never made inaccessible */
-    bool ready = false;
-    std::vector<kern_emu_stream *> capturing; /* streams in capture */
-    cudaError_t last = cudaSuccess;
-    kern_emu_stream default_stream{};
-    fiber fibers[max_threads];
-    char *stacks = nullptr;
-    std::vector<char> dyn; /* dynamic shared memory of the running block */
-};
-
 device &dev()
 {
-    static device d;
-    if (!d.ready) {
-        d.ready = true;
-        const char *p = getenv("KERN_EMU_PROTECT");
-        d.protect = p && strcmp(p, "1") == 0;
-        const char *pm = getenv("KERN_EMU_PROTECT_MAX");
-        d.protect_max = pm ? strtoull(pm, nullptr, 10) : (size_t)16 << 20;
-        const char *m = getenv("KERN_EMU_DEVICE_MEM");
-        d.total = m ? strtoull(m, nullptr, 10) : (size_t)2 << 30;
-    }
+    static device d; /* constructed once, thread-safely, on first use */
     return d;
 }
 
@@ -488,8 +402,6 @@ double now_ms()
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Classifies a pointer for a copy: device (inside an allocation), pinned host or pageable. */
-enum mem_kind { M_DEVICE, M_PINNED, M_PAGEABLE };
 
 mem_kind kind_of(device &d, const void *p, size_t bytes)
 {
@@ -570,7 +482,9 @@ void do_memset(void *dst, int value, size_t pitch, size_t width, size_t height)
     set_access(d, *da, false);
 }
 
-} /* namespace */
+} /* namespace kern_emu_rt */
+
+using namespace kern_emu_rt;
 
 /* ---- device-side entry points ---------------------------------------------------------- */
 
@@ -703,419 +617,4 @@ bool kern_emu_is_device_range(const void *p, size_t bytes)
 void kern_emu_set_error(cudaError_t err)
 {
     dev().last = err;
-}
-
-/* ---- the runtime API ------------------------------------------------------------------- */
-
-cudaError_t cudaGetDeviceCount(int *count)
-{
-    *count = 1;
-    return cudaSuccess;
-}
-
-cudaError_t cudaSetDevice(int device)
-{
-    return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice);
-}
-
-cudaError_t cudaGetDevice(int *device)
-{
-    *device = 0;
-    return cudaSuccess;
-}
-
-cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
-{
-    if (device != 0)
-        return fail(cudaErrorInvalidDevice);
-    memset(prop, 0, sizeof *prop);
-    snprintf(prop->name, sizeof prop->name, "phiserve CUDA emulator");
-    prop->major = 9;
-    prop->minor = 0;
-    prop->multiProcessorCount = 132;
-    prop->sharedMemPerBlock = 48 << 10;
-    prop->sharedMemPerBlockOptin = 227 << 10;
-    prop->totalGlobalMem = dev().total;
-    prop->maxThreadsPerBlock = max_threads;
-    prop->warpSize = 32;
-    return cudaSuccess;
-}
-
-cudaError_t cudaDeviceSynchronize(void)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    return cudaSuccess;
-}
-
-cudaError_t cudaGetLastError(void)
-{
-    device &d = dev();
-    cudaError_t e = d.last;
-    d.last = cudaSuccess;
-    return e;
-}
-
-cudaError_t cudaPeekAtLastError(void)
-{
-    return dev().last;
-}
-
-const char *cudaGetErrorString(cudaError_t e)
-{
-    switch (e) {
-    case cudaSuccess:
-        return "no error";
-    case cudaErrorInvalidValue:
-        return "invalid argument";
-    case cudaErrorMemoryAllocation:
-        return "out of memory";
-    case cudaErrorInvalidConfiguration:
-        return "invalid configuration argument";
-    case cudaErrorInvalidDevicePointer:
-        return "invalid device pointer";
-    case cudaErrorStreamCaptureUnsupported:
-        return "operation not permitted when stream is capturing";
-    case cudaErrorStreamCaptureInvalidated:
-        return "operation failed due to a previous error during capture";
-    default:
-        return "emulated CUDA error";
-    }
-}
-
-cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    *total_bytes = d.total;
-    *free_bytes = d.total - d.used;
-    return cudaSuccess;
-}
-
-cudaError_t cudaMalloc(void **ptr, size_t bytes)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    *ptr = nullptr;
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    if (bytes == 0)
-        return cudaSuccess;
-    if (bytes > d.total - d.used)
-        return fail(cudaErrorMemoryAllocation);
-    size_t ps = page_size();
-    size_t span = (bytes + 255) & ~(size_t)255;
-    size_t body = (span + ps - 1) / ps * ps;
-    size_t len = body + 2 * ps;
-    char *m = static_cast<char *>(
-        mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
-    if (m == MAP_FAILED)
-        return fail(cudaErrorMemoryAllocation);
-    if (mprotect(m + ps, body, PROT_READ | PROT_WRITE) != 0) {
-        munmap(m, len);
-        return fail(cudaErrorMemoryAllocation);
-    }
-    /* The end of the 256-byte-rounded span touches the trailing guard page. */
-    char *user = m + ps + body - span;
-    memset(user, 0xff, span);
-    dev_alloc al{m, len, user, bytes, span};
-    d.allocs[(uintptr_t)user] = al;
-    d.used += bytes;
-    set_access(d, d.allocs[(uintptr_t)user], false);
-    *ptr = user;
-    return cudaSuccess;
-}
-
-cudaError_t cudaFree(void *ptr)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (!ptr)
-        return cudaSuccess;
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    auto it = d.allocs.find((uintptr_t)ptr);
-    if (it == d.allocs.end())
-        return fail(cudaErrorInvalidDevicePointer);
-    munmap(it->second.map, it->second.map_len);
-    d.used -= it->second.bytes;
-    d.allocs.erase(it);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMallocHost(void **ptr, size_t bytes)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    *ptr = nullptr;
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p)
-        return fail(cudaErrorMemoryAllocation);
-    d.pinned[(uintptr_t)p] = bytes;
-    *ptr = p;
-    return cudaSuccess;
-}
-
-cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned flags)
-{
-    (void)flags;
-    return cudaMallocHost(ptr, bytes);
-}
-
-cudaError_t cudaFreeHost(void *ptr)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (!ptr)
-        return cudaSuccess;
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    auto it = d.pinned.find((uintptr_t)ptr);
-    if (it == d.pinned.end())
-        return fail(cudaErrorInvalidValue);
-    d.pinned.erase(it);
-    free(ptr);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    if (bytes == 0)
-        return cudaSuccess;
-    mem_kind dk, sk;
-    cudaError_t e = check_copy(d, dst, src, bytes, kind, false, &dk, &sk);
-    if (e != cudaSuccess)
-        return fail(e);
-    do_copy(dst, src, bytes, dk == M_DEVICE, sk == M_DEVICE);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t stream)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (bytes == 0)
-        return cudaSuccess;
-    mem_kind dk, sk;
-    cudaError_t e = check_copy(d, dst, src, bytes, kind, stream_of(stream)->capturing, &dk, &sk);
-    if (e != cudaSuccess) {
-        if (stream_of(stream)->capturing)
-            stream_of(stream)->invalidated = true;
-        return fail(e);
-    }
-    bool dd = dk == M_DEVICE, sd = sk == M_DEVICE;
-    submit(stream, "cudaMemcpyAsync",
-           [dst, src, bytes, dd, sd]() { do_copy(dst, src, bytes, dd, sd); });
-    return cudaSuccess;
-}
-
-cudaError_t cudaMemset(void *dst, int value, size_t bytes)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    if (bytes == 0)
-        return cudaSuccess;
-    if (!find_alloc(d, dst, bytes))
-        return fail(cudaErrorInvalidValue);
-    do_memset(dst, value, bytes, bytes, 1);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t stream)
-{
-    return cudaMemset2DAsync(dst, bytes, value, bytes, 1, stream);
-}
-
-cudaError_t cudaMemset2DAsync(void *dst, size_t pitch, int value, size_t width, size_t height,
-                              cudaStream_t stream)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (width == 0 || height == 0)
-        return cudaSuccess;
-    if (width > pitch || !find_alloc(d, dst, pitch * (height - 1) + width))
-        return fail(cudaErrorInvalidValue);
-    submit(stream, "cudaMemsetAsync",
-           [dst, value, pitch, width, height]() { do_memset(dst, value, pitch, width, height); });
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamCreate(cudaStream_t *stream)
-{
-    return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
-}
-
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags)
-{
-    (void)flags;
-    *stream = new kern_emu_stream();
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamDestroy(cudaStream_t stream)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (stream && stream->capturing)
-        stop_capture(d, stream);
-    delete stream;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t stream)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    kern_emu_stream *st = stream_of(stream);
-    if (st->capturing) {
-        st->invalidated = true;
-        return fail(cudaErrorStreamCaptureUnsupported);
-    }
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    (void)mode;
-    if (!stream)
-        return fail(cudaErrorStreamCaptureUnsupported); /* the legacy stream cannot capture */
-    if (stream->capturing)
-        return fail(cudaErrorInvalidValue);
-    stream->capturing = true;
-    stream->invalidated = false;
-    stream->nodes.clear();
-    d.capturing.push_back(stream);
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    *graph = nullptr;
-    if (!stream || !stream->capturing)
-        return fail(cudaErrorInvalidValue);
-    stop_capture(d, stream);
-    if (stream->invalidated) {
-        stream->nodes.clear();
-        return fail(cudaErrorStreamCaptureInvalidated);
-    }
-    kern_emu_graph *g = new kern_emu_graph();
-    g->nodes.swap(stream->nodes);
-    *graph = g;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus *status)
-{
-    kern_emu_stream *st = stream_of(stream);
-    *status = !st->capturing      ? cudaStreamCaptureStatusNone
-              : st->invalidated ? cudaStreamCaptureStatusInvalidated
-                                : cudaStreamCaptureStatusActive;
-    return cudaSuccess;
-}
-
-cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
-                                 unsigned long long flags)
-{
-    (void)flags;
-    if (!graph)
-        return fail(cudaErrorInvalidValue);
-    kern_emu_graph_exec *x = new kern_emu_graph_exec();
-    x->nodes = graph->nodes;
-    *exec = x;
-    return cudaSuccess;
-}
-
-cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (!exec)
-        return fail(cudaErrorInvalidValue);
-    if (stream_of(stream)->capturing)
-        return fail(cudaErrorStreamCaptureUnsupported);
-    for (const kern_emu_node &n : exec->nodes)
-        n.run();
-    return cudaSuccess;
-}
-
-cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
-{
-    delete exec;
-    return cudaSuccess;
-}
-
-cudaError_t cudaGraphDestroy(cudaGraph_t graph)
-{
-    delete graph;
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventCreate(cudaEvent_t *event)
-{
-    *event = new kern_emu_event();
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventDestroy(cudaEvent_t event)
-{
-    delete event;
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (!event)
-        return fail(cudaErrorInvalidResourceHandle);
-    submit(stream, "cudaEventRecord", [event]() {
-        event->t = now_ms();
-        event->recorded = true;
-    });
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventSynchronize(cudaEvent_t event)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
-}
-
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
-{
-    if (!start || !end || !start->recorded || !end->recorded)
-        return fail(cudaErrorInvalidResourceHandle);
-    *ms = (float)(end->t - start->t);
-    return cudaSuccess;
-}
-
-cudaError_t kern_emu_func_set_attribute(const void *fn, cudaFuncAttribute attr, int value)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
-        value > (227 << 10))
-        return fail(cudaErrorInvalidValue);
-    d.max_dyn_smem[fn] = value;
-    return cudaSuccess;
 }
