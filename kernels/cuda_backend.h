@@ -65,6 +65,15 @@ int kern_cuda_copy(struct kern_ctx *ctx, void *dst, const void *src, size_t byte
  * bounds. The flag is cleared by the call. err may be NULL. */
 int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen);
 
+/* Page-locks bytes of host memory at host (the caller allocated it and keeps it) so that
+ * downloads into it and uploads from it run at the bus's speed instead of through a staging
+ * copy. Undo with kern_cuda_host_unregister before the memory is freed or reallocated.
+ * Returns 0, KERN_ERR_INVALID or KERN_ERR_DEVICE (the memory then stays pageable and still
+ * works for every copy). */
+int kern_cuda_host_register(struct kern_ctx *ctx, void *host, size_t bytes);
+/* Undoes kern_cuda_host_register; accepts NULL. */
+void kern_cuda_host_unregister(struct kern_ctx *ctx, void *host);
+
 /* Free and total memory of the context's device in bytes. Returns 0 or KERN_ERR_DEVICE. */
 int kern_cuda_mem_info(struct kern_ctx *ctx, size_t *free_bytes, size_t *total_bytes);
 

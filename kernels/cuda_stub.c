@@ -87,6 +87,20 @@ int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)
     return KERN_ERR_DEVICE;
 }
 
+int kern_cuda_host_register(struct kern_ctx *ctx, void *host, size_t bytes)
+{
+    (void)ctx;
+    (void)host;
+    (void)bytes;
+    return KERN_ERR_DEVICE;
+}
+
+void kern_cuda_host_unregister(struct kern_ctx *ctx, void *host)
+{
+    (void)ctx;
+    (void)host;
+}
+
 int kern_cuda_mem_info(struct kern_ctx *ctx, size_t *free_bytes, size_t *total_bytes)
 {
     (void)ctx;

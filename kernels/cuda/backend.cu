@@ -358,6 +358,27 @@ int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)
     return KERN_ERR_INVALID;
 }
 
+int kern_cuda_host_register(struct kern_ctx *ctx, void *host, size_t bytes)
+{
+    struct kern_cuda *cu = kern_cuda_of(ctx);
+    if (!cu || !host || bytes == 0)
+        return KERN_ERR_INVALID;
+    if (cudaHostRegister(host, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return KERN_ERR_DEVICE;
+    }
+    return KERN_OK;
+}
+
+void kern_cuda_host_unregister(struct kern_ctx *ctx, void *host)
+{
+    struct kern_cuda *cu = kern_cuda_of(ctx);
+    if (!cu || !host)
+        return;
+    if (cudaHostUnregister(host) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
 int kern_cuda_mem_info(struct kern_ctx *ctx, size_t *free_bytes, size_t *total_bytes)
 {
     struct kern_cuda *cu = kern_cuda_of(ctx);

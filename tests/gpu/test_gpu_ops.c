@@ -687,6 +687,31 @@ static void test_argmax(int64_t n_rows, int64_t dim, int64_t ldx)
     free(got);
 }
 
+/* Page-locked host memory (what the engine downloads logits into): copies into it and out of
+ * it are exact, device memory cannot be registered, and unregistering makes it plain again. */
+static void test_host_register(void)
+{
+    size_t n = 100003;
+    float *src = rand_f32(n), *dst = tu_xmalloc(n * sizeof *dst);
+    struct dbuf d = dbuf_make(src, n * sizeof *src);
+    int rc = kern_cuda_host_register(gctx, dst, n * sizeof *dst);
+    CHECK(rc == 0, "kern_cuda_host_register of %zu bytes = %d", n * sizeof *dst, rc);
+    memset(dst, 0, n * sizeof *dst);
+    CHECK(kern_cuda_download(gctx, dst, dptr(d), n * sizeof *dst) == 0, "download to pinned");
+    CHECK(memcmp(dst, src, n * sizeof *dst) == 0, "download into pinned memory differs");
+    CHECK(kern_cuda_host_register(gctx, dptr(d), 1024) != 0, "device memory was registered");
+    CHECK(kern_cuda_host_register(gctx, NULL, 16) == KERN_ERR_INVALID, "NULL registered");
+    kern_cuda_host_unregister(gctx, dst);
+    kern_cuda_host_unregister(gctx, NULL);
+    memset(dst, 0, n * sizeof *dst);
+    CHECK(kern_cuda_download(gctx, dst, dptr(d), n * sizeof *dst) == 0 &&
+              memcmp(dst, src, n * sizeof *dst) == 0,
+          "download after unregistering");
+    dbuf_free(d);
+    free(src);
+    free(dst);
+}
+
 int main(void)
 {
     if (kern_cuda_device_count() == 0) {
@@ -758,6 +783,8 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_attention(&cases[i]);
+
+    test_host_register();
 
     test_silu_add_gather(33, 8192);
     test_silu_add_gather(1, 6400);

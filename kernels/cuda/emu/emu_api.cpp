@@ -187,6 +187,29 @@ cudaError_t cudaFreeHost(void *ptr)
     return cudaSuccess;
 }
 
+cudaError_t cudaHostRegister(void *ptr, size_t bytes, unsigned flags)
+{
+    device &d = dev();
+    std::lock_guard<std::recursive_mutex> lock(d.mu);
+    (void)flags;
+    if (!ptr || bytes == 0 || kind_of(d, ptr, 1) != M_PAGEABLE ||
+        kind_of(d, static_cast<char *>(ptr) + bytes - 1, 1) != M_PAGEABLE)
+        return fail(cudaErrorInvalidValue); /* device memory, or already registered */
+    d.pinned[(uintptr_t)ptr] = bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void *ptr)
+{
+    device &d = dev();
+    std::lock_guard<std::recursive_mutex> lock(d.mu);
+    auto it = d.pinned.find((uintptr_t)ptr);
+    if (it == d.pinned.end())
+        return fail(cudaErrorInvalidValue);
+    d.pinned.erase(it);
+    return cudaSuccess;
+}
+
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
     device &d = dev();

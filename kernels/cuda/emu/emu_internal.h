@@ -131,6 +131,8 @@ void stop_capture(device &d, kern_emu_stream *st);
 cudaError_t fail(cudaError_t e);
 /* CLOCK_MONOTONIC in milliseconds. */
 double now_ms();
+/* Whether [p, p + bytes) is device memory, pinned host memory or pageable. */
+mem_kind kind_of(device &d, const void *p, size_t bytes);
 /* Checks a copy's pointers against its kind (and, when it is being captured, that no
  * pageable host memory takes part); returns the error or cudaSuccess and the two kinds. */
 cudaError_t check_copy(device &d, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
