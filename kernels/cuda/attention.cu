@@ -4,10 +4,14 @@
  * step, online softmax) when the batch holds prefill chunks, and a split-K flash-decoding
  * kernel (one query row per block and key chunk, then a combine) when nearly every sequence
  * has one new token, so that a single long sequence still fills the GPU.
- * Both use fp32 CUDA-core arithmetic (no tensor cores yet) and head_dim 16, 32, 64, 96 or 128.
+ * With a bf16 cache the prefill tiles run on the tensor cores (WMMA, bf16 inputs split in two
+ * for fp32-level accuracy); other caches, and decode, use fp32 CUDA-core arithmetic. head_dim
+ * 16, 32, 64, 96 or 128.
  * A lane owns 4 output dims per 32 (dims g*4 + 32*c); when D is not a multiple of 32 (16) the
  * lanes past D own nothing in the last chunk (lane_dims_ok). */
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 
 #include "cuda_internal.h"
 #include "index.h"
@@ -83,10 +87,10 @@ static __device__ __forceinline__ float group8_sum(float v)
 
 /* Validates every sequence (raising KERN_CUDA_FAULT_SEQ_RANGE and treating a bad one as
  * empty) and builds, in one block, either the prefill work list (items: one (seq, first row)
- * per query tile, *n_items of them) or the decode row map (row_seq[t] = owning sequence; the
+ * per query tile of `tile` rows, *n_items of them) or the decode row map (row_seq[t] = owning sequence; the
  * caller sets it to -1 first). */
 static __global__ void __launch_bounds__(PLAN_THREADS)
-    plan_kernel(struct attn_args a, int64_t max_keys, int2 *items, int64_t max_items,
+    plan_kernel(struct attn_args a, int64_t max_keys, int tile, int2 *items, int64_t max_items,
                 int *n_items, int32_t *row_seq)
 {
     __shared__ int64_t scan[PLAN_THREADS];
@@ -102,7 +106,7 @@ static __global__ void __launch_bounds__(PLAN_THREADS)
                 kern_cuda_raise(a.fault, KERN_CUDA_FAULT_SEQ_RANGE);
             } else {
                 if (items)
-                    cnt = kern_idx_n_tiles(ql, AT_BQ);
+                    cnt = kern_idx_n_tiles(ql, tile);
                 if (row_seq)
                     for (int64_t i = 0; i < ql; i++)
                         row_seq[qs + i] = (int32_t)s;
@@ -119,7 +123,7 @@ static __global__ void __launch_bounds__(PLAN_THREADS)
         int64_t first = base + scan[tid] - cnt;
         for (int64_t j = 0; j < cnt; j++) {
             if (first + j < max_items)
-                items[first + j] = make_int2((int)s, (int)(j * AT_BQ));
+                items[first + j] = make_int2((int)s, (int)(j * tile));
             else /* only when sequences claim overlapping rows */
                 kern_cuda_raise(a.fault, KERN_CUDA_FAULT_SEQ_RANGE);
         }
@@ -432,6 +436,206 @@ static __global__ void combine_kernel(struct attn_args a, const int32_t *row_seq
     }
 }
 
+/* ---- tensor-core prefill (bf16 caches) ------------------------------------------------ */
+
+#define TC_BQ 64       /* query rows per tile: 16 per warp */
+#define TC_BK 32       /* keys per step */
+#define TC_THREADS 128 /* 4 warps */
+
+/* Byte offsets of the tensor-core kernel's shared memory, each a multiple of 128 (WMMA wants
+ * 32-byte aligned tiles): Q as two bf16 planes (hi, lo) [BQ][D+8], K and V [BK][D+8] bf16,
+ * scores S [BQ][BK+4] fp32, P as two bf16 planes [BQ][BK+8], the output accumulator O
+ * [BQ][D+4] fp32, and BK int64 slots. The row paddings keep every leading dimension a
+ * multiple of 16 bytes, as WMMA requires. */
+struct tc_layout {
+    size_t qhi, qlo, k, v, s, phi, plo, o, slots, total;
+};
+
+static __host__ __device__ inline size_t tc_round(size_t n)
+{
+    return (n + 127) & ~(size_t)127;
+}
+
+static __host__ __device__ inline struct tc_layout tc_layout_of(int d)
+{
+    struct tc_layout l;
+    size_t q = tc_round((size_t)TC_BQ * (d + 8) * 2), kv = tc_round((size_t)TC_BK * (d + 8) * 2);
+    size_t p = tc_round((size_t)TC_BQ * (TC_BK + 8) * 2);
+    l.qhi = 0;
+    l.qlo = l.qhi + q;
+    l.k = l.qlo + q;
+    l.v = l.k + kv;
+    l.s = l.v + kv;
+    l.phi = l.s + tc_round((size_t)TC_BQ * (TC_BK + 4) * 4);
+    l.plo = l.phi + p;
+    l.o = l.plo + p;
+    l.slots = l.o + tc_round((size_t)TC_BQ * (d + 4) * 4);
+    l.total = l.slots + tc_round((size_t)TC_BK * 8);
+    return l;
+}
+
+/* x as hi + lo, both bf16: x - hi - lo is about 2^-18 |x|, so two bf16 products stand in for
+ * one fp32 product to within fp32-level error. */
+static __device__ __forceinline__ void tc_split(float x, __nv_bfloat16 *hi, __nv_bfloat16 *lo)
+{
+    *hi = __float2bfloat16(x);
+    *lo = __float2bfloat16(x - __bfloat162float(*hi));
+}
+
+/* One block per (query tile of 64 rows, head), 4 warps of 16 rows each; S = Q K^T and O += P V
+ * on the tensor cores (WMMA 16x16x16, bf16 inputs, fp32 accumulation). K and V are read from a
+ * bf16 cache, so they are exact; Q and P are split into two bf16 parts each, so the result
+ * keeps fp32-level accuracy at twice the MMA work (tensor cores have it to spare). The online
+ * softmax runs on the fp32 scores in shared memory, two lanes per row; the running output
+ * lives in shared memory so that it can be rescaled per row without assuming how WMMA lays
+ * fragments across lanes. */
+template <int D>
+static __global__ void __launch_bounds__(TC_THREADS)
+    prefill_tc_kernel(struct attn_args a, const int2 *items, const int *n_items)
+{
+    using namespace nvcuda;
+    constexpr int LDQ = D + 8, LDK = D + 8, LDS = TC_BK + 4, LDP = TC_BK + 8, LDO = D + 4;
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_t;
+    typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a_t;
+    KERN_CUDA_DYN_SMEM(float4, smem4);
+    char *base = reinterpret_cast<char *>(smem4);
+    const struct tc_layout L = tc_layout_of(D);
+    __nv_bfloat16 *qhi = reinterpret_cast<__nv_bfloat16 *>(base + L.qhi);
+    __nv_bfloat16 *qlo = reinterpret_cast<__nv_bfloat16 *>(base + L.qlo);
+    __nv_bfloat16 *ks = reinterpret_cast<__nv_bfloat16 *>(base + L.k);
+    __nv_bfloat16 *vs = reinterpret_cast<__nv_bfloat16 *>(base + L.v);
+    float *ss = reinterpret_cast<float *>(base + L.s);
+    __nv_bfloat16 *phi = reinterpret_cast<__nv_bfloat16 *>(base + L.phi);
+    __nv_bfloat16 *plo = reinterpret_cast<__nv_bfloat16 *>(base + L.plo);
+    float *os = reinterpret_cast<float *>(base + L.o);
+    int64_t *slots = reinterpret_cast<int64_t *>(base + L.slots);
+
+    if ((int)blockIdx.x >= *n_items)
+        return;
+    int2 item = items[blockIdx.x];
+    int64_t s = item.x, row0 = item.y, h = blockIdx.y;
+    int64_t ql = a.q_len[s], q0 = a.q_start[s], cl = a.ctx_len[s];
+    int64_t nrows = ql - row0 < TC_BQ ? ql - row0 : TC_BQ;
+    int64_t pos0 = kern_idx_q_pos(cl, ql, row0);
+    int64_t key_lo, key_hi;
+    kern_idx_tile_keys(pos0, pos0 + nrows, a.window, &key_lo, &key_hi);
+    int64_t kvh = kern_idx_kv_head(h, a.n_heads, a.n_kv_heads);
+    const int32_t *table = a.block_tables + s * a.max_blocks;
+    int64_t row_elems = a.n_kv_heads * D;
+    const uint16_t *kc = static_cast<const uint16_t *>(a.k_cache);
+    const uint16_t *vc = static_cast<const uint16_t *>(a.v_cache);
+
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    for (int e = tid; e < TC_BQ * D; e += TC_THREADS) {
+        int r = e / D, d = e % D;
+        float v = r < nrows ? a.q[(q0 + row0 + r) * a.q_stride + h * D + d] : 0.0f;
+        tc_split(v, &qhi[r * LDQ + d], &qlo[r * LDQ + d]);
+        os[r * LDO + d] = 0.0f;
+    }
+    /* Lanes 2i and 2i+1 of a warp own row 16 * warp + i: each half of its keys and dims. */
+    int r = 16 * warp + (lane >> 1), half = lane & 1;
+    int64_t pos = pos0 + r;
+    bool row_ok = r < nrows;
+    float m = -INFINITY, l = 0.0f;
+
+    for (int64_t kb = key_lo; kb < key_hi; kb += TC_BK) {
+        if (tid < TC_BK) {
+            int64_t kp = kb + tid, slot = -1;
+            if (kp < key_hi) {
+                slot = kern_idx_slot(table, a.max_blocks, a.block_size, a.n_slots, kp);
+                if (slot < 0)
+                    kern_cuda_raise(a.fault, KERN_CUDA_FAULT_BLOCK_TABLE);
+            }
+            slots[tid] = slot;
+        }
+        __syncthreads(); /* slots ready (every warp finished the last step at the end of it) */
+        for (int e = tid; e < TC_BK * D; e += TC_THREADS) {
+            int j = e / D, d = e % D;
+            int64_t slot = slots[j];
+            uint16_t kv = 0, vv = 0; /* zeros, never the (maybe NaN) unused slots */
+            if (slot >= 0) {
+                kv = kc[slot * row_elems + kvh * D + d];
+                vv = vc[slot * row_elems + kvh * D + d];
+            }
+            ks[j * LDK + d] = __ushort_as_bfloat16(kv);
+            vs[j * LDK + d] = __ushort_as_bfloat16(vv);
+        }
+        __syncthreads();
+
+        /* S = (Q_hi + Q_lo) K^T for this warp's 16 rows. */
+        for (int n = 0; n < TC_BK / 16; n++) {
+            acc_t acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int kk = 0; kk < D / 16; kk++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fk;
+                a_t fq;
+                wmma::load_matrix_sync(fk, ks + 16 * n * LDK + 16 * kk, LDK);
+                wmma::load_matrix_sync(fq, qhi + 16 * warp * LDQ + 16 * kk, LDQ);
+                wmma::mma_sync(acc, fq, fk, acc);
+                wmma::load_matrix_sync(fq, qlo + 16 * warp * LDQ + 16 * kk, LDQ);
+                wmma::mma_sync(acc, fq, fk, acc);
+            }
+            wmma::store_matrix_sync(ss + 16 * warp * LDS + 16 * n, acc, LDS,
+                                    wmma::mem_row_major);
+        }
+        __syncwarp();
+
+        /* Online softmax over this step's keys, the scale applied in fp32. */
+        float sc[TC_BK / 2];
+        float tmax = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < TC_BK / 2; c++) {
+            int col = half * (TC_BK / 2) + c;
+            int64_t kp = kb + col;
+            bool vis = row_ok && kp < key_hi && slots[col] >= 0 &&
+                       kern_idx_visible(kp, pos, a.window);
+            sc[c] = vis ? ss[r * LDS + col] * a.scale : -INFINITY;
+            tmax = fmaxf(tmax, sc[c]);
+        }
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+        float m_new = fmaxf(m, tmax);
+        float alpha = kern_softmax_scale(m, m_new);
+        float psum = 0.0f;
+#pragma unroll
+        for (int c = 0; c < TC_BK / 2; c++) {
+            int col = half * (TC_BK / 2) + c;
+            float pv = kern_softmax_exp(sc[c], m_new);
+            tc_split(pv, &phi[r * LDP + col], &plo[r * LDP + col]);
+            psum += pv;
+        }
+        psum += __shfl_xor_sync(0xffffffffu, psum, 1);
+        l = l * alpha + psum;
+        m = m_new;
+        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
+            os[r * LDO + d] *= alpha;
+        __syncwarp();
+
+        /* O += (P_hi + P_lo) V. */
+        for (int j = 0; j < D / 16; j++) {
+            acc_t acc;
+            wmma::load_matrix_sync(acc, os + 16 * warp * LDO + 16 * j, LDO, wmma::mem_row_major);
+            for (int kk = 0; kk < TC_BK / 16; kk++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fv;
+                a_t fp;
+                wmma::load_matrix_sync(fv, vs + 16 * kk * LDK + 16 * j, LDK);
+                wmma::load_matrix_sync(fp, phi + 16 * warp * LDP + 16 * kk, LDP);
+                wmma::mma_sync(acc, fp, fv, acc);
+                wmma::load_matrix_sync(fp, plo + 16 * warp * LDP + 16 * kk, LDP);
+                wmma::mma_sync(acc, fp, fv, acc);
+            }
+            wmma::store_matrix_sync(os + 16 * warp * LDO + 16 * j, acc, LDO,
+                                    wmma::mem_row_major);
+        }
+        __syncthreads(); /* K, V and slots are rewritten by the next step */
+    }
+    if (!row_ok)
+        return;
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float *dst = a.out + (q0 + row0 + r) * a.n_heads * D + h * D;
+    for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
+        dst[d] = os[r * LDO + d] * inv;
+}
+
 /* Round up to 256 bytes, so that every scratch region is aligned for any access. */
 static size_t align256(size_t n)
 {
@@ -463,8 +667,8 @@ static int launch(struct kern_cuda *cu, const struct attn_args &a, int64_t max_k
         if (cudaMemsetAsync(row_seq, 0xff, (size_t)a.n_tokens * sizeof(int32_t), st) !=
             cudaSuccess)
             return KERN_ERR_DEVICE;
-        KERN_CUDA_LAUNCH(plan_kernel, 1, PLAN_THREADS, 0, st)(a, max_keys, nullptr, 0, nullptr,
-                                                              row_seq);
+        KERN_CUDA_LAUNCH(plan_kernel, 1, PLAN_THREADS, 0, st)(a, max_keys, 1, nullptr, 0,
+                                                              nullptr, row_seq);
         dim3 grid((unsigned)a.n_tokens, (unsigned)n_chunks, (unsigned)a.n_heads);
         KERN_CUDA_LAUNCH(decode_kernel<D>, grid, DEC_THREADS, 0, st)(a, row_seq, chunk, n_chunks,
                                                                      o_part, ml_part);
@@ -475,23 +679,35 @@ static int launch(struct kern_cuda *cu, const struct attn_args &a, int64_t max_k
         return kern_cuda_launch_status();
     }
 
-    int64_t max_items = kern_idx_max_q_tiles(a.n_tokens, a.n_seqs, AT_BQ);
+    /* Tensor cores where the cache is bf16 (always, on the engine's CUDA path), the fp32
+     * kernel otherwise or when PHISERVE_CUDA_ATTENTION=fp32 asked for it. */
+    bool tc = cu->attention_tc && a.dt == KERN_DTYPE_BF16 && D % 16 == 0;
+    int tile = tc ? TC_BQ : AT_BQ;
+    int64_t max_items = kern_idx_max_q_tiles(a.n_tokens, a.n_seqs, tile);
     size_t total = 256 + align256((size_t)max_items * sizeof(int2));
     char *ws = static_cast<char *>(kern_cuda_scratch(cu, total));
     if (!ws)
         return KERN_ERR_NOMEM;
     int *n_items = reinterpret_cast<int *>(ws);
     int2 *items = reinterpret_cast<int2 *>(ws + 256);
-    size_t smem = prefill_smem_bytes(D);
+    size_t smem = tc ? tc_layout_of(D).total : prefill_smem_bytes(D);
     if (smem > cu->max_smem_optin)
         return KERN_ERR_UNSUPPORTED;
-    if (cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)smem) != cudaSuccess)
+    cudaError_t e = tc ? cudaFuncSetAttribute(prefill_tc_kernel<D>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              (int)smem)
+                       : cudaFuncSetAttribute(prefill_kernel<D>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              (int)smem);
+    if (e != cudaSuccess)
         return KERN_ERR_DEVICE;
-    KERN_CUDA_LAUNCH(plan_kernel, 1, PLAN_THREADS, 0, st)(a, max_keys, items, max_items, n_items,
-                                                          nullptr);
+    KERN_CUDA_LAUNCH(plan_kernel, 1, PLAN_THREADS, 0, st)(a, max_keys, tile, items, max_items,
+                                                          n_items, nullptr);
     dim3 grid((unsigned)max_items, (unsigned)a.n_heads);
-    KERN_CUDA_LAUNCH(prefill_kernel<D>, grid, AT_THREADS, smem, st)(a, items, n_items);
+    if (tc)
+        KERN_CUDA_LAUNCH(prefill_tc_kernel<D>, grid, TC_THREADS, smem, st)(a, items, n_items);
+    else
+        KERN_CUDA_LAUNCH(prefill_kernel<D>, grid, AT_THREADS, smem, st)(a, items, n_items);
     return kern_cuda_launch_status();
 }
 

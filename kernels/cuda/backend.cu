@@ -179,6 +179,10 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
         goto fail;
     }
     cu->n_sm = prop.multiProcessorCount;
+    {
+        const char *att = getenv("PHISERVE_CUDA_ATTENTION");
+        cu->attention_tc = !(att && strcmp(att, "fp32") == 0);
+    }
     cu->max_smem_optin = prop.sharedMemPerBlockOptin;
     if ((e = cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         set_err(err, errlen, "cudaStreamCreate", e);

@@ -53,6 +53,8 @@ struct kern_cuda {
     size_t scratch_size;
     uint64_t scratch_gen;         /* bumped whenever scratch is replaced (graphs go stale) */
     int capturing;                /* a graph capture is open on stream */
+    bool attention_tc;            /* prefill attention on the tensor cores (bf16 caches); off
+                                     with PHISERVE_CUDA_ATTENTION=fp32 */
     int *fault;                   /* device word of enum kern_cuda_fault bits */
     cudaEvent_t t0, t1;           /* benchmark timer */
     struct kern_cuda_gemm_entry gemm_cache[KERN_CUDA_GEMM_CACHE];

@@ -783,6 +783,21 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_attention(&cases[i]);
+    /* The same cases on the fp32 prefill kernel, which bf16 caches otherwise skip for the
+     * tensor-core one (the switch is read when a context is created). */
+    struct kern_ctx *tc_ctx = gctx;
+    setenv("PHISERVE_CUDA_ATTENTION", "fp32", 1);
+    struct kern_ops fp32_ops;
+    if (kern_cuda_create(0, &fp32_ops, &gctx, err, sizeof err) != 0) {
+        fprintf(stderr, "kern_cuda_create (fp32 attention): %s\n", err);
+        return 1;
+    }
+    unsetenv("PHISERVE_CUDA_ATTENTION");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (cases[i].dt == KERN_DTYPE_BF16)
+            test_attention(&cases[i]);
+    kern_cuda_destroy(gctx);
+    gctx = tc_ctx;
 
     test_host_register();
 

@@ -234,7 +234,8 @@ static inline int __float_as_int(float f)
 
 typedef struct kern_emu_stream *cudaStream_t;
 
-/* Dynamic shared memory of the running block (KERN_CUDA_DYN_SMEM). 16-byte aligned. */
+/* Dynamic shared memory of the running block (KERN_CUDA_DYN_SMEM): 128-byte aligned, as a
+ * block's shared memory window starts on the GPU, and filled with NaN bytes. */
 void *kern_emu_dyn_smem(void);
 
 /* Queues one launch of body on stream: run now, or recorded when the stream is capturing.

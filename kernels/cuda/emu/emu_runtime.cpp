@@ -326,8 +326,8 @@ void run_grid(const char *name, dim3 grid, dim3 block, size_t smem,
     r.body = &body;
     r.bdim = block;
     r.gdim = grid;
-    d.dyn.assign(smem + 16, (char)0xff);
-    uintptr_t a = ((uintptr_t)d.dyn.data() + 15) & ~(uintptr_t)15;
+    d.dyn.assign(smem + 128, (char)0xff); /* uninitialised: NaN */
+    uintptr_t a = ((uintptr_t)d.dyn.data() + 127) & ~(uintptr_t)127;
     r.dyn_smem = reinterpret_cast<char *>(a);
     for (int i = 0; i < r.n; i++) {
         fiber &f = d.fibers[i];
