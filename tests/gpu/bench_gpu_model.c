@@ -435,6 +435,25 @@ int main(int argc, char **argv)
         return 1;
     printf("RESULT prefill_2048_tok_s %.1f\n", 2048.0 / (ms / 1e3));
     printf("RESULT prefill_2048_ms %.2f\n", ms);
+    /* The same prefill with attention on the CUDA cores: a second context (device memory is
+     * shared by every context of the process) created with the switch set. */
+    struct kern_ctx *tc_ctx = b.ctx;
+    struct kern_ops fp32_ops;
+    float ms_fp32 = 0;
+    setenv("PHISERVE_CUDA_ATTENTION", "fp32", 1);
+    int rc_fp32 = kern_cuda_create(0, &fp32_ops, &b.ctx, err, sizeof err);
+    unsetenv("PHISERVE_CUDA_ATTENTION");
+    if (rc_fp32 == 0) {
+        rc_fp32 = time_steps(&b, &r, 0, 1, &ms_fp32);
+        if (rc_fp32 == 0)
+            rc_fp32 = time_steps(&b, &r, 0, 1, &ms_fp32);
+        kern_cuda_destroy(b.ctx);
+    }
+    b.ctx = tc_ctx;
+    if (rc_fp32 != 0)
+        return 1;
+    printf("RESULT prefill_2048_fp32_attention_ms %.2f\n", ms_fp32);
+    printf("RESULT prefill_2048_tensor_core_speedup %.3f\n", ms_fp32 / ms);
     run_free(&b, &r);
 
     static const int conc[] = {16, 64, 256};
