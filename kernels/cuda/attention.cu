@@ -451,6 +451,12 @@ struct tc_layout {
     size_t qhi, qlo, k, v, s, phi, plo, o, slots, total;
 };
 
+/* The unit the kernel declares its dynamic shared memory in: CUDA only promises the alignment
+ * of the declared type, and WMMA needs 32 bytes. */
+struct alignas(128) tc_smem_unit {
+    unsigned char bytes[128];
+};
+
 static __host__ __device__ inline size_t tc_round(size_t n)
 {
     return (n + 127) & ~(size_t)127;
@@ -497,8 +503,8 @@ static __global__ void __launch_bounds__(TC_THREADS)
     constexpr int LDQ = D + 8, LDK = D + 8, LDS = TC_BK + 4, LDP = TC_BK + 8, LDO = D + 4;
     typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_t;
     typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a_t;
-    KERN_CUDA_DYN_SMEM(float4, smem4);
-    char *base = reinterpret_cast<char *>(smem4);
+    KERN_CUDA_DYN_SMEM(struct tc_smem_unit, smem_tc);
+    char *base = reinterpret_cast<char *>(smem_tc);
     const struct tc_layout L = tc_layout_of(D);
     __nv_bfloat16 *qhi = reinterpret_cast<__nv_bfloat16 *>(base + L.qhi);
     __nv_bfloat16 *qlo = reinterpret_cast<__nv_bfloat16 *>(base + L.qlo);
