@@ -14,6 +14,7 @@
  * an atomic reference count: one for the caller, one for the engine until every choice has
  * finished and its last events were queued; whoever drops the last one frees the handle. */
 #include "engine.h"
+#include "engine_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -35,105 +36,6 @@
 #include "rng.h"
 #include "scheduler.h"
 
-#define MAX_CHOICES 128
-#define DETOK_CONTEXT 6
-#define DEFAULT_KV_BYTES ((int64_t)1 << 30)
-
-struct pending_event {
-    struct pending_event *next;
-    struct eng_event ev;           /* text and tokens point into this allocation */
-    struct eng_token_info token;
-    char text[];
-};
-
-/* Per-choice generation state; engine thread only. */
-struct choice {
-    struct eng_sampler_state st;
-    struct eng_detok *detok;       /* NULL without a tokenizer */
-    struct eng_stop_matcher *stop; /* NULL without stop strings */
-    bool finished;
-};
-
-struct eng_handle {
-    struct eng_engine *e;
-    /* The request, copied at submit; read-only afterwards. */
-    int32_t *prompt;               /* [n_prompt] */
-    int32_t n_prompt;
-    struct eng_sampling_params sp; /* its arrays point to the copies below */
-    struct eng_logit_bias *bias;
-    int32_t *stop_ids, *eos_ids;
-    int32_t max_len;               /* a choice ends when it holds this many tokens */
-    int32_t n;
-    bool include_stop, prompt_logprobs;
-    int32_t prompt_top;
-    uint8_t variant;               /* initial RoPE variant */
-    bool variant_fixed;
-    /* Engine thread only. */
-    struct choice *choices;        /* [n] */
-    int32_t n_finished;
-    int32_t completion_tokens, cached_tokens;
-    struct eng_token_info *plp;    /* [n_prompt] prompt logprobs being filled */
-    bool engine_ref;               /* the engine still holds its reference */
-    bool dirty;                    /* events queued this step, wake pending */
-    struct eng_handle *next;       /* inbox / dirty list link */
-    /* Shared, under mu. */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct pending_event *head, *tail, *current;
-    bool done;                     /* every choice finished (its events may still be queued) */
-    bool plp_ready;
-    bool released;
-    int waking;
-    struct eng_usage usage;
-    eng_wake_fn wake;
-    void *user;
-    atomic_int refs;
-    atomic_bool cancelled;
-};
-
-struct eng_engine {
-    struct eng_model *model;
-    struct eng_tokenizer *tok;     /* NULL when the directory has no tokenizer.model */
-    struct kern_ops ops;
-    struct kern_ctx *ctx;
-    bool cuda;                     /* ctx came from kern_cuda_create */
-    struct eng_kv_cache *kv;
-    struct eng_prefix_cache *pc;
-    struct eng_scheduler sched;
-    bool sched_ready;
-    struct eng_phi3_ws ws;
-    struct eng_sampler_ws sws;
-    float *logits;                 /* [cap_rows, vocab] */
-    /* Greedy rows of a step: flags for the forward pass and the token ids it returns (the
-     * argmax where the logits are; see eng_phi3_forward). */
-    uint8_t *argmax_rows;          /* [cap_rows] */
-    int32_t *argmax_tokens;        /* [cap_rows] */
-    int64_t cap_rows;
-    bool logits_pinned;            /* logits is page-locked for the GPU (kern_cuda_host_register) */
-    bool no_argmax_rows;           /* every row's logits come back (test / debug knob) */
-    char *tbuf;                    /* text of one event being assembled */
-    size_t tbuf_len, tbuf_cap;
-    struct eng_handle *dirty;      /* handles to wake after this step */
-    int32_t max_waiting;
-    bool long_from_start;
-    atomic_uint_fast64_t entropy;
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool mu_ready;
-    /* Under mu. */
-    struct eng_handle *inbox_head, *inbox_tail;
-    int32_t n_inbox;
-    bool stop, draining, cancel_pending;
-    struct eng_metrics metrics;    /* snapshot, refreshed after every step */
-    /* Engine thread only. */
-    int64_t prompt_tokens_total, generation_tokens_total, requests_finished;
-    int64_t argmax_rows_total;
-    /* Test only: PHISERVE_TEST_STEP_SLEEP_MS, read once at creation, sleeps this long before
-     * every step to imitate a wedged forward pass. 0 (unset) does nothing. */
-    int64_t test_step_sleep_ms;
-};
 
 static int64_t mono_ns(void)
 {
@@ -702,7 +604,7 @@ static void reap(struct eng_engine *e, bool all)
     }
 }
 
-static void snapshot_metrics(struct eng_engine *e)
+void eng_engine_snapshot_metrics(struct eng_engine *e)
 {
     struct eng_metrics *m = &e->metrics;
     m->running = e->sched.n_running;
@@ -721,7 +623,7 @@ static void snapshot_metrics(struct eng_engine *e)
     m->progress_ns = mono_ns();
 }
 
-static void *engine_main(void *arg)
+void *eng_engine_main(void *arg)
 {
     struct eng_engine *e = arg;
     pthread_mutex_lock(&e->mu);
@@ -756,7 +658,7 @@ static void *engine_main(void *arg)
         reap(e, false);
         /* The snapshot comes before the wakes, so a woken caller sees this step's state. */
         pthread_mutex_lock(&e->mu);
-        snapshot_metrics(e);
+        eng_engine_snapshot_metrics(e);
         pthread_mutex_unlock(&e->mu);
         flush_wakes(e);
         pthread_mutex_lock(&e->mu);
@@ -769,16 +671,14 @@ static void *engine_main(void *arg)
     reap(e, true);
     flush_wakes(e);
     pthread_mutex_lock(&e->mu);
-    snapshot_metrics(e);
+    eng_engine_snapshot_metrics(e);
     pthread_mutex_unlock(&e->mu);
     return NULL;
 }
 
 /* ---- submit ---- */
 
-/* Writes a message into err and returns code. */
-__attribute__((format(printf, 4, 5))) static int fail_msg(char *err, size_t errlen, int code,
-                                                          const char *fmt, ...)
+int eng_engine_fail_msg(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     if (err && errlen) {
         va_list ap;
@@ -788,6 +688,7 @@ __attribute__((format(printf, 4, 5))) static int fail_msg(char *err, size_t errl
     }
     return code;
 }
+
 
 /* Under e->mu: ENG_ERR_DRAINING or ENG_ERR_QUEUE_FULL, or 0. */
 static int admission_state(const struct eng_engine *e)
@@ -802,8 +703,8 @@ static int admission_state(const struct eng_engine *e)
 static int admission_msg(int rc, const struct eng_engine *e, char *err, size_t errlen)
 {
     if (rc == ENG_ERR_DRAINING)
-        return fail_msg(err, errlen, rc, "the server is shutting down and accepts no new requests");
-    return fail_msg(err, errlen, rc, "too many requests waiting (limit %d); retry later",
+        return eng_engine_fail_msg(err, errlen, rc, "the server is shutting down and accepts no new requests");
+    return eng_engine_fail_msg(err, errlen, rc, "too many requests waiting (limit %d); retry later",
                     (int)e->max_waiting);
 }
 
@@ -825,33 +726,33 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
     *out = NULL;
     const struct eng_model_config *cfg = &e->model->cfg;
     if (!r || !r->prompt || r->n_prompt < 1)
-        return fail_msg(err, errlen, ENG_ERR_INVALID, "the prompt must hold at least one token");
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "the prompt must hold at least one token");
     for (int32_t i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= cfg->vocab_size)
-            return fail_msg(err, errlen, ENG_ERR_INVALID,
+            return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
                             "prompt token %d at index %d is outside the vocabulary [0, %lld)",
                             r->prompt[i], i, (long long)cfg->vocab_size);
     if (r->n < 1 || r->n > MAX_CHOICES)
-        return fail_msg(err, errlen, ENG_ERR_INVALID, "n must be between 1 and %d", MAX_CHOICES);
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "n must be between 1 and %d", MAX_CHOICES);
     if (r->n_stop < 0 || (r->n_stop > 0 && !r->stop))
-        return fail_msg(err, errlen, ENG_ERR_INVALID, "invalid stop list");
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "invalid stop list");
     for (int32_t i = 0; i < r->n_stop; i++)
         if (!r->stop[i] || !r->stop[i][0])
-            return fail_msg(err, errlen, ENG_ERR_INVALID, "stop strings must not be empty");
+            return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "stop strings must not be empty");
     if (r->prompt_top_logprobs < 0 || r->prompt_top_logprobs > ENG_SAMPLER_MAX_TOP_LOGPROBS)
-        return fail_msg(err, errlen, ENG_ERR_INVALID, "prompt_logprobs must be between 0 and %d",
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "prompt_logprobs must be between 0 and %d",
                         ENG_SAMPLER_MAX_TOP_LOGPROBS);
     const struct eng_sampling_params *sp = &r->sampling;
     if ((sp->n_logit_bias > 0 && !sp->logit_bias) || sp->n_logit_bias < 0 ||
         (sp->n_stop_token_ids > 0 && !sp->stop_token_ids) || sp->n_stop_token_ids < 0 ||
         (sp->n_eos_token_ids > 0 && !sp->eos_token_ids) || sp->n_eos_token_ids < 0)
-        return fail_msg(err, errlen, ENG_ERR_INVALID, "invalid sampling arrays");
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "invalid sampling arrays");
 
     int64_t max_pos = cfg->max_position_embeddings;
     int64_t completion = r->max_tokens > 0 ? r->max_tokens : 0;
     if ((int64_t)r->n_prompt + completion > max_pos ||
         (completion == 0 && (int64_t)r->n_prompt >= max_pos))
-        return fail_msg(err, errlen, ENG_ERR_CONTEXT,
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_CONTEXT,
                         "This model's maximum context length is %lld tokens. However, you "
                         "requested %lld tokens (%d in the messages, %lld in the completion). "
                         "Please reduce the length of the messages or completion.",
@@ -862,7 +763,7 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
      * must fit in the pool on its own, or preemption could never make room for it. */
     int64_t need = (max_len - 1 + e->kv->block_size - 1) / e->kv->block_size;
     if (need > e->kv->n_blocks)
-        return fail_msg(err, errlen, ENG_ERR_CONTEXT,
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_CONTEXT,
                         "This request needs up to %lld tokens of KV cache but the cache holds "
                         "%lld; reduce the prompt or max_tokens.",
                         (long long)max_len - 1,
@@ -876,7 +777,7 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
 
     struct eng_handle *h = calloc(1, sizeof *h);
     if (!h)
-        return fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     atomic_init(&h->refs, 2);
@@ -969,7 +870,7 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
     return 0;
 nomem:
     handle_free(h);
-    return fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
+    return eng_engine_fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
 }
 
 void eng_engine_drain(struct eng_engine *e)
@@ -985,276 +886,4 @@ void eng_engine_get_metrics(struct eng_engine *e, struct eng_metrics *m)
     *m = e->metrics;
     m->waiting += e->n_inbox;
     pthread_mutex_unlock(&e->mu);
-}
-
-/* ---- create / destroy ---- */
-
-static bool file_exists(const char *dir, const char *name)
-{
-    char path[4096];
-    int n = snprintf(path, sizeof path, "%s/%s", dir, name);
-    return n > 0 && (size_t)n < sizeof path && access(path, R_OK) == 0;
-}
-
-#define GIB(x) ((double)(x) / (double)(1 << 30))
-
-/* The KV pool on a GPU: weights + the activation workspace + the pool must fit in fraction of
- * the device's memory, less what is in use already (the CUDA context, other processes).
- * kv_cache_bytes > 0 asks for that pool exactly; otherwise the pool takes the rest, and must
- * hold at least one step's tokens. Sets *n_blocks, or fails with the numbers in err. */
-static int size_memory_budget(struct eng_engine *e, const struct eng_engine_options *o,
-                              double fraction, size_t ws_bytes, size_t block_bytes,
-                              int32_t max_tokens, int64_t bs, int64_t *n_blocks, char *err,
-                              size_t errlen)
-{
-    size_t free_b = 0, total_b = 0;
-    if (kern_cuda_mem_info(e->ctx, &free_b, &total_b) != 0 || free_b > total_b)
-        return fail_msg(err, errlen, ENG_ERR_BACKEND, "--device cuda: cannot read the GPU's "
-                        "memory size");
-    double in_use = (double)(total_b - free_b);
-    double avail = fraction * (double)total_b - in_use;
-    double weights = (double)eng_model_weight_bytes(e->model);
-    double fixed = weights + (double)ws_bytes;
-    double min_kv = (double)block_bytes * (double)((max_tokens + bs - 1) / bs);
-    double kv = o->kv_cache_bytes > 0 ? (double)o->kv_cache_bytes : avail - fixed;
-    if (kv < min_kv)
-        kv = min_kv;
-    if (fixed + kv > avail)
-        return fail_msg(err, errlen, ENG_ERR_BACKEND,
-                        "model needs %.2f GiB (weights %.2f + activations %.2f + KV cache "
-                        "%.2f), %.2f GiB available (--gpu-memory-fraction %.2f of %.2f GiB, "
-                        "%.2f GiB already in use)",
-                        GIB(fixed + kv), GIB(weights), GIB(ws_bytes), GIB(kv),
-                        GIB(avail > 0 ? avail : 0), fraction, GIB(total_b), GIB(in_use));
-    double nb = kv / (double)block_bytes;
-    *n_blocks = nb > (double)INT32_MAX ? INT32_MAX : (int64_t)nb;
-    return 0;
-}
-
-void eng_engine_destroy(struct eng_engine *e)
-{
-    if (!e)
-        return;
-    if (e->thread_started) {
-        pthread_mutex_lock(&e->mu);
-        e->stop = true;
-        pthread_cond_signal(&e->cv);
-        pthread_mutex_unlock(&e->mu);
-        pthread_join(e->thread, NULL);
-    }
-    if (e->sched_ready)
-        eng_sched_free(&e->sched);
-    eng_prefix_cache_destroy(e->pc);
-    /* Everything held in the backend's memory goes before the backend itself. */
-    eng_kv_cache_destroy(e->kv);
-    eng_phi3_ws_free(&e->ws);
-    eng_model_destroy(e->model);
-    eng_sampler_ws_free(&e->sws);
-    if (e->logits_pinned)
-        kern_cuda_host_unregister(e->ctx, e->logits);
-    free(e->logits);
-    free(e->argmax_rows);
-    free(e->argmax_tokens);
-    free(e->tbuf);
-    if (e->cuda)
-        kern_cuda_destroy(e->ctx);
-    else
-        kern_ctx_destroy(e->ctx);
-    eng_tokenizer_destroy(e->tok);
-    if (e->mu_ready) {
-        pthread_mutex_destroy(&e->mu);
-        pthread_cond_destroy(&e->cv);
-    }
-    free(e);
-}
-
-int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **out, char *err,
-                      size_t errlen)
-{
-    *out = NULL;
-    if (!o || !o->model_dir)
-        return fail_msg(err, errlen, ENG_ERR_INVALID, "no model directory");
-    const char *dev = o->device ? o->device : "cpu";
-    if (strcmp(dev, "cpu") != 0 && strcmp(dev, "ref") != 0 && strcmp(dev, "cuda") != 0)
-        return fail_msg(err, errlen, ENG_ERR_INVALID, "unknown device '%s' (cpu, ref or cuda)",
-                        dev);
-    double fraction = o->gpu_memory_fraction > 0 ? o->gpu_memory_fraction : 0.9;
-    if (!(fraction <= 1.0))
-        return fail_msg(err, errlen, ENG_ERR_INVALID,
-                        "gpu_memory_fraction %g is outside (0, 1]", o->gpu_memory_fraction);
-    struct eng_engine *e = calloc(1, sizeof *e);
-    if (!e)
-        return fail_msg(err, errlen, ENG_ERR_NOMEM, "out of memory");
-    int rc = ENG_ERR_LOAD;
-    char msg[512];
-    if (pthread_mutex_init(&e->mu, NULL) != 0 || pthread_cond_init(&e->cv, NULL) != 0) {
-        free(e);
-        return fail_msg(err, errlen, ENG_ERR_NOMEM, "cannot create a mutex");
-    }
-    e->mu_ready = true;
-    if (eng_model_load(o->model_dir, &e->model, msg, sizeof msg) != 0) {
-        fail_msg(err, errlen, rc, "%s", msg);
-        goto fail;
-    }
-    if (file_exists(o->model_dir, "tokenizer.model") &&
-        eng_tokenizer_load_dir(o->model_dir, &e->tok, msg, sizeof msg) != 0) {
-        fail_msg(err, errlen, rc, "%s", msg);
-        goto fail;
-    }
-    /* Stop ids: config.json ∪ generation_config.json (the loader) ∪ the tokenizer's eos. */
-    if (e->tok && eng_tokenizer_get_info(e->tok)->eos_id >= 0 &&
-        eng_model_config_add_tokenizer_eos(&e->model->cfg, eng_tokenizer_get_info(e->tok)->eos_id,
-                                           msg, sizeof msg) != 0) {
-        fail_msg(err, errlen, rc, "%s", msg);
-        goto fail;
-    }
-    kern_ops_init_ref(&e->ops);
-    if (strcmp(dev, "cpu") == 0) {
-        kern_ops_init_cpu(&e->ops);
-        e->ctx = kern_ctx_create_cpu(o->n_threads > 0 ? o->n_threads : 0);
-        if (!e->ctx) {
-            rc = ENG_ERR_BACKEND;
-            fail_msg(err, errlen, rc, "cannot start the CPU thread pool");
-            goto fail;
-        }
-    } else if (strcmp(dev, "cuda") == 0) {
-        if (kern_cuda_create(0, &e->ops, &e->ctx, msg, sizeof msg) != 0) {
-            rc = ENG_ERR_BACKEND;
-            fail_msg(err, errlen, rc, "--device cuda: %s", msg);
-            goto fail;
-        }
-        e->cuda = true;
-    }
-
-    const struct eng_model_config *c = &e->model->cfg;
-    int64_t bs = o->block_size > 0 ? o->block_size : 16;
-    int32_t max_seqs = o->max_seqs > 0 ? o->max_seqs : 256;
-    int32_t max_tokens = o->max_batched_tokens > 0 ? o->max_batched_tokens : 2048;
-    /* Device backends keep the cache in bf16 (the attention and kv_write ops convert); the
-     * host backends compute the fp32 numerics the CPU goldens check. */
-    enum kern_dtype kv_dtype = e->ops.host_memory ? KERN_DTYPE_F32 : KERN_DTYPE_BF16;
-    rc = ENG_ERR_INVALID;
-    size_t block_bytes = eng_kv_cache_block_bytes(c->num_hidden_layers, c->num_key_value_heads,
-                                                  c->head_dim, bs, kv_dtype);
-    if (block_bytes == 0 || bs > 4096) {
-        fail_msg(err, errlen, rc, "invalid KV block size %lld", (long long)bs);
-        goto fail;
-    }
-    /* The largest step the scheduler plans: max_tokens tokens and logit rows (a prompt-logprob
-     * chunk has one row per token), max_seqs sequences with full-context block tables. */
-    int64_t per_seq = (c->max_position_embeddings + bs - 1) / bs;
-    int64_t table_entries = per_seq * max_seqs;
-    int64_t n_blocks = 0;
-    if (e->cuda) {
-        size_t ws_bytes = eng_phi3_ws_bytes(c, max_tokens, max_tokens, max_seqs, table_entries);
-        if (ws_bytes == 0) {
-            fail_msg(err, errlen, rc, "max_batched_tokens / max_seqs are too large");
-            goto fail;
-        }
-        if (size_memory_budget(e, o, fraction, ws_bytes, block_bytes, max_tokens, bs, &n_blocks,
-                               err, errlen) != 0) {
-            rc = ENG_ERR_BACKEND;
-            goto fail;
-        }
-    } else if (o->kv_cache_bytes > 0) {
-        n_blocks = o->kv_cache_bytes / (int64_t)block_bytes;
-    } else {
-        /* 1 GiB, or less when that already holds max_seqs sequences of the full context. */
-        n_blocks = DEFAULT_KV_BYTES / (int64_t)block_bytes;
-        if (per_seq <= INT64_MAX / max_seqs && per_seq * max_seqs < n_blocks)
-            n_blocks = per_seq * max_seqs;
-    }
-    if (n_blocks < 1 || n_blocks > INT32_MAX) {
-        fail_msg(err, errlen, rc, "kv_cache_bytes gives %lld blocks of %zu bytes",
-                 (long long)n_blocks, block_bytes);
-        goto fail;
-    }
-    /* Weights into the backend (zero copy on the host), then the pool and, on a device, the
-     * workspace for the largest step, so that the step loop allocates nothing there. */
-    if (eng_model_upload(e->model, &e->ops, e->ctx, msg, sizeof msg) != 0) {
-        rc = ENG_ERR_BACKEND;
-        fail_msg(err, errlen, rc, "%s", msg);
-        goto fail;
-    }
-    if (eng_kv_cache_create_on(&e->ops, e->ctx, c->num_hidden_layers, c->num_key_value_heads,
-                               c->head_dim, bs, n_blocks, kv_dtype, &e->kv, msg,
-                               sizeof msg) != 0) {
-        rc = ENG_ERR_NOMEM;
-        fail_msg(err, errlen, rc, "%s", msg);
-        goto fail;
-    }
-    if (e->cuda) {
-        rc = ENG_ERR_NOMEM;
-        e->logits = malloc((size_t)max_tokens * (size_t)c->vocab_size * sizeof *e->logits);
-        e->argmax_rows = malloc((size_t)max_tokens * sizeof *e->argmax_rows);
-        e->argmax_tokens = malloc((size_t)max_tokens * sizeof *e->argmax_tokens);
-        if (!e->logits || !e->argmax_rows || !e->argmax_tokens ||
-            eng_phi3_ws_reserve(&e->ws, c, &e->ops, e->ctx, max_tokens, max_tokens, max_seqs,
-                                table_entries) != 0) {
-            fail_msg(err, errlen, rc, "out of memory for the activation workspace");
-            goto fail;
-        }
-        e->cap_rows = max_tokens;
-        /* Logits come back into page-locked memory: twice the speed of a pageable copy, and a
-         * sampled row of a 32k vocabulary is 128 KiB. Pageable memory works too. */
-        e->logits_pinned = kern_cuda_host_register(e->ctx, e->logits, (size_t)max_tokens *
-                                                   (size_t)c->vocab_size * sizeof *e->logits) == 0;
-        /* Decode steps of up to max_seqs sequences (and no more than a step's tokens) whose
-         * contexts fit max_seq_len_to_capture replay CUDA graphs. */
-        if (!o->enforce_eager) {
-            int64_t cap_len = o->max_seq_len_to_capture > 0 ? o->max_seq_len_to_capture : 8192;
-            if (cap_len > c->max_position_embeddings)
-                cap_len = c->max_position_embeddings;
-            int64_t graph_blocks = (cap_len + bs - 1) / bs;
-            if (graph_blocks > per_seq)
-                graph_blocks = per_seq;
-            int64_t graph_batch = max_seqs < max_tokens ? max_seqs : max_tokens;
-            if (eng_phi3_graphs_enable(&e->ws, graph_batch, graph_blocks) != 0) {
-                fail_msg(err, errlen, rc, "cannot set up CUDA graphs (try --enforce-eager)");
-                goto fail;
-            }
-        }
-    }
-    rc = ENG_ERR_NOMEM;
-    if (eng_prefix_cache_create(e->kv, !o->no_prefix_caching, &e->pc) != 0 ||
-        eng_sampler_ws_init(&e->sws, c->vocab_size) != 0) {
-        fail_msg(err, errlen, rc, "out of memory");
-        goto fail;
-    }
-    struct eng_sched_config sc = {
-        .max_batched_tokens = max_tokens,
-        .max_seqs = max_seqs,
-        .rope_original_max = c->rope_type == ENG_ROPE_LONGROPE
-                                 ? c->original_max_position_embeddings : 0,
-    };
-    if (eng_sched_init(&e->sched, &sc, e->kv, e->pc) != 0) {
-        rc = ENG_ERR_INVALID;
-        fail_msg(err, errlen, rc, "invalid scheduler limits");
-        goto fail;
-    }
-    e->sched_ready = true;
-    e->max_waiting = o->max_waiting > 0 ? o->max_waiting : 1024;
-    e->long_from_start = o->rope_long_from_start;
-    e->no_argmax_rows = o->no_argmax_rows;
-    const char *nap = getenv("PHISERVE_TEST_STEP_SLEEP_MS");
-    if (nap) {
-        long long ms = strtoll(nap, NULL, 10);
-        e->test_step_sleep_ms = ms > 0 && ms <= 600000 ? ms : 0;
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t seed = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)e;
-    atomic_init(&e->entropy, eng_splitmix64_next(&seed));
-    snapshot_metrics(e);
-    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
-        rc = ENG_ERR_BACKEND;
-        fail_msg(err, errlen, rc, "cannot start the engine thread");
-        goto fail;
-    }
-    e->thread_started = true;
-    *out = e;
-    return 0;
-fail:
-    eng_engine_destroy(e);
-    return rc;
 }

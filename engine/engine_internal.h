@@ -1,0 +1,131 @@
+/* Private to the engine (engine.c, engine_create.c): the engine and handle structs, and the
+ * few functions the two files share. Not for the server: engine.h is the engine's API. */
+#ifndef PHISERVE_ENGINE_ENGINE_INTERNAL_H
+#define PHISERVE_ENGINE_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "detok.h"
+#include "engine.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "models/phi3.h"
+#include "ops.h"
+#include "prefix_cache.h"
+#include "sampler.h"
+#include "scheduler.h"
+
+#define MAX_CHOICES 128
+#define DETOK_CONTEXT 6
+#define DEFAULT_KV_BYTES ((int64_t)1 << 30)
+
+/* One queued event of a handle, with its text and token in the same allocation. */
+struct pending_event {
+    struct pending_event *next;
+    struct eng_event ev;           /* text and tokens point into this allocation */
+    struct eng_token_info token;
+    char text[];
+};
+
+/* Per-choice generation state; engine thread only. */
+struct choice {
+    struct eng_sampler_state st;
+    struct eng_detok *detok;       /* NULL without a tokenizer */
+    struct eng_stop_matcher *stop; /* NULL without stop strings */
+    bool finished;
+};
+
+struct eng_handle {
+    struct eng_engine *e;
+    /* The request, copied at submit; read-only afterwards. */
+    int32_t *prompt;               /* [n_prompt] */
+    int32_t n_prompt;
+    struct eng_sampling_params sp; /* its arrays point to the copies below */
+    struct eng_logit_bias *bias;
+    int32_t *stop_ids, *eos_ids;
+    int32_t max_len;               /* a choice ends when it holds this many tokens */
+    int32_t n;
+    bool include_stop, prompt_logprobs;
+    int32_t prompt_top;
+    uint8_t variant;               /* initial RoPE variant */
+    bool variant_fixed;
+    /* Engine thread only. */
+    struct choice *choices;        /* [n] */
+    int32_t n_finished;
+    int32_t completion_tokens, cached_tokens;
+    struct eng_token_info *plp;    /* [n_prompt] prompt logprobs being filled */
+    bool engine_ref;               /* the engine still holds its reference */
+    bool dirty;                    /* events queued this step, wake pending */
+    struct eng_handle *next;       /* inbox / dirty list link */
+    /* Shared, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct pending_event *head, *tail, *current;
+    bool done;                     /* every choice finished (its events may still be queued) */
+    bool plp_ready;
+    bool released;
+    int waking;
+    struct eng_usage usage;
+    eng_wake_fn wake;
+    void *user;
+    atomic_int refs;
+    atomic_bool cancelled;
+};
+
+struct eng_engine {
+    struct eng_model *model;
+    struct eng_tokenizer *tok;     /* NULL when the directory has no tokenizer.model */
+    struct kern_ops ops;
+    struct kern_ctx *ctx;
+    bool cuda;                     /* ctx came from kern_cuda_create */
+    struct eng_kv_cache *kv;
+    struct eng_prefix_cache *pc;
+    struct eng_scheduler sched;
+    bool sched_ready;
+    struct eng_phi3_ws ws;
+    struct eng_sampler_ws sws;
+    float *logits;                 /* [cap_rows, vocab] */
+    /* Greedy rows of a step: flags for the forward pass and the token ids it returns (the
+     * argmax where the logits are; see eng_phi3_forward). */
+    uint8_t *argmax_rows;          /* [cap_rows] */
+    int32_t *argmax_tokens;        /* [cap_rows] */
+    int64_t cap_rows;
+    bool logits_pinned;            /* logits is page-locked for the GPU (kern_cuda_host_register) */
+    bool no_argmax_rows;           /* every row's logits come back (test / debug knob) */
+    char *tbuf;                    /* text of one event being assembled */
+    size_t tbuf_len, tbuf_cap;
+    struct eng_handle *dirty;      /* handles to wake after this step */
+    int32_t max_waiting;
+    bool long_from_start;
+    atomic_uint_fast64_t entropy;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool mu_ready;
+    /* Under mu. */
+    struct eng_handle *inbox_head, *inbox_tail;
+    int32_t n_inbox;
+    bool stop, draining, cancel_pending;
+    struct eng_metrics metrics;    /* snapshot, refreshed after every step */
+    /* Engine thread only. */
+    int64_t prompt_tokens_total, generation_tokens_total, requests_finished;
+    int64_t argmax_rows_total;
+    /* Test only: PHISERVE_TEST_STEP_SLEEP_MS, read once at creation, sleeps this long before
+     * every step to imitate a wedged forward pass. 0 (unset) does nothing. */
+    int64_t test_step_sleep_ms;
+};
+
+/* The engine thread's loop (pthread start routine; arg is the engine). */
+void *eng_engine_main(void *arg);
+/* Refreshes e->metrics from the engine thread's counters; call with e->mu held. */
+void eng_engine_snapshot_metrics(struct eng_engine *e);
+/* Writes a message into err (errlen bytes, may be NULL) and returns code. */
+__attribute__((format(printf, 4, 5))) int eng_engine_fail_msg(char *err, size_t errlen, int code,
+                                                              const char *fmt, ...);
+
+#endif
