@@ -134,6 +134,48 @@ static __global__ void __launch_bounds__(PLAN_THREADS)
         *n_items = (int)(base < max_items ? base : max_items);
 }
 
+/* Where a prefill tile (work item (seq, first row), head h, up to bq rows) sits: its rows,
+ * positions, the keys it reads and the kv head and block table it reads them through. */
+struct tile {
+    int64_t s, row0, h, q0, nrows, pos0, key_lo, key_hi, kvh, row_elems;
+    const int32_t *table;
+};
+
+static __device__ __forceinline__ struct tile tile_of(const struct attn_args &a, int2 item,
+                                                      int64_t h, int64_t bq, int64_t d)
+{
+    struct tile t;
+    t.s = item.x;
+    t.row0 = item.y;
+    t.h = h;
+    int64_t ql = a.q_len[t.s], cl = a.ctx_len[t.s];
+    t.q0 = a.q_start[t.s];
+    t.nrows = ql - t.row0 < bq ? ql - t.row0 : bq;
+    t.pos0 = kern_idx_q_pos(cl, ql, t.row0);
+    kern_idx_tile_keys(t.pos0, t.pos0 + t.nrows, a.window, &t.key_lo, &t.key_hi);
+    t.kvh = kern_idx_kv_head(h, a.n_heads, a.n_kv_heads);
+    t.table = a.block_tables + t.s * a.max_blocks;
+    t.row_elems = a.n_kv_heads * d;
+    return t;
+}
+
+/* Threads 0 .. bk-1 look up the slots of keys kb .. kb+bk-1 of a tile (-1 past its keys, and
+ * for a block outside the cache, which raises the fault). */
+static __device__ __forceinline__ void tile_slots(const struct attn_args &a, const struct tile &t,
+                                                  int64_t kb, int bk, int64_t *slots)
+{
+    int tid = threadIdx.x;
+    if (tid >= bk)
+        return;
+    int64_t kp = kb + tid, slot = -1;
+    if (kp < t.key_hi) {
+        slot = kern_idx_slot(t.table, a.max_blocks, a.block_size, a.n_slots, kp);
+        if (slot < 0)
+            kern_cuda_raise(a.fault, KERN_CUDA_FAULT_BLOCK_TABLE);
+    }
+    slots[tid] = slot;
+}
+
 /* Shared memory of the prefill kernel, in floats: Q [BQ][D], K [BK][D+4], V [BK][D],
  * P [BQ][BK+1], then BK int64 slots. */
 static size_t prefill_smem_bytes(int d)
@@ -158,16 +200,9 @@ static __global__ void __launch_bounds__(AT_THREADS)
 
     if ((int)blockIdx.x >= *n_items)
         return;
-    int2 item = items[blockIdx.x];
-    int64_t s = item.x, row0 = item.y, h = blockIdx.y;
-    int64_t ql = a.q_len[s], q0 = a.q_start[s], cl = a.ctx_len[s];
-    int64_t nrows = ql - row0 < AT_BQ ? ql - row0 : AT_BQ;
-    int64_t pos0 = kern_idx_q_pos(cl, ql, row0);
-    int64_t key_lo, key_hi;
-    kern_idx_tile_keys(pos0, pos0 + nrows, a.window, &key_lo, &key_hi);
-    int64_t kvh = kern_idx_kv_head(h, a.n_heads, a.n_kv_heads);
-    const int32_t *table = a.block_tables + s * a.max_blocks;
-    int64_t row_elems = a.n_kv_heads * D;
+    const struct tile t = tile_of(a, items[blockIdx.x], blockIdx.y, AT_BQ, D);
+    const int64_t h = t.h, q0 = t.q0, row0 = t.row0, nrows = t.nrows, pos0 = t.pos0;
+    const int64_t kvh = t.kvh, row_elems = t.row_elems;
 
     int tid = threadIdx.x;
     for (int e = tid; e < AT_BQ * D; e += AT_THREADS) {
@@ -184,16 +219,9 @@ static __global__ void __launch_bounds__(AT_THREADS)
     for (int i = 0; i < 4 * NC; i++)
         o[i] = 0.0f;
 
-    for (int64_t kb = key_lo; kb < key_hi; kb += AT_BK) {
-        if (tid < AT_BK) {
-            int64_t kp = kb + tid, slot = -1;
-            if (kp < key_hi) {
-                slot = kern_idx_slot(table, a.max_blocks, a.block_size, a.n_slots, kp);
-                if (slot < 0)
-                    kern_cuda_raise(a.fault, KERN_CUDA_FAULT_BLOCK_TABLE);
-            }
-            slots[tid] = slot;
-        }
+    const int64_t key_hi = t.key_hi;
+    for (int64_t kb = t.key_lo; kb < key_hi; kb += AT_BK) {
+        tile_slots(a, t, kb, AT_BK, slots);
         __syncthreads(); /* slots ready; the previous step's reads of vs and ps are done */
         for (int e = tid; e < AT_BK * D; e += AT_THREADS) {
             int j = e / D, d = e % D;
@@ -518,16 +546,9 @@ static __global__ void __launch_bounds__(TC_THREADS)
 
     if ((int)blockIdx.x >= *n_items)
         return;
-    int2 item = items[blockIdx.x];
-    int64_t s = item.x, row0 = item.y, h = blockIdx.y;
-    int64_t ql = a.q_len[s], q0 = a.q_start[s], cl = a.ctx_len[s];
-    int64_t nrows = ql - row0 < TC_BQ ? ql - row0 : TC_BQ;
-    int64_t pos0 = kern_idx_q_pos(cl, ql, row0);
-    int64_t key_lo, key_hi;
-    kern_idx_tile_keys(pos0, pos0 + nrows, a.window, &key_lo, &key_hi);
-    int64_t kvh = kern_idx_kv_head(h, a.n_heads, a.n_kv_heads);
-    const int32_t *table = a.block_tables + s * a.max_blocks;
-    int64_t row_elems = a.n_kv_heads * D;
+    const struct tile t = tile_of(a, items[blockIdx.x], blockIdx.y, TC_BQ, D);
+    const int64_t h = t.h, q0 = t.q0, row0 = t.row0, nrows = t.nrows, pos0 = t.pos0;
+    const int64_t kvh = t.kvh, row_elems = t.row_elems;
     const uint16_t *kc = static_cast<const uint16_t *>(a.k_cache);
     const uint16_t *vc = static_cast<const uint16_t *>(a.v_cache);
 
@@ -544,16 +565,9 @@ static __global__ void __launch_bounds__(TC_THREADS)
     bool row_ok = r < nrows;
     float m = -INFINITY, l = 0.0f;
 
-    for (int64_t kb = key_lo; kb < key_hi; kb += TC_BK) {
-        if (tid < TC_BK) {
-            int64_t kp = kb + tid, slot = -1;
-            if (kp < key_hi) {
-                slot = kern_idx_slot(table, a.max_blocks, a.block_size, a.n_slots, kp);
-                if (slot < 0)
-                    kern_cuda_raise(a.fault, KERN_CUDA_FAULT_BLOCK_TABLE);
-            }
-            slots[tid] = slot;
-        }
+    const int64_t key_hi = t.key_hi;
+    for (int64_t kb = t.key_lo; kb < key_hi; kb += TC_BK) {
+        tile_slots(a, t, kb, TC_BK, slots);
         __syncthreads(); /* slots ready (every warp finished the last step at the end of it) */
         for (int e = tid; e < TC_BK * D; e += TC_THREADS) {
             int j = e / D, d = e % D;
