@@ -1,9 +1,10 @@
 /* The CUDA emulator's device side: what a kernel source needs from CUDA (thread and block
  * indices, __syncthreads, warp shuffles, atomics, vector types) and the launcher behind
- * KERN_CUDA_LAUNCH, so that the .cu files of kernels/cuda build with the host C++ compiler and run on
- * the CPU, one CUDA thread per fiber. It is a test tool for machines without a GPU: it checks
- * indexing, barriers, warp-collective use, launch limits and graph capture, not speed, and
- * says nothing about races between threads or real GPU numerics beyond fp32 order.
+ * KERN_CUDA_LAUNCH, so that the .cu files of kernels/cuda build with the host C++ compiler and
+ * run on the CPU, one CUDA thread per fiber (WMMA is in include/mma.h). It is a test tool for
+ * machines without a GPU: it checks indexing, barriers, warp-collective use, launch limits and
+ * graph capture, not speed, and says nothing about races between threads (they run one after
+ * another, lane order within a warp) or the GPU's own rounding beyond fp32 order.
  * Rules it enforces (each a CUDA rule; a violation aborts with a message):
  *  - every thread of a block that has not exited waits at the same __syncthreads;
  *  - every lane of a warp takes part in each full-mask warp collective;
