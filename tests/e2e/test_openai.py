@@ -2,6 +2,7 @@
 see (shapes, streaming, n > 1, logprobs, seeds, stops, usage, the error classes)."""
 import asyncio
 import concurrent.futures
+import os
 
 import openai
 import pytest
@@ -240,6 +241,11 @@ def test_async_streams(aclient):
     assert all(n >= 1 for n in counts)
 
 
+# Tokens that keep one request busy while others queue behind it. The cuda-emu suite runs the
+# server on the CUDA emulator, about a hundred times slower per step, and asks for fewer.
+LONG_TOKENS = int(os.environ.get("PHISERVE_E2E_LONG_TOKENS", "1500"))
+
+
 def test_rate_limit_429():
     """A full waiting queue is a RateLimitError (429 with Retry-After), never a reset or a 5xx."""
     srv = Server("--max-seqs", "1", "--max-waiting", "1")
@@ -248,7 +254,8 @@ def test_rate_limit_429():
 
         def one(_):
             try:
-                c.completions.create(model=MODEL_NAME, prompt="Hi", max_tokens=1500, extra_body=IGNORE_EOS)
+                c.completions.create(model=MODEL_NAME, prompt="Hi", max_tokens=LONG_TOKENS,
+                                     extra_body=IGNORE_EOS)
                 return "ok"
             except openai.RateLimitError as e:
                 assert e.response.headers.get("retry-after")
