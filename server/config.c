@@ -156,10 +156,16 @@ static int list_push(struct srv_strlist *l, const char *s, size_t n)
 }
 
 /* Sets option o from text val (NULL for a bare boolean flag) at level lvl; where names the
- * source for messages. */
+ * source for messages (an environment variable, file:line), NULL on the command line, where
+ * the flag itself says it. */
 static int set_opt(struct loader *L, size_t oi, const char *val, int lvl, const char *where)
 {
     const struct opt *o = &opts[oi];
+    char who[600];
+    if (where)
+        snprintf(who, sizeof who, "%s: --%s", where, o->name);
+    else
+        snprintf(who, sizeof who, "--%s", o->name);
     char *base = (char *)L->cfg + o->off;
     switch (o->type) {
     case OPT_STR: {
@@ -189,7 +195,7 @@ static int set_opt(struct loader *L, size_t oi, const char *val, int lvl, const 
         }
         free(t);
         if (rc != 0 || v < o->lo || v > o->hi)
-            return fail(L, "%s: --%s: '%s' is not %s in [%lld, %lld]", where, o->name, val,
+            return fail(L, "%s: '%s' is not %s in [%lld, %lld]", who, val,
                         o->type == OPT_BYTES ? "a byte size" : "an integer", (long long)o->lo,
                         (long long)o->hi);
         *(int64_t *)(void *)base = v;
@@ -205,7 +211,7 @@ static int set_opt(struct loader *L, size_t oi, const char *val, int lvl, const 
         int bad = errno || end == t || *end || !(x > 0.0 && x <= 1.0);
         free(t);
         if (bad)
-            return fail(L, "%s: --%s: '%s' is not a fraction in (0, 1]", where, o->name, val);
+            return fail(L, "%s: '%s' is not a fraction in (0, 1]", who, val);
         *(double *)(void *)base = x;
         return 0;
     }
@@ -227,7 +233,7 @@ static int set_opt(struct loader *L, size_t oi, const char *val, int lvl, const 
             ok = 0;
         free(t);
         if (!ok)
-            return fail(L, "%s: --%s: '%s' is not a boolean (true/false)", where, o->name, val);
+            return fail(L, "%s: '%s' is not a boolean (true/false)", who, val);
         return 0;
     }
     case OPT_LIST: {
@@ -409,9 +415,7 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
             const char *bad = argv[optind - 1];
             return fail(&L, "unknown option or missing value: '%s' (see phiserve serve --help)", bad ? bad : "");
         }
-        char where[80];
-        snprintf(where, sizeof where, "--%s", opts[c - 1000].name);
-        rc = set_opt(&L, (size_t)(c - 1000), optarg, LVL_FLAG, where);
+        rc = set_opt(&L, (size_t)(c - 1000), optarg, LVL_FLAG, NULL);
         if (rc)
             return rc;
     }
