@@ -54,18 +54,11 @@ struct alignas(8) int2 {
 struct alignas(8) uint2 {
     unsigned x, y;
 };
-struct alignas(16) int4 {
-    int x, y, z, w;
-};
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 static inline float2 make_float2(float x, float y) { return {x, y}; }
 static inline int2 make_int2(int x, int y) { return {x, y}; }
-static inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
-static inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 
 /* ---- the emulated thread -------------------------------------------------------------- */
-
-struct kern_emu_thread; /* one fiber: its index, stack and state (emu_runtime.cpp) */
 
 /* Indices of the running thread. They live in the runtime, per host thread. */
 const uint3 &kern_emu_thread_idx(void);
@@ -76,7 +69,6 @@ const dim3 &kern_emu_grid_dim(void);
 #define blockIdx (kern_emu_block_idx())
 #define blockDim (kern_emu_block_dim())
 #define gridDim (kern_emu_grid_dim())
-static constexpr int warpSize = 32;
 
 /* The block barrier. Each call names its place in the source: threads waiting at different
  * __syncthreads of one block are a divergent barrier, which CUDA leaves undefined. */
@@ -114,39 +106,8 @@ static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 3
     return kern_emu_shfl_from(mask, v, src);
 }
 
-template <typename T>
-static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32)
-{
-    int lane = kern_emu_lane();
-    int src = lane + (int)delta;
-    if (src / width != lane / width)
-        src = lane;
-    return kern_emu_shfl_from(mask, v, src);
-}
-
-template <typename T>
-static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32)
-{
-    int lane = kern_emu_lane();
-    int src = lane - (int)delta;
-    if (src < 0 || src / width != lane / width)
-        src = lane;
-    return kern_emu_shfl_from(mask, v, src);
-}
-
-template <typename T>
-static inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32)
-{
-    int lane = kern_emu_lane();
-    int src = (lane / width) * width + ((src_lane % width + width) % width);
-    return kern_emu_shfl_from(mask, v, src);
-}
-
-/* Every lane's predicate as a bit mask. */
+/* Every lane's predicate as a bit mask; a warp barrier, which is what __syncwarp needs. */
 unsigned kern_emu_ballot(unsigned mask, int pred);
-#define __ballot_sync(mask, pred) kern_emu_ballot((mask), (pred))
-#define __any_sync(mask, pred) (kern_emu_ballot((mask), (pred)) != 0u)
-#define __all_sync(mask, pred) (kern_emu_ballot((mask), (pred)) == 0xffffffffu)
 #define __syncwarp(...) ((void)kern_emu_ballot(0xffffffffu, 1))
 
 /* ---- atomics: the emulator runs one CUDA thread at a time ----------------------------- */
@@ -158,77 +119,14 @@ static inline T atomicOr(T *p, T v)
     *p = old | v;
     return old;
 }
-template <typename T>
-static inline T atomicAnd(T *p, T v)
-{
-    T old = *p;
-    *p = old & v;
-    return old;
-}
-template <typename T>
-static inline T atomicAdd(T *p, T v)
-{
-    T old = *p;
-    *p = old + v;
-    return old;
-}
-template <typename T>
-static inline T atomicMax(T *p, T v)
-{
-    T old = *p;
-    *p = old > v ? old : v;
-    return old;
-}
-template <typename T>
-static inline T atomicMin(T *p, T v)
-{
-    T old = *p;
-    *p = old < v ? old : v;
-    return old;
-}
-template <typename T>
-static inline T atomicCAS(T *p, T cmp, T v)
-{
-    T old = *p;
-    if (old == cmp)
-        *p = v;
-    return old;
-}
-template <typename T>
-static inline T atomicExch(T *p, T v)
-{
-    T old = *p;
-    *p = v;
-    return old;
-}
 
 /* ---- math and bit casts --------------------------------------------------------------- */
 
-static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-static inline float __fdividef(float a, float b) { return a / b; }
 static inline float __uint_as_float(unsigned u)
 {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
-}
-static inline unsigned __float_as_uint(float f)
-{
-    unsigned u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-static inline float __int_as_float(int i)
-{
-    float f;
-    memcpy(&f, &i, sizeof f);
-    return f;
-}
-static inline int __float_as_int(float f)
-{
-    int i;
-    memcpy(&i, &f, sizeof i);
-    return i;
 }
 
 /* ---- launches ------------------------------------------------------------------------- */

@@ -23,12 +23,6 @@ cudaError_t cudaSetDevice(int device)
     return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice);
 }
 
-cudaError_t cudaGetDevice(int *device)
-{
-    *device = 0;
-    return cudaSuccess;
-}
-
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
 {
     if (device != 0)
@@ -46,26 +40,12 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
     return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    return cudaSuccess;
-}
-
 cudaError_t cudaGetLastError(void)
 {
     device &d = dev();
     cudaError_t e = d.last;
     d.last = cudaSuccess;
     return e;
-}
-
-cudaError_t cudaPeekAtLastError(void)
-{
-    return dev().last;
 }
 
 const char *cudaGetErrorString(cudaError_t e)
@@ -147,43 +127,6 @@ cudaError_t cudaFree(void *ptr)
     munmap(it->second.map, it->second.map_len);
     d.used -= it->second.bytes;
     d.allocs.erase(it);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMallocHost(void **ptr, size_t bytes)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    *ptr = nullptr;
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p)
-        return fail(cudaErrorMemoryAllocation);
-    d.pinned[(uintptr_t)p] = bytes;
-    *ptr = p;
-    return cudaSuccess;
-}
-
-cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned flags)
-{
-    (void)flags;
-    return cudaMallocHost(ptr, bytes);
-}
-
-cudaError_t cudaFreeHost(void *ptr)
-{
-    device &d = dev();
-    std::lock_guard<std::recursive_mutex> lock(d.mu);
-    if (!ptr)
-        return cudaSuccess;
-    if (capture_forbids(d))
-        return cudaErrorStreamCaptureUnsupported;
-    auto it = d.pinned.find((uintptr_t)ptr);
-    if (it == d.pinned.end())
-        return fail(cudaErrorInvalidValue);
-    d.pinned.erase(it);
-    free(ptr);
     return cudaSuccess;
 }
 
@@ -279,11 +222,6 @@ cudaError_t cudaMemset2DAsync(void *dst, size_t pitch, int value, size_t width, 
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreate(cudaStream_t *stream)
-{
-    return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
-}
-
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags)
 {
     (void)flags;
@@ -346,15 +284,6 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
     kern_emu_graph *g = new kern_emu_graph();
     g->nodes.swap(stream->nodes);
     *graph = g;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus *status)
-{
-    kern_emu_stream *st = stream_of(stream);
-    *status = !st->capturing      ? cudaStreamCaptureStatusNone
-              : st->invalidated ? cudaStreamCaptureStatusInvalidated
-                                : cudaStreamCaptureStatusActive;
     return cudaSuccess;
 }
 

@@ -83,7 +83,7 @@ namespace kern_emu_rt {
 struct device {
     std::recursive_mutex mu;
     std::map<uintptr_t, dev_alloc> allocs; /* by user address */
-    std::map<uintptr_t, size_t> pinned;    /* cudaMallocHost blocks */
+    std::map<uintptr_t, size_t> pinned;    /* cudaHostRegister ranges */
     std::map<const void *, int> max_dyn_smem;
     size_t used = 0, total = 0;
     bool protect = false;

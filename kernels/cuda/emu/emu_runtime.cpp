@@ -614,7 +614,3 @@ bool kern_emu_is_device_range(const void *p, size_t bytes)
     return find_alloc(d, p, bytes) != nullptr;
 }
 
-void kern_emu_set_error(cudaError_t err)
-{
-    dev().last = err;
-}

@@ -11,7 +11,6 @@ struct __nv_bfloat16 {
 };
 
 static inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16{u}; }
-static inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
 static inline float __bfloat162float(__nv_bfloat16 h) { return kern_bf16_to_f32(h.bits); }
 static inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16{kern_f32_to_bf16(f)}; }
 

@@ -11,8 +11,6 @@ struct __half {
 };
 
 static inline __half __ushort_as_half(unsigned short u) { return __half{u}; }
-static inline unsigned short __half_as_ushort(__half h) { return h.bits; }
 static inline float __half2float(__half h) { return kern_f16_to_f32(h.bits); }
-static inline __half __float2half(float f) { return __half{kern_f32_to_f16(f)}; }
 
 #endif

@@ -44,15 +44,8 @@ enum cudaStreamCaptureMode {
     cudaStreamCaptureModeRelaxed = 2,
 };
 
-enum cudaStreamCaptureStatus {
-    cudaStreamCaptureStatusNone = 0,
-    cudaStreamCaptureStatusActive = 1,
-    cudaStreamCaptureStatusInvalidated = 2,
-};
-
 #define cudaStreamDefault 0x00u
 #define cudaStreamNonBlocking 0x01u
-#define cudaHostAllocDefault 0x00u
 #define cudaHostRegisterDefault 0x00u
 
 struct cudaDeviceProp {
@@ -73,11 +66,8 @@ typedef struct kern_emu_graph_node *cudaGraphNode_t;
 
 cudaError_t cudaGetDeviceCount(int *count);
 cudaError_t cudaSetDevice(int device);
-cudaError_t cudaGetDevice(int *device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
-cudaError_t cudaDeviceSynchronize(void);
 cudaError_t cudaGetLastError(void);
-cudaError_t cudaPeekAtLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 
@@ -88,9 +78,6 @@ static inline cudaError_t cudaMalloc(T **ptr, size_t bytes)
     return cudaMalloc(reinterpret_cast<void **>(ptr), bytes);
 }
 cudaError_t cudaFree(void *ptr);
-cudaError_t cudaMallocHost(void **ptr, size_t bytes);
-cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned flags);
-cudaError_t cudaFreeHost(void *ptr);
 cudaError_t cudaHostRegister(void *ptr, size_t bytes, unsigned flags);
 cudaError_t cudaHostUnregister(void *ptr);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
@@ -101,13 +88,11 @@ cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t str
 cudaError_t cudaMemset2DAsync(void *dst, size_t pitch, int value, size_t width, size_t height,
                               cudaStream_t stream = nullptr);
 
-cudaError_t cudaStreamCreate(cudaStream_t *stream);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph);
-cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus *status);
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
                                  unsigned long long flags = 0);
@@ -137,7 +122,5 @@ bool kern_emu_is_device_range(const void *p, size_t bytes);
 /* Queues a host function that reads and writes device memory on stream, like a kernel
  * (recorded when capturing). name is for messages. */
 void kern_emu_submit_host(cudaStream_t stream, const char *name, std::function<void()> body);
-/* Records err as the error the next cudaGetLastError returns. */
-void kern_emu_set_error(cudaError_t err);
 
 #endif
