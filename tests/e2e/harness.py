@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -174,3 +175,18 @@ def sse_events(raw):
     text = raw.decode("utf-8")
     assert text.endswith("\n\n"), repr(text[-50:])
     return text[:-2].split("\n\n")
+
+
+def read_until_close(sock):
+    """Everything a socket delivers until the peer closes it, resets it or goes quiet for the
+    socket's timeout."""
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out

@@ -17,7 +17,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from harness import API_KEY, BIN, MODEL, MODEL_NAME, Server, sse_events  # noqa: E402
+from harness import API_KEY, BIN, MODEL, MODEL_NAME, Server, read_until_close, sse_events  # noqa: E402
 
 CHAT = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 AUTH = b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
@@ -74,16 +74,7 @@ def raw(port, data, timeout=10, src=None):
             s.sendall(data)
         except OSError:
             pass
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return read_until_close(s)
     finally:
         s.close()
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from harness import API_KEY, MODEL_NAME, Server, sse_events  # noqa: E402
+from harness import API_KEY, MODEL_NAME, Server, read_until_close, sse_events  # noqa: E402
 
 CHAT = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 
@@ -184,15 +184,7 @@ def test_413_chunked_body(server):
             s.sendall(b"0\r\n\r\n")
         except OSError:
             pass  # the server may close as soon as it has answered
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = read_until_close(s)
         assert out.startswith(b"HTTP/1.1 413"), out[:200]
     finally:
         s.close()
