@@ -157,6 +157,58 @@ struct kern_argmax_params {
     int64_t n_rows, dim, ldx;
 };
 
+/* sample: one token per job, drawn from a row of x by the engine sampler's rules
+ * (engine/sampler.h, steps 1 to 8), so that a sampled row needs only its id back from a
+ * device. The host prepares what depends on a sequence's history: the per-token changes of
+ * step 1 and 2 (mods) and the uniform draw u. Job j reads row jobs[j].row of x into
+ * work[j, :] and there:
+ *  1. y_i = x_i, NaN as -inf. Each of its mods (ids unique within a job) then sets, in float,
+ *     y = y + bias; y = -inf if ban; y = y > 0 ? y / rep : y * rep; y -= sub_freq; y -= sub_pres.
+ *  2. temperature <= 0 or NaN (greedy): out[j] = the first index of the largest y.
+ *  3. Otherwise, m = max y, then in float w_i = 1 where y_i == m, 0 where y_i == -inf, else
+ *     expf((y_i - m) * (1.0f / temperature)); then w_i = 0 where w_i < min_p.
+ *  4. top_k, when 0 < top_k < the number of w_i > 0: w_i = 0 where w_i is below the top_k-th
+ *     largest w (every w equal to it is kept).
+ *  5. top_p, when top_p < 1 (NaN: off): target = top_p > 0 ? top_p * sum(w) : 0 (sums in
+ *     double). Ranking the w_i > 0 by w descending, then by id ascending, rank r is kept when
+ *     the mass ranked before it is below target; rank 0 is always kept. w_i = 0 for the rest.
+ *  6. t = u * sum(w); out[j] = the first i with w_i > 0 whose running sum w_0 + ... + w_i
+ *     exceeds t, or the last i with w_i > 0 when none does (t rounded up to the sum).
+ * out[j] = -1 when no y is above -inf (the sampler's "no token has a finite logit"). Sums of
+ * weights are in double and may be taken in any order: two backends agree except where t or a
+ * top_p target falls within rounding of a boundary. Each job's result depends on that job
+ * alone (not on the batch). The caller clamps temperature and min_p as the sampler does; u
+ * outside [0, 1) acts as the nearest end. dim must be at most INT32_MAX. Host backends check
+ * rows, mod ranges and mod ids and return KERN_ERR_INVALID; a device backend reports them at
+ * sync. */
+struct kern_sample_mod {
+    int32_t token;             /* in [0, dim) */
+    int32_t ban;               /* nonzero: the token is banned (-inf; min_tokens) */
+    float bias;                /* logit_bias (0: none) */
+    float rep;                 /* repetition penalty (1: none) */
+    float sub_freq;            /* frequency_penalty * count (0: none) */
+    float sub_pres;            /* presence_penalty when generated before (0: none) */
+};
+
+struct kern_sample_job {
+    int64_t row;               /* in [0, n_rows) */
+    int64_t mod_start, n_mods; /* its mods: mods[mod_start .. mod_start + n_mods) */
+    double u;                  /* the uniform draw, [0, 1) */
+    float temperature;         /* <= 0 or NaN: greedy */
+    float min_p;               /* <= 0: off */
+    float top_p;               /* >= 1 or NaN: off */
+    int32_t top_k;             /* <= 0: off */
+};
+
+struct kern_sample_params {
+    const float *x;            /* [n_rows, dim], row stride ldx >= dim */
+    const struct kern_sample_job *jobs; /* [n_jobs] */
+    const struct kern_sample_mod *mods; /* [n_mods] */
+    float *work;               /* [n_jobs, dim] scratch: the processed row of each job */
+    int32_t *out;              /* [n_jobs] token ids */
+    int64_t n_rows, dim, ldx, n_jobs, n_mods;
+};
+
 /* The op table. Every entry returns 0 or a negative enum kern_status.
  *
  * Memory. The pointers inside op params live in the backend's memory: host memory for ref and
@@ -178,6 +230,7 @@ struct kern_ops {
     int (*add)(struct kern_ctx *ctx, const struct kern_add_params *p);
     int (*gather_rows)(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
     int (*argmax)(struct kern_ctx *ctx, const struct kern_argmax_params *p);
+    int (*sample)(struct kern_ctx *ctx, const struct kern_sample_params *p);
 
     /* Allocates bytes of backend memory into *ptr (the caller owns it; free with buf_free).
      * The buffer reads as zeros. bytes == 0 gives *ptr == NULL and 0. Returns KERN_ERR_NOMEM

@@ -226,6 +226,7 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
     ops->add = kern_cuda_add;
     ops->gather_rows = kern_cuda_gather_rows;
     ops->argmax = kern_cuda_argmax;
+    ops->sample = NULL;
     ops->host_memory = 0;
     ops->buf_alloc = buf_alloc_zeroed;
     ops->buf_free = kern_cuda_free;
