@@ -41,7 +41,7 @@ void kern_ops_init_ref(struct kern_ops *ops)
     ops->add = kern_ref_add;
     ops->gather_rows = kern_ref_gather_rows;
     ops->argmax = kern_ref_argmax;
-    ops->sample = NULL;
+    ops->sample = kern_ref_sample;
     ops->host_memory = 1;
     ops->buf_alloc = kern_ref_buf_alloc;
     ops->buf_free = kern_ref_buf_free;

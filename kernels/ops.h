@@ -163,7 +163,8 @@ struct kern_argmax_params {
  * step 1 and 2 (mods) and the uniform draw u. Job j reads row jobs[j].row of x into
  * work[j, :] and there:
  *  1. y_i = x_i, NaN as -inf. Each of its mods (ids unique within a job) then sets, in float,
- *     y = y + bias; y = -inf if ban; y = y > 0 ? y / rep : y * rep; y -= sub_freq; y -= sub_pres.
+ *     y = y + bias; y = -inf if ban; y = y > 0 ? y / rep : y * rep; y -= sub_freq; y -= sub_pres
+ *     (a NaN this makes, as inf - inf, counts as -inf too).
  *  2. temperature <= 0 or NaN (greedy): out[j] = the first index of the largest y.
  *  3. Otherwise, m = max y, then in float w_i = 1 where y_i == m, 0 where y_i == -inf, else
  *     expf((y_i - m) * (1.0f / temperature)); then w_i = 0 where w_i < min_p.
@@ -178,9 +179,9 @@ struct kern_argmax_params {
  * weights are in double and may be taken in any order: two backends agree except where t or a
  * top_p target falls within rounding of a boundary. Each job's result depends on that job
  * alone (not on the batch). The caller clamps temperature and min_p as the sampler does; u
- * outside [0, 1) acts as the nearest end. dim must be at most INT32_MAX. Host backends check
- * rows, mod ranges and mod ids and return KERN_ERR_INVALID; a device backend reports them at
- * sync. */
+ * outside [0, 1) acts as the nearest end (u >= 1 as 1, NaN as 0). dim must be at most
+ * INT32_MAX. Host backends check rows, mod ranges and mod ids and return KERN_ERR_INVALID; a
+ * device backend reports them at sync. */
 struct kern_sample_mod {
     int32_t token;             /* in [0, dim) */
     int32_t ban;               /* nonzero: the token is banned (-inf; min_tokens) */

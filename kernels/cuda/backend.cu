@@ -226,7 +226,7 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
     ops->add = kern_cuda_add;
     ops->gather_rows = kern_cuda_gather_rows;
     ops->argmax = kern_cuda_argmax;
-    ops->sample = NULL;
+    ops->sample = kern_cuda_sample;
     ops->host_memory = 0;
     ops->buf_alloc = buf_alloc_zeroed;
     ops->buf_free = kern_cuda_free;
@@ -350,7 +350,7 @@ int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)
         return KERN_ERR_DEVICE;
     }
     if (err && errlen > 0)
-        snprintf(err, errlen, "invalid index met on the device:%s%s%s%s%s%s",
+        snprintf(err, errlen, "invalid index met on the device:%s%s%s%s%s%s%s",
                  (fault & KERN_CUDA_FAULT_EMBED_ID) ? " embedding id outside the vocabulary;"
                                                     : "",
                  (fault & KERN_CUDA_FAULT_KV_SLOT) ? " kv slot outside the cache;" : "",
@@ -359,7 +359,9 @@ int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)
                  (fault & KERN_CUDA_FAULT_SEQ_RANGE) ? " sequence range outside the batch;" : "",
                  (fault & KERN_CUDA_FAULT_ROPE_VARIANT) ? " rope variant outside the tables;"
                                                         : "",
-                 (fault & KERN_CUDA_FAULT_GATHER_ROW) ? " gather row outside the input;" : "");
+                 (fault & KERN_CUDA_FAULT_GATHER_ROW) ? " gather row outside the input;" : "",
+                 (fault & KERN_CUDA_FAULT_SAMPLE_JOB) ? " sample job row or mod outside the call;"
+                                                      : "");
     return KERN_ERR_INVALID;
 }
 

@@ -22,6 +22,7 @@ enum kern_cuda_fault {
     KERN_CUDA_FAULT_SEQ_RANGE = 1 << 3,    /* q_start/q_len/ctx_len inconsistent */
     KERN_CUDA_FAULT_ROPE_VARIANT = 1 << 4, /* variant >= n_variants */
     KERN_CUDA_FAULT_GATHER_ROW = 1 << 5,   /* gather row outside [0, n_in) */
+    KERN_CUDA_FAULT_SAMPLE_JOB = 1 << 6,   /* sample job row, mod range or mod id out of range */
 };
 
 /* One cached cuBLASLt algorithm choice, keyed by everything that selects it. */
@@ -117,6 +118,7 @@ int kern_cuda_graph_end(struct kern_ctx *ctx, struct kern_graph **out);
 int kern_cuda_graph_launch(struct kern_ctx *ctx, struct kern_graph *g);
 void kern_cuda_graph_destroy(struct kern_ctx *ctx, struct kern_graph *g);
 int kern_cuda_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
+int kern_cuda_sample(struct kern_ctx *ctx, const struct kern_sample_params *p);
 
 /* Whether dtype is one of the three storage types. */
 static inline bool kern_cuda_dtype_ok(enum kern_dtype t)

@@ -23,6 +23,11 @@ int kern_ref_silu_mul(struct kern_ctx *ctx, const struct kern_silu_mul_params *p
 int kern_ref_add(struct kern_ctx *ctx, const struct kern_add_params *p);
 int kern_ref_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
 int kern_ref_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
+/* Also KERN_ERR_NOMEM (before any output is written) when its ranking scratch cannot be had.
+ * It leaves in work[j, :] what job j ended with: the processed logits y of a greedy job or of
+ * one with no y above -inf, else the final weights w (0 for every dropped token); tests read
+ * them. */
+int kern_ref_sample(struct kern_ctx *ctx, const struct kern_sample_params *p);
 
 /* The memory entries of host backends (kernels/ref/mem.c): malloc, memcpy and memset, the
  * contracts of struct kern_ops. Shared by the ref and cpu tables; they ignore ctx. */

@@ -4,6 +4,10 @@
  * Tolerances (why each holds):
  *  - embed, kv_write, gather_rows: bit-exact (pure copies / the same rounding functions).
  *  - argmax: exact ids (comparisons only), ties, NaN and infinities included.
+ *  - sample: exact ids. Its weights are the reference's expressions in fp32 (the emulator
+ *    runs the host's expf, so they match bit for bit there); only the order of the double
+ *    sums differs, so a token may differ only where the reference's t lies within 1e-9 of
+ *    the total from the boundary between the two tokens' cumulative sums (printed if met).
  *  - add, silu_mul, rope, rmsnorm: |d| <= 1e-5 * (1 + |ref|): fp32 elementwise math, only the
  *    rounding of expf/sinf/cosf/sqrtf and the order of an fp32 sum differ.
  *  - attention: |d| <= 3e-5 * (1 + |ref|): fp32 softmax and weighted sums over up to 4k keys
@@ -687,6 +691,315 @@ static void test_argmax(int64_t n_rows, int64_t dim, int64_t ldx)
     free(got);
 }
 
+/* sample: rows of logits (random, peaked, NaN, +inf, all -inf, ties on top, padding with
+ * huge values that must be ignored) and jobs cycling through greedy, temperature, min_p,
+ * top_k, top_p and all of them, most with mods, several per row. */
+static void fill_sample_row(float *row, int64_t dim, int64_t ldx, int kind)
+{
+    for (int64_t i = 0; i < dim; i++)
+        row[i] = 3.0f * frand();
+    switch (kind) {
+    case 1: /* peaked: a handful far above the rest */
+        for (int j = 0; j < 4; j++)
+            row[rnd(dim)] = 12.0f + (float)j;
+        break;
+    case 2: /* NaNs, one before the top */
+        for (int64_t j = 0; j < 1 + dim / 50; j++)
+            row[rnd(dim)] = NAN;
+        row[0] = NAN;
+        break;
+    case 3: /* +inf takes all the weight (rand_mods likes to turn it into NaN) */
+        row[rnd(dim)] = INFINITY;
+        row[rnd(dim)] = NAN;
+        break;
+    case 4:
+        for (int64_t i = 0; i < dim; i++)
+            row[i] = -INFINITY;
+        break;
+    case 5: /* quantised logits: many exact ties at every level */
+        for (int64_t i = 0; i < dim; i++)
+            row[i] = (float)(int)(2.0f * row[i]) * 0.5f;
+        break;
+    case 6: /* mostly -inf, a few finite values */
+        for (int64_t i = 0; i < dim; i++)
+            row[i] = rnd(16) ? -INFINITY : row[i];
+        break;
+    case 7: { /* a flat top: 32 neighbours share the largest value (weight exactly 1 each),
+               * so that t = 32u is exact and may fall inside one thread's chunk */
+        int64_t at = dim > 32 ? rnd(dim - 32) : 0;
+        for (int64_t i = at; i < dim && i < at + 32; i++)
+            row[i] = 20.0f;
+        break;
+    }
+    default:
+        break;
+    }
+    for (int64_t i = dim; i < ldx; i++)
+        row[i] = (i % 2) ? INFINITY : 1e30f;
+}
+
+static double u_rand(void)
+{
+    switch (rnd(16)) {
+    case 0:
+        return 0.0;
+    case 1:
+        return 0x1.fffffffffffffp-1;
+    default:
+        return (double)(rng() >> 11) * 0x1p-53;
+    }
+}
+
+static int token_used(const struct kern_sample_mod *mods, int64_t n, int64_t t)
+{
+    for (int64_t q = 0; q < n; q++)
+        if (mods[q].token == t)
+            return 1;
+    return 0;
+}
+
+/* Appends up to max_mods mods with distinct tokens in [0, dim) to mods; returns how many.
+ * A bias of -inf goes to the row's +inf logit when it has one (inf - inf: NaN, which counts
+ * as -inf, leaving the finite logits to share the weight). */
+static int64_t rand_mods(struct kern_sample_mod *mods, int64_t max_mods, const float *row,
+                         int64_t dim)
+{
+    int64_t n = rnd(max_mods + 1);
+    for (int64_t k = 0; k < n; k++) {
+        int c = (int)rnd(8);
+        int64_t t = rnd(dim);
+        for (int64_t i = 0; c == 3 && i < dim; i++)
+            if (row[i] == INFINITY && !token_used(mods, k, i)) {
+                t = i;
+                break;
+            }
+        for (int64_t tries = 0; token_used(mods, k, t) && tries < 100; tries++)
+            t = rnd(dim);
+        if (token_used(mods, k, t))
+            return k;
+        struct kern_sample_mod m = {(int32_t)t, 0, 0.0f, 1.0f, 0.0f, 0.0f};
+        m.ban = c == 0;
+        m.bias = c == 1 ? 5.0f * frand() : (c == 2 ? (rnd(2) ? 100.0f : -100.0f) : 0.0f);
+        if (c == 3)
+            m.bias = -INFINITY;
+        m.rep = rnd(2) ? 1.0f : (rnd(2) ? 1.3f : 0.8f);
+        m.sub_freq = rnd(2) ? 0.5f * (float)(1 + rnd(5)) : 0.0f;
+        m.sub_pres = rnd(2) ? 0.5f : 0.0f;
+        mods[k] = m;
+    }
+    return n;
+}
+
+static struct kern_sample_job rand_job(int64_t j, int64_t n_rows)
+{
+    static const float temps[] = {0.01f, 0.3f, 0.7f, 1.0f, 1.5f, 1e4f};
+    static const float min_ps[] = {0.01f, 0.05f, 0.3f, 1.0f};
+    static const int32_t top_ks[] = {1, 2, 5, 50, 1000, 40000};
+    static const float top_ps[] = {0.0f, 0.1f, 0.5f, 0.9f, 0.99f, NAN};
+    struct kern_sample_job job = {rnd(n_rows), 0, 0, u_rand(), temps[rnd(6)], 0.0f, 1.0f, 0};
+    switch (j % 8) {
+    case 0:
+        job.temperature = rnd(2) ? 0.0f : NAN; /* greedy */
+        break;
+    case 1: /* temperature alone */
+        break;
+    case 2:
+        job.min_p = min_ps[rnd(4)];
+        if (j % 16 == 10 && n_rows > 7) { /* only a flat top's ties: t on their boundaries */
+            job.row = 7 + 8 * rnd((n_rows - 7 + 7) / 8);
+            job.min_p = 1.0f;
+            job.u = (double)(1 + rnd(31)) / 32.0;
+        }
+        break;
+    case 3:
+        job.top_k = top_ks[rnd(6)];
+        break;
+    case 4:
+        job.top_p = top_ps[rnd(6)];
+        break;
+    case 5:
+        job.min_p = min_ps[rnd(3)];
+        job.top_k = top_ks[rnd(6)];
+        job.top_p = top_ps[rnd(6)];
+        break;
+    case 6:
+        job.top_k = 1 + (int32_t)rnd(3);
+        job.top_p = 0.0f;
+        break;
+    default:
+        job.top_k = rnd(2) ? 0 : top_ks[rnd(6)];
+        job.top_p = rnd(2) ? 1.0f : top_ps[rnd(6)];
+        job.min_p = rnd(2) ? 0.0f : min_ps[rnd(3)];
+        break;
+    }
+    return job;
+}
+
+/* Whether the reference's token a and the device's b may differ: no weight between them and
+ * the reference's t within 1e-9 * total of the cumulative sum that separates them, but not on
+ * it: t exactly on a boundary happens with exact sums (weights of 1 on a flat top), where
+ * both backends must give the later token. w is the reference's final weight row
+ * (kern_ref_sample leaves it in work). */
+static int draw_boundary_tie(const float *w, int64_t dim, double u, int32_t a, int32_t b,
+                             long double *dist_out)
+{
+    int32_t lo = a < b ? a : b, hi = a < b ? b : a;
+    long double total = 0.0L, cut = 0.0L;
+    for (int64_t i = 0; i < dim; i++) {
+        total += w[i];
+        if (i == lo)
+            cut = total;
+        if (i > lo && i < hi && w[i] > 0.0f)
+            return 0;
+    }
+    u = u > 0.0 ? (u < 1.0 ? u : 1.0) : 0.0;
+    long double dist = fabsl((long double)u * total - cut);
+    *dist_out = dist / total;
+    return dist > 0.0L && dist <= 1e-9L * total;
+}
+
+static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs,
+                        int64_t max_mods)
+{
+    char what[128];
+    snprintf(what, sizeof what, "sample %lld jobs over %lldx%lld ldx %lld", (long long)n_jobs,
+             (long long)n_rows, (long long)dim, (long long)ldx);
+    size_t nx = (size_t)(n_rows * ldx);
+    float *x = tu_xmalloc(nx * sizeof *x);
+    for (int64_t r = 0; r < n_rows; r++)
+        fill_sample_row(x + r * ldx, dim, ldx, (int)(r % 8));
+    struct kern_sample_job *jobs = tu_xmalloc((size_t)n_jobs * sizeof *jobs);
+    struct kern_sample_mod *mods = tu_xmalloc((size_t)(n_jobs * max_mods + 1) * sizeof *mods);
+    int64_t n_mods = 0;
+    for (int64_t j = 0; j < n_jobs; j++) {
+        jobs[j] = rand_job(j, n_rows);
+        jobs[j].mod_start = n_mods;
+        /* no mods on flat-top jobs: a bias would break the tie */
+        int64_t mm = jobs[j].min_p == 1.0f ? 0 : max_mods;
+        jobs[j].n_mods = rand_mods(mods + n_mods, mm, x + jobs[j].row * ldx, dim);
+        n_mods += jobs[j].n_mods;
+    }
+    size_t nw = (size_t)(n_jobs * dim);
+    float *want_w = tu_xmalloc(nw * sizeof(float) + 1);
+    int32_t *want = tu_xmalloc((size_t)n_jobs * sizeof *want);
+    int32_t *got = tu_xmalloc((size_t)n_jobs * sizeof *got);
+    struct kern_sample_params p = {x, jobs, mods, want_w, want, n_rows, dim, ldx, n_jobs, n_mods};
+    CHECK(ref_ops.sample(NULL, &p) == 0, "%s: reference failed", what);
+
+    struct dbuf d_x = dbuf_make(x, nx * sizeof(float));
+    struct dbuf d_jobs = dbuf_make(jobs, (size_t)n_jobs * sizeof *jobs);
+    struct dbuf d_mods = dbuf_make(mods, (size_t)n_mods * sizeof *mods);
+    struct dbuf d_work = dbuf_make(NULL, nw * sizeof(float));
+    struct dbuf d_out = dbuf_make(NULL, (size_t)n_jobs * sizeof(int32_t));
+    struct kern_sample_params q = {dptr(d_x), dptr(d_jobs), dptr(d_mods), dptr(d_work),
+                                   dptr(d_out), n_rows, dim, ldx, n_jobs, n_mods};
+    CHECK(cu_ops.sample(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    dbuf_fetch(d_work, NULL, what);
+    int bad = 0;
+    for (int64_t j = 0; j < n_jobs; j++) {
+        if (got[j] == want[j])
+            continue;
+        long double dist = 0.0L;
+        int sampled = jobs[j].temperature > 0.0f;
+        if (sampled && got[j] >= 0 && want[j] >= 0 &&
+            draw_boundary_tie(want_w + j * dim, dim, jobs[j].u, want[j], got[j], &dist)) {
+            printf("%s: job %lld: got %d want %d, t %.3Lg of the total from their boundary "
+                   "(allowed)\n",
+                   what, (long long)j, got[j], want[j], dist);
+            continue;
+        }
+        if (bad++ < 5)
+            fprintf(stderr,
+                    "%s: job %lld (kind %d, row %lld, T %g, min_p %g, top_k %d, top_p %g, u %.17g, "
+                    "%lld mods): got %d want %d\n",
+                    what, (long long)j, (int)(j % 8), (long long)jobs[j].row,
+                    (double)jobs[j].temperature, (double)jobs[j].min_p, jobs[j].top_k,
+                    (double)jobs[j].top_p, jobs[j].u, (long long)jobs[j].n_mods, got[j], want[j]);
+    }
+    CHECK(bad == 0, "%s: %d of %lld jobs differ", what, bad, (long long)n_jobs);
+
+    /* Rows, mod ranges and mod ids are checked on the device: reported at sync, the bad job
+     * gives -1, the others their tokens. */
+    int64_t jb = n_jobs - 1;
+    struct kern_sample_job keep = jobs[jb];
+    struct kern_sample_mod keep_mod = n_mods > 0 ? mods[0] : (struct kern_sample_mod){0};
+    for (int c = 0; c < 5; c++) {
+        struct kern_sample_job bj = keep;
+        if (c == 0)
+            bj.row = n_rows;
+        else if (c == 1)
+            bj.row = -1;
+        else if (c == 2)
+            bj.n_mods = n_mods - bj.mod_start + 1;
+        else if (c == 3)
+            bj.mod_start = -1;
+        if (c == 4) {
+            if (n_mods == 0)
+                continue;
+            struct kern_sample_mod bm = keep_mod;
+            bm.token = (int32_t)dim;
+            CHECK(kern_cuda_upload(gctx, dptr(d_mods), &bm, sizeof bm) == 0, "upload");
+            /* the job owning mod 0 is the first with mods */
+        } else {
+            CHECK(kern_cuda_upload(gctx, (struct kern_sample_job *)dptr(d_jobs) + jb, &bj,
+                                   sizeof bj) == 0,
+                  "upload");
+        }
+        CHECK(cu_ops.sample(gctx, &q) == 0, "%s: launch failed", what);
+        char err[256] = "";
+        int rc = kern_cuda_sync(gctx, err, sizeof err);
+        CHECK(rc == KERN_ERR_INVALID, "%s: bad job %d not reported (%d)", what, c, rc);
+        CHECK(c != 0 || strstr(err, "sample") != NULL, "%s: message '%s'", what, err);
+        sync_ok("after the fault was reported");
+        int32_t *got2 = tu_xmalloc((size_t)n_jobs * sizeof *got2);
+        dbuf_fetch(d_out, got2, what);
+        int64_t owner = jb;
+        if (c == 4)
+            for (owner = 0; jobs[owner].n_mods == 0; owner++)
+                ;
+        int wrong = 0;
+        for (int64_t j = 0; j < n_jobs; j++)
+            wrong += got2[j] != (j == owner ? -1 : got[j]);
+        CHECK(wrong == 0, "%s: bad job %d: %d tokens wrong (job %lld: %d)", what, c, wrong,
+              (long long)owner, got2[owner]);
+        free(got2);
+        if (c == 4)
+            CHECK(kern_cuda_upload(gctx, dptr(d_mods), &keep_mod, sizeof keep_mod) == 0, "upload");
+        else
+            CHECK(kern_cuda_upload(gctx, (struct kern_sample_job *)dptr(d_jobs) + jb, &keep,
+                                   sizeof keep) == 0,
+                  "upload");
+    }
+    /* Bad scalars are refused before any launch. */
+    struct kern_sample_params r = q;
+    r.ldx = dim - 1;
+    CHECK(cu_ops.sample(gctx, &r) == KERN_ERR_INVALID, "%s: ldx < dim accepted", what);
+    r = q;
+    r.mods = NULL;
+    CHECK(n_mods == 0 || cu_ops.sample(gctx, &r) == KERN_ERR_INVALID, "%s: NULL mods accepted",
+          what);
+    r = q;
+    r.n_jobs = INT64_MAX / 2;
+    CHECK(cu_ops.sample(gctx, &r) == KERN_ERR_INVALID, "%s: overflowing work accepted", what);
+    sync_ok(what);
+    dbuf_fetch(d_work, NULL, what);
+    dbuf_fetch(d_out, NULL, what);
+
+    dbuf_free(d_x);
+    dbuf_free(d_jobs);
+    dbuf_free(d_mods);
+    dbuf_free(d_work);
+    dbuf_free(d_out);
+    free(x);
+    free(jobs);
+    free(mods);
+    free(want_w);
+    free(want);
+    free(got);
+}
+
 /* Page-locked host memory (what the engine downloads logits into): copies into it and out of
  * it are exact, device memory cannot be registered, and unregistering makes it plain again. */
 static void test_host_register(void)
@@ -812,6 +1125,12 @@ int main(void)
     test_argmax(8, 1, 1);
     test_argmax(8, 1, 4);
     test_argmax(70000, 2, 2);      /* more rows than one grid: the grid-stride loop */
+
+    test_sample(16, 32064, 32064, 48, 24); /* Phi-3's vocabulary, 3 jobs per row */
+    test_sample(5, 32064, 32067, 24, 4);
+    test_sample(8, 600, 600, 40, 8);       /* chunks of 2: most threads own a little */
+    test_sample(8, 31, 40, 40, 6);         /* fewer ids than threads: most own none */
+    test_sample(4, 1, 4, 16, 1);
 
     kern_cuda_destroy(gctx);
     return tu_finish("test_gpu_ops");
