@@ -338,9 +338,9 @@ static void fill_logprob(const float *x, int64_t V, int32_t token, int32_t n_top
 
 /* ---- one generated token of one choice ---- */
 
-/* lg: the sequence's [vocab] logits, or NULL when its row was a greedy row (step) and argmax
- * is the backend's argmax of those logits (-1 when none was above -inf). */
-static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg, int32_t argmax)
+/* lg: the sequence's [vocab] logits, or NULL when its row was a token row (plan_token_rows)
+ * and token is what the backend chose from those logits (-1 when none was above -inf). */
+static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg, int32_t token)
 {
     struct eng_handle *h = seq->owner;
     int32_t c = seq->choice;
@@ -348,7 +348,7 @@ static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg,
     const int64_t V = e->model->cfg.vocab_size;
     struct eng_sample_result res;
     int src = lg ? eng_sampler_sample(&ch->st, &e->sws, &h->sp, lg, V, &res)
-                 : eng_sampler_take(&ch->st, &h->sp, argmax, V, &res);
+                 : eng_sampler_take(&ch->st, &h->sp, token, V, &res);
     if (src != 0) {
         end_seq(e, seq, ENG_FINISH_ERROR, "sampling failed: no token has a finite logit");
         return;
@@ -440,9 +440,7 @@ static void fail_items(struct eng_engine *e, const char *msg)
     e->sched.n_items = 0;
 }
 
-/* Grows the per-row arrays of a step (logits, greedy flags and ids) to R rows. Returns 0 or
- * -1 when out of memory (the arrays that did grow are kept; cap_rows says what all hold). */
-static int reserve_rows(struct eng_engine *e, int64_t R)
+int eng_engine_reserve_rows(struct eng_engine *e, int64_t R)
 {
     if (R <= e->cap_rows)
         return 0;
@@ -451,6 +449,7 @@ static int reserve_rows(struct eng_engine *e, int64_t R)
         kern_cuda_host_unregister(e->ctx, e->logits);
         e->logits_pinned = false;
     }
+    e->cap_rows = 0; /* until every array has grown */
     float *p = realloc(e->logits, (size_t)R * (size_t)V * sizeof *p);
     if (!p)
         return -1;
@@ -459,37 +458,87 @@ static int reserve_rows(struct eng_engine *e, int64_t R)
     if (!f)
         return -1;
     e->argmax_rows = f;
-    int32_t *t = realloc(e->argmax_tokens, (size_t)R * sizeof *t);
+    f = realloc(e->sampled_rows, (size_t)R * sizeof *f);
+    if (!f)
+        return -1;
+    e->sampled_rows = f;
+    int32_t *t = realloc(e->row_tokens, (size_t)R * sizeof *t);
     if (!t)
         return -1;
-    e->argmax_tokens = t;
+    e->row_tokens = t;
+    struct kern_sample_job *j = realloc(e->jobs, (size_t)R * sizeof *j);
+    if (!j)
+        return -1;
+    e->jobs = j;
     e->cap_rows = R;
     return 0;
 }
 
-/* Flags the rows of this plan whose token is the plain argmax of the logits: an item's sampled
- * row (never a prompt-logprob row) when the sampler needs nothing else from it. A sequence
- * about to fork (n > 1) is left out: its choices all draw from that row, and theirs are states
- * that do not exist yet. Returns the number of rows flagged. */
-static int64_t flag_argmax_rows(struct eng_engine *e)
+/* Room for n mods in e->mods; grows geometrically, so a steady load allocates nothing. */
+static int reserve_mods(struct eng_engine *e, int64_t n)
+{
+    if (n <= e->cap_mods)
+        return 0;
+    int64_t cap = e->cap_mods > 0 ? e->cap_mods : 256;
+    while (cap < n)
+        cap *= 2;
+    struct kern_sample_mod *m = realloc(e->mods, (size_t)cap * sizeof *m);
+    if (!m)
+        return -1;
+    e->mods = m;
+    e->cap_mods = cap;
+    return 0;
+}
+
+/* Decides which rows of this plan bring back only their token, and fills *tk for the forward
+ * pass. A row qualifies when it is an item's sampled row (never a prompt-logprob row) of a
+ * sequence that is not about to fork (n > 1: its choices all draw from that row, and theirs
+ * are states that do not exist yet). On a device backend with a sample op, every such row
+ * without logprobs is drawn there (eng_sampler_job consumes the sequence's RNG draw now);
+ * elsewhere, the rows whose token is the plain argmax come back as that. Returns 0, or -1
+ * when out of memory. */
+static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
 {
     struct eng_scheduler *s = &e->sched;
-    int64_t R = s->batch.n_logit_rows, n = 0;
-    if (e->no_argmax_rows || R == 0)
+    int64_t R = s->batch.n_logit_rows, n_argmax = 0, n_jobs = 0, n_mods = 0;
+    *tk = (struct eng_phi3_tokens){.tokens = e->row_tokens};
+    if (e->host_sampling || R == 0)
         return 0;
+    bool on_device = e->ops.sample != NULL && !e->ops.host_memory;
     memset(e->argmax_rows, 0, (size_t)R);
+    memset(e->sampled_rows, 0, (size_t)R);
     for (int32_t k = 0; k < s->n_items; k++) {
         const struct eng_sched_item *it = &s->items[k];
         struct eng_seq *seq = it->seq;
         if (!it->sample || it->prompt_rows || it->n_rows < 1 || seq->n_fork > 1)
             continue;
         struct eng_handle *h = seq->owner;
-        if (eng_sampler_is_greedy_argmax(&h->sp, &h->choices[seq->choice].st)) {
-            e->argmax_rows[it->row0 + it->n_rows - 1] = 1;
-            n++;
+        struct eng_sampler_state *st = &h->choices[seq->choice].st;
+        int64_t row = it->row0 + it->n_rows - 1;
+        if (on_device && !h->sp.logprobs) {
+            if (reserve_mods(e, n_mods + eng_sampler_job_mods_max(&h->sp, st)) != 0)
+                return -1;
+            struct kern_sample_job *jb = &e->jobs[n_jobs];
+            if (eng_sampler_job(st, &e->sws, &h->sp, jb, e->mods + n_mods) != 0)
+                continue; /* not reached: the checks above cover its conditions */
+            jb->row = row;
+            jb->mod_start = n_mods;
+            n_mods += jb->n_mods;
+            n_jobs++;
+            e->sampled_rows[row] = 1;
+        } else if (eng_sampler_is_greedy_argmax(&h->sp, st)) {
+            e->argmax_rows[row] = 1;
+            n_argmax++;
         }
     }
-    return n;
+    tk->argmax_rows = n_argmax > 0 ? e->argmax_rows : NULL;
+    tk->jobs = e->jobs;
+    tk->n_jobs = n_jobs;
+    tk->mods = e->mods;
+    tk->n_mods = n_mods;
+    e->argmax_rows_total += n_argmax;
+    e->sampled_rows_total += n_jobs;
+    return 0;
 }
 
 static void step(struct eng_engine *e)
@@ -503,13 +552,13 @@ static void step(struct eng_engine *e)
     if (s->n_items == 0)
         return;
     int64_t R = s->batch.n_logit_rows;
-    if (reserve_rows(e, R) != 0) {
+    struct eng_phi3_tokens tk;
+    if (eng_engine_reserve_rows(e, R) != 0 || plan_token_rows(e, &tk) != 0) {
         fail_items(e, "out of memory for logits");
         return;
     }
-    int64_t n_argmax = flag_argmax_rows(e);
     int rc = eng_phi3_forward(e->model, &e->ops, e->ctx, e->kv, &s->batch, &e->ws, e->logits,
-                              n_argmax > 0 ? e->argmax_rows : NULL, e->argmax_tokens);
+                              &tk);
     if (rc != 0) {
         char msg[96];
         snprintf(msg, sizeof msg, "the backend failed (forward pass error %d)", rc);
@@ -526,7 +575,6 @@ static void step(struct eng_engine *e)
         return;
     }
     eng_sched_commit(s);
-    e->argmax_rows_total += n_argmax;
     /* Items are processed in plan order; on_token may remove the item's own sequence and
      * forks add new ones at the end of the running list, neither disturbs the item array. */
     for (int32_t k = 0; k < s->n_items; k++) {
@@ -539,10 +587,10 @@ static void step(struct eng_engine *e)
             continue;
         int64_t row = it->row0 + it->n_rows - 1;
         const float *lg = e->logits + (size_t)row * (size_t)V;
-        int32_t argmax = -1;
-        if (n_argmax > 0 && e->argmax_rows[row]) {
-            lg = NULL; /* not downloaded: the token is the argmax */
-            argmax = e->argmax_tokens[row];
+        int32_t token = -1;
+        if ((tk.argmax_rows && e->argmax_rows[row]) || (tk.n_jobs > 0 && e->sampled_rows[row])) {
+            lg = NULL; /* not downloaded: the backend chose the token */
+            token = e->row_tokens[row];
         }
         struct eng_seq *kids[MAX_CHOICES];
         int32_t n_kids = 0;
@@ -558,9 +606,9 @@ static void step(struct eng_engine *e)
             }
             seq->n_fork = 0;
         }
-        on_token(e, seq, lg, argmax);
+        on_token(e, seq, lg, token);
         for (int32_t c = 0; c < n_kids; c++)
-            on_token(e, kids[c], lg, argmax); /* never a greedy row (flag_argmax_rows) */
+            on_token(e, kids[c], lg, token); /* never a token row (plan_token_rows) */
     }
 }
 
@@ -618,6 +666,7 @@ void eng_engine_snapshot_metrics(struct eng_engine *e)
     m->generation_tokens_total = e->generation_tokens_total;
     m->requests_finished = e->requests_finished;
     m->argmax_rows_total = e->argmax_rows_total;
+    m->sampled_rows_total = e->sampled_rows_total;
     m->graph_replays_total = e->ws.graph_replays;
     m->graph_records_total = e->ws.graph_records;
     m->progress_ns = mono_ns();

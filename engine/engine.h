@@ -40,10 +40,12 @@ struct eng_engine_options {
     double gpu_memory_fraction;   /* cuda: weights + activation workspace + KV pool must fit in
                                      this fraction of the GPU's memory (minus what is already in
                                      use); in (0, 1], default 0.9 */
-    bool no_argmax_rows;          /* test / debug knob: bring back every sampled row's full
-                                     logits, even for greedy rows that need only their argmax
-                                     (which the backend otherwise computes where the logits are
-                                     and sends back alone). Output is the same either way. */
+    bool host_sampling;           /* test / debug knob: bring back every sampled row's full
+                                     logits and sample on the host. Otherwise a greedy row
+                                     comes back as the backend's argmax, and on a device
+                                     backend every row without logprobs is drawn there (the
+                                     sample op) and comes back as its token. Output is the same
+                                     either way, up to rounding at a draw's boundary. */
     bool enforce_eager;           /* cuda: never replay decode steps as CUDA graphs (vLLM's
                                      --enforce-eager) */
     int32_t max_seq_len_to_capture; /* cuda: decode steps whose contexts are all at most this
@@ -168,7 +170,9 @@ struct eng_metrics {
     int64_t prompt_tokens_total, generation_tokens_total;
     int64_t requests_finished;
     int64_t argmax_rows_total;    /* sampled rows whose token came back as a backend argmax
-                                     instead of logits (see no_argmax_rows) */
+                                     instead of logits (see host_sampling) */
+    int64_t sampled_rows_total;   /* sampled rows drawn by the backend's sample op, whose
+                                     token came back instead of logits */
     int64_t graph_replays_total;  /* steps that replayed a recorded CUDA graph */
     int64_t graph_records_total;  /* CUDA graphs recorded (one per batch size used) */
     /* CLOCK_MONOTONIC ns at which the engine loop last made progress: it finished a step, or

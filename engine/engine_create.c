@@ -22,6 +22,9 @@ static bool file_exists(const char *dir, const char *name)
 }
 
 #define GIB(x) ((double)(x) / (double)(1 << 30))
+/* Room reserved at start for the logit changes (bias, bans, penalised tokens) of each
+ * sequence drawn on the device; more grows on demand. */
+#define SAMPLE_MODS_PER_SEQ 256
 
 /* The KV pool on a GPU: weights + the activation workspace + the pool must fit in fraction of
  * the device's memory, less what is in use already (the CUDA context, other processes).
@@ -79,7 +82,10 @@ void eng_engine_destroy(struct eng_engine *e)
         kern_cuda_host_unregister(e->ctx, e->logits);
     free(e->logits);
     free(e->argmax_rows);
-    free(e->argmax_tokens);
+    free(e->sampled_rows);
+    free(e->row_tokens);
+    free(e->jobs);
+    free(e->mods);
     free(e->tbuf);
     if (e->cuda)
         kern_cuda_destroy(e->ctx);
@@ -172,10 +178,13 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     int64_t n_blocks = 0;
     if (e->cuda) {
         size_t ws_bytes = eng_phi3_ws_bytes(c, max_tokens, max_tokens, max_seqs, table_entries);
-        if (ws_bytes == 0) {
+        size_t sample_bytes =
+            eng_phi3_ws_sampling_bytes(c->vocab_size, max_seqs, max_seqs * SAMPLE_MODS_PER_SEQ);
+        if (ws_bytes == 0 || sample_bytes == 0 || sample_bytes > SIZE_MAX - ws_bytes) {
             eng_engine_fail_msg(err, errlen, rc, "max_batched_tokens / max_seqs are too large");
             goto fail;
         }
+        ws_bytes += sample_bytes;
         if (size_memory_budget(e, o, fraction, ws_bytes, block_bytes, max_tokens, bs, &n_blocks,
                                err, errlen) != 0) {
             rc = ENG_ERR_BACKEND;
@@ -210,16 +219,14 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     }
     if (e->cuda) {
         rc = ENG_ERR_NOMEM;
-        e->logits = malloc((size_t)max_tokens * (size_t)c->vocab_size * sizeof *e->logits);
-        e->argmax_rows = malloc((size_t)max_tokens * sizeof *e->argmax_rows);
-        e->argmax_tokens = malloc((size_t)max_tokens * sizeof *e->argmax_tokens);
-        if (!e->logits || !e->argmax_rows || !e->argmax_tokens ||
+        if (eng_engine_reserve_rows(e, max_tokens) != 0 ||
             eng_phi3_ws_reserve(&e->ws, c, &e->ops, e->ctx, max_tokens, max_tokens, max_seqs,
-                                table_entries) != 0) {
+                                table_entries) != 0 ||
+            eng_phi3_ws_reserve_sampling(&e->ws, c->vocab_size, max_seqs,
+                                         max_seqs * SAMPLE_MODS_PER_SEQ) != 0) {
             eng_engine_fail_msg(err, errlen, rc, "out of memory for the activation workspace");
             goto fail;
         }
-        e->cap_rows = max_tokens;
         /* Logits come back into page-locked memory: twice the speed of a pageable copy, and a
          * sampled row of a 32k vocabulary is 128 KiB. Pageable memory works too. */
         e->logits_pinned = kern_cuda_host_register(e->ctx, e->logits, (size_t)max_tokens *
@@ -260,7 +267,7 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     e->sched_ready = true;
     e->max_waiting = o->max_waiting > 0 ? o->max_waiting : 1024;
     e->long_from_start = o->rope_long_from_start;
-    e->no_argmax_rows = o->no_argmax_rows;
+    e->host_sampling = o->host_sampling;
     const char *nap = getenv("PHISERVE_TEST_STEP_SLEEP_MS");
     if (nap) {
         long long ms = strtoll(nap, NULL, 10);

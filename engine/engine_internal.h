@@ -89,13 +89,18 @@ struct eng_engine {
     struct eng_phi3_ws ws;
     struct eng_sampler_ws sws;
     float *logits;                 /* [cap_rows, vocab] */
-    /* Greedy rows of a step: flags for the forward pass and the token ids it returns (the
-     * argmax where the logits are; see eng_phi3_forward). */
+    /* Rows of a step that bring back only their token (see eng_phi3_forward): greedy rows
+     * (the backend's argmax) and, on a device backend, rows drawn there by the sample op
+     * (jobs prepared by eng_sampler_job, with their mods). */
     uint8_t *argmax_rows;          /* [cap_rows] */
-    int32_t *argmax_tokens;        /* [cap_rows] */
+    uint8_t *sampled_rows;         /* [cap_rows] */
+    int32_t *row_tokens;           /* [cap_rows] the token of each such row */
+    struct kern_sample_job *jobs;  /* [cap_rows] */
     int64_t cap_rows;
+    struct kern_sample_mod *mods;  /* [cap_mods] */
+    int64_t cap_mods;
     bool logits_pinned;            /* logits is page-locked for the GPU (kern_cuda_host_register) */
-    bool no_argmax_rows;           /* every row's logits come back (test / debug knob) */
+    bool host_sampling;            /* every row's logits come back (test / debug knob) */
     char *tbuf;                    /* text of one event being assembled */
     size_t tbuf_len, tbuf_cap;
     struct eng_handle *dirty;      /* handles to wake after this step */
@@ -114,7 +119,7 @@ struct eng_engine {
     struct eng_metrics metrics;    /* snapshot, refreshed after every step */
     /* Engine thread only. */
     int64_t prompt_tokens_total, generation_tokens_total, requests_finished;
-    int64_t argmax_rows_total;
+    int64_t argmax_rows_total, sampled_rows_total;
     /* Test only: PHISERVE_TEST_STEP_SLEEP_MS, read once at creation, sleeps this long before
      * every step to imitate a wedged forward pass. 0 (unset) does nothing. */
     int64_t test_step_sleep_ms;
@@ -122,6 +127,9 @@ struct eng_engine {
 
 /* The engine thread's loop (pthread start routine; arg is the engine). */
 void *eng_engine_main(void *arg);
+/* Grows the per-row arrays of a step (logits, token rows, jobs) to R rows. Returns 0 or -1
+ * when out of memory (the arrays that did grow are kept; cap_rows says what all hold). */
+int eng_engine_reserve_rows(struct eng_engine *e, int64_t R);
 /* Refreshes e->metrics from the engine thread's counters; call with e->mu held. */
 void eng_engine_snapshot_metrics(struct eng_engine *e);
 /* Writes a message into err (errlen bytes, may be NULL) and returns code. */

@@ -159,7 +159,7 @@ int eng_generate_greedy(struct eng_generator *g, struct eng_gen_seq *seqs, int32
         b.rope_variant = variant;
         b.n_logit_rows = S;
         b.logit_rows = rows;
-        int frc = eng_phi3_forward(g->model, g->ops, g->ctx, kv, &b, &g->ws, logits, NULL, NULL);
+        int frc = eng_phi3_forward(g->model, g->ops, g->ctx, kv, &b, &g->ws, logits, NULL);
         if (frc != 0) {
             snprintf(err, errlen, "forward pass failed (%d)%s", frc,
                      !g->ops->host_memory && (g->model->ctx != g->ctx || kv->ctx != g->ctx)

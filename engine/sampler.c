@@ -24,6 +24,21 @@ void eng_sampling_params_init_default(struct eng_sampling_params *p)
     p->repetition_penalty = 1.0f;
 }
 
+/* Whether apply_penalties would run: the same test as its early return (keep them equal). */
+static bool penalties_on(const struct eng_sampling_params *p)
+{
+    float rep = p->repetition_penalty;
+    bool use_rep = isfinite(rep) && rep > 0.0f && rep != 1.0f;
+    float freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f;
+    float pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f;
+    return use_rep || freq != 0.0f || pres != 0.0f;
+}
+
+static bool in_prompt(const struct eng_sampler_state *st, int32_t t)
+{
+    return (st->in_prompt[t >> 3] >> (t & 7)) & 1u;
+}
+
 static bool in_list(const int32_t *ids, int32_t n, int32_t token)
 {
     if (ids == NULL)
@@ -50,10 +65,13 @@ void eng_sampler_state_free(struct eng_sampler_state *st)
     free(st->counts);
     free(st->in_prompt);
     free(st->banned);
+    free(st->touched);
     st->counts = NULL;
     st->in_prompt = NULL;
     st->banned = NULL;
     st->n_banned = 0;
+    st->touched = NULL;
+    st->n_touched = 0;
 }
 
 int eng_sampler_state_init(struct eng_sampler_state *st, const struct eng_sampling_params *p,
@@ -75,13 +93,22 @@ int eng_sampler_state_init(struct eng_sampler_state *st, const struct eng_sampli
     st->counts = calloc((size_t)vocab, sizeof *st->counts);
     st->in_prompt = calloc(((size_t)vocab + 7) / 8, 1);
     st->banned = calloc(n_ban_max > 0 ? n_ban_max : 1, sizeof *st->banned);
-    if (st->counts == NULL || st->in_prompt == NULL || st->banned == NULL) {
+    /* Each id enters the list once, so vocab entries always suffice. */
+    if (penalties_on(p))
+        st->touched = malloc((size_t)vocab * sizeof *st->touched);
+    if (st->counts == NULL || st->in_prompt == NULL || st->banned == NULL ||
+        (penalties_on(p) && st->touched == NULL)) {
         eng_sampler_state_free(st);
         return ENG_SAMPLER_ERR_NOMEM;
     }
-    for (int32_t i = 0; i < n_prompt; i++)
-        if (prompt[i] >= 0 && prompt[i] < vocab)
-            st->in_prompt[prompt[i] >> 3] |= (uint8_t)(1u << (prompt[i] & 7));
+    for (int32_t i = 0; i < n_prompt; i++) {
+        int32_t t = prompt[i];
+        if (t < 0 || t >= vocab || in_prompt(st, t))
+            continue;
+        st->in_prompt[t >> 3] |= (uint8_t)(1u << (t & 7));
+        if (st->touched)
+            st->touched[st->n_touched++] = t;
+    }
     add_banned(st, p->eos_token_ids, n_eos);
     add_banned(st, p->stop_token_ids, n_stop);
     /* Reinterpreting the int64 seed as uint64 keeps every seed distinct. */
@@ -95,8 +122,10 @@ void eng_sampler_ws_free(struct eng_sampler_ws *ws)
         return;
     free(ws->w);
     free(ws->idx);
+    free(ws->slot);
     ws->w = NULL;
     ws->idx = NULL;
+    ws->slot = NULL;
     ws->vocab = 0;
 }
 
@@ -109,10 +138,13 @@ int eng_sampler_ws_init(struct eng_sampler_ws *ws, int64_t vocab)
         return ENG_SAMPLER_ERR_INVALID;
     ws->w = calloc((size_t)vocab, sizeof *ws->w);
     ws->idx = calloc((size_t)vocab, sizeof *ws->idx);
-    if (ws->w == NULL || ws->idx == NULL) {
+    ws->slot = malloc((size_t)vocab * sizeof *ws->slot);
+    if (ws->w == NULL || ws->idx == NULL || ws->slot == NULL) {
         eng_sampler_ws_free(ws);
         return ENG_SAMPLER_ERR_NOMEM;
     }
+    for (int64_t v = 0; v < vocab; v++)
+        ws->slot[v] = -1;
     ws->vocab = vocab;
     return 0;
 }
@@ -122,8 +154,10 @@ void eng_sampler_accept(struct eng_sampler_state *st, int32_t token)
     if (st == NULL)
         return;
     st->n_generated++;
-    if (st->counts != NULL && token >= 0 && token < st->vocab && st->counts[token] < INT32_MAX)
-        st->counts[token]++;
+    if (st->counts == NULL || token < 0 || token >= st->vocab || st->counts[token] == INT32_MAX)
+        return;
+    if (st->counts[token]++ == 0 && st->touched && !in_prompt(st, token))
+        st->touched[st->n_touched++] = token;
 }
 
 bool eng_sampler_is_stop(const struct eng_sampler_state *st, const struct eng_sampling_params *p,
@@ -138,6 +172,11 @@ bool eng_sampler_is_stop(const struct eng_sampler_state *st, const struct eng_sa
 
 /* ---- processors on the logits (x: [vocab], NaN already replaced by -inf) ---- */
 
+static float clamp_bias(float b)
+{
+    return b < -MAX_BIAS ? -MAX_BIAS : (b > MAX_BIAS ? MAX_BIAS : b);
+}
+
 static void apply_logit_bias(float *x, int64_t vocab, const struct eng_sampling_params *p)
 {
     if (p->logit_bias == NULL)
@@ -147,7 +186,7 @@ static void apply_logit_bias(float *x, int64_t vocab, const struct eng_sampling_
         float b = p->logit_bias[i].bias;
         if (t < 0 || t >= vocab || isnan(b))
             continue;
-        x[t] += b < -MAX_BIAS ? -MAX_BIAS : (b > MAX_BIAS ? MAX_BIAS : b);
+        x[t] += clamp_bias(b);
     }
 }
 
@@ -158,16 +197,6 @@ static void apply_min_tokens(float *x, const struct eng_sampler_state *st,
         return;
     for (int32_t i = 0; i < st->n_banned; i++)
         x[st->banned[i]] = -INFINITY;
-}
-
-/* Whether apply_penalties would run: the same test as its early return (keep them equal). */
-static bool penalties_on(const struct eng_sampling_params *p)
-{
-    float rep = p->repetition_penalty;
-    bool use_rep = isfinite(rep) && rep > 0.0f && rep != 1.0f;
-    float freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f;
-    float pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f;
-    return use_rep || freq != 0.0f || pres != 0.0f;
 }
 
 /* vLLM (model_executor/layers/utils.py apply_penalties): the repetition penalty first, over
@@ -181,11 +210,10 @@ static void apply_penalties(float *x, const struct eng_sampler_state *st,
     float pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f;
     if (!use_rep && freq == 0.0f && pres == 0.0f)
         return;
-    for (int64_t v = 0; v < st->vocab; v++) {
+    /* Only the tokens of the prompt or the output: the touched list holds each once. */
+    for (int32_t i = 0; i < st->n_touched; i++) {
+        int32_t v = st->touched[i];
         int32_t c = st->counts[v];
-        bool prompt_seen = (st->in_prompt[v >> 3] >> (v & 7)) & 1u;
-        if (c == 0 && !prompt_seen)
-            continue;
         float y = x[v];
         if (use_rep)
             y = y > 0.0f ? y / rep : y * rep;
@@ -435,20 +463,16 @@ static int32_t draw_dense(struct eng_rng *rng, const float *w, int64_t n)
     return (int32_t)last; /* u rounded up to the total: the last positive weight */
 }
 
-/* The same over a candidate list: draws idx[i] with probability w[idx[i]] / sum. */
-static int32_t draw_listed(struct eng_rng *rng, const float *w, const int32_t *idx, int32_t n)
+/* The temperature a draw uses for t > 0. */
+static float clamp_temperature(float t)
 {
-    double total = 0.0;
-    for (int32_t i = 0; i < n; i++)
-        total += w[idx[i]];
-    double u = eng_rng_uniform(rng) * total;
-    double cum = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        cum += w[idx[i]];
-        if (u < cum)
-            return idx[i];
-    }
-    return idx[n - 1]; /* u rounded up to the total: the last survivor */
+    return t < MIN_TEMPERATURE ? MIN_TEMPERATURE : (t > MAX_TEMPERATURE ? MAX_TEMPERATURE : t);
+}
+
+/* min_p as a weight threshold: 0 when off (<= 0 or NaN), at most 1. */
+static float clamp_min_p(float min_p)
+{
+    return min_p > 0.0f ? (min_p < 1.0f ? min_p : 1.0f) : 0.0f;
 }
 
 /* Temperature, min_p, top_k, top_p, then one draw. x: [vocab] processed logits, overwritten
@@ -456,9 +480,7 @@ static int32_t draw_listed(struct eng_rng *rng, const float *w, const int32_t *i
 static int32_t draw(struct eng_sampler_state *st, const struct eng_sampling_params *p, float *x,
                     int32_t *idx, int64_t vocab)
 {
-    float t = p->temperature;
-    t = t < MIN_TEMPERATURE ? MIN_TEMPERATURE : (t > MAX_TEMPERATURE ? MAX_TEMPERATURE : t);
-    float inv_t = 1.0f / t;
+    float inv_t = 1.0f / clamp_temperature(p->temperature);
     float m = -INFINITY;
     for (int64_t v = 0; v < vocab; v++)
         if (x[v] > m)
@@ -469,7 +491,7 @@ static int32_t draw(struct eng_sampler_state *st, const struct eng_sampling_para
     /* Weights relative to the best token (whose weight is exactly 1), so min_p compares a
      * weight with min_p directly: p_i < min_p * p_max  <=>  w_i < min_p. Excluded tokens
      * get weight 0. x == m also covers m = +inf, where x - m would be NaN. */
-    float min_p = p->min_p > 0.0f ? (p->min_p < 1.0f ? p->min_p : 1.0f) : 0.0f;
+    float min_p = clamp_min_p(p->min_p);
     float *w = x;
     for (int64_t v = 0; v < vocab; v++) {
         float xv = x[v];
@@ -482,11 +504,11 @@ static int32_t draw(struct eng_sampler_state *st, const struct eng_sampling_para
     if (!top_k_on && !top_p_on)
         return draw_dense(&st->rng, w, vocab);
 
-    int32_t n = 0;
+    int32_t n_all = 0;
     for (int64_t v = 0; v < vocab; v++)
         if (w[v] > 0.0f)
-            idx[n++] = (int32_t)v;
-    n = keep_top_k(w, idx, n, p->top_k);
+            idx[n_all++] = (int32_t)v;
+    int32_t n = keep_top_k(w, idx, n_all, p->top_k);
     if (top_p_on) {
         double total = 0.0;
         for (int32_t i = 0; i < n; i++)
@@ -494,7 +516,11 @@ static int32_t draw(struct eng_sampler_state *st, const struct eng_sampling_para
         double target = p->top_p > 0.0f ? (double)p->top_p * total : 0.0;
         n = keep_top_p(w, idx, n, target);
     }
-    return draw_listed(&st->rng, w, idx, n);
+    /* The survivors are drawn in id order, as the dense draw does, so the same u picks the
+     * same token here and in a backend's sample op (kernels/ops.h). */
+    for (int32_t i = n; i < n_all; i++)
+        w[idx[i]] = 0.0f;
+    return draw_dense(&st->rng, w, vocab);
 }
 
 int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
@@ -569,5 +595,85 @@ int eng_sampler_take(struct eng_sampler_state *st, const struct eng_sampling_par
     if (token < 0)
         return ENG_SAMPLER_ERR_NO_CANDIDATE;
     out->token = token;
+    return 0;
+}
+
+/* ---- the draw on a backend (kernels/ops.h, sample) ---- */
+
+int64_t eng_sampler_job_mods_max(const struct eng_sampling_params *p,
+                                 const struct eng_sampler_state *st)
+{
+    if (p == NULL || st == NULL)
+        return 0;
+    int64_t n = 0;
+    if (p->logit_bias != NULL && p->n_logit_bias > 0)
+        n += p->n_logit_bias;
+    if (st->n_generated < p->min_tokens)
+        n += st->n_banned;
+    if (penalties_on(p))
+        n += st->n_touched;
+    return n < st->vocab ? n : st->vocab; /* one entry per token */
+}
+
+/* The entry of token t in mods[0 .. *n), appended (with no change yet) when t has none. */
+static struct kern_sample_mod *mod_of(struct eng_sampler_ws *ws, struct kern_sample_mod *mods,
+                                      int64_t *n, int32_t t)
+{
+    if (ws->slot[t] < 0) {
+        ws->slot[t] = (int32_t)*n;
+        mods[*n] = (struct kern_sample_mod){.token = t, .rep = 1.0f};
+        (*n)++;
+    }
+    return &mods[ws->slot[t]];
+}
+
+int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
+                    const struct eng_sampling_params *p, struct kern_sample_job *job,
+                    struct kern_sample_mod *mods)
+{
+    if (st == NULL || ws == NULL || p == NULL || job == NULL || ws->slot == NULL ||
+        st->counts == NULL || st->vocab != ws->vocab || p->logprobs ||
+        (mods == NULL && eng_sampler_job_mods_max(p, st) > 0))
+        return ENG_SAMPLER_ERR_INVALID;
+    int64_t n = 0;
+    if (p->logit_bias != NULL)
+        for (int32_t i = 0; i < p->n_logit_bias; i++) {
+            int32_t t = p->logit_bias[i].token;
+            float b = p->logit_bias[i].bias;
+            if (t >= 0 && t < st->vocab && !isnan(b))
+                mod_of(ws, mods, &n, t)->bias += clamp_bias(b);
+        }
+    if (st->n_generated < p->min_tokens)
+        for (int32_t i = 0; i < st->n_banned; i++)
+            mod_of(ws, mods, &n, st->banned[i])->ban = 1;
+    if (penalties_on(p)) {
+        /* As apply_penalties computes them. */
+        float rep = p->repetition_penalty;
+        bool use_rep = isfinite(rep) && rep > 0.0f && rep != 1.0f;
+        float freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f;
+        float pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f;
+        for (int32_t i = 0; i < st->n_touched; i++) {
+            int32_t t = st->touched[i];
+            struct kern_sample_mod *md = mod_of(ws, mods, &n, t);
+            if (use_rep)
+                md->rep = rep;
+            if (st->counts[t] > 0) {
+                md->sub_freq = freq * (float)st->counts[t];
+                md->sub_pres = pres;
+            }
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        ws->slot[mods[i].token] = -1;
+
+    bool greedy = !(p->temperature > 0.0f);
+    *job = (struct kern_sample_job){
+        .n_mods = n,
+        .u = greedy ? 0.0 : eng_rng_uniform(&st->rng),
+        .temperature = greedy ? 0.0f : clamp_temperature(p->temperature),
+        .min_p = clamp_min_p(p->min_p),
+        .top_p = p->top_p,
+        .top_k = p->top_k,
+    };
     return 0;
 }

@@ -13,7 +13,8 @@
  *   6. top_k (every token tied with the k-th largest is kept, as vLLM and HF do)
  *   7. top_p over what top_k kept: the smallest set, by descending probability, whose mass
  *      reaches top_p (the token that crosses the threshold is kept)
- *   8. one inverse-CDF draw from the renormalised survivors with the sequence's RNG.
+ *   8. one inverse-CDF draw from the renormalised survivors, in id order, with the
+ *      sequence's RNG (one uniform u per token).
  * HF transformers applies min_p after top_p; vLLM V1 applies it before, and so do we.
  *
  * Logprobs are vLLM's default "raw_logprobs" mode: the log-softmax of the model's logits as
@@ -22,13 +23,18 @@
  * has its finite logprob. vLLM's "processed_logprobs" mode is not implemented.
  *
  * Odd values (NaN, infinities, out-of-range numbers) never crash or poison the draw; each
- * field says what such a value does. NaN logits are treated as -inf. */
+ * field says what such a value does. NaN logits are treated as -inf.
+ *
+ * On a device, steps 1 to 8 can run where the logits are: eng_sampler_job turns a sequence's
+ * history and params into the job of the backend's sample op (kernels/ops.h), which draws
+ * with the same u in the same id order, and eng_sampler_take takes the token it returns. */
 #ifndef PHISERVE_ENGINE_SAMPLER_H
 #define PHISERVE_ENGINE_SAMPLER_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ops.h"
 #include "rng.h"
 
 #define ENG_SAMPLER_MAX_TOP_LOGPROBS 20
@@ -93,7 +99,7 @@ struct eng_sample_result {
 };
 
 /* Per-sequence state: the RNG and the token history the penalties need. About 4.1 bytes per
- * vocab entry (dense counts + a prompt bitmap). */
+ * vocab entry (dense counts + a prompt bitmap), 8.1 when a penalty is on. */
 struct eng_sampler_state {
     struct eng_rng rng;
     int64_t vocab;
@@ -102,6 +108,11 @@ struct eng_sampler_state {
     int32_t *banned;         /* [n_banned] eos ids and stop ids in range (min_tokens); owned */
     int32_t n_banned;
     int64_t n_generated;     /* tokens passed to eng_sampler_accept */
+    /* The ids in the prompt or among the generated tokens, each once, in order of first
+     * appearance: the tokens the penalties touch. Kept only when the params given to init
+     * turn a penalty on (NULL otherwise, and then no penalty applies); owned. */
+    int32_t *touched;        /* [n_touched], room for vocab */
+    int32_t n_touched;
 };
 
 /* Scratch for eng_sampler_sample, sized by vocab. One per thread that samples (the engine
@@ -110,6 +121,8 @@ struct eng_sampler_ws {
     int64_t vocab;
     float *w;                /* [vocab] processed logits, then weights; owned */
     int32_t *idx;            /* [vocab] surviving candidate ids; owned */
+    int32_t *slot;           /* [vocab] eng_sampler_job's map from id to entry; all -1
+                                between calls; owned */
 };
 
 /* Initialises *st for one sequence. prompt: [n_prompt] ids (caller keeps; ids outside
@@ -156,9 +169,10 @@ int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
 bool eng_sampler_is_greedy_argmax(const struct eng_sampling_params *p,
                                   const struct eng_sampler_state *st);
 
-/* Fills *out as eng_sampler_sample fills it for a greedy row without logprobs, from a token
- * chosen elsewhere (the argmax of the raw logits, for a sequence where
- * eng_sampler_is_greedy_argmax holds): out->token = token, logprob -inf, no alternatives. Like
+/* Fills *out as eng_sampler_sample fills it for a row without logprobs, from a token chosen
+ * elsewhere by the same rules: the argmax of the raw logits, for a sequence where
+ * eng_sampler_is_greedy_argmax holds, or a backend's draw for an eng_sampler_job.
+ * out->token = token, logprob -inf, no alternatives. Like
  * eng_sampler_sample it does not update the history (call eng_sampler_accept). Returns 0;
  * ENG_SAMPLER_ERR_NO_CANDIDATE when token < 0 (the argmax found no logit above -inf;
  * out->token = -1), as eng_sampler_sample for such logits; ENG_SAMPLER_ERR_INVALID for a NULL
@@ -185,5 +199,24 @@ void eng_sampler_accept(struct eng_sampler_state *st, int32_t token);
  * the caller's. */
 bool eng_sampler_is_stop(const struct eng_sampler_state *st, const struct eng_sampling_params *p,
                          int32_t token);
+
+/* Upper bound of the entries eng_sampler_job writes into mods for this sequence's next token
+ * (logit_bias entries, min_tokens bans, penalised tokens; at most vocab). 0 for NULL. */
+int64_t eng_sampler_job_mods_max(const struct eng_sampling_params *p,
+                                 const struct eng_sampler_state *st);
+
+/* Prepares the draw of this sequence's next token on a backend (kernels/ops.h, sample).
+ * Fills *job except row and mod_start, which are the caller's: the clamped temperature (0 for
+ * greedy), min_p, top_p, top_k and the uniform u, and writes the token changes of steps 1 and
+ * 2 into mods[0 .. job->n_mods), one entry per token (repeated logit_bias ids are summed
+ * first, where eng_sampler_sample adds them one after the other: the same up to rounding).
+ * mods must have room for eng_sampler_job_mods_max entries. Consumes the RNG draw that
+ * eng_sampler_sample would (one when the temperature is > 0), so that a seeded sequence draws
+ * the same u on either path. Pass the op's token to eng_sampler_take, then
+ * eng_sampler_accept. Returns 0, or ENG_SAMPLER_ERR_INVALID for a NULL pointer, a vocab
+ * differing between st and ws, or p->logprobs (the logprobs need the logits). */
+int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
+                    const struct eng_sampling_params *p, struct kern_sample_job *job,
+                    struct kern_sample_mod *mods);
 
 #endif

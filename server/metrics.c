@@ -163,6 +163,9 @@ char *srv_metrics_render(struct srv_metrics *m, const struct eng_metrics *em, co
     rc |= put(&b, "# HELP phiserve_cuda_graph_records_total CUDA graphs recorded (one per decode batch size used).\n"
                   "# TYPE phiserve_cuda_graph_records_total counter\nphiserve_cuda_graph_records_total{%s} %lld\n",
               lbl, (long long)em->graph_records_total);
+    rc |= put(&b, "# HELP phiserve_device_sampled_rows_total Tokens drawn on the device (only the id came back).\n"
+                  "# TYPE phiserve_device_sampled_rows_total counter\nphiserve_device_sampled_rows_total{%s} %lld\n",
+              lbl, (long long)em->sampled_rows_total);
 
     pthread_mutex_lock(&m->mu);
     static const char *const reasons[5] = {"none", "stop", "length", "abort", "error"};

@@ -139,6 +139,10 @@ int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c
         ws->cap_logit_rows = 0;
         REGROW(last, z.last);
         REGROW(logits, z.logits);
+        uint8_t *taken = realloc(ws->row_taken, n_logit_rows > 0 ? (size_t)n_logit_rows : 1);
+        if (!taken)
+            return KERN_ERR_NOMEM;
+        ws->row_taken = taken;
         ws->cap_logit_rows = n_logit_rows;
     }
     if (desc > ws->desc_cap) {
@@ -153,18 +157,82 @@ int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c
     return 0;
 }
 
+/* Bytes of the sampling buffers for n_jobs jobs (work rows of V floats, jobs, ids) and n_mods
+ * mods, or 0 on overflow. */
+static int sampling_sizes(int64_t V, int64_t n_jobs, int64_t n_mods, size_t *work, size_t *jobs,
+                          size_t *out, size_t *mods)
+{
+    if (V < 1 || n_jobs < 0 || n_mods < 0 || f32_bytes(n_jobs, V, work) ||
+        (uint64_t)n_jobs > SIZE_MAX / sizeof(struct kern_sample_job) ||
+        (uint64_t)n_mods > SIZE_MAX / sizeof(struct kern_sample_mod))
+        return KERN_ERR_INVALID;
+    *jobs = (size_t)n_jobs * sizeof(struct kern_sample_job);
+    *out = (size_t)n_jobs * sizeof(int32_t);
+    *mods = (size_t)n_mods * sizeof(struct kern_sample_mod);
+    return 0;
+}
+
+size_t eng_phi3_ws_sampling_bytes(int64_t vocab, int64_t n_jobs, int64_t n_mods)
+{
+    size_t work, jobs, out, mods;
+    if (sampling_sizes(vocab, n_jobs, n_mods, &work, &jobs, &out, &mods) != 0 ||
+        jobs > SIZE_MAX - work || out > SIZE_MAX - work - jobs ||
+        mods > SIZE_MAX - work - jobs - out)
+        return 0;
+    return work + jobs + out + mods;
+}
+
+/* Replaces *buf by a backend buffer of bytes, old one first; NULL on failure. Unlike REGROW it
+ * leaves ws->gen alone: no graph refers to the sampling buffers. */
+static int regrow_sampling(struct eng_phi3_ws *ws, void **buf, size_t bytes)
+{
+    ws->ops.buf_free(ws->ctx, *buf);
+    *buf = NULL;
+    return ws->ops.buf_alloc(ws->ctx, bytes, buf);
+}
+
+int eng_phi3_ws_reserve_sampling(struct eng_phi3_ws *ws, int64_t vocab, int64_t n_jobs,
+                                 int64_t n_mods)
+{
+    size_t work, jobs, out, mods;
+    if (!ws->bound || sampling_sizes(vocab, n_jobs, n_mods, &work, &jobs, &out, &mods) != 0)
+        return KERN_ERR_INVALID;
+    if (n_jobs > ws->cap_jobs || vocab != ws->sample_vocab) {
+        ws->cap_jobs = 0;
+        TRY(regrow_sampling(ws, (void **)&ws->sample_work, work));
+        TRY(regrow_sampling(ws, (void **)&ws->sample_jobs, jobs));
+        TRY(regrow_sampling(ws, (void **)&ws->sample_out, out));
+        int32_t *ids = realloc(ws->sample_ids, n_jobs > 0 ? out : 1);
+        if (!ids)
+            return KERN_ERR_NOMEM;
+        ws->sample_ids = ids;
+        ws->cap_jobs = n_jobs;
+        ws->sample_vocab = vocab;
+    }
+    if (n_mods > ws->cap_mods) {
+        ws->cap_mods = 0;
+        TRY(regrow_sampling(ws, (void **)&ws->sample_mods, mods));
+        ws->cap_mods = n_mods;
+    }
+    return 0;
+}
+
 void eng_phi3_ws_free(struct eng_phi3_ws *ws)
 {
     for (int32_t i = 0; i < ws->n_graphs; i++)
         ws->ops.graph_destroy(ws->ctx, ws->graphs[i].g);
     free(ws->graphs);
     if (ws->bound) {
-        void *bufs[] = {ws->x, ws->h, ws->qkv, ws->attn, ws->gu, ws->act, ws->last, ws->logits,
-                        ws->desc};
+        void *bufs[] = {ws->x,      ws->h,           ws->qkv,         ws->attn,
+                        ws->gu,     ws->act,         ws->last,        ws->logits,
+                        ws->desc,   ws->sample_work, ws->sample_jobs, ws->sample_out,
+                        ws->sample_mods};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             ws->ops.buf_free(ws->ctx, bufs[i]);
     }
     free(ws->desc_host);
+    free(ws->sample_ids);
+    free(ws->row_taken);
     *ws = (struct eng_phi3_ws){0};
 }
 
@@ -506,9 +574,61 @@ static int run_graph(const struct eng_model *m, const struct kern_ops *ops, stru
     return 0;
 }
 
+/* Checks the token rows of a forward over R rows and marks them in ws->row_taken. Returns the
+ * number of argmax rows, or KERN_ERR_INVALID. */
+static int64_t mark_token_rows(const struct eng_phi3_tokens *tk, const struct kern_ops *ops,
+                               struct eng_phi3_ws *ws, int64_t R, int64_t H)
+{
+    memset(ws->row_taken, 0, (size_t)R);
+    if (!tk)
+        return 0;
+    int64_t n_argmax = 0;
+    for (int64_t r = 0; tk->argmax_rows && r < R; r++)
+        if (tk->argmax_rows[r]) {
+            ws->row_taken[r] = 1;
+            n_argmax++;
+        }
+    if (tk->n_jobs < 0 || tk->n_mods < 0 || (tk->n_jobs > 0 && (!tk->jobs || !ops->sample)) ||
+        (tk->n_mods > 0 && !tk->mods))
+        return KERN_ERR_INVALID;
+    for (int64_t j = 0; j < tk->n_jobs; j++) {
+        const struct kern_sample_job *jb = &tk->jobs[j];
+        /* One token per row: a row is an argmax row or one job's. */
+        if (jb->row < 0 || jb->row >= R || ws->row_taken[jb->row] || jb->mod_start < 0 ||
+            jb->n_mods < 0 || jb->mod_start > tk->n_mods - jb->n_mods)
+            return KERN_ERR_INVALID;
+        ws->row_taken[jb->row] = 1;
+    }
+    if ((n_argmax > 0 || tk->n_jobs > 0) && !tk->tokens)
+        return KERN_ERR_INVALID;
+    return n_argmax > 0 && H < 1 ? KERN_ERR_INVALID : n_argmax;
+}
+
+/* Draws the jobs' tokens where the logits are and brings back only the ids. */
+static int sample_rows(const struct kern_ops *ops, struct kern_ctx *ctx, struct eng_phi3_ws *ws,
+                       const struct eng_phi3_tokens *tk, int64_t R, int64_t V)
+{
+    int64_t J = tk->n_jobs;
+    TRY(eng_phi3_ws_reserve_sampling(ws, V, J > ws->cap_jobs ? J : ws->cap_jobs,
+                                     tk->n_mods > ws->cap_mods ? tk->n_mods : ws->cap_mods));
+    TRY(ops->buf_upload(ctx, ws->sample_jobs, tk->jobs, (size_t)J * sizeof *tk->jobs));
+    if (tk->n_mods > 0)
+        TRY(ops->buf_upload(ctx, ws->sample_mods, tk->mods, (size_t)tk->n_mods * sizeof *tk->mods));
+    struct kern_sample_params sp = {
+        .x = ws->logits, .jobs = ws->sample_jobs, .mods = ws->sample_mods,
+        .work = ws->sample_work, .out = ws->sample_out,
+        .n_rows = R, .dim = V, .ldx = V, .n_jobs = J, .n_mods = tk->n_mods,
+    };
+    TRY(ops->sample(ctx, &sp));
+    TRY(ops->buf_download(ctx, ws->sample_ids, ws->sample_out, (size_t)J * sizeof(int32_t)));
+    for (int64_t j = 0; j < J; j++)
+        tk->tokens[tk->jobs[j].row] = ws->sample_ids[j];
+    return 0;
+}
+
 int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                      struct eng_kv_cache *kv, const struct eng_batch *b, struct eng_phi3_ws *ws,
-                     float *logits, const uint8_t *argmax_rows, int32_t *tokens)
+                     float *logits, const struct eng_phi3_tokens *tk)
 {
     const struct eng_model_config *c = &m->cfg;
     int64_t T = b->n_tokens, H = c->hidden_size, V = c->vocab_size, R = b->n_logit_rows;
@@ -520,11 +640,9 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
         return KERN_ERR_INVALID;
     TRY(eng_phi3_ws_reserve(ws, c, ops, ctx, T, R, b->n_seqs,
                             (int64_t)b->n_seqs * b->max_blocks));
-    int64_t n_flagged = 0;
-    for (int64_t r = 0; argmax_rows && r < R; r++)
-        n_flagged += argmax_rows[r] != 0;
-    if (n_flagged > 0 && (!tokens || H < 1))
-        return KERN_ERR_INVALID;
+    int64_t n_argmax = mark_token_rows(tk, ops, ws, R, H);
+    if (n_argmax < 0)
+        return (int)n_argmax;
 
     struct dev_batch d;
     struct eng_phi3_graph *gr = graph_for(ws, b, kv->block_size);
@@ -542,23 +660,28 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
      * already on the device, far cheaper than sending them), then one download of the R ids.
      * The ids go into ws->last ([R, H] fp32, H >= 1 so R ids fit), which the head has read by
      * then: the ops run in order on the context's stream. */
-    if (n_flagged > 0) {
+    if (n_argmax > 0) {
         int32_t *ids = (int32_t *)(void *)ws->last;  /* [R] */
         struct kern_argmax_params a = {
             .x = ws->logits, .out = ids, .n_rows = R, .dim = V, .ldx = V,
         };
         TRY(ops->argmax(ctx, &a));
-        TRY(ops->buf_download(ctx, tokens, ids, (size_t)R * sizeof *tokens));
+        TRY(ops->buf_download(ctx, tk->tokens, ids, (size_t)R * sizeof *tk->tokens));
     }
-    /* The other rows as they are, one download per run of consecutive unflagged rows (all of
-     * them at once without flags). ws_reserve checked R * V * 4 against overflow. */
+    /* Sampled rows: the draw runs where the logits are, and only the ids come back. It
+     * follows the argmax download, which writes every entry of tokens. */
+    if (tk && tk->n_jobs > 0)
+        TRY(sample_rows(ops, ctx, ws, tk, R, V));
+    /* The other rows as they are, one download per run of consecutive rows that bring back
+     * no token (all of them at once without token rows). ws_reserve checked R * V * 4
+     * against overflow. */
     for (int64_t r = 0; r < R;) {
-        if (argmax_rows && argmax_rows[r]) {
+        if (ws->row_taken[r]) {
             r++;
             continue;
         }
         int64_t end = r + 1;
-        while (end < R && !(argmax_rows && argmax_rows[end]))
+        while (end < R && !ws->row_taken[end])
             end++;
         TRY(ops->buf_download(ctx, logits + r * V, ws->logits + r * V,
                               (size_t)((end - r) * V) * sizeof *logits));

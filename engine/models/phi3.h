@@ -32,6 +32,14 @@ struct eng_phi3_ws {
     void *desc_host;               /* [desc_cap] bytes, host memory */
     size_t desc_cap;
     uint64_t gen;                  /* bumped whenever a buffer above is replaced */
+    uint8_t *row_taken;            /* [cap_logit_rows] host: rows that bring back a token */
+    /* The sample op's buffers (eng_phi3_ws_reserve_sampling), backend memory but sample_ids. */
+    int64_t cap_jobs, cap_mods, sample_vocab;
+    float *sample_work;            /* [cap_jobs, sample_vocab] */
+    struct kern_sample_job *sample_jobs; /* [cap_jobs] */
+    int32_t *sample_out;           /* [cap_jobs] */
+    struct kern_sample_mod *sample_mods; /* [cap_mods] */
+    int32_t *sample_ids;           /* [cap_jobs] host */
     /* Graph replay of decode steps (eng_phi3_graphs_enable); NULL: every step runs eagerly. */
     struct eng_phi3_graph *graphs; /* [n_graphs] by ascending batch; owned */
     int32_t n_graphs;
@@ -62,6 +70,15 @@ int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c
 size_t eng_phi3_ws_bytes(const struct eng_model_config *cfg, int64_t n_tokens,
                          int64_t n_logit_rows, int64_t n_seqs, int64_t table_entries);
 
+/* Grows ws's sampling buffers (ws must be bound) so that a forward with up to n_jobs sampled
+ * rows and n_mods mods (struct eng_phi3_tokens) allocates nothing; forward grows them itself
+ * when needed. Returns 0, KERN_ERR_NOMEM or KERN_ERR_INVALID. */
+int eng_phi3_ws_reserve_sampling(struct eng_phi3_ws *ws, int64_t vocab, int64_t n_jobs,
+                                 int64_t n_mods);
+
+/* Backend bytes eng_phi3_ws_reserve_sampling takes for those sizes; 0 on overflow. */
+size_t eng_phi3_ws_sampling_bytes(int64_t vocab, int64_t n_jobs, int64_t n_mods);
+
 /* Turns on graph replay of decode steps, as vLLM does with CUDA graphs: a batch of B <= max_batch
  * sequences that each add one token and whose contexts fit max_blocks blocks is padded to the
  * next recorded size (1, 2, 4, then multiples of 8, and max_batch) and replays that size's
@@ -78,6 +95,24 @@ int eng_phi3_graphs_enable(struct eng_phi3_ws *ws, int64_t max_batch, int64_t ma
  * itself is the caller's); leaves it empty. Accepts an empty ws. */
 void eng_phi3_ws_free(struct eng_phi3_ws *ws);
 
+/* The logit rows of a forward that bring back a token instead of their logits (the caller
+ * keeps every array). A row is at most one of: an argmax row, one job's row. */
+struct eng_phi3_tokens {
+    /* [n_logit_rows] or NULL: a row with a nonzero flag comes back as the argmax of its
+     * logits under the sampler's greedy rule (kern_argmax_params: NaN as -inf, first index
+     * on ties, -1 when no logit is above -inf). */
+    const uint8_t *argmax_rows;
+    /* [n_jobs]: row jobs[j].row comes back as the token the backend's sample op draws for
+     * job j (kernels/ops.h; the backend must have one), with mods [n_mods] as the jobs'
+     * mod_start and n_mods say. eng_sampler_job prepares them. */
+    const struct kern_sample_job *jobs;
+    int64_t n_jobs;
+    const struct kern_sample_mod *mods;
+    int64_t n_mods;
+    int32_t *tokens;               /* [n_logit_rows] HOST: the token of each such row; the
+                                      other entries are unspecified afterwards */
+};
+
 /* Runs the model over batch b: writes each token's K/V into kv at its slot, and the logits of
  * the rows b->logit_rows into logits ([b->n_logit_rows, vocab], caller-allocated HOST memory).
  * The batch (host arrays) must be consistent with the cache (block ids < kv->n_blocks, slots
@@ -87,22 +122,19 @@ void eng_phi3_ws_free(struct eng_phi3_ws *ws);
  * (KERN_ERR_INVALID otherwise); the work may still run when the call returns except for the
  * logits, which are complete: call ops->sync afterwards to learn about device-side faults.
  *
- * Greedy rows. argmax_rows is NULL (every row's logits are written, as above) or
- * [b->n_logit_rows] flags (caller keeps): for a row with a nonzero flag, tokens[r] receives
- * the argmax of that row's logits under the sampler's greedy rule (kern_argmax_params: NaN as
- * -inf, first index on ties, -1 when no logit is above -inf) and row r of logits is NOT
- * written; unflagged rows are written as above. tokens ([b->n_logit_rows] int32, HOST memory,
- * caller-allocated) is required when a row is flagged; its entries for unflagged rows are
- * unspecified afterwards. logits stays required; its flagged rows keep their old contents.
- * This is the smallest device-to-host transfer for greedy rows: the argmax runs where the
- * logits are, and only the ids and the unflagged rows (one download per run of consecutive
- * rows) come back.
+ * Token rows. tk is NULL (every row's logits are written, as above) or says which rows bring
+ * back only a token (struct eng_phi3_tokens): for those, tk->tokens[r] receives it and row r
+ * of logits is NOT written (it keeps its old contents); the other rows are written as above.
+ * This is the smallest device-to-host transfer: the argmax or the draw runs where the logits
+ * are, and only the ids and the other rows (one download per run of consecutive rows) come
+ * back.
  *
  * Returns 0, a negative enum kern_status from an op, or KERN_ERR_NOMEM when the workspace cannot
- * grow; KERN_ERR_INVALID for a missing logits buffer, or for a missing tokens buffer (found
- * after the layers ran: the batch's K/V are written by then). */
+ * grow; KERN_ERR_INVALID, before anything runs, for a missing logits buffer, or token rows
+ * that are out of range, taken twice, without a tokens buffer, or jobs without a sample op
+ * or with mods outside n_mods. */
 int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                      struct eng_kv_cache *kv, const struct eng_batch *b, struct eng_phi3_ws *ws,
-                     float *logits, const uint8_t *argmax_rows, int32_t *tokens);
+                     float *logits, const struct eng_phi3_tokens *tk);
 
 #endif

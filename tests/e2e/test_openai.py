@@ -7,7 +7,7 @@ import os
 import openai
 import pytest
 
-from harness import API_KEY, MODEL_NAME, Server
+from harness import API_KEY, EXTRA_ARGS, MODEL_NAME, Server
 
 MSGS = [{"role": "user", "content": "Tell me about the sea."}]
 IGNORE_EOS = {"ignore_eos": True}
@@ -79,6 +79,17 @@ def test_seed_reproducible(client):
     assert a == b
     others = {client.chat.completions.create(seed=s, **kw).choices[0].message.content for s in (1, 2, 3)}
     assert len(others | {a}) > 1  # a 32k-token vocabulary at temperature 1 does not repeat itself
+
+
+def test_sampling_where_the_logits_are(server, client):
+    # On the GPU every row without logprobs is drawn there and comes back as its id alone; on
+    # the CPU the host samples (only greedy rows come back as a backend argmax).
+    before = server.gauge("phiserve_device_sampled_rows_total")
+    r = client.chat.completions.create(model=MODEL_NAME, messages=MSGS, max_tokens=8, temperature=0.9,
+                                       top_p=0.95, frequency_penalty=0.5, seed=5, extra_body=IGNORE_EOS)
+    assert r.usage.completion_tokens == 8
+    on_device = "--device" in EXTRA_ARGS and EXTRA_ARGS[EXTRA_ARGS.index("--device") + 1] == "cuda"
+    assert server.gauge("phiserve_device_sampled_rows_total") - before == (8 if on_device else 0)
 
 
 def test_n_non_stream(client):

@@ -1,8 +1,9 @@
 /* Greedy rows, the pieces below the engine: the sampler's eng_sampler_is_greedy_argmax and
  * eng_sampler_take, the argmax op agreeing with the sampler's greedy pick on odd logits, and
- * eng_phi3_forward with argmax_rows on a fixture model (flagged rows come back as ids only,
- * the others bit-identical, with one download for the ids and one per run of other rows).
- * The engine's use of all this is tested in test_engine.c (test_argmax_rows).
+ * eng_phi3_forward with token rows on a fixture model (argmax rows and rows drawn by the
+ * sample op come back as ids only, the others bit-identical, with one download for each kind
+ * of ids and one per run of other rows). The engine's use of all this is tested in
+ * test_engine.c (test_token_rows).
  * Usage: test_argmax_rows FIXTURES_DIR. */
 #include <math.h>
 #include <stdio.h>
@@ -251,7 +252,7 @@ static void test_forward(const char *model, bool cpu_backend)
     float *got = malloc((size_t)T * (size_t)V * sizeof *got);
     dl.calls = 0;
     dl.bytes = 0;
-    CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, full, NULL, NULL) == 0, "forward");
+    CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, full, NULL) == 0, "forward");
     CHECK(dl.calls == 1 && dl.bytes == (size_t)T * (size_t)V * sizeof(float),
           "%s: without flags: %d downloads, %zu bytes", model, dl.calls, dl.bytes);
 
@@ -283,7 +284,8 @@ static void test_forward(const char *model, bool cpu_backend)
             got[i] = canary;
         dl.calls = 0;
         dl.bytes = 0;
-        int rc = eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, flags, tokens);
+        struct eng_phi3_tokens tk = {.argmax_rows = flags, .tokens = tokens};
+        int rc = eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &tk);
         CHECK(rc == 0, "%s pattern %d: forward %d", model, pat, rc);
         int want_calls = n_runs + (n_flagged > 0);
         size_t want_bytes = (size_t)(T - n_flagged) * (size_t)V * sizeof(float) +
@@ -306,9 +308,122 @@ static void test_forward(const char *model, bool cpu_backend)
             }
         }
     }
+    /* Rows drawn by the sample op: jobs on some rows, argmax flags on others. The drawn rows
+     * come back as ids only, equal to the op run on the full logits. */
+    for (int pat = 0; pat < 4; pat++) {
+        uint8_t flags[T] = {0};
+        struct kern_sample_job jobs[T];
+        struct kern_sample_mod mods[2 * T];
+        int64_t n_jobs = 0, n_mods = 0;
+        for (int32_t r = 0; r < T; r++) {
+            bool job = pat == 0 ? r % 3 != 1 : pat == 1 ? r == T - 1 : pat == 2 ? true : rnd(2);
+            if (!job) {
+                flags[r] = pat != 1 && rnd(2);
+                continue;
+            }
+            struct kern_sample_job *jb = &jobs[n_jobs++];
+            *jb = (struct kern_sample_job){
+                .row = r, .mod_start = n_mods, .n_mods = rnd(3),
+                .u = (double)rnd(1000) / 1000.0, .temperature = rnd(4) == 0 ? 0.0f : 0.8f,
+                .min_p = rnd(2) ? 0.05f : 0.0f, .top_p = rnd(2) ? 0.9f : 1.0f,
+                .top_k = rnd(2) ? 0 : 1 + (int32_t)rnd(40),
+            };
+            for (int64_t k = 0; k < jb->n_mods; k++)
+                mods[n_mods++] = (struct kern_sample_mod){
+                    .token = (int32_t)(k * 7 + rnd(5)), .ban = rnd(4) == 0,
+                    .bias = (float)rnd(5), .rep = 1.2f, .sub_freq = 0.5f, .sub_pres = 0.25f};
+        }
+        /* Reversed order: jobs need not follow the rows. */
+        for (int64_t j = 0; j < n_jobs / 2; j++) {
+            struct kern_sample_job t = jobs[j];
+            jobs[j] = jobs[n_jobs - 1 - j];
+            jobs[n_jobs - 1 - j] = t;
+        }
+        int32_t want[T], tokens[T];
+        float *work = malloc((size_t)T * (size_t)V * sizeof *work);
+        struct kern_sample_params sp = {
+            .x = full, .jobs = jobs, .mods = mods, .work = work, .out = want,
+            .n_rows = T, .dim = V, .ldx = V, .n_jobs = n_jobs, .n_mods = n_mods,
+        };
+        CHECK(ops.sample(ctx, &sp) == 0, "%s jobs %d: the op on the full logits", model, pat);
+        free(work);
+        for (int64_t i = 0; i < (int64_t)T * V; i++)
+            got[i] = canary;
+        int n_runs = 0, n_flagged = 0;
+        bool taken[T] = {false};
+        for (int32_t r = 0; r < T; r++)
+            taken[r] = flags[r] != 0;
+        for (int64_t j = 0; j < n_jobs; j++)
+            taken[jobs[j].row] = true;
+        for (int32_t r = 0; r < T; r++) {
+            n_flagged += flags[r] != 0;
+            if (!taken[r] && (r == 0 || taken[r - 1]))
+                n_runs++;
+        }
+        dl.calls = 0;
+        dl.bytes = 0;
+        struct eng_phi3_tokens tk = {.argmax_rows = flags, .jobs = jobs, .n_jobs = n_jobs,
+                                     .mods = mods, .n_mods = n_mods, .tokens = tokens};
+        CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &tk) == 0, "%s jobs %d: forward",
+              model, pat);
+        int64_t n_taken = 0;
+        for (int32_t r = 0; r < T; r++)
+            n_taken += taken[r];
+        int want_calls = n_runs + (n_flagged > 0) + (n_jobs > 0);
+        size_t want_bytes = (size_t)(T - n_taken) * (size_t)V * sizeof(float) +
+                            (n_flagged > 0 ? (size_t)T * sizeof(int32_t) : 0) +
+                            (size_t)n_jobs * sizeof(int32_t);
+        CHECK(dl.calls == want_calls && dl.bytes == want_bytes,
+              "%s jobs %d: %d downloads of %zu bytes, want %d of %zu", model, pat, dl.calls,
+              dl.bytes, want_calls, want_bytes);
+        for (int64_t j = 0; j < n_jobs; j++) {
+            int64_t r = jobs[j].row;
+            CHECK(tokens[r] == want[j], "%s jobs %d row %lld: token %d, want %d", model, pat,
+                  (long long)r, tokens[r], want[j]);
+            CHECK(got[r * V] == canary && got[r * V + V - 1] == canary,
+                  "%s jobs %d: drawn row %lld was written", model, pat, (long long)r);
+        }
+        for (int32_t r = 0; r < T; r++) {
+            const float *f = full + (size_t)r * (size_t)V;
+            if (flags[r])
+                CHECK(tokens[r] == plain_argmax(f, V), "%s jobs %d row %d: argmax %d, want %d",
+                      model, pat, r, tokens[r], plain_argmax(f, V));
+            else if (!taken[r])
+                CHECK(memcmp(got + (size_t)r * (size_t)V, f, (size_t)V * sizeof *got) == 0,
+                      "%s jobs %d: row %d differs from the full download", model, pat, r);
+        }
+        /* Refused before anything runs: a row taken twice, a row or mods out of range, jobs
+         * on a backend without the op. */
+        if (n_jobs > 0) {
+            struct kern_sample_job keep = jobs[0];
+            uint8_t all[T];
+            memset(all, 1, sizeof all);
+            struct eng_phi3_tokens bad = tk;
+            bad.argmax_rows = all;
+            CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &bad) == KERN_ERR_INVALID,
+                  "a row both argmax and drawn accepted");
+            bad = tk;
+            jobs[0].row = T;
+            CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &bad) == KERN_ERR_INVALID,
+                  "a job row past the logit rows accepted");
+            jobs[0] = keep;
+            jobs[0].mod_start = n_mods - jobs[0].n_mods + 1;
+            CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &bad) == KERN_ERR_INVALID,
+                  "mods past n_mods accepted");
+            jobs[0] = keep;
+            struct kern_ops no_op = ops;
+            no_op.sample = NULL;
+            CHECK(eng_phi3_forward(m, &no_op, ctx, kv, &b, &ws, got, &bad) == KERN_ERR_INVALID,
+                  "jobs without a sample op accepted");
+            bad.tokens = NULL;
+            CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &bad) == KERN_ERR_INVALID,
+                  "jobs without tokens accepted");
+        }
+    }
     /* Flags without a tokens buffer are refused. */
     uint8_t one[T] = {1};
-    CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, one, NULL) == KERN_ERR_INVALID,
+    struct eng_phi3_tokens no_tokens = {.argmax_rows = one};
+    CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &no_tokens) == KERN_ERR_INVALID,
           "flags without tokens accepted");
     free(full);
     free(got);

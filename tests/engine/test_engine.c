@@ -262,7 +262,7 @@ static void run_alone(struct eng_engine *e, struct req *rs, int n)
 
 static struct eng_engine *make_engine_ex(const char *model, int64_t kv_bytes,
                                          int32_t max_batched, int32_t max_seqs, bool no_cache,
-                                         bool long_from_start, bool no_argmax_rows)
+                                         bool long_from_start, bool host_sampling)
 {
     char dir[4096], err[512];
     snprintf(dir, sizeof dir, "%s/models/%s", fixtures, model);
@@ -276,7 +276,7 @@ static struct eng_engine *make_engine_ex(const char *model, int64_t kv_bytes,
     o.max_seqs = max_seqs;
     o.no_prefix_caching = no_cache;
     o.rope_long_from_start = long_from_start;
-    o.no_argmax_rows = no_argmax_rows;
+    o.host_sampling = host_sampling;
     struct eng_engine *e = NULL;
     int rc = eng_engine_create(&o, &e, err, sizeof err);
     if (rc != 0) {
@@ -474,7 +474,7 @@ static void greedy_always_long(const int32_t *prompt, int32_t n_prompt, int32_t 
             .q_start = &q_start, .q_len = &q_len, .ctx_len = &ctx_len, .block_tables = table,
             .max_blocks = nb, .rope_variant = &var, .n_logit_rows = 1, .logit_rows = &row,
         };
-        if (eng_phi3_forward(m, &ops, NULL, kv, &b, &ws, logits, NULL, NULL) != 0)
+        if (eng_phi3_forward(m, &ops, NULL, kv, &b, &ws, logits, NULL) != 0)
             exit(1);
         int32_t best = 0;
         for (int64_t v = 1; v < c->vocab_size; v++)
@@ -929,14 +929,17 @@ static void test_text(void)
     eng_engine_destroy(e);
 }
 
-/* Greedy rows (the backend's argmax instead of the logits): a batch mixing plain greedy
- * requests, greedy with logprobs, seeded sampling, penalties, min_tokens, n = 2 and prompt
- * logprobs gives every request the same tokens (and logprobs) as with the path switched off,
+/* Token rows (a row that comes back as its token instead of its logits): a batch mixing plain
+ * greedy requests, greedy with logprobs, seeded sampling, penalties, min_tokens, n = 2 and
+ * prompt logprobs gives every request the same tokens (and logprobs) as with host sampling,
  * the golden greedy continuations where there are some, and exactly the expected number of
- * rows taken as an argmax: every token of a plain greedy choice except the first of a forked
- * or prompt-logprob request and those under a min_tokens ban. */
-static void test_argmax_rows(void)
+ * token rows. On a host backend those are the argmax rows: every token of a plain greedy
+ * choice except the first of a forked or prompt-logprob request and those under a min_tokens
+ * ban. On a device backend every row is drawn there (the sample op) except the rows of
+ * requests with logprobs and those first rows. */
+static void test_token_rows(void)
 {
+    bool on_device = strcmp(device, "cuda") == 0;
     static struct gcase gc[16];
     static struct req on[24], off[24];
     int n_gc = load_golden("mha-window", gc, 16);
@@ -977,24 +980,39 @@ static void test_argmax_rows(void)
     struct eng_metrics m_on, m_off;
     struct eng_engine *e = make_engine_ex("mha-window", 0, 16, 8, false, false, false);
     run_all(e, on, n);
-    check_idle(e, "argmax rows on");
+    check_idle(e, "token rows on");
     eng_engine_get_metrics(e, &m_on);
     eng_engine_destroy(e);
     e = make_engine_ex("mha-window", 0, 16, 8, false, false, true);
     run_all(e, off, n);
-    check_idle(e, "argmax rows off");
+    check_idle(e, "host sampling");
     eng_engine_get_metrics(e, &m_off);
     eng_engine_destroy(e);
 
+    int64_t want_sampled = 0;
+    for (int i = 0; i < n; i++) {
+        bool first_on_host = on[i].n > 1 || on[i].prompt_logprobs;
+        for (int c = 0; c < on[i].n && !on[i].logprobs; c++)
+            want_sampled += on[i].n_out[c] - (first_on_host ? 1 : 0);
+    }
+    if (on_device) {
+        want_rows = 0;
+    } else {
+        want_sampled = 0;
+    }
     CHECK(m_on.argmax_rows_total == want_rows, "%lld rows came back as an argmax, want %lld",
           (long long)m_on.argmax_rows_total, (long long)want_rows);
-    CHECK(m_off.argmax_rows_total == 0, "%lld argmax rows with the path off",
-          (long long)m_off.argmax_rows_total);
+    CHECK(m_on.sampled_rows_total == want_sampled,
+          "%lld rows were drawn by the backend, want %lld", (long long)m_on.sampled_rows_total,
+          (long long)want_sampled);
+    CHECK(m_off.argmax_rows_total == 0 && m_off.sampled_rows_total == 0,
+          "%lld argmax rows and %lld drawn rows with host sampling",
+          (long long)m_off.argmax_rows_total, (long long)m_off.sampled_rows_total);
     for (int i = 0; i < n; i++)
         for (int c = 0; c < on[i].n; c++) {
             CHECK(same_tokens(&on[i], &off[i], c, c) && on[i].fin[c] == ENG_FINISH_LENGTH &&
                       off[i].fin[c] == ENG_FINISH_LENGTH,
-                  "request %d choice %d: %d tokens (finish %d) with argmax rows, %d (finish %d) "
+                  "request %d choice %d: %d tokens (finish %d) with token rows, %d (finish %d) "
                   "without",
                   i, c, on[i].n_out[c], on[i].fin[c], off[i].n_out[c], off[i].fin[c]);
             /* Logprobs still come with the tokens that asked for them. Not bit-exact across
@@ -1002,7 +1020,7 @@ static void test_argmax_rows(void)
              * up, and the batch shape moves fp32 logits by a few ulps. */
             for (int32_t t = 0; on[i].logprobs && t < on[i].n_out[c] && t < off[i].n_out[c]; t++)
                 CHECK(on[i].lp[c][t] <= 0.0f && fabsf(on[i].lp[c][t] - off[i].lp[c][t]) <= 1e-4f,
-                      "request %d token %d: logprob %g with argmax rows, %g without", i, t,
+                      "request %d token %d: logprob %g with token rows, %g without", i, t,
                       (double)on[i].lp[c][t], (double)off[i].lp[c][t]);
         }
     for (int i = 0; i < first_extra + 2; i++) { /* plain greedy, then greedy + logprobs */
@@ -1018,19 +1036,25 @@ static void test_argmax_rows(void)
         req_reset(&on[i]);
         req_reset(&off[i]);
     }
-    printf("argmax rows: %lld of the mixed batch's sampled rows\n", (long long)m_on.argmax_rows_total);
+    printf("token rows of the mixed batch on %s: %lld argmax, %lld drawn by the backend\n",
+           device, (long long)m_on.argmax_rows_total, (long long)m_on.sampled_rows_total);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s FIXTURES_DIR unit|golden [ref|cpu]\n", argv[0]);
+        fprintf(stderr, "usage: %s FIXTURES_DIR unit|golden|token-rows [ref|cpu|cuda]\n",
+                argv[0]);
         return 2;
     }
     fixtures = argv[1];
     if (argc > 3)
         device = argv[3];
     bool unit = strcmp(argv[2], "unit") == 0;
+    if (strcmp(argv[2], "token-rows") == 0) {
+        test_token_rows();
+        return tu_finish("test_engine token-rows");
+    }
     if (unit) {
         test_limits();
         test_text();
@@ -1038,7 +1062,7 @@ int main(int argc, char **argv)
         test_prefix_caching();
         test_n_and_seeds();
         test_cancel_storm();
-        test_argmax_rows();
+        test_token_rows();
     } else {
         test_golden_model("mha-window");
         test_golden_model("gqa");

@@ -180,7 +180,7 @@ static int run_prefill(const struct eng_model *m, const struct kern_ops *ops, st
             .n_seqs = n, .q_start = qs, .q_len = ql, .ctx_len = cl, .block_tables = tables,
             .max_blocks = max_blocks, .rope_variant = var, .n_logit_rows = R, .logit_rows = rows,
         };
-        rc = eng_phi3_forward(m, ops, ctx, kv, &b, &ws, logits, NULL, NULL);
+        rc = eng_phi3_forward(m, ops, ctx, kv, &b, &ws, logits, NULL);
         for (int32_t k = 0; k < R && rc == 0; k++)
             memcpy(out[row_case[k]] + (size_t)row_r[k] * (size_t)c->vocab_size,
                    logits + (size_t)k * (size_t)c->vocab_size, (size_t)c->vocab_size * sizeof *logits);

@@ -294,7 +294,7 @@ static int run_prefill(const struct eng_model *m, const struct kern_ops *ops, st
             .n_seqs = n, .q_start = qs, .q_len = ql, .ctx_len = cl, .block_tables = tables,
             .max_blocks = max_blocks, .rope_variant = var, .n_logit_rows = R, .logit_rows = rows,
         };
-        rc = eng_phi3_forward(m, ops, ctx, kv, &b, &ws, logits, NULL, NULL);
+        rc = eng_phi3_forward(m, ops, ctx, kv, &b, &ws, logits, NULL);
         if (rc == 0 && ops->sync(ctx, err, sizeof err) != 0) {
             fprintf(stderr, "sync: %s\n", err);
             rc = -1;

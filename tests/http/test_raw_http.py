@@ -307,13 +307,15 @@ def test_metrics_names(server):
                  "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:num_preemptions_total",
                  "vllm:prefix_cache_hits_total", "vllm:time_to_first_token_seconds_count",
                  "vllm:inter_token_latency_seconds_count", "vllm:e2e_request_latency_seconds_count",
-                 "phiserve_cuda_graph_replays_total", "phiserve_cuda_graph_records_total"):
+                 "phiserve_cuda_graph_replays_total", "phiserve_cuda_graph_records_total",
+                 "phiserve_device_sampled_rows_total"):
         assert any(k.startswith(name + "{") for k in m), name
     assert server.gauge("vllm:generation_tokens_total") > 0
     assert server.gauge("vllm:e2e_request_latency_seconds_count") > 0
     # the CPU backend never records or replays CUDA graphs
     assert server.gauge("phiserve_cuda_graph_replays_total") == 0
     assert server.gauge("phiserve_cuda_graph_records_total") == 0
+    assert server.gauge("phiserve_device_sampled_rows_total") == 0  # the host samples
 
 
 def test_request_id(server):

@@ -61,7 +61,7 @@ static void test_other_engine_fields(void)
     EXPECT(o.n_threads == 3 && o.kv_cache_bytes == (int64_t)64 << 20 && o.block_size == 32);
     EXPECT(o.max_batched_tokens == 512 && o.max_seqs == 7 && o.max_waiting == 9);
     EXPECT(o.rope_long_from_start && o.no_prefix_caching && o.gpu_memory_fraction == 0.5);
-    EXPECT(!o.enforce_eager && o.max_seq_len_to_capture == 0 && !o.no_argmax_rows);
+    EXPECT(!o.enforce_eager && o.max_seq_len_to_capture == 0 && !o.host_sampling);
     srv_config_free(&cfg);
 }
 
