@@ -4,9 +4,12 @@
  * Not a test (prints numbers, never fails on a time) and not the engine: a plain layer loop
  * mirroring the Phi-3 forward, no sampling (next ids are fixed random tokens). Batch-1 decode
  * is also run as a replayed CUDA graph (the engine's decode path), wall-clock timed against
- * the same steps launched op by op.
+ * the same steps launched op by op. Last, drawing 256 tokens with the sample op against
+ * bringing the 256 rows of logits back to page-locked host memory (what the host sampler
+ * needs first), both wall clock.
  * Usage: bench_gpu_model [hbm_GBps]   (prints "RESULT key value" lines and a table) */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
@@ -390,6 +393,61 @@ static int bench_graph(struct bench *b, struct run *r)
     return rc;
 }
 
+/* Wall-clock ms per call of the sample op over n jobs on the rows of b->logits (whatever the
+ * last forward left there) with these params, and of the download of those rows. */
+static int bench_sampling(struct bench *b, int n, float top_p, int32_t top_k, double *ms_sample,
+                          double *ms_download)
+{
+    enum { REPS = 20 };
+    struct kern_sample_job jobs[MAX_SEQS];
+    for (int j = 0; j < n; j++)
+        jobs[j] = (struct kern_sample_job){.row = j, .u = (double)(rng() >> 11) * 0x1.0p-53,
+                                           .temperature = 1.0f, .top_p = top_p, .top_k = top_k};
+    size_t row_bytes = (size_t)VOCAB * sizeof(float);
+    void *d_jobs = NULL, *work = NULL, *out = NULL;
+    float *host = malloc((size_t)n * row_bytes);
+    if (!host)
+        return KERN_ERR_NOMEM;
+    int rc = b->ops.buf_alloc(b->ctx, sizeof jobs, &d_jobs);
+    if (rc == 0)
+        rc = b->ops.buf_alloc(b->ctx, (size_t)n * row_bytes, &work);
+    if (rc == 0)
+        rc = b->ops.buf_alloc(b->ctx, (size_t)n * sizeof(int32_t), &out);
+    if (rc == 0)
+        rc = b->ops.buf_upload(b->ctx, d_jobs, jobs, (size_t)n * sizeof jobs[0]);
+    bool pinned = rc == 0 && kern_cuda_host_register(b->ctx, host, (size_t)n * row_bytes) == 0;
+    struct kern_sample_params sp = {
+        .x = b->logits, .jobs = d_jobs, .work = work, .out = out,
+        .n_rows = n, .dim = VOCAB, .ldx = VOCAB, .n_jobs = n,
+    };
+    int32_t ids[MAX_SEQS];
+    char err[256] = "";
+    for (int pass = 0; pass < 2 && rc == 0; pass++) { /* the first pass warms up */
+        double t0 = wall_ms();
+        for (int k = 0; k < REPS && rc == 0; k++) {
+            rc = b->ops.sample(b->ctx, &sp);
+            if (rc == 0)
+                rc = b->ops.buf_download(b->ctx, ids, out, (size_t)n * sizeof ids[0]);
+        }
+        if (rc == 0)
+            rc = kern_cuda_sync(b->ctx, err, sizeof err);
+        *ms_sample = (wall_ms() - t0) / REPS;
+        t0 = wall_ms();
+        for (int k = 0; k < REPS && rc == 0; k++)
+            rc = b->ops.buf_download(b->ctx, host, b->logits, (size_t)n * row_bytes);
+        *ms_download = (wall_ms() - t0) / REPS;
+    }
+    if (rc != 0)
+        fprintf(stderr, "sampling benchmark: %d %s\n", rc, err);
+    if (pinned)
+        kern_cuda_host_unregister(b->ctx, host);
+    free(host);
+    b->ops.buf_free(b->ctx, out);
+    b->ops.buf_free(b->ctx, work);
+    b->ops.buf_free(b->ctx, d_jobs);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     double hbm = argc > 1 ? atof(argv[1]) : 4800.0; /* GB/s, H200 datasheet */
@@ -469,5 +527,14 @@ int main(int argc, char **argv)
         printf("RESULT prefill_ms_c%d %.2f\n", n, ms_pre);
         run_free(&b, &r);
     }
+
+    /* 256 rows of the last run's logits: t = 1 alone, and with top_p 0.95 and top_k 50 */
+    double ms_plain = 0, ms_trunc = 0, ms_dl = 0;
+    if (bench_sampling(&b, MAX_SEQS, 1.0f, 0, &ms_plain, &ms_dl) ||
+        bench_sampling(&b, MAX_SEQS, 0.95f, 50, &ms_trunc, &ms_dl))
+        return 1;
+    printf("RESULT sample_256_ms %.3f\n", ms_plain);
+    printf("RESULT sample_256_top_p_top_k_ms %.3f\n", ms_trunc);
+    printf("RESULT logits_download_256_ms %.3f\n", ms_dl);
     return 0;
 }
