@@ -154,6 +154,55 @@ static __device__ __forceinline__ void kern_cuda_raise(int *fault, int bit)
 {
     atomicOr(fault, bit);
 }
+
+/* Whether the pair (v, i) beats (bv, bi): larger value, or the same value at a smaller index.
+ * An empty pair is (-inf, -1) and nothing ever compares below it: values enter a pair only
+ * through a strict >, so a NaN or a -inf never does, and a real pair always has i >= 0. */
+static __device__ __forceinline__ bool kern_cuda_argmax_beats(float v, int i, float bv, int bi)
+{
+    return v > bv || (v == bv && i < bi);
+}
+
+/* The first index of the largest y[0..dim) (NaN as -inf; -1 and -inf when nothing is above
+ * -inf) and in *m that value, in every thread of a block of THREADS threads. wv and wi are
+ * shared slots of THREADS / 32 entries, free again on return. Each thread keeps its first
+ * largest with a strict >; the pairs then meet by the order above, a strict total order on
+ * the pairs that occur, so every lane of the butterfly ends with the same winner. */
+template <int THREADS>
+static __device__ int kern_cuda_block_argmax(const float *y, int64_t dim, float *m, float *wv,
+                                             int *wi)
+{
+    float bv = -INFINITY;
+    int bi = -1;
+    for (int64_t i = threadIdx.x; i < dim; i += THREADS)
+        if (y[i] > bv) {
+            bv = y[i];
+            bi = (int)i;
+        }
+    for (int off = 16; off > 0; off >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+        if (kern_cuda_argmax_beats(ov, oi, bv, bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    if ((threadIdx.x & 31) == 0) {
+        wv[threadIdx.x / 32] = bv;
+        wi[threadIdx.x / 32] = bi;
+    }
+    __syncthreads();
+    bv = wv[0];
+    bi = wi[0];
+    for (int w = 1; w < THREADS / 32; w++)
+        if (kern_cuda_argmax_beats(wv[w], wi[w], bv, bi)) {
+            bv = wv[w];
+            bi = wi[w];
+        }
+    __syncthreads(); /* the slots are free again */
+    *m = bv;
+    return bi;
+}
 #endif
 
 #endif

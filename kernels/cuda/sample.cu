@@ -56,50 +56,6 @@ static __device__ long long block_max(long long v, long long *slot)
     return m;
 }
 
-/* Whether (v, i) beats (bv, bi): larger value, or the same value at a smaller index. */
-static __device__ __forceinline__ bool sample_beats(float v, int i, float bv, int bi)
-{
-    return v > bv || (v == bv && i < bi);
-}
-
-/* The first index of the largest y[0..dim) and that value, in every thread; index -1 (and
- * -inf) when nothing is above -inf. As argmax.cu: each thread keeps its first largest with a
- * strict >, the pairs then meet by (value, index). */
-static __device__ int block_argmax(const float *y, int64_t dim, float *m_out,
-                                   struct sample_shared *sh)
-{
-    float bv = -INFINITY;
-    int bi = -1;
-    for (int64_t i = threadIdx.x; i < dim; i += SAMPLE_THREADS)
-        if (y[i] > bv) {
-            bv = y[i];
-            bi = (int)i;
-        }
-    for (int off = 16; off > 0; off >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-        if (sample_beats(ov, oi, bv, bi)) {
-            bv = ov;
-            bi = oi;
-        }
-    }
-    if ((threadIdx.x & 31) == 0) {
-        sh->v[threadIdx.x / 32] = bv;
-        sh->i[threadIdx.x / 32] = bi;
-    }
-    __syncthreads();
-    bv = sh->v[0];
-    bi = sh->i[0];
-    for (int w = 1; w < SAMPLE_WARPS; w++)
-        if (sample_beats(sh->v[w], sh->i[w], bv, bi)) {
-            bv = sh->v[w];
-            bi = sh->i[w];
-        }
-    __syncthreads();
-    *m_out = bv;
-    return bi;
-}
-
 /* Step 1 for one mod (the same expressions as the reference, in float). */
 static __device__ __forceinline__ float sample_apply_mod(float y, const struct kern_sample_mod &m)
 {
@@ -279,7 +235,7 @@ static __device__ int sample_job(const struct kern_sample_params &p,
     __syncthreads();
 
     float m;
-    int best = block_argmax(work, dim, &m, sh);
+    int best = kern_cuda_block_argmax<SAMPLE_THREADS>(work, dim, &m, sh->v, sh->i);
     if (best < 0 || !(job.temperature > 0.0f))
         return best;
 
