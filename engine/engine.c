@@ -71,12 +71,12 @@ static void handle_free(struct eng_handle *h)
             eng_detok_destroy(h->choices[i].detok);
             eng_stop_matcher_destroy(h->choices[i].stop);
         }
-    struct pending_event *p = h->head;
-    while (p) {
-        struct pending_event *n = p->next;
-        free(p);
-        p = n;
-    }
+    struct pending_event *lists[] = {h->head, h->spare};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        for (struct pending_event *p = lists[i], *n; p; p = n) {
+            n = p->next;
+            free(p);
+        }
     free(h->current);
     free(h->choices);
     free(h->plp);
@@ -98,7 +98,13 @@ static void handle_unref(struct eng_handle *h)
 int eng_handle_next(struct eng_handle *h, const struct eng_event **ev)
 {
     pthread_mutex_lock(&h->mu);
-    free(h->current);
+    if (h->current && h->n_spare < EVENT_MAX_SPARES) {
+        h->current->next = h->spare;
+        h->spare = h->current;
+        h->n_spare++;
+    } else {
+        free(h->current);
+    }
     h->current = NULL;
     int rc;
     if (h->head) {
@@ -173,6 +179,25 @@ static void mark_dirty(struct eng_engine *e, struct eng_handle *h)
     }
 }
 
+/* An event with room for need bytes of text: a spare of h when one is large enough (h->mu
+ * held), else a new allocation; NULL when out of memory. */
+static struct pending_event *event_alloc(struct eng_handle *h, size_t need)
+{
+    struct pending_event *p = h->spare;
+    if (p) {
+        h->spare = p->next;
+        h->n_spare--;
+        if (p->cap >= need)
+            return p;
+        free(p);
+    }
+    size_t cap = need > EVENT_MIN_TEXT ? need : EVENT_MIN_TEXT;
+    p = malloc(sizeof *p + cap);
+    if (p)
+        p->cap = cap;
+    return p;
+}
+
 /* Queues one event of choice c. A failed allocation drops the text of this event but never
  * its finish: the finish is then delivered without text. */
 static void push_event(struct eng_engine *e, struct eng_handle *h, int32_t c, const char *text,
@@ -181,17 +206,19 @@ static void push_event(struct eng_engine *e, struct eng_handle *h, int32_t c, co
 {
     size_t elen = error ? strlen(error) + 1 : 0;
     struct pending_event *p = NULL;
+    pthread_mutex_lock(&h->mu);
     if (len < SIZE_MAX / 2 - sizeof *p - elen)
-        p = malloc(sizeof *p + len + 1 + elen);
+        p = event_alloc(h, len + 1 + elen);
     if (!p && finish != ENG_FINISH_NONE) {
         len = 0;
         elen = 0;
         error = NULL;
-        p = malloc(sizeof *p + 1);
+        p = event_alloc(h, 1);
     }
-    pthread_mutex_lock(&h->mu);
     if (p) {
+        size_t cap = p->cap;
         memset(p, 0, sizeof *p);
+        p->cap = cap;
         if (len)
             memcpy(p->text, text, len);
         p->text[len] = '\0';

@@ -23,13 +23,21 @@
 #define DETOK_CONTEXT 6
 #define DEFAULT_KV_BYTES ((int64_t)1 << 30)
 
-/* One queued event of a handle, with its text and token in the same allocation. */
+/* One queued event of a handle, with its text and token in the same allocation. Taken
+ * events go back to the handle's spares and are reused, so that a request whose client keeps
+ * up costs no allocation per token. */
 struct pending_event {
     struct pending_event *next;
+    size_t cap;                    /* bytes of text[] */
     struct eng_event ev;           /* text and tokens point into this allocation */
     struct eng_token_info token;
     char text[];
 };
+
+/* Text room of a new event at least (a token's text is a few bytes), and how many taken
+ * events a handle keeps for reuse. */
+#define EVENT_MIN_TEXT 48
+#define EVENT_MAX_SPARES 8
 
 /* Per-choice generation state; engine thread only. */
 struct choice {
@@ -65,6 +73,8 @@ struct eng_handle {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct pending_event *head, *tail, *current;
+    struct pending_event *spare;   /* taken events kept for reuse: a list of n_spare */
+    int32_t n_spare;
     bool done;                     /* every choice finished (its events may still be queued) */
     bool plp_ready;
     bool released;

@@ -12,6 +12,10 @@ struct kern_cuda; /* kernels/cuda: stream, cuBLASLt handle, workspace */
 struct kern_ctx {
     struct kern_pool *pool; /* NULL: run on the calling thread */
     struct kern_cuda *cuda; /* NULL unless created by kern_cuda_create */
+    /* Host scratch that the CPU ops reuse from call to call (kern_cpu_scratch_get); owned. */
+    void *scratch;
+    size_t scratch_cap;
+    int scratch_busy;       /* taken by a call in progress (GCC __atomic builtins) */
 };
 
 #endif

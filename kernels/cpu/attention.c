@@ -192,33 +192,31 @@ static int attention(struct kern_ctx *ctx, const struct kern_attention_params *p
            q_blocks * (p->n_kv_heads / (job.hg * 2)) >= 4 * (int64_t)n_threads)
         job.hg *= 2;
     job.n_hg = (p->n_kv_heads + job.hg - 1) / job.hg;
-    int64_t *task_start = malloc((size_t)(p->n_seqs + 1) * sizeof *task_start);
-    if (!task_start)
+    /* Per thread: two widened key blocks of the group's heads, their scores, and the softmax
+     * state of AT_QB rows of the group's query heads. head_dim and n_heads are checked
+     * products, so only the final sizes need overflow checks. One scratch holds the task
+     * starts ([n_seqs + 1] int64) and then, 64-byte aligned, the threads' floats. */
+    int64_t rows, lanes, state, blocks, per;
+    size_t starts = ((size_t)(p->n_seqs + 1) * sizeof(int64_t) + 63) & ~(size_t)63, bytes;
+    if (ref_mul(AT_QB * job.group, job.hg, &rows) || ref_mul(rows, p->head_dim + 2, &state) ||
+        ref_mul(job.hg, p->head_dim, &lanes) || ref_mul(2 * AT_KB, lanes, &blocks) ||
+        __builtin_add_overflow(state, blocks + AT_KB, &per) ||
+        __builtin_mul_overflow((size_t)per, (size_t)n_threads * sizeof(float), &bytes) ||
+        __builtin_add_overflow(bytes, starts, &bytes))
         return KERN_ERR_NOMEM;
+    struct kern_cpu_scratch sc;
+    char *mem = kern_cpu_scratch_get(ctx, bytes, &sc);
+    if (!mem)
+        return KERN_ERR_NOMEM;
+    int64_t *task_start = (int64_t *)(void *)mem;
     task_start[0] = 0;
     for (int64_t s = 0; s < p->n_seqs; s++)
         task_start[s + 1] = task_start[s] + (p->q_len[s] + AT_QB - 1) / AT_QB * job.n_hg;
-    /* Per thread: two widened key blocks of the group's heads, their scores, and the softmax
-     * state of AT_QB rows of the group's query heads. head_dim and n_heads are checked
-     * products, so only the final sizes need overflow checks. */
-    int64_t rows, lanes, state, blocks, per;
-    if (ref_mul(AT_QB * job.group, job.hg, &rows) || ref_mul(rows, p->head_dim + 2, &state) ||
-        ref_mul(job.hg, p->head_dim, &lanes) || ref_mul(2 * AT_KB, lanes, &blocks) ||
-        __builtin_add_overflow(state, blocks + AT_KB, &per)) {
-        free(task_start);
-        return KERN_ERR_NOMEM;
-    }
-    size_t bytes;
-    if (__builtin_mul_overflow((size_t)per, (size_t)n_threads * sizeof(float), &bytes) ||
-        !(job.scratch = malloc(bytes))) {
-        free(task_start);
-        return KERN_ERR_NOMEM;
-    }
     job.task_start = task_start;
+    job.scratch = (float *)(void *)(mem + starts);
     job.per_thread = per;
     kern_cpu_parallel_for(ctx, task_start[p->n_seqs], at_task, &job);
-    free(job.scratch);
-    free(task_start);
+    kern_cpu_scratch_put(ctx, &sc);
     return KERN_OK;
 }
 

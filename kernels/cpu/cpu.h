@@ -21,6 +21,20 @@ int kern_cpu_n_threads(const struct kern_ctx *ctx);
 void kern_cpu_parallel_for(struct kern_ctx *ctx, int64_t n_tasks,
                            void (*fn)(void *arg, int64_t task, int thread), void *arg);
 
+/* Scratch memory for one op call. */
+struct kern_cpu_scratch {
+    void *p;
+    int owned;                 /* p is a fresh allocation, not ctx's buffer */
+};
+
+/* At least bytes of scratch for one op call on ctx: the buffer ctx keeps and reuses, grown
+ * when too small, so that a steady stream of ops allocates nothing. With a NULL ctx, or while
+ * another thread's call holds ctx's buffer, a fresh allocation. Returns NULL when out of
+ * memory (then s needs no put). Give it back with kern_cpu_scratch_put before the op
+ * returns. */
+void *kern_cpu_scratch_get(struct kern_ctx *ctx, size_t bytes, struct kern_cpu_scratch *s);
+void kern_cpu_scratch_put(struct kern_ctx *ctx, struct kern_cpu_scratch *s);
+
 /* The inner loops that decide speed, compiled once per instruction set (cpu/simd_*.c from the
  * one body in cpu/simd.h). All pointers are caller-owned; nothing is retained. */
 struct kern_cpu_isa {

@@ -40,9 +40,10 @@ static int rmsnorm(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p,
         ref_mul(p->n_rows, p->dim, &elems) || !p->x || !p->w || !p->out || !(p->eps >= 0.0f))
         return kern_ref_rmsnorm(ctx, p); /* rejects, or has nothing to do */
     struct rn_job job = {.p = p, .isa = isa, .w = p->w};
-    float *wbuf = NULL;
+    struct kern_cpu_scratch sc = {NULL, 0};
     if (p->w_dtype != KERN_DTYPE_F32) {
-        wbuf = malloc((size_t)p->dim * sizeof *wbuf); /* dim <= REF_MAX_ELEMS: no overflow */
+        /* dim <= REF_MAX_ELEMS: no overflow */
+        float *wbuf = kern_cpu_scratch_get(ctx, (size_t)p->dim * sizeof *wbuf, &sc);
         if (!wbuf)
             return KERN_ERR_NOMEM;
         if (p->w_dtype == KERN_DTYPE_BF16)
@@ -54,7 +55,8 @@ static int rmsnorm(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p,
     job.rows_per_task = p->dim >= RN_TASK_ELEMS ? 1 : RN_TASK_ELEMS / p->dim;
     int64_t n_tasks = (p->n_rows + job.rows_per_task - 1) / job.rows_per_task;
     kern_cpu_parallel_for(n_tasks > 1 ? ctx : NULL, n_tasks, rn_task, &job);
-    free(wbuf);
+    if (sc.p)
+        kern_cpu_scratch_put(ctx, &sc);
     return KERN_OK;
 }
 

@@ -50,15 +50,15 @@ static int rope(struct kern_ctx *ctx, const struct kern_rope_params *p,
             return kern_ref_rope(ctx, p); /* rejects before writing */
     if (ref_mul(p->n_tokens, p->n_heads * p->rot_dim, &lanes))
         lanes = REF_MAX_ELEMS;
-    if (lanes < RP_SERIAL_LANES)
-        ctx = NULL;
+    struct kern_ctx *pool_ctx = lanes < RP_SERIAL_LANES ? NULL : ctx; /* small: serial */
     struct rp_job job = {.p = p, .isa = isa};
-    int n_threads = kern_cpu_n_threads(ctx);
+    int n_threads = kern_cpu_n_threads(pool_ctx);
+    struct kern_cpu_scratch sc;
     if (ref_mul(n_threads, p->rot_dim, &scratch) ||
-        !(job.scratch = malloc((size_t)scratch * sizeof *job.scratch)))
+        !(job.scratch = kern_cpu_scratch_get(ctx, (size_t)scratch * sizeof *job.scratch, &sc)))
         return KERN_ERR_NOMEM;
-    kern_cpu_parallel_for(ctx, p->n_tokens, rp_task, &job);
-    free(job.scratch);
+    kern_cpu_parallel_for(pool_ctx, p->n_tokens, rp_task, &job);
+    kern_cpu_scratch_put(ctx, &sc);
     return KERN_OK;
 }
 

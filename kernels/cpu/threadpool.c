@@ -148,7 +148,39 @@ void kern_ctx_destroy(struct kern_ctx *ctx)
     if (!ctx)
         return;
     pool_destroy(ctx->pool);
+    free(ctx->scratch);
     free(ctx);
+}
+
+void *kern_cpu_scratch_get(struct kern_ctx *ctx, size_t bytes, struct kern_cpu_scratch *s)
+{
+    if (bytes == 0)
+        bytes = 1;
+    if (ctx && !__atomic_exchange_n(&ctx->scratch_busy, 1, __ATOMIC_ACQUIRE)) {
+        if (ctx->scratch_cap < bytes) { /* the contents need not survive: no realloc */
+            free(ctx->scratch);
+            ctx->scratch = malloc(bytes);
+            ctx->scratch_cap = ctx->scratch ? bytes : 0;
+        }
+        if (ctx->scratch) {
+            s->p = ctx->scratch;
+            s->owned = 0;
+            return s->p;
+        }
+        __atomic_store_n(&ctx->scratch_busy, 0, __ATOMIC_RELEASE);
+    }
+    s->p = malloc(bytes);
+    s->owned = 1;
+    return s->p;
+}
+
+void kern_cpu_scratch_put(struct kern_ctx *ctx, struct kern_cpu_scratch *s)
+{
+    if (s->owned)
+        free(s->p);
+    else
+        __atomic_store_n(&ctx->scratch_busy, 0, __ATOMIC_RELEASE);
+    s->p = NULL;
 }
 
 int kern_cpu_n_threads(const struct kern_ctx *ctx)

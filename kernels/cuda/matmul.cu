@@ -74,10 +74,12 @@ static int run_gemm(struct kern_cuda *cu, const void *w, cudaDataType_t ab_type,
                     const void *b, int64_t ldb, float *y, int64_t m, int64_t n, int64_t k,
                     int64_t ldy, float beta)
 {
-    cublasLtMatmulDesc_t desc = nullptr;
-    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+    /* Descriptors in this frame (cuBLASLt's Init calls): a GEMM allocates no host memory. */
+    cublasLtMatmulDescOpaque_t desc_mem;
+    cublasLtMatrixLayoutOpaque_t la_mem, lb_mem, lc_mem;
+    cublasLtMatmulDesc_t desc = &desc_mem;
+    cublasLtMatrixLayout_t la = &la_mem, lb = &lb_mem, lc = &lc_mem;
     cublasLtMatmulAlgo_t algo;
-    int rc = KERN_ERR_DEVICE;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     const float alpha = 1.0f;
     struct kern_cuda_gemm_key key;
@@ -96,38 +98,26 @@ static int run_gemm(struct kern_cuda *cu, const void *w, cudaDataType_t ab_type,
     key.align_c = kern_idx_alignment((uintptr_t)y);
     key.beta_one = beta != 0.0f;
 
-    if (cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) !=
-            CUBLAS_STATUS_SUCCESS ||
+    if (cublasLtMatmulDescInit(desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) !=
             CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) !=
-            CUBLAS_STATUS_SUCCESS)
-        goto done;
-    if (cublasLtMatrixLayoutCreate(&la, ab_type, (uint64_t)k, (uint64_t)n, k) !=
             CUBLAS_STATUS_SUCCESS ||
-        cublasLtMatrixLayoutCreate(&lb, ab_type, (uint64_t)k, (uint64_t)m, ldb) !=
+        cublasLtMatrixLayoutInit(la, ab_type, (uint64_t)k, (uint64_t)n, k) !=
             CUBLAS_STATUS_SUCCESS ||
-        cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)n, (uint64_t)m, ldy) !=
+        cublasLtMatrixLayoutInit(lb, ab_type, (uint64_t)k, (uint64_t)m, ldb) !=
+            CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutInit(lc, CUDA_R_32F, (uint64_t)n, (uint64_t)m, ldy) !=
             CUBLAS_STATUS_SUCCESS)
-        goto done;
-    rc = find_algo(cu, &key, desc, la, lb, lc, &algo);
+        return KERN_ERR_DEVICE;
+    int rc = find_algo(cu, &key, desc, la, lb, lc, &algo);
     if (rc != KERN_OK)
-        goto done;
-    rc = cublasLtMatmul(cu->lt, desc, &alpha, w, la, b, lb, &beta, y, lc, y, lc, &algo,
-                        cu->lt_workspace, cu->lt_workspace_size,
-                        cu->stream) == CUBLAS_STATUS_SUCCESS
-             ? KERN_OK
-             : KERN_ERR_DEVICE;
-done:
-    if (lc)
-        cublasLtMatrixLayoutDestroy(lc);
-    if (lb)
-        cublasLtMatrixLayoutDestroy(lb);
-    if (la)
-        cublasLtMatrixLayoutDestroy(la);
-    if (desc)
-        cublasLtMatmulDescDestroy(desc);
-    return rc;
+        return rc;
+    return cublasLtMatmul(cu->lt, desc, &alpha, w, la, b, lb, &beta, y, lc, y, lc, &algo,
+                          cu->lt_workspace, cu->lt_workspace_size,
+                          cu->stream) == CUBLAS_STATUS_SUCCESS
+               ? KERN_OK
+               : KERN_ERR_DEVICE;
 }
 
 int kern_cuda_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p)

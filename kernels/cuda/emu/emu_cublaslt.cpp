@@ -12,15 +12,12 @@ struct kern_emu_lt {
     int unused;
 };
 
-struct kern_emu_lt_desc {
-    cublasOperation_t ta, tb;
-};
+typedef cublasLtMatmulDescOpaque_t kern_emu_lt_desc;
+typedef cublasLtMatrixLayoutOpaque_t kern_emu_lt_layout;
 
-struct kern_emu_lt_layout {
-    cudaDataType_t type;
-    uint64_t rows, cols;
-    int64_t ld;
-};
+/* The tags of initialised descriptors. */
+#define DESC_TAG 0x656d752d64657363ull   /* "emu-desc" */
+#define LAYOUT_TAG 0x656d752d6c61796full /* "emu-layo" */
 
 struct kern_emu_lt_pref {
     size_t max_workspace;
@@ -70,6 +67,9 @@ bool shape(const kern_emu_lt_desc *desc, const kern_emu_lt_layout *a,
            const kern_emu_lt_layout *b, const kern_emu_lt_layout *c,
            const kern_emu_lt_layout *d, uint64_t *m, uint64_t *n, uint64_t *k)
 {
+    if (desc->tag != DESC_TAG || a->tag != LAYOUT_TAG || b->tag != LAYOUT_TAG ||
+        c->tag != LAYOUT_TAG || d->tag != LAYOUT_TAG)
+        return false; /* storage no Init call filled */
     uint64_t am = desc->ta == CUBLAS_OP_N ? a->rows : a->cols;
     uint64_t ak = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;
     uint64_t bk = desc->tb == CUBLAS_OP_N ? b->rows : b->cols;
@@ -111,18 +111,14 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle)
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *desc, cublasComputeType_t compute,
-                                        cudaDataType_t scale)
+cublasStatus_t cublasLtMatmulDescInit(cublasLtMatmulDesc_t desc, cublasComputeType_t compute,
+                                      cudaDataType_t scale)
 {
+    if (!desc)
+        return CUBLAS_STATUS_INVALID_VALUE;
     if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F)
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    *desc = new kern_emu_lt_desc{CUBLAS_OP_N, CUBLAS_OP_N};
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc)
-{
-    delete desc;
+    *desc = kern_emu_lt_desc{DESC_TAG, CUBLAS_OP_N, CUBLAS_OP_N};
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -130,7 +126,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
                                               cublasLtMatmulDescAttributes_t attr,
                                               const void *buf, size_t size)
 {
-    if (!desc || !buf || size != sizeof(cublasOperation_t))
+    if (!desc || desc->tag != DESC_TAG || !buf || size != sizeof(cublasOperation_t))
         return CUBLAS_STATUS_INVALID_VALUE;
     cublasOperation_t op;
     memcpy(&op, buf, sizeof op);
@@ -145,18 +141,14 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *layout, cudaDataType_t type,
-                                          uint64_t rows, uint64_t cols, int64_t ld)
+cublasStatus_t cublasLtMatrixLayoutInit(cublasLtMatrixLayout_t layout, cudaDataType_t type,
+                                        uint64_t rows, uint64_t cols, int64_t ld)
 {
+    if (!layout)
+        return CUBLAS_STATUS_INVALID_VALUE;
     if (!type_ok(type))
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    *layout = new kern_emu_lt_layout{type, rows, cols, ld};
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout)
-{
-    delete layout;
+    *layout = kern_emu_lt_layout{LAYOUT_TAG, type, rows, cols, ld};
     return CUBLAS_STATUS_SUCCESS;
 }
 

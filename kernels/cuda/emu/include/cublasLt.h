@@ -48,9 +48,23 @@ enum cublasLtMatmulPreferenceAttributes_t {
     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8,
 };
 
+/* Descriptors live in the caller's storage, initialised by cublasLtMatmulDescInit and
+ * cublasLtMatrixLayoutInit (nothing to destroy), as cuBLASLt's semi-opaque types allow. The
+ * tag marks initialised storage: a call with anything else is refused. */
+struct cublasLtMatmulDescOpaque_t {
+    uint64_t tag;
+    cublasOperation_t ta, tb;
+};
+struct cublasLtMatrixLayoutOpaque_t {
+    uint64_t tag;
+    cudaDataType_t type;
+    uint64_t rows, cols;
+    int64_t ld;
+};
+
 typedef struct kern_emu_lt *cublasLtHandle_t;
-typedef struct kern_emu_lt_desc *cublasLtMatmulDesc_t;
-typedef struct kern_emu_lt_layout *cublasLtMatrixLayout_t;
+typedef cublasLtMatmulDescOpaque_t *cublasLtMatmulDesc_t;
+typedef cublasLtMatrixLayoutOpaque_t *cublasLtMatrixLayout_t;
 typedef struct kern_emu_lt_pref *cublasLtMatmulPreference_t;
 
 struct cublasLtMatmulAlgo_t {
@@ -67,15 +81,13 @@ struct cublasLtMatmulHeuristicResult_t {
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle);
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle);
-cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *desc, cublasComputeType_t compute,
-                                        cudaDataType_t scale);
-cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc);
+cublasStatus_t cublasLtMatmulDescInit(cublasLtMatmulDesc_t desc, cublasComputeType_t compute,
+                                      cudaDataType_t scale);
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
                                               cublasLtMatmulDescAttributes_t attr,
                                               const void *buf, size_t size);
-cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *layout, cudaDataType_t type,
-                                          uint64_t rows, uint64_t cols, int64_t ld);
-cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout);
+cublasStatus_t cublasLtMatrixLayoutInit(cublasLtMatrixLayout_t layout, cudaDataType_t type,
+                                        uint64_t rows, uint64_t cols, int64_t ld);
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *pref);
 cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref);
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
