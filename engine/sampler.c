@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "weight_exp.h"
+
 /* vLLM clamps temperatures below this up to it (smaller ones overflow exp in fp32). */
 #define MIN_TEMPERATURE 0.01f
 /* Larger temperatures act as this one: the distribution is already flat, and it keeps
@@ -495,7 +497,7 @@ static int32_t draw(struct eng_sampler_state *st, const struct eng_sampling_para
     float *w = x;
     for (int64_t v = 0; v < vocab; v++) {
         float xv = x[v];
-        float wv = xv == m ? 1.0f : (xv == -INFINITY ? 0.0f : expf((xv - m) * inv_t));
+        float wv = xv == m ? 1.0f : (xv == -INFINITY ? 0.0f : kern_weight_exp((xv - m) * inv_t));
         w[v] = wv >= min_p ? wv : 0.0f;
     }
 

@@ -167,7 +167,8 @@ struct kern_argmax_params {
  *     (a NaN this makes, as inf - inf, counts as -inf too).
  *  2. temperature <= 0 or NaN (greedy): out[j] = the first index of the largest y.
  *  3. Otherwise, m = max y, then in float w_i = 1 where y_i == m, 0 where y_i == -inf, else
- *     expf((y_i - m) * (1.0f / temperature)); then w_i = 0 where w_i < min_p.
+ *     kern_weight_exp((y_i - m) * (1.0f / temperature)) (kernels/weight_exp.h: the same bits
+ *     on every backend); then w_i = 0 where w_i < min_p.
  *  4. top_k, when 0 < top_k < the number of w_i > 0: w_i = 0 where w_i is below the top_k-th
  *     largest w (every w equal to it is kept).
  *  5. top_p, when top_p < 1 (NaN: off): target = top_p > 0 ? top_p * sum(w) : 0 (sums in

@@ -3,11 +3,12 @@
  * fixed order, so a job gives the same token whatever else is in the batch. No RNG here (the
  * host gives u) and no sorting: top_k and top_p find their bar by bisection over the weights'
  * bit patterns, and the draw walks contiguous per-thread chunks in id order. */
+#include "../weight_exp.h"
 #include "cuda_internal.h"
 
 #define SAMPLE_THREADS 512
 #define SAMPLE_WARPS (SAMPLE_THREADS / 32)
-/* Every weight lies in [0, 1] (1 at the best token, expf of a non-positive number elsewhere),
+/* Every weight lies in [0, 1] (1 at the best token, the exp of a non-positive number elsewhere),
  * and the bit patterns of non-negative floats order as the floats do: the bisections search
  * the patterns [0, 1.0f]; SAMPLE_ABOVE_ONE is the first pattern above every weight. */
 #define SAMPLE_ABOVE_ONE 0x3f800001u
@@ -239,13 +240,13 @@ static __device__ int sample_job(const struct kern_sample_params &p,
     if (best < 0 || !(job.temperature > 0.0f))
         return best;
 
-    /* Weights (step 3) in the reference's expressions: the emulator, which runs the host's
-     * expf, reproduces its weights bit for bit; a GPU's expf may differ in the last bit. */
+    /* Weights (step 3) in the reference's expressions, with kern_weight_exp: the same bits
+     * as the reference and the host sampler. */
     float inv_t = 1.0f / job.temperature;
     long long pos = 0;
     for (int64_t i = threadIdx.x; i < dim; i += SAMPLE_THREADS) {
         float y = work[i];
-        float v = y == m ? 1.0f : (y == -INFINITY ? 0.0f : expf((y - m) * inv_t));
+        float v = y == m ? 1.0f : (y == -INFINITY ? 0.0f : kern_weight_exp((y - m) * inv_t));
         v = v < job.min_p ? 0.0f : v;
         work[i] = v;
         pos += v > 0.0f;

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "../weight_exp.h"
 #include "ref.h"
 
 /* A candidate of the ranking: larger w first, then smaller id (a strict total order). */
@@ -107,7 +108,8 @@ static int32_t sample_one(const struct kern_sample_params *p, const struct kern_
     float inv_t = 1.0f / job->temperature;
     float *w = y;
     for (int64_t i = 0; i < dim; i++) {
-        float v = y[i] == m ? 1.0f : (y[i] == -INFINITY ? 0.0f : expf((y[i] - m) * inv_t));
+        float v = y[i] == m ? 1.0f
+                            : (y[i] == -INFINITY ? 0.0f : kern_weight_exp((y[i] - m) * inv_t));
         w[i] = v < job->min_p ? 0.0f : v;
     }
 

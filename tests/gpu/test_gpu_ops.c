@@ -4,10 +4,11 @@
  * Tolerances (why each holds):
  *  - embed, kv_write, gather_rows: bit-exact (pure copies / the same rounding functions).
  *  - argmax: exact ids (comparisons only), ties, NaN and infinities included.
- *  - sample: exact ids. Its weights are the reference's expressions in fp32 (the emulator
- *    runs the host's expf, so they match bit for bit there); only the order of the double
- *    sums differs, so a token may differ only where the reference's t lies within 1e-9 of
- *    the total from the boundary between the two tokens' cumulative sums (printed if met).
+ *  - sample: exact ids. Its weights are the reference's expressions in fp32 with
+ *    kern_weight_exp (kernels/weight_exp.h: no library exp, the same bits on host and GPU);
+ *    only the order of the double sums differs, so a token may differ only where the
+ *    reference's t lies within 1e-9 of the total from the boundary between the two tokens'
+ *    cumulative sums (printed if met).
  *  - add, silu_mul, rope, rmsnorm: |d| <= 1e-5 * (1 + |ref|): fp32 elementwise math, only the
  *    rounding of expf/sinf/cosf/sqrtf and the order of an fp32 sum differ.
  *  - attention: |d| <= 3e-5 * (1 + |ref|): fp32 softmax and weighted sums over up to 4k keys
