@@ -182,7 +182,30 @@ struct kern_argmax_params {
  * alone (not on the batch). The caller clamps temperature and min_p as the sampler does; u
  * outside [0, 1) acts as the nearest end (u >= 1 as 1, NaN as 0). dim must be at most
  * INT32_MAX. Host backends check rows, mod ranges and mod ids and return KERN_ERR_INVALID; a
- * device backend reports them at sync. */
+ * device backend reports them at sync.
+ *
+ * Given tokens. A job with given set draws nothing: out[j] = token, and steps 1 to 6, its
+ * mods and u are skipped (work[j, :] is left as it was). A token outside [0, dim) is a bad
+ * job, as a bad row (prompt logprobs use this: the token is the prompt's next one).
+ *
+ * Logprobs. A job with logprobs set also gets the raw logprobs of its row, vLLM's default
+ * (the log-softmax of x itself, before any step above; see engine/sampler.h): with x_i NaN
+ * as -inf, M = the largest x_i and S = the sum of (x_i == M ? 1 : kern_weight_exp(x_i - M))
+ * in double, the logprob of a value v is -inf when M or v is -inf, else
+ * (v == M ? 0 : v - M) - log(S) in double, rounded to float. logprob[j] = that of x[out[j]]
+ * (-inf when out[j] is -1); top[j * KERN_MAX_TOP_LOGPROBS + r] for r < min(n_top clamped to
+ * [0, 20], dim) = the r-th largest x_i (NaN as -inf, ties by ascending id, -inf entries
+ * included when fewer are finite) with its logprob. Nothing of logprob[j] or top[j, :] is
+ * written for a job without logprobs; both may be NULL when no job asks (a job that asks
+ * then is a bad job). Logprob values may differ
+ * between backends by the rounding of log and of the sum's order (about 1e-7). */
+#define KERN_MAX_TOP_LOGPROBS 20
+
+struct kern_token_logprob {
+    int32_t token;
+    float logprob;
+};
+
 struct kern_sample_mod {
     int32_t token;             /* in [0, dim) */
     int32_t ban;               /* nonzero: the token is banned (-inf; min_tokens) */
@@ -200,6 +223,10 @@ struct kern_sample_job {
     float min_p;               /* <= 0: off */
     float top_p;               /* >= 1 or NaN: off */
     int32_t top_k;             /* <= 0: off */
+    int32_t given;             /* nonzero: out = token, nothing drawn */
+    int32_t token;             /* the given token, in [0, dim) */
+    int32_t logprobs;          /* nonzero: logprob[j] and n_top alternatives in top[j, :] */
+    int32_t n_top;             /* alternatives wanted; clamped to [0, 20] */
 };
 
 struct kern_sample_params {
@@ -208,6 +235,8 @@ struct kern_sample_params {
     const struct kern_sample_mod *mods; /* [n_mods] */
     float *work;               /* [n_jobs, dim] scratch: the processed row of each job */
     int32_t *out;              /* [n_jobs] token ids */
+    float *logprob;            /* [n_jobs] raw logprob of out[j] (jobs with logprobs set) */
+    struct kern_token_logprob *top; /* [n_jobs, KERN_MAX_TOP_LOGPROBS] */
     int64_t n_rows, dim, ldx, n_jobs, n_mods;
 };
 
