@@ -360,8 +360,10 @@ int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)
                  (fault & KERN_CUDA_FAULT_ROPE_VARIANT) ? " rope variant outside the tables;"
                                                         : "",
                  (fault & KERN_CUDA_FAULT_GATHER_ROW) ? " gather row outside the input;" : "",
-                 (fault & KERN_CUDA_FAULT_SAMPLE_JOB) ? " sample job row or mod outside the call;"
-                                                      : "");
+                 (fault & KERN_CUDA_FAULT_SAMPLE_JOB)
+                     ? " sample job row, mod or given token outside the call, or logprobs"
+                       " without buffers;"
+                     : "");
     return KERN_ERR_INVALID;
 }
 

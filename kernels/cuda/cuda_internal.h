@@ -22,7 +22,8 @@ enum kern_cuda_fault {
     KERN_CUDA_FAULT_SEQ_RANGE = 1 << 3,    /* q_start/q_len/ctx_len inconsistent */
     KERN_CUDA_FAULT_ROPE_VARIANT = 1 << 4, /* variant >= n_variants */
     KERN_CUDA_FAULT_GATHER_ROW = 1 << 5,   /* gather row outside [0, n_in) */
-    KERN_CUDA_FAULT_SAMPLE_JOB = 1 << 6,   /* sample job row, mod range or mod id out of range */
+    KERN_CUDA_FAULT_SAMPLE_JOB = 1 << 6,   /* sample job row, mod range, mod id or given token
+                                              out of range, or logprobs without buffers */
 };
 
 /* One cached cuBLASLt algorithm choice, keyed by everything that selects it. */

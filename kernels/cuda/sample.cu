@@ -2,7 +2,8 @@
  * per job (grid-stride over jobs), deterministic: no floating atomics, every sum reduced in a
  * fixed order, so a job gives the same token whatever else is in the batch. No RNG here (the
  * host gives u) and no sorting: top_k and top_p find their bar by bisection over the weights'
- * bit patterns, and the draw walks contiguous per-thread chunks in id order. */
+ * bit patterns, the draw walks contiguous per-thread chunks in id order, and the top
+ * logprobs are picked one block reduction at a time. */
 #include "../weight_exp.h"
 #include "cuda_internal.h"
 
@@ -263,6 +264,102 @@ static __device__ int sample_job(const struct kern_sample_params &p,
     return draw(work, job.u, c0, c1, sh);
 }
 
+/* Whether the pair (v, i) ranks before (bv, bi) in the top logprobs' order: larger value,
+ * then smaller id. Unlike kern_cuda_argmax_beats, -inf values rank too: an empty pair has
+ * index -1, every real pair beats it and it beats nothing. */
+static __device__ __forceinline__ bool top_beats(float v, int i, float bv, int bi)
+{
+    return i >= 0 && (bi < 0 || v > bv || (v == bv && i < bi));
+}
+
+/* The best pair (sanitized x[i], i) of the row that ranks strictly after (pv, pi) (pi < 0:
+ * no previous pick), in every thread; index -1 when none is left. A butterfly in each warp,
+ * then the warps in order: top_beats is a strict total order on the pairs, so every thread
+ * ends with the same winner. */
+static __device__ int block_next_best(const float *x, int64_t dim, float pv, int pi, float *bv_out,
+                                      struct sample_shared *sh)
+{
+    float bv = -INFINITY;
+    int bi = -1;
+    for (int64_t i = threadIdx.x; i < dim; i += SAMPLE_THREADS) {
+        float v = isnan(x[i]) ? -INFINITY : x[i];
+        bool after = pi < 0 || v < pv || (v == pv && (int)i > pi);
+        if (after && top_beats(v, (int)i, bv, bi)) {
+            bv = v;
+            bi = (int)i;
+        }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+        if (top_beats(ov, oi, bv, bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    if ((threadIdx.x & 31) == 0) {
+        sh->v[threadIdx.x / 32] = bv;
+        sh->i[threadIdx.x / 32] = bi;
+    }
+    __syncthreads();
+    bv = sh->v[0];
+    bi = sh->i[0];
+    for (int w = 1; w < SAMPLE_WARPS; w++)
+        if (top_beats(sh->v[w], sh->i[w], bv, bi)) {
+            bv = sh->v[w];
+            bi = sh->i[w];
+        }
+    __syncthreads(); /* the slots are free again */
+    *bv_out = bv;
+    return bi;
+}
+
+/* The raw logprob of v (ops.h) given the row's largest value m and log_s = log(S). */
+static __device__ __forceinline__ float raw_logprob(float v, float m, double log_s)
+{
+    v = isnan(v) ? -INFINITY : v;
+    if (m == -INFINITY || v == -INFINITY)
+        return -INFINITY;
+    return (float)((v == m ? 0.0 : (double)v - (double)m) - log_s); /* v == m covers m = +inf */
+}
+
+/* The raw logprobs of job j over the original row of x (not work): logprob[j] of tok (-1:
+ * none) and the best min(n_top, dim) entries in top[j, :], written by thread 0. */
+static __device__ void raw_logprobs(const struct kern_sample_params &p,
+                                    const struct kern_sample_job &job, int tok, int64_t j,
+                                    struct sample_shared *sh)
+{
+    const int64_t dim = p.dim;
+    const float *x = dim > 0 ? p.x + job.row * p.ldx : nullptr;
+    float m;
+    kern_cuda_block_argmax<SAMPLE_THREADS>(x, dim, &m, sh->v, sh->i); /* NaN as -inf */
+    double log_s = 0.0;
+    if (m != -INFINITY) {
+        double s = 0.0;
+        for (int64_t i = threadIdx.x; i < dim; i += SAMPLE_THREADS) {
+            float v = isnan(x[i]) ? -INFINITY : x[i];
+            s += v == m ? 1.0 : (double)kern_weight_exp(v - m);
+        }
+        log_s = log(block_sum(s, sh->d));
+    }
+    if (threadIdx.x == 0)
+        p.logprob[j] = tok < 0 ? -INFINITY : raw_logprob(x[tok], m, log_s);
+
+    int n = job.n_top < 0 ? 0 : (job.n_top > KERN_MAX_TOP_LOGPROBS ? KERN_MAX_TOP_LOGPROBS
+                                                                   : job.n_top);
+    n = n < dim ? n : (int)dim;
+    struct kern_token_logprob *top = p.top + j * KERN_MAX_TOP_LOGPROBS;
+    float pv = -INFINITY;
+    int pi = -1;
+    for (int r = 0; r < n; r++) { /* n <= dim: every round finds a pair */
+        pi = block_next_best(x, dim, pv, pi, &pv, sh);
+        if (threadIdx.x == 0) {
+            top[r].token = pi;
+            top[r].logprob = raw_logprob(pv, m, log_s);
+        }
+    }
+}
+
 static __global__ void __launch_bounds__(SAMPLE_THREADS)
     sample_kernel(struct kern_sample_params p, int *fault)
 {
@@ -271,9 +368,15 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
         const struct kern_sample_job job = p.jobs[j];
         /* Every thread reads the same job, so each branch below is taken by the whole block. */
         int tok = -1;
-        if (job_ok(p, job, &sh)) {
-            if (p.dim > 0) /* with no element, nothing is above -inf (and work may be NULL) */
+        bool ok = job_ok(p, job, &sh) && (!job.given || (job.token >= 0 && job.token < p.dim)) &&
+                  (!job.logprobs || (p.logprob && p.top));
+        if (ok) {
+            if (job.given)
+                tok = job.token;
+            else if (p.dim > 0) /* with no element, nothing is above -inf (work may be NULL) */
                 tok = sample_job(p, job, p.work + j * p.dim, &sh);
+            if (job.logprobs)
+                raw_logprobs(p, job, tok, j, &sh);
         } else if (threadIdx.x == 0) {
             kern_cuda_raise(fault, KERN_CUDA_FAULT_SAMPLE_JOB);
         }
@@ -286,7 +389,9 @@ int kern_cuda_sample(struct kern_ctx *ctx, const struct kern_sample_params *p)
 {
     struct kern_cuda *cu = kern_cuda_of(ctx);
     /* The reference's scalar checks (kernels/ref/sample.c): no element count may exceed
-     * INT64_MAX / 8. Rows, mod ranges and mod ids live on the device: the kernel checks them. */
+     * INT64_MAX / 8. Rows, mod ranges, mod ids, given tokens and whether a job asks for
+     * logprobs (logprob and top may be NULL when none does) live on the device: the kernel
+     * checks them. */
     const int64_t max_elems = INT64_MAX / 8;
     if (!cu || !p || p->n_rows < 0 || p->dim < 0 || p->dim > INT32_MAX || p->ldx < p->dim ||
         p->n_jobs < 0 || p->n_mods < 0 ||

@@ -26,7 +26,7 @@ int kern_ref_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
 /* Also KERN_ERR_NOMEM (before any output is written) when its ranking scratch cannot be had.
  * It leaves in work[j, :] what job j ended with: the processed logits y of a greedy job or of
  * one with no y above -inf, else the final weights w (0 for every dropped token); tests read
- * them. */
+ * them. A job with a given token leaves its row as it was. */
 int kern_ref_sample(struct kern_ctx *ctx, const struct kern_sample_params *p);
 
 /* The memory entries of host backends (kernels/ref/mem.c): malloc, memcpy and memset, the

@@ -1,6 +1,7 @@
 /* Reference sample: one token per job, steps 1 to 6 of kern_sample_params (ops.h) written out
- * literally, one job after another, with a full sort where top_k and top_p rank candidates.
- * Plain C, the specification of the op; it is slow on purpose and holds no RNG (u is given). */
+ * literally, one job after another, with a full sort where top_k and top_p rank candidates,
+ * then given tokens and raw logprobs. Plain C, the specification of the op; it is slow on
+ * purpose and holds no RNG (u is given). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -64,6 +65,10 @@ static int check(const struct kern_sample_params *p)
         const struct kern_sample_job *job = &p->jobs[j];
         if (job->row < 0 || job->row >= p->n_rows || job->mod_start < 0 || job->n_mods < 0 ||
             job->mod_start > p->n_mods || job->n_mods > p->n_mods - job->mod_start)
+            return KERN_ERR_INVALID;
+        if (job->given && (job->token < 0 || job->token >= p->dim))
+            return KERN_ERR_INVALID;
+        if (job->logprobs && (!p->logprob || !p->top))
             return KERN_ERR_INVALID;
         for (int64_t k = 0; k < job->n_mods; k++) {
             int32_t t = p->mods[job->mod_start + k].token;
@@ -158,22 +163,94 @@ static int32_t sample_one(const struct kern_sample_params *p, const struct kern_
     return (int32_t)last; /* -1 only when no weight is positive (min_p above 1) */
 }
 
+/* The raw log-softmax of one row: its largest value M and log(S) (0 when M is -inf). */
+struct raw_norm {
+    float max;
+    double log_s;
+};
+
+static float sanitize(float v)
+{
+    return isnan(v) ? -INFINITY : v;
+}
+
+/* The raw logprob of a value v of the row, in double, rounded to float. v == max also covers
+ * max = +inf, where v - max would be NaN. */
+static float raw_logprob(const struct raw_norm *n, float v)
+{
+    v = sanitize(v);
+    if (n->max == -INFINITY || v == -INFINITY)
+        return -INFINITY;
+    return (float)((v == n->max ? 0.0 : (double)v - (double)n->max) - n->log_s);
+}
+
+/* Logprobs of one job over x (its [dim] row): logprob of tok (-1: none) and the best
+ * min(n_top, dim) entries in top. */
+static void raw_logprobs(const float *x, int64_t dim, const struct kern_sample_job *job,
+                         int32_t tok, float *logprob, struct kern_token_logprob *top)
+{
+    struct raw_norm n = {-INFINITY, 0.0};
+    for (int64_t i = 0; i < dim; i++)
+        if (sanitize(x[i]) > n.max)
+            n.max = sanitize(x[i]);
+    if (n.max != -INFINITY) {
+        double s = 0.0;
+        for (int64_t i = 0; i < dim; i++) {
+            float v = sanitize(x[i]);
+            s += v == n.max ? 1.0 : (double)kern_weight_exp(v - n.max);
+        }
+        n.log_s = log(s);
+    }
+    *logprob = tok < 0 ? -INFINITY : raw_logprob(&n, x[tok]);
+
+    int64_t want = job->n_top < 0 ? 0 : (job->n_top > KERN_MAX_TOP_LOGPROBS ? KERN_MAX_TOP_LOGPROBS
+                                                                            : job->n_top);
+    if (want > dim)
+        want = dim;
+    /* Bounded insertion, ids upwards: an equal value never passes an earlier id (ties by
+     * ascending id), and while best is not full every value enters, -inf included. */
+    struct ranked best[KERN_MAX_TOP_LOGPROBS];
+    int64_t filled = 0;
+    for (int64_t i = 0; i < dim && want > 0; i++) {
+        float v = sanitize(x[i]);
+        if (filled == want && !(v > best[want - 1].w))
+            continue;
+        int64_t r = filled < want ? filled++ : want - 1;
+        for (; r > 0 && v > best[r - 1].w; r--)
+            best[r] = best[r - 1];
+        best[r].w = v;
+        best[r].id = (int32_t)i;
+    }
+    for (int64_t r = 0; r < filled; r++) {
+        top[r].token = best[r].id;
+        top[r].logprob = raw_logprob(&n, best[r].w);
+    }
+}
+
 int kern_ref_sample(struct kern_ctx *ctx, const struct kern_sample_params *p)
 {
     (void)ctx;
     int rc = check(p);
     if (rc != KERN_OK || p->n_jobs == 0)
         return rc;
-    if (p->dim == 0) { /* no y at all, so none above -inf (and x, work may be NULL) */
-        for (int64_t j = 0; j < p->n_jobs; j++)
-            p->out[j] = -1;
-        return KERN_OK;
+    struct ranked *cand = NULL;
+    if (p->dim > 0) {
+        cand = malloc((size_t)p->dim * sizeof *cand);
+        if (!cand)
+            return KERN_ERR_NOMEM;
     }
-    struct ranked *cand = malloc((size_t)p->dim * sizeof *cand);
-    if (!cand)
-        return KERN_ERR_NOMEM;
-    for (int64_t j = 0; j < p->n_jobs; j++)
-        p->out[j] = sample_one(p, &p->jobs[j], p->work + j * p->dim, cand);
+    for (int64_t j = 0; j < p->n_jobs; j++) {
+        const struct kern_sample_job *job = &p->jobs[j];
+        if (job->given) /* check() saw the token in [0, dim), so dim > 0 */
+            p->out[j] = job->token;
+        else if (p->dim == 0) /* no y at all, so none above -inf (and x, work may be NULL) */
+            p->out[j] = -1;
+        else
+            p->out[j] = sample_one(p, job, p->work + j * p->dim, cand);
+        if (job->logprobs)
+            raw_logprobs(p->dim > 0 ? p->x + job->row * p->ldx : NULL, p->dim, job, p->out[j],
+                         &p->logprob[j], p->top + j * KERN_MAX_TOP_LOGPROBS);
+    }
     free(cand);
     return KERN_OK;
 }

@@ -8,7 +8,11 @@
  *    kern_weight_exp (kernels/weight_exp.h: no library exp, the same bits on host and GPU);
  *    only the order of the double sums differs, so a token may differ only where the
  *    reference's t lies within 1e-9 of the total from the boundary between the two tokens'
- *    cumulative sums (printed if met).
+ *    cumulative sums (printed if met). Given tokens exact; top logprob ids exact (comparisons
+ *    of x only). Logprob values |d| <= 1e-6 * (1 + |ref|): both take the same
+ *    kern_weight_exp weights in double, so only the order of the double sum S and the last
+ *    bit of log differ (about 1e-16 relative), then the rounding to float (1 ulp: 6e-8
+ *    relative); -inf exactly.
  *  - add, silu_mul, rope, rmsnorm: |d| <= 1e-5 * (1 + |ref|): fp32 elementwise math, only the
  *    rounding of expf/sinf/cosf/sqrtf and the order of an fp32 sum differ.
  *  - attention: |d| <= 3e-5 * (1 + |ref|): fp32 softmax and weighted sums over up to 4k keys
@@ -778,7 +782,8 @@ static int64_t rand_mods(struct kern_sample_mod *mods, int64_t max_mods, const f
             t = rnd(dim);
         if (token_used(mods, k, t))
             return k;
-        struct kern_sample_mod m = {(int32_t)t, 0, 0.0f, 1.0f, 0.0f, 0.0f};
+        struct kern_sample_mod m = {.token = (int32_t)t, .ban = 0, .bias = 0.0f, .rep = 1.0f,
+                                    .sub_freq = 0.0f, .sub_pres = 0.0f};
         m.ban = c == 0;
         m.bias = c == 1 ? 5.0f * frand() : (c == 2 ? (rnd(2) ? 100.0f : -100.0f) : 0.0f);
         if (c == 3)
@@ -797,7 +802,9 @@ static struct kern_sample_job rand_job(int64_t j, int64_t n_rows)
     static const float min_ps[] = {0.01f, 0.05f, 0.3f, 1.0f};
     static const int32_t top_ks[] = {1, 2, 5, 50, 1000, 40000};
     static const float top_ps[] = {0.0f, 0.1f, 0.5f, 0.9f, 0.99f, NAN};
-    struct kern_sample_job job = {rnd(n_rows), 0, 0, u_rand(), temps[rnd(6)], 0.0f, 1.0f, 0};
+    struct kern_sample_job job = {.row = rnd(n_rows), .mod_start = 0, .n_mods = 0,
+                                  .u = u_rand(), .temperature = temps[rnd(6)], .min_p = 0.0f,
+                                  .top_p = 1.0f, .top_k = 0};
     switch (j % 8) {
     case 0:
         job.temperature = rnd(2) ? 0.0f : NAN; /* greedy */
@@ -859,6 +866,94 @@ static int draw_boundary_tie(const float *w, int64_t dim, double u, int32_t a, i
     return dist > 0.0L && dist <= 1e-9L * total;
 }
 
+/* Whether bytes [off, off + len) of a fetched dbuf still hold the canary dbuf_make put there
+ * (a buffer made from NULL): nothing wrote them. */
+static int dbuf_untouched(const void *fetched, size_t off, size_t len)
+{
+    const unsigned char *b = fetched;
+    for (size_t k = 0; k < len; k++)
+        if (b[off + k] != canary_byte(GUARD + off + k))
+            return 0;
+    return 1;
+}
+
+/* The number of top entries a job with logprobs gets: n_top clamped to [0, 20], at most dim. */
+static int top_count(const struct kern_sample_job *job, int64_t dim)
+{
+    int64_t n = job->n_top < 0 ? 0 : (job->n_top > KERN_MAX_TOP_LOGPROBS ? KERN_MAX_TOP_LOGPROBS
+                                                                         : job->n_top);
+    return (int)(n < dim ? n : dim);
+}
+
+static int logprob_close(float got, float want)
+{
+    if (isinf(want) || isnan(want) || isnan(got))
+        return got == want;
+    return fabsf(got - want) <= 1e-6f * (1.0f + fabsf(want));
+}
+
+/* Given tokens and logprobs for a random job: about one job in eight has a given token, one
+ * in two asks for logprobs (drawn ones included), n_top mostly in [0, 20], sometimes outside. */
+static void rand_given_logprobs(struct kern_sample_job *job, int64_t dim)
+{
+    job->given = rnd(8) == 0;
+    job->token = job->given ? (int32_t)rnd(dim) : (int32_t)rnd(3) - 1; /* ignored unless given */
+    job->logprobs = rnd(2) == 0;
+    job->n_top = rnd(8) ? (int32_t)rnd(KERN_MAX_TOP_LOGPROBS + 1) : (rnd(2) ? -3 : 25);
+}
+
+/* Compares the device's logprob[j] and top[j, :] (fetched with their canaries) with the
+ * reference's; returns the number of differing jobs. Where the drawn tokens differ (allowed
+ * at a boundary, checked by the caller) logprob[j] is of another token and not compared. */
+static int compare_logprobs(const char *what, const struct kern_sample_job *jobs, int64_t n_jobs,
+                            int64_t dim, const float *got_lp,
+                            const struct kern_token_logprob *got_top, const float *want_lp,
+                            const struct kern_token_logprob *want_top, const int32_t *got,
+                            const int32_t *want)
+{
+    int bad = 0;
+    const size_t row = KERN_MAX_TOP_LOGPROBS * sizeof *got_top;
+    for (int64_t j = 0; j < n_jobs; j++) {
+        const char *why = NULL;
+        int at = 0; /* the top entry reported */
+        if (!jobs[j].logprobs) {
+            if (!dbuf_untouched(got_lp, (size_t)j * sizeof(float), sizeof(float)) ||
+                !dbuf_untouched(got_top, (size_t)j * row, row))
+                why = "written for a job without logprobs";
+        } else {
+            const struct kern_token_logprob *g = got_top + j * KERN_MAX_TOP_LOGPROBS;
+            const struct kern_token_logprob *w = want_top + j * KERN_MAX_TOP_LOGPROBS;
+            int n = top_count(&jobs[j], dim);
+            if (got[j] == want[j] && !logprob_close(got_lp[j], want_lp[j]))
+                why = "logprob";
+            for (int r = 0; !why && r < n; r++) {
+                at = r;
+                if (g[r].token != w[r].token)
+                    why = "top id";
+                else if (!logprob_close(g[r].logprob, w[r].logprob))
+                    why = "top logprob";
+            }
+            if (!why && !dbuf_untouched(got_top, (size_t)j * row + (size_t)n * sizeof *g,
+                                        (size_t)(KERN_MAX_TOP_LOGPROBS - n) * sizeof *g))
+                why = "top written beyond n_top";
+        }
+        if (why && bad++ < 5) {
+            const struct kern_token_logprob *g = got_top + j * KERN_MAX_TOP_LOGPROBS;
+            const struct kern_token_logprob *w = want_top + j * KERN_MAX_TOP_LOGPROBS;
+            fprintf(stderr,
+                    "%s: job %lld (row %lld, given %d, n_top %d, token %d): %s: logprob %.9g "
+                    "want %.9g",
+                    what, (long long)j, (long long)jobs[j].row, jobs[j].given, jobs[j].n_top,
+                    want[j], why, (double)got_lp[j], (double)want_lp[j]);
+            if (at < top_count(&jobs[j], dim))
+                fprintf(stderr, "; top[%d] %d %.9g want %d %.9g", at, g[at].token,
+                        (double)g[at].logprob, w[at].token, (double)w[at].logprob);
+            fprintf(stderr, "\n");
+        }
+    }
+    return bad;
+}
+
 static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs,
                         int64_t max_mods)
 {
@@ -879,12 +974,21 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
         int64_t mm = jobs[j].min_p == 1.0f ? 0 : max_mods;
         jobs[j].n_mods = rand_mods(mods + n_mods, mm, x + jobs[j].row * ldx, dim);
         n_mods += jobs[j].n_mods;
+        rand_given_logprobs(&jobs[j], dim);
     }
     size_t nw = (size_t)(n_jobs * dim);
+    size_t n_top = (size_t)n_jobs * KERN_MAX_TOP_LOGPROBS;
     float *want_w = tu_xmalloc(nw * sizeof(float) + 1);
     int32_t *want = tu_xmalloc((size_t)n_jobs * sizeof *want);
     int32_t *got = tu_xmalloc((size_t)n_jobs * sizeof *got);
-    struct kern_sample_params p = {x, jobs, mods, want_w, want, n_rows, dim, ldx, n_jobs, n_mods};
+    float *want_lp = tu_xmalloc((size_t)n_jobs * sizeof *want_lp);
+    float *got_lp = tu_xmalloc((size_t)n_jobs * sizeof *got_lp);
+    struct kern_token_logprob *want_top = tu_xmalloc(n_top * sizeof *want_top);
+    struct kern_token_logprob *got_top = tu_xmalloc(n_top * sizeof *got_top);
+    struct kern_sample_params p = {.x = x, .jobs = jobs, .mods = mods, .work = want_w,
+                                   .out = want, .logprob = want_lp, .top = want_top,
+                                   .n_rows = n_rows, .dim = dim, .ldx = ldx, .n_jobs = n_jobs,
+                                   .n_mods = n_mods};
     CHECK(ref_ops.sample(NULL, &p) == 0, "%s: reference failed", what);
 
     struct dbuf d_x = dbuf_make(x, nx * sizeof(float));
@@ -892,18 +996,28 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
     struct dbuf d_mods = dbuf_make(mods, (size_t)n_mods * sizeof *mods);
     struct dbuf d_work = dbuf_make(NULL, nw * sizeof(float));
     struct dbuf d_out = dbuf_make(NULL, (size_t)n_jobs * sizeof(int32_t));
-    struct kern_sample_params q = {dptr(d_x), dptr(d_jobs), dptr(d_mods), dptr(d_work),
-                                   dptr(d_out), n_rows, dim, ldx, n_jobs, n_mods};
+    struct dbuf d_lp = dbuf_make(NULL, (size_t)n_jobs * sizeof(float));
+    struct dbuf d_top = dbuf_make(NULL, n_top * sizeof(struct kern_token_logprob));
+    struct kern_sample_params q = {.x = dptr(d_x), .jobs = dptr(d_jobs), .mods = dptr(d_mods),
+                                   .work = dptr(d_work), .out = dptr(d_out),
+                                   .logprob = dptr(d_lp), .top = dptr(d_top), .n_rows = n_rows,
+                                   .dim = dim, .ldx = ldx, .n_jobs = n_jobs, .n_mods = n_mods};
     CHECK(cu_ops.sample(gctx, &q) == 0, "%s: launch failed", what);
     sync_ok(what);
     dbuf_fetch(d_out, got, what);
-    dbuf_fetch(d_work, NULL, what);
-    int bad = 0;
+    dbuf_fetch(d_lp, got_lp, what);
+    dbuf_fetch(d_top, got_top, what);
+    float *got_w = tu_xmalloc(nw * sizeof(float) + 1);
+    dbuf_fetch(d_work, got_w, what);
+    int bad = 0, bad_work = 0;
     for (int64_t j = 0; j < n_jobs; j++) {
+        if (jobs[j].given && !dbuf_untouched(got_w, (size_t)(j * dim) * sizeof(float),
+                                             (size_t)dim * sizeof(float)))
+            bad_work++;
         if (got[j] == want[j])
             continue;
         long double dist = 0.0L;
-        int sampled = jobs[j].temperature > 0.0f;
+        int sampled = jobs[j].temperature > 0.0f && !jobs[j].given;
         if (sampled && got[j] >= 0 && want[j] >= 0 &&
             draw_boundary_tie(want_w + j * dim, dim, jobs[j].u, want[j], got[j], &dist)) {
             printf("%s: job %lld: got %d want %d, t %.3Lg of the total from their boundary "
@@ -914,20 +1028,43 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
         if (bad++ < 5)
             fprintf(stderr,
                     "%s: job %lld (kind %d, row %lld, T %g, min_p %g, top_k %d, top_p %g, u %.17g, "
-                    "%lld mods): got %d want %d\n",
+                    "%lld mods, given %d): got %d want %d\n",
                     what, (long long)j, (int)(j % 8), (long long)jobs[j].row,
                     (double)jobs[j].temperature, (double)jobs[j].min_p, jobs[j].top_k,
-                    (double)jobs[j].top_p, jobs[j].u, (long long)jobs[j].n_mods, got[j], want[j]);
+                    (double)jobs[j].top_p, jobs[j].u, (long long)jobs[j].n_mods, jobs[j].given,
+                    got[j], want[j]);
     }
     CHECK(bad == 0, "%s: %d of %lld jobs differ", what, bad, (long long)n_jobs);
+    CHECK(bad_work == 0, "%s: %d jobs with a given token wrote work", what, bad_work);
+    int bad_lp = compare_logprobs(what, jobs, n_jobs, dim, got_lp, got_top, want_lp, want_top,
+                                  got, want);
+    CHECK(bad_lp == 0, "%s: logprobs of %d of %lld jobs differ", what, bad_lp,
+          (long long)n_jobs);
+    free(got_w);
 
-    /* Rows, mod ranges and mod ids are checked on the device: reported at sync, the bad job
-     * gives -1, the others their tokens. */
+    /* Rows, mod ranges, mod ids, given tokens and logprobs without buffers are checked on the
+     * device: reported at sync, the bad job gives -1 and nothing else (its logprob and top
+     * entries, poisoned here, stay), the others what they gave before (bit for bit: the
+     * kernel is deterministic). Cases 0 to 6 make the last job (case 4: the first with mods)
+     * bad while it asks for logprobs; 7 and 8 pass a NULL top or logprob, which makes every
+     * job asking for logprobs bad. */
     int64_t jb = n_jobs - 1;
     struct kern_sample_job keep = jobs[jb];
     struct kern_sample_mod keep_mod = n_mods > 0 ? mods[0] : (struct kern_sample_mod){0};
-    for (int c = 0; c < 5; c++) {
+    const size_t row_bytes = KERN_MAX_TOP_LOGPROBS * sizeof(struct kern_token_logprob);
+    float *poison_lp = tu_xmalloc((size_t)n_jobs * sizeof *poison_lp);
+    struct kern_token_logprob *poison_top = tu_xmalloc(n_top * sizeof *poison_top);
+    for (int64_t j = 0; j < n_jobs; j++)
+        poison_lp[j] = 1234.5f;
+    for (size_t k = 0; k < n_top; k++)
+        poison_top[k] = (struct kern_token_logprob){.token = -9, .logprob = 1234.5f};
+    float *got_lp2 = tu_xmalloc((size_t)n_jobs * sizeof *got_lp2);
+    struct kern_token_logprob *got_top2 = tu_xmalloc(n_top * sizeof *got_top2);
+    for (int c = 0; c < 9; c++) {
         struct kern_sample_job bj = keep;
+        struct kern_sample_params qc = q;
+        bj.logprobs = 1;
+        bj.n_top = KERN_MAX_TOP_LOGPROBS;
         if (c == 0)
             bj.row = n_rows;
         else if (c == 1)
@@ -936,6 +1073,14 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
             bj.n_mods = n_mods - bj.mod_start + 1;
         else if (c == 3)
             bj.mod_start = -1;
+        else if (c == 5 || c == 6) {
+            bj.given = 1;
+            bj.token = c == 5 ? (int32_t)dim : -1;
+        } else if (c == 7)
+            qc.top = NULL;
+        else if (c == 8)
+            qc.logprob = NULL;
+        int64_t owner = jb;
         if (c == 4) {
             if (n_mods == 0)
                 continue;
@@ -943,12 +1088,32 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
             bm.token = (int32_t)dim;
             CHECK(kern_cuda_upload(gctx, dptr(d_mods), &bm, sizeof bm) == 0, "upload");
             /* the job owning mod 0 is the first with mods */
+            for (owner = 0; jobs[owner].n_mods == 0; owner++)
+                ;
         } else {
             CHECK(kern_cuda_upload(gctx, (struct kern_sample_job *)dptr(d_jobs) + jb, &bj,
                                    sizeof bj) == 0,
                   "upload");
         }
-        CHECK(cu_ops.sample(gctx, &q) == 0, "%s: launch failed", what);
+        /* poison what the bad jobs must leave: the owner's entries, or the whole buffer
+         * that the call still passes (7: logprob, 8: top) */
+        if (c == 7)
+            CHECK(kern_cuda_upload(gctx, dptr(d_lp), poison_lp, (size_t)n_jobs * sizeof(float)) ==
+                      0,
+                  "upload");
+        else if (c == 8)
+            CHECK(kern_cuda_upload(gctx, dptr(d_top), poison_top, n_top * sizeof *poison_top) ==
+                      0,
+                  "upload");
+        else
+            CHECK(kern_cuda_upload(gctx, (float *)dptr(d_lp) + owner, poison_lp,
+                                   sizeof(float)) == 0 &&
+                      kern_cuda_upload(gctx,
+                                       (struct kern_token_logprob *)dptr(d_top) +
+                                           owner * KERN_MAX_TOP_LOGPROBS,
+                                       poison_top, row_bytes) == 0,
+                  "upload");
+        CHECK(cu_ops.sample(gctx, &qc) == 0, "%s: launch failed", what);
         char err[256] = "";
         int rc = kern_cuda_sync(gctx, err, sizeof err);
         CHECK(rc == KERN_ERR_INVALID, "%s: bad job %d not reported (%d)", what, c, rc);
@@ -956,16 +1121,28 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
         sync_ok("after the fault was reported");
         int32_t *got2 = tu_xmalloc((size_t)n_jobs * sizeof *got2);
         dbuf_fetch(d_out, got2, what);
-        int64_t owner = jb;
-        if (c == 4)
-            for (owner = 0; jobs[owner].n_mods == 0; owner++)
-                ;
-        int wrong = 0;
-        for (int64_t j = 0; j < n_jobs; j++)
-            wrong += got2[j] != (j == owner ? -1 : got[j]);
+        dbuf_fetch(d_lp, got_lp2, what);
+        dbuf_fetch(d_top, got_top2, what);
+        int wrong = 0, wrote = 0;
+        for (int64_t j = 0; j < n_jobs; j++) {
+            int is_bad = c >= 7 ? (j == jb || jobs[j].logprobs) : j == owner;
+            wrong += got2[j] != (is_bad ? -1 : got[j]);
+            const float *lp_want = c == 7 || (c < 7 && is_bad) ? poison_lp : got_lp;
+            const struct kern_token_logprob *top_want =
+                c == 8 || (c < 7 && is_bad) ? poison_top : got_top;
+            wrote += memcmp(&got_lp2[j], &lp_want[j], sizeof(float)) != 0;
+            wrote += memcmp(got_top2 + j * KERN_MAX_TOP_LOGPROBS,
+                            top_want + j * KERN_MAX_TOP_LOGPROBS, row_bytes) != 0;
+        }
         CHECK(wrong == 0, "%s: bad job %d: %d tokens wrong (job %lld: %d)", what, c, wrong,
               (long long)owner, got2[owner]);
+        CHECK(wrote == 0, "%s: bad job %d: %d logprob entries differ from before", what, c,
+              wrote);
         free(got2);
+        /* restore the buffers to their state after the good call */
+        CHECK(kern_cuda_upload(gctx, dptr(d_lp), got_lp, (size_t)n_jobs * sizeof(float)) == 0 &&
+                  kern_cuda_upload(gctx, dptr(d_top), got_top, n_top * sizeof *got_top) == 0,
+              "upload");
         if (c == 4)
             CHECK(kern_cuda_upload(gctx, dptr(d_mods), &keep_mod, sizeof keep_mod) == 0, "upload");
         else
@@ -973,6 +1150,31 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
                                    sizeof keep) == 0,
                   "upload");
     }
+    free(poison_lp);
+    free(poison_top);
+    free(got_lp2);
+    free(got_top2);
+    /* With no job asking for logprobs, logprob and top may be NULL. */
+    struct kern_sample_job *plain = tu_xmalloc((size_t)n_jobs * sizeof *plain);
+    memcpy(plain, jobs, (size_t)n_jobs * sizeof *plain);
+    for (int64_t j = 0; j < n_jobs; j++)
+        plain[j].logprobs = 0;
+    CHECK(kern_cuda_upload(gctx, dptr(d_jobs), plain, (size_t)n_jobs * sizeof *plain) == 0,
+          "upload");
+    struct kern_sample_params nolp = q;
+    nolp.logprob = NULL;
+    nolp.top = NULL;
+    CHECK(cu_ops.sample(gctx, &nolp) == 0, "%s: launch without logprob buffers failed", what);
+    sync_ok("no job asks for logprobs, no buffers");
+    int32_t *got3 = tu_xmalloc((size_t)n_jobs * sizeof *got3);
+    dbuf_fetch(d_out, got3, what);
+    CHECK(memcmp(got3, got, (size_t)n_jobs * sizeof *got) == 0,
+          "%s: tokens differ without logprob buffers", what);
+    CHECK(kern_cuda_upload(gctx, dptr(d_jobs), jobs, (size_t)n_jobs * sizeof *jobs) == 0,
+          "upload");
+    free(got3);
+    free(plain);
+
     /* Bad scalars are refused before any launch. */
     struct kern_sample_params r = q;
     r.ldx = dim - 1;
@@ -993,12 +1195,18 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
     dbuf_free(d_mods);
     dbuf_free(d_work);
     dbuf_free(d_out);
+    dbuf_free(d_lp);
+    dbuf_free(d_top);
     free(x);
     free(jobs);
     free(mods);
     free(want_w);
     free(want);
     free(got);
+    free(want_lp);
+    free(got_lp);
+    free(want_top);
+    free(got_top);
 }
 
 /* Page-locked host memory (what the engine downloads logits into): copies into it and out of

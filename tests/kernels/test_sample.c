@@ -1,8 +1,9 @@
 /* The reference sample op (kern_sample_params, kernels/ref/sample.c) against hand-checkable
  * cases: greedy ties, NaN and infinities, each mod and their order, temperature, min_p, top_k
  * and top_p at their boundaries, the draw at u on and around cumulative boundaries, a grid
- * of u against exact probabilities, and the calls it must reject without writing. Not a test
- * of the CUDA op (tests/gpu/test_gpu_ops.c compares it with this reference). */
+ * of u against exact probabilities, given tokens, raw logprobs and their top entries, and the
+ * calls it must reject without writing. Not a test of the CUDA op (tests/gpu/test_gpu_ops.c
+ * compares it with this reference). */
 #include "kt_util.h"
 
 #include "../test_util.h"
@@ -380,6 +381,315 @@ static void test_distribution(void)
     check_grid(x, 8, j, 0x89u, "T 1.5 top_p 0.6");
 }
 
+/* ---- given tokens and raw logprobs ---- */
+
+#define CANARY_TOKEN (-7)
+#define CANARY_LOGPROB 99.0f
+
+/* Runs one job with logprobs set over x[0..dim). *logprob and every top entry start as
+ * canaries; work starts as 42s and is copied into w when w is not NULL. Returns the token, or
+ * -100 when the call fails. */
+static int32_t run_lp(const float *x, int64_t dim, struct kern_sample_job job,
+                      const struct kern_sample_mod *mods, int64_t n_mods, float *logprob,
+                      struct kern_token_logprob *top, float *w)
+{
+    job.logprobs = 1;
+    float *work = kt_alloc((size_t)dim * sizeof *work);
+    int32_t *out = kt_alloc(sizeof *out);
+    float *lp = kt_alloc(sizeof *lp);
+    struct kern_token_logprob *t = kt_alloc(KERN_MAX_TOP_LOGPROBS * sizeof *t);
+    for (int64_t i = 0; i < dim; i++)
+        work[i] = 42.0f;
+    *lp = CANARY_LOGPROB;
+    for (int r = 0; r < KERN_MAX_TOP_LOGPROBS; r++)
+        t[r] = (struct kern_token_logprob){CANARY_TOKEN, CANARY_LOGPROB};
+    struct kern_sample_params p = {.x = x, .jobs = &job, .mods = mods, .work = work, .out = out,
+                                   .logprob = lp, .top = t, .n_rows = 1, .dim = dim, .ldx = dim,
+                                   .n_jobs = 1, .n_mods = n_mods};
+    int rc = ref_ops.sample(NULL, &p);
+    int32_t tok = rc == KERN_OK ? out[0] : -100;
+    CHECK(rc == KERN_OK, "sample with logprobs rc %d", rc);
+    CHECK(kt_guard_ok(work) && kt_guard_ok(out) && kt_guard_ok(lp) && kt_guard_ok(t),
+          "sample wrote outside its buffers");
+    *logprob = *lp;
+    memcpy(top, t, KERN_MAX_TOP_LOGPROBS * sizeof *t);
+    if (w)
+        memcpy(w, work, (size_t)dim * sizeof *w);
+    kt_free(work);
+    kt_free(out);
+    kt_free(lp);
+    kt_free(t);
+    return tok;
+}
+
+/* The raw logprob of each x[i] by the formula of ops.h, with exp and log of the C library
+ * (the op's kern_weight_exp is within 2 ulp of exp: far inside the 1e-6 the checks allow). */
+static void want_logprobs(const float *x, int64_t dim, double *want)
+{
+    double m = -INFINITY;
+    for (int64_t i = 0; i < dim; i++)
+        if (!isnan(x[i]) && x[i] > m)
+            m = x[i];
+    double s = 0.0;
+    for (int64_t i = 0; i < dim; i++)
+        if (!isnan(x[i]) && x[i] != -INFINITY)
+            s += x[i] == m ? 1.0 : exp((double)x[i] - m);
+    for (int64_t i = 0; i < dim; i++) {
+        if (m == -INFINITY || isnan(x[i]) || x[i] == -INFINITY)
+            want[i] = -INFINITY;
+        else
+            want[i] = (x[i] == m ? 0.0 : (double)x[i] - m) - log(s);
+    }
+}
+
+static int lp_close(float got, double want)
+{
+    if (isinf(want) || isnan(want))
+        return got == (float)want;
+    return fabs((double)got - want) <= 1e-6;
+}
+
+/* Checks top[0..n) against the ids want_ids (logprobs from the formula) and that every entry
+ * from n on is still the canary. */
+static void check_top(const char *what, const float *x, int64_t dim,
+                      const struct kern_token_logprob *top, const int32_t *want_ids, int n)
+{
+    double want[64];
+    want_logprobs(x, dim, want);
+    for (int r = 0; r < n; r++) {
+        int32_t id = want_ids[r];
+        CHECK(top[r].token == id, "%s: top[%d] is id %d, want %d", what, r, top[r].token, id);
+        CHECK(lp_close(top[r].logprob, want[id]), "%s: top[%d] logprob %.9g, want %.9g", what,
+              r, (double)top[r].logprob, want[id]);
+    }
+    for (int r = n; r < KERN_MAX_TOP_LOGPROBS; r++)
+        CHECK(top[r].token == CANARY_TOKEN && top[r].logprob == CANARY_LOGPROB,
+              "%s: top[%d] written beyond the %d wanted (%d, %g)", what, r, n, top[r].token,
+              (double)top[r].logprob);
+}
+
+static void test_given(void)
+{
+    float x[5] = {1, 3, 2, 3, 0};
+    struct kern_sample_mod m[1] = {mod_of(0)};
+    m[0].bias = 100.0f; /* would make 0 the token of any draw */
+    for (int t = 0; t < 5; t++) {
+        const float temps[] = {0.0f, 1.0f};
+        for (int k = 0; k < 2; k++) {
+            struct kern_sample_job j = job_of(temps[k], 0.99, 1);
+            j.top_k = 1;
+            j.min_p = 0.5f;
+            j.given = 1;
+            j.token = t;
+            float *work = kt_alloc(5 * sizeof *work);
+            int32_t *out = kt_alloc(sizeof *out);
+            for (int i = 0; i < 5; i++)
+                work[i] = 42.0f;
+            *out = -7;
+            struct kern_sample_params p = {.x = x, .jobs = &j, .mods = m, .work = work,
+                                           .out = out, .n_rows = 1, .dim = 5, .ldx = 5,
+                                           .n_jobs = 1, .n_mods = 1};
+            CHECK(ref_ops.sample(NULL, &p) == KERN_OK && *out == t, "given %d, T %g: %d", t,
+                  (double)temps[k], *out);
+            int untouched = 1;
+            for (int i = 0; i < 5; i++)
+                untouched &= work[i] == 42.0f;
+            CHECK(untouched && kt_guard_ok(work) && kt_guard_ok(out), "given %d: work written",
+                  t);
+            kt_free(work);
+            kt_free(out);
+        }
+    }
+    /* given 0 is a draw as before; a given token on an all -inf row is still the token */
+    struct kern_sample_job j = job_of(0.0f, 0.0, 0);
+    j.token = 4;
+    CHECK(run(x, 5, j, NULL, 0, NULL) == 1, "given unset: the greedy token");
+    float dead[3] = {-INFINITY, NAN, -INFINITY};
+    j.given = 1;
+    j.token = 1;
+    float lp;
+    struct kern_token_logprob top[KERN_MAX_TOP_LOGPROBS];
+    j.n_top = 2;
+    CHECK(run_lp(dead, 3, j, NULL, 0, &lp, top, NULL) == 1 && lp == -INFINITY,
+          "given on a dead row: logprob %g", (double)lp);
+    const int32_t ids[] = {0, 1};
+    check_top("given on a dead row", dead, 3, top, ids, 2);
+    /* prompt logprobs: the given token's raw logprob, whatever mods and temperature say */
+    j = job_of(0.7f, 0.3, 1);
+    j.given = 1;
+    j.token = 4;
+    j.n_top = 1;
+    float w[5];
+    CHECK(run_lp(x, 5, j, m, 1, &lp, top, w) == 4, "given 4 with logprobs");
+    double want[5];
+    want_logprobs(x, 5, want);
+    CHECK(lp_close(lp, want[4]), "given 4: logprob %.9g, want %.9g", (double)lp, want[4]);
+    const int32_t ids1[] = {1};
+    check_top("given 4", x, 5, top, ids1, 1);
+    CHECK(w[0] == 42.0f && w[4] == 42.0f, "given with logprobs wrote work");
+}
+
+static void test_logprobs(void)
+{
+    const float inf = INFINITY, nan = NAN;
+    float lp;
+    struct kern_token_logprob top[KERN_MAX_TOP_LOGPROBS];
+    double want[64];
+
+    /* M = 3 (ids 1 and 3), S = 2 + e^-1 + e^-2 + e^-2.5; NaN (id 4) and -inf (id 5) last,
+     * in id order */
+    float x[7] = {1, 3, 2, 3, nan, -inf, 0.5f};
+    want_logprobs(x, 7, want);
+    double s = 2.0 + exp(-1.0) + exp(-2.0) + exp(-2.5);
+    CHECK(fabs(want[1] + log(s)) < 1e-12 && fabs(want[0] - (-2.0 - log(s))) < 1e-12,
+          "the test's own formula");
+    const int32_t order[7] = {1, 3, 2, 0, 6, 4, 5};
+    const struct {
+        int32_t n_top;
+        int n;
+    } counts[] = {{7, 7}, {3, 3}, {1, 1}, {0, 0}, {-5, 0}, {8, 7}, {25, 7}, {INT32_MAX, 7},
+                  {INT32_MIN, 0}};
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        struct kern_sample_job j = job_of(0.0f, 0.0, 0);
+        j.n_top = counts[c].n_top;
+        char what[64];
+        snprintf(what, sizeof what, "n_top %d", counts[c].n_top);
+        CHECK(run_lp(x, 7, j, NULL, 0, &lp, top, NULL) == 1, "%s: greedy token", what);
+        CHECK(lp_close(lp, -log(s)), "%s: logprob %.9g, want %.9g", what, (double)lp, -log(s));
+        check_top(what, x, 7, top, order, counts[c].n);
+    }
+
+    /* ties by id when the list is full: the later 5 never displaces an earlier one */
+    float ties[8] = {5, 2, 5, 2, 2, 5, 7, 2};
+    const int32_t tie_order[8] = {6, 0, 2, 5, 1, 3, 4, 7};
+    for (int n = 1; n <= 8; n++) {
+        struct kern_sample_job j = job_of(0.0f, 0.0, 0);
+        j.n_top = n;
+        char what[64];
+        snprintf(what, sizeof what, "ties, n_top %d", n);
+        run_lp(ties, 8, j, NULL, 0, &lp, top, NULL);
+        check_top(what, ties, 8, top, tie_order, n);
+    }
+
+    /* more than 20 elements: 20 at most, the 20 largest (x_i = i % 7 - i / 7: ties and
+     * order both matter) */
+    float wide[30];
+    int32_t wide_order[30];
+    for (int i = 0; i < 30; i++) {
+        wide[i] = (float)(i % 7) - (float)(i / 7);
+        wide_order[i] = i;
+    }
+    for (int a = 1; a < 30; a++) /* insertion sort by (value desc, id asc) */
+        for (int b = a; b > 0 && wide[wide_order[b]] > wide[wide_order[b - 1]]; b--) {
+            int32_t t = wide_order[b];
+            wide_order[b] = wide_order[b - 1];
+            wide_order[b - 1] = t;
+        }
+    struct kern_sample_job jw = job_of(0.0f, 0.0, 0);
+    jw.n_top = 30;
+    run_lp(wide, 30, jw, NULL, 0, &lp, top, NULL);
+    check_top("30 elements, n_top 30", wide, 30, top, wide_order, KERN_MAX_TOP_LOGPROBS);
+    jw.n_top = 20;
+    run_lp(wide, 30, jw, NULL, 0, &lp, top, NULL);
+    check_top("30 elements, n_top 20", wide, 30, top, wide_order, KERN_MAX_TOP_LOGPROBS);
+
+    /* +inf: M = +inf, each +inf has logprob -log(2) (x == M gives 0), every other -inf */
+    float infs[5] = {1, inf, 2, inf, nan};
+    struct kern_sample_job j = job_of(1.0f, 0.9, 0);
+    j.n_top = 5;
+    CHECK(run_lp(infs, 5, j, NULL, 0, &lp, top, NULL) == 3, "+inf drawn");
+    CHECK(lp_close(lp, -log(2.0)), "+inf logprob %.9g", (double)lp);
+    const int32_t inf_order[5] = {1, 3, 2, 0, 4};
+    check_top("+inf row", infs, 5, top, inf_order, 5);
+    CHECK(top[2].logprob == -INFINITY && top[3].logprob == -INFINITY,
+          "finite logits beside +inf: %g %g", (double)top[2].logprob, (double)top[3].logprob);
+
+    /* nothing above -inf: out = -1, logprob -inf, every entry -inf in id order */
+    float dead[4] = {-inf, nan, nan, -inf};
+    for (int k = 0; k < 2; k++) {
+        j = job_of(k ? 1.0f : 0.0f, 0.5, 0);
+        j.n_top = 3;
+        CHECK(run_lp(dead, 4, j, NULL, 0, &lp, top, NULL) == -1 && lp == -INFINITY,
+              "dead row: logprob %g", (double)lp);
+        const int32_t dead_order[3] = {0, 1, 2};
+        check_top("dead row", dead, 4, top, dead_order, 3);
+    }
+
+    /* the logprob of a drawn token is the raw one of that token: mods, temperature and
+     * truncation change the draw, not the logprobs */
+    struct kern_sample_mod m[2] = {mod_of(6), mod_of(1)};
+    m[0].bias = 10.0f;
+    m[1].ban = 1;
+    j = job_of(0.0f, 0.0, 2);
+    j.n_top = 2;
+    CHECK(run_lp(x, 7, j, m, 2, &lp, top, NULL) == 6, "biased greedy token");
+    CHECK(lp_close(lp, want[6]), "biased token: logprob %.9g, want raw %.9g", (double)lp,
+          want[6]);
+    check_top("with mods", x, 7, top, order, 2);
+    const double us[] = {0.0, 0.3, 0.6, 0.8, 0.95, 0.999};
+    for (size_t k = 0; k < sizeof us / sizeof us[0]; k++) {
+        j = job_of(1.3f, us[k], 0);
+        j.top_p = 0.9f;
+        j.n_top = 7;
+        int32_t tok = run_lp(x, 7, j, NULL, 0, &lp, top, NULL);
+        CHECK(tok >= 0 && tok < 7 && lp_close(lp, want[tok]), "u %g: token %d logprob %.9g",
+              us[k], tok, (double)lp);
+        for (int r = 0; r < 7; r++)
+            if (tok >= 0 && top[r].token == tok)
+                CHECK(top[r].logprob == lp, "u %g: drawn token's logprob %.9g, its entry %.9g",
+                      us[k], (double)lp, (double)top[r].logprob);
+    }
+
+    /* several jobs over rows with ldx > dim: each its own row, and nothing of logprob[j] or
+     * top[j, :] is written for a job without logprobs */
+    float rows[2 * 8] = {1, 3, 2, 3, nan, -inf, 0.5f, inf, 4, 0, 0, 4, 1, 1, 1, nan};
+    struct kern_sample_job jobs[3] = {job_of(0.0f, 0.0, 0), job_of(0.0f, 0.0, 0),
+                                      job_of(1.0f, 0.5, 0)};
+    jobs[0].row = 1;
+    jobs[0].logprobs = 1;
+    jobs[0].n_top = 20;
+    jobs[1].row = 1;
+    jobs[1].n_top = 3; /* no logprobs */
+    jobs[2].logprobs = 1;
+    jobs[2].n_top = 1;
+    jobs[2].given = 1;
+    jobs[2].token = 5;
+    float work[3 * 7], lps[3] = {CANARY_LOGPROB, CANARY_LOGPROB, CANARY_LOGPROB};
+    int32_t out[3];
+    struct kern_token_logprob tops[3 * KERN_MAX_TOP_LOGPROBS];
+    for (int r = 0; r < 3 * KERN_MAX_TOP_LOGPROBS; r++)
+        tops[r] = (struct kern_token_logprob){CANARY_TOKEN, CANARY_LOGPROB};
+    struct kern_sample_params p = {.x = rows, .jobs = jobs, .work = work, .out = out,
+                                   .logprob = lps, .top = tops, .n_rows = 2, .dim = 7, .ldx = 8,
+                                   .n_jobs = 3};
+    CHECK(ref_ops.sample(NULL, &p) == KERN_OK, "three jobs");
+    double want1[7];
+    want_logprobs(rows + 8, 7, want1);
+    CHECK(out[0] == 0 && out[1] == 0 && out[2] == 5, "three jobs: %d %d %d", out[0], out[1],
+          out[2]);
+    CHECK(lp_close(lps[0], want1[0]) && lps[1] == CANARY_LOGPROB && lps[2] == -INFINITY,
+          "three jobs: logprobs %g %g %g", (double)lps[0], (double)lps[1], (double)lps[2]);
+    const int32_t order1[7] = {0, 3, 4, 5, 6, 1, 2};
+    check_top("row 1 of 2", rows + 8, 7, tops, order1, 7);
+    check_top("no logprobs", rows + 8, 7, tops + KERN_MAX_TOP_LOGPROBS, order1, 0);
+    check_top("given -inf", rows, 7, tops + 2 * KERN_MAX_TOP_LOGPROBS, order, 1);
+
+    /* dim 0: out -1, logprob -inf, no entries */
+    struct kern_sample_job j0 = job_of(1.0f, 0.5, 0);
+    j0.logprobs = 1;
+    j0.n_top = 5;
+    int32_t o = 7;
+    float l0 = CANARY_LOGPROB;
+    struct kern_token_logprob t0[KERN_MAX_TOP_LOGPROBS];
+    for (int r = 0; r < KERN_MAX_TOP_LOGPROBS; r++)
+        t0[r] = (struct kern_token_logprob){CANARY_TOKEN, CANARY_LOGPROB};
+    struct kern_sample_params zero = {.jobs = &j0, .out = &o, .logprob = &l0, .top = t0,
+                                      .n_rows = 1, .dim = 0, .ldx = 0, .n_jobs = 1};
+    CHECK(ref_ops.sample(NULL, &zero) == KERN_OK && o == -1 && l0 == -INFINITY,
+          "dim 0 with logprobs: %d %g", o, (double)l0);
+    check_top("dim 0", NULL, 0, t0, NULL, 0);
+}
+
 /* Calls the op must reject with KERN_ERR_INVALID before writing anything. */
 static void test_invalid(void)
 {
@@ -399,11 +709,11 @@ static void test_invalid(void)
     CHECK(ref_ops.sample(NULL, &good) == KERN_OK && out[0] == 6 && out[2] >= 0,
           "the good call: %d", out[0]);
 
-    struct kern_sample_job bad_jobs[10][3];
+    struct kern_sample_job bad_jobs[16][3];
     struct kern_sample_mod bad_mods[2][3];
-    struct kern_sample_params bad[24];
+    struct kern_sample_params bad[32];
     int n = 0;
-    for (int i = 0; i < 24; i++)
+    for (int i = 0; i < 32; i++)
         bad[i] = good;
     bad[n++].n_rows = -1;
     bad[n++].dim = -1;
@@ -453,16 +763,48 @@ static void test_invalid(void)
         bad[n].mods = bad_mods[i];
         n++;
     }
+    /* given tokens outside [0, dim), after a valid job with logprobs */
+    float lp_buf[3];
+    struct kern_token_logprob top_buf[3 * KERN_MAX_TOP_LOGPROBS];
+    const int32_t given[] = {7, -1, INT32_MAX};
+    for (int i = 0; i < 3; i++, nj++) {
+        memcpy(bad_jobs[nj], jobs, sizeof jobs);
+        bad_jobs[nj][0].logprobs = 1;
+        bad_jobs[nj][0].n_top = 5;
+        bad_jobs[nj][2].given = 1;
+        bad_jobs[nj][2].token = given[i];
+        bad[n].jobs = bad_jobs[nj];
+        bad[n].logprob = lp_buf;
+        bad[n].top = top_buf;
+        n++;
+    }
+    /* a job asking for logprobs while logprob or top is NULL */
+    for (int i = 0; i < 2; i++, nj++) {
+        memcpy(bad_jobs[nj], jobs, sizeof jobs);
+        bad_jobs[nj][2].logprobs = 1;
+        bad[n].jobs = bad_jobs[nj];
+        bad[n].logprob = i ? lp_buf : NULL;
+        bad[n].top = i ? NULL : top_buf;
+        n++;
+    }
     for (int i = 0; i < n; i++) {
         for (int k = 0; k < 3; k++)
             out[k] = -7;
         for (int k = 0; k < 21; k++)
             work[k] = 42.0f;
+        for (int k = 0; k < 3; k++)
+            lp_buf[k] = 42.0f;
+        for (int k = 0; k < 3 * KERN_MAX_TOP_LOGPROBS; k++)
+            top_buf[k] = (struct kern_token_logprob){-7, 42.0f};
         int rc = ref_ops.sample(NULL, &bad[i]);
         CHECK(rc == KERN_ERR_INVALID, "bad call %d accepted: %d", i, rc);
         int untouched = out[0] == -7 && out[1] == -7 && out[2] == -7;
         for (int k = 0; k < 21; k++)
             untouched &= work[k] == 42.0f;
+        for (int k = 0; k < 3; k++)
+            untouched &= lp_buf[k] == 42.0f;
+        for (int k = 0; k < 3 * KERN_MAX_TOP_LOGPROBS; k++)
+            untouched &= top_buf[k].token == -7 && top_buf[k].logprob == 42.0f;
         CHECK(untouched, "bad call %d wrote output", i);
     }
     CHECK(ref_ops.sample(NULL, NULL) == KERN_ERR_INVALID, "NULL params");
@@ -475,6 +817,12 @@ static void test_invalid(void)
     struct kern_sample_params zero = {.jobs = &j0, .out = &o, .n_rows = 1, .dim = 0, .ldx = 0,
                                       .n_jobs = 1};
     CHECK(ref_ops.sample(NULL, &zero) == KERN_OK && o == -1, "dim 0: %d", o);
+    struct kern_sample_job jg = j0;
+    jg.given = 1;
+    jg.token = 0;
+    zero.jobs = &jg;
+    o = 7;
+    CHECK(ref_ops.sample(NULL, &zero) == KERN_ERR_INVALID && o == 7, "dim 0, given 0: %d", o);
 }
 
 int main(void)
@@ -492,6 +840,8 @@ int main(void)
     test_top_p();
     test_draw();
     test_distribution();
+    test_given();
+    test_logprobs();
     test_invalid();
     return tu_finish("test_sample");
 }
