@@ -348,16 +348,21 @@ static int emit_text(struct eng_engine *e, struct choice *ch, const char *s, siz
  * ties by ascending id). The sampler's rule for raw logits applies (NaN counts as -inf, +inf
  * takes the mass), so prompt and sampled logprobs agree. One implementation on purpose:
  * ranking by raw logits lets a NaN hold a top slot, since no comparison with NaN is true. */
-static void fill_logprob(const float *x, int64_t V, int32_t token, int32_t n_top,
-                         struct eng_token_info *out)
+/* n_top clamped to [0, 20] and to the vocabulary. */
+static int32_t n_top_clamped(int32_t n_top, int64_t V)
 {
-    memset(out, 0, sizeof *out);
     if (n_top > ENG_SAMPLER_MAX_TOP_LOGPROBS)
         n_top = ENG_SAMPLER_MAX_TOP_LOGPROBS;
     if (n_top > V)
         n_top = (int32_t)V;
-    if (n_top < 0)
-        n_top = 0;
+    return n_top < 0 ? 0 : n_top;
+}
+
+static void fill_logprob(const float *x, int64_t V, int32_t token, int32_t n_top,
+                         struct eng_token_info *out)
+{
+    memset(out, 0, sizeof *out);
+    n_top = n_top_clamped(n_top, V);
     out->token = token;
     out->logprob = eng_sampler_raw_logprobs(x, V, token, n_top, out->top);
     out->n_top = n_top;
@@ -366,16 +371,25 @@ static void fill_logprob(const float *x, int64_t V, int32_t token, int32_t n_top
 /* ---- one generated token of one choice ---- */
 
 /* lg: the sequence's [vocab] logits, or NULL when its row was a token row (plan_token_rows)
- * and token is what the backend chose from those logits (-1 when none was above -inf). */
-static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg, int32_t token)
+ * and token is what the backend chose from those logits (-1 when none was above -inf), with
+ * job the index of its job (-1 for an argmax row), whose results hold the logprobs. */
+static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg, int32_t token,
+                     int32_t job)
 {
     struct eng_handle *h = seq->owner;
     int32_t c = seq->choice;
     struct choice *ch = &h->choices[c];
     const int64_t V = e->model->cfg.vocab_size;
     struct eng_sample_result res;
-    int src = lg ? eng_sampler_sample(&ch->st, &e->sws, &h->sp, lg, V, &res)
-                 : eng_sampler_take(&ch->st, &h->sp, token, V, &res);
+    int src;
+    if (lg)
+        src = eng_sampler_sample(&ch->st, &e->sws, &h->sp, lg, V, &res);
+    else if (job >= 0)
+        src = eng_sampler_take_logprobs(&ch->st, &h->sp, token, e->job_logprob[job],
+                                        e->job_top + (size_t)job * KERN_MAX_TOP_LOGPROBS, V,
+                                        &res);
+    else
+        src = eng_sampler_take(&ch->st, &h->sp, token, V, &res);
     if (src != 0) {
         end_seq(e, seq, ENG_FINISH_ERROR, "sampling failed: no token has a finite logit");
         return;
@@ -438,8 +452,11 @@ static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg,
     finish_choice(e, h, c, e->tbuf, e->tbuf_len, &info, finish, NULL);
 }
 
-/* Stores the prompt logprobs of the rows of item it (every token of the chunk). */
-static void on_prompt_rows(struct eng_engine *e, const struct eng_sched_item *it, const float *logits)
+/* Stores the prompt logprobs of the rows of item it (every token of the chunk): from the
+ * backend's results where a row had a job (jobs: plan_token_rows' were used), else from its
+ * logits. */
+static void on_prompt_rows(struct eng_engine *e, const struct eng_sched_item *it, const float *logits,
+                           bool jobs)
 {
     struct eng_seq *seq = it->seq;
     struct eng_handle *h = seq->owner;
@@ -448,8 +465,20 @@ static void on_prompt_rows(struct eng_engine *e, const struct eng_sched_item *it
         int32_t p = it->pos0 + j + 1;  /* the row of position p - 1 predicts token p */
         if (p >= h->n_prompt)
             break;
-        fill_logprob(logits + (size_t)(it->row0 + j) * (size_t)V, V, h->prompt[p], h->prompt_top,
-                     &h->plp[p]);
+        int32_t job = jobs ? e->row_job[it->row0 + j] : -1;
+        if (job < 0) {
+            fill_logprob(logits + (size_t)(it->row0 + j) * (size_t)V, V, h->prompt[p],
+                         h->prompt_top, &h->plp[p]);
+            continue;
+        }
+        struct eng_token_info *out = &h->plp[p];
+        memset(out, 0, sizeof *out);
+        out->token = h->prompt[p];
+        out->logprob = e->job_logprob[job];
+        out->n_top = n_top_clamped(h->prompt_top, V);
+        const struct kern_token_logprob *top = e->job_top + (size_t)job * KERN_MAX_TOP_LOGPROBS;
+        for (int32_t i = 0; i < out->n_top; i++)
+            out->top[i] = (struct eng_token_logprob){top[i].token, top[i].logprob};
     }
     if (seq->n_computed >= h->n_prompt) {
         pthread_mutex_lock(&h->mu);
@@ -497,6 +526,19 @@ int eng_engine_reserve_rows(struct eng_engine *e, int64_t R)
     if (!j)
         return -1;
     e->jobs = j;
+    t = realloc(e->row_job, (size_t)R * sizeof *t);
+    if (!t)
+        return -1;
+    e->row_job = t;
+    float *lp = realloc(e->job_logprob, (size_t)R * sizeof *lp);
+    if (!lp)
+        return -1;
+    e->job_logprob = lp;
+    struct kern_token_logprob *top =
+        realloc(e->job_top, (size_t)R * KERN_MAX_TOP_LOGPROBS * sizeof *top);
+    if (!top)
+        return -1;
+    e->job_top = top;
     e->cap_rows = R;
     return 0;
 }
@@ -518,31 +560,35 @@ static int reserve_mods(struct eng_engine *e, int64_t n)
 }
 
 /* Decides which rows of this plan bring back only their token, and fills *tk for the forward
- * pass. A row qualifies when it is an item's sampled row (never a prompt-logprob row) of a
- * sequence that is not about to fork (n > 1: its choices all draw from that row, and theirs
- * are states that do not exist yet). On a device backend with a sample op, every such row
- * without logprobs is drawn there (eng_sampler_job consumes the sequence's RNG draw now);
- * elsewhere, the rows whose token is the plain argmax come back as that. Returns 0, or -1
- * when out of memory. */
+ * pass. A sampled row qualifies when it is an item's last row and its sequence is not about to
+ * fork (n > 1: its choices all draw from that row, and theirs are states that do not exist
+ * yet). On a device backend with a sample op every such row is drawn there, logprobs and all
+ * (eng_sampler_job consumes the sequence's RNG draw now), and the prompt-logprob rows come
+ * back as their logprobs (jobs with the prompt's next token given, after the drawing jobs);
+ * elsewhere, the rows whose token is the plain argmax come back as that (never a
+ * prompt-logprob item's). Returns 0, or -1 when out of memory. */
 static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
 {
     struct eng_scheduler *s = &e->sched;
     int64_t R = s->batch.n_logit_rows, n_argmax = 0, n_jobs = 0, n_mods = 0;
-    *tk = (struct eng_phi3_tokens){.tokens = e->row_tokens};
+    *tk = (struct eng_phi3_tokens){
+        .tokens = e->row_tokens, .logprob = e->job_logprob, .top = e->job_top};
     if (e->host_sampling || R == 0)
         return 0;
     bool on_device = e->ops.sample != NULL && !e->ops.host_memory;
     memset(e->argmax_rows, 0, (size_t)R);
     memset(e->sampled_rows, 0, (size_t)R);
+    for (int64_t r = 0; r < R; r++)
+        e->row_job[r] = -1;
     for (int32_t k = 0; k < s->n_items; k++) {
         const struct eng_sched_item *it = &s->items[k];
         struct eng_seq *seq = it->seq;
-        if (!it->sample || it->prompt_rows || it->n_rows < 1 || seq->n_fork > 1)
+        if (!it->sample || it->n_rows < 1 || seq->n_fork > 1 || (it->prompt_rows && !on_device))
             continue;
         struct eng_handle *h = seq->owner;
         struct eng_sampler_state *st = &h->choices[seq->choice].st;
         int64_t row = it->row0 + it->n_rows - 1;
-        if (on_device && !h->sp.logprobs) {
+        if (on_device) {
             if (reserve_mods(e, n_mods + eng_sampler_job_mods_max(&h->sp, st)) != 0)
                 return -1;
             struct kern_sample_job *jb = &e->jobs[n_jobs];
@@ -551,11 +597,28 @@ static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
             jb->row = row;
             jb->mod_start = n_mods;
             n_mods += jb->n_mods;
-            n_jobs++;
+            e->row_job[row] = (int32_t)n_jobs++;
             e->sampled_rows[row] = 1;
         } else if (eng_sampler_is_greedy_argmax(&h->sp, st)) {
             e->argmax_rows[row] = 1;
             n_argmax++;
+        }
+    }
+    e->sampled_rows_total += n_jobs;
+    /* The prompt-logprob rows: row j predicts prompt token pos0 + j + 1. */
+    for (int32_t k = 0; on_device && k < s->n_items; k++) {
+        const struct eng_sched_item *it = &s->items[k];
+        struct eng_handle *h = it->seq->owner;
+        if (!it->prompt_rows || !h->plp)
+            continue;
+        for (int32_t j = 0; j < it->n_rows; j++) {
+            int32_t p = it->pos0 + j + 1;
+            if (p >= h->n_prompt)
+                break;
+            e->jobs[n_jobs] = (struct kern_sample_job){
+                .row = it->row0 + j, .given = 1, .token = h->prompt[p], .logprobs = 1,
+                .n_top = h->prompt_top};
+            e->row_job[it->row0 + j] = (int32_t)n_jobs++;
         }
     }
     tk->argmax_rows = n_argmax > 0 ? e->argmax_rows : NULL;
@@ -564,7 +627,6 @@ static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
     tk->mods = e->mods;
     tk->n_mods = n_mods;
     e->argmax_rows_total += n_argmax;
-    e->sampled_rows_total += n_jobs;
     return 0;
 }
 
@@ -609,15 +671,16 @@ static void step(struct eng_engine *e)
         struct eng_seq *seq = it->seq;
         struct eng_handle *h = seq->owner;
         if (it->prompt_rows && h->plp)
-            on_prompt_rows(e, it, e->logits);
+            on_prompt_rows(e, it, e->logits, tk.n_jobs > 0);
         if (!it->sample)
             continue;
         int64_t row = it->row0 + it->n_rows - 1;
         const float *lg = e->logits + (size_t)row * (size_t)V;
-        int32_t token = -1;
+        int32_t token = -1, job = -1;
         if ((tk.argmax_rows && e->argmax_rows[row]) || (tk.n_jobs > 0 && e->sampled_rows[row])) {
             lg = NULL; /* not downloaded: the backend chose the token */
             token = e->row_tokens[row];
+            job = tk.n_jobs > 0 ? e->row_job[row] : -1;
         }
         struct eng_seq *kids[MAX_CHOICES];
         int32_t n_kids = 0;
@@ -633,9 +696,9 @@ static void step(struct eng_engine *e)
             }
             seq->n_fork = 0;
         }
-        on_token(e, seq, lg, token);
+        on_token(e, seq, lg, token, job);
         for (int32_t c = 0; c < n_kids; c++)
-            on_token(e, kids[c], lg, token); /* never a token row (plan_token_rows) */
+            on_token(e, kids[c], lg, token, job); /* never a token row (plan_token_rows) */
     }
 }
 

@@ -85,6 +85,9 @@ void eng_engine_destroy(struct eng_engine *e)
     free(e->sampled_rows);
     free(e->row_tokens);
     free(e->jobs);
+    free(e->row_job);
+    free(e->job_logprob);
+    free(e->job_top);
     free(e->mods);
     free(e->tbuf);
     if (e->cuda)
@@ -179,7 +182,8 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     if (e->cuda) {
         size_t ws_bytes = eng_phi3_ws_bytes(c, max_tokens, max_tokens, max_seqs, table_entries);
         size_t sample_bytes =
-            eng_phi3_ws_sampling_bytes(c->vocab_size, max_seqs, max_seqs * SAMPLE_MODS_PER_SEQ);
+            eng_phi3_ws_sampling_bytes(c->vocab_size, max_tokens, max_seqs,
+                                       max_seqs * SAMPLE_MODS_PER_SEQ);
         if (ws_bytes == 0 || sample_bytes == 0 || sample_bytes > SIZE_MAX - ws_bytes) {
             eng_engine_fail_msg(err, errlen, rc, "max_batched_tokens / max_seqs are too large");
             goto fail;
@@ -222,7 +226,7 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
         if (eng_engine_reserve_rows(e, max_tokens) != 0 ||
             eng_phi3_ws_reserve(&e->ws, c, &e->ops, e->ctx, max_tokens, max_tokens, max_seqs,
                                 table_entries) != 0 ||
-            eng_phi3_ws_reserve_sampling(&e->ws, c->vocab_size, max_seqs,
+            eng_phi3_ws_reserve_sampling(&e->ws, c->vocab_size, max_tokens, max_seqs,
                                          max_seqs * SAMPLE_MODS_PER_SEQ) != 0) {
             eng_engine_fail_msg(err, errlen, rc, "out of memory for the activation workspace");
             goto fail;

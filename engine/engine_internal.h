@@ -106,6 +106,9 @@ struct eng_engine {
     uint8_t *sampled_rows;         /* [cap_rows] */
     int32_t *row_tokens;           /* [cap_rows] the token of each such row */
     struct kern_sample_job *jobs;  /* [cap_rows] */
+    int32_t *row_job;              /* [cap_rows] the job of a row, -1 for none */
+    float *job_logprob;            /* [cap_rows] by job: the raw logprob of its token */
+    struct kern_token_logprob *job_top; /* [cap_rows, KERN_MAX_TOP_LOGPROBS] by job */
     int64_t cap_rows;
     struct kern_sample_mod *mods;  /* [cap_mods] */
     int64_t cap_mods;

@@ -372,7 +372,7 @@ static struct log_softmax raw_logprobs(const float *l, int64_t vocab, int32_t n_
     if (m != -INFINITY)
         for (int64_t i = 0; i < vocab; i++) {
             float v = sanitize(l[i]);
-            s += v == m ? 1.0 : (double)expf(v - m);
+            s += v == m ? 1.0 : (double)kern_weight_exp(v - m);
         }
     struct log_softmax ls = {m, m == -INFINITY ? 0.0 : log(s)};
 
@@ -525,6 +525,15 @@ static int32_t draw(struct eng_sampler_state *st, const struct eng_sampling_para
     return draw_dense(&st->rng, w, vocab);
 }
 
+/* The alternatives a logprobs request gets: top_logprobs in [0, 20], at most vocab. */
+static int32_t n_top_of(const struct eng_sampling_params *p, int64_t vocab)
+{
+    int32_t n_top = p->top_logprobs < 0 ? 0 : p->top_logprobs;
+    if (n_top > ENG_SAMPLER_MAX_TOP_LOGPROBS)
+        n_top = ENG_SAMPLER_MAX_TOP_LOGPROBS;
+    return n_top > vocab ? (int32_t)vocab : n_top;
+}
+
 int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                        const struct eng_sampling_params *p, const float *logits, int64_t vocab,
                        struct eng_sample_result *out)
@@ -547,11 +556,7 @@ int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
 
     struct log_softmax ls = {0.0, 0.0};
     if (p->logprobs) {
-        int32_t n_top = p->top_logprobs < 0 ? 0 : p->top_logprobs;
-        if (n_top > ENG_SAMPLER_MAX_TOP_LOGPROBS)
-            n_top = ENG_SAMPLER_MAX_TOP_LOGPROBS;
-        if (n_top > vocab)
-            n_top = (int32_t)vocab;
+        int32_t n_top = n_top_of(p, vocab);
         ls = raw_logprobs(logits, vocab, n_top, out->top);
         out->n_top = n_top;
     }
@@ -586,17 +591,35 @@ bool eng_sampler_is_greedy_argmax(const struct eng_sampling_params *p,
 int eng_sampler_take(struct eng_sampler_state *st, const struct eng_sampling_params *p,
                      int32_t token, int64_t vocab, struct eng_sample_result *out)
 {
+    if (p != NULL && p->logprobs) {
+        if (out != NULL)
+            out->token = -1;
+        return ENG_SAMPLER_ERR_INVALID;
+    }
+    return eng_sampler_take_logprobs(st, p, token, -INFINITY, NULL, vocab, out);
+}
+
+int eng_sampler_take_logprobs(struct eng_sampler_state *st, const struct eng_sampling_params *p,
+                              int32_t token, float logprob, const struct kern_token_logprob *top,
+                              int64_t vocab, struct eng_sample_result *out)
+{
     if (out == NULL)
         return ENG_SAMPLER_ERR_INVALID;
     out->token = -1;
     out->logprob = -INFINITY;
     out->n_top = 0;
     if (st == NULL || p == NULL || vocab < 1 || vocab != st->vocab || token >= vocab ||
-        p->logprobs)
+        (p->logprobs && top == NULL && n_top_of(p, vocab) > 0))
         return ENG_SAMPLER_ERR_INVALID;
     if (token < 0)
         return ENG_SAMPLER_ERR_NO_CANDIDATE;
     out->token = token;
+    if (p->logprobs) {
+        out->logprob = logprob;
+        out->n_top = n_top_of(p, vocab);
+        for (int32_t i = 0; i < out->n_top; i++)
+            out->top[i] = (struct eng_token_logprob){top[i].token, top[i].logprob};
+    }
     return 0;
 }
 
@@ -634,7 +657,7 @@ int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                     struct kern_sample_mod *mods)
 {
     if (st == NULL || ws == NULL || p == NULL || job == NULL || ws->slot == NULL ||
-        st->counts == NULL || st->vocab != ws->vocab || p->logprobs ||
+        st->counts == NULL || st->vocab != ws->vocab ||
         (mods == NULL && eng_sampler_job_mods_max(p, st) > 0))
         return ENG_SAMPLER_ERR_INVALID;
     int64_t n = 0;
@@ -676,6 +699,8 @@ int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
         .min_p = clamp_min_p(p->min_p),
         .top_p = p->top_p,
         .top_k = p->top_k,
+        .logprobs = p->logprobs,
+        .n_top = p->logprobs ? n_top_of(p, st->vocab) : 0,
     };
     return 0;
 }

@@ -172,7 +172,8 @@ bool eng_sampler_is_greedy_argmax(const struct eng_sampling_params *p,
 /* Fills *out as eng_sampler_sample fills it for a row without logprobs, from a token chosen
  * elsewhere by the same rules: the argmax of the raw logits, for a sequence where
  * eng_sampler_is_greedy_argmax holds, or a backend's draw for an eng_sampler_job.
- * out->token = token, logprob -inf, no alternatives. Like
+ * out->token = token, logprob -inf, no alternatives (eng_sampler_take_logprobs is the variant
+ * with logprobs). Like
  * eng_sampler_sample it does not update the history (call eng_sampler_accept). Returns 0;
  * ENG_SAMPLER_ERR_NO_CANDIDATE when token < 0 (the argmax found no logit above -inf;
  * out->token = -1), as eng_sampler_sample for such logits; ENG_SAMPLER_ERR_INVALID for a NULL
@@ -180,6 +181,16 @@ bool eng_sampler_is_greedy_argmax(const struct eng_sampling_params *p,
  * cannot be made without the logits). */
 int eng_sampler_take(struct eng_sampler_state *st, const struct eng_sampling_params *p,
                      int32_t token, int64_t vocab, struct eng_sample_result *out);
+
+/* eng_sampler_take for a request with logprobs, whose job (eng_sampler_job sets the job's
+ * logprobs and n_top) brought back from the backend the raw logprob of token and top
+ * ([n] entries, n = top_logprobs clamped to [0, 20] and to vocab; may be NULL when n is 0):
+ * *out gets them as eng_sampler_sample would give them. Without p->logprobs it is
+ * eng_sampler_take (logprob and top unused). Returns as eng_sampler_take, but
+ * ENG_SAMPLER_ERR_INVALID for a missing top rather than for p->logprobs. */
+int eng_sampler_take_logprobs(struct eng_sampler_state *st, const struct eng_sampling_params *p,
+                              int32_t token, float logprob, const struct kern_token_logprob *top,
+                              int64_t vocab, struct eng_sample_result *out);
 
 /* The raw log-softmax of logits ([vocab] floats, caller keeps) under the rule the sampler's
  * logprobs follow: NaN counts as -inf, an +inf logit takes the mass (logprob 0 when it is the
@@ -212,9 +223,10 @@ int64_t eng_sampler_job_mods_max(const struct eng_sampling_params *p,
  * first, where eng_sampler_sample adds them one after the other: the same up to rounding).
  * mods must have room for eng_sampler_job_mods_max entries. Consumes the RNG draw that
  * eng_sampler_sample would (one when the temperature is > 0), so that a seeded sequence draws
- * the same u on either path. Pass the op's token to eng_sampler_take, then
- * eng_sampler_accept. Returns 0, or ENG_SAMPLER_ERR_INVALID for a NULL pointer, a vocab
- * differing between st and ws, or p->logprobs (the logprobs need the logits). */
+ * the same u on either path. With p->logprobs the job also asks for the raw logprobs
+ * (top_logprobs alternatives). Pass the op's token to eng_sampler_take (or, with logprobs,
+ * eng_sampler_take_logprobs), then eng_sampler_accept. Returns 0, or ENG_SAMPLER_ERR_INVALID
+ * for a NULL pointer or a vocab differing between st and ws. */
 int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                     const struct eng_sampling_params *p, struct kern_sample_job *job,
                     struct kern_sample_mod *mods);

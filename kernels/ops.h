@@ -233,7 +233,9 @@ struct kern_sample_params {
     const float *x;            /* [n_rows, dim], row stride ldx >= dim */
     const struct kern_sample_job *jobs; /* [n_jobs] */
     const struct kern_sample_mod *mods; /* [n_mods] */
-    float *work;               /* [n_jobs, dim] scratch: the processed row of each job */
+    float *work;               /* [n_jobs, dim] scratch: the processed row of each job. Only
+                                  a job that draws uses its row j, so a caller that puts
+                                  those D jobs first needs D rows only. */
     int32_t *out;              /* [n_jobs] token ids */
     float *logprob;            /* [n_jobs] raw logprob of out[j] (jobs with logprobs set) */
     struct kern_token_logprob *top; /* [n_jobs, KERN_MAX_TOP_LOGPROBS] */

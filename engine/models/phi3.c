@@ -157,29 +157,37 @@ int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c
     return 0;
 }
 
-/* Bytes of the sampling buffers for n_jobs jobs (work rows of V floats, jobs, ids) and n_mods
- * mods, or 0 on overflow. */
-static int sampling_sizes(int64_t V, int64_t n_jobs, int64_t n_mods, size_t *work, size_t *jobs,
-                          size_t *out, size_t *mods)
+/* Bytes of the sampling buffers: n_draws work rows of V floats; per job its descriptor, its
+ * id, its logprob and its alternatives; n_mods mods. Nonzero on overflow. */
+struct sampling_sizes {
+    size_t work, jobs, out, logprob, top, mods;
+};
+
+static int sampling_sizes(int64_t V, int64_t n_jobs, int64_t n_draws, int64_t n_mods,
+                          struct sampling_sizes *z)
 {
-    if (V < 1 || n_jobs < 0 || n_mods < 0 || f32_bytes(n_jobs, V, work) ||
-        (uint64_t)n_jobs > SIZE_MAX / sizeof(struct kern_sample_job) ||
-        (uint64_t)n_mods > SIZE_MAX / sizeof(struct kern_sample_mod))
+    const size_t per_job = sizeof(struct kern_sample_job) + sizeof(int32_t) + sizeof(float) +
+                           KERN_MAX_TOP_LOGPROBS * sizeof(struct kern_token_logprob);
+    if (V < 1 || n_jobs < 0 || n_draws < 0 || n_mods < 0 || f32_bytes(n_draws, V, &z->work) ||
+        (uint64_t)n_jobs > SIZE_MAX / 4 / per_job ||
+        (uint64_t)n_mods > SIZE_MAX / 4 / sizeof(struct kern_sample_mod))
         return KERN_ERR_INVALID;
-    *jobs = (size_t)n_jobs * sizeof(struct kern_sample_job);
-    *out = (size_t)n_jobs * sizeof(int32_t);
-    *mods = (size_t)n_mods * sizeof(struct kern_sample_mod);
+    z->jobs = (size_t)n_jobs * sizeof(struct kern_sample_job);
+    z->out = (size_t)n_jobs * sizeof(int32_t);
+    z->logprob = (size_t)n_jobs * sizeof(float);
+    z->top = (size_t)n_jobs * KERN_MAX_TOP_LOGPROBS * sizeof(struct kern_token_logprob);
+    z->mods = (size_t)n_mods * sizeof(struct kern_sample_mod);
     return 0;
 }
 
-size_t eng_phi3_ws_sampling_bytes(int64_t vocab, int64_t n_jobs, int64_t n_mods)
+size_t eng_phi3_ws_sampling_bytes(int64_t vocab, int64_t n_jobs, int64_t n_draws, int64_t n_mods)
 {
-    size_t work, jobs, out, mods;
-    if (sampling_sizes(vocab, n_jobs, n_mods, &work, &jobs, &out, &mods) != 0 ||
-        jobs > SIZE_MAX - work || out > SIZE_MAX - work - jobs ||
-        mods > SIZE_MAX - work - jobs - out)
+    struct sampling_sizes z;
+    if (sampling_sizes(vocab, n_jobs, n_draws, n_mods, &z) != 0)
         return 0;
-    return work + jobs + out + mods;
+    /* Each part other than work is below SIZE_MAX / 4. */
+    size_t rest = z.jobs + z.out + z.logprob + z.top + z.mods;
+    return z.work > SIZE_MAX - rest ? 0 : z.work + rest;
 }
 
 /* Replaces *buf by a backend buffer of bytes, old one first; NULL on failure. Unlike REGROW it
@@ -192,26 +200,35 @@ static int regrow_sampling(struct eng_phi3_ws *ws, void **buf, size_t bytes)
 }
 
 int eng_phi3_ws_reserve_sampling(struct eng_phi3_ws *ws, int64_t vocab, int64_t n_jobs,
-                                 int64_t n_mods)
+                                 int64_t n_draws, int64_t n_mods)
 {
-    size_t work, jobs, out, mods;
-    if (!ws->bound || sampling_sizes(vocab, n_jobs, n_mods, &work, &jobs, &out, &mods) != 0)
+    struct sampling_sizes z;
+    if (!ws->bound || sampling_sizes(vocab, n_jobs, n_draws, n_mods, &z) != 0)
         return KERN_ERR_INVALID;
-    if (n_jobs > ws->cap_jobs || vocab != ws->sample_vocab) {
+    if (vocab != ws->sample_vocab) { /* the work rows are vocab wide */
+        ws->cap_draws = 0;
+        ws->sample_vocab = vocab;
+    }
+    if (n_draws > ws->cap_draws) {
+        ws->cap_draws = 0;
+        TRY(regrow_sampling(ws, (void **)&ws->sample_work, z.work));
+        ws->cap_draws = n_draws;
+    }
+    if (n_jobs > ws->cap_jobs) {
         ws->cap_jobs = 0;
-        TRY(regrow_sampling(ws, (void **)&ws->sample_work, work));
-        TRY(regrow_sampling(ws, (void **)&ws->sample_jobs, jobs));
-        TRY(regrow_sampling(ws, (void **)&ws->sample_out, out));
-        int32_t *ids = realloc(ws->sample_ids, n_jobs > 0 ? out : 1);
+        TRY(regrow_sampling(ws, (void **)&ws->sample_jobs, z.jobs));
+        TRY(regrow_sampling(ws, (void **)&ws->sample_out, z.out));
+        TRY(regrow_sampling(ws, (void **)&ws->sample_logprob, z.logprob));
+        TRY(regrow_sampling(ws, (void **)&ws->sample_top, z.top));
+        int32_t *ids = realloc(ws->sample_ids, n_jobs > 0 ? z.out : 1);
         if (!ids)
             return KERN_ERR_NOMEM;
         ws->sample_ids = ids;
         ws->cap_jobs = n_jobs;
-        ws->sample_vocab = vocab;
     }
     if (n_mods > ws->cap_mods) {
         ws->cap_mods = 0;
-        TRY(regrow_sampling(ws, (void **)&ws->sample_mods, mods));
+        TRY(regrow_sampling(ws, (void **)&ws->sample_mods, z.mods));
         ws->cap_mods = n_mods;
     }
     return 0;
@@ -226,7 +243,7 @@ void eng_phi3_ws_free(struct eng_phi3_ws *ws)
         void *bufs[] = {ws->x,      ws->h,           ws->qkv,         ws->attn,
                         ws->gu,     ws->act,         ws->last,        ws->logits,
                         ws->desc,   ws->sample_work, ws->sample_jobs, ws->sample_out,
-                        ws->sample_mods};
+                        ws->sample_mods, ws->sample_logprob, ws->sample_top};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             ws->ops.buf_free(ws->ctx, bufs[i]);
     }
@@ -579,7 +596,8 @@ static int run_graph(const struct eng_model *m, const struct kern_ops *ops, stru
 static int64_t mark_token_rows(const struct eng_phi3_tokens *tk, const struct kern_ops *ops,
                                struct eng_phi3_ws *ws, int64_t R, int64_t H)
 {
-    memset(ws->row_taken, 0, (size_t)R);
+    if (R > 0) /* row_taken is NULL until a step has logit rows */
+        memset(ws->row_taken, 0, (size_t)R);
     if (!tk)
         return 0;
     int64_t n_argmax = 0;
@@ -593,9 +611,12 @@ static int64_t mark_token_rows(const struct eng_phi3_tokens *tk, const struct ke
         return KERN_ERR_INVALID;
     for (int64_t j = 0; j < tk->n_jobs; j++) {
         const struct kern_sample_job *jb = &tk->jobs[j];
-        /* One token per row: a row is an argmax row or one job's. */
+        /* One token per row: a row is an argmax row or one job's. The jobs that draw come
+         * first (only they use a work row). */
         if (jb->row < 0 || jb->row >= R || ws->row_taken[jb->row] || jb->mod_start < 0 ||
-            jb->n_mods < 0 || jb->mod_start > tk->n_mods - jb->n_mods)
+            jb->n_mods < 0 || jb->mod_start > tk->n_mods - jb->n_mods ||
+            (j > 0 && !jb->given && tk->jobs[j - 1].given) ||
+            (jb->logprobs && (!tk->logprob || !tk->top)))
             return KERN_ERR_INVALID;
         ws->row_taken[jb->row] = 1;
     }
@@ -608,19 +629,32 @@ static int64_t mark_token_rows(const struct eng_phi3_tokens *tk, const struct ke
 static int sample_rows(const struct kern_ops *ops, struct kern_ctx *ctx, struct eng_phi3_ws *ws,
                        const struct eng_phi3_tokens *tk, int64_t R, int64_t V)
 {
-    int64_t J = tk->n_jobs;
+    int64_t J = tk->n_jobs, D = 0;
+    bool logprobs = false;
+    for (int64_t j = 0; j < J; j++) {
+        D += !tk->jobs[j].given;
+        logprobs |= tk->jobs[j].logprobs != 0;
+    }
     TRY(eng_phi3_ws_reserve_sampling(ws, V, J > ws->cap_jobs ? J : ws->cap_jobs,
+                                     D > ws->cap_draws ? D : ws->cap_draws,
                                      tk->n_mods > ws->cap_mods ? tk->n_mods : ws->cap_mods));
     TRY(ops->buf_upload(ctx, ws->sample_jobs, tk->jobs, (size_t)J * sizeof *tk->jobs));
     if (tk->n_mods > 0)
         TRY(ops->buf_upload(ctx, ws->sample_mods, tk->mods, (size_t)tk->n_mods * sizeof *tk->mods));
+    /* The drawing jobs come first, so D work rows do (kern_sample_params). */
     struct kern_sample_params sp = {
         .x = ws->logits, .jobs = ws->sample_jobs, .mods = ws->sample_mods,
         .work = ws->sample_work, .out = ws->sample_out,
+        .logprob = ws->sample_logprob, .top = ws->sample_top,
         .n_rows = R, .dim = V, .ldx = V, .n_jobs = J, .n_mods = tk->n_mods,
     };
     TRY(ops->sample(ctx, &sp));
     TRY(ops->buf_download(ctx, ws->sample_ids, ws->sample_out, (size_t)J * sizeof(int32_t)));
+    if (logprobs) {
+        TRY(ops->buf_download(ctx, tk->logprob, ws->sample_logprob, (size_t)J * sizeof(float)));
+        TRY(ops->buf_download(ctx, tk->top, ws->sample_top,
+                              (size_t)J * KERN_MAX_TOP_LOGPROBS * sizeof *tk->top));
+    }
     for (int64_t j = 0; j < J; j++)
         tk->tokens[tk->jobs[j].row] = ws->sample_ids[j];
     return 0;

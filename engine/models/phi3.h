@@ -34,10 +34,12 @@ struct eng_phi3_ws {
     uint64_t gen;                  /* bumped whenever a buffer above is replaced */
     uint8_t *row_taken;            /* [cap_logit_rows] host: rows that bring back a token */
     /* The sample op's buffers (eng_phi3_ws_reserve_sampling), backend memory but sample_ids. */
-    int64_t cap_jobs, cap_mods, sample_vocab;
-    float *sample_work;            /* [cap_jobs, sample_vocab] */
+    int64_t cap_jobs, cap_draws, cap_mods, sample_vocab;
+    float *sample_work;            /* [cap_draws, sample_vocab] */
     struct kern_sample_job *sample_jobs; /* [cap_jobs] */
     int32_t *sample_out;           /* [cap_jobs] */
+    float *sample_logprob;         /* [cap_jobs] */
+    struct kern_token_logprob *sample_top; /* [cap_jobs, KERN_MAX_TOP_LOGPROBS] */
     struct kern_sample_mod *sample_mods; /* [cap_mods] */
     int32_t *sample_ids;           /* [cap_jobs] host */
     /* Graph replay of decode steps (eng_phi3_graphs_enable); NULL: every step runs eagerly. */
@@ -70,14 +72,14 @@ int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c
 size_t eng_phi3_ws_bytes(const struct eng_model_config *cfg, int64_t n_tokens,
                          int64_t n_logit_rows, int64_t n_seqs, int64_t table_entries);
 
-/* Grows ws's sampling buffers (ws must be bound) so that a forward with up to n_jobs sampled
- * rows and n_mods mods (struct eng_phi3_tokens) allocates nothing; forward grows them itself
- * when needed. Returns 0, KERN_ERR_NOMEM or KERN_ERR_INVALID. */
+/* Grows ws's sampling buffers (ws must be bound) so that a forward with up to n_jobs jobs
+ * (struct eng_phi3_tokens), n_draws of which draw, and n_mods mods allocates nothing; forward
+ * grows them itself when needed. Returns 0, KERN_ERR_NOMEM or KERN_ERR_INVALID. */
 int eng_phi3_ws_reserve_sampling(struct eng_phi3_ws *ws, int64_t vocab, int64_t n_jobs,
-                                 int64_t n_mods);
+                                 int64_t n_draws, int64_t n_mods);
 
 /* Backend bytes eng_phi3_ws_reserve_sampling takes for those sizes; 0 on overflow. */
-size_t eng_phi3_ws_sampling_bytes(int64_t vocab, int64_t n_jobs, int64_t n_mods);
+size_t eng_phi3_ws_sampling_bytes(int64_t vocab, int64_t n_jobs, int64_t n_draws, int64_t n_mods);
 
 /* Turns on graph replay of decode steps, as vLLM does with CUDA graphs: a batch of B <= max_batch
  * sequences that each add one token and whose contexts fit max_blocks blocks is padded to the
@@ -103,14 +105,19 @@ struct eng_phi3_tokens {
      * on ties, -1 when no logit is above -inf). */
     const uint8_t *argmax_rows;
     /* [n_jobs]: row jobs[j].row comes back as the token the backend's sample op draws for
-     * job j (kernels/ops.h; the backend must have one), with mods [n_mods] as the jobs'
-     * mod_start and n_mods say. eng_sampler_job prepares them. */
+     * job j, or its given token (kernels/ops.h; the backend must have the op), with mods
+     * [n_mods] as the jobs' mod_start and n_mods say; the jobs that draw come first.
+     * eng_sampler_job prepares drawing jobs. */
     const struct kern_sample_job *jobs;
     int64_t n_jobs;
     const struct kern_sample_mod *mods;
     int64_t n_mods;
     int32_t *tokens;               /* [n_logit_rows] HOST: the token of each such row; the
                                       other entries are unspecified afterwards */
+    /* HOST, by job, written for the jobs that ask for logprobs (required then): the raw
+     * logprob of the job's token and its alternatives. */
+    float *logprob;                /* [n_jobs] */
+    struct kern_token_logprob *top; /* [n_jobs, KERN_MAX_TOP_LOGPROBS] */
 };
 
 /* Runs the model over batch b: writes each token's K/V into kv at its slot, and the logits of

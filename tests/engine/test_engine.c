@@ -935,8 +935,9 @@ static void test_text(void)
  * the golden greedy continuations where there are some, and exactly the expected number of
  * token rows. On a host backend those are the argmax rows: every token of a plain greedy
  * choice except the first of a forked or prompt-logprob request and those under a min_tokens
- * ban. On a device backend every row is drawn there (the sample op) except the rows of
- * requests with logprobs and those first rows. */
+ * ban. On a device backend every row is drawn there (the sample op), logprobs included,
+ * except the shared first row of a forked request, and the prompt logprobs come back as
+ * logprobs only. */
 static void test_token_rows(void)
 {
     bool on_device = strcmp(device, "cuda") == 0;
@@ -990,11 +991,9 @@ static void test_token_rows(void)
     eng_engine_destroy(e);
 
     int64_t want_sampled = 0;
-    for (int i = 0; i < n; i++) {
-        bool first_on_host = on[i].n > 1 || on[i].prompt_logprobs;
-        for (int c = 0; c < on[i].n && !on[i].logprobs; c++)
-            want_sampled += on[i].n_out[c] - (first_on_host ? 1 : 0);
-    }
+    for (int i = 0; i < n; i++) /* all but the choices' first tokens when n > 1 (the fork) */
+        for (int c = 0; c < on[i].n; c++)
+            want_sampled += on[i].n_out[c] - (on[i].n > 1 ? 1 : 0);
     if (on_device) {
         want_rows = 0;
     } else {
@@ -1023,6 +1022,23 @@ static void test_token_rows(void)
                       "request %d token %d: logprob %g with token rows, %g without", i, t,
                       (double)on[i].lp[c][t], (double)off[i].lp[c][t]);
         }
+    /* The prompt logprobs: on a device they come back as the rows' logprobs alone. */
+    for (int i = 0; i < n; i++) {
+        if (!on[i].prompt_logprobs)
+            continue;
+        CHECK(on[i].plp && off[i].plp, "request %d: no prompt logprobs", i);
+        for (int32_t p = 1; on[i].plp && off[i].plp && p < on[i].n_prompt; p++) {
+            const struct eng_token_info *a = &on[i].plp[p], *b = &off[i].plp[p];
+            bool same = a->token == b->token && a->n_top == b->n_top && a->n_top == 3 &&
+                        fabsf(a->logprob - b->logprob) <= 1e-4f;
+            for (int32_t t = 0; same && t < a->n_top; t++)
+                same = a->top[t].token == b->top[t].token &&
+                       fabsf(a->top[t].logprob - b->top[t].logprob) <= 1e-4f;
+            CHECK(same, "request %d prompt token %d: logprob %g (top %d) with token rows, %g (top "
+                  "%d) without", i, p, (double)a->logprob, a->top[0].token, (double)b->logprob,
+                  b->top[0].token);
+        }
+    }
     for (int i = 0; i < first_extra + 2; i++) { /* plain greedy, then greedy + logprobs */
         const struct gcase *g = &gc[i < first_extra ? i : i - first_extra + 3];
         CHECK(on[i].n_out[0] == g->n_greedy &&

@@ -98,16 +98,27 @@ static void run_scenario(const struct scenario *sc, int64_t V, const struct kern
         job.row = 0;
         job.mod_start = 0;
         int32_t tok = -2;
+        float lp = 0.0f;
+        struct kern_token_logprob top[KERN_MAX_TOP_LOGPROBS];
         struct kern_sample_params sp = {
-            .x = x, .jobs = &job, .mods = mods, .work = work, .out = &tok,
-            .n_rows = 1, .dim = V, .ldx = V, .n_jobs = 1, .n_mods = job.n_mods,
+            .x = x, .jobs = &job, .mods = mods, .work = work, .out = &tok, .logprob = &lp,
+            .top = top, .n_rows = 1, .dim = V, .ldx = V, .n_jobs = 1, .n_mods = job.n_mods,
         };
         CHECK(ops->sample(NULL, &sp) == 0, "%s step %d: sample op", sc->name, step);
         struct eng_sample_result got;
-        int trc = eng_sampler_take(&st, p, tok, V, &got);
+        int trc = eng_sampler_take_logprobs(&st, p, tok, lp, top, V, &got);
         CHECK(trc == hrc, "%s step %d: host rc %d, op rc %d", sc->name, step, hrc, trc);
         CHECK(got.token == res.token, "%s step %d: host token %d, op token %d", sc->name, step,
               res.token, got.token);
+        /* The raw logprobs: the same ids; values from the same weights and sum order. */
+        bool same = got.n_top == res.n_top &&
+                    (got.logprob == res.logprob || fabsf(got.logprob - res.logprob) <= 1e-6f);
+        for (int32_t i = 0; same && i < got.n_top; i++)
+            same = got.top[i].token == res.top[i].token &&
+                   (got.top[i].logprob == res.top[i].logprob ||
+                    fabsf(got.top[i].logprob - res.top[i].logprob) <= 1e-6f);
+        CHECK(same, "%s step %d: logprobs %g (%d alternatives) from the op, %g (%d) on the host",
+              sc->name, step, (double)got.logprob, got.n_top, (double)res.logprob, res.n_top);
         (*n_cmp)++;
         if (res.token < 0)
             continue;
@@ -197,6 +208,16 @@ static void test_against_host(const struct kern_ops *ops)
     sc[n].p.min_tokens = 10;
     sc[n].p.stop_token_ids = stop_ids;
     sc[n++].p.n_stop_token_ids = 1;
+    sc[n] = (struct scenario){"logprobs, 5 alternatives", base(0.8f, 20)};
+    sc[n].p.logprobs = true;
+    sc[n++].p.top_logprobs = 5;
+    sc[n] = (struct scenario){"greedy logprobs, 20 alternatives, penalties", base(0.0f, 21)};
+    sc[n].p.logprobs = true;
+    sc[n].p.top_logprobs = 20;
+    sc[n++].p.frequency_penalty = 0.7f;
+    sc[n] = (struct scenario){"logprobs, no alternatives, top_p", base(1.0f, 22)};
+    sc[n].p.logprobs = true;
+    sc[n++].p.top_p = 0.7f;
     sc[n] = (struct scenario){"greedy, bias and bans", base(0.0f, 19)};
     sc[n].p.logit_bias = bias;
     sc[n].p.n_logit_bias = (int32_t)(sizeof bias / sizeof bias[0]);
@@ -283,8 +304,9 @@ static void test_mods_contents(void)
               memcmp(&before, &fresh.rng, sizeof before) == 0,
           "greedy job consumed a draw");
     p.logprobs = true;
-    CHECK(eng_sampler_job(&fresh, &ws, &p, &job, mods) == ENG_SAMPLER_ERR_INVALID,
-          "logprobs accepted");
+    p.top_logprobs = 25;
+    CHECK(eng_sampler_job(&fresh, &ws, &p, &job, mods) == 0 && job.logprobs && job.n_top == 20,
+          "logprobs: the job asks for 20 alternatives (top_logprobs 25 clamped)");
     CHECK(eng_sampler_job(NULL, &ws, &p, &job, mods) == ENG_SAMPLER_ERR_INVALID, "NULL state");
     eng_sampler_state_free(&fresh);
     eng_sampler_state_free(&st);
