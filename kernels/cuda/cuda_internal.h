@@ -156,34 +156,29 @@ static __device__ __forceinline__ void kern_cuda_raise(int *fault, int bit)
     atomicOr(fault, bit);
 }
 
-/* Whether the pair (v, i) beats (bv, bi): larger value, or the same value at a smaller index.
- * An empty pair is (-inf, -1) and nothing ever compares below it: values enter a pair only
- * through a strict >, so a NaN or a -inf never does, and a real pair always has i >= 0. */
-static __device__ __forceinline__ bool kern_cuda_argmax_beats(float v, int i, float bv, int bi)
-{
-    return v > bv || (v == bv && i < bi);
-}
+/* The pair order of an argmax: (v, i) beats (bv, bi) with a larger value, or the same value
+ * at a smaller index. An empty pair is (-inf, -1) and nothing ever compares below it: values
+ * enter a pair only through a strict >, so a NaN or a -inf never does, and a real pair always
+ * has i >= 0. */
+struct kern_cuda_argmax_order {
+    __device__ bool operator()(float v, int i, float bv, int bi) const
+    {
+        return v > bv || (v == bv && i < bi);
+    }
+};
 
-/* The first index of the largest y[0..dim) (NaN as -inf; -1 and -inf when nothing is above
- * -inf) and in *m that value, in every thread of a block of THREADS threads. wv and wi are
- * shared slots of THREADS / 32 entries, free again on return. Each thread keeps its first
- * largest with a strict >; the pairs then meet by the order above, a strict total order on
- * the pairs that occur, so every lane of the butterfly ends with the same winner. */
-template <int THREADS>
-static __device__ int kern_cuda_block_argmax(const float *y, int64_t dim, float *m, float *wv,
-                                             int *wi)
+/* The best of the threads' pairs (bv, bi) under beats, a strict total order on the pairs that
+ * occur, in every thread of a block of THREADS threads: a butterfly in each warp (every lane
+ * ends with the same winner), then the warps in order. *m gets the winner's value. wv and wi
+ * are shared slots of THREADS / 32 entries, free again on return. */
+template <int THREADS, typename Beats>
+static __device__ int kern_cuda_block_best(float bv, int bi, float *m, float *wv, int *wi,
+                                           Beats beats)
 {
-    float bv = -INFINITY;
-    int bi = -1;
-    for (int64_t i = threadIdx.x; i < dim; i += THREADS)
-        if (y[i] > bv) {
-            bv = y[i];
-            bi = (int)i;
-        }
     for (int off = 16; off > 0; off >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, bv, off);
         int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-        if (kern_cuda_argmax_beats(ov, oi, bv, bi)) {
+        if (beats(ov, oi, bv, bi)) {
             bv = ov;
             bi = oi;
         }
@@ -196,13 +191,30 @@ static __device__ int kern_cuda_block_argmax(const float *y, int64_t dim, float 
     bv = wv[0];
     bi = wi[0];
     for (int w = 1; w < THREADS / 32; w++)
-        if (kern_cuda_argmax_beats(wv[w], wi[w], bv, bi)) {
+        if (beats(wv[w], wi[w], bv, bi)) {
             bv = wv[w];
             bi = wi[w];
         }
     __syncthreads(); /* the slots are free again */
     *m = bv;
     return bi;
+}
+
+/* The first index of the largest y[0..dim) (NaN as -inf; -1 and -inf when nothing is above
+ * -inf) and in *m that value, in every thread of a block of THREADS threads (slots as
+ * kern_cuda_block_best). Each thread keeps its first largest with a strict >. */
+template <int THREADS>
+static __device__ int kern_cuda_block_argmax(const float *y, int64_t dim, float *m, float *wv,
+                                             int *wi)
+{
+    float bv = -INFINITY;
+    int bi = -1;
+    for (int64_t i = threadIdx.x; i < dim; i += THREADS)
+        if (y[i] > bv) {
+            bv = y[i];
+            bi = (int)i;
+        }
+    return kern_cuda_block_best<THREADS>(bv, bi, m, wv, wi, kern_cuda_argmax_order());
 }
 #endif
 

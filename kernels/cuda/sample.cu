@@ -264,18 +264,17 @@ static __device__ int sample_job(const struct kern_sample_params &p,
     return draw(work, job.u, c0, c1, sh);
 }
 
-/* Whether the pair (v, i) ranks before (bv, bi) in the top logprobs' order: larger value,
- * then smaller id. Unlike kern_cuda_argmax_beats, -inf values rank too: an empty pair has
- * index -1, every real pair beats it and it beats nothing. */
-static __device__ __forceinline__ bool top_beats(float v, int i, float bv, int bi)
-{
-    return i >= 0 && (bi < 0 || v > bv || (v == bv && i < bi));
-}
+/* The pair order of the top list: larger value first, then smaller index; -inf values count,
+ * and an empty pair (index -1) loses to every real one. */
+struct top_order {
+    __device__ bool operator()(float v, int i, float bv, int bi) const
+    {
+        return i >= 0 && (bi < 0 || v > bv || (v == bv && i < bi));
+    }
+};
 
 /* The best pair (sanitized x[i], i) of the row that ranks strictly after (pv, pi) (pi < 0:
- * no previous pick), in every thread; index -1 when none is left. A butterfly in each warp,
- * then the warps in order: top_beats is a strict total order on the pairs, so every thread
- * ends with the same winner. */
+ * no previous pick), in every thread; index -1 when none is left. */
 static __device__ int block_next_best(const float *x, int64_t dim, float pv, int pi, float *bv_out,
                                       struct sample_shared *sh)
 {
@@ -284,34 +283,12 @@ static __device__ int block_next_best(const float *x, int64_t dim, float pv, int
     for (int64_t i = threadIdx.x; i < dim; i += SAMPLE_THREADS) {
         float v = isnan(x[i]) ? -INFINITY : x[i];
         bool after = pi < 0 || v < pv || (v == pv && (int)i > pi);
-        if (after && top_beats(v, (int)i, bv, bi)) {
+        if (after && top_order()(v, (int)i, bv, bi)) {
             bv = v;
             bi = (int)i;
         }
     }
-    for (int off = 16; off > 0; off >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-        if (top_beats(ov, oi, bv, bi)) {
-            bv = ov;
-            bi = oi;
-        }
-    }
-    if ((threadIdx.x & 31) == 0) {
-        sh->v[threadIdx.x / 32] = bv;
-        sh->i[threadIdx.x / 32] = bi;
-    }
-    __syncthreads();
-    bv = sh->v[0];
-    bi = sh->i[0];
-    for (int w = 1; w < SAMPLE_WARPS; w++)
-        if (top_beats(sh->v[w], sh->i[w], bv, bi)) {
-            bv = sh->v[w];
-            bi = sh->i[w];
-        }
-    __syncthreads(); /* the slots are free again */
-    *bv_out = bv;
-    return bi;
+    return kern_cuda_block_best<SAMPLE_THREADS>(bv, bi, bv_out, sh->v, sh->i, top_order());
 }
 
 /* The raw logprob of v (ops.h) given the row's largest value m and log_s = log(S). */
