@@ -25,9 +25,11 @@
  * Odd values (NaN, infinities, out-of-range numbers) never crash or poison the draw; each
  * field says what such a value does. NaN logits are treated as -inf.
  *
- * On a device, steps 1 to 8 can run where the logits are: eng_sampler_job turns a sequence's
- * history and params into the job of the backend's sample op (kernels/ops.h), which draws
- * with the same u in the same id order, and eng_sampler_take takes the token it returns. */
+ * On a device, steps 1 to 8 and the logprobs can run where the logits are: eng_sampler_job
+ * turns a sequence's history and params into the job of the backend's sample op
+ * (kernels/ops.h), which draws with the same u, in the same id order and with the same exp
+ * (kernels/weight_exp.h), and eng_sampler_take (eng_sampler_take_logprobs) takes what it
+ * returns. */
 #ifndef PHISERVE_ENGINE_SAMPLER_H
 #define PHISERVE_ENGINE_SAMPLER_H
 
