@@ -496,6 +496,33 @@ static void fail_items(struct eng_engine *e, const char *msg)
     e->sched.n_items = 0;
 }
 
+/* Room for n jobs of a step and their results. Returns 0 or -1 when out of memory. */
+static int reserve_jobs(struct eng_engine *e, int64_t n)
+{
+    if (n <= e->cap_jobs)
+        return 0;
+    e->cap_jobs = 0; /* until every array has grown */
+    struct kern_sample_job *j = realloc(e->jobs, (size_t)n * sizeof *j);
+    if (!j)
+        return -1;
+    e->jobs = j;
+    int32_t *t = realloc(e->job_tokens, (size_t)n * sizeof *t);
+    if (!t)
+        return -1;
+    e->job_tokens = t;
+    float *lp = realloc(e->job_logprob, (size_t)n * sizeof *lp);
+    if (!lp)
+        return -1;
+    e->job_logprob = lp;
+    struct kern_token_logprob *top =
+        realloc(e->job_top, (size_t)n * KERN_MAX_TOP_LOGPROBS * sizeof *top);
+    if (!top)
+        return -1;
+    e->job_top = top;
+    e->cap_jobs = n;
+    return 0;
+}
+
 int eng_engine_reserve_rows(struct eng_engine *e, int64_t R)
 {
     if (R <= e->cap_rows)
@@ -522,25 +549,12 @@ int eng_engine_reserve_rows(struct eng_engine *e, int64_t R)
     if (!t)
         return -1;
     e->row_tokens = t;
-    struct kern_sample_job *j = realloc(e->jobs, (size_t)R * sizeof *j);
-    if (!j)
-        return -1;
-    e->jobs = j;
     t = realloc(e->row_job, (size_t)R * sizeof *t);
     if (!t)
         return -1;
     e->row_job = t;
-    float *lp = realloc(e->job_logprob, (size_t)R * sizeof *lp);
-    if (!lp)
-        return -1;
-    e->job_logprob = lp;
-    struct kern_token_logprob *top =
-        realloc(e->job_top, (size_t)R * KERN_MAX_TOP_LOGPROBS * sizeof *top);
-    if (!top)
-        return -1;
-    e->job_top = top;
     e->cap_rows = R;
-    return 0;
+    return reserve_jobs(e, R);
 }
 
 /* Room for n mods in e->mods; grows geometrically, so a steady load allocates nothing. */
@@ -559,23 +573,29 @@ static int reserve_mods(struct eng_engine *e, int64_t n)
     return 0;
 }
 
-/* Decides which rows of this plan bring back only their token, and fills *tk for the forward
- * pass. A sampled row qualifies when it is an item's last row and its sequence is not about to
- * fork (n > 1: its choices all draw from that row, and theirs are states that do not exist
- * yet). On a device backend with a sample op every such row is drawn there, logprobs and all
- * (eng_sampler_job consumes the sequence's RNG draw now), and the prompt-logprob rows come
- * back as their logprobs (jobs with the prompt's next token given, after the drawing jobs);
- * elsewhere, the rows whose token is the plain argmax come back as that (never a
- * prompt-logprob item's). Returns 0, or -1 when out of memory. */
+/* Decides which rows of this plan bring back only tokens, and fills *tk for the forward pass.
+ * On a device backend with a sample op every item's sampled (last) row is drawn there,
+ * logprobs and all: one job per choice, consecutive, when the sequence is about to fork
+ * (n > 1: every choice draws its first token from that row with its own state).
+ * eng_sampler_job consumes the choices' RNG draws now. The prompt-logprob rows come back as
+ * their logprobs (jobs with the prompt's next token given, after the drawing jobs).
+ * Elsewhere, a sampled row of a sequence not about to fork whose token is the plain argmax
+ * comes back as that (never a prompt-logprob item's). Returns 0, or -1 when out of memory. */
 static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
 {
     struct eng_scheduler *s = &e->sched;
     int64_t R = s->batch.n_logit_rows, n_argmax = 0, n_jobs = 0, n_mods = 0;
-    *tk = (struct eng_phi3_tokens){
-        .tokens = e->row_tokens, .logprob = e->job_logprob, .top = e->job_top};
+    *tk = (struct eng_phi3_tokens){.tokens = e->row_tokens, .job_tokens = e->job_tokens,
+                                   .logprob = e->job_logprob, .top = e->job_top};
     if (e->host_sampling || R == 0)
         return 0;
     bool on_device = e->ops.sample != NULL && !e->ops.host_memory;
+    int64_t extra = 0; /* jobs beyond one per row: the other choices of forking rows */
+    for (int32_t k = 0; on_device && k < s->n_items; k++)
+        if (s->items[k].sample && s->items[k].seq->n_fork > 1)
+            extra += s->items[k].seq->n_fork - 1;
+    if (reserve_jobs(e, R + extra) != 0)
+        return -1;
     memset(e->argmax_rows, 0, (size_t)R);
     memset(e->sampled_rows, 0, (size_t)R);
     for (int64_t r = 0; r < R; r++)
@@ -583,23 +603,27 @@ static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
     for (int32_t k = 0; k < s->n_items; k++) {
         const struct eng_sched_item *it = &s->items[k];
         struct eng_seq *seq = it->seq;
-        if (!it->sample || it->n_rows < 1 || seq->n_fork > 1 || (it->prompt_rows && !on_device))
+        if (!it->sample || it->n_rows < 1 ||
+            (!on_device && (seq->n_fork > 1 || it->prompt_rows)))
             continue;
         struct eng_handle *h = seq->owner;
-        struct eng_sampler_state *st = &h->choices[seq->choice].st;
         int64_t row = it->row0 + it->n_rows - 1;
         if (on_device) {
-            if (reserve_mods(e, n_mods + eng_sampler_job_mods_max(&h->sp, st)) != 0)
-                return -1;
-            struct kern_sample_job *jb = &e->jobs[n_jobs];
-            if (eng_sampler_job(st, &e->sws, &h->sp, jb, e->mods + n_mods) != 0)
-                continue; /* not reached: the checks above cover its conditions */
-            jb->row = row;
-            jb->mod_start = n_mods;
-            n_mods += jb->n_mods;
-            e->row_job[row] = (int32_t)n_jobs++;
+            int32_t n_choices = seq->n_fork > 1 ? seq->n_fork : 1;
+            e->row_job[row] = (int32_t)n_jobs;
             e->sampled_rows[row] = 1;
-        } else if (eng_sampler_is_greedy_argmax(&h->sp, st)) {
+            for (int32_t c = 0; c < n_choices; c++) {
+                struct eng_sampler_state *st = &h->choices[seq->choice + c].st;
+                if (reserve_mods(e, n_mods + eng_sampler_job_mods_max(&h->sp, st)) != 0)
+                    return -1;
+                struct kern_sample_job *jb = &e->jobs[n_jobs++];
+                /* Cannot fail: its conditions hold (states and workspace of this vocab). */
+                (void)eng_sampler_job(st, &e->sws, &h->sp, jb, e->mods + n_mods);
+                jb->row = row;
+                jb->mod_start = n_mods;
+                n_mods += jb->n_mods;
+            }
+        } else if (eng_sampler_is_greedy_argmax(&h->sp, &h->choices[seq->choice].st)) {
             e->argmax_rows[row] = 1;
             n_argmax++;
         }
@@ -676,11 +700,14 @@ static void step(struct eng_engine *e)
             continue;
         int64_t row = it->row0 + it->n_rows - 1;
         const float *lg = e->logits + (size_t)row * (size_t)V;
-        int32_t token = -1, job = -1;
-        if ((tk.argmax_rows && e->argmax_rows[row]) || (tk.n_jobs > 0 && e->sampled_rows[row])) {
+        int32_t token = -1, job = -1; /* job: the first choice's; choice c has job + c */
+        if (tk.argmax_rows && e->argmax_rows[row]) {
             lg = NULL; /* not downloaded: the backend chose the token */
             token = e->row_tokens[row];
-            job = tk.n_jobs > 0 ? e->row_job[row] : -1;
+        } else if (tk.n_jobs > 0 && e->sampled_rows[row]) {
+            lg = NULL;
+            job = e->row_job[row];
+            token = e->job_tokens[job];
         }
         struct eng_seq *kids[MAX_CHOICES];
         int32_t n_kids = 0;
@@ -697,8 +724,11 @@ static void step(struct eng_engine *e)
             seq->n_fork = 0;
         }
         on_token(e, seq, lg, token, job);
-        for (int32_t c = 0; c < n_kids; c++)
-            on_token(e, kids[c], lg, token, job); /* never a token row (plan_token_rows) */
+        for (int32_t c = 0; c < n_kids; c++) {
+            /* A drawn row: each choice's own job. Never an argmax row (plan_token_rows). */
+            int32_t kj = job >= 0 ? job + kids[c]->choice : -1;
+            on_token(e, kids[c], lg, kj >= 0 ? e->job_tokens[kj] : token, kj);
+        }
     }
 }
 

@@ -85,6 +85,7 @@ void eng_engine_destroy(struct eng_engine *e)
     free(e->sampled_rows);
     free(e->row_tokens);
     free(e->jobs);
+    free(e->job_tokens);
     free(e->row_job);
     free(e->job_logprob);
     free(e->job_top);

@@ -105,11 +105,14 @@ struct eng_engine {
     uint8_t *argmax_rows;          /* [cap_rows] */
     uint8_t *sampled_rows;         /* [cap_rows] */
     int32_t *row_tokens;           /* [cap_rows] the token of each such row */
-    struct kern_sample_job *jobs;  /* [cap_rows] */
-    int32_t *row_job;              /* [cap_rows] the job of a row, -1 for none */
-    float *job_logprob;            /* [cap_rows] by job: the raw logprob of its token */
-    struct kern_token_logprob *job_top; /* [cap_rows, KERN_MAX_TOP_LOGPROBS] by job */
+    int32_t *row_job;              /* [cap_rows] a row's first job, -1 for none */
     int64_t cap_rows;
+    /* The jobs of a step (one per drawn choice or prompt-logprob row) and their results. */
+    struct kern_sample_job *jobs;  /* [cap_jobs] */
+    int32_t *job_tokens;           /* [cap_jobs] */
+    float *job_logprob;            /* [cap_jobs] the raw logprob of the job's token */
+    struct kern_token_logprob *job_top; /* [cap_jobs, KERN_MAX_TOP_LOGPROBS] */
+    int64_t cap_jobs;
     struct kern_sample_mod *mods;  /* [cap_mods] */
     int64_t cap_mods;
     bool logits_pinned;            /* logits is page-locked for the GPU (kern_cuda_host_register) */

@@ -220,10 +220,6 @@ int eng_phi3_ws_reserve_sampling(struct eng_phi3_ws *ws, int64_t vocab, int64_t 
         TRY(regrow_sampling(ws, (void **)&ws->sample_out, z.out));
         TRY(regrow_sampling(ws, (void **)&ws->sample_logprob, z.logprob));
         TRY(regrow_sampling(ws, (void **)&ws->sample_top, z.top));
-        int32_t *ids = realloc(ws->sample_ids, n_jobs > 0 ? z.out : 1);
-        if (!ids)
-            return KERN_ERR_NOMEM;
-        ws->sample_ids = ids;
         ws->cap_jobs = n_jobs;
     }
     if (n_mods > ws->cap_mods) {
@@ -248,7 +244,6 @@ void eng_phi3_ws_free(struct eng_phi3_ws *ws)
             ws->ops.buf_free(ws->ctx, bufs[i]);
     }
     free(ws->desc_host);
-    free(ws->sample_ids);
     free(ws->row_taken);
     *ws = (struct eng_phi3_ws){0};
 }
@@ -603,7 +598,7 @@ static int64_t mark_token_rows(const struct eng_phi3_tokens *tk, const struct ke
     int64_t n_argmax = 0;
     for (int64_t r = 0; tk->argmax_rows && r < R; r++)
         if (tk->argmax_rows[r]) {
-            ws->row_taken[r] = 1;
+            ws->row_taken[r] = 1; /* 1: argmax, 2: jobs' */
             n_argmax++;
         }
     if (tk->n_jobs < 0 || tk->n_mods < 0 || (tk->n_jobs > 0 && (!tk->jobs || !ops->sample)) ||
@@ -611,16 +606,16 @@ static int64_t mark_token_rows(const struct eng_phi3_tokens *tk, const struct ke
         return KERN_ERR_INVALID;
     for (int64_t j = 0; j < tk->n_jobs; j++) {
         const struct kern_sample_job *jb = &tk->jobs[j];
-        /* One token per row: a row is an argmax row or one job's. The jobs that draw come
-         * first (only they use a work row). */
-        if (jb->row < 0 || jb->row >= R || ws->row_taken[jb->row] || jb->mod_start < 0 ||
+        /* A row is an argmax row or jobs' (several, for the choices of n > 1). The jobs that
+         * draw come first (only they use a work row). */
+        if (jb->row < 0 || jb->row >= R || ws->row_taken[jb->row] == 1 || jb->mod_start < 0 ||
             jb->n_mods < 0 || jb->mod_start > tk->n_mods - jb->n_mods ||
             (j > 0 && !jb->given && tk->jobs[j - 1].given) ||
             (jb->logprobs && (!tk->logprob || !tk->top)))
             return KERN_ERR_INVALID;
-        ws->row_taken[jb->row] = 1;
+        ws->row_taken[jb->row] = 2;
     }
-    if ((n_argmax > 0 || tk->n_jobs > 0) && !tk->tokens)
+    if ((n_argmax > 0 && !tk->tokens) || (tk->n_jobs > 0 && !tk->job_tokens))
         return KERN_ERR_INVALID;
     return n_argmax > 0 && H < 1 ? KERN_ERR_INVALID : n_argmax;
 }
@@ -649,14 +644,12 @@ static int sample_rows(const struct kern_ops *ops, struct kern_ctx *ctx, struct 
         .n_rows = R, .dim = V, .ldx = V, .n_jobs = J, .n_mods = tk->n_mods,
     };
     TRY(ops->sample(ctx, &sp));
-    TRY(ops->buf_download(ctx, ws->sample_ids, ws->sample_out, (size_t)J * sizeof(int32_t)));
+    TRY(ops->buf_download(ctx, tk->job_tokens, ws->sample_out, (size_t)J * sizeof(int32_t)));
     if (logprobs) {
         TRY(ops->buf_download(ctx, tk->logprob, ws->sample_logprob, (size_t)J * sizeof(float)));
         TRY(ops->buf_download(ctx, tk->top, ws->sample_top,
                               (size_t)J * KERN_MAX_TOP_LOGPROBS * sizeof *tk->top));
     }
-    for (int64_t j = 0; j < J; j++)
-        tk->tokens[tk->jobs[j].row] = ws->sample_ids[j];
     return 0;
 }
 

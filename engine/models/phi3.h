@@ -33,7 +33,7 @@ struct eng_phi3_ws {
     size_t desc_cap;
     uint64_t gen;                  /* bumped whenever a buffer above is replaced */
     uint8_t *row_taken;            /* [cap_logit_rows] host: rows that bring back a token */
-    /* The sample op's buffers (eng_phi3_ws_reserve_sampling), backend memory but sample_ids. */
+    /* The sample op's buffers (eng_phi3_ws_reserve_sampling), backend memory. */
     int64_t cap_jobs, cap_draws, cap_mods, sample_vocab;
     float *sample_work;            /* [cap_draws, sample_vocab] */
     struct kern_sample_job *sample_jobs; /* [cap_jobs] */
@@ -41,7 +41,6 @@ struct eng_phi3_ws {
     float *sample_logprob;         /* [cap_jobs] */
     struct kern_token_logprob *sample_top; /* [cap_jobs, KERN_MAX_TOP_LOGPROBS] */
     struct kern_sample_mod *sample_mods; /* [cap_mods] */
-    int32_t *sample_ids;           /* [cap_jobs] host */
     /* Graph replay of decode steps (eng_phi3_graphs_enable); NULL: every step runs eagerly. */
     struct eng_phi3_graph *graphs; /* [n_graphs] by ascending batch; owned */
     int32_t n_graphs;
@@ -97,23 +96,25 @@ int eng_phi3_graphs_enable(struct eng_phi3_ws *ws, int64_t max_batch, int64_t ma
  * itself is the caller's); leaves it empty. Accepts an empty ws. */
 void eng_phi3_ws_free(struct eng_phi3_ws *ws);
 
-/* The logit rows of a forward that bring back a token instead of their logits (the caller
- * keeps every array). A row is at most one of: an argmax row, one job's row. */
+/* The logit rows of a forward that bring back tokens instead of their logits (the caller
+ * keeps every array). A row is an argmax row, or the row of one or more jobs (the choices of
+ * an n > 1 request all draw from their prompt's last row), or neither. */
 struct eng_phi3_tokens {
     /* [n_logit_rows] or NULL: a row with a nonzero flag comes back as the argmax of its
      * logits under the sampler's greedy rule (kern_argmax_params: NaN as -inf, first index
      * on ties, -1 when no logit is above -inf). */
     const uint8_t *argmax_rows;
-    /* [n_jobs]: row jobs[j].row comes back as the token the backend's sample op draws for
-     * job j, or its given token (kernels/ops.h; the backend must have the op), with mods
+    int32_t *tokens;               /* [n_logit_rows] HOST: the token of each argmax row; the
+                                      other entries are unspecified afterwards */
+    /* [n_jobs]: job j draws a token from row jobs[j].row with the backend's sample op, or
+     * takes its given token (kernels/ops.h; the backend must have the op), with mods
      * [n_mods] as the jobs' mod_start and n_mods say; the jobs that draw come first.
      * eng_sampler_job prepares drawing jobs. */
     const struct kern_sample_job *jobs;
     int64_t n_jobs;
     const struct kern_sample_mod *mods;
     int64_t n_mods;
-    int32_t *tokens;               /* [n_logit_rows] HOST: the token of each such row; the
-                                      other entries are unspecified afterwards */
+    int32_t *job_tokens;           /* [n_jobs] HOST: each job's token */
     /* HOST, by job, written for the jobs that ask for logprobs (required then): the raw
      * logprob of the job's token and its alternatives. */
     float *logprob;                /* [n_jobs] */
@@ -130,16 +131,16 @@ struct eng_phi3_tokens {
  * logits, which are complete: call ops->sync afterwards to learn about device-side faults.
  *
  * Token rows. tk is NULL (every row's logits are written, as above) or says which rows bring
- * back only a token (struct eng_phi3_tokens): for those, tk->tokens[r] receives it and row r
- * of logits is NOT written (it keeps its old contents); the other rows are written as above.
- * This is the smallest device-to-host transfer: the argmax or the draw runs where the logits
- * are, and only the ids and the other rows (one download per run of consecutive rows) come
- * back.
+ * back only tokens (struct eng_phi3_tokens): an argmax row's token goes to tk->tokens[r], a
+ * job's to tk->job_tokens[j] (with its logprobs when asked), and the row of logits is NOT
+ * written (it keeps its old contents); the other rows are written as above. This is the
+ * smallest device-to-host transfer: the argmax or the draw runs where the logits are, and
+ * only the ids and the other rows (one download per run of consecutive rows) come back.
  *
  * Returns 0, a negative enum kern_status from an op, or KERN_ERR_NOMEM when the workspace cannot
  * grow; KERN_ERR_INVALID, before anything runs, for a missing logits buffer, or token rows
- * that are out of range, taken twice, without a tokens buffer, or jobs without a sample op
- * or with mods outside n_mods. */
+ * that are out of range, both argmax and jobs' rows, without their output buffers, or jobs
+ * without a sample op, with mods outside n_mods or drawing after a given one. */
 int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                      struct eng_kv_cache *kv, const struct eng_batch *b, struct eng_phi3_ws *ws,
                      float *logits, const struct eng_phi3_tokens *tk);

@@ -312,8 +312,8 @@ static void test_forward(const char *model, bool cpu_backend)
      * come back as ids only, equal to the op run on the full logits. */
     for (int pat = 0; pat < 4; pat++) {
         uint8_t flags[T] = {0};
-        struct kern_sample_job jobs[T];
-        struct kern_sample_mod mods[2 * T];
+        struct kern_sample_job jobs[T + 2];
+        struct kern_sample_mod mods[2 * T + 4];
         int64_t n_jobs = 0, n_mods = 0;
         for (int32_t r = 0; r < T; r++) {
             bool job = pat == 0 ? r % 3 != 1 : pat == 1 ? r == T - 1 : pat == 2 ? true : rnd(2);
@@ -333,14 +333,21 @@ static void test_forward(const char *model, bool cpu_backend)
                     .token = (int32_t)(k * 7 + rnd(5)), .ban = rnd(4) == 0,
                     .bias = (float)rnd(5), .rep = 1.2f, .sub_freq = 0.5f, .sub_pres = 0.25f};
         }
+        /* Two more jobs on the last job's row, as the choices of an n > 1 request draw. */
+        for (int extra = 0; extra < 2 && n_jobs > 0 && pat != 1; extra++) {
+            jobs[n_jobs] = jobs[n_jobs - 1];
+            jobs[n_jobs].u = (double)rnd(1000) / 1000.0;
+            jobs[n_jobs].n_mods = 0;
+            n_jobs++;
+        }
         /* Reversed order: jobs need not follow the rows. */
         for (int64_t j = 0; j < n_jobs / 2; j++) {
             struct kern_sample_job t = jobs[j];
             jobs[j] = jobs[n_jobs - 1 - j];
             jobs[n_jobs - 1 - j] = t;
         }
-        int32_t want[T], tokens[T];
-        float *work = malloc((size_t)T * (size_t)V * sizeof *work);
+        int32_t want[T + 2], tokens[T], job_tokens[T + 2];
+        float *work = malloc((size_t)(T + 2) * (size_t)V * sizeof *work);
         struct kern_sample_params sp = {
             .x = full, .jobs = jobs, .mods = mods, .work = work, .out = want,
             .n_rows = T, .dim = V, .ldx = V, .n_jobs = n_jobs, .n_mods = n_mods,
@@ -363,7 +370,8 @@ static void test_forward(const char *model, bool cpu_backend)
         dl.calls = 0;
         dl.bytes = 0;
         struct eng_phi3_tokens tk = {.argmax_rows = flags, .jobs = jobs, .n_jobs = n_jobs,
-                                     .mods = mods, .n_mods = n_mods, .tokens = tokens};
+                                     .mods = mods, .n_mods = n_mods, .tokens = tokens,
+                                     .job_tokens = job_tokens};
         CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &tk) == 0, "%s jobs %d: forward",
               model, pat);
         int64_t n_taken = 0;
@@ -378,8 +386,8 @@ static void test_forward(const char *model, bool cpu_backend)
               dl.bytes, want_calls, want_bytes);
         for (int64_t j = 0; j < n_jobs; j++) {
             int64_t r = jobs[j].row;
-            CHECK(tokens[r] == want[j], "%s jobs %d row %lld: token %d, want %d", model, pat,
-                  (long long)r, tokens[r], want[j]);
+            CHECK(job_tokens[j] == want[j], "%s jobs %d job %lld (row %lld): token %d, want %d",
+                  model, pat, (long long)j, (long long)r, job_tokens[j], want[j]);
             CHECK(got[r * V] == canary && got[r * V + V - 1] == canary,
                   "%s jobs %d: drawn row %lld was written", model, pat, (long long)r);
         }
@@ -415,7 +423,7 @@ static void test_forward(const char *model, bool cpu_backend)
             no_op.sample = NULL;
             CHECK(eng_phi3_forward(m, &no_op, ctx, kv, &b, &ws, got, &bad) == KERN_ERR_INVALID,
                   "jobs without a sample op accepted");
-            bad.tokens = NULL;
+            bad.job_tokens = NULL;
             CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &bad) == KERN_ERR_INVALID,
                   "jobs without tokens accepted");
         }
