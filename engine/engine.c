@@ -533,10 +533,14 @@ int eng_engine_reserve_rows(struct eng_engine *e, int64_t R)
         e->logits_pinned = false;
     }
     e->cap_rows = 0; /* until every array has grown */
-    float *p = realloc(e->logits, (size_t)R * (size_t)V * sizeof *p);
-    if (!p)
-        return -1;
-    e->logits = p;
+    /* A device backend draws every row where the logits are (plan_token_rows): its logits
+     * never come back, unless the host samples. */
+    if (!e->cuda || e->host_sampling) {
+        float *p = realloc(e->logits, (size_t)R * (size_t)V * sizeof *p);
+        if (!p)
+            return -1;
+        e->logits = p;
+    }
     uint8_t *f = realloc(e->argmax_rows, (size_t)R * sizeof *f);
     if (!f)
         return -1;
@@ -699,7 +703,7 @@ static void step(struct eng_engine *e)
         if (!it->sample)
             continue;
         int64_t row = it->row0 + it->n_rows - 1;
-        const float *lg = e->logits + (size_t)row * (size_t)V;
+        const float *lg = e->logits ? e->logits + (size_t)row * (size_t)V : NULL;
         int32_t token = -1, job = -1; /* job: the first choice's; choice c has job + c */
         if (tk.argmax_rows && e->argmax_rows[row]) {
             lg = NULL; /* not downloaded: the backend chose the token */

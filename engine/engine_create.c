@@ -222,6 +222,7 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
         eng_engine_fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
     }
+    e->host_sampling = o->host_sampling;
     if (e->cuda) {
         rc = ENG_ERR_NOMEM;
         if (eng_engine_reserve_rows(e, max_tokens) != 0 ||
@@ -232,10 +233,13 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
             eng_engine_fail_msg(err, errlen, rc, "out of memory for the activation workspace");
             goto fail;
         }
-        /* Logits come back into page-locked memory: twice the speed of a pageable copy, and a
-         * sampled row of a 32k vocabulary is 128 KiB. Pageable memory works too. */
-        e->logits_pinned = kern_cuda_host_register(e->ctx, e->logits, (size_t)max_tokens *
-                                                   (size_t)c->vocab_size * sizeof *e->logits) == 0;
+        /* With host sampling, logits come back into page-locked memory: twice the speed of a
+         * pageable copy, and a sampled row of a 32k vocabulary is 128 KiB. Pageable memory
+         * works too. Otherwise no row of logits comes back at all (plan_token_rows). */
+        if (e->logits)
+            e->logits_pinned = kern_cuda_host_register(e->ctx, e->logits,
+                                                       (size_t)max_tokens * (size_t)c->vocab_size *
+                                                           sizeof *e->logits) == 0;
         /* Decode steps of up to max_seqs sequences (and no more than a step's tokens) whose
          * contexts fit max_seq_len_to_capture replay CUDA graphs. */
         if (!o->enforce_eager) {
@@ -272,7 +276,6 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     e->sched_ready = true;
     e->max_waiting = o->max_waiting > 0 ? o->max_waiting : 1024;
     e->long_from_start = o->rope_long_from_start;
-    e->host_sampling = o->host_sampling;
     const char *nap = getenv("PHISERVE_TEST_STEP_SLEEP_MS");
     if (nap) {
         long long ms = strtoll(nap, NULL, 10);

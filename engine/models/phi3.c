@@ -659,7 +659,7 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
 {
     const struct eng_model_config *c = &m->cfg;
     int64_t T = b->n_tokens, H = c->hidden_size, V = c->vocab_size, R = b->n_logit_rows;
-    if (T <= 0 || b->n_seqs <= 0 || b->max_blocks < 0 || R < 0 || (R > 0 && !logits))
+    if (T <= 0 || b->n_seqs <= 0 || b->max_blocks < 0 || R < 0)
         return KERN_ERR_INVALID;
     /* Device pointers and host pointers must not meet: on a device backend the weights and
      * the cache have to be this context's. */
@@ -670,6 +670,9 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
     int64_t n_argmax = mark_token_rows(tk, ops, ws, R, H);
     if (n_argmax < 0)
         return (int)n_argmax;
+    for (int64_t r = 0; r < R && !logits; r++) /* logits is needed for rows without a token */
+        if (!ws->row_taken[r])
+            return KERN_ERR_INVALID;
 
     struct dev_batch d;
     struct eng_phi3_graph *gr = graph_for(ws, b, kv->block_size);

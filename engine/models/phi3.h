@@ -138,7 +138,8 @@ struct eng_phi3_tokens {
  * only the ids and the other rows (one download per run of consecutive rows) come back.
  *
  * Returns 0, a negative enum kern_status from an op, or KERN_ERR_NOMEM when the workspace cannot
- * grow; KERN_ERR_INVALID, before anything runs, for a missing logits buffer, or token rows
+ * grow; KERN_ERR_INVALID, before anything runs, for a missing logits buffer (it may be NULL
+ * when every row brings back tokens), or token rows
  * that are out of range, both argmax and jobs' rows, without their output buffers, or jobs
  * without a sample op, with mods outside n_mods or drawing after a given one. */
 int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,

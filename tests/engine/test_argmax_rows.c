@@ -374,6 +374,19 @@ static void test_forward(const char *model, bool cpu_backend)
                                      .job_tokens = job_tokens};
         CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &tk) == 0, "%s jobs %d: forward",
               model, pat);
+        /* No logits buffer: fine when every row brings back tokens, refused otherwise. */
+        bool all_taken = true;
+        for (int32_t r = 0; r < T; r++)
+            all_taken &= taken[r];
+        int no_buf = eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, NULL, &tk);
+        CHECK(no_buf == (all_taken ? 0 : KERN_ERR_INVALID),
+              "%s jobs %d: no logits buffer, %s: %d", model, pat,
+              all_taken ? "every row brings back tokens" : "rows of logits", no_buf);
+        CHECK(pat != 2 || all_taken, "pattern 2 puts a job on every row");
+        dl.calls = 0;
+        dl.bytes = 0;
+        CHECK(eng_phi3_forward(m, &ops, ctx, kv, &b, &ws, got, &tk) == 0, "%s jobs %d: forward",
+              model, pat);
         int64_t n_taken = 0;
         for (int32_t r = 0; r < T; r++)
             n_taken += taken[r];
