@@ -496,29 +496,28 @@ static void fail_items(struct eng_engine *e, const char *msg)
     e->sched.n_items = 0;
 }
 
+/* Resizes the array *p to n elements of size bytes (n * size fits: n is bounded by the step's
+ * sizes). Returns 0, or -1 when out of memory (then *p is unchanged). */
+static int resize(void **p, int64_t n, size_t size)
+{
+    void *q = realloc(*p, (size_t)n * size);
+    if (!q)
+        return -1;
+    *p = q;
+    return 0;
+}
+
 /* Room for n jobs of a step and their results. Returns 0 or -1 when out of memory. */
 static int reserve_jobs(struct eng_engine *e, int64_t n)
 {
     if (n <= e->cap_jobs)
         return 0;
     e->cap_jobs = 0; /* until every array has grown */
-    struct kern_sample_job *j = realloc(e->jobs, (size_t)n * sizeof *j);
-    if (!j)
+    if (resize((void **)&e->jobs, n, sizeof *e->jobs) != 0 ||
+        resize((void **)&e->job_tokens, n, sizeof *e->job_tokens) != 0 ||
+        resize((void **)&e->job_logprob, n, sizeof *e->job_logprob) != 0 ||
+        resize((void **)&e->job_top, n, KERN_MAX_TOP_LOGPROBS * sizeof *e->job_top) != 0)
         return -1;
-    e->jobs = j;
-    int32_t *t = realloc(e->job_tokens, (size_t)n * sizeof *t);
-    if (!t)
-        return -1;
-    e->job_tokens = t;
-    float *lp = realloc(e->job_logprob, (size_t)n * sizeof *lp);
-    if (!lp)
-        return -1;
-    e->job_logprob = lp;
-    struct kern_token_logprob *top =
-        realloc(e->job_top, (size_t)n * KERN_MAX_TOP_LOGPROBS * sizeof *top);
-    if (!top)
-        return -1;
-    e->job_top = top;
     e->cap_jobs = n;
     return 0;
 }
@@ -535,28 +534,12 @@ int eng_engine_reserve_rows(struct eng_engine *e, int64_t R)
     e->cap_rows = 0; /* until every array has grown */
     /* A device backend draws every row where the logits are (plan_token_rows): its logits
      * never come back, unless the host samples. */
-    if (!e->cuda || e->host_sampling) {
-        float *p = realloc(e->logits, (size_t)R * (size_t)V * sizeof *p);
-        if (!p)
-            return -1;
-        e->logits = p;
-    }
-    uint8_t *f = realloc(e->argmax_rows, (size_t)R * sizeof *f);
-    if (!f)
+    if (((!e->cuda || e->host_sampling) &&
+         resize((void **)&e->logits, R, (size_t)V * sizeof *e->logits) != 0) ||
+        resize((void **)&e->argmax_rows, R, sizeof *e->argmax_rows) != 0 ||
+        resize((void **)&e->row_tokens, R, sizeof *e->row_tokens) != 0 ||
+        resize((void **)&e->row_job, R, sizeof *e->row_job) != 0)
         return -1;
-    e->argmax_rows = f;
-    f = realloc(e->sampled_rows, (size_t)R * sizeof *f);
-    if (!f)
-        return -1;
-    e->sampled_rows = f;
-    int32_t *t = realloc(e->row_tokens, (size_t)R * sizeof *t);
-    if (!t)
-        return -1;
-    e->row_tokens = t;
-    t = realloc(e->row_job, (size_t)R * sizeof *t);
-    if (!t)
-        return -1;
-    e->row_job = t;
     e->cap_rows = R;
     return reserve_jobs(e, R);
 }
@@ -601,7 +584,6 @@ static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
     if (reserve_jobs(e, R + extra) != 0)
         return -1;
     memset(e->argmax_rows, 0, (size_t)R);
-    memset(e->sampled_rows, 0, (size_t)R);
     for (int64_t r = 0; r < R; r++)
         e->row_job[r] = -1;
     for (int32_t k = 0; k < s->n_items; k++) {
@@ -615,7 +597,6 @@ static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
         if (on_device) {
             int32_t n_choices = seq->n_fork > 1 ? seq->n_fork : 1;
             e->row_job[row] = (int32_t)n_jobs;
-            e->sampled_rows[row] = 1;
             for (int32_t c = 0; c < n_choices; c++) {
                 struct eng_sampler_state *st = &h->choices[seq->choice + c].st;
                 if (reserve_mods(e, n_mods + eng_sampler_job_mods_max(&h->sp, st)) != 0)
@@ -708,7 +689,7 @@ static void step(struct eng_engine *e)
         if (tk.argmax_rows && e->argmax_rows[row]) {
             lg = NULL; /* not downloaded: the backend chose the token */
             token = e->row_tokens[row];
-        } else if (tk.n_jobs > 0 && e->sampled_rows[row]) {
+        } else if (tk.n_jobs > 0 && e->row_job[row] >= 0) { /* a drawn row (never a given one) */
             lg = NULL;
             job = e->row_job[row];
             token = e->job_tokens[job];

@@ -82,7 +82,6 @@ void eng_engine_destroy(struct eng_engine *e)
         kern_cuda_host_unregister(e->ctx, e->logits);
     free(e->logits);
     free(e->argmax_rows);
-    free(e->sampled_rows);
     free(e->row_tokens);
     free(e->jobs);
     free(e->job_tokens);

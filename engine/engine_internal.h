@@ -103,9 +103,9 @@ struct eng_engine {
      * (the backend's argmax) and, on a device backend, rows drawn there by the sample op
      * (jobs prepared by eng_sampler_job, with their mods). */
     uint8_t *argmax_rows;          /* [cap_rows] */
-    uint8_t *sampled_rows;         /* [cap_rows] */
-    int32_t *row_tokens;           /* [cap_rows] the token of each such row */
-    int32_t *row_job;              /* [cap_rows] a row's first job, -1 for none */
+    int32_t *row_tokens;           /* [cap_rows] the token of each argmax row */
+    int32_t *row_job;              /* [cap_rows] a row's first job, -1 for none (a drawn row
+                                      has one: the row of an item that samples) */
     int64_t cap_rows;
     /* The jobs of a step (one per drawn choice or prompt-logprob row) and their results. */
     struct kern_sample_job *jobs;  /* [cap_jobs] */

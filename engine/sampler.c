@@ -26,14 +26,27 @@ void eng_sampling_params_init_default(struct eng_sampling_params *p)
     p->repetition_penalty = 1.0f;
 }
 
-/* Whether apply_penalties would run: the same test as its early return (keep them equal). */
+/* The penalties as applied: odd values turned off (repetition 1, frequency and presence 0). */
+struct penalties {
+    float rep, freq, pres;
+    bool on;                 /* any of them changes a logit */
+};
+
+static struct penalties penalties_of(const struct eng_sampling_params *p)
+{
+    float r = p->repetition_penalty;
+    struct penalties pn = {
+        .rep = isfinite(r) && r > 0.0f ? r : 1.0f,
+        .freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f,
+        .pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f,
+    };
+    pn.on = pn.rep != 1.0f || pn.freq != 0.0f || pn.pres != 0.0f;
+    return pn;
+}
+
 static bool penalties_on(const struct eng_sampling_params *p)
 {
-    float rep = p->repetition_penalty;
-    bool use_rep = isfinite(rep) && rep > 0.0f && rep != 1.0f;
-    float freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f;
-    float pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f;
-    return use_rep || freq != 0.0f || pres != 0.0f;
+    return penalties_of(p).on;
 }
 
 static bool in_prompt(const struct eng_sampler_state *st, int32_t t)
@@ -206,22 +219,19 @@ static void apply_min_tokens(float *x, const struct eng_sampler_state *st,
 static void apply_penalties(float *x, const struct eng_sampler_state *st,
                             const struct eng_sampling_params *p)
 {
-    float rep = p->repetition_penalty;
-    bool use_rep = isfinite(rep) && rep > 0.0f && rep != 1.0f;
-    float freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f;
-    float pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f;
-    if (!use_rep && freq == 0.0f && pres == 0.0f)
+    struct penalties pn = penalties_of(p);
+    if (!pn.on)
         return;
     /* Only the tokens of the prompt or the output: the touched list holds each once. */
     for (int32_t i = 0; i < st->n_touched; i++) {
         int32_t v = st->touched[i];
         int32_t c = st->counts[v];
         float y = x[v];
-        if (use_rep)
-            y = y > 0.0f ? y / rep : y * rep;
+        if (pn.rep != 1.0f)
+            y = y > 0.0f ? y / pn.rep : y * pn.rep;
         if (c > 0) {
-            y -= freq * (float)c;
-            y -= pres;
+            y -= pn.freq * (float)c;
+            y -= pn.pres;
         }
         x[v] = y;
     }
@@ -671,23 +681,17 @@ int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
     if (st->n_generated < p->min_tokens)
         for (int32_t i = 0; i < st->n_banned; i++)
             mod_of(ws, mods, &n, st->banned[i])->ban = 1;
-    if (penalties_on(p)) {
-        /* As apply_penalties computes them. */
-        float rep = p->repetition_penalty;
-        bool use_rep = isfinite(rep) && rep > 0.0f && rep != 1.0f;
-        float freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f;
-        float pres = isfinite(p->presence_penalty) ? p->presence_penalty : 0.0f;
+    struct penalties pn = penalties_of(p);
+    if (pn.on) /* as apply_penalties applies them */
         for (int32_t i = 0; i < st->n_touched; i++) {
             int32_t t = st->touched[i];
             struct kern_sample_mod *md = mod_of(ws, mods, &n, t);
-            if (use_rep)
-                md->rep = rep;
+            md->rep = pn.rep;
             if (st->counts[t] > 0) {
-                md->sub_freq = freq * (float)st->counts[t];
-                md->sub_pres = pres;
+                md->sub_freq = pn.freq * (float)st->counts[t];
+                md->sub_pres = pn.pres;
             }
         }
-    }
     for (int64_t i = 0; i < n; i++)
         ws->slot[mods[i].token] = -1;
 
