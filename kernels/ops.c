@@ -15,6 +15,26 @@ size_t kern_dtype_size(enum kern_dtype dtype)
     return 0;
 }
 
+size_t kern_moe_work_bytes(int64_t n_tokens, int64_t top_k, int64_t hidden, int64_t inter,
+                           int64_t n_experts)
+{
+    int64_t slots, a, b, c;
+    if (n_tokens < 0 || top_k < 0 || hidden < 0 || inter < 0 || n_experts < 0 ||
+        n_experts > INT32_MAX || __builtin_mul_overflow(n_tokens, top_k, &slots) ||
+        __builtin_mul_overflow(slots, hidden, &a) ||
+        __builtin_mul_overflow(slots, inter, &b) || __builtin_mul_overflow(b, 2, &b) ||
+        __builtin_mul_overflow(slots, 4, &c) || __builtin_add_overflow(c, 4 * n_experts + 64, &c))
+        return 0;
+    const int64_t floats[3] = {a, b, c}; /* the third region holds int32, also 4 bytes each */
+    uint64_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        if ((uint64_t)floats[i] > (uint64_t)(INT64_MAX / 8) / 4)
+            return 0;
+        total += ((uint64_t)floats[i] * 4 + 255) & ~(uint64_t)255;
+    }
+    return total > (uint64_t)(SIZE_MAX / 4) ? 0 : (size_t)total;
+}
+
 const char *kern_dtype_name(enum kern_dtype dtype)
 {
     switch (dtype) {
@@ -42,6 +62,10 @@ void kern_ops_init_ref(struct kern_ops *ops)
     ops->gather_rows = kern_ref_gather_rows;
     ops->argmax = kern_ref_argmax;
     ops->sample = kern_ref_sample;
+    ops->layernorm = kern_ref_layernorm;
+    ops->bias_add = kern_ref_bias_add;
+    ops->moe_route = kern_ref_moe_route;
+    ops->moe = kern_ref_moe;
     ops->host_memory = 1;
     ops->buf_alloc = kern_ref_buf_alloc;
     ops->buf_free = kern_ref_buf_free;

@@ -242,6 +242,77 @@ struct kern_sample_params {
     int64_t n_rows, dim, ldx, n_jobs, n_mods;
 };
 
+/* layernorm: out[t] = (x[t] - mean) / sqrt(var + eps) * w + b per row, var the biased
+ * variance (nn.LayerNorm, Phi-3.5-MoE's norms), statistics in fp32 or wider. out may alias x.
+ * w and b are [dim] in w_dtype. */
+struct kern_layernorm_params {
+    const float *x;            /* [n_rows, dim], row stride dim */
+    const void *w;             /* [dim] in w_dtype */
+    const void *b;             /* [dim] in w_dtype */
+    enum kern_dtype w_dtype;
+    float *out;                /* [n_rows, dim] */
+    int64_t n_rows, dim;
+    float eps;
+};
+
+/* bias_add: y[r * ldy + i] += b[i] for r < n_rows, i < dim: the bias of a linear layer, added
+ * after its matmul (b converted to fp32, one float add). */
+struct kern_bias_add_params {
+    float *y;                  /* [n_rows, dim], row stride ldy >= dim */
+    const void *b;             /* [dim] in b_dtype */
+    enum kern_dtype b_dtype;
+    int64_t n_rows, dim, ldy;
+};
+
+/* moe_route: Phi-3.5-MoE's sparsemixer at inference, top-2 of n_experts >= 2 per token, from
+ * the router logits s = logits[t, :] (NaN as -inf), all in float:
+ *  1. i1 = the first index of the largest s, m1 = s[i1]. With factor_k = max(|s_k|, m1), s_k is
+ *     kept when NOT ((m1 - s_k) / factor_k > thr), thr = (float)(2 * jitter_eps) (a NaN
+ *     quotient keeps it). weights[t, 0] = 1 / sum over kept k of exp(s_k - m1).
+ *  2. i2 = the first index of the largest s_k, k != i1, m2 = s[i2]. The mask of step 1 is
+ *     redone with m2 for m1 (still over the original s, i1 included), and
+ *     weights[t, 1] = 1 / sum over kept k != i1 of exp(s_k - m2).
+ * experts[t, :] = {i1, i2}. The weights are not renormalised. A pick whose m is -inf gets
+ * weight 0 (its index is still the first one not taken: 0 or 1). Sums may be in any order and
+ * precision at least fp32, so backends agree to a few ulp. */
+struct kern_moe_route_params {
+    const float *logits;       /* [n_tokens, n_experts], row stride ldx >= n_experts */
+    int32_t *experts;          /* [n_tokens, 2] */
+    float *weights;            /* [n_tokens, 2] */
+    int64_t n_tokens, n_experts, ldx;
+    float jitter_eps;          /* router_jitter_noise, >= 0 */
+};
+
+/* moe: the experts of every token in one call (not a loop over experts per token):
+ *   y[t, :] += sum over k < top_k, in ascending order of experts[t, k] (ties by k), of
+ *              weights[t, k] * Wd_e (silu(Wg_e x[t]) * (Wu_e x[t])),  e = experts[t, k]
+ * with Wg_e = w_gate[e], Wu_e = w_up[e] ([inter, hidden]) and Wd_e = w_down[e] ([hidden,
+ * inter]), all in w_dtype, silu(v) = v / (1 + exp(-v)). The sum of the top_k terms is formed
+ * first and then added to y (HF: the experts' sum, then the residual add), in fp32 or wider.
+ * Every pair is computed, weight 0 included. The pointer arrays are backend memory (device
+ * memory on CUDA) holding backend addresses. An expert outside [0, n_experts) or a NULL
+ * weight pointer is a bad index: KERN_ERR_INVALID on host backends, reported at sync on a
+ * device. work is scratch of kern_moe_work_bytes() bytes. */
+struct kern_moe_params {
+    const float *x;            /* [n_tokens, hidden], the normalised input */
+    const int32_t *experts;    /* [n_tokens, top_k] */
+    const float *weights;      /* [n_tokens, top_k] */
+    const void *const *w_gate; /* [n_experts] each -> [inter, hidden] (w1) */
+    const void *const *w_up;   /* [n_experts] each -> [inter, hidden] (w3) */
+    const void *const *w_down; /* [n_experts] each -> [hidden, inter] (w2) */
+    enum kern_dtype w_dtype;
+    float *y;                  /* [n_tokens, hidden], accumulated into */
+    void *work;                /* [kern_moe_work_bytes(...)] scratch */
+    int64_t n_tokens, hidden, inter, n_experts, top_k;
+};
+
+/* Bytes of the moe op's work buffer for these sizes, the same for every backend: with
+ * S = n_tokens * top_k slots, S * hidden floats, S * 2 * inter floats and
+ * 4 * S + 4 * n_experts + 64 int32 (each region rounded up to 256 bytes). 0 on a negative
+ * size or overflow. */
+size_t kern_moe_work_bytes(int64_t n_tokens, int64_t top_k, int64_t hidden, int64_t inter,
+                           int64_t n_experts);
+
 /* The op table. Every entry returns 0 or a negative enum kern_status.
  *
  * Memory. The pointers inside op params live in the backend's memory: host memory for ref and
@@ -264,6 +335,10 @@ struct kern_ops {
     int (*gather_rows)(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
     int (*argmax)(struct kern_ctx *ctx, const struct kern_argmax_params *p);
     int (*sample)(struct kern_ctx *ctx, const struct kern_sample_params *p);
+    int (*layernorm)(struct kern_ctx *ctx, const struct kern_layernorm_params *p);
+    int (*bias_add)(struct kern_ctx *ctx, const struct kern_bias_add_params *p);
+    int (*moe_route)(struct kern_ctx *ctx, const struct kern_moe_route_params *p);
+    int (*moe)(struct kern_ctx *ctx, const struct kern_moe_params *p);
 
     /* Allocates bytes of backend memory into *ptr (the caller owns it; free with buf_free).
      * The buffer reads as zeros. bytes == 0 gives *ptr == NULL and 0. Returns KERN_ERR_NOMEM

@@ -28,6 +28,11 @@ int kern_ref_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
  * one with no y above -inf, else the final weights w (0 for every dropped token); tests read
  * them. A job with a given token leaves its row as it was. */
 int kern_ref_sample(struct kern_ctx *ctx, const struct kern_sample_params *p);
+int kern_ref_layernorm(struct kern_ctx *ctx, const struct kern_layernorm_params *p);
+int kern_ref_bias_add(struct kern_ctx *ctx, const struct kern_bias_add_params *p);
+int kern_ref_moe_route(struct kern_ctx *ctx, const struct kern_moe_route_params *p);
+/* Also KERN_ERR_NOMEM (nothing written) when its per-token scratch cannot be had. */
+int kern_ref_moe(struct kern_ctx *ctx, const struct kern_moe_params *p);
 
 /* The memory entries of host backends (kernels/ref/mem.c): malloc, memcpy and memset, the
  * contracts of struct kern_ops. Shared by the ref and cpu tables; they ignore ctx. */
@@ -44,6 +49,8 @@ void kern_ref_weights_release(struct kern_ctx *ctx, const void *dev);
 /* Argument checks shared with kernels/cpu: 0 or KERN_ERR_INVALID. */
 int kern_ref_matmul_check(const struct kern_matmul_params *p);
 int kern_ref_attention_check(const struct kern_attention_params *p);
+/* Also reads every experts[] entry (host memory) and the pointer arrays. */
+int kern_ref_moe_check(const struct kern_moe_params *p);
 
 /* The largest element count any tensor may have: its byte size must fit in size_t and in
  * int64_t with room for an 8-byte element. */
