@@ -161,6 +161,13 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     }
 
     const struct eng_model_config *c = &e->model->cfg;
+    if (c->arch == ENG_ARCH_PHIMOE && (!e->ops.layernorm || !e->ops.bias_add ||
+                                       !e->ops.moe_route || !e->ops.moe)) {
+        rc = ENG_ERR_BACKEND;
+        eng_engine_fail_msg(err, errlen, rc, "the %s backend cannot run Phi-3.5-MoE models "
+                            "(it lacks the MoE ops)", e->ops.name);
+        goto fail;
+    }
     int64_t bs = o->block_size > 0 ? o->block_size : 16;
     int32_t max_seqs = o->max_seqs > 0 ? o->max_seqs : 256;
     int32_t max_tokens = o->max_batched_tokens > 0 ? o->max_batched_tokens : 2048;

@@ -4,6 +4,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -61,39 +62,139 @@ void eng_rope_inv_freq(const struct eng_model_config *cfg, const float *factors,
     }
 }
 
-static int bind_phi3(struct eng_model *m, char *err, size_t errlen)
+/* Phi3ForCausalLM's layer i: RMSNorm gains, fused qkv and gate_up. */
+static int bind_phi3_layer(const struct eng_model *m, int64_t i, struct eng_phi3_layer *L,
+                           char *err, size_t errlen)
 {
     const struct eng_model_config *c = &m->cfg;
     const struct eng_st_set *st = m->weights;
-    int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, hd = c->head_dim;
+    int64_t H = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
     int64_t q_width = c->num_attention_heads * hd;
     int64_t qkv_width = q_width + 2 * c->num_key_value_heads * hd;
+    char name[160];
+#define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)i, suffix), name)
+    return bind1(st, NAME("input_layernorm.weight"), H, &L->input_norm, err, errlen) ||
+           bind2(st, NAME("self_attn.qkv_proj.weight"), qkv_width, H, &L->qkv, err, errlen) ||
+           bind2(st, NAME("self_attn.o_proj.weight"), H, q_width, &L->o, err, errlen) ||
+           bind1(st, NAME("post_attention_layernorm.weight"), H, &L->post_norm, err, errlen) ||
+           bind2(st, NAME("mlp.gate_up_proj.weight"), 2 * I, H, &L->gate_up, err, errlen) ||
+           bind2(st, NAME("mlp.down_proj.weight"), H, I, &L->down, err, errlen)
+               ? -1 : 0;
+}
 
-    if (bind2(st, "model.embed_tokens.weight", V, H, &m->embed, err, errlen) ||
-        bind1(st, "model.norm.weight", H, &m->final_norm, err, errlen))
+/* A LayerNorm's gain and bias ("<prefix>.weight", "<prefix>.bias"), which the layernorm op
+ * reads in one dtype. */
+static int bind_layernorm(const struct eng_st_set *st, const char *prefix, int64_t H,
+                          struct eng_weight *w, struct eng_weight *b, char *err, size_t errlen)
+{
+    char name[192];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    if (bind1(st, name, H, w, err, errlen))
+        return -1;
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    if (bind1(st, name, H, b, err, errlen))
+        return -1;
+    if (w->dtype != b->dtype) {
+        snprintf(err, errlen, "weights: '%s' has dtype %s but its weight %s", name,
+                 kern_dtype_name(b->dtype), kern_dtype_name(w->dtype));
+        return -1;
+    }
+    return 0;
+}
+
+/* PhimoeForCausalLM's layer i: LayerNorms, separate (biased) q/k/v/o, router and experts, all
+ * experts in one dtype (the moe op reads them so). */
+static int bind_phimoe_layer(const struct eng_model *m, int64_t i, struct eng_phi3_layer *L,
+                             char *err, size_t errlen)
+{
+    const struct eng_model_config *c = &m->cfg;
+    const struct eng_st_set *st = m->weights;
+    int64_t H = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
+    int64_t E = c->num_local_experts, q_width = c->num_attention_heads * hd;
+    int64_t kv_width = c->num_key_value_heads * hd;
+    char name[192];
+#define LNAME(suffix) (snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)i, suffix), name)
+    if (bind_layernorm(st, LNAME("input_layernorm"), H, &L->input_norm, &L->input_norm_b, err,
+                       errlen) ||
+        bind_layernorm(st, LNAME("post_attention_layernorm"), H, &L->post_norm, &L->post_norm_b,
+                       err, errlen) ||
+        bind2(st, LNAME("self_attn.q_proj.weight"), q_width, H, &L->q, err, errlen) ||
+        bind2(st, LNAME("self_attn.k_proj.weight"), kv_width, H, &L->k, err, errlen) ||
+        bind2(st, LNAME("self_attn.v_proj.weight"), kv_width, H, &L->v, err, errlen) ||
+        bind2(st, LNAME("self_attn.o_proj.weight"), H, q_width, &L->o, err, errlen) ||
+        bind2(st, LNAME("block_sparse_moe.gate.weight"), E, H, &L->router, err, errlen))
+        return -1;
+    if (c->attention_bias &&
+        (bind1(st, LNAME("self_attn.q_proj.bias"), q_width, &L->q_b, err, errlen) ||
+         bind1(st, LNAME("self_attn.k_proj.bias"), kv_width, &L->k_b, err, errlen) ||
+         bind1(st, LNAME("self_attn.v_proj.bias"), kv_width, &L->v_b, err, errlen) ||
+         bind1(st, LNAME("self_attn.o_proj.bias"), H, &L->o_b, err, errlen)))
+        return -1;
+#undef LNAME
+    static const char *const parts[3] = {"w1", "w3", "w2"}; /* gate, up, down */
+    for (int64_t e = 0; e < E; e++) {
+        for (int k = 0; k < 3; k++) {
+            struct eng_weight *w = &L->experts[k * E + e];
+            snprintf(name, sizeof name, "model.layers.%lld.block_sparse_moe.experts.%lld.%s.weight",
+                     (long long)i, (long long)e, parts[k]);
+            if (bind2(st, name, k == 2 ? H : I, k == 2 ? I : H, w, err, errlen))
+                return -1;
+            if (w->dtype != L->experts[0].dtype) {
+                snprintf(err, errlen, "weights: '%s' has dtype %s, other experts %s", name,
+                         kern_dtype_name(w->dtype), kern_dtype_name(L->experts[0].dtype));
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int bind_model(struct eng_model *m, char *err, size_t errlen)
+{
+    const struct eng_model_config *c = &m->cfg;
+    const struct eng_st_set *st = m->weights;
+    int64_t H = c->hidden_size, V = c->vocab_size, L = c->num_hidden_layers;
+    bool moe = c->arch == ENG_ARCH_PHIMOE;
+
+    if (bind2(st, "model.embed_tokens.weight", V, H, &m->embed, err, errlen))
+        return -1;
+    if (moe ? bind_layernorm(st, "model.norm", H, &m->final_norm, &m->final_norm_b, err, errlen)
+            : bind1(st, "model.norm.weight", H, &m->final_norm, err, errlen))
         return -1;
     if (c->tie_word_embeddings && !eng_st_find(st, "lm_head.weight"))
         m->lm_head = m->embed;
     else if (bind2(st, "lm_head.weight", V, H, &m->lm_head, err, errlen))
         return -1;
+    if (c->lm_head_bias && bind1(st, "lm_head.bias", V, &m->lm_head_b, err, errlen))
+        return -1;
 
-    m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
+    m->layers = calloc((size_t)L, sizeof *m->layers);
     if (!m->layers) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (int64_t i = 0; i < c->num_hidden_layers; i++) {
-        struct eng_phi3_layer *L = &m->layers[i];
-        char name[160];
-#define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)i, suffix), name)
-        if (bind1(st, NAME("input_layernorm.weight"), H, &L->input_norm, err, errlen) ||
-            bind2(st, NAME("self_attn.qkv_proj.weight"), qkv_width, H, &L->qkv, err, errlen) ||
-            bind2(st, NAME("self_attn.o_proj.weight"), H, q_width, &L->o, err, errlen) ||
-            bind1(st, NAME("post_attention_layernorm.weight"), H, &L->post_norm, err, errlen) ||
-            bind2(st, NAME("mlp.gate_up_proj.weight"), 2 * I, H, &L->gate_up, err, errlen) ||
-            bind2(st, NAME("mlp.down_proj.weight"), H, I, &L->down, err, errlen))
+    int64_t per_layer = moe ? 3 * c->num_local_experts : 0;
+    if (moe) { /* L <= 1024 and E <= 256 (config limits): no overflow */
+        m->experts = calloc((size_t)(L * per_layer), sizeof *m->experts);
+        m->expert_ptrs_host = calloc((size_t)(L * per_layer), sizeof *m->expert_ptrs_host);
+        if (!m->experts || !m->expert_ptrs_host) {
+            snprintf(err, errlen, "out of memory");
             return -1;
-#undef NAME
+        }
+    }
+    for (int64_t i = 0; i < L; i++) {
+        struct eng_phi3_layer *ly = &m->layers[i];
+        if (!moe) {
+            if (bind_phi3_layer(m, i, ly, err, errlen))
+                return -1;
+            continue;
+        }
+        ly->experts = m->experts + i * per_layer;
+        if (bind_phimoe_layer(m, i, ly, err, errlen))
+            return -1;
+        for (int64_t j = 0; j < per_layer; j++)
+            m->expert_ptrs_host[i * per_layer + j] = ly->experts[j].data;
+        ly->expert_ptrs = m->expert_ptrs_host + i * per_layer;
     }
     return 0;
 }
@@ -108,7 +209,7 @@ int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t er
     }
     if (eng_model_config_load(dir, &m->cfg, err, errlen) ||
         eng_st_open_dir(dir, &m->weights, err, errlen) ||
-        bind_phi3(m, err, errlen))
+        bind_model(m, err, errlen))
         goto fail;
 
     const struct eng_model_config *c = &m->cfg;
@@ -139,40 +240,89 @@ fail:
     return -1;
 }
 
-/* Every weight of the model, in a fixed order (embed, final norm, lm_head, then per layer);
- * n must hold 3 + 6 * layers. */
-static int64_t list_weights(struct eng_model *m, struct eng_weight **w)
+/* Calls fn on every weight tensor that the architecture has (data != NULL), in a fixed order:
+ * embed, lm_head, final norm, then per layer, then the experts in eng_model.experts order;
+ * stops at the first nonzero return and gives it back. */
+typedef int (*weight_fn)(struct eng_model *m, struct eng_weight *w, void *arg);
+
+static int each_weight(struct eng_model *m, weight_fn fn, void *arg)
 {
-    int64_t n = 0;
-    w[n++] = &m->embed;
-    w[n++] = &m->final_norm;
-    w[n++] = &m->lm_head;
+    struct eng_weight *top[] = {&m->embed, &m->lm_head, &m->lm_head_b, &m->final_norm,
+                                &m->final_norm_b};
+    for (size_t j = 0; j < sizeof top / sizeof top[0]; j++)
+        if (top[j]->data && fn(m, top[j], arg))
+            return -1;
     for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++) {
         struct eng_phi3_layer *L = &m->layers[i];
-        w[n++] = &L->input_norm;
-        w[n++] = &L->qkv;
-        w[n++] = &L->o;
-        w[n++] = &L->post_norm;
-        w[n++] = &L->gate_up;
-        w[n++] = &L->down;
+        struct eng_weight *lw[] = {&L->input_norm, &L->input_norm_b, &L->qkv, &L->q, &L->k,
+                                   &L->v, &L->q_b, &L->k_b, &L->v_b, &L->o_b, &L->o,
+                                   &L->post_norm, &L->post_norm_b, &L->gate_up, &L->down,
+                                   &L->router};
+        for (size_t j = 0; j < sizeof lw / sizeof lw[0]; j++)
+            if (lw[j]->data && fn(m, lw[j], arg))
+                return -1;
     }
-    return n;
+    int64_t n_experts = m->cfg.num_hidden_layers * 3 * m->cfg.num_local_experts;
+    for (int64_t j = 0; m->experts && j < n_experts; j++)
+        if (fn(m, &m->experts[j], arg))
+            return -1;
+    return 0;
+}
+
+/* The tied lm_head is the embedding itself: counted and imported once. */
+static bool is_tied_head(const struct eng_model *m, const struct eng_weight *w)
+{
+    return w == &m->lm_head && m->lm_head.data == m->embed.data;
+}
+
+static int add_bytes(struct eng_model *m, struct eng_weight *w, void *arg)
+{
+    if (!is_tied_head(m, w))
+        *(size_t *)arg += w->n_bytes;
+    return 0;
 }
 
 size_t eng_model_weight_bytes(const struct eng_model *model)
 {
-    /* A loaded model's tensors lie in its mappings, so their sum fits in size_t; the tied
-     * lm_head is the embedding itself and counts once. */
-    const struct eng_model *m = model;
-    size_t total = m->embed.n_bytes + m->final_norm.n_bytes;
-    if (m->lm_head.data != m->embed.data)
-        total += m->lm_head.n_bytes;
-    for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++) {
-        const struct eng_phi3_layer *L = &m->layers[i];
-        total += L->input_norm.n_bytes + L->qkv.n_bytes + L->o.n_bytes + L->post_norm.n_bytes +
-                 L->gate_up.n_bytes + L->down.n_bytes;
-    }
+    /* A loaded model's tensors lie in its mappings, so their sum fits in size_t. each_weight
+     * only reads through m here. */
+    size_t total = 0;
+    each_weight((struct eng_model *)model, add_bytes, &total);
     return total;
+}
+
+static int count_weight(struct eng_model *m, struct eng_weight *w, void *arg)
+{
+    (void)m;
+    (void)w;
+    ++*(int64_t *)arg;
+    return 0;
+}
+
+struct import_state {
+    char *err;
+    size_t errlen;
+};
+
+/* Imports one tensor into the model's backend and points it at the copy. The embedding comes
+ * before lm_head, so a tied head finds the embedding's copy already in place. */
+static int import_weight(struct eng_model *m, struct eng_weight *w, void *arg)
+{
+    struct import_state *is = arg;
+    if (w == &m->lm_head && m->lm_head.data == m->embed_host) {
+        w->data = m->embed.data;
+        return 0;
+    }
+    const void *dev = NULL;
+    int rc = m->ops->weights_import(m->ctx, w->data, w->n_bytes, &dev);
+    if (rc != 0) {
+        snprintf(is->err, is->errlen, "model: importing %zu bytes of weights into the %s backend "
+                 "failed (%d)", w->n_bytes, m->ops->name, rc);
+        return -1;
+    }
+    m->imports[m->n_imports++] = dev;
+    w->data = dev;
+    return 0;
 }
 
 int eng_model_upload(struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
@@ -182,36 +332,19 @@ int eng_model_upload(struct eng_model *m, const struct kern_ops *ops, struct ker
         snprintf(err, errlen, "model: weights were already imported");
         return -1;
     }
-    int64_t n_w = 3 + 6 * m->cfg.num_hidden_layers;
-    struct eng_weight **w = malloc((size_t)n_w * sizeof *w);
+    int64_t n_w = 0;
+    each_weight(m, count_weight, &n_w);
     m->imports = calloc((size_t)n_w + 1, sizeof *m->imports);
-    if (!w || !m->imports) {
-        free(w);
+    if (!m->imports) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     m->ops = ops;
     m->ctx = ctx;
-    n_w = list_weights(m, w);
-    const void *embed_host = m->embed.data;
-    for (int64_t i = 0; i < n_w; i++) {
-        /* The tied lm_head (index 2) is the embedding: share its copy, import it once. */
-        if (i == 2 && w[i]->data == embed_host) {
-            w[i]->data = m->embed.data;
-            continue;
-        }
-        const void *dev = NULL;
-        int rc = ops->weights_import(ctx, w[i]->data, w[i]->n_bytes, &dev);
-        if (rc != 0) {
-            snprintf(err, errlen, "model: importing %zu bytes of weights into the %s backend "
-                     "failed (%d)", w[i]->n_bytes, ops->name, rc);
-            free(w);
-            return -1;
-        }
-        m->imports[m->n_imports++] = dev;
-        w[i]->data = dev;
-    }
-    free(w);
+    m->embed_host = m->embed.data;
+    struct import_state is = {err, errlen};
+    if (each_weight(m, import_weight, &is))
+        return -1;
     const void *dev = NULL;
     size_t freq_bytes = (size_t)m->n_rope_variants * (size_t)(m->cfg.rotary_dim / 2) * sizeof(float);
     if (ops->weights_import(ctx, m->inv_freq, freq_bytes, &dev) != 0) {
@@ -221,6 +354,22 @@ int eng_model_upload(struct eng_model *m, const struct kern_ops *ops, struct ker
     }
     m->imports[m->n_imports++] = dev;
     m->rope_inv_freq = dev;
+    if (!m->experts)
+        return 0;
+    /* The moe op reads the experts' addresses from backend memory: one array for all layers,
+     * the imported addresses in the order of expert_ptrs_host. */
+    int64_t per_layer = 3 * m->cfg.num_local_experts, n = m->cfg.num_hidden_layers * per_layer;
+    for (int64_t j = 0; j < n; j++)
+        m->expert_ptrs_host[j] = m->experts[j].data;
+    size_t bytes = (size_t)n * sizeof *m->expert_ptrs_host;
+    if (ops->buf_alloc(ctx, bytes, &m->expert_ptrs_dev) != 0 ||
+        ops->buf_upload(ctx, m->expert_ptrs_dev, m->expert_ptrs_host, bytes) != 0) {
+        snprintf(err, errlen, "model: uploading the experts' addresses into the %s backend "
+                 "failed", ops->name);
+        return -1;
+    }
+    for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++)
+        m->layers[i].expert_ptrs = (const void *const *)m->expert_ptrs_dev + i * per_layer;
     return 0;
 }
 
@@ -228,10 +377,14 @@ void eng_model_destroy(struct eng_model *model)
 {
     if (!model)
         return;
+    if (model->ops && model->expert_ptrs_dev)
+        model->ops->buf_free(model->ctx, model->expert_ptrs_dev);
     for (int64_t i = 0; i < model->n_imports; i++)
         model->ops->weights_release(model->ctx, model->imports[i]);
     free(model->imports);
     free(model->layers);
+    free(model->experts);
+    free(model->expert_ptrs_host);
     eng_st_close(model->weights);
     free(model);
 }

@@ -25,13 +25,28 @@ struct eng_weight {
     size_t n_bytes;
 };
 
+/* One decoder layer. Dense Phi-3 fills the fused qkv and gate_up; Phi-3.5-MoE (phimoe) fills
+ * the separate q/k/v projections, the norms' and projections' biases, the router and the
+ * experts. A weight that the architecture does not have has data == NULL. */
 struct eng_phi3_layer {
-    struct eng_weight input_norm;  /* [H] */
+    struct eng_weight input_norm;  /* [H] gain */
+    struct eng_weight input_norm_b; /* [H] LayerNorm bias (phimoe) */
     struct eng_weight qkv;         /* [(nh + 2 nkv) hd, H] rows: Q heads, K heads, V heads */
+    struct eng_weight q, k, v;     /* phimoe: [nh hd, H], [nkv hd, H], [nkv hd, H] */
+    struct eng_weight q_b, k_b, v_b, o_b; /* phimoe with attention_bias: [nh hd], [nkv hd] x 2, [H] */
     struct eng_weight o;           /* [H, nh hd] */
     struct eng_weight post_norm;   /* [H] */
+    struct eng_weight post_norm_b; /* [H] LayerNorm bias (phimoe) */
     struct eng_weight gate_up;     /* [2 I, H] rows: gate, then up */
     struct eng_weight down;        /* [H, I] */
+    struct eng_weight router;      /* phimoe: [E, H] block_sparse_moe.gate */
+    /* phimoe: [3 E] (into eng_model.experts): expert e's w1 (gate, [I, H]) at e, its w3 (up,
+     * [I, H]) at E + e, its w2 (down, [H, I]) at 2 E + e; NULL for phi3. */
+    struct eng_weight *experts;
+    /* phimoe: [3 E] addresses of those tensors in the ops' memory, in the same order: the moe
+     * op's w_gate, w_up and w_down arrays (host memory after load, the backend's after
+     * eng_model_upload). NULL for phi3. */
+    const void *const *expert_ptrs;
 };
 
 struct eng_model {
@@ -39,8 +54,13 @@ struct eng_model {
     struct eng_st_set *weights;    /* owns the mappings every eng_weight points into */
     struct eng_weight embed;       /* [V, H] */
     struct eng_weight final_norm;  /* [H] */
+    struct eng_weight final_norm_b; /* [H] LayerNorm bias (phimoe) */
     struct eng_weight lm_head;     /* [V, H]; the embedding when tied */
+    struct eng_weight lm_head_b;   /* [V] (phimoe with lm_head_bias) */
     struct eng_phi3_layer *layers; /* [num_hidden_layers] */
+    struct eng_weight *experts;    /* phimoe: [num_hidden_layers * 3 E], owned */
+    const void **expert_ptrs_host; /* phimoe: [num_hidden_layers * 3 E] the mapping's addresses */
+    void *expert_ptrs_dev;         /* after eng_model_upload: their backend copy (buf_alloc) */
     /* [n_rope_variants, rotary_dim / 2]: inv_freq[v * rotary_dim/2 + j] =
      * 1 / (factor_v[j] * theta^(2j / rotary_dim)), in fp32 as transformers computes it */
     float inv_freq[2 * ENG_MAX_ROPE_FACTORS];
@@ -54,6 +74,7 @@ struct eng_model {
     const struct kern_ops *ops;
     struct kern_ctx *ctx;
     const void **imports;          /* [n_imports] */
+    const void *embed_host;        /* the embedding's address in the mapping (tied lm_head) */
     int64_t n_imports;
 };
 

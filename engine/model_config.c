@@ -24,6 +24,7 @@
 #define CFG_JSON_INT_MAX 9007199254740992.0 /* 2^53: above it a float literal is not exact */
 #define CFG_MAX_ROPE_FACTOR 1e6              /* far above any real factor, well inside float */
 #define CFG_MAX_MSCALE 1e3
+#define CFG_MAX_EXPERTS 256
 
 static bool is(const struct eng_json *v, enum eng_json_type type)
 {
@@ -393,20 +394,45 @@ static int parse_rope(const struct field_ctx *top, const struct eng_json *root,
     return 0;
 }
 
-/* architectures ["Phi3ForCausalLM"] and/or model_type "phi3"; at least one must be present. */
+/* The architectures served: model_type and the architectures class names that name each. */
+static const struct {
+    enum eng_arch arch;
+    const char *model_type;
+    const char *classes[2];
+} arch_names[] = {
+    {ENG_ARCH_PHI3, "phi3", {"Phi3ForCausalLM", NULL}},
+    /* transformers' class, and the class of the original remote-code release */
+    {ENG_ARCH_PHIMOE, "phimoe", {"PhimoeForCausalLM", "PhiMoEForCausalLM"}},
+};
+#define N_ARCHES (sizeof arch_names / sizeof arch_names[0])
+
+/* The arch_names index whose model_type (by_class false) or class (true) is name; -1: none. */
+static int arch_lookup(const char *name, bool by_class)
+{
+    for (size_t i = 0; i < N_ARCHES; i++) {
+        if (!by_class && strcmp(arch_names[i].model_type, name) == 0)
+            return (int)i;
+        for (size_t j = 0; by_class && j < 2; j++)
+            if (arch_names[i].classes[j] && strcmp(arch_names[i].classes[j], name) == 0)
+                return (int)i;
+    }
+    return -1;
+}
+
+/* model_type and/or architectures; at least one must be present, and they must agree. */
 static int check_arch(const struct field_ctx *fc, const struct eng_json *root,
                       struct eng_model_config *c)
 {
     const char *mt;
     if (read_str(fc, root, "model_type", &mt) != 0)
         return -1;
-    if (mt != NULL && strcmp(mt, "phi3") != 0) {
-        eng_set_err(fc->err, fc->errlen, "%s: model_type '%.64s' is not supported (only 'phi3')",
-                    fc->file, mt);
+    int found = -1;
+    if (mt != NULL && (found = arch_lookup(mt, false)) < 0) {
+        eng_set_err(fc->err, fc->errlen, "%s: model_type '%.64s' is not supported (only 'phi3' "
+                    "and 'phimoe')", fc->file, mt);
         return -1;
     }
     const struct eng_json *ar = eng_json_get(root, "architectures");
-    bool have_arch = false;
     if (ar != NULL && ar->type != ENG_JSON_NULL) {
         if (!is(ar, ENG_JSON_ARRAY) || ar->len == 0) {
             eng_set_err(fc->err, fc->errlen, "%s: field 'architectures' must be a non-empty list of "
@@ -419,24 +445,33 @@ static int check_arch(const struct field_ctx *fc, const struct eng_json *root,
                             "found %s", fc->file, json_type_name(e));
                 return -1;
             }
-            if (strcmp(e->u.str, "Phi3ForCausalLM") != 0) {
-                eng_set_err(fc->err, fc->errlen, "%s: architectures entry '%.64s' is not supported (only "
-                            "'Phi3ForCausalLM')", fc->file, e->u.str);
+            int a = arch_lookup(e->u.str, true);
+            if (a < 0) {
+                eng_set_err(fc->err, fc->errlen, "%s: architectures entry '%.64s' is not supported "
+                            "(only 'Phi3ForCausalLM' and 'PhimoeForCausalLM')", fc->file, e->u.str);
                 return -1;
             }
+            if (found >= 0 && a != found) {
+                eng_set_err(fc->err, fc->errlen, "%s: architectures entry '%.64s' does not match "
+                            "model_type '%s'", fc->file, e->u.str, arch_names[found].model_type);
+                return -1;
+            }
+            found = a;
         }
-        have_arch = true;
     }
-    if (mt == NULL && !have_arch) {
+    if (found < 0) {
         eng_set_err(fc->err, fc->errlen, "%s: neither 'architectures' nor 'model_type' is given", fc->file);
         return -1;
     }
-    c->arch = ENG_ARCH_PHI3;
+    c->arch = arch_names[found].arch;
     return 0;
 }
 
-/* Features of the wider Phi-3 family that the dense phi3 forward pass does not implement. */
-static int check_unsupported(const struct field_ctx *fc, const struct eng_json *root)
+/* Features of the wider Phi-3 family that the forward pass does not implement, and the MoE
+ * fields (read for phimoe only: phi3 refuses biases, phimoe takes attention and lm_head
+ * biases). */
+static int check_features(const struct field_ctx *fc, const struct eng_json *root,
+                          struct eng_model_config *c)
 {
     const char *act;
     if (read_str(fc, root, "hidden_act", &act) != 0)
@@ -446,16 +481,42 @@ static int check_unsupported(const struct field_ctx *fc, const struct eng_json *
                     fc->file, act);
         return -1;
     }
-    static const char *const biases[] = {"attention_bias", "mlp_bias", "lm_head_bias"};
+    bool moe = c->arch == ENG_ARCH_PHIMOE;
+    static const char *const biases[] = {"attention_bias", "lm_head_bias", "mlp_bias"};
+    int *flags[] = {&c->attention_bias, &c->lm_head_bias, NULL};
     for (size_t i = 0; i < sizeof(biases) / sizeof(biases[0]); i++) {
         bool b = false, given;
         if (read_bool(fc, root, biases[i], &b, &given) != 0)
             return -1;
-        if (b) {
-            eng_set_err(fc->err, fc->errlen, "%s: field '%s' = true is not supported by the phi3 model",
-                        fc->file, biases[i]);
+        if (b && !(moe && flags[i])) {
+            eng_set_err(fc->err, fc->errlen, "%s: field '%s' = true is not supported by the %s model",
+                        fc->file, biases[i], moe ? "phimoe" : "phi3");
             return -1;
         }
+        if (flags[i])
+            *flags[i] = b;
+    }
+    if (!moe)
+        return 0;
+    bool given;
+    c->num_local_experts = 16; /* PhimoeConfig's defaults */
+    c->num_experts_per_tok = 2;
+    c->router_jitter_noise = 0.01;
+    if (read_int(fc, root, "num_local_experts", false, 2, CFG_MAX_EXPERTS, &c->num_local_experts,
+                 &given) != 0 ||
+        read_int(fc, root, "num_experts_per_tok", false, 1, CFG_MAX_EXPERTS,
+                 &c->num_experts_per_tok, &given) != 0 ||
+        read_num(fc, root, "router_jitter_noise", -1.0, 1.0, &c->router_jitter_noise, &given) != 0)
+        return -1;
+    if (c->router_jitter_noise < 0.0) {
+        eng_set_err(fc->err, fc->errlen, "%s: field 'router_jitter_noise' = %g is negative",
+                    fc->file, c->router_jitter_noise);
+        return -1;
+    }
+    if (c->num_experts_per_tok != 2) {
+        eng_set_err(fc->err, fc->errlen, "%s: num_experts_per_tok %lld is not supported (the "
+                    "phimoe router picks exactly 2)", fc->file, (long long)c->num_experts_per_tok);
+        return -1;
     }
     return 0;
 }
@@ -466,7 +527,7 @@ static int parse_config(const struct eng_json *root, struct eng_model_config *c,
     const struct field_ctx fc = {"config.json", "", err, errlen};
     bool given;
     memset(c, 0, sizeof(*c));
-    if (check_arch(&fc, root, c) != 0 || check_unsupported(&fc, root) != 0)
+    if (check_arch(&fc, root, c) != 0 || check_features(&fc, root, c) != 0)
         return -1;
     if (read_int(&fc, root, "hidden_size", true, 1, CFG_MAX_HIDDEN, &c->hidden_size, &given) != 0 ||
         read_int(&fc, root, "intermediate_size", true, 1, CFG_MAX_INTERMEDIATE,

@@ -11,6 +11,7 @@
 
 enum eng_arch {
     ENG_ARCH_PHI3 = 0,             /* Phi3ForCausalLM, model_type "phi3" */
+    ENG_ARCH_PHIMOE = 1,           /* PhimoeForCausalLM (Phi-3.5-MoE), model_type "phimoe" */
 };
 
 enum eng_rope_type {
@@ -43,6 +44,12 @@ struct eng_model_config {
      * for the long one. From rope_scaling.short_mscale/long_mscale or attention_factor when
      * given, else sqrt(1 + ln(s)/ln(orig)) with s = max/orig (1.0 when s <= 1). */
     double short_mscale, long_mscale;
+    /* Phi-3.5-MoE (ENG_ARCH_PHIMOE); zero for phi3. intermediate_size is then per expert. */
+    int64_t num_local_experts;     /* experts per layer, default 16 */
+    int64_t num_experts_per_tok;   /* 2: the sparsemixer router is top-2 only */
+    double router_jitter_noise;    /* the router's mask band, default 0.01 */
+    int attention_bias;            /* q/k/v/o projections have biases (phimoe only) */
+    int lm_head_bias;              /* lm_head has a bias (phimoe only) */
     int32_t bos_token_id;          /* -1 when absent */
     int32_t pad_token_id;          /* -1 when absent */
     /* eos ids: union of config.json and generation_config.json eos_token_id (int or list) */

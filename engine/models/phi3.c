@@ -1,7 +1,9 @@
-/* Phi3ForCausalLM, the dense Phi-3 / Phi-3.5 decoder, written as the math of
- * reference/phi3-models.md §3: embed; per layer RMSNorm -> fused QKV -> RoPE -> paged attention
- * -> o_proj + residual -> RMSNorm -> fused gate/up -> SiLU-gate -> down + residual; final norm;
- * LM head on the requested rows. Every step is one op-table call for the whole batch. */
+/* The Phi-3 family's decoders over a flat batch, written as the math of
+ * reference/phi3-models.md: Phi3ForCausalLM (§3: embed; per layer RMSNorm -> fused QKV -> RoPE
+ * -> paged attention -> o_proj + residual -> RMSNorm -> fused gate/up -> SiLU-gate -> down +
+ * residual; final norm; LM head on the requested rows) and PhimoeForCausalLM (§4: LayerNorms
+ * with bias, separate biased q/k/v/o, and a sparsemixer-routed mixture of experts for the MLP;
+ * biased LM head). Every step is one op-table call for the whole batch. */
 #include "phi3.h"
 
 #include <math.h>
@@ -63,6 +65,7 @@ static int f32_bytes(int64_t rows, int64_t cols, size_t *out)
  * rows (last, logits). */
 struct ws_sizes {
     size_t x, qkv, attn, gu, act, last, logits;
+    size_t router, route_experts, route_weights, moe_work; /* phimoe only, else 0 */
 };
 
 static int ws_sizes(const struct eng_model_config *c, int64_t T, int64_t R, struct ws_sizes *z)
@@ -73,6 +76,16 @@ static int ws_sizes(const struct eng_model_config *c, int64_t T, int64_t R, stru
     if (f32_bytes(T, H, &z->x) || f32_bytes(T, (nh + 2 * nkv) * hd, &z->qkv) ||
         f32_bytes(T, nh * hd, &z->attn) || f32_bytes(T, 2 * I, &z->gu) ||
         f32_bytes(T, I, &z->act) || f32_bytes(R, H, &z->last) || f32_bytes(R, V, &z->logits))
+        return KERN_ERR_INVALID;
+    z->router = z->route_experts = z->route_weights = z->moe_work = 0;
+    if (c->arch != ENG_ARCH_PHIMOE)
+        return 0;
+    /* The experts replace the dense MLP's buffers; route_experts holds int32, 4 bytes too. */
+    int64_t E = c->num_local_experts, K = c->num_experts_per_tok;
+    z->gu = z->act = 0;
+    z->moe_work = kern_moe_work_bytes(T, K, H, I, E);
+    if (f32_bytes(T, E, &z->router) || f32_bytes(T, K, &z->route_experts) ||
+        f32_bytes(T, K, &z->route_weights) || (T > 0 && z->moe_work == 0))
         return KERN_ERR_INVALID;
     return 0;
 }
@@ -85,7 +98,9 @@ size_t eng_phi3_ws_bytes(const struct eng_model_config *cfg, int64_t n_tokens,
     size_t desc = desc_layout(n_tokens, n_seqs, table_entries, n_logit_rows, off);
     if (desc == 0 || ws_sizes(cfg, n_tokens, n_logit_rows, &z) != 0)
         return 0;
-    size_t parts[] = {z.x, z.x, z.qkv, z.attn, z.gu, z.act, z.last, z.logits, desc};
+    size_t parts[] = {z.x,      z.x,           z.qkv,           z.attn,     z.gu,
+                      z.act,    z.last,        z.logits,        desc,       z.router,
+                      z.route_experts, z.route_weights, z.moe_work};
     size_t total = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         if (parts[i] > SIZE_MAX - total)
@@ -133,6 +148,10 @@ int eng_phi3_ws_reserve(struct eng_phi3_ws *ws, const struct eng_model_config *c
         REGROW(attn, z.attn);
         REGROW(gu, z.gu);
         REGROW(act, z.act);
+        REGROW(router, z.router);
+        REGROW(route_experts, z.route_experts);
+        REGROW(route_weights, z.route_weights);
+        REGROW(moe_work, z.moe_work);
         ws->cap_tokens = n_tokens;
     }
     if (n_logit_rows > ws->cap_logit_rows) {
@@ -239,7 +258,8 @@ void eng_phi3_ws_free(struct eng_phi3_ws *ws)
         void *bufs[] = {ws->x,      ws->h,           ws->qkv,         ws->attn,
                         ws->gu,     ws->act,         ws->last,        ws->logits,
                         ws->desc,   ws->sample_work, ws->sample_jobs, ws->sample_out,
-                        ws->sample_mods, ws->sample_logprob, ws->sample_top};
+                        ws->sample_mods, ws->sample_logprob, ws->sample_top, ws->router,
+                        ws->route_experts, ws->route_weights, ws->moe_work};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             ws->ops.buf_free(ws->ctx, bufs[i]);
     }
@@ -362,9 +382,18 @@ static int upload_padded(const struct eng_model *m, const struct kern_ops *ops,
 }
 
 
-static int rmsnorm(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x,
-                   struct eng_weight w, float *out, int64_t rows, int64_t dim, double eps)
+/* The family's norm: LayerNorm when the model has a bias for it (phimoe), else RMSNorm. */
+static int norm(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x,
+                struct eng_weight w, struct eng_weight b, float *out, int64_t rows, int64_t dim,
+                double eps)
 {
+    if (b.data) {
+        struct kern_layernorm_params p = {
+            .x = x, .w = w.data, .b = b.data, .w_dtype = w.dtype, .out = out,
+            .n_rows = rows, .dim = dim, .eps = (float)eps,
+        };
+        return ops->layernorm(ctx, &p);
+    }
     struct kern_rmsnorm_params p = {
         .x = x, .w = w.data, .w_dtype = w.dtype, .out = out,
         .n_rows = rows, .dim = dim, .eps = (float)eps,
@@ -372,15 +401,29 @@ static int rmsnorm(const struct kern_ops *ops, struct kern_ctx *ctx, const float
     return ops->rmsnorm(ctx, &p);
 }
 
+/* y[m, n] (+)= x[m, k] @ W^T, rows of y ldy apart, then + bias when the layer has one. */
+static int linear_ld(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x,
+                     struct eng_weight w, struct eng_weight bias, float *y, int64_t m, int64_t n,
+                     int64_t k, int64_t ldy, int accumulate)
+{
+    struct kern_matmul_params p = {
+        .x = x, .w = w.data, .w_dtype = w.dtype, .y = y,
+        .m = m, .n = n, .k = k, .ldx = k, .ldy = ldy, .accumulate = accumulate,
+    };
+    TRY(ops->matmul(ctx, &p));
+    if (!bias.data)
+        return 0;
+    struct kern_bias_add_params b = {
+        .y = y, .b = bias.data, .b_dtype = bias.dtype, .n_rows = m, .dim = n, .ldy = ldy,
+    };
+    return ops->bias_add(ctx, &b);
+}
+
 /* y[m, n] (+)= x[m, k] @ W^T */
 static int linear(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x,
                   struct eng_weight w, float *y, int64_t m, int64_t n, int64_t k, int accumulate)
 {
-    struct kern_matmul_params p = {
-        .x = x, .w = w.data, .w_dtype = w.dtype, .y = y,
-        .m = m, .n = n, .k = k, .ldx = k, .ldy = n, .accumulate = accumulate,
-    };
-    return ops->matmul(ctx, &p);
+    return linear_ld(ops, ctx, x, w, (struct eng_weight){0}, y, m, n, k, n, accumulate);
 }
 
 /* Attention block: x += o_proj(attention(rope(qkv_proj(norm(x))))) for one layer. */
@@ -397,8 +440,14 @@ static int attention_block(const struct eng_model *m, const struct kern_ops *ops
     float *k = ws->qkv + nh * hd;           /* [T, nkv, hd] */
     float *v = ws->qkv + (nh + nkv) * hd;   /* [T, nkv, hd] */
 
-    TRY(rmsnorm(ops, ctx, ws->x, L->input_norm, ws->h, T, H, c->rms_norm_eps));
-    TRY(linear(ops, ctx, ws->h, L->qkv, ws->qkv, T, qkv_width, H, 0));
+    TRY(norm(ops, ctx, ws->x, L->input_norm, L->input_norm_b, ws->h, T, H, c->rms_norm_eps));
+    if (L->qkv.data) {
+        TRY(linear(ops, ctx, ws->h, L->qkv, ws->qkv, T, qkv_width, H, 0));
+    } else { /* separate projections (phimoe) into the same [T, q | k | v] rows */
+        TRY(linear_ld(ops, ctx, ws->h, L->q, L->q_b, q, T, nh * hd, H, qkv_width, 0));
+        TRY(linear_ld(ops, ctx, ws->h, L->k, L->k_b, k, T, nkv * hd, H, qkv_width, 0));
+        TRY(linear_ld(ops, ctx, ws->h, L->v, L->v_b, v, T, nkv * hd, H, qkv_width, 0));
+    }
 
     struct kern_rope_params rope = {
         .x = q, .positions = d->pos, .variant = d->variant,
@@ -430,8 +479,8 @@ static int attention_block(const struct eng_model *m, const struct kern_ops *ops
     };
     TRY(ops->attention(ctx, &a));
 
-    /* Residual add fused into the projection: x += attn @ Wo^T. */
-    return linear(ops, ctx, ws->attn, L->o, ws->x, T, H, nh * hd, 1);
+    /* Residual add fused into the projection: x += attn @ Wo^T (+ its bias). */
+    return linear_ld(ops, ctx, ws->attn, L->o, L->o_b, ws->x, T, H, nh * hd, H, 1);
 }
 
 /* MLP block: x += down(silu(gate) * up), [gate | up] = gate_up_proj(norm(x)). */
@@ -442,11 +491,36 @@ static int mlp_block(const struct eng_model *m, const struct kern_ops *ops, stru
     const struct eng_phi3_layer *L = &m->layers[layer];
     int64_t H = c->hidden_size, I = c->intermediate_size;
 
-    TRY(rmsnorm(ops, ctx, ws->x, L->post_norm, ws->h, T, H, c->rms_norm_eps));
+    TRY(norm(ops, ctx, ws->x, L->post_norm, L->post_norm_b, ws->h, T, H, c->rms_norm_eps));
     TRY(linear(ops, ctx, ws->h, L->gate_up, ws->gu, T, 2 * I, H, 0));
     struct kern_silu_mul_params s = {.gu = ws->gu, .out = ws->act, .n_tokens = T, .inter = I};
     TRY(ops->silu_mul(ctx, &s));
     return linear(ops, ctx, ws->act, L->down, ws->x, T, H, I, 1);
+}
+
+/* Mixture-of-experts block (phimoe): x += sum over the two routed experts of weight * expert(h),
+ * h = norm(x); the router's logits h @ gate^T pick the experts (sparsemixer). */
+static int moe_block(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
+                     int64_t layer, int64_t T, struct eng_phi3_ws *ws)
+{
+    const struct eng_model_config *c = &m->cfg;
+    const struct eng_phi3_layer *L = &m->layers[layer];
+    int64_t H = c->hidden_size, E = c->num_local_experts, K = c->num_experts_per_tok;
+
+    TRY(norm(ops, ctx, ws->x, L->post_norm, L->post_norm_b, ws->h, T, H, c->rms_norm_eps));
+    TRY(linear(ops, ctx, ws->h, L->router, ws->router, T, E, H, 0));
+    struct kern_moe_route_params r = {
+        .logits = ws->router, .experts = ws->route_experts, .weights = ws->route_weights,
+        .n_tokens = T, .n_experts = E, .ldx = E, .jitter_eps = (float)c->router_jitter_noise,
+    };
+    TRY(ops->moe_route(ctx, &r));
+    struct kern_moe_params p = {
+        .x = ws->h, .experts = ws->route_experts, .weights = ws->route_weights,
+        .w_gate = L->expert_ptrs, .w_up = L->expert_ptrs + E, .w_down = L->expert_ptrs + 2 * E,
+        .w_dtype = L->experts[0].dtype, .y = ws->x, .work = ws->moe_work,
+        .n_tokens = T, .hidden = H, .inter = c->intermediate_size, .n_experts = E, .top_k = K,
+    };
+    return ops->moe(ctx, &p);
 }
 
 /* The model over an uploaded batch: embed, the layers, and the logits of its rows into
@@ -464,7 +538,10 @@ static int run_model(const struct eng_model *m, const struct kern_ops *ops, stru
 
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         TRY(attention_block(m, ops, ctx, kv, l, d, ws));
-        TRY(mlp_block(m, ops, ctx, l, T, ws));
+        if (m->layers[l].experts)
+            TRY(moe_block(m, ops, ctx, l, T, ws));
+        else
+            TRY(mlp_block(m, ops, ctx, l, T, ws));
     }
 
     if (R == 0)
@@ -474,8 +551,8 @@ static int run_model(const struct eng_model *m, const struct kern_ops *ops, stru
         .n_in = T, .n_out = R, .dim = H,
     };
     TRY(ops->gather_rows(ctx, &g));
-    TRY(rmsnorm(ops, ctx, ws->last, m->final_norm, ws->last, R, H, c->rms_norm_eps));
-    return linear(ops, ctx, ws->last, m->lm_head, ws->logits, R, V, H, 0);
+    TRY(norm(ops, ctx, ws->last, m->final_norm, m->final_norm_b, ws->last, R, H, c->rms_norm_eps));
+    return linear_ld(ops, ctx, ws->last, m->lm_head, m->lm_head_b, ws->logits, R, V, H, V, 0);
 }
 
 /* ---- graphs of decode steps ---- */
@@ -665,6 +742,9 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
      * the cache have to be this context's. */
     if (!ops->host_memory && (m->ops == NULL || m->ctx != ctx || kv->ops == NULL || kv->ctx != ctx))
         return KERN_ERR_INVALID;
+    if (c->arch == ENG_ARCH_PHIMOE &&
+        (!ops->layernorm || !ops->bias_add || !ops->moe_route || !ops->moe))
+        return KERN_ERR_UNSUPPORTED; /* a backend without the MoE ops */
     TRY(eng_phi3_ws_reserve(ws, c, ops, ctx, T, R, b->n_seqs,
                             (int64_t)b->n_seqs * b->max_blocks));
     int64_t n_argmax = mark_token_rows(tk, ops, ws, R, H);

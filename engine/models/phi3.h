@@ -1,4 +1,5 @@
-/* The dense Phi-3 / Phi-3.5 forward pass (Phi3ForCausalLM) over a flat batch descriptor.
+/* The Phi-3 family's forward pass over a flat batch descriptor: dense Phi-3 / Phi-3.5
+ * (Phi3ForCausalLM) and Phi-3.5-MoE (PhimoeForCausalLM), which differ only inside a layer.
  * Runs on whatever backend the op table holds; it does not schedule or sample. */
 #ifndef PHISERVE_ENGINE_MODELS_PHI3_H
 #define PHISERVE_ENGINE_MODELS_PHI3_H
@@ -25,6 +26,11 @@ struct eng_phi3_ws {
     float *act;                    /* [T, I] */
     float *last;                   /* [R, H] rows whose logits are wanted */
     float *logits;                 /* [R, V] before the download into the caller's buffer */
+    /* phimoe only (NULL otherwise): the router's logits and picks, the moe op's scratch */
+    float *router;                 /* [T, E] */
+    int32_t *route_experts;        /* [T, 2] */
+    float *route_weights;          /* [T, 2] */
+    void *moe_work;                /* [kern_moe_work_bytes(T, 2, H, I, E)] */
     /* The batch descriptor's arrays, packed (ids, positions, slots, per-token RoPE variant,
      * q_start, q_len, ctx_len, block tables, logit rows): staged on the host, then sent with
      * one buf_upload per call. */
@@ -137,8 +143,9 @@ struct eng_phi3_tokens {
  * smallest device-to-host transfer: the argmax or the draw runs where the logits are, and
  * only the ids and the other rows (one download per run of consecutive rows) come back.
  *
- * Returns 0, a negative enum kern_status from an op, or KERN_ERR_NOMEM when the workspace cannot
- * grow; KERN_ERR_INVALID, before anything runs, for a missing logits buffer (it may be NULL
+ * Returns 0, a negative enum kern_status from an op, KERN_ERR_UNSUPPORTED for a phimoe model on
+ * a backend without the MoE ops (layernorm, bias_add, moe_route, moe), or KERN_ERR_NOMEM when
+ * the workspace cannot grow; KERN_ERR_INVALID, before anything runs, for a missing logits buffer (it may be NULL
  * when every row brings back tokens), or token rows
  * that are out of range, both argmax and jobs' rows, without their output buffers, or jobs
  * without a sample op, with mods outside n_mods or drawing after a given one. */

@@ -90,7 +90,7 @@ mk; cp "$small/model.safetensors" "$tmp/m/"; sed -i 's/"num_hidden_layers": 2/"n
 expect_error "missing layer tensor" "model.layers.2" "$bin" generate --model "$tmp/m" --tokens 1
 mk; cp "$small/model.safetensors" "$tmp/m/"; sed -i 's/"intermediate_size": 128/"intermediate_size": 96/' "$tmp/m/config.json"
 expect_error "shape mismatch" "shape" "$bin" generate --model "$tmp/m" --tokens 1
-mk; cp "$small/model.safetensors" "$tmp/m/"; printf '{"architectures": ["PhiMoEForCausalLM"], "model_type": "phimoe"}' >"$tmp/m/config.json"
+mk; cp "$small/model.safetensors" "$tmp/m/"; printf '{"architectures": ["Phi3VForCausalLM"], "model_type": "phi3_v"}' >"$tmp/m/config.json"
 expect_error "unknown architecture" "architectures|model_type" "$bin" generate --model "$tmp/m" --tokens 1
 expect_error "tokenize without tokenizer" "tokenizer" "$bin" tokenize --model "$small" --text hi
 # A FIFO planted as a tokenizer file must not hang start-up (K7).

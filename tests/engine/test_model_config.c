@@ -447,11 +447,16 @@ static void test_refusals(void)
     expect_bad("malformed \\u", "{\"model_type\": \"\\uZZZZ\"}", "malformed \\u escape");
     expect_bad("duplicate key", "{\"hidden_size\": 1, \"hidden_size\": 3072}", "duplicate key 'hidden_size'");
 
-    expect_bad_field("model_type phimoe", "model_type", "\"phimoe\"", "model_type 'phimoe' is not supported");
+    expect_bad_field("model_type phimoe, class phi3", "model_type", "\"phimoe\"",
+                     "architectures entry 'Phi3ForCausalLM' does not match model_type 'phimoe'");
     expect_bad_field("model_type phi3_v", "model_type", "\"phi3_v\"", "model_type 'phi3_v'");
     expect_bad_field("model_type number", "model_type", "3", "'model_type' must be a string");
-    expect_bad_field("architectures moe", "architectures", "[\"PhiMoEForCausalLM\"]",
-                     "architectures entry 'PhiMoEForCausalLM' is not supported");
+    expect_bad_field("architectures moe, model_type phi3", "architectures", "[\"PhiMoEForCausalLM\"]",
+                     "architectures entry 'PhiMoEForCausalLM' does not match model_type 'phi3'");
+    expect_bad_field("architectures mixed", "architectures",
+                     "[\"Phi3ForCausalLM\", \"PhimoeForCausalLM\"]", "does not match");
+    expect_bad_field("architectures vision", "architectures", "[\"Phi3VForCausalLM\"]",
+                     "architectures entry 'Phi3VForCausalLM' is not supported");
     expect_bad_field("architectures string", "architectures", "\"Phi3ForCausalLM\"",
                      "'architectures' must be a non-empty list");
     expect_bad_field("architectures empty", "architectures", "[]", "'architectures' must be a non-empty list");
@@ -659,10 +664,103 @@ static void test_load(void)
     EXPECT(mkfifo(path, 0644) == 0);
     EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "not a regular file"));
     unlink(path);
-    write_text(root, "config.json", "{\"model_type\": \"phimoe\"}");
-    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "model_type 'phimoe'"));
+    write_text(root, "config.json", "{\"model_type\": \"phi3_v\"}");
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "model_type 'phi3_v'"));
     unlink(path);
     rmdir(root);
+}
+
+/* Phi-3.5-MoE-instruct's config.json (values of reference/phi3-models.md §4.1; rope_scaling
+ * cut to its keys with short lists, as in the LongRoPE tests). */
+static const char MOE[] =
+    "{\n"
+    "  \"architectures\": [\"PhiMoEForCausalLM\"],\n"
+    "  \"attention_bias\": true,\n"
+    "  \"bos_token_id\": 1,\n"
+    "  \"eos_token_id\": 32000,\n"
+    "  \"hidden_act\": \"silu\",\n"
+    "  \"hidden_size\": 4096,\n"
+    "  \"input_jitter_noise\": 0.01,\n"
+    "  \"intermediate_size\": 6400,\n"
+    "  \"lm_head_bias\": true,\n"
+    "  \"max_position_embeddings\": 131072,\n"
+    "  \"model_type\": \"phimoe\",\n"
+    "  \"num_attention_heads\": 32,\n"
+    "  \"num_experts_per_tok\": 2,\n"
+    "  \"num_hidden_layers\": 32,\n"
+    "  \"num_key_value_heads\": 8,\n"
+    "  \"num_local_experts\": 16,\n"
+    "  \"original_max_position_embeddings\": 4096,\n"
+    "  \"rms_norm_eps\": 1e-05,\n"
+    "  \"rope_theta\": 10000.0,\n"
+    "  \"router_aux_loss_coef\": 0.0,\n"
+    "  \"router_jitter_noise\": 0.01,\n"
+    "  \"sliding_window\": 131072,\n"
+    "  \"tie_word_embeddings\": false,\n"
+    "  \"vocab_size\": 32064\n"
+    "}\n";
+
+/* The MoE fields parse, default as PhimoeConfig does, and are checked; phi3 never reads them. */
+static void test_phimoe(void)
+{
+    struct eng_model_config c;
+    char err[256];
+    EXPECT(eng_model_config_parse(MOE, strlen(MOE), &c, err, sizeof(err)) == 0);
+    EXPECT(c.arch == ENG_ARCH_PHIMOE && c.hidden_size == 4096 && c.intermediate_size == 6400 &&
+           c.head_dim == 128 && c.num_key_value_heads == 8 && c.num_local_experts == 16 &&
+           c.num_experts_per_tok == 2 && c.router_jitter_noise == 0.01 && c.attention_bias &&
+           c.lm_head_bias && c.sliding_window == 0 && c.rope_type == ENG_ROPE_DEFAULT);
+
+    char *a = with_field(MOE, "num_local_experts", NULL);
+    char *b = with_field(a, "router_jitter_noise", NULL);
+    char *d = with_field(b, "attention_bias", NULL);
+    char *e = with_field(d, "architectures", NULL);
+    EXPECT(eng_model_config_parse(e, strlen(e), &c, err, sizeof(err)) == 0);
+    EXPECT(c.arch == ENG_ARCH_PHIMOE && c.num_local_experts == 16 && c.router_jitter_noise == 0.01 &&
+           !c.attention_bias && c.lm_head_bias);
+    free(a);
+    free(b);
+    free(d);
+    free(e);
+    char *f = with_field(MOE, "model_type", NULL);
+    char *g = with_field(f, "architectures", "[\"PhimoeForCausalLM\"]");
+    char *h = with_field(g, "router_jitter_noise", "0");
+    EXPECT(eng_model_config_parse(h, strlen(h), &c, err, sizeof(err)) == 0);
+    EXPECT(c.arch == ENG_ARCH_PHIMOE && c.router_jitter_noise == 0.0);
+    free(f);
+    free(g);
+    free(h);
+
+    EXPECT(eng_model_config_parse(MINI_4K, strlen(MINI_4K), &c, err, sizeof(err)) == 0);
+    EXPECT(c.arch == ENG_ARCH_PHI3 && c.num_local_experts == 0 && !c.attention_bias && !c.lm_head_bias);
+
+    static const struct {
+        const char *field, *value, *want;
+    } bad[] = {
+        {"num_experts_per_tok", "1", "num_experts_per_tok 1 is not supported"},
+        {"num_experts_per_tok", "3", "num_experts_per_tok 3 is not supported"},
+        {"num_experts_per_tok", "0", "'num_experts_per_tok'"},
+        {"num_local_experts", "1", "'num_local_experts'"},
+        {"num_local_experts", "257", "'num_local_experts'"},
+        {"num_local_experts", "\"16\"", "'num_local_experts'"},
+        {"router_jitter_noise", "-0.01", "'router_jitter_noise' = -0.01 is negative"},
+        {"router_jitter_noise", "2", "'router_jitter_noise'"},
+        {"router_jitter_noise", "null", NULL},
+        {"mlp_bias", "true", "'mlp_bias' = true is not supported by the phimoe model"},
+        {"lm_head_bias", "1", "'lm_head_bias' must be a boolean"},
+        {"hidden_act", "\"gelu\"", "hidden_act 'gelu'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *j = with_field(MOE, bad[i].field, bad[i].value);
+        int rc = eng_model_config_parse(j, strlen(j), &c, err, sizeof(err));
+        if (bad[i].want == NULL)
+            EXPECT(rc == 0 && c.router_jitter_noise == 0.01);
+        else
+            EXPECT(rc == -1 && strstr(err, bad[i].want));
+        if (bad[i].want && (rc != -1 || !strstr(err, bad[i].want)))
+            fprintf(stderr, "  %s = %s: %s\n", bad[i].field, bad[i].value, err);
+        free(j);
+    }
 }
 
 /* The tokenizer's eos joins the stop ids once; ids outside the vocab are refused. */
@@ -690,5 +788,6 @@ int main(void)
     test_longrope();
     test_refusals();
     test_load();
+    test_phimoe();
     return tu_finish("test_model_config");
 }
