@@ -1088,6 +1088,7 @@ int main(int argc, char **argv)
         test_golden_model("mha-window");
         test_golden_model("gqa");
         test_golden_model("longrope");
+        test_golden_model("moe");
         test_longrope_from_start();
     }
     return tu_finish(unit ? "test_engine unit" : "test_engine golden");
