@@ -46,6 +46,13 @@ first=$(head -n1 "$tmp/out")
 [ "$(echo "$first" | tr ',' '\n' | wc -l)" -eq 5 ] || fail "generate: expected 5 ids, got '$first'"
 expect_ok "generate ref" "$bin" generate --tokens 1,450,4996 --max-tokens 5 --ignore-eos --device ref
 [ "$(head -n1 "$tmp/out")" = "$first" ] || fail "generate: ref and cpu backends disagree"
+# A Phi-3.5-MoE model: the tokens transformers chose (tests/fixtures/models/moe, case len7).
+for dev in cpu ref; do
+  expect_ok "generate moe $dev" "$bin" generate --model "$fixtures/models/moe" --device $dev \
+    --tokens 264,471,440,286,225,274,418 --max-tokens 8 --ignore-eos
+  [ "$(head -n1 "$tmp/out")" = "282,10,327,300,147,424,139,202" ] ||
+    fail "generate moe $dev: got '$(head -n1 "$tmp/out")', transformers gave 282,10,327,300,147,424,139,202"
+done
 
 # --dump-logits writes [steps, vocab] float32.
 expect_ok "dump logits" "$bin" generate --model "$small" --tokens 5,6,7 --max-tokens 3 --ignore-eos \
