@@ -99,6 +99,19 @@ mk; cp "$small/model.safetensors" "$tmp/m/"; sed -i 's/"intermediate_size": 128/
 expect_error "shape mismatch" "shape" "$bin" generate --model "$tmp/m" --tokens 1
 mk; cp "$small/model.safetensors" "$tmp/m/"; printf '{"architectures": ["Phi3VForCausalLM"], "model_type": "phi3_v"}' >"$tmp/m/config.json"
 expect_error "unknown architecture" "architectures|model_type" "$bin" generate --model "$tmp/m" --tokens 1
+# A Phi-3.5-MoE checkpoint whose config and tensors disagree is refused, naming the tensor.
+moe=$fixtures/models/moe
+mkmoe() { rm -rf "$tmp/m"; mkdir -p "$tmp/m"; cp "$moe"/config.json "$moe"/model.safetensors "$tmp/m/"; }
+mkmoe; sed -i 's/"num_local_experts": 4/"num_local_experts": 5/' "$tmp/m/config.json"
+grep -q '"num_local_experts": 5' "$tmp/m/config.json" || fail "test setup: num_local_experts edit did not apply"
+expect_error "moe: more experts than tensors" "block_sparse_moe.gate.weight' has shape \[4, 64\], expected \[5, 64\]" \
+  "$bin" generate --model "$tmp/m" --tokens 1
+mkmoe; sed -i 's/"intermediate_size": 64/"intermediate_size": 32/' "$tmp/m/config.json"
+expect_error "moe: expert shape" "experts.0.w1.weight' has shape" "$bin" generate --model "$tmp/m" --tokens 1
+mkmoe; sed -i 's/"model_type": "phimoe"/"model_type": "phi3"/; s/PhimoeForCausalLM/Phi3ForCausalLM/' "$tmp/m/config.json"
+expect_error "moe config as phi3" "'attention_bias' = true is not supported by the phi3 model" "$bin" generate --model "$tmp/m" --tokens 1
+mkmoe; sed -i 's/"num_experts_per_tok": 2/"num_experts_per_tok": 3/' "$tmp/m/config.json"
+expect_error "moe: top-3 routing" "num_experts_per_tok 3" "$bin" generate --model "$tmp/m" --tokens 1
 expect_error "tokenize without tokenizer" "tokenizer" "$bin" tokenize --model "$small" --text hi
 # A FIFO planted as a tokenizer file must not hang start-up (K7).
 rm -rf "$tmp/t"; mkdir -p "$tmp/t"; cp "$demo"/tokenizer.model "$demo"/tokenizer_config.json "$tmp/t/"
