@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # make_fixtures.py: builds the golden Phi-3 fixtures under tests/fixtures/models: tiny seeded
-# Phi3ForCausalLM checkpoints in the real on-disk format plus the transformers outputs for them.
+# Phi3ForCausalLM (and one PhimoeForCausalLM) checkpoints in the real on-disk format plus the
+# transformers outputs for them.
 # It is a developer tool, not part of the build or of CI (CI has no torch).
 #
 # Pinned environment (see scripts/requirements-fixtures.txt); other versions may differ in the
@@ -30,7 +31,10 @@ from transformers import (  # noqa: E402
     GenerationConfig,
     Phi3Config,
     Phi3ForCausalLM,
+    PhimoeConfig,
+    PhimoeForCausalLM,
 )
+from transformers.models.phimoe import modeling_phimoe  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -49,6 +53,14 @@ HARD_MIN_MARGIN = 1e-3
 WANT_MIN_MARGIN = 1e-2
 SEED_TRIES = 12
 LM_HEAD_ROW_LOGSTD = 0.5
+BIAS_STD = 0.1
+
+# MoE routing must be decisive too: every router decision (top-1/top-2 logit gaps and the
+# sparsemixer's relative-gap masks) must sit at least HARD_MIN_ROUTER_MARGIN away from flipping,
+# preferably WANT_MIN_ROUTER_MARGIN; and the softmax routing weights must actually be exercised.
+HARD_MIN_ROUTER_MARGIN = 1e-4
+WANT_MIN_ROUTER_MARGIN = 1e-3
+MIN_WEIGHTS_BELOW_ONE = 0.10
 
 # Special ids. The 512-token models cannot hold 32000..32007, so they use 2 as
 # <|endoftext|>-like eos/pad and 2, 3, 4 as the three stop ids; their prompts use ids >= 5.
@@ -67,6 +79,22 @@ def small_config(**over):
                rope_scaling=None, sliding_window=None, tie_word_embeddings=False,
                bos_token_id=SMALL_SPECIALS["bos"], eos_token_id=SMALL_SPECIALS["eos"],
                pad_token_id=SMALL_SPECIALS["pad"])
+    cfg.update(over)
+    return cfg
+
+
+def moe_config(**over):
+    """Tiny Phi-3.5-MoE: GQA 4:2 (head_dim 16), 4 experts of intermediate 64, top-2, biases on
+    attention and lm_head. router_jitter_noise is 0.25 instead of the real 0.01: with random
+    router weights a 0.01 band almost never keeps a second expert in a mask, so every routing
+    weight would be exactly 1.0; 0.25 (2*eps = 0.5, exact in binary) exercises the softmax."""
+    cfg = dict(vocab_size=512, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+               rope_theta=10000.0, rms_norm_eps=1e-5, rope_scaling=None, sliding_window=None,
+               tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2,
+               router_jitter_noise=0.25, input_jitter_noise=0.0, attention_bias=True,
+               lm_head_bias=True, bos_token_id=SMALL_SPECIALS["bos"],
+               eos_token_id=SMALL_SPECIALS["eos"], pad_token_id=SMALL_SPECIALS["pad"])
     cfg.update(over)
     return cfg
 
@@ -141,7 +169,20 @@ MODELS = [
         "cases": [case("len1", 1), case("len7", 7), case("len20", 20), case("len40", 40)],
         "tokenizer": True,
     },
+    {
+        "name": "moe",
+        "arch": "phimoe",
+        "seed": 6000,
+        # A router margin >= 1e-3 over ~650 routings is rare (the first such seed is the 36th).
+        "seed_tries": 48,
+        "config": moe_config(),
+        "specials": SMALL_SPECIALS,
+        "rows": "all",
+        "cases": [case("len1", 1), case("len7", 7), case("len20", 20), case("len40", 40)],
+    },
 ]
+
+ARCHES = {"phi3": (Phi3Config, Phi3ForCausalLM), "phimoe": (PhimoeConfig, PhimoeForCausalLM)}
 
 
 def log(*a):
@@ -156,13 +197,16 @@ def init_weights(model, seed):
     """Fills every parameter from a seeded generator and rounds it to bf16.
 
     Linear weights ~ N(0, (2/sqrt(fan_in))^2), embeddings ~ N(0, 1), norm gains ~ U(0.8, 1.2),
-    lm_head rows additionally scaled by exp(N(0, LM_HEAD_ROW_LOGSTD^2)): large enough that
-    attention is peaked and logits are spread by several units, so greedy choices are decisive.
+    every bias (linear and LayerNorm, MoE model only) ~ N(0, BIAS_STD^2), lm_head rows
+    additionally scaled by exp(N(0, LM_HEAD_ROW_LOGSTD^2)): large enough that attention is
+    peaked and logits are spread by several units, so greedy choices are decisive.
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
-            if name.endswith("norm.weight") or "layernorm" in name:
+            if name.endswith(".bias"):  # before the gain rule: "input_layernorm.bias" is no gain
+                v = BIAS_STD * torch.randn(p.shape, generator=g)
+            elif name.endswith("norm.weight") or "layernorm" in name:
                 v = 0.8 + 0.4 * torch.rand(p.shape, generator=g)
             elif "embed_tokens" in name:
                 v = torch.randn(p.shape, generator=g)
@@ -176,9 +220,10 @@ def init_weights(model, seed):
 
 
 def build_and_save(spec, seed, outdir):
-    cfg = Phi3Config(**spec["config"])
+    cfg_cls, model_cls = ARCHES[spec.get("arch", "phi3")]
+    cfg = cfg_cls(**spec["config"])
     torch.manual_seed(seed)
-    model = Phi3ForCausalLM._from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32)
+    model = model_cls._from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32)
     init_weights(model, seed)
     model = model.to(torch.bfloat16)
     sp = spec["specials"]
@@ -383,7 +428,7 @@ def write_f32(path, t):
     a.tofile(path)
 
 
-def write_golden(spec, seed, outdir, results, lr_info):
+def write_golden(spec, seed, outdir, results, lr_info, routing=None):
     gdir = outdir / "golden"
     gdir.mkdir(parents=True, exist_ok=True)
     cases = []
@@ -421,8 +466,10 @@ def write_golden(spec, seed, outdir, results, lr_info):
             if not li["stale_matches"]:
                 g["greedy_stale_cache"] = li["stale"]
         cases.append(g)
-    doc = {
-        "model": spec["name"],
+    doc = {"model": spec["name"]}
+    if "arch" in spec:
+        doc["arch"] = spec["arch"]
+    doc.update({
         "vocab_size": spec["config"]["vocab_size"],
         "dtype": "float32",
         "seed": seed,
@@ -431,8 +478,11 @@ def write_golden(spec, seed, outdir, results, lr_info):
         "torch_version": torch.__version__.split("+")[0],
         "attn_implementation": "eager",
         "stop_token_ids": spec["specials"]["stop"],
-        "cases": cases,
-    }
+    })
+    if routing is not None:
+        doc["min_router_margin"] = round(routing["min_router_margin"], 6)
+        doc["router_weights_below_one"] = round(routing["weights_below_one"], 6)
+    doc["cases"] = cases
     with open(gdir / "golden.json", "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
@@ -511,12 +561,145 @@ def spec_forward(model, ids):
     return rms(x, sd["model.norm.weight"]) @ sd["lm_head.weight"].T
 
 
+def spec_sparsemixer(s, eps):
+    """Inference-time sparsemixer top-2 of phi3-models.md 4.3 on router logits s [n, E].
+    Returns (i1, w1, i2, w2), each [n]. Masked iff the relative gap is strictly > 2*eps; factor
+    is max(|s_k|, m); the second mask uses the ORIGINAL s in |.| and in the gap; ties go to the
+    first index; the two weights are not renormalised."""
+    two_eps = 2 * eps
+    m1, i1 = s.max(dim=-1, keepdim=True)  # torch.max: first index of the maximum
+    mask1 = (m1 - s) / torch.maximum(s.abs(), m1) > two_eps
+    g1 = torch.softmax(s.masked_fill(mask1, float("-inf")), dim=-1)
+    s2 = s.scatter(-1, i1, float("-inf"))
+    m2, i2 = s2.max(dim=-1, keepdim=True)
+    mask2 = (m2 - s) / torch.maximum(s.abs(), m2) > two_eps
+    g2 = torch.softmax(s2.masked_fill(mask2, float("-inf")), dim=-1)
+    return i1[:, 0], g1.gather(-1, i1)[:, 0], i2[:, 0], g2.gather(-1, i2)[:, 0]
+
+
+def spec_forward_moe(model, ids):
+    """Independent fp32 forward of the Phi-3.5-MoE model, written from phi3-models.md 4 (not
+    from HF code): LayerNorm with bias (biased variance, eps = rms_norm_eps), separate q/k/v/o
+    projections with bias, rotate-half RoPE (no scaling), GQA, causal softmax attention scaled
+    1/sqrt(head_dim), sparsemixer top-2 over SiLU-gated experts w2(silu(w1 x) * w3 x), final
+    LayerNorm, lm_head with bias. Returns [n, V]."""
+    cfg = model.config
+    assert cfg.rope_scaling is None and cfg.sliding_window is None and cfg.num_experts_per_tok == 2
+    sd = {k: v.float() for k, v in model.state_dict().items()}
+    n = ids.shape[0]
+    nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = cfg.hidden_size // nh
+    pos = torch.arange(n, dtype=torch.float32)
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    ang = torch.cat([pos[:, None] * inv[None], pos[:, None] * inv[None]], dim=1)  # [n, hd]
+    cos, sin = ang.cos(), ang.sin()
+
+    def rope(x):  # [heads, n, hd]
+        rot = torch.cat([-x[..., hd // 2:], x[..., :hd // 2]], dim=-1)
+        return x * cos + rot * sin
+
+    def layernorm(x, pre):
+        mu = x.mean(-1, keepdim=True)
+        var = (x - mu).pow(2).mean(-1, keepdim=True)  # biased
+        return (x - mu) / torch.sqrt(var + cfg.rms_norm_eps) * sd[pre + ".weight"] + sd[pre + ".bias"]
+
+    def linear(x, pre):
+        y = x @ sd[pre + ".weight"].T
+        return y + sd[pre + ".bias"] if pre + ".bias" in sd else y
+
+    visible = torch.arange(n)[None, :] <= torch.arange(n)[:, None]
+    x = sd["model.embed_tokens.weight"][ids]
+    for li in range(cfg.num_hidden_layers):
+        p = f"model.layers.{li}."
+        h = layernorm(x, p + "input_layernorm")
+        q = linear(h, p + "self_attn.q_proj").view(n, nh, hd).transpose(0, 1)
+        k = linear(h, p + "self_attn.k_proj").view(n, nkv, hd).transpose(0, 1)
+        v = linear(h, p + "self_attn.v_proj").view(n, nkv, hd).transpose(0, 1)
+        q, k = rope(q), rope(k)
+        k = k.repeat_interleave(nh // nkv, dim=0)
+        v = v.repeat_interleave(nh // nkv, dim=0)
+        sc = (q @ k.transpose(1, 2)) / hd ** 0.5
+        o = torch.softmax(sc.masked_fill(~visible, float("-inf")), dim=-1) @ v  # [nh, n, hd]
+        x = x + linear(o.transpose(0, 1).reshape(n, nh * hd), p + "self_attn.o_proj")
+        h = layernorm(x, p + "post_attention_layernorm")
+        i1, w1, i2, w2 = spec_sparsemixer(linear(h, p + "block_sparse_moe.gate"), cfg.router_jitter_noise)
+        ex = []
+        for e in range(cfg.num_local_experts):
+            pe = f"{p}block_sparse_moe.experts.{e}."
+            act = torch.nn.functional.silu(linear(h, pe + "w1")) * linear(h, pe + "w3")
+            ex.append(linear(act, pe + "w2"))
+        ex = torch.stack(ex)  # [E, n, H]
+        rows = torch.arange(n)
+        x = x + w1[:, None] * ex[i1, rows] + w2[:, None] * ex[i2, rows]
+    return linear(layernorm(x, "model.norm"), "lm_head")
+
+
+def router_margin(s, eps):
+    """Smallest distance of any router decision from flipping, for router logits s [n, E]:
+    the top-1 minus top-2 and top-2 minus top-3 logit gaps, and for both sparsemixer masks and
+    every k, |(m - s_k)/max(|s_k|, m) - 2*eps|. Computed in float64."""
+    s = s.double()
+    top = torch.sort(s, dim=-1, descending=True).values
+    worst = float(torch.minimum(top[:, 0] - top[:, 1], top[:, 1] - top[:, 2]).min())
+    for m in (top[:, :1], top[:, 1:2]):  # m2 = max over s without the first pick = 2nd sorted
+        d = ((m - s) / torch.maximum(s.abs(), m) - 2 * eps).abs()
+        worst = min(worst, float(torch.nan_to_num(d, nan=0.0).min()))
+    return worst
+
+
+def routing_check(model, spec, results):
+    """Hooks every layer's router in the fp32 model over each prompt and each prompt + greedy
+    sequence (one no-cache forward each) and measures how decisive the routing is. Also checks
+    that HF's sparsemixer picks the same experts and weights as spec_sparsemixer."""
+    cfg = model.config
+    eps = cfg.router_jitter_noise
+    logits = []  # [n, E] per (forward, layer)
+    hf_out = []
+    hooks = [layer.block_sparse_moe.gate.register_forward_hook(
+        lambda mod, args, out: logits.append(out.detach().reshape(-1, out.shape[-1]).clone()))
+        for layer in model.model.layers]
+    real = modeling_phimoe.sparsemixer
+
+    def recording(scores, **kw):
+        out = real(scores, **kw)
+        hf_out.append((out[0].detach().clone(), out[1].detach().clone()))
+        return out
+
+    modeling_phimoe.sparsemixer = recording
+    try:
+        with torch.no_grad():
+            for r in results:
+                for seq in (r["ids"], torch.cat([r["ids"], torch.tensor(r["greedy32"])])):
+                    model(input_ids=seq[None], use_cache=False)
+    finally:
+        modeling_phimoe.sparsemixer = real
+        for h in hooks:
+            h.remove()
+    assert len(logits) == len(hf_out) == 2 * len(results) * cfg.num_hidden_layers
+    worst = float("inf")
+    below_one = total = 0
+    used = [set() for _ in range(cfg.num_hidden_layers)]
+    for j, (s, (hf_w, hf_sel)) in enumerate(zip(logits, hf_out)):
+        i1, w1, i2, w2 = spec_sparsemixer(s, eps)
+        assert torch.equal(hf_sel, torch.stack([i1, i2], dim=1)), "sparsemixer picks differ from HF"
+        wdiff = float((hf_w - torch.stack([w1, w2], dim=1)).abs().max())
+        assert wdiff <= 1e-6, f"sparsemixer weights differ from HF by {wdiff}"
+        worst = min(worst, router_margin(s, eps))
+        below_one += int(((w1 != 1.0) | (w2 != 1.0)).sum())
+        total += s.shape[0]
+        used[j % cfg.num_hidden_layers].update(i1.tolist() + i2.tolist())
+    return {"min_router_margin": worst, "weights_below_one": below_one / total,
+            "all_experts_used": all(len(u) == cfg.num_local_experts for u in used),
+            "routings": total}
+
+
 def spec_check(model, results):
     """Max |spec_forward - HF| over all stored prompt rows (must be fp32 noise)."""
+    fwd = spec_forward_moe if model.config.model_type == "phimoe" else spec_forward
     worst = 0.0
     with torch.no_grad():
         for r in results:
-            worst = max(worst, float((spec_forward(model, r["ids"]) - r["logits32"]).abs().max()))
+            worst = max(worst, float((fwd(model, r["ids"]) - r["logits32"]).abs().max()))
     assert worst < 1e-3, f"written-down forward disagrees with transformers by {worst}"
     return worst
 
@@ -544,13 +727,24 @@ def window_check(model, spec, results):
     return biggest
 
 
+def seed_quality(mm, routing):
+    """(score, acceptable, good enough to stop trying) of one seed. Dense models: the greedy
+    margin. MoE: both margins relative to their wanted values, plus the routing coverage."""
+    if routing is None:
+        return mm, mm >= HARD_MIN_MARGIN, mm >= WANT_MIN_MARGIN
+    ok = (mm >= HARD_MIN_MARGIN and routing["min_router_margin"] >= HARD_MIN_ROUTER_MARGIN
+          and routing["all_experts_used"] and routing["weights_below_one"] >= MIN_WEIGHTS_BELOW_ONE)
+    score = min(mm / WANT_MIN_MARGIN, routing["min_router_margin"] / WANT_MIN_ROUTER_MARGIN)
+    return (score if ok else float("-inf")), ok, ok and score >= 1.0
+
+
 def make_model(spec, out, summary):
     final = out / spec["name"]
     stage = out / f".stage-{spec['name']}"
     keep = out / f".best-{spec['name']}"
     for d in (stage, keep):
         shutil.rmtree(d, ignore_errors=True)
-    seeds = [spec["seed"] + t for t in range(SEED_TRIES)]
+    seeds = [spec["seed"] + t for t in range(spec.get("seed_tries", SEED_TRIES))]
     if spec.get("same_weights_as"):  # the seed is dictated by the other model
         other = spec["same_weights_as"]
         if other in summary:
@@ -562,18 +756,27 @@ def make_model(spec, out, summary):
         build_and_save(spec, seed, stage)
         m32, results = evaluate(spec, seed, stage)
         mm = min_margin(results, "margins32")
-        log(f"  seed {seed}: min greedy margin fp32 {mm:.5f} bf16 {min_margin(results, 'margins16'):.5f}")
-        if best is None or mm > best[1]:
+        routing = routing_check(m32, spec, results) if spec.get("arch") == "phimoe" else None
+        score, ok, good = seed_quality(mm, routing)
+        log(f"  seed {seed}: min greedy margin fp32 {mm:.5f} bf16 {min_margin(results, 'margins16'):.5f}"
+            + ("" if routing is None else
+               f", min router margin {routing['min_router_margin']:.6f}, routings with a weight"
+               f" < 1: {routing['weights_below_one']:.3f}, all experts used: {routing['all_experts_used']}"))
+        if best is None or score > best[0]:
             shutil.rmtree(keep, ignore_errors=True)
             stage.rename(keep)
-            best = (seed, mm, m32, results)
+            best = (score, ok, seed, mm, m32, results, routing)
         else:
             shutil.rmtree(stage)
-        if mm >= WANT_MIN_MARGIN:
+        if good:
             break
-    seed, mm, m32, results = best
-    if mm < HARD_MIN_MARGIN:
+    _, ok, seed, mm, m32, results, routing = best
+    if not ok and routing is None:
         raise RuntimeError(f"{spec['name']}: no seed gives a greedy margin >= {HARD_MIN_MARGIN}")
+    if not ok:
+        raise RuntimeError(f"{spec['name']}: no seed gives a greedy margin >= {HARD_MIN_MARGIN}, a router "
+                           f"margin >= {HARD_MIN_ROUTER_MARGIN}, every expert used in every layer and "
+                           f">= {MIN_WEIGHTS_BELOW_ONE} of the routings with a weight < 1")
     shutil.rmtree(final, ignore_errors=True)
     keep.rename(final)
     window = window_check(m32, spec, results)
@@ -581,12 +784,13 @@ def make_model(spec, out, summary):
     lr_info = {}
     if spec["config"].get("rope_scaling"):
         lr_info = longrope_report(m32, spec, results)
-    write_golden(spec, seed, final, results, lr_info)
+    write_golden(spec, seed, final, results, lr_info, routing)
     if spec.get("tokenizer"):
         copy_tokenizer(final)
     return {"seed": seed, "min_margin": mm, "min_margin_bf16": min_margin(results, "margins16"),
             "max_abs_logit": max(float(r["logits32"].abs().max()) for r in results),
-            "results": results, "longrope": lr_info, "window": window, "spec_diff": spec_diff}
+            "results": results, "longrope": lr_info, "window": window, "spec_diff": spec_diff,
+            "routing": routing}
 
 
 def self_check(out, spec):
@@ -645,7 +849,10 @@ def main():
         log(f"  {name}: seed {s['seed']} min greedy margin fp32 {s['min_margin']:.5f} "
             f"bf16 {s['min_margin_bf16']:.5f}, max |prompt logit| {s['max_abs_logit']:.2f}, "
             f"independent forward max |diff| {s['spec_diff']:.1e}"
-            + (f", window moves rows >= W by up to {s['window']:.3f}" if s["window"] else ""))
+            + (f", window moves rows >= W by up to {s['window']:.3f}" if s["window"] else "")
+            + ("" if s["routing"] is None else
+               f", min router margin {s['routing']['min_router_margin']:.6f}, routings with a weight"
+               f" < 1: {s['routing']['weights_below_one']:.3f} of {s['routing']['routings']}"))
         for cname, li in s["longrope"].items():
             log(f"    {cname}: resets at greedy steps {li['reset_steps']}, "
                 f"no-cache recompute matches: {li['no_cache_matches']}, "
