@@ -103,6 +103,9 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
         ops->silu_mul = kern_cpu_silu_mul_avx512;
         ops->add = kern_cpu_add_avx512;
         ops->embed = kern_cpu_embed_avx512;
+        ops->layernorm = kern_cpu_layernorm_avx512;
+        ops->bias_add = kern_cpu_bias_add_avx512;
+        ops->moe = kern_cpu_moe_avx512;
         break;
     case KERN_CPU_LEVEL_AVX2:
         ops->matmul = kern_cpu_matmul_avx2;
@@ -112,6 +115,9 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
         ops->silu_mul = kern_cpu_silu_mul_avx2;
         ops->add = kern_cpu_add_avx2;
         ops->embed = kern_cpu_embed_avx2;
+        ops->layernorm = kern_cpu_layernorm_avx2;
+        ops->bias_add = kern_cpu_bias_add_avx2;
+        ops->moe = kern_cpu_moe_avx2;
         break;
     case KERN_CPU_LEVEL_GENERIC:
     default:
@@ -122,6 +128,9 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
         ops->silu_mul = kern_cpu_silu_mul_generic;
         ops->add = kern_cpu_add_generic;
         ops->embed = kern_cpu_embed_generic;
+        ops->layernorm = kern_cpu_layernorm_generic;
+        ops->bias_add = kern_cpu_bias_add_generic;
+        ops->moe = kern_cpu_moe_generic;
         break;
     }
     ops->gather_rows = kern_cpu_gather_rows;
@@ -133,6 +142,7 @@ void kern_ops_init_cpu(struct kern_ops *ops)
 {
     /* The instruction set is chosen here, once, from what the CPU reports (never from the
      * build machine: no -march=native): AVX-512 with 16-lane vectors, else AVX2 + FMA, else the
-     * portable build of the same loops. kv_write stays on the reference (a converting copy). */
+     * portable build of the same loops. kv_write stays on the reference (a converting copy),
+     * and so does moe_route (a few dozen router logits a token). */
     kern_cpu_ops_init_level(ops, kern_cpu_best_level());
 }

@@ -122,6 +122,11 @@ KERN_CPU_DECLARE_LEVELS(rope, kern_rope_params);
 KERN_CPU_DECLARE_LEVELS(silu_mul, kern_silu_mul_params);
 KERN_CPU_DECLARE_LEVELS(add, kern_add_params);
 KERN_CPU_DECLARE_LEVELS(embed, kern_embed_params);
+KERN_CPU_DECLARE_LEVELS(layernorm, kern_layernorm_params);
+KERN_CPU_DECLARE_LEVELS(bias_add, kern_bias_add_params);
+/* moe drives the gemm inner loops of its level itself (not the matmul op), with one k split
+ * for every row count, so that a token's result does not depend on the rest of the batch. */
+KERN_CPU_DECLARE_LEVELS(moe, kern_moe_params);
 /* gather_rows only copies rows (memcpy): one build serves every level. */
 int kern_cpu_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
 /* argmax compares floats (no SIMD build): one build serves every level, rows over the pool. */

@@ -1,6 +1,6 @@
 /* Benchmark of the fast CPU kernels against the reference on Phi-3-mini shapes: matmul
  * (decode m = 1 and prefill m = 128, bf16 weights), decode attention at ctx 1024, and the
- * elementwise ops of a 128-token prefill (rmsnorm, rope, silu_mul, add).
+ * elementwise ops of a 128-token prefill (rmsnorm, rope, silu_mul, add), and the MoE FFN.
  * Prints a table and always exits 0; it is a measurement, never a test. */
 #include "cpu/cpu.h"
 #include "kt_util.h"
@@ -109,6 +109,109 @@ static void bench_elementwise(const struct kern_ops *ref, const struct kern_ops 
     free(pos);
 }
 
+/* The MoE FFN at Phi-3.5-MoE's hidden 4096 with 8 experts of a quarter inter (1600, to keep
+ * the weights at 300 MiB), top 2, bf16: the moe op against the same work as per-expert matmul
+ * calls on pre-gathered rows (gate, up, down; no SiLU, gather or combine), which is what the
+ * op would cost as a loop of matmuls, for a decode token and a 64-token prefill chunk. */
+struct bench_moe_loop {
+    const struct kern_ops *ops;
+    const void *const *wg, *const *wu, *const *wd;
+    const float *xg;           /* [S, hidden] rows gathered by expert */
+    float *g, *u, *d;          /* [S, inter], [S, inter], [S, hidden] */
+    const int64_t *cnt;        /* [E] rows per expert, in gathered order */
+    int64_t E, H, I;
+};
+
+static int (*moe_fn)(struct kern_ctx *, const struct kern_moe_params *);
+static int call_moe(struct kern_ctx *ctx, const void *p)
+{
+    return moe_fn(ctx, p);
+}
+static int call_moe_loop(struct kern_ctx *ctx, const void *p)
+{
+    const struct bench_moe_loop *l = p;
+    int64_t r0 = 0;
+    for (int64_t e = 0; e < l->E; e++) {
+        int64_t m = l->cnt[e];
+        if (m == 0)
+            continue;
+        struct kern_matmul_params gp = {l->xg + r0 * l->H, l->wg[e], KERN_DTYPE_BF16,
+                                        l->g + r0 * l->I, m, l->I, l->H, l->H, l->I, 0};
+        struct kern_matmul_params up = gp;
+        up.w = l->wu[e];
+        up.y = l->u + r0 * l->I;
+        struct kern_matmul_params dp = {l->g + r0 * l->I, l->wd[e], KERN_DTYPE_BF16,
+                                        l->d + r0 * l->H, m, l->H, l->I, l->I, l->H, 0};
+        l->ops->matmul(ctx, &gp);
+        l->ops->matmul(ctx, &up);
+        l->ops->matmul(ctx, &dp);
+        r0 += m;
+    }
+    return 0;
+}
+
+static void bench_moe(const struct kern_ops *ref, const struct kern_ops *cpu,
+                      struct kern_ctx *ctx, struct kt_rng *rng)
+{
+    enum { E = 8, K = 2, TMAX = 64 };
+    const int64_t H = 4096, I = 1600;
+    size_t per = (size_t)(H * I);
+    uint16_t *w = malloc(3 * E * per * sizeof *w);
+    float *x = malloc((size_t)(TMAX * H) * sizeof *x), *y = malloc((size_t)(TMAX * H) * sizeof *y);
+    float *xg = malloc((size_t)(TMAX * K * H) * sizeof *xg);
+    float *g = malloc((size_t)(TMAX * K * I) * sizeof *g), *u = malloc((size_t)(TMAX * K * I) * sizeof *u);
+    float *d = malloc((size_t)(TMAX * K * H) * sizeof *d);
+    void *work = malloc(kern_moe_work_bytes(TMAX, K, H, I, E));
+    if (!w || !x || !y || !xg || !g || !u || !d || !work) {
+        printf("out of memory\n");
+        goto done;
+    }
+    kt_fill(rng, w, KERN_DTYPE_BF16, 3 * E * (int64_t)per, -0.02f, 0.02f);
+    kt_fill(rng, x, KERN_DTYPE_F32, TMAX * H, -1.0f, 1.0f);
+    kt_fill(rng, xg, KERN_DTYPE_F32, TMAX * K * H, -1.0f, 1.0f);
+    const void *wg[E], *wu[E], *wd[E];
+    for (int e = 0; e < E; e++) {
+        wg[e] = w + (size_t)e * per;
+        wu[e] = w + (size_t)(E + e) * per;
+        wd[e] = w + (size_t)(2 * E + e) * per;
+    }
+    int32_t experts[TMAX * K];
+    float weights[TMAX * K];
+    printf("\n%-20s %5s %12s %12s %12s %9s\n", "moe H4096 I1600 E8", "T", "ref ms/call",
+           "cpu ms/call", "loop ms/call", "loop/cpu");
+    const int64_t ts[2] = {1, TMAX};
+    for (int ti = 0; ti < 2; ti++) {
+        int64_t T = ts[ti], cnt[E] = {0};
+        for (int64_t s = 0; s < T * K; s++) {
+            experts[s] = (int32_t)((s % K == 0 ? kt_below(rng, E) : experts[s - 1] + 1 + kt_below(rng, E - 1)) % E);
+            weights[s] = 0.5f;
+            cnt[experts[s]]++;
+        }
+        struct kern_moe_params p = {x, experts, weights, wg, wu, wd, KERN_DTYPE_BF16, y, work,
+                                    T, H, I, E, K};
+        struct bench_moe_loop loop = {cpu, wg, wu, wd, xg, g, u, d, cnt, E, H, I};
+        /* The reference on one token (fp64 and scalar: seconds for a chunk). */
+        struct kern_moe_params pr = p;
+        pr.n_tokens = 1;
+        moe_fn = ref->moe;
+        double t_ref = time_calls(call_moe, NULL, &pr, 0.2) * (double)T;
+        moe_fn = cpu->moe;
+        double t_cpu = time_calls(call_moe, ctx, &p, 0.5);
+        double t_loop = time_calls(call_moe_loop, ctx, &loop, 0.5);
+        printf("%-20s %5lld %12.1f %12.2f %12.2f %8.2fx\n", "bf16 top2", (long long)T,
+               t_ref * 1e3, t_cpu * 1e3, t_loop * 1e3, t_loop / t_cpu);
+    }
+done:
+    free(w);
+    free(x);
+    free(y);
+    free(xg);
+    free(g);
+    free(u);
+    free(d);
+    free(work);
+}
+
 int main(void)
 {
     struct kern_ops ref, cpu;
@@ -211,6 +314,7 @@ int main(void)
         free(bt);
     }
     bench_elementwise(&ref, &cpu, ctx, &rng);
+    bench_moe(&ref, &cpu, ctx, &rng);
     kern_ctx_destroy(ctx);
     return 0;
 }

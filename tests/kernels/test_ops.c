@@ -682,6 +682,370 @@ static void test_silu_add_gather(struct kt_rng *rng, struct kern_ctx **ctxs, int
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Phi-3.5-MoE ops: layernorm, bias_add and moe on every level (moe_route is the reference in
+ * the CPU table; tests/kernels/test_moe.c checks it by hand on both tables). */
+
+static void test_layernorm(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+{
+    /* Phi-3.5-MoE's width, other Phi widths, and odd ones that leave vector tails; 1000 rows
+     * of 33 are split over the pool. Row 1 sits at +100 (the mean must not eat the spread),
+     * row 2 holds an Inf (NaN everywhere, as in the reference). */
+    const int64_t dims[] = {4096, 3072, 33, 1, 17, 5120}, n_rows[] = {9, 17, 1000, 3, 5, 3};
+    for (int di = 0; di < 6; di++) {
+        int64_t dim = dims[di], rows = n_rows[di], n = rows * dim;
+        enum kern_dtype dt = (enum kern_dtype)(di % 3);
+        float *x0 = kt_alloc((size_t)n * sizeof *x0), *x = kt_alloc((size_t)n * sizeof *x);
+        float *a = kt_alloc((size_t)n * sizeof *a), *b = kt_alloc((size_t)n * sizeof *b);
+        void *w = kt_alloc((size_t)dim * kern_dtype_size(dt));
+        void *bias = kt_alloc((size_t)dim * kern_dtype_size(dt));
+        kt_fill(rng, x0, KERN_DTYPE_F32, n, -3.0f, 3.0f);
+        kt_fill(rng, w, dt, dim, 0.5f, 1.5f);
+        kt_fill(rng, bias, dt, dim, -1.0f, 1.0f);
+        for (int64_t i = 0; i < dim; i++)
+            x0[dim + i] += 100.0f;
+        if (dim > 1)
+            x0[2 * dim + 1] = INFINITY;
+        struct kern_layernorm_params p = {x0, w, bias, dt, a, rows, dim, 1e-5f};
+        CHECK(ref_ops.layernorm(NULL, &p) == KERN_OK, "ref layernorm");
+        /* fp32 statistics as in rmsnorm (test_rmsnorm): the centred sum of squares carries
+         * ~sqrt(dim) 2^-24 relative error, halved by the square root, plus a few roundings of
+         * the normalised term (a - b, what the gain scaled); then the bias add rounds once
+         * more, an ulp of the result. The term, not the result, sets the scale: a result near
+         * 0 by cancellation with b keeps the term's absolute error. */
+        double *tol = malloc((size_t)n * sizeof *tol);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < dim; i++) {
+                double term = (double)a[r * dim + i] - (double)kt_get(bias, dt, i);
+                tol[r * dim + i] = U24 * ((8.0 + 2.0 * sqrt((double)dim)) * fabs(term) +
+                                          2.0 * fabs((double)a[r * dim + i]));
+            }
+        if (rows > 2 && dim > 1)
+            CHECK(isnan(a[2 * dim]) && isfinite(a[dim]), "layernorm Inf row / offset row");
+        for (int ci = 0; ci < n_ctx; ci++) {
+            char what[96];
+            snprintf(what, sizeof what, "layernorm dim=%lld rows=%lld %s ctx#%d", (long long)dim,
+                     (long long)rows, kern_dtype_name(dt), ci);
+            p.x = x0;
+            p.out = b;
+            fill_f32(b, n, -777.0f);
+            CHECK(cpu_ops.layernorm(ctxs[ci], &p) == KERN_OK, "%s: cpu layernorm", what);
+            compare(what, a, b, n, tol, 0.0);
+            memcpy(x, x0, (size_t)n * sizeof *x);
+            p.x = x;
+            p.out = x; /* in place */
+            CHECK(cpu_ops.layernorm(ctxs[ci], &p) == KERN_OK, "%s: cpu layernorm in place", what);
+            compare(what, a, x, n, tol, 0.0);
+        }
+        CHECK(kt_guard_ok(a) && kt_guard_ok(b) && kt_guard_ok(x) && kt_guard_ok(x0) &&
+                  kt_guard_ok(w) && kt_guard_ok(bias),
+              "layernorm canary");
+        free(tol);
+        kt_free(x0);
+        kt_free(x);
+        kt_free(a);
+        kt_free(b);
+        kt_free(w);
+        kt_free(bias);
+    }
+}
+
+static void test_bias_add(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+{
+    /* A decode row of Phi-3.5-MoE's q bias, a prefill over the pool with padded rows (ldy >
+     * dim), and an odd width. One fp32 add of an exactly widened value: bit-exact. */
+    const int64_t shapes[3][3] = {{1, 4096, 4096}, {300, 1024, 1031}, {7, 33, 40}};
+    for (int si = 0; si < 3; si++) {
+        int64_t rows = shapes[si][0], dim = shapes[si][1], ldy = shapes[si][2];
+        enum kern_dtype dt = (enum kern_dtype)((si + 2) % 3);
+        size_t ys = (size_t)(rows * ldy);
+        float *y0 = kt_alloc(ys * sizeof *y0), *a = kt_alloc(ys * sizeof *a), *b = kt_alloc(ys * sizeof *b);
+        void *bias = kt_alloc((size_t)dim * kern_dtype_size(dt));
+        kt_fill(rng, y0, KERN_DTYPE_F32, (int64_t)ys, -8.0f, 8.0f);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = dim; i < ldy; i++)
+                y0[r * ldy + i] = 12345.0f;
+        kt_fill(rng, bias, dt, dim, -1.0f, 1.0f);
+        kt_set(bias, dt, 1, NAN);
+        kt_set(bias, dt, 2, -INFINITY);
+        y0[3] = INFINITY; /* Inf + -Inf = NaN in row 0 ... */
+        y0[2] = INFINITY;
+        memcpy(a, y0, ys * sizeof *a);
+        struct kern_bias_add_params p = {a, bias, dt, rows, dim, ldy};
+        CHECK(ref_ops.bias_add(NULL, &p) == KERN_OK, "ref bias_add");
+        CHECK(isnan(a[1]) && isnan(a[2]), "bias_add reference NaN/Inf");
+        for (int ci = 0; ci < n_ctx; ci++) {
+            char what[96];
+            snprintf(what, sizeof what, "bias_add rows=%lld dim=%lld ldy=%lld %s ctx#%d",
+                     (long long)rows, (long long)dim, (long long)ldy, kern_dtype_name(dt), ci);
+            memcpy(b, y0, ys * sizeof *b);
+            p.y = b;
+            CHECK(cpu_ops.bias_add(ctxs[ci], &p) == KERN_OK, "%s: cpu bias_add", what);
+            compare(what, a, b, (int64_t)ys, NULL, 0.0); /* padding lanes included */
+            CHECK(kt_guard_ok(b), "%s: canary", what);
+        }
+        CHECK(kt_guard_ok(a) && kt_guard_ok(y0) && kt_guard_ok(bias), "bias_add canary");
+        kt_free(y0);
+        kt_free(a);
+        kt_free(b);
+        kt_free(bias);
+    }
+}
+
+/* moe tolerance. Per slot (token t, expert e, weight w) the CPU forms g_i = Wg_i . x and
+ * u_i = Wu_i . x as fp32 dot products of length hidden (error within the matmul bound
+ * dg_i = 4 sqrt(hidden + 1) 2^-24 |Wg_i| |x|, see the file comment), then act_i = silu(g_i) u_i
+ * with a vectorised exp (a few ulps), so act_i is off by at most
+ *   da_i = 1.1 |u_i| dg_i + |silu(g_i)| du_i + 8 2^-24 |act_i|     (|silu'| <= 1.1),
+ * then d_o = Wd_o . act, off by sum_i |Wd_oi| da_i + 4 sqrt(inter + 1) 2^-24 |Wd_o| |act|.
+ * The weighted fp32 sum over the top_k slots and the add to y round once per term:
+ * 2 2^-24 (|y| + sum_k |w_k d_ko|), plus an ulp of the result. Everything is computed here in
+ * fp64 from the data, so a dropped, doubled or misweighted expert (error ~ |w d|) is far
+ * outside it. */
+static void moe_tolerance(const struct kern_moe_params *p, const float *y0, const float *ref,
+                          double *tol)
+{
+    int64_t H = p->hidden, I = p->inter, K = p->top_k, T = p->n_tokens;
+    double *g = malloc((size_t)I * sizeof *g), *u = malloc((size_t)I * sizeof *u);
+    double *act = malloc((size_t)I * sizeof *act), *da = malloc((size_t)I * sizeof *da);
+    for (int64_t i = 0; i < T * H; i++)
+        tol[i] = 2.0 * U24 * fabs((double)y0[i]) + U24 * fabs((double)ref[i]);
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = p->x + t * H;
+        double nx = 0.0;
+        for (int64_t h = 0; h < H; h++)
+            nx += (double)x[h] * x[h];
+        nx = sqrt(nx);
+        for (int64_t k = 0; k < K; k++) {
+            int32_t e = p->experts[t * K + k];
+            double w = fabs((double)p->weights[t * K + k]), nact = 0.0;
+            for (int64_t i = 0; i < I; i++) {
+                double gs = 0, us = 0, ng = 0, nu = 0;
+                for (int64_t h = 0; h < H; h++) {
+                    double wg = kt_get(p->w_gate[e], p->w_dtype, i * H + h);
+                    double wu = kt_get(p->w_up[e], p->w_dtype, i * H + h);
+                    gs += wg * x[h];
+                    us += wu * x[h];
+                    ng += wg * wg;
+                    nu += wu * wu;
+                }
+                double sg = gs / (1.0 + exp(-gs));
+                g[i] = 4.0 * sqrt((double)H + 1.0) * U24 * sqrt(ng) * nx;
+                u[i] = 4.0 * sqrt((double)H + 1.0) * U24 * sqrt(nu) * nx;
+                act[i] = sg * us;
+                da[i] = 1.1 * fabs(us) * g[i] + fabs(sg) * u[i] + 8.0 * U24 * fabs(act[i]);
+                nact += act[i] * act[i];
+            }
+            nact = sqrt(nact);
+            for (int64_t o = 0; o < H; o++) {
+                double d = 0, dd = 0, nd = 0;
+                for (int64_t i = 0; i < I; i++) {
+                    double wd = kt_get(p->w_down[e], p->w_dtype, o * I + i);
+                    d += wd * act[i];
+                    dd += fabs(wd) * da[i];
+                    nd += wd * wd;
+                }
+                dd += 4.0 * sqrt((double)I + 1.0) * U24 * sqrt(nd) * nact;
+                tol[t * H + o] += w * (dd + 4.0 * U24 * fabs(d));
+            }
+        }
+    }
+    free(g);
+    free(u);
+    free(act);
+    free(da);
+}
+
+struct moe_case {
+    const char *name;
+    int64_t n_tokens, hidden, inter, n_experts, top_k;
+    enum kern_dtype dt;
+    int skew;                  /* route half of the slots to expert 0 (several row blocks) */
+    int special;               /* NaN in token 1's x: that row only goes NaN */
+};
+
+/* Weights of n_experts experts in one allocation each for gate, up and down, plus the
+ * pointer arrays a moe call takes. */
+struct moe_weights {
+    void *gate, *up, *down;
+    const void *pg[32], *pu[32], *pd[32];
+};
+
+static void moe_weights_fill(struct kt_rng *rng, struct moe_weights *mw, int64_t E, int64_t H,
+                             int64_t I, enum kern_dtype dt)
+{
+    size_t es = kern_dtype_size(dt), per = (size_t)(H * I) * es;
+    mw->gate = kt_alloc(per * (size_t)E);
+    mw->up = kt_alloc(per * (size_t)E);
+    mw->down = kt_alloc(per * (size_t)E);
+    /* Gate and up of scale 1/sqrt(H) and down of 1/sqrt(I) keep activations O(1). */
+    float sh = (float)(1.7 / sqrt((double)H)), si = (float)(1.7 / sqrt((double)I));
+    kt_fill(rng, mw->gate, dt, E * H * I, -sh, sh);
+    kt_fill(rng, mw->up, dt, E * H * I, -sh, sh);
+    kt_fill(rng, mw->down, dt, E * H * I, -si, si);
+    for (int64_t e = 0; e < E; e++) {
+        mw->pg[e] = (const char *)mw->gate + per * (size_t)e;
+        mw->pu[e] = (const char *)mw->up + per * (size_t)e;
+        mw->pd[e] = (const char *)mw->down + per * (size_t)e;
+    }
+}
+
+static void moe_weights_free(struct moe_weights *mw)
+{
+    kt_free(mw->gate);
+    kt_free(mw->up);
+    kt_free(mw->down);
+}
+
+/* Random routing: top_k experts per token (repeats allowed), weights in [0, 1) with every
+ * seventh 0; skew sends half of the slots to expert 0. */
+static void moe_route_random(struct kt_rng *rng, int32_t *experts, float *weights, int64_t T,
+                             int64_t K, int64_t E, int skew)
+{
+    for (int64_t s = 0; s < T * K; s++) {
+        experts[s] = skew && kt_below(rng, 2) ? 0 : (int32_t)kt_below(rng, E);
+        weights[s] = s % 7 == 3 ? 0.0f : kt_uniform(rng, 0.0f, 1.0f);
+    }
+}
+
+static void check_moe(struct kt_rng *rng, const struct moe_case *c, struct kern_ctx **ctxs,
+                      int n_ctx)
+{
+    int64_t T = c->n_tokens, H = c->hidden, I = c->inter, E = c->n_experts, K = c->top_k;
+    struct moe_weights mw;
+    moe_weights_fill(rng, &mw, E, H, I, c->dt);
+    int32_t *experts = kt_alloc((size_t)(T * K) * sizeof *experts);
+    float *weights = kt_alloc((size_t)(T * K) * sizeof *weights);
+    moe_route_random(rng, experts, weights, T, K, E, c->skew);
+    float *x = kt_alloc((size_t)(T * H) * sizeof *x), *y0 = kt_alloc((size_t)(T * H) * sizeof *y0);
+    float *a = kt_alloc((size_t)(T * H) * sizeof *a), *b = kt_alloc((size_t)(T * H) * sizeof *b);
+    kt_fill(rng, x, KERN_DTYPE_F32, T * H, -1.0f, 1.0f);
+    kt_fill(rng, y0, KERN_DTYPE_F32, T * H, -2.0f, 2.0f);
+    if (c->special)
+        x[1 * H + H / 2] = NAN;
+    size_t wb = kern_moe_work_bytes(T, K, H, I, E);
+    void *work = kt_alloc(wb);
+    memcpy(a, y0, (size_t)(T * H) * sizeof *a);
+    struct kern_moe_params p = {x, experts, weights, mw.pg, mw.pu, mw.pd, c->dt, a, work,
+                                T, H, I, E, K};
+    CHECK(ref_ops.moe(NULL, &p) == KERN_OK, "%s: ref moe", c->name);
+    double *tol = malloc((size_t)(T * H) * sizeof *tol);
+    moe_tolerance(&p, y0, a, tol);
+    int64_t nonfinite = 0;
+    for (int64_t i = 0; i < T * H; i++)
+        nonfinite += !isfinite(a[i]);
+    CHECK(nonfinite == (c->special ? H : 0), "%s: %lld non-finite reference values", c->name,
+          (long long)nonfinite);
+    for (int ci = 0; ci < n_ctx; ci++) {
+        char what[160];
+        snprintf(what, sizeof what, "moe %s T=%lld H=%lld I=%lld E=%lld K=%lld %s ctx#%d",
+                 c->name, (long long)T, (long long)H, (long long)I, (long long)E, (long long)K,
+                 kern_dtype_name(c->dt), ci);
+        memcpy(b, y0, (size_t)(T * H) * sizeof *b);
+        memset(work, 0x7f, wb); /* stale work contents must not matter */
+        p.y = b;
+        CHECK(cpu_ops.moe(ctxs[ci], &p) == KERN_OK, "%s: cpu moe", what);
+        compare(what, a, b, T * H, tol, 0.0);
+        CHECK(kt_guard_ok(b) && kt_guard_ok(work), "%s: canary around y or work", what);
+        p.y = a;
+    }
+    CHECK(kt_guard_ok(x) && kt_guard_ok(a) && kt_guard_ok(experts) && kt_guard_ok(weights) &&
+              kt_guard_ok(mw.gate) && kt_guard_ok(mw.up) && kt_guard_ok(mw.down),
+          "%s: canary", c->name);
+    moe_weights_free(&mw);
+    kt_free(experts);
+    kt_free(weights);
+    kt_free(x);
+    kt_free(y0);
+    kt_free(a);
+    kt_free(b);
+    kt_free(work);
+    free(tol);
+}
+
+static void test_moe(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, int with_real)
+{
+    struct kern_ctx *pool_only[1] = {ctxs[n_ctx - 1]};
+    /* Awkward shapes on every context: tiny (serial), vector tails, top_k 1 and 3, k chunks
+     * (hidden and inter above 1024), row blocks of 64 (skew), NaN in one token. */
+    const struct moe_case awkward[] = {
+        {"tiny", 3, 17, 5, 4, 2, KERN_DTYPE_F32, 0, 0},
+        {"top1", 20, 33, 40, 5, 1, KERN_DTYPE_BF16, 0, 0},
+        {"top3", 9, 40, 24, 3, 3, KERN_DTYPE_F16, 0, 1},
+        {"skew", 90, 48, 72, 6, 2, KERN_DTYPE_BF16, 1, 0},
+        {"chunks", 6, 1100, 1030, 3, 2, KERN_DTYPE_F16, 1, 1},
+        {"chunks f32", 5, 1030, 1100, 4, 2, KERN_DTYPE_F32, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++)
+        check_moe(rng, &awkward[i], ctxs, n_ctx);
+    if (!with_real)
+        return;
+    /* Phi-3.5-MoE-like: 16 experts, top 2, on a prefill chunk at a quarter of the width (the
+     * reference at hidden 4096 / inter 6400 would take minutes), and the real hidden 4096 on
+     * two decode tokens with a narrower inter. */
+    const struct moe_case real[] = {
+        {"phimoe/4", 33, 1024, 1600, 16, 2, KERN_DTYPE_BF16, 0, 0},
+        {"phimoe hidden", 2, 4096, 1280, 4, 2, KERN_DTYPE_BF16, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof real / sizeof real[0]; i++)
+        check_moe(rng, &real[i], pool_only, 1);
+}
+
+/* Batch invariance: a token's result is the same bits whatever else is in the batch (how many
+ * rows its experts get: 1 alone, more than 4 and more than 64 in the batch) and whatever the
+ * thread count. hidden and inter above 1024 put k chunks in both projections. */
+static void test_moe_batch_invariance(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+{
+    enum { T = 80, H = 1100, I = 1030, E = 4, K = 2 };
+    for (int dt = 0; dt < 3; dt++) {
+        struct moe_weights mw;
+        moe_weights_fill(rng, &mw, E, H, I, (enum kern_dtype)dt);
+        int32_t experts[T * K];
+        float weights[T * K];
+        moe_route_random(rng, experts, weights, T, K, E, 1); /* expert 0: ~80 rows */
+        float *x = kt_alloc((size_t)(T * H) * sizeof *x), *y0 = kt_alloc((size_t)(T * H) * sizeof *y0);
+        float *yb = kt_alloc((size_t)(T * H) * sizeof *yb), *ys = kt_alloc((size_t)H * sizeof *ys);
+        kt_fill(rng, x, KERN_DTYPE_F32, T * H, -1.0f, 1.0f);
+        kt_fill(rng, y0, KERN_DTYPE_F32, T * H, -2.0f, 2.0f);
+        void *work = kt_alloc(kern_moe_work_bytes(T, K, H, I, E));
+        memcpy(yb, y0, (size_t)(T * H) * sizeof *yb);
+        struct kern_moe_params p = {x, experts, weights, mw.pg, mw.pu, mw.pd, (enum kern_dtype)dt,
+                                    yb, work, T, H, I, E, K};
+        CHECK(cpu_ops.moe(ctxs[n_ctx - 1], &p) == KERN_OK, "moe invariance batch");
+        /* Tokens alone (serial context) and the first 5 as a batch of their own (3 threads). */
+        int64_t diff = 0;
+        const int64_t alone[4] = {0, 1, 41, T - 1};
+        for (int j = 0; j < 4; j++) {
+            int64_t t = alone[j];
+            struct kern_moe_params q = p;
+            q.x = x + t * H;
+            q.experts = experts + t * K;
+            q.weights = weights + t * K;
+            q.y = ys;
+            q.n_tokens = 1;
+            memcpy(ys, y0 + t * H, (size_t)H * sizeof *ys);
+            CHECK(cpu_ops.moe(ctxs[0], &q) == KERN_OK, "moe invariance alone");
+            diff += memcmp(ys, yb + t * H, (size_t)H * sizeof *ys) != 0;
+        }
+        struct kern_moe_params q = p;
+        float *y5 = kt_alloc((size_t)(5 * H) * sizeof *y5);
+        memcpy(y5, y0, (size_t)(5 * H) * sizeof *y5);
+        q.y = y5;
+        q.n_tokens = 5;
+        CHECK(cpu_ops.moe(ctxs[n_ctx - 2], &q) == KERN_OK, "moe invariance batch of 5");
+        diff += memcmp(y5, yb, (size_t)(5 * H) * sizeof *y5) != 0;
+        CHECK(diff == 0, "moe %s: %lld token results change with the batch",
+              kern_dtype_name((enum kern_dtype)dt), (long long)diff);
+        moe_weights_free(&mw);
+        kt_free(x);
+        kt_free(y0);
+        kt_free(yb);
+        kt_free(ys);
+        kt_free(y5);
+        kt_free(work);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Invalid arguments: the CPU table rejects exactly what the reference rejects, and writes
  * nothing. */
 
@@ -826,7 +1190,8 @@ int main(void)
     for (int t = 0; t < 2; t++)
         CHECK(tabs[t]->embed && tabs[t]->rmsnorm && tabs[t]->matmul && tabs[t]->rope &&
                   tabs[t]->kv_write && tabs[t]->attention && tabs[t]->silu_mul && tabs[t]->add &&
-                  tabs[t]->gather_rows && tabs[t]->buf_alloc && tabs[t]->buf_free &&
+                  tabs[t]->gather_rows && tabs[t]->layernorm && tabs[t]->bias_add &&
+                  tabs[t]->moe_route && tabs[t]->moe && tabs[t]->buf_alloc && tabs[t]->buf_free &&
                   tabs[t]->buf_upload && tabs[t]->buf_download && tabs[t]->buf_copy &&
                   tabs[t]->buf_memset && tabs[t]->sync && tabs[t]->weights_import &&
                   tabs[t]->weights_release,
@@ -858,6 +1223,10 @@ int main(void)
         test_rmsnorm(&rng, ctxs, 4);
         test_rope(&rng, ctxs, 4);
         test_silu_add_gather(&rng, ctxs, 4);
+        test_layernorm(&rng, ctxs, 4);
+        test_bias_add(&rng, ctxs, 4);
+        test_moe(&rng, ctxs, 4, lv == (int)best || lv == (int)KERN_CPU_LEVEL_GENERIC);
+        test_moe_batch_invariance(&rng, ctxs, 4);
     }
     if (best < KERN_CPU_LEVEL_AVX512) {
         struct kern_ops probe = chosen;
