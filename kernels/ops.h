@@ -7,6 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend's .cu files are C++ */
+#endif
+
 /* Element types of weights and caches. Activations on the CPU backends are always fp32. */
 enum kern_dtype {
     KERN_DTYPE_F32 = 0,
@@ -405,5 +409,9 @@ void kern_ops_init_cpu(struct kern_ops *ops);
 struct kern_ctx *kern_ctx_create_cpu(int n_threads);
 /* Joins the threads and frees the context; accepts NULL. */
 void kern_ctx_destroy(struct kern_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -227,6 +227,10 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
     ops->gather_rows = kern_cuda_gather_rows;
     ops->argmax = kern_cuda_argmax;
     ops->sample = kern_cuda_sample;
+    ops->layernorm = kern_cuda_layernorm;
+    ops->bias_add = kern_cuda_bias_add;
+    ops->moe_route = kern_cuda_moe_route;
+    ops->moe = kern_cuda_moe;
     ops->host_memory = 0;
     ops->buf_alloc = buf_alloc_zeroed;
     ops->buf_free = kern_cuda_free;
@@ -350,7 +354,7 @@ int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)
         return KERN_ERR_DEVICE;
     }
     if (err && errlen > 0)
-        snprintf(err, errlen, "invalid index met on the device:%s%s%s%s%s%s%s",
+        snprintf(err, errlen, "invalid index met on the device:%s%s%s%s%s%s%s%s",
                  (fault & KERN_CUDA_FAULT_EMBED_ID) ? " embedding id outside the vocabulary;"
                                                     : "",
                  (fault & KERN_CUDA_FAULT_KV_SLOT) ? " kv slot outside the cache;" : "",
@@ -363,6 +367,9 @@ int kern_cuda_sync(struct kern_ctx *ctx, char *err, size_t errlen)
                  (fault & KERN_CUDA_FAULT_SAMPLE_JOB)
                      ? " sample job row, mod or given token outside the call, or logprobs"
                        " without buffers;"
+                     : "",
+                 (fault & KERN_CUDA_FAULT_MOE_EXPERT)
+                     ? " moe expert outside [0, n_experts) or without weights;"
                      : "");
     return KERN_ERR_INVALID;
 }

@@ -24,6 +24,8 @@ enum kern_cuda_fault {
     KERN_CUDA_FAULT_GATHER_ROW = 1 << 5,   /* gather row outside [0, n_in) */
     KERN_CUDA_FAULT_SAMPLE_JOB = 1 << 6,   /* sample job row, mod range, mod id or given token
                                               out of range, or logprobs without buffers */
+    KERN_CUDA_FAULT_MOE_EXPERT = 1 << 7,   /* moe expert outside [0, n_experts), or one with
+                                              a NULL weight pointer */
 };
 
 /* One cached cuBLASLt algorithm choice, keyed by everything that selects it. */
@@ -120,6 +122,34 @@ int kern_cuda_graph_launch(struct kern_ctx *ctx, struct kern_graph *g);
 void kern_cuda_graph_destroy(struct kern_ctx *ctx, struct kern_graph *g);
 int kern_cuda_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
 int kern_cuda_sample(struct kern_ctx *ctx, const struct kern_sample_params *p);
+int kern_cuda_layernorm(struct kern_ctx *ctx, const struct kern_layernorm_params *p);
+int kern_cuda_bias_add(struct kern_ctx *ctx, const struct kern_bias_add_params *p);
+int kern_cuda_moe_route(struct kern_ctx *ctx, const struct kern_moe_route_params *p);
+int kern_cuda_moe(struct kern_ctx *ctx, const struct kern_moe_params *p);
+
+/* The reference's size limit (kernels/ref/ref.h): no element count above INT64_MAX / 8. */
+#define KERN_CUDA_MAX_ELEMS (INT64_MAX / 8)
+
+/* a * b into *out when both are >= 0 and the product is at most KERN_CUDA_MAX_ELEMS;
+ * false otherwise (as the reference's ref_mul). */
+static inline bool kern_cuda_mul(int64_t a, int64_t b, int64_t *out)
+{
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > KERN_CUDA_MAX_ELEMS)
+        return false;
+    *out = r;
+    return true;
+}
+
+/* Whether rows rows of cols elements at row stride stride >= cols span at most
+ * KERN_CUDA_MAX_ELEMS elements (as the reference's ref_span). */
+static inline bool kern_cuda_span_ok(int64_t rows, int64_t cols, int64_t stride)
+{
+    int64_t r;
+    if (rows < 0 || cols < 0 || stride < cols)
+        return false;
+    return rows == 0 || (kern_cuda_mul(rows - 1, stride, &r) && r <= KERN_CUDA_MAX_ELEMS - cols);
+}
 
 /* Whether dtype is one of the three storage types. */
 static inline bool kern_cuda_dtype_ok(enum kern_dtype t)

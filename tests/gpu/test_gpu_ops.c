@@ -20,7 +20,15 @@
  *  - matmul, bf16/f16 weights: the only deviation allowed is x rounded to the weight type,
  *    so per element |d| <= 2^-8 (bf16) / 2^-10 (f16) * sum_k |x_k w_k| + 1e-5 * |y0|, the
  *    bound computed by the reference itself on |x| and |w|; plus a relative Frobenius error
- *    <= 1e-2. f32 weights: fp32 GEMM, |d| <= 1e-5 * sum_k |x_k w_k|. */
+ *    <= 1e-2. f32 weights: fp32 GEMM, |d| <= 1e-5 * sum_k |x_k w_k|.
+ *  - layernorm: |d| <= 1e-5 * (1 + |ref|), as rmsnorm (two-pass fp32 statistics).
+ *  - bias_add: bit-exact (one float add of the same converted value), padding untouched.
+ *  - moe_route: exact experts (float comparisons as the reference); weights within 1 ulp (both
+ *    sum exp in double and round 1 / sum once: only exp's last double bit may differ).
+ *  - moe: the matmul rule carried through gate/up, silu and down: a per-element bound that
+ *    moe_bound() propagates in double (its comment), plus a relative Frobenius error of the
+ *    update <= 1e-2. A token alone must give the same bits as in its batch, and a graph
+ *    replay the same bits as the direct call. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1209,6 +1217,528 @@ static void test_sample(int64_t n_rows, int64_t dim, int64_t ldx, int64_t n_jobs
     free(got_top);
 }
 
+/* ---- Phi-3.5-MoE ops: layernorm, bias_add, moe_route, moe ---------------------------- */
+
+static void test_layernorm(int64_t n_rows, int64_t dim, enum kern_dtype dt, int in_place,
+                           float offset)
+{
+    char what[160];
+    snprintf(what, sizeof what, "layernorm rows=%lld dim=%lld %s%s offset=%g", (long long)n_rows,
+             (long long)dim, dt_name(dt), in_place ? " in place" : "", (double)offset);
+    size_t n = (size_t)(n_rows * dim);
+    float *x = rand_f32(n);
+    for (size_t i = 0; i < n; i++)
+        x[i] = offset + 3.0f * x[i];
+    if (n_rows > 2)
+        x[(size_t)dim + (size_t)rnd(dim)] = NAN; /* row 1: NaN all the way through */
+    void *w = rand_typed((size_t)dim, dt, 0.5f);
+    void *b = rand_typed((size_t)dim, dt, 0.5f);
+    float *want = tu_xmalloc(n * sizeof *want), *got = tu_xmalloc(n * sizeof *got);
+    struct kern_layernorm_params p = {x, w, b, dt, want, n_rows, dim, 1e-5f};
+    CHECK(ref_ops.layernorm(NULL, &p) == 0, "%s: reference failed", what);
+
+    struct dbuf d_x = dbuf_make(x, n * sizeof(float));
+    struct dbuf d_w = dbuf_make(w, (size_t)dim * kern_dtype_size(dt));
+    struct dbuf d_b = dbuf_make(b, (size_t)dim * kern_dtype_size(dt));
+    struct dbuf d_out = in_place ? d_x : dbuf_make(NULL, n * sizeof(float));
+    struct kern_layernorm_params q = {dptr(d_x), dptr(d_w), dptr(d_b), dt, dptr(d_out), n_rows,
+                                      dim, 1e-5f};
+    CHECK(cu_ops.layernorm(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    compare(what, got, want, n, 1e-5f, 1e-5f, NULL);
+
+    struct kern_layernorm_params r = q;
+    r.eps = NAN;
+    CHECK(cu_ops.layernorm(gctx, &r) == KERN_ERR_INVALID, "%s: NaN eps accepted", what);
+    r = q;
+    r.b = NULL;
+    CHECK(cu_ops.layernorm(gctx, &r) == KERN_ERR_INVALID, "%s: NULL b accepted", what);
+    r = q;
+    r.w_dtype = (enum kern_dtype)7;
+    CHECK(cu_ops.layernorm(gctx, &r) == KERN_ERR_INVALID, "%s: bad dtype accepted", what);
+    dbuf_free(d_x);
+    dbuf_free(d_w);
+    dbuf_free(d_b);
+    if (!in_place)
+        dbuf_free(d_out);
+    free(x);
+    free(w);
+    free(b);
+    free(want);
+    free(got);
+}
+
+static void test_bias_add(int64_t n_rows, int64_t dim, int64_t ldy, enum kern_dtype dt)
+{
+    char what[128];
+    snprintf(what, sizeof what, "bias_add rows=%lld dim=%lld ldy=%lld %s", (long long)n_rows,
+             (long long)dim, (long long)ldy, dt_name(dt));
+    size_t ny = n_rows > 0 ? (size_t)((n_rows - 1) * ldy + dim) : 0;
+    float *y = rand_f32(ny);
+    void *b = rand_typed((size_t)dim, dt, 1.0f);
+    float *want = tu_xmalloc(ny * sizeof *want), *got = tu_xmalloc(ny * sizeof *got);
+    memcpy(want, y, ny * sizeof *want);
+    struct kern_bias_add_params p = {want, b, dt, n_rows, dim, ldy};
+    CHECK(ref_ops.bias_add(NULL, &p) == 0, "%s: reference failed", what);
+
+    struct dbuf d_y = dbuf_make(y, ny * sizeof(float));
+    struct dbuf d_b = dbuf_make(b, (size_t)dim * kern_dtype_size(dt));
+    struct kern_bias_add_params q = {dptr(d_y), dptr(d_b), dt, n_rows, dim, ldy};
+    CHECK(cu_ops.bias_add(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_y, got, what);
+    /* One float add per element, padding columns untouched: bit for bit. */
+    CHECK(memcmp(got, want, ny * sizeof *got) == 0, "%s: differs from the reference", what);
+    struct kern_bias_add_params r = q;
+    r.ldy = dim - 1;
+    CHECK(dim == 0 || cu_ops.bias_add(gctx, &r) == KERN_ERR_INVALID, "%s: ldy < dim accepted",
+          what);
+    dbuf_free(d_y);
+    dbuf_free(d_b);
+    free(y);
+    free(b);
+    free(want);
+    free(got);
+}
+
+/* Distance in units in the last place between two floats (0 for equal values, NaN meeting
+ * NaN included; INT64_MAX when only one is NaN). */
+static int64_t ulp_dist(float a, float b)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) && isnan(b) ? 0 : INT64_MAX;
+    if (a == b)
+        return 0;
+    int32_t ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    int64_t oa = ia < 0 ? (int64_t)INT32_MIN - ia : ia; /* monotone in the float order */
+    int64_t ob = ib < 0 ? (int64_t)INT32_MIN - ib : ib;
+    return oa > ob ? oa - ob : ob - oa;
+}
+
+/* A router row of n logits on a 1/64 grid (ties and mask boundaries met exactly), with the
+ * special rows the sparsemixer rules single out; padding up to ldx is huge so that reading it
+ * would change the picks. */
+static void fill_route_row(float *row, int64_t n, int64_t ldx, int kind)
+{
+    for (int64_t k = 0; k < n; k++)
+        row[k] = (float)(rnd(257) - 128) / 64.0f;
+    for (int64_t k = n; k < ldx; k++)
+        row[k] = 1e30f;
+    int64_t a = rnd(n), b = rnd(n);
+    switch (kind) {
+    case 1: /* the largest value twice: the first index wins, the second is the other */
+        row[a] = row[b] = 3.0f;
+        break;
+    case 2: /* NaNs count as -inf */
+        row[a] = NAN;
+        row[b] = NAN;
+        break;
+    case 3: /* only one finite logit: the second pick's m is -inf, weight 0 */
+        for (int64_t k = 0; k < n; k++)
+            row[k] = k == a ? 0.5f : -INFINITY;
+        break;
+    case 4: /* all -inf: experts {0, 1}, weights 0 */
+        for (int64_t k = 0; k < n; k++)
+            row[k] = -INFINITY;
+        break;
+    case 5: /* all NaN, the same */
+        for (int64_t k = 0; k < n; k++)
+            row[k] = NAN;
+        break;
+    case 6: /* mask boundary: m = 1, s = 1 - 0.02 (thr with jitter 0.01) and a tie below */
+        row[a] = 1.0f;
+        row[b] = a == b ? 1.0f : 0.98f;
+        break;
+    case 7: /* negative maximum: factor = |s_k| for the smaller ones */
+        for (int64_t k = 0; k < n; k++)
+            row[k] = -1.0f - (float)rnd(64) / 64.0f;
+        break;
+    case 8: /* some -inf among finite ones */
+        row[a] = -INFINITY;
+        break;
+    case 9: /* +inf: every weight NaN (inf - inf) on both sides */
+        row[a] = INFINITY;
+        break;
+    default:
+        break;
+    }
+}
+
+static void test_moe_route(int64_t n_tokens, int64_t n_experts, int64_t ldx, float jitter_eps)
+{
+    char what[128];
+    snprintf(what, sizeof what, "moe_route t=%lld e=%lld ldx=%lld eps=%g", (long long)n_tokens,
+             (long long)n_experts, (long long)ldx, (double)jitter_eps);
+    size_t nl = (size_t)(n_tokens * ldx), np = (size_t)(n_tokens * 2);
+    float *logits = tu_xmalloc(nl * sizeof *logits);
+    for (int64_t t = 0; t < n_tokens; t++)
+        fill_route_row(logits + t * ldx, n_experts, ldx, (int)(t % 12));
+    int32_t *want_e = tu_xmalloc(np * sizeof *want_e), *got_e = tu_xmalloc(np * sizeof *got_e);
+    float *want_w = tu_xmalloc(np * sizeof *want_w), *got_w = tu_xmalloc(np * sizeof *got_w);
+    struct kern_moe_route_params p = {logits, want_e, want_w, n_tokens, n_experts, ldx,
+                                      jitter_eps};
+    CHECK(ref_ops.moe_route(NULL, &p) == 0, "%s: reference failed", what);
+
+    struct dbuf d_l = dbuf_make(logits, nl * sizeof(float));
+    struct dbuf d_e = dbuf_make(NULL, np * sizeof(int32_t));
+    struct dbuf d_w = dbuf_make(NULL, np * sizeof(float));
+    struct kern_moe_route_params q = {dptr(d_l), dptr(d_e), dptr(d_w), n_tokens, n_experts, ldx,
+                                      jitter_eps};
+    CHECK(cu_ops.moe_route(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_e, got_e, what);
+    dbuf_fetch(d_w, got_w, what);
+    CHECK(memcmp(got_e, want_e, np * sizeof *got_e) == 0, "%s: experts differ", what);
+    /* Both sum exp in double and round 1 / sum once: only exp's last double bit may differ. */
+    int bad = 0;
+    for (size_t i = 0; i < np; i++)
+        if (ulp_dist(got_w[i], want_w[i]) > 1) {
+            if (bad++ == 0)
+                fprintf(stderr, "%s: weight %zu: got %.9g want %.9g\n", what, i,
+                        (double)got_w[i], (double)want_w[i]);
+        }
+    CHECK(bad == 0, "%s: %d weights more than 1 ulp off", what, bad);
+
+    struct kern_moe_route_params r = q;
+    r.n_experts = 1;
+    CHECK(cu_ops.moe_route(gctx, &r) == KERN_ERR_INVALID, "%s: one expert accepted", what);
+    r = q;
+    r.ldx = n_experts - 1;
+    CHECK(cu_ops.moe_route(gctx, &r) == KERN_ERR_INVALID, "%s: ldx < n_experts accepted", what);
+    r = q;
+    r.jitter_eps = NAN;
+    CHECK(cu_ops.moe_route(gctx, &r) == KERN_ERR_INVALID, "%s: NaN jitter accepted", what);
+    dbuf_free(d_l);
+    dbuf_free(d_e);
+    dbuf_free(d_w);
+    free(logits);
+    free(want_e);
+    free(got_e);
+    free(want_w);
+    free(got_w);
+}
+
+enum moe_routing {
+    MOE_ROUTE_DISTINCT, /* top_k distinct experts per token from the first half (others empty) */
+    MOE_ROUTE_ANY,      /* any experts, duplicates within a token allowed */
+    MOE_ROUTE_ONE,      /* every slot on one expert */
+};
+
+struct moe_case {
+    int64_t n_tokens, hidden, inter, n_experts, top_k;
+    enum kern_dtype dt;
+    enum moe_routing routing;
+    /* 0: each expert's matrices apart. Else expert e's matrices start e * overlap elements
+     * into one matrix-and-a-bit per kind: distinct (shifted) weights for 16 real-size experts
+     * in the emulator's 2 GiB. */
+    int64_t overlap;
+};
+
+/* Element i of a host weight array as double. */
+static double wload(const void *w, enum kern_dtype dt, int64_t i)
+{
+    if (dt == KERN_DTYPE_F32)
+        return ((const float *)w)[i];
+    if (dt == KERN_DTYPE_BF16)
+        return kern_bf16_to_f32(((const uint16_t *)w)[i]);
+    return kern_f16_to_f32(((const uint16_t *)w)[i]);
+}
+
+/* The error bound of the CUDA moe per y element, propagated in double through the three
+ * GEMMs. A GEMM whose inputs are rounded to the weight type (relative error rel, plus half
+ * the f16 subnormal spacing, 2^-25, for f16) and summed in fp32 (allowance acc, as the matmul
+ * test's f32 bound) is within rel' * sum|w||in| of the exact sum; silu is 1.1-Lipschitz, so
+ * |act' - act| <= 1.1 dg (|u| + du) + |silu(g)| du (+ 1e-6 |act| for expf); the down GEMM then
+ * sees act' rounded: |round(act') - act| <= dact + rel (|act| + dact); the combine adds
+ * sum_k |w_k| dD_k and fp32 rounding of the sums, 1e-5 (|y0| + sum_k |w_k D_k|). */
+static void moe_bound(const struct moe_case *c, const float *x, const int32_t *experts,
+                      const float *weights, const void *const *wg, const void *const *wu,
+                      const void *const *wd, const float *y0, float *bound)
+{
+    int64_t H = c->hidden, I = c->inter, K = c->top_k;
+    double rel = c->dt == KERN_DTYPE_BF16 ? 1.0 / 256 : c->dt == KERN_DTYPE_F16 ? 1.0 / 1024 : 0;
+    double sub = c->dt == KERN_DTYPE_F16 ? 1.0 / 16777216.0 : 0.0;
+    const double acc = 1e-5;
+    double *act = tu_xmalloc((size_t)(I > 0 ? I : 1) * sizeof *act);
+    double *dact = tu_xmalloc((size_t)(I > 0 ? I : 1) * sizeof *dact);
+    double *b = tu_xmalloc((size_t)H * sizeof *b);
+    double *mag = tu_xmalloc((size_t)H * sizeof *mag);
+    for (int64_t t = 0; t < c->n_tokens; t++) {
+        const float *xt = x + t * H;
+        for (int64_t o = 0; o < H; o++)
+            b[o] = mag[o] = 0.0;
+        for (int64_t k = 0; k < K; k++) {
+            int64_t e = experts[t * K + k];
+            double w = fabs((double)weights[t * K + k]);
+            for (int64_t i = 0; i < I; i++) {
+                double g = 0, u = 0, ga = 0, ua = 0, gw = 0, uw = 0;
+                for (int64_t h = 0; h < H; h++) {
+                    double a = wload(wg[e], c->dt, i * H + h);
+                    double v = wload(wu[e], c->dt, i * H + h);
+                    g += a * xt[h];
+                    u += v * xt[h];
+                    ga += fabs(a * xt[h]);
+                    ua += fabs(v * xt[h]);
+                    gw += fabs(a);
+                    uw += fabs(v);
+                }
+                double dg = (rel + acc) * ga + sub * gw, du = (rel + acc) * ua + sub * uw;
+                double s = g / (1.0 + exp(-g));
+                act[i] = s * u;
+                dact[i] = 1.1 * dg * (fabs(u) + du) + fabs(s) * du + 1e-6 * fabs(act[i]);
+            }
+            for (int64_t o = 0; o < H; o++) {
+                double d = 0, dd = 0, da = 0, dw = 0;
+                for (int64_t i = 0; i < I; i++) {
+                    double a = wload(wd[e], c->dt, o * I + i);
+                    d += a * act[i];
+                    da += fabs(a * act[i]);
+                    dw += fabs(a);
+                    dd += fabs(a) * (dact[i] + rel * (fabs(act[i]) + dact[i]));
+                }
+                dd += acc * da + sub * dw;
+                b[o] += w * dd;
+                mag[o] += w * fabs(d);
+            }
+        }
+        for (int64_t o = 0; o < H; o++)
+            bound[t * H + o] = (float)(b[o] + 1e-5 * (fabs((double)y0[t * H + o]) + mag[o])) +
+                               1e-30f;
+    }
+    free(act);
+    free(dact);
+    free(b);
+    free(mag);
+}
+
+/* Device pointer arrays of one weight kind: expert e at base + e * stride bytes, or NULL. */
+static void moe_ptrs(const void **ptrs, struct dbuf d, size_t stride, int64_t n_experts)
+{
+    for (int64_t e = 0; e < n_experts; e++)
+        ptrs[e] = (const unsigned char *)dptr(d) + (size_t)e * stride;
+}
+
+static void test_moe(const struct moe_case *c)
+{
+    char what[192];
+    static const char *const routing_names[] = {"distinct", "any", "one"};
+    snprintf(what, sizeof what, "moe t=%lld h=%lld i=%lld e=%lld k=%lld %s %s",
+             (long long)c->n_tokens, (long long)c->hidden, (long long)c->inter,
+             (long long)c->n_experts, (long long)c->top_k, dt_name(c->dt),
+             routing_names[c->routing]);
+    int64_t T = c->n_tokens, H = c->hidden, I = c->inter, E = c->n_experts, K = c->top_k;
+    enum kern_dtype dt = c->dt;
+    size_t ds = kern_dtype_size(dt), nx = (size_t)(T * H), ns = (size_t)(T * K);
+    size_t mat = (size_t)(I * H); /* elements of one expert's matrix */
+    size_t stride = c->overlap > 0 ? (size_t)c->overlap : mat; /* elements between experts */
+    size_t nw = mat + (size_t)(E - 1) * stride;                 /* elements per kind */
+    float *x = rand_f32(nx);
+    float *y0 = rand_f32(nx);
+    /* Scaled so that g and u are O(3) and the down outputs O(10). */
+    float amp_in = 2.0f / sqrtf((float)(H > 0 ? H : 1));
+    float amp_out = 1.0f / sqrtf((float)(I > 0 ? I : 1));
+    void *wg = rand_typed(nw, dt, amp_in);
+    void *wu = rand_typed(nw, dt, amp_in);
+    void *wd = rand_typed(nw, dt, amp_out);
+    int32_t *experts = tu_xmalloc(ns * sizeof *experts);
+    float *weights = tu_xmalloc(ns * sizeof *weights);
+    int64_t used = E / 2 > K ? E / 2 : (E > K ? K : E); /* DISTINCT draws from [0, used) */
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t k = 0; k < K; k++) {
+            int32_t e;
+            if (c->routing == MOE_ROUTE_ONE) {
+                e = (int32_t)(E > 3 ? 3 : E - 1);
+            } else if (c->routing == MOE_ROUTE_ANY) {
+                e = (int32_t)rnd(E);
+            } else {
+                int fresh;
+                do {
+                    e = (int32_t)rnd(used);
+                    fresh = 1;
+                    for (int64_t j = 0; j < k; j++)
+                        fresh &= experts[t * K + j] != e;
+                } while (!fresh && used >= K);
+            }
+            experts[t * K + k] = e;
+            weights[t * K + k] = rnd(8) == 0 ? 0.0f : (float)(rng() >> 40) / (float)(1 << 24);
+        }
+    size_t work_bytes = kern_moe_work_bytes(T, K, H, I, E);
+    CHECK(work_bytes > 0, "%s: kern_moe_work_bytes = 0", what);
+
+    /* Reference: host pointer arrays, an expert that no slot uses without weights (NULL is
+     * only a bad index where it is used). */
+    const void **hg = tu_xmalloc((size_t)E * sizeof *hg), **hu = tu_xmalloc((size_t)E * sizeof *hu);
+    const void **hd = tu_xmalloc((size_t)E * sizeof *hd);
+    for (int64_t e = 0; e < E; e++) {
+        hg[e] = (const unsigned char *)wg + (size_t)e * stride * ds;
+        hu[e] = (const unsigned char *)wu + (size_t)e * stride * ds;
+        hd[e] = (const unsigned char *)wd + (size_t)e * stride * ds;
+    }
+    int64_t unused = -1;
+    for (int64_t e = E - 1; e >= 0 && unused < 0; e--) {
+        int hit = 0;
+        for (size_t s = 0; s < ns; s++)
+            hit |= experts[s] == e;
+        if (!hit)
+            unused = e;
+    }
+    if (unused >= 0)
+        hg[unused] = hu[unused] = hd[unused] = NULL;
+    float *want = tu_xmalloc(nx * sizeof *want), *got = tu_xmalloc(nx * sizeof *got);
+    memcpy(want, y0, nx * sizeof *want);
+    void *hwork = tu_xmalloc(work_bytes);
+    struct kern_moe_params p = {x, experts, weights, hg, hu, hd, dt, want, hwork, T, H, I, E, K};
+    CHECK(ref_ops.moe(NULL, &p) == 0, "%s: reference failed", what);
+    float *bound = tu_xmalloc(nx * sizeof *bound);
+    moe_bound(c, x, experts, weights, hg, hu, hd, y0, bound);
+
+    struct dbuf d_x = dbuf_make(x, nx * sizeof(float));
+    struct dbuf d_y = dbuf_make(y0, nx * sizeof(float));
+    struct dbuf d_ex = dbuf_make(experts, ns * sizeof *experts);
+    struct dbuf d_wt = dbuf_make(weights, ns * sizeof *weights);
+    struct dbuf d_wg = dbuf_make(wg, nw * ds);
+    struct dbuf d_wu = dbuf_make(wu, nw * ds);
+    struct dbuf d_wd = dbuf_make(wd, nw * ds);
+    struct dbuf d_work = dbuf_make(NULL, work_bytes); /* starts as garbage (canary bytes) */
+    const void **pg = tu_xmalloc((size_t)E * sizeof *pg), **pu = tu_xmalloc((size_t)E * sizeof *pu);
+    const void **pd = tu_xmalloc((size_t)E * sizeof *pd);
+    moe_ptrs(pg, d_wg, stride * ds, E);
+    moe_ptrs(pu, d_wu, stride * ds, E);
+    moe_ptrs(pd, d_wd, stride * ds, E);
+    if (unused >= 0)
+        pg[unused] = pu[unused] = pd[unused] = NULL;
+    struct dbuf d_pg = dbuf_make(pg, (size_t)E * sizeof *pg);
+    struct dbuf d_pu = dbuf_make(pu, (size_t)E * sizeof *pu);
+    struct dbuf d_pd = dbuf_make(pd, (size_t)E * sizeof *pd);
+    struct kern_moe_params q = {dptr(d_x), dptr(d_ex), dptr(d_wt), dptr(d_pg), dptr(d_pu),
+                                dptr(d_pd), dt, dptr(d_y), dptr(d_work), T, H, I, E, K};
+    CHECK(cu_ops.moe(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_y, got, what);
+    dbuf_fetch(d_work, NULL, what);
+    compare(what, got, want, nx, 0.0f, 0.0f, bound);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < nx; i++) {
+        num += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        den += ((double)want[i] - y0[i]) * ((double)want[i] - y0[i]);
+    }
+    double frob = den > 0 ? sqrt(num / den) : sqrt(num);
+    CHECK(frob <= 1e-2, "%s: relative Frobenius error of the update %.3g", what, frob);
+
+    /* Batch invariance: the last token alone, in a call of its own, gets the same bits. */
+    if (T > 1) {
+        int64_t t = T - 1;
+        CHECK(kern_cuda_upload(gctx, dptr(d_y), y0 + t * H, (size_t)H * sizeof(float)) == 0,
+              "upload");
+        struct kern_moe_params one = q;
+        one.x = (const float *)dptr(d_x) + t * H;
+        one.experts = (const int32_t *)dptr(d_ex) + t * K;
+        one.weights = (const float *)dptr(d_wt) + t * K;
+        one.n_tokens = 1;
+        CHECK(cu_ops.moe(gctx, &one) == 0, "%s: single-token launch failed", what);
+        sync_ok(what);
+        float *row = tu_xmalloc((size_t)H * sizeof *row);
+        CHECK(kern_cuda_download(gctx, row, dptr(d_y), (size_t)H * sizeof(float)) == 0,
+              "download");
+        CHECK(memcmp(row, got + t * H, (size_t)H * sizeof *row) == 0,
+              "%s: token %lld alone differs from the same token in the batch", what,
+              (long long)t);
+        free(row);
+    }
+
+    /* Recorded in a graph and replayed: the same bits (no allocation, no host sync inside). */
+    CHECK(kern_cuda_upload(gctx, dptr(d_y), y0, nx * sizeof(float)) == 0, "upload");
+    struct kern_graph *g = NULL;
+    CHECK(cu_ops.graph_begin(gctx) == 0, "%s: graph_begin", what);
+    int rc_op = cu_ops.moe(gctx, &q);
+    int rc_end = cu_ops.graph_end(gctx, &g);
+    CHECK(rc_op == 0 && rc_end == 0, "%s: capture failed (%d, %d)", what, rc_op, rc_end);
+    if (g) {
+        CHECK(cu_ops.graph_launch(gctx, g) == 0, "%s: graph_launch", what);
+        sync_ok(what);
+        float *replay = tu_xmalloc(nx * sizeof *replay);
+        dbuf_fetch(d_y, replay, what);
+        CHECK(memcmp(replay, got, nx * sizeof *replay) == 0, "%s: graph replay differs", what);
+        free(replay);
+        cu_ops.graph_destroy(gctx, g);
+    }
+
+    /* Bad indices: reported at sync, nothing written outside the buffers. */
+    int32_t bad[2] = {(int32_t)E, -1};
+    for (int i = 0; i < 2; i++) {
+        size_t at = (size_t)rnd((int64_t)ns);
+        CHECK(kern_cuda_upload(gctx, (int32_t *)dptr(d_ex) + at, &bad[i], sizeof bad[i]) == 0,
+              "upload");
+        CHECK(cu_ops.moe(gctx, &q) == 0, "%s: launch failed", what);
+        char err[256] = "";
+        int rc = kern_cuda_sync(gctx, err, sizeof err);
+        CHECK(rc == KERN_ERR_INVALID && strstr(err, "moe expert") != NULL,
+              "%s: expert %d not reported (%d, %s)", what, bad[i], rc, err);
+        sync_ok("after the moe fault was reported");
+        CHECK(kern_cuda_upload(gctx, (int32_t *)dptr(d_ex) + at, experts + at, sizeof bad[i]) ==
+                  0,
+              "upload");
+    }
+    if (unused >= 0 && I > 0) { /* an expert without weights that a slot now uses */
+        int32_t e = (int32_t)unused;
+        CHECK(kern_cuda_upload(gctx, dptr(d_ex), &e, sizeof e) == 0, "upload");
+        CHECK(cu_ops.moe(gctx, &q) == 0, "%s: launch failed", what);
+        CHECK(kern_cuda_sync(gctx, NULL, 0) == KERN_ERR_INVALID,
+              "%s: NULL weights of a used expert not reported", what);
+        sync_ok("after the moe fault was reported");
+        CHECK(kern_cuda_upload(gctx, dptr(d_ex), experts, sizeof e) == 0, "upload");
+    }
+    dbuf_fetch(d_y, NULL, what);
+    dbuf_fetch(d_work, NULL, what);
+
+    /* Bad scalars are refused before any launch. */
+    struct kern_moe_params r = q;
+    r.top_k = 0;
+    CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: top_k 0 accepted", what);
+    r = q;
+    r.n_experts = 0;
+    CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: no experts accepted", what);
+    r = q;
+    r.work = NULL;
+    CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: NULL work accepted", what);
+    r = q;
+    r.n_tokens = INT64_MAX / 4;
+    CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: overflowing sizes accepted", what);
+    sync_ok(what);
+
+    dbuf_free(d_x);
+    dbuf_free(d_y);
+    dbuf_free(d_ex);
+    dbuf_free(d_wt);
+    dbuf_free(d_wg);
+    dbuf_free(d_wu);
+    dbuf_free(d_wd);
+    dbuf_free(d_work);
+    dbuf_free(d_pg);
+    dbuf_free(d_pu);
+    dbuf_free(d_pd);
+    free(x);
+    free(y0);
+    free(wg);
+    free(wu);
+    free(wd);
+    free(experts);
+    free(weights);
+    free(hg);
+    free(hu);
+    free(hd);
+    free(pg);
+    free(pu);
+    free(pd);
+    free(want);
+    free(got);
+    free(hwork);
+    free(bound);
+}
+
 /* Page-locked host memory (what the engine downloads logits into): copies into it and out of
  * it are exact, device memory cannot be registered, and unregistering makes it plain again. */
 static void test_host_register(void)
@@ -1340,6 +1870,40 @@ int main(void)
     test_sample(8, 600, 600, 40, 8);       /* chunks of 2: most threads own a little */
     test_sample(8, 31, 40, 40, 6);         /* fewer ids than threads: most own none */
     test_sample(4, 1, 4, 16, 1);
+
+    /* Phi-3.5-MoE: hidden 4096, inter 6400, 16 experts, top 2; router_jitter_noise 0.01. */
+    test_layernorm(33, 4096, KERN_DTYPE_BF16, 0, 0.0f);
+    test_layernorm(5, 4096, KERN_DTYPE_BF16, 1, 8.0f);
+    test_layernorm(7, 33, KERN_DTYPE_F16, 0, 0.0f);
+    test_layernorm(3, 1, KERN_DTYPE_F32, 0, 0.0f);
+    test_layernorm(1, 1001, KERN_DTYPE_F32, 1, -2.0f);
+
+    test_bias_add(37, 4096, 4096, KERN_DTYPE_BF16);
+    test_bias_add(3, 6400, 6403, KERN_DTYPE_F32);
+    test_bias_add(1, 33, 40, KERN_DTYPE_F16);
+    test_bias_add(5, 0, 3, KERN_DTYPE_BF16);
+
+    test_moe_route(1000, 16, 16, 0.01f);
+    test_moe_route(37, 16, 19, 0.01f);
+    test_moe_route(3, 2, 2, 0.01f);
+    test_moe_route(24, 37, 40, 0.0f);
+    test_moe_route(1, 16, 16, 0.5f);
+
+    static const struct moe_case moe_cases[] = {
+        /* cut-down Phi-3.5-MoE: 16 experts, top 2, half of them without a token */
+        {37, 96, 80, 16, 2, KERN_DTYPE_BF16, MOE_ROUTE_DISTINCT, 0},
+        {1, 132, 70, 16, 2, KERN_DTYPE_F16, MOE_ROUTE_DISTINCT, 0},
+        {3, 66, 130, 16, 3, KERN_DTYPE_F32, MOE_ROUTE_ANY, 0},   /* hidden not a multiple of 4 */
+        {37, 64, 64, 16, 1, KERN_DTYPE_BF16, MOE_ROUTE_ONE, 0},  /* one expert takes everything */
+        {20, 48, 33, 4, 2, KERN_DTYPE_BF16, MOE_ROUTE_ONE, 0},   /* duplicates: 40 rows, 3 tiles */
+        {9, 32, 40, 37, 2, KERN_DTYPE_F32, MOE_ROUTE_ANY, 0},    /* more experts than warps */
+        {5, 40, 0, 4, 2, KERN_DTYPE_BF16, MOE_ROUTE_ANY, 0},     /* inter 0: an empty sum */
+        {70, 24, 20, 16, 2, KERN_DTYPE_F16, MOE_ROUTE_ANY, 0},   /* 140 slots, many tiles */
+        /* the real shapes, decode-sized */
+        {2, 4096, 6400, 16, 2, KERN_DTYPE_BF16, MOE_ROUTE_DISTINCT, 4099},
+    };
+    for (size_t i = 0; i < sizeof moe_cases / sizeof moe_cases[0]; i++)
+        test_moe(&moe_cases[i]);
 
     kern_cuda_destroy(gctx);
     return tu_finish("test_gpu_ops");

@@ -109,6 +109,16 @@ static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 3
 /* Every lane's predicate as a bit mask; a warp barrier, which is what __syncwarp needs. */
 unsigned kern_emu_ballot(unsigned mask, int pred);
 #define __syncwarp(...) ((void)kern_emu_ballot(0xffffffffu, 1))
+/* The lanes' predicates as a bit mask (full-warp mask only, as the shuffles), and the bit
+ * count that goes with it. */
+static inline unsigned __ballot_sync(unsigned mask, int pred)
+{
+    return kern_emu_ballot(mask, pred);
+}
+static inline int __popc(unsigned x)
+{
+    return __builtin_popcount(x);
+}
 
 /* ---- atomics: the emulator runs one CUDA thread at a time ----------------------------- */
 

@@ -1,0 +1,346 @@
+/* CUDA moe: the routed experts of every token in one call (kern_moe_params in kernels/ops.h),
+ * with no host knowledge of how many tokens each expert got. Five launches on the stream, all
+ * sized from host-known numbers, no allocation and no host read (so a graph can record them):
+ *  1. plan (one block): validates each slot's expert (a bad one raises
+ *     KERN_CUDA_FAULT_MOE_EXPERT and is left out of everything below), sorts each token's
+ *     slots by expert for the combine, counts the slots of each expert with warp ballots, and
+ *     builds the expert offsets, the padded row-tile offsets and the slot permutation sorted
+ *     by expert (stable: slot order within an expert, so the plan is deterministic);
+ *  2. grouped GEMM, gate and up: grid (row tile, column tile of inter, gate|up); a row tile
+ *     is one expert's run of up to MOE_BM sorted slots, found from its index by a binary
+ *     search over the tile offsets; it reads its rows of x through the permutation and its
+ *     expert's weights through the device pointer arrays, and writes g | u of its slots;
+ *  3. act = silu(g) * u in place of g;
+ *  4. the same GEMM for down, act -> one row of hidden per slot;
+ *  5. combine: per token, its top_k rows times their weights in ascending expert order
+ *     (ties by k) summed in fp32, then added to y.
+ * Precision as kern_cuda_matmul: with bf16/f16 weights each GEMM input (x, then act) is
+ * rounded to the weight type and the products are summed in fp32; f32 weights use plain fp32.
+ * Every output element comes from a fixed K-loop order and no float atomics, whatever else
+ * is in the batch (batch invariance). A plain shared-memory tiled FMA GEMM: no tensor cores
+ * yet, and no fusion of the silu into the GEMMs. Work buffer (kern_moe_work_bytes, each region
+ * rounded up to 256 bytes): A = [S, hidden] down outputs, B = [S, 2 * inter] g | u (act over
+ * g), C = the int32 plan below; S = n_tokens * top_k slots, slot s = t * top_k + k. */
+#include "cuda_internal.h"
+#include "index.h"
+
+#define MOE_BM 16  /* slots per row tile */
+#define MOE_BN 64  /* output columns per tile */
+#define MOE_BK 32  /* K per shared-memory stage */
+#define MOE_GEMM_THREADS 128
+#define MOE_PLAN_THREADS 256
+#define MOE_COMBINE_THREADS 256
+
+/* The int32 plan in region C: 3 S + 2 (n_experts + 1) entries of the 4 S + 4 n_experts + 64
+ * that kern_moe_work_bytes reserves. */
+struct moe_plan {
+    int32_t *slot_e;   /* [S] the slot's expert, -1 when it is a bad index */
+    int32_t *perm;     /* [S] valid slots sorted by expert, slot order within one */
+    int32_t *order;    /* [n_tokens, top_k] each token's k in ascending expert order, ties by k */
+    int32_t *slot_off; /* [n_experts + 1] expert e owns perm[slot_off[e] .. slot_off[e + 1]) */
+    int32_t *tile_off; /* [n_experts + 1] expert e owns row tiles [tile_off[e], tile_off[e+1]) */
+};
+
+/* A GEMM of the experts: for each valid slot s (rows through the plan) and column c < n,
+ *   out[s * ld_out + off + c] = sum_k round(in[(s / in_div) * ld_in + k]) * W_e[c, k]
+ * with W_e = w[e] ([n, k] in wt), e = the slot's expert; blockIdx.z = 1 takes w1 and off1
+ * instead of w0 and offset 0. */
+struct moe_gemm_args {
+    const float *in;
+    int64_t ld_in, in_div;
+    const void *const *w0;
+    const void *const *w1;
+    enum kern_dtype wt;
+    float *out;
+    int64_t ld_out, off1;
+    int64_t n, k, n_experts;
+    struct moe_plan plan;
+};
+
+/* v rounded to storage type t and back (the GEMM input rounding of kern_cuda_matmul). */
+static __device__ __forceinline__ float round_to(enum kern_dtype t, float v)
+{
+    if (t == KERN_DTYPE_BF16)
+        return kern_bf16_to_f32(kern_f32_to_bf16(v));
+    if (t == KERN_DTYPE_F16)
+        return kern_f16_to_f32(kern_f32_to_f16(v));
+    return v;
+}
+
+static __global__ void __launch_bounds__(MOE_PLAN_THREADS)
+    moe_plan_kernel(const int32_t *experts, const void *const *w_gate, const void *const *w_up,
+                    const void *const *w_down, int64_t n_tokens, int64_t top_k,
+                    int64_t n_experts, int64_t inter, struct moe_plan plan, int *fault)
+{
+    const int64_t n_slots = n_tokens * top_k;
+    const int lane = (int)(threadIdx.x & 31), warp = (int)(threadIdx.x / 32);
+    const int n_warps = MOE_PLAN_THREADS / 32;
+    const unsigned below = (1u << lane) - 1u; /* the lanes before this one */
+
+    for (int64_t s = threadIdx.x; s < n_slots; s += MOE_PLAN_THREADS) {
+        int32_t e = experts[s];
+        bool ok = e >= 0 && e < n_experts &&
+                  (inter == 0 || (w_gate[e] && w_up[e] && w_down[e]));
+        plan.slot_e[s] = ok ? e : -1;
+        if (!ok)
+            kern_cuda_raise(fault, KERN_CUDA_FAULT_MOE_EXPERT);
+    }
+    /* Each token's slots by expert (the raw index, as the reference), ties by k: a stable
+     * insertion sort; top_k is small. */
+    for (int64_t t = threadIdx.x; t < n_tokens; t += MOE_PLAN_THREADS) {
+        const int32_t *ex = experts + t * top_k;
+        int32_t *ord = plan.order + t * top_k;
+        for (int64_t k = 0; k < top_k; k++) {
+            int64_t j = k;
+            for (; j > 0 && ex[ord[j - 1]] > ex[k]; j--)
+                ord[j] = ord[j - 1];
+            ord[j] = (int32_t)k;
+        }
+    }
+    __syncthreads(); /* slot_e complete */
+
+    /* Counts: warp w owns experts w, w + n_warps, ...; a ballot per 32 slots. */
+    for (int64_t e = warp; e < n_experts; e += n_warps) {
+        int32_t count = 0;
+        for (int64_t base = 0; base < n_slots; base += 32) {
+            int64_t s = base + lane;
+            int32_t se = s < n_slots ? plan.slot_e[s] : -1;
+            count += __popc(__ballot_sync(0xffffffffu, se == e));
+        }
+        if (lane == 0)
+            plan.slot_off[e + 1] = count;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        plan.slot_off[0] = 0;
+        plan.tile_off[0] = 0;
+        for (int64_t e = 0; e < n_experts; e++) {
+            int32_t c = plan.slot_off[e + 1];
+            plan.slot_off[e + 1] = plan.slot_off[e] + c;
+            plan.tile_off[e + 1] = plan.tile_off[e] + (c + MOE_BM - 1) / MOE_BM;
+        }
+    }
+    __syncthreads();
+    /* Placement, the same walk: a slot's place is its expert's offset plus the number of
+     * earlier slots of that expert, so the permutation is stable. */
+    for (int64_t e = warp; e < n_experts; e += n_warps) {
+        int32_t pos = plan.slot_off[e];
+        for (int64_t base = 0; base < n_slots; base += 32) {
+            int64_t s = base + lane;
+            bool mine = s < n_slots && plan.slot_e[s] == e;
+            unsigned m = __ballot_sync(0xffffffffu, mine);
+            if (mine)
+                plan.perm[pos + __popc(m & below)] = (int32_t)s;
+            pos += __popc(m);
+        }
+    }
+}
+
+static __global__ void __launch_bounds__(MOE_GEMM_THREADS) moe_gemm_kernel(struct moe_gemm_args a)
+{
+    __shared__ float xs[MOE_BM][MOE_BK + 1];
+    __shared__ float ws[MOE_BN][MOE_BK + 1];
+    __shared__ int64_t row_in[MOE_BM], row_out[MOE_BM];
+
+    /* Row tile -> its expert: the last e with tile_off[e] <= rt (the block's whole choice). */
+    const int64_t rt = blockIdx.x;
+    const int32_t *tile_off = a.plan.tile_off;
+    if (rt >= tile_off[a.n_experts])
+        return; /* past the tiles this batch needs: the grid is the host's upper bound */
+    int64_t lo = 0, hi = a.n_experts;
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (tile_off[mid] <= rt)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const int64_t e = lo;
+    const int64_t first = a.plan.slot_off[e] + (rt - tile_off[e]) * MOE_BM;
+    const int64_t end = a.plan.slot_off[e + 1];
+    const bool second = blockIdx.z == 1;
+    const void *w = (second ? a.w1 : a.w0)[e];
+    const int64_t off = second ? a.off1 : 0;
+    const int64_t col0 = (int64_t)blockIdx.y * MOE_BN;
+
+    if (threadIdx.x < MOE_BM) {
+        int64_t i = first + threadIdx.x;
+        int64_t s = i < end ? a.plan.perm[i] : -1;
+        row_in[threadIdx.x] = s < 0 ? -1 : s / a.in_div;
+        row_out[threadIdx.x] = s;
+    }
+    __syncthreads();
+
+    const int tx = (int)(threadIdx.x % 16), ty = (int)(threadIdx.x / 16); /* 16 x 8 threads */
+    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    for (int64_t k0 = 0; k0 < a.k; k0 += MOE_BK) {
+        for (int i = threadIdx.x; i < MOE_BM * MOE_BK; i += MOE_GEMM_THREADS) {
+            int r = i / MOE_BK, kk = i % MOE_BK;
+            int64_t src = row_in[r];
+            xs[r][kk] = src >= 0 && k0 + kk < a.k
+                            ? round_to(a.wt, a.in[src * a.ld_in + k0 + kk])
+                            : 0.0f;
+        }
+        for (int i = threadIdx.x; i < MOE_BN * MOE_BK; i += MOE_GEMM_THREADS) {
+            int c = i / MOE_BK, kk = i % MOE_BK;
+            int64_t col = col0 + c;
+            ws[c][kk] = col < a.n && k0 + kk < a.k ? kern_cuda_load(w, a.wt, col * a.k + k0 + kk)
+                                                   : 0.0f;
+        }
+        __syncthreads();
+        /* A fixed order over k (padding adds exact zeros): a slot's result depends on its row
+         * and its expert only. */
+        for (int kk = 0; kk < MOE_BK; kk++) {
+            float x0 = xs[ty][kk], x1 = xs[ty + 8][kk];
+            for (int j = 0; j < 4; j++) {
+                float wv = ws[tx + 16 * j][kk];
+                acc[0][j] += x0 * wv;
+                acc[1][j] += x1 * wv;
+            }
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 2; i++) {
+        int64_t s = row_out[ty + 8 * i];
+        if (s < 0)
+            continue;
+        for (int j = 0; j < 4; j++) {
+            int64_t col = col0 + tx + 16 * j;
+            if (col < a.n)
+                a.out[s * a.ld_out + off + col] = acc[i][j];
+        }
+    }
+}
+
+/* gu[s, c] = silu(gu[s, c]) * gu[s, inter + c] for the valid slots: act over g. */
+static __global__ void moe_silu_kernel(float *gu, const int32_t *slot_e, int64_t n_slots,
+                                       int64_t inter)
+{
+    int64_t n = n_slots * inter;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        int64_t s = i / inter, c = i % inter;
+        if (slot_e[s] < 0)
+            continue;
+        float *row = gu + s * 2 * inter;
+        row[c] = kern_silu(row[c]) * row[inter + c];
+    }
+}
+
+/* y[t, o] += sum over the token's valid slots in plan order of weights[slot] * down[slot, o]. */
+static __global__ void __launch_bounds__(MOE_COMBINE_THREADS)
+    moe_combine_kernel(float *y, const float *down, const float *weights, struct moe_plan plan,
+                       int64_t n_tokens, int64_t top_k, int64_t hidden)
+{
+    for (int64_t t = blockIdx.x; t < n_tokens; t += gridDim.x) {
+        const int32_t *ord = plan.order + t * top_k;
+        for (int64_t o = threadIdx.x; o < hidden; o += MOE_COMBINE_THREADS) {
+            float sum = 0.0f;
+            for (int64_t n = 0; n < top_k; n++) {
+                int64_t s = t * top_k + ord[n];
+                if (plan.slot_e[s] >= 0)
+                    sum += weights[s] * down[s * hidden + o];
+            }
+            y[t * hidden + o] += sum;
+        }
+    }
+}
+
+/* bytes rounded up to 256, as kern_moe_work_bytes lays the regions out. */
+static size_t round256(size_t bytes)
+{
+    return (bytes + 255) & ~(size_t)255;
+}
+
+int kern_cuda_moe(struct kern_ctx *ctx, const struct kern_moe_params *p)
+{
+    struct kern_cuda *cu = kern_cuda_of(ctx);
+    int64_t elems, n_slots, w_elems;
+    /* The reference's scalar checks (kern_ref_moe_check); the expert indices and the weight
+     * pointers live on the device: the plan kernel checks them. */
+    if (!cu || !p || p->n_tokens < 0 || p->hidden < 0 || p->inter < 0 || p->n_experts < 1 ||
+        p->n_experts > INT32_MAX || p->top_k < 1 || !kern_cuda_dtype_ok(p->w_dtype) ||
+        !kern_cuda_mul(p->n_tokens, p->hidden, &elems) ||
+        !kern_cuda_mul(p->n_tokens, p->top_k, &n_slots) ||
+        !kern_cuda_mul(p->hidden, p->inter, &w_elems) ||
+        kern_moe_work_bytes(p->n_tokens, p->top_k, p->hidden, p->inter, p->n_experts) == 0)
+        return KERN_ERR_INVALID;
+    if (p->n_tokens == 0 || p->hidden == 0)
+        return KERN_OK;
+    if (!p->x || !p->experts || !p->weights || !p->y || !p->work || !p->w_gate || !p->w_up ||
+        !p->w_down)
+        return KERN_ERR_INVALID;
+    /* Launch limits: slots are int32 in the plan; grid y holds the column tiles. */
+    const int64_t n_e = p->n_experts, H = p->hidden, I = p->inter;
+    const int64_t row_tiles_full = kern_idx_n_tiles(n_slots, MOE_BM) +
+                                   (n_e < n_slots ? n_e : n_slots);
+    const int64_t row_tiles = row_tiles_full < n_slots ? row_tiles_full : n_slots;
+    if (n_slots > INT32_MAX || kern_idx_n_tiles(H, MOE_BN) > 65535 ||
+        kern_idx_n_tiles(I, MOE_BN) > 65535)
+        return KERN_ERR_UNSUPPORTED;
+
+    unsigned char *work = static_cast<unsigned char *>(p->work);
+    float *down = reinterpret_cast<float *>(work);
+    float *gu = reinterpret_cast<float *>(work + round256((size_t)n_slots * (size_t)H * 4));
+    int32_t *c = reinterpret_cast<int32_t *>(reinterpret_cast<unsigned char *>(gu) +
+                                             round256((size_t)n_slots * (size_t)I * 8));
+    struct moe_plan plan;
+    plan.slot_e = c;
+    plan.perm = c + n_slots;
+    plan.order = c + 2 * n_slots;
+    plan.slot_off = c + 3 * n_slots;
+    plan.tile_off = c + 3 * n_slots + n_e + 1;
+
+    KERN_CUDA_LAUNCH(moe_plan_kernel, 1, MOE_PLAN_THREADS, 0, cu->stream)(
+        p->experts, p->w_gate, p->w_up, p->w_down, p->n_tokens, p->top_k, n_e, I, plan,
+        cu->fault);
+    int rc = kern_cuda_launch_status();
+    if (rc != KERN_OK)
+        return rc;
+
+    struct moe_gemm_args a;
+    a.wt = p->w_dtype;
+    a.n_experts = n_e;
+    a.plan = plan;
+    if (I > 0) {
+        a.in = p->x;
+        a.ld_in = H;
+        a.in_div = p->top_k;
+        a.w0 = p->w_gate;
+        a.w1 = p->w_up;
+        a.out = gu;
+        a.ld_out = 2 * I;
+        a.off1 = I;
+        a.n = I;
+        a.k = H;
+        dim3 grid((unsigned)row_tiles, (unsigned)kern_idx_n_tiles(I, MOE_BN), 2);
+        KERN_CUDA_LAUNCH(moe_gemm_kernel, grid, MOE_GEMM_THREADS, 0, cu->stream)(a);
+        if ((rc = kern_cuda_launch_status()) != KERN_OK)
+            return rc;
+        unsigned sgrid = kern_cuda_grid(n_slots * I, 256, (int64_t)cu->n_sm * 16);
+        KERN_CUDA_LAUNCH(moe_silu_kernel, sgrid, 256, 0, cu->stream)(gu, plan.slot_e, n_slots,
+                                                                     I);
+        if ((rc = kern_cuda_launch_status()) != KERN_OK)
+            return rc;
+    }
+    /* inter == 0: the K loop below is empty and writes zeros (an empty sum). */
+    a.in = gu;
+    a.ld_in = 2 * I;
+    a.in_div = 1;
+    a.w0 = p->w_down;
+    a.w1 = p->w_down;
+    a.out = down;
+    a.ld_out = H;
+    a.off1 = 0;
+    a.n = H;
+    a.k = I;
+    dim3 dgrid((unsigned)row_tiles, (unsigned)kern_idx_n_tiles(H, MOE_BN), 1);
+    KERN_CUDA_LAUNCH(moe_gemm_kernel, dgrid, MOE_GEMM_THREADS, 0, cu->stream)(a);
+    if ((rc = kern_cuda_launch_status()) != KERN_OK)
+        return rc;
+
+    KERN_CUDA_LAUNCH(moe_combine_kernel, kern_cuda_grid(p->n_tokens, 1, 65535),
+                     MOE_COMBINE_THREADS, 0, cu->stream)(p->y, down, p->weights, plan,
+                                                         p->n_tokens, p->top_k, H);
+    return kern_cuda_launch_status();
+}
