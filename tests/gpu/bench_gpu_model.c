@@ -6,7 +6,8 @@
  * is also run as a replayed CUDA graph (the engine's decode path), wall-clock timed against
  * the same steps launched op by op. Last, drawing 256 tokens with the sample op against
  * bringing the 256 rows of logits back to page-locked host memory (what the host sampler
- * needs first), both wall clock.
+ * needs first), both wall clock. Then one Phi-3.5-MoE layer's experts: the grouped moe op
+ * against one matmul chain per expert (bench_moe).
  * Usage: bench_gpu_model [hbm_GBps]   (prints "RESULT key value" lines and a table) */
 #include <math.h>
 #include <stdbool.h>
@@ -448,6 +449,163 @@ static int bench_sampling(struct bench *b, int n, float top_p, int32_t top_k, do
     return rc;
 }
 
+/* ---- Phi-3.5-MoE's experts ---- */
+
+enum { MOE_H = 4096, MOE_I = 6400, MOE_E = 16, MOE_K = 2, MOE_MAX_T = 2048 };
+
+/* One buffer of each kind for bench_moe; freed with moe_bufs_free. */
+struct moe_bufs {
+    void *w[3 * MOE_E];          /* gate (w1), up (w3), down (w2) of each expert, bf16 */
+    void *ptrs;                  /* [3 E] device copy of w's addresses */
+    float *x, *y, *xg, *gu, *act, *out;
+    int32_t *experts, *rows;
+    float *weights;
+    void *work;
+};
+
+static void moe_bufs_free(struct bench *b, struct moe_bufs *m)
+{
+    void *all[] = {m->ptrs, m->x, m->y, m->xg, m->gu, m->act, m->out, m->experts, m->rows,
+                   m->weights, m->work};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        b->ops.buf_free(b->ctx, all[i]);
+    for (int i = 0; i < 3 * MOE_E; i++)
+        kern_cuda_free(b->ctx, m->w[i]);
+}
+
+/* The baseline: each expert's rows (gathered on the device by a permutation the host sorted)
+ * through gate|up, SiLU-gate and down with one matmul call each, as per-expert cuBLASLt calls
+ * with host-known counts would run; the combine is left out, so this is a lower bound. */
+static int moe_loop(struct bench *b, struct moe_bufs *m, int T, const int32_t *count)
+{
+    const struct kern_ops *o = &b->ops;
+    struct kern_gather_rows_params g = {.x = m->x, .rows = m->rows, .out = m->xg,
+                                        .n_in = T, .n_out = (int64_t)T * MOE_K, .dim = MOE_H};
+    TRY(o->gather_rows(b->ctx, &g));
+    int64_t off = 0;
+    for (int e = 0; e < MOE_E; e++) {
+        int64_t n = count[e];
+        if (n == 0)
+            continue;
+        for (int half = 0; half < 2; half++) { /* gate into columns [0, I), up into [I, 2I) */
+            struct kern_matmul_params mm = {
+                .x = m->xg + off * MOE_H, .w = m->w[half * MOE_E + e], .w_dtype = KERN_DTYPE_BF16,
+                .y = m->gu + off * 2 * MOE_I + half * MOE_I, .m = n, .n = MOE_I, .k = MOE_H,
+                .ldx = MOE_H, .ldy = 2 * MOE_I,
+            };
+            TRY(o->matmul(b->ctx, &mm));
+        }
+        struct kern_silu_mul_params sm = {.gu = m->gu + off * 2 * MOE_I, .out = m->act + off * MOE_I,
+                                          .n_tokens = n, .inter = MOE_I};
+        TRY(o->silu_mul(b->ctx, &sm));
+        struct kern_matmul_params dn = {
+            .x = m->act + off * MOE_I, .w = m->w[2 * MOE_E + e], .w_dtype = KERN_DTYPE_BF16,
+            .y = m->out + off * MOE_H, .m = n, .n = MOE_H, .k = MOE_I, .ldx = MOE_I, .ldy = MOE_H,
+        };
+        TRY(o->matmul(b->ctx, &dn));
+        off += n;
+    }
+    return 0;
+}
+
+/* One Phi-3.5-MoE layer's 16 experts (hidden 4096, inter 6400, bf16: 2.5 GB) at 1 to 2048
+ * tokens with uniform random top-2 routing: the grouped moe op against moe_loop, device time,
+ * and at 1 token the grouped op's rate of reading its two experts' weights. */
+static int bench_moe(struct bench *b, double hbm)
+{
+    enum { REPS = 10 };
+    static struct moe_bufs m;
+    const struct kern_ops *o = &b->ops;
+    const size_t wsz = (size_t)MOE_I * MOE_H;
+    int rc = 0;
+    for (int i = 0; i < 3 * MOE_E && rc == 0; i++)
+        rc = rand_bf16(b, wsz, 0.02f, &m.w[i]);
+    const size_t T = MOE_MAX_T, S = T * MOE_K;
+    size_t work = kern_moe_work_bytes(MOE_MAX_T, MOE_K, MOE_H, MOE_I, MOE_E);
+    void **bufs[] = {&m.ptrs, (void **)&m.x, (void **)&m.y, (void **)&m.xg, (void **)&m.gu,
+                     (void **)&m.act, (void **)&m.out, (void **)&m.experts, (void **)&m.rows,
+                     (void **)&m.weights, &m.work};
+    const size_t bytes[] = {sizeof m.w, T * MOE_H * 4, T * MOE_H * 4, S * MOE_H * 4,
+                            S * 2 * MOE_I * 4, S * MOE_I * 4, S * MOE_H * 4, S * 4, S * 4, S * 4,
+                            work};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && rc == 0; i++)
+        rc = o->buf_alloc(b->ctx, bytes[i], bufs[i]);
+    float *hx = malloc(T * MOE_H * sizeof *hx), *hw = malloc(S * sizeof *hw);
+    int32_t *he = malloc(S * sizeof *he), *hr = malloc(S * sizeof *hr);
+    if (rc == 0 && (!hx || !hw || !he || !hr))
+        rc = KERN_ERR_NOMEM;
+    if (rc == 0)
+        rc = o->buf_upload(b->ctx, m.ptrs, m.w, sizeof m.w);
+    for (size_t i = 0; rc == 0 && i < T * MOE_H; i++)
+        hx[i] = ((float)(rng() >> 40) / (float)(1 << 24) - 0.5f);
+    if (rc == 0)
+        rc = o->buf_upload(b->ctx, m.x, hx, T * MOE_H * sizeof *hx);
+    static const int tokens[] = {1, 16, 64, 256, 2048};
+    for (size_t ti = 0; ti < sizeof tokens / sizeof tokens[0] && rc == 0; ti++) {
+        int nt = tokens[ti];
+        int32_t count[MOE_E] = {0}, start[MOE_E];
+        for (int t = 0; t < nt; t++) {
+            int32_t e0 = (int32_t)(rng() % MOE_E), e1 = (int32_t)(rng() % (MOE_E - 1));
+            e1 += e1 >= e0;
+            he[t * MOE_K] = e0;
+            he[t * MOE_K + 1] = e1;
+            hw[t * MOE_K] = hw[t * MOE_K + 1] = 0.5f;
+            count[e0]++;
+            count[e1]++;
+        }
+        for (int e = 0, acc = 0; e < MOE_E; acc += count[e], e++)
+            start[e] = acc;
+        for (int s = 0; s < nt * MOE_K; s++) /* the host's sort: x row of each sorted slot */
+            hr[start[he[s]]++] = s / MOE_K;
+        rc = o->buf_upload(b->ctx, m.experts, he, (size_t)nt * MOE_K * sizeof *he);
+        if (rc == 0)
+            rc = o->buf_upload(b->ctx, m.weights, hw, (size_t)nt * MOE_K * sizeof *hw);
+        if (rc == 0)
+            rc = o->buf_upload(b->ctx, m.rows, hr, (size_t)nt * MOE_K * sizeof *hr);
+        struct kern_moe_params p = {
+            .x = m.x, .experts = m.experts, .weights = m.weights,
+            .w_gate = (const void *const *)m.ptrs, .w_up = (const void *const *)m.ptrs + MOE_E,
+            .w_down = (const void *const *)m.ptrs + 2 * MOE_E, .w_dtype = KERN_DTYPE_BF16,
+            .y = m.y, .work = m.work, .n_tokens = nt, .hidden = MOE_H, .inter = MOE_I,
+            .n_experts = MOE_E, .top_k = MOE_K,
+        };
+        float ms_grouped = 0, ms_loop = 0;
+        for (int pass = 0; pass < 2 && rc == 0; pass++) { /* the first pass warms up */
+            rc = kern_cuda_timer_start(b->ctx);
+            for (int k = 0; k < REPS && rc == 0; k++)
+                rc = o->moe(b->ctx, &p);
+            if (rc == 0)
+                rc = kern_cuda_timer_stop(b->ctx, &ms_grouped);
+            if (rc == 0)
+                rc = kern_cuda_timer_start(b->ctx);
+            for (int k = 0; k < REPS && rc == 0; k++)
+                rc = moe_loop(b, &m, nt, count);
+            if (rc == 0)
+                rc = kern_cuda_timer_stop(b->ctx, &ms_loop);
+        }
+        char err[256] = "";
+        if (rc == 0)
+            rc = kern_cuda_sync(b->ctx, err, sizeof err);
+        if (rc != 0) {
+            fprintf(stderr, "moe benchmark: %d %s\n", rc, err);
+            break;
+        }
+        printf("RESULT moe_t%d_ms %.3f\n", nt, ms_grouped / REPS);
+        printf("RESULT moe_loop_t%d_ms %.3f\n", nt, ms_loop / REPS);
+        if (nt == 1) {
+            double gbps = 2.0 * 3.0 * (double)wsz * 2.0 / (ms_grouped / REPS * 1e-3) / 1e9;
+            printf("RESULT moe_t1_weight_GBps %.1f\n", gbps);
+            printf("RESULT moe_t1_roofline_fraction %.3f\n", gbps / hbm);
+        }
+    }
+    free(hx);
+    free(hw);
+    free(he);
+    free(hr);
+    moe_bufs_free(b, &m);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     double hbm = argc > 1 ? atof(argv[1]) : 4800.0; /* GB/s, H200 datasheet */
@@ -536,5 +694,7 @@ int main(int argc, char **argv)
     printf("RESULT sample_256_ms %.3f\n", ms_plain);
     printf("RESULT sample_256_top_p_top_k_ms %.3f\n", ms_trunc);
     printf("RESULT logits_download_256_ms %.3f\n", ms_dl);
+    if (bench_moe(&b, hbm) != 0)
+        return 1;
     return 0;
 }
