@@ -40,6 +40,10 @@ static void mm_task_direct(void *arg, int64_t task, int thread)
     if (!p->accumulate)
         for (int64_t i = 0; i < p->m; i++)
             memset(y + i * p->ldy, 0, (size_t)nb * sizeof *y);
+    /* All of k in one gemm: a row's rounding is then the same for every m <= MM_DIRECT_M, and
+     * for larger m too while k <= MM_KC (mm_task adds its k chunks to y one by one). Cutting
+     * k here the same way would make every m agree for the k of real models, but it cost
+     * 10-20% of batch-1 decode speed (bench_ops, qkv/down at m = 1), so it is not done. */
     const char *w = (const char *)p->w + (size_t)(j0 * p->k) * kern_dtype_size(p->w_dtype);
     job->isa->gemm[p->w_dtype](p->x, p->ldx, w, p->k, y, p->ldy, p->m, nb, p->k);
 }
@@ -92,6 +96,7 @@ static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
     int64_t work;
     if (p->m > INT64_MAX / p->n || __builtin_mul_overflow(p->m * p->n, p->k, &work))
         work = INT64_MAX;
+    struct kern_ctx *owner = ctx; /* keeps the scratch even when the call runs serially */
     if (work < MM_SERIAL_WORK)
         ctx = NULL;
     struct mm_job job = {.p = p, .isa = isa};
@@ -103,15 +108,18 @@ static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
     }
     job.nb_cols = MM_NB;
     job.n_col_blocks = (p->n + MM_NB - 1) / MM_NB;
+    struct kern_cpu_scratch sc = {NULL, 0};
     if (p->w_dtype != KERN_DTYPE_F32) {
         size_t n_threads = (size_t)kern_cpu_n_threads(ctx);
-        job.scratch = malloc(n_threads * MM_NB * MM_KC * sizeof *job.scratch);
+        job.scratch = kern_cpu_scratch_get(owner, n_threads * MM_NB * MM_KC * sizeof *job.scratch,
+                                           &sc);
         if (!job.scratch)
             return KERN_ERR_NOMEM;
     }
     int64_t n_row_blocks = (p->m + MM_MB - 1) / MM_MB;
     kern_cpu_parallel_for(ctx, n_row_blocks * job.n_col_blocks, mm_task, &job);
-    free(job.scratch);
+    if (job.scratch)
+        kern_cpu_scratch_put(owner, &sc);
     return KERN_OK;
 }
 

@@ -1,54 +1,12 @@
 /* CUDA moe_route: Phi-3.5-MoE's sparsemixer at inference, the top-2 experts of each token and
  * their masked-softmax weights (kern_moe_route_params in kernels/ops.h). One thread per token:
- * a router row is n_experts (16) floats, far too little to share. The picks and the masks are
- * the reference's float expressions; exp and the sums are in double, as the reference, so the
- * weights agree with it to the last bit but for the rounding of exp. Not the experts' FFN
- * (moe.cu). */
+ * a router row is n_experts (16) floats, far too little to share. The row rule is the
+ * reference's own (kernels/moe_route.h), so the weights agree with it to the last bit but for
+ * the rounding of exp. Not the experts' FFN (moe.cu). */
+#include "../moe_route.h"
 #include "cuda_internal.h"
 
 #define ROUTE_THREADS 128
-
-/* Logit k of a row with NaN as -inf. */
-static __device__ __forceinline__ float route_score(const float *s, int64_t k)
-{
-    float v = s[k];
-    return v != v ? -INFINITY : v;
-}
-
-/* The first index of the largest score other than skip (-1: none skipped). */
-static __device__ int64_t route_first_max(const float *s, int64_t n, int64_t skip)
-{
-    int64_t best = -1;
-    float bv = -INFINITY;
-    for (int64_t k = 0; k < n; k++) {
-        if (k == skip)
-            continue;
-        float v = route_score(s, k);
-        if (best < 0 || v > bv) {
-            best = k;
-            bv = v;
-        }
-    }
-    return best;
-}
-
-/* 1 / sum of exp(s_k - m) over the k != skip that the mask of threshold m keeps: s_k is
- * dropped when (m - s_k) / max(|s_k|, m) > thr, all in float (a NaN quotient keeps it).
- * 0 when m is -inf. */
-static __device__ float route_weight(const float *s, int64_t n, int64_t skip, float m, float thr)
-{
-    if (m == -INFINITY)
-        return 0.0f;
-    double sum = 0.0;
-    for (int64_t k = 0; k < n; k++) {
-        float sk = route_score(s, k);
-        float factor = fabsf(sk) > m ? fabsf(sk) : m;
-        if (k == skip || (m - sk) / factor > thr)
-            continue;
-        sum += exp((double)sk - (double)m);
-    }
-    return (float)(1.0 / sum);
-}
 
 static __global__ void __launch_bounds__(ROUTE_THREADS)
     moe_route_kernel(const float *logits, int32_t *experts, float *weights, int64_t n_tokens,
@@ -57,13 +15,7 @@ static __global__ void __launch_bounds__(ROUTE_THREADS)
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < n_tokens;
          t += stride) {
-        const float *s = logits + t * ldx;
-        int64_t i1 = route_first_max(s, n_experts, -1);
-        int64_t i2 = route_first_max(s, n_experts, i1);
-        experts[2 * t] = (int32_t)i1;
-        experts[2 * t + 1] = (int32_t)i2;
-        weights[2 * t] = route_weight(s, n_experts, -1, route_score(s, i1), thr);
-        weights[2 * t + 1] = route_weight(s, n_experts, i1, route_score(s, i2), thr);
+        kern_route_row(logits + t * ldx, n_experts, thr, experts + 2 * t, weights + 2 * t);
     }
 }
 

@@ -990,6 +990,43 @@ static void test_moe(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, int 
         check_moe(rng, &real[i], pool_only, 1);
 }
 
+/* Batch invariance of matmul: a row's result is the same bits whatever m is (a decode token
+ * alone, with 2 others, in a batch of 5 or 300), every weight dtype and thread count, for k
+ * up to the 1024-element chunk and a multiple of the lane count (the fixtures' shapes). Larger
+ * k is summed in one pass for m <= 4 and in chunks above (kernels/cpu/matmul.c says why). */
+static void test_matmul_batch_invariance(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+{
+    enum { M = 300, N = 40 };
+    static const int64_t ks[] = {1024, 256, 512 + 96};
+    for (int ki = 0; ki < 3; ki++) {
+        int64_t k = ks[ki];
+        for (int dt = 0; dt < 3; dt++) {
+            void *w = kt_alloc((size_t)(N * k) * kern_dtype_size((enum kern_dtype)dt));
+            float *x = kt_alloc((size_t)(M * k) * sizeof *x);
+            float *yb = kt_alloc((size_t)(M * N) * sizeof *yb), *ys = kt_alloc((size_t)(M * N) * sizeof *ys);
+            kt_fill(rng, w, (enum kern_dtype)dt, N * k, -0.05f, 0.05f);
+            kt_fill(rng, x, KERN_DTYPE_F32, M * k, -1.0f, 1.0f);
+            struct kern_matmul_params p = {x, w, (enum kern_dtype)dt, yb, M, N, k, k, N, 0};
+            CHECK(cpu_ops.matmul(ctxs[n_ctx - 1], &p) == KERN_OK, "matmul invariance batch");
+            int64_t diff = 0;
+            static const int64_t ms[] = {1, 3, 5, 17};
+            for (int mi = 0; mi < 4; mi++) {
+                struct kern_matmul_params q = p;
+                q.y = ys;
+                q.m = ms[mi];
+                CHECK(cpu_ops.matmul(ctxs[mi % n_ctx], &q) == KERN_OK, "matmul invariance m");
+                diff += memcmp(ys, yb, (size_t)(ms[mi] * N) * sizeof *ys) != 0;
+            }
+            CHECK(diff == 0, "matmul k %lld %s: %lld of 4 smaller batches round rows differently",
+                  (long long)k, kern_dtype_name((enum kern_dtype)dt), (long long)diff);
+            kt_free(w);
+            kt_free(x);
+            kt_free(yb);
+            kt_free(ys);
+        }
+    }
+}
+
 /* Batch invariance: a token's result is the same bits whatever else is in the batch (how many
  * rows its experts get: 1 alone, more than 4 and more than 64 in the batch) and whatever the
  * thread count. hidden and inter above 1024 put k chunks in both projections. */
@@ -1227,6 +1264,7 @@ int main(void)
         test_bias_add(&rng, ctxs, 4);
         test_moe(&rng, ctxs, 4, lv == (int)best || lv == (int)KERN_CPU_LEVEL_GENERIC);
         test_moe_batch_invariance(&rng, ctxs, 4);
+        test_matmul_batch_invariance(&rng, ctxs, 4);
     }
     if (best < KERN_CPU_LEVEL_AVX512) {
         struct kern_ops probe = chosen;
