@@ -19,7 +19,18 @@ MODEL = os.environ.get("PHISERVE_MODEL", "")
 # Extra server arguments for a whole run, e.g. "--device cuda" (the cuda-emu suite).
 EXTRA_ARGS = os.environ.get("PHISERVE_E2E_ARGS", "").split()
 API_KEY = "test-key"
-MODEL_NAME = "phi3-demo"
+
+
+def served_model_name(model_dir):
+    """The id phiserve gives a model dir when --served-model-name is not set
+    (server/config.c): the directory's basename, trailing slashes ignored, whitespace trimmed."""
+    d = model_dir
+    while len(d) > 1 and d.endswith("/"):
+        d = d[:-1]
+    return d[d.rfind("/") + 1:].strip()
+
+
+MODEL_NAME = served_model_name(MODEL)
 
 
 class Server:
