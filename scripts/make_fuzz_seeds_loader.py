@@ -62,7 +62,14 @@ def seeds():
     del moe_cfg["original_max_position_embeddings"]
     s["cfg_mscale"] = b"\1" + json.dumps(moe_cfg).encode()
     s["cfg_yarn"] = b"\1" + json.dumps(dict(cfg, rope_scaling={"type": "yarn", "factor": 2.0})).encode()
-    s["cfg_phimoe"] = b"\1" + json.dumps(dict(cfg, model_type="phimoe")).encode()
+    s["cfg_phimoe"] = b"\1" + json.dumps(dict(cfg, model_type="phimoe")).encode()  # class mismatch
+    real_moe = dict(moe_cfg, architectures=["PhiMoEForCausalLM"], model_type="phimoe",
+                    num_local_experts=16, num_experts_per_tok=2, router_jitter_noise=0.01,
+                    input_jitter_noise=0.01, attention_bias=True, lm_head_bias=True)
+    s["cfg_phimoe_real"] = b"\1" + json.dumps(real_moe).encode()
+    s["cfg_phimoe_bad"] = b"\1" + json.dumps(dict(real_moe, num_experts_per_tok=3,
+                                                   router_jitter_noise="x",
+                                                   num_local_experts=1e9)).encode()
     s["cfg_wrong_types"] = b"\1" + json.dumps(dict(cfg, hidden_size="64", eos_token_id=[1, "2"])).encode()
     s["cfg_truncated"] = b"\1" + json.dumps(cfg).encode()[:77]
     s["gen_list"] = b"\2" + json.dumps({"bos_token_id": 1, "eos_token_id": [32000, 32001, 32007]}).encode()
