@@ -182,6 +182,8 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
     {
         const char *att = getenv("PHISERVE_CUDA_ATTENTION");
         cu->attention_tc = !(att && strcmp(att, "fp32") == 0);
+        const char *moe = getenv("PHISERVE_CUDA_MOE");
+        cu->moe_tc = !(moe && strcmp(moe, "fma") == 0);
     }
     cu->max_smem_optin = prop.sharedMemPerBlockOptin;
     if ((e = cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking)) != cudaSuccess) {

@@ -59,6 +59,8 @@ struct kern_cuda {
     int capturing;                /* a graph capture is open on stream */
     bool attention_tc;            /* prefill attention on the tensor cores (bf16 caches); off
                                      with PHISERVE_CUDA_ATTENTION=fp32 */
+    bool moe_tc;                  /* moe GEMMs of 16-bit weights on the tensor cores; off
+                                     (the FMA kernel) with PHISERVE_CUDA_MOE=fma */
     int *fault;                   /* device word of enum kern_cuda_fault bits */
     cudaEvent_t t0, t1;           /* benchmark timer */
     struct kern_cuda_gemm_entry gemm_cache[KERN_CUDA_GEMM_CACHE];

@@ -510,7 +510,9 @@ static int moe_loop(struct bench *b, struct moe_bufs *m, int T, const int32_t *c
 
 /* One Phi-3.5-MoE layer's 16 experts (hidden 4096, inter 6400, bf16: 2.5 GB) at 1 to 2048
  * tokens with uniform random top-2 routing: the grouped moe op against moe_loop, device time,
- * and at 1 token the grouped op's rate of reading its two experts' weights. */
+ * and at 1 token the grouped op's rate of reading its two experts' weights. The grouped op
+ * also on its FMA GEMM kernel: a second context created with PHISERVE_CUDA_MOE=fma (device
+ * memory is shared by every context of the process). */
 static int bench_moe(struct bench *b, double hbm)
 {
     enum { REPS = 10 };
@@ -534,6 +536,18 @@ static int bench_moe(struct bench *b, double hbm)
     int32_t *he = malloc(S * sizeof *he), *hr = malloc(S * sizeof *hr);
     if (rc == 0 && (!hx || !hw || !he || !hr))
         rc = KERN_ERR_NOMEM;
+    struct kern_ctx *fma_ctx = NULL;
+    struct kern_ops fma_ops;
+    char err[256] = "";
+    if (rc == 0) {
+        setenv("PHISERVE_CUDA_MOE", "fma", 1);
+        rc = kern_cuda_create(0, &fma_ops, &fma_ctx, err, sizeof err);
+        unsetenv("PHISERVE_CUDA_MOE");
+        if (rc != 0) {
+            fprintf(stderr, "moe benchmark: kern_cuda_create (fma moe): %s\n", err);
+            fma_ctx = NULL;
+        }
+    }
     if (rc == 0)
         rc = o->buf_upload(b->ctx, m.ptrs, m.w, sizeof m.w);
     for (size_t i = 0; rc == 0 && i < T * MOE_H; i++)
@@ -569,7 +583,7 @@ static int bench_moe(struct bench *b, double hbm)
             .y = m.y, .work = m.work, .n_tokens = nt, .hidden = MOE_H, .inter = MOE_I,
             .n_experts = MOE_E, .top_k = MOE_K,
         };
-        float ms_grouped = 0, ms_loop = 0;
+        float ms_grouped = 0, ms_loop = 0, ms_fma = 0;
         for (int pass = 0; pass < 2 && rc == 0; pass++) { /* the first pass warms up */
             rc = kern_cuda_timer_start(b->ctx);
             for (int k = 0; k < REPS && rc == 0; k++)
@@ -582,22 +596,32 @@ static int bench_moe(struct bench *b, double hbm)
                 rc = moe_loop(b, &m, nt, count);
             if (rc == 0)
                 rc = kern_cuda_timer_stop(b->ctx, &ms_loop);
+            if (rc == 0) /* the timer's stop waited for b->ctx's stream: no overlap */
+                rc = kern_cuda_timer_start(fma_ctx);
+            for (int k = 0; k < REPS && rc == 0; k++)
+                rc = fma_ops.moe(fma_ctx, &p);
+            if (rc == 0)
+                rc = kern_cuda_timer_stop(fma_ctx, &ms_fma);
         }
-        char err[256] = "";
         if (rc == 0)
             rc = kern_cuda_sync(b->ctx, err, sizeof err);
+        if (rc == 0)
+            rc = kern_cuda_sync(fma_ctx, err, sizeof err);
         if (rc != 0) {
             fprintf(stderr, "moe benchmark: %d %s\n", rc, err);
             break;
         }
         printf("RESULT moe_t%d_ms %.3f\n", nt, ms_grouped / REPS);
         printf("RESULT moe_loop_t%d_ms %.3f\n", nt, ms_loop / REPS);
+        printf("RESULT moe_fma_t%d_ms %.3f\n", nt, ms_fma / REPS);
         if (nt == 1) {
             double gbps = 2.0 * 3.0 * (double)wsz * 2.0 / (ms_grouped / REPS * 1e-3) / 1e9;
             printf("RESULT moe_t1_weight_GBps %.1f\n", gbps);
             printf("RESULT moe_t1_roofline_fraction %.3f\n", gbps / hbm);
         }
     }
+    if (fma_ctx)
+        kern_cuda_destroy(fma_ctx);
     free(hx);
     free(hw);
     free(he);

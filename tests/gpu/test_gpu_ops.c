@@ -28,7 +28,10 @@
  *  - moe: the matmul rule carried through gate/up, silu and down: a per-element bound that
  *    moe_bound() propagates in double (its comment), plus a relative Frobenius error of the
  *    update <= 1e-2. A token alone must give the same bits as in its batch, and a graph
- *    replay the same bits as the direct call. */
+ *    replay the same bits as the direct call. All of it for both GEMM kernels (the default,
+ *    tensor cores for bf16/f16 weights, and PHISERVE_CUDA_MOE=fma); with 16-bit weights the
+ *    two must also agree within that bound (the same exact products, summed in another fp32
+ *    order). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +46,7 @@
 #define GUARD 256 /* canary bytes before and after every device buffer */
 
 static struct kern_ctx *gctx;
+static struct kern_ctx *moe_fma_ctx; /* a context with PHISERVE_CUDA_MOE=fma, for test_moe */
 static struct kern_ops cu_ops, ref_ops;
 
 /* ---- random data --------------------------------------------------------------------- */
@@ -1523,7 +1527,7 @@ static void moe_ptrs(const void **ptrs, struct dbuf d, size_t stride, int64_t n_
 
 static void test_moe(const struct moe_case *c)
 {
-    char what[192];
+    char what[288];
     static const char *const routing_names[] = {"distinct", "any", "one"};
     snprintf(what, sizeof what, "moe t=%lld h=%lld i=%lld e=%lld k=%lld %s %s",
              (long long)c->n_tokens, (long long)c->hidden, (long long)c->inter,
@@ -1613,101 +1617,122 @@ static void test_moe(const struct moe_case *c)
     struct dbuf d_pg = dbuf_make(pg, (size_t)E * sizeof *pg);
     struct dbuf d_pu = dbuf_make(pu, (size_t)E * sizeof *pu);
     struct dbuf d_pd = dbuf_make(pd, (size_t)E * sizeof *pd);
-    struct kern_moe_params q = {dptr(d_x), dptr(d_ex), dptr(d_wt), dptr(d_pg), dptr(d_pu),
-                                dptr(d_pd), dt, dptr(d_y), dptr(d_work), T, H, I, E, K};
-    CHECK(cu_ops.moe(gctx, &q) == 0, "%s: launch failed", what);
-    sync_ok(what);
-    dbuf_fetch(d_y, got, what);
-    dbuf_fetch(d_work, NULL, what);
-    compare(what, got, want, nx, 0.0f, 0.0f, bound);
-    double num = 0, den = 0;
-    for (size_t i = 0; i < nx; i++) {
-        num += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
-        den += ((double)want[i] - y0[i]) * ((double)want[i] - y0[i]);
-    }
-    double frob = den > 0 ? sqrt(num / den) : sqrt(num);
-    CHECK(frob <= 1e-2, "%s: relative Frobenius error of the update %.3g", what, frob);
-
-    /* Batch invariance: the last token alone, in a call of its own, gets the same bits. */
-    if (T > 1) {
-        int64_t t = T - 1;
-        CHECK(kern_cuda_upload(gctx, dptr(d_y), y0 + t * H, (size_t)H * sizeof(float)) == 0,
-              "upload");
-        struct kern_moe_params one = q;
-        one.x = (const float *)dptr(d_x) + t * H;
-        one.experts = (const int32_t *)dptr(d_ex) + t * K;
-        one.weights = (const float *)dptr(d_wt) + t * K;
-        one.n_tokens = 1;
-        CHECK(cu_ops.moe(gctx, &one) == 0, "%s: single-token launch failed", what);
-        sync_ok(what);
-        float *row = tu_xmalloc((size_t)H * sizeof *row);
-        CHECK(kern_cuda_download(gctx, row, dptr(d_y), (size_t)H * sizeof(float)) == 0,
-              "download");
-        CHECK(memcmp(row, got + t * H, (size_t)H * sizeof *row) == 0,
-              "%s: token %lld alone differs from the same token in the batch", what,
-              (long long)t);
-        free(row);
-    }
-
-    /* Recorded in a graph and replayed: the same bits (no allocation, no host sync inside). */
-    CHECK(kern_cuda_upload(gctx, dptr(d_y), y0, nx * sizeof(float)) == 0, "upload");
-    struct kern_graph *g = NULL;
-    CHECK(cu_ops.graph_begin(gctx) == 0, "%s: graph_begin", what);
-    int rc_op = cu_ops.moe(gctx, &q);
-    int rc_end = cu_ops.graph_end(gctx, &g);
-    CHECK(rc_op == 0 && rc_end == 0, "%s: capture failed (%d, %d)", what, rc_op, rc_end);
-    if (g) {
-        CHECK(cu_ops.graph_launch(gctx, g) == 0, "%s: graph_launch", what);
-        sync_ok(what);
-        float *replay = tu_xmalloc(nx * sizeof *replay);
-        dbuf_fetch(d_y, replay, what);
-        CHECK(memcmp(replay, got, nx * sizeof *replay) == 0, "%s: graph replay differs", what);
-        free(replay);
-        cu_ops.graph_destroy(gctx, g);
-    }
-
-    /* Bad indices: reported at sync, nothing written outside the buffers. */
-    int32_t bad[2] = {(int32_t)E, -1};
-    for (int i = 0; i < 2; i++) {
-        size_t at = (size_t)rnd((int64_t)ns);
-        CHECK(kern_cuda_upload(gctx, (int32_t *)dptr(d_ex) + at, &bad[i], sizeof bad[i]) == 0,
-              "upload");
+    /* Everything below on both GEMM kernels (the switch is read when a context is created):
+     * the default one (tensor cores for bf16/f16 weights), then the FMA one. */
+    struct kern_ctx *const path_ctx[2] = {gctx, moe_fma_ctx};
+    static const char *const path_names[2] = {"default", "fma"};
+    float *path_got[2] = {got, tu_xmalloc(nx * sizeof(float))};
+    char name[sizeof what];
+    memcpy(name, what, sizeof name);
+    for (int path = 0; path < 2; path++) {
+        gctx = path_ctx[path];
+        got = path_got[path];
+        snprintf(what, sizeof what, "%.200s [%s]", name, path_names[path]);
+        CHECK(kern_cuda_upload(gctx, dptr(d_y), y0, nx * sizeof(float)) == 0, "upload");
+        struct kern_moe_params q = {dptr(d_x), dptr(d_ex), dptr(d_wt), dptr(d_pg), dptr(d_pu),
+                                    dptr(d_pd), dt, dptr(d_y), dptr(d_work), T, H, I, E, K};
         CHECK(cu_ops.moe(gctx, &q) == 0, "%s: launch failed", what);
-        char err[256] = "";
-        int rc = kern_cuda_sync(gctx, err, sizeof err);
-        CHECK(rc == KERN_ERR_INVALID && strstr(err, "moe expert") != NULL,
-              "%s: expert %d not reported (%d, %s)", what, bad[i], rc, err);
-        sync_ok("after the moe fault was reported");
-        CHECK(kern_cuda_upload(gctx, (int32_t *)dptr(d_ex) + at, experts + at, sizeof bad[i]) ==
-                  0,
-              "upload");
-    }
-    if (unused >= 0 && I > 0) { /* an expert without weights that a slot now uses */
-        int32_t e = (int32_t)unused;
-        CHECK(kern_cuda_upload(gctx, dptr(d_ex), &e, sizeof e) == 0, "upload");
-        CHECK(cu_ops.moe(gctx, &q) == 0, "%s: launch failed", what);
-        CHECK(kern_cuda_sync(gctx, NULL, 0) == KERN_ERR_INVALID,
-              "%s: NULL weights of a used expert not reported", what);
-        sync_ok("after the moe fault was reported");
-        CHECK(kern_cuda_upload(gctx, dptr(d_ex), experts, sizeof e) == 0, "upload");
-    }
-    dbuf_fetch(d_y, NULL, what);
-    dbuf_fetch(d_work, NULL, what);
+        sync_ok(what);
+        dbuf_fetch(d_y, got, what);
+        dbuf_fetch(d_work, NULL, what);
+        compare(what, got, want, nx, 0.0f, 0.0f, bound);
+        double num = 0, den = 0;
+        for (size_t i = 0; i < nx; i++) {
+            num += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+            den += ((double)want[i] - y0[i]) * ((double)want[i] - y0[i]);
+        }
+        double frob = den > 0 ? sqrt(num / den) : sqrt(num);
+        CHECK(frob <= 1e-2, "%s: relative Frobenius error of the update %.3g", what, frob);
 
-    /* Bad scalars are refused before any launch. */
-    struct kern_moe_params r = q;
-    r.top_k = 0;
-    CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: top_k 0 accepted", what);
-    r = q;
-    r.n_experts = 0;
-    CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: no experts accepted", what);
-    r = q;
-    r.work = NULL;
-    CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: NULL work accepted", what);
-    r = q;
-    r.n_tokens = INT64_MAX / 4;
-    CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: overflowing sizes accepted", what);
-    sync_ok(what);
+        /* Batch invariance: the last token alone, in a call of its own, gets the same bits. */
+        if (T > 1) {
+            int64_t t = T - 1;
+            CHECK(kern_cuda_upload(gctx, dptr(d_y), y0 + t * H, (size_t)H * sizeof(float)) == 0,
+                  "upload");
+            struct kern_moe_params one = q;
+            one.x = (const float *)dptr(d_x) + t * H;
+            one.experts = (const int32_t *)dptr(d_ex) + t * K;
+            one.weights = (const float *)dptr(d_wt) + t * K;
+            one.n_tokens = 1;
+            CHECK(cu_ops.moe(gctx, &one) == 0, "%s: single-token launch failed", what);
+            sync_ok(what);
+            float *row = tu_xmalloc((size_t)H * sizeof *row);
+            CHECK(kern_cuda_download(gctx, row, dptr(d_y), (size_t)H * sizeof(float)) == 0,
+                  "download");
+            CHECK(memcmp(row, got + t * H, (size_t)H * sizeof *row) == 0,
+                  "%s: token %lld alone differs from the same token in the batch", what,
+                  (long long)t);
+            free(row);
+        }
+
+        /* Recorded in a graph and replayed: the same bits (no allocation, no host sync inside). */
+        CHECK(kern_cuda_upload(gctx, dptr(d_y), y0, nx * sizeof(float)) == 0, "upload");
+        struct kern_graph *g = NULL;
+        CHECK(cu_ops.graph_begin(gctx) == 0, "%s: graph_begin", what);
+        int rc_op = cu_ops.moe(gctx, &q);
+        int rc_end = cu_ops.graph_end(gctx, &g);
+        CHECK(rc_op == 0 && rc_end == 0, "%s: capture failed (%d, %d)", what, rc_op, rc_end);
+        if (g) {
+            CHECK(cu_ops.graph_launch(gctx, g) == 0, "%s: graph_launch", what);
+            sync_ok(what);
+            float *replay = tu_xmalloc(nx * sizeof *replay);
+            dbuf_fetch(d_y, replay, what);
+            CHECK(memcmp(replay, got, nx * sizeof *replay) == 0, "%s: graph replay differs", what);
+            free(replay);
+            cu_ops.graph_destroy(gctx, g);
+        }
+
+        /* Bad indices: reported at sync, nothing written outside the buffers. */
+        int32_t bad[2] = {(int32_t)E, -1};
+        for (int i = 0; i < 2; i++) {
+            size_t at = (size_t)rnd((int64_t)ns);
+            CHECK(kern_cuda_upload(gctx, (int32_t *)dptr(d_ex) + at, &bad[i], sizeof bad[i]) == 0,
+                  "upload");
+            CHECK(cu_ops.moe(gctx, &q) == 0, "%s: launch failed", what);
+            char err[256] = "";
+            int rc = kern_cuda_sync(gctx, err, sizeof err);
+            CHECK(rc == KERN_ERR_INVALID && strstr(err, "moe expert") != NULL,
+                  "%s: expert %d not reported (%d, %s)", what, bad[i], rc, err);
+            sync_ok("after the moe fault was reported");
+            CHECK(kern_cuda_upload(gctx, (int32_t *)dptr(d_ex) + at, experts + at, sizeof bad[i]) ==
+                      0,
+                  "upload");
+        }
+        if (unused >= 0 && I > 0) { /* an expert without weights that a slot now uses */
+            int32_t e = (int32_t)unused;
+            CHECK(kern_cuda_upload(gctx, dptr(d_ex), &e, sizeof e) == 0, "upload");
+            CHECK(cu_ops.moe(gctx, &q) == 0, "%s: launch failed", what);
+            CHECK(kern_cuda_sync(gctx, NULL, 0) == KERN_ERR_INVALID,
+                  "%s: NULL weights of a used expert not reported", what);
+            sync_ok("after the moe fault was reported");
+            CHECK(kern_cuda_upload(gctx, dptr(d_ex), experts, sizeof e) == 0, "upload");
+        }
+        dbuf_fetch(d_y, NULL, what);
+        dbuf_fetch(d_work, NULL, what);
+
+        /* Bad scalars are refused before any launch. */
+        struct kern_moe_params r = q;
+        r.top_k = 0;
+        CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: top_k 0 accepted", what);
+        r = q;
+        r.n_experts = 0;
+        CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: no experts accepted", what);
+        r = q;
+        r.work = NULL;
+        CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: NULL work accepted", what);
+        r = q;
+        r.n_tokens = INT64_MAX / 4;
+        CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: overflowing sizes accepted", what);
+        sync_ok(what);
+    }
+    gctx = path_ctx[0];
+    got = path_got[0];
+    /* The two kernels: the same rounded inputs and exact products, another fp32 order. */
+    if (dt != KERN_DTYPE_F32) {
+        snprintf(what, sizeof what, "%.200s: tensor cores vs fma", name);
+        compare(what, path_got[0], path_got[1], nx, 0.0f, 0.0f, bound);
+    }
+    free(path_got[1]);
 
     dbuf_free(d_x);
     dbuf_free(d_y);
@@ -1899,11 +1924,22 @@ int main(void)
         {9, 32, 40, 37, 2, KERN_DTYPE_F32, MOE_ROUTE_ANY, 0},    /* more experts than warps */
         {5, 40, 0, 4, 2, KERN_DTYPE_BF16, MOE_ROUTE_ANY, 0},     /* inter 0: an empty sum */
         {70, 24, 20, 16, 2, KERN_DTYPE_F16, MOE_ROUTE_ANY, 0},   /* 140 slots, many tiles */
+        /* >= 16 slots per expert: 64-row tensor-core tiles (the last token alone: 16-row) */
+        {150, 72, 100, 4, 2, KERN_DTYPE_BF16, MOE_ROUTE_ANY, 0}, /* inter % 8 != 0 */
+        {100, 66, 96, 4, 2, KERN_DTYPE_F16, MOE_ROUTE_ONE, 0},   /* hidden % 8 != 0 */
         /* the real shapes, decode-sized */
         {2, 4096, 6400, 16, 2, KERN_DTYPE_BF16, MOE_ROUTE_DISTINCT, 4099},
     };
+    setenv("PHISERVE_CUDA_MOE", "fma", 1);
+    struct kern_ops fma_ops;
+    if (kern_cuda_create(0, &fma_ops, &moe_fma_ctx, err, sizeof err) != 0) {
+        fprintf(stderr, "kern_cuda_create (fma moe): %s\n", err);
+        return 1;
+    }
+    unsetenv("PHISERVE_CUDA_MOE");
     for (size_t i = 0; i < sizeof moe_cases / sizeof moe_cases[0]; i++)
         test_moe(&moe_cases[i]);
+    kern_cuda_destroy(moe_fma_ctx);
 
     kern_cuda_destroy(gctx);
     return tu_finish("test_gpu_ops");

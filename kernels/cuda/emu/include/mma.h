@@ -104,14 +104,19 @@ static inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
                             const fragment<matrix_b, M, N, K, T, LB> &b,
                             const fragment<accumulator, M, N, K, float> &c)
 {
-    float out[M * N];
+    /* Every lane computes the whole tile (32 times the work of one): the inputs are widened
+     * once, and each element still sums its products in ascending k. */
+    float af[M * K], bf[K * N], out[M * N];
+    for (int i = 0; i < M * K; i++)
+        af[i] = emu_to_f32(a.x[i]);
+    for (int i = 0; i < K * N; i++)
+        bf[i] = emu_to_f32(b.x[i]);
+    for (int i = 0; i < M * N; i++)
+        out[i] = c.x[i];
     for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            float acc = c.x[i * N + j];
-            for (int k = 0; k < K; k++)
-                acc += emu_to_f32(a.x[i * K + k]) * emu_to_f32(b.x[k * N + j]);
-            out[i * N + j] = acc;
-        }
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < N; j++)
+                out[i * N + j] += af[i * K + k] * bf[k * N + j];
     for (int i = 0; i < M * N; i++)
         d.x[i] = out[i];
     __syncwarp();
