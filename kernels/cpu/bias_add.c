@@ -28,10 +28,9 @@ static void ba_task(void *arg, int64_t task, int thread)
 static int bias_add(struct kern_ctx *ctx, const struct kern_bias_add_params *p,
                     const struct kern_cpu_isa *isa)
 {
-    int64_t span;
-    if (!p || p->n_rows <= 0 || p->dim <= 0 || !ref_dtype_ok(p->b_dtype) ||
-        ref_span(p->n_rows, p->dim, p->ldy, &span) || !p->y || !p->b)
-        return kern_ref_bias_add(ctx, p); /* rejects, or has nothing to do */
+    int rc = kern_ref_bias_add_check(p);
+    if (rc != KERN_OK || p->n_rows == 0 || p->dim == 0)
+        return rc;
     struct ba_job job = {.p = p, .isa = isa, .b = p->b};
     struct kern_cpu_scratch sc = {NULL, 0};
     if (p->b_dtype != KERN_DTYPE_F32) {

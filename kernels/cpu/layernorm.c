@@ -52,11 +52,9 @@ static void ln_task(void *arg, int64_t task, int thread)
 static int layernorm(struct kern_ctx *ctx, const struct kern_layernorm_params *p,
                      const struct kern_cpu_isa *isa)
 {
-    int64_t elems;
-    if (!p || p->n_rows <= 0 || p->dim <= 0 || !ref_dtype_ok(p->w_dtype) ||
-        ref_mul(p->n_rows, p->dim, &elems) || !p->x || !p->w || !p->b || !p->out ||
-        !(p->eps >= 0.0f))
-        return kern_ref_layernorm(ctx, p); /* rejects, or has nothing to do */
+    int rc = kern_ref_layernorm_check(p);
+    if (rc != KERN_OK || p->n_rows == 0 || p->dim == 0)
+        return rc;
     struct ln_job job = {.p = p, .isa = isa, .w = p->w, .b = p->b};
     struct kern_cpu_scratch sc = {NULL, 0};
     if (p->w_dtype != KERN_DTYPE_F32) {

@@ -17,14 +17,10 @@ static __global__ void bias_add_kernel(float *y, const void *b, enum kern_dtype 
 int kern_cuda_bias_add(struct kern_ctx *ctx, const struct kern_bias_add_params *p)
 {
     struct kern_cuda *cu = kern_cuda_of(ctx);
-    int64_t n;
-    if (!cu || !p || !kern_cuda_dtype_ok(p->b_dtype) ||
-        !kern_cuda_span_ok(p->n_rows, p->dim, p->ldy) || !kern_cuda_mul(p->n_rows, p->dim, &n))
-        return KERN_ERR_INVALID;
-    if (n == 0)
-        return KERN_OK;
-    if (!p->y || !p->b)
-        return KERN_ERR_INVALID;
+    int rc = cu ? kern_ref_bias_add_check(p) : KERN_ERR_INVALID;
+    if (rc != KERN_OK || p->n_rows == 0 || p->dim == 0)
+        return rc;
+    int64_t n = p->n_rows * p->dim; /* checked */
     unsigned grid = kern_cuda_grid(n, 256, (int64_t)cu->n_sm * 16);
     KERN_CUDA_LAUNCH(bias_add_kernel, grid, 256, 0, cu->stream)(p->y, p->b, p->b_dtype,
                                                                 p->n_rows, p->dim, p->ldy);

@@ -13,6 +13,7 @@
 #include "../ctx.h"
 #include "../dtype.h"
 #include "../ops.h"
+#include "../ref/ref.h"
 
 /* Bits a kernel ORs into the device error word when it meets an index ops.h rejects. */
 enum kern_cuda_fault {
@@ -128,30 +129,6 @@ int kern_cuda_layernorm(struct kern_ctx *ctx, const struct kern_layernorm_params
 int kern_cuda_bias_add(struct kern_ctx *ctx, const struct kern_bias_add_params *p);
 int kern_cuda_moe_route(struct kern_ctx *ctx, const struct kern_moe_route_params *p);
 int kern_cuda_moe(struct kern_ctx *ctx, const struct kern_moe_params *p);
-
-/* The reference's size limit (kernels/ref/ref.h): no element count above INT64_MAX / 8. */
-#define KERN_CUDA_MAX_ELEMS (INT64_MAX / 8)
-
-/* a * b into *out when both are >= 0 and the product is at most KERN_CUDA_MAX_ELEMS;
- * false otherwise (as the reference's ref_mul). */
-static inline bool kern_cuda_mul(int64_t a, int64_t b, int64_t *out)
-{
-    int64_t r;
-    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > KERN_CUDA_MAX_ELEMS)
-        return false;
-    *out = r;
-    return true;
-}
-
-/* Whether rows rows of cols elements at row stride stride >= cols span at most
- * KERN_CUDA_MAX_ELEMS elements (as the reference's ref_span). */
-static inline bool kern_cuda_span_ok(int64_t rows, int64_t cols, int64_t stride)
-{
-    int64_t r;
-    if (rows < 0 || cols < 0 || stride < cols)
-        return false;
-    return rows == 0 || (kern_cuda_mul(rows - 1, stride, &r) && r <= KERN_CUDA_MAX_ELEMS - cols);
-}
 
 /* Whether dtype is one of the three storage types. */
 static inline bool kern_cuda_dtype_ok(enum kern_dtype t)

@@ -51,13 +51,9 @@ static __global__ void __launch_bounds__(LN_THREADS)
 int kern_cuda_layernorm(struct kern_ctx *ctx, const struct kern_layernorm_params *p)
 {
     struct kern_cuda *cu = kern_cuda_of(ctx);
-    int64_t n;
-    if (!cu || !p || !kern_cuda_dtype_ok(p->w_dtype) || !kern_cuda_mul(p->n_rows, p->dim, &n))
-        return KERN_ERR_INVALID;
-    if (n == 0)
-        return KERN_OK;
-    if (!p->x || !p->w || !p->b || !p->out || !(p->eps >= 0.0f))
-        return KERN_ERR_INVALID;
+    int rc = cu ? kern_ref_layernorm_check(p) : KERN_ERR_INVALID;
+    if (rc != KERN_OK || p->n_rows == 0 || p->dim == 0)
+        return rc;
     KERN_CUDA_LAUNCH(layernorm_kernel, kern_cuda_grid(p->n_rows, 1, 65535), LN_THREADS, 0,
                      cu->stream)(p->x, p->w, p->b, p->w_dtype, p->out, p->n_rows, p->dim,
                                  p->eps);

@@ -436,21 +436,12 @@ static size_t round256(size_t bytes)
 int kern_cuda_moe(struct kern_ctx *ctx, const struct kern_moe_params *p)
 {
     struct kern_cuda *cu = kern_cuda_of(ctx);
-    int64_t elems, n_slots, w_elems;
-    /* The reference's scalar checks (kern_ref_moe_check); the expert indices and the weight
+    /* The reference's checks of everything on the host; the expert indices and the weight
      * pointers live on the device: the plan kernel checks them. */
-    if (!cu || !p || p->n_tokens < 0 || p->hidden < 0 || p->inter < 0 || p->n_experts < 1 ||
-        p->n_experts > INT32_MAX || p->top_k < 1 || !kern_cuda_dtype_ok(p->w_dtype) ||
-        !kern_cuda_mul(p->n_tokens, p->hidden, &elems) ||
-        !kern_cuda_mul(p->n_tokens, p->top_k, &n_slots) ||
-        !kern_cuda_mul(p->hidden, p->inter, &w_elems) ||
-        kern_moe_work_bytes(p->n_tokens, p->top_k, p->hidden, p->inter, p->n_experts) == 0)
-        return KERN_ERR_INVALID;
-    if (p->n_tokens == 0 || p->hidden == 0)
-        return KERN_OK;
-    if (!p->x || !p->experts || !p->weights || !p->y || !p->work || !p->w_gate || !p->w_up ||
-        !p->w_down)
-        return KERN_ERR_INVALID;
+    int rc = cu ? kern_ref_moe_args_check(p) : KERN_ERR_INVALID;
+    if (rc != KERN_OK || p->n_tokens == 0 || p->hidden == 0)
+        return rc;
+    const int64_t n_slots = p->n_tokens * p->top_k; /* checked */
     /* Launch limits: slots are int32 in the plan; grid y holds the column tiles. */
     const int64_t n_e = p->n_experts, H = p->hidden, I = p->inter;
     /* The kernel and tile size: by weight type and context, and bm by the batch's size (the
@@ -480,7 +471,7 @@ int kern_cuda_moe(struct kern_ctx *ctx, const struct kern_moe_params *p)
     KERN_CUDA_LAUNCH(moe_plan_kernel, 1, MOE_PLAN_THREADS, 0, cu->stream)(
         p->experts, p->w_gate, p->w_up, p->w_down, p->n_tokens, p->top_k, n_e, I, bm, plan,
         cu->fault);
-    int rc = kern_cuda_launch_status();
+    rc = kern_cuda_launch_status();
     if (rc != KERN_OK)
         return rc;
 

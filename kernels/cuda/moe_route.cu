@@ -22,15 +22,9 @@ static __global__ void __launch_bounds__(ROUTE_THREADS)
 int kern_cuda_moe_route(struct kern_ctx *ctx, const struct kern_moe_route_params *p)
 {
     struct kern_cuda *cu = kern_cuda_of(ctx);
-    int64_t pairs;
-    if (!cu || !p || p->n_tokens < 0 || p->n_experts < 2 || p->n_experts > INT32_MAX ||
-        !kern_cuda_span_ok(p->n_tokens, p->n_experts, p->ldx) ||
-        !kern_cuda_mul(p->n_tokens, 2, &pairs) || !(p->jitter_eps >= 0.0f))
-        return KERN_ERR_INVALID;
-    if (p->n_tokens == 0)
-        return KERN_OK;
-    if (!p->logits || !p->experts || !p->weights)
-        return KERN_ERR_INVALID;
+    int rc = cu ? kern_ref_moe_route_check(p) : KERN_ERR_INVALID;
+    if (rc != KERN_OK || p->n_tokens == 0)
+        return rc;
     /* The threshold in double, then rounded once: (float)(2 * jitter_eps) as ops.h says. */
     float thr = (float)(2.0 * (double)p->jitter_eps);
     unsigned grid = kern_cuda_grid(p->n_tokens, ROUTE_THREADS, (int64_t)cu->n_sm * 8);

@@ -4,17 +4,23 @@
 
 #include "ref.h"
 
-int kern_ref_layernorm(struct kern_ctx *ctx, const struct kern_layernorm_params *p)
+int kern_ref_layernorm_check(const struct kern_layernorm_params *p)
 {
     int64_t elems;
-    (void)ctx;
     if (!p || p->n_rows < 0 || p->dim < 0 || !ref_dtype_ok(p->w_dtype) ||
         ref_mul(p->n_rows, p->dim, &elems))
         return KERN_ERR_INVALID;
-    if (elems == 0)
-        return KERN_OK;
-    if (!p->x || !p->w || !p->b || !p->out || !(p->eps >= 0.0f))
+    if (elems > 0 && (!p->x || !p->w || !p->b || !p->out || !(p->eps >= 0.0f)))
         return KERN_ERR_INVALID;
+    return KERN_OK;
+}
+
+int kern_ref_layernorm(struct kern_ctx *ctx, const struct kern_layernorm_params *p)
+{
+    (void)ctx;
+    int rc = kern_ref_layernorm_check(p);
+    if (rc != KERN_OK || p->n_rows == 0 || p->dim == 0)
+        return rc;
     for (int64_t r = 0; r < p->n_rows; r++) {
         const float *x = p->x + r * p->dim;
         float *out = p->out + r * p->dim;

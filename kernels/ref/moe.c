@@ -6,8 +6,7 @@
 
 #include "ref.h"
 
-/* Checks the sizes, pointers and expert indices of a moe call: 0 or KERN_ERR_INVALID. */
-int kern_ref_moe_check(const struct kern_moe_params *p)
+int kern_ref_moe_args_check(const struct kern_moe_params *p)
 {
     int64_t elems, pairs, w_elems;
     if (!p || p->n_tokens < 0 || p->hidden < 0 || p->inter < 0 || p->n_experts < 1 ||
@@ -16,11 +15,18 @@ int kern_ref_moe_check(const struct kern_moe_params *p)
         ref_mul(p->hidden, p->inter, &w_elems) ||
         kern_moe_work_bytes(p->n_tokens, p->top_k, p->hidden, p->inter, p->n_experts) == 0)
         return KERN_ERR_INVALID;
-    if (p->n_tokens == 0 || p->hidden == 0)
-        return KERN_OK;
-    if (!p->x || !p->experts || !p->weights || !p->y || !p->work || !p->w_gate || !p->w_up ||
-        !p->w_down)
+    if (elems > 0 && (!p->x || !p->experts || !p->weights || !p->y || !p->work || !p->w_gate ||
+                      !p->w_up || !p->w_down))
         return KERN_ERR_INVALID;
+    return KERN_OK;
+}
+
+int kern_ref_moe_check(const struct kern_moe_params *p)
+{
+    int rc = kern_ref_moe_args_check(p);
+    if (rc != KERN_OK || p->n_tokens == 0 || p->hidden == 0)
+        return rc;
+    int64_t pairs = p->n_tokens * p->top_k; /* checked above */
     for (int64_t i = 0; i < pairs; i++) {
         int32_t e = p->experts[i];
         if (e < 0 || e >= p->n_experts || (p->inter > 0 && (!p->w_gate[e] || !p->w_up[e] ||

@@ -10,6 +10,10 @@
 #include "../dtype.h"
 #include "../ops.h"
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) shares the argument checks below */
+#endif
+
 /* The reference ops. Each validates every argument first and returns KERN_ERR_INVALID (with
  * no output written) when a pointer is NULL, a size negative, an index out of range, or a
  * size product overflows. They compute in fp64 and ignore ctx. */
@@ -49,7 +53,13 @@ void kern_ref_weights_release(struct kern_ctx *ctx, const void *dev);
 /* Argument checks shared with kernels/cpu: 0 or KERN_ERR_INVALID. */
 int kern_ref_matmul_check(const struct kern_matmul_params *p);
 int kern_ref_attention_check(const struct kern_attention_params *p);
-/* Also reads every experts[] entry (host memory) and the pointer arrays. */
+/* The MoE ops' checks, shared with kernels/cuda too: sizes, scalars and (when the call has
+ * work) the pointers. kern_ref_moe_args_check reads no array, so a device backend runs it on
+ * the host; kern_ref_moe_check also reads every experts[] entry and the pointer arrays. */
+int kern_ref_layernorm_check(const struct kern_layernorm_params *p);
+int kern_ref_bias_add_check(const struct kern_bias_add_params *p);
+int kern_ref_moe_route_check(const struct kern_moe_route_params *p);
+int kern_ref_moe_args_check(const struct kern_moe_params *p);
 int kern_ref_moe_check(const struct kern_moe_params *p);
 
 /* The largest element count any tensor may have: its byte size must fit in size_t and in
@@ -119,5 +129,9 @@ static inline void ref_store(void *base, enum kern_dtype dt, int64_t i, float v)
         break;
     }
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
