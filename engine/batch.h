@@ -6,6 +6,14 @@
 
 #include <stdint.h>
 
+/* Rows of the flat token list whose input embedding is given instead of looked up (image
+ * features, Phi-3-vision): rows [row, row + n_rows) take src's rows in order. */
+struct eng_embed_span {
+    int32_t row;
+    int32_t n_rows;
+    const float *src;             /* [n_rows, hidden] in the backend's memory */
+};
+
 struct eng_batch {
     /* Tokens of all sequences laid out sequence after sequence (varlen). */
     int32_t n_tokens;
@@ -28,6 +36,12 @@ struct eng_batch {
      * sampling sequence; all prompt rows for prompt logprobs), ascending. */
     int32_t n_logit_rows;
     const int32_t *logit_rows;    /* [n_logit_rows] */
+
+    /* Input embeddings replacing the token embeddings of some rows (0 / NULL: none). The
+     * token ids of those rows are still looked up (any id in the vocabulary), then
+     * overwritten. */
+    int32_t n_embed_spans;
+    const struct eng_embed_span *embed_spans; /* [n_embed_spans], rows disjoint */
 };
 
 #endif

@@ -31,6 +31,7 @@
 #include "kv_cache.h"
 #include "model.h"
 #include "models/phi3.h"
+#include "models/phi3v.h"
 #include "ops.h"
 #include "prefix_cache.h"
 #include "rng.h"
@@ -78,6 +79,9 @@ static void handle_free(struct eng_handle *h)
             free(p);
         }
     free(h->current);
+    for (int32_t i = 0; h->images && i < h->n_images; i++)
+        free(h->images[i].views);
+    free(h->images);
     free(h->choices);
     free(h->plp);
     free(h->prompt);
@@ -300,6 +304,8 @@ static void flush_wakes(struct eng_engine *e)
         }
         if (h->n_finished == h->n && h->engine_ref) {
             h->engine_ref = false;
+            e->ops.buf_free(e->ctx, h->img_embeds); /* engine thread: ordered with the ops */
+            h->img_embeds = NULL;
             handle_unref(h);
         }
     }
@@ -639,6 +645,36 @@ static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
     return 0;
 }
 
+/* Points the plan's batch at the image features its rows take: the part of each image span
+ * that falls in a scheduled chunk. Returns 0 or -1 when out of memory. */
+static int plan_image_spans(struct eng_engine *e)
+{
+    struct eng_scheduler *s = &e->sched;
+    int64_t n = 0, H = e->model->cfg.hidden_size;
+    for (int32_t k = 0; k < s->n_items; k++) {
+        const struct eng_sched_item *it = &s->items[k];
+        const struct eng_handle *h = it->seq->owner;
+        for (int32_t i = 0; i < h->n_images; i++) {
+            const struct handle_image *im = &h->images[i];
+            int32_t a = im->pos > it->pos0 ? im->pos : it->pos0;
+            int32_t b = im->pos + im->n_tokens < it->pos0 + it->q_len ? im->pos + im->n_tokens
+                                                                      : it->pos0 + it->q_len;
+            if (a >= b)
+                continue;
+            if (n == e->cap_spans && resize((void **)&e->spans, n ? 2 * n : 8, sizeof *e->spans))
+                return -1;
+            if (n == e->cap_spans)
+                e->cap_spans = n ? 2 * n : 8;
+            e->spans[n++] = (struct eng_embed_span){
+                .row = s->batch.q_start[k] + (a - it->pos0), .n_rows = b - a,
+                .src = h->img_embeds + (im->row + (a - im->pos)) * H};
+        }
+    }
+    s->batch.n_embed_spans = (int32_t)n;
+    s->batch.embed_spans = n > 0 ? e->spans : NULL;
+    return 0;
+}
+
 static void step(struct eng_engine *e)
 {
     struct eng_scheduler *s = &e->sched;
@@ -649,6 +685,10 @@ static void step(struct eng_engine *e)
     }
     if (s->n_items == 0)
         return;
+    if (plan_image_spans(e) != 0) {
+        fail_items(e, "out of memory while scheduling");
+        return;
+    }
     int64_t R = s->batch.n_logit_rows;
     struct eng_phi3_tokens tk;
     if (eng_engine_reserve_rows(e, R) != 0 || plan_token_rows(e, &tk) != 0) {
@@ -717,6 +757,31 @@ static void step(struct eng_engine *e)
     }
 }
 
+/* Runs the vision encoder over a request's images into h->img_embeds (engine thread). The
+ * host copies of the views go once encoded. Returns 0 or -1 (the buffer is freed then). */
+static int encode_images(struct eng_engine *e, struct eng_handle *h)
+{
+    size_t bytes = (size_t)h->n_image_tokens * (size_t)e->model->cfg.hidden_size * sizeof(float);
+    void *buf = NULL;
+    if (e->ops.buf_alloc(e->ctx, bytes, &buf) != 0)
+        return -1;
+    h->img_embeds = buf;
+    int64_t H = e->model->cfg.hidden_size;
+    for (int32_t i = 0; i < h->n_images; i++) {
+        struct handle_image *im = &h->images[i];
+        if (eng_phi3v_encode(e->model, &e->ops, e->ctx, im->views, im->h_crop, im->w_crop,
+                             h->img_embeds + im->row * H) != 0 ||
+            e->ops.sync(e->ctx, NULL, 0) != 0) {
+            e->ops.buf_free(e->ctx, h->img_embeds);
+            h->img_embeds = NULL;
+            return -1;
+        }
+        free(im->views);
+        im->views = NULL;
+    }
+    return 0;
+}
+
 /* Moves new requests from the inbox into the scheduler (engine thread, no lock held). */
 static void intake(struct eng_engine *e, struct eng_handle *list)
 {
@@ -725,6 +790,12 @@ static void intake(struct eng_engine *e, struct eng_handle *list)
         list = h->next;
         h->next = NULL;
         e->prompt_tokens_total += h->n_prompt;
+        if (h->n_images > 0 && encode_images(e, h) != 0) {
+            for (int32_t c = 0; c < h->n; c++)
+                finish_choice(e, h, c, "", 0, NULL, ENG_FINISH_ERROR,
+                              "the images could not be encoded (out of memory or backend failure)");
+            continue;
+        }
         struct eng_seq *seq = eng_seq_create(h, 0, h->prompt, h->n_prompt);
         if (seq) {
             seq->variant = h->variant;
@@ -874,6 +945,99 @@ static void *dup_array(const void *p, size_t n, size_t sz, bool *fail)
     return q;
 }
 
+static int32_t image_span(const struct eng_model_config *cfg, const struct eng_image_input *im)
+{
+    return (int32_t)eng_vision_image_tokens(&cfg->vision, im->h_crop, im->w_crop);
+}
+
+/* A request's images: only for a vision model, each grid within num_crops, the spans
+ * ascending, disjoint and inside the prompt. Sums the spans into *n_tokens. */
+static int check_images(const struct eng_engine *e, const struct eng_request *r,
+                        int64_t *n_tokens, char *err, size_t errlen)
+{
+    const struct eng_model_config *cfg = &e->model->cfg;
+    if (r->n_images == 0)
+        return 0;
+    if (cfg->arch != ENG_ARCH_PHI3V)
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "this model takes no images");
+    if (r->n_images < 0 || r->n_images > ENG_MAX_IMAGES || !r->images)
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                   "a request takes 0 to %d images", ENG_MAX_IMAGES);
+    if (r->prompt_logprobs)
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                   "prompt logprobs are not available with images");
+    int64_t end = 0;
+    for (int32_t i = 0; i < r->n_images; i++) {
+        const struct eng_image_input *im = &r->images[i];
+        if (!im->views || im->h_crop < 1 || im->w_crop < 1 ||
+            (int64_t)im->h_crop * im->w_crop > cfg->vision.num_crops)
+            return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                       "image %d: a grid of %d x %d crops is not valid for this "
+                                       "model (at most %lld crops)", i + 1, im->h_crop,
+                                       im->w_crop, (long long)cfg->vision.num_crops);
+        int64_t span = image_span(cfg, im);
+        if (im->pos < end || (int64_t)im->pos + span > r->n_prompt)
+            return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                       "image %d: its %lld prompt positions from %d overlap "
+                                       "another image or leave the prompt", i + 1,
+                                       (long long)span, im->pos);
+        end = im->pos + span;
+        *n_tokens += span;
+    }
+    return 0;
+}
+
+/* The prefix cache keys a block by its token ids: the positions of an image get negative
+ * ids made from a hash of its pixels, so that only the same image at the same place hits. The
+ * scheduler feeds negative ids to the embedding as 0, and the image rows overwrite them. */
+static uint64_t image_hash(const float *v, size_t n, int32_t h_crop, int32_t w_crop)
+{
+    uint64_t x = 0x9e3779b97f4a7c15u ^ ((uint64_t)(uint32_t)h_crop << 32 | (uint32_t)w_crop);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &v[i], sizeof bits);
+        x = (x ^ bits) * 0xff51afd7ed558ccdu;
+        x ^= x >> 32;
+    }
+    return x;
+}
+
+/* Copies the request's images into h and marks their spans in h->prompt. Returns 0 or -1
+ * when out of memory. */
+static int take_images(const struct eng_engine *e, const struct eng_request *r,
+                       struct eng_handle *h)
+{
+    if (r->n_images == 0)
+        return 0;
+    const struct eng_vision_config *vc = &e->model->cfg.vision;
+    h->images = calloc((size_t)r->n_images, sizeof *h->images);
+    if (!h->images)
+        return -1;
+    h->n_images = r->n_images;
+    int64_t row = 0;
+    for (int32_t i = 0; i < r->n_images; i++) {
+        const struct eng_image_input *in = &r->images[i];
+        struct handle_image *im = &h->images[i];
+        size_t n = (size_t)(1 + in->h_crop * in->w_crop) * 3 * (size_t)(vc->image_size * vc->image_size);
+        im->views = malloc(n * sizeof *im->views);
+        if (!im->views)
+            return -1;
+        memcpy(im->views, in->views, n * sizeof *im->views);
+        im->h_crop = in->h_crop;
+        im->w_crop = in->w_crop;
+        im->pos = in->pos;
+        im->n_tokens = image_span(&e->model->cfg, in);
+        im->row = row;
+        row += im->n_tokens;
+        uint64_t hash = image_hash(im->views, n, in->h_crop, in->w_crop);
+        for (int32_t j = 0; j < im->n_tokens; j++)
+            h->prompt[im->pos + j] =
+                -(int32_t)(1 + ((hash + (uint64_t)j * 0x9e3779b97f4a7c15u) >> 34));
+    }
+    h->n_image_tokens = row;
+    return 0;
+}
+
 int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wake_fn wake,
                       void *user, struct eng_handle **out, char *err, size_t errlen)
 {
@@ -881,11 +1045,21 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
     const struct eng_model_config *cfg = &e->model->cfg;
     if (!r || !r->prompt || r->n_prompt < 1)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "the prompt must hold at least one token");
-    for (int32_t i = 0; i < r->n_prompt; i++)
+    int64_t n_image_tokens = 0;
+    int rc = check_images(e, r, &n_image_tokens, err, errlen);
+    if (rc != 0)
+        return rc;
+    for (int32_t i = 0, k = 0; i < r->n_prompt; i++) {
+        if (k < r->n_images && i >= r->images[k].pos) { /* ids inside a span are ignored */
+            i = r->images[k].pos + image_span(cfg, &r->images[k]) - 1;
+            k++;
+            continue;
+        }
         if (r->prompt[i] < 0 || r->prompt[i] >= cfg->vocab_size)
             return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
                             "prompt token %d at index %d is outside the vocabulary [0, %lld)",
                             r->prompt[i], i, (long long)cfg->vocab_size);
+    }
     if (r->n < 1 || r->n > MAX_CHOICES)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "n must be between 1 and %d", MAX_CHOICES);
     if (r->n_stop < 0 || (r->n_stop > 0 && !r->stop))
@@ -967,7 +1141,7 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
         if (h->plp)
             h->plp[0].token = r->prompt[0];
     }
-    if (oom || !h->choices || (r->prompt_logprobs && !h->plp))
+    if (oom || !h->choices || (r->prompt_logprobs && !h->plp) || take_images(e, r, h) != 0)
         goto nomem;
 
     /* LongRoPE: the variant is chosen at admission by the scheduler (transformers' rule)
@@ -981,7 +1155,10 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
     }
 
     uint64_t entropy = atomic_fetch_add(&e->entropy, 0x9e3779b97f4a7c15u);
-    int32_t n_ctx = r->n_prompt < DETOK_CONTEXT ? r->n_prompt : DETOK_CONTEXT;
+    /* The detokenizer's context: the prompt's last text tokens (none past an image). */
+    int32_t n_ctx = 0;
+    while (n_ctx < DETOK_CONTEXT && n_ctx < r->n_prompt && h->prompt[r->n_prompt - 1 - n_ctx] >= 0)
+        n_ctx++;
     for (int32_t c = 0; c < r->n; c++) {
         struct choice *ch = &h->choices[c];
         struct eng_sampling_params p = h->sp;

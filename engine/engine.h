@@ -80,8 +80,23 @@ void eng_engine_drain(struct eng_engine *e);
 
 /* One request. Every pointer is the caller's and only needs to live through eng_engine_submit
  * (the engine copies what it keeps). */
+/* An image of a request (Phi-3-vision models): its preprocessed views and the prompt span
+ * its features fill. */
+struct eng_image_input {
+    /* [1 + h_crop * w_crop, 3, S, S] normalised pixels, S = vision.image_size: the global
+     * view, then the crops row-major (struct eng_hd_image's pixels). */
+    const float *views;
+    int32_t h_crop, w_crop;       /* h_crop * w_crop <= vision.num_crops */
+    int32_t pos;                  /* the first prompt position of its span, which is
+                                     eng_vision_image_tokens(h_crop, w_crop) long */
+};
+
+/* Images per request the engine takes (the server's limit is lower). */
+#define ENG_MAX_IMAGES 64
+
 struct eng_request {
-    const int32_t *prompt;        /* [n_prompt] token ids, each < vocab_size */
+    const int32_t *prompt;        /* [n_prompt] token ids, each < vocab_size (ids inside an
+                                     image span are ignored) */
     int32_t n_prompt;             /* >= 1 */
     struct eng_sampling_params sampling; /* eos_token_ids may be left empty: the engine adds
                                             the model's */
@@ -94,6 +109,11 @@ struct eng_request {
     bool skip_special_tokens;     /* default true in the API */
     bool prompt_logprobs;         /* compute the logprob of every prompt token (echo) */
     int32_t prompt_top_logprobs;  /* alternatives for prompt tokens, 0..20 */
+    /* [n_images] images (phi3_v models only), spans ascending and disjoint inside the
+     * prompt. The engine encodes them when it takes the request; the prefix cache keys their
+     * positions by the pixels. Not with prompt_logprobs. */
+    const struct eng_image_input *images;
+    int32_t n_images;
 };
 
 enum eng_finish_reason {

@@ -89,6 +89,7 @@ void eng_engine_destroy(struct eng_engine *e)
     free(e->job_logprob);
     free(e->job_top);
     free(e->mods);
+    free(e->spans);
     free(e->tbuf);
     if (e->cuda)
         kern_cuda_destroy(e->ctx);
@@ -166,6 +167,13 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
         rc = ENG_ERR_BACKEND;
         eng_engine_fail_msg(err, errlen, rc, "the %s backend cannot run Phi-3.5-MoE models "
                             "(it lacks the MoE ops)", e->ops.name);
+        goto fail;
+    }
+    if (c->arch == ENG_ARCH_PHI3V && (!e->ops.layernorm || !e->ops.bias_add || !e->ops.act ||
+                                      !e->ops.attention_dense)) {
+        rc = ENG_ERR_BACKEND;
+        eng_engine_fail_msg(err, errlen, rc, "the %s backend cannot run Phi-3-vision models "
+                            "(it lacks the vision tower's ops)", e->ops.name);
         goto fail;
     }
     int64_t bs = o->block_size > 0 ? o->block_size : 16;

@@ -47,6 +47,14 @@ struct choice {
     bool finished;
 };
 
+/* An image of a request: its views until encoded, then its rows of the embeddings. */
+struct handle_image {
+    float *views;                  /* [n_views, 3, S, S] host copy; freed once encoded */
+    int32_t h_crop, w_crop;
+    int32_t pos, n_tokens;         /* prompt span */
+    int64_t row;                   /* first row in eng_handle.img_embeds */
+};
+
 struct eng_handle {
     struct eng_engine *e;
     /* The request, copied at submit; read-only afterwards. */
@@ -61,6 +69,11 @@ struct eng_handle {
     int32_t prompt_top;
     uint8_t variant;               /* initial RoPE variant */
     bool variant_fixed;
+    struct handle_image *images;   /* [n_images] */
+    int32_t n_images;
+    int64_t n_image_tokens;        /* summed spans */
+    float *img_embeds;             /* engine thread: [n_image_tokens, H] backend memory once
+                                      encoded (intake), freed when the engine lets go */
     /* Engine thread only. */
     struct choice *choices;        /* [n] */
     int32_t n_finished;
@@ -115,6 +128,8 @@ struct eng_engine {
     int64_t cap_jobs;
     struct kern_sample_mod *mods;  /* [cap_mods] */
     int64_t cap_mods;
+    struct eng_embed_span *spans;  /* [cap_spans] image rows of a step's batch */
+    int64_t cap_spans;
     bool logits_pinned;            /* logits is page-locked for the GPU (kern_cuda_host_register) */
     bool host_sampling;            /* every row's logits come back (test / debug knob) */
     char *tbuf;                    /* text of one event being assembled */

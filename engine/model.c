@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "dtype.h"
+
 /* Looks name up and checks its shape against the n_dims values in shape. */
 static int bind(const struct eng_st_set *st, const char *name, int n_dims, const int64_t *shape,
                 struct eng_weight *w, char *err, size_t errlen)
@@ -149,6 +151,108 @@ static int bind_phimoe_layer(const struct eng_model *m, int64_t i, struct eng_ph
     return 0;
 }
 
+/* A weight's n values as fp32 (out: [n]); the weight holds exactly n. */
+static void weight_to_f32(const struct eng_weight *w, int64_t n, float *out)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (w->dtype == KERN_DTYPE_F32)
+            out[i] = ((const float *)w->data)[i];
+        else if (w->dtype == KERN_DTYPE_BF16)
+            out[i] = kern_bf16_to_f32(((const uint16_t *)w->data)[i]);
+        else
+            out[i] = kern_f16_to_f32(((const uint16_t *)w->data)[i]);
+    }
+}
+
+/* A linear layer's weight [n, k] and bias [n] ("<prefix>.weight", "<prefix>.bias"). */
+static int bind_linear(const struct eng_st_set *st, const char *prefix, int64_t n, int64_t k,
+                       struct eng_weight *w, struct eng_weight *b, char *err, size_t errlen)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    if (bind2(st, name, n, k, w, err, errlen))
+        return -1;
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    return bind1(st, name, n, b, err, errlen);
+}
+
+#define VISION_PREFIX "model.vision_embed_tokens."
+#define TOWER_PREFIX VISION_PREFIX "img_processor.vision_model."
+
+static int bind_vision_layer(const struct eng_st_set *st, const struct eng_vision_config *vc,
+                             int64_t i, struct eng_vision_layer *L, char *err, size_t errlen)
+{
+    int64_t C = vc->hidden_size, Ci = vc->intermediate_size;
+    char p[160];
+#define VNAME(suffix) (snprintf(p, sizeof p, TOWER_PREFIX "encoder.layers.%lld.%s", (long long)i, \
+                                suffix), p)
+    return bind_layernorm(st, VNAME("layer_norm1"), C, &L->ln1, &L->ln1_b, err, errlen) ||
+           bind_linear(st, VNAME("self_attn.q_proj"), C, C, &L->q, &L->q_b, err, errlen) ||
+           bind_linear(st, VNAME("self_attn.k_proj"), C, C, &L->k, &L->k_b, err, errlen) ||
+           bind_linear(st, VNAME("self_attn.v_proj"), C, C, &L->v, &L->v_b, err, errlen) ||
+           bind_linear(st, VNAME("self_attn.out_proj"), C, C, &L->o, &L->o_b, err, errlen) ||
+           bind_layernorm(st, VNAME("layer_norm2"), C, &L->ln2, &L->ln2_b, err, errlen) ||
+           bind_linear(st, VNAME("mlp.fc1"), Ci, C, &L->fc1, &L->fc1_b, err, errlen) ||
+           bind_linear(st, VNAME("mlp.fc2"), C, Ci, &L->fc2, &L->fc2_b, err, errlen)
+               ? -1 : 0;
+#undef VNAME
+}
+
+/* Phi-3-vision's tower, separators and projector (reference/phi3-models.md section 5.4), and
+ * the fp32 tables made from them. */
+static int bind_vision(struct eng_model *m, char *err, size_t errlen)
+{
+    const struct eng_vision_config *vc = &m->cfg.vision;
+    const struct eng_st_set *st = m->weights;
+    int64_t C = vc->hidden_size, H = m->cfg.hidden_size, p = vc->patch_size;
+    int64_t P = vc->grid * vc->grid;
+    struct eng_vision *v = calloc(1, sizeof *v);
+    m->vision = v;
+    if (v)
+        v->layers = calloc((size_t)vc->n_layers_run, sizeof *v->layers);
+    if (!v || !v->layers) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    struct eng_weight cls, pos, glb, sub;
+    int64_t patch_shape[4] = {C, 3, p, p}, glb_shape[3] = {1, 1, 4 * C},
+            sub_shape[4] = {1, 1, 1, 4 * C};
+    if (bind(st, TOWER_PREFIX "embeddings.patch_embedding.weight", 4, patch_shape, &v->patch, err,
+             errlen) ||
+        bind1(st, TOWER_PREFIX "embeddings.class_embedding", C, &cls, err, errlen) ||
+        bind2(st, TOWER_PREFIX "embeddings.position_embedding.weight", P + 1, C, &pos, err,
+              errlen) ||
+        bind_layernorm(st, TOWER_PREFIX "pre_layrnorm", C, &v->pre_ln, &v->pre_ln_b, err, errlen) ||
+        bind(st, VISION_PREFIX "glb_GN", 3, glb_shape, &glb, err, errlen) ||
+        bind(st, VISION_PREFIX "sub_GN", 4, sub_shape, &sub, err, errlen) ||
+        bind_linear(st, VISION_PREFIX "img_projection.0", H, 4 * C, &v->proj0, &v->proj0_b, err,
+                    errlen) ||
+        bind_linear(st, VISION_PREFIX "img_projection.2", H, H, &v->proj2, &v->proj2_b, err,
+                    errlen))
+        return -1;
+    for (int64_t i = 0; i < vc->n_layers_run; i++)
+        if (bind_vision_layer(st, vc, i, &v->layers[i], err, errlen))
+            return -1;
+    /* Sized after the position table was found in the file: P + 1 rows of C exist already,
+     * so P + 9 rows of fp32 cannot overflow. */
+    v->host_consts = malloc((size_t)(P + 1 + 8) * (size_t)C * sizeof(float));
+    if (!v->host_consts) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    float *tab = v->host_consts, *sep = tab + (P + 1) * C;
+    weight_to_f32(&pos, (P + 1) * C, tab);
+    float *cls32 = sep; /* scratch until sep is written */
+    weight_to_f32(&cls, C, cls32);
+    for (int64_t j = 0; j < C; j++)
+        tab[j] += cls32[j];
+    weight_to_f32(&sub, 4 * C, sep);
+    weight_to_f32(&glb, 4 * C, sep + 4 * C);
+    v->pos = (struct eng_weight){tab, KERN_DTYPE_F32, (size_t)((P + 1) * C) * sizeof(float)};
+    v->sep = (struct eng_weight){sep, KERN_DTYPE_F32, (size_t)(8 * C) * sizeof(float)};
+    return 0;
+}
+
 static int bind_model(struct eng_model *m, char *err, size_t errlen)
 {
     const struct eng_model_config *c = &m->cfg;
@@ -196,7 +300,7 @@ static int bind_model(struct eng_model *m, char *err, size_t errlen)
             m->expert_ptrs_host[i * per_layer + j] = ly->experts[j].data;
         ly->expert_ptrs = m->expert_ptrs_host + i * per_layer;
     }
-    return 0;
+    return c->arch == ENG_ARCH_PHI3V ? bind_vision(m, err, errlen) : 0;
 }
 
 int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t errlen)
@@ -266,6 +370,23 @@ static int each_weight(struct eng_model *m, weight_fn fn, void *arg)
     for (int64_t j = 0; m->experts && j < n_experts; j++)
         if (fn(m, &m->experts[j], arg))
             return -1;
+    struct eng_vision *v = m->vision;
+    if (!v)
+        return 0;
+    struct eng_weight *vw[] = {&v->patch, &v->pre_ln, &v->pre_ln_b, &v->proj0, &v->proj0_b,
+                               &v->proj2, &v->proj2_b, &v->pos, &v->sep};
+    for (size_t j = 0; j < sizeof vw / sizeof vw[0]; j++)
+        if (fn(m, vw[j], arg))
+            return -1;
+    for (int64_t i = 0; i < m->cfg.vision.n_layers_run; i++) {
+        struct eng_vision_layer *L = &v->layers[i];
+        struct eng_weight *lw[] = {&L->ln1, &L->ln1_b, &L->q, &L->q_b, &L->k, &L->k_b, &L->v,
+                                   &L->v_b, &L->o, &L->o_b, &L->ln2, &L->ln2_b, &L->fc1,
+                                   &L->fc1_b, &L->fc2, &L->fc2_b};
+        for (size_t j = 0; j < sizeof lw / sizeof lw[0]; j++)
+            if (fn(m, lw[j], arg))
+                return -1;
+    }
     return 0;
 }
 
@@ -385,6 +506,11 @@ void eng_model_destroy(struct eng_model *model)
     free(model->layers);
     free(model->experts);
     free(model->expert_ptrs_host);
+    if (model->vision) {
+        free(model->vision->layers);
+        free(model->vision->host_consts);
+        free(model->vision);
+    }
     eng_st_close(model->weights);
     free(model);
 }

@@ -49,6 +49,31 @@ struct eng_phi3_layer {
     const void *const *expert_ptrs;
 };
 
+/* One encoder layer of Phi-3-vision's CLIP tower (pre-LayerNorm, biased projections). */
+struct eng_vision_layer {
+    struct eng_weight ln1, ln1_b;  /* [C] layer_norm1 */
+    struct eng_weight q, q_b, k, k_b, v, v_b; /* [C, C], [C] */
+    struct eng_weight o, o_b;      /* [C, C], [C] self_attn.out_proj */
+    struct eng_weight ln2, ln2_b;  /* [C] layer_norm2 */
+    struct eng_weight fc1, fc1_b;  /* [Ci, C], [Ci] */
+    struct eng_weight fc2, fc2_b;  /* [C, Ci], [C] */
+};
+
+/* Phi-3-vision's image side: the CLIP tower (only the layers the features come from), the
+ * separators and the projector. C = vision hidden size, P = grid^2 patches, H = text hidden. */
+struct eng_vision {
+    struct eng_weight patch;       /* [C, 3 p p]: the patch conv [C, 3, p, p], no bias */
+    struct eng_weight pre_ln, pre_ln_b; /* [C] pre_layrnorm */
+    struct eng_vision_layer *layers; /* [vision.n_layers_run], owned */
+    struct eng_weight proj0, proj0_b; /* [H, 4 C], [H] img_projection.0 */
+    struct eng_weight proj2, proj2_b; /* [H, H], [H] img_projection.2 */
+    /* fp32 tables made at load (host_consts): pos [P + 1, C] is the position embedding with
+     * the class embedding added to row 0 (what the tower adds to [0; patches]); sep [8, C] is
+     * sub_GN's 4C values as 4 rows, then glb_GN's. */
+    struct eng_weight pos, sep;
+    float *host_consts;            /* owned: pos, then sep */
+};
+
 struct eng_model {
     struct eng_model_config cfg;
     struct eng_st_set *weights;    /* owns the mappings every eng_weight points into */
@@ -59,6 +84,7 @@ struct eng_model {
     struct eng_weight lm_head_b;   /* [V] (phimoe with lm_head_bias) */
     struct eng_phi3_layer *layers; /* [num_hidden_layers] */
     struct eng_weight *experts;    /* phimoe: [num_hidden_layers * 3 E], owned */
+    struct eng_vision *vision;     /* phi3_v: owned; NULL otherwise */
     const void **expert_ptrs_host; /* phimoe: [num_hidden_layers * 3 E] the mapping's addresses */
     void *expert_ptrs_dev;         /* after eng_model_upload: their backend copy (buf_alloc) */
     /* [n_rope_variants, rotary_dim / 2]: inv_freq[v * rotary_dim/2 + j] =

@@ -403,6 +403,7 @@ static const struct {
     {ENG_ARCH_PHI3, "phi3", {"Phi3ForCausalLM", NULL}},
     /* transformers' class, and the class of the original remote-code release */
     {ENG_ARCH_PHIMOE, "phimoe", {"PhimoeForCausalLM", "PhiMoEForCausalLM"}},
+    {ENG_ARCH_PHI3V, "phi3_v", {"Phi3VForCausalLM", NULL}},
 };
 #define N_ARCHES (sizeof arch_names / sizeof arch_names[0])
 
@@ -428,8 +429,8 @@ static int check_arch(const struct field_ctx *fc, const struct eng_json *root,
         return -1;
     int found = -1;
     if (mt != NULL && (found = arch_lookup(mt, false)) < 0) {
-        eng_set_err(fc->err, fc->errlen, "%s: model_type '%.64s' is not supported (only 'phi3' "
-                    "and 'phimoe')", fc->file, mt);
+        eng_set_err(fc->err, fc->errlen, "%s: model_type '%.64s' is not supported (only 'phi3', "
+                    "'phimoe' and 'phi3_v')", fc->file, mt);
         return -1;
     }
     const struct eng_json *ar = eng_json_get(root, "architectures");
@@ -448,7 +449,7 @@ static int check_arch(const struct field_ctx *fc, const struct eng_json *root,
             int a = arch_lookup(e->u.str, true);
             if (a < 0) {
                 eng_set_err(fc->err, fc->errlen, "%s: architectures entry '%.64s' is not supported "
-                            "(only 'Phi3ForCausalLM' and 'PhimoeForCausalLM')", fc->file, e->u.str);
+                            "(only 'Phi3ForCausalLM', 'PhimoeForCausalLM' and 'Phi3VForCausalLM')", fc->file, e->u.str);
                 return -1;
             }
             if (found >= 0 && a != found) {
@@ -521,13 +522,206 @@ static int check_features(const struct field_ctx *fc, const struct eng_json *roo
     return 0;
 }
 
+#define CFG_MAX_VISION_HIDDEN 8192
+#define CFG_MAX_IMAGE_SIZE 4096
+#define CFG_MAX_CROPS 64
+
+/* A string field that must be given and equal want (embd_layer's fixed choices). */
+static int require_str(const struct field_ctx *fc, const struct eng_json *obj, const char *key,
+                       const char *want)
+{
+    const char *v;
+    if (read_str(fc, obj, key, &v) != 0)
+        return -1;
+    if (v == NULL || strcmp(v, want) != 0) {
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' must be '%s'%s", fc->file, fc->prefix,
+                    key, want, v == NULL ? " (it is missing)" : " (other values are not supported)");
+        return -1;
+    }
+    return 0;
+}
+
+/* A boolean field that, when given, must be true. */
+static int require_true(const struct field_ctx *fc, const struct eng_json *obj, const char *key)
+{
+    bool b = true, given;
+    if (read_bool(fc, obj, key, &b, &given) != 0)
+        return -1;
+    if (!b) {
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s%s' = false is not supported", fc->file,
+                    fc->prefix, key);
+        return -1;
+    }
+    return 0;
+}
+
+/* img_processor.vision_config: the tower's sizes (absent on real checkpoints). */
+static int parse_vision_sizes(const struct field_ctx *top, const struct eng_json *vc,
+                              struct eng_vision_config *v)
+{
+    const struct field_ctx fc = {top->file, "img_processor.vision_config.", top->err, top->errlen};
+    bool given;
+    const char *act;
+    if (read_int(&fc, vc, "hidden_size", false, 1, CFG_MAX_VISION_HIDDEN, &v->hidden_size, &given) ||
+        read_int(&fc, vc, "intermediate_size", false, 1, CFG_MAX_INTERMEDIATE, &v->intermediate_size,
+                 &given) ||
+        read_int(&fc, vc, "num_attention_heads", false, 1, CFG_MAX_HEADS, &v->num_attention_heads,
+                 &given) ||
+        read_int(&fc, vc, "num_hidden_layers", false, 1, CFG_MAX_LAYERS, &v->num_hidden_layers,
+                 &given) ||
+        read_int(&fc, vc, "image_size", false, 2, CFG_MAX_IMAGE_SIZE, &v->image_size, &given) ||
+        read_int(&fc, vc, "patch_size", false, 1, CFG_MAX_IMAGE_SIZE, &v->patch_size, &given) ||
+        read_num(&fc, vc, "layer_norm_eps", 0.0, 1.0, &v->layer_norm_eps, &given) ||
+        read_str(&fc, vc, "hidden_act", &act))
+        return -1;
+    if (act != NULL && strcmp(act, "quick_gelu") != 0) {
+        eng_set_err(fc.err, fc.errlen, "%s: field 'img_processor.vision_config.hidden_act' '%.32s' "
+                    "is not supported (only 'quick_gelu', CLIP's)", fc.file, act);
+        return -1;
+    }
+    return 0;
+}
+
+/* Phi-3-vision's embd_layer and img_processor (reference/phi3-models.md section 5.1). */
+static int parse_vision(const struct field_ctx *fc, const struct eng_json *root,
+                        struct eng_model_config *c)
+{
+    struct eng_vision_config *v = &c->vision;
+    *v = (struct eng_vision_config){
+        .hidden_size = 1024, .intermediate_size = 4096, .num_attention_heads = 16,
+        .num_hidden_layers = 24, .image_size = 336, .patch_size = 14, .layer_norm_eps = 1e-5,
+        .num_crops = 1, /* Phi3VImageProcessor's default */
+        .image_mean = {0.48145466f, 0.4578275f, 0.40821073f},
+        .image_std = {0.26862954f, 0.26130258f, 0.27577711f},
+    };
+    const struct eng_json *el = eng_json_get(root, "embd_layer");
+    const struct eng_json *ip = eng_json_get(root, "img_processor");
+    if (!is(el, ENG_JSON_OBJECT) || !is(ip, ENG_JSON_OBJECT)) {
+        eng_set_err(fc->err, fc->errlen, "%s: phi3_v needs the objects 'embd_layer' and "
+                    "'img_processor'", fc->file);
+        return -1;
+    }
+    const struct field_ctx efc = {fc->file, "embd_layer.", fc->err, fc->errlen};
+    const struct field_ctx ifc = {fc->file, "img_processor.", fc->err, fc->errlen};
+    if (require_str(&efc, el, "embedding_cls", "image") ||
+        require_str(&efc, el, "hd_transform_order", "sub_glb") ||
+        require_str(&efc, el, "projection_cls", "mlp") ||
+        require_true(&efc, el, "use_hd_transform") ||
+        require_true(&efc, el, "with_learnable_separator") ||
+        require_str(&ifc, ip, "name", "clip_vision_model"))
+        return -1;
+    const struct eng_json *vc = eng_json_get(ip, "vision_config");
+    if (vc != NULL && vc->type != ENG_JSON_NULL) {
+        if (!is(vc, ENG_JSON_OBJECT)) {
+            eng_set_err(fc->err, fc->errlen, "%s: field 'img_processor.vision_config' must be an "
+                        "object", fc->file);
+            return -1;
+        }
+        if (parse_vision_sizes(fc, vc, v) != 0)
+            return -1;
+    }
+    if (v->hidden_size % v->num_attention_heads != 0 ||
+        v->hidden_size / v->num_attention_heads > 256) {
+        eng_set_err(fc->err, fc->errlen, "%s: the vision tower's hidden_size %lld must split into "
+                    "num_attention_heads %lld heads of at most 256", fc->file,
+                    (long long)v->hidden_size, (long long)v->num_attention_heads);
+        return -1;
+    }
+    if (v->image_size % v->patch_size != 0 || (v->image_size / v->patch_size) % 2 != 0) {
+        eng_set_err(fc->err, fc->errlen, "%s: the vision image_size %lld must be an even number of "
+                    "patch_size %lld patches", fc->file, (long long)v->image_size,
+                    (long long)v->patch_size);
+        return -1;
+    }
+    v->grid = v->image_size / v->patch_size;
+    v->tokens_per_crop = (v->grid / 2) * (v->grid / 2);
+    bool given;
+    int64_t dim_out = v->hidden_size, n_img = v->tokens_per_crop, layer_idx = -2;
+    if (read_int(&ifc, ip, "image_dim_out", false, 1, CFG_MAX_VISION_HIDDEN, &dim_out, &given) ||
+        read_int(&ifc, ip, "num_img_tokens", false, 1, INT32_MAX, &n_img, &given) ||
+        read_int(&ifc, ip, "layer_idx", false, -v->num_hidden_layers, v->num_hidden_layers,
+                 &layer_idx, &given))
+        return -1;
+    if (dim_out != v->hidden_size || n_img != v->tokens_per_crop) {
+        eng_set_err(fc->err, fc->errlen, "%s: img_processor image_dim_out %lld / num_img_tokens %lld "
+                    "do not match the tower (hidden %lld, %lld tokens per crop)", fc->file,
+                    (long long)dim_out, (long long)n_img, (long long)v->hidden_size,
+                    (long long)v->tokens_per_crop);
+        return -1;
+    }
+    /* hidden_states[layer_idx] of the HF tower: index 0 is the embedding, k the output of
+     * encoder layer k; a negative index counts from num_hidden_layers + 1. */
+    v->n_layers_run = layer_idx < 0 ? v->num_hidden_layers + 1 + layer_idx : layer_idx;
+    if (v->n_layers_run < 1) {
+        eng_set_err(fc->err, fc->errlen, "%s: img_processor.layer_idx %lld selects no encoder "
+                    "layer", fc->file, (long long)layer_idx);
+        return -1;
+    }
+    return 0;
+}
+
+int64_t eng_vision_image_tokens(const struct eng_vision_config *v, int64_t h_crop, int64_t w_crop)
+{
+    int64_t r = v->grid / 2;
+    return (h_crop * w_crop + 1) * v->tokens_per_crop + 1 + (h_crop + 1) * r;
+}
+
+static int read_float3(const struct field_ctx *fc, const struct eng_json *obj, const char *key,
+                       bool positive, float *out)
+{
+    const struct eng_json *v = eng_json_get(obj, key);
+    if (v == NULL || v->type == ENG_JSON_NULL)
+        return 0;
+    int i = 0;
+    for (const struct eng_json *e = is(v, ENG_JSON_ARRAY) ? v->u.child : NULL; e; e = e->next, i++) {
+        if (i == 3 || !is(e, ENG_JSON_NUMBER) || !isfinite(e->u.num.d) ||
+            fabs(e->u.num.d) > 1e3 || (positive && !(e->u.num.d > 1e-6)))
+            break;
+        out[i] = (float)e->u.num.d;
+    }
+    if (!is(v, ENG_JSON_ARRAY) || i != 3 || v->len != 3) {
+        eng_set_err(fc->err, fc->errlen, "%s: field '%s' must be a list of 3 %snumbers", fc->file,
+                    key, positive ? "positive " : "");
+        return -1;
+    }
+    return 0;
+}
+
+int eng_model_config_merge_preprocessor(const char *json, size_t len,
+                                        struct eng_model_config *cfg, char *err, size_t errlen)
+{
+    const char *file = "preprocessor_config.json";
+    struct eng_json_doc *doc = parse_object(json, len, file, err, errlen);
+    if (doc == NULL)
+        return -1;
+    const struct eng_json *root = eng_json_root(doc);
+    const struct field_ctx fc = {file, "", err, errlen};
+    struct eng_vision_config v = cfg->vision;
+    bool given;
+    int64_t n_img = v.tokens_per_crop;
+    int rc = read_int(&fc, root, "num_crops", false, 1, CFG_MAX_CROPS, &v.num_crops, &given) ||
+             read_int(&fc, root, "num_img_tokens", false, 1, INT32_MAX, &n_img, &given) ||
+             read_float3(&fc, root, "image_mean", false, v.image_mean) ||
+             read_float3(&fc, root, "image_std", true, v.image_std) ? -1 : 0;
+    if (rc == 0 && n_img != v.tokens_per_crop) {
+        eng_set_err(err, errlen, "%s: num_img_tokens %lld does not match the tower's %lld tokens "
+                    "per crop", file, (long long)n_img, (long long)v.tokens_per_crop);
+        rc = -1;
+    }
+    if (rc == 0)
+        cfg->vision = v;
+    eng_json_free(doc);
+    return rc;
+}
+
 static int parse_config(const struct eng_json *root, struct eng_model_config *c, char *err,
                         size_t errlen)
 {
     const struct field_ctx fc = {"config.json", "", err, errlen};
     bool given;
     memset(c, 0, sizeof(*c));
-    if (check_arch(&fc, root, c) != 0 || check_features(&fc, root, c) != 0)
+    if (check_arch(&fc, root, c) != 0 || check_features(&fc, root, c) != 0 ||
+        (c->arch == ENG_ARCH_PHI3V && parse_vision(&fc, root, c) != 0))
         return -1;
     if (read_int(&fc, root, "hidden_size", true, 1, CFG_MAX_HIDDEN, &c->hidden_size, &given) != 0 ||
         read_int(&fc, root, "intermediate_size", true, 1, CFG_MAX_INTERMEDIATE,
@@ -711,6 +905,18 @@ int eng_model_config_load(const char *dir, struct eng_model_config *cfg, char *e
         free(text);
         if (r != 0)
             return -1;
+    }
+    if (tmp.arch == ENG_ARCH_PHI3V) {
+        text = NULL;
+        r = read_file(dir, "preprocessor_config.json", &text, &len, err, errlen);
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            r = eng_model_config_merge_preprocessor(text, len, &tmp, err, errlen);
+            free(text);
+            if (r != 0)
+                return -1;
+        }
     }
     *cfg = tmp;
     return 0;

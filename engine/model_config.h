@@ -12,6 +12,30 @@
 enum eng_arch {
     ENG_ARCH_PHI3 = 0,             /* Phi3ForCausalLM, model_type "phi3" */
     ENG_ARCH_PHIMOE = 1,           /* PhimoeForCausalLM (Phi-3.5-MoE), model_type "phimoe" */
+    ENG_ARCH_PHI3V = 2,            /* Phi3VForCausalLM (Phi-3/3.5-vision), model_type "phi3_v":
+                                      the phi3 text stack plus eng_vision_config */
+};
+
+/* Phi-3-vision's image side (ENG_ARCH_PHI3V): the CLIP tower, the HD transform and the
+ * projector. The real checkpoints name "openai/clip-vit-large-patch14-336" and carry no tower
+ * sizes (the remote code hardcodes them), so these default to CLIP ViT-L/14-336;
+ * img_processor.vision_config (a phiserve extension, HF CLIPVisionConfig names) overrides them
+ * for tiny test models. The crop of the HD transform is image_size (336). */
+struct eng_vision_config {
+    int64_t hidden_size;           /* 1024 */
+    int64_t intermediate_size;     /* 4096 */
+    int64_t num_attention_heads;   /* 16 */
+    int64_t num_hidden_layers;     /* 24 (in the file) */
+    int64_t image_size;            /* 336: the crop side */
+    int64_t patch_size;            /* 14 */
+    double layer_norm_eps;         /* 1e-5 */
+    int64_t n_layers_run;          /* encoder layers whose output is the feature (layer_idx -2:
+                                      num_hidden_layers - 1) */
+    int64_t grid;                  /* image_size / patch_size patches per side (24) */
+    int64_t tokens_per_crop;       /* (grid / 2)^2 after the 2x2 merge (144) */
+    /* preprocessor_config.json */
+    int64_t num_crops;             /* the HD transform's crop budget (default 1) */
+    float image_mean[3], image_std[3];
 };
 
 enum eng_rope_type {
@@ -50,6 +74,7 @@ struct eng_model_config {
     double router_jitter_noise;    /* the router's mask band, default 0.01 */
     int attention_bias;            /* q/k/v/o projections have biases (phimoe only) */
     int lm_head_bias;              /* lm_head has a bias (phimoe only) */
+    struct eng_vision_config vision; /* ENG_ARCH_PHI3V only; zero otherwise */
     int32_t bos_token_id;          /* -1 when absent */
     int32_t pad_token_id;          /* -1 when absent */
     /* eos ids: union of config.json and generation_config.json eos_token_id (int or list) */
@@ -74,8 +99,19 @@ int eng_model_config_merge_generation(const char *json, size_t len,
 int eng_model_config_add_tokenizer_eos(struct eng_model_config *cfg, int32_t id, char *err,
                                        size_t errlen);
 
-/* Reads dir/config.json and, when present, dir/generation_config.json. A missing
- * config.json is an error; a missing generation_config.json is not. */
+/* Merges preprocessor_config.json text (Phi-3-vision: num_crops, num_img_tokens, image_mean,
+ * image_std) into cfg->vision. Returns 0 or -1 with a message in err. */
+int eng_model_config_merge_preprocessor(const char *json, size_t len,
+                                        struct eng_model_config *cfg, char *err, size_t errlen);
+
+/* The number of prompt positions an image takes whose HD transform gave an h_crop x w_crop
+ * grid of crops: (h_crop w_crop + 1) T + 1 + (h_crop + 1) R with R = grid / 2 merged rows per
+ * crop and T = R^2 (Phi-3-vision: (h w + 1) 144 + 1 + (h + 1) 12). */
+int64_t eng_vision_image_tokens(const struct eng_vision_config *v, int64_t h_crop, int64_t w_crop);
+
+/* Reads dir/config.json and, when present, dir/generation_config.json (and for phi3_v
+ * dir/preprocessor_config.json). A missing config.json is an error; a missing
+ * generation_config.json or preprocessor_config.json is not. */
 int eng_model_config_load(const char *dir, struct eng_model_config *cfg, char *err, size_t errlen);
 
 #endif

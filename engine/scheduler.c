@@ -385,7 +385,7 @@ static int build_batch(struct eng_scheduler *s)
         it->row0 = r;
         for (int32_t j = 0; j < it->q_len; j++, t++) {
             int32_t p = it->pos0 + j;
-            s->ids[t] = seq->tokens[p];
+            s->ids[t] = seq->tokens[p] < 0 ? 0 : seq->tokens[p]; /* an image row (engine) */
             s->pos[t] = p;
             s->slots[t] = (int64_t)seq->blocks[p / bs] * bs + p % bs;
             if (seq->want_prompt_logits || (it->sample && j == it->q_len - 1))

@@ -35,7 +35,9 @@ enum eng_seq_state {
 struct eng_seq {
     void *owner;                   /* engine: the request (opaque here) */
     int32_t choice;                /* engine: choice index */
-    int32_t *tokens;               /* [cap_tokens] prompt, then generated tokens; owned */
+    int32_t *tokens;               /* [cap_tokens] prompt, then generated tokens; owned. A
+                                      negative id is an image position (engine): the batch
+                                      embeds it as 0 and the prefix cache keys it as is */
     int32_t n_tokens, cap_tokens;
     int32_t n_prompt;
     int32_t n_computed;            /* leading tokens whose K/V are in the cache */

@@ -66,6 +66,8 @@ void kern_ops_init_ref(struct kern_ops *ops)
     ops->bias_add = kern_ref_bias_add;
     ops->moe_route = kern_ref_moe_route;
     ops->moe = kern_ref_moe;
+    ops->act = kern_ref_act;
+    ops->attention_dense = kern_ref_attention_dense;
     ops->host_memory = 1;
     ops->buf_alloc = kern_ref_buf_alloc;
     ops->buf_free = kern_ref_buf_free;
@@ -106,6 +108,7 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
         ops->layernorm = kern_cpu_layernorm_avx512;
         ops->bias_add = kern_cpu_bias_add_avx512;
         ops->moe = kern_cpu_moe_avx512;
+        ops->attention_dense = kern_cpu_attention_dense_avx512;
         break;
     case KERN_CPU_LEVEL_AVX2:
         ops->matmul = kern_cpu_matmul_avx2;
@@ -118,6 +121,7 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
         ops->layernorm = kern_cpu_layernorm_avx2;
         ops->bias_add = kern_cpu_bias_add_avx2;
         ops->moe = kern_cpu_moe_avx2;
+        ops->attention_dense = kern_cpu_attention_dense_avx2;
         break;
     case KERN_CPU_LEVEL_GENERIC:
     default:
@@ -131,10 +135,12 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
         ops->layernorm = kern_cpu_layernorm_generic;
         ops->bias_add = kern_cpu_bias_add_generic;
         ops->moe = kern_cpu_moe_generic;
+        ops->attention_dense = kern_cpu_attention_dense_generic;
         break;
     }
     ops->gather_rows = kern_cpu_gather_rows;
     ops->argmax = kern_cpu_argmax;
+    ops->act = kern_cpu_act;
     return KERN_OK;
 }
 

@@ -317,6 +317,38 @@ struct kern_moe_params {
 size_t kern_moe_work_bytes(int64_t n_tokens, int64_t top_k, int64_t hidden, int64_t inter,
                            int64_t n_experts);
 
+/* act: out[i] = f(x[i]) for i < n. KERN_ACT_GELU is the exact GELU, 0.5 x (1 + erf(x / sqrt(2)))
+ * (nn.GELU(), the Phi-3-vision projector); KERN_ACT_QUICK_GELU is x * sigmoid(1.702 x) (CLIP's
+ * quick_gelu). fp32 in and out, computed in fp32 or wider. out may alias x. NaN gives NaN;
+ * +Inf gives +Inf and -Inf gives -0 (both functions' limits), on every backend. */
+enum kern_act { KERN_ACT_GELU = 0, KERN_ACT_QUICK_GELU = 1 };
+
+struct kern_act_params {
+    const float *x;            /* [n] */
+    float *out;                /* [n], may be x */
+    int64_t n;
+    enum kern_act kind;
+};
+
+/* attention_dense: bidirectional self-attention within each of n_seqs sequences of seq_len
+ * consecutive tokens (no cache, no mask; the CLIP vision tower). Token t = s * seq_len + i of
+ * sequence s reads its query head h at q[t * ld + h * head_dim], and attends to every token u
+ * of the same sequence through k[u * ld + h * head_dim] and v[u * ld + h * head_dim]:
+ *   out[t, h, :] = sum_u softmax_u(scale * q_t . k_u) v_u
+ * softmax and sums in fp32 or wider. out is [n_seqs * seq_len, n_heads, head_dim], contiguous.
+ * Sizes are >= 0 (no tokens: nothing done), head_dim in [1, 256], ld >= n_heads * head_dim;
+ * out must not overlap q, k or v. A query with a NaN or +inf score, or with every score -inf,
+ * gets NaN; otherwise a -inf score weighs 0 (only infinite inputs make such scores). Results
+ * do not depend on the number of threads. */
+#define KERN_ATTENTION_DENSE_MAX_HEAD_DIM 256
+
+struct kern_attention_dense_params {
+    const float *q, *k, *v;    /* rows of stride ld (the fused or separate q/k/v projections) */
+    float *out;                /* [n_seqs * seq_len, n_heads * head_dim] */
+    int64_t n_seqs, seq_len, n_heads, head_dim, ld;
+    float scale;
+};
+
 /* The op table. Every entry returns 0 or a negative enum kern_status.
  *
  * Memory. The pointers inside op params live in the backend's memory: host memory for ref and
@@ -343,6 +375,8 @@ struct kern_ops {
     int (*bias_add)(struct kern_ctx *ctx, const struct kern_bias_add_params *p);
     int (*moe_route)(struct kern_ctx *ctx, const struct kern_moe_route_params *p);
     int (*moe)(struct kern_ctx *ctx, const struct kern_moe_params *p);
+    int (*act)(struct kern_ctx *ctx, const struct kern_act_params *p);
+    int (*attention_dense)(struct kern_ctx *ctx, const struct kern_attention_dense_params *p);
 
     /* Allocates bytes of backend memory into *ptr (the caller owns it; free with buf_free).
      * The buffer reads as zeros. bytes == 0 gives *ptr == NULL and 0. Returns KERN_ERR_NOMEM

@@ -203,11 +203,13 @@ struct cJSON *srv_response_base(const char *id, const char *object, int64_t crea
 struct cJSON *srv_chat_logprob_entry(const struct eng_tokenizer *tok, const struct eng_token_info *ti,
                                      int32_t n_top);
 /* routes_chat.c: renders messages (a cJSON array of message objects, caller keeps) with the
- * chat template and tokenizes the text without adding special tokens. Returns -1 on success
+ * chat template and tokenizes the text without adding special tokens, or, when im holds
+ * images (a vision model), as srv_images_tokenize does (filling im->in). Returns -1 on success
  * with *ids (malloc'd, caller frees), *n_ids and, when text_out is not NULL, the rendered text
  * (malloc'd); otherwise an error response was queued and its MHD result is returned. */
+struct srv_images;
 int srv_chat_prompt(struct srv_req *r, const struct cJSON *messages, bool add_generation_prompt,
-                    int32_t **ids, size_t *n_ids, char **text_out);
+                    struct srv_images *im, int32_t **ids, size_t *n_ids, char **text_out);
 
 /* access_log.c: one line per finished request on stderr; control characters escaped. */
 void srv_access_log(struct srv_server *s, const struct srv_req *r, bool completed_ok);

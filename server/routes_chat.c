@@ -11,6 +11,7 @@
 
 #include "chat_template.h"
 #include "http.h"
+#include "vision_input.h"
 
 struct chat_choice {
     struct srv_buf text;    /* non-stream: the whole content */
@@ -234,8 +235,34 @@ static const char *role_name(enum srv_role r)
     return "user";
 }
 
+static bool has_image(const struct srv_message *m)
+{
+    for (size_t k = 0; k < m->n_parts; k++)
+        if (m->parts[k].type == SRV_PART_IMAGE_URL)
+            return true;
+    return false;
+}
+
+/* content as a parts array of {type: text, text} and {type: image_url} (the url stays out). */
+static cJSON *parts_json(cJSON *o, const struct srv_message *m)
+{
+    cJSON *arr = cJSON_AddArrayToObject(o, "content");
+    for (size_t k = 0; arr && k < m->n_parts; k++) {
+        cJSON *p = cJSON_CreateObject();
+        if (!p)
+            return NULL;
+        cJSON_AddItemToArray(arr, p);
+        bool text = m->parts[k].type == SRV_PART_TEXT;
+        if (!cJSON_AddStringToObject(p, "type", text ? "text" : "image_url") ||
+            (text && !cJSON_AddStringToObject(p, "text", m->parts[k].text)))
+            return NULL;
+    }
+    return arr;
+}
+
 /* The messages as the template sees them: content flattened to one string (text parts joined
- * with "\n", as vLLM does for string-content templates). Image parts are refused earlier. */
+ * with "\n", as vLLM does for string-content templates), or, for a message with images (a
+ * vision model), its parts. */
 static cJSON *messages_json(const struct srv_chat_request *q)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -248,6 +275,10 @@ static cJSON *messages_json(const struct srv_chat_request *q)
         cJSON_AddStringToObject(o, "role", role_name(m->role));
         if (m->content_kind == SRV_CONTENT_TEXT) {
             cJSON_AddStringToObject(o, "content", m->text);
+        } else if (m->content_kind == SRV_CONTENT_PARTS && has_image(m)) {
+            /* As parts: the template puts each image's <|image_N|> tag before the text. */
+            if (!parts_json(o, m))
+                goto oom;
         } else if (m->content_kind == SRV_CONTENT_PARTS) {
             struct srv_buf b = {0};
             bool first = true;
@@ -292,8 +323,8 @@ oom:
     return NULL;
 }
 
-int srv_chat_prompt(struct srv_req *r, const cJSON *messages, bool add_generation_prompt, int32_t **ids,
-                    size_t *n_ids, char **text_out)
+int srv_chat_prompt(struct srv_req *r, const cJSON *messages, bool add_generation_prompt,
+                    struct srv_images *im, int32_t **ids, size_t *n_ids, char **text_out)
 {
     struct srv_server *s = r->srv;
     struct eng_chat_input in = {
@@ -309,6 +340,20 @@ int srv_chat_prompt(struct srv_req *r, const cJSON *messages, bool add_generatio
         return srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
     if (rc != 0)
         return srv_respond_error(r, SRV_ERR_INVALID_VALUE, "messages", "The chat template failed: %s", err);
+    if (im && im->n > 0) { /* the Phi-3-vision processor's rule */
+        struct srv_image_error ie = {0};
+        rc = srv_images_tokenize(s->tok, &s->mcfg->vision, text, len, (size_t)s->ctx_len, im,
+                                 ids, n_ids, &ie);
+        if (rc != 0) {
+            free(text);
+            return srv_respond_error(r, ie.code, ie.param[0] ? ie.param : NULL, "%s", ie.message);
+        }
+        if (text_out)
+            *text_out = text;
+        else
+            free(text);
+        return -1;
+    }
     /* HF apply_chat_template(tokenize=True): the template already holds BOS, add nothing.
      * A prompt that cannot fit the context is refused before it is fully tokenized. */
     rc = eng_tokenizer_encode_max(s->tok, text, len, 0, (size_t)s->ctx_len, ids, n_ids);
@@ -341,7 +386,8 @@ int srv_route_chat(struct srv_req *r)
     int rc = srv_chat_request_parse(r->body.p, r->body.len, &s->limits, &q, &e);
     if (rc != 0)
         return srv_respond_error(r, e.code, e.param, e.message[0] ? "%s" : NULL, e.message);
-    for (size_t i = 0; i < q->n_messages; i++)
+    bool vision = s->mcfg->arch == ENG_ARCH_PHI3V;
+    for (size_t i = 0; i < q->n_messages && !vision; i++)
         for (size_t k = 0; k < q->messages[i].n_parts; k++)
             if (q->messages[i].parts[k].type == SRV_PART_IMAGE_URL) {
                 char param[64];
@@ -350,17 +396,26 @@ int srv_route_chat(struct srv_req *r)
                 return srv_respond_error(r, SRV_ERR_UNSUPPORTED_VALUE, param,
                                          "This model takes text only; image inputs are not supported.");
             }
+    struct srv_images im = {0};
+    struct srv_image_error ie = {0};
+    if (vision && srv_images_load(q, &s->mcfg->vision, &im, &ie) != 0) {
+        srv_images_free(&im);
+        srv_chat_request_destroy(q);
+        return srv_respond_error(r, ie.code, ie.param[0] ? ie.param : NULL, "%s", ie.message);
+    }
     cJSON *msgs = messages_json(q);
     if (!msgs) {
+        srv_images_free(&im);
         srv_chat_request_destroy(q);
         return srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
     }
     int32_t *ids = NULL;
     size_t n_ids = 0;
     char *text = NULL;
-    rc = srv_chat_prompt(r, msgs, true, &ids, &n_ids, &text);
+    rc = srv_chat_prompt(r, msgs, true, &im, &ids, &n_ids, &text);
     cJSON_Delete(msgs);
     if (rc >= 0) {
+        srv_images_free(&im);
         srv_chat_request_destroy(q);
         return rc;
     }
@@ -380,6 +435,7 @@ int srv_route_chat(struct srv_req *r)
                                "length of the messages or completion.",
                                s->ctx_len, (long long)n_ids + max_tokens, n_ids, max_tokens);
         free(ids);
+        srv_images_free(&im);
         srv_chat_request_destroy(q);
         return rc;
     }
@@ -390,6 +446,7 @@ int srv_route_chat(struct srv_req *r)
     if (!c || !c->ch) {
         chat_destroy(c);
         free(ids);
+        srv_images_free(&im);
         srv_chat_request_destroy(q);
         return srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
     }
@@ -409,6 +466,7 @@ int srv_route_chat(struct srv_req *r)
             chat_destroy(c);
         free(bias);
         free(ids);
+        srv_images_free(&im);
         srv_chat_request_destroy(q);
         return srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
     }
@@ -421,6 +479,8 @@ int srv_route_chat(struct srv_req *r)
         .n_stop = (int32_t)sp->n_stop,
         .include_stop_str_in_output = sp->include_stop_str_in_output,
         .skip_special_tokens = sp->skip_special_tokens,
+        .images = im.in,
+        .n_images = im.n_in,
     };
     srv_fill_sampling(sp, &er.sampling, bias);
     er.sampling.logprobs = q->logprobs;
@@ -429,6 +489,7 @@ int srv_route_chat(struct srv_req *r)
     rc = eng_engine_submit(s->eng, &er, srv_gen_wake, g, &g->h[0], err, sizeof err);
     free(bias);
     free(ids);
+    srv_images_free(&im); /* the engine copied the views */
     if (rc != 0) {
         srv_gen_abandon(g);
         srv_chat_request_destroy(q);

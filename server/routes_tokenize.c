@@ -97,7 +97,7 @@ int srv_route_tokenize(struct srv_req *r)
             if (!m)
                 rc = srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
             else
-                rc = srv_chat_prompt(r, m, agp == 1, &ids, &n, NULL);
+                rc = srv_chat_prompt(r, m, agp == 1, NULL, &ids, &n, NULL);
             cJSON_Delete(all);
         }
     } else {

@@ -276,6 +276,9 @@ struct dev_batch {
     const int64_t *slots;
     const uint8_t *variant;
     const int32_t *q_start, *q_len, *ctx_len, *tables, *rows;
+    /* Given input embeddings (never in a graph: a batch with spans runs eagerly). */
+    int32_t n_spans;
+    const struct eng_embed_span *spans;
 };
 
 static void set_dev_batch(const struct eng_phi3_ws *ws, const size_t off[DESC_N_PARTS],
@@ -331,8 +334,15 @@ static int upload_batch(const struct eng_model *m, const struct kern_ops *ops,
             return KERN_ERR_INVALID;
         memset(tok_variant + b->q_start[s], b->rope_variant[s], (size_t)b->q_len[s]);
     }
+    for (int32_t i = 0; i < b->n_embed_spans; i++) {
+        const struct eng_embed_span *sp = &b->embed_spans[i];
+        if (!sp->src || sp->row < 0 || sp->n_rows < 1 || sp->row > T - sp->n_rows)
+            return KERN_ERR_INVALID;
+    }
     TRY(ops->buf_upload(ctx, ws->desc, h, total));
     set_dev_batch(ws, off, T, S, b->max_blocks, R, d);
+    d->n_spans = b->n_embed_spans;
+    d->spans = b->embed_spans;
     return 0;
 }
 
@@ -535,6 +545,9 @@ static int run_model(const struct eng_model *m, const struct kern_ops *ops, stru
         .out = ws->x, .n_tokens = T, .vocab = V, .hidden = H,
     };
     TRY(ops->embed(ctx, &e));
+    for (int32_t i = 0; i < d->n_spans; i++) /* image features over their placeholders */
+        TRY(ops->buf_copy(ctx, ws->x + (int64_t)d->spans[i].row * H, d->spans[i].src,
+                          (size_t)d->spans[i].n_rows * (size_t)H * sizeof(float)));
 
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         TRY(attention_block(m, ops, ctx, kv, l, d, ws));
@@ -599,7 +612,8 @@ static struct eng_phi3_graph *graph_for(struct eng_phi3_ws *ws, const struct eng
                                         int64_t block_size)
 {
     int64_t B = b->n_tokens;
-    if (!ws->graphs || B != b->n_seqs || b->n_logit_rows != B || block_size <= 0)
+    if (!ws->graphs || B != b->n_seqs || b->n_logit_rows != B || block_size <= 0 ||
+        b->n_embed_spans > 0)
         return NULL;
     for (int64_t s = 0; s < B; s++) {
         if (b->q_len[s] != 1 || b->q_start[s] != s || b->logit_rows[s] != s ||
@@ -736,7 +750,8 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
 {
     const struct eng_model_config *c = &m->cfg;
     int64_t T = b->n_tokens, H = c->hidden_size, V = c->vocab_size, R = b->n_logit_rows;
-    if (T <= 0 || b->n_seqs <= 0 || b->max_blocks < 0 || R < 0)
+    if (T <= 0 || b->n_seqs <= 0 || b->max_blocks < 0 || R < 0 || b->n_embed_spans < 0 ||
+        (b->n_embed_spans > 0 && !b->embed_spans))
         return KERN_ERR_INVALID;
     /* Device pointers and host pointers must not meet: on a device backend the weights and
      * the cache have to be this context's. */
@@ -754,7 +769,7 @@ int eng_phi3_forward(const struct eng_model *m, const struct kern_ops *ops, stru
         if (!ws->row_taken[r])
             return KERN_ERR_INVALID;
 
-    struct dev_batch d;
+    struct dev_batch d = {0};
     struct eng_phi3_graph *gr = graph_for(ws, b, kv->block_size);
     if (gr) {
         TRY(upload_padded(m, ops, ctx, b, ws, gr->batch, ws->graph_max_blocks, &d));

@@ -127,9 +127,13 @@ KERN_CPU_DECLARE_LEVELS(bias_add, kern_bias_add_params);
 /* moe drives the gemm inner loops of its level itself (not the matmul op), with one k split
  * for every row count, so that a token's result does not depend on the rest of the batch. */
 KERN_CPU_DECLARE_LEVELS(moe, kern_moe_params);
+/* attention_dense runs the gemm inner loops of its level for Q K^T and P V. */
+KERN_CPU_DECLARE_LEVELS(attention_dense, kern_attention_dense_params);
 /* gather_rows only copies rows (memcpy): one build serves every level. */
 int kern_cpu_gather_rows(struct kern_ctx *ctx, const struct kern_gather_rows_params *p);
 /* argmax compares floats (no SIMD build): one build serves every level, rows over the pool. */
 int kern_cpu_argmax(struct kern_ctx *ctx, const struct kern_argmax_params *p);
+/* act calls libm's erfcf/expf per element (no SIMD build): one build serves every level. */
+int kern_cpu_act(struct kern_ctx *ctx, const struct kern_act_params *p);
 
 #endif

@@ -233,6 +233,8 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
     ops->bias_add = kern_cuda_bias_add;
     ops->moe_route = kern_cuda_moe_route;
     ops->moe = kern_cuda_moe;
+    ops->act = kern_cuda_act;
+    ops->attention_dense = kern_cuda_attention_dense;
     ops->host_memory = 0;
     ops->buf_alloc = buf_alloc_zeroed;
     ops->buf_free = kern_cuda_free;

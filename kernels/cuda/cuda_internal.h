@@ -129,6 +129,8 @@ int kern_cuda_layernorm(struct kern_ctx *ctx, const struct kern_layernorm_params
 int kern_cuda_bias_add(struct kern_ctx *ctx, const struct kern_bias_add_params *p);
 int kern_cuda_moe_route(struct kern_ctx *ctx, const struct kern_moe_route_params *p);
 int kern_cuda_moe(struct kern_ctx *ctx, const struct kern_moe_params *p);
+int kern_cuda_act(struct kern_ctx *ctx, const struct kern_act_params *p);
+int kern_cuda_attention_dense(struct kern_ctx *ctx, const struct kern_attention_dense_params *p);
 
 /* Whether dtype is one of the three storage types. */
 static inline bool kern_cuda_dtype_ok(enum kern_dtype t)

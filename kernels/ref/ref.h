@@ -37,6 +37,8 @@ int kern_ref_bias_add(struct kern_ctx *ctx, const struct kern_bias_add_params *p
 int kern_ref_moe_route(struct kern_ctx *ctx, const struct kern_moe_route_params *p);
 /* Also KERN_ERR_NOMEM (nothing written) when its per-token scratch cannot be had. */
 int kern_ref_moe(struct kern_ctx *ctx, const struct kern_moe_params *p);
+int kern_ref_act(struct kern_ctx *ctx, const struct kern_act_params *p);
+int kern_ref_attention_dense(struct kern_ctx *ctx, const struct kern_attention_dense_params *p);
 
 /* The memory entries of host backends (kernels/ref/mem.c): malloc, memcpy and memset, the
  * contracts of struct kern_ops. Shared by the ref and cpu tables; they ignore ctx. */
@@ -61,6 +63,11 @@ int kern_ref_bias_add_check(const struct kern_bias_add_params *p);
 int kern_ref_moe_route_check(const struct kern_moe_route_params *p);
 int kern_ref_moe_args_check(const struct kern_moe_params *p);
 int kern_ref_moe_check(const struct kern_moe_params *p);
+/* The vision ops' checks, shared with kernels/cpu and kernels/cuda: sizes, the kind, and (when
+ * the call has work) the pointers; attention_dense also rejects an out overlapping q, k or v.
+ * They read no array, so a device backend runs them on the host. */
+int kern_ref_act_check(const struct kern_act_params *p);
+int kern_ref_attention_dense_check(const struct kern_attention_dense_params *p);
 
 /* The largest element count any tensor may have: its byte size must fit in size_t and in
  * int64_t with room for an 8-byte element. */

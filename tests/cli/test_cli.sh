@@ -97,8 +97,16 @@ mk; cp "$small/model.safetensors" "$tmp/m/"; sed -i 's/"num_hidden_layers": 2/"n
 expect_error "missing layer tensor" "model.layers.2" "$bin" generate --model "$tmp/m" --tokens 1
 mk; cp "$small/model.safetensors" "$tmp/m/"; sed -i 's/"intermediate_size": 128/"intermediate_size": 96/' "$tmp/m/config.json"
 expect_error "shape mismatch" "shape" "$bin" generate --model "$tmp/m" --tokens 1
-mk; cp "$small/model.safetensors" "$tmp/m/"; printf '{"architectures": ["Phi3VForCausalLM"], "model_type": "phi3_v"}' >"$tmp/m/config.json"
+mk; cp "$small/model.safetensors" "$tmp/m/"; printf '{"architectures": ["Phi4MMForCausalLM"], "model_type": "phi4mm"}' >"$tmp/m/config.json"
 expect_error "unknown architecture" "architectures|model_type" "$bin" generate --model "$tmp/m" --tokens 1
+# A Phi-3-vision checkpoint missing a tower layer its config selects is refused, naming it.
+vis=$fixtures/models/vision-demo
+rm -rf "$tmp/m"; mkdir -p "$tmp/m"; cp "$vis"/config.json "$vis"/preprocessor_config.json "$vis"/model.safetensors "$tmp/m/"
+sed -i 's/"num_hidden_layers": 3/"num_hidden_layers": 5/' "$tmp/m/config.json"
+grep -q '"num_hidden_layers": 5' "$tmp/m/config.json" || fail "test setup: num_hidden_layers edit did not apply"
+expect_error "vision layer missing" "encoder.layers.3" "$bin" generate --model "$tmp/m" --tokens 1
+cp "$vis"/config.json "$tmp/m/"; printf '{"num_crops": 4, "num_img_tokens": 144}' >"$tmp/m/preprocessor_config.json"
+expect_error "vision num_img_tokens" "num_img_tokens 144" "$bin" generate --model "$tmp/m" --tokens 1
 # A Phi-3.5-MoE checkpoint whose config and tensors disagree is refused, naming the tensor.
 moe=$fixtures/models/moe
 mkmoe() { rm -rf "$tmp/m"; mkdir -p "$tmp/m"; cp "$moe"/config.json "$moe"/model.safetensors "$tmp/m/"; }

@@ -449,14 +449,16 @@ static void test_refusals(void)
 
     expect_bad_field("model_type phimoe, class phi3", "model_type", "\"phimoe\"",
                      "architectures entry 'Phi3ForCausalLM' does not match model_type 'phimoe'");
-    expect_bad_field("model_type phi3_v", "model_type", "\"phi3_v\"", "model_type 'phi3_v'");
+    expect_bad_field("model_type phi3_v, class phi3", "model_type", "\"phi3_v\"",
+                     "architectures entry 'Phi3ForCausalLM' does not match model_type 'phi3_v'");
+    expect_bad_field("model_type phi4mm", "model_type", "\"phi4mm\"", "model_type 'phi4mm'");
     expect_bad_field("model_type number", "model_type", "3", "'model_type' must be a string");
     expect_bad_field("architectures moe, model_type phi3", "architectures", "[\"PhiMoEForCausalLM\"]",
                      "architectures entry 'PhiMoEForCausalLM' does not match model_type 'phi3'");
     expect_bad_field("architectures mixed", "architectures",
                      "[\"Phi3ForCausalLM\", \"PhimoeForCausalLM\"]", "does not match");
     expect_bad_field("architectures vision", "architectures", "[\"Phi3VForCausalLM\"]",
-                     "architectures entry 'Phi3VForCausalLM' is not supported");
+                     "architectures entry 'Phi3VForCausalLM' does not match model_type 'phi3'");
     expect_bad_field("architectures string", "architectures", "\"Phi3ForCausalLM\"",
                      "'architectures' must be a non-empty list");
     expect_bad_field("architectures empty", "architectures", "[]", "'architectures' must be a non-empty list");
@@ -665,7 +667,7 @@ static void test_load(void)
     EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "not a regular file"));
     unlink(path);
     write_text(root, "config.json", "{\"model_type\": \"phi3_v\"}");
-    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "model_type 'phi3_v'"));
+    EXPECT(eng_model_config_load(root, &c, err, sizeof(err)) == -1 && strstr(err, "'embd_layer'"));
     unlink(path);
     rmdir(root);
 }
@@ -780,6 +782,140 @@ static void test_tokenizer_eos(void)
     EXPECT(eng_model_config_add_tokenizer_eos(&c, -1, err, sizeof err) != 0);
 }
 
+/* Phi-3.5-vision-instruct's config.json (reference/phi3-models.md section 5.1), rope factors
+ * cut to default RoPE: the vision fields are what this test is about. */
+static const char *const VISION =
+    "{\n"
+    "  \"architectures\": [\"Phi3VForCausalLM\"],\n"
+    "  \"model_type\": \"phi3_v\",\n"
+    "  \"bos_token_id\": 1,\n"
+    "  \"eos_token_id\": 2,\n"
+    "  \"embd_layer\": {\"embedding_cls\": \"image\", \"hd_transform_order\": \"sub_glb\",\n"
+    "                  \"projection_cls\": \"mlp\", \"use_hd_transform\": true,\n"
+    "                  \"with_learnable_separator\": true},\n"
+    "  \"hidden_act\": \"silu\",\n"
+    "  \"hidden_size\": 3072,\n"
+    "  \"img_processor\": {\"image_dim_out\": 1024,\n"
+    "                     \"model_name\": \"openai/clip-vit-large-patch14-336\",\n"
+    "                     \"name\": \"clip_vision_model\", \"num_img_tokens\": 144},\n"
+    "  \"intermediate_size\": 8192,\n"
+    "  \"max_position_embeddings\": 131072,\n"
+    "  \"num_attention_heads\": 32,\n"
+    "  \"num_hidden_layers\": 32,\n"
+    "  \"num_key_value_heads\": 32,\n"
+    "  \"original_max_position_embeddings\": 4096,\n"
+    "  \"pad_token_id\": 32000,\n"
+    "  \"rms_norm_eps\": 1e-05,\n"
+    "  \"rope_theta\": 10000.0,\n"
+    "  \"sliding_window\": 262144,\n"
+    "  \"tie_word_embeddings\": false,\n"
+    "  \"vocab_size\": 32064\n"
+    "}\n";
+
+/* A copy of VISION with the first occurrence of from replaced by to (caller frees). */
+static char *replaced(const char *from, const char *to)
+{
+    const char *at = strstr(VISION, from);
+    if (!at)
+        return NULL;
+    size_t a = (size_t)(at - VISION), lf = strlen(from), lt = strlen(to), n = strlen(VISION);
+    char *out = malloc(n - lf + lt + 1);
+    memcpy(out, VISION, a);
+    memcpy(out + a, to, lt);
+    memcpy(out + a + lt, at + lf, n - a - lf + 1);
+    return out;
+}
+
+/* phi3_v: the CLIP-L/14-336 defaults, layer_idx -2 = 23 layers, the token count formula, the
+ * tiny-model override, preprocessor_config.json, and every refusal. */
+static void test_phi3v(void)
+{
+    struct eng_model_config c;
+    char err[256];
+    EXPECT(eng_model_config_parse(VISION, strlen(VISION), &c, err, sizeof(err)) == 0);
+    const struct eng_vision_config *v = &c.vision;
+    EXPECT(c.arch == ENG_ARCH_PHI3V && c.hidden_size == 3072 && v->hidden_size == 1024 &&
+           v->intermediate_size == 4096 && v->num_attention_heads == 16 &&
+           v->num_hidden_layers == 24 && v->n_layers_run == 23 && v->image_size == 336 &&
+           v->patch_size == 14 && v->grid == 24 && v->tokens_per_crop == 144 &&
+           v->num_crops == 1 && v->layer_norm_eps == 1e-5);
+    /* reference/phi3-models.md 5.2 step 10: 1x1 -> 313, 2x2 -> 757, 4x4 -> 2509. */
+    EXPECT(eng_vision_image_tokens(v, 1, 1) == 313 && eng_vision_image_tokens(v, 2, 2) == 757 &&
+           eng_vision_image_tokens(v, 4, 4) == 2509 && eng_vision_image_tokens(v, 1, 16) == 2473);
+    EXPECT(eng_model_config_parse(MINI_4K, strlen(MINI_4K), &c, err, sizeof(err)) == 0 &&
+           c.vision.hidden_size == 0 && c.vision.grid == 0);
+
+    char *tiny = replaced("\"num_img_tokens\": 144}",
+                          "\"num_img_tokens\": 4, \"layer_idx\": -2, \"image_dim_out\": 32,"
+                          " \"vision_config\": {\"hidden_size\": 32, \"intermediate_size\": 64,"
+                          " \"num_attention_heads\": 4, \"num_hidden_layers\": 3,"
+                          " \"image_size\": 56, \"patch_size\": 14, \"hidden_act\": \"quick_gelu\"}}");
+    char *tiny2 = NULL;
+    if (tiny)
+        tiny2 = strdup(tiny);
+    if (tiny2) {
+        char *p = strstr(tiny2, "\"image_dim_out\": 1024,");
+        if (p)
+            memcpy(p, "                      ", 22); /* drop the real model's value */
+    }
+    EXPECT(tiny2 && eng_model_config_parse(tiny2, strlen(tiny2), &c, err, sizeof(err)) == 0);
+    EXPECT(c.vision.hidden_size == 32 && c.vision.n_layers_run == 2 && c.vision.grid == 4 &&
+           c.vision.tokens_per_crop == 4 && eng_vision_image_tokens(&c.vision, 2, 2) == 27);
+    free(tiny);
+    free(tiny2);
+
+    EXPECT(eng_model_config_parse(VISION, strlen(VISION), &c, err, sizeof(err)) == 0);
+    static const char PRE[] = "{\"num_crops\": 4, \"num_img_tokens\": 144, "
+                              "\"image_mean\": [0.5, 0.25, 0.125], \"image_std\": [1, 2, 4], "
+                              "\"do_convert_rgb\": true}";
+    EXPECT(eng_model_config_merge_preprocessor(PRE, strlen(PRE), &c, err, sizeof(err)) == 0 &&
+           c.vision.num_crops == 4 && c.vision.image_mean[1] == 0.25f && c.vision.image_std[2] == 4.0f);
+    static const char *const bad_pre[] = {
+        "{\"num_crops\": 0}", "{\"num_crops\": 65}", "{\"num_img_tokens\": 100}",
+        "{\"image_std\": [1, 0, 1]}", "{\"image_mean\": [1, 2]}", "{\"image_mean\": \"x\"}",
+    };
+    for (size_t i = 0; i < sizeof bad_pre / sizeof bad_pre[0]; i++) {
+        struct eng_model_config d = c;
+        int rc = eng_model_config_merge_preprocessor(bad_pre[i], strlen(bad_pre[i]), &d, err,
+                                                     sizeof(err));
+        EXPECT(rc == -1 && strstr(err, "preprocessor_config.json") && d.vision.num_crops == 4);
+        if (rc != -1)
+            fprintf(stderr, "  accepted: %s\n", bad_pre[i]);
+    }
+
+    static const struct {
+        const char *from, *to, *want;
+    } bad[] = {
+        {"\"hd_transform_order\": \"sub_glb\"", "\"hd_transform_order\": \"glb_sub\"", "hd_transform_order"},
+        {"\"projection_cls\": \"mlp\"", "\"projection_cls\": \"linear\"", "projection_cls"},
+        {"\"use_hd_transform\": true", "\"use_hd_transform\": false", "use_hd_transform"},
+        {"\"with_learnable_separator\": true", "\"with_learnable_separator\": 1", "must be a boolean"},
+        {"\"name\": \"clip_vision_model\"", "\"name\": \"siglip\"", "img_processor.name"},
+        {"\"num_img_tokens\": 144", "\"num_img_tokens\": 576", "num_img_tokens 576"},
+        {"\"image_dim_out\": 1024", "\"image_dim_out\": 768", "image_dim_out 768"},
+        {"\"num_img_tokens\": 144}", "\"num_img_tokens\": 144, \"layer_idx\": -25}", "layer_idx"},
+        {"\"num_img_tokens\": 144}", "\"num_img_tokens\": 144, \"layer_idx\": 0}", "selects no encoder"},
+        {"\"num_img_tokens\": 144}", "\"num_img_tokens\": 144, \"vision_config\": {\"patch_size\": 16}}",
+         "even number of patch_size"},
+        {"\"num_img_tokens\": 144}", "\"num_img_tokens\": 144, \"vision_config\": {\"num_attention_heads\": 3}}",
+         "num_attention_heads 3"},
+        {"\"num_img_tokens\": 144}", "\"num_img_tokens\": 144, \"vision_config\": {\"hidden_act\": \"gelu\"}}",
+         "quick_gelu"},
+        {"\"num_img_tokens\": 144}", "\"num_img_tokens\": 144, \"vision_config\": [1]}", "must be an object"},
+        {"\"embd_layer\":", "\"embd_layer_x\":", "'embd_layer'"},
+        {"\"architectures\": [\"Phi3VForCausalLM\"]", "\"architectures\": [\"Phi3ForCausalLM\"]",
+         "does not match"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *j = replaced(bad[i].from, bad[i].to);
+        int rc = j ? eng_model_config_parse(j, strlen(j), &c, err, sizeof(err)) : 0;
+        EXPECT(rc == -1 && strstr(err, bad[i].want));
+        if (rc != -1 || !strstr(err, bad[i].want))
+            fprintf(stderr, "  case %zu: rc %d err '%s'\n", i, rc, err);
+        free(j);
+    }
+}
+
 int main(void)
 {
     test_mini_4k();
@@ -789,5 +925,6 @@ int main(void)
     test_refusals();
     test_load();
     test_phimoe();
+    test_phi3v();
     return tu_finish("test_model_config");
 }

@@ -31,7 +31,15 @@
  *    replay the same bits as the direct call. All of it for both GEMM kernels (the default,
  *    tensor cores for bf16/f16 weights, and PHISERVE_CUDA_MOE=fma); with 16-bit weights the
  *    two must also agree within that bound (the same exact products, summed in another fp32
- *    order). */
+ *    order).
+ *  - act: (7 + a) ulps of the reference's fp64 value plus 2^-133, a = 2 x^2 (GELU) or
+ *    2 |1.702 x| (quick_gelu) at finite negative x, else 0: the fp32 argument of erfc / exp is
+ *    within about an ulp, which those functions amplify by that much, plus a few ulps of
+ *    erfcf / expf themselves (tests/kernels/test_vision_ops.c). NaN and the infinities exact.
+ *  - attention_dense: the fp32 attention bound of tests/kernels/test_ops.c per output (score
+ *    error 8 sqrt(d) 2^-24 S, S = scale |q| max|k|, weights off by that relative amount, the
+ *    weighted sum of n values by about sqrt(n) 2^-24 max|v|); NaN exactly where the
+ *    reference has it; a graph replay gives the same bits. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1306,6 +1314,170 @@ static void test_bias_add(int64_t n_rows, int64_t dim, int64_t ldy, enum kern_dt
     free(got);
 }
 
+/* ---- Phi-3-vision's CLIP ops: act, attention_dense --------------------------------------- */
+
+static void test_act(int64_t n, enum kern_act kind)
+{
+    char what[96];
+    snprintf(what, sizeof what, "act %s n=%lld", kind == KERN_ACT_GELU ? "gelu" : "quick_gelu",
+             (long long)n);
+    float *x = tu_xmalloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = 4.0f * frand();
+    const float special[6] = {NAN, INFINITY, -INFINITY, -60.0f, -0.0f, 1e-30f};
+    for (int64_t i = 0; i < 6 && i < n; i++)
+        x[i * 7 % n] = special[i];
+    float *want = tu_xmalloc((size_t)n * sizeof *want), *got = tu_xmalloc((size_t)n * sizeof *got);
+    float *tol = tu_xmalloc((size_t)n * sizeof *tol);
+    struct kern_act_params p = {x, want, n, kind};
+    CHECK(ref_ops.act(NULL, &p) == 0, "%s: reference failed", what);
+    for (int64_t i = 0; i < n; i++) {
+        double ax = fabs((double)x[i]), amp = 0.0;
+        if (x[i] < 0.0f && isfinite(x[i]))
+            amp = kind == KERN_ACT_GELU ? 2.0 * ax * ax : 2.0 * 1.702 * ax;
+        tol[i] = (float)((7.0 + amp) * 0x1p-24 * fabs((double)want[i]) + 0x1p-133);
+    }
+    struct dbuf d_x = dbuf_make(x, (size_t)n * sizeof(float));
+    struct dbuf d_out = dbuf_make(NULL, (size_t)n * sizeof(float));
+    struct kern_act_params q = {dptr(d_x), dptr(d_out), n, kind};
+    CHECK(cu_ops.act(gctx, &q) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    compare(what, got, want, (size_t)n, 0.0f, 0.0f, tol);
+    /* In place: the same bits. */
+    struct kern_act_params ip = {dptr(d_x), dptr(d_x), n, kind};
+    CHECK(cu_ops.act(gctx, &ip) == 0, "%s: in-place launch failed", what);
+    sync_ok(what);
+    float *again = tu_xmalloc((size_t)n * sizeof *again);
+    dbuf_fetch(d_x, again, what);
+    CHECK(memcmp(again, got, (size_t)n * sizeof *got) == 0, "%s: in place differs", what);
+    struct kern_act_params r = q;
+    r.kind = (enum kern_act)2;
+    CHECK(cu_ops.act(gctx, &r) == KERN_ERR_INVALID, "%s: bad kind accepted", what);
+    r = q;
+    r.n = -1;
+    CHECK(cu_ops.act(gctx, &r) == KERN_ERR_INVALID, "%s: n < 0 accepted", what);
+    r = q;
+    r.x = NULL;
+    CHECK(cu_ops.act(gctx, &r) == KERN_ERR_INVALID, "%s: NULL x accepted", what);
+    dbuf_free(d_x);
+    dbuf_free(d_out);
+    free(x);
+    free(want);
+    free(got);
+    free(tol);
+    free(again);
+}
+
+struct ad_case {
+    int64_t n_seqs, seq_len, n_heads, d, ld_pad;
+    float q_amp;
+    int nan;                   /* NaN in a query lane and in a key lane */
+};
+
+static void test_attention_dense(const struct ad_case *c)
+{
+    int64_t row = c->n_heads * c->d, tokens = c->n_seqs * c->seq_len, d = c->d, L = c->seq_len;
+    int64_t ld = 3 * row + c->ld_pad, n_in = tokens * ld, out_n = tokens * row;
+    char what[160];
+    snprintf(what, sizeof what, "attention_dense seqs=%lld len=%lld heads=%lld d=%lld ld=%lld%s",
+             (long long)c->n_seqs, (long long)L, (long long)c->n_heads, (long long)d,
+             (long long)ld, c->nan ? " nan" : "");
+    /* q, k, v fused in rows of ld (padding lanes NaN). */
+    float *in = tu_xmalloc((size_t)n_in * sizeof *in);
+    for (int64_t t = 0; t < tokens; t++)
+        for (int64_t e = 0; e < ld; e++)
+            in[t * ld + e] = e >= 3 * row ? NAN : (e < row ? c->q_amp : 1.0f) * frand();
+    if (c->nan) {
+        in[1 * ld + 0 * d + 1] = NAN;                            /* query 1, head 0 */
+        in[(tokens - 1) * ld + row + (c->n_heads - 1) * d] = NAN; /* last key, last head */
+    }
+    const float *q = in, *k = in + row, *v = in + 2 * row;
+    float *want = tu_xmalloc((size_t)out_n * sizeof *want);
+    float *got = tu_xmalloc((size_t)out_n * sizeof *got), *tol = tu_xmalloc((size_t)out_n * sizeof *tol);
+    float scale = (float)(1.0 / sqrt((double)d));
+    struct kern_attention_dense_params p = {q, k, v, want, c->n_seqs, L, c->n_heads, d, ld, scale};
+    CHECK(ref_ops.attention_dense(NULL, &p) == 0, "%s: reference failed", what);
+    for (int64_t s = 0; s < c->n_seqs; s++)
+        for (int64_t h = 0; h < c->n_heads; h++) {
+            double kn = 0.0, vmax = 0.0;
+            for (int64_t u = 0; u < L; u++) {
+                double kk = 0.0;
+                for (int64_t e = 0; e < d; e++) {
+                    double kv = k[(s * L + u) * ld + h * d + e];
+                    double vv = fabs((double)v[(s * L + u) * ld + h * d + e]);
+                    kk += kv * kv;
+                    vmax = vv > vmax ? vv : vmax;
+                }
+                kn = kk > kn ? kk : kn;
+            }
+            for (int64_t i = 0; i < L; i++) {
+                double qn = 0.0;
+                for (int64_t e = 0; e < d; e++)
+                    qn += (double)q[(s * L + i) * ld + h * d + e] * q[(s * L + i) * ld + h * d + e];
+                double sc = scale * sqrt(qn) * sqrt(kn), n = (double)L;
+                for (int64_t e = 0; e < d; e++) {
+                    int64_t o = ((s * L + i) * c->n_heads + h) * d + e;
+                    tol[o] = (float)(0x1p-24 * (vmax * (8.0 * sqrt((double)d) * sc + 4.0 * sqrt(n) +
+                                                        2.0 * (n / 64.0 + 1.0) + 8.0) +
+                                                fabs((double)want[o])));
+                }
+            }
+        }
+    if (c->nan) {
+        int64_t nan_n = 0;
+        for (int64_t i = 0; i < out_n; i++)
+            nan_n += isnan(want[i]);
+        CHECK(nan_n == (1 + L) * d && isnan(want[(1 * c->n_heads + 0) * d]),
+              "%s: the reference's NaN pattern (%lld)", what, (long long)nan_n);
+    }
+    struct dbuf d_in = dbuf_make(in, (size_t)n_in * sizeof(float));
+    struct dbuf d_out = dbuf_make(NULL, (size_t)out_n * sizeof(float));
+    const float *dq = dptr(d_in);
+    struct kern_attention_dense_params g = {dq, dq + row, dq + 2 * row, dptr(d_out), c->n_seqs, L,
+                                            c->n_heads, d, ld, scale};
+    CHECK(cu_ops.attention_dense(gctx, &g) == 0, "%s: launch failed", what);
+    sync_ok(what);
+    dbuf_fetch(d_out, got, what);
+    compare(what, got, want, (size_t)out_n, 0.0f, 0.0f, tol);
+
+    /* Recorded in a graph and replayed into a cleared output: the same bits. */
+    CHECK(kern_cuda_upload(gctx, dptr(d_out), want, (size_t)out_n * sizeof(float)) == 0, "upload");
+    struct kern_graph *gr = NULL;
+    CHECK(cu_ops.graph_begin(gctx) == 0, "%s: graph_begin", what);
+    int rc_op = cu_ops.attention_dense(gctx, &g);
+    int rc_end = cu_ops.graph_end(gctx, &gr);
+    CHECK(rc_op == 0 && rc_end == 0, "%s: capture failed (%d, %d)", what, rc_op, rc_end);
+    if (gr) {
+        CHECK(cu_ops.graph_launch(gctx, gr) == 0, "%s: graph_launch", what);
+        sync_ok(what);
+        float *replay = tu_xmalloc((size_t)out_n * sizeof *replay);
+        dbuf_fetch(d_out, replay, what);
+        CHECK(memcmp(replay, got, (size_t)out_n * sizeof *replay) == 0, "%s: graph replay differs",
+              what);
+        free(replay);
+        cu_ops.graph_destroy(gctx, gr);
+    }
+
+    /* The shared checks: out over q, a head size past 256, ld too small. */
+    struct kern_attention_dense_params r = g;
+    r.out = (float *)dptr(d_in);
+    CHECK(cu_ops.attention_dense(gctx, &r) == KERN_ERR_INVALID, "%s: out over q accepted", what);
+    r = g;
+    r.head_dim = 257;
+    r.ld = 3 * 257 * c->n_heads;
+    CHECK(cu_ops.attention_dense(gctx, &r) == KERN_ERR_INVALID, "%s: head_dim 257 accepted", what);
+    r = g;
+    r.ld = row - 1;
+    CHECK(cu_ops.attention_dense(gctx, &r) == KERN_ERR_INVALID, "%s: ld < row accepted", what);
+    dbuf_free(d_in);
+    dbuf_free(d_out);
+    free(in);
+    free(want);
+    free(got);
+    free(tol);
+}
+
 /* Distance in units in the last place between two floats (0 for equal values, NaN meeting
  * NaN included; INT64_MAX when only one is NaN). */
 static int64_t ulp_dist(float a, float b)
@@ -1913,6 +2085,29 @@ int main(void)
     test_moe_route(3, 2, 2, 0.01f);
     test_moe_route(24, 37, 40, 0.0f);
     test_moe_route(1, 16, 16, 0.5f);
+
+    /* Phi-3-vision: quick_gelu over a CLIP MLP row block, GELU of the projector; dense
+     * attention at the tiny fixtures' shape, a crop of 577 tokens (2 of its 16 heads), and
+     * head sizes that take each register tile (32, 64, 128, 256; 256 needs the shared memory
+     * opt-in). A real GPU also runs 4096 tokens (minutes on the emulator). */
+    test_act(577 * 64 + 5, KERN_ACT_QUICK_GELU);
+    test_act(1000, KERN_ACT_GELU);
+    test_act(1, KERN_ACT_GELU);
+    static const struct ad_case ad_cases[] = {
+        {3, 17, 4, 8, 5, 1.0f, 0},
+        {1, 577, 2, 64, 0, 1.0f, 0},
+        {2, 33, 3, 80, 7, 1.0f, 0},
+        {1, 70, 1, 256, 0, 1.0f, 0},
+        {4, 1, 2, 1, 0, 1.0f, 0},
+        {1, 100, 1, 128, 1, 5.0f, 0},
+        {2, 40, 2, 8, 0, 1.0f, 1},
+    };
+    for (size_t i = 0; i < sizeof ad_cases / sizeof ad_cases[0]; i++)
+        test_attention_dense(&ad_cases[i]);
+    if (strstr(name, "emulator") == NULL) {
+        static const struct ad_case long_case = {1, 4096, 2, 64, 0, 1.0f, 0};
+        test_attention_dense(&long_case);
+    }
 
     static const struct moe_case moe_cases[] = {
         /* cut-down Phi-3.5-MoE: 16 experts, top 2, half of them without a token */

@@ -990,6 +990,165 @@ static void test_moe(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, int 
         check_moe(rng, &real[i], pool_only, 1);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Phi-3-vision's CLIP ops: act and attention_dense on every level (tests/kernels/
+ * test_vision_ops.c checks both tables by hand and against naive loops). */
+
+static void test_act(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
+{
+    /* A CLIP MLP's width over the pool, a short odd row, in and out of place; NaN, the
+     * infinities and subnormal results included. fp32 against fp64: the argument of erfc or
+     * exp rounded to fp32 is amplified by x^2 (GELU) or |1.702 x| (quick_gelu) at negative x
+     * (test_vision_ops.c's file comment), plus a few ulps of the functions themselves. */
+    const int64_t ns[2] = {577 * 4096 + 3, 37};
+    for (int kind = 0; kind < 2; kind++)
+        for (int ni = 0; ni < 2; ni++) {
+            int64_t n = ns[ni];
+            float *x = kt_alloc((size_t)n * sizeof *x), *a = kt_alloc((size_t)n * sizeof *a);
+            float *b = kt_alloc((size_t)n * sizeof *b);
+            kt_fill(rng, x, KERN_DTYPE_F32, n, -12.0f, 12.0f);
+            x[0] = NAN;
+            x[1] = INFINITY;
+            x[2] = -INFINITY;
+            x[3] = -60.0f; /* quick_gelu: a subnormal result */
+            x[4] = -0.0f;
+            struct kern_act_params p = {x, a, n, (enum kern_act)kind};
+            CHECK(ref_ops.act(NULL, &p) == KERN_OK, "ref act");
+            double *tol = malloc((size_t)n * sizeof *tol);
+            for (int64_t i = 0; i < n; i++) {
+                double ax = fabs((double)x[i]);
+                double amp = 0.0; /* at -inf the result is exactly -0 */
+                if (x[i] < 0.0f && isfinite(x[i]))
+                    amp = kind == KERN_ACT_GELU ? 2.0 * ax * ax : 2.0 * 1.702 * ax;
+                tol[i] = (7.0 + amp) * U24 * fabs((double)a[i]) + 0x1p-133;
+            }
+            for (int ci = 0; ci < n_ctx; ci++) {
+                char what[96];
+                snprintf(what, sizeof what, "act %s n=%lld ctx#%d",
+                         kind == KERN_ACT_GELU ? "gelu" : "quick_gelu", (long long)n, ci);
+                fill_f32(b, n, -777.0f);
+                p.out = b;
+                CHECK(cpu_ops.act(ctxs[ci], &p) == KERN_OK, "%s: cpu act", what);
+                compare(what, a, b, n, tol, 0.0);
+                memcpy(b, x, (size_t)n * sizeof *b);
+                struct kern_act_params ip = {b, b, n, (enum kern_act)kind};
+                CHECK(cpu_ops.act(ctxs[ci], &ip) == KERN_OK, "%s: cpu act in place", what);
+                compare(what, a, b, n, tol, 0.0);
+            }
+            CHECK(kt_guard_ok(x) && kt_guard_ok(a) && kt_guard_ok(b), "act canary");
+            free(tol);
+            kt_free(x);
+            kt_free(a);
+            kt_free(b);
+        }
+}
+
+struct ad_case {
+    const char *name;
+    int64_t n_seqs, seq_len, n_heads, d, ld;
+    float q_amp;
+};
+
+static void check_attention_dense(struct kt_rng *rng, const struct ad_case *c,
+                                  struct kern_ctx **ctxs, int n_ctx)
+{
+    /* q, k and v in one buffer of rows ld = 3 n_heads d or more (the fused projection), the
+     * lanes past them NaN. */
+    int64_t row = c->n_heads * c->d, tokens = c->n_seqs * c->seq_len, d = c->d, L = c->seq_len;
+    int64_t n_in = tokens * c->ld, out_n = tokens * row;
+    float *in = kt_alloc((size_t)n_in * sizeof *in);
+    fill_f32(in, n_in, NAN);
+    for (int64_t t = 0; t < tokens; t++)
+        for (int64_t e = 0; e < 3 * row; e++)
+            in[t * c->ld + e] = kt_uniform(rng, e < row ? -c->q_amp : -1.0f, e < row ? c->q_amp : 1.0f);
+    const float *q = in, *k = in + row, *v = in + 2 * row;
+    float *out_r = kt_alloc((size_t)out_n * sizeof *out_r);
+    float *out_g = kt_alloc((size_t)out_n * sizeof *out_g);
+    double *tol = malloc((size_t)out_n * sizeof *tol);
+    struct kern_attention_dense_params p = {q, k, v, out_r, c->n_seqs, L, c->n_heads, d, c->ld,
+                                            (float)(1.0 / sqrt((double)d))};
+    CHECK(ref_ops.attention_dense(NULL, &p) == KERN_OK, "%s: ref attention_dense", c->name);
+    /* The attention bound of the file comment: S bounds every |score|, V = max |v|, n keys. */
+    for (int64_t s = 0; s < c->n_seqs; s++)
+        for (int64_t h = 0; h < c->n_heads; h++) {
+            double kn = 0.0, vmax = 0.0;
+            for (int64_t u = 0; u < L; u++) {
+                double kk = 0.0;
+                for (int64_t e = 0; e < d; e++) {
+                    double kv = k[(s * L + u) * c->ld + h * d + e];
+                    double vv = fabs((double)v[(s * L + u) * c->ld + h * d + e]);
+                    kk += kv * kv;
+                    vmax = vv > vmax ? vv : vmax;
+                }
+                kn = kk > kn ? kk : kn;
+            }
+            for (int64_t i = 0; i < L; i++) {
+                double qn = 0.0;
+                for (int64_t e = 0; e < d; e++)
+                    qn += (double)q[(s * L + i) * c->ld + h * d + e] * q[(s * L + i) * c->ld + h * d + e];
+                double sc = p.scale * sqrt(qn) * sqrt(kn), n = (double)L;
+                for (int64_t e = 0; e < d; e++) {
+                    int64_t o = ((s * L + i) * c->n_heads + h) * d + e;
+                    tol[o] = U24 * (vmax * (8.0 * sqrt((double)d) * sc + 4.0 * sqrt(n) +
+                                            2.0 * (n / 64.0 + 1.0) + 8.0) +
+                                    fabs((double)out_r[o]));
+                }
+            }
+        }
+    int64_t nonfinite = 0;
+    for (int64_t i = 0; i < out_n; i++)
+        nonfinite += !isfinite(out_r[i]);
+    CHECK(nonfinite == 0, "%s: reference read a NaN padding lane", c->name);
+    float *first = NULL;
+    for (int ci = 0; ci < n_ctx; ci++) {
+        char what[128];
+        snprintf(what, sizeof what, "attention_dense %s ctx#%d", c->name, ci);
+        fill_f32(out_g, out_n, -777.0f);
+        p.out = out_g;
+        CHECK(cpu_ops.attention_dense(ctxs[ci], &p) == KERN_OK, "%s: cpu attention_dense", what);
+        compare(what, out_r, out_g, out_n, tol, 0.0);
+        CHECK(kt_guard_ok(out_g), "%s: canary", what);
+        /* The same bits on every context, whatever its thread count. */
+        if (!first) {
+            first = malloc((size_t)out_n * sizeof *first);
+            memcpy(first, out_g, (size_t)out_n * sizeof *first);
+        } else {
+            CHECK(memcmp(first, out_g, (size_t)out_n * sizeof *first) == 0,
+                  "%s: differs from ctx#0", what);
+        }
+    }
+    CHECK(kt_guard_ok(in) && kt_guard_ok(out_r), "%s: canary", c->name);
+    free(first);
+    free(tol);
+    kt_free(in);
+    kt_free(out_r);
+    kt_free(out_g);
+}
+
+static void test_attention_dense(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx,
+                                 int with_real)
+{
+    /* The tiny fixtures' shape, head sizes that leave vector tails, key blocks with a tail of
+     * one, a peaky softmax, and a sequence of one token. */
+    const struct ad_case awkward[] = {
+        {"tiny 3x17 h4 d8", 3, 17, 4, 8, 3 * 32 + 5, 1.0f},
+        {"2x33 h3 d80", 2, 33, 3, 80, 3 * 240, 1.0f},
+        {"300 h2 d128", 1, 300, 2, 128, 3 * 256 + 1, 1.0f},
+        {"257 h1 d64 peaky", 1, 257, 1, 64, 3 * 64, 6.0f},
+        {"2x40 h1 d256", 2, 40, 1, 256, 3 * 256, 1.0f},
+        {"4x1 h2 d40", 4, 1, 2, 40, 3 * 80, 1.0f},
+        {"1x20 h3 d1", 1, 20, 3, 1, 3 * 3, 1.0f},
+    };
+    for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++)
+        check_attention_dense(rng, &awkward[i], ctxs, n_ctx);
+    if (!with_real)
+        return;
+    /* Phi-3-vision's CLIP tower: 577 tokens a crop, 16 heads of 64, fused qkv of 3072. */
+    const struct ad_case real = {"clip 577 h16 d64", 1, 577, 16, 64, 3 * 1024, 1.0f};
+    struct kern_ctx *two[2] = {ctxs[1], ctxs[n_ctx - 1]};
+    check_attention_dense(rng, &real, two, 2);
+}
+
 /* Batch invariance of matmul: a row's result is the same bits whatever m is (a decode token
  * alone, with 2 others, in a batch of 5 or 300), every weight dtype and thread count, for k
  * up to the 1024-element chunk and a multiple of the lane count (the fixtures' shapes). Larger
@@ -1228,7 +1387,8 @@ int main(void)
         CHECK(tabs[t]->embed && tabs[t]->rmsnorm && tabs[t]->matmul && tabs[t]->rope &&
                   tabs[t]->kv_write && tabs[t]->attention && tabs[t]->silu_mul && tabs[t]->add &&
                   tabs[t]->gather_rows && tabs[t]->layernorm && tabs[t]->bias_add &&
-                  tabs[t]->moe_route && tabs[t]->moe && tabs[t]->buf_alloc && tabs[t]->buf_free &&
+                  tabs[t]->moe_route && tabs[t]->moe && tabs[t]->act &&
+                  tabs[t]->attention_dense && tabs[t]->buf_alloc && tabs[t]->buf_free &&
                   tabs[t]->buf_upload && tabs[t]->buf_download && tabs[t]->buf_copy &&
                   tabs[t]->buf_memset && tabs[t]->sync && tabs[t]->weights_import &&
                   tabs[t]->weights_release,
@@ -1264,6 +1424,8 @@ int main(void)
         test_bias_add(&rng, ctxs, 4);
         test_moe(&rng, ctxs, 4, lv == (int)best || lv == (int)KERN_CPU_LEVEL_GENERIC);
         test_moe_batch_invariance(&rng, ctxs, 4);
+        test_act(&rng, ctxs, 4);
+        test_attention_dense(&rng, ctxs, 4, lv == (int)best || lv == (int)KERN_CPU_LEVEL_GENERIC);
         test_matmul_batch_invariance(&rng, ctxs, 4);
     }
     if (best < KERN_CPU_LEVEL_AVX512) {

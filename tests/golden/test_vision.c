@@ -1,0 +1,495 @@
+/* Golden test of Phi-3-vision: a fixture model's images, image features, logits and greedy
+ * continuations from transformers (scripts/make_fixtures_vision.py) against phiserve's whole
+ * image path on one backend: PNG decode and HD transform (engine/image.c), the vision encoder
+ * (models/phi3v.c), the forward with image rows (batch embed spans, whole and chunked inside
+ * an image), the engine (images in requests, batching, the prefix cache keyed by pixels) and
+ * the server's prompt rule (server/vision_input.c). Usage: test_vision MODEL_DIR ref|cpu. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "image.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "models/phi3.h"
+#include "models/phi3v.h"
+#include "tokenizer.h"
+#include "vision_input.h"
+
+#include "../test_util.h"
+
+/* fp32 on both sides, only summation orders differ (as test_golden.c): 1e-4 of the largest
+ * magnitude, an order of magnitude below the fixture's smallest greedy margin (>= 0.05). */
+#define RTOL 1e-4
+/* The HD views: torch's float ops against ours, a few ulp of values around 2. */
+#define VIEW_ATOL 1e-5
+
+struct vimage {
+    char file[96];
+    int32_t h_crop, w_crop, n_tokens;
+    struct eng_hd_image hd;        /* from phiserve's own decode + transform */
+    int32_t hd_side;               /* its views' side (vision.image_size) */
+    float *embeds;                 /* [n_tokens, H] transformers' */
+};
+
+struct vcase {
+    char name[64];
+    int32_t *ids;                  /* HF's: image k's span is -k */
+    int32_t n_ids;
+    int32_t img[8];                /* indices into the image table */
+    int32_t n_img;
+    int32_t *rows, n_rows;
+    float *logits;                 /* [n_rows, V] */
+    int32_t *greedy, n_greedy;
+    const cJSON *json;
+};
+
+static const char *dir;
+static int64_t V, H;
+
+static char *path_of(const char *name)
+{
+    static char p[4096];
+    snprintf(p, sizeof p, "%s/golden/%s", dir, name);
+    return p;
+}
+
+static void *read_exact(const char *name, size_t want)
+{
+    size_t len = 0;
+    char *d = tu_read_file(path_of(name), &len);
+    REQUIRE(d && len == want, "%s: %zu bytes, want %zu", name, d ? len : 0, want);
+    return d;
+}
+
+static int32_t *ints(const cJSON *a, int32_t *n)
+{
+    *n = cJSON_GetArraySize(a);
+    int32_t *v = tu_xmalloc((size_t)(*n ? *n : 1) * sizeof *v);
+    for (int32_t i = 0; i < *n; i++)
+        v[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
+    return v;
+}
+
+static const cJSON *get(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    REQUIRE(v, "golden.json: no '%s'", k);
+    return v;
+}
+
+/* max |a - b| over max |b|, both [n]. */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double err = 0, scale = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        err = d > err || isnan(d) ? d : err;
+        scale = fabs(b[i]) > scale ? fabs(b[i]) : scale;
+    }
+    return err / scale;
+}
+
+/* Decode + HD transform in C against PIL/torchvision: the canvas exactly, the global view
+ * within VIEW_ATOL, the grid. */
+static void check_image(const cJSON *ji, const struct eng_model_config *c, struct vimage *im)
+{
+    snprintf(im->file, sizeof im->file, "%s", get(ji, "file")->valuestring);
+    im->h_crop = (int32_t)get(ji, "h_crop")->valuedouble;
+    im->w_crop = (int32_t)get(ji, "w_crop")->valuedouble;
+    im->n_tokens = (int32_t)get(ji, "n_tokens")->valuedouble;
+    EXPECT(eng_vision_image_tokens(&c->vision, im->h_crop, im->w_crop) == im->n_tokens);
+    size_t len = 0;
+    uint8_t *png = (uint8_t *)tu_read_file(path_of(im->file), &len);
+    REQUIRE(png, "read %s", im->file);
+    struct eng_image img = {0}, canvas = {0};
+    REQUIRE(eng_image_decode(png, len, &img) == 0, "decode %s", im->file);
+    free(png);
+    struct eng_hd_params hp = {.crop = (int32_t)c->vision.image_size,
+                               .num_crops = (int32_t)c->vision.num_crops};
+    memcpy(hp.mean, c->vision.image_mean, sizeof hp.mean);
+    memcpy(hp.std, c->vision.image_std, sizeof hp.std);
+    REQUIRE(eng_image_hd_canvas(&img, &hp, &canvas) == 0, "canvas %s", im->file);
+    int32_t ch = (int32_t)get(ji, "canvas_height")->valuedouble;
+    int32_t cw = (int32_t)get(ji, "canvas_width")->valuedouble;
+    CHECK(canvas.height == ch && canvas.width == cw, "%s: canvas %dx%d, want %dx%d", im->file,
+          canvas.width, canvas.height, cw, ch);
+    if (canvas.height == ch && canvas.width == cw) {
+        uint8_t *want = read_exact(get(ji, "canvas_file")->valuestring, (size_t)ch * cw * 3);
+        CHECK(memcmp(want, canvas.rgb, (size_t)ch * cw * 3) == 0, "%s: canvas differs", im->file);
+        free(want);
+    }
+    REQUIRE(eng_image_hd_transform(&img, &hp, &im->hd) == 0, "transform %s", im->file);
+    im->hd_side = hp.crop;
+    CHECK(im->hd.h_crop == im->h_crop && im->hd.w_crop == im->w_crop, "%s: grid %dx%d, want %dx%d",
+          im->file, im->hd.h_crop, im->hd.w_crop, im->h_crop, im->w_crop);
+    size_t S = (size_t)c->vision.image_size;
+    float *glob = read_exact(get(ji, "global_view_file")->valuestring, 3 * S * S * sizeof(float));
+    double worst = 0;
+    for (size_t i = 0; i < 3 * S * S; i++) {
+        double d = fabs((double)glob[i] - im->hd.pixels[i]);
+        worst = d > worst || isnan(d) ? d : worst;
+    }
+    CHECK(worst <= VIEW_ATOL, "%s: global view off by %g", im->file, worst);
+    free(glob);
+    eng_image_free(&img);
+    eng_image_free(&canvas);
+    im->embeds = read_exact(get(ji, "embeds_file")->valuestring,
+                            (size_t)im->n_tokens * (size_t)H * sizeof(float));
+}
+
+/* The encoder on the backend from phiserve's own views against transformers' features. */
+static float *encode(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
+                     const struct vimage *im)
+{
+    float *out = NULL;
+    REQUIRE(ops->buf_alloc(ctx, (size_t)im->n_tokens * (size_t)H * sizeof(float), (void **)&out) == 0,
+            "alloc");
+    int rc = eng_phi3v_encode(m, ops, ctx, im->hd.pixels, im->h_crop, im->w_crop, out);
+    CHECK(rc == 0, "%s: encode rc %d", im->file, rc);
+    double e = rel_err(out, im->embeds, (size_t)im->n_tokens * (size_t)H);
+    CHECK(e <= RTOL, "%s: image features off by %g of their scale", im->file, e);
+    printf("  %-22s %dx%d crops, %3d tokens, features rel err %.2e\n", im->file, im->h_crop,
+           im->w_crop, im->n_tokens, e);
+    return out;
+}
+
+/* One sequence's prompt through eng_phi3_forward, split at `split` (0: whole), with the image
+ * rows taken from feats; compares the stored rows' logits. */
+static void run_case(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
+                     const struct vcase *g, float *const *feats, int32_t split)
+{
+    const int64_t bs = 16;
+    int32_t nb = (int32_t)((g->n_ids + bs - 1) / bs);
+    struct eng_kv_cache *kv = NULL;
+    char err[256];
+    REQUIRE(eng_kv_cache_create(m->cfg.num_hidden_layers, m->cfg.num_key_value_heads,
+                                m->cfg.head_dim, bs, nb + 3, KERN_DTYPE_F32, &kv, err,
+                                sizeof err) == 0, "%s", err);
+    int32_t *table = tu_xcalloc((size_t)nb, sizeof *table), spare[3];
+    for (int i = 0; i < 3; i++)
+        eng_kv_cache_alloc_block(kv, &spare[i]);
+    for (int32_t b = nb - 1; b >= 0; b--)
+        eng_kv_cache_alloc_block(kv, &table[b]);
+    int32_t *ids = tu_xmalloc((size_t)g->n_ids * sizeof *ids);
+    int32_t *pos = tu_xmalloc((size_t)g->n_ids * sizeof *pos);
+    int64_t *slots = tu_xmalloc((size_t)g->n_ids * sizeof *slots);
+    float *logits = tu_xmalloc((size_t)g->n_rows * (size_t)V * sizeof *logits);
+    float *got = tu_xmalloc((size_t)g->n_rows * (size_t)V * sizeof *got);
+    struct eng_phi3_ws ws = {0};
+    int32_t bounds[3] = {0, split > 0 ? split : g->n_ids, g->n_ids};
+    for (int part = 0; part < 2; part++) {
+        int32_t lo = bounds[part], hi = bounds[part + 1];
+        if (lo == hi)
+            continue;
+        int32_t T = hi - lo, rows[16], R = 0, row_idx[16];
+        struct eng_embed_span spans[16];
+        int32_t n_spans = 0;
+        for (int32_t p = lo; p < hi; p++) {
+            ids[p - lo] = g->ids[p] < 0 ? 0 : g->ids[p];
+            pos[p - lo] = p;
+            slots[p - lo] = (int64_t)table[p / bs] * bs + p % bs;
+        }
+        /* Image k's span: the run of -k; each run's rows inside [lo, hi). */
+        for (int32_t p = 0, k = 0; p < g->n_ids; k++) {
+            while (p < g->n_ids && g->ids[p] >= 0)
+                p++;
+            if (p == g->n_ids)
+                break;
+            int32_t start = p, id = g->ids[p];
+            while (p < g->n_ids && g->ids[p] == id)
+                p++;
+            int32_t a = start > lo ? start : lo, b = p < hi ? p : hi;
+            if (a < b)
+                spans[n_spans++] = (struct eng_embed_span){
+                    .row = a - lo, .n_rows = b - a,
+                    .src = feats[g->img[-id - 1]] + (int64_t)(a - start) * H};
+        }
+        for (int32_t r = 0; r < g->n_rows; r++)
+            if (g->rows[r] >= lo && g->rows[r] < hi) {
+                row_idx[R] = r;
+                rows[R++] = g->rows[r] - lo;
+            }
+        int32_t qs = 0, ql = T, cl = hi;
+        uint8_t var = 0;
+        struct eng_batch b = {
+            .n_tokens = T, .token_ids = ids, .positions = pos, .slot_mapping = slots,
+            .n_seqs = 1, .q_start = &qs, .q_len = &ql, .ctx_len = &cl, .block_tables = table,
+            .max_blocks = nb, .rope_variant = &var, .n_logit_rows = R, .logit_rows = rows,
+            .n_embed_spans = n_spans, .embed_spans = spans,
+        };
+        int rc = eng_phi3_forward(m, ops, ctx, kv, &b, &ws, logits, NULL);
+        CHECK(rc == 0, "%s: forward rc %d", g->name, rc);
+        for (int32_t k = 0; k < R; k++)
+            memcpy(got + (size_t)row_idx[k] * V, logits + (size_t)k * V, (size_t)V * sizeof *got);
+    }
+    double e = rel_err(got, g->logits, (size_t)g->n_rows * (size_t)V);
+    CHECK(e <= RTOL, "%s (split %d): logits off by %g of their scale", g->name, split, e);
+    printf("  %-12s split %3d: logits rel err %.2e\n", g->name, split, e);
+    eng_phi3_ws_free(&ws);
+    free(ids);
+    free(pos);
+    free(slots);
+    free(logits);
+    free(got);
+    free(table);
+    eng_kv_cache_destroy(kv);
+}
+
+/* The request of a case: ids with 0 in the spans, one image input per span. */
+static void make_request(const struct vcase *g, const struct vimage *imgs, int32_t *ids,
+                         struct eng_image_input *in, int32_t *n_in)
+{
+    *n_in = 0;
+    for (int32_t p = 0; p < g->n_ids; p++) {
+        ids[p] = g->ids[p] < 0 ? 0 : g->ids[p];
+        if (g->ids[p] < 0 && (p == 0 || g->ids[p - 1] != g->ids[p])) {
+            const struct vimage *im = &imgs[g->img[-g->ids[p] - 1]];
+            in[(*n_in)++] = (struct eng_image_input){
+                .views = im->hd.pixels, .h_crop = im->h_crop, .w_crop = im->w_crop, .pos = p};
+        }
+    }
+}
+
+struct run {
+    struct eng_handle *h;
+    int32_t tokens[64];
+    int32_t n;
+    struct eng_usage usage;
+};
+
+static void collect(struct run *r)
+{
+    const struct eng_event *ev;
+    for (;;) {
+        int rc = eng_handle_next(r->h, &ev);
+        if (rc < 0)
+            break;
+        if (rc == 0) {
+            eng_handle_wait(r->h);
+            continue;
+        }
+        for (int32_t i = 0; i < ev->n_tokens && r->n < 64; i++)
+            r->tokens[r->n++] = ev->tokens[i].token;
+        CHECK(ev->finish != ENG_FINISH_ERROR, "request failed: %s", ev->error ? ev->error : "");
+    }
+    eng_handle_usage(r->h, &r->usage);
+    eng_handle_release(r->h);
+}
+
+static int submit(struct eng_engine *e, const struct vcase *g, const struct vimage *imgs,
+                  struct run *r, const struct vimage *swap)
+{
+    int32_t *ids = tu_xmalloc((size_t)g->n_ids * sizeof *ids), n_in;
+    struct eng_image_input in[8];
+    make_request(g, imgs, ids, in, &n_in);
+    if (swap) /* the same prompt with another image of the same grid in the first span */
+        in[0].views = swap->hd.pixels;
+    struct eng_request q = {.prompt = ids, .n_prompt = g->n_ids, .max_tokens = g->n_greedy,
+                            .n = 1, .images = in, .n_images = n_in};
+    char err[256] = "";
+    memset(r, 0, sizeof *r);
+    int rc = eng_engine_submit(e, &q, NULL, NULL, &r->h, err, sizeof err);
+    CHECK(rc == 0, "%s: submit: %s", g->name, err);
+    free(ids);
+    return rc;
+}
+
+/* Greedy through the engine: all cases at once (batched, chunked by a small token budget),
+ * then again one by one (prefix-cache hits over text and images), then a swapped image. */
+static void check_engine(const char *device, struct vcase *cs, int n, const struct vimage *imgs)
+{
+    struct eng_engine_options o;
+    eng_engine_options_init(&o);
+    o.model_dir = dir;
+    o.device = device;
+    o.n_threads = 2;
+    o.max_batched_tokens = 24; /* chunks cut through the image spans */
+    struct eng_engine *e = NULL;
+    char err[512];
+    REQUIRE(eng_engine_create(&o, &e, err, sizeof err) == 0, "engine: %s", err);
+    struct run *runs = tu_xcalloc((size_t)n, sizeof *runs);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            if (submit(e, &cs[i], imgs, &runs[i], NULL) == 0 && pass == 1)
+                collect(&runs[i]);
+        }
+        for (int i = 0; i < n && pass == 0; i++)
+            collect(&runs[i]);
+        for (int i = 0; i < n; i++) {
+            CHECK(runs[i].n == cs[i].n_greedy &&
+                      memcmp(runs[i].tokens, cs[i].greedy, (size_t)cs[i].n_greedy * 4) == 0,
+                  "%s (pass %d): greedy differs from transformers", cs[i].name, pass);
+            /* The second time every full block of the prompt is a hit. */
+            if (pass == 1)
+                CHECK(runs[i].usage.cached_tokens >= (cs[i].n_ids - 1) / 16 * 16,
+                      "%s: %d cached tokens of %d", cs[i].name, runs[i].usage.cached_tokens,
+                      cs[i].n_ids);
+        }
+    }
+    /* The first image changed (its views brightened): no block holding it may hit, and the
+     * continuation changes. */
+    for (int i = 0; i < n; i++) {
+        const struct vimage *first = &imgs[cs[i].img[0]];
+        struct vimage other = *first;
+        size_t nv = (size_t)first->hd.n_views * 3 * (size_t)first->hd_side * first->hd_side;
+        other.hd.pixels = tu_xmalloc(nv * sizeof(float));
+        for (size_t k = 0; k < nv; k++)
+            other.hd.pixels[k] = first->hd.pixels[k] + 0.5f;
+        int32_t start = 0;
+        while (cs[i].ids[start] >= 0)
+            start++;
+        struct run r;
+        if (submit(e, &cs[i], imgs, &r, &other) == 0) {
+            collect(&r);
+            CHECK(r.usage.cached_tokens <= start, "%s: %d tokens hit past the image at %d",
+                  cs[i].name, r.usage.cached_tokens, start);
+            CHECK(r.n != cs[i].n_greedy ||
+                      memcmp(r.tokens, cs[i].greedy, (size_t)cs[i].n_greedy * 4) != 0,
+                  "%s: another image gave the same continuation", cs[i].name);
+        }
+        free(other.hd.pixels);
+    }
+    free(runs);
+    eng_engine_destroy(e);
+}
+
+/* The server's prompt rule against the processor's ids for the chat cases. */
+static void check_chat_tokens(const struct eng_model_config *c, const struct vcase *g,
+                              const struct vimage *imgs)
+{
+    struct eng_tokenizer *tok = NULL;
+    char err[256];
+    REQUIRE(eng_tokenizer_load_dir(dir, &tok, err, sizeof err) == 0, "tokenizer: %s", err);
+    const char *prompt = get(g->json, "prompt")->valuestring;
+    struct srv_images im = {0};
+    im.n = (size_t)g->n_img;
+    im.hd = tu_xcalloc(im.n, sizeof *im.hd);
+    for (size_t k = 0; k < im.n; k++)
+        im.hd[k] = imgs[g->img[k]].hd; /* borrowed: not freed through im */
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    struct srv_image_error e = {0};
+    int rc = srv_images_tokenize(tok, &c->vision, prompt, strlen(prompt), 4096, &im, &ids, &n_ids,
+                                 &e);
+    CHECK(rc == 0, "%s: tokenize: %s", g->name, e.message);
+    bool same = rc == 0 && n_ids == (size_t)g->n_ids;
+    for (size_t p = 0; same && p < n_ids; p++)
+        same = ids[p] == (g->ids[p] < 0 ? 0 : g->ids[p]);
+    CHECK(same, "%s: %zu ids differ from the processor's %d", g->name, n_ids, g->n_ids);
+    CHECK(rc != 0 || im.n_in == g->n_img, "%s: %d image spans", g->name, im.n_in);
+    for (int32_t k = 0; rc == 0 && k < im.n_in; k++) {
+        int32_t p = im.in[k].pos;
+        CHECK(p >= 0 && p < g->n_ids && g->ids[p] == -(k + 1) && (p == 0 || g->ids[p - 1] != -(k + 1)),
+              "%s: span %d at %d", g->name, k, p);
+    }
+    free(ids);
+    /* A tag for a missing image, and an image no tag names. */
+    static const char *const bad[] = {"<|user|>\n<|image_9|>\nx<|end|>\n", "<|user|>\nnothing<|end|>\n"};
+    for (size_t b = 0; b < 2; b++) {
+        rc = srv_images_tokenize(tok, &c->vision, bad[b], strlen(bad[b]), 4096, &im, &ids, &n_ids, &e);
+        CHECK(rc == -1 && ids == NULL && strstr(e.message, b == 0 ? "<|image_9|>" : "not referenced"),
+              "%s: bad prompt %zu accepted", g->name, b);
+    }
+    free(im.in);
+    free(im.hd);
+    eng_tokenizer_destroy(tok);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3 || (strcmp(argv[2], "ref") != 0 && strcmp(argv[2], "cpu") != 0)) {
+        fprintf(stderr, "usage: test_vision MODEL_DIR ref|cpu\n");
+        return 2;
+    }
+    dir = argv[1];
+    char err[512];
+    struct eng_model *m = NULL;
+    REQUIRE(eng_model_load(dir, &m, err, sizeof err) == 0, "load: %s", err);
+    V = m->cfg.vocab_size;
+    H = m->cfg.hidden_size;
+    struct kern_ops ops;
+    struct kern_ctx *ctx = NULL;
+    kern_ops_init_ref(&ops);
+    if (strcmp(argv[2], "cpu") == 0) {
+        kern_ops_init_cpu(&ops);
+        ctx = kern_ctx_create_cpu(2);
+    }
+    size_t len = 0;
+    char *text = tu_read_file(path_of("golden.json"), &len);
+    REQUIRE(text, "golden.json");
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    REQUIRE(root, "golden.json: not JSON");
+
+    const cJSON *jimgs = get(root, "images"), *jcases = get(root, "cases");
+    int n_imgs = cJSON_GetArraySize(jimgs), n = cJSON_GetArraySize(jcases);
+    REQUIRE(n_imgs > 0 && n_imgs <= 16 && n > 0 && n <= 16, "sizes");
+    struct vimage *imgs = tu_xcalloc((size_t)n_imgs, sizeof *imgs);
+    float **feats = tu_xcalloc((size_t)n_imgs, sizeof *feats);
+    printf("images (%s):\n", argv[2]);
+    for (int i = 0; i < n_imgs; i++) {
+        check_image(cJSON_GetArrayItem(jimgs, i), &m->cfg, &imgs[i]);
+        feats[i] = encode(m, &ops, ctx, &imgs[i]);
+    }
+
+    struct vcase *cs = tu_xcalloc((size_t)n, sizeof *cs);
+    printf("prompts:\n");
+    for (int i = 0; i < n; i++) {
+        const cJSON *jc = cJSON_GetArrayItem(jcases, i);
+        struct vcase *g = &cs[i];
+        g->json = jc;
+        snprintf(g->name, sizeof g->name, "%s", get(jc, "name")->valuestring);
+        g->ids = ints(get(jc, "input_ids"), &g->n_ids);
+        g->rows = ints(get(jc, "logit_rows"), &g->n_rows);
+        g->greedy = ints(get(jc, "greedy"), &g->n_greedy);
+        REQUIRE(g->n_rows <= 16 && g->n_greedy <= 64, "%s: sizes", g->name);
+        const cJSON *ci = get(jc, "images");
+        g->n_img = cJSON_GetArraySize(ci);
+        REQUIRE(g->n_img >= 1 && g->n_img <= 8, "%s: images", g->name);
+        for (int32_t k = 0; k < g->n_img; k++) {
+            g->img[k] = -1;
+            for (int j = 0; j < n_imgs; j++)
+                if (strcmp(imgs[j].file, cJSON_GetArrayItem(ci, k)->valuestring) == 0)
+                    g->img[k] = j;
+            REQUIRE(g->img[k] >= 0, "%s: unknown image", g->name);
+        }
+        g->logits = read_exact(get(jc, "logits_file")->valuestring,
+                               (size_t)g->n_rows * (size_t)V * sizeof(float));
+        int32_t first = 0;
+        while (first < g->n_ids && g->ids[first] >= 0)
+            first++;
+        run_case(m, &ops, ctx, g, feats, 0);
+        /* Split inside the first image's span, then just before it. */
+        run_case(m, &ops, ctx, g, feats, first + imgs[g->img[0]].n_tokens / 2);
+        if (first > 0)
+            run_case(m, &ops, ctx, g, feats, first);
+        if (strcmp(get(jc, "kind")->valuestring, "chat") == 0)
+            check_chat_tokens(&m->cfg, g, imgs);
+    }
+    printf("engine greedy (%s):\n", argv[2]);
+    check_engine(argv[2], cs, n, imgs);
+
+    for (int i = 0; i < n; i++) {
+        free(cs[i].ids);
+        free(cs[i].rows);
+        free(cs[i].greedy);
+        free(cs[i].logits);
+    }
+    for (int i = 0; i < n_imgs; i++) {
+        ops.buf_free(ctx, feats[i]);
+        eng_hd_image_free(&imgs[i].hd);
+        free(imgs[i].embeds);
+    }
+    free(cs);
+    free(imgs);
+    free(feats);
+    cJSON_Delete(root);
+    if (ctx)
+        kern_ctx_destroy(ctx);
+    eng_model_destroy(m);
+    return tu_finish("test_vision");
+}
