@@ -149,7 +149,7 @@ int srv_images_tokenize(const struct eng_tokenizer *tok, const struct eng_vision
     *n_ids = 0;
     size_t cap = 0, from = 0, at = 0, tag_len = 0, id = 0;
     bool *used = calloc(im->n + 1, sizeof *used);
-    im->in = calloc(ENG_MAX_IMAGES, sizeof *im->in);
+    im->in = calloc(im->n + 1, sizeof *im->in);
     im->n_in = 0;
     int rc = !used || !im->in ? ENG_TOK_ERR_NOMEM : 0;
     for (;;) {
@@ -165,9 +165,9 @@ int srv_images_tokenize(const struct eng_tokenizer *tok, const struct eng_vision
                  im->n, im->n == 1 ? "" : "s");
             goto bad;
         }
-        if (im->n_in == ENG_MAX_IMAGES) {
-            fail(e, SRV_ERR_INVALID_VALUE, "messages", "The prompt holds more than %d image tags.",
-                 ENG_MAX_IMAGES);
+        if (used[id]) { /* each image once: the work a request costs stays bounded by its images */
+            fail(e, SRV_ERR_INVALID_VALUE, "messages",
+                 "The prompt names <|image_%zu|> more than once.", id);
             goto bad;
         }
         const struct eng_hd_image *hd = &im->hd[id - 1];

@@ -40,9 +40,10 @@ int srv_images_load(const struct srv_chat_request *q, const struct eng_vision_co
 /* Tokenizes the rendered prompt text as the Phi-3-vision processor does: split at the tags
  * <|image_N|>, each text piece encoded on its own with the tokenizer's special tokens (BOS
  * when it adds one), and each tag replaced by image N's span of placeholder ids (0). The
- * tags' numbers must be exactly 1..n (each image used, any repeated). Sets out->in (one per
- * tag) and *ids (caller frees). Returns 0, or -1 with *e filled (SRV_ERR_CONTEXT_LENGTH when
- * the prompt exceeds max_ids). */
+ * tags' numbers must be exactly 1..n, each once (the processor would take a repeated tag;
+ * refusing it keeps a request's work bounded by its images). Sets im->in (one per tag, in
+ * prompt order) and *ids (caller frees). Returns 0, or -1 with *e filled
+ * (SRV_ERR_CONTEXT_LENGTH when the prompt exceeds max_ids). */
 int srv_images_tokenize(const struct eng_tokenizer *tok, const struct eng_vision_config *vc,
                         const char *text, size_t len, size_t max_ids, struct srv_images *im,
                         int32_t **ids, size_t *n_ids, struct srv_image_error *e);

@@ -6,6 +6,8 @@
  * biased LM head). Every step is one op-table call for the whole batch. */
 #include "phi3.h"
 
+#include "layer_ops.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -397,13 +399,8 @@ static int norm(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x
                 struct eng_weight w, struct eng_weight b, float *out, int64_t rows, int64_t dim,
                 double eps)
 {
-    if (b.data) {
-        struct kern_layernorm_params p = {
-            .x = x, .w = w.data, .b = b.data, .w_dtype = w.dtype, .out = out,
-            .n_rows = rows, .dim = dim, .eps = (float)eps,
-        };
-        return ops->layernorm(ctx, &p);
-    }
+    if (b.data)
+        return eng_op_layernorm(ops, ctx, x, w, b, out, rows, dim, eps);
     struct kern_rmsnorm_params p = {
         .x = x, .w = w.data, .w_dtype = w.dtype, .out = out,
         .n_rows = rows, .dim = dim, .eps = (float)eps,
@@ -416,17 +413,7 @@ static int linear_ld(const struct kern_ops *ops, struct kern_ctx *ctx, const flo
                      struct eng_weight w, struct eng_weight bias, float *y, int64_t m, int64_t n,
                      int64_t k, int64_t ldy, int accumulate)
 {
-    struct kern_matmul_params p = {
-        .x = x, .w = w.data, .w_dtype = w.dtype, .y = y,
-        .m = m, .n = n, .k = k, .ldx = k, .ldy = ldy, .accumulate = accumulate,
-    };
-    TRY(ops->matmul(ctx, &p));
-    if (!bias.data)
-        return 0;
-    struct kern_bias_add_params b = {
-        .y = y, .b = bias.data, .b_dtype = bias.dtype, .n_rows = m, .dim = n, .ldy = ldy,
-    };
-    return ops->bias_add(ctx, &b);
+    return eng_op_linear(ops, ctx, x, k, w, bias, y, ldy, m, n, k, accumulate);
 }
 
 /* y[m, n] (+)= x[m, k] @ W^T */

@@ -4,6 +4,8 @@
  * does not preprocess images (engine/image.c) or place the features in a prompt (the engine). */
 #include "models/phi3v.h"
 
+#include "layer_ops.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,35 +56,6 @@ void eng_phi3v_assembly_rows(const struct eng_vision_config *v, int32_t h_crop, 
 #undef SEP
 }
 
-static int layernorm(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x,
-                     struct eng_weight w, struct eng_weight b, float *out, int64_t rows,
-                     int64_t dim, double eps)
-{
-    struct kern_layernorm_params p = {
-        .x = x, .w = w.data, .b = b.data, .w_dtype = w.dtype, .out = out,
-        .n_rows = rows, .dim = dim, .eps = (float)eps,
-    };
-    return ops->layernorm(ctx, &p);
-}
-
-/* y[m, n] (+)= x[m, k] @ W^T + b, x rows ldx apart, y rows ldy apart. */
-static int linear(const struct kern_ops *ops, struct kern_ctx *ctx, const float *x, int64_t ldx,
-                  struct eng_weight w, struct eng_weight b, float *y, int64_t ldy, int64_t m,
-                  int64_t n, int64_t k, int accumulate)
-{
-    struct kern_matmul_params p = {
-        .x = x, .w = w.data, .w_dtype = w.dtype, .y = y,
-        .m = m, .n = n, .k = k, .ldx = ldx, .ldy = ldy, .accumulate = accumulate,
-    };
-    TRY(ops->matmul(ctx, &p));
-    if (!b.data)
-        return 0;
-    struct kern_bias_add_params bp = {
-        .y = y, .b = b.data, .b_dtype = b.dtype, .n_rows = m, .dim = n, .ldy = ldy,
-    };
-    return ops->bias_add(ctx, &bp);
-}
-
 static int act(const struct kern_ops *ops, struct kern_ctx *ctx, float *x, int64_t n,
                enum kern_act kind)
 {
@@ -122,21 +95,21 @@ static int tower_layer(const struct eng_model *m, const struct kern_ops *ops,
     int64_t C = vc->hidden_size, Ci = vc->intermediate_size, N1 = vc->grid * vc->grid + 1;
     int64_t R = nv * N1, hd = C / vc->num_attention_heads;
     double eps = vc->layer_norm_eps;
-    TRY(layernorm(ops, ctx, w->x, L->ln1, L->ln1_b, w->h, R, C, eps));
-    TRY(linear(ops, ctx, w->h, C, L->q, L->q_b, w->qkv, 3 * C, R, C, C, 0));
-    TRY(linear(ops, ctx, w->h, C, L->k, L->k_b, w->qkv + C, 3 * C, R, C, C, 0));
-    TRY(linear(ops, ctx, w->h, C, L->v, L->v_b, w->qkv + 2 * C, 3 * C, R, C, C, 0));
+    TRY(eng_op_layernorm(ops, ctx, w->x, L->ln1, L->ln1_b, w->h, R, C, eps));
+    TRY(eng_op_linear(ops, ctx, w->h, C, L->q, L->q_b, w->qkv, 3 * C, R, C, C, 0));
+    TRY(eng_op_linear(ops, ctx, w->h, C, L->k, L->k_b, w->qkv + C, 3 * C, R, C, C, 0));
+    TRY(eng_op_linear(ops, ctx, w->h, C, L->v, L->v_b, w->qkv + 2 * C, 3 * C, R, C, C, 0));
     struct kern_attention_dense_params a = {
         .q = w->qkv, .k = w->qkv + C, .v = w->qkv + 2 * C, .out = w->att,
         .n_seqs = nv, .seq_len = N1, .n_heads = vc->num_attention_heads, .head_dim = hd,
         .ld = 3 * C, .scale = (float)(1.0 / sqrt((double)hd)),
     };
     TRY(ops->attention_dense(ctx, &a));
-    TRY(linear(ops, ctx, w->att, C, L->o, L->o_b, w->x, C, R, C, C, 1));
-    TRY(layernorm(ops, ctx, w->x, L->ln2, L->ln2_b, w->h, R, C, eps));
-    TRY(linear(ops, ctx, w->h, C, L->fc1, L->fc1_b, w->mid, Ci, R, Ci, C, 0));
+    TRY(eng_op_linear(ops, ctx, w->att, C, L->o, L->o_b, w->x, C, R, C, C, 1));
+    TRY(eng_op_layernorm(ops, ctx, w->x, L->ln2, L->ln2_b, w->h, R, C, eps));
+    TRY(eng_op_linear(ops, ctx, w->h, C, L->fc1, L->fc1_b, w->mid, Ci, R, Ci, C, 0));
     TRY(act(ops, ctx, w->mid, R * Ci, KERN_ACT_QUICK_GELU));
-    return linear(ops, ctx, w->mid, Ci, L->fc2, L->fc2_b, w->x, C, R, C, Ci, 1);
+    return eng_op_linear(ops, ctx, w->mid, Ci, L->fc2, L->fc2_b, w->x, C, R, C, Ci, 1);
 }
 
 /* The patch conv as rows: row vi * P + py * g + px holds view v0 + vi's pixels under patch
@@ -175,12 +148,12 @@ static int run_tower(const struct eng_model *m, const struct kern_ops *ops, stru
          * embedding in its row 0. */
         TRY(ops->buf_memset(ctx, w->x, 0, (size_t)(R * C) * sizeof(float)));
         for (int64_t vi = 0; vi < nv; vi++) {
-            TRY(linear(ops, ctx, w->patches + vi * P * K, K, v->patch, (struct eng_weight){0},
+            TRY(eng_op_linear(ops, ctx, w->patches + vi * P * K, K, v->patch, (struct eng_weight){0},
                        w->x + (vi * N1 + 1) * C, C, P, C, K, 0));
             struct kern_add_params ap = {.y = w->x + vi * N1 * C, .x = v->pos.data, .n = N1 * C};
             TRY(ops->add(ctx, &ap));
         }
-        TRY(layernorm(ops, ctx, w->x, v->pre_ln, v->pre_ln_b, w->x, R, C, vc->layer_norm_eps));
+        TRY(eng_op_layernorm(ops, ctx, w->x, v->pre_ln, v->pre_ln_b, w->x, R, C, vc->layer_norm_eps));
         for (int64_t l = 0; l < vc->n_layers_run; l++)
             TRY(tower_layer(m, ops, ctx, &v->layers[l], w, nv));
         TRY(ops->buf_copy(ctx, w->feat + v0 * N1 * C, w->x, (size_t)(R * C) * sizeof(float)));
@@ -238,11 +211,11 @@ int eng_phi3v_encode(const struct eng_model *m, const struct kern_ops *ops, stru
         const struct eng_vision *v = m->vision;
         rc = ops->gather_rows(ctx, &g);
         if (rc == 0)
-            rc = linear(ops, ctx, w.merged, 4 * C, v->proj0, v->proj0_b, w.proj, H, T, H, 4 * C, 0);
+            rc = eng_op_linear(ops, ctx, w.merged, 4 * C, v->proj0, v->proj0_b, w.proj, H, T, H, 4 * C, 0);
         if (rc == 0)
             rc = act(ops, ctx, w.proj, T * H, KERN_ACT_GELU);
         if (rc == 0)
-            rc = linear(ops, ctx, w.proj, H, v->proj2, v->proj2_b, out, H, T, H, H, 0);
+            rc = eng_op_linear(ops, ctx, w.proj, H, v->proj2, v->proj2_b, out, H, T, H, H, 0);
     }
     enc_free(ops, ctx, &w);
     free(host_patches);

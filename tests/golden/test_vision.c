@@ -16,6 +16,7 @@
 #include "model.h"
 #include "models/phi3.h"
 #include "models/phi3v.h"
+#include "errors.h"
 #include "tokenizer.h"
 #include "vision_input.h"
 
@@ -355,6 +356,27 @@ static void check_engine(const char *device, struct vcase *cs, int n, const stru
     }
     free(runs);
     eng_engine_destroy(e);
+
+    /* A pool of 9 blocks for six prompts of 3 to 5 blocks each: sequences are preempted and
+     * recomputed, image rows included, and still give transformers' tokens. */
+    o.kv_cache_bytes = (int64_t)eng_kv_cache_block_bytes(2, 4, 8, 16, KERN_DTYPE_F32) * 9;
+    o.no_prefix_caching = true;
+    REQUIRE(eng_engine_create(&o, &e, err, sizeof err) == 0, "engine: %s", err);
+    runs = tu_xcalloc((size_t)n, sizeof *runs);
+    for (int i = 0; i < n; i++)
+        submit(e, &cs[i], imgs, &runs[i], NULL);
+    for (int i = 0; i < n; i++) {
+        collect(&runs[i]);
+        CHECK(runs[i].n == cs[i].n_greedy &&
+                  memcmp(runs[i].tokens, cs[i].greedy, (size_t)cs[i].n_greedy * 4) == 0,
+              "%s (preempted): greedy differs from transformers", cs[i].name);
+    }
+    struct eng_metrics mt;
+    eng_engine_get_metrics(e, &mt);
+    CHECK(mt.preemptions > 0, "no preemption happened (%lld)", (long long)mt.preemptions);
+    printf("  %d requests in 9 blocks: %lld preemptions\n", n, (long long)mt.preemptions);
+    free(runs);
+    eng_engine_destroy(e);
 }
 
 /* The server's prompt rule against the processor's ids for the chat cases. */
@@ -388,12 +410,28 @@ static void check_chat_tokens(const struct eng_model_config *c, const struct vca
     }
     free(ids);
     /* A tag for a missing image, and an image no tag names. */
-    static const char *const bad[] = {"<|user|>\n<|image_9|>\nx<|end|>\n", "<|user|>\nnothing<|end|>\n"};
-    for (size_t b = 0; b < 2; b++) {
-        rc = srv_images_tokenize(tok, &c->vision, bad[b], strlen(bad[b]), 4096, &im, &ids, &n_ids, &e);
-        CHECK(rc == -1 && ids == NULL && strstr(e.message, b == 0 ? "<|image_9|>" : "not referenced"),
-              "%s: bad prompt %zu accepted", g->name, b);
+    static const struct {
+        const char *prompt, *want;
+    } bad[] = {
+        {"<|user|>\n<|image_9|>\nx<|end|>\n", "<|image_9|>"},
+        {"<|user|>\nnothing<|end|>\n", "not referenced"},
+        {"<|image_1|>x<|image_1|>", "more than once"},
+    };
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        free(im.in);
+        im.in = NULL;
+        rc = srv_images_tokenize(tok, &c->vision, bad[b].prompt, strlen(bad[b].prompt), 4096, &im,
+                                 &ids, &n_ids, &e);
+        CHECK(rc == -1 && ids == NULL && strstr(e.message, bad[b].want),
+              "%s: bad prompt %zu accepted (%s)", g->name, b, e.message);
     }
+    /* The context bound: the spans count. */
+    free(im.in);
+    im.in = NULL;
+    rc = srv_images_tokenize(tok, &c->vision, prompt, strlen(prompt), (size_t)g->n_ids - 1, &im,
+                             &ids, &n_ids, &e);
+    CHECK(rc == -1 && ids == NULL && e.code == SRV_ERR_CONTEXT_LENGTH, "%s: too long accepted",
+          g->name);
     free(im.in);
     free(im.hd);
     eng_tokenizer_destroy(tok);
