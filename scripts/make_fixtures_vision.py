@@ -30,13 +30,14 @@
 # (h_crop + 1)*R tokens. Here image_size 56, patch 14: a 4x4 patch grid, R = 2, T = 4.
 #
 # config.json is a Phi-3 text config (vocab 32064 with the real tokenizer, hidden 32, 2 layers,
-# 4 heads, intermediate 64, max pos 4096, rope_scaling null, sliding_window null) plus the real
-# model's "embd_layer" and "img_processor" objects. img_processor.vision_config is phiserve's
-# extension for tiny models: a real Phi-3-vision config has no such object and then means CLIP
-# ViT-L/14-336 (hidden 1024, intermediate 4096, 16 heads, 24 layers, image 336, patch 14, eps
-# 1e-5, quick_gelu). Here: hidden 32, intermediate 64, 4 heads, 3 layers, image 56, patch 14;
-# with layer_idx -2 the features are the output of encoder layer 2 (index 1); encoder layer 3 and
-# post_layernorm are in the file but unused. image_dim_out = 32, so the merged features are 128
+# 2 heads of 16 (a head size the CUDA attention kernel has), intermediate 64, max pos 4096,
+# rope_scaling null, sliding_window null) plus the real model's "embd_layer" and "img_processor"
+# objects. img_processor.vision_config is phiserve's extension for tiny models: a real
+# Phi-3-vision config has no such object and then means CLIP ViT-L/14-336 (hidden 1024,
+# intermediate 4096, 16 heads, 24 layers, image 336, patch 14, eps 1e-5, quick_gelu). Here:
+# hidden 32, intermediate 64, 4 heads, 3 layers, image 56, patch 14; with layer_idx -2 the
+# features are the output of encoder layer 2 (index 1); encoder layer 3 and post_layernorm are
+# in the file but unused. image_dim_out = 32, so the merged features are 128
 # wide and the projector is Linear(128 -> 32) -> GELU -> Linear(32 -> 32).
 # Deviation from the real model: tie_word_embeddings is true (no lm_head.weight) to keep the file
 # small; the real Phi-3-vision has a separate lm_head. The real file also carries
@@ -118,7 +119,7 @@ T = R * R                                                # tokens per crop (144)
 VD = VISION_CONFIG["hidden_size"]                        # image_dim_out (1024)
 
 TEXT_CONFIG = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
+                   num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
                    original_max_position_embeddings=4096, rope_scaling=None, sliding_window=None,
                    rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
                    bos_token_id=SPECIALS["bos"], eos_token_id=SPECIALS["eos"],

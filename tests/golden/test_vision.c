@@ -301,7 +301,8 @@ static int submit(struct eng_engine *e, const struct vcase *g, const struct vima
 
 /* Greedy through the engine: all cases at once (batched, chunked by a small token budget),
  * then again one by one (prefix-cache hits over text and images), then a swapped image. */
-static void check_engine(const char *device, struct vcase *cs, int n, const struct vimage *imgs)
+static void check_engine(const struct eng_model_config *c, const char *device, struct vcase *cs,
+                         int n, const struct vimage *imgs)
 {
     struct eng_engine_options o;
     eng_engine_options_init(&o);
@@ -359,7 +360,8 @@ static void check_engine(const char *device, struct vcase *cs, int n, const stru
 
     /* A pool of 9 blocks for six prompts of 3 to 5 blocks each: sequences are preempted and
      * recomputed, image rows included, and still give transformers' tokens. */
-    o.kv_cache_bytes = (int64_t)eng_kv_cache_block_bytes(2, 4, 8, 16, KERN_DTYPE_F32) * 9;
+    o.kv_cache_bytes = (int64_t)eng_kv_cache_block_bytes(c->num_hidden_layers, c->num_key_value_heads,
+                                                          c->head_dim, 16, KERN_DTYPE_F32) * 9;
     o.no_prefix_caching = true;
     REQUIRE(eng_engine_create(&o, &e, err, sizeof err) == 0, "engine: %s", err);
     runs = tu_xcalloc((size_t)n, sizeof *runs);
@@ -509,7 +511,7 @@ int main(int argc, char **argv)
             check_chat_tokens(&m->cfg, g, imgs);
     }
     printf("engine greedy (%s):\n", argv[2]);
-    check_engine(argv[2], cs, n, imgs);
+    check_engine(&m->cfg, argv[2], cs, n, imgs);
 
     for (int i = 0; i < n; i++) {
         free(cs[i].ids);
