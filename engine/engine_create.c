@@ -169,6 +169,13 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
                             "(it lacks the MoE ops)", e->ops.name);
         goto fail;
     }
+    if (e->cuda && !kern_cuda_attention_supports(c->head_dim)) {
+        rc = ENG_ERR_BACKEND;
+        eng_engine_fail_msg(err, errlen, rc, "--device cuda: the model's head_dim %lld is not "
+                            "supported by the CUDA attention kernels (16, 32, 64, 96 or 128)",
+                            (long long)c->head_dim);
+        goto fail;
+    }
     if (c->arch == ENG_ARCH_PHI3V && (!e->ops.layernorm || !e->ops.bias_add || !e->ops.act ||
                                       !e->ops.attention_dense)) {
         rc = ENG_ERR_BACKEND;

@@ -32,6 +32,11 @@ int kern_cuda_device_count(void);
 int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, char *err,
                      size_t errlen);
 
+/* Nonzero when the CUDA attention kernels take heads of head_dim lanes (16, 32, 64, 96 or
+ * 128: the tensor-core prefill tiles need multiples of 16); 0 otherwise and without CUDA. The
+ * engine refuses other models on --device cuda at start-up instead of failing every step. */
+int kern_cuda_attention_supports(int64_t head_dim);
+
 /* Synchronises and frees everything the context holds; accepts NULL and half-built
  * contexts. Device buffers from kern_cuda_alloc must be freed before. */
 void kern_cuda_destroy(struct kern_ctx *ctx);

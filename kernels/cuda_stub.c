@@ -23,6 +23,12 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
     return KERN_ERR_DEVICE;
 }
 
+int kern_cuda_attention_supports(int64_t head_dim)
+{
+    (void)head_dim;
+    return 0;
+}
+
 void kern_cuda_destroy(struct kern_ctx *ctx)
 {
     (void)ctx;

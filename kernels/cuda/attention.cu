@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include "../cuda_backend.h"
 #include "cuda_internal.h"
 #include "index.h"
 
@@ -774,7 +775,7 @@ int kern_cuda_attention(struct kern_ctx *ctx, const struct kern_attention_params
     a.scale = p->scale;
     a.fault = cu->fault;
     int64_t max_keys = p->max_blocks * p->block_size;
-    switch (p->head_dim) {
+    switch (p->head_dim) { /* kern_cuda_attention_supports lists these */
     case 16: /* the fixture models (tests/fixtures/models) */
         return launch<16>(cu, a, max_keys);
     case 32:
@@ -788,4 +789,9 @@ int kern_cuda_attention(struct kern_ctx *ctx, const struct kern_attention_params
     default:
         return KERN_ERR_UNSUPPORTED;
     }
+}
+
+int kern_cuda_attention_supports(int64_t head_dim)
+{
+    return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 96 || head_dim == 128;
 }

@@ -62,6 +62,7 @@
 #include "models/phi3.h"
 
 #include "../test_util.h"
+#include "gpu_emulated.h" /* emulated_matmul: the dry run's matmul */
 
 #define OWN_TOL 0.1
 #define MARGIN_FACTOR 2.0
@@ -167,29 +168,6 @@ static void free_case(struct gcase *g)
     free(g->greedy);
     free(g->margins);
     free(g->steps);
-}
-
-/* The dry run's matmul: the CUDA matmul's numerics on the CPU (x rounded to bf16 as the CUDA
- * backend does before a bf16 GEMM, then an fp32-accumulating product). */
-static int emulated_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p)
-{
-    struct kern_ops cpu;
-    kern_ops_init_ref(&cpu);
-    kern_ops_init_cpu(&cpu);
-    if (p->w_dtype != KERN_DTYPE_BF16 || p->m <= 0 || p->k <= 0)
-        return cpu.matmul(ctx, p);
-    float *xr = malloc((size_t)p->m * (size_t)p->k * sizeof *xr);
-    if (!xr)
-        return KERN_ERR_NOMEM;
-    for (int64_t r = 0; r < p->m; r++)
-        for (int64_t c = 0; c < p->k; c++)
-            xr[r * p->k + c] = kern_bf16_to_f32(kern_f32_to_bf16(p->x[r * p->ldx + c]));
-    struct kern_matmul_params q = *p;
-    q.x = xr;
-    q.ldx = p->k;
-    int rc = cpu.matmul(ctx, &q);
-    free(xr);
-    return rc;
 }
 
 /* The dry run's moe: the CUDA moe op's numerics on the CPU (kernels/cuda/moe.cu): with 16-bit
