@@ -4,8 +4,9 @@
  * 1x1, 2x2 and 4x4 crops (2, 5 and 17 views of 336 x 336). Prints "RESULT key value" lines:
  * the time per image, the views per second, and the TFLOP/s reached (reference/performance.md
  * puts a 16-crop image at about 6 TFLOP, 10 ms on an H200). --tiny uses the vision-demo
- * fixture's shapes instead, to try the program on the CUDA emulator.
- * Usage: bench_gpu_vision [--tiny] */
+ * fixture's shapes instead, to try the program on the CUDA emulator; --cpu runs the 1x1 image
+ * once on the fast CPU backend (all cores) instead of the GPU.
+ * Usage: bench_gpu_vision [--tiny] [--cpu] */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -76,9 +77,9 @@ static int tensor(struct bench *b, size_t n, float mean, float sd, enum kern_dty
         else
             ((uint16_t *)host)[i] = kern_f32_to_bf16(v);
     }
-    int rc = kern_cuda_alloc(b->ctx, n * es, &dev);
+    int rc = b->ops.buf_alloc(b->ctx, n * es, &dev);
     if (rc == 0)
-        rc = kern_cuda_upload(b->ctx, dev, host, n * es);
+        rc = b->ops.buf_upload(b->ctx, dev, host, n * es);
     free(host);
     *w = (struct eng_weight){dev, dt, n * es};
     b->bytes += n * es;
@@ -160,14 +161,21 @@ static double now_ms(void)
 
 int main(int argc, char **argv)
 {
-    bool tiny = argc > 1 && strcmp(argv[1], "--tiny") == 0;
-    if (kern_cuda_device_count() == 0) {
-        printf("no CUDA device: nothing to benchmark\n");
-        return 77;
+    bool tiny = false, cpu = false;
+    for (int i = 1; i < argc; i++) {
+        tiny |= strcmp(argv[i], "--tiny") == 0;
+        cpu |= strcmp(argv[i], "--cpu") == 0;
     }
     static struct bench b;
     char err[256];
-    if (kern_cuda_create(0, &b.ops, &b.ctx, err, sizeof err) != 0) {
+    if (cpu) {
+        kern_ops_init_ref(&b.ops);
+        kern_ops_init_cpu(&b.ops);
+        b.ctx = kern_ctx_create_cpu(0);
+    } else if (kern_cuda_device_count() == 0) {
+        printf("no CUDA device: nothing to benchmark\n");
+        return 77;
+    } else if (kern_cuda_create(0, &b.ops, &b.ctx, err, sizeof err) != 0) {
         fprintf(stderr, "kern_cuda_create: %s\n", err);
         return 1;
     }
@@ -180,22 +188,24 @@ int main(int argc, char **argv)
     size_t n_pix = (size_t)17 * 3 * (size_t)(S * S);
     float *views = malloc(n_pix * sizeof *views);
     float *out = NULL;
-    if (!views || kern_cuda_alloc(b.ctx, (size_t)eng_vision_image_tokens(vc, 4, 4) * (size_t)H * 4,
+    if (!views || b.ops.buf_alloc(b.ctx, (size_t)eng_vision_image_tokens(vc, 4, 4) * (size_t)H * 4,
                                   (void **)&out) != 0)
         return 1;
     for (size_t i = 0; i < n_pix; i++)
         views[i] = uniform_sd1();
-    printf("vision encoder: tower %lld layers of %lld (heads %lld), %lld patches + CLS per view, "
-           "projector -> %lld; weights %.1f MB bf16\n",
+    printf("vision encoder on %s: tower %lld layers of %lld (heads %lld), %lld patches + CLS per view, "
+           "projector -> %lld; weights %.1f MB bf16\n", b.ops.name,
            (long long)vc->n_layers_run, (long long)vc->hidden_size,
            (long long)vc->num_attention_heads, (long long)(vc->grid * vc->grid),
            (long long)H, (double)b.bytes / 1e6);
     static const int grids[3][2] = {{1, 1}, {2, 2}, {4, 4}};
-    const int reps = tiny ? 1 : 10;
-    for (int g = 0; g < 3; g++) {
+    const int reps = tiny || cpu ? 1 : 10;
+    for (int g = 0; g < (cpu && !tiny ? 1 : 3); g++) {
         int hc = grids[g][0], wc = grids[g][1];
-        /* one untimed run: the backend's scratch and cuBLASLt plans for these shapes */
-        if (eng_phi3v_encode(&m, &b.ops, b.ctx, views, hc, wc, out) != 0 ||
+        /* one untimed run: the backend's scratch and cuBLASLt plans for these shapes (not on
+         * the CPU, where one full-size encode takes seconds) */
+        bool warm = !(cpu && !tiny);
+        if ((warm && eng_phi3v_encode(&m, &b.ops, b.ctx, views, hc, wc, out) != 0) ||
             b.ops.sync(b.ctx, err, sizeof err) != 0) {
             fprintf(stderr, "encode %dx%d failed %s\n", hc, wc, err);
             return 1;
