@@ -10,6 +10,7 @@
 
 #include "cuda_backend.h"
 #include "engine_internal.h"
+#include "models/phi3v.h"
 #include "rng.h"
 
 /* ---- create / destroy ---- */
@@ -25,6 +26,10 @@ static bool file_exists(const char *dir, const char *name)
 /* Room reserved at start for the logit changes (bias, bans, penalised tokens) of each
  * sequence drawn on the device; more grows on demand. */
 #define SAMPLE_MODS_PER_SEQ 256
+
+/* Images whose features the GPU budget holds room for besides the KV pool (the server takes
+ * up to 8 per request). */
+#define VISION_RESERVE_IMAGES 8
 
 /* The KV pool on a GPU: weights + the activation workspace + the pool must fit in fraction of
  * the device's memory, less what is in use already (the CUDA context, other processes).
@@ -211,6 +216,13 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
             goto fail;
         }
         ws_bytes += sample_bytes;
+        /* Phi-3-vision: one encode's scratch and the features of one request's images at the
+         * most crops (those of more requests come out of what the fraction leaves). */
+        ws_bytes += eng_phi3v_work_bytes(c) +
+                    (c->arch == ENG_ARCH_PHI3V
+                         ? (size_t)VISION_RESERVE_IMAGES * sizeof(float) * (size_t)c->hidden_size *
+                               (size_t)eng_vision_image_tokens(&c->vision, c->vision.num_crops, 1)
+                         : 0);
         if (size_memory_budget(e, o, fraction, ws_bytes, block_bytes, max_tokens, bs, &n_blocks,
                                err, errlen) != 0) {
             rc = ENG_ERR_BACKEND;

@@ -161,9 +161,34 @@ static int run_tower(const struct eng_model *m, const struct kern_ops *ops, stru
     return ops->buf_copy(ctx, w->feat + n_views * N1 * C, v->sep.data, v->sep.n_bytes);
 }
 
-static int alloc_f32(const struct kern_ops *ops, struct kern_ctx *ctx, int64_t n, float **out)
+/* Bytes of each scratch buffer of an encode with n_views views and T tokens, in struct
+ * enc_ws order (the int32 rows included). The config bounds every size (crops <= 64, the tower
+ * as loaded; a few views of activations at a time): no overflow in int64. */
+static void enc_sizes(const struct eng_model_config *c, int64_t n_views, int64_t T,
+                      size_t bytes[N_ENC_BUFS])
 {
-    return ops->buf_alloc(ctx, (size_t)n * sizeof(float), (void **)out);
+    const struct eng_vision_config *vc = &c->vision;
+    int64_t C = vc->hidden_size, Ci = vc->intermediate_size, H = c->hidden_size;
+    int64_t P = vc->grid * vc->grid, N1 = P + 1, K = 3 * vc->patch_size * vc->patch_size;
+    int64_t chunk = n_views < VIEW_CHUNK ? n_views : VIEW_CHUNK, R = chunk * N1;
+    const int64_t n[N_ENC_BUFS] = {chunk * P * K, R * C, R * C, R * 3 * C, R * C, R * Ci,
+                                   (n_views * N1 + 8) * C, 4 * T, T * 4 * C, T * H};
+    for (int i = 0; i < N_ENC_BUFS; i++)
+        bytes[i] = (size_t)n[i] * 4; /* float or int32 */
+}
+
+size_t eng_phi3v_work_bytes(const struct eng_model_config *c)
+{
+    if (c->arch != ENG_ARCH_PHI3V)
+        return 0;
+    /* The most views and tokens: all num_crops crops in one column (more rows, more
+     * separators). */
+    int64_t n = c->vision.num_crops;
+    size_t bytes[N_ENC_BUFS], total = 0;
+    enc_sizes(c, 1 + n, eng_vision_image_tokens(&c->vision, n, 1), bytes);
+    for (int i = 0; i < N_ENC_BUFS; i++)
+        total += bytes[i];
+    return total;
 }
 
 int eng_phi3v_encode(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
@@ -176,32 +201,28 @@ int eng_phi3v_encode(const struct eng_model *m, const struct kern_ops *ops, stru
         return KERN_ERR_INVALID;
     if (!ops->act || !ops->attention_dense || !ops->layernorm || !ops->bias_add)
         return KERN_ERR_UNSUPPORTED;
-    /* The config bounds every size (crops <= 64, the tower as loaded), and the tables below are
-     * at most a few views of the tower's activations: no overflow in int64. */
-    int64_t C = vc->hidden_size, Ci = vc->intermediate_size, H = m->cfg.hidden_size;
-    int64_t P = vc->grid * vc->grid, N1 = P + 1, K = 3 * vc->patch_size * vc->patch_size;
+    int64_t C = vc->hidden_size, H = m->cfg.hidden_size, N1 = vc->grid * vc->grid + 1;
     int64_t n_views = 1 + (int64_t)h_crop * w_crop;
-    int64_t chunk = n_views < VIEW_CHUNK ? n_views : VIEW_CHUNK, R = chunk * N1;
+    int64_t chunk = n_views < VIEW_CHUNK ? n_views : VIEW_CHUNK;
     int64_t T = eng_vision_image_tokens(vc, h_crop, w_crop);
 
     struct enc_ws w = {0};
-    float *host_patches = malloc((size_t)(chunk * P * K) * sizeof(float));
-    int32_t *host_rows = malloc((size_t)(4 * T) * sizeof(int32_t));
+    size_t bytes[N_ENC_BUFS];
+    enc_sizes(&m->cfg, n_views, T, bytes);
+    void **bufs[N_ENC_BUFS] = {(void **)&w.patches, (void **)&w.x, (void **)&w.h,
+                               (void **)&w.qkv, (void **)&w.att, (void **)&w.mid,
+                               (void **)&w.feat, (void **)&w.rows, (void **)&w.merged,
+                               (void **)&w.proj};
+    float *host_patches = malloc(bytes[0]);
+    int32_t *host_rows = malloc(bytes[7]);
     int rc = !host_patches || !host_rows ? KERN_ERR_NOMEM : 0;
-    if (rc == 0)
-        rc = alloc_f32(ops, ctx, chunk * P * K, &w.patches) ||
-             alloc_f32(ops, ctx, R * C, &w.x) || alloc_f32(ops, ctx, R * C, &w.h) ||
-             alloc_f32(ops, ctx, R * 3 * C, &w.qkv) || alloc_f32(ops, ctx, R * C, &w.att) ||
-             alloc_f32(ops, ctx, R * Ci, &w.mid) ||
-             alloc_f32(ops, ctx, (n_views * N1 + 8) * C, &w.feat) ||
-             ops->buf_alloc(ctx, (size_t)(4 * T) * sizeof(int32_t), (void **)&w.rows) ||
-             alloc_f32(ops, ctx, T * 4 * C, &w.merged) || alloc_f32(ops, ctx, T * H, &w.proj)
-                 ? KERN_ERR_NOMEM : 0;
+    for (int i = 0; i < N_ENC_BUFS && rc == 0; i++)
+        rc = ops->buf_alloc(ctx, bytes[i], bufs[i]);
     if (rc == 0)
         rc = run_tower(m, ops, ctx, views, n_views, chunk, host_patches, &w);
     if (rc == 0) {
         eng_phi3v_assembly_rows(vc, h_crop, w_crop, host_rows);
-        rc = ops->buf_upload(ctx, w.rows, host_rows, (size_t)(4 * T) * sizeof(int32_t));
+        rc = ops->buf_upload(ctx, w.rows, host_rows, bytes[7]);
     }
     if (rc == 0) {
         struct kern_gather_rows_params g = {

@@ -6,6 +6,7 @@
 #ifndef PHISERVE_ENGINE_MODELS_PHI3V_H
 #define PHISERVE_ENGINE_MODELS_PHI3V_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model.h"
@@ -23,6 +24,10 @@
  * tower needs), KERN_ERR_NOMEM or an op's error. */
 int eng_phi3v_encode(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                      const float *views, int32_t h_crop, int32_t w_crop, float *out);
+
+/* Backend bytes of the scratch eng_phi3v_encode takes for the largest image of this model
+ * (num_crops crops), for the device memory budget; 0 for other architectures. */
+size_t eng_phi3v_work_bytes(const struct eng_model_config *c);
 
 /* Fills rows ([4 * n_tokens]) with the gather that assembles an image's features: the merged
  * token k is the concatenation of feature rows rows[4k .. 4k + 3] of a [n_views * (P + 1) + 8, C]

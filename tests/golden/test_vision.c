@@ -142,6 +142,50 @@ static void check_image(const cJSON *ji, const struct eng_model_config *c, struc
                             (size_t)im->n_tokens * (size_t)H * sizeof(float));
 }
 
+/* The backend memory an encode holds at its peak (counted through buf_alloc / buf_free),
+ * which the device budget reserves as eng_phi3v_work_bytes. */
+static const struct kern_ops *count_base;
+static size_t count_live, count_peak;
+
+static int counting_alloc(struct kern_ctx *ctx, size_t bytes, void **ptr)
+{
+    int rc = count_base->buf_alloc(ctx, bytes + 16, ptr);
+    if (rc == 0 && *ptr) {
+        memcpy(*ptr, &bytes, sizeof bytes); /* host backends: the size ahead of the buffer */
+        *ptr = (char *)*ptr + 16;
+        count_live += bytes;
+        count_peak = count_live > count_peak ? count_live : count_peak;
+    }
+    return rc;
+}
+
+static void counting_free(struct kern_ctx *ctx, void *ptr)
+{
+    if (!ptr)
+        return;
+    size_t bytes;
+    memcpy(&bytes, (char *)ptr - 16, sizeof bytes);
+    count_live -= bytes;
+    count_base->buf_free(ctx, (char *)ptr - 16);
+}
+
+static void check_work_bytes(const struct eng_model *m, const struct kern_ops *ops,
+                             struct kern_ctx *ctx, const struct vimage *im)
+{
+    struct kern_ops counted = *ops;
+    counted.buf_alloc = counting_alloc;
+    counted.buf_free = counting_free;
+    count_base = ops;
+    count_live = count_peak = 0;
+    float *out = tu_xmalloc((size_t)im->n_tokens * (size_t)H * sizeof(float));
+    CHECK(eng_phi3v_encode(m, &counted, ctx, im->hd.pixels, im->h_crop, im->w_crop, out) == 0,
+          "%s: counted encode", im->file);
+    CHECK(count_live == 0 && count_peak > 0 && count_peak <= eng_phi3v_work_bytes(&m->cfg),
+          "%s: encode peak %zu bytes (live after %zu), budget %zu", im->file, count_peak,
+          count_live, eng_phi3v_work_bytes(&m->cfg));
+    free(out);
+}
+
 /* The encoder on the backend from phiserve's own views against transformers' features. */
 static float *encode(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                      const struct vimage *im)
@@ -474,6 +518,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_imgs; i++) {
         check_image(cJSON_GetArrayItem(jimgs, i), &m->cfg, &imgs[i]);
         feats[i] = encode(m, &ops, ctx, &imgs[i]);
+        check_work_bytes(m, &ops, ctx, &imgs[i]);
     }
 
     struct vcase *cs = tu_xcalloc((size_t)n, sizeof *cs);
