@@ -9,6 +9,7 @@
 
 #include "http.h"
 #include "json.h"
+#include "vision_input.h"
 
 static int parse_body(struct srv_req *r, struct eng_json_doc **doc, const struct eng_json **root)
 {
@@ -56,6 +57,46 @@ static int opt_bool(const struct eng_json *root, const char *key, int dflt)
     return v->b ? 1 : 0;
 }
 
+/* The images of the messages (image_url parts), as the chat route reads them, so that a
+ * vision model's count holds their spans; a text model refuses them as chat does. Returns -1
+ * when done (im filled), else the queued error response. */
+static int load_images(struct srv_req *r, const cJSON *messages, struct srv_images *im)
+{
+    struct srv_server *s = r->srv;
+    const cJSON *msg;
+    size_t i = 0;
+    cJSON_ArrayForEach(msg, messages) {
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        const cJSON *parts = cJSON_IsArray(content) ? content : NULL, *part;
+        size_t k = 0;
+        cJSON_ArrayForEach(part, parts) {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+            char param[96];
+            snprintf(param, sizeof param, "messages[%zu].content[%zu].image_url", i, k++);
+            if (!cJSON_IsString(type) || strcmp(type->valuestring, "image_url") != 0)
+                continue;
+            if (s->mcfg->arch != ENG_ARCH_PHI3V)
+                return srv_respond_error(r, SRV_ERR_UNSUPPORTED_VALUE, param,
+                                         "This model takes text only; image inputs are not supported.");
+            if (im->n >= (size_t)s->limits.max_images)
+                return srv_respond_error(r, SRV_ERR_INVALID_VALUE, param,
+                                         "At most %d images are allowed per request.",
+                                         s->limits.max_images);
+            const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+            const cJSON *url = cJSON_GetObjectItemCaseSensitive(iu, "url");
+            if (!cJSON_IsString(url))
+                return srv_respond_error(r, SRV_ERR_INVALID_TYPE, param,
+                                         "'image_url' must be an object with a string 'url'.");
+            struct srv_image_error e = {0};
+            if (srv_images_add(im, &s->mcfg->vision, url->valuestring, strlen(url->valuestring),
+                               param, &e) != 0)
+                return srv_respond_error(r, e.code, e.param[0] ? e.param : NULL, "%s", e.message);
+        }
+        i++;
+    }
+    return -1;
+}
+
 int srv_route_tokenize(struct srv_req *r)
 {
     struct srv_server *s = r->srv;
@@ -94,10 +135,12 @@ int srv_route_tokenize(struct srv_req *r)
              * so cJSON sees the same tree; the template wants cJSON. */
             cJSON *all = cJSON_ParseWithLength(r->body.p, r->body.len);
             const cJSON *m = cJSON_GetObjectItemCaseSensitive(all, "messages");
+            struct srv_images im = {0};
             if (!m)
                 rc = srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
-            else
-                rc = srv_chat_prompt(r, m, agp == 1, NULL, &ids, &n, NULL);
+            else if ((rc = load_images(r, m, &im)) < 0)
+                rc = srv_chat_prompt(r, m, agp == 1, &im, &ids, &n, NULL);
+            srv_images_free(&im);
             cJSON_Delete(all);
         }
     } else {

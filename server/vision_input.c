@@ -25,24 +25,31 @@ __attribute__((format(printf, 4, 5))) static int fail(struct srv_image_error *e,
     return -1;
 }
 
-static int load_one(const struct srv_content_part *part, const struct eng_hd_params *hp,
-                    const char *param, struct eng_hd_image *hd, struct srv_image_error *e)
+int srv_images_add(struct srv_images *im, const struct eng_vision_config *vc, const char *url,
+                   size_t len, const char *param, struct srv_image_error *e)
 {
-    if (strncmp(part->text, "data:", 5) != 0)
+    if (len < 5 || strncmp(url, "data:", 5) != 0)
         return fail(e, SRV_ERR_INVALID_IMAGE, param,
                     "Only data: image URLs are accepted; this server fetches no remote images.");
+    struct eng_hd_image *hd = realloc(im->hd, (im->n + 1) * sizeof *hd);
+    if (!hd)
+        return fail(e, SRV_ERR_NO_MEMORY, NULL, "out of memory");
+    im->hd = hd;
     const char *mime;
     size_t mime_len, n = 0;
     uint8_t *bytes = NULL;
     char derr[128];
-    if (srv_data_url_decode(part->text, part->len, SRV_MAX_IMAGE_BYTES, &mime, &mime_len, &bytes,
-                            &n, derr, sizeof derr) != 0)
+    if (srv_data_url_decode(url, len, SRV_MAX_IMAGE_BYTES, &mime, &mime_len, &bytes, &n, derr,
+                            sizeof derr) != 0)
         return fail(e, SRV_ERR_INVALID_IMAGE, param, "The image data URL is invalid: %s", derr);
+    struct eng_hd_params hp = {.crop = (int32_t)vc->image_size, .num_crops = (int32_t)vc->num_crops};
+    memcpy(hp.mean, vc->image_mean, sizeof hp.mean);
+    memcpy(hp.std, vc->image_std, sizeof hp.std);
     struct eng_image img = {0};
     int rc = eng_image_decode(bytes, n, &img);
     free(bytes);
     if (rc == ENG_IMAGE_OK) {
-        rc = eng_image_hd_transform(&img, hp, hd);
+        rc = eng_image_hd_transform(&img, &hp, &hd[im->n]);
         eng_image_free(&img);
     }
     if (rc == ENG_IMAGE_ERR_NOMEM)
@@ -52,6 +59,7 @@ static int load_one(const struct srv_content_part *part, const struct eng_hd_par
     if (rc != ENG_IMAGE_OK)
         return fail(e, SRV_ERR_INVALID_IMAGE, param, "The image could not be used: %s",
                     eng_image_strerror(rc));
+    im->n++;
     return 0;
 }
 
@@ -59,14 +67,6 @@ int srv_images_load(const struct srv_chat_request *q, const struct eng_vision_co
                     struct srv_images *out, struct srv_image_error *e)
 {
     memset(out, 0, sizeof *out);
-    if (q->n_images == 0)
-        return 0;
-    out->hd = calloc(q->n_images, sizeof *out->hd);
-    if (!out->hd)
-        return fail(e, SRV_ERR_NO_MEMORY, NULL, "out of memory");
-    struct eng_hd_params hp = {.crop = (int32_t)vc->image_size, .num_crops = (int32_t)vc->num_crops};
-    memcpy(hp.mean, vc->image_mean, sizeof hp.mean);
-    memcpy(hp.std, vc->image_std, sizeof hp.std);
     for (size_t i = 0; i < q->n_messages; i++) {
         const struct srv_message *m = &q->messages[i];
         for (size_t k = 0; k < m->n_parts; k++) {
@@ -74,9 +74,8 @@ int srv_images_load(const struct srv_chat_request *q, const struct eng_vision_co
                 continue;
             char param[96];
             snprintf(param, sizeof param, "messages[%zu].content[%zu].image_url", i, k);
-            if (out->n == q->n_images || load_one(&m->parts[k], &hp, param, &out->hd[out->n], e))
-                return out->n == q->n_images ? fail(e, SRV_ERR_INTERNAL, NULL, "image count") : -1;
-            out->n++;
+            if (srv_images_add(out, vc, m->parts[k].text, m->parts[k].len, param, e) != 0)
+                return -1;
         }
     }
     return 0;

@@ -31,6 +31,12 @@ struct srv_image_error {
     char message[256];
 };
 
+/* Decodes one image (a data: URL of url_len bytes), runs the model's HD transform over it and
+ * appends it to im as image im->n + 1. param names it in errors. Returns 0, or -1 with *e
+ * filled (im keeps the images before it). */
+int srv_images_add(struct srv_images *im, const struct eng_vision_config *vc, const char *url,
+                   size_t url_len, const char *param, struct srv_image_error *e);
+
 /* Decodes and transforms every image_url part of q (data: URLs only) with the model's
  * preprocessor settings. Returns 0, or -1 with *e filled (the images decoded so far stay in
  * out: free them with srv_images_free). */

@@ -136,3 +136,18 @@ def test_image_limits_and_tags(client):
         client.chat.completions.create(model=MODEL_NAME, max_tokens=2,
                                        messages=[{"role": "user", "content": parts}])
     assert "<|image_2|>" in e.value.body["message"]
+
+
+def test_tokenize_counts_image_spans(server):
+    """/tokenize gives the chat route's prompt: the processor's ids, 0 at image positions."""
+    case = chat_case("chat_one")
+    msgs = [{"role": "user", "content": [image_part(data_url(case["images"][0])),
+                                         {"type": "text", "text": "What is in this picture?"}]}]
+    status, _, body = server.post("/tokenize", {"model": MODEL_NAME, "messages": msgs})
+    assert status == 200, body
+    tk = json.loads(body)
+    assert tk["count"] == len(case["input_ids"])
+    assert tk["tokens"] == [max(t, 0) for t in case["input_ids"]]
+    bad = [{"role": "user", "content": [image_part("data:image/png;base64,AAAA")]}]
+    status, _, body = server.post("/tokenize", {"model": MODEL_NAME, "messages": bad})
+    assert status == 400 and json.loads(body)["error"]["code"] == "invalid_image", body
