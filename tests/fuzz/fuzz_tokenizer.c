@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_tokenizer_env.h"
 #include "tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -46,20 +47,9 @@ static void fail(const char *what)
     abort();
 }
 
-/* Loaded on first use and kept for the process: fuzz entry points have no context argument,
- * so this is the one place a static handle is the only option. */
 static const struct eng_tokenizer *tokenizer(void)
 {
-    static struct eng_tokenizer *tok;
-    if (tok == NULL) {
-        const char *dir = getenv("PHISERVE_TOKENIZER_DIR");
-        char err[256] = "";
-        if (dir == NULL || eng_tokenizer_load_dir(dir, &tok, err, sizeof err) != 0) {
-            fprintf(stderr, "fuzz_tokenizer: set PHISERVE_TOKENIZER_DIR to a tokenizer directory (%s)\n", err);
-            abort();
-        }
-    }
-    return tok;
+    return fuzz_tokenizer_from_env("fuzz_tokenizer");
 }
 
 static void check_decode(const struct eng_tokenizer *tok, const int32_t *ids, size_t n, int skip)

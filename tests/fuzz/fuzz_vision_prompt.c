@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "model_config.h"
+#include "fuzz_tokenizer_env.h"
 #include "tokenizer.h"
 #include "vision_input.h"
 
@@ -21,19 +22,9 @@ static void fail(const char *what)
     abort();
 }
 
-/* Loaded on first use and kept for the process (fuzz entry points have no context). */
 static const struct eng_tokenizer *tokenizer(void)
 {
-    static struct eng_tokenizer *tok;
-    if (tok == NULL) {
-        const char *dir = getenv("PHISERVE_TOKENIZER_DIR");
-        char err[256] = "";
-        if (dir == NULL || eng_tokenizer_load_dir(dir, &tok, err, sizeof err) != 0) {
-            fprintf(stderr, "fuzz_vision_prompt: set PHISERVE_TOKENIZER_DIR (%s)\n", err);
-            abort();
-        }
-    }
-    return tok;
+    return fuzz_tokenizer_from_env("fuzz_vision_prompt");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -21,6 +21,7 @@
 #include "vision_input.h"
 
 #include "../test_util.h"
+#include "vision_golden.h"
 
 /* fp32 on both sides, only summation orders differ (as test_golden.c): 1e-4 of the largest
  * magnitude, an order of magnitude below the fixture's smallest greedy margin (>= 0.05). */
@@ -48,78 +49,27 @@ struct vcase {
     const cJSON *json;
 };
 
-static const char *dir;
 static int64_t V, H;
-
-static char *path_of(const char *name)
-{
-    static char p[4096];
-    snprintf(p, sizeof p, "%s/golden/%s", dir, name);
-    return p;
-}
-
-static void *read_exact(const char *name, size_t want)
-{
-    size_t len = 0;
-    char *d = tu_read_file(path_of(name), &len);
-    REQUIRE(d && len == want, "%s: %zu bytes, want %zu", name, d ? len : 0, want);
-    return d;
-}
-
-static int32_t *ints(const cJSON *a, int32_t *n)
-{
-    *n = cJSON_GetArraySize(a);
-    int32_t *v = tu_xmalloc((size_t)(*n ? *n : 1) * sizeof *v);
-    for (int32_t i = 0; i < *n; i++)
-        v[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
-    return v;
-}
-
-static const cJSON *get(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    REQUIRE(v, "golden.json: no '%s'", k);
-    return v;
-}
-
-/* max |a - b| over max |b|, both [n]. */
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double err = 0, scale = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        err = d > err || isnan(d) ? d : err;
-        scale = fabs(b[i]) > scale ? fabs(b[i]) : scale;
-    }
-    return err / scale;
-}
 
 /* Decode + HD transform in C against PIL/torchvision: the canvas exactly, the global view
  * within VIEW_ATOL, the grid. */
 static void check_image(const cJSON *ji, const struct eng_model_config *c, struct vimage *im)
 {
-    snprintf(im->file, sizeof im->file, "%s", get(ji, "file")->valuestring);
-    im->h_crop = (int32_t)get(ji, "h_crop")->valuedouble;
-    im->w_crop = (int32_t)get(ji, "w_crop")->valuedouble;
-    im->n_tokens = (int32_t)get(ji, "n_tokens")->valuedouble;
+    snprintf(im->file, sizeof im->file, "%s", vg_get(ji, "file")->valuestring);
+    im->h_crop = (int32_t)vg_get(ji, "h_crop")->valuedouble;
+    im->w_crop = (int32_t)vg_get(ji, "w_crop")->valuedouble;
+    im->n_tokens = (int32_t)vg_get(ji, "n_tokens")->valuedouble;
     EXPECT(eng_vision_image_tokens(&c->vision, im->h_crop, im->w_crop) == im->n_tokens);
-    size_t len = 0;
-    uint8_t *png = (uint8_t *)tu_read_file(path_of(im->file), &len);
-    REQUIRE(png, "read %s", im->file);
     struct eng_image img = {0}, canvas = {0};
-    REQUIRE(eng_image_decode(png, len, &img) == 0, "decode %s", im->file);
-    free(png);
-    struct eng_hd_params hp = {.crop = (int32_t)c->vision.image_size,
-                               .num_crops = (int32_t)c->vision.num_crops};
-    memcpy(hp.mean, c->vision.image_mean, sizeof hp.mean);
-    memcpy(hp.std, c->vision.image_std, sizeof hp.std);
+    vg_decode(im->file, &img);
+    struct eng_hd_params hp = vg_hd_params(c);
     REQUIRE(eng_image_hd_canvas(&img, &hp, &canvas) == 0, "canvas %s", im->file);
-    int32_t ch = (int32_t)get(ji, "canvas_height")->valuedouble;
-    int32_t cw = (int32_t)get(ji, "canvas_width")->valuedouble;
+    int32_t ch = (int32_t)vg_get(ji, "canvas_height")->valuedouble;
+    int32_t cw = (int32_t)vg_get(ji, "canvas_width")->valuedouble;
     CHECK(canvas.height == ch && canvas.width == cw, "%s: canvas %dx%d, want %dx%d", im->file,
           canvas.width, canvas.height, cw, ch);
     if (canvas.height == ch && canvas.width == cw) {
-        uint8_t *want = read_exact(get(ji, "canvas_file")->valuestring, (size_t)ch * cw * 3);
+        uint8_t *want = vg_read_exact(vg_get(ji, "canvas_file")->valuestring, (size_t)ch * cw * 3);
         CHECK(memcmp(want, canvas.rgb, (size_t)ch * cw * 3) == 0, "%s: canvas differs", im->file);
         free(want);
     }
@@ -128,7 +78,7 @@ static void check_image(const cJSON *ji, const struct eng_model_config *c, struc
     CHECK(im->hd.h_crop == im->h_crop && im->hd.w_crop == im->w_crop, "%s: grid %dx%d, want %dx%d",
           im->file, im->hd.h_crop, im->hd.w_crop, im->h_crop, im->w_crop);
     size_t S = (size_t)c->vision.image_size;
-    float *glob = read_exact(get(ji, "global_view_file")->valuestring, 3 * S * S * sizeof(float));
+    float *glob = vg_read_exact(vg_get(ji, "global_view_file")->valuestring, 3 * S * S * sizeof(float));
     double worst = 0;
     for (size_t i = 0; i < 3 * S * S; i++) {
         double d = fabs((double)glob[i] - im->hd.pixels[i]);
@@ -138,7 +88,7 @@ static void check_image(const cJSON *ji, const struct eng_model_config *c, struc
     free(glob);
     eng_image_free(&img);
     eng_image_free(&canvas);
-    im->embeds = read_exact(get(ji, "embeds_file")->valuestring,
+    im->embeds = vg_read_exact(vg_get(ji, "embeds_file")->valuestring,
                             (size_t)im->n_tokens * (size_t)H * sizeof(float));
 }
 
@@ -195,7 +145,7 @@ static float *encode(const struct eng_model *m, const struct kern_ops *ops, stru
             "alloc");
     int rc = eng_phi3v_encode(m, ops, ctx, im->hd.pixels, im->h_crop, im->w_crop, out);
     CHECK(rc == 0, "%s: encode rc %d", im->file, rc);
-    double e = rel_err(out, im->embeds, (size_t)im->n_tokens * (size_t)H);
+    double e = vg_rel_err(out, im->embeds, (size_t)im->n_tokens * (size_t)H);
     CHECK(e <= RTOL, "%s: image features off by %g of their scale", im->file, e);
     printf("  %-22s %dx%d crops, %3d tokens, features rel err %.2e\n", im->file, im->h_crop,
            im->w_crop, im->n_tokens, e);
@@ -271,7 +221,7 @@ static void run_case(const struct eng_model *m, const struct kern_ops *ops, stru
         for (int32_t k = 0; k < R; k++)
             memcpy(got + (size_t)row_idx[k] * V, logits + (size_t)k * V, (size_t)V * sizeof *got);
     }
-    double e = rel_err(got, g->logits, (size_t)g->n_rows * (size_t)V);
+    double e = vg_rel_err(got, g->logits, (size_t)g->n_rows * (size_t)V);
     CHECK(e <= RTOL, "%s (split %d): logits off by %g of their scale", g->name, split, e);
     printf("  %-12s split %3d: logits rel err %.2e\n", g->name, split, e);
     eng_phi3_ws_free(&ws);
@@ -299,34 +249,8 @@ static void make_request(const struct vcase *g, const struct vimage *imgs, int32
     }
 }
 
-struct run {
-    struct eng_handle *h;
-    int32_t tokens[64];
-    int32_t n;
-    struct eng_usage usage;
-};
-
-static void collect(struct run *r)
-{
-    const struct eng_event *ev;
-    for (;;) {
-        int rc = eng_handle_next(r->h, &ev);
-        if (rc < 0)
-            break;
-        if (rc == 0) {
-            eng_handle_wait(r->h);
-            continue;
-        }
-        for (int32_t i = 0; i < ev->n_tokens && r->n < 64; i++)
-            r->tokens[r->n++] = ev->tokens[i].token;
-        CHECK(ev->finish != ENG_FINISH_ERROR, "request failed: %s", ev->error ? ev->error : "");
-    }
-    eng_handle_usage(r->h, &r->usage);
-    eng_handle_release(r->h);
-}
-
 static int submit(struct eng_engine *e, const struct vcase *g, const struct vimage *imgs,
-                  struct run *r, const struct vimage *swap)
+                  struct vg_run *r, const struct vimage *swap)
 {
     int32_t *ids = tu_xmalloc((size_t)g->n_ids * sizeof *ids), n_in;
     struct eng_image_input in[8];
@@ -357,14 +281,14 @@ static void check_engine(const struct eng_model_config *c, const char *device, s
     struct eng_engine *e = NULL;
     char err[512];
     REQUIRE(eng_engine_create(&o, &e, err, sizeof err) == 0, "engine: %s", err);
-    struct run *runs = tu_xcalloc((size_t)n, sizeof *runs);
+    struct vg_run *runs = tu_xcalloc((size_t)n, sizeof *runs);
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < n; i++) {
             if (submit(e, &cs[i], imgs, &runs[i], NULL) == 0 && pass == 1)
-                collect(&runs[i]);
+                vg_collect(&runs[i]);
         }
         for (int i = 0; i < n && pass == 0; i++)
-            collect(&runs[i]);
+            vg_collect(&runs[i]);
         for (int i = 0; i < n; i++) {
             CHECK(runs[i].n == cs[i].n_greedy &&
                       memcmp(runs[i].tokens, cs[i].greedy, (size_t)cs[i].n_greedy * 4) == 0,
@@ -388,9 +312,9 @@ static void check_engine(const struct eng_model_config *c, const char *device, s
         int32_t start = 0;
         while (cs[i].ids[start] >= 0)
             start++;
-        struct run r;
+        struct vg_run r;
         if (submit(e, &cs[i], imgs, &r, &other) == 0) {
-            collect(&r);
+            vg_collect(&r);
             CHECK(r.usage.cached_tokens <= start, "%s: %d tokens hit past the image at %d",
                   cs[i].name, r.usage.cached_tokens, start);
             CHECK(r.n != cs[i].n_greedy ||
@@ -412,7 +336,7 @@ static void check_engine(const struct eng_model_config *c, const char *device, s
     for (int i = 0; i < n; i++)
         submit(e, &cs[i], imgs, &runs[i], NULL);
     for (int i = 0; i < n; i++) {
-        collect(&runs[i]);
+        vg_collect(&runs[i]);
         CHECK(runs[i].n == cs[i].n_greedy &&
                   memcmp(runs[i].tokens, cs[i].greedy, (size_t)cs[i].n_greedy * 4) == 0,
               "%s (preempted): greedy differs from transformers", cs[i].name);
@@ -432,7 +356,7 @@ static void check_chat_tokens(const struct eng_model_config *c, const struct vca
     struct eng_tokenizer *tok = NULL;
     char err[256];
     REQUIRE(eng_tokenizer_load_dir(dir, &tok, err, sizeof err) == 0, "tokenizer: %s", err);
-    const char *prompt = get(g->json, "prompt")->valuestring;
+    const char *prompt = vg_get(g->json, "prompt")->valuestring;
     struct srv_images im = {0};
     im.n = (size_t)g->n_img;
     im.hd = tu_xcalloc(im.n, sizeof *im.hd);
@@ -503,20 +427,22 @@ int main(int argc, char **argv)
         ctx = kern_ctx_create_cpu(2);
     }
     size_t len = 0;
-    char *text = tu_read_file(path_of("golden.json"), &len);
+    char *text = tu_read_file(vg_path("golden.json"), &len);
     REQUIRE(text, "golden.json");
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     REQUIRE(root, "golden.json: not JSON");
 
-    const cJSON *jimgs = get(root, "images"), *jcases = get(root, "cases");
+    const cJSON *jimgs = vg_get(root, "images"), *jcases = vg_get(root, "cases");
     int n_imgs = cJSON_GetArraySize(jimgs), n = cJSON_GetArraySize(jcases);
     REQUIRE(n_imgs > 0 && n_imgs <= 16 && n > 0 && n <= 16, "sizes");
     struct vimage *imgs = tu_xcalloc((size_t)n_imgs, sizeof *imgs);
     float **feats = tu_xcalloc((size_t)n_imgs, sizeof *feats);
+    const char *names[16];
     printf("images (%s):\n", argv[2]);
     for (int i = 0; i < n_imgs; i++) {
         check_image(cJSON_GetArrayItem(jimgs, i), &m->cfg, &imgs[i]);
+        names[i] = imgs[i].file;
         feats[i] = encode(m, &ops, ctx, &imgs[i]);
         check_work_bytes(m, &ops, ctx, &imgs[i]);
     }
@@ -527,22 +453,13 @@ int main(int argc, char **argv)
         const cJSON *jc = cJSON_GetArrayItem(jcases, i);
         struct vcase *g = &cs[i];
         g->json = jc;
-        snprintf(g->name, sizeof g->name, "%s", get(jc, "name")->valuestring);
-        g->ids = ints(get(jc, "input_ids"), &g->n_ids);
-        g->rows = ints(get(jc, "logit_rows"), &g->n_rows);
-        g->greedy = ints(get(jc, "greedy"), &g->n_greedy);
+        snprintf(g->name, sizeof g->name, "%s", vg_get(jc, "name")->valuestring);
+        g->ids = vg_ints(vg_get(jc, "input_ids"), &g->n_ids);
+        g->rows = vg_ints(vg_get(jc, "logit_rows"), &g->n_rows);
+        g->greedy = vg_ints(vg_get(jc, "greedy"), &g->n_greedy);
         REQUIRE(g->n_rows <= 16 && g->n_greedy <= 64, "%s: sizes", g->name);
-        const cJSON *ci = get(jc, "images");
-        g->n_img = cJSON_GetArraySize(ci);
-        REQUIRE(g->n_img >= 1 && g->n_img <= 8, "%s: images", g->name);
-        for (int32_t k = 0; k < g->n_img; k++) {
-            g->img[k] = -1;
-            for (int j = 0; j < n_imgs; j++)
-                if (strcmp(imgs[j].file, cJSON_GetArrayItem(ci, k)->valuestring) == 0)
-                    g->img[k] = j;
-            REQUIRE(g->img[k] >= 0, "%s: unknown image", g->name);
-        }
-        g->logits = read_exact(get(jc, "logits_file")->valuestring,
+        g->n_img = vg_case_images(jc, names, n_imgs, g->img);
+        g->logits = vg_read_exact(vg_get(jc, "logits_file")->valuestring,
                                (size_t)g->n_rows * (size_t)V * sizeof(float));
         int32_t first = 0;
         while (first < g->n_ids && g->ids[first] >= 0)
@@ -552,7 +469,7 @@ int main(int argc, char **argv)
         run_case(m, &ops, ctx, g, feats, first + imgs[g->img[0]].n_tokens / 2);
         if (first > 0)
             run_case(m, &ops, ctx, g, feats, first);
-        if (strcmp(get(jc, "kind")->valuestring, "chat") == 0)
+        if (strcmp(vg_get(jc, "kind")->valuestring, "chat") == 0)
             check_chat_tokens(&m->cfg, g, imgs);
     }
     printf("engine greedy (%s):\n", argv[2]);

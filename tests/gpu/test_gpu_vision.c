@@ -69,6 +69,7 @@
 #include "models/phi3.h"
 #include "models/phi3v.h"
 
+#include "../golden/vision_golden.h"
 #include "../test_util.h"
 #include "gpu_emulated.h"
 
@@ -111,51 +112,7 @@ struct side {
     bool cuda;
 };
 
-static const char *dir;
 static int64_t V, H;
-
-static char *path_of(const char *name)
-{
-    static char p[4096];
-    snprintf(p, sizeof p, "%s/golden/%s", dir, name);
-    return p;
-}
-
-static void *read_exact(const char *name, size_t want)
-{
-    size_t len = 0;
-    char *d = tu_read_file(path_of(name), &len);
-    REQUIRE(d && len == want, "%s: %zu bytes, want %zu", name, d ? len : 0, want);
-    return d;
-}
-
-static const cJSON *get(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    REQUIRE(v, "golden.json: no '%s'", k);
-    return v;
-}
-
-static int32_t *ints(const cJSON *a, int32_t *n)
-{
-    *n = cJSON_GetArraySize(a);
-    int32_t *v = tu_xmalloc((size_t)(*n ? *n : 1) * sizeof *v);
-    for (int32_t i = 0; i < *n; i++)
-        v[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
-    return v;
-}
-
-/* max |a - b| over max |b|, both [n]; NaN in a counts as infinite. */
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double err = 0, scale = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = isfinite(a[i]) ? fabs((double)a[i] - b[i]) : INFINITY;
-        err = d > err ? d : err;
-        scale = fabs(b[i]) > scale ? fabs(b[i]) : scale;
-    }
-    return err / scale;
-}
 
 /* max |x - ref| over a row relative to max(1, max |ref|) (test_gpu_golden.c's row error);
  * *abs_err (when not NULL) gets the largest |x - ref| in logits. */
@@ -183,28 +140,21 @@ static int32_t second_best(const float *x, int64_t n, int32_t best)
 /* Step 1 of test_vision.c: decode and HD transform in C; the grid must be transformers'. */
 static void load_image(const cJSON *ji, const struct eng_model_config *c, struct vimage *im)
 {
-    snprintf(im->file, sizeof im->file, "%s", get(ji, "file")->valuestring);
-    im->h_crop = (int32_t)get(ji, "h_crop")->valuedouble;
-    im->w_crop = (int32_t)get(ji, "w_crop")->valuedouble;
-    im->n_tokens = (int32_t)get(ji, "n_tokens")->valuedouble;
+    snprintf(im->file, sizeof im->file, "%s", vg_get(ji, "file")->valuestring);
+    im->h_crop = (int32_t)vg_get(ji, "h_crop")->valuedouble;
+    im->w_crop = (int32_t)vg_get(ji, "w_crop")->valuedouble;
+    im->n_tokens = (int32_t)vg_get(ji, "n_tokens")->valuedouble;
     REQUIRE(eng_vision_image_tokens(&c->vision, im->h_crop, im->w_crop) == im->n_tokens,
             "%s: token count", im->file);
-    size_t len = 0;
-    uint8_t *png = (uint8_t *)tu_read_file(path_of(im->file), &len);
-    REQUIRE(png, "read %s", im->file);
     struct eng_image img = {0};
-    REQUIRE(eng_image_decode(png, len, &img) == 0, "decode %s", im->file);
-    free(png);
-    struct eng_hd_params hp = {.crop = (int32_t)c->vision.image_size,
-                               .num_crops = (int32_t)c->vision.num_crops};
-    memcpy(hp.mean, c->vision.image_mean, sizeof hp.mean);
-    memcpy(hp.std, c->vision.image_std, sizeof hp.std);
+    vg_decode(im->file, &img);
+    struct eng_hd_params hp = vg_hd_params(c);
     REQUIRE(eng_image_hd_transform(&img, &hp, &im->hd) == 0, "transform %s", im->file);
     REQUIRE(im->hd.h_crop == im->h_crop && im->hd.w_crop == im->w_crop,
             "%s: grid %dx%d, transformers' %dx%d", im->file, im->hd.h_crop, im->hd.w_crop,
             im->h_crop, im->w_crop);
     eng_image_free(&img);
-    im->hf = read_exact(get(ji, "embeds_file")->valuestring,
+    im->hf = vg_read_exact(vg_get(ji, "embeds_file")->valuestring,
                         (size_t)im->n_tokens * (size_t)H * sizeof(float));
 }
 
@@ -225,8 +175,8 @@ static void encode(const struct side *cu, const struct side *cpu, struct vimage 
     rc = eng_phi3v_encode(cpu->m, cpu->ops, cpu->ctx, im->hd.pixels, im->h_crop, im->w_crop,
                           im->emu);
     CHECK(rc == 0, "%s: cpu encode rc %d", im->file, rc);
-    double e_emu = rel_err(got, im->emu, n), e_hf = rel_err(got, im->hf, n);
-    double e_emu_hf = rel_err(im->emu, im->hf, n);
+    double e_emu = vg_rel_err(got, im->emu, n), e_hf = vg_rel_err(got, im->hf, n);
+    double e_emu_hf = vg_rel_err(im->emu, im->hf, n);
     CHECK(e_emu <= ENC_TOL, "%s: cuda features off the CUDA numerics on the CPU by %.3g of the "
           "scale > %.0e", im->file, e_emu, ENC_TOL);
     CHECK(e_hf <= HF_TOL, "%s: cuda features off transformers' fp32 by %.3g of the scale > %.0e",
@@ -410,20 +360,10 @@ static void direct_greedy(const struct side *cu, struct vcase *g, const struct v
 
 /* ---- the engine on --device cuda ---- */
 
-struct run {
-    struct eng_handle *h;
-    int32_t tokens[MAX_NEW];
-    float lp[MAX_NEW];             /* with logprobs: each token's raw logprob */
-    int32_t n;
-    bool logprobs;
-    enum eng_finish_reason fin;
-    struct eng_usage usage;
-};
-
 /* Submits a case greedy with its images; with logprobs the sampled rows come back as logits
  * (their logprobs are compared), without as the backend's argmax. */
 static int submit(struct eng_engine *e, const struct vcase *g, const struct vimage *imgs,
-                  bool logprobs, struct run *r)
+                  bool logprobs, struct vg_run *r)
 {
     int32_t ids[128], n_in = 0;
     struct eng_image_input in[8];
@@ -456,33 +396,10 @@ static int submit(struct eng_engine *e, const struct vcase *g, const struct vima
     return rc;
 }
 
-static void collect(struct run *r)
-{
-    const struct eng_event *ev;
-    for (;;) {
-        int rc = eng_handle_next(r->h, &ev);
-        if (rc < 0)
-            break;
-        if (rc == 0) {
-            eng_handle_wait(r->h);
-            continue;
-        }
-        for (int32_t i = 0; i < ev->n_tokens && r->n < MAX_NEW; i++) {
-            r->lp[r->n] = ev->tokens[i].logprob;
-            r->tokens[r->n++] = ev->tokens[i].token;
-        }
-        if (ev->finish != ENG_FINISH_NONE)
-            r->fin = ev->finish;
-        CHECK(ev->finish != ENG_FINISH_ERROR, "request failed: %s", ev->error ? ev->error : "");
-    }
-    eng_handle_usage(r->h, &r->usage);
-    eng_handle_release(r->h);
-}
-
 /* The engine's tokens against the direct loop's: a first difference only where the direct
  * loop's gap is below tie; until then, with logprobs, each logprob within tie of the loop's
  * (a logprob moves by at most twice the logits' error, as the gap). Raises *lp_err. */
-static void compare_direct(const struct vcase *g, const struct run *r, double tie,
+static void compare_direct(const struct vcase *g, const struct vg_run *r, double tie,
                            const char *what, double *lp_err)
 {
     CHECK(r->fin == ENG_FINISH_LENGTH && r->n == g->n_greedy, "%s (%s): %d tokens, finish %d",
@@ -527,7 +444,7 @@ static void check_engine(struct vcase *cs, int n, const struct vimage *imgs,
     CHECK(rc == 0, "cuda engine: %s", err);
     if (rc != 0)
         return;
-    static struct run runs[MAX_CASES];
+    static struct vg_run runs[MAX_CASES];
     int32_t same_hf = 0, total = 0;
     double lp_err = 0;
     /* Pass 0 asks for logprobs (the logits come back and are compared through them), pass 1
@@ -535,10 +452,10 @@ static void check_engine(struct vcase *cs, int n, const struct vimage *imgs,
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < n; i++)
             if (submit(e, &cs[i], imgs, pass == 0, &runs[i]) == 0 && pass == 1)
-                collect(&runs[i]);
+                vg_collect(&runs[i]);
         for (int i = 0; i < n && pass == 0; i++)
             if (runs[i].h)
-                collect(&runs[i]);
+                vg_collect(&runs[i]);
         for (int i = 0; i < n; i++) {
             const struct vcase *g = &cs[i];
             compare_direct(g, &runs[i], tie, pass == 0 ? "engine, batched" : "engine, one by one",
@@ -618,19 +535,21 @@ int main(int argc, char **argv)
     struct side scu = {"cuda", m, &cu_ops, cu, true}, scpu = {"emulated", mh, &emu_ops, cpu, false};
 
     size_t len = 0;
-    char *text = tu_read_file(path_of("golden.json"), &len);
+    char *text = tu_read_file(vg_path("golden.json"), &len);
     REQUIRE(text, "golden.json");
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     REQUIRE(root, "golden.json: not JSON");
-    const cJSON *jimgs = get(root, "images"), *jcases = get(root, "cases");
+    const cJSON *jimgs = vg_get(root, "images"), *jcases = vg_get(root, "cases");
     int n_imgs = cJSON_GetArraySize(jimgs), n = cJSON_GetArraySize(jcases);
     REQUIRE(n_imgs > 0 && n_imgs <= MAX_IMAGES && n > 0 && n <= MAX_CASES, "sizes");
 
     static struct vimage imgs[MAX_IMAGES];
+    const char *names[MAX_IMAGES];
     printf("image features (%s):\n", dir);
     for (int i = 0; i < n_imgs; i++) {
         load_image(cJSON_GetArrayItem(jimgs, i), &m->cfg, &imgs[i]);
+        names[i] = imgs[i].file;
         encode(&scu, &scpu, &imgs[i]);
     }
 
@@ -640,23 +559,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         const cJSON *jc = cJSON_GetArrayItem(jcases, i);
         struct vcase *g = &cs[i];
-        snprintf(g->name, sizeof g->name, "%s", get(jc, "name")->valuestring);
-        g->ids = ints(get(jc, "input_ids"), &g->n_ids);
-        g->rows = ints(get(jc, "logit_rows"), &g->n_rows);
-        g->greedy = ints(get(jc, "greedy"), &g->n_greedy);
+        snprintf(g->name, sizeof g->name, "%s", vg_get(jc, "name")->valuestring);
+        g->ids = vg_ints(vg_get(jc, "input_ids"), &g->n_ids);
+        g->rows = vg_ints(vg_get(jc, "logit_rows"), &g->n_rows);
+        g->greedy = vg_ints(vg_get(jc, "greedy"), &g->n_greedy);
         REQUIRE(g->n_ids + g->n_greedy <= 128 && g->n_rows <= 16 && g->n_greedy <= MAX_NEW,
                 "%s: sizes", g->name);
-        const cJSON *ci = get(jc, "images");
-        g->n_img = cJSON_GetArraySize(ci);
-        REQUIRE(g->n_img >= 1 && g->n_img <= 8, "%s: images", g->name);
-        for (int32_t k = 0; k < g->n_img; k++) {
-            g->img[k] = -1;
-            for (int j = 0; j < n_imgs; j++)
-                if (strcmp(imgs[j].file, cJSON_GetArrayItem(ci, k)->valuestring) == 0)
-                    g->img[k] = j;
-            REQUIRE(g->img[k] >= 0, "%s: unknown image", g->name);
-        }
-        g->hf = read_exact(get(jc, "logits_file")->valuestring,
+        g->n_img = vg_case_images(jc, names, n_imgs, g->img);
+        g->hf = vg_read_exact(vg_get(jc, "logits_file")->valuestring,
                            (size_t)g->n_rows * (size_t)V * sizeof(float));
         check_prompt(&scu, &scpu, g, imgs, n_imgs, &worst_emu, &worst_hf, &worst_abs);
     }
