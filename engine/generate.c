@@ -80,7 +80,17 @@ int eng_generate_greedy(struct eng_generator *g, struct eng_gen_seq *seqs, int32
             max_len = (int32_t)len;
     }
     int32_t max_blocks = (int32_t)((max_len + bs - 1) / bs);
-    int64_t tok_cap = (int64_t)n_seqs * max_len;
+    int64_t tok_cap = (int64_t)n_seqs * max_len, n_spans = 0;
+    for (int32_t i = 0; i < n_seqs; i++) {
+        for (int32_t k = 0; k < seqs[i].n_embeds; k++) {
+            const struct eng_embed_span *sp = &seqs[i].embeds[k];
+            if (!sp->src || sp->row < 0 || sp->n_rows < 1 || sp->row > seqs[i].n_prompt - sp->n_rows) {
+                snprintf(err, errlen, "sequence %d: image span %d outside the prompt", i, k);
+                return -1;
+            }
+        }
+        n_spans += seqs[i].n_embeds > 0 ? seqs[i].n_embeds : 0;
+    }
 
     struct seq_state *st = calloc((size_t)n_seqs, sizeof *st);
     int32_t *ids = malloc((size_t)tok_cap * sizeof *ids);
@@ -94,8 +104,9 @@ int eng_generate_greedy(struct eng_generator *g, struct eng_gen_seq *seqs, int32
     int32_t *rows = malloc((size_t)n_seqs * sizeof *rows);
     int32_t *row_seq = malloc((size_t)n_seqs * sizeof *row_seq);
     float *logits = malloc((size_t)n_seqs * (size_t)V * sizeof *logits);
+    struct eng_embed_span *spans = malloc((size_t)(n_spans > 0 ? n_spans : 1) * sizeof *spans);
     if (!st || !ids || !pos || !slots || !q_start || !q_len || !ctx_len || !tables || !variant ||
-        !rows || !row_seq || !logits) {
+        !rows || !row_seq || !logits || !spans) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
@@ -115,7 +126,7 @@ int eng_generate_greedy(struct eng_generator *g, struct eng_gen_seq *seqs, int32
 
     for (int32_t step = 0;; step++) {
         struct eng_batch b = {0};
-        int32_t T = 0, S = 0;
+        int32_t T = 0, S = 0, n_sp = 0;
         for (int32_t i = 0; i < n_seqs; i++) {
             struct seq_state *s = &st[i];
             if (s->done)
@@ -135,6 +146,15 @@ int eng_generate_greedy(struct eng_generator *g, struct eng_gen_seq *seqs, int32
             variant[S] = s->variant;
             memcpy(tables + (size_t)S * (size_t)max_blocks, s->blocks,
                    (size_t)s->n_blocks * sizeof *s->blocks);
+            for (int32_t k = 0; k < seqs[i].n_embeds; k++) { /* the part being computed */
+                const struct eng_embed_span *sp = &seqs[i].embeds[k];
+                int32_t a = sp->row > s->n_cached ? sp->row : s->n_cached;
+                int32_t e = sp->row + sp->n_rows;
+                if (a < e)
+                    spans[n_sp++] = (struct eng_embed_span){
+                        .row = T + (a - s->n_cached), .n_rows = e - a,
+                        .src = sp->src + (int64_t)(a - sp->row) * c->hidden_size};
+            }
             for (int32_t p = s->n_cached; p < s->n_tokens; p++, T++) {
                 ids[T] = s->tokens[p];
                 pos[T] = p;
@@ -159,6 +179,8 @@ int eng_generate_greedy(struct eng_generator *g, struct eng_gen_seq *seqs, int32
         b.rope_variant = variant;
         b.n_logit_rows = S;
         b.logit_rows = rows;
+        b.n_embed_spans = n_sp;
+        b.embed_spans = n_sp > 0 ? spans : NULL;
         int frc = eng_phi3_forward(g->model, g->ops, g->ctx, kv, &b, &g->ws, logits, NULL);
         if (frc != 0) {
             snprintf(err, errlen, "forward pass failed (%d)%s", frc,
@@ -213,6 +235,7 @@ done:
     free(rows);
     free(row_seq);
     free(logits);
+    free(spans);
     return rc;
 }
 

@@ -19,6 +19,11 @@ struct eng_gen_seq {
     int32_t max_new;               /* generate at most this many tokens */
     int ignore_eos;                /* nonzero: do not stop on the model's eos ids */
     int32_t *out;                  /* [max_new] receives the generated ids */
+    /* Image features over prompt positions (Phi-3-vision): span k's row is a prompt position;
+     * its src rows replace positions row .. row + n_rows - 1 (whose prompt ids are any in
+     * the vocabulary). [n_embeds], may be NULL when 0. */
+    const struct eng_embed_span *embeds;
+    int32_t n_embeds;
     int32_t n_out;                 /* set: number generated */
     int32_t n_recomputes;          /* set: LongRoPE short->long recomputes that happened */
 };

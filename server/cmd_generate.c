@@ -6,10 +6,15 @@
 #include <string.h>
 
 #include "cli.h"
+#include "errors.h"
+#include "file_util.h"
 #include "generate.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "models/phi3v.h"
+#include "request.h"
 #include "tokenizer.h"
+#include "vision_input.h"
 
 struct dump {
     FILE *f;
@@ -36,12 +41,56 @@ static void usage(FILE *f)
             "  --model DIR          Hugging Face model directory (default: the bundled demo model)\n"
             "  --prompt TEXT        prompt text, tokenized with the model's tokenizer (BOS as configured)\n"
             "  --tokens IDS         prompt as comma-separated token ids\n"
+            "  --image FILE         a PNG or JPEG for a Phi-3-vision model, image 1, 2, ... in order\n"
+            "                       (up to 8); --prompt names each as <|image_N|>\n"
             "  --max-tokens N       tokens to generate (default 32)\n"
             "  --ignore-eos         keep generating past the model's end-of-sequence ids\n"
             "  --device cpu|ref|cuda  fast CPU backend (default), the plain C reference, or GPU 0\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --dump-logits FILE   write the logits of every step as raw float32 [steps, vocab]\n"
             "  -h, --help           this text\n");
+}
+
+/* --image: the files decoded and transformed with the model's preprocessor settings, and the
+ * prompt tokenized around its <|image_N|> tags as the server does. Returns 0 or -1 (said). */
+static int load_images(const char *model_dir, const char *const *files, int n_files,
+                       const struct eng_tokenizer *tok, const char *text, struct srv_images *im,
+                       int32_t **prompt, int32_t *n_prompt)
+{
+    struct eng_model_config cfg;
+    char err[512];
+    if (eng_model_config_load(model_dir, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s: %s\n", model_dir, err);
+        return -1;
+    }
+    if (cfg.arch != ENG_ARCH_PHI3V) {
+        fprintf(stderr, "error: %s: --image needs a Phi-3-vision model\n", model_dir);
+        return -1;
+    }
+    struct srv_image_error e = {0};
+    for (int i = 0; i < n_files; i++) {
+        char *bytes = NULL;
+        size_t len = 0;
+        if (eng_file_read_small(files[i], files[i], SRV_MAX_IMAGE_BYTES, &bytes, &len, err,
+                                sizeof err) != 0) {
+            fprintf(stderr, "error: %s\n", err);
+            return -1;
+        }
+        int rc = srv_images_add_bytes(im, &cfg.vision, (const uint8_t *)bytes, len, files[i], &e);
+        free(bytes);
+        if (rc != 0) {
+            fprintf(stderr, "error: %s: %s\n", files[i], e.message);
+            return -1;
+        }
+    }
+    size_t n = 0;
+    if (srv_images_tokenize(tok, &cfg.vision, text, strlen(text),
+                            (size_t)cfg.max_position_embeddings, im, prompt, &n, &e) != 0) {
+        fprintf(stderr, "error: %s\n", e.message);
+        return -1;
+    }
+    *n_prompt = (int32_t)n;
+    return 0;
 }
 
 int srv_cmd_generate(int argc, char **argv)
@@ -55,11 +104,13 @@ int srv_cmd_generate(int argc, char **argv)
         {"device", required_argument, NULL, 'd'},
         {"threads", required_argument, NULL, 'j'},
         {"dump-logits", required_argument, NULL, 'l'},
+        {"image", required_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *model_dir = PHISERVE_DEMO_MODEL, *tokens = NULL, *text = NULL, *device = "cpu";
-    const char *dump_path = NULL;
+    const char *dump_path = NULL, *image_files[SRV_MAX_IMAGES];
+    int n_image_files = 0;
     int64_t max_new = 32, threads = 0;
     int ignore_eos = 0;
     int c;
@@ -72,6 +123,13 @@ int srv_cmd_generate(int argc, char **argv)
         case 'e': ignore_eos = 1; break;
         case 'd': device = optarg; break;
         case 'l': dump_path = optarg; break;
+        case 'i':
+            if (n_image_files == SRV_MAX_IMAGES) {
+                fprintf(stderr, "error: at most %d --image\n", SRV_MAX_IMAGES);
+                return 2;
+            }
+            image_files[n_image_files++] = optarg;
+            break;
         case 'n':
             if (srv_cli_parse_int(optarg, 0, 1 << 24, &max_new) != 0) {
                 fprintf(stderr, "error: --max-tokens: expected an integer in [0, 16777216]\n");
@@ -97,6 +155,10 @@ int srv_cmd_generate(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (n_image_files > 0 && !text) {
+        fprintf(stderr, "error: --image needs --prompt (naming the images as <|image_N|>)\n");
+        return 2;
+    }
 
     int status = 1;
     char err[512] = "";
@@ -110,10 +172,20 @@ int srv_cmd_generate(int argc, char **argv)
     struct eng_tokenizer *tok = NULL;
     char *out_text = NULL;
     size_t out_len = 0;
+    struct srv_images im = {0};
+    struct eng_embed_span spans[SRV_MAX_IMAGES] = {{0}};
 
     /* The tokenizer is optional for --tokens (test models have none) and needed for --prompt. */
     int tok_rc = eng_tokenizer_load_dir(model_dir, &tok, err, sizeof err);
-    if (text) {
+    if (n_image_files > 0) {
+        if (tok_rc != 0) {
+            fprintf(stderr, "error: %s: --prompt needs the model's tokenizer: %s\n", model_dir, err);
+            goto done;
+        }
+        if (load_images(model_dir, image_files, n_image_files, tok, text, &im, &prompt,
+                        &n_prompt) != 0)
+            goto done;
+    } else if (text) {
         size_t n = 0;
         if (tok_rc != 0) {
             fprintf(stderr, "error: %s: --prompt needs the model's tokenizer: %s\n", model_dir, err);
@@ -156,6 +228,20 @@ int srv_cmd_generate(int argc, char **argv)
         fprintf(stderr, "error: %s\n", err);
         goto done;
     }
+    for (int32_t k = 0; k < im.n_in; k++) { /* the image features, in the backend's memory */
+        const struct eng_image_input *in = &im.in[k];
+        int64_t n = eng_vision_image_tokens(&model->cfg.vision, in->h_crop, in->w_crop);
+        void *feat = NULL;
+        if (ops.buf_alloc(ctx, (size_t)n * (size_t)model->cfg.hidden_size * sizeof(float), &feat) != 0 ||
+            (spans[k] = (struct eng_embed_span){.row = in->pos, .n_rows = (int32_t)n, .src = feat},
+             eng_phi3v_encode(model, &ops, ctx, in->views, in->h_crop, in->w_crop, feat) != 0) ||
+            ops.sync(ctx, err, sizeof err) != 0) {
+            ops.buf_free(ctx, feat);
+            spans[k].src = NULL;
+            fprintf(stderr, "error: encoding image %d failed %s\n", k + 1, err);
+            goto done;
+        }
+    }
 
     const int64_t block_size = 16;
     int64_t n_blocks = ((int64_t)n_prompt + max_new + block_size - 1) / block_size + 1;
@@ -181,7 +267,8 @@ int srv_cmd_generate(int argc, char **argv)
     gen = (struct eng_generator){.model = model, .ops = &ops, .ctx = ctx, .kv = kv,
                                  .on_logits = dump_path ? dump_logits : NULL, .user = &dump};
     struct eng_gen_seq seq = {.prompt = prompt, .n_prompt = n_prompt, .max_new = (int32_t)max_new,
-                              .ignore_eos = ignore_eos, .out = out};
+                              .ignore_eos = ignore_eos, .out = out, .embeds = spans,
+                              .n_embeds = im.n_in};
     if (eng_generate_greedy(&gen, &seq, 1, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
         goto done;
@@ -204,6 +291,10 @@ done:
         status = 1;
     }
     eng_generator_free(&gen);
+    for (int32_t k = 0; k < im.n_in; k++)
+        if (spans[k].src)
+            ops.buf_free(ctx, (void *)spans[k].src);
+    srv_images_free(&im);
     free(out_text);
     eng_tokenizer_destroy(tok);
     free(out);

@@ -25,29 +25,19 @@ __attribute__((format(printf, 4, 5))) static int fail(struct srv_image_error *e,
     return -1;
 }
 
-int srv_images_add(struct srv_images *im, const struct eng_vision_config *vc, const char *url,
-                   size_t len, const char *param, struct srv_image_error *e)
+int srv_images_add_bytes(struct srv_images *im, const struct eng_vision_config *vc,
+                         const uint8_t *bytes, size_t len, const char *param,
+                         struct srv_image_error *e)
 {
-    if (len < 5 || strncmp(url, "data:", 5) != 0)
-        return fail(e, SRV_ERR_INVALID_IMAGE, param,
-                    "Only data: image URLs are accepted; this server fetches no remote images.");
     struct eng_hd_image *hd = realloc(im->hd, (im->n + 1) * sizeof *hd);
     if (!hd)
         return fail(e, SRV_ERR_NO_MEMORY, NULL, "out of memory");
     im->hd = hd;
-    const char *mime;
-    size_t mime_len, n = 0;
-    uint8_t *bytes = NULL;
-    char derr[128];
-    if (srv_data_url_decode(url, len, SRV_MAX_IMAGE_BYTES, &mime, &mime_len, &bytes, &n, derr,
-                            sizeof derr) != 0)
-        return fail(e, SRV_ERR_INVALID_IMAGE, param, "The image data URL is invalid: %s", derr);
     struct eng_hd_params hp = {.crop = (int32_t)vc->image_size, .num_crops = (int32_t)vc->num_crops};
     memcpy(hp.mean, vc->image_mean, sizeof hp.mean);
     memcpy(hp.std, vc->image_std, sizeof hp.std);
     struct eng_image img = {0};
-    int rc = eng_image_decode(bytes, n, &img);
-    free(bytes);
+    int rc = eng_image_decode(bytes, len, &img);
     if (rc == ENG_IMAGE_OK) {
         rc = eng_image_hd_transform(&img, &hp, &hd[im->n]);
         eng_image_free(&img);
@@ -61,6 +51,24 @@ int srv_images_add(struct srv_images *im, const struct eng_vision_config *vc, co
                     eng_image_strerror(rc));
     im->n++;
     return 0;
+}
+
+int srv_images_add(struct srv_images *im, const struct eng_vision_config *vc, const char *url,
+                   size_t len, const char *param, struct srv_image_error *e)
+{
+    if (len < 5 || strncmp(url, "data:", 5) != 0)
+        return fail(e, SRV_ERR_INVALID_IMAGE, param,
+                    "Only data: image URLs are accepted; this server fetches no remote images.");
+    const char *mime;
+    size_t mime_len, n = 0;
+    uint8_t *bytes = NULL;
+    char derr[128];
+    if (srv_data_url_decode(url, len, SRV_MAX_IMAGE_BYTES, &mime, &mime_len, &bytes, &n, derr,
+                            sizeof derr) != 0)
+        return fail(e, SRV_ERR_INVALID_IMAGE, param, "The image data URL is invalid: %s", derr);
+    int rc = srv_images_add_bytes(im, vc, bytes, n, param, e);
+    free(bytes);
+    return rc;
 }
 
 int srv_images_load(const struct srv_chat_request *q, const struct eng_vision_config *vc,

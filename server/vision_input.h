@@ -31,9 +31,14 @@ struct srv_image_error {
     char message[256];
 };
 
-/* Decodes one image (a data: URL of url_len bytes), runs the model's HD transform over it and
+/* Decodes one image file's bytes (PNG or JPEG), runs the model's HD transform over it and
  * appends it to im as image im->n + 1. param names it in errors. Returns 0, or -1 with *e
  * filled (im keeps the images before it). */
+int srv_images_add_bytes(struct srv_images *im, const struct eng_vision_config *vc,
+                         const uint8_t *bytes, size_t len, const char *param,
+                         struct srv_image_error *e);
+
+/* The same from a data: URL of url_len bytes (the only image URLs this server takes). */
 int srv_images_add(struct srv_images *im, const struct eng_vision_config *vc, const char *url,
                    size_t url_len, const char *param, struct srv_image_error *e);
 

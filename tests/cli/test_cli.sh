@@ -54,6 +54,28 @@ for dev in cpu ref; do
     fail "generate moe $dev: got '$(head -n1 "$tmp/out")', transformers gave 282,10,327,300,147,424,139,202"
 done
 
+# A Phi-3-vision model with images from files: the tokens transformers chose for the chat
+# prompts of tests/fixtures/models/vision-demo (cases chat_one and chat_two).
+vd=$fixtures/models/vision-demo
+for dev in cpu ref; do
+  expect_ok "generate vision $dev" "$bin" generate --model "$vd" --device $dev --max-tokens 8 \
+    --image "$vd/golden/a_40x30.png" --prompt $'<|user|>\n<|image_1|>\nWhat is in this picture?<|end|>\n<|assistant|>\n'
+  [ "$(head -n1 "$tmp/out")" = "3539,5344,24515,17560,9746,3797,2880,9755" ] ||
+    fail "generate vision $dev: got '$(head -n1 "$tmp/out")', transformers gave 3539,5344,24515,17560,9746,3797,2880,9755"
+done
+expect_ok "generate vision two images" "$bin" generate --model "$vd" --max-tokens 8 \
+  --image "$vd/golden/tall_30x70.png" --image "$vd/golden/strip_224x25.png" \
+  --prompt $'<|user|>\n<|image_1|>\n<|image_2|>\nCompare.<|end|>\n<|assistant|>\n'
+[ "$(head -n1 "$tmp/out")" = "23682,30765,5749,31694,3341,1440,17540,4461" ] ||
+  fail "generate vision two images: got '$(head -n1 "$tmp/out")'"
+expect_error "image without its tag" "not referenced" "$bin" generate --model "$vd" \
+  --image "$vd/golden/a_40x30.png" --prompt "no tag"
+expect_error "image for a text model" "needs a Phi-3-vision model" "$bin" generate \
+  --model "$fixtures/models/phi3-demo" \
+  --image "$vd/golden/a_40x30.png" --prompt "<|image_1|>"
+expect_error "not an image" "PNG and JPEG" "$bin" generate --model "$vd" \
+  --image "$vd/config.json" --prompt "<|image_1|>"
+
 # --dump-logits writes [steps, vocab] float32.
 expect_ok "dump logits" "$bin" generate --model "$small" --tokens 5,6,7 --max-tokens 3 --ignore-eos \
   --dump-logits "$tmp/logits.f32"
