@@ -151,3 +151,17 @@ def test_tokenize_counts_image_spans(server):
     bad = [{"role": "user", "content": [image_part("data:image/png;base64,AAAA")]}]
     status, _, body = server.post("/tokenize", {"model": MODEL_NAME, "messages": bad})
     assert status == 400 and json.loads(body)["error"]["code"] == "invalid_image", body
+
+
+def test_n_choices_and_logprobs_with_an_image(server, client):
+    """n > 1 forks the prompt with its image rows; every greedy choice is transformers' one."""
+    case = chat_case("chat_one")
+    msgs = [{"role": "user", "content": [image_part(data_url(case["images"][0])),
+                                         {"type": "text", "text": "What is in this picture?"}]}]
+    r = client.chat.completions.create(model=MODEL_NAME, messages=msgs, max_tokens=8, temperature=0,
+                                       n=3, logprobs=True, top_logprobs=2)
+    want = detokenize(server, case["greedy"])
+    assert len(r.choices) == 3
+    for c in r.choices:
+        assert same_text(c.message.content, want)
+        assert len(c.logprobs.content) == 8 and all(len(t.top_logprobs) == 2 for t in c.logprobs.content)
