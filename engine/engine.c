@@ -661,10 +661,12 @@ static int plan_image_spans(struct eng_engine *e)
                                                                       : it->pos0 + it->q_len;
             if (a >= b)
                 continue;
-            if (n == e->cap_spans && resize((void **)&e->spans, n ? 2 * n : 8, sizeof *e->spans))
-                return -1;
-            if (n == e->cap_spans)
-                e->cap_spans = n ? 2 * n : 8;
+            if (n == e->cap_spans) {
+                int64_t cap = n ? 2 * n : 8;
+                if (resize((void **)&e->spans, cap, sizeof *e->spans) != 0)
+                    return -1;
+                e->cap_spans = cap;
+            }
             e->spans[n++] = (struct eng_embed_span){
                 .row = s->batch.q_start[k] + (a - it->pos0), .n_rows = b - a,
                 .src = h->img_embeds + (im->row + (a - im->pos)) * H};
@@ -951,9 +953,9 @@ static int32_t image_span(const struct eng_model_config *cfg, const struct eng_i
 }
 
 /* A request's images: only for a vision model, each grid within num_crops, the spans
- * ascending, disjoint and inside the prompt. Sums the spans into *n_tokens. */
-static int check_images(const struct eng_engine *e, const struct eng_request *r,
-                        int64_t *n_tokens, char *err, size_t errlen)
+ * ascending, disjoint and inside the prompt. */
+static int check_images(const struct eng_engine *e, const struct eng_request *r, char *err,
+                        size_t errlen)
 {
     const struct eng_model_config *cfg = &e->model->cfg;
     if (r->n_images == 0)
@@ -982,7 +984,6 @@ static int check_images(const struct eng_engine *e, const struct eng_request *r,
                                        "another image or leave the prompt", i + 1,
                                        (long long)span, im->pos);
         end = im->pos + span;
-        *n_tokens += span;
     }
     return 0;
 }
@@ -1045,8 +1046,7 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
     const struct eng_model_config *cfg = &e->model->cfg;
     if (!r || !r->prompt || r->n_prompt < 1)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "the prompt must hold at least one token");
-    int64_t n_image_tokens = 0;
-    int rc = check_images(e, r, &n_image_tokens, err, errlen);
+    int rc = check_images(e, r, err, errlen);
     if (rc != 0)
         return rc;
     for (int32_t i = 0, k = 0; i < r->n_prompt; i++) {

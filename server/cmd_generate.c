@@ -232,12 +232,14 @@ int srv_cmd_generate(int argc, char **argv)
         const struct eng_image_input *in = &im.in[k];
         int64_t n = eng_vision_image_tokens(&model->cfg.vision, in->h_crop, in->w_crop);
         void *feat = NULL;
-        if (ops.buf_alloc(ctx, (size_t)n * (size_t)model->cfg.hidden_size * sizeof(float), &feat) != 0 ||
-            (spans[k] = (struct eng_embed_span){.row = in->pos, .n_rows = (int32_t)n, .src = feat},
-             eng_phi3v_encode(model, &ops, ctx, in->views, in->h_crop, in->w_crop, feat) != 0) ||
+        if (ops.buf_alloc(ctx, (size_t)n * (size_t)model->cfg.hidden_size * sizeof(float),
+                          &feat) != 0) {
+            fprintf(stderr, "error: out of memory for image %d\n", k + 1);
+            goto done;
+        }
+        spans[k] = (struct eng_embed_span){.row = in->pos, .n_rows = (int32_t)n, .src = feat};
+        if (eng_phi3v_encode(model, &ops, ctx, in->views, in->h_crop, in->w_crop, feat) != 0 ||
             ops.sync(ctx, err, sizeof err) != 0) {
-            ops.buf_free(ctx, feat);
-            spans[k].src = NULL;
             fprintf(stderr, "error: encoding image %d failed %s\n", k + 1, err);
             goto done;
         }

@@ -426,12 +426,7 @@ int main(int argc, char **argv)
         kern_ops_init_cpu(&ops);
         ctx = kern_ctx_create_cpu(2);
     }
-    size_t len = 0;
-    char *text = tu_read_file(vg_path("golden.json"), &len);
-    REQUIRE(text, "golden.json");
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
-    REQUIRE(root, "golden.json: not JSON");
+    cJSON *root = vg_load_golden();
 
     const cJSON *jimgs = vg_get(root, "images"), *jcases = vg_get(root, "cases");
     int n_imgs = cJSON_GetArraySize(jimgs), n = cJSON_GetArraySize(jcases);

@@ -85,6 +85,18 @@ static inline void vg_decode(const char *file, struct eng_image *img)
     free(bytes);
 }
 
+/* golden/golden.json parsed (caller frees with cJSON_Delete). */
+static inline cJSON *vg_load_golden(void)
+{
+    size_t len = 0;
+    char *text = tu_read_file(vg_path("golden.json"), &len);
+    REQUIRE(text, "golden.json");
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    REQUIRE(root, "golden.json: not JSON");
+    return root;
+}
+
 /* A case's images ("images": file names) as indices into names ([n_names], the image table's
  * files), at most 8. Returns their count. */
 static inline int32_t vg_case_images(const cJSON *jc, const char *const *names, int n_names,

@@ -534,12 +534,7 @@ int main(int argc, char **argv)
     H = m->cfg.hidden_size;
     struct side scu = {"cuda", m, &cu_ops, cu, true}, scpu = {"emulated", mh, &emu_ops, cpu, false};
 
-    size_t len = 0;
-    char *text = tu_read_file(vg_path("golden.json"), &len);
-    REQUIRE(text, "golden.json");
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
-    REQUIRE(root, "golden.json: not JSON");
+    cJSON *root = vg_load_golden();
     const cJSON *jimgs = vg_get(root, "images"), *jcases = vg_get(root, "cases");
     int n_imgs = cJSON_GetArraySize(jimgs), n = cJSON_GetArraySize(jcases);
     REQUIRE(n_imgs > 0 && n_imgs <= MAX_IMAGES && n > 0 && n <= MAX_CASES, "sizes");
