@@ -71,6 +71,7 @@ static void handle_free(struct eng_handle *h)
             eng_sampler_state_free(&h->choices[i].st);
             eng_detok_destroy(h->choices[i].detok);
             eng_stop_matcher_destroy(h->choices[i].stop);
+            eng_grammar_matcher_destroy(h->choices[i].gm);
         }
     struct pending_event *lists[] = {h->head, h->spare};
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
@@ -88,6 +89,7 @@ static void handle_free(struct eng_handle *h)
     free(h->bias);
     free(h->stop_ids);
     free(h->eos_ids);
+    eng_grammar_destroy(h->grammar);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
     free(h);
@@ -374,6 +376,42 @@ static void fill_logprob(const float *x, int64_t V, int32_t token, int32_t n_top
     out->n_top = n_top;
 }
 
+/* ---- structured output ---- */
+
+static bool is_end_id(const struct eng_handle *h, int32_t t)
+{
+    for (int32_t i = 0; i < h->sp.n_eos_token_ids; i++)
+        if (h->sp.eos_token_ids[i] == t)
+            return true;
+    for (int32_t i = 0; i < h->sp.n_stop_token_ids; i++)
+        if (h->sp.stop_token_ids[i] == t)
+            return true;
+    return false;
+}
+
+/* Fills e->allow with what choice ch's grammar allows next: the tokens whose text continues
+ * it, and the eos and stop ids once the text is complete. When the mask cannot be made
+ * (eng_grammar_matcher_mask failed) it allows nothing and ch->grammar_err says why, so that
+ * nothing is drawn and on_token ends the choice. */
+static void grammar_mask(struct eng_engine *e, const struct eng_handle *h, struct choice *ch)
+{
+    const int64_t V = e->model->cfg.vocab_size;
+    int64_t n = eng_grammar_matcher_mask(ch->gm, V, e->allow);
+    if (n < 0) {
+        ch->grammar_err = (int)n;
+        memset(e->allow, 0, (size_t)(V + 31) / 32 * sizeof *e->allow);
+        return;
+    }
+    if (!eng_grammar_matcher_complete(ch->gm))
+        return;
+    const int32_t *lists[2] = {h->sp.eos_token_ids, h->sp.stop_token_ids};
+    int32_t counts[2] = {h->sp.n_eos_token_ids, h->sp.n_stop_token_ids};
+    for (int l = 0; l < 2; l++)
+        for (int32_t i = 0; i < counts[l]; i++)
+            if (lists[l][i] >= 0 && lists[l][i] < V)
+                e->allow[lists[l][i] >> 5] |= 1u << (lists[l][i] & 31);
+}
+
 /* ---- one generated token of one choice ---- */
 
 /* lg: the sequence's [vocab] logits, or NULL when its row was a token row (plan_token_rows)
@@ -388,14 +426,27 @@ static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg,
     const int64_t V = e->model->cfg.vocab_size;
     struct eng_sample_result res;
     int src;
+    if (lg && ch->gm)
+        grammar_mask(e, h, ch);
     if (lg)
-        src = eng_sampler_sample(&ch->st, &e->sws, &h->sp, lg, V, &res);
+        src = eng_sampler_sample_masked(&ch->st, &e->sws, &h->sp, lg, V,
+                                        ch->gm ? e->allow : NULL, &res);
     else if (job >= 0)
         src = eng_sampler_take_logprobs(&ch->st, &h->sp, token, e->job_logprob[job],
                                         e->job_top + (size_t)job * KERN_MAX_TOP_LOGPROBS, V,
                                         &res);
     else
         src = eng_sampler_take(&ch->st, &h->sp, token, V, &res);
+    if (src != 0 && ch->grammar_err == ENG_GRAMMAR_ERR_AMBIGUOUS) {
+        end_seq(e, seq, ENG_FINISH_ERROR,
+                "structured output failed: the schema is too ambiguous to follow");
+        return;
+    }
+    if (src != 0 && ch->gm) {
+        end_seq(e, seq, ENG_FINISH_ERROR,
+                "structured output failed: no token the schema allows can follow");
+        return;
+    }
     if (src != 0) {
         end_seq(e, seq, ENG_FINISH_ERROR, "sampling failed: no token has a finite logit");
         return;
@@ -410,6 +461,18 @@ static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg,
     e->generation_tokens_total++;
     if (c == 0 && ch->st.n_generated == 1)
         h->cached_tokens = seq->n_cached_tokens;
+    /* The grammar follows the text; once it is whole and nothing may follow, the choice
+     * stops here instead of spending a step on a forced eos. */
+    bool grammar_done = false;
+    if (ch->gm && !is_end_id(h, tok)) {
+        if (eng_grammar_matcher_accept_token(ch->gm, tok) != 0) {
+            end_seq(e, seq, ENG_FINISH_ERROR,
+                    "structured output failed: a token outside the schema was drawn");
+            return;
+        }
+        grammar_done = eng_grammar_matcher_complete(ch->gm) &&
+                       !eng_grammar_matcher_can_continue(ch->gm);
+    }
 
     struct eng_token_info info;
     memset(&info, 0, sizeof info);
@@ -433,7 +496,7 @@ static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg,
         if (trc == 0)
             trc |= emit_text(e, ch, d, dn, &stopped);
     }
-    if (stopped || stop_id)
+    if (stopped || stop_id || grammar_done)
         finish = ENG_FINISH_STOP;
     else if (seq->n_tokens >= h->max_len)
         finish = ENG_FINISH_LENGTH;
@@ -604,17 +667,25 @@ static int plan_token_rows(struct eng_engine *e, struct eng_phi3_tokens *tk)
             int32_t n_choices = seq->n_fork > 1 ? seq->n_fork : 1;
             e->row_job[row] = (int32_t)n_jobs;
             for (int32_t c = 0; c < n_choices; c++) {
-                struct eng_sampler_state *st = &h->choices[seq->choice + c].st;
-                if (reserve_mods(e, n_mods + eng_sampler_job_mods_max(&h->sp, st)) != 0)
+                struct choice *ch = &h->choices[seq->choice + c];
+                struct eng_sampler_state *st = &ch->st;
+                int64_t need = eng_sampler_job_mods_max(&h->sp, st);
+                if (ch->gm) { /* a grammar bans what it leaves out: up to every token */
+                    grammar_mask(e, h, ch);
+                    need = e->model->cfg.vocab_size;
+                }
+                if (reserve_mods(e, n_mods + need) != 0)
                     return -1;
                 struct kern_sample_job *jb = &e->jobs[n_jobs++];
                 /* Cannot fail: its conditions hold (states and workspace of this vocab). */
-                (void)eng_sampler_job(st, &e->sws, &h->sp, jb, e->mods + n_mods);
+                (void)eng_sampler_job_masked(st, &e->sws, &h->sp, ch->gm ? e->allow : NULL, jb,
+                                             e->mods + n_mods);
                 jb->row = row;
                 jb->mod_start = n_mods;
                 n_mods += jb->n_mods;
             }
-        } else if (eng_sampler_is_greedy_argmax(&h->sp, &h->choices[seq->choice].st)) {
+        } else if (!h->choices[seq->choice].gm &&
+                   eng_sampler_is_greedy_argmax(&h->sp, &h->choices[seq->choice].st)) {
             e->argmax_rows[row] = 1;
             n_argmax++;
         }
@@ -1046,6 +1117,9 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
     const struct eng_model_config *cfg = &e->model->cfg;
     if (!r || !r->prompt || r->n_prompt < 1)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "the prompt must hold at least one token");
+    if (r->grammar && !e->gvocab)
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                   "structured output needs the model's tokenizer");
     int rc = check_images(e, r, err, errlen);
     if (rc != 0)
         return rc;
@@ -1141,7 +1215,8 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
         if (h->plp)
             h->plp[0].token = r->prompt[0];
     }
-    if (oom || !h->choices || (r->prompt_logprobs && !h->plp) || take_images(e, r, h) != 0)
+    if (oom || !h->choices || (r->prompt_logprobs && !h->plp) || take_images(e, r, h) != 0 ||
+        (r->grammar && eng_grammar_clone(r->grammar, &h->grammar) != 0))
         goto nomem;
 
     /* LongRoPE: the variant is chosen at admission by the scheduler (transformers' rule)
@@ -1173,6 +1248,8 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
             goto nomem;
         if (r->n_stop > 0 && eng_stop_matcher_create(r->stop, (size_t)r->n_stop,
                                                      r->include_stop_str_in_output, &ch->stop) != 0)
+            goto nomem;
+        if (h->grammar && eng_grammar_matcher_create(h->grammar, e->gvocab, &ch->gm) != 0)
             goto nomem;
     }
 

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "model_config.h"
+#include "grammar.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -114,6 +115,12 @@ struct eng_request {
      * positions by the pixels. Not with prompt_logprobs. */
     const struct eng_image_input *images;
     int32_t n_images;
+    /* Structured output: every choice's text must be a sentence of this finished grammar
+     * (engine/grammar.h; NULL: free text). Caller keeps it; the engine copies it at submit.
+     * Needs a tokenizer. A choice whose text completes the grammar with nothing allowed after
+     * it finishes with ENG_FINISH_STOP; while the text is complete but may go on, the eos and
+     * stop ids are allowed too. */
+    const struct eng_grammar *grammar;
 };
 
 enum eng_finish_reason {

@@ -83,6 +83,8 @@ void eng_engine_destroy(struct eng_engine *e)
     eng_phi3_ws_free(&e->ws);
     eng_model_destroy(e->model);
     eng_sampler_ws_free(&e->sws);
+    eng_grammar_vocab_destroy(e->gvocab);
+    free(e->allow);
     if (e->logits_pinned)
         kern_cuda_host_unregister(e->ctx, e->logits);
     free(e->logits);
@@ -291,7 +293,9 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     }
     rc = ENG_ERR_NOMEM;
     if (eng_prefix_cache_create(e->kv, !o->no_prefix_caching, &e->pc) != 0 ||
-        eng_sampler_ws_init(&e->sws, c->vocab_size) != 0) {
+        eng_sampler_ws_init(&e->sws, c->vocab_size) != 0 ||
+        !(e->allow = calloc((size_t)(c->vocab_size + 31) / 32, sizeof *e->allow)) ||
+        (e->tok && eng_grammar_vocab_create(e->tok, c->vocab_size, &e->gvocab) != 0)) {
         eng_engine_fail_msg(err, errlen, rc, "out of memory");
         goto fail;
     }

@@ -44,6 +44,8 @@ struct choice {
     struct eng_sampler_state st;
     struct eng_detok *detok;       /* NULL without a tokenizer */
     struct eng_stop_matcher *stop; /* NULL without stop strings */
+    struct eng_grammar_matcher *gm; /* NULL without structured output */
+    int grammar_err;               /* a failed mask (eng_grammar_err): the choice ends */
     bool finished;
 };
 
@@ -72,6 +74,7 @@ struct eng_handle {
     struct handle_image *images;   /* [n_images] */
     int32_t n_images;
     int64_t n_image_tokens;        /* summed spans */
+    struct eng_grammar *grammar;   /* the request's copy; NULL without structured output */
     float *img_embeds;             /* engine thread: [n_image_tokens, H] backend memory once
                                       encoded (intake), freed when the engine lets go */
     /* Engine thread only. */
@@ -111,6 +114,9 @@ struct eng_engine {
     bool sched_ready;
     struct eng_phi3_ws ws;
     struct eng_sampler_ws sws;
+    struct eng_grammar_vocab *gvocab; /* the tokens' text for grammars; NULL without a
+                                         tokenizer */
+    uint32_t *allow;               /* [(vocab + 31) / 32] one choice's grammar mask */
     float *logits;                 /* [cap_rows, vocab] */
     /* Rows of a step that bring back only their token (see eng_phi3_forward): greedy rows
      * (the backend's argmax) and, on a device backend, rows drawn there by the sample op

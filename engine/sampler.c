@@ -544,9 +544,21 @@ static int32_t n_top_of(const struct eng_sampling_params *p, int64_t vocab)
     return n_top > vocab ? (int32_t)vocab : n_top;
 }
 
+static bool allowed(const uint32_t *allow, int64_t t)
+{
+    return (allow[t >> 5] >> (t & 31)) & 1u;
+}
+
 int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                        const struct eng_sampling_params *p, const float *logits, int64_t vocab,
                        struct eng_sample_result *out)
+{
+    return eng_sampler_sample_masked(st, ws, p, logits, vocab, NULL, out);
+}
+
+int eng_sampler_sample_masked(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
+                              const struct eng_sampling_params *p, const float *logits,
+                              int64_t vocab, const uint32_t *allow, struct eng_sample_result *out)
 {
     if (out == NULL)
         return ENG_SAMPLER_ERR_INVALID;
@@ -560,6 +572,10 @@ int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
     float *x = ws->w;
     for (int64_t v = 0; v < vocab; v++)
         x[v] = sanitize(logits[v]);
+    if (allow) /* the grammar first: nothing below can bring a -inf back */
+        for (int64_t v = 0; v < vocab; v++)
+            if (!allowed(allow, v))
+                x[v] = -INFINITY;
     apply_logit_bias(x, vocab, p);
     apply_min_tokens(x, st, p);
     apply_penalties(x, st, p);
@@ -666,9 +682,16 @@ int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                     const struct eng_sampling_params *p, struct kern_sample_job *job,
                     struct kern_sample_mod *mods)
 {
+    return eng_sampler_job_masked(st, ws, p, NULL, job, mods);
+}
+
+int eng_sampler_job_masked(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
+                           const struct eng_sampling_params *p, const uint32_t *allow,
+                           struct kern_sample_job *job, struct kern_sample_mod *mods)
+{
     if (st == NULL || ws == NULL || p == NULL || job == NULL || ws->slot == NULL ||
         st->counts == NULL || st->vocab != ws->vocab ||
-        (mods == NULL && eng_sampler_job_mods_max(p, st) > 0))
+        (mods == NULL && (allow || eng_sampler_job_mods_max(p, st) > 0)))
         return ENG_SAMPLER_ERR_INVALID;
     int64_t n = 0;
     if (p->logit_bias != NULL)
@@ -692,6 +715,10 @@ int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                 md->sub_pres = pn.pres;
             }
         }
+    if (allow)
+        for (int64_t t = 0; t < st->vocab; t++)
+            if (!allowed(allow, t))
+                mod_of(ws, mods, &n, (int32_t)t)->ban = 1;
     for (int64_t i = 0; i < n; i++)
         ws->slot[mods[i].token] = -1;
 

@@ -2,7 +2,8 @@
  * vLLM logit processors (logit_bias, min_tokens, repetition / frequency / presence penalties,
  * temperature, min_p, top_k, top_p), drawing with a per-sequence seeded RNG, and reporting
  * logprobs. It does not parse requests, match stop strings or decide when a request ends
- * beyond the token-id test in eng_sampler_is_stop; grammars are not here yet.
+ * beyond the token-id test in eng_sampler_is_stop. Grammars (engine/grammar.h) come in as a
+ * mask of allowed tokens, applied before everything else (the _masked variants).
  *
  * Processing order (vLLM V1, vllm/v1/sample/sampler.py):
  *   1. logit_bias, then min_tokens (eos and stop ids -> -inf)   on the raw logits
@@ -160,6 +161,14 @@ int eng_sampler_sample(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                        const struct eng_sampling_params *p, const float *logits, int64_t vocab,
                        struct eng_sample_result *out);
 
+/* eng_sampler_sample with a grammar's mask: allow ([(vocab + 31) / 32] words, bit t of
+ * allow[t / 32], caller keeps; NULL: no mask) bans every token whose bit is 0 before any other
+ * processing, as a -inf logit. The logprobs stay the raw ones (the model's view). When the
+ * mask leaves no candidate, ENG_SAMPLER_ERR_NO_CANDIDATE. */
+int eng_sampler_sample_masked(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
+                              const struct eng_sampling_params *p, const float *logits,
+                              int64_t vocab, const uint32_t *allow, struct eng_sample_result *out);
+
 /* Whether eng_sampler_sample with these params and this state would return exactly the raw
  * argmax of the logits (kern_argmax_params' rule: NaN as -inf, first index on ties) and use
  * them for nothing else, so that a caller may compute that argmax where the logits are (on a
@@ -232,5 +241,11 @@ int64_t eng_sampler_job_mods_max(const struct eng_sampling_params *p,
 int eng_sampler_job(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
                     const struct eng_sampling_params *p, struct kern_sample_job *job,
                     struct kern_sample_mod *mods);
+
+/* eng_sampler_job with a grammar's mask (as eng_sampler_sample_masked; NULL: none): every
+ * token the mask leaves out gets a ban entry, so mods must have room for the vocabulary. */
+int eng_sampler_job_masked(struct eng_sampler_state *st, struct eng_sampler_ws *ws,
+                           const struct eng_sampling_params *p, const uint32_t *allow,
+                           struct kern_sample_job *job, struct kern_sample_mod *mods);
 
 #endif

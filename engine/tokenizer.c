@@ -920,3 +920,31 @@ int eng_tokenizer_byte_value(const struct eng_tokenizer *tok, int32_t id)
         return -1;
     return tok->byte_of_id[id];
 }
+
+int eng_tokenizer_token_bytes(const struct eng_tokenizer *tok, int32_t id, char *buf, size_t cap)
+{
+    if (tok == NULL || buf == NULL || id < 0 || id >= tok->n_sp || tok->added_of_id[id] >= 0)
+        return -1;
+    if (tok->byte_of_id[id] >= 0) {
+        if (cap < 1)
+            return -1;
+        buf[0] = (char)(unsigned char)tok->byte_of_id[id];
+        return 1;
+    }
+    if (eng_sp_is_control(tok->sp, id) || eng_sp_is_unknown(tok->sp, id))
+        return -1;
+    size_t plen = 0;
+    const char *p = eng_sp_id_to_piece(tok->sp, id, &plen);
+    if (p == NULL || plen > cap || plen > INT32_MAX)
+        return -1;
+    struct buf b = {0};
+    if (put_unescaped(&b, p, plen) != 0) {
+        free(b.p);
+        return -1;
+    }
+    if (b.len > 0)
+        memcpy(buf, b.p, b.len);
+    int n = (int)b.len;
+    free(b.p);
+    return n;
+}

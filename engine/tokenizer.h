@@ -100,4 +100,11 @@ int eng_tokenizer_is_special(const struct eng_tokenizer *tok, int32_t id);
 /* The byte value 0..255 of a byte-fallback piece ("<0x41>" -> 65), or -1 for any other id. */
 int eng_tokenizer_byte_value(const struct eng_tokenizer *tok, int32_t id);
 
+/* The bytes id adds in the middle of a decoded text (no leading-space strip applies there):
+ * a SentencePiece piece with U+2581 as spaces, or the byte of a byte-fallback piece. Writes
+ * them to buf (cap bytes, caller's; the piece's length always suffices) and returns their
+ * number, or -1 for ids that are not plain text (added tokens, control and unknown pieces,
+ * ids out of range) or when cap is too small. Grammars match tokens by these bytes. */
+int eng_tokenizer_token_bytes(const struct eng_tokenizer *tok, int32_t id, char *buf, size_t cap);
+
 #endif

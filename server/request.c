@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "json.h"
-#include "json.h"
+#include "json_schema.h"
 
 /* ---- request-owned memory: a bump arena freed in one go by _destroy ---- */
 
@@ -740,8 +740,8 @@ static int parse_messages(struct ctx *c, const struct eng_json *root, struct srv
     return 0;
 }
 
-/* tools / tool_choice / response_format: refused until tool calling and structured output
- * exist, because silently ignoring them changes what the client gets. */
+/* tools / tool_choice: refused until tool calling exists, because silently ignoring them
+ * changes what the client gets. */
 static int parse_chat_refusals(struct ctx *c, const struct eng_json *root)
 {
     int rc;
@@ -769,28 +769,76 @@ static int parse_chat_refusals(struct ctx *c, const struct eng_json *root)
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
                                  "'tool_choice' must be none, auto, required or a named tool.");
     }
-    const struct eng_json *rf = opt(root, "response_format");
-    if (rf != NULL) {
-        if (rf->type != ENG_JSON_OBJECT)
-            return type_error(c, "response_format", "an object", rf);
-        const struct eng_json *t = eng_json_get(rf, "type");
-        if (t == NULL)
-            return missing(c, "response_format.type");
-        if (t->type != ENG_JSON_STRING)
-            return type_error(c, "response_format.type", "a string", t);
-        if (strcmp(t->u.str, "json_object") == 0 || strcmp(t->u.str, "json_schema") == 0)
-            return srv_error_set(c->err, SRV_ERR_UNSUPPORTED_VALUE, "response_format.type",
-                                 "Structured output ('%s') is not supported by this server yet.",
-                                 t->u.str);
-        if (strcmp(t->u.str, "text") != 0)
-            return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "response_format.type",
-                                 "'response_format.type' must be text, json_object or json_schema.");
-    }
     /* A client-supplied template could reach the engine's internals (vLLM CVE-2025-62426). */
     if ((rc = refuse(c, root, "chat_template", "the server's template is used")) != 0 ||
         (rc = refuse(c, root, "chat_template_kwargs", "the server's template is used")) != 0)
         return rc;
     return 0;
+}
+
+/* response_format (OpenAI; vLLM takes it on completions too): text, json_object (any JSON
+ * object) or json_schema {name, schema, strict, description}. The schema is compiled here, so
+ * that a schema outside the supported subset is a 400 naming the keyword before any work is
+ * queued. strict is accepted either way: the schema is always enforced. */
+static int parse_response_format(struct ctx *c, const struct eng_json *root, struct srv_sampling *s)
+{
+    const struct eng_json *rf = opt(root, "response_format");
+    if (rf == NULL)
+        return 0;
+    if (rf->type != ENG_JSON_OBJECT)
+        return type_error(c, "response_format", "an object", rf);
+    const struct eng_json *t = eng_json_get(rf, "type");
+    if (t == NULL)
+        return missing(c, "response_format.type");
+    if (t->type != ENG_JSON_STRING)
+        return type_error(c, "response_format.type", "a string", t);
+    const struct eng_json *schema = NULL;
+    if (strcmp(t->u.str, "text") == 0)
+        return 0;
+    if (strcmp(t->u.str, "json_schema") == 0) {
+        const struct eng_json *js = opt(rf, "json_schema");
+        if (js == NULL)
+            return missing(c, "response_format.json_schema");
+        if (js->type != ENG_JSON_OBJECT)
+            return type_error(c, "response_format.json_schema", "an object", js);
+        const struct eng_json *name = opt(js, "name");
+        if (name != NULL) {
+            if (name->type != ENG_JSON_STRING)
+                return type_error(c, "response_format.json_schema.name", "a string", name);
+            bool ok = name->len >= 1 && name->len <= 64;
+            for (size_t i = 0; ok && i < name->len; i++) {
+                char ch = name->u.str[i];
+                ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                     (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+            }
+            if (!ok)
+                return srv_error_set(c->err, SRV_ERR_INVALID_VALUE,
+                                     "response_format.json_schema.name",
+                                     "'response_format.json_schema.name' must be 1 to 64 letters, "
+                                     "digits, underscores or dashes.");
+        }
+        const struct eng_json *strict = opt(js, "strict");
+        if (strict != NULL && strict->type != ENG_JSON_BOOL)
+            return type_error(c, "response_format.json_schema.strict", "a boolean", strict);
+        schema = opt(js, "schema");
+        if (schema == NULL)
+            return missing(c, "response_format.json_schema.schema");
+        if (schema->type != ENG_JSON_OBJECT && schema->type != ENG_JSON_BOOL)
+            return type_error(c, "response_format.json_schema.schema", "an object", schema);
+    } else if (strcmp(t->u.str, "json_object") != 0) {
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "response_format.type",
+                             "'response_format.type' must be text, json_object or json_schema.");
+    }
+    char msg[SRV_ERROR_MESSAGE_MAX];
+    const char *param = schema ? "response_format.json_schema.schema" : "response_format";
+    int rc = eng_json_schema_compile(schema, param, &s->grammar, msg, sizeof msg);
+    if (rc == 0)
+        return 0;
+    if (rc == ENG_JSON_SCHEMA_ERR_NOMEM)
+        return nomem(c);
+    return srv_error_set(c->err, rc == ENG_JSON_SCHEMA_ERR_UNSUPPORTED ? SRV_ERR_UNSUPPORTED_VALUE
+                                                                       : SRV_ERR_INVALID_VALUE,
+                         param, "%s", msg);
 }
 
 /* ---- entry points ---- */
@@ -914,6 +962,7 @@ int srv_chat_request_parse(const char *body, size_t len, const struct srv_limits
     bool given;
     if ((rc = parse_model(&c, root, &req->model)) != 0 || (rc = parse_messages(&c, root, req)) != 0 ||
         (rc = parse_sampling(&c, root, true, &req->sampling)) != 0 ||
+        (rc = parse_response_format(&c, root, &req->sampling)) != 0 ||
         (rc = get_bool(&c, root, "logprobs", &req->logprobs, NULL)) != 0 ||
         (rc = get_int(&c, root, "top_logprobs", 0, SRV_MAX_TOP_LOGPROBS, &x, &given)) != 0 ||
         (rc = parse_chat_refusals(&c, root)) != 0)
@@ -1040,6 +1089,7 @@ int srv_completion_request_parse(const char *body, size_t len, const struct srv_
     req->logprobs = -1;
     if ((rc = parse_model(&c, root, &req->model)) != 0 || (rc = parse_prompts(&c, root, req)) != 0 ||
         (rc = parse_sampling(&c, root, false, &req->sampling)) != 0 ||
+        (rc = parse_response_format(&c, root, &req->sampling)) != 0 ||
         (rc = get_bool(&c, root, "echo", &req->echo, NULL)) != 0 ||
         (rc = get_int(&c, root, "logprobs", 0, SRV_MAX_LEGACY_LOGPROBS, &x, &given)) != 0)
         goto fail;
@@ -1077,6 +1127,7 @@ void srv_chat_request_destroy(struct srv_chat_request *req)
 {
     if (req == NULL)
         return;
+    eng_grammar_destroy(req->sampling.grammar);
     mem_free(req->mem);
     free(req);
 }
@@ -1085,6 +1136,7 @@ void srv_completion_request_destroy(struct srv_completion_request *req)
 {
     if (req == NULL)
         return;
+    eng_grammar_destroy(req->sampling.grammar);
     mem_free(req->mem);
     free(req);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "errors.h"
+#include "grammar.h"
 #include "json.h"
 
 /* Defaults of struct srv_limits (srv_limits_default) and hard ceilings. */
@@ -86,6 +87,9 @@ struct srv_sampling {
     size_t n_logit_bias;
     bool stream;
     bool include_usage;           /* stream_options.include_usage (only with stream = true) */
+    /* response_format json_object / json_schema: the compiled grammar every choice follows
+     * (engine/json_schema.h); NULL for text. Owned by the request (freed by _destroy). */
+    struct eng_grammar *grammar;
 };
 
 enum srv_role {
@@ -184,7 +188,8 @@ int srv_json_parse(const char *body, size_t len, const struct eng_json_opts *opt
  * and a message. Errors: everything of srv_json_parse; SRV_ERR_INVALID_JSON when the body is
  * not an object; SRV_ERR_MISSING_PARAM; SRV_ERR_INVALID_TYPE; SRV_ERR_INVALID_VALUE (range);
  * SRV_ERR_UNSUPPORTED_PARAM / _VALUE for fields this server refuses rather than ignores (tools,
- * functions, response_format other than text, chat_template, suffix, best_of > 1);
+ * functions, JSON Schema keywords outside engine/json_schema.h's subset, chat_template,
+ * suffix, best_of > 1);
  * SRV_ERR_MODEL_NOT_FOUND (404) for a model name not in lim->model_names; SRV_ERR_NO_MEMORY.
  * Unknown fields are ignored; a field given as null is treated as absent, except where a
  * required field must be present. */

@@ -479,6 +479,7 @@ int srv_route_chat(struct srv_req *r)
         .n_stop = (int32_t)sp->n_stop,
         .include_stop_str_in_output = sp->include_stop_str_in_output,
         .skip_special_tokens = sp->skip_special_tokens,
+        .grammar = sp->grammar,
         .images = im.in,
         .n_images = im.n_in,
     };

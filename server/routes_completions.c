@@ -484,6 +484,7 @@ int srv_route_completions(struct srv_req *r)
             .n_stop = (int32_t)sp->n_stop,
             .include_stop_str_in_output = sp->include_stop_str_in_output,
             .skip_special_tokens = sp->skip_special_tokens,
+            .grammar = sp->grammar,
             .prompt_logprobs = q->echo && q->logprobs >= 0,
             .prompt_top_logprobs = q->echo && q->logprobs >= 0 ? q->logprobs : 0,
         };

@@ -46,6 +46,10 @@ struct rcase {
 static const struct rcase cases[] = {
     /* baseline */
     {"ok", CHAT, CHAT_OK(""), 200, NULL, NULL},
+    /* vLLM takes response_format on completions too */
+    {"P8", COMPL, COMPL_OK(",\"response_format\":{\"type\":\"json_object\"}"), 200, NULL, NULL},
+    {"P8", COMPL, COMPL_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":"
+                           "{\"minimum\":1}}}"), 400, "response_format.json_schema.schema", "unsupported_value"},
     {"ok", COMPL, COMPL_OK(""), 200, NULL, NULL},
     /* B1: not an object */
     {"B1", CHAT, "", 400, NULL, "invalid_json"},
@@ -187,10 +191,29 @@ static const struct rcase cases[] = {
     {"C8", CHAT, CHAT_OK(",\"tool_choice\":\"sometimes\""), 400, "tool_choice", "invalid_value"},
     {"C8", CHAT, CHAT_OK(",\"tool_choice\":\"none\",\"tools\":null"), 200, NULL, NULL},
     {"C8", CHAT, CHAT_OK(",\"functions\":[{\"name\":\"f\"}]"), 400, "functions", "unsupported_parameter"},
-    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\"}"), 400, "response_format.type",
-     "unsupported_value"},
-    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_object\"}"), 400, "response_format.type",
-     "unsupported_value"},
+    /* response_format: json_object and json_schema compile at parse time (engine/json_schema.h) */
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_object\"}"), 200, NULL, NULL},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\"}"), 400,
+     "response_format.json_schema", "missing_required_parameter"},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\"}}"),
+     400, "response_format.json_schema.schema", "missing_required_parameter"},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":[]}"), 400,
+     "response_format.json_schema", "invalid_type"},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a b\","
+                         "\"schema\":{}}}"), 400, "response_format.json_schema.name", "invalid_value"},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+                         "\"strict\":1,\"schema\":{}}}"), 400, "response_format.json_schema.strict", "invalid_type"},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+                         "\"schema\":\"s\"}}"), 400, "response_format.json_schema.schema", "invalid_type"},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+                         "\"strict\":true,\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":"
+                         "\"integer\"}},\"required\":[\"a\"]}}}"), 200, NULL, NULL},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+                         "\"schema\":{\"type\":\"string\",\"pattern\":\"a+\"}}}"), 400,
+     "response_format.json_schema.schema", "unsupported_value"},
+    {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+                         "\"schema\":{\"type\":\"strin\"}}}"), 400, "response_format.json_schema.schema",
+     "invalid_value"},
     {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"yaml\"}"), 400, "response_format.type",
      "invalid_value"},
     {"C8", CHAT, CHAT_OK(",\"response_format\":{}"), 400, "response_format.type", "missing_required_parameter"},

@@ -1,0 +1,984 @@
+/* Byte-level context-free grammars for constrained decoding: building and checking a grammar,
+ * the matcher's set of parse stacks, and the token mask computed by walking a trie of the
+ * vocabulary. JSON Schema is engine/json_schema.c's; sampling is engine/sampler.c's. */
+#include "grammar.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- elements ----
+ * One uint32 each: the top two bits say what it is. An alternative is a run of elements
+ * ending with ELEM_END. */
+#define ELEM_END 0u
+#define ELEM_REF 1u   /* low 30 bits: rule id */
+#define ELEM_RANGE 2u /* bits 0-7: lo, 8-15: hi */
+#define ELEM_CLASS 3u /* low 30 bits: index into classes */
+#define ELEM_KIND(e) ((e) >> 30)
+#define ELEM_VAL(e) ((e) & 0x3FFFFFFFu)
+#define ELEM(kind, val) (((uint32_t)(kind) << 30) | (uint32_t)(val))
+
+#define CLASS_HASH_BITS 12
+
+struct alt {
+    int32_t rule;
+    uint32_t start; /* first element */
+};
+
+struct eng_grammar {
+    uint32_t *elems;
+    size_t n_elems, cap_elems;
+    uint32_t (*classes)[8];
+    int32_t n_classes, cap_classes;
+    int32_t class_hash[1 << CLASS_HASH_BITS]; /* class index + 1, 0 empty; a cache only */
+    struct alt *alts;
+    int32_t n_alts, cap_alts;
+    int32_t n_rules;
+    bool open;      /* an alternative is being built */
+    bool finished;
+    bool failed;
+    /* After finish: rule r's alternatives' starts are alt_start[rule_alt[r] .. rule_alt[r+1]). */
+    int32_t *rule_alt;   /* [n_rules + 1] */
+    uint32_t *alt_start; /* [n_alts] */
+};
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) {
+        if (c > SIZE_MAX / 2 / elem)
+            return ENG_GRAMMAR_ERR_NOMEM;
+        c *= 2;
+    }
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+int eng_grammar_create(struct eng_grammar **out)
+{
+    if (!out)
+        return ENG_GRAMMAR_ERR_INVALID;
+    *out = calloc(1, sizeof **out);
+    return *out ? 0 : ENG_GRAMMAR_ERR_NOMEM;
+}
+
+void eng_grammar_destroy(struct eng_grammar *g)
+{
+    if (!g)
+        return;
+    free(g->elems);
+    free(g->classes);
+    free(g->alts);
+    free(g->rule_alt);
+    free(g->alt_start);
+    free(g);
+}
+
+static bool building(const struct eng_grammar *g)
+{
+    return g && !g->finished && !g->failed;
+}
+
+static int fail(struct eng_grammar *g, int rc)
+{
+    g->failed = true;
+    return rc;
+}
+
+static int push_elem(struct eng_grammar *g, uint32_t e)
+{
+    if (g->n_elems >= ENG_GRAMMAR_MAX_ELEMS)
+        return fail(g, ENG_GRAMMAR_ERR_TOO_BIG);
+    if (grow((void **)&g->elems, &g->cap_elems, g->n_elems + 1, sizeof *g->elems) != 0)
+        return fail(g, ENG_GRAMMAR_ERR_NOMEM);
+    g->elems[g->n_elems++] = e;
+    return 0;
+}
+
+int32_t eng_grammar_rule(struct eng_grammar *g)
+{
+    if (!building(g))
+        return ENG_GRAMMAR_ERR_INVALID;
+    if (g->n_rules >= ENG_GRAMMAR_MAX_RULES)
+        return fail(g, ENG_GRAMMAR_ERR_TOO_BIG);
+    return g->n_rules++;
+}
+
+int eng_grammar_alt(struct eng_grammar *g, int32_t rule)
+{
+    if (!building(g) || rule < 0 || rule >= g->n_rules)
+        return g ? fail(g, ENG_GRAMMAR_ERR_INVALID) : ENG_GRAMMAR_ERR_INVALID;
+    int rc;
+    if (g->open && (rc = push_elem(g, ELEM(ELEM_END, 0))) != 0)
+        return rc;
+    size_t cap = (size_t)g->cap_alts;
+    if (grow((void **)&g->alts, &cap, (size_t)g->n_alts + 1, sizeof *g->alts) != 0)
+        return fail(g, ENG_GRAMMAR_ERR_NOMEM);
+    g->cap_alts = (int32_t)cap;
+    g->alts[g->n_alts++] = (struct alt){.rule = rule, .start = (uint32_t)g->n_elems};
+    g->open = true;
+    return 0;
+}
+
+static bool class_empty(const uint32_t set[8])
+{
+    uint32_t any = 0;
+    for (int i = 0; i < 8; i++)
+        any |= set[i];
+    return any == 0;
+}
+
+static uint32_t class_hash(const uint32_t set[8])
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 8; i++)
+        h = (h ^ set[i]) * 16777619u;
+    return h >> (32 - CLASS_HASH_BITS);
+}
+
+int eng_grammar_add_class(struct eng_grammar *g, const uint32_t set[8])
+{
+    if (!building(g) || !g->open || !set || class_empty(set))
+        return g ? fail(g, ENG_GRAMMAR_ERR_INVALID) : ENG_GRAMMAR_ERR_INVALID;
+    /* A contiguous range fits in the element itself. */
+    int lo = -1, hi = -1;
+    bool contiguous = true;
+    for (int b = 0; b < 256; b++) {
+        bool in = (set[b >> 5] >> (b & 31)) & 1u;
+        if (in && lo < 0)
+            lo = b;
+        if (in && hi >= 0 && hi != b - 1)
+            contiguous = false;
+        if (in)
+            hi = b;
+    }
+    if (contiguous)
+        return push_elem(g, ELEM(ELEM_RANGE, (uint32_t)lo | ((uint32_t)hi << 8)));
+    uint32_t h = class_hash(set);
+    int32_t k = g->class_hash[h] - 1;
+    if (k < 0 || memcmp(g->classes[k], set, sizeof g->classes[k]) != 0) {
+        size_t cap = (size_t)g->cap_classes;
+        if (g->n_classes >= ENG_GRAMMAR_MAX_RULES)
+            return fail(g, ENG_GRAMMAR_ERR_TOO_BIG);
+        if (grow((void **)&g->classes, &cap, (size_t)g->n_classes + 1, sizeof *g->classes) != 0)
+            return fail(g, ENG_GRAMMAR_ERR_NOMEM);
+        g->cap_classes = (int32_t)cap;
+        k = g->n_classes++;
+        memcpy(g->classes[k], set, sizeof g->classes[k]);
+        g->class_hash[h] = k + 1;
+    }
+    return push_elem(g, ELEM(ELEM_CLASS, (uint32_t)k));
+}
+
+int eng_grammar_add_range(struct eng_grammar *g, uint8_t lo, uint8_t hi)
+{
+    if (!building(g) || !g->open || lo > hi)
+        return g ? fail(g, ENG_GRAMMAR_ERR_INVALID) : ENG_GRAMMAR_ERR_INVALID;
+    return push_elem(g, ELEM(ELEM_RANGE, (uint32_t)lo | ((uint32_t)hi << 8)));
+}
+
+int eng_grammar_add_literal(struct eng_grammar *g, const char *s, size_t len)
+{
+    if (!building(g) || !g->open || (!s && len > 0))
+        return g ? fail(g, ENG_GRAMMAR_ERR_INVALID) : ENG_GRAMMAR_ERR_INVALID;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = (uint8_t)s[i];
+        int rc = push_elem(g, ELEM(ELEM_RANGE, (uint32_t)c | ((uint32_t)c << 8)));
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int eng_grammar_add_ref(struct eng_grammar *g, int32_t rule)
+{
+    if (!building(g) || !g->open || rule < 0)
+        return g ? fail(g, ENG_GRAMMAR_ERR_INVALID) : ENG_GRAMMAR_ERR_INVALID;
+    return push_elem(g, ELEM(ELEM_REF, (uint32_t)rule));
+}
+
+/* Rule r can derive the empty text: fixpoint over all alternatives. */
+static int compute_nullable(const struct eng_grammar *g, bool *nullable)
+{
+    bool changed = true;
+    while (changed) {
+        changed = false;
+        for (int32_t a = 0; a < g->n_alts; a++) {
+            int32_t r = g->alts[a].rule;
+            if (nullable[r])
+                continue;
+            bool all = true;
+            for (uint32_t p = g->alts[a].start; g->elems[p] != ELEM(ELEM_END, 0); p++) {
+                uint32_t e = g->elems[p];
+                if (ELEM_KIND(e) != ELEM_REF || !nullable[ELEM_VAL(e)]) {
+                    all = false;
+                    break;
+                }
+            }
+            if (all) {
+                nullable[r] = true;
+                changed = true;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Left edges: rule r -> every rule referenced in r's alternatives before the first element
+ * that must consume a byte. A cycle among them is left recursion or a cycle of empty rules,
+ * either of which would make the matcher's expansion loop forever. Iterative DFS. */
+static int check_left_recursion(const struct eng_grammar *g, const bool *nullable)
+{
+    int32_t R = g->n_rules;
+    uint8_t *color = calloc((size_t)R, 1);
+    /* frame: rule, index of its next alternative, position inside it */
+    struct frame {
+        int32_t rule, alt;
+        uint32_t pos;
+    } *st = malloc((size_t)R * sizeof *st);
+    if (!color || !st) {
+        free(color);
+        free(st);
+        return ENG_GRAMMAR_ERR_NOMEM;
+    }
+    int rc = 0;
+    for (int32_t root = 0; root < R && rc == 0; root++) {
+        if (color[root])
+            continue;
+        int32_t sp = 0;
+        st[sp++] = (struct frame){root, g->rule_alt[root], g->alt_start[g->rule_alt[root]]};
+        color[root] = 1;
+        while (sp > 0 && rc == 0) {
+            struct frame *f = &st[sp - 1];
+            if (f->alt >= g->rule_alt[f->rule + 1]) {
+                color[f->rule] = 2;
+                sp--;
+                continue;
+            }
+            uint32_t e = g->elems[f->pos];
+            if (ELEM_KIND(e) != ELEM_REF) {
+                /* END, or a byte: this alternative has no more left edges. */
+                f->alt++;
+                if (f->alt < g->rule_alt[f->rule + 1])
+                    f->pos = g->alt_start[f->alt];
+                continue;
+            }
+            int32_t t = (int32_t)ELEM_VAL(e);
+            if (nullable[t])
+                f->pos++; /* later elements are left edges too */
+            else {
+                f->alt++;
+                if (f->alt < g->rule_alt[f->rule + 1])
+                    f->pos = g->alt_start[f->alt];
+            }
+            if (color[t] == 1) {
+                rc = ENG_GRAMMAR_ERR_RECURSION;
+            } else if (color[t] == 0) {
+                color[t] = 1;
+                st[sp++] = (struct frame){t, g->rule_alt[t], g->alt_start[g->rule_alt[t]]};
+            }
+        }
+    }
+    free(color);
+    free(st);
+    return rc;
+}
+
+int eng_grammar_finish(struct eng_grammar *g)
+{
+    if (!building(g) || g->n_rules == 0)
+        return g ? fail(g, ENG_GRAMMAR_ERR_INVALID) : ENG_GRAMMAR_ERR_INVALID;
+    int rc;
+    if (g->open && (rc = push_elem(g, ELEM(ELEM_END, 0))) != 0)
+        return rc;
+    g->open = false;
+    for (size_t i = 0; i < g->n_elems; i++)
+        if (ELEM_KIND(g->elems[i]) == ELEM_REF && (int32_t)ELEM_VAL(g->elems[i]) >= g->n_rules)
+            return fail(g, ENG_GRAMMAR_ERR_INVALID);
+    g->rule_alt = calloc((size_t)g->n_rules + 1, sizeof *g->rule_alt);
+    g->alt_start = malloc(((size_t)g->n_alts + 1) * sizeof *g->alt_start);
+    bool *nullable = calloc((size_t)g->n_rules, sizeof *nullable);
+    if (!g->rule_alt || !g->alt_start || !nullable) {
+        free(nullable);
+        return fail(g, ENG_GRAMMAR_ERR_NOMEM);
+    }
+    /* Counting sort of the alternatives by rule, keeping their order within a rule. */
+    for (int32_t a = 0; a < g->n_alts; a++)
+        g->rule_alt[g->alts[a].rule + 1]++;
+    for (int32_t r = 0; r < g->n_rules; r++) {
+        if (g->rule_alt[r + 1] == 0) {
+            free(nullable);
+            return fail(g, ENG_GRAMMAR_ERR_INVALID);
+        }
+        g->rule_alt[r + 1] += g->rule_alt[r];
+    }
+    int32_t *fill = malloc((size_t)g->n_rules * sizeof *fill);
+    if (!fill) {
+        free(nullable);
+        return fail(g, ENG_GRAMMAR_ERR_NOMEM);
+    }
+    memcpy(fill, g->rule_alt, (size_t)g->n_rules * sizeof *fill);
+    for (int32_t a = 0; a < g->n_alts; a++)
+        g->alt_start[fill[g->alts[a].rule]++] = g->alts[a].start;
+    free(fill);
+    compute_nullable(g, nullable);
+    rc = check_left_recursion(g, nullable);
+    free(nullable);
+    if (rc != 0)
+        return fail(g, rc);
+    g->finished = true;
+    return 0;
+}
+
+size_t eng_grammar_n_elems(const struct eng_grammar *g)
+{
+    return g ? g->n_elems : 0;
+}
+
+int32_t eng_grammar_n_rules(const struct eng_grammar *g)
+{
+    return g ? g->n_rules : 0;
+}
+
+static void *dup_mem(const void *p, size_t n)
+{
+    void *q = malloc(n ? n : 1);
+    if (q && n)
+        memcpy(q, p, n);
+    return q;
+}
+
+int eng_grammar_clone(const struct eng_grammar *g, struct eng_grammar **out)
+{
+    if (!out || !g || !g->finished)
+        return ENG_GRAMMAR_ERR_INVALID;
+    struct eng_grammar *c = calloc(1, sizeof *c);
+    if (!c)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    *c = *g;
+    c->elems = dup_mem(g->elems, g->n_elems * sizeof *g->elems);
+    c->classes = dup_mem(g->classes, (size_t)g->n_classes * sizeof *g->classes);
+    c->alts = dup_mem(g->alts, (size_t)g->n_alts * sizeof *g->alts);
+    c->rule_alt = dup_mem(g->rule_alt, ((size_t)g->n_rules + 1) * sizeof *g->rule_alt);
+    c->alt_start = dup_mem(g->alt_start, ((size_t)g->n_alts + 1) * sizeof *g->alt_start);
+    c->cap_elems = g->n_elems;
+    c->cap_classes = g->n_classes;
+    c->cap_alts = g->n_alts;
+    if (!c->elems || !c->classes || !c->alts || !c->rule_alt || !c->alt_start) {
+        eng_grammar_destroy(c);
+        return ENG_GRAMMAR_ERR_NOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+static bool elem_matches(const struct eng_grammar *g, uint32_t e, uint8_t c)
+{
+    if (ELEM_KIND(e) == ELEM_RANGE)
+        return c >= (e & 0xFFu) && c <= ((e >> 8) & 0xFFu);
+    const uint32_t *set = g->classes[ELEM_VAL(e)];
+    return (set[c >> 5] >> (c & 31)) & 1u;
+}
+
+/* ORs the bytes element e (a byte class) accepts into set. */
+static void elem_or_bytes(const struct eng_grammar *g, uint32_t e, uint32_t set[8])
+{
+    if (ELEM_KIND(e) == ELEM_RANGE) {
+        for (uint32_t b = e & 0xFFu; b <= ((e >> 8) & 0xFFu); b++)
+            set[b >> 5] |= 1u << (b & 31);
+        return;
+    }
+    const uint32_t *cs = g->classes[ELEM_VAL(e)];
+    for (int i = 0; i < 8; i++)
+        set[i] |= cs[i];
+}
+
+/* ---- the vocabulary trie ---- */
+
+struct trie_node {
+    int32_t first_child, next_sibling; /* -1: none */
+    int32_t tok_start, n_tok;          /* ids ending here: vocab->ids[tok_start ..) */
+    uint8_t byte;
+};
+
+struct eng_grammar_vocab {
+    int64_t vocab;
+    struct trie_node *nodes; /* [n_nodes]; 0 is the root (no byte) */
+    int32_t n_nodes;
+    int32_t *ids;            /* [n_ids] sorted by their text */
+    int32_t n_ids;
+    int32_t max_len;
+    char *text;              /* every id's text, back to back */
+    uint32_t *off, *len;     /* [vocab] id's text: text[off .. off + len); len 0: none */
+};
+
+struct tok_text {
+    int32_t id;
+    uint32_t off, len;
+    const char *base;
+};
+
+static int cmp_text(const void *pa, const void *pb)
+{
+    const struct tok_text *a = pa, *b = pb;
+    uint32_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->base + a->off, b->base + b->off, n);
+    if (c != 0)
+        return c;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+void eng_grammar_vocab_destroy(struct eng_grammar_vocab *v)
+{
+    if (!v)
+        return;
+    free(v->nodes);
+    free(v->ids);
+    free(v->text);
+    free(v->off);
+    free(v->len);
+    free(v);
+}
+
+int eng_grammar_vocab_create(const struct eng_tokenizer *tok, int64_t vocab,
+                             struct eng_grammar_vocab **out)
+{
+    if (!out || !tok || vocab < 1 || vocab > INT32_MAX / 2)
+        return ENG_GRAMMAR_ERR_INVALID;
+    *out = NULL;
+    struct eng_grammar_vocab *v = calloc(1, sizeof *v);
+    struct tok_text *tt = malloc((size_t)vocab * sizeof *tt);
+    char *text = NULL;
+    int32_t *last_child = NULL;
+    size_t n_text = 0, cap_text = 0;
+    int rc = ENG_GRAMMAR_ERR_NOMEM;
+    if (!v || !tt)
+        goto fail;
+    v->vocab = vocab;
+    v->off = calloc((size_t)vocab, sizeof *v->off);
+    v->len = calloc((size_t)vocab, sizeof *v->len);
+    if (!v->off || !v->len)
+        goto fail;
+    int32_t n = 0;
+    for (int32_t id = 0; id < vocab; id++) {
+        size_t plen = 0;
+        if (!eng_tokenizer_id_to_piece(tok, id, &plen))
+            continue;
+        if (grow((void **)&text, &cap_text, n_text + plen + 1, 1) != 0)
+            goto fail;
+        int len = eng_tokenizer_token_bytes(tok, id, text + n_text, plen + 1);
+        if (len <= 0)
+            continue;
+        tt[n++] = (struct tok_text){.id = id, .off = (uint32_t)n_text, .len = (uint32_t)len};
+        v->off[id] = (uint32_t)n_text;
+        v->len[id] = (uint32_t)len;
+        n_text += (size_t)len;
+    }
+    for (int32_t i = 0; i < n; i++)
+        tt[i].base = text;
+    qsort(tt, (size_t)n, sizeof *tt, cmp_text);
+    v->ids = malloc(((size_t)n + 1) * sizeof *v->ids);
+    size_t cap_nodes = 0;
+    if (!v->ids || grow((void **)&v->nodes, &cap_nodes, 1, sizeof *v->nodes) != 0)
+        goto fail;
+    v->nodes[0] = (struct trie_node){.first_child = -1, .next_sibling = -1};
+    v->n_nodes = 1;
+    /* Sorted insertion: path[d] is the node of the previous text's first d bytes; the new
+     * text keeps the common prefix and hangs new nodes below it. A node's children come in
+     * byte order, its last child is the latest one made below it. */
+    int32_t path[257];
+    size_t cap_last = 0;
+    uint32_t prev_len = 0;
+    const char *prev = NULL;
+    path[0] = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const char *s = text + tt[i].off;
+        uint32_t len = tt[i].len;
+        if (len > 256)
+            continue; /* no piece is this long; a guard for the fixed path */
+        uint32_t lcp = 0;
+        while (prev && lcp < prev_len && lcp < len && prev[lcp] == s[lcp])
+            lcp++;
+        for (uint32_t d = lcp; d < len; d++) {
+            if (grow((void **)&v->nodes, &cap_nodes, (size_t)v->n_nodes + 1, sizeof *v->nodes) != 0 ||
+                grow((void **)&last_child, &cap_last, (size_t)v->n_nodes + 1, sizeof *last_child) != 0)
+                goto fail;
+            int32_t k = v->n_nodes++, parent = path[d];
+            v->nodes[k] = (struct trie_node){.first_child = -1, .next_sibling = -1,
+                                             .tok_start = 0, .n_tok = 0, .byte = (uint8_t)s[d]};
+            if (v->nodes[parent].first_child < 0)
+                v->nodes[parent].first_child = k;
+            else
+                v->nodes[last_child[parent]].next_sibling = k;
+            last_child[parent] = k;
+            path[d + 1] = k;
+        }
+        struct trie_node *end = &v->nodes[path[len]];
+        if (end->n_tok == 0)
+            end->tok_start = v->n_ids;
+        end->n_tok++;
+        v->ids[v->n_ids++] = tt[i].id;
+        if (len > (uint32_t)v->max_len)
+            v->max_len = (int32_t)len;
+        prev = s;
+        prev_len = len;
+    }
+    free(last_child);
+    free(tt);
+    v->text = text;
+    *out = v;
+    return 0;
+fail:
+    free(last_child);
+    free(tt);
+    free(text);
+    eng_grammar_vocab_destroy(v);
+    return rc;
+}
+
+/* ---- matcher ----
+ * A parse is a stack of continuation positions, linked towards the bottom: the top is the
+ * byte class to match next; each node below is where to go on when the rule above it ends.
+ * A reference in tail position pushes nothing (its rule returns straight to the parent), so
+ * right recursion keeps the depth constant. Nodes live in bump arenas: the current set in one
+ * of two "keep" arenas (copied into the other after each accepted token, which drops the dead
+ * parses), and everything a mask or an advance computes in the scratch arena, released
+ * level by level as the trie walk returns. */
+
+struct stack_node {
+    uint32_t pos;   /* an element: a byte class for a top, a continuation below */
+    uint32_t depth; /* nodes from here to the bottom */
+    const struct stack_node *parent;
+};
+
+struct set {
+    const struct stack_node **s; /* [n], room for ENG_GRAMMAR_MAX_STACKS */
+    int32_t n;
+    bool complete;               /* the text so far is a whole sentence */
+};
+
+#define ARENA_CHUNK ((size_t)1 << 16)
+
+struct arena {
+    char **chunks;
+    int32_t n_chunks, cap_chunks;
+    int32_t cur;
+    size_t off;
+};
+
+struct arena_mark {
+    int32_t cur;
+    size_t off;
+};
+
+static void *arena_alloc(struct arena *a, size_t n)
+{
+    n = (n + 7) & ~(size_t)7;
+    if (n > ARENA_CHUNK)
+        return NULL;
+    if (a->n_chunks == 0 || a->off + n > ARENA_CHUNK) {
+        int32_t next = a->n_chunks == 0 ? 0 : a->cur + 1;
+        if (next == a->n_chunks) {
+            size_t cap = (size_t)a->cap_chunks;
+            if (grow((void **)&a->chunks, &cap, (size_t)a->n_chunks + 1, sizeof *a->chunks) != 0)
+                return NULL;
+            a->cap_chunks = (int32_t)cap;
+            if (!(a->chunks[a->n_chunks] = malloc(ARENA_CHUNK)))
+                return NULL;
+            a->n_chunks++;
+        }
+        a->cur = next;
+        a->off = 0;
+    }
+    void *p = a->chunks[a->cur] + a->off;
+    a->off += n;
+    return p;
+}
+
+static struct arena_mark arena_mark(const struct arena *a)
+{
+    return (struct arena_mark){a->cur, a->off};
+}
+
+static void arena_release(struct arena *a, struct arena_mark m)
+{
+    a->cur = m.cur;
+    a->off = m.off;
+}
+
+static void arena_reset(struct arena *a)
+{
+    a->cur = 0;
+    a->off = 0;
+    if (a->n_chunks == 0)
+        a->off = ARENA_CHUNK; /* the first alloc makes chunk 0 */
+}
+
+static void arena_free(struct arena *a)
+{
+    for (int32_t i = 0; i < a->n_chunks; i++)
+        free(a->chunks[i]);
+    free(a->chunks);
+    memset(a, 0, sizeof *a);
+}
+
+#define CACHE_SLOTS 16
+#define EXPAND_STEPS_MAX (1 << 16)
+
+struct cache_entry {
+    uint32_t *key;  /* the set it was computed for (serialize_set) */
+    size_t key_len, key_cap;
+    uint32_t *mask; /* [words] */
+    int64_t n_allowed;
+    uint64_t used;  /* clock of the last hit; 0: empty */
+};
+
+struct work {
+    uint32_t pos;
+    const struct stack_node *parent;
+};
+
+struct eng_grammar_matcher {
+    const struct eng_grammar *g;
+    const struct eng_grammar_vocab *v;
+    struct arena keep[2];
+    int keep_i;
+    struct set cur;               /* in keep[keep_i] */
+    struct arena tmp;
+    struct work *work;
+    size_t cap_work;
+    uint32_t *key;                /* serialize_set scratch */
+    size_t key_len, key_cap;
+    struct cache_entry cache[CACHE_SLOTS];
+    uint64_t clock;
+};
+
+static bool stack_equal(const struct stack_node *a, const struct stack_node *b)
+{
+    while (a && b) {
+        if (a == b)
+            return true;
+        if (a->pos != b->pos)
+            return false;
+        a = a->parent;
+        b = b->parent;
+    }
+    return a == b;
+}
+
+static int set_init(struct arena *a, struct set *s)
+{
+    s->s = arena_alloc(a, ENG_GRAMMAR_MAX_STACKS * sizeof *s->s);
+    s->n = 0;
+    s->complete = false;
+    return s->s ? 0 : ENG_GRAMMAR_ERR_NOMEM;
+}
+
+static struct stack_node *node_new(struct arena *a, uint32_t pos, const struct stack_node *parent)
+{
+    struct stack_node *n = arena_alloc(a, sizeof *n);
+    if (n)
+        *n = (struct stack_node){pos, parent ? parent->depth + 1 : 1, parent};
+    return n;
+}
+
+static int push_work(struct eng_grammar_matcher *m, size_t *nw, uint32_t pos,
+                     const struct stack_node *parent)
+{
+    if (grow((void **)&m->work, &m->cap_work, *nw + 1, sizeof *m->work) != 0)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    m->work[(*nw)++] = (struct work){pos, parent};
+    return 0;
+}
+
+/* Adds to out every parse that starts at element pos with parent below it, each with a byte
+ * class on top (or the whole text complete). Iterative: the grammar's depth never becomes the
+ * C stack's. */
+static int expand(struct eng_grammar_matcher *m, struct arena *a, uint32_t pos,
+                  const struct stack_node *parent, struct set *out)
+{
+    const struct eng_grammar *g = m->g;
+    size_t nw = 0;
+    int rc = push_work(m, &nw, pos, parent);
+    long steps = 0;
+    while (rc == 0 && nw > 0) {
+        struct work w = m->work[--nw];
+        uint32_t p = w.pos;
+        const struct stack_node *pr = w.parent;
+        for (;;) {
+            if (++steps > EXPAND_STEPS_MAX)
+                return ENG_GRAMMAR_ERR_AMBIGUOUS;
+            uint32_t e = g->elems[p];
+            if (e == ELEM(ELEM_END, 0)) {
+                if (!pr) {
+                    out->complete = true;
+                    break;
+                }
+                p = pr->pos;
+                pr = pr->parent;
+                continue;
+            }
+            if (ELEM_KIND(e) == ELEM_REF) {
+                const struct stack_node *cont = pr;
+                if (g->elems[p + 1] != ELEM(ELEM_END, 0)) {
+                    if ((pr ? pr->depth : 0) + 1 > ENG_GRAMMAR_MAX_DEPTH)
+                        break; /* too deep: this parse is dropped */
+                    if (!(cont = node_new(a, p + 1, pr)))
+                        return ENG_GRAMMAR_ERR_NOMEM;
+                }
+                int32_t r = (int32_t)ELEM_VAL(e);
+                /* Pushed last first, so that alternatives are tried in order. */
+                for (int32_t k = g->rule_alt[r + 1] - 1; k >= g->rule_alt[r] && rc == 0; k--)
+                    rc = push_work(m, &nw, g->alt_start[k], cont);
+                break;
+            }
+            bool dup = false;
+            for (int32_t i = 0; i < out->n && !dup; i++)
+                dup = out->s[i]->pos == p && stack_equal(out->s[i]->parent, pr);
+            if (!dup) {
+                if (out->n >= ENG_GRAMMAR_MAX_STACKS)
+                    return ENG_GRAMMAR_ERR_AMBIGUOUS;
+                struct stack_node *n = node_new(a, p, pr);
+                if (!n)
+                    return ENG_GRAMMAR_ERR_NOMEM;
+                out->s[out->n++] = n;
+            }
+            break;
+        }
+    }
+    return rc;
+}
+
+/* out = the parses of in after byte c (out's array and nodes from a). */
+static int advance(struct eng_grammar_matcher *m, struct arena *a, const struct set *in,
+                   uint8_t c, struct set *out)
+{
+    int rc = set_init(a, out);
+    for (int32_t i = 0; i < in->n && rc == 0; i++) {
+        const struct stack_node *s = in->s[i];
+        if (elem_matches(m->g, m->g->elems[s->pos], c))
+            rc = expand(m, a, s->pos + 1, s->parent, out);
+    }
+    return rc;
+}
+
+/* A deep copy of the stack into a (sharing is not kept; depth is bounded). */
+static const struct stack_node *copy_stack(struct arena *a, const struct stack_node *s)
+{
+    const struct stack_node *chain[ENG_GRAMMAR_MAX_DEPTH + 1];
+    int32_t n = 0;
+    for (; s && n <= ENG_GRAMMAR_MAX_DEPTH; s = s->parent)
+        chain[n++] = s;
+    const struct stack_node *below = NULL;
+    while (n > 0) {
+        struct stack_node *c = node_new(a, chain[--n]->pos, below);
+        if (!c)
+            return NULL;
+        below = c;
+    }
+    return below;
+}
+
+/* Makes next (built in tmp) the current set, in the other keep arena. */
+static int commit(struct eng_grammar_matcher *m, const struct set *next)
+{
+    struct arena *dst = &m->keep[1 - m->keep_i];
+    arena_reset(dst);
+    struct set s;
+    int rc = set_init(dst, &s);
+    for (int32_t i = 0; i < next->n && rc == 0; i++)
+        if (!(s.s[s.n++] = copy_stack(dst, next->s[i])))
+            rc = ENG_GRAMMAR_ERR_NOMEM;
+    if (rc != 0)
+        return rc;
+    s.complete = next->complete;
+    m->cur = s;
+    m->keep_i = 1 - m->keep_i;
+    return 0;
+}
+
+int eng_grammar_matcher_create(const struct eng_grammar *g, const struct eng_grammar_vocab *v,
+                               struct eng_grammar_matcher **out)
+{
+    if (!out || !g || !g->finished)
+        return ENG_GRAMMAR_ERR_INVALID;
+    *out = NULL;
+    struct eng_grammar_matcher *m = calloc(1, sizeof *m);
+    if (!m)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    m->g = g;
+    m->v = v;
+    arena_reset(&m->keep[0]);
+    arena_reset(&m->keep[1]);
+    arena_reset(&m->tmp);
+    struct set start;
+    int rc = set_init(&m->tmp, &start);
+    for (int32_t k = g->rule_alt[0]; k < g->rule_alt[1] && rc == 0; k++)
+        rc = expand(m, &m->tmp, g->alt_start[k], NULL, &start);
+    if (rc == 0)
+        rc = commit(m, &start);
+    arena_reset(&m->tmp);
+    if (rc != 0) {
+        eng_grammar_matcher_destroy(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void eng_grammar_matcher_destroy(struct eng_grammar_matcher *m)
+{
+    if (!m)
+        return;
+    arena_free(&m->keep[0]);
+    arena_free(&m->keep[1]);
+    arena_free(&m->tmp);
+    free(m->work);
+    free(m->key);
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        free(m->cache[i].key);
+        free(m->cache[i].mask);
+    }
+    free(m);
+}
+
+int eng_grammar_matcher_accept_bytes(struct eng_grammar_matcher *m, const char *s, size_t len)
+{
+    if (!m || (!s && len > 0))
+        return ENG_GRAMMAR_ERR_INVALID;
+    arena_reset(&m->tmp);
+    struct set cur = m->cur, next;
+    int rc = 0;
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        rc = advance(m, &m->tmp, &cur, (uint8_t)s[i], &next);
+        if (rc == 0 && next.n == 0 && !(next.complete && i + 1 == len))
+            rc = ENG_GRAMMAR_ERR_REJECTED;
+        cur = next;
+    }
+    if (rc == 0 && len > 0)
+        rc = commit(m, &cur);
+    arena_reset(&m->tmp);
+    return rc;
+}
+
+int eng_grammar_matcher_accept_token(struct eng_grammar_matcher *m, int32_t token)
+{
+    if (!m || !m->v)
+        return ENG_GRAMMAR_ERR_INVALID;
+    if (token < 0 || token >= m->v->vocab || m->v->len[token] == 0)
+        return ENG_GRAMMAR_ERR_REJECTED;
+    return eng_grammar_matcher_accept_bytes(m, m->v->text + m->v->off[token], m->v->len[token]);
+}
+
+bool eng_grammar_matcher_complete(const struct eng_grammar_matcher *m)
+{
+    return m && m->cur.complete;
+}
+
+bool eng_grammar_matcher_can_continue(const struct eng_grammar_matcher *m)
+{
+    return m && m->cur.n > 0;
+}
+
+/* The trie walk: below trie node `node`, with the parses `in` of the text up to it, sets the
+ * bits of every token whose text the grammar allows. Returns the count or an error. */
+static int64_t walk(struct eng_grammar_matcher *m, int32_t node, const struct set *in,
+                    uint32_t *allow)
+{
+    const struct eng_grammar_vocab *v = m->v;
+    uint32_t bytes[8] = {0};
+    for (int32_t i = 0; i < in->n; i++)
+        elem_or_bytes(m->g, m->g->elems[in->s[i]->pos], bytes);
+    int64_t count = 0;
+    for (int32_t c = v->nodes[node].first_child; c >= 0; c = v->nodes[c].next_sibling) {
+        const struct trie_node *tn = &v->nodes[c];
+        if (!((bytes[tn->byte >> 5] >> (tn->byte & 31)) & 1u))
+            continue;
+        struct arena_mark mark = arena_mark(&m->tmp);
+        struct set next;
+        int rc = advance(m, &m->tmp, in, tn->byte, &next);
+        if (rc != 0)
+            return rc;
+        if (next.n > 0 || next.complete) {
+            for (int32_t k = 0; k < tn->n_tok; k++) {
+                int32_t id = v->ids[tn->tok_start + k];
+                allow[id >> 5] |= 1u << (id & 31);
+            }
+            count += tn->n_tok;
+        }
+        if (next.n > 0 && tn->first_child >= 0) {
+            int64_t sub = walk(m, c, &next, allow);
+            if (sub < 0)
+                return sub;
+            count += sub;
+        }
+        arena_release(&m->tmp, mark);
+    }
+    return count;
+}
+
+/* m->key = the current set, written out: complete flag, then each stack's positions from the
+ * top down, each stack ended by UINT32_MAX. Equal keys mean equal sets (same order). */
+static int serialize_set(struct eng_grammar_matcher *m)
+{
+    m->key_len = 0;
+    size_t need = 1;
+    for (int32_t i = 0; i < m->cur.n; i++)
+        need += m->cur.s[i]->depth + 1;
+    if (grow((void **)&m->key, &m->key_cap, need, sizeof *m->key) != 0)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    m->key[m->key_len++] = m->cur.complete;
+    for (int32_t i = 0; i < m->cur.n; i++) {
+        for (const struct stack_node *s = m->cur.s[i]; s; s = s->parent)
+            m->key[m->key_len++] = s->pos;
+        m->key[m->key_len++] = UINT32_MAX;
+    }
+    return 0;
+}
+
+int64_t eng_grammar_matcher_mask(struct eng_grammar_matcher *m, int64_t vocab, uint32_t *allow)
+{
+    if (!m || !m->v || !allow || vocab != m->v->vocab)
+        return ENG_GRAMMAR_ERR_INVALID;
+    size_t words = (size_t)(vocab + 31) / 32;
+    int rc = serialize_set(m);
+    if (rc != 0)
+        return rc;
+    m->clock++;
+    struct cache_entry *slot = &m->cache[0];
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        struct cache_entry *c = &m->cache[i];
+        if (c->used && c->key_len == m->key_len &&
+            memcmp(c->key, m->key, m->key_len * sizeof *m->key) == 0) {
+            c->used = m->clock;
+            memcpy(allow, c->mask, words * sizeof *allow);
+            return c->n_allowed;
+        }
+        if (c->used < slot->used)
+            slot = c;
+    }
+    memset(allow, 0, words * sizeof *allow);
+    arena_reset(&m->tmp);
+    int64_t n = walk(m, 0, &m->cur, allow);
+    arena_reset(&m->tmp);
+    if (n < 0)
+        return n;
+    /* Remember it in the least recently used slot; a failed allocation only skips this. */
+    if (!slot->mask)
+        slot->mask = malloc(words * sizeof *slot->mask);
+    if (slot->mask && grow((void **)&slot->key, &slot->key_cap, m->key_len, sizeof *slot->key) == 0) {
+        memcpy(slot->mask, allow, words * sizeof *allow);
+        memcpy(slot->key, m->key, m->key_len * sizeof *m->key);
+        slot->key_len = m->key_len;
+        slot->n_allowed = n;
+        slot->used = m->clock;
+    }
+    return n;
+}

@@ -1,0 +1,1062 @@
+/* JSON Schema (the subset in json_schema.h) compiled into a byte grammar: one rule per
+ * schema node, shared rules for the JSON primitives, and rules made before they are filled so
+ * that $ref cycles become recursive rules. It does not validate documents. */
+#include "json_schema.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PATH_MAX_LEN 512
+#define WS_MAX 32
+#define INT_DIGITS_MAX 16
+#define FRAC_DIGITS_MAX 16
+#define EXP_DIGITS_MAX 3
+#define REFS_MAX 4096
+
+struct ref_entry {
+    const struct eng_json *target;
+    int32_t rule;
+};
+
+struct cc {
+    struct eng_grammar *g;
+    const struct eng_json *root;
+    char *err;
+    size_t errlen;
+    int rc;                     /* first error, 0 while none */
+    char path[PATH_MAX_LEN];
+    /* Shared rules, made on first use (-1 until then). */
+    int32_t ws, value, string, chr, number, integer, boolean, null, object_any, array_any;
+    struct ref_entry *refs;     /* schemas reached through $ref, each compiled once */
+    int32_t n_refs, cap_refs;
+};
+
+static int32_t set_err(struct cc *c, int rc, const char *fmt, ...)
+{
+    if (c->rc != 0)
+        return c->rc;
+    c->rc = rc;
+    if (c->errlen > 0) {
+        int n = snprintf(c->err, c->errlen, "%s: ", c->path);
+        va_list ap;
+        va_start(ap, fmt);
+        if (n >= 0 && (size_t)n < c->errlen)
+            vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* A grammar call failed: map its code. */
+static int32_t grammar_err(struct cc *c, int rc)
+{
+    if (rc == ENG_GRAMMAR_ERR_TOO_BIG)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG,
+                       "the schema is too large to enforce (grammar ceiling reached)");
+    if (rc == ENG_GRAMMAR_ERR_NOMEM)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+    return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "internal grammar error %d", rc);
+}
+
+/* Building helpers: each returns 0 or the error recorded in c. */
+static int32_t new_rule(struct cc *c)
+{
+    if (c->rc)
+        return c->rc;
+    int32_t r = eng_grammar_rule(c->g);
+    return r < 0 ? grammar_err(c, r) : r;
+}
+
+static int alt(struct cc *c, int32_t rule)
+{
+    int rc = c->rc ? c->rc : eng_grammar_alt(c->g, rule);
+    return rc < 0 && !c->rc ? grammar_err(c, rc) : c->rc;
+}
+
+static int lit(struct cc *c, const char *s)
+{
+    int rc = c->rc ? c->rc : eng_grammar_add_literal(c->g, s, strlen(s));
+    return rc < 0 && !c->rc ? grammar_err(c, rc) : c->rc;
+}
+
+static int lit_n(struct cc *c, const char *s, size_t n)
+{
+    int rc = c->rc ? c->rc : eng_grammar_add_literal(c->g, s, n);
+    return rc < 0 && !c->rc ? grammar_err(c, rc) : c->rc;
+}
+
+static int range(struct cc *c, uint8_t lo, uint8_t hi)
+{
+    int rc = c->rc ? c->rc : eng_grammar_add_range(c->g, lo, hi);
+    return rc < 0 && !c->rc ? grammar_err(c, rc) : c->rc;
+}
+
+static int cls(struct cc *c, const char *bytes)
+{
+    uint32_t set[8] = {0};
+    for (const unsigned char *p = (const unsigned char *)bytes; *p; p++)
+        set[*p >> 5] |= 1u << (*p & 31);
+    int rc = c->rc ? c->rc : eng_grammar_add_class(c->g, set);
+    return rc < 0 && !c->rc ? grammar_err(c, rc) : c->rc;
+}
+
+static int ref(struct cc *c, int32_t rule)
+{
+    int rc = c->rc ? c->rc : eng_grammar_add_ref(c->g, rule);
+    return rc < 0 && !c->rc ? grammar_err(c, rc) : c->rc;
+}
+
+/* A rule matching item between min and max times (max < 0: no limit), consecutive items
+ * separated by the rule sep (sep < 0: nothing between). */
+static int32_t repeat(struct cc *c, int32_t item, int32_t sep, int64_t min, int64_t max)
+{
+    /* tail: the items after the first, each preceded by sep. */
+    int32_t more = -1;
+    int64_t more_min = min > 1 ? min - 1 : 0, more_max = max < 0 ? -1 : max - 1;
+    if (max < 0) {
+        /* L ::= sep item L | "" */
+        int32_t l = new_rule(c);
+        alt(c, l);
+        if (sep >= 0)
+            ref(c, sep);
+        ref(c, item);
+        ref(c, l);
+        alt(c, l);
+        more = l;
+    } else if (more_max > more_min) {
+        /* O_k ::= sep item O_(k-1) | "", k = 1 .. more_max - more_min */
+        int32_t prev = -1;
+        for (int64_t k = 1; k <= more_max - more_min && !c->rc; k++) {
+            int32_t o = new_rule(c);
+            alt(c, o);
+            if (sep >= 0)
+                ref(c, sep);
+            ref(c, item);
+            if (prev >= 0)
+                ref(c, prev);
+            alt(c, o);
+            prev = o;
+        }
+        more = prev;
+    }
+    int32_t r = new_rule(c);
+    if (min == 0) {
+        alt(c, r); /* nothing */
+        if (max == 0)
+            return c->rc ? c->rc : r;
+    }
+    alt(c, r);
+    ref(c, item);
+    for (int64_t k = 0; k < more_min && !c->rc; k++) {
+        if (sep >= 0)
+            ref(c, sep);
+        ref(c, item);
+    }
+    if (more >= 0)
+        ref(c, more);
+    return c->rc ? c->rc : r;
+}
+
+/* ---- the JSON primitives ---- */
+
+static int32_t ws_rule(struct cc *c)
+{
+    if (c->ws < 0) {
+        int32_t one = new_rule(c);
+        alt(c, one);
+        cls(c, " \t\n\r");
+        c->ws = repeat(c, one, -1, 0, WS_MAX);
+    }
+    return c->ws;
+}
+
+static int32_t digits(struct cc *c, int64_t min, int64_t max)
+{
+    int32_t d = new_rule(c);
+    alt(c, d);
+    range(c, '0', '9');
+    return repeat(c, d, -1, min, max);
+}
+
+/* One hex digit, or one excluding some; written as classes. */
+static int hex(struct cc *c)
+{
+    return cls(c, "0123456789abcdefABCDEF");
+}
+
+/* A string character: any valid UTF-8 character but '"', '\\' and controls, or an escape. */
+static int32_t char_rule(struct cc *c)
+{
+    if (c->chr >= 0)
+        return c->chr;
+    int32_t r = c->chr = new_rule(c);
+    uint32_t ascii[8] = {0};
+    for (int b = 0x20; b < 0x80; b++)
+        if (b != '"' && b != '\\')
+            ascii[b >> 5] |= 1u << (b & 31);
+    alt(c, r);
+    if (!c->rc) {
+        int rc = eng_grammar_add_class(c->g, ascii);
+        if (rc < 0)
+            return grammar_err(c, rc);
+    }
+    /* Multi-byte UTF-8 (RFC 3629): no overlongs, surrogates or code points past U+10FFFF. */
+    alt(c, r); range(c, 0xC2, 0xDF); range(c, 0x80, 0xBF);
+    alt(c, r); range(c, 0xE0, 0xE0); range(c, 0xA0, 0xBF); range(c, 0x80, 0xBF);
+    alt(c, r); range(c, 0xE1, 0xEC); range(c, 0x80, 0xBF); range(c, 0x80, 0xBF);
+    alt(c, r); range(c, 0xED, 0xED); range(c, 0x80, 0x9F); range(c, 0x80, 0xBF);
+    alt(c, r); range(c, 0xEE, 0xEF); range(c, 0x80, 0xBF); range(c, 0x80, 0xBF);
+    alt(c, r); range(c, 0xF0, 0xF0); range(c, 0x90, 0xBF); range(c, 0x80, 0xBF); range(c, 0x80, 0xBF);
+    alt(c, r); range(c, 0xF1, 0xF3); range(c, 0x80, 0xBF); range(c, 0x80, 0xBF); range(c, 0x80, 0xBF);
+    alt(c, r); range(c, 0xF4, 0xF4); range(c, 0x80, 0x8F); range(c, 0x80, 0xBF); range(c, 0x80, 0xBF);
+    /* Escapes; \u never a surrogate (D800-DFFF) nor 0000. */
+    alt(c, r); lit(c, "\\"); cls(c, "\"\\/bfnrt");
+    alt(c, r); lit(c, "\\u"); cls(c, "123456789abcABC"); hex(c); hex(c); hex(c);
+    alt(c, r); lit(c, "\\u"); cls(c, "dD"); range(c, '0', '7'); hex(c); hex(c);
+    alt(c, r); lit(c, "\\u"); cls(c, "eEfF"); hex(c); hex(c); hex(c);
+    alt(c, r); lit(c, "\\u0"); cls(c, "123456789abcdefABCDEF"); hex(c); hex(c);
+    alt(c, r); lit(c, "\\u00"); cls(c, "123456789abcdefABCDEF"); hex(c);
+    alt(c, r); lit(c, "\\u000"); cls(c, "123456789abcdefABCDEF");
+    return c->rc ? c->rc : r;
+}
+
+static int32_t string_rule(struct cc *c, int64_t min, int64_t max)
+{
+    bool plain = min == 0 && max < 0;
+    if (plain && c->string >= 0)
+        return c->string;
+    int32_t chars = repeat(c, char_rule(c), -1, min, max);
+    int32_t r = new_rule(c);
+    alt(c, r); lit(c, "\""); ref(c, chars); lit(c, "\"");
+    if (plain)
+        c->string = r;
+    return c->rc ? c->rc : r;
+}
+
+/* -? (0 | [1-9][0-9]{0,15}) */
+static int32_t integer_rule(struct cc *c)
+{
+    if (c->integer >= 0)
+        return c->integer;
+    int32_t more = digits(c, 0, INT_DIGITS_MAX - 1);
+    int32_t mag = new_rule(c);
+    alt(c, mag); lit(c, "0");
+    alt(c, mag); range(c, '1', '9'); ref(c, more);
+    int32_t r = c->integer = new_rule(c);
+    alt(c, r); ref(c, mag);
+    alt(c, r); lit(c, "-"); ref(c, mag);
+    return c->rc ? c->rc : r;
+}
+
+static int32_t number_rule(struct cc *c)
+{
+    if (c->number >= 0)
+        return c->number;
+    int32_t fd = digits(c, 1, FRAC_DIGITS_MAX), ed = digits(c, 1, EXP_DIGITS_MAX);
+    int32_t in = integer_rule(c);
+    int32_t frac = new_rule(c);
+    alt(c, frac);
+    alt(c, frac); lit(c, "."); ref(c, fd);
+    int32_t exp = new_rule(c);
+    alt(c, exp);
+    alt(c, exp); cls(c, "eE"); ref(c, ed);
+    alt(c, exp); cls(c, "eE"); cls(c, "+-"); ref(c, ed);
+    int32_t r = c->number = new_rule(c);
+    alt(c, r); ref(c, in); ref(c, frac); ref(c, exp);
+    return c->rc ? c->rc : r;
+}
+
+static int32_t word_rule(struct cc *c, int32_t *slot, const char *a, const char *b)
+{
+    if (*slot >= 0)
+        return *slot;
+    int32_t r = *slot = new_rule(c);
+    alt(c, r); lit(c, a);
+    if (b) {
+        alt(c, r); lit(c, b);
+    }
+    return c->rc ? c->rc : r;
+}
+
+/* "sep" between list items: ws "," ws */
+static int32_t comma_rule(struct cc *c)
+{
+    int32_t ws = ws_rule(c);
+    int32_t r = new_rule(c);
+    alt(c, r); ref(c, ws); lit(c, ","); ref(c, ws);
+    return c->rc ? c->rc : r;
+}
+
+/* open ws (items sep ...)? ws close, with items = repeat(item, min, max) */
+static int32_t list_rule(struct cc *c, const char *open, const char *close, int32_t item,
+                         int64_t min, int64_t max)
+{
+    int32_t ws = ws_rule(c);
+    int32_t items = max == 0 ? -1 : repeat(c, item, comma_rule(c), min > 0 ? min : 1, max);
+    int32_t r = new_rule(c);
+    if (min == 0) {
+        alt(c, r); lit(c, open); ref(c, ws); lit(c, close);
+    }
+    if (items >= 0) {
+        alt(c, r); lit(c, open); ref(c, ws); ref(c, items); ref(c, ws); lit(c, close);
+    }
+    return c->rc ? c->rc : r;
+}
+
+static int32_t value_rule(struct cc *c);
+
+static int32_t member_rule(struct cc *c, int32_t value)
+{
+    int32_t key = string_rule(c, 0, -1), ws = ws_rule(c);
+    int32_t r = new_rule(c);
+    alt(c, r); ref(c, key); ref(c, ws); lit(c, ":"); ref(c, ws); ref(c, value);
+    return c->rc ? c->rc : r;
+}
+
+static int32_t object_any_rule(struct cc *c)
+{
+    if (c->object_any < 0) {
+        c->object_any = new_rule(c); /* made first: value refers back to it */
+        int32_t body = list_rule(c, "{", "}", member_rule(c, value_rule(c)), 0, -1);
+        alt(c, c->object_any); ref(c, body);
+    }
+    return c->rc ? c->rc : c->object_any;
+}
+
+static int32_t array_any_rule(struct cc *c)
+{
+    if (c->array_any < 0) {
+        c->array_any = new_rule(c);
+        int32_t body = list_rule(c, "[", "]", value_rule(c), 0, -1);
+        alt(c, c->array_any); ref(c, body);
+    }
+    return c->rc ? c->rc : c->array_any;
+}
+
+/* Any JSON value. */
+static int32_t value_rule(struct cc *c)
+{
+    if (c->value >= 0)
+        return c->value;
+    /* Made first: objects and arrays refer back to it. Every sub-rule is built before an
+     * alternative opens, since an open alternative takes every element added meanwhile. */
+    int32_t r = c->value = new_rule(c);
+    int32_t kinds[6] = {object_any_rule(c), array_any_rule(c), string_rule(c, 0, -1),
+                        number_rule(c), word_rule(c, &c->boolean, "true", "false"),
+                        word_rule(c, &c->null, "null", NULL)};
+    for (int i = 0; i < 6; i++) {
+        alt(c, r);
+        ref(c, kinds[i]);
+    }
+    return c->rc ? c->rc : r;
+}
+
+/* ---- literals: const and enum values, property names ---- */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_put(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* A JSON string literal in the form a model would write: the escapes JSON requires, with the
+ * short forms where JSON has them, and every other character as it is. */
+static void sb_string(struct sbuf *b, const char *s, size_t n)
+{
+    sb_put(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char esc[8];
+        const char *e = NULL;
+        switch (ch) {
+        case '"': e = "\\\""; break;
+        case '\\': e = "\\\\"; break;
+        case '\n': e = "\\n"; break;
+        case '\r': e = "\\r"; break;
+        case '\t': e = "\\t"; break;
+        case '\b': e = "\\b"; break;
+        case '\f': e = "\\f"; break;
+        default:
+            if (ch < 0x20) {
+                snprintf(esc, sizeof esc, "\\u%04x", ch);
+                e = esc;
+            }
+        }
+        if (e)
+            sb_put(b, e, strlen(e));
+        else
+            sb_put(b, (const char *)&ch, 1);
+    }
+    sb_put(b, "\"", 1);
+}
+
+/* The shortest decimal form that reads back as the same double. */
+static void sb_number(struct sbuf *b, const struct eng_json *v)
+{
+    char num[40];
+    if (v->is_int) {
+        snprintf(num, sizeof num, "%lld", (long long)v->u.num.i);
+    } else {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(num, sizeof num, "%.*g", prec, v->u.num.d);
+            if (strtod(num, NULL) == v->u.num.d)
+                break;
+        }
+    }
+    sb_put(b, num, strlen(num));
+}
+
+/* Compact JSON: no whitespace, members in document order. */
+static void sb_json(struct sbuf *b, const struct eng_json *v)
+{
+    switch (v->type) {
+    case ENG_JSON_NULL: sb_put(b, "null", 4); break;
+    case ENG_JSON_BOOL: v->b ? sb_put(b, "true", 4) : sb_put(b, "false", 5); break;
+    case ENG_JSON_NUMBER: sb_number(b, v); break;
+    case ENG_JSON_STRING: sb_string(b, v->u.str, v->len); break;
+    case ENG_JSON_ARRAY:
+    case ENG_JSON_OBJECT: {
+        bool obj = v->type == ENG_JSON_OBJECT;
+        sb_put(b, obj ? "{" : "[", 1);
+        for (const struct eng_json *m = v->u.child; m; m = m->next) {
+            if (m != v->u.child)
+                sb_put(b, ",", 1);
+            if (obj) {
+                sb_string(b, m->key, m->key_len);
+                sb_put(b, ":", 1);
+            }
+            sb_json(b, m);
+        }
+        sb_put(b, obj ? "}" : "]", 1);
+        break;
+    }
+    }
+}
+
+/* rule ::= the literal JSON of each value (one alternative each). */
+static int32_t literal_rule(struct cc *c, const struct eng_json *const *vals, size_t n)
+{
+    int32_t r = new_rule(c);
+    struct sbuf b = {0};
+    for (size_t i = 0; i < n && !c->rc; i++) {
+        b.len = 0;
+        sb_json(&b, vals[i]);
+        if (b.oom) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+            break;
+        }
+        alt(c, r);
+        lit_n(c, b.p, b.len);
+    }
+    free(b.p);
+    return c->rc ? c->rc : r;
+}
+
+/* ---- schemas ---- */
+
+/* Path helpers: push appends a step to c->path, pop restores its length. */
+static size_t path_push(struct cc *c, const char *fmt, ...)
+{
+    size_t len = strlen(c->path);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->path + len, sizeof c->path - len, fmt, ap);
+    va_end(ap);
+    return len;
+}
+
+static void path_pop(struct cc *c, size_t len)
+{
+    c->path[len] = '\0';
+}
+
+static bool is_annotation(const char *k)
+{
+    static const char *const names[] = {
+        "title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
+        "definitions", "deprecated", "readOnly", "writeOnly", "format", "$anchor"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(k, names[i]) == 0)
+            return true;
+    return strncmp(k, "x-", 2) == 0;
+}
+
+static bool is_supported(const char *k)
+{
+    static const char *const names[] = {
+        "type", "properties", "required", "additionalProperties", "items", "prefixItems",
+        "minItems", "maxItems", "minLength", "maxLength", "enum", "const", "anyOf", "oneOf",
+        "allOf", "$ref"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(k, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static int32_t compile(struct cc *c, const struct eng_json *s);
+
+/* A non-negative integer keyword, at most ENG_JSON_SCHEMA_MAX_REPEAT; -1 when absent. */
+static int64_t count_kw(struct cc *c, const struct eng_json *s, const char *k)
+{
+    const struct eng_json *v = eng_json_get(s, k);
+    if (!v)
+        return -1;
+    size_t mark = path_push(c, ".%s", k);
+    int64_t n = -1;
+    if (v->type != ENG_JSON_NUMBER || v->u.num.d < 0 || v->u.num.d != floor(v->u.num.d))
+        set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "must be a non-negative integer");
+    else if (v->u.num.d > ENG_JSON_SCHEMA_MAX_REPEAT)
+        set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED, "values above %d are not supported",
+                ENG_JSON_SCHEMA_MAX_REPEAT);
+    else
+        n = (int64_t)v->u.num.d;
+    path_pop(c, mark);
+    return n;
+}
+
+/* min/max pair of keywords: *min defaults to 0, *max to -1 (no limit). */
+static int bounds(struct cc *c, const struct eng_json *s, const char *kmin, const char *kmax,
+                  int64_t *min, int64_t *max)
+{
+    *min = count_kw(c, s, kmin);
+    *max = count_kw(c, s, kmax);
+    if (c->rc)
+        return c->rc;
+    if (*min < 0)
+        *min = 0;
+    if (*max >= 0 && *max < *min)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'%s' is larger than '%s'", kmin, kmax);
+    return 0;
+}
+
+/* A schema-valued keyword: absent or true gives any value (-2 for "nothing" when false). */
+static int32_t sub_schema(struct cc *c, const struct eng_json *v, const char *step)
+{
+    if (!v || (v->type == ENG_JSON_BOOL && v->b))
+        return value_rule(c);
+    if (v->type == ENG_JSON_BOOL)
+        return -2;
+    size_t mark = path_push(c, "%s", step);
+    int32_t r = compile(c, v);
+    path_pop(c, mark);
+    return r;
+}
+
+static int32_t object_rule(struct cc *c, const struct eng_json *s)
+{
+    const struct eng_json *props = eng_json_get(s, "properties");
+    const struct eng_json *req = eng_json_get(s, "required");
+    const struct eng_json *extra = eng_json_get(s, "additionalProperties");
+    if (props && props->type != ENG_JSON_OBJECT)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'properties' must be an object");
+    if (req && req->type != ENG_JSON_ARRAY)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'required' must be an array");
+    if (extra && extra->type != ENG_JSON_BOOL && extra->type != ENG_JSON_OBJECT)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID,
+                       "'additionalProperties' must be a boolean or a schema");
+    size_t n_props = props ? props->len : 0, n_req = req ? req->len : 0;
+    /* Members: the declared properties in order, then required names not declared. */
+    size_t cap = n_props + n_req;
+    const char **names = calloc(cap ? cap : 1, sizeof *names);
+    size_t *name_lens = calloc(cap ? cap : 1, sizeof *name_lens);
+    const struct eng_json **schemas = calloc(cap ? cap : 1, sizeof *schemas);
+    bool *required = calloc(cap ? cap : 1, sizeof *required);
+    int32_t *kv = calloc(cap ? cap : 1, sizeof *kv);
+    int32_t obj = -1;
+    size_t n = 0;
+    if (!names || !name_lens || !schemas || !required || !kv) {
+        set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (const struct eng_json *p = props ? props->u.child : NULL; p; p = p->next) {
+        names[n] = p->key;
+        name_lens[n] = p->key_len;
+        schemas[n++] = p;
+    }
+    for (const struct eng_json *r = req ? req->u.child : NULL; r && !c->rc; r = r->next) {
+        if (r->type != ENG_JSON_STRING) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'required' must list strings");
+            break;
+        }
+        size_t k = 0;
+        while (k < n && !(name_lens[k] == r->len && memcmp(names[k], r->u.str, r->len) == 0))
+            k++;
+        if (k < n && required[k]) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'required' lists \"%s\" twice", r->u.str);
+            break;
+        }
+        if (k == n) {
+            names[n] = r->u.str;
+            name_lens[n] = r->len;
+            schemas[n++] = NULL; /* any value */
+        }
+        required[k] = true;
+    }
+    /* kv_i ::= "name" ws ":" ws value_i */
+    int32_t ws = ws_rule(c);
+    struct sbuf key = {0};
+    for (size_t i = 0; i < n && !c->rc; i++) {
+        int32_t v;
+        if (schemas[i]) {
+            size_t mark = path_push(c, ".properties.%s", names[i]);
+            v = compile(c, schemas[i]);
+            path_pop(c, mark);
+        } else {
+            v = value_rule(c);
+        }
+        key.len = 0;
+        sb_string(&key, names[i], name_lens[i]);
+        if (key.oom) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+            break;
+        }
+        kv[i] = new_rule(c);
+        alt(c, kv[i]); lit_n(c, key.p, key.len); ref(c, ws); lit(c, ":"); ref(c, ws); ref(c, v);
+    }
+    free(key.p);
+    int32_t kvx = -1, comma = comma_rule(c);
+    if (extra && !(extra->type == ENG_JSON_BOOL && !extra->b)) {
+        int32_t v = sub_schema(c, extra, ".additionalProperties");
+        kvx = v >= 0 ? member_rule(c, v) : v;
+    }
+    /* F(i): at least one member from i on, none before; R(i): members from i on after some.
+     * R(n) ::= "" | comma kvx R(n) with extra members; F(n) ::= kvx R(n) when allowed. */
+    int32_t rn = new_rule(c);
+    alt(c, rn);
+    if (kvx >= 0) {
+        alt(c, rn); ref(c, comma); ref(c, kvx); ref(c, rn);
+    }
+    int32_t f_next = -1, r_next = rn;
+    if (kvx >= 0) {
+        f_next = new_rule(c);
+        alt(c, f_next); ref(c, kvx); ref(c, rn);
+    }
+    bool all_optional = true;
+    for (size_t i = n; i-- > 0 && !c->rc;) {
+        int32_t ri = new_rule(c), fi = new_rule(c);
+        alt(c, ri); ref(c, comma); ref(c, kv[i]); ref(c, r_next);
+        alt(c, fi); ref(c, kv[i]); ref(c, r_next);
+        if (!required[i]) {
+            alt(c, ri); ref(c, r_next);
+            if (f_next >= 0) {
+                alt(c, fi); ref(c, f_next);
+            }
+        } else {
+            all_optional = false;
+        }
+        r_next = ri;
+        f_next = fi;
+    }
+    obj = new_rule(c);
+    if (all_optional) {
+        alt(c, obj); lit(c, "{"); ref(c, ws); lit(c, "}");
+    }
+    if (f_next >= 0) {
+        alt(c, obj); lit(c, "{"); ref(c, ws); ref(c, f_next); ref(c, ws); lit(c, "}");
+    }
+done:
+    free(names);
+    free(name_lens);
+    free(schemas);
+    free(required);
+    free(kv);
+    return c->rc ? c->rc : obj;
+}
+
+static int32_t array_rule(struct cc *c, const struct eng_json *s)
+{
+    int64_t min, max;
+    if (bounds(c, s, "minItems", "maxItems", &min, &max) != 0)
+        return c->rc;
+    const struct eng_json *prefix = eng_json_get(s, "prefixItems");
+    if (prefix && (prefix->type != ENG_JSON_ARRAY || prefix->len == 0))
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'prefixItems' must be a non-empty array");
+    const struct eng_json *items_kw = eng_json_get(s, "items");
+    if (items_kw && items_kw->type != ENG_JSON_BOOL && items_kw->type != ENG_JSON_OBJECT)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'items' must be a schema");
+    int32_t item = sub_schema(c, items_kw, ".items"); /* -2: no further items */
+    if (c->rc)
+        return c->rc;
+    size_t k = prefix ? prefix->len : 0;
+    if (item == -2 && (max < 0 || max > (int64_t)k))
+        max = (int64_t)k;
+    if (max >= 0 && min > max)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID,
+                       "'minItems' asks for more items than the schema allows");
+    if (k == 0)
+        return list_rule(c, "[", "]", item, min, max);
+    /* Tuples: T(j), after j items (1 <= j <= k), goes on with item j or ends. */
+    int32_t ws = ws_rule(c), comma = comma_rule(c);
+    int32_t *elem = calloc(k, sizeof *elem);
+    if (!elem)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+    size_t j = 0;
+    for (const struct eng_json *p = prefix->u.child; p && !c->rc; p = p->next, j++) {
+        size_t mark = path_push(c, ".prefixItems[%zu]", j);
+        elem[j] = compile(c, p);
+        path_pop(c, mark);
+    }
+    /* T(k): the items after the prefix, each with its comma. */
+    int32_t tail;
+    int64_t lo = min > (int64_t)k ? min - (int64_t)k : 0, hi = max < 0 ? -1 : max - (int64_t)k;
+    if (item >= 0 && hi != 0) {
+        int32_t unit = new_rule(c);
+        alt(c, unit); ref(c, comma); ref(c, item);
+        tail = repeat(c, unit, -1, lo, hi);
+    } else {
+        tail = new_rule(c);
+        alt(c, tail);
+    }
+    int32_t next = tail;
+    for (size_t t = k - 1; t >= 1 && !c->rc; t--) {
+        int32_t r = new_rule(c);
+        if ((int64_t)t >= min) {
+            alt(c, r);
+        }
+        if (max < 0 || (int64_t)t < max) {
+            alt(c, r); ref(c, comma); ref(c, elem[t]); ref(c, next);
+        }
+        next = r;
+    }
+    int32_t arr = new_rule(c);
+    if (min == 0) {
+        alt(c, arr); lit(c, "["); ref(c, ws); lit(c, "]");
+    }
+    if (max != 0) {
+        alt(c, arr); lit(c, "["); ref(c, ws); ref(c, elem[0]); ref(c, next); ref(c, ws); lit(c, "]");
+    }
+    free(elem);
+    return c->rc ? c->rc : arr;
+}
+
+static int32_t type_rule(struct cc *c, const struct eng_json *s, const char *type)
+{
+    if (strcmp(type, "string") == 0) {
+        int64_t min, max;
+        if (bounds(c, s, "minLength", "maxLength", &min, &max) != 0)
+            return c->rc;
+        return string_rule(c, min, max);
+    }
+    if (strcmp(type, "integer") == 0)
+        return integer_rule(c);
+    if (strcmp(type, "number") == 0)
+        return number_rule(c);
+    if (strcmp(type, "boolean") == 0)
+        return word_rule(c, &c->boolean, "true", "false");
+    if (strcmp(type, "null") == 0)
+        return word_rule(c, &c->null, "null", NULL);
+    if (strcmp(type, "object") == 0)
+        return object_rule(c, s);
+    if (strcmp(type, "array") == 0)
+        return array_rule(c, s);
+    return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "unknown type \"%s\"", type);
+}
+
+/* rule ::= one alternative per rule in rules */
+static int32_t union_rule(struct cc *c, const int32_t *rules, size_t n)
+{
+    if (n == 1)
+        return rules[0];
+    int32_t r = new_rule(c);
+    for (size_t i = 0; i < n && !c->rc; i++) {
+        alt(c, r);
+        ref(c, rules[i]);
+    }
+    return c->rc ? c->rc : r;
+}
+
+/* "#", "#/$defs/name", "#/definitions/name" and deeper JSON pointers into the document. */
+static const struct eng_json *resolve_ref(struct cc *c, const char *ref)
+{
+    if (ref[0] != '#')
+        return NULL;
+    const struct eng_json *v = c->root;
+    const char *p = ref + 1;
+    char step[256];
+    while (v && *p == '/') {
+        p++;
+        size_t n = 0;
+        while (*p && *p != '/') {
+            char ch = *p++;
+            if (ch == '~' && (*p == '0' || *p == '1'))
+                ch = *p++ == '0' ? '~' : '/';
+            if (n + 1 >= sizeof step)
+                return NULL;
+            step[n++] = ch;
+        }
+        step[n] = '\0';
+        v = v->type == ENG_JSON_OBJECT ? eng_json_get(v, step) : NULL;
+    }
+    return *p == '\0' ? v : NULL;
+}
+
+static int32_t ref_rule(struct cc *c, const struct eng_json *refv)
+{
+    if (refv->type != ENG_JSON_STRING)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'$ref' must be a string");
+    const struct eng_json *target = resolve_ref(c, refv->u.str);
+    if (!target)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED,
+                       "'$ref' \"%s\" does not name a schema in this document", refv->u.str);
+    for (int32_t i = 0; i < c->n_refs; i++)
+        if (c->refs[i].target == target)
+            return c->refs[i].rule;
+    if (c->n_refs >= REFS_MAX)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG, "too many '$ref' targets");
+    if (c->n_refs == c->cap_refs) {
+        int32_t cap = c->cap_refs ? 2 * c->cap_refs : 8;
+        struct ref_entry *q = realloc(c->refs, (size_t)cap * sizeof *q);
+        if (!q)
+            return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+        c->refs = q;
+        c->cap_refs = cap;
+    }
+    /* The rule exists before its schema is compiled, so a cycle back to it refers to it. */
+    int32_t r = new_rule(c);
+    c->refs[c->n_refs++] = (struct ref_entry){target, r};
+    size_t mark = path_push(c, "($ref %s)", refv->u.str);
+    int32_t body = compile(c, target);
+    path_pop(c, mark);
+    alt(c, r);
+    ref(c, body);
+    return c->rc ? c->rc : r;
+}
+
+/* Whether v is an instance of the type keyword t (a name or a list); -1 when t is malformed. */
+static int has_type(const struct eng_json *v, const struct eng_json *t)
+{
+    if (t->type == ENG_JSON_ARRAY) {
+        int any = 0;
+        for (const struct eng_json *e = t->u.child; e; e = e->next) {
+            int r = has_type(v, e);
+            if (r < 0 || e->type == ENG_JSON_ARRAY)
+                return -1;
+            any |= r;
+        }
+        return any;
+    }
+    if (t->type != ENG_JSON_STRING)
+        return -1;
+    static const char *const names[] = {"null", "boolean", "number", "string", "array", "object"};
+    const char *name = t->u.str;
+    if (strcmp(name, "integer") == 0)
+        return v->type == ENG_JSON_NUMBER && v->u.num.d == floor(v->u.num.d);
+    return strcmp(name, names[v->type]) == 0;
+}
+
+static int32_t compile(struct cc *c, const struct eng_json *s)
+{
+    if (c->rc)
+        return c->rc;
+    if (s->type == ENG_JSON_BOOL) {
+        if (s->b)
+            return value_rule(c);
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "the schema false matches nothing");
+    }
+    if (s->type != ENG_JSON_OBJECT)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "a schema must be an object or a boolean");
+    const struct eng_json *refv = NULL, *en = NULL, *cst = NULL, *any = NULL, *all = NULL,
+                          *type = NULL;
+    const char *combinator = NULL;
+    int n_value_kw = 0; /* keywords that constrain the value besides the one in charge */
+    for (const struct eng_json *m = s->u.child; m; m = m->next) {
+        if (is_annotation(m->key))
+            continue;
+        if (!is_supported(m->key)) {
+            size_t mark = path_push(c, ".%s", m->key);
+            set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED,
+                    "the keyword is not supported by structured output");
+            path_pop(c, mark);
+            return c->rc;
+        }
+        if (strcmp(m->key, "$ref") == 0)
+            refv = m;
+        else if (strcmp(m->key, "enum") == 0)
+            en = m;
+        else if (strcmp(m->key, "const") == 0)
+            cst = m;
+        else if (strcmp(m->key, "anyOf") == 0 || strcmp(m->key, "oneOf") == 0) {
+            if (any)
+                return set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED,
+                               "'anyOf' and 'oneOf' together are not supported");
+            any = m;
+            combinator = m->key;
+        } else if (strcmp(m->key, "allOf") == 0)
+            all = m;
+        else if (strcmp(m->key, "type") == 0)
+            type = m;
+        else
+            n_value_kw++;
+    }
+    int n_lead = (refv != NULL) + (cst != NULL) + (en != NULL) + (any != NULL) + (all != NULL);
+    /* "type" next to const or enum (pydantic writes both) narrows the values. */
+    bool typed_literal = (cst || en) && n_lead == 1 && n_value_kw == 0;
+    if (n_lead > 1 || (n_lead == 1 && ((type && !typed_literal) || n_value_kw > 0)))
+        return set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED,
+                       "'$ref', 'const', 'enum', 'anyOf', 'oneOf' and 'allOf' are supported only "
+                       "on their own (with annotations)");
+    if (refv)
+        return ref_rule(c, refv);
+    if (cst || en) {
+        if (en && (en->type != ENG_JSON_ARRAY || en->len == 0))
+            return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'enum' must be a non-empty array");
+        size_t n = en ? en->len : 1;
+        const struct eng_json **vals = malloc(n * sizeof *vals);
+        if (!vals)
+            return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+        size_t i = 0;
+        for (const struct eng_json *v = en ? en->u.child : cst; v; v = en ? v->next : NULL) {
+            int ok = type ? has_type(v, type) : 1;
+            if (ok < 0) {
+                free(vals);
+                return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'type' must be a type name or a "
+                               "list of them");
+            }
+            if (ok)
+                vals[i++] = v;
+        }
+        int32_t r = i > 0 ? literal_rule(c, vals, i)
+                          : set_err(c, ENG_JSON_SCHEMA_ERR_INVALID,
+                                    "no value of '%s' has the schema's 'type'", en ? "enum" : "const");
+        free(vals);
+        return r;
+    }
+    if (all) {
+        if (all->type != ENG_JSON_ARRAY || all->len != 1)
+            return set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED,
+                           "'allOf' is supported with exactly one schema");
+        size_t mark = path_push(c, ".allOf[0]");
+        int32_t r = compile(c, all->u.child);
+        path_pop(c, mark);
+        return r;
+    }
+    if (any) {
+        if (any->type != ENG_JSON_ARRAY || any->len == 0)
+            return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'%s' must be a non-empty array",
+                           combinator);
+        int32_t *rules = malloc(any->len * sizeof *rules);
+        if (!rules)
+            return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+        size_t i = 0;
+        for (const struct eng_json *v = any->u.child; v && !c->rc; v = v->next, i++) {
+            size_t mark = path_push(c, ".%s[%zu]", combinator, i);
+            rules[i] = compile(c, v);
+            path_pop(c, mark);
+        }
+        int32_t r = c->rc ? c->rc : union_rule(c, rules, i);
+        free(rules);
+        return r;
+    }
+    if (!type) {
+        /* No type: what the keywords imply, else any value. */
+        static const char *const obj_kw[] = {"properties", "required", "additionalProperties"};
+        static const char *const arr_kw[] = {"items", "prefixItems", "minItems", "maxItems"};
+        static const char *const str_kw[] = {"minLength", "maxLength"};
+        for (size_t i = 0; i < 3; i++)
+            if (eng_json_get(s, obj_kw[i]))
+                return object_rule(c, s);
+        for (size_t i = 0; i < 4; i++)
+            if (eng_json_get(s, arr_kw[i]))
+                return array_rule(c, s);
+        for (size_t i = 0; i < 2; i++)
+            if (eng_json_get(s, str_kw[i]))
+                return type_rule(c, s, "string");
+        return value_rule(c);
+    }
+    size_t mark = path_push(c, ".type");
+    if (type->type == ENG_JSON_STRING) {
+        path_pop(c, mark);
+        return type_rule(c, s, type->u.str);
+    }
+    if (type->type != ENG_JSON_ARRAY || type->len == 0 || type->len > 7) {
+        set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "must be a type name or a list of them");
+        path_pop(c, mark);
+        return c->rc;
+    }
+    int32_t rules[7];
+    const char *names[7];
+    size_t i = 0;
+    for (const struct eng_json *t = type->u.child; t; t = t->next) {
+        bool dup = false;
+        for (size_t k = 0; k < i && t->type == ENG_JSON_STRING; k++)
+            dup |= strcmp(names[k], t->u.str) == 0;
+        if (t->type != ENG_JSON_STRING || dup) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "must list distinct type names");
+            path_pop(c, mark);
+            return c->rc;
+        }
+        names[i] = t->u.str;
+        rules[i++] = type_rule(c, s, t->u.str);
+        if (c->rc) {
+            path_pop(c, mark);
+            return c->rc;
+        }
+    }
+    path_pop(c, mark);
+    return union_rule(c, rules, i);
+}
+
+int eng_json_schema_compile(const struct eng_json *schema, const char *path,
+                            struct eng_grammar **out, char *err, size_t errlen)
+{
+    if (errlen > 0)
+        err[0] = '\0';
+    if (!out)
+        return ENG_JSON_SCHEMA_ERR_INVALID;
+    *out = NULL;
+    struct cc c = {.root = schema, .err = err, .errlen = errlen, .ws = -1, .value = -1,
+                   .string = -1, .chr = -1, .number = -1, .integer = -1, .boolean = -1,
+                   .null = -1, .object_any = -1, .array_any = -1};
+    snprintf(c.path, sizeof c.path, "%s", path ? path : "schema");
+    if (eng_grammar_create(&c.g) != 0)
+        return ENG_JSON_SCHEMA_ERR_NOMEM;
+    /* root ::= ws value, with value the schema's (or any object). */
+    int32_t root = new_rule(&c);
+    int32_t v = schema ? compile(&c, schema) : object_any_rule(&c);
+    int32_t ws = ws_rule(&c);
+    alt(&c, root);
+    ref(&c, ws);
+    ref(&c, v);
+    if (!c.rc) {
+        int rc = eng_grammar_finish(c.g);
+        if (rc == ENG_GRAMMAR_ERR_RECURSION) {
+            snprintf(c.path, sizeof c.path, "%s", path ? path : "schema");
+            set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID,
+                    "the schema refers to itself without any text in between ('$ref' cycle)");
+        } else if (rc != 0) {
+            grammar_err(&c, rc);
+        }
+    }
+    free(c.refs);
+    if (c.rc) {
+        eng_grammar_destroy(c.g);
+        return c.rc;
+    }
+    *out = c.g;
+    return 0;
+}

@@ -1,0 +1,52 @@
+/* JSON Schema to grammar: the structured-output half of OpenAI's response_format
+ * (json_object and json_schema). It compiles a schema into an engine/grammar.h grammar whose
+ * sentences are the JSON texts the schema accepts, within the subset below; it neither parses
+ * JSON text (engine/json.h) nor validates documents.
+ *
+ * The text a grammar accepts: optional whitespace, then one JSON value, and nothing after it
+ * (generation ends once the value is complete). Whitespace between tokens is 0 to 32 bytes of
+ * space, tab, CR or LF, so a model cannot spin on blank lines forever; integer parts have at
+ * most 16 digits, fractions 16 and exponents 3. Object members come in the order of
+ * "properties"; optional ones may be left out. Strings are valid UTF-8 with JSON's escapes
+ * (\u escapes of surrogates and of U+0000 are left out, so every output is also valid for
+ * strict parsers).
+ *
+ * Supported keywords: type (a name or a list), properties, required, additionalProperties
+ * (absent or false: no other members, as OpenAI's strict mode requires; true or a schema:
+ * further members after the declared ones), items (a schema, true or false), prefixItems,
+ * minItems, maxItems, minLength, maxLength (at most ENG_JSON_SCHEMA_MAX_REPEAT), enum, const,
+ * anyOf and oneOf (both as "any of": the text cannot tell them apart), allOf with one schema,
+ * $ref to "#", "#/$defs/..." or "#/definitions/..." (recursive schemas work), and boolean
+ * schemas (true: any value; false: refused where a value is required).
+ * Annotations are ignored: title, description, default, examples, $schema, $id, $comment,
+ * $defs, definitions, deprecated, readOnly, writeOnly, format (an annotation by default in
+ * JSON Schema 2020-12) and keys starting with "x-". Any other keyword (pattern, minimum,
+ * maximum, multipleOf, uniqueItems, patternProperties, not, if, ...) is refused with its path:
+ * ignoring it would produce documents the schema rejects. */
+#ifndef PHISERVE_ENGINE_JSON_SCHEMA_H
+#define PHISERVE_ENGINE_JSON_SCHEMA_H
+
+#include <stddef.h>
+
+#include "grammar.h"
+#include "json.h"
+
+#define ENG_JSON_SCHEMA_MAX_REPEAT 4096 /* largest finite minLength/maxLength/minItems/maxItems */
+
+enum eng_json_schema_err {
+    ENG_JSON_SCHEMA_ERR_UNSUPPORTED = -1, /* a keyword or value outside the subset */
+    ENG_JSON_SCHEMA_ERR_INVALID = -2,     /* not a valid schema (wrong types, bad $ref,
+                                             minItems > maxItems, a schema nothing matches) */
+    ENG_JSON_SCHEMA_ERR_TOO_BIG = -3,     /* the grammar would exceed the grammar ceilings */
+    ENG_JSON_SCHEMA_ERR_NOMEM = -4,
+};
+
+/* Compiles schema (caller keeps; NULL means "any JSON object", the json_object mode) into a
+ * finished grammar. path names the schema in messages ("response_format.json_schema.schema").
+ * Returns 0 and *out (free with eng_grammar_destroy), or a negative eng_json_schema_err with a
+ * message in err (errlen bytes, NUL-terminated when errlen > 0) that names the JSON path of the
+ * offending keyword. */
+int eng_json_schema_compile(const struct eng_json *schema, const char *path,
+                            struct eng_grammar **out, char *err, size_t errlen);
+
+#endif
