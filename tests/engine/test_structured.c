@@ -28,6 +28,7 @@ struct run {
     float temperature;
     bool seeded;
     int64_t seed;
+    int32_t favour;         /* >= 0: this id gets logit_bias +100 */
     /* results */
     int32_t out[MAX_N][MAX_OUT];
     int32_t n_out[MAX_N];
@@ -80,6 +81,11 @@ static int run_one(struct eng_engine *e, const int32_t *prompt, int32_t n_prompt
     q.sampling.temperature = r->temperature;
     q.sampling.has_seed = r->seeded;
     q.sampling.seed = r->seed;
+    struct eng_logit_bias bias = {r->favour, 100.0f};
+    if (r->favour >= 0) {
+        q.sampling.logit_bias = &bias;
+        q.sampling.n_logit_bias = 1;
+    }
     q.max_tokens = r->max_tokens;
     q.n = r->n;
     q.skip_special_tokens = true;
@@ -207,7 +213,9 @@ static struct eng_engine *make_engine(bool host_sampling)
     o.model_dir = dir;
     o.device = device;
     o.n_threads = 2;
-    o.kv_cache_bytes = (int64_t)64 << 20;
+    o.kv_cache_bytes = (int64_t)16 << 20;
+    o.max_batched_tokens = 256; /* small activations: two engines fit the emulator's memory */
+    o.max_seqs = 8;
     o.host_sampling = host_sampling;
     struct eng_engine *e = NULL;
     if (eng_engine_create(&o, &e, err, sizeof err) != 0) {
@@ -248,6 +256,7 @@ int main(int argc, char **argv)
     for (size_t s = 0; s < N_SCHEMAS; s++) {
         for (int mode = 0; mode < 3; mode++) {
             memset(&r, 0, sizeof r);
+            r.favour = -1;
             r.schema = schemas[s];
             r.n = mode == 2 ? 3 : 1;
             r.max_tokens = 400;
@@ -272,6 +281,7 @@ int main(int argc, char **argv)
                 hr.temperature = r.temperature;
                 hr.seeded = r.seeded;
                 hr.seed = r.seed;
+                hr.favour = -1;
                 CHECK(run_one(host, ids, (int32_t)n_ids, &hr) == 0, "host submit");
                 for (int c = 0; c < r.n; c++)
                     CHECK(hr.n_out[c] == r.n_out[c] &&
@@ -287,6 +297,7 @@ int main(int argc, char **argv)
     CHECK(stops * 2 > runs, "only %d of %d choices completed", stops, runs);
     /* A cut: 3 tokens of an object. */
     memset(&r, 0, sizeof r);
+    r.favour = -1;
     r.schema = schemas[1];
     r.n = 1;
     r.max_tokens = 3;
@@ -295,6 +306,7 @@ int main(int argc, char **argv)
     check_run(tok, &r, "cut");
     /* {"const": true}: exactly "true" (with leading whitespace at most). */
     memset(&r, 0, sizeof r);
+    r.favour = -1;
     r.schema = "{\"const\": true}";
     r.n = 1;
     r.max_tokens = 50;
@@ -305,6 +317,19 @@ int main(int argc, char **argv)
     CHECK(r.fin[0] == ENG_FINISH_STOP && r.text_len[0] - lead == 4 &&
               memcmp(r.text[0] + lead, "true", 4) == 0,
           "const: [%.*s]", (int)r.text_len[0], r.text[0]);
+    /* An integer may always take one more digit, so only eos can end it: eos is allowed once
+     * the text is complete, and not before (a strong bias on it still yields one digit). */
+    memset(&r, 0, sizeof r);
+    r.schema = "{\"type\": \"integer\"}";
+    r.n = 1;
+    r.max_tokens = 50;
+    r.favour = eng_engine_model_config(e)->eos_token_ids[0];
+    CHECK(run_one(e, ids, (int32_t)n_ids, &r) == 0, "integer submit");
+    CHECK(r.fin[0] == ENG_FINISH_STOP && r.n_out[0] >= 2 && r.out[0][r.n_out[0] - 1] == r.favour,
+          "integer then eos: finish %d, %d tokens", r.fin[0], r.n_out[0]);
+    CHECK(r.text_len[0] > 0 && r.text[0][r.text_len[0] - 1] >= '0' && r.text[0][r.text_len[0] - 1] <= '9' &&
+              grammar_takes(r.schema, r.text[0], r.text_len[0], false),
+          "integer: [%.*s]", (int)r.text_len[0], r.text[0]);
     free(ids);
     eng_engine_destroy(host);
     eng_engine_destroy(e);
