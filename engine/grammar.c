@@ -84,9 +84,12 @@ static bool building(const struct eng_grammar *g)
     return g && !g->finished && !g->failed;
 }
 
+/* A failed building call spoils the grammar being built; a finished one stays untouched (it
+ * may be shared read-only). */
 static int fail(struct eng_grammar *g, int rc)
 {
-    g->failed = true;
+    if (!g->finished)
+        g->failed = true;
     return rc;
 }
 
@@ -197,7 +200,8 @@ int eng_grammar_add_literal(struct eng_grammar *g, const char *s, size_t len)
 
 int eng_grammar_add_ref(struct eng_grammar *g, int32_t rule)
 {
-    if (!building(g) || !g->open || rule < 0)
+    /* Ids past the ceiling would spill into the element's kind bits. */
+    if (!building(g) || !g->open || rule < 0 || rule >= ENG_GRAMMAR_MAX_RULES)
         return g ? fail(g, ENG_GRAMMAR_ERR_INVALID) : ENG_GRAMMAR_ERR_INVALID;
     return push_elem(g, ELEM(ELEM_REF, (uint32_t)rule));
 }
@@ -652,6 +656,7 @@ struct eng_grammar_matcher {
     int keep_i;
     struct set cur;               /* in keep[keep_i] */
     struct arena tmp;
+    struct arena mid[2];          /* accept_bytes: long inputs compact into these in turn */
     struct work *work;
     size_t cap_work;
     uint32_t *key;                /* serialize_set scratch */
@@ -786,19 +791,25 @@ static const struct stack_node *copy_stack(struct arena *a, const struct stack_n
     return below;
 }
 
-/* Makes next (built in tmp) the current set, in the other keep arena. */
+/* *out = a deep copy of in, in dst (reset first: nothing in it may be referred to). */
+static int copy_set(struct arena *dst, const struct set *in, struct set *out)
+{
+    arena_reset(dst);
+    int rc = set_init(dst, out);
+    for (int32_t i = 0; i < in->n && rc == 0; i++)
+        if (!(out->s[out->n++] = copy_stack(dst, in->s[i])))
+            rc = ENG_GRAMMAR_ERR_NOMEM;
+    out->complete = in->complete;
+    return rc;
+}
+
+/* Makes next (built in scratch) the current set, in the other keep arena. */
 static int commit(struct eng_grammar_matcher *m, const struct set *next)
 {
-    struct arena *dst = &m->keep[1 - m->keep_i];
-    arena_reset(dst);
     struct set s;
-    int rc = set_init(dst, &s);
-    for (int32_t i = 0; i < next->n && rc == 0; i++)
-        if (!(s.s[s.n++] = copy_stack(dst, next->s[i])))
-            rc = ENG_GRAMMAR_ERR_NOMEM;
+    int rc = copy_set(&m->keep[1 - m->keep_i], next, &s);
     if (rc != 0)
         return rc;
-    s.complete = next->complete;
     m->cur = s;
     m->keep_i = 1 - m->keep_i;
     return 0;
@@ -818,6 +829,8 @@ int eng_grammar_matcher_create(const struct eng_grammar *g, const struct eng_gra
     arena_reset(&m->keep[0]);
     arena_reset(&m->keep[1]);
     arena_reset(&m->tmp);
+    arena_reset(&m->mid[0]);
+    arena_reset(&m->mid[1]);
     struct set start;
     int rc = set_init(&m->tmp, &start);
     for (int32_t k = g->rule_alt[0]; k < g->rule_alt[1] && rc == 0; k++)
@@ -840,6 +853,8 @@ void eng_grammar_matcher_destroy(struct eng_grammar_matcher *m)
     arena_free(&m->keep[0]);
     arena_free(&m->keep[1]);
     arena_free(&m->tmp);
+    arena_free(&m->mid[0]);
+    arena_free(&m->mid[1]);
     free(m->work);
     free(m->key);
     for (int i = 0; i < CACHE_SLOTS; i++) {
@@ -855,12 +870,22 @@ int eng_grammar_matcher_accept_bytes(struct eng_grammar_matcher *m, const char *
         return ENG_GRAMMAR_ERR_INVALID;
     arena_reset(&m->tmp);
     struct set cur = m->cur, next;
-    int rc = 0;
+    int rc = 0, mid_i = 0;
     for (size_t i = 0; i < len && rc == 0; i++) {
         rc = advance(m, &m->tmp, &cur, (uint8_t)s[i], &next);
         if (rc == 0 && next.n == 0 && !(next.complete && i + 1 == len))
             rc = ENG_GRAMMAR_ERR_REJECTED;
         cur = next;
+        /* Each byte's parses point at the previous byte's, so a long input would keep them
+         * all: past a few chunks, the live set moves to a mid arena (the other one holds the
+         * previous move, which nothing refers to any more) and the scratch starts over. The
+         * current set stays untouched until the whole input is accepted. */
+        if (rc == 0 && m->tmp.cur >= 16) {
+            rc = copy_set(&m->mid[mid_i], &cur, &next);
+            cur = next;
+            arena_reset(&m->tmp);
+            mid_i = 1 - mid_i;
+        }
     }
     if (rc == 0 && len > 0)
         rc = commit(m, &cur);
@@ -904,6 +929,12 @@ static int64_t walk(struct eng_grammar_matcher *m, int32_t node, const struct se
         struct arena_mark mark = arena_mark(&m->tmp);
         struct set next;
         int rc = advance(m, &m->tmp, in, tn->byte, &next);
+        if (rc == ENG_GRAMMAR_ERR_AMBIGUOUS) {
+            /* Too many parses below this byte: its tokens are left out, the rest still
+             * counts (accepting one of them would report the error). */
+            arena_release(&m->tmp, mark);
+            continue;
+        }
         if (rc != 0)
             return rc;
         if (next.n > 0 || next.complete) {

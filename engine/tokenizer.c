@@ -935,10 +935,10 @@ int eng_tokenizer_token_bytes(const struct eng_tokenizer *tok, int32_t id, char 
         return -1;
     size_t plen = 0;
     const char *p = eng_sp_id_to_piece(tok->sp, id, &plen);
-    if (p == NULL || plen > cap || plen > INT32_MAX)
+    if (p == NULL || plen > INT32_MAX)
         return -1;
     struct buf b = {0};
-    if (put_unescaped(&b, p, plen) != 0) {
+    if (put_unescaped(&b, p, plen) != 0 || b.len > cap) {
         free(b.p);
         return -1;
     }
