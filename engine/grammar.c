@@ -389,24 +389,12 @@ static bool elem_matches(const struct eng_grammar *g, uint32_t e, uint8_t c)
     return (set[c >> 5] >> (c & 31)) & 1u;
 }
 
-/* ORs the bytes element e (a byte class) accepts into set. */
-static void elem_or_bytes(const struct eng_grammar *g, uint32_t e, uint32_t set[8])
-{
-    if (ELEM_KIND(e) == ELEM_RANGE) {
-        for (uint32_t b = e & 0xFFu; b <= ((e >> 8) & 0xFFu); b++)
-            set[b >> 5] |= 1u << (b & 31);
-        return;
-    }
-    const uint32_t *cs = g->classes[ELEM_VAL(e)];
-    for (int i = 0; i < 8; i++)
-        set[i] |= cs[i];
-}
-
 /* ---- the vocabulary trie ---- */
 
 struct trie_node {
     int32_t first_child, next_sibling; /* -1: none */
     int32_t tok_start, n_tok;          /* ids ending here: vocab->ids[tok_start ..) */
+    int32_t sub_start, sub_end;        /* ids here and below: vocab->ids[sub_start, sub_end) */
     uint8_t byte;
 };
 
@@ -417,6 +405,7 @@ struct eng_grammar_vocab {
     int32_t *ids;            /* [n_ids] sorted by their text */
     int32_t n_ids;
     int32_t max_len;
+    uint32_t (*below)[8];    /* [n_nodes] the bytes on the edges below each node */
     char *text;              /* every id's text, back to back */
     uint32_t *off, *len;     /* [vocab] id's text: text[off .. off + len); len 0: none */
 };
@@ -445,6 +434,7 @@ void eng_grammar_vocab_destroy(struct eng_grammar_vocab *v)
         return;
     free(v->nodes);
     free(v->ids);
+    free(v->below);
     free(v->text);
     free(v->off);
     free(v->len);
@@ -534,6 +524,26 @@ int eng_grammar_vocab_create(const struct eng_tokenizer *tok, int64_t vocab,
         prev = s;
         prev_len = len;
     }
+    /* Nodes were made in preorder, so a subtree is a run of nodes and its ids a run of ids;
+     * children come after their parent, so one backward pass sums the subtrees up. */
+    v->below = calloc((size_t)v->n_nodes, sizeof *v->below);
+    if (!v->below)
+        goto fail;
+    for (int32_t k = v->n_nodes - 1; k >= 0; k--) {
+        struct trie_node *tn = &v->nodes[k];
+        tn->sub_start = tn->n_tok ? tn->tok_start : INT32_MAX;
+        tn->sub_end = tn->n_tok ? tn->tok_start + tn->n_tok : 0;
+        for (int32_t c = tn->first_child; c >= 0; c = v->nodes[c].next_sibling) {
+            const struct trie_node *cn = &v->nodes[c];
+            if (cn->sub_start < tn->sub_start)
+                tn->sub_start = cn->sub_start;
+            if (cn->sub_end > tn->sub_end)
+                tn->sub_end = cn->sub_end;
+            v->below[k][cn->byte >> 5] |= 1u << (cn->byte & 31);
+            for (int i = 0; i < 8; i++)
+                v->below[k][i] |= v->below[c][i];
+        }
+    }
     free(last_child);
     free(tt);
     v->text = text;
@@ -559,13 +569,17 @@ fail:
 struct stack_node {
     uint32_t pos;   /* an element: a byte class for a top, a continuation below */
     uint32_t depth; /* nodes from here to the bottom */
+    uint32_t hash;  /* of the positions from here to the bottom: equal stacks, equal hashes */
     const struct stack_node *parent;
 };
+
+struct set_info;
 
 struct set {
     const struct stack_node **s; /* [n], room for ENG_GRAMMAR_MAX_STACKS */
     int32_t n;
     bool complete;               /* the text so far is a whole sentence */
+    struct set_info *info;       /* a mask's transitions from it (see walk); else NULL */
 };
 
 #define ARENA_CHUNK ((size_t)1 << 16)
@@ -625,6 +639,16 @@ static void arena_reset(struct arena *a)
         a->off = ARENA_CHUNK; /* the first alloc makes chunk 0 */
 }
 
+static void arena_free(struct arena *a);
+
+/* Resets a, giving back all but a few chunks (a large mask should not stay allocated). */
+static void arena_trim(struct arena *a)
+{
+    while (a->n_chunks > 4)
+        free(a->chunks[--a->n_chunks]);
+    arena_reset(a);
+}
+
 static void arena_free(struct arena *a)
 {
     for (int32_t i = 0; i < a->n_chunks; i++)
@@ -634,6 +658,13 @@ static void arena_free(struct arena *a)
 }
 
 #define CACHE_SLOTS 16
+#define INTERN_BITS 12
+#define INTERN_SIZE ((size_t)1 << INTERN_BITS)
+
+struct intern_entry {
+    struct set *set;
+    uint32_t hash;
+};
 #define EXPAND_STEPS_MAX (1 << 16)
 
 struct cache_entry {
@@ -657,6 +688,8 @@ struct eng_grammar_matcher {
     struct set cur;               /* in keep[keep_i] */
     struct arena tmp;
     struct arena mid[2];          /* accept_bytes: long inputs compact into these in turn */
+    struct arena memo_arena;      /* one mask's memoized transitions */
+    struct intern_entry *interned; /* [INTERN_SIZE] during a mask, else NULL */
     struct work *work;
     size_t cap_work;
     uint32_t *key;                /* serialize_set scratch */
@@ -670,7 +703,7 @@ static bool stack_equal(const struct stack_node *a, const struct stack_node *b)
     while (a && b) {
         if (a == b)
             return true;
-        if (a->pos != b->pos)
+        if (a->pos != b->pos || a->hash != b->hash)
             return false;
         a = a->parent;
         b = b->parent;
@@ -683,14 +716,17 @@ static int set_init(struct arena *a, struct set *s)
     s->s = arena_alloc(a, ENG_GRAMMAR_MAX_STACKS * sizeof *s->s);
     s->n = 0;
     s->complete = false;
+    s->info = NULL;
     return s->s ? 0 : ENG_GRAMMAR_ERR_NOMEM;
 }
 
 static struct stack_node *node_new(struct arena *a, uint32_t pos, const struct stack_node *parent)
 {
     struct stack_node *n = arena_alloc(a, sizeof *n);
-    if (n)
-        *n = (struct stack_node){pos, parent ? parent->depth + 1 : 1, parent};
+    if (n) {
+        uint32_t h = ((parent ? parent->hash : 0x2545F491u) ^ pos) * 0x9E3779B1u;
+        *n = (struct stack_node){pos, parent ? parent->depth + 1 : 1, h ^ (h >> 15), parent};
+    }
     return n;
 }
 
@@ -831,6 +867,7 @@ int eng_grammar_matcher_create(const struct eng_grammar *g, const struct eng_gra
     arena_reset(&m->tmp);
     arena_reset(&m->mid[0]);
     arena_reset(&m->mid[1]);
+    arena_reset(&m->memo_arena);
     struct set start;
     int rc = set_init(&m->tmp, &start);
     for (int32_t k = g->rule_alt[0]; k < g->rule_alt[1] && rc == 0; k++)
@@ -855,6 +892,7 @@ void eng_grammar_matcher_destroy(struct eng_grammar_matcher *m)
     arena_free(&m->tmp);
     arena_free(&m->mid[0]);
     arena_free(&m->mid[1]);
+    arena_free(&m->memo_arena);
     free(m->work);
     free(m->key);
     for (int i = 0; i < CACHE_SLOTS; i++) {
@@ -912,47 +950,194 @@ bool eng_grammar_matcher_can_continue(const struct eng_grammar_matcher *m)
     return m && m->cur.n > 0;
 }
 
-/* The trie walk: below trie node `node`, with the parses `in` of the text up to it, sets the
- * bits of every token whose text the grammar allows. Returns the count or an error. */
-static int64_t walk(struct eng_grammar_matcher *m, int32_t node, const struct set *in,
-                    uint32_t *allow)
+/* Whether a and b hold the same parses (in any order). */
+static bool set_same(const struct set *a, const struct set *b)
+{
+    if (a->n != b->n || a->complete != b->complete)
+        return false;
+    for (int32_t i = 0; i < a->n; i++) {
+        bool found = false;
+        for (int32_t j = 0; j < b->n && !found; j++)
+            found = a->s[i]->pos == b->s[j]->pos && stack_equal(a->s[i]->parent, b->s[j]->parent);
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+/* ---- the trie walk ----
+ * The walk advances parse sets by one byte per trie edge, and most edges repeat a transition
+ * already made: inside a string every plain character leads back to the same parses, and
+ * below a bounded repetition every edge at one depth leads to the same next count. So within
+ * one mask, sets are interned (equal sets reached by different paths become one), and each
+ * interned set keeps its transitions per byte class: bytes that every parse treats alike
+ * (all in or all out of each top's class) lead to the same set, computed once. Where a byte
+ * leads from the root's set back to it and a whole subtree is made of such bytes, its tokens
+ * are allowed at once. Everything here lives in the memo arena for the duration of a mask. */
+
+struct set_info {
+    uint8_t cls[256];          /* byte -> class; 0: no parse takes the byte */
+    int32_t n_cls;
+    struct set *next[256];     /* per class: the interned set after it (NULL: dead) */
+    bool done[256];
+};
+
+/* Equal parse sets have equal hashes (the sum over their stacks: order does not matter). */
+static uint32_t set_hash(const struct set *s)
+{
+    uint32_t h = s->complete ? 0x68E31DA4u : 0;
+    for (int32_t i = 0; i < s->n; i++)
+        h += s->s[i]->hash;
+    return h;
+}
+
+/* The one set of this mask equal to s: an earlier one, or s itself, remembered. */
+static struct set *intern(struct eng_grammar_matcher *m, struct set *s, bool *found)
+{
+    uint32_t h = set_hash(s);
+    size_t at = (size_t)((h * 0x9E3779B1u) >> (32 - INTERN_BITS));
+    *found = false;
+    for (size_t probe = 0; probe < 16; probe++) {
+        struct intern_entry *e = &m->interned[(at + probe) & (INTERN_SIZE - 1)];
+        if (!e->set) {
+            *e = (struct intern_entry){s, h};
+            return s;
+        }
+        if (e->hash == h && set_same(e->set, s)) {
+            *found = true;
+            return e->set;
+        }
+    }
+    return s; /* table crowded: s stays its own */
+}
+
+/* s's byte classes, made on first use. */
+static struct set_info *info_of(struct eng_grammar_matcher *m, struct set *s)
+{
+    if (s->info)
+        return s->info;
+    struct set_info *in = arena_alloc(&m->memo_arena, sizeof *in);
+    if (!in)
+        return NULL;
+    memset(in, 0, sizeof *in);
+    uint64_t sigs[256];
+    in->n_cls = 1;
+    for (int b = 0; b < 256; b++) {
+        uint64_t sig = 0;
+        for (int32_t i = 0; i < s->n; i++)
+            if (elem_matches(m->g, m->g->elems[s->s[i]->pos], (uint8_t)b))
+                sig = (sig ^ (uint64_t)(i + 1)) * 0x100000001B3u + 0x9E3779B97F4A7C15u;
+        if (sig == 0)
+            continue; /* class 0 */
+        int32_t k = 1;
+        while (k < in->n_cls && sigs[k] != sig)
+            k++;
+        if (k == in->n_cls)
+            sigs[in->n_cls++] = sig;
+        in->cls[b] = (uint8_t)k;
+    }
+    in->done[0] = true; /* next[0] stays NULL */
+    s->info = in;
+    return in;
+}
+
+/* *to = the interned parses of `from` after byte b (NULL when none survive, or too many). */
+static int transition(struct eng_grammar_matcher *m, struct set *from, uint8_t b, struct set **to)
+{
+    struct set_info *in = info_of(m, from);
+    if (!in)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    uint8_t k = in->cls[b];
+    if (in->done[k]) {
+        *to = in->next[k];
+        return 0;
+    }
+    struct arena_mark mark = arena_mark(&m->memo_arena);
+    struct set *next = arena_alloc(&m->memo_arena, sizeof *next);
+    if (!next)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    int rc = advance(m, &m->memo_arena, from, b, next);
+    if (rc != 0 && rc != ENG_GRAMMAR_ERR_AMBIGUOUS)
+        return rc;
+    if (rc != 0 || (next->n == 0 && !next->complete)) {
+        arena_release(&m->memo_arena, mark);
+        next = NULL; /* too many parses below this byte: its tokens are left out */
+    } else {
+        bool found;
+        struct set *canon = intern(m, next, &found);
+        if (found)
+            arena_release(&m->memo_arena, mark);
+        next = canon;
+    }
+    in->next[k] = next;
+    in->done[k] = true;
+    *to = next;
+    return 0;
+}
+
+static void allow_ids(const struct eng_grammar_vocab *v, int32_t from, int32_t to, uint32_t *allow)
+{
+    for (int32_t k = from; k < to; k++)
+        allow[v->ids[k] >> 5] |= 1u << (v->ids[k] & 31);
+}
+
+static bool subset(const uint32_t a[8], const uint32_t b[8])
+{
+    for (int i = 0; i < 8; i++)
+        if (a[i] & ~b[i])
+            return false;
+    return true;
+}
+
+/* Below trie node `node`, with the parses `in` of the text up to it, sets the bits of every
+ * token whose text the grammar allows. self: the bytes leading from root back to root.
+ * Returns the count or an error. */
+static int64_t walk(struct eng_grammar_matcher *m, const struct set *root, const uint32_t self[8],
+                    int32_t node, struct set *in, uint32_t *allow)
 {
     const struct eng_grammar_vocab *v = m->v;
-    uint32_t bytes[8] = {0};
-    for (int32_t i = 0; i < in->n; i++)
-        elem_or_bytes(m->g, m->g->elems[in->s[i]->pos], bytes);
     int64_t count = 0;
     for (int32_t c = v->nodes[node].first_child; c >= 0; c = v->nodes[c].next_sibling) {
         const struct trie_node *tn = &v->nodes[c];
-        if (!((bytes[tn->byte >> 5] >> (tn->byte & 31)) & 1u))
-            continue;
-        struct arena_mark mark = arena_mark(&m->tmp);
-        struct set next;
-        int rc = advance(m, &m->tmp, in, tn->byte, &next);
-        if (rc == ENG_GRAMMAR_ERR_AMBIGUOUS) {
-            /* Too many parses below this byte: its tokens are left out, the rest still
-             * counts (accepting one of them would report the error). */
-            arena_release(&m->tmp, mark);
+        if (in == root && ((self[tn->byte >> 5] >> (tn->byte & 31)) & 1u) &&
+            subset(v->below[c], self)) {
+            allow_ids(v, tn->sub_start, tn->sub_end, allow);
+            count += tn->sub_end - tn->sub_start;
             continue;
         }
+        struct set *next;
+        int rc = transition(m, in, tn->byte, &next);
         if (rc != 0)
             return rc;
-        if (next.n > 0 || next.complete) {
-            for (int32_t k = 0; k < tn->n_tok; k++) {
-                int32_t id = v->ids[tn->tok_start + k];
-                allow[id >> 5] |= 1u << (id & 31);
-            }
-            count += tn->n_tok;
-        }
-        if (next.n > 0 && tn->first_child >= 0) {
-            int64_t sub = walk(m, c, &next, allow);
+        if (!next)
+            continue;
+        allow_ids(v, tn->tok_start, tn->tok_start + tn->n_tok, allow);
+        count += tn->n_tok;
+        if (next->n > 0 && tn->first_child >= 0) {
+            int64_t sub = walk(m, root, self, c, next, allow);
             if (sub < 0)
                 return sub;
             count += sub;
         }
-        arena_release(&m->tmp, mark);
     }
     return count;
+}
+
+/* The whole mask from the current set. */
+static int64_t walk_root(struct eng_grammar_matcher *m, uint32_t *allow)
+{
+    bool found;
+    struct set *root = intern(m, &m->cur, &found);
+    uint32_t self[8] = {0};
+    for (int b = 0; b < 256; b++) {
+        struct set *to;
+        int rc = transition(m, root, (uint8_t)b, &to);
+        if (rc != 0)
+            return rc;
+        if (to == root)
+            self[b >> 5] |= 1u << (b & 31);
+    }
+    return walk(m, root, self, 0, root, allow);
 }
 
 /* m->key = the current set, written out: complete flag, then each stack's positions from the
@@ -997,8 +1182,15 @@ int64_t eng_grammar_matcher_mask(struct eng_grammar_matcher *m, int64_t vocab, u
     }
     memset(allow, 0, words * sizeof *allow);
     arena_reset(&m->tmp);
-    int64_t n = walk(m, 0, &m->cur, allow);
-    arena_reset(&m->tmp);
+    /* The memo is scratch of this mask only: a matcher keeps no large table between masks. */
+    m->interned = calloc(INTERN_SIZE, sizeof *m->interned);
+    arena_reset(&m->memo_arena);
+    int64_t n = m->interned ? walk_root(m, allow) : ENG_GRAMMAR_ERR_NOMEM;
+    free(m->interned);
+    m->interned = NULL;
+    m->cur.info = NULL; /* it pointed into the memo arena */
+    arena_trim(&m->memo_arena);
+    arena_trim(&m->tmp);
     if (n < 0)
         return n;
     /* Remember it in the least recently used slot; a failed allocation only skips this. */
