@@ -1249,7 +1249,13 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
         if (r->n_stop > 0 && eng_stop_matcher_create(r->stop, (size_t)r->n_stop,
                                                      r->include_stop_str_in_output, &ch->stop) != 0)
             goto nomem;
-        if (h->grammar && eng_grammar_matcher_create(h->grammar, e->gvocab, &ch->gm) != 0)
+        int grc = h->grammar ? eng_grammar_matcher_create(h->grammar, e->gvocab, &ch->gm) : 0;
+        if (grc == ENG_GRAMMAR_ERR_AMBIGUOUS) {
+            handle_free(h);
+            return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                       "the grammar keeps too many alternatives open at once");
+        }
+        if (grc != 0)
             goto nomem;
     }
 

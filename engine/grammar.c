@@ -332,6 +332,31 @@ int eng_grammar_finish(struct eng_grammar *g)
     free(fill);
     compute_nullable(g, nullable);
     rc = check_left_recursion(g, nullable);
+    /* Productive rules: some alternative of only bytes and productive rules (a fixpoint, as
+     * for nullable; the array is reused). */
+    if (rc == 0) {
+        bool *prod = nullable;
+        memset(prod, 0, (size_t)g->n_rules * sizeof *prod);
+        bool changed = true;
+        while (changed) {
+            changed = false;
+            for (int32_t a = 0; a < g->n_alts; a++) {
+                int32_t r = g->alts[a].rule;
+                if (prod[r])
+                    continue;
+                bool all = true;
+                for (uint32_t p = g->alts[a].start; all && g->elems[p] != ELEM(ELEM_END, 0); p++)
+                    all = ELEM_KIND(g->elems[p]) != ELEM_REF || prod[ELEM_VAL(g->elems[p])];
+                if (all) {
+                    prod[r] = true;
+                    changed = true;
+                }
+            }
+        }
+        for (int32_t r = 0; r < g->n_rules && rc == 0; r++)
+            if (!prod[r])
+                rc = ENG_GRAMMAR_ERR_UNPRODUCTIVE;
+    }
     free(nullable);
     if (rc != 0)
         return fail(g, rc);

@@ -37,6 +37,7 @@ enum eng_grammar_err {
     ENG_GRAMMAR_ERR_RECURSION = -4, /* left recursion or a cycle of empty rules */
     ENG_GRAMMAR_ERR_REJECTED = -5,  /* matcher: the text or token is not allowed here */
     ENG_GRAMMAR_ERR_AMBIGUOUS = -6, /* matcher: more than ENG_GRAMMAR_MAX_STACKS parses */
+    ENG_GRAMMAR_ERR_UNPRODUCTIVE = -7, /* a rule that no finite text completes */
 };
 
 /* ---- building ---- */
@@ -74,8 +75,9 @@ int eng_grammar_add_literal(struct eng_grammar *g, const char *s, size_t len);
 int eng_grammar_add_ref(struct eng_grammar *g, int32_t rule);
 
 /* Ends building: checks that every reference names a rule, that every rule has an
- * alternative, and that no rule can reach itself without consuming a byte (left recursion,
- * cycles of empty rules). After it the grammar is read-only and may be shared by matchers on
+ * alternative, that no rule can reach itself without consuming a byte (left recursion,
+ * cycles of empty rules), and that every rule can be completed by some finite text
+ * (ENG_GRAMMAR_ERR_UNPRODUCTIVE otherwise: a matcher could enter it and never finish). After it the grammar is read-only and may be shared by matchers on
  * one thread. Returns 0 or a negative eng_grammar_err; a grammar that failed here is only
  * good for eng_grammar_destroy. */
 int eng_grammar_finish(struct eng_grammar *g);
@@ -105,7 +107,8 @@ void eng_grammar_vocab_destroy(struct eng_grammar_vocab *v);
 struct eng_grammar_matcher; /* opaque: one sequence's position in the grammar */
 
 /* A matcher at the start of g's root rule. g and v must outlive it (v may be NULL for a
- * matcher fed only bytes). Returns 0 and *out, or ENG_GRAMMAR_ERR_INVALID (g not finished) /
+ * matcher fed only bytes). Returns 0 and *out, or ENG_GRAMMAR_ERR_INVALID (g not finished),
+ * ENG_GRAMMAR_ERR_AMBIGUOUS (more parses open at the start than a matcher follows) or
  * ENG_GRAMMAR_ERR_NOMEM. */
 int eng_grammar_matcher_create(const struct eng_grammar *g, const struct eng_grammar_vocab *v,
                                struct eng_grammar_matcher **out);

@@ -14,7 +14,7 @@
 #define WS_MAX 32
 #define INT_DIGITS_MAX 16
 #define FRAC_DIGITS_MAX 16
-#define EXP_DIGITS_MAX 3
+#define EXP_DIGITS_MAX 2 /* 16 + 16 digits and e99 stay far below DBL_MAX */
 #define REFS_MAX 4096
 
 struct ref_entry {
@@ -165,6 +165,8 @@ static int32_t repeat(struct cc *c, int32_t item, int32_t sep, int64_t min, int6
 
 static int32_t ws_rule(struct cc *c)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     if (c->ws < 0) {
         int32_t one = new_rule(c);
         alt(c, one);
@@ -191,6 +193,8 @@ static int hex(struct cc *c)
 /* A string character: any valid UTF-8 character but '"', '\\' and controls, or an escape. */
 static int32_t char_rule(struct cc *c)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     if (c->chr >= 0)
         return c->chr;
     int32_t r = c->chr = new_rule(c);
@@ -226,6 +230,8 @@ static int32_t char_rule(struct cc *c)
 
 static int32_t string_rule(struct cc *c, int64_t min, int64_t max)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     bool plain = min == 0 && max < 0;
     if (plain && c->string >= 0)
         return c->string;
@@ -240,6 +246,8 @@ static int32_t string_rule(struct cc *c, int64_t min, int64_t max)
 /* -? (0 | [1-9][0-9]{0,15}) */
 static int32_t integer_rule(struct cc *c)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     if (c->integer >= 0)
         return c->integer;
     int32_t more = digits(c, 0, INT_DIGITS_MAX - 1);
@@ -254,6 +262,8 @@ static int32_t integer_rule(struct cc *c)
 
 static int32_t number_rule(struct cc *c)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     if (c->number >= 0)
         return c->number;
     int32_t fd = digits(c, 1, FRAC_DIGITS_MAX), ed = digits(c, 1, EXP_DIGITS_MAX);
@@ -272,6 +282,8 @@ static int32_t number_rule(struct cc *c)
 
 static int32_t word_rule(struct cc *c, int32_t *slot, const char *a, const char *b)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     if (*slot >= 0)
         return *slot;
     int32_t r = *slot = new_rule(c);
@@ -319,6 +331,8 @@ static int32_t member_rule(struct cc *c, int32_t value)
 
 static int32_t object_any_rule(struct cc *c)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     if (c->object_any < 0) {
         c->object_any = new_rule(c); /* made first: value refers back to it */
         int32_t body = list_rule(c, "{", "}", member_rule(c, value_rule(c)), 0, -1);
@@ -329,6 +343,8 @@ static int32_t object_any_rule(struct cc *c)
 
 static int32_t array_any_rule(struct cc *c)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     if (c->array_any < 0) {
         c->array_any = new_rule(c);
         int32_t body = list_rule(c, "[", "]", value_rule(c), 0, -1);
@@ -340,6 +356,8 @@ static int32_t array_any_rule(struct cc *c)
 /* Any JSON value. */
 static int32_t value_rule(struct cc *c)
 {
+    if (c->rc) /* a failed build would cache the error code as a rule id */
+        return c->rc;
     if (c->value >= 0)
         return c->value;
     /* Made first: objects and arrays refer back to it. Every sub-rule is built before an
@@ -626,8 +644,14 @@ static int32_t object_rule(struct cc *c, const struct eng_json *s)
             size_t mark = path_push(c, ".properties.%s", names[i]);
             v = compile(c, schemas[i]);
             path_pop(c, mark);
+        } else if (extra && extra->type == ENG_JSON_BOOL && !extra->b) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'required' names \"%s\", which neither "
+                    "'properties' nor 'additionalProperties' allows", names[i]);
+            break;
         } else {
-            v = value_rule(c);
+            /* A required name the properties do not declare: additionalProperties says what
+             * its value is (any value when absent or true). */
+            v = sub_schema(c, extra, ".additionalProperties");
         }
         key.len = 0;
         sb_string(&key, names[i], name_lens[i]);
@@ -1044,13 +1068,29 @@ int eng_json_schema_compile(const struct eng_json *schema, const char *path,
     ref(&c, v);
     if (!c.rc) {
         int rc = eng_grammar_finish(c.g);
+        snprintf(c.path, sizeof c.path, "%s", path ? path : "schema");
         if (rc == ENG_GRAMMAR_ERR_RECURSION) {
-            snprintf(c.path, sizeof c.path, "%s", path ? path : "schema");
             set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID,
                     "the schema refers to itself without any text in between ('$ref' cycle)");
+        } else if (rc == ENG_GRAMMAR_ERR_UNPRODUCTIVE) {
+            set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID,
+                    "a part of the schema admits no finite value ('$ref' cycle through required "
+                    "members)");
         } else if (rc != 0) {
             grammar_err(&c, rc);
         }
+    }
+    if (!c.rc) {
+        /* A matcher must be able to start: too many alternatives open at once are refused
+         * here rather than when the request is queued. */
+        struct eng_grammar_matcher *m = NULL;
+        int rc = eng_grammar_matcher_create(c.g, NULL, &m);
+        eng_grammar_matcher_destroy(m);
+        if (rc == ENG_GRAMMAR_ERR_AMBIGUOUS)
+            set_err(&c, ENG_JSON_SCHEMA_ERR_TOO_BIG,
+                    "the schema keeps too many alternatives open at once");
+        else if (rc != 0)
+            grammar_err(&c, rc);
     }
     free(c.refs);
     if (c.rc) {

@@ -6,10 +6,13 @@
  * The text a grammar accepts: optional whitespace, then one JSON value, and nothing after it
  * (generation ends once the value is complete). Whitespace between tokens is 0 to 32 bytes of
  * space, tab, CR or LF, so a model cannot spin on blank lines forever; integer parts have at
- * most 16 digits, fractions 16 and exponents 3. Object members come in the order of
+ * most 16 digits, fractions 16 and exponents 2. Object members come in the order of
  * "properties"; optional ones may be left out. Strings are valid UTF-8 with JSON's escapes
  * (\u escapes of surrogates and of U+0000 are left out, so every output is also valid for
- * strict parsers).
+ * strict parsers). A grammar cannot see which keys an object already has: where members are
+ * open (json_object, additionalProperties), a key may repeat, which JSON allows and strict
+ * parsers refuse. Nesting deeper than the matcher follows (ENG_GRAMMAR_MAX_DEPTH stack
+ * entries, about 250 objects) ends the text where it is.
  *
  * Supported keywords: type (a name or a list), properties, required, additionalProperties
  * (absent or false: no other members, as OpenAI's strict mode requires; true or a schema:
@@ -36,8 +39,10 @@
 enum eng_json_schema_err {
     ENG_JSON_SCHEMA_ERR_UNSUPPORTED = -1, /* a keyword or value outside the subset */
     ENG_JSON_SCHEMA_ERR_INVALID = -2,     /* not a valid schema (wrong types, bad $ref,
-                                             minItems > maxItems, a schema nothing matches) */
-    ENG_JSON_SCHEMA_ERR_TOO_BIG = -3,     /* the grammar would exceed the grammar ceilings */
+                                             minItems > maxItems, a schema nothing matches or
+                                             only infinite documents match) */
+    ENG_JSON_SCHEMA_ERR_TOO_BIG = -3,     /* the grammar would exceed the grammar ceilings, or
+                                             keep too many alternatives open at once */
     ENG_JSON_SCHEMA_ERR_NOMEM = -4,
 };
 

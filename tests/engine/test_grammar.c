@@ -379,6 +379,9 @@ static void test_recursion_checks(void)
         {{"A=BCAx|z", "B=_|b", "C=B"}, 3, ENG_GRAMMAR_ERR_RECURSION, "through an indirectly nullable rule"},
         {{"A=xB", "B=C", "C=B|y"}, 3, ENG_GRAMMAR_ERR_RECURSION, "empty cycle below the root"},
         {{"A=A"}, 1, ENG_GRAMMAR_ERR_RECURSION, "A ::= A"},
+        /* No finite text completes: a matcher could enter and never leave. */
+        {{"A=xA"}, 1, ENG_GRAMMAR_ERR_UNPRODUCTIVE, "A ::= x A"},
+        {{"A=y|xB", "B=zB"}, 2, ENG_GRAMMAR_ERR_UNPRODUCTIVE, "an unproductive rule beside a good one"},
         /* Fine: right recursion, recursion behind a byte, a diamond, a non-nullable prefix. */
         {{"A=xA|_"}, 1, 0, "right recursion"},
         {{"A=xAy|_"}, 1, 0, "nesting"},

@@ -86,6 +86,8 @@ static void test_json_object_mode(void)
     NO(NULL, "{}{}");
     YES(NULL, "{\"a\": 1234567890123456}");
     NO(NULL, "{\"a\": 12345678901234567}"); /* 17 integer digits */
+    YES(NULL, "{\"a\": -1.5e+99}");
+    NO(NULL, "{\"a\": 1e999}");                /* would overflow a double */
     /* 32 whitespace bytes at most between tokens */
     char buf[128];
     snprintf(buf, sizeof buf, "{%32s}", "");
@@ -134,6 +136,11 @@ static void test_objects(void)
     YES(extra_any, "{\"q\": [1, {\"r\": null}]}");
     /* A required name not among the properties: any value. */
     YES("{\"type\": \"object\", \"required\": [\"id\"]}", "{\"id\": [true]}");
+    /* ... whose value follows additionalProperties when that is a schema */
+    YES("{\"type\": \"object\", \"required\": [\"x\"], \"additionalProperties\": {\"type\": \"integer\"}}",
+        "{\"x\": 3}");
+    NO("{\"type\": \"object\", \"required\": [\"x\"], \"additionalProperties\": {\"type\": \"integer\"}}",
+       "{\"x\": \"s\"}");
     NO("{\"type\": \"object\", \"required\": [\"id\"]}", "{}");
     /* Keys are escaped as JSON strings. */
     YES("{\"properties\": {\"a\\\"b\": {\"const\": 1}}, \"required\": [\"a\\\"b\"]}",
@@ -263,6 +270,13 @@ static void test_refusals(void)
     refused("{\"type\": \"array\", \"items\": false, \"minItems\": 1}", I, "minItems");
     refused("{\"required\": [\"a\", \"a\"]}", I, "twice");
     refused("{\"properties\": []}", I, "'properties' must be an object");
+    /* errors found by fuzz_json_schema */
+    refused("{\"properties\": {\"a\": {\"type\": \"x\"}}, \"additionalProperties\": true}", I,
+            "unknown type");
+    refused("{\"type\": \"object\", \"properties\": {\"a\": {}}, \"required\": [\"b\"],"
+            " \"additionalProperties\": false}", I, "neither");
+    refused("{\"type\": \"object\", \"properties\": {\"a\": {\"$ref\": \"#\"}}, \"required\": [\"a\"]}", I,
+            "no finite value");
     refused("{\"type\": \"string\", \"const\": 1}", I, "no value of 'const'");
     refused("{\"type\": \"string\", \"enum\": [\"a\"], \"maxLength\": 3}", U, "on their own");
 }
@@ -280,6 +294,18 @@ static void test_too_big(void)
     free(s);
 }
 
+/* An anyOf of many overlapping strings: every branch is open at the start. */
+static void test_too_ambiguous(void)
+{
+    char s[16384];
+    size_t len = (size_t)snprintf(s, sizeof s, "{\"anyOf\": [");
+    for (int k = 1; k < 300; k++)
+        len += (size_t)snprintf(s + len, sizeof s - len, "%s{\"type\": \"string\", \"maxLength\": %d}",
+                                k > 1 ? "," : "", k);
+    snprintf(s + len, sizeof s - len, "]}");
+    refused(s, ENG_JSON_SCHEMA_ERR_TOO_BIG, "too many alternatives");
+}
+
 int main(void)
 {
     test_json_object_mode();
@@ -288,5 +314,6 @@ int main(void)
     test_combinators_and_refs();
     test_refusals();
     test_too_big();
+    test_too_ambiguous();
     return tu_finish("json_schema");
 }
