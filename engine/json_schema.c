@@ -529,7 +529,7 @@ static bool is_supported(const char *k)
     static const char *const names[] = {
         "type", "properties", "required", "additionalProperties", "items", "prefixItems",
         "minItems", "maxItems", "minLength", "maxLength", "enum", "const", "anyOf", "oneOf",
-        "allOf", "$ref"};
+        "allOf", "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(k, names[i]) == 0)
             return true;
@@ -778,6 +778,150 @@ static int32_t array_rule(struct cc *c, const struct eng_json *s)
     return c->rc ? c->rc : arr;
 }
 
+/* ---- integers within bounds ----
+ * The decimal texts of the integers in [lo, hi]: per digit count, the fixed-width ranges
+ * split at the first digit (the usual construction of a range as a grammar), no leading
+ * zeros and no "-0". Magnitudes stay within INT_DIGITS_MAX digits, like unbounded integers. */
+
+#define INT_MAGNITUDE_MAX 9999999999999999LL /* INT_DIGITS_MAX nines */
+
+static const char *const bound_kw[] = {"minimum", "maximum", "exclusiveMinimum",
+                                       "exclusiveMaximum"};
+
+static bool has_numeric_bounds(const struct eng_json *s)
+{
+    for (size_t i = 0; i < 4; i++)
+        if (eng_json_get(s, bound_kw[i]))
+            return true;
+    return false;
+}
+
+/* Width-w digit strings (leading zeros allowed) from x to y, x <= y. */
+static int32_t fixed_range(struct cc *c, const char *x, const char *y, int w)
+{
+    if (c->rc)
+        return c->rc;
+    int32_t r;
+    if (w == 1) {
+        r = new_rule(c);
+        alt(c, r); range(c, (uint8_t)x[0], (uint8_t)y[0]);
+        return c->rc ? c->rc : r;
+    }
+    bool x_low = true, y_high = true;
+    for (int i = 1; i < w; i++) {
+        x_low &= x[i] == '0';
+        y_high &= y[i] == '9';
+    }
+    if (x[0] == y[0] || (x_low && y_high)) {
+        /* One first digit (or a full range of them) and the rest. */
+        int32_t rest = x[0] == y[0] ? fixed_range(c, x + 1, y + 1, w - 1) : digits(c, w - 1, w - 1);
+        r = new_rule(c);
+        alt(c, r); range(c, (uint8_t)x[0], (uint8_t)y[0]); ref(c, rest);
+        return c->rc ? c->rc : r;
+    }
+    char nines[INT_DIGITS_MAX + 1], zeros[INT_DIGITS_MAX + 1];
+    memset(nines, '9', (size_t)w - 1);
+    memset(zeros, '0', (size_t)w - 1);
+    int32_t low = fixed_range(c, x + 1, nines, w - 1);
+    int32_t mid = y[0] - x[0] >= 2 ? digits(c, w - 1, w - 1) : -1;
+    int32_t high = fixed_range(c, zeros, y + 1, w - 1);
+    r = new_rule(c);
+    alt(c, r); range(c, (uint8_t)x[0], (uint8_t)x[0]); ref(c, low);
+    if (mid >= 0) {
+        alt(c, r); range(c, (uint8_t)(x[0] + 1), (uint8_t)(y[0] - 1)); ref(c, mid);
+    }
+    alt(c, r); range(c, (uint8_t)y[0], (uint8_t)y[0]); ref(c, high);
+    return c->rc ? c->rc : r;
+}
+
+/* Decimal texts without leading zeros of the integers in [a, b], 0 <= a <= b. */
+static int32_t magnitude_rule(struct cc *c, int64_t a, int64_t b)
+{
+    int32_t parts[INT_DIGITS_MAX];
+    int n = 0;
+    int64_t p10 = 1; /* 10^(L-1) */
+    for (int L = 1; L <= INT_DIGITS_MAX && !c->rc; L++, p10 *= 10) {
+        int64_t lo = L == 1 ? a : (a > p10 ? a : p10);
+        int64_t top = p10 * 10 - 1;
+        int64_t hi = b < top ? b : top;
+        if (lo > hi)
+            continue;
+        char xs[24], ys[24];
+        snprintf(xs, sizeof xs, "%0*lld", L, (long long)lo);
+        snprintf(ys, sizeof ys, "%0*lld", L, (long long)hi);
+        parts[n++] = fixed_range(c, xs, ys, L);
+    }
+    if (c->rc)
+        return c->rc;
+    int32_t r = new_rule(c);
+    for (int i = 0; i < n; i++) {
+        alt(c, r);
+        ref(c, parts[i]);
+    }
+    return c->rc ? c->rc : r;
+}
+
+/* An integer, within minimum / maximum / exclusiveMinimum / exclusiveMaximum when given
+ * (numbers, or draft 4's booleans next to minimum and maximum). */
+static int32_t bounded_integer_rule(struct cc *c, const struct eng_json *s)
+{
+    if (!has_numeric_bounds(s))
+        return integer_rule(c);
+    double lo = -(double)INT_MAGNITUDE_MAX, hi = (double)INT_MAGNITUDE_MAX;
+    for (size_t i = 0; i < 4; i++) {
+        const struct eng_json *v = eng_json_get(s, bound_kw[i]);
+        if (!v)
+            continue;
+        bool exclusive = i >= 2, upper = i == 1 || i == 3;
+        if (v->type == ENG_JSON_BOOL && exclusive) {
+            /* Draft 4: the flag makes minimum (maximum) exclusive. */
+            const struct eng_json *m = eng_json_get(s, upper ? "maximum" : "minimum");
+            if (!v->b)
+                continue;
+            if (!m || m->type != ENG_JSON_NUMBER) {
+                size_t mark = path_push(c, ".%s", bound_kw[i]);
+                set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "true needs a numeric '%s'",
+                        upper ? "maximum" : "minimum");
+                path_pop(c, mark);
+                return c->rc;
+            }
+            v = m;
+        } else if (v->type != ENG_JSON_NUMBER) {
+            size_t mark = path_push(c, ".%s", bound_kw[i]);
+            set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "must be a number");
+            path_pop(c, mark);
+            return c->rc;
+        }
+        double d = v->u.num.d;
+        if (!upper) {
+            double b = exclusive ? floor(d) + 1 : ceil(d);
+            lo = b > lo ? b : lo;
+        } else {
+            double b = exclusive ? ceil(d) - 1 : floor(d);
+            hi = b < hi ? b : hi;
+        }
+    }
+    if (lo > hi)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "no integer (of at most %d digits) lies "
+                       "within the bounds", INT_DIGITS_MAX);
+    int64_t ilo = (int64_t)lo, ihi = (int64_t)hi;
+    int32_t neg = -1, pos = -1;
+    if (ihi >= 0)
+        pos = magnitude_rule(c, ilo > 0 ? ilo : 0, ihi);
+    if (ilo < 0)
+        neg = magnitude_rule(c, ihi < 0 ? -ihi : 1, -ilo);
+    if (c->rc)
+        return c->rc;
+    int32_t r = new_rule(c);
+    if (pos >= 0) {
+        alt(c, r); ref(c, pos);
+    }
+    if (neg >= 0) {
+        alt(c, r); lit(c, "-"); ref(c, neg);
+    }
+    return c->rc ? c->rc : r;
+}
+
 static int32_t type_rule(struct cc *c, const struct eng_json *s, const char *type)
 {
     if (strcmp(type, "string") == 0) {
@@ -787,9 +931,13 @@ static int32_t type_rule(struct cc *c, const struct eng_json *s, const char *typ
         return string_rule(c, min, max);
     }
     if (strcmp(type, "integer") == 0)
-        return integer_rule(c);
-    if (strcmp(type, "number") == 0)
+        return bounded_integer_rule(c, s);
+    if (strcmp(type, "number") == 0) {
+        if (has_numeric_bounds(s))
+            return set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED, "bounds on a \"number\" are not "
+                           "supported (they are on an \"integer\")");
         return number_rule(c);
+    }
     if (strcmp(type, "boolean") == 0)
         return word_rule(c, &c->boolean, "true", "false");
     if (strcmp(type, "null") == 0)
@@ -1010,6 +1158,9 @@ static int32_t compile(struct cc *c, const struct eng_json *s)
         for (size_t i = 0; i < 2; i++)
             if (eng_json_get(s, str_kw[i]))
                 return type_rule(c, s, "string");
+        if (has_numeric_bounds(s))
+            return set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED,
+                           "numeric bounds need \"type\": \"integer\"");
         return value_rule(c);
     }
     size_t mark = path_push(c, ".type");

@@ -17,14 +17,16 @@
  * Supported keywords: type (a name or a list), properties, required, additionalProperties
  * (absent or false: no other members, as OpenAI's strict mode requires; true or a schema:
  * further members after the declared ones), items (a schema, true or false), prefixItems,
- * minItems, maxItems, minLength, maxLength (at most ENG_JSON_SCHEMA_MAX_REPEAT), enum, const,
+ * minItems, maxItems, minLength, maxLength (at most ENG_JSON_SCHEMA_MAX_REPEAT), minimum,
+ * maximum, exclusiveMinimum, exclusiveMaximum (on integers; draft 4's boolean forms too; on a
+ * "number" they are refused, and without a type they need "integer"), enum, const,
  * anyOf and oneOf (both as "any of": the text cannot tell them apart), allOf with one schema,
  * $ref to "#", "#/$defs/..." or "#/definitions/..." (recursive schemas work), and boolean
  * schemas (true: any value; false: refused where a value is required).
  * Annotations are ignored: title, description, default, examples, $schema, $id, $comment,
  * $defs, definitions, deprecated, readOnly, writeOnly, format (an annotation by default in
- * JSON Schema 2020-12) and keys starting with "x-". Any other keyword (pattern, minimum,
- * maximum, multipleOf, uniqueItems, patternProperties, not, if, ...) is refused with its path:
+ * JSON Schema 2020-12) and keys starting with "x-". Any other keyword (pattern,
+ * multipleOf, uniqueItems, patternProperties, not, if, ...) is refused with its path:
  * ignoring it would produce documents the schema rejects. */
 #ifndef PHISERVE_ENGINE_JSON_SCHEMA_H
 #define PHISERVE_ENGINE_JSON_SCHEMA_H

@@ -25,7 +25,7 @@ class Pet(BaseModel):
     alive: bool
     kind: Literal["cat", "dog", "fish"]
     name: Annotated[str, StringConstraints(max_length=8)]
-    age: int
+    age: Annotated[int, Field(ge=0, le=30)]
     tags: Annotated[List[bool], Field(max_length=2)]
     note: Optional[Annotated[str, StringConstraints(max_length=4)]]
 
@@ -73,7 +73,7 @@ def check_pet(text):
     assert type(v["alive"]) is bool
     assert v["kind"] in KINDS
     assert type(v["name"]) is str and len(v["name"]) <= 8
-    assert type(v["age"]) is int
+    assert type(v["age"]) is int and 0 <= v["age"] <= 30
     assert type(v["tags"]) is list and len(v["tags"]) <= 2
     assert all(type(t) is bool for t in v["tags"])
     assert v["note"] is None or (type(v["note"]) is str and len(v["note"]) <= 4)
@@ -173,10 +173,12 @@ def _schema(schema, **extra):
 OBJ = {"type": "object", "additionalProperties": False}
 # (id, response_format, param, code, a piece of the message)
 ERROR_CASES = [
-    ("pattern", _schema({**OBJ, "properties": {"name": {"type": "string", "pattern": "^a+$"}}, "required": ["name"]}),
-     "response_format.json_schema.schema", "unsupported_value", "schema.properties.name.pattern"),
-    ("minimum", _schema({**OBJ, "properties": {"age": {"type": "integer", "minimum": 0}}, "required": ["age"]}),
-     "response_format.json_schema.schema", "unsupported_value", "schema.properties.age.minimum"),
+    ("not", _schema({**OBJ, "properties": {"name": {"type": "string", "not": {"const": "a"}}}, "required": ["name"]}),
+     "response_format.json_schema.schema", "unsupported_value", "schema.properties.name.not"),
+    ("multipleOf", _schema({**OBJ, "properties": {"age": {"type": "integer", "multipleOf": 2}}, "required": ["age"]}),
+     "response_format.json_schema.schema", "unsupported_value", "schema.properties.age.multipleOf"),
+    ("number_bounds", _schema({**OBJ, "properties": {"w": {"type": "number", "minimum": 0}}, "required": ["w"]}),
+     "response_format.json_schema.schema", "unsupported_value", "schema.properties.w"),
     ("unknown_type", _schema({**OBJ, "properties": {"x": {"type": "yaml"}}, "required": ["x"]}),
      "response_format.json_schema.schema", "invalid_value", "schema.properties.x"),
     ("missing_schema", {"type": "json_schema", "json_schema": {"name": "Pet", "strict": True}},

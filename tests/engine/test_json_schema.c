@@ -244,8 +244,8 @@ static void test_refusals(void)
 {
     const int U = ENG_JSON_SCHEMA_ERR_UNSUPPORTED, I = ENG_JSON_SCHEMA_ERR_INVALID;
     refused("{\"type\": \"string\", \"pattern\": \"^a\"}", U, "schema.pattern: ");
-    refused("{\"properties\": {\"n\": {\"type\": \"integer\", \"minimum\": 0}}}", U,
-            "schema.properties.n.minimum");
+    refused("{\"properties\": {\"n\": {\"type\": \"integer\", \"multipleOf\": 2}}}", U,
+            "schema.properties.n.multipleOf");
     refused("{\"type\": \"array\", \"uniqueItems\": true}", U, "uniqueItems");
     refused("{\"not\": {}}", U, "not");
     refused("{\"type\": \"strin\"}", I, "unknown type \"strin\"");
@@ -294,6 +294,62 @@ static void test_too_big(void)
     free(s);
 }
 
+/* Integer bounds: every integer in a window is accepted exactly when it is within them. */
+static void test_integer_bounds(void)
+{
+    static const struct {
+        const char *schema;
+        long long lo, hi;
+    } cases[] = {
+        {"{\"type\": \"integer\", \"minimum\": -37, \"maximum\": 1234}", -37, 1234},
+        {"{\"type\": \"integer\", \"exclusiveMinimum\": 0}", 1, 9999999999999999LL},
+        {"{\"type\": \"integer\", \"maximum\": -5}", -9999999999999999LL, -5},
+        {"{\"type\": \"integer\", \"minimum\": 7, \"maximum\": 7}", 7, 7},
+        {"{\"type\": \"integer\", \"minimum\": 1.5, \"exclusiveMaximum\": 100.5}", 2, 100},
+        {"{\"type\": \"integer\", \"minimum\": 100, \"maximum\": 19999}", 100, 19999},
+        {"{\"type\": \"integer\", \"minimum\": 5, \"exclusiveMinimum\": true}", 6, 9999999999999999LL},
+        {"{\"type\": [\"integer\", \"null\"], \"minimum\": 0, \"maximum\": 10}", 0, 10},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct eng_json_doc *doc = parse(cases[k].schema);
+        struct eng_grammar *g = NULL;
+        char err[256];
+        EXPECT(eng_json_schema_compile(eng_json_root(doc), "schema", &g, err, sizeof err) == 0);
+        int bad = 0;
+        for (long long v = -2100; v <= 21000 && g; v++) {
+            char t[32];
+            snprintf(t, sizeof t, "%lld", v);
+            struct eng_grammar_matcher *m = NULL;
+            EXPECT(eng_grammar_matcher_create(g, NULL, &m) == 0);
+            bool ok = eng_grammar_matcher_accept_bytes(m, t, strlen(t)) == 0 &&
+                      eng_grammar_matcher_complete(m);
+            eng_grammar_matcher_destroy(m);
+            if (ok != (v >= cases[k].lo && v <= cases[k].hi) && bad++ < 5)
+                FAIL("%s: %s %s", cases[k].schema, t, ok ? "accepted" : "refused");
+        }
+        eng_grammar_destroy(g);
+        eng_json_free(doc);
+    }
+    const char *r = "{\"type\": \"integer\", \"minimum\": -37, \"maximum\": 1234}";
+    NO(r, "-0");
+    NO(r, "007");
+    NO(r, "12.0");
+    YES("{\"type\": \"integer\", \"exclusiveMinimum\": 0}", "9999999999999999");
+    NO("{\"type\": \"integer\", \"exclusiveMinimum\": 0}", "10000000000000000");
+    YES("{\"type\": \"integer\", \"maximum\": -5}", "-9999999999999999");
+    YES("{\"type\": [\"integer\", \"null\"], \"minimum\": 0, \"maximum\": 10}", "null");
+    /* Bounds apply to numbers only: a string type ignores them, as JSON Schema says. */
+    YES("{\"type\": \"string\", \"minimum\": 3}", "\"x\"");
+    const int U = ENG_JSON_SCHEMA_ERR_UNSUPPORTED, I = ENG_JSON_SCHEMA_ERR_INVALID;
+    refused("{\"type\": \"number\", \"minimum\": 0}", U, "\"number\"");
+    refused("{\"minimum\": 0}", U, "need \"type\": \"integer\"");
+    refused("{\"type\": \"integer\", \"minimum\": 5, \"maximum\": 4}", I, "no integer");
+    refused("{\"type\": \"integer\", \"exclusiveMinimum\": 1, \"exclusiveMaximum\": 2}", I, "no integer");
+    refused("{\"type\": \"integer\", \"minimum\": \"3\"}", I, "schema.minimum: must be a number");
+    refused("{\"type\": \"integer\", \"exclusiveMaximum\": true}", I, "exclusiveMaximum: true needs");
+    refused("{\"type\": \"integer\", \"minimum\": 1e17}", I, "no integer");
+}
+
 /* An anyOf of many overlapping strings: every branch is open at the start. */
 static void test_too_ambiguous(void)
 {
@@ -315,5 +371,6 @@ int main(void)
     test_refusals();
     test_too_big();
     test_too_ambiguous();
+    test_integer_bounds();
     return tu_finish("json_schema");
 }
