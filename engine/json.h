@@ -1,8 +1,9 @@
 /* The project's one reader of untrusted JSON (request bodies, config.json, safetensors headers):
  * RFC 8259 plus strict rules (valid UTF-8 only, no \u0000, no lone surrogates, no duplicate keys,
  * bounded depth and memory, finite numbers, exact int64 for integer literals). It builds a
- * read-only tree and names the JSON path of any problem. It is not a general JSON library (no
- * writer, no editing) and knows no schema; callers turn its errors into their own. */
+ * read-only tree and names the JSON path of any problem; json_write.c writes such a tree back
+ * out compactly. It is not a general JSON library (no editing) and knows no schema; callers
+ * turn its errors into their own. */
 #ifndef PHISERVE_ENGINE_JSON_H
 #define PHISERVE_ENGINE_JSON_H
 
@@ -109,5 +110,18 @@ const struct eng_json *eng_json_get(const struct eng_json *obj, const char *key)
  * (overlong forms, surrogates U+D800-DFFF, code points above U+10FFFF, truncation, stray
  * continuation bytes are all invalid). */
 size_t eng_utf8_seq_len(const unsigned char *s, size_t n);
+
+/* ---- writing (json_write.c) ---- */
+
+/* v as compact JSON: no whitespace, members in document order, strings with the short escapes
+ * (\" \\ \n \r \t \b \f), \u00XX for the other control characters and every other
+ * character as it is, integer literals exactly and other numbers in the shortest form that
+ * reads back as the same double. Returns 0 and a malloc'd, NUL-terminated *out of *len bytes
+ * (the caller frees it), or -1 when out of memory (*out NULL). */
+int eng_json_write(const struct eng_json *v, char **out, size_t *len);
+
+/* The JSON string literal of s[0..n) (caller keeps s), written as eng_json_write writes
+ * strings. Same returns. */
+int eng_json_write_string(const char *s, size_t n, char **out, size_t *len);
 
 #endif

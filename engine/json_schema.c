@@ -375,123 +375,19 @@ static int32_t value_rule(struct cc *c)
 
 /* ---- literals: const and enum values, property names ---- */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-/* A JSON string literal in the form a model would write: the escapes JSON requires, with the
- * short forms where JSON has them, and every other character as it is. */
-static void sb_string(struct sbuf *b, const char *s, size_t n)
-{
-    sb_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        char esc[8];
-        const char *e = NULL;
-        switch (ch) {
-        case '"': e = "\\\""; break;
-        case '\\': e = "\\\\"; break;
-        case '\n': e = "\\n"; break;
-        case '\r': e = "\\r"; break;
-        case '\t': e = "\\t"; break;
-        case '\b': e = "\\b"; break;
-        case '\f': e = "\\f"; break;
-        default:
-            if (ch < 0x20) {
-                snprintf(esc, sizeof esc, "\\u%04x", ch);
-                e = esc;
-            }
-        }
-        if (e)
-            sb_put(b, e, strlen(e));
-        else
-            sb_put(b, (const char *)&ch, 1);
-    }
-    sb_put(b, "\"", 1);
-}
-
-/* The shortest decimal form that reads back as the same double. */
-static void sb_number(struct sbuf *b, const struct eng_json *v)
-{
-    char num[40];
-    if (v->is_int) {
-        snprintf(num, sizeof num, "%lld", (long long)v->u.num.i);
-    } else {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(num, sizeof num, "%.*g", prec, v->u.num.d);
-            if (strtod(num, NULL) == v->u.num.d)
-                break;
-        }
-    }
-    sb_put(b, num, strlen(num));
-}
-
-/* Compact JSON: no whitespace, members in document order. */
-static void sb_json(struct sbuf *b, const struct eng_json *v)
-{
-    switch (v->type) {
-    case ENG_JSON_NULL: sb_put(b, "null", 4); break;
-    case ENG_JSON_BOOL: v->b ? sb_put(b, "true", 4) : sb_put(b, "false", 5); break;
-    case ENG_JSON_NUMBER: sb_number(b, v); break;
-    case ENG_JSON_STRING: sb_string(b, v->u.str, v->len); break;
-    case ENG_JSON_ARRAY:
-    case ENG_JSON_OBJECT: {
-        bool obj = v->type == ENG_JSON_OBJECT;
-        sb_put(b, obj ? "{" : "[", 1);
-        for (const struct eng_json *m = v->u.child; m; m = m->next) {
-            if (m != v->u.child)
-                sb_put(b, ",", 1);
-            if (obj) {
-                sb_string(b, m->key, m->key_len);
-                sb_put(b, ":", 1);
-            }
-            sb_json(b, m);
-        }
-        sb_put(b, obj ? "}" : "]", 1);
-        break;
-    }
-    }
-}
-
 /* rule ::= the literal JSON of each value (one alternative each). */
 static int32_t literal_rule(struct cc *c, const struct eng_json *const *vals, size_t n)
 {
     int32_t r = new_rule(c);
-    struct sbuf b = {0};
     for (size_t i = 0; i < n && !c->rc; i++) {
-        b.len = 0;
-        sb_json(&b, vals[i]);
-        if (b.oom) {
-            set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
-            break;
-        }
+        char *text;
+        size_t len;
+        if (eng_json_write(vals[i], &text, &len) != 0)
+            return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
         alt(c, r);
-        lit_n(c, b.p, b.len);
+        lit_n(c, text, len);
+        free(text);
     }
-    free(b.p);
     return c->rc ? c->rc : r;
 }
 
@@ -637,7 +533,6 @@ static int32_t object_rule(struct cc *c, const struct eng_json *s)
     }
     /* kv_i ::= "name" ws ":" ws value_i */
     int32_t ws = ws_rule(c);
-    struct sbuf key = {0};
     for (size_t i = 0; i < n && !c->rc; i++) {
         int32_t v;
         if (schemas[i]) {
@@ -653,16 +548,16 @@ static int32_t object_rule(struct cc *c, const struct eng_json *s)
              * its value is (any value when absent or true). */
             v = sub_schema(c, extra, ".additionalProperties");
         }
-        key.len = 0;
-        sb_string(&key, names[i], name_lens[i]);
-        if (key.oom) {
+        char *key;
+        size_t key_len;
+        if (eng_json_write_string(names[i], name_lens[i], &key, &key_len) != 0) {
             set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
             break;
         }
         kv[i] = new_rule(c);
-        alt(c, kv[i]); lit_n(c, key.p, key.len); ref(c, ws); lit(c, ":"); ref(c, ws); ref(c, v);
+        alt(c, kv[i]); lit_n(c, key, key_len); ref(c, ws); lit(c, ":"); ref(c, ws); ref(c, v);
+        free(key);
     }
-    free(key.p);
     int32_t kvx = -1, comma = comma_rule(c);
     if (extra && !(extra->type == ENG_JSON_BOOL && !extra->b)) {
         int32_t v = sub_schema(c, extra, ".additionalProperties");
@@ -1196,18 +1091,65 @@ static int32_t compile(struct cc *c, const struct eng_json *s)
     return union_rule(c, rules, i);
 }
 
-int eng_json_schema_compile(const struct eng_json *schema, const char *path,
-                            struct eng_grammar **out, char *err, size_t errlen)
+/* Finishes c's grammar (root rule 0 built) and checks that a matcher can start; on success
+ * *out takes it. Returns c->rc. */
+static int finish(struct cc *c, const char *path, struct eng_grammar **out)
+{
+    if (!c->rc) {
+        int rc = eng_grammar_finish(c->g);
+        snprintf(c->path, sizeof c->path, "%s", path ? path : "schema");
+        if (rc == ENG_GRAMMAR_ERR_RECURSION) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_INVALID,
+                    "the schema refers to itself without any text in between ('$ref' cycle)");
+        } else if (rc == ENG_GRAMMAR_ERR_UNPRODUCTIVE) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_INVALID,
+                    "a part of the schema admits no finite value ('$ref' cycle through required "
+                    "members)");
+        } else if (rc != 0) {
+            grammar_err(c, rc);
+        }
+    }
+    if (!c->rc) {
+        /* A matcher must be able to start: too many alternatives open at once are refused
+         * here rather than when the request is queued. */
+        struct eng_grammar_matcher *m = NULL;
+        int rc = eng_grammar_matcher_create(c->g, NULL, &m);
+        eng_grammar_matcher_destroy(m);
+        if (rc == ENG_GRAMMAR_ERR_AMBIGUOUS)
+            set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG,
+                    "the schema keeps too many alternatives open at once");
+        else if (rc != 0)
+            grammar_err(c, rc);
+    }
+    free(c->refs);
+    c->refs = NULL;
+    if (c->rc) {
+        eng_grammar_destroy(c->g);
+        return c->rc;
+    }
+    *out = c->g;
+    return 0;
+}
+
+static void cc_init(struct cc *c, const struct eng_json *root, const char *path, char *err,
+                    size_t errlen)
 {
     if (errlen > 0)
         err[0] = '\0';
+    *c = (struct cc){.root = root, .err = err, .errlen = errlen, .ws = -1, .value = -1,
+                     .string = -1, .chr = -1, .number = -1, .integer = -1, .boolean = -1,
+                     .null = -1, .object_any = -1, .array_any = -1};
+    snprintf(c->path, sizeof c->path, "%s", path ? path : "schema");
+}
+
+int eng_json_schema_compile(const struct eng_json *schema, const char *path,
+                            struct eng_grammar **out, char *err, size_t errlen)
+{
     if (!out)
         return ENG_JSON_SCHEMA_ERR_INVALID;
     *out = NULL;
-    struct cc c = {.root = schema, .err = err, .errlen = errlen, .ws = -1, .value = -1,
-                   .string = -1, .chr = -1, .number = -1, .integer = -1, .boolean = -1,
-                   .null = -1, .object_any = -1, .array_any = -1};
-    snprintf(c.path, sizeof c.path, "%s", path ? path : "schema");
+    struct cc c;
+    cc_init(&c, schema, path, err, errlen);
     if (eng_grammar_create(&c.g) != 0)
         return ENG_JSON_SCHEMA_ERR_NOMEM;
     /* root ::= ws value, with value the schema's (or any object). */
@@ -1217,37 +1159,71 @@ int eng_json_schema_compile(const struct eng_json *schema, const char *path,
     alt(&c, root);
     ref(&c, ws);
     ref(&c, v);
-    if (!c.rc) {
-        int rc = eng_grammar_finish(c.g);
-        snprintf(c.path, sizeof c.path, "%s", path ? path : "schema");
-        if (rc == ENG_GRAMMAR_ERR_RECURSION) {
-            set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID,
-                    "the schema refers to itself without any text in between ('$ref' cycle)");
-        } else if (rc == ENG_GRAMMAR_ERR_UNPRODUCTIVE) {
-            set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID,
-                    "a part of the schema admits no finite value ('$ref' cycle through required "
-                    "members)");
-        } else if (rc != 0) {
-            grammar_err(&c, rc);
+    return finish(&c, path, out);
+}
+
+int eng_json_schema_compile_tools(const struct eng_tool_schema *tools, size_t n_tools,
+                                  bool allow_content, bool parallel, const char *path,
+                                  struct eng_grammar **out, char *err, size_t errlen)
+{
+    if (!out)
+        return ENG_JSON_SCHEMA_ERR_INVALID;
+    *out = NULL;
+    struct cc c;
+    cc_init(&c, NULL, path, err, errlen);
+    if (!tools || n_tools == 0)
+        return set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID, "no tools");
+    if (eng_grammar_create(&c.g) != 0)
+        return ENG_JSON_SCHEMA_ERR_NOMEM;
+    int32_t root = new_rule(&c);
+    /* One rule per tool: {"name": "NAME", "arguments": VALUE}. Each parameters schema is its
+     * own document for '$ref' (refs resolve from it, and its targets are its own). */
+    int32_t call = new_rule(&c);
+    for (size_t t = 0; t < n_tools && !c.rc; t++) {
+        c.root = tools[t].parameters;
+        c.n_refs = 0;
+        size_t mark = path_push(&c, "[%zu].function.parameters", t);
+        int32_t args = tools[t].parameters ? compile(&c, tools[t].parameters) : object_any_rule(&c);
+        path_pop(&c, mark);
+        char *name;
+        size_t name_len;
+        if (eng_json_write_string(tools[t].name, strlen(tools[t].name), &name, &name_len) != 0) {
+            set_err(&c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+            break;
         }
+        int32_t one = new_rule(&c);
+        alt(&c, one);
+        lit(&c, "{\"name\": ");
+        lit_n(&c, name, name_len);
+        lit(&c, ", \"arguments\": ");
+        ref(&c, args);
+        free(name);
+        lit(&c, "}");
+        alt(&c, call);
+        ref(&c, one);
     }
-    if (!c.rc) {
-        /* A matcher must be able to start: too many alternatives open at once are refused
-         * here rather than when the request is queued. */
-        struct eng_grammar_matcher *m = NULL;
-        int rc = eng_grammar_matcher_create(c.g, NULL, &m);
-        eng_grammar_matcher_destroy(m);
-        if (rc == ENG_GRAMMAR_ERR_AMBIGUOUS)
-            set_err(&c, ENG_JSON_SCHEMA_ERR_TOO_BIG,
-                    "the schema keeps too many alternatives open at once");
-        else if (rc != 0)
-            grammar_err(&c, rc);
+    /* {"tool_calls": [CALL(, CALL)*]} with the separators fixed, so that a stream can be
+     * read back without a JSON parser's whitespace rules; or {"content": STRING}. */
+    int32_t more = -1;
+    if (parallel) {
+        int32_t sep = new_rule(&c);
+        alt(&c, sep);
+        lit(&c, ", ");
+        ref(&c, call);
+        more = repeat(&c, sep, -1, 0, -1);
     }
-    free(c.refs);
-    if (c.rc) {
-        eng_grammar_destroy(c.g);
-        return c.rc;
+    int32_t str = allow_content ? string_rule(&c, 0, -1) : -1;
+    alt(&c, root);
+    lit(&c, "{\"tool_calls\": [");
+    ref(&c, call);
+    if (more >= 0)
+        ref(&c, more);
+    lit(&c, "]}");
+    if (allow_content) {
+        alt(&c, root);
+        lit(&c, "{\"content\": ");
+        ref(&c, str);
+        lit(&c, "}");
     }
-    *out = c.g;
-    return 0;
+    return finish(&c, path, out);
 }

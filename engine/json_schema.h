@@ -31,6 +31,7 @@
 #ifndef PHISERVE_ENGINE_JSON_SCHEMA_H
 #define PHISERVE_ENGINE_JSON_SCHEMA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "grammar.h"
@@ -55,5 +56,25 @@ enum eng_json_schema_err {
  * offending keyword. */
 int eng_json_schema_compile(const struct eng_json *schema, const char *path,
                             struct eng_grammar **out, char *err, size_t errlen);
+
+/* A tool (a function the model may call) for eng_json_schema_compile_tools. */
+struct eng_tool_schema {
+    const char *name;                  /* NUL-terminated; written into the grammar as a JSON
+                                          string */
+    const struct eng_json *parameters; /* JSON Schema of the arguments, its own document for
+                                          '$ref'; NULL: any JSON object */
+};
+
+/* The grammar of a tool-calling answer, in a fixed layout a stream can be read back from:
+ *   {"tool_calls": [CALL, CALL, ...]}   CALL = {"name": "NAME", "arguments": ARGUMENTS}
+ * with exactly one space after each ':' and ',' of that frame and no other whitespace in it
+ * (inside ARGUMENTS the usual rules of this file apply), one call unless parallel, NAME one of
+ * the tools and ARGUMENTS a value of its parameters schema; and, when allow_content, also
+ *   {"content": STRING}
+ * for an answer without a call. Returns as eng_json_schema_compile; messages name the tool by
+ * path + "[i].function.parameters...". */
+int eng_json_schema_compile_tools(const struct eng_tool_schema *tools, size_t n_tools,
+                                  bool allow_content, bool parallel, const char *path,
+                                  struct eng_grammar **out, char *err, size_t errlen);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "json.h"
 #include "json_schema.h"
+#include "tool_calls.h"
 
 /* ---- request-owned memory: a bump arena freed in one go by _destroy ---- */
 
@@ -740,9 +741,137 @@ static int parse_messages(struct ctx *c, const struct eng_json *root, struct srv
     return 0;
 }
 
-/* tools / tool_choice: refused until tool calling exists, because silently ignoring them
- * changes what the client gets. */
-static int parse_chat_refusals(struct ctx *c, const struct eng_json *root)
+/* Appends s to the growing text *t (malloc'd); returns 0 or -1 when out of memory. */
+static int text_add(char **t, size_t *len, const char *s, size_t n)
+{
+    char *p = realloc(*t, *len + n + 1);
+    if (!p)
+        return -1;
+    memcpy(p + *len, s, n);
+    *len += n;
+    p[*len] = '\0';
+    *t = p;
+    return 0;
+}
+
+/* One entry of tools: {"type": "function", "function": {name, description, parameters,
+ * strict}}. Appends its description for the prompt to *text. */
+static int parse_tool(struct ctx *c, const struct eng_json *t, size_t i,
+                      struct eng_tool_schema *out, char **text, size_t *text_len)
+{
+    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+    path_index(p, "tools", i);
+    if (t->type != ENG_JSON_OBJECT)
+        return type_error(c, p, "an object", t);
+    const struct eng_json *type = eng_json_get(t, "type");
+    path_key(q, p, "type");
+    if (type == NULL)
+        return missing(c, q);
+    if (type->type != ENG_JSON_STRING || strcmp(type->u.str, "function") != 0)
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, q, "'%s' must be \"function\".", q);
+    const struct eng_json *f = eng_json_get(t, "function");
+    path_key(q, p, "function");
+    if (f == NULL)
+        return missing(c, q);
+    if (f->type != ENG_JSON_OBJECT)
+        return type_error(c, q, "an object", f);
+    char fp[PATH_MAX_LEN];
+    snprintf(fp, sizeof fp, "%s", q);
+    const struct eng_json *name = eng_json_get(f, "name");
+    path_key(q, fp, "name");
+    if (name == NULL)
+        return missing(c, q);
+    if (name->type != ENG_JSON_STRING)
+        return type_error(c, q, "a string", name);
+    bool ok = name->len >= 1 && name->len <= SRV_TOOL_NAME_MAX;
+    for (size_t k = 0; ok && k < name->len; k++) {
+        char ch = name->u.str[k];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || ch == '-';
+    }
+    if (!ok)
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, q,
+                             "'%s' must be 1 to 64 letters, digits, underscores or dashes.", q);
+    const struct eng_json *desc = opt(f, "description");
+    path_key(q, fp, "description");
+    if (desc != NULL && desc->type != ENG_JSON_STRING)
+        return type_error(c, q, "a string", desc);
+    const struct eng_json *params = opt(f, "parameters");
+    path_key(q, fp, "parameters");
+    if (params != NULL && params->type != ENG_JSON_OBJECT)
+        return type_error(c, q, "an object", params);
+    const struct eng_json *strict = opt(f, "strict");
+    path_key(q, fp, "strict");
+    if (strict != NULL && strict->type != ENG_JSON_BOOL)
+        return type_error(c, q, "a boolean", strict);
+    out->name = name->u.str;
+    out->parameters = params;
+    /* {"name":..,"description":..,"parameters":..} for the prompt */
+    char *w = NULL;
+    size_t wl = 0;
+    int rc = text_add(text, text_len, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
+    if (rc == 0 && (rc = eng_json_write(name, &w, &wl)) == 0)
+        rc = text_add(text, text_len, w, wl);
+    free(w);
+    if (rc == 0 && desc) {
+        rc = text_add(text, text_len, ",\"description\":", 15);
+        if (rc == 0 && (rc = eng_json_write(desc, &w, &wl)) == 0)
+            rc = text_add(text, text_len, w, wl);
+        free(w);
+    }
+    if (rc == 0 && params) {
+        rc = text_add(text, text_len, ",\"parameters\":", 14);
+        if (rc == 0 && (rc = eng_json_write(params, &w, &wl)) == 0)
+            rc = text_add(text, text_len, w, wl);
+        free(w);
+    }
+    if (rc == 0)
+        rc = text_add(text, text_len, "}", 1);
+    return rc == 0 ? 0 : nomem(c);
+}
+
+/* tool_choice: "none", "auto", "required" or {"type": "function", "function": {"name"}}. */
+static int parse_tool_choice(struct ctx *c, const struct eng_json *tc, bool have_tools,
+                             struct srv_chat_request *req)
+{
+    req->tool_choice = have_tools ? SRV_TOOL_CHOICE_AUTO : SRV_TOOL_CHOICE_NONE;
+    if (tc == NULL)
+        return 0;
+    if (tc->type != ENG_JSON_STRING && tc->type != ENG_JSON_OBJECT)
+        return type_error(c, "tool_choice", "a string or an object", tc);
+    if (tc->type == ENG_JSON_STRING && (strcmp(tc->u.str, "none") == 0 || strcmp(tc->u.str, "auto") == 0)) {
+        if (strcmp(tc->u.str, "none") == 0)
+            req->tool_choice = SRV_TOOL_CHOICE_NONE;
+        return 0;
+    }
+    if (tc->type == ENG_JSON_STRING && strcmp(tc->u.str, "required") != 0)
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
+                             "'tool_choice' must be none, auto, required or a named tool.");
+    /* With no tools, "none" and "auto" both mean plain text; anything else needs a tool. */
+    if (!have_tools)
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
+                             "'tool_choice' requires 'tools'.");
+    if (tc->type == ENG_JSON_STRING) {
+        req->tool_choice = SRV_TOOL_CHOICE_REQUIRED;
+        return 0;
+    }
+    const struct eng_json *type = eng_json_get(tc, "type");
+    const struct eng_json *f = eng_json_get(tc, "function");
+    const struct eng_json *name = f && f->type == ENG_JSON_OBJECT ? eng_json_get(f, "name") : NULL;
+    if (!type || type->type != ENG_JSON_STRING || strcmp(type->u.str, "function") != 0 || !name ||
+        name->type != ENG_JSON_STRING)
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
+                             "A named 'tool_choice' is {\"type\": \"function\", \"function\": "
+                             "{\"name\": ...}}.");
+    req->tool_choice = SRV_TOOL_CHOICE_NAMED;
+    req->tool_forced = copy_str(c, name);
+    return req->tool_forced ? 0 : nomem(c);
+}
+
+/* tools, tool_choice and parallel_tool_calls. With a choice other than none, the answer's
+ * grammar is compiled here (a schema outside the subset is a 400 before any work) and the
+ * tools' description for the prompt is kept. */
+static int parse_tools(struct ctx *c, const struct eng_json *root, struct srv_chat_request *req)
 {
     int rc;
     const struct eng_json *tools = opt(root, "tools");
@@ -752,23 +881,82 @@ static int parse_chat_refusals(struct ctx *c, const struct eng_json *root)
         if (tools->len == 0)
             return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tools",
                                  "'tools' must not be an empty array.");
-        return srv_error_set(c->err, SRV_ERR_UNSUPPORTED_PARAM, "tools",
-                             "'tools' is not supported by this server yet.");
+        if (tools->len > SRV_MAX_TOOLS)
+            return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tools",
+                                 "At most %d tools are allowed.", SRV_MAX_TOOLS);
     }
-    if ((rc = refuse(c, root, "functions", "tool calling is not available")) != 0)
+    if ((rc = refuse(c, root, "functions", "use 'tools'")) != 0 ||
+        (rc = refuse(c, root, "function_call", "use 'tool_choice'")) != 0)
         return rc;
-    const struct eng_json *tc = opt(root, "tool_choice");
-    if (tc != NULL) {
-        if (tc->type != ENG_JSON_STRING && tc->type != ENG_JSON_OBJECT)
-            return type_error(c, "tool_choice", "a string or an object", tc);
-        /* With no tools, "none" and "auto" both mean plain text; anything else names a tool. */
-        if (tc->type == ENG_JSON_OBJECT || strcmp(tc->u.str, "required") == 0)
-            return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
-                                 "'tool_choice' requires 'tools'.");
-        if (strcmp(tc->u.str, "none") != 0 && strcmp(tc->u.str, "auto") != 0)
-            return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
-                                 "'tool_choice' must be none, auto, required or a named tool.");
+    req->parallel_tool_calls = true;
+    if ((rc = get_bool(c, root, "parallel_tool_calls", &req->parallel_tool_calls, NULL)) != 0 ||
+        (rc = parse_tool_choice(c, opt(root, "tool_choice"), tools != NULL, req)) != 0)
+        return rc;
+    if (tools == NULL)
+        return 0;
+    struct eng_tool_schema ts[SRV_MAX_TOOLS];
+    size_t n = 0;
+    char *text = NULL;
+    size_t text_len = 0;
+    rc = text_add(&text, &text_len, "[", 1) == 0 ? 0 : nomem(c);
+    for (const struct eng_json *t = tools->u.child; t && rc == 0; t = t->next, n++) {
+        rc = parse_tool(c, t, n, &ts[n], &text, &text_len);
+        for (size_t k = 0; rc == 0 && k < n; k++)
+            if (strcmp(ts[k].name, ts[n].name) == 0)
+                rc = srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tools",
+                                   "Two tools are named \"%s\".", ts[n].name);
     }
+    if (rc == 0 && text_add(&text, &text_len, "]", 1) != 0)
+        rc = nomem(c);
+    if (rc == 0 && req->tool_choice != SRV_TOOL_CHOICE_NONE) {
+        req->tools_json = mem_alloc(c->mem, text_len + 1);
+        if (req->tools_json)
+            memcpy(req->tools_json, text, text_len + 1);
+        else
+            rc = nomem(c);
+    }
+    free(text);
+    if (rc != 0 || req->tool_choice == SRV_TOOL_CHOICE_NONE)
+        return rc;
+    if (req->sampling.grammar)
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "response_format",
+                             "'response_format' cannot be combined with 'tools' (unless "
+                             "'tool_choice' is \"none\").");
+    if (req->logprobs)
+        return srv_error_set(c->err, SRV_ERR_UNSUPPORTED_VALUE, "logprobs",
+                             "'logprobs' is not supported together with 'tools'.");
+    /* The named tool alone, or all of them. */
+    const struct eng_tool_schema *use = ts;
+    size_t n_use = n;
+    if (req->tool_choice == SRV_TOOL_CHOICE_NAMED) {
+        size_t k = 0;
+        while (k < n && strcmp(ts[k].name, req->tool_forced) != 0)
+            k++;
+        if (k == n)
+            return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tool_choice",
+                                 "'tool_choice' names \"%s\", which is not among 'tools'.",
+                                 req->tool_forced);
+        use = &ts[k];
+        n_use = 1;
+    }
+    char msg[SRV_ERROR_MESSAGE_MAX];
+    rc = eng_json_schema_compile_tools(use, n_use, req->tool_choice == SRV_TOOL_CHOICE_AUTO,
+                                       req->parallel_tool_calls &&
+                                           req->tool_choice != SRV_TOOL_CHOICE_NAMED,
+                                       "tools", &req->sampling.grammar, msg, sizeof msg);
+    if (rc == ENG_JSON_SCHEMA_ERR_NOMEM)
+        return nomem(c);
+    if (rc != 0)
+        return srv_error_set(c->err, rc == ENG_JSON_SCHEMA_ERR_UNSUPPORTED ? SRV_ERR_UNSUPPORTED_VALUE
+                                                                           : SRV_ERR_INVALID_VALUE,
+                             "tools", "%s", msg);
+    return 0;
+}
+
+/* Fields refused rather than ignored. */
+static int parse_chat_refusals(struct ctx *c, const struct eng_json *root)
+{
+    int rc;
     /* A client-supplied template could reach the engine's internals (vLLM CVE-2025-62426). */
     if ((rc = refuse(c, root, "chat_template", "the server's template is used")) != 0 ||
         (rc = refuse(c, root, "chat_template_kwargs", "the server's template is used")) != 0)
@@ -965,7 +1153,7 @@ int srv_chat_request_parse(const char *body, size_t len, const struct srv_limits
         (rc = parse_response_format(&c, root, &req->sampling)) != 0 ||
         (rc = get_bool(&c, root, "logprobs", &req->logprobs, NULL)) != 0 ||
         (rc = get_int(&c, root, "top_logprobs", 0, SRV_MAX_TOP_LOGPROBS, &x, &given)) != 0 ||
-        (rc = parse_chat_refusals(&c, root)) != 0)
+        (rc = parse_chat_refusals(&c, root)) != 0 || (rc = parse_tools(&c, root, req)) != 0)
         goto fail;
     if (given) {
         if (!req->logprobs) {

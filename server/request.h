@@ -142,6 +142,15 @@ struct srv_message {
     size_t n_tool_calls;
 };
 
+enum srv_tool_choice {
+    SRV_TOOL_CHOICE_NONE,     /* no tools, or tool_choice "none": plain text */
+    SRV_TOOL_CHOICE_AUTO,     /* the model calls tools or answers in text (the default) */
+    SRV_TOOL_CHOICE_REQUIRED, /* at least one call */
+    SRV_TOOL_CHOICE_NAMED,    /* one call of tool_forced */
+};
+
+#define SRV_MAX_TOOLS 128
+
 struct srv_chat_request {
     char *model;                  /* one of limits.model_names (or any when none are given) */
     struct srv_message *messages; /* [n_messages], n_messages >= 1 */
@@ -150,6 +159,13 @@ struct srv_chat_request {
     struct srv_sampling sampling;
     bool logprobs;                /* default false */
     int32_t top_logprobs;         /* [0, 20]; needs logprobs = true; default 0 */
+    /* Tool calling (server/tool_calls.h): with tool_choice other than NONE the answer's
+     * grammar is sampling.grammar (engine/json_schema.h eng_json_schema_compile_tools). */
+    enum srv_tool_choice tool_choice;
+    char *tools_json;             /* the tools for the prompt: a compact JSON array of
+                                     {name, description, parameters}; NULL with NONE */
+    char *tool_forced;            /* NAMED: the function's name */
+    bool parallel_tool_calls;     /* default true */
     void *mem;                    /* private: the arena that owns every pointer above */
 };
 

@@ -11,12 +11,14 @@
 
 #include "chat_template.h"
 #include "http.h"
+#include "tool_calls.h"
 #include "vision_input.h"
 
 struct chat_choice {
     struct srv_buf text;    /* non-stream: the whole content */
     cJSON *lp;              /* non-stream with logprobs: array of entries */
     enum eng_finish_reason finish;
+    struct srv_tool_reader *reader; /* stream with tools: reads the answer's layout */
 };
 
 struct chat_ctx {
@@ -28,6 +30,7 @@ struct chat_ctx {
     bool logprobs;
     int32_t top_logprobs;
     int32_t n;
+    bool tools;              /* the answers are in the tool-calling layout (tool_calls.h) */
     struct chat_choice *ch;  /* [n] */
 };
 
@@ -39,6 +42,7 @@ static void chat_destroy(void *p)
     for (int32_t i = 0; c->ch && i < c->n; i++) {
         srv_buf_free(&c->ch[i].text);
         cJSON_Delete(c->ch[i].lp);
+        srv_tool_reader_destroy(c->ch[i].reader);
     }
     free(c->ch);
     free(c);
@@ -92,6 +96,69 @@ static cJSON *logprobs_of(const struct chat_ctx *c, const struct eng_event *ev)
     return lp;
 }
 
+/* A stream with tools: each delta of the layout as a chunk of content or of tool_calls (the
+ * first chunk of a call carries its id, type, name and empty arguments; the next ones pieces
+ * of the arguments). */
+struct tool_emit {
+    struct srv_gen *g;
+    const struct chat_ctx *c;
+    int32_t choice;
+};
+
+static int tool_delta(void *user, const struct srv_tool_delta *d)
+{
+    struct tool_emit *te = user;
+    cJSON *delta, *choice;
+    cJSON *o = chunk(te->c, te->choice, &delta, &choice);
+    if (!o)
+        return 1;
+    char *t = malloc(d->len + 1);
+    if (t) {
+        memcpy(t, d->text ? d->text : "", d->len);
+        t[d->len] = '\0';
+    }
+    bool ok = t != NULL;
+    if (ok && d->kind == SRV_TOOL_DELTA_CONTENT) {
+        ok = cJSON_AddStringToObject(delta, "content", t) != NULL;
+    } else if (ok) {
+        cJSON *arr = cJSON_AddArrayToObject(delta, "tool_calls");
+        cJSON *tc = cJSON_CreateObject();
+        cJSON *f = tc ? cJSON_AddObjectToObject(tc, "function") : NULL;
+        ok = arr && f;
+        if (tc)
+            cJSON_AddItemToArray(arr ? arr : o, tc);
+        if (ok) {
+            cJSON_AddNumberToObject(tc, "index", d->index);
+            if (d->kind == SRV_TOOL_DELTA_CALL) {
+                char id[40];
+                srv_make_id("call_", id, sizeof id);
+                ok = cJSON_AddStringToObject(tc, "id", id) && cJSON_AddStringToObject(tc, "type", "function") &&
+                     cJSON_AddStringToObject(f, "name", d->name) &&
+                     cJSON_AddStringToObject(f, "arguments", "");
+            } else {
+                ok = cJSON_AddStringToObject(f, "arguments", t) != NULL;
+            }
+        }
+    }
+    free(t);
+    cJSON_AddNullToObject(choice, "logprobs");
+    cJSON_AddNullToObject(choice, "finish_reason");
+    if (!ok) {
+        cJSON_Delete(o);
+        return 1;
+    }
+    return emit(te->g, o) != 0 ? 1 : 0;
+}
+
+static const char *finish_of(const struct chat_ctx *c, const struct chat_choice *ch,
+                             enum eng_finish_reason f, bool calls, bool complete)
+{
+    (void)ch;
+    if (c->tools && calls && complete && f == ENG_FINISH_STOP)
+        return "tool_calls";
+    return srv_finish_string(f);
+}
+
 static int chat_event(struct srv_gen *g, int hi, const struct eng_event *ev)
 {
     struct chat_ctx *c = g->ctx;
@@ -117,7 +184,13 @@ static int chat_event(struct srv_gen *g, int hi, const struct eng_event *ev)
         return 0;
     }
     cJSON *delta, *choice;
-    if (ev->text_len > 0 || (c->logprobs && ev->n_tokens > 0)) {
+    if (c->tools) {
+        /* Text past the layout is left out (-1); only a failed write or allocation (1)
+         * ends the stream. */
+        struct tool_emit te = {g, c, ev->choice};
+        if (ch->reader && srv_tool_reader_feed(ch->reader, ev->text, ev->text_len, tool_delta, &te) == 1)
+            return -1;
+    } else if (ev->text_len > 0 || (c->logprobs && ev->n_tokens > 0)) {
         cJSON *o = chunk(c, ev->choice, &delta, &choice);
         if (!o)
             return -1;
@@ -150,7 +223,9 @@ static int chat_event(struct srv_gen *g, int hi, const struct eng_event *ev)
         if (!o)
             return -1;
         cJSON_AddNullToObject(choice, "logprobs");
-        cJSON_AddStringToObject(choice, "finish_reason", srv_finish_string(ev->finish));
+        cJSON_AddStringToObject(choice, "finish_reason",
+                                finish_of(c, ch, ev->finish, srv_tool_reader_calls(ch->reader),
+                                          srv_tool_reader_done(ch->reader)));
         if (emit(g, o) != 0)
             return -1;
     }
@@ -196,7 +271,16 @@ static int chat_done(struct srv_gen *g)
         }
         cJSON_AddItemToArray(arr, ch);
         cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddStringToObject(msg, "content", c->ch[i].text.p ? c->ch[i].text.p : "");
+        bool calls = false, complete = false;
+        if (c->tools) {
+            const struct srv_buf *t = &c->ch[i].text;
+            if (srv_tools_message(msg, t->p ? t->p : "", t->len, &calls, &complete) != 0) {
+                cJSON_Delete(o);
+                return -1;
+            }
+        } else {
+            cJSON_AddStringToObject(msg, "content", c->ch[i].text.p ? c->ch[i].text.p : "");
+        }
         cJSON_AddNullToObject(msg, "refusal");
         if (c->logprobs) {
             cJSON *lp = cJSON_CreateObject();
@@ -211,7 +295,8 @@ static int chat_done(struct srv_gen *g)
         } else {
             cJSON_AddNullToObject(ch, "logprobs");
         }
-        cJSON_AddStringToObject(ch, "finish_reason", srv_finish_string(c->ch[i].finish));
+        cJSON_AddStringToObject(ch, "finish_reason",
+                                finish_of(c, &c->ch[i], c->ch[i].finish, calls, complete));
     }
     cJSON *u = srv_usage_json(&g->usage);
     if (!u) {
@@ -404,6 +489,24 @@ int srv_route_chat(struct srv_req *r)
         return srv_respond_error(r, ie.code, ie.param[0] ? ie.param : NULL, "%s", ie.message);
     }
     cJSON *msgs = messages_json(q);
+    /* Tool calling: the tools described in the system message, and the history's calls and
+     * results in the layout the model answers in (tool_calls.h). */
+    char *tools_sys = NULL;
+    if (msgs && q->tool_choice != SRV_TOOL_CHOICE_NONE) {
+        tools_sys = srv_tools_prompt(q->tools_json, q->tool_choice == SRV_TOOL_CHOICE_AUTO,
+                                     q->tool_choice == SRV_TOOL_CHOICE_NAMED ? q->tool_forced : NULL,
+                                     q->parallel_tool_calls);
+        if (!tools_sys) {
+            cJSON_Delete(msgs);
+            msgs = NULL;
+        }
+    }
+    if (msgs && (tools_sys || srv_tools_in_history(msgs)) &&
+        srv_tools_rewrite_messages(msgs, tools_sys) != 0) {
+        cJSON_Delete(msgs);
+        msgs = NULL;
+    }
+    free(tools_sys);
     if (!msgs) {
         srv_images_free(&im);
         srv_chat_request_destroy(q);
@@ -458,6 +561,15 @@ int srv_route_chat(struct srv_req *r)
     c->logprobs = q->logprobs;
     c->top_logprobs = q->top_logprobs;
     c->n = sp->n;
+    c->tools = q->tool_choice != SRV_TOOL_CHOICE_NONE;
+    for (int32_t i = 0; c->tools && sp->stream && i < c->n; i++)
+        if (!(c->ch[i].reader = srv_tool_reader_create())) {
+            chat_destroy(c);
+            free(ids);
+            srv_images_free(&im);
+            srv_chat_request_destroy(q);
+            return srv_respond_error(r, SRV_ERR_NO_MEMORY, NULL, NULL);
+        }
 
     struct eng_logit_bias *bias = calloc(sp->n_logit_bias + 1, sizeof *bias);
     struct srv_gen *g = bias ? srv_gen_create(r, &chat_ops, c, 1, sp->stream) : NULL;

@@ -180,10 +180,35 @@ static const struct rcase cases[] = {
     {"C6", COMPL, "{\"model\":\"gpt-4\",\"prompt\":\"x\"}", 404, "model", "model_not_found"},
     /* C7 */
     {"C7", CHAT, CHAT_OK(",\"logprobs\":true,\"top_logprobs\":\"5\""), 400, "top_logprobs", "invalid_type"},
-    /* C8: tools and structured output are refused, not ignored */
+    /* C8: tools, tool_choice and response_format: what is outside the supported subset is refused, not ignored */
     {"C8", CHAT, CHAT_OK(",\"tools\":[]"), 400, "tools", "invalid_value"},
-    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"), 400, "tools",
-     "unsupported_parameter"},
+    /* tools: parsed, and with a tool_choice other than none compiled into the answer grammar */
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}]"), 200, NULL, NULL},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"tool_choice\":\"required\",\"parallel_tool_calls\":false"), 200, NULL, NULL},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}"), 200,
+     NULL, NULL},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}"), 400,
+     "tool_choice", "invalid_value"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"tool_choice\":{\"type\":\"function\"}"), 400, "tool_choice", "invalid_value"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"response_format\":{\"type\":\"json_object\"}"), 400, "response_format",
+     "invalid_value"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"response_format\":{\"type\":\"json_object\"},\"tool_choice\":\"none\""), 200,
+     NULL, NULL},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"logprobs\":true"), 400, "logprobs", "unsupported_value"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"parallel_tool_calls\":1"), 400, "parallel_tool_calls", "invalid_type"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+                         "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"), 400, "tools", "invalid_value"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]"), 400,
+     "tools[0].function.name", "invalid_value"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"tool\",\"function\":{\"name\":\"f\"}}]"), 400,
+     "tools[0].type", "invalid_value"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\"}]"), 400, "tools[0].function",
+     "missing_required_parameter"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":[]}}]"),
+     400, "tools[0].function.parameters", "invalid_type"},
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
+                         "{\"type\":\"string\",\"not\":{}}}}]"), 400, "tools", "unsupported_value"},
+    {"C8", CHAT, CHAT_OK(",\"function_call\":\"auto\""), 400, "function_call", "unsupported_parameter"},
     {"C8", CHAT, CHAT_OK(",\"tools\":{}"), 400, "tools", "invalid_type"},
     {"C8", CHAT, CHAT_OK(",\"tool_choice\":\"required\""), 400, "tool_choice", "invalid_value"},
     {"C8", CHAT, CHAT_OK(",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}"), 400,
