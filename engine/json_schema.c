@@ -3,6 +3,8 @@
  * that $ref cycles become recursive rules. It does not validate documents. */
 #include "json_schema.h"
 
+#include "regex.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -425,7 +427,8 @@ static bool is_supported(const char *k)
     static const char *const names[] = {
         "type", "properties", "required", "additionalProperties", "items", "prefixItems",
         "minItems", "maxItems", "minLength", "maxLength", "enum", "const", "anyOf", "oneOf",
-        "allOf", "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+        "allOf", "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+        "pattern"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(k, names[i]) == 0)
             return true;
@@ -817,13 +820,75 @@ static int32_t bounded_integer_rule(struct cc *c, const struct eng_json *s)
     return c->rc ? c->rc : r;
 }
 
+/* Maps a regex error into c (message included). */
+static int32_t regex_err(struct cc *c, int rc, const char *msg)
+{
+    int code = rc == ENG_REGEX_ERR_UNSUPPORTED ? ENG_JSON_SCHEMA_ERR_UNSUPPORTED
+             : rc == ENG_REGEX_ERR_TOO_BIG     ? ENG_JSON_SCHEMA_ERR_TOO_BIG
+             : rc == ENG_REGEX_ERR_NOMEM       ? ENG_JSON_SCHEMA_ERR_NOMEM
+                                               : ENG_JSON_SCHEMA_ERR_INVALID;
+    return set_err(c, code, "%s", msg);
+}
+
+/* A string whose content matches pattern. JSON Schema's pattern searches (ECMA-262, not
+ * anchored): without a leading ^ or a trailing $ any text may come before or after it. */
+static int32_t pattern_rule(struct cc *c, const char *re, size_t len)
+{
+    bool head = len > 0 && re[0] == '^';
+    /* A trailing $ anchors unless it is escaped (an odd run of backslashes before it). */
+    size_t bs = 0;
+    while (len >= 2 + bs && re[len - 2 - bs] == '\\')
+        bs++;
+    bool tail = len > (size_t)head && re[len - 1] == '$' && bs % 2 == 0;
+    size_t body_len = len - (size_t)head - (size_t)tail;
+    char *full = malloc(body_len + 32);
+    if (!full)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+    size_t n = 0;
+    if (!head) {
+        memcpy(full + n, "[\\s\\S]*", 7);
+        n += 7;
+    }
+    memcpy(full + n, "(?:", 3);
+    n += 3;
+    memcpy(full + n, re + head, body_len);
+    n += body_len;
+    full[n++] = ')';
+    if (!tail) {
+        memcpy(full + n, "[\\s\\S]*", 7);
+        n += 7;
+    }
+    int32_t chars = -1;
+    char msg[256];
+    int rc = eng_regex_compile(c->g, full, n, ENG_REGEX_JSON_STRING, &chars, msg, sizeof msg);
+    free(full);
+    if (rc != 0)
+        return regex_err(c, rc, msg);
+    int32_t r = new_rule(c);
+    alt(c, r); lit(c, "\""); ref(c, chars); lit(c, "\"");
+    return c->rc ? c->rc : r;
+}
+
 static int32_t type_rule(struct cc *c, const struct eng_json *s, const char *type)
 {
     if (strcmp(type, "string") == 0) {
         int64_t min, max;
         if (bounds(c, s, "minLength", "maxLength", &min, &max) != 0)
             return c->rc;
-        return string_rule(c, min, max);
+        const struct eng_json *pat = eng_json_get(s, "pattern");
+        if (!pat)
+            return string_rule(c, min, max);
+        size_t mark = path_push(c, ".pattern");
+        int32_t r = c->rc;
+        if (pat->type != ENG_JSON_STRING)
+            set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "must be a string");
+        else if (min > 0 || max >= 0)
+            set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED,
+                    "'pattern' together with 'minLength' or 'maxLength' is not supported");
+        else
+            r = pattern_rule(c, pat->u.str, pat->len);
+        path_pop(c, mark);
+        return c->rc ? c->rc : r;
     }
     if (strcmp(type, "integer") == 0)
         return bounded_integer_rule(c, s);
@@ -1043,14 +1108,14 @@ static int32_t compile(struct cc *c, const struct eng_json *s)
         /* No type: what the keywords imply, else any value. */
         static const char *const obj_kw[] = {"properties", "required", "additionalProperties"};
         static const char *const arr_kw[] = {"items", "prefixItems", "minItems", "maxItems"};
-        static const char *const str_kw[] = {"minLength", "maxLength"};
+        static const char *const str_kw[] = {"minLength", "maxLength", "pattern"};
         for (size_t i = 0; i < 3; i++)
             if (eng_json_get(s, obj_kw[i]))
                 return object_rule(c, s);
         for (size_t i = 0; i < 4; i++)
             if (eng_json_get(s, arr_kw[i]))
                 return array_rule(c, s);
-        for (size_t i = 0; i < 2; i++)
+        for (size_t i = 0; i < 3; i++)
             if (eng_json_get(s, str_kw[i]))
                 return type_rule(c, s, "string");
         if (has_numeric_bounds(s))
@@ -1226,4 +1291,50 @@ int eng_json_schema_compile_tools(const struct eng_tool_schema *tools, size_t n_
         lit(&c, "}");
     }
     return finish(&c, path, out);
+}
+
+int eng_regex_grammar(const char *re, size_t len, struct eng_grammar **out, char *err,
+                      size_t errlen)
+{
+    if (!out || (!re && len > 0))
+        return ENG_JSON_SCHEMA_ERR_INVALID;
+    *out = NULL;
+    struct cc c;
+    cc_init(&c, NULL, "regex", err, errlen);
+    if (eng_grammar_create(&c.g) != 0)
+        return ENG_JSON_SCHEMA_ERR_NOMEM;
+    int32_t root = new_rule(&c), body = -1;
+    char msg[256];
+    int rc = eng_regex_compile(c.g, re, len, 0, &body, msg, sizeof msg);
+    if (rc != 0) {
+        regex_err(&c, rc, msg);
+    } else {
+        alt(&c, root);
+        ref(&c, body);
+    }
+    return finish(&c, "regex", out);
+}
+
+int eng_choice_grammar(const char *const *choices, const size_t *lens, size_t n,
+                       struct eng_grammar **out, char *err, size_t errlen)
+{
+    if (!out)
+        return ENG_JSON_SCHEMA_ERR_INVALID;
+    *out = NULL;
+    struct cc c;
+    cc_init(&c, NULL, "choice", err, errlen);
+    if (!choices || !lens || n == 0)
+        return set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID, "no choices");
+    if (eng_grammar_create(&c.g) != 0)
+        return ENG_JSON_SCHEMA_ERR_NOMEM;
+    int32_t root = new_rule(&c);
+    for (size_t i = 0; i < n && !c.rc; i++) {
+        if (lens[i] == 0) {
+            set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID, "a choice is empty");
+            break;
+        }
+        alt(&c, root);
+        lit_n(&c, choices[i], lens[i]);
+    }
+    return finish(&c, "choice", out);
 }

@@ -17,7 +17,9 @@
  * Supported keywords: type (a name or a list), properties, required, additionalProperties
  * (absent or false: no other members, as OpenAI's strict mode requires; true or a schema:
  * further members after the declared ones), items (a schema, true or false), prefixItems,
- * minItems, maxItems, minLength, maxLength (at most ENG_JSON_SCHEMA_MAX_REPEAT), minimum,
+ * minItems, maxItems, minLength, maxLength (at most ENG_JSON_SCHEMA_MAX_REPEAT), pattern
+ * (engine/regex.h's subset; searched, as JSON Schema says, unless anchored with ^ and $; not
+ * together with minLength or maxLength), minimum,
  * maximum, exclusiveMinimum, exclusiveMaximum (on integers; draft 4's boolean forms too; on a
  * "number" they are refused, and without a type they need "integer"), enum, const,
  * anyOf and oneOf (both as "any of": the text cannot tell them apart), allOf with one schema,
@@ -25,8 +27,7 @@
  * schemas (true: any value; false: refused where a value is required).
  * Annotations are ignored: title, description, default, examples, $schema, $id, $comment,
  * $defs, definitions, deprecated, readOnly, writeOnly, format (an annotation by default in
- * JSON Schema 2020-12) and keys starting with "x-". Any other keyword (pattern,
- * multipleOf, uniqueItems, patternProperties, not, if, ...) is refused with its path:
+ * JSON Schema 2020-12) and keys starting with "x-". Any other keyword (multipleOf, uniqueItems, patternProperties, not, if, ...) is refused with its path:
  * ignoring it would produce documents the schema rejects. */
 #ifndef PHISERVE_ENGINE_JSON_SCHEMA_H
 #define PHISERVE_ENGINE_JSON_SCHEMA_H
@@ -76,5 +77,18 @@ struct eng_tool_schema {
 int eng_json_schema_compile_tools(const struct eng_tool_schema *tools, size_t n_tools,
                                   bool allow_content, bool parallel, const char *path,
                                   struct eng_grammar **out, char *err, size_t errlen);
+
+/* ---- vLLM's other structured-output kinds ---- */
+
+/* A grammar whose sentences are the texts re[0..len) matches in full (engine/regex.h's
+ * subset; caller keeps re), for guided_regex. Returns as eng_json_schema_compile, with
+ * regex syntax errors as ENG_JSON_SCHEMA_ERR_INVALID. */
+int eng_regex_grammar(const char *re, size_t len, struct eng_grammar **out, char *err,
+                      size_t errlen);
+
+/* A grammar whose sentences are exactly the n non-empty strings choices[i][0..lens[i]) (caller
+ * keeps them), for guided_choice. Returns as eng_json_schema_compile. */
+int eng_choice_grammar(const char *const *choices, const size_t *lens, size_t n,
+                       struct eng_grammar **out, char *err, size_t errlen);
 
 #endif

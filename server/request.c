@@ -919,9 +919,9 @@ static int parse_tools(struct ctx *c, const struct eng_json *root, struct srv_ch
     if (rc != 0 || req->tool_choice == SRV_TOOL_CHOICE_NONE)
         return rc;
     if (req->sampling.grammar)
-        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "response_format",
-                             "'response_format' cannot be combined with 'tools' (unless "
-                             "'tool_choice' is \"none\").");
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tools",
+                             "Structured output (response_format, structured_outputs, guided_*) "
+                             "cannot be combined with 'tools' (unless 'tool_choice' is \"none\").");
     if (req->logprobs)
         return srv_error_set(c->err, SRV_ERR_UNSUPPORTED_VALUE, "logprobs",
                              "'logprobs' is not supported together with 'tools'.");
@@ -1027,6 +1027,101 @@ static int parse_response_format(struct ctx *c, const struct eng_json *root, str
     return srv_error_set(c->err, rc == ENG_JSON_SCHEMA_ERR_UNSUPPORTED ? SRV_ERR_UNSUPPORTED_VALUE
                                                                        : SRV_ERR_INVALID_VALUE,
                          param, "%s", msg);
+}
+
+/* One structured-output kind of vLLM's extensions, v at path param, compiled into s->grammar. */
+static int compile_guided(struct ctx *c, const char *kind, const struct eng_json *v,
+                          const char *param, struct srv_sampling *s)
+{
+    char msg[SRV_ERROR_MESSAGE_MAX] = "";
+    int rc;
+    if (strcmp(kind, "json") == 0) {
+        struct eng_json_doc *doc = NULL;
+        const struct eng_json *schema = v;
+        if (v->type == ENG_JSON_STRING) { /* vLLM takes the schema as JSON text too */
+            struct eng_json_error jerr;
+            if (eng_json_parse(v->u.str, v->len, NULL, &doc, &jerr) != 0)
+                return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, param,
+                                     "'%s' is not valid JSON: %s.", param, jerr.message);
+            schema = eng_json_root(doc);
+        } else if (v->type != ENG_JSON_OBJECT && v->type != ENG_JSON_BOOL) {
+            return type_error(c, param, "a JSON Schema", v);
+        }
+        rc = eng_json_schema_compile(schema, param, &s->grammar, msg, sizeof msg);
+        eng_json_free(doc);
+    } else if (strcmp(kind, "regex") == 0) {
+        if (v->type != ENG_JSON_STRING)
+            return type_error(c, param, "a string", v);
+        rc = eng_regex_grammar(v->u.str, v->len, &s->grammar, msg, sizeof msg);
+    } else if (strcmp(kind, "choice") == 0) {
+        if (v->type != ENG_JSON_ARRAY || v->len == 0 || v->len > SRV_MAX_CHOICES)
+            return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, param,
+                                 "'%s' must be an array of 1 to %d strings.", param, SRV_MAX_CHOICES);
+        const char *strs[SRV_MAX_CHOICES];
+        size_t lens[SRV_MAX_CHOICES], n = 0;
+        for (const struct eng_json *e = v->u.child; e; e = e->next, n++) {
+            if (e->type != ENG_JSON_STRING || e->len == 0)
+                return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, param,
+                                     "'%s' must list non-empty strings.", param);
+            strs[n] = e->u.str;
+            lens[n] = e->len;
+        }
+        rc = eng_choice_grammar(strs, lens, n, &s->grammar, msg, sizeof msg);
+    } else if (strcmp(kind, "json_object") == 0) {
+        if (v->type != ENG_JSON_BOOL)
+            return type_error(c, param, "a boolean", v);
+        rc = v->b ? eng_json_schema_compile(NULL, param, &s->grammar, msg, sizeof msg) : 0;
+    } else {
+        return srv_error_set(c->err, SRV_ERR_UNSUPPORTED_PARAM, param,
+                             "'%s' is not supported: structured output takes a JSON Schema, a "
+                             "regex or a list of choices.", param);
+    }
+    if (rc == 0)
+        return 0;
+    if (rc == ENG_JSON_SCHEMA_ERR_NOMEM)
+        return nomem(c);
+    return srv_error_set(c->err, rc == ENG_JSON_SCHEMA_ERR_UNSUPPORTED ? SRV_ERR_UNSUPPORTED_VALUE
+                                                                       : SRV_ERR_INVALID_VALUE,
+                         param, "%s", msg);
+}
+
+/* vLLM's structured-output extensions: structured_outputs {json, regex, choice, json_object,
+ * grammar, structural_tag} and the older guided_json, guided_regex, guided_choice,
+ * guided_grammar. One kind per request, response_format included (vLLM's rule). */
+static int parse_guided(struct ctx *c, const struct eng_json *root, struct srv_sampling *s)
+{
+    static const char *const kinds[] = {"json", "regex", "choice", "json_object", "grammar",
+                                        "structural_tag"};
+    static const char *const legacy[] = {"guided_json", "guided_regex", "guided_choice", NULL,
+                                         "guided_grammar", NULL};
+    const struct eng_json *so = opt(root, "structured_outputs");
+    if (so != NULL && so->type != ENG_JSON_OBJECT)
+        return type_error(c, "structured_outputs", "an object", so);
+    const char *kind = NULL;
+    const struct eng_json *val = NULL;
+    char param[PATH_MAX_LEN] = "";
+    int given = s->grammar != NULL; /* response_format */
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        const struct eng_json *v = so ? opt(so, kinds[k]) : NULL;
+        if (v) {
+            given++;
+            kind = kinds[k];
+            val = v;
+            path_key(param, "structured_outputs", kinds[k]);
+        }
+        v = legacy[k] ? opt(root, legacy[k]) : NULL;
+        if (v) {
+            given++;
+            kind = kinds[k];
+            val = v;
+            snprintf(param, sizeof param, "%s", legacy[k]);
+        }
+    }
+    if (given > 1)
+        return srv_error_set(c->err, SRV_ERR_INVALID_VALUE, kind ? param : "structured_outputs",
+                             "Only one kind of structured output may be given (response_format, "
+                             "structured_outputs or a guided_* field).");
+    return kind ? compile_guided(c, kind, val, param, s) : 0;
 }
 
 /* ---- entry points ---- */
@@ -1151,6 +1246,7 @@ int srv_chat_request_parse(const char *body, size_t len, const struct srv_limits
     if ((rc = parse_model(&c, root, &req->model)) != 0 || (rc = parse_messages(&c, root, req)) != 0 ||
         (rc = parse_sampling(&c, root, true, &req->sampling)) != 0 ||
         (rc = parse_response_format(&c, root, &req->sampling)) != 0 ||
+        (rc = parse_guided(&c, root, &req->sampling)) != 0 ||
         (rc = get_bool(&c, root, "logprobs", &req->logprobs, NULL)) != 0 ||
         (rc = get_int(&c, root, "top_logprobs", 0, SRV_MAX_TOP_LOGPROBS, &x, &given)) != 0 ||
         (rc = parse_chat_refusals(&c, root)) != 0 || (rc = parse_tools(&c, root, req)) != 0)
@@ -1278,6 +1374,7 @@ int srv_completion_request_parse(const char *body, size_t len, const struct srv_
     if ((rc = parse_model(&c, root, &req->model)) != 0 || (rc = parse_prompts(&c, root, req)) != 0 ||
         (rc = parse_sampling(&c, root, false, &req->sampling)) != 0 ||
         (rc = parse_response_format(&c, root, &req->sampling)) != 0 ||
+        (rc = parse_guided(&c, root, &req->sampling)) != 0 ||
         (rc = get_bool(&c, root, "echo", &req->echo, NULL)) != 0 ||
         (rc = get_int(&c, root, "logprobs", 0, SRV_MAX_LEGACY_LOGPROBS, &x, &given)) != 0)
         goto fail;

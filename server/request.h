@@ -150,6 +150,7 @@ enum srv_tool_choice {
 };
 
 #define SRV_MAX_TOOLS 128
+#define SRV_MAX_CHOICES 1024 /* guided_choice / structured_outputs.choice entries */
 
 struct srv_chat_request {
     char *model;                  /* one of limits.model_names (or any when none are given) */

@@ -243,7 +243,10 @@ static void test_combinators_and_refs(void)
 static void test_refusals(void)
 {
     const int U = ENG_JSON_SCHEMA_ERR_UNSUPPORTED, I = ENG_JSON_SCHEMA_ERR_INVALID;
-    refused("{\"type\": \"string\", \"pattern\": \"^a\"}", U, "schema.pattern: ");
+    refused("{\"type\": \"string\", \"pattern\": \"^(?=a)\"}", U, "schema.pattern: ");
+    refused("{\"type\": \"string\", \"pattern\": \"(a\"}", I, "schema.pattern: ");
+    refused("{\"type\": \"string\", \"pattern\": \"a\", \"maxLength\": 3}", U, "together");
+    refused("{\"type\": \"string\", \"pattern\": 3}", I, "schema.pattern: must be a string");
     refused("{\"properties\": {\"n\": {\"type\": \"integer\", \"multipleOf\": 2}}}", U,
             "schema.properties.n.multipleOf");
     refused("{\"type\": \"array\", \"uniqueItems\": true}", U, "uniqueItems");
@@ -292,6 +295,35 @@ static void test_too_big(void)
     snprintf(s + len, cap - len, "}}");
     refused(s, ENG_JSON_SCHEMA_ERR_TOO_BIG, "too large");
     free(s);
+}
+
+/* pattern: JSON Schema searches unless anchored; the content is JSON-escaped. */
+static void test_pattern(void)
+{
+    const char *anchored = "{\"type\": \"string\", \"pattern\": \"^[a-c]+$\"}";
+    YES(anchored, "\"abc\"");
+    NO(anchored, "\"abd\"");
+    NO(anchored, "\"\"");
+    NO(anchored, "\"xabc\"");
+    const char *search = "{\"pattern\": \"b[0-9]\"}"; /* no type: a string */
+    YES(search, "\"ab1c\"");
+    YES(search, "\"b2\"");
+    NO(search, "\"ab c\"");
+    NO(search, "3");
+    const char *head = "{\"type\": \"string\", \"pattern\": \"^ab\"}";
+    YES(head, "\"abzz\"");
+    NO(head, "\"zab\"");
+    const char *quote = "{\"type\": \"string\", \"pattern\": \"^a\\\"b\\\\\\\\$\"}"; /* the regex ^a"b\\$: a"b, then a backslash */
+    YES(quote, "\"a\\\"b\\\\\"");
+    NO(quote, "\"a\\\"b\\\\x\"");
+    NO(quote, "\"a\"b\\\\\"");
+    const char *dollar = "{\"type\": \"string\", \"pattern\": \"^a\\\\$\"}"; /* ^a\$: a literal $ */
+    YES(dollar, "\"a$\"");
+    YES(dollar, "\"a$x\"");
+    NO(dollar, "\"a\"");
+    /* pydantic's shape for constr(pattern=...) */
+    YES("{\"properties\": {\"zip\": {\"pattern\": \"^\\\\d{5}$\", \"title\": \"Zip\", \"type\": \"string\"}},"
+        " \"required\": [\"zip\"]}", "{\"zip\": \"12345\"}");
 }
 
 /* Integer bounds: every integer in a window is accepted exactly when it is within them. */
@@ -372,5 +404,6 @@ int main(void)
     test_too_big();
     test_too_ambiguous();
     test_integer_bounds();
+    test_pattern();
     return tu_finish("json_schema");
 }

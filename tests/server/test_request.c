@@ -48,6 +48,30 @@ static const struct rcase cases[] = {
     {"ok", CHAT, CHAT_OK(""), 200, NULL, NULL},
     /* vLLM takes response_format on completions too */
     {"P8", COMPL, COMPL_OK(",\"response_format\":{\"type\":\"json_object\"}"), 200, NULL, NULL},
+    /* vLLM's structured-output extensions, one kind per request */
+    {"P8", COMPL, COMPL_OK(",\"guided_choice\":[\"yes\",\"no\"]"), 200, NULL, NULL},
+    {"P8", COMPL, COMPL_OK(",\"guided_regex\":\"[0-9]{3}-[a-z]+\""), 200, NULL, NULL},
+    {"P8", COMPL, COMPL_OK(",\"guided_json\":{\"type\":\"integer\"}"), 200, NULL, NULL},
+    {"P8", COMPL, COMPL_OK(",\"guided_json\":\"{\\\"type\\\":\\\"integer\\\"}\""), 200, NULL, NULL},
+    {"P8", COMPL, COMPL_OK(",\"guided_json\":\"{\""), 400, "guided_json", "invalid_value"},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":{\"choice\":[\"a\",\"b\"]}"), 200, NULL, NULL},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":{\"regex\":\"a|b\"}"), 200, NULL, NULL},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":{\"json_object\":true}"), 200, NULL, NULL},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":{\"regex\":\"(?=a)\"}"), 400, "structured_outputs.regex",
+     "unsupported_value"},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":{\"regex\":\"(a\"}"), 400, "structured_outputs.regex",
+     "invalid_value"},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":{\"grammar\":\"root ::= x\"}"), 400,
+     "structured_outputs.grammar", "unsupported_parameter"},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":{\"choice\":[]}"), 400, "structured_outputs.choice",
+     "invalid_value"},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":{\"choice\":[\"a\",1]}"), 400, "structured_outputs.choice",
+     "invalid_value"},
+    {"P8", COMPL, COMPL_OK(",\"structured_outputs\":[]"), 400, "structured_outputs", "invalid_type"},
+    {"P8", COMPL, COMPL_OK(",\"guided_choice\":[\"a\"],\"guided_regex\":\"a\""), 400, "guided_choice",
+     "invalid_value"},
+    {"P8", COMPL, COMPL_OK(",\"guided_choice\":[\"a\"],\"response_format\":{\"type\":\"json_object\"}"), 400,
+     "guided_choice", "invalid_value"},
     {"P8", COMPL, COMPL_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":"
                            "{\"minimum\":1}}}"), 400, "response_format.json_schema.schema", "unsupported_value"},
     {"ok", COMPL, COMPL_OK(""), 200, NULL, NULL},
@@ -190,7 +214,7 @@ static const struct rcase cases[] = {
     {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}"), 400,
      "tool_choice", "invalid_value"},
     {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"tool_choice\":{\"type\":\"function\"}"), 400, "tool_choice", "invalid_value"},
-    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"response_format\":{\"type\":\"json_object\"}"), 400, "response_format",
+    {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"response_format\":{\"type\":\"json_object\"}"), 400, "tools",
      "invalid_value"},
     {"C8", CHAT, CHAT_OK(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],\"response_format\":{\"type\":\"json_object\"},\"tool_choice\":\"none\""), 200,
      NULL, NULL},
@@ -234,7 +258,7 @@ static const struct rcase cases[] = {
                          "\"strict\":true,\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":"
                          "\"integer\"}},\"required\":[\"a\"]}}}"), 200, NULL, NULL},
     {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
-                         "\"schema\":{\"type\":\"string\",\"pattern\":\"a+\"}}}"), 400,
+                         "\"schema\":{\"type\":\"string\",\"not\":{}}}}"), 400,
      "response_format.json_schema.schema", "unsupported_value"},
     {"C8", CHAT, CHAT_OK(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
                          "\"schema\":{\"type\":\"strin\"}}}"), 400, "response_format.json_schema.schema",
