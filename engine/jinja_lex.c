@@ -3,6 +3,7 @@
  * transformers environment), including {%- -%} / {%+ +%} whitespace control and comments.
  * It does not know statements or expressions; jinja_parse.c does. */
 #include "jinja.h"
+#include "json.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -105,14 +106,6 @@ static size_t put_utf8(char *o, uint32_t cp)
     return 4;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
 /* Decodes body [p, q) of a quoted literal. The output never exceeds the input length. */
 static int lex_string_body(struct lexer *L, size_t start, size_t p, size_t q)
 {
@@ -145,7 +138,7 @@ static int lex_string_body(struct lexer *L, size_t start, size_t p, size_t q)
             int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             uint32_t cp = 0;
             for (int k = 0; k < digits; k++) {
-                int h = p < q ? hexval(L->s[p]) : -1;
+                int h = p < q ? eng_hex_digit((unsigned char)L->s[p]) : -1;
                 if (h < 0) {
                     free(o);
                     return fail(L, start, "truncated \\", e == 'x' ? "xXX escape" : e == 'u' ? "uXXXX escape" : "UXXXXXXXX escape");
@@ -269,7 +262,7 @@ static int lex_number(struct lexer *L, size_t p, size_t *end)
     for (size_t i = ds; i < q; i++) {
         if (s[i] == '_')
             continue;
-        int d = hexval(s[i]);
+        int d = eng_hex_digit((unsigned char)s[i]);
         if (v > (uint64_t)INT64_MAX / (uint64_t)base ||
             v * (uint64_t)base + (uint64_t)d > (uint64_t)INT64_MAX)
             return fail(L, start, "integer literal too large", NULL);

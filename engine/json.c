@@ -232,17 +232,10 @@ static int hex4(const unsigned char *s, uint32_t *out)
 {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        unsigned char c = s[i];
-        uint32_t d;
-        if (c >= '0' && c <= '9')
-            d = (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            d = (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            d = (uint32_t)(c - 'A' + 10);
-        else
+        int d = eng_hex_digit(s[i]);
+        if (d < 0)
             return -1;
-        v = v * 16 + d;
+        v = v * 16 + (uint32_t)d;
     }
     *out = v;
     return 0;

@@ -111,6 +111,18 @@ const struct eng_json *eng_json_get(const struct eng_json *obj, const char *key)
  * continuation bytes are all invalid). */
 size_t eng_utf8_seq_len(const unsigned char *s, size_t n);
 
+/* The value 0-15 of the hex digit ch (either case), or -1: for \u escapes and their kin. */
+static inline int eng_hex_digit(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
 /* ---- writing (json_write.c) ---- */
 
 /* v as compact JSON: no whitespace, members in document order, strings with the short escapes

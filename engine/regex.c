@@ -276,17 +276,6 @@ static int64_t next_char(struct rx *c)
     return cp;
 }
 
-static int hex_val(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* The class escapes \d \w \s (negated: \D \W \S) as ranges added to the scratch. */
 static int add_class_escape(struct rx *c, int letter)
 {
@@ -339,7 +328,7 @@ static int parse_escape(struct rx *c, bool in_class, uint32_t *cp)
         c->pos++;
         uint32_t v = 0;
         for (int i = 0; i < digits; i++) {
-            int h = hex_val(peek(c));
+            int h = eng_hex_digit(peek(c));
             if (h < 0)
                 return set_err(c, ENG_REGEX_ERR_SYNTAX, "incomplete escape \\%c at byte %zu",
                                ch, at), -1;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "json.h"
 
 enum state {
     ST_LITERAL,     /* matching `expect`, then `next` */
@@ -127,17 +128,6 @@ static size_t utf8_put(uint32_t cp, char out[4])
     out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
     out[2] = (char)(0x80 | (cp & 0x3F));
     return 3;
-}
-
-static int hex_val(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
 }
 
 /* One byte of the arguments value: reports it (unless it is the call's closing brace after a
@@ -260,7 +250,7 @@ static int step(struct srv_tool_reader *r, char ch, srv_tool_delta_fn fn, void *
         return pend_add(r, SRV_TOOL_DELTA_CONTENT, &to[p - from], 1);
     }
     case ST_UNICODE: {
-        int v = hex_val(ch);
+        int v = eng_hex_digit((unsigned char)ch);
         if (v < 0)
             return -1;
         r->code = r->code * 16 + (uint32_t)v;
