@@ -206,6 +206,67 @@ int eng_grammar_add_ref(struct eng_grammar *g, int32_t rule)
     return push_elem(g, ELEM(ELEM_REF, (uint32_t)rule));
 }
 
+int32_t eng_grammar_repeat(struct eng_grammar *g, int32_t item, int32_t sep, int64_t min,
+                           int64_t max)
+{
+    if (!building(g) || min < 0 || (max >= 0 && max < min))
+        return g ? fail(g, ENG_GRAMMAR_ERR_INVALID) : ENG_GRAMMAR_ERR_INVALID;
+    int rc = 0;
+    /* more: the items after the first, each preceded by sep. */
+    int32_t more = -1;
+    int64_t more_min = min > 1 ? min - 1 : 0, more_max = max < 0 ? -1 : max - 1;
+    if (max < 0) {
+        /* L ::= sep item L | "" */
+        if ((more = eng_grammar_rule(g)) < 0)
+            return more;
+        rc = eng_grammar_alt(g, more);
+        if (rc == 0 && sep >= 0)
+            rc = eng_grammar_add_ref(g, sep);
+        if (rc == 0)
+            rc = eng_grammar_add_ref(g, item);
+        if (rc == 0)
+            rc = eng_grammar_add_ref(g, more);
+        if (rc == 0)
+            rc = eng_grammar_alt(g, more);
+    } else {
+        /* O_k ::= sep item O_(k-1) | "", k = 1 .. more_max - more_min */
+        for (int64_t k = 1; k <= more_max - more_min && rc == 0; k++) {
+            int32_t o = eng_grammar_rule(g);
+            if (o < 0)
+                return o;
+            rc = eng_grammar_alt(g, o);
+            if (rc == 0 && sep >= 0)
+                rc = eng_grammar_add_ref(g, sep);
+            if (rc == 0)
+                rc = eng_grammar_add_ref(g, item);
+            if (rc == 0 && more >= 0)
+                rc = eng_grammar_add_ref(g, more);
+            if (rc == 0)
+                rc = eng_grammar_alt(g, o);
+            more = o;
+        }
+    }
+    int32_t r = rc == 0 ? eng_grammar_rule(g) : rc;
+    if (r < 0)
+        return r;
+    if (min == 0) {
+        if ((rc = eng_grammar_alt(g, r)) != 0 || max == 0)
+            return rc != 0 ? rc : r;
+    }
+    rc = eng_grammar_alt(g, r);
+    if (rc == 0)
+        rc = eng_grammar_add_ref(g, item);
+    for (int64_t k = 0; k < more_min && rc == 0; k++) {
+        if (sep >= 0)
+            rc = eng_grammar_add_ref(g, sep);
+        if (rc == 0)
+            rc = eng_grammar_add_ref(g, item);
+    }
+    if (rc == 0 && more >= 0)
+        rc = eng_grammar_add_ref(g, more);
+    return rc != 0 ? rc : r;
+}
+
 /* Rule r can derive the empty text: fixpoint over all alternatives. */
 static int compute_nullable(const struct eng_grammar *g, bool *nullable)
 {

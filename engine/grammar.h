@@ -74,6 +74,14 @@ int eng_grammar_add_literal(struct eng_grammar *g, const char *s, size_t len);
 /* Appends a reference to rule (which may not exist yet; eng_grammar_finish checks it). */
 int eng_grammar_add_ref(struct eng_grammar *g, int32_t rule);
 
+/* A new rule matching item between min and max times (max < 0: no upper limit), consecutive
+ * items separated by rule sep (sep < 0: nothing between), built as right recursion (no
+ * depth in the matcher): max - min optional-item rules for a finite max. Call it with no
+ * alternative open that still needs elements (it opens alternatives of its own). Returns the
+ * rule, or a negative eng_grammar_err (ENG_GRAMMAR_ERR_INVALID for min < 0 or max < min). */
+int32_t eng_grammar_repeat(struct eng_grammar *g, int32_t item, int32_t sep, int64_t min,
+                           int64_t max);
+
 /* Ends building: checks that every reference names a rule, that every rule has an
  * alternative, that no rule can reach itself without consuming a byte (left recursion,
  * cycles of empty rules), and that every rule can be completed by some finite text

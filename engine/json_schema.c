@@ -112,55 +112,13 @@ static int ref(struct cc *c, int32_t rule)
     return rc < 0 && !c->rc ? grammar_err(c, rc) : c->rc;
 }
 
-/* A rule matching item between min and max times (max < 0: no limit), consecutive items
- * separated by the rule sep (sep < 0: nothing between). */
+/* eng_grammar_repeat, its error recorded in c. */
 static int32_t repeat(struct cc *c, int32_t item, int32_t sep, int64_t min, int64_t max)
 {
-    /* tail: the items after the first, each preceded by sep. */
-    int32_t more = -1;
-    int64_t more_min = min > 1 ? min - 1 : 0, more_max = max < 0 ? -1 : max - 1;
-    if (max < 0) {
-        /* L ::= sep item L | "" */
-        int32_t l = new_rule(c);
-        alt(c, l);
-        if (sep >= 0)
-            ref(c, sep);
-        ref(c, item);
-        ref(c, l);
-        alt(c, l);
-        more = l;
-    } else if (more_max > more_min) {
-        /* O_k ::= sep item O_(k-1) | "", k = 1 .. more_max - more_min */
-        int32_t prev = -1;
-        for (int64_t k = 1; k <= more_max - more_min && !c->rc; k++) {
-            int32_t o = new_rule(c);
-            alt(c, o);
-            if (sep >= 0)
-                ref(c, sep);
-            ref(c, item);
-            if (prev >= 0)
-                ref(c, prev);
-            alt(c, o);
-            prev = o;
-        }
-        more = prev;
-    }
-    int32_t r = new_rule(c);
-    if (min == 0) {
-        alt(c, r); /* nothing */
-        if (max == 0)
-            return c->rc ? c->rc : r;
-    }
-    alt(c, r);
-    ref(c, item);
-    for (int64_t k = 0; k < more_min && !c->rc; k++) {
-        if (sep >= 0)
-            ref(c, sep);
-        ref(c, item);
-    }
-    if (more >= 0)
-        ref(c, more);
-    return c->rc ? c->rc : r;
+    if (c->rc)
+        return c->rc;
+    int32_t r = eng_grammar_repeat(c->g, item, sep, min, max);
+    return r < 0 ? grammar_err(c, r) : r;
 }
 
 /* ---- the JSON primitives ---- */

@@ -933,43 +933,15 @@ static int put(struct rx *c, int32_t id, bool ne)
     return ref(c, get(c, id, ne));
 }
 
-/* rule ::= item{min, max} (max < 0: no limit) for a rule item that never matches "", so that
- * no loop can go round without consuming a byte. */
+/* rule ::= item{min, max} (max < 0: no limit) through eng_grammar_repeat, for a rule item
+ * that never matches "", so that no loop can go round without consuming a byte. Its error is
+ * recorded in c (-1 then). */
 static int32_t repeat(struct rx *c, int32_t item, int32_t min, int32_t max)
 {
-    int32_t more = -1, more_min = min > 1 ? min - 1 : 0, more_max = max < 0 ? -1 : max - 1;
-    if (max < 0) {
-        /* L ::= item L | "" */
-        more = new_rule(c);
-        alt(c, more);
-        ref(c, item);
-        ref(c, more);
-        alt(c, more);
-    } else {
-        /* O_k ::= item O_(k-1) | "", k = 1 .. more_max - more_min */
-        for (int32_t k = 1; k <= more_max - more_min && !c->rc; k++) {
-            int32_t o = new_rule(c);
-            alt(c, o);
-            ref(c, item);
-            if (more >= 0)
-                ref(c, more);
-            alt(c, o);
-            more = o;
-        }
-    }
-    int32_t r = new_rule(c);
-    if (min == 0) {
-        alt(c, r);
-        if (max == 0)
-            return c->rc ? -1 : r;
-    }
-    alt(c, r);
-    ref(c, item);
-    for (int32_t k = 0; k < more_min && !c->rc; k++)
-        ref(c, item);
-    if (more >= 0)
-        ref(c, more);
-    return c->rc ? -1 : r;
+    if (c->rc)
+        return -1;
+    int32_t r = eng_grammar_repeat(c->g, item, -1, min, max);
+    return r < 0 ? (grammar_err(c, r), -1) : r;
 }
 
 /* A rule for node id's language, or (ne) for it without the empty text. The caller makes sure
