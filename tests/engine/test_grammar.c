@@ -1397,6 +1397,51 @@ static void time_masks(const struct vocab_ctx *cx)
     eng_grammar_destroy(g);
 }
 
+/* eng_grammar_repeat: "a" items, with and without a "," between them, every (min, max) up
+ * to 3 + 3: k items are a sentence exactly when min <= k <= max. */
+static void test_repeat(void)
+{
+    for (int with_sep = 0; with_sep < 2; with_sep++)
+        for (int64_t min = 0; min <= 3; min++)
+            for (int64_t max = -1; max <= min + 3; max++) {
+                if (max >= 0 && max < min)
+                    continue;
+                struct eng_grammar *g = new_grammar();
+                int32_t root = rule(g), item = rule(g), sep = with_sep ? rule(g) : -1;
+                alt(g, item), lit(g, "a");
+                if (sep >= 0)
+                    alt(g, sep), lit(g, ",");
+                int32_t r = eng_grammar_repeat(g, item, sep, min, max);
+                CHECK(r > 0, "repeat %lld..%lld: %d", (long long)min, (long long)max, r);
+                alt(g, root), ref(g, r);
+                finished(g, "repeat");
+                for (int k = 0; k <= 8; k++) {
+                    char text[32] = "";
+                    size_t n = 0;
+                    for (int i = 0; i < k; i++) {
+                        if (i > 0 && with_sep)
+                            text[n++] = ',';
+                        text[n++] = 'a';
+                    }
+                    bool complete = false, cont = false;
+                    bool ok = run_bytes(g, text, n, &complete, &cont) == 0 && complete;
+                    CHECK(ok == (k >= min && (max < 0 || k <= max)), "repeat %lld..%lld sep %d: %d items %s",
+                          (long long)min, (long long)max, with_sep, k, ok ? "taken" : "refused");
+                }
+                eng_grammar_destroy(g);
+            }
+    struct eng_grammar *g = new_grammar();
+    int32_t item = rule(g);
+    alt(g, item), lit(g, "a");
+    EXPECT(eng_grammar_repeat(g, item, -1, -1, 3) == ENG_GRAMMAR_ERR_INVALID);
+    eng_grammar_destroy(g);
+    g = new_grammar();
+    item = rule(g);
+    alt(g, item), lit(g, "a");
+    EXPECT(eng_grammar_repeat(g, item, -1, 3, 2) == ENG_GRAMMAR_ERR_INVALID);
+    eng_grammar_destroy(g);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1412,6 +1457,7 @@ int main(int argc, char **argv)
     test_depth();
     test_ambiguity();
     test_classes_and_high_bytes();
+    test_repeat();
 
     char dir[4096], err[256] = "";
     snprintf(dir, sizeof dir, "%s/tokenizer/phi3", argv[1]);
