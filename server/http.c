@@ -643,6 +643,24 @@ fail:
     return -1;
 }
 
+/* Whether the chat template renders a system message: one probe render (tool calling puts
+ * the tools' description there, or before the first user message when it would be lost). */
+static bool template_shows_system(const struct srv_server *s)
+{
+    static const char probe[] = "phiserve-system-probe";
+    cJSON *msgs = cJSON_Parse("[{\"role\": \"system\", \"content\": \"phiserve-system-probe\"},"
+                              " {\"role\": \"user\", \"content\": \"x\"}]");
+    struct eng_chat_input in = {.messages = msgs, .bos_token = s->bos_text,
+                                .eos_token = s->eos_text, .add_generation_prompt = true};
+    char *text = NULL, err[64];
+    size_t len = 0;
+    bool shown = msgs && eng_chat_template_render(s->tmpl, &in, NULL, &text, &len, err, sizeof err) == 0 &&
+                 strstr(text, probe) != NULL;
+    free(text);
+    cJSON_Delete(msgs);
+    return shown;
+}
+
 int srv_server_set_engine(struct srv_server *s, struct eng_engine *eng, char *err, size_t errlen)
 {
     const struct srv_config *cfg = s->cfg;
@@ -675,6 +693,7 @@ int srv_server_set_engine(struct srv_server *s, struct eng_engine *eng, char *er
                 snprintf(err, errlen, "chat template: %s", perr);
                 return -1;
             }
+            s->tmpl_system = template_shows_system(s);
         }
     } else if (cfg->chat_template) {
         snprintf(err, errlen, "--chat-template: the model has no tokenizer");

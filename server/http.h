@@ -107,6 +107,8 @@ struct srv_server {
     const struct eng_tokenizer *tok;        /* NULL: the model has no tokenizer */
     const struct eng_model_config *mcfg;
     struct eng_chat_template *tmpl;         /* NULL: no chat template */
+    bool tmpl_system;                       /* tmpl renders system messages (Phi-3-mini's
+                                               first template drops them) */
     char *bos_text, *eos_text;              /* template variables */
     const char *model_name;
     const char *model_names[1];

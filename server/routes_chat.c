@@ -502,7 +502,7 @@ int srv_route_chat(struct srv_req *r)
         }
     }
     if (msgs && (tools_sys || srv_tools_in_history(msgs)) &&
-        srv_tools_rewrite_messages(msgs, tools_sys) != 0) {
+        srv_tools_rewrite_messages(msgs, tools_sys, s->tmpl_system) != 0) {
         cJSON_Delete(msgs);
         msgs = NULL;
     }

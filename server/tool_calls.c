@@ -329,36 +329,53 @@ bool srv_tools_in_history(const cJSON *messages)
     return false;
 }
 
-/* content = {"tool_calls": [{"name": N, "arguments": A}, ...]} for an assistant message's
- * tool_calls, the arguments as the client sent them when they are JSON, else as a string. */
+static int append(char **p, size_t *len, const char *s, size_t n);
+
+/* The answer layout of an assistant message's tool_calls, exactly as the grammar has the model
+ * write it: {"tool_calls": [{"name": "N", "arguments": A}, ...]}, each A the client's text
+ * when it is one JSON value and nothing else, else that text as a JSON string. Returns a
+ * cJSON_malloc'd string or NULL. */
 static char *calls_text(const cJSON *calls)
 {
     char *out = NULL;
-    cJSON *o = cJSON_CreateObject();
-    cJSON *arr = o ? cJSON_AddArrayToObject(o, "tool_calls") : NULL;
+    size_t len = 0, n = 0;
+    bool ok = append(&out, &len, "{\"tool_calls\": [", 16) == 0;
     const cJSON *t;
     cJSON_ArrayForEach(t, calls) {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
         const cJSON *args = cJSON_GetObjectItemCaseSensitive(f, "arguments");
-        cJSON *c = cJSON_CreateObject();
-        if (!arr || !c) {
-            cJSON_Delete(c);
-            goto done;
-        }
-        cJSON_AddItemToArray(arr, c);
-        cJSON_AddStringToObject(c, "name", cJSON_IsString(name) ? name->valuestring : "");
-        cJSON *a = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
-        if (!a)
-            a = cJSON_CreateString(cJSON_IsString(args) ? args->valuestring : "");
-        if (!a)
-            goto done;
-        cJSON_AddItemToObject(c, "arguments", a);
+        const char *a = cJSON_IsString(args) ? args->valuestring : "";
+        cJSON *parsed = cJSON_ParseWithOpts(a, NULL, true);
+        bool raw = parsed != NULL;
+        cJSON_Delete(parsed);
+        cJSON *nm = cJSON_CreateString(cJSON_IsString(name) ? name->valuestring : "");
+        cJSON *as = raw ? NULL : cJSON_CreateString(a);
+        char *nm_text = nm ? cJSON_PrintUnformatted(nm) : NULL;
+        char *as_text = as ? cJSON_PrintUnformatted(as) : NULL;
+        ok = ok && nm_text && (raw || as_text) &&
+             append(&out, &len, n ? ", {\"name\": " : "{\"name\": ", n ? 11 : 9) == 0 &&
+             append(&out, &len, nm_text, strlen(nm_text)) == 0 &&
+             append(&out, &len, ", \"arguments\": ", 15) == 0 &&
+             append(&out, &len, raw ? a : as_text, strlen(raw ? a : as_text)) == 0 &&
+             append(&out, &len, "}", 1) == 0;
+        cJSON_free(nm_text);
+        cJSON_free(as_text);
+        cJSON_Delete(nm);
+        cJSON_Delete(as);
+        n++;
     }
-    out = cJSON_PrintUnformatted(o);
-done:
-    cJSON_Delete(o);
-    return out;
+    ok = ok && append(&out, &len, "]}", 2) == 0;
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    /* set_content frees with cJSON_free: hand over a copy from cJSON's allocator. */
+    char *copy = cJSON_malloc(len + 1);
+    if (copy)
+        memcpy(copy, out, len + 1);
+    free(out);
+    return copy;
 }
 
 static int set_content(cJSON *m, char *text)
@@ -376,7 +393,7 @@ static int set_content(cJSON *m, char *text)
     return 0;
 }
 
-int srv_tools_rewrite_messages(cJSON *messages, const char *system)
+int srv_tools_rewrite_messages(cJSON *messages, const char *system, bool system_role)
 {
     cJSON *m;
     cJSON_ArrayForEach(m, messages) {
@@ -406,19 +423,32 @@ int srv_tools_rewrite_messages(cJSON *messages, const char *system)
     }
     if (!system)
         return 0;
-    cJSON *first = cJSON_GetArrayItem(messages, 0);
-    const cJSON *role = cJSON_GetObjectItemCaseSensitive(first, "role");
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(first, "content");
-    if (cJSON_IsString(role) && strcmp(role->valuestring, "system") == 0 && cJSON_IsString(content)) {
-        size_t n = strlen(content->valuestring) + 2 + strlen(system) + 1;
+    /* The first message of the role that carries the text: system, or, for a template that
+     * drops system messages, user (the text then goes before the user's). */
+    const char *want = system_role ? "system" : "user";
+    cJSON *first = NULL;
+    cJSON_ArrayForEach(m, messages) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (cJSON_IsString(role) && strcmp(role->valuestring, want) == 0 && cJSON_IsString(content)) {
+            first = m;
+            break;
+        }
+    }
+    if (first) {
+        const char *content = cJSON_GetObjectItemCaseSensitive(first, "content")->valuestring;
+        size_t n = strlen(content) + 2 + strlen(system) + 1;
         char *t = cJSON_malloc(n);
         if (!t)
             return -1;
-        snprintf(t, n, "%s\n\n%s", content->valuestring, system);
+        if (system_role)
+            snprintf(t, n, "%s\n\n%s", content, system);
+        else
+            snprintf(t, n, "%s\n\n%s", system, content);
         return set_content(first, t);
     }
     cJSON *sys = cJSON_CreateObject();
-    if (!sys || !cJSON_AddStringToObject(sys, "role", "system") ||
+    if (!sys || !cJSON_AddStringToObject(sys, "role", want) ||
         !cJSON_AddStringToObject(sys, "content", system) || !cJSON_InsertItemInArray(messages, 0, sys)) {
         cJSON_Delete(sys);
         return -1;

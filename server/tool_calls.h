@@ -70,10 +70,13 @@ char *srv_tools_prompt(const char *tools_json, bool allow_content, const char *f
 
 /* Rewrites a chat's messages (a cJSON array of message objects as the template sees them, in
  * place) for a template that knows no tools: an assistant message's tool_calls become its
- * content, in the answer layout; a tool message becomes a user message whose content is
+ * content, exactly in the answer layout (arguments as the client sent them when they are one
+ * JSON value, else as a JSON string); a tool message becomes a user message whose content is
  * {"tool_call_id": ..., "content": ...}; and system (may be NULL) is appended to the first
- * system message, or becomes one at the front. Returns 0, or -1 when out of memory. */
-int srv_tools_rewrite_messages(struct cJSON *messages, const char *system);
+ * system message, or becomes one at the front. When the template drops system messages
+ * (system_role false), system goes before the first user message's text instead (or becomes
+ * a user message at the front). Returns 0, or -1 when out of memory. */
+int srv_tools_rewrite_messages(struct cJSON *messages, const char *system, bool system_role);
 
 /* Whether any message of the array carries tool_calls or has the role "tool". */
 bool srv_tools_in_history(const struct cJSON *messages);
