@@ -437,9 +437,13 @@ static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg,
                                         &res);
     else
         src = eng_sampler_take(&ch->st, &h->sp, token, V, &res);
-    if (src != 0 && ch->grammar_err == ENG_GRAMMAR_ERR_AMBIGUOUS) {
+    if (src != 0 && ch->grammar_err == ENG_GRAMMAR_ERR_BUDGET) {
         end_seq(e, seq, ENG_FINISH_ERROR,
-                "structured output failed: the schema is too ambiguous to follow");
+                "structured output failed: the schema takes too much work per token to follow");
+        return;
+    }
+    if (src != 0 && ch->grammar_err == ENG_GRAMMAR_ERR_NOMEM) {
+        end_seq(e, seq, ENG_FINISH_ERROR, "structured output failed: out of memory");
         return;
     }
     if (src != 0 && ch->gm) {
@@ -465,9 +469,12 @@ static void on_token(struct eng_engine *e, struct eng_seq *seq, const float *lg,
      * stops here instead of spending a step on a forced eos. */
     bool grammar_done = false;
     if (ch->gm && !is_end_id(h, tok)) {
-        if (eng_grammar_matcher_accept_token(ch->gm, tok) != 0) {
+        int grc = eng_grammar_matcher_accept_token(ch->gm, tok);
+        if (grc != 0) {
             end_seq(e, seq, ENG_FINISH_ERROR,
-                    "structured output failed: a token outside the schema was drawn");
+                    grc == ENG_GRAMMAR_ERR_REJECTED
+                        ? "structured output failed: a token outside the schema was drawn"
+                        : "structured output failed: the schema keeps too many parses open");
             return;
         }
         grammar_done = eng_grammar_matcher_complete(ch->gm) &&
@@ -1216,7 +1223,7 @@ int eng_engine_submit(struct eng_engine *e, const struct eng_request *r, eng_wak
             h->plp[0].token = r->prompt[0];
     }
     if (oom || !h->choices || (r->prompt_logprobs && !h->plp) || take_images(e, r, h) != 0 ||
-        (r->grammar && eng_grammar_clone(r->grammar, &h->grammar) != 0))
+        (r->grammar && !(h->grammar = eng_grammar_retain(r->grammar))))
         goto nomem;
 
     /* LongRoPE: the variant is chosen at admission by the scheduler (transformers' rule)

@@ -116,7 +116,8 @@ struct eng_request {
     const struct eng_image_input *images;
     int32_t n_images;
     /* Structured output: every choice's text must be a sentence of this finished grammar
-     * (engine/grammar.h; NULL: free text). Caller keeps it; the engine copies it at submit.
+     * (engine/grammar.h; NULL: free text). Caller keeps its reference; the engine takes one of
+     * its own at submit (eng_grammar_retain), so n prompts share one grammar.
      * Needs a tokenizer. A choice whose text completes the grammar with nothing allowed after
      * it finishes with ENG_FINISH_STOP; while the text is complete but may go on, the eos and
      * stop ids are allowed too. */

@@ -3,6 +3,7 @@
  * vocabulary. JSON Schema is engine/json_schema.c's; sampling is engine/sampler.c's. */
 #include "grammar.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ struct alt {
 };
 
 struct eng_grammar {
+    atomic_int refs;     /* eng_grammar_retain / eng_grammar_destroy */
     uint32_t *elems;
     size_t n_elems, cap_elems;
     uint32_t (*classes)[8];
@@ -64,12 +66,24 @@ int eng_grammar_create(struct eng_grammar **out)
     if (!out)
         return ENG_GRAMMAR_ERR_INVALID;
     *out = calloc(1, sizeof **out);
-    return *out ? 0 : ENG_GRAMMAR_ERR_NOMEM;
+    if (!*out)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    atomic_init(&(*out)->refs, 1);
+    return 0;
+}
+
+struct eng_grammar *eng_grammar_retain(const struct eng_grammar *g)
+{
+    if (!g || !g->finished)
+        return NULL;
+    struct eng_grammar *m = (struct eng_grammar *)g; /* the count is the one mutable part */
+    atomic_fetch_add(&m->refs, 1);
+    return m;
 }
 
 void eng_grammar_destroy(struct eng_grammar *g)
 {
-    if (!g)
+    if (!g || atomic_fetch_sub(&g->refs, 1) > 1)
         return;
     free(g->elems);
     free(g->classes);
@@ -267,39 +281,81 @@ int32_t eng_grammar_repeat(struct eng_grammar *g, int32_t item, int32_t sep, int
     return rc != 0 ? rc : r;
 }
 
-/* Rule r can derive the empty text: fixpoint over all alternatives. */
-static int compute_nullable(const struct eng_grammar *g, bool *nullable)
+/* A least fixpoint over the rules, in time linear in the grammar (a worklist, so that a long
+ * chain of rules costs one pass, not one per link). out[r] becomes true for every rule with an
+ * alternative whose references are all to true rules and, when nullable, that has no byte
+ * class: with nullable, the rules that can derive the empty text; without, the rules some
+ * finite text completes (productive). */
+static int fixpoint(const struct eng_grammar *g, bool nullable, bool *out)
 {
-    bool changed = true;
-    while (changed) {
-        changed = false;
-        for (int32_t a = 0; a < g->n_alts; a++) {
-            int32_t r = g->alts[a].rule;
-            if (nullable[r])
-                continue;
-            bool all = true;
-            for (uint32_t p = g->alts[a].start; g->elems[p] != ELEM(ELEM_END, 0); p++) {
-                uint32_t e = g->elems[p];
-                if (ELEM_KIND(e) != ELEM_REF || !nullable[ELEM_VAL(e)]) {
-                    all = false;
-                    break;
-                }
+    int32_t R = g->n_rules, A = g->n_alts;
+    int64_t *need = calloc((size_t)A, sizeof *need); /* blocking references left; -1: never */
+    int32_t *occ_start = calloc((size_t)R + 1, sizeof *occ_start);
+    int32_t *queue = malloc(((size_t)R + 1) * sizeof *queue);
+    int32_t *occ = NULL;
+    int rc = ENG_GRAMMAR_ERR_NOMEM;
+    if (!need || !occ_start || !queue)
+        goto done;
+    size_t n_occ = 0;
+    for (int32_t a = 0; a < A; a++)
+        for (uint32_t p = g->alts[a].start; g->elems[p] != ELEM(ELEM_END, 0); p++) {
+            uint32_t e = g->elems[p];
+            if (ELEM_KIND(e) == ELEM_REF) {
+                occ_start[ELEM_VAL(e) + 1]++;
+                n_occ++;
+                if (need[a] >= 0)
+                    need[a]++;
+            } else if (nullable) {
+                need[a] = -1;
             }
-            if (all) {
-                nullable[r] = true;
-                changed = true;
+        }
+    for (int32_t r = 0; r < R; r++)
+        occ_start[r + 1] += occ_start[r];
+    occ = malloc((n_occ ? n_occ : 1) * sizeof *occ);
+    int32_t *fill = malloc(((size_t)R + 1) * sizeof *fill);
+    if (!occ || !fill) {
+        free(fill);
+        goto done;
+    }
+    memcpy(fill, occ_start, ((size_t)R + 1) * sizeof *fill);
+    for (int32_t a = 0; a < A; a++)
+        for (uint32_t p = g->alts[a].start; g->elems[p] != ELEM(ELEM_END, 0); p++)
+            if (ELEM_KIND(g->elems[p]) == ELEM_REF)
+                occ[fill[ELEM_VAL(g->elems[p])]++] = a;
+    free(fill);
+    memset(out, 0, (size_t)R * sizeof *out);
+    int32_t head = 0, tail = 0;
+    for (int32_t a = 0; a < A; a++)
+        if (need[a] == 0 && !out[g->alts[a].rule]) {
+            out[g->alts[a].rule] = true;
+            queue[tail++] = g->alts[a].rule;
+        }
+    while (head < tail) {
+        int32_t r = queue[head++];
+        for (int32_t k = occ_start[r]; k < occ_start[r + 1]; k++) {
+            int32_t a = occ[k];
+            if (need[a] > 0 && --need[a] == 0 && !out[g->alts[a].rule]) {
+                out[g->alts[a].rule] = true;
+                queue[tail++] = g->alts[a].rule;
             }
         }
     }
-    return 0;
+    rc = 0;
+done:
+    free(need);
+    free(occ_start);
+    free(queue);
+    free(occ);
+    return rc;
 }
 
 /* Left edges: rule r -> every rule referenced in r's alternatives before the first element
  * that must consume a byte. A cycle among them is left recursion or a cycle of empty rules,
- * either of which would make the matcher's expansion loop forever. Iterative DFS. */
-static int check_left_recursion(const struct eng_grammar *g, const bool *nullable)
+ * either of which would make the matcher's expansion loop forever. Iterative DFS; post gets
+ * the rules in post-order (each after the rules it reaches by left edges). */
+static int check_left_recursion(const struct eng_grammar *g, const bool *nullable, int32_t *post)
 {
-    int32_t R = g->n_rules;
+    int32_t R = g->n_rules, n_post = 0;
     uint8_t *color = calloc((size_t)R, 1);
     /* frame: rule, index of its next alternative, position inside it */
     struct frame {
@@ -322,6 +378,7 @@ static int check_left_recursion(const struct eng_grammar *g, const bool *nullabl
             struct frame *f = &st[sp - 1];
             if (f->alt >= g->rule_alt[f->rule + 1]) {
                 color[f->rule] = 2;
+                post[n_post++] = f->rule; /* after every rule it reaches by left edges */
                 sp--;
                 continue;
             }
@@ -351,6 +408,38 @@ static int check_left_recursion(const struct eng_grammar *g, const bool *nullabl
     }
     free(color);
     free(st);
+    return rc;
+}
+
+/* How many parses entering each rule opens at once, at least (its alternatives' first byte
+ * classes, through nullable prefixes), capped past ENG_GRAMMAR_MAX_STACKS: computed in the
+ * left-edge post-order, so each rule after those it starts with. A rule past the ceiling
+ * would fail every matcher that reaches it, so the grammar is refused instead. */
+static int check_breadth(const struct eng_grammar *g, const bool *nullable, const int32_t *post)
+{
+    int32_t *breadth = calloc((size_t)g->n_rules, sizeof *breadth);
+    if (!breadth)
+        return ENG_GRAMMAR_ERR_NOMEM;
+    int rc = 0;
+    for (int32_t i = 0; i < g->n_rules && rc == 0; i++) {
+        int32_t r = post[i];
+        int64_t b = 0;
+        for (int32_t k = g->rule_alt[r]; k < g->rule_alt[r + 1]; k++)
+            for (uint32_t p = g->alt_start[k]; g->elems[p] != ELEM(ELEM_END, 0); p++) {
+                uint32_t e = g->elems[p];
+                if (ELEM_KIND(e) != ELEM_REF) {
+                    b++;
+                    break;
+                }
+                b += breadth[ELEM_VAL(e)];
+                if (!nullable[ELEM_VAL(e)])
+                    break;
+            }
+        breadth[r] = b > ENG_GRAMMAR_MAX_STACKS ? ENG_GRAMMAR_MAX_STACKS + 1 : (int32_t)b;
+        if (breadth[r] > ENG_GRAMMAR_MAX_STACKS)
+            rc = ENG_GRAMMAR_ERR_AMBIGUOUS;
+    }
+    free(breadth);
     return rc;
 }
 
@@ -391,33 +480,19 @@ int eng_grammar_finish(struct eng_grammar *g)
     for (int32_t a = 0; a < g->n_alts; a++)
         g->alt_start[fill[g->alts[a].rule]++] = g->alts[a].start;
     free(fill);
-    compute_nullable(g, nullable);
-    rc = check_left_recursion(g, nullable);
-    /* Productive rules: some alternative of only bytes and productive rules (a fixpoint, as
-     * for nullable; the array is reused). */
-    if (rc == 0) {
-        bool *prod = nullable;
-        memset(prod, 0, (size_t)g->n_rules * sizeof *prod);
-        bool changed = true;
-        while (changed) {
-            changed = false;
-            for (int32_t a = 0; a < g->n_alts; a++) {
-                int32_t r = g->alts[a].rule;
-                if (prod[r])
-                    continue;
-                bool all = true;
-                for (uint32_t p = g->alts[a].start; all && g->elems[p] != ELEM(ELEM_END, 0); p++)
-                    all = ELEM_KIND(g->elems[p]) != ELEM_REF || prod[ELEM_VAL(g->elems[p])];
-                if (all) {
-                    prod[r] = true;
-                    changed = true;
-                }
-            }
-        }
-        for (int32_t r = 0; r < g->n_rules && rc == 0; r++)
-            if (!prod[r])
-                rc = ENG_GRAMMAR_ERR_UNPRODUCTIVE;
-    }
+    int32_t *post = malloc((size_t)g->n_rules * sizeof *post);
+    rc = post ? fixpoint(g, true, nullable) : ENG_GRAMMAR_ERR_NOMEM;
+    if (rc == 0)
+        rc = check_left_recursion(g, nullable, post);
+    if (rc == 0)
+        rc = check_breadth(g, nullable, post);
+    /* Productive rules (the array is reused). */
+    if (rc == 0)
+        rc = fixpoint(g, false, nullable);
+    for (int32_t r = 0; r < g->n_rules && rc == 0; r++)
+        if (!nullable[r])
+            rc = ENG_GRAMMAR_ERR_UNPRODUCTIVE;
+    free(post);
     free(nullable);
     if (rc != 0)
         return fail(g, rc);
@@ -451,6 +526,7 @@ int eng_grammar_clone(const struct eng_grammar *g, struct eng_grammar **out)
     if (!c)
         return ENG_GRAMMAR_ERR_NOMEM;
     *c = *g;
+    atomic_init(&c->refs, 1);
     c->elems = dup_mem(g->elems, g->n_elems * sizeof *g->elems);
     c->classes = dup_mem(g->classes, (size_t)g->n_classes * sizeof *g->classes);
     c->alts = dup_mem(g->alts, (size_t)g->n_alts * sizeof *g->alts);
@@ -745,6 +821,7 @@ static void arena_free(struct arena *a)
 
 #define CACHE_SLOTS 16
 #define INTERN_BITS 12
+#define MASK_WORK_MAX ((uint64_t)1 << 20) /* a mask's expansion steps: tens of ms at most */
 #define INTERN_SIZE ((size_t)1 << INTERN_BITS)
 
 struct intern_entry {
@@ -776,6 +853,8 @@ struct eng_grammar_matcher {
     struct arena mid[2];          /* accept_bytes: long inputs compact into these in turn */
     struct arena memo_arena;      /* one mask's memoized transitions */
     struct intern_entry *interned; /* [INTERN_SIZE] during a mask, else NULL */
+    const struct stack_node *scratch[ENG_GRAMMAR_MAX_STACKS]; /* advance's set being built */
+    uint64_t spent;               /* expansion steps and parses made by the current mask */
     struct work *work;
     size_t cap_work;
     uint32_t *key;                /* serialize_set scratch */
@@ -842,6 +921,7 @@ static int expand(struct eng_grammar_matcher *m, struct arena *a, uint32_t pos,
         for (;;) {
             if (++steps > EXPAND_STEPS_MAX)
                 return ENG_GRAMMAR_ERR_AMBIGUOUS;
+            m->spent++;
             uint32_t e = g->elems[p];
             if (e == ELEM(ELEM_END, 0)) {
                 if (!pr) {
@@ -887,11 +967,21 @@ static int expand(struct eng_grammar_matcher *m, struct arena *a, uint32_t pos,
 static int advance(struct eng_grammar_matcher *m, struct arena *a, const struct set *in,
                    uint8_t c, struct set *out)
 {
-    int rc = set_init(a, out);
+    /* Built in the matcher's scratch, then kept at its exact size: a walk keeps many sets. */
+    struct set tmp = {.s = m->scratch};
+    int rc = 0;
     for (int32_t i = 0; i < in->n && rc == 0; i++) {
         const struct stack_node *s = in->s[i];
         if (elem_matches(m->g, m->g->elems[s->pos], c))
-            rc = expand(m, a, s->pos + 1, s->parent, out);
+            rc = expand(m, a, s->pos + 1, s->parent, &tmp);
+    }
+    m->spent += (uint64_t)tmp.n;
+    *out = (struct set){.n = tmp.n, .complete = tmp.complete};
+    if (rc == 0 && tmp.n > 0) {
+        out->s = arena_alloc(a, (size_t)tmp.n * sizeof *out->s);
+        if (!out->s)
+            return ENG_GRAMMAR_ERR_NOMEM;
+        memcpy(out->s, tmp.s, (size_t)tmp.n * sizeof *out->s);
     }
     return rc;
 }
@@ -1138,6 +1228,9 @@ static int transition(struct eng_grammar_matcher *m, struct set *from, uint8_t b
         *to = in->next[k];
         return 0;
     }
+    /* A mask's work is bounded: a hostile grammar must not hold the engine thread. */
+    if (m->spent > MASK_WORK_MAX)
+        return ENG_GRAMMAR_ERR_BUDGET;
     struct arena_mark mark = arena_mark(&m->memo_arena);
     struct set *next = arena_alloc(&m->memo_arena, sizeof *next);
     if (!next)
@@ -1270,6 +1363,7 @@ int64_t eng_grammar_matcher_mask(struct eng_grammar_matcher *m, int64_t vocab, u
     arena_reset(&m->tmp);
     /* The memo is scratch of this mask only: a matcher keeps no large table between masks. */
     m->interned = calloc(INTERN_SIZE, sizeof *m->interned);
+    m->spent = 0;
     arena_reset(&m->memo_arena);
     int64_t n = m->interned ? walk_root(m, allow) : ENG_GRAMMAR_ERR_NOMEM;
     free(m->interned);

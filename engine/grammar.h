@@ -24,8 +24,8 @@
 #include "tokenizer.h"
 
 /* Ceilings that bound what one client-supplied grammar may cost. */
-#define ENG_GRAMMAR_MAX_ELEMS (1 << 20)  /* elements over all alternatives */
-#define ENG_GRAMMAR_MAX_RULES (1 << 17)
+#define ENG_GRAMMAR_MAX_ELEMS (1 << 18)  /* elements over all alternatives (1 MiB) */
+#define ENG_GRAMMAR_MAX_RULES (1 << 15)
 #define ENG_GRAMMAR_MAX_DEPTH 512        /* stack depth of one parse: nesting */
 #define ENG_GRAMMAR_MAX_STACKS 256       /* parses followed at once */
 
@@ -38,6 +38,7 @@ enum eng_grammar_err {
     ENG_GRAMMAR_ERR_REJECTED = -5,  /* matcher: the text or token is not allowed here */
     ENG_GRAMMAR_ERR_AMBIGUOUS = -6, /* matcher: more than ENG_GRAMMAR_MAX_STACKS parses */
     ENG_GRAMMAR_ERR_UNPRODUCTIVE = -7, /* a rule that no finite text completes */
+    ENG_GRAMMAR_ERR_BUDGET = -8,    /* matcher: a mask needed more work than one may take */
 };
 
 /* ---- building ---- */
@@ -48,8 +49,14 @@ struct eng_grammar; /* opaque */
  * ENG_GRAMMAR_ERR_NOMEM. */
 int eng_grammar_create(struct eng_grammar **out);
 
-/* Frees; accepts NULL. */
+/* Drops a reference (the one eng_grammar_create made, or one eng_grammar_retain added) and
+ * frees the grammar with the last; accepts NULL. */
 void eng_grammar_destroy(struct eng_grammar *g);
+
+/* Another reference to a finished grammar (atomic: the threads holding references may
+ * differ), released with eng_grammar_destroy. Returns g, or NULL when g is NULL or not
+ * finished. A finished grammar is read-only, so holders share it. */
+struct eng_grammar *eng_grammar_retain(const struct eng_grammar *g);
 
 /* A new rule with no alternatives yet; its id is returned (>= 0; the first one made, 0, is the
  * root), or a negative eng_grammar_err. Rules may be made before the rules that refer to them
@@ -85,7 +92,10 @@ int32_t eng_grammar_repeat(struct eng_grammar *g, int32_t item, int32_t sep, int
 /* Ends building: checks that every reference names a rule, that every rule has an
  * alternative, that no rule can reach itself without consuming a byte (left recursion,
  * cycles of empty rules), and that every rule can be completed by some finite text
- * (ENG_GRAMMAR_ERR_UNPRODUCTIVE otherwise: a matcher could enter it and never finish). After it the grammar is read-only and may be shared by matchers on
+ * (ENG_GRAMMAR_ERR_UNPRODUCTIVE otherwise: a matcher could enter it and never finish), and
+ * that no rule opens more than ENG_GRAMMAR_MAX_STACKS parses where it starts
+ * (ENG_GRAMMAR_ERR_AMBIGUOUS: e.g. a choice of 300 literals, every matcher reaching it would
+ * fail). Time linear in the grammar's size. After it the grammar is read-only and may be shared by matchers on
  * one thread. Returns 0 or a negative eng_grammar_err; a grammar that failed here is only
  * good for eng_grammar_destroy. */
 int eng_grammar_finish(struct eng_grammar *g);
@@ -140,9 +150,10 @@ bool eng_grammar_matcher_can_continue(const struct eng_grammar_matcher *m);
 /* Writes into allow ([(vocab + 31) / 32] words, bit t of allow[t / 32], caller's array) the
  * tokens whose whole text the grammar allows next. Bits of ids with no text are 0 (the caller
  * adds the end-of-sequence ids when eng_grammar_matcher_complete). Masks are remembered per
- * matcher position, so a position seen before costs one copy. Returns the number of allowed
- * tokens (>= 0), or ENG_GRAMMAR_ERR_INVALID (no vocabulary, or vocab differs from its),
- * ENG_GRAMMAR_ERR_AMBIGUOUS or ENG_GRAMMAR_ERR_NOMEM. */
+ * matcher position, so a position seen before costs one copy. A mask's work is bounded (about
+ * a million expansion steps, tens of milliseconds): past it ENG_GRAMMAR_ERR_BUDGET. Returns
+ * the number of allowed tokens (>= 0), or ENG_GRAMMAR_ERR_INVALID (no vocabulary, or vocab
+ * differs from its), ENG_GRAMMAR_ERR_BUDGET or ENG_GRAMMAR_ERR_NOMEM. */
 int64_t eng_grammar_matcher_mask(struct eng_grammar_matcher *m, int64_t vocab, uint32_t *allow);
 
 #endif

@@ -20,9 +20,14 @@
 #define REFS_MAX 4096
 
 struct ref_entry {
-    const struct eng_json *target;
+    const char *name;           /* the '$ref' string (in the schema document) */
     int32_t rule;
 };
+
+#define REF_INDEX_SIZE 8192     /* open addressing over refs, > 2 x REFS_MAX */
+#define SCHEMA_DEPTH_MAX 256    /* schemas inside schemas, '$ref' targets included */
+#define OBJECT_MEMBERS_MAX 1024 /* properties + required names of one object */
+#define ENUM_MAX 4096           /* values of one enum (literal_trie recurses once per branch) */
 
 struct cc {
     struct eng_grammar *g;
@@ -35,6 +40,8 @@ struct cc {
     int32_t ws, value, string, chr, number, integer, boolean, null, object_any, array_any;
     struct ref_entry *refs;     /* schemas reached through $ref, each compiled once */
     int32_t n_refs, cap_refs;
+    int32_t *ref_index;         /* [REF_INDEX_SIZE] index into refs + 1, 0 empty */
+    int depth;                  /* compile's recursion */
 };
 
 static int32_t set_err(struct cc *c, int rc, const char *fmt, ...)
@@ -43,7 +50,10 @@ static int32_t set_err(struct cc *c, int rc, const char *fmt, ...)
         return c->rc;
     c->rc = rc;
     if (c->errlen > 0) {
-        int n = snprintf(c->err, c->errlen, "%s: ", c->path);
+        /* A long path keeps its end, where the keyword at fault is. */
+        size_t plen = strlen(c->path);
+        int n = plen > 160 ? snprintf(c->err, c->errlen, "...%s: ", c->path + plen - 150)
+                           : snprintf(c->err, c->errlen, "%s: ", c->path);
         va_list ap;
         va_start(ap, fmt);
         if (n >= 0 && (size_t)n < c->errlen)
@@ -335,20 +345,83 @@ static int32_t value_rule(struct cc *c)
 
 /* ---- literals: const and enum values, property names ---- */
 
-/* rule ::= the literal JSON of each value (one alternative each). */
-static int32_t literal_rule(struct cc *c, const struct eng_json *const *vals, size_t n)
+/* A literal text for literal_trie. */
+struct text {
+    const char *p;
+    size_t len;
+};
+
+static int cmp_text(const void *a, const void *b)
 {
+    const struct text *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->p, y->p, n);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* The rule of t[0..n) (sorted, distinct) past their first d bytes, which they share: their
+ * longest common part as one literal, then one alternative per next byte (and an empty one
+ * where a text ends). So a set of literals opens one parse per distinct next byte, not one
+ * per literal, and the recursion goes one level per branching, not per byte. */
+static int32_t literal_trie(struct cc *c, const struct text *t, size_t n, size_t d)
+{
+    if (c->rc)
+        return c->rc;
+    size_t common = t[0].len;
+    for (size_t k = d; k < common; k++)
+        if (t[n - 1].len <= k || t[n - 1].p[k] != t[0].p[k])
+            common = k;
+    /* children first: no alternative may be open while they are built */
+    int32_t kids[257];
+    uint8_t bytes[257];
+    size_t n_kids = 0, start = t[0].len == common ? 1 : 0;
+    for (size_t a = start; a < n && !c->rc;) {
+        size_t b = a + 1;
+        while (b < n && t[b].p[common] == t[a].p[common])
+            b++;
+        bytes[n_kids] = (uint8_t)t[a].p[common];
+        kids[n_kids++] = literal_trie(c, t + a, b - a, common + 1);
+        a = b;
+    }
     int32_t r = new_rule(c);
-    for (size_t i = 0; i < n && !c->rc; i++) {
-        char *text;
-        size_t len;
-        if (eng_json_write(vals[i], &text, &len) != 0)
-            return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
-        alt(c, r);
-        lit_n(c, text, len);
-        free(text);
+    if (start) {
+        alt(c, r); lit_n(c, t[0].p + d, common - d);
+    }
+    for (size_t k = 0; k < n_kids && !c->rc; k++) {
+        alt(c, r); lit_n(c, t[0].p + d, common - d); range(c, bytes[k], bytes[k]); ref(c, kids[k]);
     }
     return c->rc ? c->rc : r;
+}
+
+/* rule ::= any of the n texts (n >= 1; duplicates allowed), as a trie. */
+static int32_t literals_rule(struct cc *c, struct text *t, size_t n)
+{
+    qsort(t, n, sizeof *t, cmp_text);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || cmp_text(&t[m - 1], &t[i]) != 0)
+            t[m++] = t[i];
+    return literal_trie(c, t, m, 0);
+}
+
+/* rule ::= the literal JSON of each value. */
+static int32_t literal_rule(struct cc *c, const struct eng_json *const *vals, size_t n)
+{
+    struct text *t = calloc(n, sizeof *t);
+    if (!t)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (; k < n; k++) {
+        char *text;
+        if (eng_json_write(vals[k], &text, &t[k].len) != 0)
+            break;
+        t[k].p = text;
+    }
+    int32_t r = k == n ? literals_rule(c, t, n) : set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        free((char *)t[i].p);
+    free(t);
+    return r;
 }
 
 /* ---- schemas ---- */
@@ -455,6 +528,10 @@ static int32_t object_rule(struct cc *c, const struct eng_json *s)
         return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID,
                        "'additionalProperties' must be a boolean or a schema");
     size_t n_props = props ? props->len : 0, n_req = req ? req->len : 0;
+    if (n_props + n_req > OBJECT_MEMBERS_MAX)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG,
+                       "more than %d properties and required names in one object",
+                       OBJECT_MEMBERS_MAX);
     /* Members: the declared properties in order, then required names not declared. */
     size_t cap = n_props + n_req;
     const char **names = calloc(cap ? cap : 1, sizeof *names);
@@ -909,15 +986,26 @@ static int32_t ref_rule(struct cc *c, const struct eng_json *refv)
 {
     if (refv->type != ENG_JSON_STRING)
         return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'$ref' must be a string");
+    /* Each '$ref' string is compiled once: looked up by name first, so that many uses of
+     * one target cost a hash probe each. */
+    if (!c->ref_index && !(c->ref_index = calloc(REF_INDEX_SIZE, sizeof *c->ref_index)))
+        return set_err(c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+    uint32_t h = 2166136261u;
+    for (const char *p = refv->u.str; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    size_t slot = h & (REF_INDEX_SIZE - 1);
+    while (c->ref_index[slot]) {
+        const struct ref_entry *e = &c->refs[c->ref_index[slot] - 1];
+        if (strcmp(e->name, refv->u.str) == 0)
+            return e->rule;
+        slot = (slot + 1) & (REF_INDEX_SIZE - 1);
+    }
+    if (c->n_refs >= REFS_MAX)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG, "too many '$ref' targets");
     const struct eng_json *target = resolve_ref(c, refv->u.str);
     if (!target)
         return set_err(c, ENG_JSON_SCHEMA_ERR_UNSUPPORTED,
                        "'$ref' \"%s\" does not name a schema in this document", refv->u.str);
-    for (int32_t i = 0; i < c->n_refs; i++)
-        if (c->refs[i].target == target)
-            return c->refs[i].rule;
-    if (c->n_refs >= REFS_MAX)
-        return set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG, "too many '$ref' targets");
     if (c->n_refs == c->cap_refs) {
         int32_t cap = c->cap_refs ? 2 * c->cap_refs : 8;
         struct ref_entry *q = realloc(c->refs, (size_t)cap * sizeof *q);
@@ -928,7 +1016,8 @@ static int32_t ref_rule(struct cc *c, const struct eng_json *refv)
     }
     /* The rule exists before its schema is compiled, so a cycle back to it refers to it. */
     int32_t r = new_rule(c);
-    c->refs[c->n_refs++] = (struct ref_entry){target, r};
+    c->refs[c->n_refs++] = (struct ref_entry){refv->u.str, r};
+    c->ref_index[slot] = c->n_refs;
     size_t mark = path_push(c, "($ref %s)", refv->u.str);
     int32_t body = compile(c, target);
     path_pop(c, mark);
@@ -959,7 +1048,25 @@ static int has_type(const struct eng_json *v, const struct eng_json *t)
     return strcmp(name, names[v->type]) == 0;
 }
 
+static int32_t compile_node(struct cc *c, const struct eng_json *s);
+
+/* The recursion through subschemas and '$ref' targets is bounded: each target starts a new
+ * nesting of its own, so the document's depth limit alone does not bound it. */
 static int32_t compile(struct cc *c, const struct eng_json *s)
+{
+    if (c->rc)
+        return c->rc;
+    if (c->depth >= SCHEMA_DEPTH_MAX)
+        return set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG,
+                       "schemas nest deeper than %d levels (counting '$ref' targets)",
+                       SCHEMA_DEPTH_MAX);
+    c->depth++;
+    int32_t r = compile_node(c, s);
+    c->depth--;
+    return r;
+}
+
+static int32_t compile_node(struct cc *c, const struct eng_json *s)
 {
     if (c->rc)
         return c->rc;
@@ -1015,6 +1122,9 @@ static int32_t compile(struct cc *c, const struct eng_json *s)
     if (cst || en) {
         if (en && (en->type != ENG_JSON_ARRAY || en->len == 0))
             return set_err(c, ENG_JSON_SCHEMA_ERR_INVALID, "'enum' must be a non-empty array");
+        if (en && en->len > ENUM_MAX)
+            return set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG, "'enum' lists more than %d values",
+                           ENUM_MAX);
         size_t n = en ? en->len : 1;
         const struct eng_json **vals = malloc(n * sizeof *vals);
         if (!vals)
@@ -1124,6 +1234,10 @@ static int finish(struct cc *c, const char *path, struct eng_grammar **out)
         if (rc == ENG_GRAMMAR_ERR_RECURSION) {
             set_err(c, ENG_JSON_SCHEMA_ERR_INVALID,
                     "the schema refers to itself without any text in between ('$ref' cycle)");
+        } else if (rc == ENG_GRAMMAR_ERR_AMBIGUOUS) {
+            set_err(c, ENG_JSON_SCHEMA_ERR_TOO_BIG,
+                    "the schema keeps too many alternatives open at once (more than %d)",
+                    ENG_GRAMMAR_MAX_STACKS);
         } else if (rc == ENG_GRAMMAR_ERR_UNPRODUCTIVE) {
             set_err(c, ENG_JSON_SCHEMA_ERR_INVALID,
                     "a part of the schema admits no finite value ('$ref' cycle through required "
@@ -1145,7 +1259,9 @@ static int finish(struct cc *c, const char *path, struct eng_grammar **out)
             grammar_err(c, rc);
     }
     free(c->refs);
+    free(c->ref_index);
     c->refs = NULL;
+    c->ref_index = NULL;
     if (c->rc) {
         eng_grammar_destroy(c->g);
         return c->rc;
@@ -1204,7 +1320,9 @@ int eng_json_schema_compile_tools(const struct eng_tool_schema *tools, size_t n_
     int32_t call = new_rule(&c);
     for (size_t t = 0; t < n_tools && !c.rc; t++) {
         c.root = tools[t].parameters;
-        c.n_refs = 0;
+        c.n_refs = 0; /* each tool's '$ref's are its own */
+        if (c.ref_index)
+            memset(c.ref_index, 0, REF_INDEX_SIZE * sizeof *c.ref_index);
         size_t mark = path_push(&c, "[%zu].function.parameters", t);
         int32_t args = tools[t].parameters ? compile(&c, tools[t].parameters) : object_any_rule(&c);
         path_pop(&c, mark);
@@ -1286,13 +1404,17 @@ int eng_choice_grammar(const char *const *choices, const size_t *lens, size_t n,
     if (eng_grammar_create(&c.g) != 0)
         return ENG_JSON_SCHEMA_ERR_NOMEM;
     int32_t root = new_rule(&c);
-    for (size_t i = 0; i < n && !c.rc; i++) {
-        if (lens[i] == 0) {
+    struct text *t = calloc(n, sizeof *t);
+    if (!t)
+        set_err(&c, ENG_JSON_SCHEMA_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; t && i < n && !c.rc; i++) {
+        if (lens[i] == 0)
             set_err(&c, ENG_JSON_SCHEMA_ERR_INVALID, "a choice is empty");
-            break;
-        }
-        alt(&c, root);
-        lit_n(&c, choices[i], lens[i]);
+        t[i] = (struct text){choices[i], lens[i]};
     }
+    int32_t body = c.rc ? c.rc : literals_rule(&c, t, n);
+    free(t);
+    alt(&c, root);
+    ref(&c, body);
     return finish(&c, "choice", out);
 }

@@ -31,6 +31,7 @@ struct chat_ctx {
     int32_t top_logprobs;
     int32_t n;
     bool tools;              /* the answers are in the tool-calling layout (tool_calls.h) */
+    bool tool_named;         /* a named tool_choice: OpenAI ends those calls with "stop" */
     struct chat_choice *ch;  /* [n] */
 };
 
@@ -154,7 +155,7 @@ static const char *finish_of(const struct chat_ctx *c, const struct chat_choice 
                              enum eng_finish_reason f, bool calls, bool complete)
 {
     (void)ch;
-    if (c->tools && calls && complete && f == ENG_FINISH_STOP)
+    if (c->tools && !c->tool_named && calls && complete && f == ENG_FINISH_STOP)
         return "tool_calls";
     return srv_finish_string(f);
 }
@@ -562,6 +563,7 @@ int srv_route_chat(struct srv_req *r)
     c->top_logprobs = q->top_logprobs;
     c->n = sp->n;
     c->tools = q->tool_choice != SRV_TOOL_CHOICE_NONE;
+    c->tool_named = q->tool_choice == SRV_TOOL_CHOICE_NAMED;
     for (int32_t i = 0; c->tools && sp->stream && i < c->n; i++)
         if (!(c->ch[i].reader = srv_tool_reader_create())) {
             chat_destroy(c);

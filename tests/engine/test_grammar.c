@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "grammar.h"
+#include "json_schema.h"
 #include "tokenizer.h"
 
 #include "../test_util.h"
@@ -680,10 +681,21 @@ static void test_depth(void)
 
 static void test_ambiguity(void)
 {
-    /* S ::= A | A | ... (300 identical alternatives);  A ::= "a" S | "" */
+    /* A rule opening more than ENG_GRAMMAR_MAX_STACKS parses where it starts is refused at
+     * finish (counted by alternatives, an upper bound): S ::= A | A | ... 300 times. */
     struct eng_grammar *g = new_grammar();
     int32_t s = rule(g), a = rule(g);
     for (int i = 0; i < 300; i++)
+        alt(g, s), ref(g, a);
+    alt(g, a), lit(g, "a"), ref(g, s);
+    alt(g, a);
+    CHECK(eng_grammar_finish(g) == ENG_GRAMMAR_ERR_AMBIGUOUS, "300 alternatives at one start");
+    eng_grammar_destroy(g);
+    /* 200 identical alternatives pass, and the matcher folds their equal parses into one. */
+    g = new_grammar();
+    s = rule(g);
+    a = rule(g);
+    for (int i = 0; i < 200; i++)
         alt(g, s), ref(g, a);
     alt(g, a), lit(g, "a"), ref(g, s);
     alt(g, a);
@@ -1397,6 +1409,34 @@ static void time_masks(const struct vocab_ctx *cx)
     eng_grammar_destroy(g);
 }
 
+/* A grammar built to make masks expensive (27 overlapping 250-character branches after a
+ * free prefix: thousands of parse sets per mask) gets ENG_GRAMMAR_ERR_BUDGET from its first
+ * mask, quickly, instead of holding the engine thread for seconds. */
+static void test_mask_budget(const struct vocab_ctx *cx)
+{
+    char re[4096];
+    size_t n = (size_t)snprintf(re, sizeof re, "[a-z ]*(?:");
+    for (char ch = 'a'; ch <= 'z'; ch++)
+        n += (size_t)snprintf(re + n, sizeof re - n, "%s%c[a-z ]{250}", ch == 'a' ? "" : "|", ch);
+    n += (size_t)snprintf(re + n, sizeof re - n, "| [a-z ]{250})");
+    struct eng_grammar *g = NULL;
+    char err[256];
+    CHECK(eng_regex_grammar(re, n, &g, err, sizeof err) == 0, "hostile regex: %s", err);
+    struct eng_grammar_matcher *m = NULL;
+    if (g && eng_grammar_matcher_create(g, cx->v, &m) == 0) {
+        size_t words = ((size_t)cx->n_vocab + 31) / 32;
+        uint32_t *a = tu_xcalloc(words, sizeof *a);
+        double t0 = now_ms();
+        int64_t k = eng_grammar_matcher_mask(m, cx->n_vocab, a);
+        double dt = now_ms() - t0;
+        CHECK(k == ENG_GRAMMAR_ERR_BUDGET, "hostile mask: %lld", (long long)k);
+        printf("hostile mask refused after %.1f ms\n", dt);
+        free(a);
+    }
+    eng_grammar_matcher_destroy(m);
+    eng_grammar_destroy(g);
+}
+
 /* eng_grammar_repeat: "a" items, with and without a "," between them, every (min, max) up
  * to 3 + 3: k items are a sentence exactly when min <= k <= max. */
 static void test_repeat(void)
@@ -1435,6 +1475,19 @@ static void test_repeat(void)
     alt(g, item), lit(g, "a");
     EXPECT(eng_grammar_repeat(g, item, -1, -1, 3) == ENG_GRAMMAR_ERR_INVALID);
     eng_grammar_destroy(g);
+    /* References: an unfinished grammar has none to share; a finished one outlives the
+     * destroy of its first holder (ASan sees a double free or a leak otherwise). */
+    g = new_grammar();
+    item = rule(g);
+    alt(g, item), lit(g, "a");
+    EXPECT(eng_grammar_retain(g) == NULL);
+    finished(g, "retain");
+    struct eng_grammar *g2 = eng_grammar_retain(g);
+    EXPECT(g2 == g);
+    eng_grammar_destroy(g);
+    bool complete = false;
+    EXPECT(run_bytes(g2, "a", 1, &complete, NULL) == 0 && complete);
+    eng_grammar_destroy(g2);
     g = new_grammar();
     item = rule(g);
     alt(g, item), lit(g, "a");
@@ -1477,6 +1530,7 @@ int main(int argc, char **argv)
     CHECK(eng_grammar_vocab_create(tok, cx.n_vocab, &cx.v) == 0 && cx.v, "vocab");
     double t1 = now_ms();
     CHECK(eng_grammar_vocab_create(tok, (int64_t)cx.n_vocab + EXTRA_PAD, &cx.v_pad) == 0 && cx.v_pad, "padded vocab");
+    test_mask_budget(&cx);
     printf("vocabulary trie of %d ids: %.1f ms\n", (int)cx.n_vocab, t1 - t0);
     if (cx.v && cx.v_pad) {
         test_token_bytes(&cx);

@@ -53,8 +53,8 @@ static void refused(const char *schema, int code, const char *want)
     char err[256];
     int rc = eng_json_schema_compile(eng_json_root(doc), "response_format.json_schema.schema", &g,
                                      err, sizeof err);
-    CHECK(rc == code && g == NULL, "%s: rc %d, want %d", schema, rc, code);
-    CHECK(strstr(err, want) != NULL, "%s: message \"%s\" lacks \"%s\"", schema, err, want);
+    CHECK(rc == code && g == NULL, "%.200s: rc %d, want %d", schema, rc, code);
+    CHECK(strstr(err, want) != NULL, "%.200s: message \"%s\" lacks \"%s\"", schema, err, want);
     eng_json_free(doc);
 }
 
@@ -287,7 +287,7 @@ static void test_refusals(void)
 /* Big schemas end in a clear error, not in unbounded memory. */
 static void test_too_big(void)
 {
-    size_t n = 2000, cap = n * 64 + 64;
+    size_t n = 200, cap = n * 64 + 64;
     char *s = tu_xmalloc(cap);
     size_t len = (size_t)snprintf(s, cap, "{\"properties\": {");
     for (size_t i = 0; i < n; i++)
@@ -389,9 +389,64 @@ static void test_too_ambiguous(void)
     size_t len = (size_t)snprintf(s, sizeof s, "{\"anyOf\": [");
     for (int k = 1; k < 300; k++)
         len += (size_t)snprintf(s + len, sizeof s - len, "%s{\"type\": \"string\", \"maxLength\": %d}",
-                                k > 1 ? "," : "", k);
+                                k > 1 ? "," : "", k % 20);
     snprintf(s + len, sizeof s - len, "]}");
     refused(s, ENG_JSON_SCHEMA_ERR_TOO_BIG, "too many alternatives");
+    /* ... also deep inside, where only a matcher reaching it would fail */
+    len = (size_t)snprintf(s, sizeof s, "{\"properties\": {\"a\": {\"anyOf\": [");
+    for (int k = 0; k < 300; k++)
+        len += (size_t)snprintf(s + len, sizeof s - len, "%s{\"type\": \"array\", \"maxItems\": %d}",
+                                k ? "," : "", k % 7);
+    snprintf(s + len, sizeof s - len, "]}}}");
+    refused(s, ENG_JSON_SCHEMA_ERR_TOO_BIG, "too many alternatives");
+    /* Literals are a trie: 1000 enum values open one parse per distinct next byte. */
+    len = (size_t)snprintf(s, sizeof s, "{\"enum\": [");
+    for (int k = 0; k < 1000; k++)
+        len += (size_t)snprintf(s + len, sizeof s - len, "%s\"v%d\"", k ? "," : "", k);
+    snprintf(s + len, sizeof s - len, "]}");
+    YES(s, "\"v0\"");
+    YES(s, "\"v999\"");
+    YES(s, "\"v10\"");
+    YES(s, "\"v1\"");
+    NO(s, "\"v1000\"");
+    NO(s, "\"v\"");
+    NO(s, "\"v01\"");
+}
+
+/* Hostile shapes end in a clear error, fast, with bounded recursion. */
+static void test_hostile(void)
+{
+    /* 400 $defs chained by $ref, each 20 levels deep: 8000 nested schemas */
+    size_t cap = 1u << 20, len = 0;
+    char *s = tu_xmalloc(cap);
+    len += (size_t)snprintf(s + len, cap - len, "{\"$defs\": {");
+    for (int d = 0; d < 400; d++) {
+        len += (size_t)snprintf(s + len, cap - len, "%s\"d%d\": ", d ? "," : "", d);
+        for (int k = 0; k < 20; k++)
+            len += (size_t)snprintf(s + len, cap - len, "{\"properties\": {\"x\": ");
+        len += (size_t)snprintf(s + len, cap - len, "{\"$ref\": \"#/$defs/d%d\"}", d + 1);
+        for (int k = 0; k < 20; k++)
+            len += (size_t)snprintf(s + len, cap - len, "}}");
+    }
+    len += (size_t)snprintf(s + len, cap - len, ", \"d400\": {\"type\": \"null\"}}, \"$ref\": \"#/$defs/d0\"}");
+    struct eng_json_doc *doc = NULL;
+    struct eng_json_error jerr;
+    EXPECT(eng_json_parse(s, len, NULL, &doc, &jerr) == 0);
+    struct eng_grammar *g = NULL;
+    char err[256];
+    int rc = doc ? eng_json_schema_compile(eng_json_root(doc), "schema", &g, err, sizeof err) : -1;
+    CHECK(rc == ENG_JSON_SCHEMA_ERR_TOO_BIG && strstr(err, "nest deeper"), "deep $ref chain: %d %s", rc, err);
+    eng_json_free(doc);
+    /* 100000 required names: refused before any quadratic work */
+    len = (size_t)snprintf(s, cap, "{\"type\": \"object\", \"required\": [");
+    for (int k = 0; k < 100000 && len + 32 < cap; k++)
+        len += (size_t)snprintf(s + len, cap - len, "%s\"k%d\"", k ? "," : "", k);
+    len += (size_t)snprintf(s + len, cap - len, "]}");
+    EXPECT(eng_json_parse(s, len, NULL, &doc, &jerr) == 0);
+    rc = doc ? eng_json_schema_compile(eng_json_root(doc), "schema", &g, err, sizeof err) : -1;
+    CHECK(rc == ENG_JSON_SCHEMA_ERR_TOO_BIG && strstr(err, "more than 1024"), "many required: %d %s", rc, err);
+    eng_json_free(doc);
+    free(s);
 }
 
 int main(void)
@@ -403,6 +458,7 @@ int main(void)
     test_refusals();
     test_too_big();
     test_too_ambiguous();
+    test_hostile();
     test_integer_bounds();
     test_pattern();
     return tu_finish("json_schema");
