@@ -908,7 +908,7 @@ static int parse_tools(struct ctx *c, const struct eng_json *root, struct srv_ch
     }
     if (rc == 0 && text_add(&text, &text_len, "]", 1) != 0)
         rc = nomem(c);
-    if (rc == 0 && req->tool_choice != SRV_TOOL_CHOICE_NONE) {
+    if (rc == 0) {
         req->tools_json = mem_alloc(c->mem, text_len + 1);
         if (req->tools_json)
             memcpy(req->tools_json, text, text_len + 1);

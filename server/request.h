@@ -164,7 +164,8 @@ struct srv_chat_request {
      * grammar is sampling.grammar (engine/json_schema.h eng_json_schema_compile_tools). */
     enum srv_tool_choice tool_choice;
     char *tools_json;             /* the tools for the prompt: a compact JSON array of
-                                     {name, description, parameters}; NULL with NONE */
+                                     {name, description, parameters}; NULL when the request
+                                     gives no tools */
     char *tool_forced;            /* NAMED: the function's name */
     bool parallel_tool_calls;     /* default true */
     void *mem;                    /* private: the arena that owns every pointer above */

@@ -380,7 +380,9 @@ static cJSON *messages_json(const struct srv_chat_request *q)
             cJSON_AddStringToObject(o, "content", b.p ? b.p : "");
             srv_buf_free(&b);
         } else {
-            cJSON_AddNullToObject(o, "content");
+            /* An assistant turn of tool calls only: "" rather than null, which templates that
+             * concatenate content (Phi-3's) cannot take. */
+            cJSON_AddStringToObject(o, "content", "");
         }
         if (m->name)
             cJSON_AddStringToObject(o, "name", m->name);
@@ -502,7 +504,9 @@ int srv_route_chat(struct srv_req *r)
             msgs = NULL;
         }
     }
-    if (msgs && (tools_sys || srv_tools_in_history(msgs)) &&
+    /* Only a request that gives tools has its history rewritten: without tools the template
+     * sees the messages as sent (a template of its own may know tool messages). */
+    if (msgs && q->tools_json && (tools_sys || srv_tools_in_history(msgs)) &&
         srv_tools_rewrite_messages(msgs, tools_sys, s->tmpl_system) != 0) {
         cJSON_Delete(msgs);
         msgs = NULL;
