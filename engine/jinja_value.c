@@ -2,6 +2,7 @@
  * equality, ordering, str()/repr() and json.dumps() formatting, and small UTF-8 helpers.
  * It does not evaluate anything; jinja_eval.c and jinja_builtins.c do. */
 #include "jinja.h"
+#include "json.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -574,23 +575,8 @@ static int put_json_str(struct jctx *c, struct jbuf *b, const struct jstr *s)
         return -1;
     size_t run = 0;
     for (size_t i = 0; i < s->len; i++) {
-        unsigned char ch = (unsigned char)s->s[i];
         char esc[8];
-        const char *rep = NULL;
-        switch (ch) {
-        case '"': rep = "\\\""; break;
-        case '\\': rep = "\\\\"; break;
-        case '\n': rep = "\\n"; break;
-        case '\r': rep = "\\r"; break;
-        case '\t': rep = "\\t"; break;
-        case '\b': rep = "\\b"; break;
-        case '\f': rep = "\\f"; break;
-        default:
-            if (ch < 0x20) {
-                snprintf(esc, sizeof esc, "\\u%04x", ch);
-                rep = esc;
-            }
-        }
+        const char *rep = eng_json_escape((unsigned char)s->s[i], esc);
         if (rep == NULL) {
             run++;
             continue;

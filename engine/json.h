@@ -125,6 +125,11 @@ static inline int eng_hex_digit(int ch)
 
 /* ---- writing (json_write.c) ---- */
 
+/* The escape JSON needs for byte ch inside a string (\" \\ \n \r \t \b \f, \u00XX for the
+ * other control characters), written into esc (8 bytes, the caller's) when it is built there;
+ * NULL for a byte written as it is. Shared by eng_json_write and the templates' tojson. */
+const char *eng_json_escape(unsigned char ch, char esc[8]);
+
 /* v as compact JSON: no whitespace, members in document order, strings with the short escapes
  * (\" \\ \n \r \t \b \f), \u00XX for the other control characters and every other
  * character as it is, integer literals exactly and other numbers in the shortest form that

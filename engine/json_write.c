@@ -34,27 +34,31 @@ static void put(struct wbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
+const char *eng_json_escape(unsigned char ch, char esc[8])
+{
+    switch (ch) {
+    case '"': return "\\\"";
+    case '\\': return "\\\\";
+    case '\n': return "\\n";
+    case '\r': return "\\r";
+    case '\t': return "\\t";
+    case '\b': return "\\b";
+    case '\f': return "\\f";
+    default:
+        if (ch >= 0x20)
+            return NULL;
+        snprintf(esc, 8, "\\u%04x", ch);
+        return esc;
+    }
+}
+
 static void put_string(struct wbuf *b, const char *s, size_t n)
 {
     put(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         char esc[8];
-        const char *e = NULL;
-        switch (ch) {
-        case '"': e = "\\\""; break;
-        case '\\': e = "\\\\"; break;
-        case '\n': e = "\\n"; break;
-        case '\r': e = "\\r"; break;
-        case '\t': e = "\\t"; break;
-        case '\b': e = "\\b"; break;
-        case '\f': e = "\\f"; break;
-        default:
-            if (ch < 0x20) {
-                snprintf(esc, sizeof esc, "\\u%04x", ch);
-                e = esc;
-            }
-        }
+        const char *e = eng_json_escape(ch, esc);
         if (e)
             put(b, e, strlen(e));
         else
