@@ -11,6 +11,7 @@
 
 #include "json.h"
 #include "json_schema.h"
+#include "sse.h"
 #include "tool_calls.h"
 
 /* ---- request-owned memory: a bump arena freed in one go by _destroy ---- */
@@ -741,23 +742,10 @@ static int parse_messages(struct ctx *c, const struct eng_json *root, struct srv
     return 0;
 }
 
-/* Appends s to the growing text *t (malloc'd); returns 0 or -1 when out of memory. */
-static int text_add(char **t, size_t *len, const char *s, size_t n)
-{
-    char *p = realloc(*t, *len + n + 1);
-    if (!p)
-        return -1;
-    memcpy(p + *len, s, n);
-    *len += n;
-    p[*len] = '\0';
-    *t = p;
-    return 0;
-}
-
 /* One entry of tools: {"type": "function", "function": {name, description, parameters,
  * strict}}. Appends its description for the prompt to *text. */
 static int parse_tool(struct ctx *c, const struct eng_json *t, size_t i,
-                      struct eng_tool_schema *out, char **text, size_t *text_len)
+                      struct eng_tool_schema *out, struct srv_buf *text)
 {
     char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
     path_index(p, "tools", i);
@@ -809,24 +797,24 @@ static int parse_tool(struct ctx *c, const struct eng_json *t, size_t i,
     /* {"name":..,"description":..,"parameters":..} for the prompt */
     char *w = NULL;
     size_t wl = 0;
-    int rc = text_add(text, text_len, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
+    int rc = srv_buf_append(text, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
     if (rc == 0 && (rc = eng_json_write(name, &w, &wl)) == 0)
-        rc = text_add(text, text_len, w, wl);
+        rc = srv_buf_append(text, w, wl);
     free(w);
     if (rc == 0 && desc) {
-        rc = text_add(text, text_len, ",\"description\":", 15);
+        rc = srv_buf_append(text, ",\"description\":", 15);
         if (rc == 0 && (rc = eng_json_write(desc, &w, &wl)) == 0)
-            rc = text_add(text, text_len, w, wl);
+            rc = srv_buf_append(text, w, wl);
         free(w);
     }
     if (rc == 0 && params) {
-        rc = text_add(text, text_len, ",\"parameters\":", 14);
+        rc = srv_buf_append(text, ",\"parameters\":", 14);
         if (rc == 0 && (rc = eng_json_write(params, &w, &wl)) == 0)
-            rc = text_add(text, text_len, w, wl);
+            rc = srv_buf_append(text, w, wl);
         free(w);
     }
     if (rc == 0)
-        rc = text_add(text, text_len, "}", 1);
+        rc = srv_buf_append(text, "}", 1);
     return rc == 0 ? 0 : nomem(c);
 }
 
@@ -896,26 +884,25 @@ static int parse_tools(struct ctx *c, const struct eng_json *root, struct srv_ch
         return 0;
     struct eng_tool_schema ts[SRV_MAX_TOOLS];
     size_t n = 0;
-    char *text = NULL;
-    size_t text_len = 0;
-    rc = text_add(&text, &text_len, "[", 1) == 0 ? 0 : nomem(c);
+    struct srv_buf text = {0};
+    rc = srv_buf_append(&text, "[", 1) == 0 ? 0 : nomem(c);
     for (const struct eng_json *t = tools->u.child; t && rc == 0; t = t->next, n++) {
-        rc = parse_tool(c, t, n, &ts[n], &text, &text_len);
+        rc = parse_tool(c, t, n, &ts[n], &text);
         for (size_t k = 0; rc == 0 && k < n; k++)
             if (strcmp(ts[k].name, ts[n].name) == 0)
                 rc = srv_error_set(c->err, SRV_ERR_INVALID_VALUE, "tools",
                                    "Two tools are named \"%s\".", ts[n].name);
     }
-    if (rc == 0 && text_add(&text, &text_len, "]", 1) != 0)
+    if (rc == 0 && srv_buf_append(&text, "]", 1) != 0)
         rc = nomem(c);
     if (rc == 0) {
-        req->tools_json = mem_alloc(c->mem, text_len + 1);
+        req->tools_json = mem_alloc(c->mem, text.len + 1);
         if (req->tools_json)
-            memcpy(req->tools_json, text, text_len + 1);
+            memcpy(req->tools_json, text.p, text.len + 1);
         else
             rc = nomem(c);
     }
-    free(text);
+    srv_buf_free(&text);
     if (rc != 0 || req->tool_choice == SRV_TOOL_CHOICE_NONE)
         return rc;
     if (req->sampling.grammar)

@@ -151,10 +151,9 @@ static int tool_delta(void *user, const struct srv_tool_delta *d)
     return emit(te->g, o) != 0 ? 1 : 0;
 }
 
-static const char *finish_of(const struct chat_ctx *c, const struct chat_choice *ch,
-                             enum eng_finish_reason f, bool calls, bool complete)
+static const char *finish_of(const struct chat_ctx *c, enum eng_finish_reason f, bool calls,
+                             bool complete)
 {
-    (void)ch;
     if (c->tools && !c->tool_named && calls && complete && f == ENG_FINISH_STOP)
         return "tool_calls";
     return srv_finish_string(f);
@@ -225,7 +224,7 @@ static int chat_event(struct srv_gen *g, int hi, const struct eng_event *ev)
             return -1;
         cJSON_AddNullToObject(choice, "logprobs");
         cJSON_AddStringToObject(choice, "finish_reason",
-                                finish_of(c, ch, ev->finish, srv_tool_reader_calls(ch->reader),
+                                finish_of(c, ev->finish, srv_tool_reader_calls(ch->reader),
                                           srv_tool_reader_done(ch->reader)));
         if (emit(g, o) != 0)
             return -1;
@@ -297,7 +296,7 @@ static int chat_done(struct srv_gen *g)
             cJSON_AddNullToObject(ch, "logprobs");
         }
         cJSON_AddStringToObject(ch, "finish_reason",
-                                finish_of(c, &c->ch[i], c->ch[i].finish, calls, complete));
+                                finish_of(c, c->ch[i].finish, calls, complete));
     }
     cJSON *u = srv_usage_json(&g->usage);
     if (!u) {

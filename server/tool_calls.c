@@ -38,8 +38,7 @@ struct srv_tool_reader {
     uint32_t code;
     int hex;
     /* text of the current feed not yet reported (content or arguments) */
-    char *pend;
-    size_t pend_len, pend_cap;
+    struct srv_buf pend;
     enum srv_tool_delta_kind pend_kind;
 };
 
@@ -58,7 +57,7 @@ void srv_tool_reader_destroy(struct srv_tool_reader *r)
 {
     if (!r)
         return;
-    free(r->pend);
+    srv_buf_free(&r->pend);
     free(r);
 }
 
@@ -76,29 +75,17 @@ static int pend_add(struct srv_tool_reader *r, enum srv_tool_delta_kind kind, co
                     size_t n)
 {
     r->pend_kind = kind;
-    if (r->pend_len + n > r->pend_cap) {
-        size_t cap = r->pend_cap ? r->pend_cap : 64;
-        while (cap < r->pend_len + n)
-            cap *= 2;
-        char *p = realloc(r->pend, cap);
-        if (!p)
-            return -1;
-        r->pend = p;
-        r->pend_cap = cap;
-    }
-    memcpy(r->pend + r->pend_len, s, n);
-    r->pend_len += n;
-    return 0;
+    return srv_buf_append(&r->pend, s, n);
 }
 
 /* Reports the pending text, if any. */
 static int flush(struct srv_tool_reader *r, srv_tool_delta_fn fn, void *user)
 {
-    if (r->pend_len == 0)
+    if (r->pend.len == 0)
         return 0;
-    struct srv_tool_delta d = {.kind = r->pend_kind, .index = r->index, .text = r->pend,
-                               .len = r->pend_len};
-    r->pend_len = 0;
+    struct srv_tool_delta d = {.kind = r->pend_kind, .index = r->index, .text = r->pend.p,
+                               .len = r->pend.len};
+    r->pend.len = 0;
     return fn(user, &d);
 }
 
@@ -329,17 +316,15 @@ bool srv_tools_in_history(const cJSON *messages)
     return false;
 }
 
-static int append(char **p, size_t *len, const char *s, size_t n);
-
 /* The answer layout of an assistant message's tool_calls, exactly as the grammar has the model
  * write it: {"tool_calls": [{"name": "N", "arguments": A}, ...]}, each A the client's text
  * when it is one JSON value and nothing else, else that text as a JSON string. Returns a
  * cJSON_malloc'd string or NULL. */
 static char *calls_text(const cJSON *calls)
 {
-    char *out = NULL;
-    size_t len = 0, n = 0;
-    bool ok = append(&out, &len, "{\"tool_calls\": [", 16) == 0;
+    struct srv_buf out = {0};
+    size_t n = 0;
+    bool ok = srv_buf_puts(&out, "{\"tool_calls\": [") == 0;
     const cJSON *t;
     cJSON_ArrayForEach(t, calls) {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
@@ -354,27 +339,21 @@ static char *calls_text(const cJSON *calls)
         char *nm_text = nm ? cJSON_PrintUnformatted(nm) : NULL;
         char *as_text = as ? cJSON_PrintUnformatted(as) : NULL;
         ok = ok && nm_text && (raw || as_text) &&
-             append(&out, &len, n ? ", {\"name\": " : "{\"name\": ", n ? 11 : 9) == 0 &&
-             append(&out, &len, nm_text, strlen(nm_text)) == 0 &&
-             append(&out, &len, ", \"arguments\": ", 15) == 0 &&
-             append(&out, &len, raw ? a : as_text, strlen(raw ? a : as_text)) == 0 &&
-             append(&out, &len, "}", 1) == 0;
+             srv_buf_puts(&out, n ? ", {\"name\": " : "{\"name\": ") == 0 &&
+             srv_buf_puts(&out, nm_text) == 0 && srv_buf_puts(&out, ", \"arguments\": ") == 0 &&
+             srv_buf_puts(&out, raw ? a : as_text) == 0 && srv_buf_puts(&out, "}") == 0;
         cJSON_free(nm_text);
         cJSON_free(as_text);
         cJSON_Delete(nm);
         cJSON_Delete(as);
         n++;
     }
-    ok = ok && append(&out, &len, "]}", 2) == 0;
-    if (!ok) {
-        free(out);
-        return NULL;
-    }
+    ok = ok && srv_buf_puts(&out, "]}") == 0;
     /* set_content frees with cJSON_free: hand over a copy from cJSON's allocator. */
-    char *copy = cJSON_malloc(len + 1);
+    char *copy = ok ? cJSON_malloc(out.len + 1) : NULL;
     if (copy)
-        memcpy(copy, out, len + 1);
-    free(out);
+        memcpy(copy, out.p, out.len + 1);
+    srv_buf_free(&out);
     return copy;
 }
 
@@ -459,22 +438,9 @@ int srv_tools_rewrite_messages(cJSON *messages, const char *system, bool system_
 /* Building a whole message: the reader's deltas into content and tool_calls. */
 struct build {
     cJSON *calls;             /* the tool_calls array, made at the first call */
-    char *content, *args;     /* malloc'd, growing */
-    size_t content_len, args_len;
+    struct srv_buf content, args;
     int32_t open;             /* the call whose arguments are being gathered, or -1 */
 };
-
-static int append(char **p, size_t *len, const char *s, size_t n)
-{
-    char *q = realloc(*p, *len + n + 1);
-    if (!q)
-        return -1;
-    memcpy(q + *len, s, n);
-    *len += n;
-    q[*len] = '\0';
-    *p = q;
-    return 0;
-}
 
 /* Sets the open call's arguments string from what was gathered. */
 static int close_call(struct build *b)
@@ -482,10 +448,8 @@ static int close_call(struct build *b)
     if (b->open < 0)
         return 0;
     cJSON *f = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(b->calls, b->open), "function");
-    cJSON *a = cJSON_CreateString(b->args ? b->args : "");
-    b->args_len = 0;
-    if (b->args)
-        b->args[0] = '\0';
+    cJSON *a = cJSON_CreateString(b->args.len ? b->args.p : "");
+    b->args.len = 0;
     if (!f || !a) {
         cJSON_Delete(a);
         return -1;
@@ -500,9 +464,9 @@ static int build_delta(void *user, const struct srv_tool_delta *d)
 {
     struct build *b = user;
     if (d->kind == SRV_TOOL_DELTA_CONTENT)
-        return append(&b->content, &b->content_len, d->text, d->len) ? 1 : 0;
+        return srv_buf_append(&b->content, d->text, d->len) ? 1 : 0;
     if (d->kind == SRV_TOOL_DELTA_ARGUMENTS)
-        return append(&b->args, &b->args_len, d->text, d->len) ? 1 : 0;
+        return srv_buf_append(&b->args, d->text, d->len) ? 1 : 0;
     if (close_call(b) != 0)
         return 1;
     if (!b->calls && !(b->calls = cJSON_CreateArray()))
@@ -538,12 +502,12 @@ int srv_tools_message(cJSON *msg, const char *text, size_t len, bool *calls, boo
         cJSON_AddNullToObject(msg, "content");
         cJSON_AddItemToObject(msg, "tool_calls", b.calls);
         b.calls = NULL;
-    } else if (rc == 0 && !cJSON_AddStringToObject(msg, "content", b.content ? b.content : "")) {
+    } else if (rc == 0 && !cJSON_AddStringToObject(msg, "content", b.content.len ? b.content.p : "")) {
         rc = -1;
     }
     cJSON_Delete(b.calls);
-    free(b.content);
-    free(b.args);
+    srv_buf_free(&b.content);
+    srv_buf_free(&b.args);
     srv_tool_reader_destroy(r);
     return rc;
 }
