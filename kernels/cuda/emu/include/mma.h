@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "../cuda_emu.h"
@@ -104,21 +105,37 @@ static inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
                             const fragment<matrix_b, M, N, K, T, LB> &b,
                             const fragment<accumulator, M, N, K, float> &c)
 {
-    /* Every lane computes the whole tile (32 times the work of one): the inputs are widened
-     * once, and each element still sums its products in ascending k. */
-    float af[M * K], bf[K * N], out[M * N];
-    for (int i = 0; i < M * K; i++)
-        af[i] = emu_to_f32(a.x[i]);
-    for (int i = 0; i < K * N; i++)
-        bf[i] = emu_to_f32(b.x[i]);
-    for (int i = 0; i < M * N; i++)
-        out[i] = c.x[i];
-    for (int i = 0; i < M; i++)
-        for (int k = 0; k < K; k++)
-            for (int j = 0; j < N; j++)
-                out[i * N + j] += af[i * K + k] * bf[k * N + j];
-    for (int i = 0; i < M * N; i++)
-        d.x[i] = out[i];
+    /* Every lane holds the whole tiles, and the lanes of a warp normally hold the same ones:
+     * the last product is kept (per host thread, which runs the lanes one after another),
+     * and a lane whose inputs are bit for bit the same takes it instead of summing again. A
+     * lane with other inputs computes its own; either way d is a function of its inputs. */
+    struct memo {
+        bool valid;
+        T a[M * K], b[K * N];
+        float c[M * N], d[M * N];
+    };
+    static thread_local memo last;
+    if (!last.valid || memcmp(last.a, a.x, sizeof last.a) != 0 ||
+        memcmp(last.b, b.x, sizeof last.b) != 0 || memcmp(last.c, c.x, sizeof last.c) != 0) {
+        /* Each element sums its products in ascending k. */
+        float af[M * K], bf[K * N], out[M * N];
+        for (int i = 0; i < M * K; i++)
+            af[i] = emu_to_f32(a.x[i]);
+        for (int i = 0; i < K * N; i++)
+            bf[i] = emu_to_f32(b.x[i]);
+        for (int i = 0; i < M * N; i++)
+            out[i] = c.x[i];
+        for (int i = 0; i < M; i++)
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < N; j++)
+                    out[i * N + j] += af[i * K + k] * bf[k * N + j];
+        memcpy(last.a, a.x, sizeof last.a);
+        memcpy(last.b, b.x, sizeof last.b);
+        memcpy(last.c, c.x, sizeof last.c);
+        memcpy(last.d, out, sizeof last.d);
+        last.valid = true;
+    }
+    memcpy(d.x, last.d, sizeof last.d);
     __syncwarp();
 }
 
