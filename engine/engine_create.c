@@ -120,6 +120,15 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     if (strcmp(dev, "cpu") != 0 && strcmp(dev, "ref") != 0 && strcmp(dev, "cuda") != 0)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID, "unknown device '%s' (cpu, ref or cuda)",
                         dev);
+    enum eng_quant quant;
+    if (eng_quant_parse(o->quantization, &quant) != 0)
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                   "unknown quantization '%s' (none or q8_0)", o->quantization);
+    if (quant != ENG_QUANT_NONE && strcmp(dev, "cuda") == 0)
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                   "quantization %s runs on the cpu and ref devices; the CUDA "
+                                   "backend has no %s kernels yet", eng_quant_name(quant),
+                                   eng_quant_name(quant));
     double fraction = o->gpu_memory_fraction > 0 ? o->gpu_memory_fraction : 0.9;
     if (!(fraction <= 1.0))
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
@@ -134,7 +143,8 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
         return eng_engine_fail_msg(err, errlen, ENG_ERR_NOMEM, "cannot create a mutex");
     }
     e->mu_ready = true;
-    if (eng_model_load(o->model_dir, &e->model, msg, sizeof msg) != 0) {
+    if (eng_model_load(o->model_dir, &e->model, msg, sizeof msg) != 0 ||
+        eng_model_quantize(e->model, quant, msg, sizeof msg) != 0) {
         eng_engine_fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
     }

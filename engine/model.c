@@ -511,6 +511,7 @@ void eng_model_destroy(struct eng_model *model)
         free(model->vision->host_consts);
         free(model->vision);
     }
+    free(model->quant_data);
     eng_st_close(model->weights);
     free(model);
 }

@@ -74,6 +74,12 @@ struct eng_vision {
     float *host_consts;            /* owned: pos, then sep */
 };
 
+/* Weight quantization at load (eng_model_quantize). */
+enum eng_quant {
+    ENG_QUANT_NONE = 0,
+    ENG_QUANT_Q8_0 = 1, /* KERN_DTYPE_Q8_0: 8-bit values, one fp16 scale per 32 */
+};
+
 struct eng_model {
     struct eng_model_config cfg;
     struct eng_st_set *weights;    /* owns the mappings every eng_weight points into */
@@ -102,6 +108,11 @@ struct eng_model {
     const void **imports;          /* [n_imports] */
     const void *embed_host;        /* the embedding's address in the mapping (tied lm_head) */
     int64_t n_imports;
+    /* Set by eng_model_quantize: the quantized weights (owned, one buffer), the format, and
+     * how many eligible matrices kept their dtype (rows not whole blocks). */
+    void *quant_data;
+    enum eng_quant quant;
+    int64_t n_quant_kept;
 };
 
 /* Loads the Hugging Face model directory dir: config.json (+ generation_config.json), the
@@ -118,6 +129,19 @@ int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t er
  * forward. Returns 0, or -1 with a message in err; the model must then be destroyed. */
 int eng_model_upload(struct eng_model *model, const struct kern_ops *ops, struct kern_ctx *ctx,
                      char *err, size_t errlen);
+
+/* "none" (or NULL) and "q8_0" into *out; -1 for any other name. */
+int eng_quant_parse(const char *name, enum eng_quant *out);
+/* "none" or "q8_0". */
+const char *eng_quant_name(enum eng_quant q);
+
+/* Quantizes, in host memory, every matrix the matmul op reads: each decoder layer's qkv, o,
+ * gate_up and down projections (phimoe: q, k, v and o; its experts stay as loaded) and the
+ * lm_head unless it is tied to the embedding. Norms, biases, router, embedding and the vision
+ * tower are untouched. Call after eng_model_load, before eng_model_upload; the model owns the
+ * new buffer. ENG_QUANT_NONE does nothing. Returns 0, or -1 with a message in err (a weight
+ * that cannot be encoded, or out of memory); the model is then unchanged. */
+int eng_model_quantize(struct eng_model *model, enum eng_quant q, char *err, size_t errlen);
 
 /* Bytes of distinct weight tensors the forward pass reads (what eng_model_upload copies to a
  * device), overflow-free for any model that loaded. */

@@ -11,8 +11,27 @@ size_t kern_dtype_size(enum kern_dtype dtype)
     case KERN_DTYPE_F16:
     case KERN_DTYPE_BF16:
         return 2;
+    case KERN_DTYPE_Q8_0:
+        return 0;
     }
     return 0;
+}
+
+int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n)
+{
+    int64_t out;
+    if (n < 0)
+        return -1;
+    if (dtype == KERN_DTYPE_Q8_0) {
+        if (n % KERN_Q8_0_BLOCK != 0 ||
+            __builtin_mul_overflow(n / KERN_Q8_0_BLOCK, KERN_Q8_0_BLOCK_BYTES, &out))
+            return -1;
+        return out;
+    }
+    size_t es = kern_dtype_size(dtype);
+    if (es == 0 || __builtin_mul_overflow(n, (int64_t)es, &out))
+        return -1;
+    return out;
 }
 
 size_t kern_moe_work_bytes(int64_t n_tokens, int64_t top_k, int64_t hidden, int64_t inter,
@@ -44,6 +63,8 @@ const char *kern_dtype_name(enum kern_dtype dtype)
         return "f16";
     case KERN_DTYPE_BF16:
         return "bf16";
+    case KERN_DTYPE_Q8_0:
+        return "q8_0";
     }
     return "invalid";
 }

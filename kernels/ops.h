@@ -11,12 +11,21 @@
 extern "C" { /* the CUDA backend's .cu files are C++ */
 #endif
 
-/* Element types of weights and caches. Activations on the CPU backends are always fp32. */
+/* Element types of weights and caches. Activations on the CPU backends are always fp32.
+ * KERN_DTYPE_Q8_0 is a block format for matmul weights only (the CPU backends; see
+ * kern_quantize_q8_0): each run of KERN_Q8_0_BLOCK elements of a row is stored as its scale d
+ * (fp16, little-endian) followed by KERN_Q8_0_BLOCK int8 values q, element = d * q, exactly
+ * in fp32. A row of k elements (k a multiple of KERN_Q8_0_BLOCK) takes
+ * k / KERN_Q8_0_BLOCK * KERN_Q8_0_BLOCK_BYTES bytes; rows follow one another. */
 enum kern_dtype {
     KERN_DTYPE_F32 = 0,
     KERN_DTYPE_F16 = 1,
     KERN_DTYPE_BF16 = 2,
+    KERN_DTYPE_Q8_0 = 3,
 };
+#define KERN_DTYPE_COUNT 4
+#define KERN_Q8_0_BLOCK 32
+#define KERN_Q8_0_BLOCK_BYTES 34
 
 /* Error codes returned by every op (0 on success). */
 enum kern_status {
@@ -28,10 +37,22 @@ enum kern_status {
     KERN_ERR_STALE = -5,       /* a graph refers to memory the backend has since replaced */
 };
 
-/* Size in bytes of one element of dtype. */
+/* Size in bytes of one element of dtype; 0 for the block format Q8_0 (see kern_dtype_row_bytes). */
 size_t kern_dtype_size(enum kern_dtype dtype);
-/* Name ("f32", "f16", "bf16") for messages. */
+/* Bytes of a row of n elements of dtype, or -1 when n < 0, when a block format's row is not
+ * whole blocks, or on overflow. */
+int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n);
+/* Name ("f32", "f16", "bf16", "q8_0") for messages. */
 const char *kern_dtype_name(enum kern_dtype dtype);
+
+/* Quantizes src [n_rows, k] (f32, f16 or bf16; k a multiple of KERN_Q8_0_BLOCK) into dst, which
+ * holds n_rows * kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k) bytes. Per block of 32 values x
+ * (widened to fp32): d = fp16(max|x| / 127) rounded to nearest even; q = x / d (fp32) rounded
+ * half away from zero and clamped to [-127, 127]; all q = 0 when d is 0. Returns
+ * KERN_ERR_INVALID (dst then undefined) for a bad shape or dtype, a non-finite value, or a
+ * block whose scale overflows fp16. Plain C on the calling thread; not an op. */
+int kern_quantize_q8_0(const void *src, enum kern_dtype src_dtype, int64_t n_rows, int64_t k,
+                       void *dst);
 
 /* A recorded sequence of ops that a device backend replays with one call (a CUDA graph).
  * Opaque; made by kern_ops.graph_end. */
@@ -64,7 +85,9 @@ struct kern_rmsnorm_params {
 };
 
 /* matmul: y[m, n] (+)= x[m, k] @ W[n, k]^T, W stored row-major [n, k] in w_dtype (the
- * PyTorch nn.Linear layout). accumulate != 0 adds into y (used for the residual add). */
+ * PyTorch nn.Linear layout). accumulate != 0 adds into y (used for the residual add). Q8_0
+ * weights need k to be a multiple of KERN_Q8_0_BLOCK (the host backends only; CUDA returns
+ * KERN_ERR_UNSUPPORTED). */
 struct kern_matmul_params {
     const float *x;            /* [m, k], row stride ldx >= k */
     const void *w;             /* [n, k] in w_dtype, contiguous */

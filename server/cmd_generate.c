@@ -47,6 +47,7 @@ static void usage(FILE *f)
             "  --ignore-eos         keep generating past the model's end-of-sequence ids\n"
             "  --device cpu|ref|cuda  fast CPU backend (default), the plain C reference, or GPU 0\n"
             "  --threads N          CPU threads (default: all cores)\n"
+            "  --quantization none|q8_0  quantize the weight matrices at load (cpu and ref)\n"
             "  --dump-logits FILE   write the logits of every step as raw float32 [steps, vocab]\n"
             "  -h, --help           this text\n");
 }
@@ -103,6 +104,7 @@ int srv_cmd_generate(int argc, char **argv)
         {"ignore-eos", no_argument, NULL, 'e'},
         {"device", required_argument, NULL, 'd'},
         {"threads", required_argument, NULL, 'j'},
+        {"quantization", required_argument, NULL, 'q'},
         {"dump-logits", required_argument, NULL, 'l'},
         {"image", required_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},
@@ -110,6 +112,7 @@ int srv_cmd_generate(int argc, char **argv)
     };
     const char *model_dir = PHISERVE_DEMO_MODEL, *tokens = NULL, *text = NULL, *device = "cpu";
     const char *dump_path = NULL, *image_files[SRV_MAX_IMAGES];
+    enum eng_quant quant = ENG_QUANT_NONE;
     int n_image_files = 0;
     int64_t max_new = 32, threads = 0;
     int ignore_eos = 0;
@@ -123,6 +126,12 @@ int srv_cmd_generate(int argc, char **argv)
         case 'e': ignore_eos = 1; break;
         case 'd': device = optarg; break;
         case 'l': dump_path = optarg; break;
+        case 'q':
+            if (eng_quant_parse(optarg, &quant) != 0) {
+                fprintf(stderr, "error: --quantization: expected none or q8_0\n");
+                return 2;
+            }
+            break;
         case 'i':
             if (n_image_files == SRV_MAX_IMAGES) {
                 fprintf(stderr, "error: at most %d --image\n", SRV_MAX_IMAGES);
@@ -200,7 +209,13 @@ int srv_cmd_generate(int argc, char **argv)
     } else if (srv_cli_parse_ids(tokens, &prompt, &n_prompt) != 0) {
         goto done;
     }
-    if (eng_model_load(model_dir, &model, err, sizeof err) != 0) {
+    if (quant != ENG_QUANT_NONE && strcmp(device, "cuda") == 0) {
+        fprintf(stderr, "error: --quantization %s runs on the cpu and ref devices\n",
+                eng_quant_name(quant));
+        goto done;
+    }
+    if (eng_model_load(model_dir, &model, err, sizeof err) != 0 ||
+        eng_model_quantize(model, quant, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s: %s\n", model_dir, err);
         goto done;
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "model.h"
 
 enum opt_type { OPT_STR, OPT_INT, OPT_BYTES, OPT_BOOL, OPT_LIST, OPT_FRACTION };
 
@@ -30,6 +31,7 @@ static const struct opt opts[] = {
     {"served-model-name", OPT_STR, OFF(served_model_name), 0, 0, "NAME", "model id in the API (default: the model directory's name)"},
     {"chat-template", OPT_STR, OFF(chat_template), 0, 0, "FILE", "Jinja chat template overriding the model's"},
     {"device", OPT_STR, OFF(device), 0, 0, "cpu|ref|cuda", "compute backend (default cpu; cuda: GPU 0)"},
+    {"quantization", OPT_STR, OFF(quantization), 0, 0, "none|q8_0", "quantize the weight matrices at load: q8_0 = 8-bit values with an fp16 scale per 32 (cpu and ref devices; default none)"},
     {"gpu-memory-fraction", OPT_FRACTION, OFF(gpu_memory_fraction), 0, 0, "F", "share of GPU memory for weights, activations and KV cache (default 0.9)"},
     {"threads", OPT_INT, OFF(threads), 0, 4096, "N", "CPU threads (default 0: all cores)"},
     {"kv-cache-memory", OPT_BYTES, OFF(kv_cache_memory), 0, INT64_MAX, "BYTES", "KV-cache budget, e.g. 512M or 4G (default: engine's)"},
@@ -445,6 +447,9 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
     }
     if (!*cfg->served_model_name)
         return fail(&L, "--served-model-name must not be empty");
+    enum eng_quant quant;
+    if (eng_quant_parse(cfg->quantization, &quant) != 0)
+        return fail(&L, "--quantization: expected none or q8_0, not '%s'", cfg->quantization);
     return 0;
 }
 
@@ -453,6 +458,7 @@ void srv_config_engine_options(const struct srv_config *cfg, struct eng_engine_o
     eng_engine_options_init(o);
     o->model_dir = cfg->model_dir;
     o->device = cfg->device;
+    o->quantization = cfg->quantization;
     o->gpu_memory_fraction = cfg->gpu_memory_fraction;
     /* The casts are safe: each option's table range fits the engine's type. */
     o->n_threads = (int)cfg->threads;

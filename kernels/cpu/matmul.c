@@ -17,6 +17,7 @@
 #define MM_NB_DIRECT 16
 #define MM_NB 64
 #define MM_KC 1024
+_Static_assert(MM_KC % KERN_Q8_0_BLOCK == 0, "Q8_0 panels start on a block");
 #define MM_MB 256
 /* Below this many multiply-adds the wake-up of the pool costs more than it saves. */
 #define MM_SERIAL_WORK (1 << 16)
@@ -26,6 +27,7 @@ struct mm_job {
     const struct kern_cpu_isa *isa;
     float *scratch;            /* [n_threads, MM_NB * MM_KC] widened W chunks, or NULL (f32) */
     int64_t n_col_blocks, nb_cols; /* column blocks of nb_cols W rows */
+    int64_t w_row_bytes;       /* bytes of one W row (k elements) */
 };
 
 /* Decode-like task: nb_cols whole W rows against every x row, no panel. */
@@ -44,7 +46,7 @@ static void mm_task_direct(void *arg, int64_t task, int thread)
      * for larger m too while k <= MM_KC (mm_task adds its k chunks to y one by one). Cutting
      * k here the same way would make every m agree for the k of real models, but it cost
      * 10-20% of batch-1 decode speed (bench_ops, qkv/down at m = 1), so it is not done. */
-    const char *w = (const char *)p->w + (size_t)(j0 * p->k) * kern_dtype_size(p->w_dtype);
+    const char *w = (const char *)p->w + (size_t)j0 * (size_t)job->w_row_bytes;
     job->isa->gemm[p->w_dtype](p->x, p->ldx, w, p->k, y, p->ldy, p->m, nb, p->k);
 }
 
@@ -70,12 +72,15 @@ static void mm_task(void *arg, int64_t task, int thread)
             ldw = p->k;
         } else {
             float *buf = job->scratch + (int64_t)thread * MM_NB * MM_KC;
-            const uint16_t *w16 = (const uint16_t *)p->w + j0 * p->k + kc;
-            for (int64_t r = 0; r < nb; r++) {
-                if (p->w_dtype == KERN_DTYPE_BF16)
-                    job->isa->bf16_to_f32(w16 + r * p->k, buf + r * len, len);
+            const char *row = (const char *)p->w + (size_t)j0 * (size_t)job->w_row_bytes;
+            for (int64_t r = 0; r < nb; r++, row += job->w_row_bytes) {
+                if (p->w_dtype == KERN_DTYPE_Q8_0) /* kc is a multiple of the block */
+                    job->isa->q8_0_to_f32(row + kc / KERN_Q8_0_BLOCK * KERN_Q8_0_BLOCK_BYTES,
+                                          buf + r * len, len);
+                else if (p->w_dtype == KERN_DTYPE_BF16)
+                    job->isa->bf16_to_f32((const uint16_t *)row + kc, buf + r * len, len);
                 else
-                    job->isa->f16_to_f32(w16 + r * p->k, buf + r * len, len);
+                    job->isa->f16_to_f32((const uint16_t *)row + kc, buf + r * len, len);
             }
             w = buf;
             ldw = len;
@@ -99,7 +104,7 @@ static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
     struct kern_ctx *owner = ctx; /* keeps the scratch even when the call runs serially */
     if (work < MM_SERIAL_WORK)
         ctx = NULL;
-    struct mm_job job = {.p = p, .isa = isa};
+    struct mm_job job = {.p = p, .isa = isa, .w_row_bytes = kern_dtype_row_bytes(p->w_dtype, p->k)};
     if (p->m <= MM_DIRECT_M || p->k == 0) {
         job.nb_cols = MM_NB_DIRECT;
         job.n_col_blocks = (p->n + MM_NB_DIRECT - 1) / MM_NB_DIRECT;

@@ -106,10 +106,16 @@ static inline int ref_dtype_ok(enum kern_dtype dt)
     return dt == KERN_DTYPE_F32 || dt == KERN_DTYPE_F16 || dt == KERN_DTYPE_BF16;
 }
 
-/* Element i of an array of dtype dt, as fp32 (exact: every stored type widens exactly). */
+/* Element i of an array of dtype dt, as fp32 (exact: every stored type widens exactly; a
+ * Q8_0 element is its block's scale times its int8, an exact fp32 product). */
 static inline float ref_load(const void *base, enum kern_dtype dt, int64_t i)
 {
     switch (dt) {
+    case KERN_DTYPE_Q8_0: {
+        const uint8_t *blk = (const uint8_t *)base + (i / KERN_Q8_0_BLOCK) * KERN_Q8_0_BLOCK_BYTES;
+        uint16_t d = (uint16_t)(blk[0] | (blk[1] << 8));
+        return kern_f16_to_f32(d) * (float)(int8_t)blk[2 + i % KERN_Q8_0_BLOCK];
+    }
     case KERN_DTYPE_F16:
         return kern_f16_to_f32(((const uint16_t *)base)[i]);
     case KERN_DTYPE_BF16:

@@ -46,6 +46,25 @@ first=$(head -n1 "$tmp/out")
 [ "$(echo "$first" | tr ',' '\n' | wc -l)" -eq 5 ] || fail "generate: expected 5 ids, got '$first'"
 expect_ok "generate ref" "$bin" generate --tokens 1,450,4996 --max-tokens 5 --ignore-eos --device ref
 [ "$(head -n1 "$tmp/out")" = "$first" ] || fail "generate: ref and cpu backends disagree"
+# --quantization q8_0: the tokens transformers chose on the dequantized weights
+# (tests/fixtures/models/gqa/golden/q8_0, case len20), which part from the unquantized
+# model's at the fifth token; q8_0 is refused with --device cuda and unknown names with 2.
+gqa20=61,185,159,474,119,166,408,236,38,26,346,17,319,218,169,119,297,318,291,74
+for dev in cpu ref; do
+  expect_ok "generate q8_0 $dev" "$bin" generate --model "$fixtures/models/gqa" --device $dev \
+    --tokens $gqa20 --max-tokens 8 --ignore-eos --quantization q8_0
+  [ "$(head -n1 "$tmp/out")" = "249,265,76,297,199,71,434,240" ] ||
+    fail "generate q8_0 $dev: got '$(head -n1 "$tmp/out")', transformers gave 249,265,76,297,199,71,434,240"
+done
+expect_ok "generate unquantized" "$bin" generate --model "$fixtures/models/gqa" --tokens $gqa20 \
+  --max-tokens 8 --ignore-eos --quantization none
+[ "$(head -n1 "$tmp/out")" = "249,265,76,297,346,67,492,240" ] ||
+  fail "generate unquantized: got '$(head -n1 "$tmp/out")', transformers gave 249,265,76,297,346,67,492,240"
+expect_error "q8_0 on cuda" "cpu and ref devices" "$bin" generate --device cuda --quantization q8_0 \
+  --tokens 1
+"$bin" generate --quantization q4 --tokens 1 >/dev/null 2>&1; [ $? -eq 2 ] && pass ||
+  fail "unknown --quantization not exit 2"
+
 # A Phi-3.5-MoE model: the tokens transformers chose (tests/fixtures/models/moe, case len7).
 for dev in cpu ref; do
   expect_ok "generate moe $dev" "$bin" generate --model "$fixtures/models/moe" --device $dev \

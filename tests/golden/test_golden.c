@@ -1,13 +1,20 @@
 /* Golden test: a fixture model's logits and greedy continuations from transformers (fp32,
- * eager) against phiserve's forward pass on one backend. Usage: test_golden MODEL_DIR ref|cpu.
- * Checks each case alone, all cases in one batch, a prompt split into two chunks over the
- * cache, and greedy generation alone and batched (token for token). */
+ * eager) against phiserve's forward pass on one backend. Usage: test_golden MODEL_DIR ref|cpu
+ * [q8_0]. Checks each case alone, all cases in one batch, a prompt split into two chunks over
+ * the cache, and greedy generation alone and batched (token for token). With q8_0 the model is
+ * quantized at load and compared with golden/q8_0/ (scripts/make_quant_goldens.py:
+ * transformers run on the same checkpoint with those matrices replaced by their dequantized
+ * values, so the tolerance stays the fp32 one), after checking the quantized tensors against
+ * the script's checksums and verbatim blocks. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
 #include "generate.h"
 #include "kv_cache.h"
 #include "model.h"
@@ -44,11 +51,12 @@ static int32_t *int_array(const cJSON *a, int32_t *n)
     return v;
 }
 
-static int load_cases(const char *dir, int64_t vocab, struct gcase **out, int *n_out)
+static int load_cases(const char *dir, const char *gdir, int64_t vocab, struct gcase **out,
+                      int *n_out)
 {
     char path[4096];
     size_t len = 0;
-    snprintf(path, sizeof path, "%s/golden/golden.json", dir);
+    snprintf(path, sizeof path, "%s/%s/golden.json", dir, gdir);
     char *text = tu_read_file(path, &len);
     if (!text) {
         fprintf(stderr, "cannot read %s\n", path);
@@ -72,7 +80,7 @@ static int load_cases(const char *dir, int64_t vocab, struct gcase **out, int *n
         g->ids = int_array(cJSON_GetObjectItemCaseSensitive(c, "input_ids"), &g->n_ids);
         g->rows = int_array(cJSON_GetObjectItemCaseSensitive(c, "logit_rows"), &g->n_rows);
         g->greedy = int_array(cJSON_GetObjectItemCaseSensitive(c, "greedy"), &g->n_greedy);
-        snprintf(path, sizeof path, "%s/golden/%s", dir,
+        snprintf(path, sizeof path, "%s/%s/%s", dir, gdir,
                  cJSON_GetObjectItemCaseSensitive(c, "logits_file")->valuestring);
         g->logits = (float *)tu_read_file(path, &len);
         if (!g->logits || len != (size_t)g->n_rows * (size_t)vocab * sizeof(float)) {
@@ -82,7 +90,7 @@ static int load_cases(const char *dir, int64_t vocab, struct gcase **out, int *n
         }
         const cJSON *steps = cJSON_GetObjectItemCaseSensitive(c, "step_logits_file");
         if (cJSON_IsString(steps)) {
-            snprintf(path, sizeof path, "%s/golden/%s", dir, steps->valuestring);
+            snprintf(path, sizeof path, "%s/%s/%s", dir, gdir, steps->valuestring);
             g->step_logits = (float *)tu_read_file(path, &len);
             if (!g->step_logits || len != (size_t)g->n_greedy * (size_t)vocab * sizeof(float)) {
                 fprintf(stderr, "%s: missing or wrong size\n", path);
@@ -244,10 +252,143 @@ static void check_step(void *user, int32_t seq, int32_t step, const float *logit
     sc->worst = fmax(sc->worst, rel);
 }
 
+/* ---- q8_0: the quantized tensors against the fixture script's record ---- */
+
+/* The weight a checkpoint tensor name was quantized into, or NULL. */
+static const struct eng_weight *weight_named(const struct eng_model *m, const char *name)
+{
+    if (strcmp(name, "lm_head.weight") == 0)
+        return &m->lm_head;
+    int layer = -1, used = 0;
+    if (sscanf(name, "model.layers.%d.%n", &layer, &used) != 1 || used == 0 || layer < 0 ||
+        layer >= m->cfg.num_hidden_layers)
+        return NULL;
+    const struct eng_phi3_layer *L = &m->layers[layer];
+    static const struct {
+        const char *suffix;
+        size_t offset;
+    } map[] = {
+        {"self_attn.qkv_proj.weight", offsetof(struct eng_phi3_layer, qkv)},
+        {"self_attn.q_proj.weight", offsetof(struct eng_phi3_layer, q)},
+        {"self_attn.k_proj.weight", offsetof(struct eng_phi3_layer, k)},
+        {"self_attn.v_proj.weight", offsetof(struct eng_phi3_layer, v)},
+        {"self_attn.o_proj.weight", offsetof(struct eng_phi3_layer, o)},
+        {"mlp.gate_up_proj.weight", offsetof(struct eng_phi3_layer, gate_up)},
+        {"mlp.down_proj.weight", offsetof(struct eng_phi3_layer, down)},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(name + used, map[i].suffix) == 0)
+            return (const struct eng_weight *)((const char *)L + map[i].offset);
+    return NULL;
+}
+
+/* The record's entry for a tensor name (shape, checksums), or NULL. */
+static const cJSON *tensor_entry(const cJSON *rec, const char *name)
+{
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(rec, "tensors")) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(t, "name");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0)
+            return t;
+    }
+    return NULL;
+}
+
+static int64_t json_int(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : -1;
+}
+
+/* Block blk of row `row` of a Q8_0 matrix with rows of k elements. */
+static const uint8_t *block_at(const struct eng_weight *w, int64_t k, int64_t row, int64_t blk)
+{
+    return (const uint8_t *)w->data + (size_t)row * (size_t)kern_dtype_row_bytes(w->dtype, k) +
+           (size_t)blk * KERN_Q8_0_BLOCK_BYTES;
+}
+
+/* One verbatim block of the record: its scale's bits and its 32 values, bit for bit. */
+static void check_block(const struct eng_model *m, const cJSON *rec, const cJSON *b,
+                        const char *what)
+{
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "tensor");
+    const struct eng_weight *w = cJSON_IsString(name) ? weight_named(m, name->valuestring) : NULL;
+    const cJSON *t = cJSON_IsString(name) ? tensor_entry(rec, name->valuestring) : NULL;
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(b, "q");
+    if (!w || !t || w->dtype != KERN_DTYPE_Q8_0 || cJSON_GetArraySize(q) != KERN_Q8_0_BLOCK) {
+        CHECK(0, "%s: not a quantized tensor of the record, or not 32 values", what);
+        return;
+    }
+    int64_t k = (int64_t)cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(t, "shape"), 1)->valuedouble;
+    const uint8_t *blk = block_at(w, k, json_int(b, "row"), json_int(b, "block"));
+    int bits = (int)json_int(b, "d_fp16_bits");
+    CHECK((blk[0] | (blk[1] << 8)) == bits, "%s: scale bits %04x, script %04x", what,
+          blk[0] | (blk[1] << 8), bits);
+    for (int i = 0; i < KERN_Q8_0_BLOCK; i++) {
+        int want = (int)cJSON_GetArrayItem(q, i)->valuedouble;
+        CHECK((int8_t)blk[2 + i] == want, "%s: q[%d] = %d, script %d", what, i,
+              (int8_t)blk[2 + i], want);
+    }
+}
+
+/* Every quantized tensor against the script's checksums (exact: the sum of d * q over a
+ * tensor is exact in fp64), and its verbatim blocks. Returns the number of tensors checked. */
+static int check_quantized(const struct eng_model *m, const char *dir)
+{
+    char path[4096];
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/golden/q8_0/quantized.json", dir);
+    char *text = tu_read_file(path, &len);
+    cJSON *rec = text ? cJSON_ParseWithLength(text, len) : NULL;
+    free(text);
+    CHECK(rec != NULL, "cannot read %s", path);
+    if (!rec)
+        return 0;
+    int n = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(rec, "tensors")) {
+        const char *name = cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring;
+        const struct eng_weight *w = weight_named(m, name);
+        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
+        int64_t rows = (int64_t)cJSON_GetArrayItem(shape, 0)->valuedouble;
+        int64_t k = (int64_t)cJSON_GetArrayItem(shape, 1)->valuedouble;
+        if (!w || w->dtype != KERN_DTYPE_Q8_0 ||
+            w->n_bytes != (size_t)rows * (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k)) {
+            CHECK(0, "%s: not quantized, or not %lld x %lld", name, (long long)rows, (long long)k);
+            continue;
+        }
+        double sum = 0;
+        long long sum_abs = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t b = 0; b < k / KERN_Q8_0_BLOCK; b++) {
+                const uint8_t *blk = block_at(w, k, r, b);
+                int qs = 0;
+                for (int i = 0; i < KERN_Q8_0_BLOCK; i++) {
+                    qs += (int8_t)blk[2 + i];
+                    sum_abs += abs((int8_t)blk[2 + i]);
+                }
+                sum += (double)kern_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8))) * qs;
+            }
+        double want = cJSON_GetObjectItemCaseSensitive(t, "sum_d_times_q")->valuedouble;
+        long long want_abs = (long long)json_int(t, "sum_abs_q");
+        CHECK(sum == want && sum_abs == want_abs, "%s: sum d*q %.17g (script %.17g), sum |q| %lld "
+              "(script %lld)", name, sum, want, sum_abs, want_abs);
+        n++;
+    }
+    const cJSON *b;
+    cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(rec, "first_blocks"))
+        check_block(m, rec, b, "first blocks");
+    check_block(m, rec, cJSON_GetObjectItemCaseSensitive(rec, "first_tie_block"),
+                "a block with rounding ties");
+    cJSON_Delete(rec);
+    return n;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu\n");
+    bool q8 = argc == 4 && strcmp(argv[3], "q8_0") == 0;
+    if (argc != 3 && !q8) {
+        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0]\n");
         return 2;
     }
     char err[512];
@@ -255,6 +396,16 @@ int main(int argc, char **argv)
     if (eng_model_load(argv[1], &m, err, sizeof err) != 0) {
         fprintf(stderr, "load %s: %s\n", argv[1], err);
         return 1;
+    }
+    int n_quantized = 0;
+    if (q8) {
+        if (eng_model_quantize(m, ENG_QUANT_Q8_0, err, sizeof err) != 0) {
+            fprintf(stderr, "quantize %s: %s\n", argv[1], err);
+            return 1;
+        }
+        n_quantized = check_quantized(m, argv[1]);
+        CHECK(n_quantized > 0 && m->n_quant_kept == 0, "%d tensors checked, %lld kept their dtype",
+              n_quantized, (long long)m->n_quant_kept);
     }
     struct kern_ops ops;
     struct kern_ctx *ctx = NULL;
@@ -266,7 +417,7 @@ int main(int argc, char **argv)
     const int64_t V = m->cfg.vocab_size;
     struct gcase *gc = NULL;
     int n = 0;
-    if (load_cases(argv[1], V, &gc, &n) != 0 || n <= 0 || n > 64)
+    if (load_cases(argv[1], q8 ? "golden/q8_0" : "golden", V, &gc, &n) != 0 || n <= 0 || n > 64)
         return 1;
 
     struct gcase **all = malloc((size_t)n * sizeof *all);
@@ -341,9 +492,12 @@ int main(int argc, char **argv)
         }
         CHECK(eng_kv_cache_used_blocks(kv) == 0, "KV blocks leaked after generation");
     }
-    printf("%s [%s]: %d cases, worst logit error %.3g (prompt) %.3g (decode steps) of row scale "
+    printf("%s [%s%s]: %d cases, worst logit error %.3g (prompt) %.3g (decode steps) of row scale "
            "(tolerance %.0e), LongRoPE recomputes %d, %d failures\n",
-           argv[1], argv[2], n, worst, sc.worst, LOGIT_RTOL, recomputes, tu_failures);
+           argv[1], argv[2], q8 ? ", q8_0" : "", n, worst, sc.worst, LOGIT_RTOL, recomputes,
+           tu_failures);
+    if (q8)
+        printf("q8_0: %d tensors match the script's checksums and blocks\n", n_quantized);
 
     for (int i = 0; i < n; i++) {
         free(gc[i].ids);

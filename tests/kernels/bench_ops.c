@@ -1,6 +1,7 @@
 /* Benchmark of the fast CPU kernels against the reference on Phi-3-mini shapes: matmul
  * (decode m = 1 and prefill m = 128, bf16 weights), decode attention at ctx 1024, and the
- * elementwise ops of a 128-token prefill (rmsnorm, rope, silu_mul, add), and the MoE FFN.
+ * elementwise ops of a 128-token prefill (rmsnorm, rope, silu_mul, add), the MoE FFN, and
+ * Q8_0 weights against bf16 on the fast path (the same shapes, timed in turn).
  * Prints a table and always exits 0; it is a measurement, never a test. */
 #include "cpu/cpu.h"
 #include "kt_util.h"
@@ -263,6 +264,47 @@ int main(void)
                    g_ref, g_cpu, t_cpu * 1e3, g_cpu / g_ref);
         }
         free(w);
+        free(x);
+        free(y);
+    }
+
+    /* Q8_0 against bf16 weights, both on the fast path: the same x and shapes, timed in
+     * turn (three rounds each, the best kept) so that the neighbours' load hits both. Decode
+     * (m = 1) reads W once, so its speed is weight bytes over bandwidth. */
+    printf("\n%-20s %5s %12s %12s %12s %12s %9s\n", "matmul q8_0 vs bf16", "m", "bf16 ms",
+           "q8_0 ms", "bf16 GB/s W", "q8_0 GB/s W", "speed-up");
+    for (int si = 0; si < 3; si++) {
+        int64_t k = shapes[si].k, n = shapes[si].n;
+        size_t qbytes = (size_t)n * (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
+        uint16_t *w = malloc((size_t)(n * k) * sizeof *w);
+        void *wq = malloc(qbytes);
+        float *x = malloc((size_t)(128 * k) * sizeof *x), *y = malloc((size_t)(128 * n) * sizeof *y);
+        if (!w || !wq || !x || !y) {
+            printf("out of memory\n");
+            return 0;
+        }
+        kt_fill(&rng, w, KERN_DTYPE_BF16, n * k, -1.0f, 1.0f);
+        kt_fill(&rng, x, KERN_DTYPE_F32, 128 * k, -1.0f, 1.0f);
+        if (kern_quantize_q8_0(w, KERN_DTYPE_BF16, n, k, wq) != KERN_OK) {
+            printf("quantize failed\n");
+            return 0;
+        }
+        mm_fn = cpu.matmul;
+        for (int mi = 0; mi < 2; mi++) {
+            int64_t m = ms[mi];
+            struct kern_matmul_params pb = {x, w, KERN_DTYPE_BF16, y, m, n, k, k, n, 0};
+            struct kern_matmul_params pq = {x, wq, KERN_DTYPE_Q8_0, y, m, n, k, k, n, 0};
+            double tb = 1e30, tq = 1e30;
+            for (int round = 0; round < 3; round++) {
+                tb = fmin(tb, time_calls(call_mm, ctx, &pb, 0.3));
+                tq = fmin(tq, time_calls(call_mm, ctx, &pq, 0.3));
+            }
+            printf("%-20s %5lld %12.2f %12.2f %12.1f %12.1f %8.2fx\n", shapes[si].name,
+                   (long long)m, tb * 1e3, tq * 1e3, (double)(n * k) * 2.0 / tb * 1e-9,
+                   (double)qbytes / tq * 1e-9, tb / tq);
+        }
+        free(w);
+        free(wq);
         free(x);
         free(y);
     }

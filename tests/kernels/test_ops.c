@@ -77,7 +77,7 @@ static void check_matmul(struct kt_rng *rng, struct mm_case c, struct kern_ctx *
     int64_t ldx = c.k + c.pad_x, ldy = c.n + c.pad_y;
     size_t xs = (size_t)(c.m * ldx), ws = (size_t)(c.n * c.k), ys = (size_t)(c.m * ldy);
     float *x = kt_alloc(xs * sizeof *x);
-    void *w = kt_alloc(ws * kern_dtype_size(c.dt));
+    void *w = kt_alloc(kt_bytes(c.dt, (int64_t)ws));
     float *y0 = kt_alloc(ys * sizeof *y0);
     float *yr = kt_alloc(ys * sizeof *yr);
     float *yg = kt_alloc(ys * sizeof *yg);
@@ -186,6 +186,15 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {33, 130, 300, 4, 3, KERN_DTYPE_BF16, 0, 1},
         {6, 9, 70, 0, 0, KERN_DTYPE_F16, 1, 1},
         {300, 260, 520, 0, 0, KERN_DTYPE_F32, 0, 0},
+        /* Q8_0 (k in whole blocks): decode tiles, a register tile's leftovers, the panel
+         * path, k past one 1024-element chunk, NaN/Inf. */
+        {1, 33, 96, 0, 0, KERN_DTYPE_Q8_0, 0, 0},
+        {3, 17, 32, 1, 2, KERN_DTYPE_Q8_0, 1, 0},
+        {33, 111, 992, 3, 5, KERN_DTYPE_Q8_0, 0, 0},
+        {989, 33, 64, 1, 0, KERN_DTYPE_Q8_0, 1, 0},
+        {5, 7, 0, 0, 1, KERN_DTYPE_Q8_0, 1, 0},
+        {33, 130, 320, 4, 3, KERN_DTYPE_Q8_0, 0, 1},
+        {300, 260, 1056, 0, 0, KERN_DTYPE_Q8_0, 0, 0},
     };
     for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++)
         check_matmul(rng, awkward[i], ctxs, n_ctx);
@@ -203,6 +212,8 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {33, 7680, 5120, 0, 0, KERN_DTYPE_BF16, 0, 0},
         {33, 3072, 8192, 0, 0, KERN_DTYPE_F16, 1, 0},
         {33, 5120, 1024, 0, 0, KERN_DTYPE_F32, 0, 0},
+        {1, 9216, 3072, 0, 0, KERN_DTYPE_Q8_0, 0, 0},
+        {33, 3072, 8192, 0, 0, KERN_DTYPE_Q8_0, 1, 0},
     };
     for (size_t i = 0; i < sizeof real / sizeof real[0]; i++)
         check_matmul(rng, real[i], pool_only, 1);
@@ -1159,8 +1170,8 @@ static void test_matmul_batch_invariance(struct kt_rng *rng, struct kern_ctx **c
     static const int64_t ks[] = {1024, 256, 512 + 96};
     for (int ki = 0; ki < 3; ki++) {
         int64_t k = ks[ki];
-        for (int dt = 0; dt < 3; dt++) {
-            void *w = kt_alloc((size_t)(N * k) * kern_dtype_size((enum kern_dtype)dt));
+        for (int dt = 0; dt < KERN_DTYPE_COUNT; dt++) {
+            void *w = kt_alloc(kt_bytes((enum kern_dtype)dt, N * k));
             float *x = kt_alloc((size_t)(M * k) * sizeof *x);
             float *yb = kt_alloc((size_t)(M * N) * sizeof *yb), *ys = kt_alloc((size_t)(M * N) * sizeof *ys);
             kt_fill(rng, w, (enum kern_dtype)dt, N * k, -0.05f, 0.05f);
@@ -1252,8 +1263,8 @@ static void test_invalid(struct kern_ctx *ctx)
     for (int i = 0; i < 64; i++)
         x[i] = q[i] = 1.0f;
     struct kern_matmul_params good = {x, w, KERN_DTYPE_BF16, y, 2, 4, 8, 8, 4, 0};
-    struct kern_matmul_params bad[8];
-    for (int i = 0; i < 8; i++)
+    struct kern_matmul_params bad[9];
+    for (int i = 0; i < 9; i++)
         bad[i] = good;
     bad[0].ldx = 7;          /* ldx < k */
     bad[1].ldy = 3;          /* ldy < n */
@@ -1265,10 +1276,11 @@ static void test_invalid(struct kern_ctx *ctx)
     bad[6].y = NULL;
     bad[7].n = INT64_MAX / 4;
     bad[7].ldy = INT64_MAX / 4;
+    bad[8].w_dtype = KERN_DTYPE_Q8_0; /* k = 8: not whole blocks */
     const struct kern_ops *tabs[2] = {&ref_ops, &cpu_ops};
     for (int t = 0; t < 2; t++) {
         CHECK(tabs[t]->matmul(ctx, &good) == KERN_OK, "%s matmul good call", tabs[t]->name);
-        for (int i = 0; i < 8; i++) {
+        for (int i = 0; i < 9; i++) {
             fill_f32(y, 64, 3.0f);
             CHECK(tabs[t]->matmul(ctx, &bad[i]) == KERN_ERR_INVALID, "%s matmul bad[%d] accepted",
                   tabs[t]->name, i);

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+# make_quant_goldens.py: builds the transformers goldens for `--quantization q8_0` under
+# tests/fixtures/models/<model>/golden/q8_0/ for the gqa, mha-window, longrope and moe fixtures.
+# It does not build checkpoints (make_fixtures.py does) and is not part of the build or CI.
+"""Q8_0 goldens: the fixture checkpoint with its quantizable weights replaced by their Q8_0
+dequantized values, run in fp32 (eager) by transformers.
+
+For each model the checkpoint is loaded in fp32 exactly like make_fixtures.py loads it; the
+weights phiserve quantizes are cut per row into blocks of 32 and quantized (d = fp16(amax / 127),
+q = round-half-away-from-zero(x / d) clamped to [-127, 127]) and replaced in place by d * q; then
+the same cases as golden/golden.json (same prompt ids, rows, generation lengths) are run with
+make_fixtures.py's own functions: prompt logits, HF greedy generation with raw step logits,
+the LongRoPE cache-reset analysis (recompute_step), the MoE routing check, the window check and
+the independent forward. Quantized tensors:
+  phi3   (gqa, mha-window, longrope): per layer self_attn.qkv_proj, self_attn.o_proj,
+         mlp.gate_up_proj, mlp.down_proj (weights);
+  phimoe (moe): per layer self_attn.q_proj, k_proj, v_proj, o_proj (weights only: not the
+         biases, not the router, not the experts);
+  both:  lm_head.weight unless tie_word_embeddings. A weight whose in_features is not a
+         multiple of 32 stays as it is (printed).
+
+Writes into golden/q8_0/: golden.json (same schema as the fp32 one, "quantization": "q8_0", no
+bf16 keys), <case>.f32 (prompt rows) and <case>.steps.f32 (step logits), and quantized.json:
+per quantized tensor its shape, sum over blocks of float64(d) * sum(q) (every term is a multiple
+of 2^-24 and the total stays far below 2^29, so the float64 sum is exact in any order) and
+sum |q| (integer), plus the first two blocks of layer 0's first tensor verbatim (d as fp16 bits,
+the 32 q, the 32 source values) and the first blocks that hit a rounding tie and the clamp.
+
+Pinned environment as make_fixtures.py (python 3.11, torch 2.5.1 CPU, transformers 4.46.3).
+Usage (from the repository root; needs no network; deterministic, rerunnable):
+  python scripts/make_quant_goldens.py [--only gqa] [--models tests/fixtures/models]
+"""
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import make_fixtures as mf  # noqa: E402  (sets the offline environment before torch loads)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+MODEL_NAMES = ["gqa", "mha-window", "longrope", "moe"]
+QK = 32  # Q8_0 block length
+QMAX = 127
+SUBDIR = "q8_0"
+# The C golden test's logit tolerance (tests/golden/test_golden.c LOGIT_RTOL): a greedy margin
+# under WARN_MARGIN_RTOL of the logit scale could flip within numerical noise.
+LOGIT_RTOL = 1e-4
+WARN_MARGIN_RTOL = 1e-3
+
+LAYER_WEIGHTS = {
+    "phi3": ["self_attn.qkv_proj.weight", "self_attn.o_proj.weight", "mlp.gate_up_proj.weight",
+             "mlp.down_proj.weight"],
+    "phimoe": ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+               "self_attn.o_proj.weight"],
+}
+
+log = mf.log
+
+
+# ----------------------------------------------------------------------------------------------
+# Q8_0
+
+
+def round_half_away(v):
+    """sign(v) * floor(|v| + 0.5) in float64 (exact for fp32 v: |v| + 0.5 needs at most 25 + 1
+    significant bits). torch.round would round halves to even."""
+    v = v.double()
+    return torch.sign(v) * torch.floor(v.abs() + 0.5)
+
+
+def quantize_q8_0(w):
+    """w: fp32 [n, k], k % 32 == 0. Returns (d fp32 [n, k/32], d as fp16 [n, k/32],
+    q int8 [n, k/32, 32], dequantized fp32 [n, k], number of rounding ties, blocks clamped)."""
+    assert w.dtype == torch.float32 and w.dim() == 2 and w.shape[1] % QK == 0, (w.dtype, w.shape)
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("non-finite weight")
+    n, k = w.shape
+    x = w.reshape(n, k // QK, QK)
+    amax = x.abs().amax(dim=-1)
+    d32 = amax / torch.tensor(float(QMAX), dtype=torch.float32)
+    d16 = d32.to(torch.float16)  # round to nearest even
+    if not bool(torch.isfinite(d16).all()):
+        raise ValueError("block scale overflows fp16")
+    d = d16.to(torch.float32)
+    zero = d == 0
+    v = x / torch.where(zero, torch.ones_like(d), d)[..., None]
+    # torch must divide like IEEE fp32 (no multiply-by-reciprocal shortcut): check against numpy
+    assert np.array_equal(d32.numpy(), amax.numpy() / np.float32(QMAX))
+    assert np.array_equal(v.numpy(), x.numpy() / np.where(zero.numpy(), np.float32(1), d.numpy())[..., None])
+    r = round_half_away(v)
+    ties = int(((v.double().abs() - torch.floor(v.double().abs())) == 0.5).sum())
+    clamped = int((r.abs() > QMAX).any(dim=-1).sum())
+    q = torch.where(zero[..., None], torch.zeros_like(r), r.clamp(-QMAX, QMAX)).to(torch.int8)
+    deq = (d[..., None] * q.float()).reshape(n, k)
+    # d has an 11-bit significand and |q| <= 127, so d * q is exact in fp32
+    assert torch.equal(deq.double(), (d.double()[..., None] * q.double()).reshape(n, k))
+    return d, d16, q, deq, ties, clamped
+
+
+def fp16_bits(h):
+    return int(h.view(torch.int16).item()) & 0xFFFF
+
+
+def block_record(name, d16, q, x, row, blk):
+    return {"tensor": name, "row": row, "block": blk, "d_fp16_bits": fp16_bits(d16[row, blk]),
+            "d": float(d16[row, blk].float()), "q": q[row, blk].tolist(),
+            "x": [float(t) for t in x[row, blk * QK:(blk + 1) * QK].tolist()]}
+
+
+def quant_targets(model):
+    """Names of the weights to quantize, in layer order then lm_head."""
+    cfg = model.config
+    arch = cfg.model_type
+    names = [f"model.layers.{i}.{s}" for i in range(cfg.num_hidden_layers) for s in LAYER_WEIGHTS[arch]]
+    if cfg.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+    else:
+        assert model.lm_head.weight is not model.model.embed_tokens.weight
+        names.append("lm_head.weight")
+    return names
+
+
+def quantize_model(model):
+    """Replaces the target weights of model in place by their Q8_0 dequantized values. Returns
+    (quantized.json document, worst max|deq - w| / max|w| over the tensors)."""
+    params = dict(model.named_parameters())
+    tensors, skipped = [], []
+    ties = clamped = 0
+    tie_block = clamp_block = first_blocks = None
+    worst_rel = 0.0
+    for name in quant_targets(model):
+        p = params[name]
+        w = p.detach().clone()
+        if w.shape[1] % QK:
+            log(f"  NOT quantized (in_features {w.shape[1]} % {QK} != 0): {name}")
+            skipped.append(name)
+            continue
+        d, d16, q, deq, n_ties, n_clamped = quantize_q8_0(w)
+        # Exact checksum: fp16 d is a multiple of 2^-24, so d * sum(q) * 2^24 is an integer.
+        d_units = (d.double() * 2.0 ** 24).tolist()
+        qsum = q.long().sum(dim=-1).tolist()
+        total = 0
+        bound = 0
+        for du_row, qs_row in zip(d_units, qsum):
+            for du, qs in zip(du_row, qs_row):
+                assert du == math.floor(du)
+                total += int(du) * qs
+                bound += abs(int(du) * qs)
+        # Every partial sum is a multiple of 2^-24 below 2^29 in magnitude: exact in float64.
+        assert bound < 2 ** 53, name
+        sum_dq = total / 2.0 ** 24
+        assert sum_dq * 2.0 ** 24 == total
+        rel = float((deq - w).abs().max()) / float(w.abs().max())
+        worst_rel = max(worst_rel, rel)
+        tensors.append({"name": name, "shape": list(w.shape), "blocks": int(q.shape[0] * q.shape[1]),
+                        "sum_d_times_q": sum_dq, "sum_abs_q": int(q.long().abs().sum()),
+                        "rounding_ties": n_ties, "blocks_clamped": n_clamped,
+                        "max_rel_err": float(f"{rel:.6e}")})
+        if first_blocks is None:
+            first_blocks = [block_record(name, d16, q, w, 0, b) for b in range(2)]
+        if tie_block is None and n_ties:
+            va = (w.reshape(q.shape) / d[..., None]).double().abs()
+            hit = torch.nonzero(((va - torch.floor(va)) == 0.5).any(dim=-1))[0].tolist()
+            tie_block = block_record(name, d16, q, w, *hit)
+        if clamp_block is None and n_clamped:
+            va = (w.reshape(q.shape) / d[..., None]).double().abs()
+            hit = torch.nonzero((torch.floor(va + 0.5) > QMAX).any(dim=-1))[0].tolist()
+            clamp_block = block_record(name, d16, q, w, *hit)
+        ties += n_ties
+        clamped += n_clamped
+        with torch.no_grad():
+            p.copy_(deq)
+    doc = {"format": "q8_0", "block_size": QK,
+           "algorithm": "per row, blocks of 32: d = fp16_rne(amax / 127) (fp32 division); "
+                        "q = clamp(round_half_away(x / d), -127, 127) (fp32 division), q = 0 if "
+                        "d == 0; dequantized = d * q",
+           "checksums": "sum_d_times_q = sum over blocks of float64(d) * sum(q) (exact in float64 "
+                        "in any summation order); sum_abs_q = sum of |q| over the tensor",
+           "tie_word_embeddings": bool(model.config.tie_word_embeddings),
+           "skipped": skipped, "rounding_ties": ties, "blocks_clamped": clamped,
+           "first_blocks": first_blocks, "first_tie_block": tie_block,
+           "first_clamped_block": clamp_block, "tensors": tensors}
+    return doc, worst_rel
+
+
+# ----------------------------------------------------------------------------------------------
+# goldens
+
+
+def spec_for(name):
+    return next(s for s in mf.MODELS if s["name"] == name)
+
+
+def run_cases(model, spec, fp32_doc):
+    """The fp32 golden's cases on the quantized model, as make_fixtures.evaluate does (fp32 only)."""
+    assert [c["name"] for c in spec["cases"]] == [c["name"] for c in fp32_doc["cases"]]
+    results = []
+    for idx, (c, g) in enumerate(zip(spec["cases"], fp32_doc["cases"])):
+        ids = torch.tensor(g["input_ids"], dtype=torch.int64)
+        assert c["max_new_tokens"] == g["max_new_tokens"] and c["prompt_len"] == len(g["input_ids"])
+        assert torch.equal(ids, mf.prompt_ids(spec, fp32_doc["seed"], c, idx)), c["name"]
+        r = {"case": c, "ids": ids, "logits32": mf.forward_logits(model, ids)}
+        r["greedy32"], r["margins32"], r["steps32"] = mf.greedy(model, spec, ids, c["max_new_tokens"])
+        results.append(r)
+    return results
+
+
+def write_quant_golden(spec, fp32_doc, gdir, results, lr_info, routing):
+    """golden.json and logits files with make_fixtures.write_golden's schema minus the bf16 keys."""
+    cases = []
+    stop = set(spec["specials"]["stop"])
+    for r, g32 in zip(results, fp32_doc["cases"]):
+        c = r["case"]
+        name = c["name"]
+        rows = g32["logit_rows"]
+        mf.write_f32(gdir / f"{name}.f32", r["logits32"][rows])
+        step_file = g32["step_logits_file"]
+        if step_file:
+            mf.write_f32(gdir / f"{name}.steps.f32", r["steps32"])
+        g = {
+            "name": name,
+            "input_ids": r["ids"].tolist(),
+            "logits_file": f"{name}.f32",
+            "logit_rows": rows,
+            "greedy": r["greedy32"],
+            "max_new_tokens": c["max_new_tokens"],
+            "greedy_margins": [round(m, 6) for m in r["margins32"]],
+            "min_margin": round(min(r["margins32"]), 6),
+            "first_stop_index": next((i for i, t in enumerate(r["greedy32"]) if t in stop), None),
+            "step_logits_file": f"{name}.steps.f32" if step_file else None,
+            "greedy_fp32_unquantized_same": r["greedy32"] == g32["greedy"],
+        }
+        if "long_rope" in c:
+            g["long_rope"] = c["long_rope"]
+            g["prompt_rope"] = c["prompt_rope"]
+            li = lr_info[name]
+            g["recompute_step"] = li["reset_steps"][0] if li["reset_steps"] else None
+            if not li["stale_matches"]:
+                g["greedy_stale_cache"] = li["stale"]
+        cases.append(g)
+    doc = {"model": spec["name"]}
+    if "arch" in spec:
+        doc["arch"] = spec["arch"]
+    doc.update({
+        "vocab_size": fp32_doc["vocab_size"],
+        "dtype": "float32",
+        "quantization": "q8_0",
+        "seed": fp32_doc["seed"],
+        "generator": "scripts/make_quant_goldens.py",
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "attn_implementation": "eager",
+        "stop_token_ids": spec["specials"]["stop"],
+        "quantized_tensors_file": "quantized.json",
+    })
+    if routing is not None:
+        doc["min_router_margin"] = round(routing["min_router_margin"], 6)
+        doc["router_weights_below_one"] = round(routing["weights_below_one"], 6)
+    doc["cases"] = cases
+    write_json(gdir / "golden.json", doc)
+
+
+def write_json(path, doc):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def compact_json(path, doc):
+    """quantized.json: one line per block / tensor record keeps it short and diffable."""
+    lines = ["{"]
+    items = list(doc.items())
+    for i, (k, v) in enumerate(items):
+        sep = "," if i + 1 < len(items) else ""
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            inner = ",\n".join("  " + json.dumps(e) for e in v)
+            lines.append(f" {json.dumps(k)}: [\n{inner}\n ]{sep}")
+        else:
+            lines.append(f" {json.dumps(k)}: {json.dumps(v)}{sep}")
+    lines.append("}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def fp32_distance(results, fp32_doc, gdir32):
+    """Largest |quantized - unquantized| prompt logit relative to the row's largest magnitude:
+    must exceed the C test's tolerance, or a backend that ignored --quantization would pass."""
+    worst = 0.0
+    V = fp32_doc["vocab_size"]
+    for r, g in zip(results, fp32_doc["cases"]):
+        ref = np.fromfile(gdir32 / g["logits_file"], dtype="<f4").reshape(len(g["logit_rows"]), V)
+        q = r["logits32"][g["logit_rows"]].numpy()
+        scale = np.abs(ref).max(axis=1)
+        worst = max(worst, float((np.abs(q - ref).max(axis=1) / scale).max()))
+    return worst
+
+
+def weakest_steps(results, n=3):
+    """The n greedy steps with the smallest margin relative to their step row's largest |logit|
+    (the C test's tolerance is relative to that row): [(ratio, margin, row scale, case, step)]."""
+    steps = []
+    for r in results:
+        for i, (m, row) in enumerate(zip(r["margins32"], r["steps32"])):
+            sc = float(row.abs().max())
+            steps.append((m / sc, m, sc, r["case"]["name"], i))
+    return sorted(steps)[:n]
+
+
+def fp64_check(model, spec, results):
+    """Noise estimate: the same quantized weights in float64. Returns (largest |fp32 - fp64|
+    prompt or step logit relative to its row's largest magnitude, names of the cases whose fp64
+    greedy differs). A flip here means the golden's greedy sits within rounding noise."""
+    m64 = copy.deepcopy(model).to(torch.float64)
+    worst, flipped = 0.0, []
+    with torch.no_grad():
+        for r in results:
+            lg = m64(input_ids=r["ids"][None], use_cache=False).logits[0]
+            toks, steps = mf.generate_raw(m64, spec, r["ids"], r["case"]["max_new_tokens"])
+            for a, b in ((r["logits32"], lg), (r["steps32"], steps)):
+                n = min(a.shape[0], b.shape[0])
+                rel = (a[:n].double() - b[:n].double()).abs().amax(-1) / b[:n].double().abs().amax(-1)
+                worst = max(worst, float(rel.max()))
+            if toks != r["greedy32"]:
+                flipped.append(r["case"]["name"])
+    return worst, flipped
+
+
+def make_one(name, models_dir):
+    spec = spec_for(name)
+    mdir = models_dir / name
+    fp32_doc = json.loads((mdir / "golden" / "golden.json").read_text())
+    model = mf.load(mdir, torch.float32)
+    assert model.config.model_type == spec.get("arch", "phi3")
+    qdoc, worst_rel = quantize_model(model)
+    qdoc = {"model": name, **qdoc}
+    results = run_cases(model, spec, fp32_doc)
+    mm = mf.min_margin(results, "margins32")
+    routing = mf.routing_check(model, spec, results) if spec.get("arch") == "phimoe" else None
+    window = mf.window_check(model, spec, results)
+    spec_diff = mf.spec_check(model, results)
+    lr_info = mf.longrope_report(model, spec, results) if spec["config"].get("rope_scaling") else {}
+    gdir = mdir / "golden" / SUBDIR
+    shutil.rmtree(gdir, ignore_errors=True)
+    gdir.mkdir(parents=True)
+    write_quant_golden(spec, fp32_doc, gdir, results, lr_info, routing)
+    compact_json(gdir / "quantized.json", qdoc)
+    scale = max(float(r["logits32"].abs().max()) for r in results)
+    step_scale = max(float(r["steps32"].abs().max()) for r in results)
+    noise, flipped = fp64_check(model, spec, results)
+    info = {"min_margin": mm, "scale": max(scale, step_scale), "worst_rel": worst_rel,
+            "weakest": weakest_steps(results), "fp64_noise": noise, "fp64_flipped": flipped,
+            "tensors": len(qdoc["tensors"]), "skipped": qdoc["skipped"], "ties": qdoc["rounding_ties"],
+            "clamped": qdoc["blocks_clamped"], "routing": routing, "window": window,
+            "spec_diff": spec_diff, "vs_fp32": fp32_distance(results, fp32_doc, mdir / "golden"),
+            "greedy_changed": sum(r["greedy32"] != g["greedy"] for r, g in zip(results, fp32_doc["cases"])),
+            "recompute": {k: (v["reset_steps"][0] if v["reset_steps"] else None) for k, v in lr_info.items()},
+            "recompute32": {g["name"]: g.get("recompute_step") for g in fp32_doc["cases"] if "long_rope" in g}}
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Generate the Q8_0 goldens of the fixture models.")
+    ap.add_argument("--models", default=str(mf.REPO_ROOT / "tests" / "fixtures" / "models"))
+    ap.add_argument("--only", action="append", choices=MODEL_NAMES, help="just this model (repeatable)")
+    args = ap.parse_args()
+    if transformers.__version__ != mf.PINNED_TRANSFORMERS or not torch.__version__.startswith(mf.PINNED_TORCH):
+        log(f"WARNING: pinned transformers {mf.PINNED_TRANSFORMERS} / torch {mf.PINNED_TORCH}, running "
+            f"{transformers.__version__} / {torch.__version__}")
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    models_dir = Path(args.models)
+    summary = {}
+    warnings = []
+    for name in [m for m in MODEL_NAMES if not args.only or m in args.only]:
+        log(f"[{name}]")
+        s = summary[name] = make_one(name, models_dir)
+        for ratio, m, sc, cname, step in s["weakest"]:
+            if ratio < WARN_MARGIN_RTOL:
+                warnings.append(f"{name}: {cname} greedy step {step}: margin {m:.3e} is only {ratio:.2e} "
+                                f"of that row's largest |logit| {sc:.2f} (want >= {WARN_MARGIN_RTOL:g}"
+                                + (f"; BELOW the C test's tolerance {LOGIT_RTOL:g})" if ratio < LOGIT_RTOL else ")"))
+        if s["fp64_flipped"]:
+            warnings.append(f"{name}: greedy differs in float64 for {s['fp64_flipped']}")
+        if s["min_margin"] < mf.HARD_MIN_MARGIN:
+            warnings.append(f"{name}: min greedy margin {s['min_margin']:.3e} < {mf.HARD_MIN_MARGIN}")
+        if s["routing"] is not None and s["routing"]["min_router_margin"] < mf.HARD_MIN_ROUTER_MARGIN:
+            warnings.append(f"{name}: min router margin {s['routing']['min_router_margin']:.3e} "
+                            f"< {mf.HARD_MIN_ROUTER_MARGIN}")
+        if s["vs_fp32"] < 10 * LOGIT_RTOL:
+            warnings.append(f"{name}: quantized logits differ from the fp32 goldens by only "
+                            f"{s['vs_fp32']:.2e} of the row scale (tolerance {LOGIT_RTOL:g})")
+    log("[summary]")
+    for name, s in summary.items():
+        log(f"  {name}: {s['tensors']} tensors quantized (skipped: {s['skipped'] or 'none'}), "
+            f"max |deq - w| / max|w| {s['worst_rel']:.3e}, ties {s['ties']}, clamped blocks {s['clamped']}")
+        log(f"    min greedy margin {s['min_margin']:.6f} (logit scale {s['scale']:.2f}, ratio "
+            f"{s['min_margin'] / s['scale']:.2e}); prompt logits vs fp32 goldens up to {s['vs_fp32']:.2e} "
+            f"of the row scale; {s['greedy_changed']} case(s) with a different greedy sequence; "
+            f"independent forward max |diff| {s['spec_diff']:.1e}"
+            + (f"; window moves rows >= W by up to {s['window']:.3f}" if s["window"] else ""))
+        log(f"    weakest greedy steps (margin / row scale): "
+            + ", ".join(f"{c}[{i}] {m:.4f}/{sc:.1f} = {r:.2e}" for r, m, sc, c, i in s["weakest"]))
+        log(f"    float64 cross-check: logits differ by up to {s['fp64_noise']:.1e} of the row scale, "
+            f"greedy {'differs for ' + str(s['fp64_flipped']) if s['fp64_flipped'] else 'identical'}")
+        if s["routing"] is not None:
+            log(f"    min router margin {s['routing']['min_router_margin']:.6f}, routings with a weight "
+                f"< 1: {s['routing']['weights_below_one']:.3f}, all experts used: {s['routing']['all_experts_used']}")
+        if s["recompute"]:
+            log(f"    recompute_step q8_0 {s['recompute']} (fp32 {s['recompute32']})")
+    for w in warnings:
+        log(f"WARNING: {w}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

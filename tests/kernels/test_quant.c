@@ -1,0 +1,160 @@
+/* kern_quantize_q8_0 (kernels/quant.c) against hand-worked blocks: the scale rounded to fp16,
+ * quotients rounded half away from zero and clamped, zero blocks, every source dtype, each
+ * element within half a step of its value, and every input it must refuse. The matmul kernels
+ * that read the format are checked in test_ops.c; the whole quantized model in the golden
+ * suite. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "ops.h"
+
+#include "../test_util.h"
+
+#define B KERN_Q8_0_BLOCK
+#define BB KERN_Q8_0_BLOCK_BYTES
+
+static uint16_t scale_bits(const uint8_t *blk)
+{
+    return (uint16_t)(blk[0] | (blk[1] << 8));
+}
+
+static int8_t q_of(const uint8_t *blk, int i)
+{
+    return (int8_t)blk[2 + i];
+}
+
+/* A block whose largest magnitude is 127 has d = 1 exactly: q is x rounded, ties away. */
+static void test_rounding(void)
+{
+    float x[B] = {0};
+    x[0] = 127.0f;
+    x[1] = 2.5f;
+    x[2] = -2.5f;
+    x[3] = 0.5f;
+    x[4] = -0.5f;
+    x[5] = 0.49999997f;
+    x[6] = 1.5f;
+    x[7] = -126.5f;
+    uint8_t out[BB];
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, B, out) == KERN_OK, "d = 1 block");
+    CHECK(kern_f16_to_f32(scale_bits(out)) == 1.0f, "d = %g, want 1", (double)kern_f16_to_f32(scale_bits(out)));
+    static const int8_t want[8] = {127, 3, -3, 1, -1, 0, 2, -127};
+    for (int i = 0; i < 8; i++)
+        CHECK(q_of(out, i) == want[i], "q[%d] = %d, want %d", i, q_of(out, i), want[i]);
+    for (int i = 8; i < B; i++)
+        CHECK(q_of(out, i) == 0, "q[%d] of 0.0 = %d", i, q_of(out, i));
+}
+
+/* max|x| / 127 is not an fp16 value: d rounds to nearest even, and where it rounds down the
+ * largest quotient passes 127 and is clamped. */
+static void test_scale_and_clamp(void)
+{
+    float x[B];
+    for (int i = 0; i < B; i++)
+        x[i] = (float)(i - 16) * 0.01f;
+    x[31] = 1.0f;
+    uint8_t out[BB];
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, B, out) == KERN_OK, "ramp block");
+    uint16_t want_d = kern_f32_to_f16(1.0f / 127.0f);
+    CHECK(scale_bits(out) == want_d, "scale bits %04x, want %04x", scale_bits(out), want_d);
+    float d = kern_f16_to_f32(want_d);
+    for (int i = 0; i < B; i++) {
+        float deq = d * (float)q_of(out, i);
+        float lim = fminf(fmaxf(roundf(x[i] / d), -127.0f), 127.0f) * d;
+        CHECK(deq == lim, "element %d: %g, want %g", i, (double)deq, (double)lim);
+        CHECK(fabsf(deq - x[i]) <= 0.5f * d + 1e-7f || abs(q_of(out, i)) == 127,
+              "element %d off by more than half a step", i);
+    }
+    /* 1/127 in fp16 rounds down (0x2008 = 0.0078773...), so 1 / d > 127: clamped. */
+    CHECK(d < 1.0f / 127.0f && q_of(out, 31) == 127, "clamp: d %.9g, q %d", (double)d, q_of(out, 31));
+}
+
+/* Random rows in every source dtype: each element within half a step (or clamped), and the
+ * 16-bit sources give the bits their fp32 widening gives. */
+static void test_rows(void)
+{
+    enum { ROWS = 5, K = 4 * B };
+    float xf[ROWS * K];
+    uint16_t xb[ROWS * K], xh[ROWS * K];
+    uint32_t s = 12345;
+    for (int i = 0; i < ROWS * K; i++) {
+        s = s * 1664525u + 1013904223u;
+        float v = ((float)(s >> 8) / 16777216.0f - 0.5f) * (i % 64 < 32 ? 4.0f : 0.001f);
+        xb[i] = kern_f32_to_bf16(v);
+        xh[i] = kern_f32_to_f16(v);
+        xf[i] = v;
+    }
+    uint8_t qf[ROWS * K / B * BB], qb[sizeof qf], qh[sizeof qf], qw[sizeof qf];
+    CHECK(kern_quantize_q8_0(xf, KERN_DTYPE_F32, ROWS, K, qf) == KERN_OK, "f32 rows");
+    CHECK(kern_quantize_q8_0(xb, KERN_DTYPE_BF16, ROWS, K, qb) == KERN_OK, "bf16 rows");
+    CHECK(kern_quantize_q8_0(xh, KERN_DTYPE_F16, ROWS, K, qh) == KERN_OK, "f16 rows");
+    for (int i = 0; i < ROWS * K; i++) {
+        const uint8_t *blk = qf + (i / B) * BB;
+        float d = kern_f16_to_f32(scale_bits(blk));
+        float deq = d * (float)q_of(blk, i % B);
+        CHECK(fabsf(deq - xf[i]) <= 0.5f * d * 1.0001f || abs(q_of(blk, i % B)) == 127,
+              "f32 element %d: %g -> %g (d %g)", i, (double)xf[i], (double)deq, (double)d);
+    }
+    float wide[ROWS * K];
+    for (int i = 0; i < ROWS * K; i++)
+        wide[i] = kern_bf16_to_f32(xb[i]);
+    CHECK(kern_quantize_q8_0(wide, KERN_DTYPE_F32, ROWS, K, qw) == KERN_OK, "widened bf16");
+    CHECK(memcmp(qw, qb, sizeof qb) == 0, "bf16 source differs from its fp32 widening");
+    for (int i = 0; i < ROWS * K; i++)
+        wide[i] = kern_f16_to_f32(xh[i]);
+    CHECK(kern_quantize_q8_0(wide, KERN_DTYPE_F32, ROWS, K, qw) == KERN_OK, "widened f16");
+    CHECK(memcmp(qw, qh, sizeof qh) == 0, "f16 source differs from its fp32 widening");
+}
+
+static void test_zero_and_tiny(void)
+{
+    float x[2 * B] = {0};
+    x[B + 3] = 1e-30f; /* its scale underflows fp16: d = 0, every q = 0 */
+    x[B + 4] = -0.0f;
+    uint8_t out[2 * BB];
+    memset(out, 0xa5, sizeof out);
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_OK, "zero blocks");
+    for (int b = 0; b < 2; b++) {
+        CHECK(kern_f16_to_f32(scale_bits(out + b * BB)) == 0.0f, "block %d: d not 0", b);
+        for (int i = 0; i < B; i++)
+            CHECK(q_of(out + b * BB, i) == 0, "block %d q[%d] = %d", b, i, q_of(out + b * BB, i));
+    }
+}
+
+static void test_refused(void)
+{
+    float x[2 * B] = {0};
+    uint8_t out[2 * BB];
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, B + 1, out) == KERN_ERR_INVALID, "k not whole blocks");
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, -1, B, out) == KERN_ERR_INVALID, "negative rows");
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_Q8_0, 1, B, out) == KERN_ERR_INVALID, "q8_0 source");
+    CHECK(kern_quantize_q8_0(NULL, KERN_DTYPE_F32, 1, B, out) == KERN_ERR_INVALID, "NULL source");
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, B, NULL) == KERN_ERR_INVALID, "NULL destination");
+    x[B + 5] = NAN;
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_ERR_INVALID, "NaN weight");
+    x[B + 5] = -INFINITY;
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_ERR_INVALID, "Inf weight");
+    x[B + 5] = 127.0f * 65504.0f; /* d = 65504, the largest half: still fine */
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_OK, "largest scale");
+    x[B + 5] = 127.0f * 70000.0f; /* d overflows fp16 */
+    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_ERR_INVALID, "scale overflow");
+    CHECK(kern_dtype_row_bytes(KERN_DTYPE_Q8_0, 3 * B) == 3 * BB, "row bytes");
+    CHECK(kern_dtype_row_bytes(KERN_DTYPE_Q8_0, B + 1) == -1, "row bytes of a partial block");
+    CHECK(kern_dtype_row_bytes(KERN_DTYPE_Q8_0, INT64_MAX - 31) == -1, "row bytes overflow");
+    CHECK(kern_dtype_row_bytes(KERN_DTYPE_BF16, 7) == 14, "bf16 row bytes");
+    CHECK(strcmp(kern_dtype_name(KERN_DTYPE_Q8_0), "q8_0") == 0, "name");
+}
+
+int main(void)
+{
+    test_rounding();
+    test_scale_and_clamp();
+    test_rows();
+    test_zero_and_tiny();
+    test_refused();
+    return tu_finish("test_quant");
+}
