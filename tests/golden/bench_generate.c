@@ -1,6 +1,11 @@
 /* Benchmark (prints, never fails): greedy generation tokens/s on a model with the reference
- * kernels and with the fast CPU backend, and their ratio, measured in the same process.
- * Usage: bench_generate [MODEL_DIR] [PROMPT_LEN] [NEW_TOKENS] */
+ * kernels and with the fast CPU backend, and their ratio, measured in the same process. With
+ * q8_0 it compares instead the fast backend on the model as loaded and on a second copy
+ * quantized to Q8_0 (runs alternated, best of three; the reference is skipped, too slow for
+ * real sizes: scripts/make_bench_model.py writes a Phi-3-mini-shaped one).
+ * Usage: bench_generate [MODEL_DIR] [PROMPT_LEN] [NEW_TOKENS] [q8_0] */
+#include <math.h>
+#include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -16,7 +21,9 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Returns prefill seconds and total seconds of one greedy generation. */
+/* Times one greedy generation: *t_prefill is the prompt and the first token (a run of its
+ * own), *t_total a whole run of n_new tokens (prompt included). Decode speed is then the
+ * n_new - 1 later tokens over the difference (decode_rate). */
 static int run(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                const int32_t *prompt, int32_t n_prompt, int32_t n_new, double *t_prefill, double *t_total)
 {
@@ -43,6 +50,53 @@ static int run(const struct eng_model *m, const struct kern_ops *ops, struct ker
     return rc;
 }
 
+static double decode_rate(int32_t n_new, double t_prefill, double t_total)
+{
+    return n_new > 1 && t_total > t_prefill ? (n_new - 1) / (t_total - t_prefill) : 0.0;
+}
+
+/* The fast backend on m as loaded and on a Q8_0 copy, alternated three times, best kept. */
+static int bench_q8_0(const char *dir, struct eng_model *m, const int32_t *prompt,
+                      int32_t n_prompt, int32_t n_new)
+{
+    char err[512];
+    struct eng_model *q = NULL;
+    if (eng_model_load(dir, &q, err, sizeof err) != 0 ||
+        eng_model_quantize(q, ENG_QUANT_Q8_0, err, sizeof err) != 0) {
+        fprintf(stderr, "bench_generate: %s\n", err);
+        return 1;
+    }
+    struct kern_ops cpu;
+    kern_ops_init_ref(&cpu);
+    kern_ops_init_cpu(&cpu);
+    struct kern_ctx *ctx = kern_ctx_create_cpu(0);
+    double best[2][2] = {{1e30, 1e30}, {1e30, 1e30}};
+    for (int round = 0; round < 3; round++)
+        for (int v = 0; v < 2; v++) {
+            double tp, tt;
+            if (run(v ? q : m, &cpu, ctx, prompt, n_prompt, n_new, &tp, &tt)) {
+                fprintf(stderr, "bench_generate: generation failed\n");
+                return 1;
+            }
+            best[v][0] = fmin(best[v][0], tp);
+            best[v][1] = fmin(best[v][1], tt - tp);
+        }
+    printf("model %s: %lld layers, hidden %lld, vocab %lld, %s weights; prompt %d tokens, %d new "
+           "tokens; cpu backend, best of 3\n", dir, (long long)m->cfg.num_hidden_layers,
+           (long long)m->cfg.hidden_size, (long long)m->cfg.vocab_size,
+           kern_dtype_name(m->layers[0].o.dtype), n_prompt, n_new);
+    printf("%-10s %16s %16s %16s\n", "weights", "prefill tok/s", "decode tok/s", "weight GiB");
+    printf("%-10s %16.2f %16.2f %16.2f\n", kern_dtype_name(m->layers[0].o.dtype),
+           n_prompt / best[0][0], decode_rate(n_new, 0, best[0][1]),
+           (double)eng_model_weight_bytes(m) / (1 << 30));
+    printf("%-10s %16.2f %16.2f %16.2f\n", "q8_0", n_prompt / best[1][0],
+           decode_rate(n_new, 0, best[1][1]), (double)eng_model_weight_bytes(q) / (1 << 30));
+    printf("%-10s %15.2fx %15.2fx\n", "speed-up", best[0][0] / best[1][0], best[0][1] / best[1][1]);
+    kern_ctx_destroy(ctx);
+    eng_model_destroy(q);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : PHISERVE_DEMO_MODEL;
@@ -57,6 +111,12 @@ int main(int argc, char **argv)
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     for (int32_t i = 0; i < n_prompt; i++)
         prompt[i] = 5 + (int32_t)((i * 7919) % (m->cfg.vocab_size - 100 > 1 ? m->cfg.vocab_size - 100 : 1));
+    if (argc > 4 && strcmp(argv[4], "q8_0") == 0) {
+        int rc = bench_q8_0(dir, m, prompt, n_prompt, n_new);
+        free(prompt);
+        eng_model_destroy(m);
+        return rc;
+    }
 
     struct kern_ops ref, cpu;
     kern_ops_init_ref(&ref);
@@ -72,9 +132,10 @@ int main(int argc, char **argv)
            (long long)m->cfg.num_hidden_layers, (long long)m->cfg.hidden_size,
            (long long)m->cfg.vocab_size, n_prompt, n_new);
     printf("%-10s %16s %16s\n", "backend", "prefill tok/s", "decode tok/s");
-    printf("%-10s %16.1f %16.1f\n", "ref", n_prompt / rp, n_new / rt);
-    printf("%-10s %16.1f %16.1f\n", "cpu", n_prompt / cp, n_new / ct);
-    printf("%-10s %15.2fx %15.2fx\n", "speed-up", rp / cp, rt / ct);
+    printf("%-10s %16.1f %16.1f\n", "ref", n_prompt / rp, decode_rate(n_new, rp, rt));
+    printf("%-10s %16.1f %16.1f\n", "cpu", n_prompt / cp, decode_rate(n_new, cp, ct));
+    printf("%-10s %15.2fx %15.2fx\n", "speed-up", rp / cp,
+           decode_rate(n_new, cp, ct) / decode_rate(n_new, rp, rt));
     kern_ctx_destroy(ctx);
     free(prompt);
     eng_model_destroy(m);
