@@ -28,8 +28,8 @@ enum eng_err {
 struct eng_engine_options {
     const char *model_dir;        /* caller keeps during create */
     const char *device;           /* "cpu" (default when NULL), "ref" or "cuda" (GPU 0) */
-    const char *quantization;     /* weights quantized at load: "none" (default when NULL) or
-                                     "q8_0" (cpu and ref only; see eng_model_quantize) */
+    const char *quantization;     /* weights quantized at load: "none" (default when NULL),
+                                     "q8_0" or "q4_0" (cpu and ref only; eng_model_quantize) */
     int n_threads;                /* CPU threads; <= 0: all cores */
     int64_t kv_cache_bytes;       /* KV pool budget; <= 0: on the host 1 GiB capped to what max
                                      context needs, on cuda whatever gpu_memory_fraction leaves */

@@ -123,7 +123,7 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     enum eng_quant quant;
     if (eng_quant_parse(o->quantization, &quant) != 0)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
-                                   "unknown quantization '%s' (none or q8_0)", o->quantization);
+                                   "unknown quantization '%s' (none, q8_0 or q4_0)", o->quantization);
     if (quant != ENG_QUANT_NONE && strcmp(dev, "cuda") == 0)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
                                    "quantization %s runs on the cpu and ref devices; the CUDA "

@@ -78,6 +78,7 @@ struct eng_vision {
 enum eng_quant {
     ENG_QUANT_NONE = 0,
     ENG_QUANT_Q8_0 = 1, /* KERN_DTYPE_Q8_0: 8-bit values, one fp16 scale per 32 */
+    ENG_QUANT_Q4_0 = 2, /* KERN_DTYPE_Q4_0: 4-bit values, one fp16 scale per 32 */
 };
 
 struct eng_model {
@@ -130,12 +131,12 @@ int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t er
 int eng_model_upload(struct eng_model *model, const struct kern_ops *ops, struct kern_ctx *ctx,
                      char *err, size_t errlen);
 
-/* "none" (or NULL) and "q8_0" into *out; -1 for any other name. */
+/* "none" (or NULL), "q8_0" and "q4_0" into *out; -1 for any other name. */
 int eng_quant_parse(const char *name, enum eng_quant *out);
-/* "none" or "q8_0". */
+/* "none", "q8_0" or "q4_0". */
 const char *eng_quant_name(enum eng_quant q);
 
-/* Quantizes, in host memory, every matrix the matmul op reads: each decoder layer's qkv, o,
+/* Quantizes (Q8_0 or Q4_0), in host memory, every matrix the matmul op reads: each decoder layer's qkv, o,
  * gate_up and down projections (phimoe: q, k, v and o; its experts stay as loaded) and the
  * lm_head unless it is tied to the embedding. Norms, biases, router, embedding and the vision
  * tower are untouched. Call after eng_model_load, before eng_model_upload; the model owns the

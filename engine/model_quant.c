@@ -13,8 +13,8 @@ int eng_quant_parse(const char *name, enum eng_quant *out)
         *out = ENG_QUANT_NONE;
         return 0;
     }
-    if (strcmp(name, "q8_0") == 0) {
-        *out = ENG_QUANT_Q8_0;
+    if (strcmp(name, "q8_0") == 0 || strcmp(name, "q4_0") == 0) {
+        *out = name[1] == '8' ? ENG_QUANT_Q8_0 : ENG_QUANT_Q4_0;
         return 0;
     }
     return -1;
@@ -22,7 +22,7 @@ int eng_quant_parse(const char *name, enum eng_quant *out)
 
 const char *eng_quant_name(enum eng_quant q)
 {
-    return q == ENG_QUANT_Q8_0 ? "q8_0" : "none";
+    return q == ENG_QUANT_Q8_0 ? "q8_0" : q == ENG_QUANT_Q4_0 ? "q4_0" : "none";
 }
 
 /* The matrices a quantization covers, with their input width k (the row length). */
@@ -63,7 +63,7 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, char *err, size_t 
         snprintf(err, errlen, "model: quantize before importing the weights, and only once");
         return -1;
     }
-    const enum kern_dtype to = KERN_DTYPE_Q8_0;
+    const enum kern_dtype to = q == ENG_QUANT_Q8_0 ? KERN_DTYPE_Q8_0 : KERN_DTYPE_Q4_0;
     struct quant_target *t = calloc((size_t)(4 * m->cfg.num_hidden_layers + 1), sizeof *t);
     if (!t) {
         snprintf(err, errlen, "out of memory");
@@ -102,7 +102,7 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, char *err, size_t 
         if (!t[i].w)
             continue;
         size_t rows = t[i].w->n_bytes / ((size_t)t[i].k * kern_dtype_size(t[i].w->dtype));
-        if (kern_quantize_q8_0(t[i].w->data, t[i].w->dtype, (int64_t)rows, t[i].k, buf + at) !=
+        if (kern_quantize(t[i].w->data, t[i].w->dtype, (int64_t)rows, t[i].k, to, buf + at) !=
             KERN_OK) {
             snprintf(err, errlen, "model: a weight matrix of %zu x %lld cannot be quantized to "
                      "%s (a non-finite value, or a block scale beyond fp16)", rows,

@@ -12,6 +12,7 @@ size_t kern_dtype_size(enum kern_dtype dtype)
     case KERN_DTYPE_BF16:
         return 2;
     case KERN_DTYPE_Q8_0:
+    case KERN_DTYPE_Q4_0:
         return 0;
     }
     return 0;
@@ -22,9 +23,9 @@ int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n)
     int64_t out;
     if (n < 0)
         return -1;
-    if (dtype == KERN_DTYPE_Q8_0) {
-        if (n % KERN_Q8_0_BLOCK != 0 ||
-            __builtin_mul_overflow(n / KERN_Q8_0_BLOCK, KERN_Q8_0_BLOCK_BYTES, &out))
+    if (dtype == KERN_DTYPE_Q8_0 || dtype == KERN_DTYPE_Q4_0) {
+        int64_t block = dtype == KERN_DTYPE_Q8_0 ? KERN_Q8_0_BLOCK_BYTES : KERN_Q4_0_BLOCK_BYTES;
+        if (n % KERN_QBLOCK != 0 || __builtin_mul_overflow(n / KERN_QBLOCK, block, &out))
             return -1;
         return out;
     }
@@ -65,6 +66,8 @@ const char *kern_dtype_name(enum kern_dtype dtype)
         return "bf16";
     case KERN_DTYPE_Q8_0:
         return "q8_0";
+    case KERN_DTYPE_Q4_0:
+        return "q4_0";
     }
     return "invalid";
 }

@@ -12,20 +12,25 @@ extern "C" { /* the CUDA backend's .cu files are C++ */
 #endif
 
 /* Element types of weights and caches. Activations on the CPU backends are always fp32.
- * KERN_DTYPE_Q8_0 is a block format for matmul weights only (the CPU backends; see
- * kern_quantize_q8_0): each run of KERN_Q8_0_BLOCK elements of a row is stored as its scale d
- * (fp16, little-endian) followed by KERN_Q8_0_BLOCK int8 values q, element = d * q, exactly
- * in fp32. A row of k elements (k a multiple of KERN_Q8_0_BLOCK) takes
- * k / KERN_Q8_0_BLOCK * KERN_Q8_0_BLOCK_BYTES bytes; rows follow one another. */
+ * Q8_0 and Q4_0 are block formats for matmul weights only (the CPU backends; see
+ * kern_quantize): each run of KERN_QBLOCK elements of a row is stored as its scale d (fp16,
+ * little-endian) followed by its values, and every element is exact in fp32:
+ *  - Q8_0: KERN_QBLOCK int8 values q; element = d * q;
+ *  - Q4_0: KERN_QBLOCK / 2 bytes, byte j holding q_j in its low nibble and q_{j+16} in its
+ *    high nibble (0..15); element = d * (q - 8).
+ * A row of k elements (k a multiple of KERN_QBLOCK) takes k / KERN_QBLOCK blocks of
+ * kern_dtype_row_bytes(dtype, KERN_QBLOCK) bytes; rows follow one another. */
 enum kern_dtype {
     KERN_DTYPE_F32 = 0,
     KERN_DTYPE_F16 = 1,
     KERN_DTYPE_BF16 = 2,
     KERN_DTYPE_Q8_0 = 3,
+    KERN_DTYPE_Q4_0 = 4,
 };
-#define KERN_DTYPE_COUNT 4
-#define KERN_Q8_0_BLOCK 32
+#define KERN_DTYPE_COUNT 5
+#define KERN_QBLOCK 32
 #define KERN_Q8_0_BLOCK_BYTES 34
+#define KERN_Q4_0_BLOCK_BYTES 18
 
 /* Error codes returned by every op (0 on success). */
 enum kern_status {
@@ -37,22 +42,26 @@ enum kern_status {
     KERN_ERR_STALE = -5,       /* a graph refers to memory the backend has since replaced */
 };
 
-/* Size in bytes of one element of dtype; 0 for the block format Q8_0 (see kern_dtype_row_bytes). */
+/* Size in bytes of one element of dtype; 0 for the block formats (see kern_dtype_row_bytes). */
 size_t kern_dtype_size(enum kern_dtype dtype);
 /* Bytes of a row of n elements of dtype, or -1 when n < 0, when a block format's row is not
  * whole blocks, or on overflow. */
 int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n);
-/* Name ("f32", "f16", "bf16", "q8_0") for messages. */
+/* Name ("f32", "f16", "bf16", "q8_0", "q4_0") for messages. */
 const char *kern_dtype_name(enum kern_dtype dtype);
 
-/* Quantizes src [n_rows, k] (f32, f16 or bf16; k a multiple of KERN_Q8_0_BLOCK) into dst, which
- * holds n_rows * kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k) bytes. Per block of 32 values x
- * (widened to fp32): d = fp16(max|x| / 127) rounded to nearest even; q = x / d (fp32) rounded
- * half away from zero and clamped to [-127, 127]; all q = 0 when d is 0. Returns
- * KERN_ERR_INVALID (dst then undefined) for a bad shape or dtype, a non-finite value, or a
- * block whose scale overflows fp16. Plain C on the calling thread; not an op. */
-int kern_quantize_q8_0(const void *src, enum kern_dtype src_dtype, int64_t n_rows, int64_t k,
-                       void *dst);
+/* Quantizes src [n_rows, k] (f32, f16 or bf16; k a multiple of KERN_QBLOCK) into dst, which
+ * holds n_rows * kern_dtype_row_bytes(to, k) bytes, to being Q8_0 or Q4_0. Per block of 32
+ * values x (widened to fp32), with fp16() rounding to nearest even and round() rounding half
+ * away from zero, quotients in fp32:
+ *  - Q8_0: d = fp16(max|x| / 127); q = clamp(round(x / d), -127, 127);
+ *  - Q4_0: m = the first x of largest magnitude (sign kept); d = fp16(m / -8);
+ *    q = clamp(round(x / d) + 8, 0, 15) (so m itself is q = 0, i.e. -8 d);
+ * and every value is 0 (q = 0 or 8) when d is 0. Returns KERN_ERR_INVALID (dst then
+ * undefined) for a bad shape or dtype, a non-finite value, or a block whose scale overflows
+ * fp16. Plain C on the calling thread; not an op. */
+int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, int64_t k,
+                  enum kern_dtype to, void *dst);
 
 /* A recorded sequence of ops that a device backend replays with one call (a CUDA graph).
  * Opaque; made by kern_ops.graph_end. */
@@ -85,8 +94,8 @@ struct kern_rmsnorm_params {
 };
 
 /* matmul: y[m, n] (+)= x[m, k] @ W[n, k]^T, W stored row-major [n, k] in w_dtype (the
- * PyTorch nn.Linear layout). accumulate != 0 adds into y (used for the residual add). Q8_0
- * weights need k to be a multiple of KERN_Q8_0_BLOCK (the host backends only; CUDA returns
+ * PyTorch nn.Linear layout). accumulate != 0 adds into y (used for the residual add). Q8_0 and
+ * Q4_0 weights need k to be a multiple of KERN_QBLOCK (the host backends only; CUDA returns
  * KERN_ERR_UNSUPPORTED). */
 struct kern_matmul_params {
     const float *x;            /* [m, k], row stride ldx >= k */

@@ -1,4 +1,4 @@
-/* Weight quantization into the block formats of ops.h (Q8_0), done once at model load.
+/* Weight quantization into the block formats of ops.h (Q8_0, Q4_0), done once at model load.
  * Not an op: plain C on the caller's thread; the matmul kernels read what it writes. */
 #include <math.h>
 #include <string.h>
@@ -15,48 +15,70 @@ static float widen(const void *src, enum kern_dtype dt, int64_t i)
     return dt == KERN_DTYPE_BF16 ? kern_bf16_to_f32(h) : kern_f16_to_f32(h);
 }
 
-/* One block of KERN_Q8_0_BLOCK values; returns KERN_ERR_INVALID for a non-finite value or a
- * scale beyond fp16. */
-static int quantize_block(const float *x, uint8_t *out)
+/* The fp16 scale s / div (fp32 quotient, rounded to nearest even) into out[0..1] and *d; -1
+ * when it is not finite. */
+static int block_scale(float s, float div, uint8_t *out, float *d)
 {
-    float amax = 0.0f;
-    for (int i = 0; i < KERN_Q8_0_BLOCK; i++) {
-        if (!isfinite(x[i]))
-            return KERN_ERR_INVALID;
-        amax = fmaxf(amax, fabsf(x[i]));
-    }
-    uint16_t dh = kern_f32_to_f16(amax / 127.0f);
-    float d = kern_f16_to_f32(dh);
-    if (!isfinite(d))
-        return KERN_ERR_INVALID;
+    uint16_t dh = kern_f32_to_f16(s / div);
+    *d = kern_f16_to_f32(dh);
     out[0] = (uint8_t)(dh & 0xff);
     out[1] = (uint8_t)(dh >> 8);
-    for (int i = 0; i < KERN_Q8_0_BLOCK; i++) {
-        /* d rounded to fp16 may sit just below max|x| / 127: the quotient can pass 127. */
-        float q = d == 0.0f ? 0.0f : roundf(x[i] / d);
-        q = fminf(fmaxf(q, -127.0f), 127.0f);
-        out[2 + i] = (uint8_t)(int8_t)q;
+    return isfinite(*d) ? 0 : -1;
+}
+
+/* One block of KERN_QBLOCK finite values into out (ops.h's layouts); returns
+ * KERN_ERR_INVALID for a scale beyond fp16. */
+static int quantize_block(const float *x, enum kern_dtype to, uint8_t *out)
+{
+    float amax = 0.0f, m = 0.0f;
+    for (int i = 0; i < KERN_QBLOCK; i++)
+        if (fabsf(x[i]) > amax) { /* the first of the largest magnitudes */
+            amax = fabsf(x[i]);
+            m = x[i];
+        }
+    float d;
+    if (block_scale(to == KERN_DTYPE_Q8_0 ? amax : m, to == KERN_DTYPE_Q8_0 ? 127.0f : -8.0f,
+                    out, &d) != 0)
+        return KERN_ERR_INVALID;
+    for (int i = 0; i < KERN_QBLOCK; i++) {
+        /* d rounded to fp16 may sit just below max|x| / 127 (or 8): the quotient can pass
+         * the range and is clamped. */
+        float r = d == 0.0f ? 0.0f : roundf(x[i] / d);
+        if (to == KERN_DTYPE_Q8_0) {
+            out[2 + i] = (uint8_t)(int8_t)fminf(fmaxf(r, -127.0f), 127.0f);
+        } else {
+            uint8_t q = (uint8_t)fminf(fmaxf(r + 8.0f, 0.0f), 15.0f);
+            if (i < KERN_QBLOCK / 2)
+                out[2 + i] = q;
+            else
+                out[2 + i - KERN_QBLOCK / 2] |= (uint8_t)(q << 4);
+        }
     }
     return KERN_OK;
 }
 
-int kern_quantize_q8_0(const void *src, enum kern_dtype src_dtype, int64_t n_rows, int64_t k,
-                       void *dst)
+int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, int64_t k,
+                  enum kern_dtype to, void *dst)
 {
-    int64_t row_bytes = kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
+    int64_t row_bytes = kern_dtype_row_bytes(to, k);
     if (!src || !dst || n_rows < 0 || row_bytes < 0 ||
+        (to != KERN_DTYPE_Q8_0 && to != KERN_DTYPE_Q4_0) ||
         (src_dtype != KERN_DTYPE_F32 && src_dtype != KERN_DTYPE_F16 &&
          src_dtype != KERN_DTYPE_BF16))
         return KERN_ERR_INVALID;
     size_t es = kern_dtype_size(src_dtype);
+    size_t block_bytes = (size_t)kern_dtype_row_bytes(to, KERN_QBLOCK);
     for (int64_t r = 0; r < n_rows; r++) {
         const char *row = (const char *)src + (size_t)r * (size_t)k * es;
         uint8_t *out = (uint8_t *)dst + (size_t)r * (size_t)row_bytes;
-        for (int64_t b = 0; b < k / KERN_Q8_0_BLOCK; b++) {
-            float x[KERN_Q8_0_BLOCK];
-            for (int i = 0; i < KERN_Q8_0_BLOCK; i++)
-                x[i] = widen(row, src_dtype, b * KERN_Q8_0_BLOCK + i);
-            int rc = quantize_block(x, out + b * KERN_Q8_0_BLOCK_BYTES);
+        for (int64_t b = 0; b < k / KERN_QBLOCK; b++) {
+            float x[KERN_QBLOCK];
+            for (int i = 0; i < KERN_QBLOCK; i++) {
+                x[i] = widen(row, src_dtype, b * KERN_QBLOCK + i);
+                if (!isfinite(x[i]))
+                    return KERN_ERR_INVALID;
+            }
+            int rc = quantize_block(x, to, out + (size_t)b * block_bytes);
             if (rc)
                 return rc;
         }

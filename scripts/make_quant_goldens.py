@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-# make_quant_goldens.py: builds the transformers goldens for `--quantization q8_0` under
-# tests/fixtures/models/<model>/golden/q8_0/ for the gqa, mha-window, longrope and moe fixtures.
-# It does not build checkpoints (make_fixtures.py does) and is not part of the build or CI.
-"""Q8_0 goldens: the fixture checkpoint with its quantizable weights replaced by their Q8_0
+# make_quant_goldens.py: builds the transformers goldens for `--quantization q8_0` and `q4_0`
+# under tests/fixtures/models/<model>/golden/<format>/ for the gqa, mha-window, longrope and moe
+# fixtures. It does not build checkpoints (make_fixtures.py does) and is not part of the build or CI.
+"""Q8_0 / Q4_0 goldens: the fixture checkpoint with its quantizable weights replaced by their
 dequantized values, run in fp32 (eager) by transformers.
 
 For each model the checkpoint is loaded in fp32 exactly like make_fixtures.py loads it; the
-weights phiserve quantizes are cut per row into blocks of 32 and quantized (d = fp16(amax / 127),
-q = round-half-away-from-zero(x / d) clamped to [-127, 127]) and replaced in place by d * q; then
+weights phiserve quantizes are cut per row into blocks of 32 and quantized, then replaced in place
+by their dequantized values:
+  q8_0: d = fp16(amax / 127), q = round-half-away-from-zero(x / d) clamped to [-127, 127],
+        value d * q;
+  q4_0: m = the x with the largest |x| (the first one on ties, sign kept), d = fp16(m / -8),
+        q = round-half-away-from-zero(x / d) + 8 clamped to [0, 15] (all 8 when d == 0),
+        value (q - 8) * d; stored as fp16 d then 16 bytes, byte j = q[j] | q[j + 16] << 4;
+(fp32 divisions, fp16 round-to-nearest-even, rounding computed exactly in float64). Then
 the same cases as golden/golden.json (same prompt ids, rows, generation lengths) are run with
 make_fixtures.py's own functions: prompt logits, HF greedy generation with raw step logits,
 the LongRoPE cache-reset analysis (recompute_step), the MoE routing check, the window check and
@@ -19,16 +25,18 @@ the independent forward. Quantized tensors:
   both:  lm_head.weight unless tie_word_embeddings. A weight whose in_features is not a
          multiple of 32 stays as it is (printed).
 
-Writes into golden/q8_0/: golden.json (same schema as the fp32 one, "quantization": "q8_0", no
-bf16 keys), <case>.f32 (prompt rows) and <case>.steps.f32 (step logits), and quantized.json:
-per quantized tensor its shape, sum over blocks of float64(d) * sum(q) (every term is a multiple
-of 2^-24 and the total stays far below 2^29, so the float64 sum is exact in any order) and
-sum |q| (integer), plus the first two blocks of layer 0's first tensor verbatim (d as fp16 bits,
-the 32 q, the 32 source values) and the first blocks that hit a rounding tie and the clamp.
+Writes into golden/<format>/: golden.json (same schema as the fp32 one, "quantization": the
+format, no bf16 keys), <case>.f32 (prompt rows) and <case>.steps.f32 (step logits), and
+quantized.json: per quantized tensor its shape, sum over blocks of float64(d) * sum(q - z) (z the
+zero point: 0 for q8_0, 8 for q4_0; every term is a multiple of 2^-24 and the total stays far
+below 2^29, so the float64 sum is exact in any order) and sum |q - z| (integer), plus the first
+two blocks of layer 0's first tensor verbatim (d as fp16 bits, the 32 stored q, the 32 source
+values; for q4_0 also the 18 stored bytes as hex) and the first blocks that hit a rounding tie and
+the clamp (for q4_0 also the first block whose largest |x| occurs with both signs).
 
 Pinned environment as make_fixtures.py (python 3.11, torch 2.5.1 CPU, transformers 4.46.3).
 Usage (from the repository root; needs no network; deterministic, rerunnable):
-  python scripts/make_quant_goldens.py [--only gqa] [--models tests/fixtures/models]
+  python scripts/make_quant_goldens.py [--only gqa] [--format q4_0] [--models tests/fixtures/models]
 """
 
 import argparse
@@ -47,9 +55,10 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 MODEL_NAMES = ["gqa", "mha-window", "longrope", "moe"]
-QK = 32  # Q8_0 block length
-QMAX = 127
-SUBDIR = "q8_0"
+QK = 32  # block length of both formats
+QMAX = 127  # Q8_0: |q| <= 127
+Q4_ZERO = 8  # Q4_0: stored q in [0, 15], value (q - 8) * d
+Q4_MAX = 15
 # The C golden test's logit tolerance (tests/golden/test_golden.c LOGIT_RTOL): a greedy margin
 # under WARN_MARGIN_RTOL of the logit scale could flip within numerical noise.
 LOGIT_RTOL = 1e-4
@@ -76,9 +85,16 @@ def round_half_away(v):
     return torch.sign(v) * torch.floor(v.abs() + 0.5)
 
 
+def is_tie(v):
+    """Elementwise: v (fp32) sits exactly halfway between two integers."""
+    va = v.double().abs()
+    return (va - torch.floor(va)) == 0.5
+
+
 def quantize_q8_0(w):
     """w: fp32 [n, k], k % 32 == 0. Returns (d fp32 [n, k/32], d as fp16 [n, k/32],
-    q int8 [n, k/32, 32], dequantized fp32 [n, k], number of rounding ties, blocks clamped)."""
+    q int8 [n, k/32, 32], dequantized fp32 [n, k], number of rounding ties, blocks clamped,
+    per block masks [n, k/32] of (holds a tie, is clamped, largest |x| with both signs))."""
     assert w.dtype == torch.float32 and w.dim() == 2 and w.shape[1] % QK == 0, (w.dtype, w.shape)
     if not bool(torch.isfinite(w).all()):
         raise ValueError("non-finite weight")
@@ -96,23 +112,94 @@ def quantize_q8_0(w):
     assert np.array_equal(d32.numpy(), amax.numpy() / np.float32(QMAX))
     assert np.array_equal(v.numpy(), x.numpy() / np.where(zero.numpy(), np.float32(1), d.numpy())[..., None])
     r = round_half_away(v)
-    ties = int(((v.double().abs() - torch.floor(v.double().abs())) == 0.5).sum())
-    clamped = int((r.abs() > QMAX).any(dim=-1).sum())
+    tie = is_tie(v) & ~zero[..., None]
+    clamp = ((r.abs() > QMAX) & ~zero[..., None]).any(dim=-1)
     q = torch.where(zero[..., None], torch.zeros_like(r), r.clamp(-QMAX, QMAX)).to(torch.int8)
     deq = (d[..., None] * q.float()).reshape(n, k)
     # d has an 11-bit significand and |q| <= 127, so d * q is exact in fp32
     assert torch.equal(deq.double(), (d.double()[..., None] * q.double()).reshape(n, k))
-    return d, d16, q, deq, ties, clamped
+    return d, d16, q, deq, int(tie.sum()), int(clamp.sum()), tie.any(dim=-1), clamp, None
+
+
+def quantize_q4_0(w):
+    """w: fp32 [n, k], k % 32 == 0. Returns as quantize_q8_0, with q uint8 [n, k/32, 32] the
+    stored values 0..15 (value (q - 8) * d) and the third mask filled."""
+    assert w.dtype == torch.float32 and w.dim() == 2 and w.shape[1] % QK == 0, (w.dtype, w.shape)
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("non-finite weight")
+    n, k = w.shape
+    x = w.reshape(n, k // QK, QK)
+    ax = x.abs()
+    # torch.argmax returns the first index of the maximum (== the strict '>' scan from i = 0)
+    idx = ax.argmax(dim=-1, keepdim=True)
+    assert np.array_equal(idx[..., 0].numpy(), np.argmax(ax.numpy(), axis=-1))
+    m = torch.gather(x, -1, idx)[..., 0]
+    d32 = m / torch.tensor(-8.0, dtype=torch.float32)
+    d16 = d32.to(torch.float16)  # round to nearest even
+    if not bool(torch.isfinite(d16).all()):
+        raise ValueError("block scale overflows fp16")
+    d = d16.to(torch.float32)
+    zero = d == 0
+    v = x / torch.where(zero, torch.ones_like(d), d)[..., None]
+    assert np.array_equal(d32.numpy(), m.numpy() / np.float32(-8.0))
+    assert np.array_equal(v.numpy(), x.numpy() / np.where(zero.numpy(), np.float32(1), d.numpy())[..., None])
+    r = round_half_away(v) + Q4_ZERO
+    tie = is_tie(v) & ~zero[..., None]
+    clamp = (((r < 0) | (r > Q4_MAX)) & ~zero[..., None]).any(dim=-1)
+    q = torch.where(zero[..., None], torch.full_like(r, Q4_ZERO), r.clamp(0, Q4_MAX)).to(torch.uint8)
+    deq = (d[..., None] * (q.float() - Q4_ZERO)).reshape(n, k)
+    # d has an 11-bit significand and |q - 8| <= 8, so (q - 8) * d is exact in fp32
+    assert torch.equal(deq.double(), (d.double()[..., None] * (q.double() - Q4_ZERO)).reshape(n, k))
+    amax = ax.amax(dim=-1, keepdim=True)
+    sign_tie = ((x == amax).any(dim=-1) & (x == -amax).any(dim=-1)) & (amax[..., 0] > 0)
+    return d, d16, q, deq, int(tie.sum()), int(clamp.sum()), tie.any(dim=-1), clamp, sign_tie
+
+
+def pack_q4_0(d16, q):
+    """The 18 stored bytes of one block: fp16 d little-endian, then byte j = q[j] | q[j+16] << 4."""
+    qs = q.tolist()
+    assert len(qs) == QK and all(0 <= t <= Q4_MAX for t in qs)
+    return fp16_bits(d16).to_bytes(2, "little") + bytes(qs[j] | (qs[j + 16] << 4) for j in range(16))
+
+
+FORMATS = {
+    "q8_0": {
+        "quantize": quantize_q8_0, "zero": 0, "doc": {},
+        "algorithm": "per row, blocks of 32: d = fp16_rne(amax / 127) (fp32 division); "
+                     "q = clamp(round_half_away(x / d), -127, 127) (fp32 division), q = 0 if "
+                     "d == 0; dequantized = d * q",
+        "checksums": "sum_d_times_q = sum over blocks of float64(d) * sum(q) (exact in float64 "
+                     "in any summation order); sum_abs_q = sum of |q| over the tensor",
+    },
+    "q4_0": {
+        "quantize": quantize_q4_0, "zero": Q4_ZERO, "doc": {"block_bytes": 2 + QK // 2},
+        "algorithm": "per row, blocks of 32: m = the x with the largest |x| (first index on ties, "
+                     "sign kept); d = fp16_rne(m / -8) (fp32 division); q = clamp(round_half_away("
+                     "x / d) + 8, 0, 15) (fp32 division), q = 8 if d == 0; dequantized = (q - 8) * d; "
+                     "stored as fp16 d (little-endian) then 16 bytes, byte j = q[j] | q[j + 16] << 4",
+        "checksums": "sum_d_times_q = sum over blocks of float64(d) * sum(q - 8) (exact in float64 "
+                     "in any summation order); sum_abs_q = sum of |q - 8| over the tensor; q in "
+                     "the block records is the stored value 0..15",
+    },
+}
 
 
 def fp16_bits(h):
     return int(h.view(torch.int16).item()) & 0xFFFF
 
 
-def block_record(name, d16, q, x, row, blk):
-    return {"tensor": name, "row": row, "block": blk, "d_fp16_bits": fp16_bits(d16[row, blk]),
-            "d": float(d16[row, blk].float()), "q": q[row, blk].tolist(),
-            "x": [float(t) for t in x[row, blk * QK:(blk + 1) * QK].tolist()]}
+def block_record(fmt, name, d16, q, x, row, blk):
+    rec = {"tensor": name, "row": row, "block": blk, "d_fp16_bits": fp16_bits(d16[row, blk]),
+           "d": float(d16[row, blk].float()), "q": q[row, blk].tolist(),
+           "x": [float(t) for t in x[row, blk * QK:(blk + 1) * QK].tolist()]}
+    if fmt == "q4_0":
+        rec["bytes_hex"] = pack_q4_0(d16[row, blk], q[row, blk]).hex()
+    return rec
+
+
+def first_block(mask):
+    """(row, block) of the first True in a [n, k/32] mask, row-major."""
+    return torch.nonzero(mask)[0].tolist()
 
 
 def quant_targets(model):
@@ -128,13 +215,14 @@ def quant_targets(model):
     return names
 
 
-def quantize_model(model):
-    """Replaces the target weights of model in place by their Q8_0 dequantized values. Returns
+def quantize_model(model, fmt):
+    """Replaces the target weights of model in place by their fmt dequantized values. Returns
     (quantized.json document, worst max|deq - w| / max|w| over the tensors)."""
+    fdef = FORMATS[fmt]
     params = dict(model.named_parameters())
     tensors, skipped = [], []
     ties = clamped = 0
-    tie_block = clamp_block = first_blocks = None
+    tie_block = clamp_block = first_blocks = sign_tie_block = None
     worst_rel = 0.0
     for name in quant_targets(model):
         p = params[name]
@@ -143,10 +231,11 @@ def quantize_model(model):
             log(f"  NOT quantized (in_features {w.shape[1]} % {QK} != 0): {name}")
             skipped.append(name)
             continue
-        d, d16, q, deq, n_ties, n_clamped = quantize_q8_0(w)
+        d, d16, q, deq, n_ties, n_clamped, tie_mask, clamp_mask, sign_mask = fdef["quantize"](w)
+        qv = q.long() - fdef["zero"]  # the signed quantized values
         # Exact checksum: fp16 d is a multiple of 2^-24, so d * sum(q) * 2^24 is an integer.
         d_units = (d.double() * 2.0 ** 24).tolist()
-        qsum = q.long().sum(dim=-1).tolist()
+        qsum = qv.sum(dim=-1).tolist()
         total = 0
         bound = 0
         for du_row, qs_row in zip(d_units, qsum):
@@ -161,33 +250,31 @@ def quantize_model(model):
         rel = float((deq - w).abs().max()) / float(w.abs().max())
         worst_rel = max(worst_rel, rel)
         tensors.append({"name": name, "shape": list(w.shape), "blocks": int(q.shape[0] * q.shape[1]),
-                        "sum_d_times_q": sum_dq, "sum_abs_q": int(q.long().abs().sum()),
+                        "sum_d_times_q": sum_dq, "sum_abs_q": int(qv.abs().sum()),
                         "rounding_ties": n_ties, "blocks_clamped": n_clamped,
                         "max_rel_err": float(f"{rel:.6e}")})
         if first_blocks is None:
-            first_blocks = [block_record(name, d16, q, w, 0, b) for b in range(2)]
+            first_blocks = [block_record(fmt, name, d16, q, w, 0, b) for b in range(2)]
         if tie_block is None and n_ties:
-            va = (w.reshape(q.shape) / d[..., None]).double().abs()
-            hit = torch.nonzero(((va - torch.floor(va)) == 0.5).any(dim=-1))[0].tolist()
-            tie_block = block_record(name, d16, q, w, *hit)
+            tie_block = block_record(fmt, name, d16, q, w, *first_block(tie_mask))
         if clamp_block is None and n_clamped:
-            va = (w.reshape(q.shape) / d[..., None]).double().abs()
-            hit = torch.nonzero((torch.floor(va + 0.5) > QMAX).any(dim=-1))[0].tolist()
-            clamp_block = block_record(name, d16, q, w, *hit)
+            clamp_block = block_record(fmt, name, d16, q, w, *first_block(clamp_mask))
+        if sign_tie_block is None and sign_mask is not None and bool(sign_mask.any()):
+            sign_tie_block = block_record(fmt, name, d16, q, w, *first_block(sign_mask))
         ties += n_ties
         clamped += n_clamped
         with torch.no_grad():
             p.copy_(deq)
-    doc = {"format": "q8_0", "block_size": QK,
-           "algorithm": "per row, blocks of 32: d = fp16_rne(amax / 127) (fp32 division); "
-                        "q = clamp(round_half_away(x / d), -127, 127) (fp32 division), q = 0 if "
-                        "d == 0; dequantized = d * q",
-           "checksums": "sum_d_times_q = sum over blocks of float64(d) * sum(q) (exact in float64 "
-                        "in any summation order); sum_abs_q = sum of |q| over the tensor",
+    doc = {"format": fmt, "block_size": QK, **fdef["doc"],
+           "algorithm": fdef["algorithm"], "checksums": fdef["checksums"],
            "tie_word_embeddings": bool(model.config.tie_word_embeddings),
            "skipped": skipped, "rounding_ties": ties, "blocks_clamped": clamped,
            "first_blocks": first_blocks, "first_tie_block": tie_block,
-           "first_clamped_block": clamp_block, "tensors": tensors}
+           "first_clamped_block": clamp_block}
+    if fmt == "q4_0":
+        # a block whose largest |x| occurs as +a and -a: the first one decides d's sign
+        doc["first_sign_tie_block"] = sign_tie_block
+    doc["tensors"] = tensors
     return doc, worst_rel
 
 
@@ -213,7 +300,7 @@ def run_cases(model, spec, fp32_doc):
     return results
 
 
-def write_quant_golden(spec, fp32_doc, gdir, results, lr_info, routing):
+def write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing):
     """golden.json and logits files with make_fixtures.write_golden's schema minus the bf16 keys."""
     cases = []
     stop = set(spec["specials"]["stop"])
@@ -252,7 +339,7 @@ def write_quant_golden(spec, fp32_doc, gdir, results, lr_info, routing):
     doc.update({
         "vocab_size": fp32_doc["vocab_size"],
         "dtype": "float32",
-        "quantization": "q8_0",
+        "quantization": fmt,
         "seed": fp32_doc["seed"],
         "generator": "scripts/make_quant_goldens.py",
         "transformers_version": transformers.__version__,
@@ -332,13 +419,13 @@ def fp64_check(model, spec, results):
     return worst, flipped
 
 
-def make_one(name, models_dir):
+def make_one(name, models_dir, fmt):
     spec = spec_for(name)
     mdir = models_dir / name
     fp32_doc = json.loads((mdir / "golden" / "golden.json").read_text())
     model = mf.load(mdir, torch.float32)
     assert model.config.model_type == spec.get("arch", "phi3")
-    qdoc, worst_rel = quantize_model(model)
+    qdoc, worst_rel = quantize_model(model, fmt)
     qdoc = {"model": name, **qdoc}
     results = run_cases(model, spec, fp32_doc)
     mm = mf.min_margin(results, "margins32")
@@ -346,10 +433,10 @@ def make_one(name, models_dir):
     window = mf.window_check(model, spec, results)
     spec_diff = mf.spec_check(model, results)
     lr_info = mf.longrope_report(model, spec, results) if spec["config"].get("rope_scaling") else {}
-    gdir = mdir / "golden" / SUBDIR
+    gdir = mdir / "golden" / fmt
     shutil.rmtree(gdir, ignore_errors=True)
     gdir.mkdir(parents=True)
-    write_quant_golden(spec, fp32_doc, gdir, results, lr_info, routing)
+    write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing)
     compact_json(gdir / "quantized.json", qdoc)
     scale = max(float(r["logits32"].abs().max()) for r in results)
     step_scale = max(float(r["steps32"].abs().max()) for r in results)
@@ -366,9 +453,11 @@ def make_one(name, models_dir):
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Generate the Q8_0 goldens of the fixture models.")
+    ap = argparse.ArgumentParser(description="Generate the Q8_0 / Q4_0 goldens of the fixture models.")
     ap.add_argument("--models", default=str(mf.REPO_ROOT / "tests" / "fixtures" / "models"))
     ap.add_argument("--only", action="append", choices=MODEL_NAMES, help="just this model (repeatable)")
+    ap.add_argument("--format", action="append", choices=list(FORMATS),
+                    help="just this format (repeatable; default: all)")
     args = ap.parse_args()
     if transformers.__version__ != mf.PINNED_TRANSFORMERS or not torch.__version__.startswith(mf.PINNED_TORCH):
         log(f"WARNING: pinned transformers {mf.PINNED_TRANSFORMERS} / torch {mf.PINNED_TORCH}, running "
@@ -378,9 +467,13 @@ def main():
     models_dir = Path(args.models)
     summary = {}
     warnings = []
-    for name in [m for m in MODEL_NAMES if not args.only or m in args.only]:
+    jobs = [(m, f) for f in FORMATS if not args.format or f in args.format
+            for m in MODEL_NAMES if not args.only or m in args.only]
+    for mname, fmt in jobs:
+        name = f"{mname} {fmt}"
         log(f"[{name}]")
-        s = summary[name] = make_one(name, models_dir)
+        s = summary[name] = make_one(mname, models_dir, fmt)
+        s["format"] = fmt
         for ratio, m, sc, cname, step in s["weakest"]:
             if ratio < WARN_MARGIN_RTOL:
                 warnings.append(f"{name}: {cname} greedy step {step}: margin {m:.3e} is only {ratio:.2e} "
@@ -413,7 +506,7 @@ def main():
             log(f"    min router margin {s['routing']['min_router_margin']:.6f}, routings with a weight "
                 f"< 1: {s['routing']['weights_below_one']:.3f}, all experts used: {s['routing']['all_experts_used']}")
         if s["recompute"]:
-            log(f"    recompute_step q8_0 {s['recompute']} (fp32 {s['recompute32']})")
+            log(f"    recompute_step {s['format']} {s['recompute']} (fp32 {s['recompute32']})")
     for w in warnings:
         log(f"WARNING: {w}")
     return 0

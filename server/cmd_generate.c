@@ -47,7 +47,7 @@ static void usage(FILE *f)
             "  --ignore-eos         keep generating past the model's end-of-sequence ids\n"
             "  --device cpu|ref|cuda  fast CPU backend (default), the plain C reference, or GPU 0\n"
             "  --threads N          CPU threads (default: all cores)\n"
-            "  --quantization none|q8_0  quantize the weight matrices at load (cpu and ref)\n"
+            "  --quantization none|q8_0|q4_0  quantize the weight matrices at load (cpu, ref)\n"
             "  --dump-logits FILE   write the logits of every step as raw float32 [steps, vocab]\n"
             "  -h, --help           this text\n");
 }
@@ -128,7 +128,7 @@ int srv_cmd_generate(int argc, char **argv)
         case 'l': dump_path = optarg; break;
         case 'q':
             if (eng_quant_parse(optarg, &quant) != 0) {
-                fprintf(stderr, "error: --quantization: expected none or q8_0\n");
+                fprintf(stderr, "error: --quantization: expected none, q8_0 or q4_0\n");
                 return 2;
             }
             break;

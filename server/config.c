@@ -31,7 +31,7 @@ static const struct opt opts[] = {
     {"served-model-name", OPT_STR, OFF(served_model_name), 0, 0, "NAME", "model id in the API (default: the model directory's name)"},
     {"chat-template", OPT_STR, OFF(chat_template), 0, 0, "FILE", "Jinja chat template overriding the model's"},
     {"device", OPT_STR, OFF(device), 0, 0, "cpu|ref|cuda", "compute backend (default cpu; cuda: GPU 0)"},
-    {"quantization", OPT_STR, OFF(quantization), 0, 0, "none|q8_0", "quantize the weight matrices at load: q8_0 = 8-bit values with an fp16 scale per 32 (cpu and ref devices; default none)"},
+    {"quantization", OPT_STR, OFF(quantization), 0, 0, "none|q8_0|q4_0", "quantize the weight matrices at load: q8_0 / q4_0 = 8-bit / 4-bit values with an fp16 scale per 32 (cpu and ref devices; default none)"},
     {"gpu-memory-fraction", OPT_FRACTION, OFF(gpu_memory_fraction), 0, 0, "F", "share of GPU memory for weights, activations and KV cache (default 0.9)"},
     {"threads", OPT_INT, OFF(threads), 0, 4096, "N", "CPU threads (default 0: all cores)"},
     {"kv-cache-memory", OPT_BYTES, OFF(kv_cache_memory), 0, INT64_MAX, "BYTES", "KV-cache budget, e.g. 512M or 4G (default: engine's)"},
@@ -449,7 +449,7 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
         return fail(&L, "--served-model-name must not be empty");
     enum eng_quant quant;
     if (eng_quant_parse(cfg->quantization, &quant) != 0)
-        return fail(&L, "--quantization: expected none or q8_0, not '%s'", cfg->quantization);
+        return fail(&L, "--quantization: expected none, q8_0 or q4_0, not '%s'", cfg->quantization);
     return 0;
 }
 

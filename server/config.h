@@ -25,7 +25,7 @@ struct srv_config {
     char *chat_template;          /* a Jinja file overriding the model's template; NULL: none */
     /* engine (see engine.h struct eng_engine_options) */
     char *device;                 /* cpu, ref or cuda */
-    char *quantization;           /* none or q8_0 (weights quantized at load) */
+    char *quantization;           /* none, q8_0 or q4_0 (weights quantized at load) */
     double gpu_memory_fraction;   /* cuda: share of the GPU's memory to use, default 0.9 */
     int64_t threads;
     int64_t kv_cache_memory;      /* bytes; 0: engine default */

@@ -17,7 +17,7 @@
 #define MM_NB_DIRECT 16
 #define MM_NB 64
 #define MM_KC 1024
-_Static_assert(MM_KC % KERN_Q8_0_BLOCK == 0, "Q8_0 panels start on a block");
+_Static_assert(MM_KC % KERN_QBLOCK == 0, "block-format panels start on a block");
 #define MM_MB 256
 /* Below this many multiply-adds the wake-up of the pool costs more than it saves. */
 #define MM_SERIAL_WORK (1 << 16)
@@ -74,9 +74,9 @@ static void mm_task(void *arg, int64_t task, int thread)
             float *buf = job->scratch + (int64_t)thread * MM_NB * MM_KC;
             const char *row = (const char *)p->w + (size_t)j0 * (size_t)job->w_row_bytes;
             for (int64_t r = 0; r < nb; r++, row += job->w_row_bytes) {
-                if (p->w_dtype == KERN_DTYPE_Q8_0) /* kc is a multiple of the block */
-                    job->isa->q8_0_to_f32(row + kc / KERN_Q8_0_BLOCK * KERN_Q8_0_BLOCK_BYTES,
-                                          buf + r * len, len);
+                if (job->isa->block_to_f32[p->w_dtype]) /* kc is a multiple of the block */
+                    job->isa->block_to_f32[p->w_dtype](
+                        row + kern_dtype_row_bytes(p->w_dtype, kc), buf + r * len, len);
                 else if (p->w_dtype == KERN_DTYPE_BF16)
                     job->isa->bf16_to_f32((const uint16_t *)row + kc, buf + r * len, len);
                 else

@@ -79,37 +79,105 @@ SIMD_INLINE void simd_i8_to_f32(const int8_t *p, simd_vf *out)
 }
 #endif
 
-/* The scale of a Q8_0 block (ops.h), widened to fp32: one instruction with F16C (the x86
+/* SIMD_L 4-bit values of a Q4_0 block minus 8, widened to fp32: the low nibbles of the
+ * SIMD_L bytes at p, or their high nibbles. */
+#if SIMD_L == 16 && defined(__AVX512F__)
+SIMD_INLINE void simd_u4_to_f32(const uint8_t *p, int high, simd_vf *out)
+{
+    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    v = high ? _mm512_srli_epi32(v, 4) : _mm512_and_si512(v, _mm512_set1_epi32(15));
+    __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(8)));
+    memcpy(out, &f, sizeof *out);
+}
+#elif SIMD_L == 8 && defined(__AVX2__)
+SIMD_INLINE void simd_u4_to_f32(const uint8_t *p, int high, simd_vf *out)
+{
+    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    v = high ? _mm256_srli_epi32(v, 4) : _mm256_and_si256(v, _mm256_set1_epi32(15));
+    __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(v, _mm256_set1_epi32(8)));
+    memcpy(out, &f, sizeof *out);
+}
+#else
+SIMD_INLINE void simd_u4_to_f32(const uint8_t *p, int high, simd_vf *out)
+{
+    for (int l = 0; l < SIMD_L; l++)
+        (*out)[l] = (float)((high ? p[l] >> 4 : p[l] & 15) - 8);
+}
+#endif
+
+/* SIMD_L Q4_0 weights d (q - 8) of one block: the low nibbles of the SIMD_L bytes at p, or
+ * their high nibbles. With AVX-512 they are looked up in the block's table d * (-8 .. 7)
+ * (simd_q4_table; one permute instead of a subtraction, a conversion and a multiply, and the
+ * same exact products); elsewhere computed, the table unused. */
+#if SIMD_L == 16 && defined(__AVX512F__)
+SIMD_INLINE void simd_q4_table(float d, simd_vf *tab)
+{
+    static const float steps[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+    memcpy(tab, steps, sizeof *tab);
+    *tab *= d;
+}
+SIMD_INLINE void simd_q4_weights(const uint8_t *p, int high, float d, const simd_vf *tab,
+                                 simd_vf *out)
+{
+    (void)d;
+    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    v = high ? _mm512_srli_epi32(v, 4) : _mm512_and_si512(v, _mm512_set1_epi32(15));
+    __m512 t;
+    memcpy(&t, tab, sizeof t);
+    __m512 f = _mm512_permutexvar_ps(v, t);
+    memcpy(out, &f, sizeof *out);
+}
+#else
+SIMD_INLINE void simd_q4_table(float d, simd_vf *tab)
+{
+    *tab = (simd_vf){0} + d;
+}
+SIMD_INLINE void simd_q4_weights(const uint8_t *p, int high, float d, const simd_vf *tab,
+                                 simd_vf *out)
+{
+    (void)tab;
+    simd_u4_to_f32(p, high, out);
+    *out *= d;
+}
+#endif
+
+/* The scale of a Q8_0 or Q4_0 block (ops.h), widened to fp32: one instruction with F16C (the x86
  * builds' targets include it), else dtype.h's exact conversion. */
 #if defined(__F16C__)
-SIMD_INLINE float simd_q8_0_scale(const uint8_t *blk)
+SIMD_INLINE float simd_block_scale(const uint8_t *blk)
 {
     return _cvtsh_ss((unsigned short)(blk[0] | (blk[1] << 8)));
 }
 #else
-SIMD_INLINE float simd_q8_0_scale(const uint8_t *blk)
+SIMD_INLINE float simd_block_scale(const uint8_t *blk)
 {
     return kern_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
 }
 #endif
 
-/* Byte offset of element i of an array of dt; for Q8_0, of the block holding it. */
+/* Byte offset of element i of an array of dt; for a block format, of the block holding it. */
 SIMD_INLINE size_t simd_w_bytes(enum kern_dtype dt, int64_t i)
 {
     if (dt == KERN_DTYPE_Q8_0)
-        return (size_t)((uint64_t)i / KERN_Q8_0_BLOCK) * KERN_Q8_0_BLOCK_BYTES;
+        return (size_t)((uint64_t)i / KERN_QBLOCK) * KERN_Q8_0_BLOCK_BYTES;
+    if (dt == KERN_DTYPE_Q4_0)
+        return (size_t)((uint64_t)i / KERN_QBLOCK) * KERN_Q4_0_BLOCK_BYTES;
     return (size_t)i * (dt == KERN_DTYPE_F32 ? 4 : 2);
 }
 
 /* SIMD_L weights starting at element i of w, widened to fp32. dt is a compile-time constant
  * after inlining, so each instantiation keeps only its own branch. A Q8_0 vector never
- * straddles blocks (SIMD_L divides KERN_Q8_0_BLOCK and i is a multiple of SIMD_L). */
+ * straddles blocks (SIMD_L divides KERN_QBLOCK and i is a multiple of SIMD_L). */
 SIMD_INLINE void simd_load_w(enum kern_dtype dt, const void *w, int64_t i, simd_vf *out)
 {
-    if (dt == KERN_DTYPE_Q8_0) {
+    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
         const uint8_t *blk = (const uint8_t *)w + simd_w_bytes(dt, i);
-        simd_i8_to_f32((const int8_t *)(blk + 2 + (uint64_t)i % KERN_Q8_0_BLOCK), out);
-        *out *= simd_q8_0_scale(blk);
+        int e = (int)((uint64_t)i % KERN_QBLOCK);
+        if (dt == KERN_DTYPE_Q8_0)
+            simd_i8_to_f32((const int8_t *)(blk + 2 + e), out);
+        else
+            simd_u4_to_f32(blk + 2 + e % (KERN_QBLOCK / 2), e >= KERN_QBLOCK / 2, out);
+        *out *= simd_block_scale(blk);
         return;
     }
     if (dt == KERN_DTYPE_F32) {
@@ -139,9 +207,13 @@ SIMD_INLINE void simd_load_w(enum kern_dtype dt, const void *w, int64_t i, simd_
 
 SIMD_INLINE float simd_load_w1(enum kern_dtype dt, const void *w, int64_t i)
 {
-    if (dt == KERN_DTYPE_Q8_0) {
+    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
         const uint8_t *blk = (const uint8_t *)w + simd_w_bytes(dt, i);
-        return simd_q8_0_scale(blk) * (float)(int8_t)blk[2 + i % KERN_Q8_0_BLOCK];
+        int e = (int)((uint64_t)i % KERN_QBLOCK);
+        if (dt == KERN_DTYPE_Q8_0)
+            return simd_block_scale(blk) * (float)(int8_t)blk[2 + e];
+        int q = e < KERN_QBLOCK / 2 ? blk[2 + e] & 15 : blk[2 + e - KERN_QBLOCK / 2] >> 4;
+        return simd_block_scale(blk) * (float)(q - 8);
     }
     if (dt == KERN_DTYPE_F32)
         return ((const float *)w)[i];
@@ -186,34 +258,43 @@ SIMD_INLINE void simd_tile(enum kern_dtype dt, int mr, int nr, const float *x, i
     }
 }
 
-/* simd_tile for Q8_0 weights (len and ldw multiples of KERN_Q8_0_BLOCK): the same products
- * summed in the same order as simd_tile (so the same bits as a Q8_0 row widened into an fp32
- * panel first), with each block's scale widened once for its SIMD_L-lane vectors. */
-SIMD_INLINE void simd_tile_q8_0(int mr, int nr, const float *x, int64_t ldx, const void *w,
-                                int64_t ldw, float *y, int64_t ldy, int64_t len)
+/* simd_tile for the block formats (len and ldw multiples of KERN_QBLOCK): the same products
+ * summed in the same order as simd_tile (so the same bits as a row widened into an fp32 panel
+ * first), with each block's scale widened once for its SIMD_L-lane vectors. */
+SIMD_INLINE void simd_tile_block(enum kern_dtype dt, int mr, int nr, const float *x, int64_t ldx,
+                                 const void *w, int64_t ldw, float *y, int64_t ldy, int64_t len)
 {
     simd_vf acc[SIMD_MR][SIMD_NR];
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++)
             acc[i][j] = (simd_vf){0};
     const uint8_t *wb = w;
-    size_t row_bytes = simd_w_bytes(KERN_DTYPE_Q8_0, ldw);
-    for (int64_t t = 0; t < len; t += KERN_Q8_0_BLOCK) {
-        const uint8_t *blk = wb + simd_w_bytes(KERN_DTYPE_Q8_0, t);
+    size_t row_bytes = simd_w_bytes(dt, ldw);
+    for (int64_t t = 0; t < len; t += KERN_QBLOCK) {
+        const uint8_t *blk = wb + simd_w_bytes(dt, t);
         float d[SIMD_NR];
+        simd_vf tab[SIMD_NR]; /* Q4_0's lookup tables (simd_q4_table) */
         for (int j = 0; j < nr; j++) {
             /* About as many elements ahead as simd_tile's 16-bit rows (a Q8_0 element
              * takes 1.06 bytes): measured 1.2-1.4x faster decode than SIMD_PF bytes ahead,
              * which for k = 3072 reaches past most of a row. */
             if (mr == 1)
                 __builtin_prefetch(blk + (size_t)j * row_bytes + SIMD_PF / 2);
-            d[j] = simd_q8_0_scale(blk + (size_t)j * row_bytes);
+            d[j] = simd_block_scale(blk + (size_t)j * row_bytes);
+            if (dt == KERN_DTYPE_Q4_0)
+                simd_q4_table(d[j], &tab[j]);
         }
-        for (int u = 0; u < KERN_Q8_0_BLOCK; u += SIMD_L) {
+        for (int u = 0; u < KERN_QBLOCK; u += SIMD_L) {
             simd_vf wv[SIMD_NR];
             for (int j = 0; j < nr; j++) {
-                simd_i8_to_f32((const int8_t *)(blk + (size_t)j * row_bytes + 2 + u), &wv[j]);
-                wv[j] *= d[j];
+                const uint8_t *v = blk + (size_t)j * row_bytes + 2;
+                if (dt == KERN_DTYPE_Q8_0) {
+                    simd_i8_to_f32((const int8_t *)v + u, &wv[j]);
+                    wv[j] *= d[j];
+                } else {
+                    simd_q4_weights(v + u % (KERN_QBLOCK / 2), u >= KERN_QBLOCK / 2, d[j],
+                                    &tab[j], &wv[j]);
+                }
             }
             for (int i = 0; i < mr; i++) {
                 simd_vf xv;
@@ -228,18 +309,18 @@ SIMD_INLINE void simd_tile_q8_0(int mr, int nr, const float *x, int64_t ldx, con
             y[i * ldy + j] += simd_hsum(&acc[i][j]);
 }
 
-/* One register tile of the gemm, Q8_0 by its own loop. */
+/* One register tile of the gemm, the block formats by their own loop. */
 SIMD_INLINE void simd_tile_any(enum kern_dtype dt, int mr, int nr, const float *x, int64_t ldx,
                                const void *w, int64_t ldw, float *y, int64_t ldy, int64_t len)
 {
-    if (dt == KERN_DTYPE_Q8_0)
-        simd_tile_q8_0(mr, nr, x, ldx, w, ldw, y, ldy, len);
+    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0)
+        simd_tile_block(dt, mr, nr, x, ldx, w, ldw, y, ldy, len);
     else
         simd_tile(dt, mr, nr, x, ldx, w, ldw, y, ldy, len);
 }
 
 /* y[m, n] += x[m, len] @ w[n, len]^T with w in dt (row stride ldw elements; for Q8_0 ldw and
- * len are multiples of KERN_Q8_0_BLOCK). */
+ * len are multiples of KERN_QBLOCK). */
 SIMD_INLINE void simd_gemm_body(enum kern_dtype dt, const float *x, int64_t ldx, const void *w,
                                 int64_t ldw, float *y, int64_t ldy, int64_t m, int64_t n,
                                 int64_t len)
@@ -281,12 +362,13 @@ SIMD_INLINE void simd_bf16_body(const uint16_t *src, float *dst, int64_t n)
         dst[i] = kern_bf16_to_f32(src[i]);
 }
 
-/* n (a multiple of KERN_Q8_0_BLOCK) Q8_0 elements from the block at src, widened to fp32. */
-SIMD_INLINE void simd_q8_0_body(const void *src, float *dst, int64_t n)
+/* n (a multiple of KERN_QBLOCK) elements of a block format from the block at src, widened
+ * to fp32. */
+SIMD_INLINE void simd_block_body(enum kern_dtype dt, const void *src, float *dst, int64_t n)
 {
     for (int64_t i = 0; i < n; i += SIMD_L) {
         simd_vf f;
-        simd_load_w(KERN_DTYPE_Q8_0, src, i, &f);
+        simd_load_w(dt, src, i, &f);
         memcpy(dst + i, &f, sizeof f);
     }
 }

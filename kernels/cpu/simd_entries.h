@@ -31,9 +31,20 @@ static void gemm_q8_0(const float *x, int64_t ldx, const void *w, int64_t ldw, f
     simd_gemm_body(KERN_DTYPE_Q8_0, x, ldx, w, ldw, y, ldy, m, n, len);
 }
 
+static void gemm_q4_0(const float *x, int64_t ldx, const void *w, int64_t ldw, float *y,
+                      int64_t ldy, int64_t m, int64_t n, int64_t len)
+{
+    simd_gemm_body(KERN_DTYPE_Q4_0, x, ldx, w, ldw, y, ldy, m, n, len);
+}
+
 static void q8_0_to_f32(const void *src, float *dst, int64_t n)
 {
-    simd_q8_0_body(src, dst, n);
+    simd_block_body(KERN_DTYPE_Q8_0, src, dst, n);
+}
+
+static void q4_0_to_f32(const void *src, float *dst, int64_t n)
+{
+    simd_block_body(KERN_DTYPE_Q4_0, src, dst, n);
 }
 
 static void bf16_to_f32(const uint16_t *src, float *dst, int64_t n)
@@ -90,8 +101,9 @@ static void add(float *y, const float *x, int64_t n)
 static const struct kern_cpu_isa isa = {
     .name = SIMD_NAME,
     .gemm = {[KERN_DTYPE_F32] = gemm_f32, [KERN_DTYPE_F16] = gemm_f16,
-             [KERN_DTYPE_BF16] = gemm_bf16, [KERN_DTYPE_Q8_0] = gemm_q8_0},
-    .q8_0_to_f32 = q8_0_to_f32,
+             [KERN_DTYPE_BF16] = gemm_bf16, [KERN_DTYPE_Q8_0] = gemm_q8_0,
+             [KERN_DTYPE_Q4_0] = gemm_q4_0},
+    .block_to_f32 = {[KERN_DTYPE_Q8_0] = q8_0_to_f32, [KERN_DTYPE_Q4_0] = q4_0_to_f32},
     .bf16_to_f32 = bf16_to_f32,
     .f16_to_f32 = f16_to_f32,
     .scores = scores,

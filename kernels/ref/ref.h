@@ -107,14 +107,21 @@ static inline int ref_dtype_ok(enum kern_dtype dt)
 }
 
 /* Element i of an array of dtype dt, as fp32 (exact: every stored type widens exactly; a
- * Q8_0 element is its block's scale times its int8, an exact fp32 product). */
+ * Q8_0 or Q4_0 element is its block's scale times a small integer, an exact fp32 product). */
 static inline float ref_load(const void *base, enum kern_dtype dt, int64_t i)
 {
     switch (dt) {
     case KERN_DTYPE_Q8_0: {
-        const uint8_t *blk = (const uint8_t *)base + (i / KERN_Q8_0_BLOCK) * KERN_Q8_0_BLOCK_BYTES;
+        const uint8_t *blk = (const uint8_t *)base + (i / KERN_QBLOCK) * KERN_Q8_0_BLOCK_BYTES;
         uint16_t d = (uint16_t)(blk[0] | (blk[1] << 8));
-        return kern_f16_to_f32(d) * (float)(int8_t)blk[2 + i % KERN_Q8_0_BLOCK];
+        return kern_f16_to_f32(d) * (float)(int8_t)blk[2 + i % KERN_QBLOCK];
+    }
+    case KERN_DTYPE_Q4_0: {
+        const uint8_t *blk = (const uint8_t *)base + (i / KERN_QBLOCK) * KERN_Q4_0_BLOCK_BYTES;
+        uint16_t d = (uint16_t)(blk[0] | (blk[1] << 8));
+        int e = (int)(i % KERN_QBLOCK);
+        int q = e < KERN_QBLOCK / 2 ? blk[2 + e] & 15 : blk[2 + e - KERN_QBLOCK / 2] >> 4;
+        return kern_f16_to_f32(d) * (float)(q - 8);
     }
     case KERN_DTYPE_F16:
         return kern_f16_to_f32(((const uint16_t *)base)[i]);

@@ -60,6 +60,11 @@ expect_ok "generate unquantized" "$bin" generate --model "$fixtures/models/gqa" 
   --max-tokens 8 --ignore-eos --quantization none
 [ "$(head -n1 "$tmp/out")" = "249,265,76,297,346,67,492,240" ] ||
   fail "generate unquantized: got '$(head -n1 "$tmp/out")', transformers gave 249,265,76,297,346,67,492,240"
+# q4_0: case len1 of golden/q4_0 (a one-token prompt; margins >= 0.15 on these 8 steps).
+expect_ok "generate q4_0" "$bin" generate --model "$fixtures/models/gqa" --tokens 294 \
+  --max-tokens 8 --ignore-eos --quantization q4_0
+[ "$(head -n1 "$tmp/out")" = "222,52,44,332,240,71,192,52" ] ||
+  fail "generate q4_0: got '$(head -n1 "$tmp/out")', transformers gave 222,52,44,332,240,71,192,52"
 expect_error "q8_0 on cuda" "cpu and ref devices" "$bin" generate --device cuda --quantization q8_0 \
   --tokens 1
 "$bin" generate --quantization q4 --tokens 1 >/dev/null 2>&1; [ $? -eq 2 ] && pass ||

@@ -1,9 +1,9 @@
 /* Benchmark (prints, never fails): greedy generation tokens/s on a model with the reference
  * kernels and with the fast CPU backend, and their ratio, measured in the same process. With
- * q8_0 it compares instead the fast backend on the model as loaded and on a second copy
- * quantized to Q8_0 (runs alternated, best of three; the reference is skipped, too slow for
+ * q8_0 or q4_0 it compares instead the fast backend on the model as loaded and on a second
+ * copy quantized so (runs alternated, best of three; the reference is skipped, too slow for
  * real sizes: scripts/make_bench_model.py writes a Phi-3-mini-shaped one).
- * Usage: bench_generate [MODEL_DIR] [PROMPT_LEN] [NEW_TOKENS] [q8_0] */
+ * Usage: bench_generate [MODEL_DIR] [PROMPT_LEN] [NEW_TOKENS] [q8_0|q4_0] */
 #include <math.h>
 #include <string.h>
 #include <stdio.h>
@@ -55,14 +55,15 @@ static double decode_rate(int32_t n_new, double t_prefill, double t_total)
     return n_new > 1 && t_total > t_prefill ? (n_new - 1) / (t_total - t_prefill) : 0.0;
 }
 
-/* The fast backend on m as loaded and on a Q8_0 copy, alternated three times, best kept. */
-static int bench_q8_0(const char *dir, struct eng_model *m, const int32_t *prompt,
-                      int32_t n_prompt, int32_t n_new)
+/* The fast backend on m as loaded and on a quantized copy, alternated three times, best
+ * kept. */
+static int bench_quant(const char *dir, struct eng_model *m, enum eng_quant quant,
+                       const int32_t *prompt, int32_t n_prompt, int32_t n_new)
 {
     char err[512];
     struct eng_model *q = NULL;
     if (eng_model_load(dir, &q, err, sizeof err) != 0 ||
-        eng_model_quantize(q, ENG_QUANT_Q8_0, err, sizeof err) != 0) {
+        eng_model_quantize(q, quant, err, sizeof err) != 0) {
         fprintf(stderr, "bench_generate: %s\n", err);
         return 1;
     }
@@ -89,7 +90,7 @@ static int bench_q8_0(const char *dir, struct eng_model *m, const int32_t *promp
     printf("%-10s %16.2f %16.2f %16.2f\n", kern_dtype_name(m->layers[0].o.dtype),
            n_prompt / best[0][0], decode_rate(n_new, 0, best[0][1]),
            (double)eng_model_weight_bytes(m) / (1 << 30));
-    printf("%-10s %16.2f %16.2f %16.2f\n", "q8_0", n_prompt / best[1][0],
+    printf("%-10s %16.2f %16.2f %16.2f\n", eng_quant_name(quant), n_prompt / best[1][0],
            decode_rate(n_new, 0, best[1][1]), (double)eng_model_weight_bytes(q) / (1 << 30));
     printf("%-10s %15.2fx %15.2fx\n", "speed-up", best[0][0] / best[1][0], best[0][1] / best[1][1]);
     kern_ctx_destroy(ctx);
@@ -111,8 +112,9 @@ int main(int argc, char **argv)
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     for (int32_t i = 0; i < n_prompt; i++)
         prompt[i] = 5 + (int32_t)((i * 7919) % (m->cfg.vocab_size - 100 > 1 ? m->cfg.vocab_size - 100 : 1));
-    if (argc > 4 && strcmp(argv[4], "q8_0") == 0) {
-        int rc = bench_q8_0(dir, m, prompt, n_prompt, n_new);
+    enum eng_quant quant = ENG_QUANT_NONE;
+    if (argc > 4 && eng_quant_parse(argv[4], &quant) == 0 && quant != ENG_QUANT_NONE) {
+        int rc = bench_quant(dir, m, quant, prompt, n_prompt, n_new);
         free(prompt);
         eng_model_destroy(m);
         return rc;

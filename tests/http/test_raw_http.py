@@ -650,15 +650,15 @@ def test_cuda_graph_options_accepted_on_cpu(tmp_path):
 
 
 def test_quantization_q8_0_serves(tmp_path):
-    """--quantization q8_0 (flag, environment or config file) quantizes the weights at load and
-    serves as usual; an unknown name is a startup error (2), and q8_0 with --device cuda a load
+    """--quantization q8_0 or q4_0 (flag, environment or config file) quantizes the weights at
+    load and serves as usual; an unknown name is a startup error (2), and q8_0 with --device cuda a load
     error (1) that says which devices it runs on."""
     import subprocess
     from harness import BIN
     conf = tmp_path / "phiserve.conf"
     conf.write_text("quantization = q8_0\n")
     for args, env in ((("--quantization", "q8_0"), None), (("--config", str(conf)), None),
-                      ((), {"PHISERVE_QUANTIZATION": "q8_0"})):
+                      ((), {"PHISERVE_QUANTIZATION": "q4_0"})):
         srv = Server(*args, env=env)
         try:
             assert_still_serves(srv)
@@ -666,7 +666,7 @@ def test_quantization_q8_0_serves(tmp_path):
             srv.stop()
     p = subprocess.run([BIN, "serve", "--quantization", "q4_k", "--port", "0"], capture_output=True,
                        text=True, timeout=30)
-    assert p.returncode == 2 and "--quantization" in p.stderr and "q8_0" in p.stderr
+    assert p.returncode == 2 and "--quantization" in p.stderr and "q4_0" in p.stderr
     p = subprocess.run([BIN, "serve", "--quantization", "q8_0", "--device", "cuda", "--port", "0"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "cpu and ref devices" in p.stderr, p.stderr

@@ -1,7 +1,7 @@
 /* Benchmark of the fast CPU kernels against the reference on Phi-3-mini shapes: matmul
  * (decode m = 1 and prefill m = 128, bf16 weights), decode attention at ctx 1024, and the
  * elementwise ops of a 128-token prefill (rmsnorm, rope, silu_mul, add), the MoE FFN, and
- * Q8_0 weights against bf16 on the fast path (the same shapes, timed in turn).
+ * Q8_0 and Q4_0 weights against bf16 on the fast path (the same shapes, timed in turn).
  * Prints a table and always exits 0; it is a measurement, never a test. */
 #include "cpu/cpu.h"
 #include "kt_util.h"
@@ -268,43 +268,51 @@ int main(void)
         free(y);
     }
 
-    /* Q8_0 against bf16 weights, both on the fast path: the same x and shapes, timed in
-     * turn (three rounds each, the best kept) so that the neighbours' load hits both. Decode
-     * (m = 1) reads W once, so its speed is weight bytes over bandwidth. */
-    printf("\n%-20s %5s %12s %12s %12s %12s %9s\n", "matmul q8_0 vs bf16", "m", "bf16 ms",
-           "q8_0 ms", "bf16 GB/s W", "q8_0 GB/s W", "speed-up");
+    /* Q8_0 and Q4_0 against bf16 weights, all on the fast path: the same x and shapes, timed
+     * in turn (three rounds each, the best kept) so that the neighbours' load hits all.
+     * Decode (m = 1) reads W once, so its speed is weight bytes over bandwidth. */
+    printf("\n%-20s %5s %9s %9s %9s %9s %9s %9s %9s\n", "matmul quantized", "m", "bf16 ms",
+           "q8_0 ms", "q4_0 ms", "bf16 GB/s", "q8_0 GB/s", "q8_0 x", "q4_0 x");
     for (int si = 0; si < 3; si++) {
         int64_t k = shapes[si].k, n = shapes[si].n;
-        size_t qbytes = (size_t)n * (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
+        static const enum kern_dtype qdt[2] = {KERN_DTYPE_Q8_0, KERN_DTYPE_Q4_0};
+        size_t qbytes[2];
+        void *wq[2];
         uint16_t *w = malloc((size_t)(n * k) * sizeof *w);
-        void *wq = malloc(qbytes);
         float *x = malloc((size_t)(128 * k) * sizeof *x), *y = malloc((size_t)(128 * n) * sizeof *y);
-        if (!w || !wq || !x || !y) {
+        for (int f = 0; f < 2; f++) {
+            qbytes[f] = (size_t)n * (size_t)kern_dtype_row_bytes(qdt[f], k);
+            wq[f] = malloc(qbytes[f]);
+        }
+        if (!w || !wq[0] || !wq[1] || !x || !y) {
             printf("out of memory\n");
             return 0;
         }
         kt_fill(&rng, w, KERN_DTYPE_BF16, n * k, -1.0f, 1.0f);
         kt_fill(&rng, x, KERN_DTYPE_F32, 128 * k, -1.0f, 1.0f);
-        if (kern_quantize_q8_0(w, KERN_DTYPE_BF16, n, k, wq) != KERN_OK) {
-            printf("quantize failed\n");
-            return 0;
-        }
+        for (int f = 0; f < 2; f++)
+            if (kern_quantize(w, KERN_DTYPE_BF16, n, k, qdt[f], wq[f]) != KERN_OK) {
+                printf("quantize failed\n");
+                return 0;
+            }
         mm_fn = cpu.matmul;
         for (int mi = 0; mi < 2; mi++) {
             int64_t m = ms[mi];
-            struct kern_matmul_params pb = {x, w, KERN_DTYPE_BF16, y, m, n, k, k, n, 0};
-            struct kern_matmul_params pq = {x, wq, KERN_DTYPE_Q8_0, y, m, n, k, k, n, 0};
-            double tb = 1e30, tq = 1e30;
-            for (int round = 0; round < 3; round++) {
-                tb = fmin(tb, time_calls(call_mm, ctx, &pb, 0.3));
-                tq = fmin(tq, time_calls(call_mm, ctx, &pq, 0.3));
-            }
-            printf("%-20s %5lld %12.2f %12.2f %12.1f %12.1f %8.2fx\n", shapes[si].name,
-                   (long long)m, tb * 1e3, tq * 1e3, (double)(n * k) * 2.0 / tb * 1e-9,
-                   (double)qbytes / tq * 1e-9, tb / tq);
+            struct kern_matmul_params p[3] = {{x, w, KERN_DTYPE_BF16, y, m, n, k, k, n, 0},
+                                              {x, wq[0], qdt[0], y, m, n, k, k, n, 0},
+                                              {x, wq[1], qdt[1], y, m, n, k, k, n, 0}};
+            double t[3] = {1e30, 1e30, 1e30};
+            for (int round = 0; round < 3; round++)
+                for (int v = 0; v < 3; v++)
+                    t[v] = fmin(t[v], time_calls(call_mm, ctx, &p[v], 0.3));
+            printf("%-20s %5lld %9.2f %9.2f %9.2f %9.1f %9.1f %8.2fx %8.2fx\n", shapes[si].name,
+                   (long long)m, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
+                   (double)(n * k) * 2.0 / t[0] * 1e-9, (double)qbytes[0] / t[1] * 1e-9,
+                   t[0] / t[1], t[0] / t[2]);
         }
         free(w);
-        free(wq);
+        free(wq[0]);
+        free(wq[1]);
         free(x);
         free(y);
     }

@@ -75,15 +75,24 @@ static inline void kt_free(void *p)
 
 /* n elements of dtype dt, uniform in [lo, hi), rounded to dt; also returns the fp32 values
  * (what a kernel reads back) in f when f is not NULL. */
-/* n values uniform in [lo, hi) stored as dt; Q8_0 (n a multiple of the block) quantizes them
- * with kern_quantize_q8_0. */
+/* Bytes of n elements of dt (n whole blocks for a block format). */
+static inline size_t kt_bytes(enum kern_dtype dt, int64_t n)
+{
+    int64_t b = kern_dtype_row_bytes(dt, n);
+    if (b < 0)
+        abort();
+    return (size_t)b;
+}
+
+/* n values uniform in [lo, hi) stored as dt; a block format (n a multiple of the block)
+ * quantizes them with kern_quantize. */
 static inline void kt_fill(struct kt_rng *r, void *dst, enum kern_dtype dt, int64_t n, float lo,
                            float hi)
 {
-    if (dt == KERN_DTYPE_Q8_0) {
+    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
         float *tmp = malloc((size_t)(n > 0 ? n : 1) * sizeof *tmp);
         kt_fill(r, tmp, KERN_DTYPE_F32, n, lo, hi);
-        if (kern_quantize_q8_0(tmp, KERN_DTYPE_F32, 1, n, dst) != KERN_OK)
+        if (kern_quantize(tmp, KERN_DTYPE_F32, 1, n, dt, dst) != KERN_OK)
             abort();
         free(tmp);
         return;
@@ -99,21 +108,16 @@ static inline void kt_fill(struct kt_rng *r, void *dst, enum kern_dtype dt, int6
     }
 }
 
-/* Bytes of n elements of dt (n whole blocks for Q8_0). */
-static inline size_t kt_bytes(enum kern_dtype dt, int64_t n)
-{
-    int64_t b = kern_dtype_row_bytes(dt, n);
-    if (b < 0)
-        abort();
-    return (size_t)b;
-}
-
 static inline float kt_get(const void *src, enum kern_dtype dt, int64_t i)
 {
-    if (dt == KERN_DTYPE_Q8_0) {
-        const uint8_t *blk = (const uint8_t *)src + (i / KERN_Q8_0_BLOCK) * KERN_Q8_0_BLOCK_BYTES;
-        return kern_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8))) *
-               (float)(int8_t)blk[2 + i % KERN_Q8_0_BLOCK];
+    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
+        const uint8_t *blk = (const uint8_t *)src + (i / KERN_QBLOCK) * kt_bytes(dt, KERN_QBLOCK);
+        float d = kern_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
+        int e = (int)(i % KERN_QBLOCK);
+        if (dt == KERN_DTYPE_Q8_0)
+            return d * (float)(int8_t)blk[2 + e];
+        int q = e < KERN_QBLOCK / 2 ? blk[2 + e] & 15 : blk[2 + e - KERN_QBLOCK / 2] >> 4;
+        return d * (float)(q - 8);
     }
     if (dt == KERN_DTYPE_F32)
         return ((const float *)src)[i];
@@ -122,14 +126,14 @@ static inline float kt_get(const void *src, enum kern_dtype dt, int64_t i)
     return kern_f16_to_f32(((const uint16_t *)src)[i]);
 }
 
-/* Element i = v. A Q8_0 element can only be made non-finite, and that poisons its whole block
- * (the block's scale becomes v); a finite v aborts. */
+/* Element i = v. A block format's element can only be made non-finite, and that poisons its
+ * whole block (the block's scale becomes v); a finite v aborts. */
 static inline void kt_set(void *dst, enum kern_dtype dt, int64_t i, float v)
 {
-    if (dt == KERN_DTYPE_Q8_0) {
+    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
         if (isfinite(v))
             abort();
-        uint8_t *blk = (uint8_t *)dst + (i / KERN_Q8_0_BLOCK) * KERN_Q8_0_BLOCK_BYTES;
+        uint8_t *blk = (uint8_t *)dst + (i / KERN_QBLOCK) * kt_bytes(dt, KERN_QBLOCK);
         uint16_t h = kern_f32_to_f16(v);
         blk[0] = (uint8_t)(h & 0xff);
         blk[1] = (uint8_t)(h >> 8);

@@ -186,7 +186,7 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {33, 130, 300, 4, 3, KERN_DTYPE_BF16, 0, 1},
         {6, 9, 70, 0, 0, KERN_DTYPE_F16, 1, 1},
         {300, 260, 520, 0, 0, KERN_DTYPE_F32, 0, 0},
-        /* Q8_0 (k in whole blocks): decode tiles, a register tile's leftovers, the panel
+        /* Q8_0 and Q4_0 (k in whole blocks): decode tiles, a register tile's leftovers, the panel
          * path, k past one 1024-element chunk, NaN/Inf. */
         {1, 33, 96, 0, 0, KERN_DTYPE_Q8_0, 0, 0},
         {3, 17, 32, 1, 2, KERN_DTYPE_Q8_0, 1, 0},
@@ -195,6 +195,12 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {5, 7, 0, 0, 1, KERN_DTYPE_Q8_0, 1, 0},
         {33, 130, 320, 4, 3, KERN_DTYPE_Q8_0, 0, 1},
         {300, 260, 1056, 0, 0, KERN_DTYPE_Q8_0, 0, 0},
+        {1, 33, 96, 0, 0, KERN_DTYPE_Q4_0, 0, 0},
+        {3, 17, 32, 1, 2, KERN_DTYPE_Q4_0, 1, 0},
+        {33, 111, 992, 3, 5, KERN_DTYPE_Q4_0, 1, 0},
+        {989, 33, 64, 1, 0, KERN_DTYPE_Q4_0, 0, 0},
+        {33, 130, 320, 4, 3, KERN_DTYPE_Q4_0, 0, 1},
+        {300, 260, 1056, 0, 0, KERN_DTYPE_Q4_0, 1, 0},
     };
     for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++)
         check_matmul(rng, awkward[i], ctxs, n_ctx);
@@ -214,6 +220,8 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {33, 5120, 1024, 0, 0, KERN_DTYPE_F32, 0, 0},
         {1, 9216, 3072, 0, 0, KERN_DTYPE_Q8_0, 0, 0},
         {33, 3072, 8192, 0, 0, KERN_DTYPE_Q8_0, 1, 0},
+        {1, 3072, 8192, 0, 0, KERN_DTYPE_Q4_0, 0, 0},
+        {33, 9216, 3072, 0, 0, KERN_DTYPE_Q4_0, 0, 0},
     };
     for (size_t i = 0; i < sizeof real / sizeof real[0]; i++)
         check_matmul(rng, real[i], pool_only, 1);

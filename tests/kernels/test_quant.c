@@ -1,6 +1,7 @@
-/* kern_quantize_q8_0 (kernels/quant.c) against hand-worked blocks: the scale rounded to fp16,
- * quotients rounded half away from zero and clamped, zero blocks, every source dtype, each
- * element within half a step of its value, and every input it must refuse. The matmul kernels
+/* kern_quantize (kernels/quant.c) against hand-worked blocks: the scale rounded to fp16,
+ * quotients rounded half away from zero and clamped, Q4_0's signed scale and nibble packing,
+ * zero blocks, every source dtype, each element within half a step of its value, and every
+ * input it must refuse. The matmul kernels
  * that read the format are checked in test_ops.c; the whole quantized model in the golden
  * suite. */
 #include <math.h>
@@ -14,8 +15,9 @@
 
 #include "../test_util.h"
 
-#define B KERN_Q8_0_BLOCK
+#define B KERN_QBLOCK
 #define BB KERN_Q8_0_BLOCK_BYTES
+#define Q4B KERN_Q4_0_BLOCK_BYTES
 
 static uint16_t scale_bits(const uint8_t *blk)
 {
@@ -40,7 +42,7 @@ static void test_rounding(void)
     x[6] = 1.5f;
     x[7] = -126.5f;
     uint8_t out[BB];
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, B, out) == KERN_OK, "d = 1 block");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, B, KERN_DTYPE_Q8_0, out) == KERN_OK, "d = 1 block");
     CHECK(kern_f16_to_f32(scale_bits(out)) == 1.0f, "d = %g, want 1", (double)kern_f16_to_f32(scale_bits(out)));
     static const int8_t want[8] = {127, 3, -3, 1, -1, 0, 2, -127};
     for (int i = 0; i < 8; i++)
@@ -58,7 +60,7 @@ static void test_scale_and_clamp(void)
         x[i] = (float)(i - 16) * 0.01f;
     x[31] = 1.0f;
     uint8_t out[BB];
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, B, out) == KERN_OK, "ramp block");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, B, KERN_DTYPE_Q8_0, out) == KERN_OK, "ramp block");
     uint16_t want_d = kern_f32_to_f16(1.0f / 127.0f);
     CHECK(scale_bits(out) == want_d, "scale bits %04x, want %04x", scale_bits(out), want_d);
     float d = kern_f16_to_f32(want_d);
@@ -89,9 +91,9 @@ static void test_rows(void)
         xf[i] = v;
     }
     uint8_t qf[ROWS * K / B * BB], qb[sizeof qf], qh[sizeof qf], qw[sizeof qf];
-    CHECK(kern_quantize_q8_0(xf, KERN_DTYPE_F32, ROWS, K, qf) == KERN_OK, "f32 rows");
-    CHECK(kern_quantize_q8_0(xb, KERN_DTYPE_BF16, ROWS, K, qb) == KERN_OK, "bf16 rows");
-    CHECK(kern_quantize_q8_0(xh, KERN_DTYPE_F16, ROWS, K, qh) == KERN_OK, "f16 rows");
+    CHECK(kern_quantize(xf, KERN_DTYPE_F32, ROWS, K, KERN_DTYPE_Q8_0, qf) == KERN_OK, "f32 rows");
+    CHECK(kern_quantize(xb, KERN_DTYPE_BF16, ROWS, K, KERN_DTYPE_Q8_0, qb) == KERN_OK, "bf16 rows");
+    CHECK(kern_quantize(xh, KERN_DTYPE_F16, ROWS, K, KERN_DTYPE_Q8_0, qh) == KERN_OK, "f16 rows");
     for (int i = 0; i < ROWS * K; i++) {
         const uint8_t *blk = qf + (i / B) * BB;
         float d = kern_f16_to_f32(scale_bits(blk));
@@ -102,11 +104,11 @@ static void test_rows(void)
     float wide[ROWS * K];
     for (int i = 0; i < ROWS * K; i++)
         wide[i] = kern_bf16_to_f32(xb[i]);
-    CHECK(kern_quantize_q8_0(wide, KERN_DTYPE_F32, ROWS, K, qw) == KERN_OK, "widened bf16");
+    CHECK(kern_quantize(wide, KERN_DTYPE_F32, ROWS, K, KERN_DTYPE_Q8_0, qw) == KERN_OK, "widened bf16");
     CHECK(memcmp(qw, qb, sizeof qb) == 0, "bf16 source differs from its fp32 widening");
     for (int i = 0; i < ROWS * K; i++)
         wide[i] = kern_f16_to_f32(xh[i]);
-    CHECK(kern_quantize_q8_0(wide, KERN_DTYPE_F32, ROWS, K, qw) == KERN_OK, "widened f16");
+    CHECK(kern_quantize(wide, KERN_DTYPE_F32, ROWS, K, KERN_DTYPE_Q8_0, qw) == KERN_OK, "widened f16");
     CHECK(memcmp(qw, qh, sizeof qh) == 0, "f16 source differs from its fp32 widening");
 }
 
@@ -117,7 +119,7 @@ static void test_zero_and_tiny(void)
     x[B + 4] = -0.0f;
     uint8_t out[2 * BB];
     memset(out, 0xa5, sizeof out);
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_OK, "zero blocks");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, 2 * B, KERN_DTYPE_Q8_0, out) == KERN_OK, "zero blocks");
     for (int b = 0; b < 2; b++) {
         CHECK(kern_f16_to_f32(scale_bits(out + b * BB)) == 0.0f, "block %d: d not 0", b);
         for (int i = 0; i < B; i++)
@@ -125,23 +127,90 @@ static void test_zero_and_tiny(void)
     }
 }
 
+/* Q4_0 value e of a block: its nibble (0..15). */
+static int nib(const uint8_t *blk, int e)
+{
+    return e < B / 2 ? blk[2 + e] & 15 : blk[2 + e - B / 2] >> 4;
+}
+
+/* Q4_0: d = m / -8 for the first value m of largest magnitude, q = round(x / d) + 8 in
+ * [0, 15], nibbles packed as ops.h says. */
+static void test_q4_0(void)
+{
+    uint8_t out[2 * Q4B];
+    float x[2 * B] = {0};
+    x[0] = -8.0f; /* d = 1 */
+    x[1] = 7.0f;
+    x[2] = 7.5f;  /* rounds to 8, +8 = 16: clamped to 15 */
+    x[3] = 2.5f;
+    x[4] = -2.5f;
+    x[5] = 0.5f;
+    x[17] = -0.49f;
+    x[31] = 3.0f;
+    x[B + 0] = 4.0f; /* ties in magnitude: the first (4) gives the scale, d = -0.5 */
+    x[B + 1] = -4.0f;
+    x[B + 2] = 1.0f;
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, 2 * B, KERN_DTYPE_Q4_0, out) == KERN_OK, "q4_0 blocks");
+    CHECK(kern_f16_to_f32(scale_bits(out)) == 1.0f, "q4_0 d = %g, want 1",
+          (double)kern_f16_to_f32(scale_bits(out)));
+    static const int want[8] = {0, 15, 15, 11, 5, 9, 8, 11}; /* elements 0-5, 17, 31 */
+    static const int at[8] = {0, 1, 2, 3, 4, 5, 17, 31};
+    for (int i = 0; i < 8; i++)
+        CHECK(nib(out, at[i]) == want[i], "q4_0 q[%d] = %d, want %d", at[i], nib(out, at[i]), want[i]);
+    CHECK(nib(out, 6) == 8 && nib(out, 16) == 8, "q4_0 zeros are 8");
+    CHECK(out[2 + 1] == (15 | (8 << 4)) && out[2 + 15] == (8 | (11 << 4)), "q4_0 packing: %02x %02x",
+          out[3], out[17]);
+    const uint8_t *b2 = out + Q4B;
+    CHECK(kern_f16_to_f32(scale_bits(b2)) == -0.5f, "q4_0 signed scale %g, want -0.5",
+          (double)kern_f16_to_f32(scale_bits(b2)));
+    CHECK(nib(b2, 0) == 0 && nib(b2, 1) == 15 && nib(b2, 2) == 6,
+          "q4_0 second block: %d %d %d, want 0 15 6", nib(b2, 0), nib(b2, 1), nib(b2, 2));
+    /* Random rows: within half a step, or one step at the clamped +8 end. */
+    enum { K = 8 * B };
+    float xr[K];
+    uint8_t qr[K / B * Q4B];
+    uint32_t s = 777;
+    for (int i = 0; i < K; i++) {
+        s = s * 1664525u + 1013904223u;
+        xr[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * (i < K / 2 ? 2.0f : 0.01f);
+    }
+    CHECK(kern_quantize(xr, KERN_DTYPE_F32, 2, K / 2, KERN_DTYPE_Q4_0, qr) == KERN_OK, "q4_0 rows");
+    for (int i = 0; i < K; i++) {
+        const uint8_t *blk = qr + (i / B) * Q4B;
+        float d = kern_f16_to_f32(scale_bits(blk));
+        float deq = d * (float)(nib(blk, i % B) - 8);
+        CHECK(fabsf(deq - xr[i]) <= 0.5f * fabsf(d) * 1.0001f ||
+                  (nib(blk, i % B) == 15 && fabsf(deq - xr[i]) <= fabsf(d) * 1.0001f),
+              "q4_0 element %d: %g -> %g (d %g)", i, (double)xr[i], (double)deq, (double)d);
+    }
+    CHECK(kern_dtype_row_bytes(KERN_DTYPE_Q4_0, 3 * B) == 3 * Q4B, "q4_0 row bytes");
+    CHECK(strcmp(kern_dtype_name(KERN_DTYPE_Q4_0), "q4_0") == 0, "q4_0 name");
+    x[5] = INFINITY;
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, 2 * B, KERN_DTYPE_Q4_0, out) == KERN_ERR_INVALID, "q4_0 Inf");
+    x[5] = -8.0f * 70000.0f;
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, 2 * B, KERN_DTYPE_Q4_0, out) == KERN_ERR_INVALID,
+          "q4_0 scale overflow");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, B, KERN_DTYPE_BF16, out) == KERN_ERR_INVALID,
+          "bf16 is not a quantized format");
+}
+
 static void test_refused(void)
 {
     float x[2 * B] = {0};
     uint8_t out[2 * BB];
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, B + 1, out) == KERN_ERR_INVALID, "k not whole blocks");
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, -1, B, out) == KERN_ERR_INVALID, "negative rows");
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_Q8_0, 1, B, out) == KERN_ERR_INVALID, "q8_0 source");
-    CHECK(kern_quantize_q8_0(NULL, KERN_DTYPE_F32, 1, B, out) == KERN_ERR_INVALID, "NULL source");
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, B, NULL) == KERN_ERR_INVALID, "NULL destination");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, B + 1, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "k not whole blocks");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, -1, B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "negative rows");
+    CHECK(kern_quantize(x, KERN_DTYPE_Q8_0, 1, B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "q8_0 source");
+    CHECK(kern_quantize(NULL, KERN_DTYPE_F32, 1, B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "NULL source");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, B, KERN_DTYPE_Q8_0, NULL) == KERN_ERR_INVALID, "NULL destination");
     x[B + 5] = NAN;
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_ERR_INVALID, "NaN weight");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, 2 * B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "NaN weight");
     x[B + 5] = -INFINITY;
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_ERR_INVALID, "Inf weight");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, 2 * B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "Inf weight");
     x[B + 5] = 127.0f * 65504.0f; /* d = 65504, the largest half: still fine */
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_OK, "largest scale");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, 2 * B, KERN_DTYPE_Q8_0, out) == KERN_OK, "largest scale");
     x[B + 5] = 127.0f * 70000.0f; /* d overflows fp16 */
-    CHECK(kern_quantize_q8_0(x, KERN_DTYPE_F32, 1, 2 * B, out) == KERN_ERR_INVALID, "scale overflow");
+    CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, 2 * B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "scale overflow");
     CHECK(kern_dtype_row_bytes(KERN_DTYPE_Q8_0, 3 * B) == 3 * BB, "row bytes");
     CHECK(kern_dtype_row_bytes(KERN_DTYPE_Q8_0, B + 1) == -1, "row bytes of a partial block");
     CHECK(kern_dtype_row_bytes(KERN_DTYPE_Q8_0, INT64_MAX - 31) == -1, "row bytes overflow");
@@ -155,6 +224,7 @@ int main(void)
     test_scale_and_clamp();
     test_rows();
     test_zero_and_tiny();
+    test_q4_0();
     test_refused();
     return tu_finish("test_quant");
 }
