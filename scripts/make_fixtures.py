@@ -447,6 +447,19 @@ def write_f32(path, t):
     a.tofile(path)
 
 
+def add_longrope_keys(g, c, li):
+    """A LongRoPE case's regimes, transformers' recompute step and (when a stale cache would
+    have generated differently) that continuation, into golden case g; li: longrope_report's
+    entry for the case, or None for other models."""
+    if li is None:
+        return
+    g["long_rope"] = c["long_rope"]
+    g["prompt_rope"] = c["prompt_rope"]
+    g["recompute_step"] = li["reset_steps"][0] if li["reset_steps"] else None
+    if not li["stale_matches"]:
+        g["greedy_stale_cache"] = li["stale"]
+
+
 def write_golden(spec, seed, outdir, results, lr_info, routing=None):
     gdir = outdir / "golden"
     gdir.mkdir(parents=True, exist_ok=True)
@@ -477,13 +490,7 @@ def write_golden(spec, seed, outdir, results, lr_info, routing=None):
             "greedy_bf16_margins": [round(m, 6) for m in r["margins16"]],
             "min_margin_bf16": round(min(r["margins16"]), 6),
         }
-        if "long_rope" in c:
-            g["long_rope"] = c["long_rope"]
-            g["prompt_rope"] = c["prompt_rope"]
-            li = lr_info[name]
-            g["recompute_step"] = li["reset_steps"][0] if li["reset_steps"] else None
-            if not li["stale_matches"]:
-                g["greedy_stale_cache"] = li["stale"]
+        add_longrope_keys(g, c, lr_info[name] if "long_rope" in c else None)
         cases.append(g)
     doc = {"model": spec["name"]}
     if "arch" in spec:

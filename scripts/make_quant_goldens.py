@@ -91,6 +91,22 @@ def is_tie(v):
     return (va - torch.floor(va)) == 0.5
 
 
+def scale_and_quotients(x, num, div):
+    """Blocks x [n, k/32, 32]: d16 = fp16(num / div) (round to nearest even), d = its fp32
+    value, zero = (d == 0), v = x / d (fp32; 1 where d is 0)."""
+    d32 = num / torch.tensor(div, dtype=torch.float32)
+    d16 = d32.to(torch.float16)  # round to nearest even
+    if not bool(torch.isfinite(d16).all()):
+        raise ValueError("block scale overflows fp16")
+    d = d16.to(torch.float32)
+    zero = d == 0
+    v = x / torch.where(zero, torch.ones_like(d), d)[..., None]
+    # torch must divide like IEEE fp32 (no multiply-by-reciprocal shortcut): check against numpy
+    assert np.array_equal(d32.numpy(), num.numpy() / np.float32(div))
+    assert np.array_equal(v.numpy(), x.numpy() / np.where(zero.numpy(), np.float32(1), d.numpy())[..., None])
+    return d16, d, zero, v
+
+
 def quantize_q8_0(w):
     """w: fp32 [n, k], k % 32 == 0. Returns (d fp32 [n, k/32], d as fp16 [n, k/32],
     q int8 [n, k/32, 32], dequantized fp32 [n, k], number of rounding ties, blocks clamped,
@@ -101,16 +117,7 @@ def quantize_q8_0(w):
     n, k = w.shape
     x = w.reshape(n, k // QK, QK)
     amax = x.abs().amax(dim=-1)
-    d32 = amax / torch.tensor(float(QMAX), dtype=torch.float32)
-    d16 = d32.to(torch.float16)  # round to nearest even
-    if not bool(torch.isfinite(d16).all()):
-        raise ValueError("block scale overflows fp16")
-    d = d16.to(torch.float32)
-    zero = d == 0
-    v = x / torch.where(zero, torch.ones_like(d), d)[..., None]
-    # torch must divide like IEEE fp32 (no multiply-by-reciprocal shortcut): check against numpy
-    assert np.array_equal(d32.numpy(), amax.numpy() / np.float32(QMAX))
-    assert np.array_equal(v.numpy(), x.numpy() / np.where(zero.numpy(), np.float32(1), d.numpy())[..., None])
+    d16, d, zero, v = scale_and_quotients(x, amax, float(QMAX))
     r = round_half_away(v)
     tie = is_tie(v) & ~zero[..., None]
     clamp = ((r.abs() > QMAX) & ~zero[..., None]).any(dim=-1)
@@ -134,15 +141,7 @@ def quantize_q4_0(w):
     idx = ax.argmax(dim=-1, keepdim=True)
     assert np.array_equal(idx[..., 0].numpy(), np.argmax(ax.numpy(), axis=-1))
     m = torch.gather(x, -1, idx)[..., 0]
-    d32 = m / torch.tensor(-8.0, dtype=torch.float32)
-    d16 = d32.to(torch.float16)  # round to nearest even
-    if not bool(torch.isfinite(d16).all()):
-        raise ValueError("block scale overflows fp16")
-    d = d16.to(torch.float32)
-    zero = d == 0
-    v = x / torch.where(zero, torch.ones_like(d), d)[..., None]
-    assert np.array_equal(d32.numpy(), m.numpy() / np.float32(-8.0))
-    assert np.array_equal(v.numpy(), x.numpy() / np.where(zero.numpy(), np.float32(1), d.numpy())[..., None])
+    d16, d, zero, v = scale_and_quotients(x, m, -8.0)
     r = round_half_away(v) + Q4_ZERO
     tie = is_tie(v) & ~zero[..., None]
     clamp = (((r < 0) | (r > Q4_MAX)) & ~zero[..., None]).any(dim=-1)
@@ -325,13 +324,7 @@ def write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing):
             "step_logits_file": f"{name}.steps.f32" if step_file else None,
             "greedy_fp32_unquantized_same": r["greedy32"] == g32["greedy"],
         }
-        if "long_rope" in c:
-            g["long_rope"] = c["long_rope"]
-            g["prompt_rope"] = c["prompt_rope"]
-            li = lr_info[name]
-            g["recompute_step"] = li["reset_steps"][0] if li["reset_steps"] else None
-            if not li["stale_matches"]:
-                g["greedy_stale_cache"] = li["stale"]
+        mf.add_longrope_keys(g, c, lr_info[name] if "long_rope" in c else None)
         cases.append(g)
     doc = {"model": spec["name"]}
     if "arch" in spec:
