@@ -447,6 +447,25 @@ def write_f32(path, t):
     a.tofile(path)
 
 
+def golden_case(r, rows, stop, steps):
+    """The fp32 keys of a golden case from evaluate()'s result r: its stored prompt rows, the
+    stop ids and whether step logits are written."""
+    c = r["case"]
+    name = c["name"]
+    return {
+        "name": name,
+        "input_ids": r["ids"].tolist(),
+        "logits_file": f"{name}.f32",
+        "logit_rows": rows,
+        "greedy": r["greedy32"],
+        "max_new_tokens": c["max_new_tokens"],
+        "greedy_margins": [round(m, 6) for m in r["margins32"]],
+        "min_margin": round(min(r["margins32"]), 6),
+        "first_stop_index": next((i for i, t in enumerate(r["greedy32"]) if t in stop), None),
+        "step_logits_file": f"{name}.steps.f32" if steps else None,
+    }
+
+
 def add_longrope_keys(g, c, li):
     """A LongRoPE case's regimes, transformers' recompute step and (when a stale cache would
     have generated differently) that continuation, into golden case g; li: longrope_report's
@@ -474,22 +493,13 @@ def write_golden(spec, seed, outdir, results, lr_info, routing=None):
         if spec.get("step_logits", True):
             write_f32(gdir / f"{name}.steps.f32", r["steps32"])
         stop = set(spec["specials"]["stop"])
-        g = {
-            "name": name,
-            "input_ids": r["ids"].tolist(),
-            "logits_file": f"{name}.f32",
-            "logit_rows": rows,
-            "greedy": r["greedy32"],
-            "max_new_tokens": c["max_new_tokens"],
-            "greedy_margins": [round(m, 6) for m in r["margins32"]],
-            "min_margin": round(min(r["margins32"]), 6),
-            "first_stop_index": next((i for i, t in enumerate(r["greedy32"]) if t in stop), None),
-            "step_logits_file": f"{name}.steps.f32" if spec.get("step_logits", True) else None,
+        g = golden_case(r, rows, stop, spec.get("step_logits", True))
+        g.update({
             "logits_file_bf16": f"{name}.bf16.f32",
             "greedy_bf16": r["greedy16"],
             "greedy_bf16_margins": [round(m, 6) for m in r["margins16"]],
             "min_margin_bf16": round(min(r["margins16"]), 6),
-        }
+        })
         add_longrope_keys(g, c, lr_info[name] if "long_rope" in c else None)
         cases.append(g)
     doc = {"model": spec["name"]}

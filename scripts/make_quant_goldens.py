@@ -311,19 +311,8 @@ def write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing):
         step_file = g32["step_logits_file"]
         if step_file:
             mf.write_f32(gdir / f"{name}.steps.f32", r["steps32"])
-        g = {
-            "name": name,
-            "input_ids": r["ids"].tolist(),
-            "logits_file": f"{name}.f32",
-            "logit_rows": rows,
-            "greedy": r["greedy32"],
-            "max_new_tokens": c["max_new_tokens"],
-            "greedy_margins": [round(m, 6) for m in r["margins32"]],
-            "min_margin": round(min(r["margins32"]), 6),
-            "first_stop_index": next((i for i, t in enumerate(r["greedy32"]) if t in stop), None),
-            "step_logits_file": f"{name}.steps.f32" if step_file else None,
-            "greedy_fp32_unquantized_same": r["greedy32"] == g32["greedy"],
-        }
+        g = mf.golden_case(r, rows, stop, step_file)
+        g["greedy_fp32_unquantized_same"] = r["greedy32"] == g32["greedy"]
         mf.add_longrope_keys(g, c, lr_info[name] if "long_rope" in c else None)
         cases.append(g)
     doc = {"model": spec["name"]}
