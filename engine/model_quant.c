@@ -25,10 +25,13 @@ const char *eng_quant_name(enum eng_quant q)
     return q == ENG_QUANT_Q8_0 ? "q8_0" : q == ENG_QUANT_Q4_0 ? "q4_0" : "none";
 }
 
-/* The matrices a quantization covers, with their input width k (the row length). */
+/* The matrices a quantization covers, with their input width k (the row length) and, for
+ * messages, their checkpoint name and layer (-1: none). */
 struct quant_target {
     struct eng_weight *w;
     int64_t k;
+    const char *name;
+    int64_t layer;
 };
 
 /* Fills t (room for 4 per layer + 1) and returns the count. Only these feed the matmul op;
@@ -40,18 +43,18 @@ static int64_t quant_targets(struct eng_model *m, struct quant_target *t)
     for (int64_t i = 0; i < c->num_hidden_layers; i++) {
         struct eng_phi3_layer *L = &m->layers[i];
         if (L->experts) { /* phimoe: the attention projections */
-            t[n++] = (struct quant_target){&L->q, H};
-            t[n++] = (struct quant_target){&L->k, H};
-            t[n++] = (struct quant_target){&L->v, H};
+            t[n++] = (struct quant_target){&L->q, H, "self_attn.q_proj", i};
+            t[n++] = (struct quant_target){&L->k, H, "self_attn.k_proj", i};
+            t[n++] = (struct quant_target){&L->v, H, "self_attn.v_proj", i};
         } else {
-            t[n++] = (struct quant_target){&L->qkv, H};
-            t[n++] = (struct quant_target){&L->gate_up, H};
-            t[n++] = (struct quant_target){&L->down, c->intermediate_size};
+            t[n++] = (struct quant_target){&L->qkv, H, "self_attn.qkv_proj", i};
+            t[n++] = (struct quant_target){&L->gate_up, H, "mlp.gate_up_proj", i};
+            t[n++] = (struct quant_target){&L->down, c->intermediate_size, "mlp.down_proj", i};
         }
-        t[n++] = (struct quant_target){&L->o, attn};
+        t[n++] = (struct quant_target){&L->o, attn, "self_attn.o_proj", i};
     }
     if (m->lm_head.data && m->lm_head.data != m->embed.data)
-        t[n++] = (struct quant_target){&m->lm_head, H};
+        t[n++] = (struct quant_target){&m->lm_head, H, "lm_head", -1};
     return n;
 }
 
@@ -104,9 +107,12 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, char *err, size_t 
         size_t rows = t[i].w->n_bytes / ((size_t)t[i].k * kern_dtype_size(t[i].w->dtype));
         if (kern_quantize(t[i].w->data, t[i].w->dtype, (int64_t)rows, t[i].k, to, buf + at) !=
             KERN_OK) {
-            snprintf(err, errlen, "model: a weight matrix of %zu x %lld cannot be quantized to "
-                     "%s (a non-finite value, or a block scale beyond fp16)", rows,
-                     (long long)t[i].k, eng_quant_name(q));
+            char layer[48] = "";
+            if (t[i].layer >= 0)
+                snprintf(layer, sizeof layer, "model.layers.%lld.", (long long)t[i].layer);
+            snprintf(err, errlen, "model: %s%s.weight (%zu x %lld) cannot be quantized to %s: "
+                     "it has a non-finite value, or a block whose scale is beyond fp16", layer,
+                     t[i].name, rows, (long long)t[i].k, eng_quant_name(q));
             free(buf);
             free(t);
             return -1;

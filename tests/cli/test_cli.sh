@@ -70,6 +70,18 @@ expect_error "q8_0 on cuda" "cpu and ref devices" "$bin" generate --device cuda 
 "$bin" generate --quantization q4 --tokens 1 >/dev/null 2>&1; [ $? -eq 2 ] && pass ||
   fail "unknown --quantization not exit 2"
 
+# A NaN weight cannot be quantized: a load error naming the tensor.
+mkdir -p "$tmp/nan"; cp "$fixtures/models/gqa"/*.json "$fixtures/models/gqa/model.safetensors" "$tmp/nan/"
+f="$tmp/nan/model.safetensors"
+hlen=$(od -An -tu8 -N8 "$f" | tr -d ' ')
+start=$(head -c $((8 + hlen)) "$f" | tail -c +9 |
+  grep -o '"model.layers.1.mlp.down_proj.weight":{[^}]*}' | sed 's/.*data_offsets":\[\([0-9]*\),.*/\1/')
+[ -n "$start" ] || fail "test setup: no down_proj offsets in the header"
+printf '\xc0\x7f' | dd of="$f" bs=1 seek=$((8 + hlen + start + 2 * 100)) conv=notrunc 2>/dev/null
+expect_error "q8_0 NaN weight" "model.layers.1.mlp.down_proj.weight .* cannot be quantized" \
+  "$bin" generate --model "$tmp/nan" --tokens 1 --quantization q8_0
+expect_ok "NaN weight unquantized" "$bin" generate --model "$tmp/nan" --tokens 1 --max-tokens 1
+
 # A Phi-3.5-MoE model: the tokens transformers chose (tests/fixtures/models/moe, case len7).
 for dev in cpu ref; do
   expect_ok "generate moe $dev" "$bin" generate --model "$fixtures/models/moe" --device $dev \
