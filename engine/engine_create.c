@@ -144,7 +144,7 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     }
     e->mu_ready = true;
     if (eng_model_load(o->model_dir, &e->model, msg, sizeof msg) != 0 ||
-        eng_model_quantize(e->model, quant, msg, sizeof msg) != 0) {
+        eng_model_quantize(e->model, quant, o->n_threads, msg, sizeof msg) != 0) {
         eng_engine_fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
     }

@@ -140,9 +140,10 @@ const char *eng_quant_name(enum eng_quant q);
  * gate_up and down projections (phimoe: q, k, v and o; its experts stay as loaded) and the
  * lm_head unless it is tied to the embedding. Norms, biases, router, embedding and the vision
  * tower are untouched. Call after eng_model_load, before eng_model_upload; the model owns the
- * new buffer. ENG_QUANT_NONE does nothing. Returns 0, or -1 with a message in err (a weight
+ * new buffer. n_threads threads share the work (<= 0: one per online CPU). ENG_QUANT_NONE does nothing. Returns 0, or -1 with a message in err (a weight
  * that cannot be encoded, or out of memory); the model is then unchanged. */
-int eng_model_quantize(struct eng_model *model, enum eng_quant q, char *err, size_t errlen);
+int eng_model_quantize(struct eng_model *model, enum eng_quant q, int n_threads, char *err,
+                       size_t errlen);
 
 /* Bytes of distinct weight tensors the forward pass reads (what eng_model_upload copies to a
  * device), overflow-free for any model that loaded. */

@@ -26,6 +26,20 @@ static int block_scale(float s, float div, uint8_t *out, float *d)
     return isfinite(*d) ? 0 : -1;
 }
 
+/* v rounded half away from zero, for finite |v| < 2^30 (quotients here stay below 300):
+ * exact, and inline where roundf would be a library call. */
+static int round_away(float v)
+{
+    int i = (int)v;                 /* truncated toward zero */
+    float frac = v - (float)i;      /* exact: both in the same binade or below */
+    return i + (frac >= 0.5f) - (frac <= -0.5f);
+}
+
+static int clamp_int(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
 /* One block of KERN_QBLOCK finite values into out (ops.h's layouts); returns
  * KERN_ERR_INVALID for a scale beyond fp16. */
 static int quantize_block(const float *x, enum kern_dtype to, uint8_t *out)
@@ -40,19 +54,18 @@ static int quantize_block(const float *x, enum kern_dtype to, uint8_t *out)
     if (block_scale(to == KERN_DTYPE_Q8_0 ? amax : m, to == KERN_DTYPE_Q8_0 ? 127.0f : -8.0f,
                     out, &d) != 0)
         return KERN_ERR_INVALID;
-    for (int i = 0; i < KERN_QBLOCK; i++) {
-        /* d rounded to fp16 may sit just below max|x| / 127 (or 8): the quotient can pass
-         * the range and is clamped. */
-        float r = d == 0.0f ? 0.0f : roundf(x[i] / d);
-        if (to == KERN_DTYPE_Q8_0) {
-            out[2 + i] = (uint8_t)(int8_t)fminf(fmaxf(r, -127.0f), 127.0f);
-        } else {
-            uint8_t q = (uint8_t)fminf(fmaxf(r + 8.0f, 0.0f), 15.0f);
-            if (i < KERN_QBLOCK / 2)
-                out[2 + i] = q;
-            else
-                out[2 + i - KERN_QBLOCK / 2] |= (uint8_t)(q << 4);
-        }
+    /* d rounded to fp16 may sit just below max|x| / 127 (or 8), and a subnormal d further:
+     * the quotient can pass the range and is clamped. */
+    if (to == KERN_DTYPE_Q8_0) {
+        for (int i = 0; i < KERN_QBLOCK; i++)
+            out[2 + i] =
+                (uint8_t)(int8_t)(d == 0.0f ? 0 : clamp_int(round_away(x[i] / d), -127, 127));
+        return KERN_OK;
+    }
+    for (int i = 0; i < KERN_QBLOCK / 2; i++) {
+        int lo = d == 0.0f ? 8 : clamp_int(round_away(x[i] / d) + 8, 0, 15);
+        int hi = d == 0.0f ? 8 : clamp_int(round_away(x[i + KERN_QBLOCK / 2] / d) + 8, 0, 15);
+        out[2 + i] = (uint8_t)(lo | (hi << 4));
     }
     return KERN_OK;
 }

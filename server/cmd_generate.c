@@ -215,7 +215,7 @@ int srv_cmd_generate(int argc, char **argv)
         goto done;
     }
     if (eng_model_load(model_dir, &model, err, sizeof err) != 0 ||
-        eng_model_quantize(model, quant, err, sizeof err) != 0) {
+        eng_model_quantize(model, quant, (int)threads, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s: %s\n", model_dir, err);
         goto done;
     }

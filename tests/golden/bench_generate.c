@@ -63,7 +63,7 @@ static int bench_quant(const char *dir, struct eng_model *m, enum eng_quant quan
     char err[512];
     struct eng_model *q = NULL;
     if (eng_model_load(dir, &q, err, sizeof err) != 0 ||
-        eng_model_quantize(q, quant, err, sizeof err) != 0) {
+        eng_model_quantize(q, quant, 0, err, sizeof err) != 0) {
         fprintf(stderr, "bench_generate: %s\n", err);
         return 1;
     }
