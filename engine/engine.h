@@ -30,6 +30,9 @@ struct eng_engine_options {
     const char *device;           /* "cpu" (default when NULL), "ref" or "cuda" (GPU 0) */
     const char *quantization;     /* weights quantized at load: "none" (default when NULL),
                                      "q8_0" or "q4_0" (cpu and ref only; eng_model_quantize) */
+    const char *kv_cache_dtype;   /* "auto" (default when NULL: fp32 on cpu/ref, bf16 on cuda),
+                                     "bf16", or on cpu/ref "f16" / "f32" (see
+                                     eng_kv_cache_dtype_parse) */
     int n_threads;                /* CPU threads; <= 0: all cores */
     int64_t kv_cache_bytes;       /* KV pool budget; <= 0: on the host 1 GiB capped to what max
                                      context needs, on cuda whatever gpu_memory_fraction leaves */

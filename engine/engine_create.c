@@ -204,9 +204,15 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     int32_t max_seqs = o->max_seqs > 0 ? o->max_seqs : 256;
     int32_t max_tokens = o->max_batched_tokens > 0 ? o->max_batched_tokens : 2048;
     /* Device backends keep the cache in bf16 (the attention and kv_write ops convert); the
-     * host backends compute the fp32 numerics the CPU goldens check. */
-    enum kern_dtype kv_dtype = e->ops.host_memory ? KERN_DTYPE_F32 : KERN_DTYPE_BF16;
+     * host backends compute the fp32 numerics the CPU goldens check unless told otherwise. */
+    enum kern_dtype kv_dtype;
     rc = ENG_ERR_INVALID;
+    if (eng_kv_cache_dtype_parse(o->kv_cache_dtype, e->ops.host_memory, &kv_dtype) != 0) {
+        eng_engine_fail_msg(err, errlen, rc, "kv cache dtype '%s': expected auto, bf16%s",
+                            o->kv_cache_dtype, e->ops.host_memory ? ", f16 or f32" :
+                                                                    " (the only one on cuda)");
+        goto fail;
+    }
     size_t block_bytes = eng_kv_cache_block_bytes(c->num_hidden_layers, c->num_key_value_heads,
                                                   c->head_dim, bs, kv_dtype);
     if (block_bytes == 0 || bs > 4096) {

@@ -15,6 +15,32 @@ static int mul_ok(int64_t a, int64_t b, int64_t *out)
     return 1;
 }
 
+int eng_kv_cache_dtype_parse(const char *name, int host, enum kern_dtype *out)
+{
+    static const struct {
+        const char *name;
+        enum kern_dtype dtype;
+        int host_only;
+    } names[] = {
+        {"bf16", KERN_DTYPE_BF16, 0}, {"bfloat16", KERN_DTYPE_BF16, 0},
+        {"f16", KERN_DTYPE_F16, 1},   {"fp16", KERN_DTYPE_F16, 1},
+        {"float16", KERN_DTYPE_F16, 1}, {"f32", KERN_DTYPE_F32, 1},
+        {"fp32", KERN_DTYPE_F32, 1},  {"float32", KERN_DTYPE_F32, 1},
+    };
+    if (!name || strcmp(name, "auto") == 0) {
+        *out = host ? KERN_DTYPE_F32 : KERN_DTYPE_BF16;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i].name) == 0) {
+            if (names[i].host_only && !host)
+                return -1;
+            *out = names[i].dtype;
+            return 0;
+        }
+    return -1;
+}
+
 size_t eng_kv_cache_block_bytes(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
                                 int64_t block_size, enum kern_dtype dtype)
 {

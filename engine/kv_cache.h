@@ -25,6 +25,12 @@ struct eng_kv_cache {
     int64_t n_free;
 };
 
+/* The cache element type a --kv-cache-dtype name asks for: "auto" (or NULL) is fp32 on a host
+ * backend (host != 0: the numerics the CPU goldens check) and bf16 on a device; "bf16" (or
+ * "bfloat16") and, on a host backend only, "f16" ("fp16", "float16") and "f32" ("fp32",
+ * "float32"). Returns 0, or -1 for any other name or a dtype the backend does not keep. */
+int eng_kv_cache_dtype_parse(const char *name, int host, enum kern_dtype *out);
+
 /* Bytes one block takes across all layers, K and V; 0 on overflow. */
 size_t eng_kv_cache_block_bytes(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
                                 int64_t block_size, enum kern_dtype dtype);

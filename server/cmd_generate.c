@@ -48,6 +48,8 @@ static void usage(FILE *f)
             "  --device cpu|ref|cuda  fast CPU backend (default), the plain C reference, or GPU 0\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --quantization none|q8_0|q4_0  quantize the weight matrices at load (cpu, ref)\n"
+            "  --kv-cache-dtype auto|bf16|f16|f32  KV-cache element type (auto: f32 on cpu/ref,\n"
+            "                       bf16 on cuda)\n"
             "  --dump-logits FILE   write the logits of every step as raw float32 [steps, vocab]\n"
             "  -h, --help           this text\n");
 }
@@ -105,6 +107,7 @@ int srv_cmd_generate(int argc, char **argv)
         {"device", required_argument, NULL, 'd'},
         {"threads", required_argument, NULL, 'j'},
         {"quantization", required_argument, NULL, 'q'},
+        {"kv-cache-dtype", required_argument, NULL, 'k'},
         {"dump-logits", required_argument, NULL, 'l'},
         {"image", required_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},
@@ -113,6 +116,7 @@ int srv_cmd_generate(int argc, char **argv)
     const char *model_dir = PHISERVE_DEMO_MODEL, *tokens = NULL, *text = NULL, *device = "cpu";
     const char *dump_path = NULL, *image_files[SRV_MAX_IMAGES];
     enum eng_quant quant = ENG_QUANT_NONE;
+    const char *kv_name = NULL;
     int n_image_files = 0;
     int64_t max_new = 32, threads = 0;
     int ignore_eos = 0;
@@ -126,6 +130,15 @@ int srv_cmd_generate(int argc, char **argv)
         case 'e': ignore_eos = 1; break;
         case 'd': device = optarg; break;
         case 'l': dump_path = optarg; break;
+        case 'k': {
+            enum kern_dtype dt;
+            if (eng_kv_cache_dtype_parse(optarg, 1, &dt) != 0) {
+                fprintf(stderr, "error: --kv-cache-dtype: expected auto, bf16, f16 or f32\n");
+                return 2;
+            }
+            kv_name = optarg;
+            break;
+        }
         case 'q':
             if (eng_quant_parse(optarg, &quant) != 0) {
                 fprintf(stderr, "error: --quantization: expected none, q8_0 or q4_0\n");
@@ -263,8 +276,14 @@ int srv_cmd_generate(int argc, char **argv)
     const int64_t block_size = 16;
     int64_t n_blocks = ((int64_t)n_prompt + max_new + block_size - 1) / block_size + 1;
     const struct eng_model_config *cfg = &model->cfg;
-    /* Host backends keep the cache in fp32 (exact against the fp32 reference); the GPU in bf16. */
-    enum kern_dtype kv_dtype = ops.host_memory ? KERN_DTYPE_F32 : KERN_DTYPE_BF16;
+    /* Host backends keep the cache in fp32 by default (exact against the fp32 reference); the
+     * GPU in bf16. */
+    enum kern_dtype kv_dtype;
+    if (eng_kv_cache_dtype_parse(kv_name, ops.host_memory, &kv_dtype) != 0) {
+        fprintf(stderr, "error: --kv-cache-dtype %s: expected auto, bf16%s\n", kv_name,
+                ops.host_memory ? ", f16 or f32" : " (the only one on cuda)");
+        goto done;
+    }
     if (eng_kv_cache_create_on(&ops, ctx, cfg->num_hidden_layers, cfg->num_key_value_heads,
                                cfg->head_dim, block_size, n_blocks, kv_dtype, &kv, err,
                                sizeof err) != 0) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "kv_cache.h"
 #include "model.h"
 
 enum opt_type { OPT_STR, OPT_INT, OPT_BYTES, OPT_BOOL, OPT_LIST, OPT_FRACTION };
@@ -34,6 +35,7 @@ static const struct opt opts[] = {
     {"quantization", OPT_STR, OFF(quantization), 0, 0, "none|q8_0|q4_0", "quantize the weight matrices at load: q8_0 / q4_0 = 8-bit / 4-bit values with an fp16 scale per 32 (cpu and ref devices; default none)"},
     {"gpu-memory-fraction", OPT_FRACTION, OFF(gpu_memory_fraction), 0, 0, "F", "share of GPU memory for weights, activations and KV cache (default 0.9)"},
     {"threads", OPT_INT, OFF(threads), 0, 4096, "N", "CPU threads (default 0: all cores)"},
+    {"kv-cache-dtype", OPT_STR, OFF(kv_cache_dtype), 0, 0, "auto|bf16|f16|f32", "KV-cache element type (default auto: f32 on cpu/ref, bf16 on cuda; cuda keeps only bf16); bf16 or f16 halves the cache's memory and reads"},
     {"kv-cache-memory", OPT_BYTES, OFF(kv_cache_memory), 0, INT64_MAX, "BYTES", "KV-cache budget, e.g. 512M or 4G (default: engine's)"},
     {"block-size", OPT_INT, OFF(block_size), 0, 4096, "N", "tokens per KV block (default 16)"},
     {"max-batched-tokens", OPT_INT, OFF(max_batched_tokens), 0, INT32_MAX, "N", "token budget per engine step (default 2048)"},
@@ -450,6 +452,10 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
     enum eng_quant quant;
     if (eng_quant_parse(cfg->quantization, &quant) != 0)
         return fail(&L, "--quantization: expected none, q8_0 or q4_0, not '%s'", cfg->quantization);
+    enum kern_dtype kv_dtype;
+    if (eng_kv_cache_dtype_parse(cfg->kv_cache_dtype, 1, &kv_dtype) != 0)
+        return fail(&L, "--kv-cache-dtype: expected auto, bf16, f16 or f32, not '%s'",
+                    cfg->kv_cache_dtype);
     return 0;
 }
 
@@ -459,6 +465,7 @@ void srv_config_engine_options(const struct srv_config *cfg, struct eng_engine_o
     o->model_dir = cfg->model_dir;
     o->device = cfg->device;
     o->quantization = cfg->quantization;
+    o->kv_cache_dtype = cfg->kv_cache_dtype;
     o->gpu_memory_fraction = cfg->gpu_memory_fraction;
     /* The casts are safe: each option's table range fits the engine's type. */
     o->n_threads = (int)cfg->threads;

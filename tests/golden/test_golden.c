@@ -1,11 +1,13 @@
 /* Golden test: a fixture model's logits and greedy continuations from transformers (fp32,
  * eager) against phiserve's forward pass on one backend. Usage: test_golden MODEL_DIR ref|cpu
- * [q8_0|q4_0]. Checks each case alone, all cases in one batch, a prompt split into two chunks over
+ * [q8_0|q4_0|kv_bf16]. Checks each case alone, all cases in one batch, a prompt split into two chunks over
  * the cache, and greedy generation alone and batched (token for token). With q8_0 or q4_0 the
  * model is quantized at load and compared with golden/<format>/ (scripts/make_quant_goldens.py:
  * transformers run on the same checkpoint with those matrices replaced by their dequantized
  * values, so the tolerance stays the fp32 one), after checking the quantized tensors against
- * the script's checksums and verbatim blocks. */
+ * the script's checksums and verbatim blocks. With kv_bf16 the KV cache holds bf16 and the
+ * goldens are golden/kv_bf16/ (scripts/make_kv_goldens.py: transformers with K and V rounded to
+ * bf16 as they enter its cache). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdbool.h>
@@ -136,6 +138,9 @@ static uint8_t prompt_variant(const struct eng_model_config *c, int32_t n)
  * tokens (no logits), then the rest. Blocks are handed out in a scattered order so block
  * tables are not contiguous. Writes every stored row's logits into out[case] (same layout as
  * the fixture). */
+/* The KV cache's element type: fp32, or bf16 in the kv_bf16 mode. */
+static enum kern_dtype kv_dtype = KERN_DTYPE_F32;
+
 static int run_prefill(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                        struct gcase **cs, int n, int32_t chunk, float **out)
 {
@@ -152,7 +157,7 @@ static int run_prefill(const struct eng_model *m, const struct kern_ops *ops, st
     struct eng_kv_cache *kv = NULL;
     char err[256];
     if (eng_kv_cache_create(c->num_hidden_layers, c->num_key_value_heads, c->head_dim, bs, n_blocks,
-                            KERN_DTYPE_F32, &kv, err, sizeof err) != 0) {
+                            kv_dtype, &kv, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
@@ -421,14 +426,18 @@ static int check_quantized(const struct eng_model *m, const char *dir, enum kern
 int main(int argc, char **argv)
 {
     enum eng_quant quant = ENG_QUANT_NONE;
-    if ((argc != 3 && argc != 4) || (argc == 4 && eng_quant_parse(argv[3], &quant) != 0)) {
-        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0]\n");
+    bool kv16 = argc == 4 && strcmp(argv[3], "kv_bf16") == 0;
+    if ((argc != 3 && argc != 4) ||
+        (argc == 4 && !kv16 && (eng_quant_parse(argv[3], &quant) != 0 || quant == ENG_QUANT_NONE))) {
+        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0|kv_bf16]\n");
         return 2;
     }
     bool q8 = quant != ENG_QUANT_NONE; /* quantized */
     enum kern_dtype qdt = quant == ENG_QUANT_Q4_0 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
+    if (kv16)
+        kv_dtype = KERN_DTYPE_BF16;
     char gdir[64];
-    snprintf(gdir, sizeof gdir, q8 ? "golden/%s" : "golden", eng_quant_name(quant));
+    snprintf(gdir, sizeof gdir, argc == 4 ? "golden/%s" : "golden", argv[argc - 1]);
     char err[512];
     struct eng_model *m = NULL;
     if (eng_model_load(argv[1], &m, err, sizeof err) != 0) {
@@ -487,7 +496,7 @@ int main(int argc, char **argv)
         blocks += (gc[i].n_ids + gc[i].n_greedy + bs - 1) / bs + 1;
     struct eng_kv_cache *kv = NULL;
     if (eng_kv_cache_create(m->cfg.num_hidden_layers, m->cfg.num_key_value_heads, m->cfg.head_dim, bs,
-                            blocks, KERN_DTYPE_F32, &kv, err, sizeof err) != 0) {
+                            blocks, kv_dtype, &kv, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -532,9 +541,9 @@ int main(int argc, char **argv)
         }
         CHECK(eng_kv_cache_used_blocks(kv) == 0, "KV blocks leaked after generation");
     }
-    printf("%s [%s%s]: %d cases, worst logit error %.3g (prompt) %.3g (decode steps) of row scale "
+    printf("%s [%s%s%s]: %d cases, worst logit error %.3g (prompt) %.3g (decode steps) of row scale "
            "(tolerance %.0e), LongRoPE recomputes %d, %d failures\n",
-           argv[1], argv[2], q8 ? (quant == ENG_QUANT_Q4_0 ? ", q4_0" : ", q8_0") : "", n, worst,
+           argv[1], argv[2], argc == 4 ? ", " : "", argc == 4 ? argv[3] : "", n, worst,
            sc.worst, LOGIT_RTOL, recomputes, tu_failures);
     for (int i = 0; i < n; i++)
         if (gc[i].n_sure < gc[i].n_greedy)

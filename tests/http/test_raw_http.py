@@ -672,6 +672,32 @@ def test_quantization_q8_0_serves(tmp_path):
     assert p.returncode == 1 and "cpu and ref devices" in p.stderr, p.stderr
 
 
+def test_kv_cache_dtype(tmp_path):
+    """--kv-cache-dtype bf16 / f16 keep the CPU cache in 16 bits (the same byte budget then holds
+    twice the blocks: KV usage per request halves) and serve as usual; an unknown name is a
+    startup error (2), and f16 with --device cuda a load error (1)."""
+    import subprocess
+    from harness import BIN
+    blocks = {}
+    for dtype in ("f32", "bf16", "f16"):
+        srv = Server("--kv-cache-dtype", dtype, "--kv-cache-memory", "64M")
+        try:
+            assert_still_serves(srv)
+            total = [v for k, v in srv.metrics().items()
+                     if k.startswith("phiserve_kv_cache_blocks{") and 'state="total"' in k]
+            assert len(total) == 1
+            blocks[dtype] = total[0]
+        finally:
+            srv.stop()
+    assert blocks["bf16"] == blocks["f16"] == 2 * blocks["f32"], blocks
+    p = subprocess.run([BIN, "serve", "--kv-cache-dtype", "fp8", "--port", "0"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2 and "--kv-cache-dtype" in p.stderr
+    p = subprocess.run([BIN, "serve", "--kv-cache-dtype", "f16", "--device", "cuda", "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and ("kv cache dtype" in p.stderr or "cuda" in p.stderr), p.stderr
+
+
 def test_version_and_head(server):
     status, _, data = server.get("/version")
     assert status == 200 and json.loads(data)["version"]
