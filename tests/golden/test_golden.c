@@ -1,13 +1,11 @@
 /* Golden test: a fixture model's logits and greedy continuations from transformers (fp32,
  * eager) against phiserve's forward pass on one backend. Usage: test_golden MODEL_DIR ref|cpu
- * [q8_0|q4_0|kv_bf16]. Checks each case alone, all cases in one batch, a prompt split into two chunks over
+ * [q8_0|q4_0]. Checks each case alone, all cases in one batch, a prompt split into two chunks over
  * the cache, and greedy generation alone and batched (token for token). With q8_0 or q4_0 the
  * model is quantized at load and compared with golden/<format>/ (scripts/make_quant_goldens.py:
  * transformers run on the same checkpoint with those matrices replaced by their dequantized
  * values, so the tolerance stays the fp32 one), after checking the quantized tensors against
- * the script's checksums and verbatim blocks. With kv_bf16 the KV cache holds bf16 and the
- * goldens are golden/kv_bf16/ (scripts/make_kv_goldens.py: transformers with K and V rounded to
- * bf16 as they enter its cache). */
+ * the script's checksums and verbatim blocks. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdbool.h>
@@ -138,9 +136,6 @@ static uint8_t prompt_variant(const struct eng_model_config *c, int32_t n)
  * tokens (no logits), then the rest. Blocks are handed out in a scattered order so block
  * tables are not contiguous. Writes every stored row's logits into out[case] (same layout as
  * the fixture). */
-/* The KV cache's element type: fp32, or bf16 in the kv_bf16 mode. */
-static enum kern_dtype kv_dtype = KERN_DTYPE_F32;
-
 static int run_prefill(const struct eng_model *m, const struct kern_ops *ops, struct kern_ctx *ctx,
                        struct gcase **cs, int n, int32_t chunk, float **out)
 {
@@ -157,7 +152,7 @@ static int run_prefill(const struct eng_model *m, const struct kern_ops *ops, st
     struct eng_kv_cache *kv = NULL;
     char err[256];
     if (eng_kv_cache_create(c->num_hidden_layers, c->num_key_value_heads, c->head_dim, bs, n_blocks,
-                            kv_dtype, &kv, err, sizeof err) != 0) {
+                            KERN_DTYPE_F32, &kv, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
@@ -426,16 +421,13 @@ static int check_quantized(const struct eng_model *m, const char *dir, enum kern
 int main(int argc, char **argv)
 {
     enum eng_quant quant = ENG_QUANT_NONE;
-    bool kv16 = argc == 4 && strcmp(argv[3], "kv_bf16") == 0;
     if ((argc != 3 && argc != 4) ||
-        (argc == 4 && !kv16 && (eng_quant_parse(argv[3], &quant) != 0 || quant == ENG_QUANT_NONE))) {
-        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0|kv_bf16]\n");
+        (argc == 4 && (eng_quant_parse(argv[3], &quant) != 0 || quant == ENG_QUANT_NONE))) {
+        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0]\n");
         return 2;
     }
     bool q8 = quant != ENG_QUANT_NONE; /* quantized */
     enum kern_dtype qdt = quant == ENG_QUANT_Q4_0 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
-    if (kv16)
-        kv_dtype = KERN_DTYPE_BF16;
     char gdir[64];
     snprintf(gdir, sizeof gdir, argc == 4 ? "golden/%s" : "golden", argv[argc - 1]);
     char err[512];
@@ -496,7 +488,7 @@ int main(int argc, char **argv)
         blocks += (gc[i].n_ids + gc[i].n_greedy + bs - 1) / bs + 1;
     struct eng_kv_cache *kv = NULL;
     if (eng_kv_cache_create(m->cfg.num_hidden_layers, m->cfg.num_key_value_heads, m->cfg.head_dim, bs,
-                            blocks, kv_dtype, &kv, err, sizeof err) != 0) {
+                            blocks, KERN_DTYPE_F32, &kv, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
