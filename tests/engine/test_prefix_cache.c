@@ -1,5 +1,6 @@
 /* Unit test of the prefix cache index (engine/prefix_cache.c): hash chain keys, verified hits,
- * the LRU of evictable blocks, eviction order, block accounting, and the disabled mode. */
+ * the LRU of evictable blocks, eviction order, block accounting, and the disabled mode; and of
+ * the KV cache's dtype names (eng_kv_cache_dtype_parse, engine/kv_cache.c). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -116,8 +117,32 @@ static void test_duplicate_and_disabled(void)
     eng_kv_cache_destroy(kv);
 }
 
+/* --kv-cache-dtype names: auto per backend kind, aliases, and cuda's bf16-only rule. */
+static void test_kv_dtype_names(void)
+{
+    enum kern_dtype dt = KERN_DTYPE_Q8_0;
+    CHECK(eng_kv_cache_dtype_parse(NULL, 1, &dt) == 0 && dt == KERN_DTYPE_F32, "auto on a host");
+    CHECK(eng_kv_cache_dtype_parse("auto", 0, &dt) == 0 && dt == KERN_DTYPE_BF16, "auto on a device");
+    static const char *const bf[] = {"bf16", "bfloat16"}, *const f16[] = {"f16", "fp16", "float16"},
+                             *const f32[] = {"f32", "fp32", "float32"};
+    for (int i = 0; i < 2; i++) {
+        CHECK(eng_kv_cache_dtype_parse(bf[i], 1, &dt) == 0 && dt == KERN_DTYPE_BF16, "%s", bf[i]);
+        CHECK(eng_kv_cache_dtype_parse(bf[i], 0, &dt) == 0 && dt == KERN_DTYPE_BF16, "%s on cuda", bf[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        CHECK(eng_kv_cache_dtype_parse(f16[i], 1, &dt) == 0 && dt == KERN_DTYPE_F16, "%s", f16[i]);
+        CHECK(eng_kv_cache_dtype_parse(f32[i], 1, &dt) == 0 && dt == KERN_DTYPE_F32, "%s", f32[i]);
+        CHECK(eng_kv_cache_dtype_parse(f16[i], 0, &dt) == -1, "%s refused on cuda", f16[i]);
+        CHECK(eng_kv_cache_dtype_parse(f32[i], 0, &dt) == -1, "%s refused on cuda", f32[i]);
+    }
+    static const char *const bad[] = {"fp8", "q8_0", "", "BF16", "auto "};
+    for (int i = 0; i < 5; i++)
+        CHECK(eng_kv_cache_dtype_parse(bad[i], 1, &dt) == -1, "'%s' accepted", bad[i]);
+}
+
 int main(void)
 {
+    test_kv_dtype_names();
     test_hash();
     test_lru_and_eviction();
     test_duplicate_and_disabled();

@@ -683,6 +683,7 @@ def test_kv_cache_dtype(tmp_path):
         srv = Server("--kv-cache-dtype", dtype, "--kv-cache-memory", "64M")
         try:
             assert_still_serves(srv)
+            assert f"KV cache {dtype})" in srv.log_text(), srv.log_text()[-500:]
             total = [v for k, v in srv.metrics().items()
                      if k.startswith("phiserve_kv_cache_blocks{") and 'state="total"' in k]
             assert len(total) == 1
