@@ -88,4 +88,15 @@ static inline KERN_HD uint16_t kern_f32_to_f16(float f)
     return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
 
+/* Element e (0..31) of one block of ops.h's block formats, as fp32: the block's fp16 scale
+ * times its integer (Q8_0: an int8; q4 != 0, Q4_0: a nibble minus 8), an exact product. */
+static inline KERN_HD float kern_block_elem(int q4, const uint8_t *blk, int e)
+{
+    float d = kern_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
+    if (!q4)
+        return d * (float)(int8_t)blk[2 + e];
+    int q = e < 16 ? blk[2 + e] & 15 : blk[2 + e - 16] >> 4;
+    return d * (float)(q - 8);
+}
+
 #endif

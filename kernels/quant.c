@@ -5,15 +5,7 @@
 
 #include "dtype.h"
 #include "ops.h"
-
-/* Element i of a row of src, widened to fp32 (exact for every stored type). */
-static float widen(const void *src, enum kern_dtype dt, int64_t i)
-{
-    if (dt == KERN_DTYPE_F32)
-        return ((const float *)src)[i];
-    uint16_t h = ((const uint16_t *)src)[i];
-    return dt == KERN_DTYPE_BF16 ? kern_bf16_to_f32(h) : kern_f16_to_f32(h);
-}
+#include "ref/ref.h"
 
 /* The fp16 scale s / div (fp32 quotient, rounded to nearest even) into out[0..1] and *d; -1
  * when it is not finite. */
@@ -87,7 +79,7 @@ int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, in
         for (int64_t b = 0; b < k / KERN_QBLOCK; b++) {
             float x[KERN_QBLOCK];
             for (int i = 0; i < KERN_QBLOCK; i++) {
-                x[i] = widen(row, src_dtype, b * KERN_QBLOCK + i);
+                x[i] = ref_load(row, src_dtype, b * KERN_QBLOCK + i);
                 if (!isfinite(x[i]))
                     return KERN_ERR_INVALID;
             }

@@ -207,14 +207,9 @@ SIMD_INLINE void simd_load_w(enum kern_dtype dt, const void *w, int64_t i, simd_
 
 SIMD_INLINE float simd_load_w1(enum kern_dtype dt, const void *w, int64_t i)
 {
-    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
-        const uint8_t *blk = (const uint8_t *)w + simd_w_bytes(dt, i);
-        int e = (int)((uint64_t)i % KERN_QBLOCK);
-        if (dt == KERN_DTYPE_Q8_0)
-            return simd_block_scale(blk) * (float)(int8_t)blk[2 + e];
-        int q = e < KERN_QBLOCK / 2 ? blk[2 + e] & 15 : blk[2 + e - KERN_QBLOCK / 2] >> 4;
-        return simd_block_scale(blk) * (float)(q - 8);
-    }
+    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0)
+        return kern_block_elem(dt == KERN_DTYPE_Q4_0, (const uint8_t *)w + simd_w_bytes(dt, i),
+                               (int)((uint64_t)i % KERN_QBLOCK));
     if (dt == KERN_DTYPE_F32)
         return ((const float *)w)[i];
     if (dt == KERN_DTYPE_BF16)

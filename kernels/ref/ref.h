@@ -111,18 +111,12 @@ static inline int ref_dtype_ok(enum kern_dtype dt)
 static inline float ref_load(const void *base, enum kern_dtype dt, int64_t i)
 {
     switch (dt) {
-    case KERN_DTYPE_Q8_0: {
-        const uint8_t *blk = (const uint8_t *)base + (i / KERN_QBLOCK) * KERN_Q8_0_BLOCK_BYTES;
-        uint16_t d = (uint16_t)(blk[0] | (blk[1] << 8));
-        return kern_f16_to_f32(d) * (float)(int8_t)blk[2 + i % KERN_QBLOCK];
-    }
-    case KERN_DTYPE_Q4_0: {
-        const uint8_t *blk = (const uint8_t *)base + (i / KERN_QBLOCK) * KERN_Q4_0_BLOCK_BYTES;
-        uint16_t d = (uint16_t)(blk[0] | (blk[1] << 8));
-        int e = (int)(i % KERN_QBLOCK);
-        int q = e < KERN_QBLOCK / 2 ? blk[2 + e] & 15 : blk[2 + e - KERN_QBLOCK / 2] >> 4;
-        return kern_f16_to_f32(d) * (float)(q - 8);
-    }
+    case KERN_DTYPE_Q8_0:
+        return kern_block_elem(0, (const uint8_t *)base + (i / KERN_QBLOCK) * KERN_Q8_0_BLOCK_BYTES,
+                               (int)(i % KERN_QBLOCK));
+    case KERN_DTYPE_Q4_0:
+        return kern_block_elem(1, (const uint8_t *)base + (i / KERN_QBLOCK) * KERN_Q4_0_BLOCK_BYTES,
+                               (int)(i % KERN_QBLOCK));
     case KERN_DTYPE_F16:
         return kern_f16_to_f32(((const uint16_t *)base)[i]);
     case KERN_DTYPE_BF16:

@@ -426,7 +426,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0]\n");
         return 2;
     }
-    bool q8 = quant != ENG_QUANT_NONE; /* quantized */
+    bool quantized = quant != ENG_QUANT_NONE;
     enum kern_dtype qdt = quant == ENG_QUANT_Q4_0 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
     char gdir[64];
     snprintf(gdir, sizeof gdir, argc == 4 ? "golden/%s" : "golden", argv[argc - 1]);
@@ -437,7 +437,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int n_quantized = 0;
-    if (q8) {
+    if (quantized) {
         if (eng_model_quantize(m, quant, 0, err, sizeof err) != 0) {
             fprintf(stderr, "quantize %s: %s\n", argv[1], err);
             return 1;
@@ -541,7 +541,7 @@ int main(int argc, char **argv)
         if (gc[i].n_sure < gc[i].n_greedy)
             printf("%s: greedy compared on its first %d of %d tokens (step %d's margin is within "
                    "twice the tolerance)\n", gc[i].name, gc[i].n_sure, gc[i].n_greedy, gc[i].n_sure);
-    if (q8)
+    if (quantized)
         printf("%s: %d tensors match the script's checksums and blocks\n", eng_quant_name(quant),
                n_quantized);
 

@@ -110,15 +110,10 @@ static inline void kt_fill(struct kt_rng *r, void *dst, enum kern_dtype dt, int6
 
 static inline float kt_get(const void *src, enum kern_dtype dt, int64_t i)
 {
-    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
-        const uint8_t *blk = (const uint8_t *)src + (i / KERN_QBLOCK) * kt_bytes(dt, KERN_QBLOCK);
-        float d = kern_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
-        int e = (int)(i % KERN_QBLOCK);
-        if (dt == KERN_DTYPE_Q8_0)
-            return d * (float)(int8_t)blk[2 + e];
-        int q = e < KERN_QBLOCK / 2 ? blk[2 + e] & 15 : blk[2 + e - KERN_QBLOCK / 2] >> 4;
-        return d * (float)(q - 8);
-    }
+    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0)
+        return kern_block_elem(dt == KERN_DTYPE_Q4_0,
+                               (const uint8_t *)src + (i / KERN_QBLOCK) * kt_bytes(dt, KERN_QBLOCK),
+                               (int)(i % KERN_QBLOCK));
     if (dt == KERN_DTYPE_F32)
         return ((const float *)src)[i];
     if (dt == KERN_DTYPE_BF16)
