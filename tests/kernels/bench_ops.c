@@ -32,6 +32,51 @@ static int call_at(struct kern_ctx *ctx, const void *p)
 {
     return at_fn(ctx, p);
 }
+
+/* A matmul over copies of its weights taken in turn: with more bytes than the last-level
+ * cache holds, every call reads W from memory as a decode step of a real model does (a
+ * single copy of a 16-56 MiB matrix partly stays in a 32 MiB L3 between calls). */
+#define BENCH_COLD_BYTES ((size_t)192 << 20)
+#define BENCH_COLD_MAX 64
+struct bench_mm_cold {
+    struct kern_matmul_params p;
+    const void *w[BENCH_COLD_MAX];
+    int n, next;
+};
+static int call_mm_cold(struct kern_ctx *ctx, const void *arg)
+{
+    struct bench_mm_cold *c = (struct bench_mm_cold *)arg;
+    struct kern_matmul_params p = c->p;
+    p.w = c->w[c->next];
+    c->next = (c->next + 1) % c->n;
+    return mm_fn(ctx, &p);
+}
+/* Copies of w (bytes each) up to BENCH_COLD_BYTES in all; c->w[0] is w itself. Returns 0, or
+ * -1 when out of memory (then nothing is left allocated but w). */
+static int cold_copies(struct bench_mm_cold *c, const void *w, size_t bytes)
+{
+    c->n = (int)(BENCH_COLD_BYTES / bytes) + 1;
+    if (c->n > BENCH_COLD_MAX)
+        c->n = BENCH_COLD_MAX;
+    c->w[0] = w;
+    c->next = 0;
+    for (int i = 1; i < c->n; i++) {
+        void *cp = malloc(bytes);
+        if (!cp) {
+            for (int j = 1; j < i; j++)
+                free((void *)c->w[j]);
+            return -1;
+        }
+        memcpy(cp, w, bytes);
+        c->w[i] = cp;
+    }
+    return 0;
+}
+static void cold_free(struct bench_mm_cold *c)
+{
+    for (int i = 1; i < c->n; i++)
+        free((void *)c->w[i]);
+}
 static int (*rn_fn)(struct kern_ctx *, const struct kern_rmsnorm_params *);
 static int (*rp_fn)(struct kern_ctx *, const struct kern_rope_params *);
 static int (*sm_fn)(struct kern_ctx *, const struct kern_silu_mul_params *);
@@ -213,7 +258,81 @@ done:
     free(work);
 }
 
-int main(void)
+/* Q8_0 and Q4_0 against bf16 weights on the fast path (the "matmul quantized" table). */
+static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, struct kt_rng *rng)
+{
+    struct kern_ops cpu = *ops;
+    static const struct {
+        const char *name;
+        int64_t k, n;
+    } shapes[] = {{"qkv 3072x9216", 3072, 9216}, {"gate_up 3072x16384", 3072, 16384},
+                  {"down 8192x3072", 8192, 3072}};
+    static const int64_t ms[2] = {1, 128};
+    /* Q8_0 and Q4_0 against bf16 weights, all on the fast path: the same x and shapes, timed
+     * in turn (three rounds each, the best kept) so that the neighbours' load hits all.
+     * Decode (m = 1) reads W once, so its speed is weight bytes over bandwidth. */
+    printf("\n%-20s %5s %9s %9s %9s %9s %9s %9s %9s\n", "matmul quantized", "m", "bf16 ms",
+           "q8_0 ms", "q4_0 ms", "bf16 GB/s", "q8_0 GB/s", "q8_0 x", "q4_0 x");
+    for (int si = 0; si < 3; si++) {
+        int64_t k = shapes[si].k, n = shapes[si].n;
+        static const enum kern_dtype qdt[2] = {KERN_DTYPE_Q8_0, KERN_DTYPE_Q4_0};
+        size_t qbytes[2];
+        void *wq[2];
+        uint16_t *w = malloc((size_t)(n * k) * sizeof *w);
+        float *x = malloc((size_t)(128 * k) * sizeof *x), *y = malloc((size_t)(128 * n) * sizeof *y);
+        for (int f = 0; f < 2; f++) {
+            qbytes[f] = (size_t)n * (size_t)kern_dtype_row_bytes(qdt[f], k);
+            wq[f] = malloc(qbytes[f]);
+        }
+        if (!w || !wq[0] || !wq[1] || !x || !y) {
+            printf("out of memory\n");
+            return;
+        }
+        kt_fill(rng, w, KERN_DTYPE_BF16, n * k, -1.0f, 1.0f);
+        kt_fill(rng, x, KERN_DTYPE_F32, 128 * k, -1.0f, 1.0f);
+        for (int f = 0; f < 2; f++)
+            if (kern_quantize(w, KERN_DTYPE_BF16, n, k, qdt[f], wq[f]) != KERN_OK) {
+                printf("quantize failed\n");
+                return;
+            }
+        mm_fn = cpu.matmul;
+        for (int mi = 0; mi < 2; mi++) {
+            int64_t m = ms[mi];
+            /* Decode (m = 1) from memory (call_mm_cold), prefill on one copy (compute-bound). */
+            struct bench_mm_cold c[3] = {{.p = {x, w, KERN_DTYPE_BF16, y, m, n, k, k, n, 0}},
+                                         {.p = {x, wq[0], qdt[0], y, m, n, k, k, n, 0}},
+                                         {.p = {x, wq[1], qdt[1], y, m, n, k, k, n, 0}}};
+            size_t bytes[3] = {(size_t)(n * k) * 2, qbytes[0], qbytes[1]};
+            for (int v = 0; v < 3; v++) {
+                if (m > 1) {
+                    c[v].n = 1;
+                    c[v].w[0] = c[v].p.w;
+                } else if (cold_copies(&c[v], c[v].p.w, bytes[v]) != 0) {
+                    printf("out of memory\n");
+                    return;
+                }
+            }
+            double t[3] = {1e30, 1e30, 1e30};
+            for (int round = 0; round < 3; round++)
+                for (int v = 0; v < 3; v++)
+                    t[v] = fmin(t[v], time_calls(call_mm_cold, ctx, &c[v], 0.3));
+            for (int v = 0; v < 3; v++)
+                cold_free(&c[v]);
+            printf("%-20s %5lld %9.2f %9.2f %9.2f %9.1f %9.1f %8.2fx %8.2fx\n", shapes[si].name,
+                   (long long)m, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
+                   (double)(n * k) * 2.0 / t[0] * 1e-9, (double)qbytes[0] / t[1] * 1e-9,
+                   t[0] / t[1], t[0] / t[2]);
+        }
+        free(w);
+        free(wq[0]);
+        free(wq[1]);
+        free(x);
+        free(y);
+    }
+
+}
+
+int main(int argc, char **argv)
 {
     struct kern_ops ref, cpu;
     kern_ops_init_ref(&ref);
@@ -228,6 +347,11 @@ int main(void)
     printf("bench_ops: %d thread(s), inner loops: %s\n", kern_cpu_n_threads(ctx),
            level_names[kern_cpu_best_level()]);
     struct kt_rng rng = {7};
+    if (argc > 1 && strcmp(argv[1], "quant") == 0) { /* only the quantized table */
+        bench_quantized(&cpu, ctx, &rng);
+        kern_ctx_destroy(ctx);
+        return 0;
+    }
 
     static const struct {
         const char *name;
@@ -264,55 +388,6 @@ int main(void)
                    g_ref, g_cpu, t_cpu * 1e3, g_cpu / g_ref);
         }
         free(w);
-        free(x);
-        free(y);
-    }
-
-    /* Q8_0 and Q4_0 against bf16 weights, all on the fast path: the same x and shapes, timed
-     * in turn (three rounds each, the best kept) so that the neighbours' load hits all.
-     * Decode (m = 1) reads W once, so its speed is weight bytes over bandwidth. */
-    printf("\n%-20s %5s %9s %9s %9s %9s %9s %9s %9s\n", "matmul quantized", "m", "bf16 ms",
-           "q8_0 ms", "q4_0 ms", "bf16 GB/s", "q8_0 GB/s", "q8_0 x", "q4_0 x");
-    for (int si = 0; si < 3; si++) {
-        int64_t k = shapes[si].k, n = shapes[si].n;
-        static const enum kern_dtype qdt[2] = {KERN_DTYPE_Q8_0, KERN_DTYPE_Q4_0};
-        size_t qbytes[2];
-        void *wq[2];
-        uint16_t *w = malloc((size_t)(n * k) * sizeof *w);
-        float *x = malloc((size_t)(128 * k) * sizeof *x), *y = malloc((size_t)(128 * n) * sizeof *y);
-        for (int f = 0; f < 2; f++) {
-            qbytes[f] = (size_t)n * (size_t)kern_dtype_row_bytes(qdt[f], k);
-            wq[f] = malloc(qbytes[f]);
-        }
-        if (!w || !wq[0] || !wq[1] || !x || !y) {
-            printf("out of memory\n");
-            return 0;
-        }
-        kt_fill(&rng, w, KERN_DTYPE_BF16, n * k, -1.0f, 1.0f);
-        kt_fill(&rng, x, KERN_DTYPE_F32, 128 * k, -1.0f, 1.0f);
-        for (int f = 0; f < 2; f++)
-            if (kern_quantize(w, KERN_DTYPE_BF16, n, k, qdt[f], wq[f]) != KERN_OK) {
-                printf("quantize failed\n");
-                return 0;
-            }
-        mm_fn = cpu.matmul;
-        for (int mi = 0; mi < 2; mi++) {
-            int64_t m = ms[mi];
-            struct kern_matmul_params p[3] = {{x, w, KERN_DTYPE_BF16, y, m, n, k, k, n, 0},
-                                              {x, wq[0], qdt[0], y, m, n, k, k, n, 0},
-                                              {x, wq[1], qdt[1], y, m, n, k, k, n, 0}};
-            double t[3] = {1e30, 1e30, 1e30};
-            for (int round = 0; round < 3; round++)
-                for (int v = 0; v < 3; v++)
-                    t[v] = fmin(t[v], time_calls(call_mm, ctx, &p[v], 0.3));
-            printf("%-20s %5lld %9.2f %9.2f %9.2f %9.1f %9.1f %8.2fx %8.2fx\n", shapes[si].name,
-                   (long long)m, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
-                   (double)(n * k) * 2.0 / t[0] * 1e-9, (double)qbytes[0] / t[1] * 1e-9,
-                   t[0] / t[1], t[0] / t[2]);
-        }
-        free(w);
-        free(wq[0]);
-        free(wq[1]);
         free(x);
         free(y);
     }
@@ -363,6 +438,7 @@ int main(void)
         free(out);
         free(bt);
     }
+    bench_quantized(&cpu, ctx, &rng);
     bench_elementwise(&ref, &cpu, ctx, &rng);
     bench_moe(&ref, &cpu, ctx, &rng);
     kern_ctx_destroy(ctx);
