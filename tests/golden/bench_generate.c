@@ -80,8 +80,12 @@ static int bench_quant(const char *dir, struct eng_model *m, enum eng_quant quan
                 return 1;
             }
             best[v][0] = fmin(best[v][0], tp);
-            best[v][1] = fmin(best[v][1], tt - tp);
+            best[v][1] = fmin(best[v][1], tt);
         }
+    /* Decode time: the best whole run less the best prefill run (the best of their differences
+     * would pick a run whose prefill happened to be slow and overstate decode speed). */
+    for (int v = 0; v < 2; v++)
+        best[v][1] = best[v][1] > best[v][0] ? best[v][1] - best[v][0] : 0.0;
     printf("model %s: %lld layers, hidden %lld, vocab %lld, %s weights; prompt %d tokens, %d new "
            "tokens; cpu backend, best of 3\n", dir, (long long)m->cfg.num_hidden_layers,
            (long long)m->cfg.hidden_size, (long long)m->cfg.vocab_size,
