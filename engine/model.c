@@ -9,6 +9,8 @@
 #include <stdlib.h>
 
 #include "dtype.h"
+#include "gguf.h"
+#include "model_internal.h"
 
 /* Looks name up and checks its shape against the n_dims values in shape. */
 static int bind(const struct eng_st_set *st, const char *name, int n_dims, const int64_t *shape,
@@ -303,19 +305,8 @@ static int bind_model(struct eng_model *m, char *err, size_t errlen)
     return c->arch == ENG_ARCH_PHI3V ? bind_vision(m, err, errlen) : 0;
 }
 
-int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t errlen)
+int eng_model_init_rope(struct eng_model *m, char *err, size_t errlen)
 {
-    *out = NULL;
-    struct eng_model *m = calloc(1, sizeof *m);
-    if (!m) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    if (eng_model_config_load(dir, &m->cfg, err, errlen) ||
-        eng_st_open_dir(dir, &m->weights, err, errlen) ||
-        bind_model(m, err, errlen))
-        goto fail;
-
     const struct eng_model_config *c = &m->cfg;
     if (c->rope_type == ENG_ROPE_LONGROPE) {
         /* The op table carries one mscale; every Phi-3 LongRoPE config derives the same value
@@ -324,7 +315,7 @@ int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t er
         if (c->short_mscale != c->long_mscale) {
             snprintf(err, errlen, "config: rope_scaling short_mscale %g != long_mscale %g is not supported",
                      c->short_mscale, c->long_mscale);
-            goto fail;
+            return -1;
         }
         int64_t half = c->rotary_dim / 2;
         eng_rope_inv_freq(c, c->short_factor, m->inv_freq + ENG_ROPE_SHORT * half);
@@ -337,11 +328,27 @@ int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t er
         m->mscale = 1.0f;
     }
     m->rope_inv_freq = m->inv_freq;
+    return 0;
+}
+
+int eng_model_load(const char *path, struct eng_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (eng_model_is_gguf(path))
+        return eng_model_load_gguf(path, out, err, errlen);
+    struct eng_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (eng_model_config_load(path, &m->cfg, err, errlen) ||
+        eng_st_open_dir(path, &m->weights, err, errlen) ||
+        bind_model(m, err, errlen) || eng_model_init_rope(m, err, errlen)) {
+        eng_model_destroy(m);
+        return -1;
+    }
     *out = m;
     return 0;
-fail:
-    eng_model_destroy(m);
-    return -1;
 }
 
 /* Calls fn on every weight tensor that the architecture has (data != NULL), in a fixed order:
@@ -410,6 +417,22 @@ size_t eng_model_weight_bytes(const struct eng_model *model)
     size_t total = 0;
     each_weight((struct eng_model *)model, add_bytes, &total);
     return total;
+}
+
+static int find_block(struct eng_model *m, struct eng_weight *w, void *arg)
+{
+    (void)m;
+    if (w->dtype != KERN_DTYPE_Q8_0 && w->dtype != KERN_DTYPE_Q4_0)
+        return 0;
+    *(enum kern_dtype *)arg = w->dtype;
+    return 1;
+}
+
+enum kern_dtype eng_model_block_dtype(const struct eng_model *model)
+{
+    enum kern_dtype dt = KERN_DTYPE_COUNT;
+    each_weight((struct eng_model *)model, find_block, &dt); /* reads only */
+    return dt;
 }
 
 static int count_weight(struct eng_model *m, struct eng_weight *w, void *arg)
@@ -512,6 +535,8 @@ void eng_model_destroy(struct eng_model *model)
         free(model->vision);
     }
     free(model->quant_data);
+    free(model->gguf_embed);
     eng_st_close(model->weights);
+    eng_gguf_close(model->gguf);
     free(model);
 }

@@ -81,9 +81,13 @@ enum eng_quant {
     ENG_QUANT_Q4_0 = 2, /* KERN_DTYPE_Q4_0: 4-bit values, one fp16 scale per 32 */
 };
 
+struct eng_gguf;
+
 struct eng_model {
     struct eng_model_config cfg;
-    struct eng_st_set *weights;    /* owns the mappings every eng_weight points into */
+    struct eng_st_set *weights;    /* owns the mappings every eng_weight points into (or: */
+    struct eng_gguf *gguf;         /* a GGUF file's mapping; one of the two is NULL) */
+    float *gguf_embed;             /* owned: a Q8_0/Q4_0 GGUF embedding widened to fp32 */
     struct eng_weight embed;       /* [V, H] */
     struct eng_weight final_norm;  /* [H] */
     struct eng_weight final_norm_b; /* [H] LayerNorm bias (phimoe) */
@@ -116,11 +120,21 @@ struct eng_model {
     int64_t n_quant_kept;
 };
 
-/* Loads the Hugging Face model directory dir: config.json (+ generation_config.json), the
+/* Loads the Hugging Face model directory at path: config.json (+ generation_config.json), the
  * safetensors weights (single or sharded), and checks that every tensor the architecture needs
- * is present with exactly the expected shape. Returns 0 and *out (caller owns; free with
- * eng_model_destroy), or -1 with a message in err. */
-int eng_model_load(const char *dir, struct eng_model **out, char *err, size_t errlen);
+ * is present with exactly the expected shape. A path that is a file is read as a llama.cpp
+ * GGUF file instead (architecture phi3): the config comes from its phi3.* and tokenizer.ggml.*
+ * metadata, the weights are its tensors (F32, F16, BF16, and Q8_0 / Q4_0 for the matrices)
+ * bound in place; a Q8_0/Q4_0 embedding is widened to fp32 at load. Returns 0 and *out
+ * (caller owns; free with eng_model_destroy), or -1 with a message in err. */
+int eng_model_load(const char *path, struct eng_model **out, char *err, size_t errlen);
+
+/* Whether path names a file (a GGUF model) rather than a model directory. */
+int eng_model_is_gguf(const char *path);
+
+/* The block format (KERN_DTYPE_Q8_0 or KERN_DTYPE_Q4_0) of the first matrix stored in one,
+ * or KERN_DTYPE_COUNT when every weight is a plain float type. */
+enum kern_dtype eng_model_block_dtype(const struct eng_model *model);
 
 /* Imports every weight (and the RoPE tables) into the backend of ops/ctx through
  * ops->weights_import and points the model at the imported copies. Host backends keep using

@@ -18,7 +18,9 @@
 #include <time.h>
 
 #include "chat_template.h"
+#include "gguf.h"
 #include "json.h"
+#include "model.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -542,7 +544,36 @@ static char *read_text_file(const char *path, size_t max, size_t *len)
     return b.p;
 }
 
-/* The template source: --chat-template, else chat_template.jinja, else tokenizer_config.json's
+/* A GGUF model's tokenizer.chat_template (*src NULL when it has none). */
+static int gguf_template(const char *path, char **src, size_t *len, char *err, size_t errlen)
+{
+    struct eng_gguf *g = NULL;
+    struct eng_gguf_str t;
+    if (eng_gguf_open_file(path, &g, err, errlen) != 0)
+        return -1;
+    int rc = 0;
+    if (eng_gguf_find_kv(g, "tokenizer.chat_template")) {
+        if (eng_gguf_get_str(g, "tokenizer.chat_template", &t, err, errlen) != 0) {
+            rc = -1;
+        } else if (t.len > ENG_CHAT_MAX_TEMPLATE_BYTES) {
+            snprintf(err, errlen, "the GGUF chat template is larger than %zu bytes",
+                     ENG_CHAT_MAX_TEMPLATE_BYTES);
+            rc = -1;
+        } else if ((*src = malloc((size_t)t.len + 1)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+        } else {
+            memcpy(*src, t.data, (size_t)t.len);
+            (*src)[t.len] = '\0';
+            *len = (size_t)t.len;
+        }
+    }
+    eng_gguf_close(g);
+    return rc;
+}
+
+/* The template source: --chat-template, else for a GGUF file its tokenizer.chat_template, else
+ * chat_template.jinja, else tokenizer_config.json's
  * chat_template (a string, or a list of {name, template} where "default" is taken). *src is
  * NULL (and 0 returned) when the model has none. */
 static int find_template(const struct srv_config *cfg, char **src, size_t *len, char *err, size_t errlen)
@@ -557,6 +588,8 @@ static int find_template(const struct srv_config *cfg, char **src, size_t *len, 
         }
         return 0;
     }
+    if (eng_model_is_gguf(cfg->model_dir))
+        return gguf_template(cfg->model_dir, src, len, err, errlen);
     snprintf(path, sizeof path, "%s/chat_template.jinja", cfg->model_dir);
     if ((*src = read_text_file(path, ENG_CHAT_MAX_TEMPLATE_BYTES, len)) != NULL)
         return 0;

@@ -1,6 +1,7 @@
 /* Golden test: a fixture model's logits and greedy continuations from transformers (fp32,
  * eager) against phiserve's forward pass on one backend. Usage: test_golden MODEL_DIR ref|cpu
- * [q8_0|q4_0]. Checks each case alone, all cases in one batch, a prompt split into two chunks over
+ * [q8_0|q4_0] [gguf=FILE] (FILE: the same model as a llama.cpp GGUF file, its matrices stored
+ * in the format named, compared with the same goldens). Checks each case alone, all cases in one batch, a prompt split into two chunks over
  * the cache, and greedy generation alone and batched (token for token). With q8_0 or q4_0 the
  * model is quantized at load and compared with golden/<format>/ (scripts/make_quant_goldens.py:
  * transformers run on the same checkpoint with those matrices replaced by their dequantized
@@ -421,30 +422,38 @@ static int check_quantized(const struct eng_model *m, const char *dir, enum kern
 int main(int argc, char **argv)
 {
     enum eng_quant quant = ENG_QUANT_NONE;
-    if ((argc != 3 && argc != 4) ||
-        (argc == 4 && (eng_quant_parse(argv[3], &quant) != 0 || quant == ENG_QUANT_NONE))) {
-        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0]\n");
+    /* gguf=FILE (last): the same model as a GGUF file, whose tensors are already in the
+     * format named before it (none: the fp32 goldens). */
+    const char *gguf = argc >= 4 && strncmp(argv[argc - 1], "gguf=", 5) == 0 ? argv[argc - 1] + 5 : NULL;
+    int nargs = gguf ? argc - 1 : argc;
+    if ((nargs != 3 && nargs != 4) ||
+        (nargs == 4 && (eng_quant_parse(argv[3], &quant) != 0 || quant == ENG_QUANT_NONE))) {
+        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0] [gguf=FILE]\n");
         return 2;
     }
     bool quantized = quant != ENG_QUANT_NONE;
     enum kern_dtype qdt = quant == ENG_QUANT_Q4_0 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
     char gdir[64];
-    snprintf(gdir, sizeof gdir, argc == 4 ? "golden/%s" : "golden", argv[argc - 1]);
+    snprintf(gdir, sizeof gdir, nargs == 4 ? "golden/%s" : "golden", argv[nargs - 1]);
     char err[512];
     struct eng_model *m = NULL;
-    if (eng_model_load(argv[1], &m, err, sizeof err) != 0) {
-        fprintf(stderr, "load %s: %s\n", argv[1], err);
+    const char *src = gguf ? gguf : argv[1];
+    if (eng_model_load(src, &m, err, sizeof err) != 0) {
+        fprintf(stderr, "load %s: %s\n", src, err);
         return 1;
     }
     int n_quantized = 0;
     if (quantized) {
-        if (eng_model_quantize(m, quant, 0, err, sizeof err) != 0) {
+        if (!gguf && eng_model_quantize(m, quant, 0, err, sizeof err) != 0) {
             fprintf(stderr, "quantize %s: %s\n", argv[1], err);
             return 1;
         }
         n_quantized = check_quantized(m, argv[1], qdt);
         CHECK(n_quantized > 0 && m->n_quant_kept == 0, "%d tensors checked, %lld kept their dtype",
               n_quantized, (long long)m->n_quant_kept);
+    } else if (gguf) {
+        CHECK(eng_model_block_dtype(m) == KERN_DTYPE_COUNT, "%s holds %s matrices", gguf,
+              kern_dtype_name(eng_model_block_dtype(m)));
     }
     struct kern_ops ops;
     struct kern_ctx *ctx = NULL;
@@ -535,7 +544,7 @@ int main(int argc, char **argv)
     }
     printf("%s [%s%s%s]: %d cases, worst logit error %.3g (prompt) %.3g (decode steps) of row scale "
            "(tolerance %.0e), LongRoPE recomputes %d, %d failures\n",
-           argv[1], argv[2], argc == 4 ? ", " : "", argc == 4 ? argv[3] : "", n, worst,
+           src, argv[2], nargs == 4 ? ", " : "", nargs == 4 ? argv[3] : "", n, worst,
            sc.worst, LOGIT_RTOL, recomputes, tu_failures);
     for (int i = 0; i < n; i++)
         if (gc[i].n_sure < gc[i].n_greedy)

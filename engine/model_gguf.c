@@ -1,0 +1,392 @@
+/* Loading a llama.cpp GGUF file of architecture "phi3": its metadata is written out as the
+ * config.json Hugging Face would have (and checked by the same parser, so both sources obey
+ * the same limits), its tensors are bound to the model's weights by llama.cpp's names. The
+ * container is gguf.c's and the tokenizer tokenizer_gguf.c's; nothing here reads either. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dtype.h"
+#include "file_util.h"
+#include "gguf.h"
+#include "model.h"
+#include "model_internal.h"
+
+/* ggml type ids of the tensor types bound as they are. */
+#define GGML_F32 0
+#define GGML_F16 1
+#define GGML_Q4_0 2
+#define GGML_Q8_0 8
+#define GGML_BF16 30
+
+/* GGUF token types (llama.cpp): 3 control, 4 user-defined. */
+#define GGUF_TOKEN_CONTROL 3
+#define GGUF_TOKEN_USER_DEFINED 4
+
+int eng_model_is_gguf(const char *path)
+{
+    struct stat st;
+    return path && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The kern dtype a ggml type is read as; -1 for the types phiserve does not read. */
+static int dtype_of(uint32_t ggml_type)
+{
+    switch (ggml_type) {
+    case GGML_F32: return KERN_DTYPE_F32;
+    case GGML_F16: return KERN_DTYPE_F16;
+    case GGML_BF16: return KERN_DTYPE_BF16;
+    case GGML_Q8_0: return KERN_DTYPE_Q8_0;
+    case GGML_Q4_0: return KERN_DTYPE_Q4_0;
+    default: return -1;
+    }
+}
+
+/* Binds tensor name, whose GGUF dims (innermost first) must be exactly ne[0..n_dims). Block
+ * types (Q8_0, Q4_0) only where block_ok: the matmul op reads them, the norms do not. */
+static int bind_t(const struct eng_gguf *g, const char *name, int n_dims, const int64_t *ne,
+                  bool block_ok, struct eng_weight *w, char *err, size_t errlen)
+{
+    const struct eng_gguf_tensor *t = eng_gguf_find_tensor(g, name);
+    if (!t) {
+        eng_set_err(err, errlen, "GGUF: tensor '%s' is missing", name);
+        return -1;
+    }
+    bool ok = t->n_dims == n_dims;
+    for (int i = 0; ok && i < n_dims; i++)
+        ok = t->ne[i] == ne[i];
+    if (!ok) {
+        eng_set_err(err, errlen, "GGUF: tensor '%s' has dims [%lld, %lld, %lld, %lld] (%d used), "
+                    "expected [%lld, %lld]", name, (long long)t->ne[0], (long long)t->ne[1],
+                    (long long)t->ne[2], (long long)t->ne[3], t->n_dims, (long long)ne[0],
+                    n_dims > 1 ? (long long)ne[1] : 1LL);
+        return -1;
+    }
+    int dt = dtype_of(t->ggml_type);
+    const char *tn = eng_gguf_type_name(t->ggml_type);
+    if (dt < 0 || (!block_ok && (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0))) {
+        eng_set_err(err, errlen, "GGUF: tensor '%s' has type %s; phiserve reads %s", name,
+                    tn ? tn : "?", block_ok ? "F32, F16, BF16, Q8_0 and Q4_0 matrices"
+                                            : "F32, F16 and BF16 vectors");
+        return -1;
+    }
+    w->data = t->data;
+    w->dtype = (enum kern_dtype)dt;
+    w->n_bytes = (size_t)t->n_bytes;
+    return 0;
+}
+
+/* A matrix [rows, cols] in the nn.Linear layout: GGUF dims (cols, rows). */
+static int bind_mat(const struct eng_gguf *g, const char *name, int64_t rows, int64_t cols,
+                    struct eng_weight *w, char *err, size_t errlen)
+{
+    int64_t ne[2] = {cols, rows};
+    return bind_t(g, name, 2, ne, true, w, err, errlen);
+}
+
+static int bind_vec(const struct eng_gguf *g, const char *name, int64_t n, struct eng_weight *w,
+                    char *err, size_t errlen)
+{
+    int64_t ne[1] = {n};
+    return bind_t(g, name, 1, ne, false, w, err, errlen);
+}
+
+/* A growable text buffer for the synthesized config.json. */
+struct text {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct text *t, const char *fmt, ...)
+{
+    for (int pass = 0; pass < 2 && !t->oom; pass++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->oom = true;
+            return;
+        }
+        if (t->p && (size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = (t->cap ? t->cap : 256) + (size_t)n + 256;
+        char *np = realloc(t->p, cap);
+        if (!np) {
+            t->oom = true;
+            return;
+        }
+        t->p = np;
+        t->cap = cap;
+    }
+}
+
+/* An optional integer key: put '"field": value' when present, -1 on a bad value. */
+static int put_u32(struct text *t, const struct eng_gguf *g, const char *key, const char *field,
+                   bool required, char *err, size_t errlen)
+{
+    uint32_t v;
+    if (!eng_gguf_find_kv(g, key)) {
+        if (required) {
+            eng_set_err(err, errlen, "GGUF: metadata key '%s' is missing", key);
+            return -1;
+        }
+        return 0;
+    }
+    if (eng_gguf_get_u32(g, key, &v, err, errlen) != 0)
+        return -1;
+    put(t, ",\"%s\":%u", field, v);
+    return 0;
+}
+
+static int put_f32(struct text *t, const struct eng_gguf *g, const char *key, const char *field,
+                   char *err, size_t errlen)
+{
+    float v;
+    if (!eng_gguf_find_kv(g, key))
+        return 0;
+    if (eng_gguf_get_f32(g, key, &v, err, errlen) != 0)
+        return -1;
+    if (!isfinite(v)) {
+        eng_set_err(err, errlen, "GGUF: metadata key '%s' is not finite", key);
+        return -1;
+    }
+    put(t, ",\"%s\":%.9g", field, (double)v);
+    return 0;
+}
+
+/* '"name":[f0,...]' from a 1-D F32 tensor of n values. */
+static int put_factors(struct text *t, const struct eng_gguf *g, const char *tensor,
+                       const char *field, int64_t n, char *err, size_t errlen)
+{
+    const struct eng_gguf_tensor *f = eng_gguf_find_tensor(g, tensor);
+    if (!f || f->ggml_type != GGML_F32 || f->n_dims != 1 || f->ne[0] != n) {
+        eng_set_err(err, errlen, "GGUF: LongRoPE needs '%s' as F32 of %lld values", tensor,
+                    (long long)n);
+        return -1;
+    }
+    put(t, ",\"%s\":[", field);
+    for (int64_t i = 0; i < n; i++) {
+        float v;
+        memcpy(&v, (const char *)f->data + i * 4, sizeof v);
+        put(t, "%s%.9g", i ? "," : "", (double)v); /* non-finite values fail the parser */
+    }
+    put(t, "]");
+    return 0;
+}
+
+/* The eos ids: tokenizer.ggml.eos_token_id and .eot_token_id, and the Phi-3 chat's end
+ * tokens <|end|> and <|endoftext|> where the vocabulary has them as special (control or
+ * user-defined) tokens, which is what Phi-3's generation_config.json lists. */
+static int put_eos(struct text *t, const struct eng_gguf *g, char *err, size_t errlen)
+{
+    put(t, ",\"eos_token_id\":[");
+    int n = 0;
+    static const char *const keys[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        uint32_t id;
+        if (!eng_gguf_find_kv(g, keys[i]))
+            continue;
+        if (eng_gguf_get_u32(g, keys[i], &id, err, errlen) != 0)
+            return -1;
+        put(t, "%s%u", n++ ? "," : "", id);
+    }
+    const struct eng_gguf_kv *tokens = eng_gguf_find_kv(g, "tokenizer.ggml.tokens");
+    const struct eng_gguf_kv *types = eng_gguf_find_kv(g, "tokenizer.ggml.token_type");
+    if (tokens && types && tokens->type == ENG_GGUF_ARRAY && types->type == ENG_GGUF_ARRAY &&
+        tokens->elem_type == ENG_GGUF_STRING && types->elem_type == ENG_GGUF_I32 &&
+        types->count == tokens->count) {
+        static const char *const ends[] = {"<|end|>", "<|endoftext|>"};
+        for (uint64_t id = 0; id < tokens->count; id++) {
+            struct eng_gguf_str s;
+            int32_t ty;
+            if (eng_gguf_array_i32(types, id, &ty) != 0 ||
+                (ty != GGUF_TOKEN_CONTROL && ty != GGUF_TOKEN_USER_DEFINED) ||
+                eng_gguf_array_str(g, tokens, id, &s) != 0)
+                continue;
+            for (size_t e = 0; e < sizeof ends / sizeof ends[0]; e++)
+                if (s.len == strlen(ends[e]) && memcmp(s.data, ends[e], s.len) == 0)
+                    put(t, "%s%llu", n++ ? "," : "", (unsigned long long)id);
+        }
+    }
+    put(t, "]");
+    return 0;
+}
+
+/* config.json as Hugging Face writes it for this file's model, from the phi3.* metadata and
+ * the tensors' shapes (vocab from token_embd, tie from a missing output.weight, LongRoPE from
+ * the rope_factors tensors), then parsed by eng_model_config_parse. */
+static int gguf_config(const struct eng_gguf *g, struct eng_model_config *cfg, char *err,
+                       size_t errlen)
+{
+    struct eng_gguf_str arch;
+    if (eng_gguf_get_str(g, "general.architecture", &arch, err, errlen) != 0)
+        return -1;
+    if (arch.len != 4 || memcmp(arch.data, "phi3", 4) != 0) {
+        eng_set_err(err, errlen, "GGUF: architecture '%.*s' is not supported (only phi3: Phi-3 and "
+                    "Phi-3.5-mini; use the Hugging Face checkpoint for the others)",
+                    (int)(arch.len > 64 ? 64 : arch.len), arch.data);
+        return -1;
+    }
+    const struct eng_gguf_tensor *emb = eng_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2) {
+        eng_set_err(err, errlen, "GGUF: tensor 'token_embd.weight' is missing or not a matrix");
+        return -1;
+    }
+    uint32_t heads = 0, rot = 0, hidden = 0;
+    if (eng_gguf_get_u32(g, "phi3.attention.head_count", &heads, err, errlen) != 0 ||
+        eng_gguf_get_u32(g, "phi3.embedding_length", &hidden, err, errlen) != 0)
+        return -1;
+    /* partial_rotary_factor does not round-trip through a decimal; Phi-3 rotates whole heads. */
+    if (heads > 0 && eng_gguf_find_kv(g, "phi3.rope.dimension_count") &&
+        (eng_gguf_get_u32(g, "phi3.rope.dimension_count", &rot, err, errlen) != 0 ||
+         rot != hidden / heads)) {
+        if (rot != hidden / heads)
+            eng_set_err(err, errlen, "GGUF: phi3.rope.dimension_count %u is not the head size %u "
+                        "(partial rotary is not supported)", rot, hidden / heads);
+        return -1;
+    }
+    const struct eng_gguf_kv *tokens = eng_gguf_find_kv(g, "tokenizer.ggml.tokens");
+    if (tokens && (uint64_t)emb->ne[1] != tokens->count) {
+        eng_set_err(err, errlen, "GGUF: token_embd.weight has %lld rows but the vocabulary %llu "
+                    "tokens", (long long)emb->ne[1], (unsigned long long)tokens->count);
+        return -1;
+    }
+    uint32_t window = 0;
+    if (eng_gguf_find_kv(g, "phi3.attention.sliding_window") &&
+        eng_gguf_get_u32(g, "phi3.attention.sliding_window", &window, err, errlen) != 0)
+        return -1;
+
+    struct text t = {0};
+    put(&t, "{\"architectures\":[\"Phi3ForCausalLM\"],\"model_type\":\"phi3\"");
+    put(&t, ",\"vocab_size\":%lld", (long long)emb->ne[1]);
+    put(&t, ",\"tie_word_embeddings\":%s", eng_gguf_find_tensor(g, "output.weight") ? "false" : "true");
+    if (window)
+        put(&t, ",\"sliding_window\":%u", window);
+    int rc = put_u32(&t, g, "phi3.embedding_length", "hidden_size", true, err, errlen) ||
+             put_u32(&t, g, "phi3.feed_forward_length", "intermediate_size", true, err, errlen) ||
+             put_u32(&t, g, "phi3.block_count", "num_hidden_layers", true, err, errlen) ||
+             put_u32(&t, g, "phi3.attention.head_count", "num_attention_heads", true, err, errlen) ||
+             put_u32(&t, g, "phi3.attention.head_count_kv", "num_key_value_heads", false, err, errlen) ||
+             put_u32(&t, g, "phi3.context_length", "max_position_embeddings", true, err, errlen) ||
+             put_u32(&t, g, "phi3.rope.scaling.original_context_length",
+                     "original_max_position_embeddings", false, err, errlen) ||
+             put_f32(&t, g, "phi3.attention.layer_norm_rms_epsilon", "rms_norm_eps", err, errlen) ||
+             put_f32(&t, g, "phi3.rope.freq_base", "rope_theta", err, errlen) ||
+             put_u32(&t, g, "tokenizer.ggml.bos_token_id", "bos_token_id", false, err, errlen) ||
+             put_u32(&t, g, "tokenizer.ggml.padding_token_id", "pad_token_id", false, err, errlen) ||
+             put_eos(&t, g, err, errlen)
+                 ? -1 : 0;
+    bool longrope = eng_gguf_find_tensor(g, "rope_factors_long.weight") ||
+                    eng_gguf_find_tensor(g, "rope_factors_short.weight");
+    if (rc == 0 && longrope) {
+        int64_t half = heads ? (int64_t)(hidden / heads) / 2 : 0;
+        put(&t, ",\"rope_scaling\":{\"type\":\"longrope\"");
+        rc = put_factors(&t, g, "rope_factors_short.weight", "short_factor", half, err, errlen) ||
+             put_factors(&t, g, "rope_factors_long.weight", "long_factor", half, err, errlen) ||
+             put_f32(&t, g, "phi3.rope.scaling.attn_factor", "attention_factor", err, errlen)
+                 ? -1 : 0;
+        put(&t, "}");
+    }
+    put(&t, "}");
+    if (rc == 0 && t.oom) {
+        eng_set_err(err, errlen, "out of memory");
+        rc = -1;
+    }
+    if (rc == 0) {
+        char msg[384];
+        if (eng_model_config_parse(t.p, t.len, cfg, msg, sizeof msg) != 0) {
+            eng_set_err(err, errlen, "GGUF: the phi3 metadata, read as %s", msg);
+            rc = -1;
+        }
+    }
+    free(t.p);
+    return rc;
+}
+
+/* The embedding as the embed op reads it: float types as stored; Q8_0/Q4_0 widened to fp32
+ * into a buffer the model owns (exact: every block value d q is an fp32). */
+static int bind_embed(struct eng_model *m, char *err, size_t errlen)
+{
+    int64_t V = m->cfg.vocab_size, H = m->cfg.hidden_size;
+    int64_t ne[2] = {H, V};
+    if (bind_t(m->gguf, "token_embd.weight", 2, ne, true, &m->embed, err, errlen) != 0)
+        return -1;
+    enum kern_dtype dt = m->embed.dtype;
+    if (dt != KERN_DTYPE_Q8_0 && dt != KERN_DTYPE_Q4_0)
+        return 0;
+    /* V * H elements lie in the file as blocks of >= 18 bytes per 32, so V * H * 4 fits. */
+    float *f = malloc((size_t)V * (size_t)H * sizeof *f);
+    if (!f) {
+        eng_set_err(err, errlen, "out of memory for the widened %s embedding", kern_dtype_name(dt));
+        return -1;
+    }
+    const uint8_t *src = m->embed.data;
+    size_t block_bytes = dt == KERN_DTYPE_Q8_0 ? KERN_Q8_0_BLOCK_BYTES : KERN_Q4_0_BLOCK_BYTES;
+    for (int64_t b = 0; b < V * H / KERN_QBLOCK; b++)
+        for (int e = 0; e < KERN_QBLOCK; e++)
+            f[b * KERN_QBLOCK + e] = kern_block_elem(dt == KERN_DTYPE_Q4_0, src + b * block_bytes, e);
+    m->gguf_embed = f;
+    m->embed = (struct eng_weight){f, KERN_DTYPE_F32, (size_t)V * (size_t)H * sizeof *f};
+    return 0;
+}
+
+static int bind_gguf_model(struct eng_model *m, char *err, size_t errlen)
+{
+    const struct eng_model_config *c = &m->cfg;
+    const struct eng_gguf *g = m->gguf;
+    int64_t H = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
+    int64_t q_width = c->num_attention_heads * hd;
+    int64_t qkv_width = q_width + 2 * c->num_key_value_heads * hd;
+    if (bind_embed(m, err, errlen) != 0 ||
+        bind_vec(g, "output_norm.weight", H, &m->final_norm, err, errlen) != 0)
+        return -1;
+    if (c->tie_word_embeddings)
+        m->lm_head = m->embed;
+    else if (bind_mat(g, "output.weight", c->vocab_size, H, &m->lm_head, err, errlen) != 0)
+        return -1;
+    m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
+    if (!m->layers) {
+        eng_set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int64_t i = 0; i < c->num_hidden_layers; i++) {
+        struct eng_phi3_layer *L = &m->layers[i];
+        char name[96];
+#define BLK(suffix) (snprintf(name, sizeof name, "blk.%lld.%s", (long long)i, suffix), name)
+        if (bind_vec(g, BLK("attn_norm.weight"), H, &L->input_norm, err, errlen) != 0 ||
+            bind_mat(g, BLK("attn_qkv.weight"), qkv_width, H, &L->qkv, err, errlen) != 0 ||
+            bind_mat(g, BLK("attn_output.weight"), H, q_width, &L->o, err, errlen) != 0 ||
+            bind_vec(g, BLK("ffn_norm.weight"), H, &L->post_norm, err, errlen) != 0 ||
+            bind_mat(g, BLK("ffn_up.weight"), 2 * I, H, &L->gate_up, err, errlen) != 0 ||
+            bind_mat(g, BLK("ffn_down.weight"), H, I, &L->down, err, errlen) != 0)
+            return -1;
+#undef BLK
+    }
+    return 0;
+}
+
+int eng_model_load_gguf(const char *path, struct eng_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct eng_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        eng_set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    if (eng_gguf_open_file(path, &m->gguf, err, errlen) != 0 ||
+        gguf_config(m->gguf, &m->cfg, err, errlen) != 0 ||
+        bind_gguf_model(m, err, errlen) != 0 || eng_model_init_rope(m, err, errlen) != 0) {
+        eng_model_destroy(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
