@@ -186,6 +186,14 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
                             "(it lacks the MoE ops)", e->ops.name);
         goto fail;
     }
+    if (e->cuda && eng_model_block_dtype(e->model) != KERN_DTYPE_COUNT) {
+        rc = ENG_ERR_BACKEND;
+        eng_engine_fail_msg(err, errlen, rc, "--device cuda: the model stores %s matrices and the "
+                            "CUDA backend has no %s kernels yet (use a bf16/f16 file, or --device cpu)",
+                            kern_dtype_name(eng_model_block_dtype(e->model)),
+                            kern_dtype_name(eng_model_block_dtype(e->model)));
+        goto fail;
+    }
     if (e->cuda && !kern_cuda_attention_supports(c->head_dim)) {
         rc = ENG_ERR_BACKEND;
         eng_engine_fail_msg(err, errlen, rc, "--device cuda: the model's head_dim %lld is not "

@@ -33,12 +33,12 @@ static void dump_logits(void *user, int32_t seq, int32_t step, const float *logi
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: phiserve generate [--model DIR] (--prompt TEXT | --tokens 1,2,3) [options]\n"
+            "usage: phiserve generate [--model PATH] (--prompt TEXT | --tokens 1,2,3) [options]\n"
             "\n"
             "Greedy generation (temperature 0). Prints the generated token ids on one line and,\n"
             "when the model has a tokenizer, their text on the next.\n"
             "\n"
-            "  --model DIR          Hugging Face model directory (default: the bundled demo model)\n"
+            "  --model PATH         Hugging Face model directory or GGUF file (default: the demo model)\n"
             "  --prompt TEXT        prompt text, tokenized with the model's tokenizer (BOS as configured)\n"
             "  --tokens IDS         prompt as comma-separated token ids\n"
             "  --image FILE         a PNG or JPEG for a Phi-3-vision model, image 1, 2, ... in order\n"

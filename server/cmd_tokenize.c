@@ -11,9 +11,9 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: phiserve tokenize [--model DIR] (--text TEXT | --detokenize IDS) [options]\n"
+            "usage: phiserve tokenize [--model PATH] (--text TEXT | --detokenize IDS) [options]\n"
             "\n"
-            "  --model DIR        Hugging Face model directory (default: the bundled demo model)\n"
+            "  --model PATH       Hugging Face model directory or GGUF file (default: the demo model)\n"
             "  --text TEXT        print the token ids of TEXT, comma separated\n"
             "  --no-special       do not add BOS/EOS (add_special_tokens=False)\n"
             "  --detokenize IDS   print the text of comma-separated token ids\n"

@@ -28,7 +28,7 @@ struct opt {
 #define OFF(f) offsetof(struct srv_config, f)
 
 static const struct opt opts[] = {
-    {"model", OPT_STR, OFF(model_dir), 0, 0, "DIR", "Hugging Face model directory (default: the bundled demo model)"},
+    {"model", OPT_STR, OFF(model_dir), 0, 0, "PATH", "Hugging Face model directory or GGUF file (default: the bundled demo model)"},
     {"served-model-name", OPT_STR, OFF(served_model_name), 0, 0, "NAME", "model id in the API (default: the model directory's name)"},
     {"chat-template", OPT_STR, OFF(chat_template), 0, 0, "FILE", "Jinja chat template overriding the model's"},
     {"device", OPT_STR, OFF(device), 0, 0, "cpu|ref|cuda", "compute backend (default cpu; cuda: GPU 0)"},

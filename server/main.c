@@ -17,8 +17,8 @@ static void usage(FILE *f)
             "  serve      the OpenAI-compatible HTTP server (see `phiserve serve --help`)\n"
             "  tokenize   text to token ids (or --detokenize ids to text) with the model's tokenizer\n"
             "\n"
-            "Every command takes --model DIR (a Hugging Face model directory); without it the\n"
-            "bundled demo model is used. `phiserve <command> --help` lists a command's options.\n"
+            "Every command takes --model PATH (a Hugging Face model directory or a GGUF file); without\n"
+            "it the bundled demo model is used. `phiserve <command> --help` lists a command's options.\n"
             "\n"
             "  -h, --help     this text\n"
             "  -V, --version  print the version\n",

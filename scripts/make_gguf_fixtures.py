@@ -1,0 +1,582 @@
+#!/usr/bin/env python3
+# make_gguf_fixtures.py: writes GGUF (llama.cpp's format) copies of the mha-window, longrope and
+# phi3-demo fixture checkpoints into tests/fixtures/models/<model>/gguf/. It builds no checkpoints
+# and no golden logits (make_fixtures.py, make_quant_goldens.py do) and is not part of the build or CI.
+"""GGUF copies of the tiny Phi-3 fixtures, laid out as llama.cpp's convert_hf_to_gguf.py lays out
+a Phi3ForCausalLM, written and read back with gguf-py (llama.cpp's own Python package).
+
+Files:
+  mha-window/gguf/, longrope/gguf/: f32.gguf, bf16.gguf, q8_0.gguf, q4_0.gguf (no tokenizer: these
+      directories have none);
+  phi3-demo/gguf/: q4_0.gguf, with the tokenizer metadata Phi3MiniModel.set_vocab writes.
+
+Metadata: general.architecture "phi3", general.type "model", general.name "phiserve test <model>",
+general.file_type (gguf.LlamaFileType), general.quantization_version; phi3.context_length
+(max_position_embeddings), phi3.rope.scaling.original_context_length, phi3.embedding_length,
+phi3.feed_forward_length, phi3.block_count, phi3.attention.head_count, .head_count_kv,
+.layer_norm_rms_epsilon, phi3.rope.dimension_count (int(partial_rotary_factor * hidden) // heads),
+phi3.rope.freq_base, phi3.attention.sliding_window (0 when null); with LongRoPE ("longrope"/"su")
+also phi3.rope.scaling.attn_factor = sqrt(1 + ln(max/orig) / ln(orig)) (1.0 unless max > orig)
+and the F32 tensors rope_factors_long.weight / rope_factors_short.weight (rope_dims / 2 each).
+
+Tensors: names from gguf.get_tensor_name_map(MODEL_ARCH.PHI3, n_layers) (checked against the
+converter's table below); fused qkv and gate_up (gate rows first) as they are, no Q/K permutation;
+an HF [out, in] matrix is the numpy array (out, in), GGUF ne = (in, out). Types:
+  f32.gguf   every tensor F32 (the bf16 checkpoint values, exact);
+  bf16.gguf  2-D tensors BF16 (the checkpoint's bits), 1-D tensors F32 (convert --outtype bf16);
+  q8_0.gguf, q4_0.gguf  the weights phiserve's --quantization quantizes (make_quant_goldens.py's
+             quant_targets: qkv, o, gate_up, down, lm_head unless tied) as Q8_0 / Q4_0 bytes made
+             by make_quant_goldens.py's own quantize_q8_0 / quantize_q4_0 / pack_q4_0;
+             token_embd BF16; norms and rope factors F32.
+So golden/*.f32 is the reference for f32.gguf and bf16.gguf, golden/q8_0 and golden/q4_0 for
+the quantized files (phi3-demo has no quantized golden).
+
+Tokenizer (phi3-demo): tokenizer.ggml.model "llama", .pre "default", .tokens / .scores /
+.token_type from tokenizer.model (types 1 normal, 2 unknown, 3 control, 5 unused, 6 byte), padded
+to vocab_size with "[PAD{i}]" (score -10000, type 5), then the added tokens of added_tokens.json,
+tokenizer_config.json added_tokens_decoder and tokenizer.json added_tokens in that order at their
+ids (score -1000, type 4, or 3 when "special": true; later sources override earlier ones and the
+sentencepiece entries); then gguf.SpecialVocab(dir, n_vocab).add_to_gguf (special ids, add_bos /
+add_eos, chat_template).
+
+Every file is read back with gguf.GGUFReader and the run fails unless: the metadata keys, types
+and values are exactly the intended ones; every tensor's name, type and shape are as intended and
+in order; F32 / BF16 data are bit-equal to the safetensors values; gguf.quants.dequantize of each
+Q8_0 / Q4_0 tensor equals make_quant_goldens.py's dequantized values bit for bit (phiserve's block
+layout is llama.cpp's); the quantized tensors' checksums (sum_d_times_q, sum_abs_q, computed from
+the file's bytes) and the block records in golden/<fmt>/quantized.json match the file; the
+tokenizer arrays are the intended ones and agree with tokenizer.json's vocabulary. It also prints
+(no assertion) how many blocks gguf-py's port of ggml's reference quantizer would write differently.
+
+Pinned environment as make_fixtures.py, plus gguf 0.19.0.
+Usage (from the repository root; needs no network; deterministic, rerunnable):
+  python scripts/make_gguf_fixtures.py [--only longrope] [--models tests/fixtures/models]
+"""
+
+import argparse
+import importlib.metadata
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import make_fixtures as mf  # noqa: E402  (sets the offline environment before torch loads)
+import make_quant_goldens as mq  # noqa: E402
+import gguf  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from sentencepiece import SentencePieceProcessor  # noqa: E402
+
+PINNED_GGUF = "0.19.0"
+JOBS = {
+    "mha-window": ["f32", "bf16", "q8_0", "q4_0"],
+    "longrope": ["bf16", "q8_0", "q4_0"],
+    "phi3-demo": ["q4_0"],
+}
+WITH_TOKENIZER = {"phi3-demo"}
+PURE = {"phi3-demo"}  # every matrix quantized, token_embd included (phiserve widens it at load)
+GT = gguf.GGMLQuantizationType
+VT = gguf.GGUFValueType
+FILE_TYPE = {"f32": gguf.LlamaFileType.ALL_F32, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+QTYPE = {"q8_0": GT.Q8_0, "q4_0": GT.Q4_0}
+BLOCK_BYTES = {"q8_0": 2 + mq.QK, "q4_0": 2 + mq.QK // 2}
+# convert_hf_to_gguf.py's table for Phi-3 (used to check gguf-py's TensorNameMap, which names the tensors)
+CONVERTER_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.qkv_proj.weight": "attn_qkv.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+PAD_SCORE = -10000.0
+ADDED_SCORE = -1000.0
+
+log = mf.log
+
+
+def fail(msg):
+    raise SystemExit(f"make_gguf_fixtures: FAILED: {msg}")
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoint and names
+
+
+def load_checkpoint(mdir):
+    """(config dict, [(hf name, bf16 tensor)] in the file's order, fp32 model as make_quant_goldens loads it)."""
+    cfg = json.loads((mdir / "config.json").read_text())
+    check(cfg["architectures"] == ["Phi3ForCausalLM"], f"{mdir}: not a Phi3ForCausalLM")
+    with safe_open(str(mdir / "model.safetensors"), framework="pt") as f:
+        tensors = [(k, f.get_tensor(k)) for k in f.keys()]
+    for k, t in tensors:
+        check(t.dtype == torch.bfloat16, f"{mdir.name}: {k} is {t.dtype}, expected bfloat16")
+    model = mf.load(mdir, torch.float32)
+    params = dict(model.named_parameters())
+    for k, t in tensors:
+        check(torch.equal(params[k].detach(), t.float()), f"{mdir.name}: {k}: fp32 model != checkpoint")
+    return cfg, tensors, model
+
+
+def gguf_name(tmap, hf):
+    """gguf-py's name for an HF tensor, checked against the converter's table."""
+    name = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
+    check(name is not None, f"gguf-py has no PHI3 name for {hf}")
+    parts = hf.split(".")
+    if parts[:2] == ["model", "layers"]:
+        want = f"blk.{parts[2]}." + CONVERTER_NAMES[".".join(parts[3:])]
+    else:
+        want = CONVERTER_NAMES[hf]
+    check(name == want, f"gguf-py names {hf} {name!r}, the converter table says {want!r}")
+    return name
+
+
+def rope_info(cfg):
+    """(rope_dims, attn_factor or None, long factors, short factors) as convert_hf_to_gguf.py computes them."""
+    hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    rope_dims = int(cfg.get("partial_rotary_factor", 1.0) * hidden) // heads
+    rs = cfg.get("rope_scaling")
+    if not rs:
+        return rope_dims, None, None, None
+    kind = (rs.get("type") or rs.get("rope_type") or "").lower()
+    check(kind in ("longrope", "su"), f"rope_scaling type {kind!r} is not LongRoPE")
+    mx, orig = cfg["max_position_embeddings"], cfg["original_max_position_embeddings"]
+    attn = math.sqrt(1 + math.log(mx / orig) / math.log(orig)) if mx > orig else 1.0
+    lf, sf = rs["long_factor"], rs["short_factor"]
+    check(len(lf) == len(sf) == rope_dims // 2 and rope_dims % 2 == 0,
+          f"rope factors: {len(lf)} long, {len(sf)} short, want {rope_dims // 2}")
+    return rope_dims, attn, np.array(lf, dtype=np.float32), np.array(sf, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# quantization (make_quant_goldens.py's functions; only the Q8_0 byte layout is written here)
+
+
+def quantize_bytes(w, fmt):
+    """w fp32 [n, k] -> (uint8 [n, k/32 * block bytes], dequantized fp32 [n, k]) with
+    make_quant_goldens.py's quantizer; Q4_0 blocks packed by its pack_q4_0, Q8_0 blocks as
+    llama.cpp's block_q8_0 (fp16 d little-endian, then the 32 int8 q)."""
+    _, d16, q, deq = mq.FORMATS[fmt]["quantize"](w)[:4]
+    n, nb = d16.shape
+    if fmt == "q8_0":
+        dbytes = d16.view(torch.int16).numpy().astype("<i2").view(np.uint8).reshape(n, nb, 2)
+        qbytes = q.numpy().astype(np.int8).view(np.uint8).reshape(n, nb, mq.QK)
+        blocks = np.concatenate([dbytes, qbytes], axis=-1)
+    else:
+        blocks = np.frombuffer(b"".join(mq.pack_q4_0(d16[r, b], q[r, b]) for r in range(n) for b in range(nb)),
+                               dtype=np.uint8).reshape(n, nb, BLOCK_BYTES[fmt])
+    return np.ascontiguousarray(blocks.reshape(n, nb * BLOCK_BYTES[fmt])), deq
+
+
+def decode_blocks(raw, fmt):
+    """File bytes [n, nb * block bytes] -> (fp16 d bits [n, nb], signed q - z int64 [n, nb, 32],
+    stored q [n, nb, 32]), decoded here from llama.cpp's block layout."""
+    n = raw.shape[0]
+    b = raw.reshape(n, -1, BLOCK_BYTES[fmt])
+    dbits = b[..., 0:2].copy().view("<u2")[..., 0].astype(np.int64)
+    if fmt == "q8_0":
+        stored = b[..., 2:].copy().view(np.int8).astype(np.int64)
+        return dbits, stored, stored
+    qs = b[..., 2:].astype(np.int64)
+    stored = np.concatenate([qs & 0xF, qs >> 4], axis=-1)
+    return dbits, stored - mq.Q4_ZERO, stored
+
+
+def checksums(raw, fmt):
+    """(sum over blocks of float64(d) * sum(q - z), sum |q - z|) from the file's bytes, exactly:
+    an fp16 d is a multiple of 2^-24."""
+    dbits, qv, _ = decode_blocks(raw, fmt)
+    d = dbits.astype(np.uint16).view(np.float16).astype(np.float64)
+    check(bool(np.isfinite(d).all()), "non-finite block scale")
+    du = d * 2.0 ** 24
+    check(bool((du == np.floor(du)).all()), "fp16 d not a multiple of 2^-24")
+    terms = du.astype(np.int64) * qv.sum(axis=-1)
+    check(int(np.abs(terms).sum()) < 2 ** 53, "checksum bound")
+    total = int(terms.sum())
+    return total / 2.0 ** 24, int(np.abs(qv).sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# tokenizer (Phi3MiniModel.set_vocab)
+
+
+def phi3_vocab(mdir, vocab_size):
+    """(tokens as bytes, scores, token types, log lines) as Phi3MiniModel.set_vocab builds them."""
+    sp = SentencePieceProcessor()
+    sp.LoadFromFile(str(mdir / "tokenizer.model"))
+    check(sp.vocab_size() <= vocab_size, "tokenizer.model larger than vocab_size")
+    TT = gguf.TokenType
+    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
+    scores = [PAD_SCORE] * vocab_size
+    types = [int(TT.UNUSED)] * vocab_size
+    for i in range(sp.vocab_size()):
+        if sp.IsUnknown(i):
+            t = TT.UNKNOWN
+        elif sp.IsControl(i):
+            t = TT.CONTROL
+        elif sp.IsUnused(i):
+            t = TT.UNUSED
+        elif sp.IsByte(i):
+            t = TT.BYTE
+        else:
+            t = TT.NORMAL
+        tokens[i], scores[i], types[i] = sp.IdToPiece(i).encode(), sp.GetScore(i), int(t)
+    notes = []
+
+    def put(tid, content, special, source):
+        if types[tid] != TT.UNUSED and tokens[tid] != content.encode():
+            notes.append(f"{source}: replacing token {tid} {tokens[tid]!r} -> {content!r}")
+        if types[tid] != TT.UNUSED and types[tid] != (TT.CONTROL if special else TT.USER_DEFINED):
+            notes.append(f"{source}: token {tid} {content!r} type {TT(types[tid]).name} -> "
+                         f"{(TT.CONTROL if special else TT.USER_DEFINED).name}, score {scores[tid]} -> {ADDED_SCORE}")
+        tokens[tid], scores[tid] = content.encode(), ADDED_SCORE
+        types[tid] = int(TT.CONTROL if special else TT.USER_DEFINED)
+
+    p = mdir / "added_tokens.json"
+    if p.is_file():
+        for content, tid in json.loads(p.read_text()).items():
+            if tid < vocab_size:
+                put(tid, content, False, "added_tokens.json")
+    p = mdir / "tokenizer_config.json"
+    if p.is_file():
+        for tid, e in json.loads(p.read_text()).get("added_tokens_decoder", {}).items():
+            put(int(tid), e["content"], bool(e.get("special")), "tokenizer_config.json")
+    p = mdir / "tokenizer.json"
+    if p.is_file():
+        for e in json.loads(p.read_text()).get("added_tokens", []):
+            put(int(e["id"]), e["content"], bool(e.get("special")), "tokenizer.json")
+    return tokens, scores, types, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def plan(name, fmt, cfg, tensors, model):
+    """The intended file: (metadata [(key, value, GGUFValueType)], tensors [dict], notes).
+    Tensor dict: name, hf, ggml type, numpy shape, data (what add_tensor gets), and for checking
+    ref_f32 / ref_bf16_bits / deq."""
+    n_layers = cfg["num_hidden_layers"]
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.PHI3, n_layers)
+    rope_dims, attn_factor, lf, sf = rope_info(cfg)
+    params = dict(model.named_parameters())
+    targets = set(mq.quant_targets(model)) if fmt in QTYPE else set()
+    if name in PURE and fmt in QTYPE:  # llama-quantize --pure: the embedding too
+        targets.add("model.embed_tokens.weight")
+    sw = cfg.get("sliding_window")
+    meta = [
+        ("general.architecture", "phi3", VT.STRING),
+        ("general.type", "model", VT.STRING),
+        ("general.name", f"phiserve test {name}", VT.STRING),
+        ("phi3.context_length", cfg["max_position_embeddings"], VT.UINT32),
+        ("phi3.rope.scaling.original_context_length", cfg["original_max_position_embeddings"], VT.UINT32),
+        ("phi3.embedding_length", cfg["hidden_size"], VT.UINT32),
+        ("phi3.feed_forward_length", cfg["intermediate_size"], VT.UINT32),
+        ("phi3.block_count", n_layers, VT.UINT32),
+        ("phi3.attention.head_count", cfg["num_attention_heads"], VT.UINT32),
+        ("phi3.attention.head_count_kv", cfg["num_key_value_heads"], VT.UINT32),
+        ("phi3.attention.layer_norm_rms_epsilon", cfg["rms_norm_eps"], VT.FLOAT32),
+        ("phi3.rope.dimension_count", rope_dims, VT.UINT32),
+        ("phi3.rope.freq_base", cfg["rope_theta"], VT.FLOAT32),
+        ("general.file_type", int(FILE_TYPE[fmt]), VT.UINT32),
+        ("phi3.attention.sliding_window", 0 if sw is None else sw, VT.UINT32),
+    ]
+    if attn_factor is not None:
+        meta.append(("phi3.rope.scaling.attn_factor", attn_factor, VT.FLOAT32))
+    meta.append(("general.quantization_version", gguf.GGML_QUANT_VERSION, VT.UINT32))
+
+    out, notes = [], []
+    if lf is not None:  # the converter yields these before the checkpoint's tensors
+        for kind, arr in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, lf), (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, sf)):
+            out.append({"name": gguf.TENSOR_NAMES[kind] + ".weight", "hf": None, "type": GT.F32,
+                        "shape": arr.shape, "data": arr, "ref_f32": arr})
+    for hf, t in tensors:
+        w = params[hf].detach().clone()
+        e = {"name": gguf_name(tmap, hf), "hf": hf, "shape": tuple(t.shape), "ref_f32": w.numpy(),
+             "ref_bf16_bits": t.view(torch.int16).numpy().view(np.uint16)}
+        if t.dim() == 1 or fmt == "f32":
+            e["type"], e["data"] = GT.F32, w.numpy()
+        elif hf in targets and t.shape[1] % mq.QK == 0:
+            e["type"] = QTYPE[fmt]
+            e["data"], deq = quantize_bytes(w, fmt)
+            e["deq"] = deq.numpy()
+        else:
+            if hf in targets:
+                notes.append(f"{hf}: in_features {t.shape[1]} % {mq.QK} != 0, kept BF16 (as make_quant_goldens.py keeps it)")
+            e["type"], e["data"] = GT.BF16, np.ascontiguousarray(e["ref_bf16_bits"].view(np.uint8))
+        out.append(e)
+    return meta, out, notes
+
+
+def write_file(path, name, fmt, cfg, meta, tensors, vocab, mdir):
+    """Writes with GGUFWriter's typed setters (the converter's calls). Returns the SpecialVocab used or None."""
+    w = gguf.GGUFWriter(str(path), "phi3")
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name(f"phiserve test {name}")
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_rope_scaling_orig_ctx_len(cfg["original_max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    rope_dims, attn_factor, _, _ = rope_info(cfg)
+    w.add_rope_dimension_count(rope_dims)
+    w.add_rope_freq_base(cfg["rope_theta"])
+    w.add_file_type(FILE_TYPE[fmt])
+    sw = cfg.get("sliding_window")
+    w.add_sliding_window(0 if sw is None else sw)
+    if attn_factor is not None:
+        w.add_rope_scaling_attn_factors(attn_factor)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    special = None
+    if vocab is not None:
+        tokens, scores, types, _ = vocab
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        special = gguf.SpecialVocab(mdir, n_vocab=len(tokens))
+        special.add_to_gguf(w, quiet=True)
+    for e in tensors:
+        if e["type"] == GT.F32:
+            w.add_tensor(e["name"], e["data"])
+        else:  # BF16 bits or quantized blocks as uint8, shape in bytes
+            w.add_tensor(e["name"], e["data"], raw_dtype=e["type"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return special
+
+
+def tokenizer_meta(vocab, special, mdir):
+    """The tokenizer keys the file must hold, from the vocab and SpecialVocab's picks."""
+    tokens, scores, types, _ = vocab
+    meta = [("tokenizer.ggml.model", "llama", VT.STRING), ("tokenizer.ggml.pre", "default", VT.STRING),
+            ("tokenizer.ggml.tokens", [t.decode() for t in tokens], VT.ARRAY),
+            ("tokenizer.ggml.scores", scores, VT.ARRAY), ("tokenizer.ggml.token_type", types, VT.ARRAY)]
+    key = {"bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_token_id",
+           "unk": "tokenizer.ggml.unknown_token_id", "pad": "tokenizer.ggml.padding_token_id",
+           "sep": "tokenizer.ggml.seperator_token_id", "cls": "tokenizer.ggml.cls_token_id",
+           "mask": "tokenizer.ggml.mask_token_id", "eot": "tokenizer.ggml.eot_token_id",
+           "eom": "tokenizer.ggml.eom_token_id"}
+    for typ, tid in special.special_token_ids.items():
+        meta.append((key[typ], tid, VT.UINT32))
+    for typ, v in special.add_special_token.items():
+        meta.append((f"tokenizer.ggml.add_{typ}_token", v, VT.BOOL))
+    if special.chat_template is not None:
+        meta.append(("tokenizer.chat_template", special.chat_template, VT.STRING))
+    # what the Phi-3 files say, independently of SpecialVocab
+    tc = json.loads((mdir / "tokenizer_config.json").read_text())
+    want = {"tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 32000,
+            "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.padding_token_id": 32000,
+            "tokenizer.ggml.add_bos_token": tc["add_bos_token"], "tokenizer.ggml.add_eos_token": tc["add_eos_token"],
+            "tokenizer.chat_template": tc["chat_template"]}
+    got = {k: v for k, v, _ in meta}
+    for k, v in want.items():
+        check(got.get(k) == v, f"SpecialVocab: {k} = {got.get(k)!r}, the tokenizer files say {v!r}")
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------
+# reading back
+
+
+def verify(path, fmt, mdir, meta, tensors, vocab):
+    """Reads path with GGUFReader and checks everything against the plan. Returns (listing lines, stats)."""
+    r = gguf.GGUFReader(str(path))
+    listing = []
+    # --- metadata
+    fields = {k: f for k, f in r.fields.items() if not k.startswith("GGUF.")}
+    want_keys = [k for k, _, _ in meta]
+    check(list(fields) == want_keys, f"{path}: keys {list(fields)} != intended {want_keys}")
+    for key, val, vt in meta:
+        f = fields[key]
+        check(f.types[0] == vt, f"{path}: {key} has type {f.types[0].name}, want {vt.name}")
+        got = f.contents()
+        if vt == VT.FLOAT32:
+            ok = np.float32(got) == np.float32(val)
+        elif key == "tokenizer.ggml.scores":
+            check(f.types[-1] == VT.FLOAT32, f"{path}: scores not float32")
+            ok = np.array_equal(np.array(got, dtype=np.float32), np.array(val, dtype=np.float32))
+        elif key == "tokenizer.ggml.token_type":
+            check(f.types[-1] == VT.INT32, f"{path}: token_type not int32")
+            ok = list(got) == list(val)
+        elif key == "tokenizer.ggml.tokens":
+            check(f.types[-1] == VT.STRING, f"{path}: tokens not strings")
+            ok = got == val
+        else:
+            ok = got == val
+        check(ok, f"{path}: {key} = {str(got)[:80]!r}, want {str(val)[:80]!r}")
+        if vt == VT.ARRAY:
+            shown = f"[{len(got)} x {f.types[-1].name}] {str(got[:3])[:-1]}, ...]"
+        elif key == "tokenizer.chat_template":
+            shown = f"{len(got)} chars"
+        else:
+            shown = repr(got)
+        listing.append(f"    {key} ({vt.name}): {shown}")
+    # --- tensors
+    check([t.name for t in r.tensors] == [e["name"] for e in tensors],
+          f"{path}: tensors {[t.name for t in r.tensors]} != intended {[e['name'] for e in tensors]}")
+    stats = {"q_tensors": 0, "blocks": 0, "ref_quant_diff_blocks": 0}
+    qdoc = None
+    if fmt in QTYPE and (mdir / "golden" / fmt / "quantized.json").is_file():
+        qdoc = json.loads((mdir / "golden" / fmt / "quantized.json").read_text())
+        check(qdoc["format"] == fmt and qdoc["block_size"] == mq.QK, f"{path}: quantized.json format")
+    raw_by_hf = {}
+    for t, e in zip(r.tensors, tensors):
+        ne = tuple(int(x) for x in t.shape)
+        check(t.tensor_type == e["type"], f"{path}: {t.name} is {t.tensor_type.name}, want {e['type'].name}")
+        check(ne == tuple(reversed(e["shape"])), f"{path}: {t.name} ne {ne}, want {tuple(reversed(e['shape']))}")
+        data = np.asarray(t.data)
+        if e["type"] == GT.F32:
+            got = data.reshape(e["shape"])
+            check(np.array_equal(got.view(np.uint32), np.ascontiguousarray(e["ref_f32"]).view(np.uint32)),
+                  f"{path}: {t.name}: F32 data differ from the checkpoint / config values")
+        elif e["type"] == GT.BF16:
+            got = data.view(np.uint16).reshape(e["shape"]) if data.dtype == np.uint8 else data.reshape(e["shape"]).view(np.uint16)
+            check(np.array_equal(got, e["ref_bf16_bits"]), f"{path}: {t.name}: BF16 bits differ from the checkpoint")
+            # the bits are also what gguf-py's (= ggml's) fp32 -> bf16 conversion makes of the values
+            check(np.array_equal(gguf.quants.quantize(e["ref_f32"], GT.BF16).view(np.uint16).reshape(e["shape"]), got),
+                  f"{path}: {t.name}: gguf.quants BF16 of the values differs")
+        else:
+            raw = data.reshape(e["shape"][0], -1)
+            check(raw.dtype == np.uint8 and np.array_equal(raw, e["data"]), f"{path}: {t.name}: stored bytes differ")
+            deq = gguf.quants.dequantize(raw, e["type"])
+            check(deq.shape == e["shape"] and np.array_equal(deq.view(np.uint32), e["deq"].view(np.uint32)),
+                  f"{path}: {t.name}: gguf.quants.dequantize != make_quant_goldens.py's dequantized values")
+            ref = gguf.quants.quantize(e["ref_f32"], e["type"]).reshape(raw.shape[0], -1, BLOCK_BYTES[fmt])
+            stats["ref_quant_diff_blocks"] += int((ref != raw.reshape(ref.shape)).any(axis=-1).sum())
+            stats["q_tensors"] += 1
+            stats["blocks"] += raw.size // BLOCK_BYTES[fmt]
+            raw_by_hf[e["hf"]] = raw
+        listing.append(f"    {t.name}: {t.tensor_type.name} ne {list(ne)} ({t.n_bytes} bytes)")
+    # --- against golden/<fmt>/quantized.json
+    if qdoc is not None:
+        recs = {q["name"]: q for q in qdoc["tensors"]}
+        check(set(recs) == set(raw_by_hf), f"{path}: quantized tensors {sorted(raw_by_hf)} != quantized.json {sorted(recs)}")
+        check(not qdoc["skipped"], f"{path}: quantized.json skipped {qdoc['skipped']}")
+        for hf, raw in raw_by_hf.items():
+            q = recs[hf]
+            sdq, saq = checksums(raw, fmt)
+            check(list(q["shape"]) == [raw.shape[0], raw.shape[1] // BLOCK_BYTES[fmt] * mq.QK], f"{path}: {hf}: shape")
+            check(q["blocks"] == raw.size // BLOCK_BYTES[fmt], f"{path}: {hf}: block count")
+            check(sdq == q["sum_d_times_q"], f"{path}: {hf}: sum_d_times_q {sdq!r} != quantized.json {q['sum_d_times_q']!r}")
+            check(saq == q["sum_abs_q"], f"{path}: {hf}: sum_abs_q {saq} != quantized.json {q['sum_abs_q']}")
+        recs = list(qdoc["first_blocks"])
+        recs += [qdoc[k] for k in ("first_tie_block", "first_clamped_block", "first_sign_tie_block") if qdoc.get(k)]
+        for b in recs:
+            raw = raw_by_hf[b["tensor"]]
+            dbits, _, stored = decode_blocks(raw, fmt)
+            row, blk = b["row"], b["block"]
+            check(int(dbits[row, blk]) == b["d_fp16_bits"] and stored[row, blk].tolist() == b["q"],
+                  f"{path}: {b['tensor']} block ({row}, {blk}) differs from quantized.json")
+            if "bytes_hex" in b:
+                bb = BLOCK_BYTES[fmt]
+                check(raw[row, blk * bb:(blk + 1) * bb].tobytes().hex() == b["bytes_hex"],
+                      f"{path}: {b['tensor']} block ({row}, {blk}) bytes differ from quantized.json")
+        stats["quantized_json_blocks"] = len(recs)
+    elif fmt in QTYPE:
+        stats["checksums"] = {hf: checksums(raw, fmt) for hf, raw in raw_by_hf.items()}
+    # --- tokenizer: independent cross-check against tokenizer.json's vocabulary
+    if vocab is not None:
+        tokens, _, types, _ = vocab
+        tj = json.loads((mdir / "tokenizer.json").read_text())
+        added = {e["id"]: e for e in tj["added_tokens"]}
+        for piece, tid in tj["model"]["vocab"].items():
+            check(tid in added or tokens[tid] == piece.encode(),
+                  f"{path}: token {tid} {tokens[tid]!r} != tokenizer.json {piece!r}")
+        for tid, e in added.items():
+            check(tokens[tid] == e["content"].encode() and types[tid] == (3 if e["special"] else 4),
+                  f"{path}: added token {tid}")
+        n_model = len(tj["model"]["vocab"])
+        top = max(max(added), n_model - 1)
+        check(all(tokens[i] == f"[PAD{i}]".encode() and types[i] == 5 for i in range(top + 1, len(tokens))),
+              f"{path}: padding tokens")
+    return listing, stats
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def make_model(name, models_dir):
+    mdir = models_dir / name
+    cfg, tensors, model = load_checkpoint(mdir)
+    vocab = phi3_vocab(mdir, cfg["vocab_size"]) if name in WITH_TOKENIZER else None
+    if vocab is not None:
+        for n in vocab[3]:
+            log(f"  vocab: {n}")
+        counts = {gguf.TokenType(t).name: vocab[2].count(t) for t in sorted(set(vocab[2]))}
+        log(f"  vocab: {len(vocab[0])} tokens, types {counts}")
+    gdir = mdir / "gguf"
+    shutil.rmtree(gdir, ignore_errors=True)
+    gdir.mkdir()
+    report = []
+    for fmt in JOBS[name]:
+        path = gdir / f"{fmt}.gguf"
+        meta, plan_tensors, notes = plan(name, fmt, cfg, tensors, model)
+        for n in notes:
+            log(f"  NOTE {n}")
+        special = write_file(path, name, fmt, cfg, meta, plan_tensors, vocab, mdir)
+        if special is not None:
+            log(f"  SpecialVocab picked: ids {special.special_token_ids}, add {special.add_special_token}, "
+                f"chat_template {'set' if special.chat_template else 'none'}")
+            meta = meta + tokenizer_meta(vocab, special, mdir)
+        listing, stats = verify(path, fmt, mdir, meta, plan_tensors, vocab)
+        size = path.stat().st_size
+        line = f"{name}/gguf/{fmt}.gguf: {size} bytes, {len(plan_tensors)} tensors, {len(meta)} keys"
+        if fmt in QTYPE:
+            line += (f"; {stats['q_tensors']} {fmt} tensors ({stats['blocks']} blocks) dequantize exactly to "
+                     f"make_quant_goldens.py's values")
+            if "quantized_json_blocks" in stats:
+                line += f", checksums and {stats['quantized_json_blocks']} block records match golden/{fmt}/quantized.json"
+            else:
+                line += f" (no golden/{fmt}; checksums {stats['checksums']})"
+            line += (f"; gguf-py's port of ggml's reference quantizer would write {stats['ref_quant_diff_blocks']} "
+                     f"of these blocks differently")
+        log("  " + line)
+        for ln in listing:
+            log(ln)
+        report.append(line)
+    return report
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Write the GGUF copies of the fixture models.")
+    ap.add_argument("--models", default=str(mf.REPO_ROOT / "tests" / "fixtures" / "models"))
+    ap.add_argument("--only", action="append", choices=list(JOBS), help="just this model (repeatable)")
+    args = ap.parse_args()
+    gv = importlib.metadata.version("gguf")
+    if gv != PINNED_GGUF:
+        log(f"WARNING: pinned gguf {PINNED_GGUF}, running {gv}")
+    torch.set_num_threads(1)
+    report = []
+    for name in JOBS:
+        if args.only and name not in args.only:
+            continue
+        log(f"[{name}]")
+        report += make_model(name, Path(args.models))
+    log("[summary]")
+    for line in report:
+        log("  " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
