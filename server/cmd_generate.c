@@ -250,6 +250,13 @@ int srv_cmd_generate(int argc, char **argv)
                 (long long)model->cfg.max_position_embeddings);
         goto done;
     }
+    if (strcmp(device, "cuda") == 0 && eng_model_block_dtype(model) != KERN_DTYPE_COUNT) {
+        fprintf(stderr, "error: %s: the model stores %s matrices; the CUDA backend has no %s "
+                "kernels yet (use --device cpu)\n", model_dir,
+                kern_dtype_name(eng_model_block_dtype(model)),
+                kern_dtype_name(eng_model_block_dtype(model)));
+        goto done;
+    }
     if (srv_cli_backend(device, (int)threads, &ops, &ctx) != 0)
         goto done;
     if (eng_model_upload(model, &ops, ctx, err, sizeof err) != 0) {

@@ -82,6 +82,31 @@ expect_error "q8_0 NaN weight" "model.layers.1.mlp.down_proj.weight .* cannot be
   "$bin" generate --model "$tmp/nan" --tokens 1 --quantization q8_0
 expect_ok "NaN weight unquantized" "$bin" generate --model "$tmp/nan" --tokens 1 --max-tokens 1
 
+# GGUF files (llama.cpp's format): the same tokens as the directory they were written from
+# (bf16 as stored, q4_0 with the blocks --quantization q4_0 makes), on both host devices; the
+# CUDA backend refuses block-format matrices; broken files are clean load errors (K1, K2).
+gg=$small/gguf
+for dev in cpu ref; do
+  expect_ok "dir $dev" "$bin" generate --model "$small" --device $dev --tokens 5,77,300 --max-tokens 8 --ignore-eos
+  want=$(head -n1 "$tmp/out")
+  expect_ok "gguf bf16 $dev" "$bin" generate --model "$gg/bf16.gguf" --device $dev --tokens 5,77,300 --max-tokens 8 --ignore-eos
+  [ "$(head -n1 "$tmp/out")" = "$want" ] || fail "gguf bf16 $dev: got '$(head -n1 "$tmp/out")', the directory gave '$want'"
+  expect_ok "dir q4_0 $dev" "$bin" generate --model "$small" --device $dev --tokens 5,77,300 --max-tokens 8 --ignore-eos --quantization q4_0
+  want=$(head -n1 "$tmp/out")
+  expect_ok "gguf q4_0 $dev" "$bin" generate --model "$gg/q4_0.gguf" --device $dev --tokens 5,77,300 --max-tokens 8 --ignore-eos
+  [ "$(head -n1 "$tmp/out")" = "$want" ] || fail "gguf q4_0 $dev: got '$(head -n1 "$tmp/out")', --quantization q4_0 gave '$want'"
+done
+expect_error "gguf q4_0 on cuda" "no q4_0 kernels" "$bin" generate --model "$gg/q4_0.gguf" --device cuda --tokens 1
+head -c 150000 "$gg/bf16.gguf" >"$tmp/trunc.gguf"
+expect_error "gguf truncated" "runs past the end of the file" "$bin" generate --model "$tmp/trunc.gguf" --tokens 1
+: >"$tmp/empty.gguf"
+expect_error "gguf empty" "too small" "$bin" generate --model "$tmp/empty.gguf" --tokens 1
+head -c 4096 "$small/model.safetensors" >"$tmp/notgguf.gguf"
+expect_error "gguf bad magic" "bad magic" "$bin" generate --model "$tmp/notgguf.gguf" --tokens 1
+# A header-only GGUF v3 whose one key says general.architecture = "llama".
+printf 'GGUF\x03\0\0\0\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x14\0\0\0\0\0\0\0general.architecture\x08\0\0\0\x05\0\0\0\0\0\0\0llama' >"$tmp/llama.gguf"
+expect_error "gguf llama" "architecture 'llama' is not supported" "$bin" generate --model "$tmp/llama.gguf" --tokens 1
+
 # A Phi-3.5-MoE model: the tokens transformers chose (tests/fixtures/models/moe, case len7).
 for dev in cpu ref; do
   expect_ok "generate moe $dev" "$bin" generate --model "$fixtures/models/moe" --device $dev \
