@@ -240,19 +240,12 @@ static int gguf_config(const struct eng_gguf *g, struct eng_model_config *cfg, c
         eng_set_err(err, errlen, "GGUF: tensor 'token_embd.weight' is missing or not a matrix");
         return -1;
     }
-    uint32_t heads = 0, rot = 0, hidden = 0;
+    uint32_t heads = 0, hidden = 0, rot = 0;
+    bool rot_given = eng_gguf_find_kv(g, "phi3.rope.dimension_count") != NULL;
     if (eng_gguf_get_u32(g, "phi3.attention.head_count", &heads, err, errlen) != 0 ||
-        eng_gguf_get_u32(g, "phi3.embedding_length", &hidden, err, errlen) != 0)
+        eng_gguf_get_u32(g, "phi3.embedding_length", &hidden, err, errlen) != 0 ||
+        (rot_given && eng_gguf_get_u32(g, "phi3.rope.dimension_count", &rot, err, errlen) != 0))
         return -1;
-    /* partial_rotary_factor does not round-trip through a decimal; Phi-3 rotates whole heads. */
-    if (heads > 0 && eng_gguf_find_kv(g, "phi3.rope.dimension_count") &&
-        (eng_gguf_get_u32(g, "phi3.rope.dimension_count", &rot, err, errlen) != 0 ||
-         rot != hidden / heads)) {
-        if (rot != hidden / heads)
-            eng_set_err(err, errlen, "GGUF: phi3.rope.dimension_count %u is not the head size %u "
-                        "(partial rotary is not supported)", rot, hidden / heads);
-        return -1;
-    }
     const struct eng_gguf_kv *tokens = eng_gguf_find_kv(g, "tokenizer.ggml.tokens");
     if (tokens && (uint64_t)emb->ne[1] != tokens->count) {
         eng_set_err(err, errlen, "GGUF: token_embd.weight has %lld rows but the vocabulary %llu "
@@ -304,6 +297,12 @@ static int gguf_config(const struct eng_gguf *g, struct eng_model_config *cfg, c
         char msg[384];
         if (eng_model_config_parse(t.p, t.len, cfg, msg, sizeof msg) != 0) {
             eng_set_err(err, errlen, "GGUF: the phi3 metadata, read as %s", msg);
+            rc = -1;
+        } else if (rot_given && rot != cfg->head_dim) {
+            /* partial_rotary_factor would not round-trip through a decimal; Phi-3 rotates
+             * whole heads. */
+            eng_set_err(err, errlen, "GGUF: phi3.rope.dimension_count %u is not the head size "
+                        "%lld (partial rotary is not supported)", rot, (long long)cfg->head_dim);
             rc = -1;
         }
     }
