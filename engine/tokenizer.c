@@ -2,6 +2,7 @@
  * with rstrip/lstrip, the per-segment "\xe2\x96\x81" prefix rule, BOS/EOS, and HF's decoder chain.
  * SentencePiece itself (BPE merges, byte fallback) runs behind sp_wrapper.h; no merges here. */
 #include "tokenizer.h"
+#include "tokenizer_internal.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -25,35 +26,6 @@
 static const char SPACE_MARK[] = "\xe2\x96\x81";
 #define SPACE_MARK_LEN 3
 static const char REPLACEMENT_CHAR[] = "\xef\xbf\xbd";
-
-/* How a segment of plain text (between added tokens) is prepared for SentencePiece. */
-enum prefix_rule {
-    PREFIX_NEVER = 0,      /* spaces become the mark, nothing is prepended */
-    PREFIX_LEGACY,         /* normalizer Prepend(mark) + Replace(" ", mark): every segment */
-    PREFIX_META_ALWAYS,    /* Metaspace "always": every segment not already starting with the mark */
-    PREFIX_META_FIRST,     /* Metaspace "first": only the segment at offset 0 of the input */
-};
-
-struct added_token {
-    char *content;
-    size_t len;
-    int32_t id;
-    bool lstrip, rstrip, special;
-};
-
-struct eng_tokenizer {
-    struct eng_sp *sp;
-    struct eng_tokenizer_info info;
-    enum prefix_rule prefix;
-    bool strip_leading_space;    /* decoder removes one leading space of the result */
-    struct added_token *added;   /* [info.n_added], capacity cap_added */
-    int cap_added;
-    int32_t *added_of_id;        /* [info.n_vocab]: index into added, or -1 */
-    int16_t *byte_of_id;         /* [n_sp_pieces]: byte value of a byte-fallback piece, or -1 */
-    int32_t n_sp;
-    size_t max_piece_bytes;      /* longest SentencePiece piece: no id covers more text bytes */
-    bool first_byte[256];        /* some added token starts with this byte */
-};
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -220,8 +192,8 @@ static bool json_str_eq(const cJSON *obj, const char *key, const char *want)
     return cJSON_IsString(v) && strcmp(v->valuestring, want) == 0;
 }
 
-static int add_token(struct eng_tokenizer *tok, const char *content, int64_t id, bool lstrip, bool rstrip,
-                     bool special, char *err, size_t errlen)
+int eng_tokenizer_add_token(struct eng_tokenizer *tok, const char *content, int64_t id, bool lstrip, bool rstrip,
+                            bool special, char *err, size_t errlen)
 {
     if (id < 0 || id >= MAX_ADDED_ID) {
         eng_set_err(err, errlen, "tokenizer.json: added token id %lld out of range", (long long)id);
@@ -394,8 +366,9 @@ static int parse_tokenizer_json(struct eng_tokenizer *tok, const char *text, siz
         }
         /* normalized=true tokens are matched on the raw text too: with the normalizers accepted
          * above that differs only for tokens containing spaces, which Phi-3 has none of. */
-        rc = add_token(tok, content->valuestring, (int64_t)id->valuedouble, json_bool(t, "lstrip", false),
-                       json_bool(t, "rstrip", false), json_bool(t, "special", false), err, errlen);
+        rc = eng_tokenizer_add_token(tok, content->valuestring, (int64_t)id->valuedouble,
+                                     json_bool(t, "lstrip", false), json_bool(t, "rstrip", false),
+                                     json_bool(t, "special", false), err, errlen);
         if (rc != 0)
             goto out;
     }
@@ -431,7 +404,7 @@ static int parse_added_tokens_json(struct eng_tokenizer *tok, const char *text, 
             id_taken |= tok->added[i].id == id;
         if (id_taken || id < 0 || id >= MAX_ADDED_ID || (double)id != e->valuedouble)
             continue;
-        if ((rc = add_token(tok, e->string, id, false, false, false, err, errlen)) != 0)
+        if ((rc = eng_tokenizer_add_token(tok, e->string, id, false, false, false, err, errlen)) != 0)
             break;
     }
     cJSON_Delete(root);
@@ -484,7 +457,7 @@ out:
     return rc;
 }
 
-static int build_tables(struct eng_tokenizer *tok, char *err, size_t errlen)
+int eng_tokenizer_build_tables(struct eng_tokenizer *tok, char *err, size_t errlen)
 {
     int32_t n_vocab = tok->n_sp;
     for (int i = 0; i < tok->info.n_added; ++i)
@@ -496,6 +469,14 @@ static int build_tables(struct eng_tokenizer *tok, char *err, size_t errlen)
     if (tok->added_of_id == NULL || tok->byte_of_id == NULL) {
         eng_set_err(err, errlen, "out of memory");
         return ENG_TOK_ERR_NOMEM;
+    }
+    /* A piece's bytes bound the text it covers ("\xe2\x96\x81" stands for one space, "<0x41>" for
+     * one byte); 4 covers an unknown character mapped to <unk>. */
+    tok->max_piece_bytes = 4;
+    for (int32_t id = 0; id < tok->n_sp; ++id) {
+        size_t plen = 0;
+        if (eng_sp_id_to_piece(tok->sp, id, &plen) != NULL && plen > tok->max_piece_bytes)
+            tok->max_piece_bytes = plen;
     }
     for (int32_t id = 0; id < n_vocab; ++id)
         tok->added_of_id[id] = -1;
@@ -557,14 +538,6 @@ int eng_tokenizer_load_dir(const char *dir, struct eng_tokenizer **out, char *er
         rc = ENG_TOK_ERR_INVALID;
         goto fail;
     }
-    /* A piece's bytes bound the text it covers ("\xe2\x96\x81" stands for one space, "<0x41>" for
-     * one byte); 4 covers an unknown character mapped to <unk>. */
-    tok->max_piece_bytes = 4;
-    for (int32_t id = 0; id < tok->n_sp; ++id) {
-        size_t plen = 0;
-        if (eng_sp_id_to_piece(tok->sp, id, &plen) != NULL && plen > tok->max_piece_bytes)
-            tok->max_piece_bytes = plen;
-    }
     if ((rc = read_file(dir, "tokenizer.json", &tj, &tj_len, &missing, err, errlen)) != 0)
         goto fail;
     if ((rc = parse_tokenizer_json(tok, tj, tj_len, err, errlen)) != 0)
@@ -582,7 +555,7 @@ int eng_tokenizer_load_dir(const char *dir, struct eng_tokenizer **out, char *er
         goto fail;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
-    if ((rc = build_tables(tok, err, errlen)) != 0)
+    if ((rc = eng_tokenizer_build_tables(tok, err, errlen)) != 0)
         goto fail;
     if ((rc = parse_config(tok, cfg, cfg_len, map, map_len, err, errlen)) != 0)
         goto fail;

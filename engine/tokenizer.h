@@ -30,9 +30,10 @@ struct eng_tokenizer_info {
     int32_t eos_id;
     int32_t unk_id;
     int32_t pad_id;
-    int add_bos;      /* tokenizer_config.json add_bos_token (default 1) */
-    int add_eos;      /* tokenizer_config.json add_eos_token (default 0) */
-    int n_added;      /* number of added tokens (tokenizer.json "added_tokens") */
+    int add_bos;      /* tokenizer_config.json add_bos_token or GGUF add_bos_token (default 1) */
+    int add_eos;      /* tokenizer_config.json add_eos_token or GGUF add_eos_token (default 0) */
+    int n_added;      /* number of added tokens (tokenizer.json "added_tokens", GGUF control and
+                         user-defined tokens) */
 };
 
 /* Loads the tokenizer of a Hugging Face model directory: dir/tokenizer.model (required),
@@ -45,6 +46,56 @@ struct eng_tokenizer_info {
  * in err (errlen bytes, NUL-terminated when errlen > 0). Unsupported HF configurations
  * (another normalizer or pre-tokenizer, single_word added tokens) are refused, not guessed. */
 int eng_tokenizer_load_dir(const char *dir, struct eng_tokenizer **out, char *err, size_t errlen);
+
+struct eng_gguf;
+
+/* Builds the tokenizer from a GGUF file's tokenizer.ggml.* metadata (model "llama": a
+ * SentencePiece vocabulary, as llama.cpp's converter writes it). Any other model is refused
+ * ("tokenizer model gpt2 is not supported").
+ *
+ * Read: tokenizer.ggml.tokens (string array), .scores (f32 array) and .token_type (i32 array:
+ * 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte), all required, of one
+ * length n, 1 <= n <= 2^20; .bos_token_id, .eos_token_id, .unknown_token_id, .padding_token_id
+ * (any integer type; when absent 1, 2, 0 and none, llama.cpp's defaults); .add_bos_token and
+ * .add_eos_token (bool; absent: 1 and 0); .add_space_prefix (bool; absent: 1); and for the
+ * Phi-3 rule general.architecture and general.name. tokenizer.ggml.pre and the chat template
+ * are not read.
+ *
+ * Rules (chosen so that a GGUF converted from a Hugging Face Phi-3 directory tokenizes and
+ * decodes exactly as transformers does on that directory):
+ * - SentencePiece part: ids 0 .. n_sp-1, n_sp one past the last normal or byte token. It
+ *   becomes a BPE model (merges by score), with byte fallback when it has byte pieces, identity
+ *   normalizer, spaces escaped as U+2581 and no dummy prefix of its own. Piece types: the
+ *   unknown id UNKNOWN; 1 NORMAL; 6 BYTE; 3 and 4 CONTROL; other 2 and 5 UNUSED.
+ * - Added tokens (split off before SentencePiece, as HF's added_tokens): every control (3) and
+ *   user-defined (4) token and the unknown token. The unknown and control tokens are special
+ *   (dropped by skip_special), user-defined ones not: the converter writes HF's special added
+ *   tokens as control, the others as user-defined. Never lstrip. rstrip only in the Phi-3 family (general.architecture "phi3"
+ *   or "phimoe", or general.name containing "phi3" or "phi-3" in any case): on every added
+ *   token except "<unk>", "<s>" and "<|endoftext|>", which are the flags of Microsoft's
+ *   tokenizer.json since May 2024 and llama.cpp's hard-coded Phi-3 rule (phi3-models.md 6.3).
+ *   Other models get no strip flags, HF's default.
+ * - Unknown (2) and unused (5) tokens after the SentencePiece part are padding rows: no piece,
+ *   no text maps to them, they decode to nothing, and n_vocab ends after the last other token
+ *   (Phi-3: 32064 tokens, n_vocab 32011, as from its HF directory).
+ * - add_space_prefix selects HF's legacy Llama normalizer, Prepend(U+2581) on every text
+ *   segment including one right after an added token, plus the decoder's one-space strip;
+ *   false selects neither. That is Microsoft's Phi-3 tokenizer.json and what llama.cpp does;
+ *   a GGUF does not record whether its source used the newer Metaspace "first" scheme.
+ *
+ * Refused with ENG_TOK_ERR_INVALID and a message naming the key or token: a missing or
+ * mistyped key; lengths that differ or are out of range; a type outside 1..6; a piece that is
+ * empty, over 4096 bytes, not valid UTF-8 or holding a NUL; a byte piece not spelled "<0xHH>"
+ * (uppercase hex); other than 0 or 256 byte pieces; a NaN score in the SentencePiece part; two
+ * tokens with the same piece (padding rows aside: sentencepiece and added-token matching need
+ * unique pieces); a special id, given or default, not below n_vocab or naming a padding row;
+ * an unknown id outside the SentencePiece part or naming a normal or byte piece; over 4096
+ * added tokens; tokenizer.ggml.remove_extra_whitespaces true or a precompiled_charsmap
+ * (normalizers not implemented here).
+ * The caller keeps g; the tokenizer copies what it needs. Returns 0 and *out (free with
+ * eng_tokenizer_destroy), or a negative eng_tok_err with *out NULL and a message in err
+ * (errlen bytes, NUL-terminated when errlen > 0). */
+int eng_tokenizer_load_gguf(const struct eng_gguf *g, struct eng_tokenizer **out, char *err, size_t errlen);
 
 /* Frees the tokenizer; accepts NULL and half-built objects. */
 void eng_tokenizer_destroy(struct eng_tokenizer *tok);
