@@ -10,6 +10,7 @@
 
 #include "cuda_backend.h"
 #include "engine_internal.h"
+#include "gguf.h"
 #include "models/phi3v.h"
 #include "rng.h"
 
@@ -148,8 +149,11 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
         eng_engine_fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
     }
-    if (file_exists(o->model_dir, "tokenizer.model") &&
-        eng_tokenizer_load_dir(o->model_dir, &e->tok, msg, sizeof msg) != 0) {
+    /* The tokenizer is optional (test models have none): a GGUF file's vocabulary, or the
+     * directory's tokenizer.model with its Hugging Face files. */
+    if ((e->model->gguf ? eng_gguf_find_kv(e->model->gguf, "tokenizer.ggml.tokens") != NULL
+                        : file_exists(o->model_dir, "tokenizer.model")) &&
+        eng_tokenizer_load_path(o->model_dir, &e->tok, msg, sizeof msg) != 0) {
         eng_engine_fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
     }

@@ -97,6 +97,11 @@ struct eng_gguf;
  * (errlen bytes, NUL-terminated when errlen > 0). */
 int eng_tokenizer_load_gguf(const struct eng_gguf *g, struct eng_tokenizer **out, char *err, size_t errlen);
 
+/* The tokenizer of the model at path: eng_tokenizer_load_dir for a directory, for a GGUF file
+ * (eng_model_is_gguf) eng_tokenizer_load_gguf on it; a GGUF file without tokenizer.ggml.tokens
+ * gives ENG_TOK_ERR_IO, as a directory without tokenizer.model does. */
+int eng_tokenizer_load_path(const char *path, struct eng_tokenizer **out, char *err, size_t errlen);
+
 /* Frees the tokenizer; accepts NULL and half-built objects. */
 void eng_tokenizer_destroy(struct eng_tokenizer *tok);
 

@@ -5,7 +5,6 @@
 #include "tokenizer.h"
 #include "tokenizer_internal.h"
 
-#include <assert.h>
 #include <ctype.h>
 #include <math.h>
 #include <stdbool.h>
@@ -16,6 +15,7 @@
 #include "file_util.h"
 #include "gguf.h"
 #include "json.h"
+#include "model.h"
 #include "sp_wrapper.h"
 
 #define MAX_TOKENS ((uint64_t)1 << 20)
@@ -541,8 +541,12 @@ static int load_sp(struct eng_tokenizer *tok, const struct vocab *v, char *err, 
         eng_set_err(err, errlen, "out of memory");
         return ENG_TOK_ERR_NOMEM;
     }
-    put_model(&w, v);
-    assert(w.n == size.n);
+    put_model(&w, v); /* the same deterministic walk as the sizing pass: exactly size.n bytes */
+    if (w.n != size.n) {
+        free(w.p);
+        eng_set_err(err, errlen, "internal error: the SentencePiece model changed size");
+        return ENG_TOK_ERR_INTERNAL;
+    }
     int rc = eng_sp_load(w.p, w.n, &tok->sp, err, errlen);
     free(w.p);
     if (rc != 0)
@@ -611,7 +615,12 @@ int eng_tokenizer_load_gguf(const struct eng_gguf *g, struct eng_tokenizer **out
     if ((rc = load_sp(tok, &v, err, errlen)) != 0 || (rc = add_tokens(tok, &v, err, errlen)) != 0 ||
         (rc = eng_tokenizer_build_tables(tok, err, errlen)) != 0)
         goto fail;
-    assert(tok->info.n_vocab == v.n_vocab);
+    if (tok->info.n_vocab != v.n_vocab) {
+        eng_set_err(err, errlen, "internal error: %d tokens built for a vocabulary of %d",
+                    tok->info.n_vocab, (int)v.n_vocab);
+        rc = ENG_TOK_ERR_INTERNAL;
+        goto fail;
+    }
     tok->prefix = v.add_space_prefix ? PREFIX_LEGACY : PREFIX_NEVER;
     tok->strip_leading_space = v.add_space_prefix != 0;
     tok->info.bos_id = (int32_t)v.bos;
@@ -630,5 +639,24 @@ fail:
     free(v.score);
     free(v.type);
     eng_tokenizer_destroy(tok);
+    return rc;
+}
+
+int eng_tokenizer_load_path(const char *path, struct eng_tokenizer **out, char *err, size_t errlen)
+{
+    if (!eng_model_is_gguf(path))
+        return eng_tokenizer_load_dir(path, out, err, errlen);
+    *out = NULL;
+    struct eng_gguf *g = NULL;
+    if (eng_gguf_open_file(path, &g, err, errlen) != 0)
+        return ENG_TOK_ERR_IO;
+    int rc;
+    if (eng_gguf_find_kv(g, "tokenizer.ggml.tokens") == NULL) {
+        eng_set_err(err, errlen, "the GGUF file has no tokenizer (no tokenizer.ggml.tokens)");
+        rc = ENG_TOK_ERR_IO;
+    } else {
+        rc = eng_tokenizer_load_gguf(g, out, err, errlen);
+    }
+    eng_gguf_close(g);
     return rc;
 }

@@ -198,7 +198,7 @@ int srv_cmd_generate(int argc, char **argv)
     struct eng_embed_span spans[SRV_MAX_IMAGES] = {{0}};
 
     /* The tokenizer is optional for --tokens (test models have none) and needed for --prompt. */
-    int tok_rc = eng_tokenizer_load_dir(model_dir, &tok, err, sizeof err);
+    int tok_rc = eng_tokenizer_load_path(model_dir, &tok, err, sizeof err);
     if (n_image_files > 0) {
         if (tok_rc != 0) {
             fprintf(stderr, "error: %s: --prompt needs the model's tokenizer: %s\n", model_dir, err);

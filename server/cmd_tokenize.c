@@ -54,7 +54,7 @@ int srv_cmd_tokenize(int argc, char **argv)
 
     char err[512] = "";
     struct eng_tokenizer *tok = NULL;
-    if (eng_tokenizer_load_dir(model_dir, &tok, err, sizeof err) != 0) {
+    if (eng_tokenizer_load_path(model_dir, &tok, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s: %s\n", model_dir, err);
         return 1;
     }

@@ -107,6 +107,17 @@ expect_error "gguf bad magic" "bad magic" "$bin" generate --model "$tmp/notgguf.
 printf 'GGUF\x03\0\0\0\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x14\0\0\0\0\0\0\0general.architecture\x08\0\0\0\x05\0\0\0\0\0\0\0llama' >"$tmp/llama.gguf"
 expect_error "gguf llama" "architecture 'llama' is not supported" "$bin" generate --model "$tmp/llama.gguf" --tokens 1
 
+# The demo model as a pure-Q4_0 GGUF with its vocabulary: tokenize gives the directory's ids,
+# and generate --prompt runs through the file's tokenizer.
+txt=$'<|user|>\n Hello  world, 世界 🙂<|end|>\n<|assistant|>\n'
+expect_ok "tokenize dir" "$bin" tokenize --model "$demo" --text "$txt"
+want=$(cat "$tmp/out")
+expect_ok "tokenize gguf" "$bin" tokenize --model "$demo/gguf/q4_0.gguf" --text "$txt"
+[ "$(cat "$tmp/out")" = "$want" ] || fail "tokenize gguf: got '$(cat "$tmp/out")', the directory gave '$want'"
+expect_ok "generate gguf prompt" "$bin" generate --model "$demo/gguf/q4_0.gguf" --prompt "$txt" --max-tokens 3 --ignore-eos
+[ "$(head -n1 "$tmp/out" | tr ',' '\n' | wc -l)" -eq 3 ] || fail "generate gguf prompt: '$(head -n1 "$tmp/out")'"
+expect_error "tokenize gguf without vocabulary" "no tokenizer" "$bin" tokenize --model "$gg/bf16.gguf" --text hi
+
 # A Phi-3.5-MoE model: the tokens transformers chose (tests/fixtures/models/moe, case len7).
 for dev in cpu ref; do
   expect_ok "generate moe $dev" "$bin" generate --model "$fixtures/models/moe" --device $dev \

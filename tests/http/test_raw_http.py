@@ -704,3 +704,36 @@ def test_version_and_head(server):
     assert status == 200 and json.loads(data)["version"]
     status, h, data = server.request("HEAD", "/health")
     assert status == 200 and data == b""
+
+
+def test_gguf_model_serves():
+    """A GGUF file (the demo model as pure Q4_0 with its tokenizer, chat template and special
+    ids in the metadata, tests/fixtures/models/phi3-demo/gguf) serves chat completions; its
+    tokenizer and chat template give the ids the model directory's do (/tokenize of the same
+    messages and texts), and generation stops on the file's end tokens."""
+    from harness import MODEL, MODEL_NAME
+    gguf_path = os.path.join(MODEL, "gguf", "q4_0.gguf")
+    assert os.path.exists(gguf_path), gguf_path
+    probes = [{"model": MODEL_NAME, "messages": [{"role": "system", "content": "Be brief."},
+                                                 {"role": "user", "content": "Hello  there,\n 世界 🙂"}]},
+              {"model": MODEL_NAME, "prompt": "<|user|>\n Hi<|end|>\n<|assistant|>\n a  b"},
+              {"model": MODEL_NAME, "prompt": "plain text, no special tokens", "add_special_tokens": False}]
+    ids = {}
+    for name, args in (("dir", ()), ("gguf", ("--model", gguf_path, "--served-model-name", MODEL_NAME))):
+        srv = Server(*args)
+        try:
+            assert_still_serves(srv)
+            status, _, body = srv.post("/v1/chat/completions", {
+                "model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 4, "temperature": 0})
+            assert status == 200, body
+            assert json.loads(body)["usage"]["completion_tokens"] >= 1
+            ids[name] = []
+            for p in probes:
+                status, _, body = srv.post("/tokenize", p)
+                assert status == 200, body
+                ids[name].append(json.loads(body)["tokens"])
+        finally:
+            srv.stop()
+    assert ids["gguf"] == ids["dir"], ids
+    assert 32007 in ids["gguf"][0] and 32010 in ids["gguf"][0], ids["gguf"][0]  # <|end|>, <|user|>
