@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -104,5 +105,32 @@ int eng_file_read_small(const char *path, const char *label, size_t max, char **
     buf[got] = '\0';
     *out = buf;
     *len = got;
+    return 0;
+}
+
+int eng_file_map(const char *path, const char *label, const uint8_t **map, size_t *len, char *err,
+                 size_t errlen)
+{
+    int fd;
+    uint64_t size;
+    int rc = eng_file_open_regular(path, label, &fd, &size, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (size == 0 || size > SIZE_MAX) {
+        eng_set_err(err, errlen, size ? "%s: file too large to map" : "%s: empty file", label);
+        close(fd);
+        return ENG_FILE_ERR_OTHER;
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED) {
+        char eb[128];
+        /* GNU strerror_r (we build with _GNU_SOURCE) returns the message, maybe not in eb. */
+        eng_set_err(err, errlen, "%s: mmap failed: %s", label, strerror_r(e, eb, sizeof eb));
+        return ENG_FILE_ERR_OTHER;
+    }
+    *map = p;
+    *len = (size_t)size;
     return 0;
 }

@@ -37,4 +37,11 @@ int eng_file_open_regular(const char *path, const char *label, int *fd_out, uint
 int eng_file_read_small(const char *path, const char *label, size_t max, char **out, size_t *len, char *err,
                         size_t errlen);
 
+/* Maps the regular file at path read-only and private, whole (opened as eng_file_open_regular
+ * does): *map and *len on success (release with munmap(*map, *len)). An empty file or one too
+ * large for the address space is an error. Returns 0, ENG_FILE_ERR_MISSING or
+ * ENG_FILE_ERR_OTHER with err prefixed by label. */
+int eng_file_map(const char *path, const char *label, const uint8_t **map, size_t *len, char *err,
+                 size_t errlen);
+
 #endif

@@ -699,39 +699,25 @@ int eng_gguf_open_file(const char *path, struct eng_gguf **out, char *err, size_
         return -1;
     }
     *out = NULL;
-    int fd;
-    uint64_t size;
-    if (eng_file_open_regular(path, path, &fd, &size, err, errlen) != 0)
+    const uint8_t *p;
+    size_t size;
+    if (eng_file_map(path, path, &p, &size, err, errlen) != 0)
         return -1;
     if (size < GGUF_HEADER_BYTES) {
-        eng_set_err(err, errlen, "%s: file of %llu bytes is too small for the %u-byte GGUF header", path,
-                    (unsigned long long)size, GGUF_HEADER_BYTES);
-        close(fd);
-        return -1;
-    }
-    if (size > SIZE_MAX) {
-        eng_set_err(err, errlen, "%s: file too large to map", path);
-        close(fd);
-        return -1;
-    }
-    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (p == MAP_FAILED) {
-        char eb[128];
-        /* GNU strerror_r (we build with _GNU_SOURCE) returns the message, maybe not in eb. */
-        eng_set_err(err, errlen, "%s: mmap failed: %s", path, strerror_r(e, eb, sizeof(eb)));
+        eng_set_err(err, errlen, "%s: file of %zu bytes is too small for the %u-byte GGUF header", path,
+                    size, GGUF_HEADER_BYTES);
+        munmap((void *)p, size);
         return -1;
     }
     char inner[512];
     struct eng_gguf *g;
-    if (eng_gguf_open_buffer(p, (size_t)size, &g, inner, sizeof(inner)) != 0) {
+    if (eng_gguf_open_buffer(p, size, &g, inner, sizeof(inner)) != 0) {
         eng_set_err(err, errlen, "%s: %s", path, inner);
-        munmap(p, (size_t)size);
+        munmap((void *)p, size);
         return -1;
     }
-    g->map = p;
-    g->map_len = (size_t)size;
+    g->map = (void *)p; /* munmap takes it back non-const */
+    g->map_len = size;
     *out = g;
     return 0;
 }

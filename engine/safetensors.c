@@ -413,42 +413,6 @@ int eng_st_validate_buffer(const uint8_t *buf, size_t len, size_t *n_tensors, ch
 
 /* ---- files ---- */
 
-static const char *errno_text(int e, char *buf, size_t n)
-{
-    /* GNU strerror_r (we build with _GNU_SOURCE) returns the message, maybe not in buf. */
-    return strerror_r(e, buf, n);
-}
-
-static int map_file(const char *path, const char *label, const uint8_t **map, size_t *len,
-                    char *err, size_t errlen)
-{
-    int fd;
-    uint64_t size;
-    char eb[128];
-    if (eng_file_open_regular(path, label, &fd, &size, err, errlen) != 0)
-        return -1;
-    if (size == 0) {
-        eng_set_err(err, errlen, "%s: empty file", label);
-        close(fd);
-        return -1;
-    }
-    if (size > SIZE_MAX) {
-        eng_set_err(err, errlen, "%s: file too large to map", label);
-        close(fd);
-        return -1;
-    }
-    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (p == MAP_FAILED) {
-        eng_set_err(err, errlen, "%s: mmap failed: %s", label, errno_text(e, eb, sizeof(eb)));
-        return -1;
-    }
-    *map = p;
-    *len = (size_t)size;
-    return 0;
-}
-
 static int cmp_tensor_name(const void *a, const void *b)
 {
     return strcmp(((const struct eng_tensor *)a)->name, ((const struct eng_tensor *)b)->name);
@@ -467,7 +431,7 @@ static int add_shard(struct eng_st_set *set, const char *dir, const char *file, 
         return -1;
     }
     set->n_shards++; /* from here the destructor owns sh, mapped or not */
-    if (map_file(path, file, &sh->map, &sh->map_len, err, errlen) != 0)
+    if (eng_file_map(path, file, &sh->map, &sh->map_len, err, errlen) != 0)
         return -1;
     struct st_image img;
     if (parse_image(sh->map, sh->map_len, file, &img, err, errlen) != 0)

@@ -11,40 +11,8 @@
 #include "tokenizer.h"
 
 #include "../test_util.h"
+#include "tok_corpus.h"
 
-/* Hex string -> malloc'd bytes (NUL-terminated for convenience); NULL on malformed hex. */
-static char *unhex(const cJSON *v, size_t *len)
-{
-    if (!cJSON_IsString(v))
-        return NULL;
-    size_t n = strlen(v->valuestring);
-    if (n % 2 != 0)
-        return NULL;
-    char *out = malloc(n / 2 + 1);
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < n / 2; ++i) {
-        unsigned b;
-        if (sscanf(v->valuestring + 2 * i, "%2x", &b) != 1) {
-            free(out);
-            return NULL;
-        }
-        out[i] = (char)b;
-    }
-    out[n / 2] = '\0';
-    *len = n / 2;
-    return out;
-}
-
-static int32_t *json_ids(const cJSON *arr, size_t *n)
-{
-    *n = (size_t)cJSON_GetArraySize(arr);
-    int32_t *ids = malloc((*n + 1) * sizeof *ids);
-    size_t i = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, arr) ids[i++] = (int32_t)e->valuedouble;
-    return ids;
-}
 
 static void print_ids(const char *what, const int32_t *ids, size_t n)
 {

@@ -17,6 +17,7 @@
 #include "tokenizer.h"
 
 #include "../test_util.h"
+#include "tok_corpus.h"
 
 /* ---- comparing two tokenizers ------------------------------------------------------------ */
 
@@ -119,34 +120,6 @@ static void lookups_alike(const struct eng_tokenizer *a, const struct eng_tokeni
 
 /* ---- the golden corpora ------------------------------------------------------------------ */
 
-static char *unhex(const cJSON *v, size_t *len)
-{
-    if (!cJSON_IsString(v))
-        return NULL;
-    size_t n = strlen(v->valuestring);
-    char *out = tu_xmalloc(n / 2 + 1);
-    for (size_t i = 0; i < n / 2; ++i) {
-        unsigned b = 0;
-        if (sscanf(v->valuestring + 2 * i, "%2x", &b) != 1) {
-            free(out);
-            return NULL;
-        }
-        out[i] = (char)b;
-    }
-    out[n / 2] = '\0';
-    *len = n / 2;
-    return out;
-}
-
-static int32_t *json_ids(const cJSON *arr, size_t *n)
-{
-    *n = (size_t)cJSON_GetArraySize(arr);
-    int32_t *ids = tu_xmalloc((*n + 1) * sizeof *ids);
-    size_t i = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, arr) ids[i++] = (int32_t)e->valuedouble;
-    return ids;
-}
 
 static void expect_ids(const struct eng_tokenizer *tok, const char *text, size_t len, int add_special,
                        const cJSON *want_json, const char *label)
