@@ -100,7 +100,7 @@ expect_error "gguf q4_0 on cuda" "no q4_0 kernels" "$bin" generate --model "$gg/
 head -c 150000 "$gg/bf16.gguf" >"$tmp/trunc.gguf"
 expect_error "gguf truncated" "runs past the end of the file" "$bin" generate --model "$tmp/trunc.gguf" --tokens 1
 : >"$tmp/empty.gguf"
-expect_error "gguf empty" "too small" "$bin" generate --model "$tmp/empty.gguf" --tokens 1
+expect_error "gguf empty" "empty file" "$bin" generate --model "$tmp/empty.gguf" --tokens 1
 head -c 4096 "$small/model.safetensors" >"$tmp/notgguf.gguf"
 expect_error "gguf bad magic" "bad magic" "$bin" generate --model "$tmp/notgguf.gguf" --tokens 1
 # A header-only GGUF v3 whose one key says general.architecture = "llama".
