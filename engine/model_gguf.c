@@ -380,8 +380,16 @@ int eng_model_load_gguf(const char *path, struct eng_model **out, char *err, siz
         eng_set_err(err, errlen, "out of memory");
         return -1;
     }
-    if (eng_gguf_open_file(path, &m->gguf, err, errlen) != 0 ||
-        gguf_config(m->gguf, &m->cfg, err, errlen) != 0 ||
+    char msg[512];
+    if (eng_gguf_open_file(path, &m->gguf, msg, sizeof msg) != 0) {
+        /* Callers name the model path already: drop the reader's "path: " prefix. */
+        size_t n = strlen(path);
+        bool prefixed = strncmp(msg, path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ';
+        eng_set_err(err, errlen, "%s", prefixed ? msg + n + 2 : msg);
+        eng_model_destroy(m);
+        return -1;
+    }
+    if (gguf_config(m->gguf, &m->cfg, err, errlen) != 0 ||
         bind_gguf_model(m, err, errlen) != 0 || eng_model_init_rope(m, err, errlen) != 0) {
         eng_model_destroy(m);
         return -1;
