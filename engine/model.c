@@ -535,7 +535,9 @@ void eng_model_destroy(struct eng_model *model)
         free(model->vision);
     }
     free(model->quant_data);
-    free(model->gguf_embed);
+    for (int64_t i = 0; i < model->n_gguf_bufs; i++)
+        free(model->gguf_bufs[i]);
+    free(model->gguf_bufs);
     eng_st_close(model->weights);
     eng_gguf_close(model->gguf);
     free(model);

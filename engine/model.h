@@ -87,7 +87,10 @@ struct eng_model {
     struct eng_model_config cfg;
     struct eng_st_set *weights;    /* owns the mappings every eng_weight points into (or: */
     struct eng_gguf *gguf;         /* a GGUF file's mapping; one of the two is NULL) */
-    float *gguf_embed;             /* owned: a Q8_0/Q4_0 GGUF embedding widened to fp32 */
+    /* owned: GGUF tensors converted at load (an embedding in a block format widened to fp32,
+     * matrices in types without kernels requantized to Q8_0) */
+    void **gguf_bufs;
+    int64_t n_gguf_bufs;
     struct eng_weight embed;       /* [V, H] */
     struct eng_weight final_norm;  /* [H] */
     struct eng_weight final_norm_b; /* [H] LayerNorm bias (phimoe) */
@@ -125,7 +128,9 @@ struct eng_model {
  * is present with exactly the expected shape. A path that is a file is read as a llama.cpp
  * GGUF file instead (architecture phi3): the config comes from its phi3.* and tokenizer.ggml.*
  * metadata, the weights are its tensors (F32, F16, BF16, and Q8_0 / Q4_0 for the matrices)
- * bound in place; a Q8_0/Q4_0 embedding is widened to fp32 at load. Returns 0 and *out
+ * bound in place; matrices in the other block types eng_gguf_dequant_row widens (Q4_1, Q5_x,
+ * the K-quants) are requantized to Q8_0 at load, and an embedding in any block type is widened
+ * to fp32. Returns 0 and *out
  * (caller owns; free with eng_model_destroy), or -1 with a message in err. */
 int eng_model_load(const char *path, struct eng_model **out, char *err, size_t errlen);
 

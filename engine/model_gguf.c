@@ -13,6 +13,7 @@
 #include "dtype.h"
 #include "file_util.h"
 #include "gguf.h"
+#include "gguf_dequant.h"
 #include "model.h"
 #include "model_internal.h"
 
@@ -46,12 +47,74 @@ static int dtype_of(uint32_t ggml_type)
     }
 }
 
+/* Takes ownership of buf (freed with the model); -1 (buf freed) when out of memory. */
+static int own(struct eng_model *m, void *buf, char *err, size_t errlen)
+{
+    void **b = realloc(m->gguf_bufs, (size_t)(m->n_gguf_bufs + 1) * sizeof *b);
+    if (!b) {
+        free(buf);
+        eng_set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    m->gguf_bufs = b;
+    b[m->n_gguf_bufs++] = buf;
+    return 0;
+}
+
+/* A tensor of a block type without kernels (eng_gguf_dequant_row), rows of ne0 elements:
+ * requantized to Q8_0 row by row through fp32 (one more rounding: at most half a Q8_0 step
+ * of its block's largest magnitude), or with to_f32 widened exactly to fp32 (the embedding). */
+static int convert(struct eng_model *m, const struct eng_gguf_tensor *t, bool to_f32,
+                   struct eng_weight *w, char *err, size_t errlen)
+{
+    int64_t ne0 = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
+    size_t src_row = (size_t)(t->n_bytes / (uint64_t)rows);
+    /* Both sizes are at most 34/32 or 4 bytes per element of a tensor that lies in the file
+     * as at least 1/8 byte per element (Q2_K is 84 bytes per 256): no overflow on 64 bits. */
+    size_t dst_row = to_f32 ? (size_t)ne0 * sizeof(float)
+                            : (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, ne0);
+    uint8_t *dst = malloc(dst_row * (size_t)rows);
+    float *tmp = to_f32 ? NULL : malloc((size_t)ne0 * sizeof *tmp);
+    if (!dst || (!to_f32 && !tmp)) {
+        free(dst);
+        free(tmp);
+        eng_set_err(err, errlen, "out of memory converting '%s'", t->name);
+        return -1;
+    }
+    const char *tn = eng_gguf_type_name(t->ggml_type);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *src = (const uint8_t *)t->data + (size_t)r * src_row;
+        float *f = to_f32 ? (float *)(dst + (size_t)r * dst_row) : tmp;
+        int bad = eng_gguf_dequant_row(t->ggml_type, src, ne0, f) != 0;
+        for (int64_t i = 0; !bad && i < ne0; i++)
+            bad = !isfinite(f[i]);
+        if (!bad && !to_f32)
+            bad = kern_quantize(f, KERN_DTYPE_F32, 1, ne0, KERN_DTYPE_Q8_0,
+                                dst + (size_t)r * dst_row) != KERN_OK;
+        if (bad) {
+            free(dst);
+            free(tmp);
+            eng_set_err(err, errlen, "GGUF: tensor '%s' (%s) row %lld has a non-finite value or a "
+                        "scale Q8_0 cannot hold", t->name, tn ? tn : "?", (long long)r);
+            return -1;
+        }
+    }
+    free(tmp);
+    if (own(m, dst, err, errlen) != 0)
+        return -1;
+    w->data = dst;
+    w->dtype = to_f32 ? KERN_DTYPE_F32 : KERN_DTYPE_Q8_0;
+    w->n_bytes = dst_row * (size_t)rows;
+    return 0;
+}
+
 /* Binds tensor name, whose GGUF dims (innermost first) must be exactly ne[0..n_dims). Block
- * types (Q8_0, Q4_0) only where block_ok: the matmul op reads them, the norms do not. */
-static int bind_t(const struct eng_gguf *g, const char *name, int n_dims, const int64_t *ne,
+ * types only where block_ok (matrices; the norms are float vectors): Q8_0 and Q4_0 as stored,
+ * the others eng_gguf_dequant_row widens requantized to Q8_0 (convert). */
+static int bind_t(struct eng_model *m, const char *name, int n_dims, const int64_t *ne,
                   bool block_ok, struct eng_weight *w, char *err, size_t errlen)
 {
-    const struct eng_gguf_tensor *t = eng_gguf_find_tensor(g, name);
+    const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, name);
     if (!t) {
         eng_set_err(err, errlen, "GGUF: tensor '%s' is missing", name);
         return -1;
@@ -68,9 +131,12 @@ static int bind_t(const struct eng_gguf *g, const char *name, int n_dims, const 
     }
     int dt = dtype_of(t->ggml_type);
     const char *tn = eng_gguf_type_name(t->ggml_type);
+    if (block_ok && dt < 0 && eng_gguf_dequant_supported(t->ggml_type))
+        return convert(m, t, false, w, err, errlen);
     if (dt < 0 || (!block_ok && (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0))) {
         eng_set_err(err, errlen, "GGUF: tensor '%s' has type %s; phiserve reads %s", name,
-                    tn ? tn : "?", block_ok ? "F32, F16, BF16, Q8_0 and Q4_0 matrices"
+                    tn ? tn : "?", block_ok ? "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and "
+                                              "the K-quants Q2_K to Q6_K for matrices"
                                             : "F32, F16 and BF16 vectors");
         return -1;
     }
@@ -81,18 +147,18 @@ static int bind_t(const struct eng_gguf *g, const char *name, int n_dims, const 
 }
 
 /* A matrix [rows, cols] in the nn.Linear layout: GGUF dims (cols, rows). */
-static int bind_mat(const struct eng_gguf *g, const char *name, int64_t rows, int64_t cols,
+static int bind_mat(struct eng_model *m, const char *name, int64_t rows, int64_t cols,
                     struct eng_weight *w, char *err, size_t errlen)
 {
     int64_t ne[2] = {cols, rows};
-    return bind_t(g, name, 2, ne, true, w, err, errlen);
+    return bind_t(m, name, 2, ne, true, w, err, errlen);
 }
 
-static int bind_vec(const struct eng_gguf *g, const char *name, int64_t n, struct eng_weight *w,
+static int bind_vec(struct eng_model *m, const char *name, int64_t n, struct eng_weight *w,
                     char *err, size_t errlen)
 {
     int64_t ne[1] = {n};
-    return bind_t(g, name, 1, ne, false, w, err, errlen);
+    return bind_t(m, name, 1, ne, false, w, err, errlen);
 }
 
 /* A growable text buffer for the synthesized config.json. */
@@ -310,13 +376,17 @@ static int gguf_config(const struct eng_gguf *g, struct eng_model_config *cfg, c
     return rc;
 }
 
-/* The embedding as the embed op reads it: float types as stored; Q8_0/Q4_0 widened to fp32
- * into a buffer the model owns (exact: every block value d q is an fp32). */
+/* The embedding as the embed op reads it: float types as stored; any block type widened to
+ * fp32 into a buffer the model owns (exact: the values are those the blocks stand for). */
 static int bind_embed(struct eng_model *m, char *err, size_t errlen)
 {
     int64_t V = m->cfg.vocab_size, H = m->cfg.hidden_size;
+    const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (t && t->n_dims == 2 && t->ne[0] == H && t->ne[1] == V && dtype_of(t->ggml_type) < 0 &&
+        eng_gguf_dequant_supported(t->ggml_type))
+        return convert(m, t, true, &m->embed, err, errlen);
     int64_t ne[2] = {H, V};
-    if (bind_t(m->gguf, "token_embd.weight", 2, ne, true, &m->embed, err, errlen) != 0)
+    if (bind_t(m, "token_embd.weight", 2, ne, true, &m->embed, err, errlen) != 0)
         return -1;
     enum kern_dtype dt = m->embed.dtype;
     if (dt != KERN_DTYPE_Q8_0 && dt != KERN_DTYPE_Q4_0)
@@ -332,7 +402,8 @@ static int bind_embed(struct eng_model *m, char *err, size_t errlen)
     for (int64_t b = 0; b < V * H / KERN_QBLOCK; b++)
         for (int e = 0; e < KERN_QBLOCK; e++)
             f[b * KERN_QBLOCK + e] = kern_block_elem(dt == KERN_DTYPE_Q4_0, src + b * block_bytes, e);
-    m->gguf_embed = f;
+    if (own(m, f, err, errlen) != 0)
+        return -1;
     m->embed = (struct eng_weight){f, KERN_DTYPE_F32, (size_t)V * (size_t)H * sizeof *f};
     return 0;
 }
@@ -340,16 +411,15 @@ static int bind_embed(struct eng_model *m, char *err, size_t errlen)
 static int bind_gguf_model(struct eng_model *m, char *err, size_t errlen)
 {
     const struct eng_model_config *c = &m->cfg;
-    const struct eng_gguf *g = m->gguf;
     int64_t H = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
     int64_t q_width = c->num_attention_heads * hd;
     int64_t qkv_width = q_width + 2 * c->num_key_value_heads * hd;
     if (bind_embed(m, err, errlen) != 0 ||
-        bind_vec(g, "output_norm.weight", H, &m->final_norm, err, errlen) != 0)
+        bind_vec(m, "output_norm.weight", H, &m->final_norm, err, errlen) != 0)
         return -1;
     if (c->tie_word_embeddings)
         m->lm_head = m->embed;
-    else if (bind_mat(g, "output.weight", c->vocab_size, H, &m->lm_head, err, errlen) != 0)
+    else if (bind_mat(m, "output.weight", c->vocab_size, H, &m->lm_head, err, errlen) != 0)
         return -1;
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
     if (!m->layers) {
@@ -360,12 +430,12 @@ static int bind_gguf_model(struct eng_model *m, char *err, size_t errlen)
         struct eng_phi3_layer *L = &m->layers[i];
         char name[96];
 #define BLK(suffix) (snprintf(name, sizeof name, "blk.%lld.%s", (long long)i, suffix), name)
-        if (bind_vec(g, BLK("attn_norm.weight"), H, &L->input_norm, err, errlen) != 0 ||
-            bind_mat(g, BLK("attn_qkv.weight"), qkv_width, H, &L->qkv, err, errlen) != 0 ||
-            bind_mat(g, BLK("attn_output.weight"), H, q_width, &L->o, err, errlen) != 0 ||
-            bind_vec(g, BLK("ffn_norm.weight"), H, &L->post_norm, err, errlen) != 0 ||
-            bind_mat(g, BLK("ffn_up.weight"), 2 * I, H, &L->gate_up, err, errlen) != 0 ||
-            bind_mat(g, BLK("ffn_down.weight"), H, I, &L->down, err, errlen) != 0)
+        if (bind_vec(m, BLK("attn_norm.weight"), H, &L->input_norm, err, errlen) != 0 ||
+            bind_mat(m, BLK("attn_qkv.weight"), qkv_width, H, &L->qkv, err, errlen) != 0 ||
+            bind_mat(m, BLK("attn_output.weight"), H, q_width, &L->o, err, errlen) != 0 ||
+            bind_vec(m, BLK("ffn_norm.weight"), H, &L->post_norm, err, errlen) != 0 ||
+            bind_mat(m, BLK("ffn_up.weight"), 2 * I, H, &L->gate_up, err, errlen) != 0 ||
+            bind_mat(m, BLK("ffn_down.weight"), H, I, &L->down, err, errlen) != 0)
             return -1;
 #undef BLK
     }

@@ -4,6 +4,7 @@
  * tensor, a type phiserve does not read) is a load error naming it. The golden suite checks
  * real fixtures numerically; the container's own checks are test_gguf.c's. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include "dtype.h"
+#include "gguf.h"
+#include "gguf_dequant.h"
 #include "model.h"
 
 #include "../test_util.h"
@@ -35,7 +38,8 @@ struct wt {
     int n_dims;
     uint64_t ne[2];
     size_t bytes;
-    uint8_t fill;              /* F32 tensors: 0.01 * (i % 7) (+ 0.5 for norms), + 1 when set */
+    uint8_t fill;              /* F32 tensors: 0.01 * (i % 7) (+ 0.5 for norms), + 1 when set;
+                                  K blocks: a NaN scale when set */
 };
 struct wfile {
     struct wkv kv[W_MAX_KV];
@@ -104,6 +108,8 @@ static size_t type_bytes(uint32_t type, uint64_t n)
     case 8: return (size_t)n / 32 * 34;
     case 2: return (size_t)n / 32 * 18;
     case 12: return (size_t)n / 256 * 144; /* Q4_K */
+    case 13: return (size_t)n / 256 * 176; /* Q5_K */
+    case 14: return (size_t)n / 256 * 210; /* Q6_K */
     default: return 0;
     }
 }
@@ -137,7 +143,7 @@ static void t_del(struct wfile *w, const char *name)
 
 /* A phi3 model: hidden 64, 2 layers, 4 heads (2 kv heads), intermediate 96, vocab V, context
  * 128, sliding window 48, all F32, untied. */
-#define H 64
+static int64_t H = 64; /* the hidden size (256 for the K-quant cases) */
 #define NL 2
 #define V 40
 static void base_model(struct wfile *w)
@@ -162,7 +168,7 @@ static void base_model(struct wfile *w)
         snprintf(n, sizeof n, "blk.%d.attn_norm.weight", i);
         t_add(w, n, 0, 1, H, 1);
         snprintf(n, sizeof n, "blk.%d.attn_qkv.weight", i);
-        t_add(w, n, 0, 2, H, H + 2 * 32);
+        t_add(w, n, 0, 2, H, 2 * H); /* 4 heads of H / 4, 2 kv heads */
         snprintf(n, sizeof n, "blk.%d.attn_output.weight", i);
         t_add(w, n, 0, 2, H, H);
         snprintf(n, sizeof n, "blk.%d.ffn_norm.weight", i);
@@ -237,6 +243,24 @@ static void write_file(const struct wfile *w, const char *path)
                 blk[1] = 0x24;
                 for (int j = 0; j < (t->type == 8 ? 32 : 16); j++)
                     blk[2 + j] = t->type == 8 ? (uint8_t)(int8_t)(j - 16) : (uint8_t)(j | (15 - j) << 4);
+            }
+        }
+        if (t->type >= 12 && t->type <= 14) { /* K blocks: any bytes, finite fp16 scales */
+            size_t bb = t->type == 12 ? 144 : t->type == 13 ? 176 : 210;
+            uint32_t x = 12345;
+            for (size_t i = 0; i < t->bytes; i++) {
+                x = x * 1103515245u + 12345u;
+                d[i] = (uint8_t)(x >> 16);
+            }
+            for (size_t b = 0; b < t->bytes / bb; b++) {
+                uint8_t *blk = d + b * bb;
+                uint8_t *sc = t->type == 14 ? blk + 208 : blk; /* d (and dmin) */
+                sc[0] = 0x00;
+                sc[1] = t->fill ? 0x7e : 0x24; /* 1/64, or NaN when fill is set */
+                if (t->type != 14) {
+                    sc[2] = 0x00;
+                    sc[3] = 0x20; /* dmin 1/128 */
+                }
             }
         }
         put_bytes(f, d, (t->bytes + 31) / 32 * 32);
@@ -385,6 +409,58 @@ int main(void)
     t_find(&w, "blk.0.attn_norm.weight")->type = 8;
     t_find(&w, "blk.0.attn_norm.weight")->bytes = type_bytes(8, H);
     (void)try_load(&w, "vectors", "Q8_0 norm");
+
+    /* K-quants (hidden 256): matrices requantized to Q8_0 through their exact fp32 values,
+     * the embedding widened to those values; a NaN scale is a load error naming the tensor. */
+    H = 256;
+    base_model(&w);
+    static const struct {
+        const char *name;
+        uint32_t type;
+    } kq[] = {{"blk.0.attn_qkv.weight", 12}, {"blk.1.attn_output.weight", 13},
+              {"output.weight", 14}, {"token_embd.weight", 14}};
+    for (size_t i = 0; i < sizeof kq / sizeof kq[0]; i++) {
+        struct wt *t = t_find(&w, kq[i].name);
+        t->type = kq[i].type;
+        t->bytes = type_bytes(t->type, t->ne[0] * t->ne[1]);
+    }
+    int kq_ok = 1;
+    for (size_t i = 0; i < sizeof kq / sizeof kq[0] && kq_ok; i++)
+        kq_ok = eng_gguf_dequant_supported(kq[i].type);
+    CHECK(kq_ok, "Q4_K, Q5_K and Q6_K must be widened");
+    if (kq_ok && (m = try_load(&w, NULL, "k-quants")) != NULL) {
+        struct eng_gguf *g = NULL;
+        char err[256];
+        CHECK(eng_gguf_open_file(path, &g, err, sizeof err) == 0, "reopen: %s", err);
+        const struct eng_weight *got[] = {&m->layers[0].qkv, &m->layers[1].o, &m->lm_head, &m->embed};
+        for (size_t i = 0; g && i < sizeof kq / sizeof kq[0]; i++) {
+            const struct eng_gguf_tensor *t = eng_gguf_find_tensor(g, kq[i].name);
+            bool embed = i == 3;
+            int64_t k = t->ne[0], rows = t->ne[1];
+            size_t row_bytes = (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
+            float *f = malloc((size_t)k * sizeof *f);
+            uint8_t *q = malloc(row_bytes);
+            int bad = got[i]->dtype != (embed ? KERN_DTYPE_F32 : KERN_DTYPE_Q8_0);
+            for (int64_t r = 0; !bad && r < rows; r++) {
+                const uint8_t *src = (const uint8_t *)t->data + (size_t)r * (size_t)(t->n_bytes / (uint64_t)rows);
+                bad = eng_gguf_dequant_row(t->ggml_type, src, k, f) != 0;
+                if (!bad && embed)
+                    bad = memcmp((const float *)got[i]->data + r * k, f, (size_t)k * sizeof *f) != 0;
+                else if (!bad)
+                    bad = kern_quantize(f, KERN_DTYPE_F32, 1, k, KERN_DTYPE_Q8_0, q) != KERN_OK ||
+                          memcmp((const uint8_t *)got[i]->data + (size_t)r * row_bytes, q, row_bytes) != 0;
+            }
+            CHECK(!bad, "%s: not the %s of its dequantized values", kq[i].name,
+                  embed ? "fp32 copy" : "Q8_0 requantization");
+            free(f);
+            free(q);
+        }
+        eng_gguf_close(g);
+        eng_model_destroy(m);
+    }
+    t_find(&w, "output.weight")->fill = 1;
+    (void)try_load(&w, "'output.weight' (Q6_K) row 0", "NaN K scale");
+    H = 64;
 
     /* A vocabulary whose size is not the embedding's rows. */
     static const char *const toks[3] = {"<unk>", "<s>", "</s>"};
