@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-# make_gguf_fixtures.py: writes GGUF (llama.cpp's format) copies of the mha-window, longrope and
-# phi3-demo fixture checkpoints into tests/fixtures/models/<model>/gguf/. It builds no checkpoints
-# and no golden logits (make_fixtures.py, make_quant_goldens.py do) and is not part of the build or CI.
+# make_gguf_fixtures.py: writes GGUF (llama.cpp's format) copies of the mha-window, longrope,
+# phi3-demo and gqa fixture checkpoints into tests/fixtures/models/<model>/gguf/, and the golden of
+# gqa's K-quant file. It builds no checkpoints and no other goldens (make_fixtures.py,
+# make_quant_goldens.py do) and is not part of the build or CI.
 """GGUF copies of the tiny Phi-3 fixtures, laid out as llama.cpp's convert_hf_to_gguf.py lays out
 a Phi3ForCausalLM, written and read back with gguf-py (llama.cpp's own Python package).
 
 Files:
   mha-window/gguf/, longrope/gguf/: f32.gguf, bf16.gguf, q8_0.gguf, q4_0.gguf (no tokenizer: these
       directories have none);
-  phi3-demo/gguf/: q4_0.gguf, with the tokenizer metadata Phi3MiniModel.set_vocab writes.
+  phi3-demo/gguf/: q4_0.gguf, with the tokenizer metadata Phi3MiniModel.set_vocab writes;
+  gqa/gguf/: kmix.gguf, K-quants mixed as llama-quantize's Q4_K_M mixes them, and its golden
+      gqa/golden/kmix/.
 
 Metadata: general.architecture "phi3", general.type "model", general.name "phiserve test <model>",
 general.file_type (gguf.LlamaFileType), general.quantization_version; phi3.context_length
@@ -28,8 +31,24 @@ an HF [out, in] matrix is the numpy array (out, in), GGUF ne = (in, out). Types:
              quant_targets: qkv, o, gate_up, down, lm_head unless tied) as Q8_0 / Q4_0 bytes made
              by make_quant_goldens.py's own quantize_q8_0 / quantize_q4_0 / pack_q4_0;
              token_embd BF16; norms and rope factors F32.
+  kmix.gguf  attn_qkv, attn_output, ffn_up and token_embd Q4_K, ffn_down and output Q6_K, norms
+             F32 (general.file_type MOSTLY_Q4_K_M). gguf-py cannot quantize K types: the blocks
+             are written here by a simple encoder (encode_q4_k / encode_q6_k: per super-block
+             fp16 d (and dmin) from the largest sub-block scale (and min), 6-bit / int8
+             sub-block scales rounded, q rounded and clamped; valid, not optimal), and
+             gguf.quants.dequantize of those bytes is the truth.
 So golden/*.f32 is the reference for f32.gguf and bf16.gguf, golden/q8_0 and golden/q4_0 for
-the quantized files (phi3-demo has no quantized golden).
+the Q8_0 / Q4_0 files (phi3-demo has no quantized golden), golden/kmix for kmix.gguf.
+
+golden/kmix (gqa): phiserve widens K-quant matrices exactly to fp32 at load and requantizes them
+to Q8_0 with its own quantizer; it widens a K-quant token_embd to fp32 and keeps it. So the
+reference is transformers (fp32, eager, as make_quant_goldens.py runs it) on the checkpoint with
+each K matrix (output.weight as lm_head included) replaced by make_quant_goldens.py's
+quantize_q8_0 dequantized output of gguf.quants.dequantize(the file's bytes), and the embedding by
+gguf.quants.dequantize(its bytes) itself; the norms stay the checkpoint's. The cases are the fp32
+golden's (run_cases), written by write_quant_golden (golden.json with "quantization": "kmix" and
+"gguf_file", without "quantized_tensors_file": there is no quantized.json), then the same noise
+and margin diagnostics as make_quant_goldens.py prints.
 
 Tokenizer (phi3-demo): tokenizer.ggml.model "llama", .pre "default", .tokens / .scores /
 .token_type from tokenizer.model (types 1 normal, 2 unknown, 3 control, 5 unused, 6 byte), padded
@@ -43,14 +62,18 @@ Every file is read back with gguf.GGUFReader and the run fails unless: the metad
 and values are exactly the intended ones; every tensor's name, type and shape are as intended and
 in order; F32 / BF16 data are bit-equal to the safetensors values; gguf.quants.dequantize of each
 Q8_0 / Q4_0 tensor equals make_quant_goldens.py's dequantized values bit for bit (phiserve's block
-layout is llama.cpp's); the quantized tensors' checksums (sum_d_times_q, sum_abs_q, computed from
-the file's bytes) and the block records in golden/<fmt>/quantized.json match the file; the
-tokenizer arrays are the intended ones and agree with tokenizer.json's vocabulary. It also prints
-(no assertion) how many blocks gguf-py's port of ggml's reference quantizer would write differently.
+layout is llama.cpp's); every Q4_K / Q6_K tensor's stored bytes are the encoder's, its fp16
+scales are finite, its dequantized values finite and within K_MAX_REL_ERR of the largest
+|checkpoint value| (the script prints each tensor's error); the quantized tensors' checksums
+(sum_d_times_q, sum_abs_q, computed from the file's bytes) and the block records in
+golden/<fmt>/quantized.json match the file; the tokenizer arrays are the intended ones and agree
+with tokenizer.json's vocabulary. It also prints (no assertion) how many blocks gguf-py's port of
+ggml's reference quantizer would write differently.
 
 Pinned environment as make_fixtures.py, plus gguf 0.19.0.
 Usage (from the repository root; needs no network; deterministic, rerunnable):
   python scripts/make_gguf_fixtures.py [--only longrope] [--models tests/fixtures/models]
+  (--only gqa rewrites gqa/gguf/kmix.gguf and gqa/golden/kmix/)
 """
 
 import argparse
@@ -76,15 +99,27 @@ JOBS = {
     "mha-window": ["f32", "bf16", "q8_0", "q4_0"],
     "longrope": ["bf16", "q8_0", "q4_0"],
     "phi3-demo": ["q4_0"],
+    "gqa": ["kmix"],
 }
 WITH_TOKENIZER = {"phi3-demo"}
 PURE = {"phi3-demo"}  # every matrix quantized, token_embd included (phiserve widens it at load)
 GT = gguf.GGMLQuantizationType
 VT = gguf.GGUFValueType
 FILE_TYPE = {"f32": gguf.LlamaFileType.ALL_F32, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+             "kmix": gguf.LlamaFileType.MOSTLY_Q4_K_M}
 QTYPE = {"q8_0": GT.Q8_0, "q4_0": GT.Q4_0}
 BLOCK_BYTES = {"q8_0": 2 + mq.QK, "q4_0": 2 + mq.QK // 2}
+# kmix: the K type of each matrix (HF name suffix), as llama-quantize's Q4_K_M picks them for a
+# small model (its extra Q6_K layers of ffn_down / attn_v left out); everything 1-D stays F32.
+KMIX = {"self_attn.qkv_proj.weight": GT.Q4_K, "self_attn.o_proj.weight": GT.Q4_K,
+        "mlp.gate_up_proj.weight": GT.Q4_K, "mlp.down_proj.weight": GT.Q6_K,
+        "lm_head.weight": GT.Q6_K, "model.embed_tokens.weight": GT.Q4_K}
+QK_K = gguf.QK_K  # 256 elements per K-quant super-block
+K_BLOCK_BYTES = {GT.Q4_K: 144, GT.Q6_K: 210}
+# Sanity bound on max |dequantized - checkpoint| / max |checkpoint| per tensor: about half a step
+# of a 4-bit (6-bit) grid over a sub-block's range, plus the 6-bit / int8 sub-scale rounding.
+K_MAX_REL_ERR = {GT.Q4_K: 0.08, GT.Q6_K: 0.02}
 # convert_hf_to_gguf.py's table for Phi-3 (used to check gguf-py's TensorNameMap, which names the tensors)
 CONVERTER_NAMES = {
     "model.embed_tokens.weight": "token_embd.weight",
@@ -210,6 +245,95 @@ def checksums(raw, fmt):
 
 
 # ----------------------------------------------------------------------------------------------
+# K-quants (kmix): a simple valid encoder; gguf.quants.dequantize of its bytes is the truth
+
+
+def kmix_type(hf):
+    """The K type kmix stores an HF tensor in, or None (1-D tensors)."""
+    return next((t for suffix, t in KMIX.items() if hf == suffix or hf.endswith("." + suffix)), None)
+
+
+def fp16_scale(v):
+    """fp16 (round to nearest even) of an fp32 array of scales, checked finite; (fp16, its fp32 value)."""
+    h = v.astype(np.float32).astype(np.float16)
+    check(bool(np.isfinite(h).all()), "K-quant scale overflows fp16")
+    return h, h.astype(np.float32)
+
+
+def round_int(v, lo, hi):
+    """Round half away from zero (ggml's nearest_int differs only on exact ties), clamped to [lo, hi]."""
+    return np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5), lo, hi).astype(np.int64)
+
+
+def sub_scales(scale, d, top):
+    """Sub-block scales scale / d rounded to 0..top, at least 1 where the sub-block is not flat."""
+    safe = np.where(d > 0, d, np.float32(1))[:, None]
+    s = round_int(scale / safe, 0, top)
+    s = np.where(scale > 0, np.maximum(s, 1), 0)
+    return np.where(d[:, None] > 0, s, 0)
+
+
+def encode_q4_k(w):
+    """w fp32 [n, k], k % 256 == 0 -> uint8 [n, k / 256 * 144], llama.cpp's block_q4_K: fp16 d,
+    fp16 dmin, scales[12] (eight 6-bit scale / min pairs), qs[128]; y = d * sc * q - dmin * m.
+    Per 32-element sub-block: min = min(x, 0), scale = (max(x) - min) / 15; d = fp16(largest
+    scale / 63), dmin = fp16(largest -min / 63); sc, m rounded to 0..63; q = round((x + dmin * m)
+    / (d * sc)) clamped to 0..15."""
+    n, k = w.shape
+    x = w.reshape(-1, 8, 32).astype(np.float32)
+    lo = np.minimum(x.min(axis=-1), 0)
+    hi = np.maximum(x.max(axis=-1), lo)
+    scale, mins = (hi - lo) / np.float32(15), -lo
+    d16, d = fp16_scale(scale.max(axis=-1) / np.float32(63))
+    m16, dmin = fp16_scale(mins.max(axis=-1) / np.float32(63))
+    sc = sub_scales(scale, d, 63)
+    mn = sub_scales(mins, dmin, 63)
+    ds = d[:, None] * sc.astype(np.float32)
+    dm = dmin[:, None] * mn.astype(np.float32)
+    q = round_int((x + dm[..., None]) / np.where(ds > 0, ds, np.float32(1))[..., None], 0, 15)
+    q = np.where(ds[..., None] > 0, q, 0)
+    packed = np.zeros((x.shape[0], 12), dtype=np.int64)
+    for j in range(4):
+        packed[:, j] = sc[:, j] | (sc[:, j + 4] >> 4) << 6
+        packed[:, j + 4] = mn[:, j] | (mn[:, j + 4] >> 4) << 6
+        packed[:, j + 8] = (sc[:, j + 4] & 15) | (mn[:, j + 4] & 15) << 4
+    qf = q.reshape(-1, 4, 2, 32)  # element 64 c + 32 s + l is nibble s of qs[32 c + l]
+    qs = (qf[:, :, 0, :] | qf[:, :, 1, :] << 4).reshape(-1, 128)
+    blocks = np.concatenate([d16.view(np.uint8).reshape(-1, 2), m16.view(np.uint8).reshape(-1, 2),
+                             packed.astype(np.uint8), qs.astype(np.uint8)], axis=1)
+    return np.ascontiguousarray(blocks.reshape(n, k // QK_K * K_BLOCK_BYTES[GT.Q4_K]))
+
+
+def encode_q6_k(w):
+    """w fp32 [n, k], k % 256 == 0 -> uint8 [n, k / 256 * 210], llama.cpp's block_q6_K: ql[128],
+    qh[64], int8 scales[16], fp16 d; y = d * scale * (q - 32). Per 16-element sub-block
+    scale = max|x| / 31; d = fp16(largest scale / 127); scales rounded to 0..127; q - 32 =
+    round(x / (d * scale)) clamped to -32..31."""
+    n, k = w.shape
+    x = w.reshape(-1, 16, 16).astype(np.float32)
+    scale = np.abs(x).max(axis=-1) / np.float32(31)
+    d16, d = fp16_scale(scale.max(axis=-1) / np.float32(127))
+    sc = sub_scales(scale, d, 127)
+    ds = d[:, None] * sc.astype(np.float32)
+    q = round_int(x / np.where(ds > 0, ds, np.float32(1))[..., None], -32, 31) + 32
+    q = np.where(ds[..., None] > 0, q, 32).reshape(-1, 2, 4, 32)  # element 128 h + 32 s + l
+    lo, hi = q & 15, q >> 4
+    ql = np.concatenate([lo[:, :, 0] | lo[:, :, 2] << 4, lo[:, :, 1] | lo[:, :, 3] << 4], axis=-1)
+    qh = hi[:, :, 0] | hi[:, :, 1] << 2 | hi[:, :, 2] << 4 | hi[:, :, 3] << 6
+    blocks = np.concatenate([ql.reshape(-1, 128).astype(np.uint8), qh.reshape(-1, 64).astype(np.uint8),
+                             sc.astype(np.int8).view(np.uint8), d16.view(np.uint8).reshape(-1, 2)], axis=1)
+    return np.ascontiguousarray(blocks.reshape(n, k // QK_K * K_BLOCK_BYTES[GT.Q6_K]))
+
+
+def k_fp16_scales(raw, qtype):
+    """The fp16 super-block scales of a K tensor's bytes as fp32: Q4_K d and dmin, Q6_K d."""
+    b = raw.reshape(-1, K_BLOCK_BYTES[qtype])
+    if qtype == GT.Q4_K:
+        return b[:, 0:4].copy().view(np.float16).astype(np.float32)
+    return b[:, 208:210].copy().view(np.float16).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
 # tokenizer (Phi3MiniModel.set_vocab)
 
 
@@ -309,6 +433,12 @@ def plan(name, fmt, cfg, tensors, model):
              "ref_bf16_bits": t.view(torch.int16).numpy().view(np.uint16)}
         if t.dim() == 1 or fmt == "f32":
             e["type"], e["data"] = GT.F32, w.numpy()
+        elif fmt == "kmix":
+            qt = kmix_type(hf)
+            check(qt is not None and t.shape[1] % QK_K == 0, f"{hf}: no K type, or in_features % {QK_K} != 0")
+            e["type"] = qt
+            e["data"] = (encode_q4_k if qt == GT.Q4_K else encode_q6_k)(w.numpy())
+            e["deq"] = gguf.quants.dequantize(e["data"], qt)
         elif hf in targets and t.shape[1] % mq.QK == 0:
             e["type"] = QTYPE[fmt]
             e["data"], deq = quantize_bytes(w, fmt)
@@ -455,6 +585,19 @@ def verify(path, fmt, mdir, meta, tensors, vocab):
             # the bits are also what gguf-py's (= ggml's) fp32 -> bf16 conversion makes of the values
             check(np.array_equal(gguf.quants.quantize(e["ref_f32"], GT.BF16).view(np.uint16).reshape(e["shape"]), got),
                   f"{path}: {t.name}: gguf.quants BF16 of the values differs")
+        elif e["type"] in K_BLOCK_BYTES:
+            raw = data.reshape(e["shape"][0], -1)
+            check(raw.dtype == np.uint8 and np.array_equal(raw, e["data"]), f"{path}: {t.name}: stored bytes differ")
+            check(bool(np.isfinite(k_fp16_scales(raw, e["type"])).all()), f"{path}: {t.name}: non-finite fp16 scale")
+            deq = gguf.quants.dequantize(raw, e["type"])
+            check(deq.shape == e["shape"] and np.array_equal(deq.view(np.uint32), e["deq"].view(np.uint32))
+                  and bool(np.isfinite(deq).all()), f"{path}: {t.name}: dequantized values differ or are not finite")
+            rel = float(np.abs(deq - e["ref_f32"]).max() / np.abs(e["ref_f32"]).max())
+            check(rel <= K_MAX_REL_ERR[e["type"]], f"{path}: {t.name}: {e['type'].name} max relative error "
+                  f"{rel:.3e} > {K_MAX_REL_ERR[e['type']]}: the encoder is broken")
+            stats.setdefault("k_errors", []).append((t.name, e["type"].name, rel))
+            stats["q_tensors"] += 1
+            stats["blocks"] += raw.size // K_BLOCK_BYTES[e["type"]]
         else:
             raw = data.reshape(e["shape"][0], -1)
             check(raw.dtype == np.uint8 and np.array_equal(raw, e["data"]), f"{path}: {t.name}: stored bytes differ")
@@ -513,6 +656,66 @@ def verify(path, fmt, mdir, meta, tensors, vocab):
 
 
 # ----------------------------------------------------------------------------------------------
+# the kmix golden
+
+
+def kmix_golden(name, mdir, tensors):
+    """golden/kmix/: transformers on the checkpoint with the K tensors as phiserve loads them
+    (matrices: Q8_0 of the exact widening; embedding: the exact widening). Returns report lines."""
+    torch.use_deterministic_algorithms(True)
+    spec = mq.spec_for(name)
+    fp32_doc = json.loads((mdir / "golden" / "golden.json").read_text())
+    model = mf.load(mdir, torch.float32)
+    params = dict(model.named_parameters())
+    check(not model.config.tie_word_embeddings, f"{name}: kmix expects an untied lm_head")
+    lines = []
+    for e in tensors:
+        if e["type"] not in K_BLOCK_BYTES:
+            continue
+        deq = torch.from_numpy(np.ascontiguousarray(e["deq"]))
+        if e["hf"] != "model.embed_tokens.weight":
+            deq = mq.quantize_q8_0(deq)[3]  # phiserve requantizes the widened matrix
+        w = params[e["hf"]]
+        rel = float((deq - w.detach()).abs().max() / w.detach().abs().max())
+        with torch.no_grad():
+            w.copy_(deq)
+        lines.append(f"{e['hf']}: {e['type'].name}{'' if 'embed' in e['hf'] else ' -> Q8_0'} "
+                     f"max |w' - w| / max |w| {rel:.2e}")
+    results = mq.run_cases(model, spec, fp32_doc)
+    gdir = mdir / "golden" / "kmix"
+    shutil.rmtree(gdir, ignore_errors=True)
+    gdir.mkdir(parents=True)
+    mq.write_quant_golden("kmix", spec, fp32_doc, gdir, results, {}, None)
+    doc = json.loads((gdir / "golden.json").read_text())
+    del doc["quantized_tensors_file"]
+    doc["generator"] = "scripts/make_gguf_fixtures.py"
+    doc["gguf_file"] = "gguf/kmix.gguf"
+    doc["weights"] = ("K-quant matrices: make_quant_goldens.py's Q8_0 of gguf.quants.dequantize(bytes); "
+                      "token_embd: gguf.quants.dequantize(bytes); norms: the checkpoint's")
+    mq.write_json(gdir / "golden.json", doc)
+    mm = mf.min_margin(results, "margins32")
+    scale = max(max(float(r["logits32"].abs().max()), float(r["steps32"].abs().max())) for r in results)
+    noise, flipped = mq.fp64_check(model, spec, results)
+    weakest = mq.weakest_steps(results)
+    lines.append(f"min greedy margin {mm:.6f} (logit scale {scale:.2f}); prompt logits vs fp32 goldens up to "
+                 f"{mq.fp32_distance(results, fp32_doc, mdir / 'golden'):.2e} of the row scale; "
+                 f"{sum(r['greedy32'] != g['greedy'] for r, g in zip(results, fp32_doc['cases']))} case(s) with "
+                 f"a different greedy sequence; independent forward max |diff| {mf.spec_check(model, results):.1e}")
+    lines.append("weakest greedy steps (margin / row scale): "
+                 + ", ".join(f"{c}[{i}] {m:.4f}/{sc:.1f} = {r:.2e}" for r, m, sc, c, i in weakest))
+    lines.append(f"float64 cross-check: logits differ by up to {noise:.1e} of the row scale, greedy "
+                 + (f"differs for {flipped}" if flipped else "identical"))
+    for r, m, sc, c, i in weakest:
+        if r < mq.WARN_MARGIN_RTOL:
+            lines.append(f"WARNING: {c} greedy step {i}: margin {m:.3e} is only {r:.2e} of the row scale "
+                         f"(test_golden compares greedy tokens up to the first step under {2 * mq.LOGIT_RTOL:g})")
+    lines = [f"{name}/golden/kmix: " + ln for ln in lines]
+    for ln in lines:
+        log("  " + ln)
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def make_model(name, models_dir):
@@ -541,6 +744,9 @@ def make_model(name, models_dir):
         listing, stats = verify(path, fmt, mdir, meta, plan_tensors, vocab)
         size = path.stat().st_size
         line = f"{name}/gguf/{fmt}.gguf: {size} bytes, {len(plan_tensors)} tensors, {len(meta)} keys"
+        if fmt == "kmix":
+            line += (f"; {stats['q_tensors']} K-quant tensors ({stats['blocks']} super-blocks), max |deq - w| / "
+                     "max |w|: " + ", ".join(f"{n} {tn} {r:.2e}" for n, tn, r in stats["k_errors"]))
         if fmt in QTYPE:
             line += (f"; {stats['q_tensors']} {fmt} tensors ({stats['blocks']} blocks) dequantize exactly to "
                      f"make_quant_goldens.py's values")
@@ -554,6 +760,8 @@ def make_model(name, models_dir):
         for ln in listing:
             log(ln)
         report.append(line)
+        if fmt == "kmix":
+            report += kmix_golden(name, mdir, plan_tensors)
     return report
 
 

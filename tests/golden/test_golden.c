@@ -1,12 +1,15 @@
 /* Golden test: a fixture model's logits and greedy continuations from transformers (fp32,
  * eager) against phiserve's forward pass on one backend. Usage: test_golden MODEL_DIR ref|cpu
  * [q8_0|q4_0] [gguf=FILE] (FILE: the same model as a llama.cpp GGUF file, its matrices stored
- * in the format named, compared with the same goldens). Checks each case alone, all cases in one batch, a prompt split into two chunks over
- * the cache, and greedy generation alone and batched (token for token). With q8_0 or q4_0 the
- * model is quantized at load and compared with golden/<format>/ (scripts/make_quant_goldens.py:
- * transformers run on the same checkpoint with those matrices replaced by their dequantized
- * values, so the tolerance stays the fp32 one), after checking the quantized tensors against
- * the script's checksums and verbatim blocks. */
+ * in the format named, compared with the same goldens), or test_golden MODEL_DIR ref|cpu
+ * golden=NAME gguf=FILE (FILE as loaded, e.g. K-quants widened and requantized to Q8_0,
+ * compared with golden/NAME/, which scripts/make_gguf_fixtures.py made from FILE's bytes; no
+ * quantization, no quantized.json). Checks each case alone, all cases in one batch, a prompt
+ * split into two chunks over the cache, and greedy generation alone and batched (token for
+ * token). With q8_0 or q4_0 the model is quantized at load and compared with golden/<format>/
+ * (scripts/make_quant_goldens.py: transformers run on the same checkpoint with those matrices
+ * replaced by their dequantized values, so the tolerance stays the fp32 one), after checking
+ * the quantized tensors against the script's checksums and verbatim blocks. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdbool.h>
@@ -426,15 +429,21 @@ int main(int argc, char **argv)
      * format named before it (none: the fp32 goldens). */
     const char *gguf = argc >= 4 && strncmp(argv[argc - 1], "gguf=", 5) == 0 ? argv[argc - 1] + 5 : NULL;
     int nargs = gguf ? argc - 1 : argc;
+    /* golden=NAME (with gguf=FILE only): the file as loaded against golden/NAME/. */
+    const char *gname = nargs == 4 && strncmp(argv[3], "golden=", 7) == 0 ? argv[3] + 7 : NULL;
     if ((nargs != 3 && nargs != 4) ||
-        (nargs == 4 && (eng_quant_parse(argv[3], &quant) != 0 || quant == ENG_QUANT_NONE))) {
-        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0] [gguf=FILE]\n");
+        (gname && (!gguf || gname[0] == '\0' || strchr(gname, '/') || strlen(gname) > 32)) ||
+        (nargs == 4 && !gname &&
+         (eng_quant_parse(argv[3], &quant) != 0 || quant == ENG_QUANT_NONE))) {
+        fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0] [gguf=FILE]\n"
+                        "       test_golden MODEL_DIR ref|cpu golden=NAME gguf=FILE\n");
         return 2;
     }
     bool quantized = quant != ENG_QUANT_NONE;
     enum kern_dtype qdt = quant == ENG_QUANT_Q4_0 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
     char gdir[64];
-    snprintf(gdir, sizeof gdir, nargs == 4 ? "golden/%s" : "golden", argv[nargs - 1]);
+    snprintf(gdir, sizeof gdir, nargs == 4 ? "golden/%s" : "golden",
+             gname ? gname : argv[nargs - 1]);
     char err[512];
     struct eng_model *m = NULL;
     const char *src = gguf ? gguf : argv[1];
@@ -451,7 +460,7 @@ int main(int argc, char **argv)
         n_quantized = check_quantized(m, argv[1], qdt);
         CHECK(n_quantized > 0 && m->n_quant_kept == 0, "%d tensors checked, %lld kept their dtype",
               n_quantized, (long long)m->n_quant_kept);
-    } else if (gguf) {
+    } else if (gguf && !gname) {
         CHECK(eng_model_block_dtype(m) == KERN_DTYPE_COUNT, "%s holds %s matrices", gguf,
               kern_dtype_name(eng_model_block_dtype(m)));
     }
@@ -553,6 +562,11 @@ int main(int argc, char **argv)
     if (quantized)
         printf("%s: %d tensors match the script's checksums and blocks\n", eng_quant_name(quant),
                n_quantized);
+    if (gname) {
+        enum kern_dtype bdt = eng_model_block_dtype(m);
+        printf("%s: matrices held as %s\n", gguf,
+               bdt == KERN_DTYPE_COUNT ? "float" : kern_dtype_name(bdt));
+    }
 
     for (int i = 0; i < n; i++) {
         free(gc[i].ids);
