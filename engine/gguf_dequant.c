@@ -123,29 +123,13 @@ static void k_scale_min(const uint8_t *scales, int j, int *sc, int *mn)
 }
 
 /* Q4_K: fp16 d, fp16 dmin, scales[12], qs[128]; each 64-element chunk reads 32 bytes, low
- * nibbles for its first 32 elements, high nibbles for the next 32. */
-static void dequant_q4_k(const uint8_t *b, float *y) // y: [256] fp32
+ * nibbles for its first 32 elements, high nibbles for the next 32. Q5_K: the same with qh[32]
+ * between the scales and the nibbles (qh non-NULL): bit j of qh[l] is bit 4 of element
+ * 32 j + l. */
+static void dequant_k45(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y)
 {
     float d = load_f16(b), dmin = load_f16(b + 2);
-    const uint8_t *scales = b + 4, *qs = b + 16;
-    for (int j = 0; j < QK_K / 32; j++) {
-        int sc, mn;
-        k_scale_min(scales, j, &sc, &mn);
-        float d1 = d * (float)sc;
-        float m1 = dmin * (float)mn;
-        const uint8_t *q = qs + 32 * (j / 2);
-        int shift = 4 * (j % 2);
-        for (int l = 0; l < 32; l++)
-            y[32 * j + l] = d1 * (float)((q[l] >> shift) & 15) - m1;
-    }
-}
-
-/* Q5_K: Q4_K's layout with qh[32] between the scales and the nibbles: bit j of qh[l] is bit 4 of
- * element 32 j + l. */
-static void dequant_q5_k(const uint8_t *b, float *y) // y: [256] fp32
-{
-    float d = load_f16(b), dmin = load_f16(b + 2);
-    const uint8_t *scales = b + 4, *qh = b + 16, *qs = b + 48;
+    const uint8_t *scales = b + 4;
     for (int j = 0; j < QK_K / 32; j++) {
         int sc, mn;
         k_scale_min(scales, j, &sc, &mn);
@@ -154,10 +138,20 @@ static void dequant_q5_k(const uint8_t *b, float *y) // y: [256] fp32
         const uint8_t *q = qs + 32 * (j / 2);
         int shift = 4 * (j % 2);
         for (int l = 0; l < 32; l++) {
-            int v = ((q[l] >> shift) & 15) | ((qh[l] >> j) & 1) << 4;
+            int v = ((q[l] >> shift) & 15) | (qh ? ((qh[l] >> j) & 1) << 4 : 0);
             y[32 * j + l] = d1 * (float)v - m1;
         }
     }
+}
+
+static void dequant_q4_k(const uint8_t *b, float *y) // y: [256] fp32
+{
+    dequant_k45(b, NULL, b + 16, y);
+}
+
+static void dequant_q5_k(const uint8_t *b, float *y) // y: [256] fp32
+{
+    dequant_k45(b, b + 16, b + 48, y);
 }
 
 /* Q6_K: ql[128] (low nibbles), qh[64] (bits 4-5), int8 scales[16] (one per 16 elements), fp16 d.

@@ -14,18 +14,6 @@
 #include "tok_corpus.h"
 
 
-static void print_ids(const char *what, const int32_t *ids, size_t n)
-{
-    fprintf(stderr, "  %s [", what);
-    for (size_t i = 0; i < n && i < 40; ++i)
-        fprintf(stderr, "%s%d", i ? ", " : "", (int)ids[i]);
-    fprintf(stderr, "%s] (%zu ids)\n", n > 40 ? ", ..." : "", n);
-}
-
-static bool same_ids(const int32_t *a, size_t na, const int32_t *b, size_t nb)
-{
-    return na == nb && (na == 0 || memcmp(a, b, na * sizeof *a) == 0);
-}
 
 /* Encodes text and compares with the golden ids; returns true on match. */
 static bool check_encode(const struct eng_tokenizer *tok, const char *text, size_t len, int add_special,

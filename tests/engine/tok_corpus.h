@@ -1,8 +1,9 @@
 /* Readers of the tokenizer golden corpora (scripts/make_tokenizer_goldens.py: texts as hex,
- * ids as JSON arrays) shared by the tokenizer tests. Test code only. */
+ * ids as JSON arrays) and the id-list helpers the tokenizer tests share. Test code only. */
 #ifndef PHISERVE_TESTS_ENGINE_TOK_CORPUS_H
 #define PHISERVE_TESTS_ENGINE_TOK_CORPUS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,20 @@ static inline int32_t *json_ids(const cJSON *arr, size_t *n)
     const cJSON *e;
     cJSON_ArrayForEach(e, arr) ids[i++] = (int32_t)e->valuedouble;
     return ids;
+}
+
+/* Up to 40 ids of a failing case, to stderr. */
+static inline void print_ids(const char *what, const int32_t *ids, size_t n)
+{
+    fprintf(stderr, "  %s [", what);
+    for (size_t i = 0; i < n && i < 40; ++i)
+        fprintf(stderr, "%s%d", i ? ", " : "", (int)ids[i]);
+    fprintf(stderr, "%s] (%zu ids)\n", n > 40 ? ", ..." : "", n);
+}
+
+static inline bool same_ids(const int32_t *a, size_t na, const int32_t *b, size_t nb)
+{
+    return na == nb && (na == 0 || memcmp(a, b, na * sizeof *a) == 0);
 }
 
 #endif
