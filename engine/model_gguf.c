@@ -3,12 +3,15 @@
  * the same limits), its tensors are bound to the model's weights by llama.cpp's names. The
  * container is gguf.c's and the tokenizer tokenizer_gguf.c's; nothing here reads either. */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dtype.h"
 #include "file_util.h"
@@ -61,50 +64,104 @@ static int own(struct eng_model *m, void *buf, char *err, size_t errlen)
     return 0;
 }
 
-/* A tensor of a block type without kernels (eng_gguf_dequant_row), rows of ne0 elements:
- * requantized to Q8_0 row by row through fp32 (one more rounding: at most half a Q8_0 step
- * of its block's largest magnitude), or with to_f32 widened exactly to fp32 (the embedding). */
-static int convert(struct eng_model *m, const struct eng_gguf_tensor *t, bool to_f32,
-                   struct eng_weight *w, char *err, size_t errlen)
+/* Conversion work: pieces of CONVERT_PIECE_ROWS rows taken by the threads in turn. */
+#define CONVERT_PIECE_ROWS 64
+#define CONVERT_MAX_THREADS 64
+
+struct convert_work {
+    const struct eng_gguf_tensor *t;
+    bool to_f32;
+    int64_t ne0, rows;
+    size_t src_row, dst_row;
+    uint8_t *dst;
+    atomic_int_fast64_t next;   /* the next piece to take */
+    atomic_int_fast64_t failed; /* the lowest row that failed (-1: out of memory), or INT64_MAX */
+};
+
+static void fail_row(struct convert_work *cw, int64_t r)
 {
-    int64_t ne0 = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
-    size_t src_row = (size_t)(t->n_bytes / (uint64_t)rows);
-    /* Both sizes are at most 34/32 or 4 bytes per element of a tensor that lies in the file
-     * as at least 1/8 byte per element (Q2_K is 84 bytes per 256): no overflow on 64 bits. */
-    size_t dst_row = to_f32 ? (size_t)ne0 * sizeof(float)
-                            : (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, ne0);
-    uint8_t *dst = malloc(dst_row * (size_t)rows);
-    float *tmp = to_f32 ? NULL : malloc((size_t)ne0 * sizeof *tmp);
-    if (!dst || (!to_f32 && !tmp)) {
-        free(dst);
-        free(tmp);
-        eng_set_err(err, errlen, "out of memory converting '%s'", t->name);
-        return -1;
+    int_fast64_t cur = atomic_load(&cw->failed);
+    while (r < cur && !atomic_compare_exchange_weak(&cw->failed, &cur, r))
+        ;
+}
+
+static void *convert_pieces(void *arg)
+{
+    struct convert_work *cw = arg;
+    float *tmp = cw->to_f32 ? NULL : malloc((size_t)cw->ne0 * sizeof *tmp);
+    if (!cw->to_f32 && !tmp) {
+        fail_row(cw, -1);
+        return NULL;
     }
-    const char *tn = eng_gguf_type_name(t->ggml_type);
-    for (int64_t r = 0; r < rows; r++) {
-        const uint8_t *src = (const uint8_t *)t->data + (size_t)r * src_row;
-        float *f = to_f32 ? (float *)(dst + (size_t)r * dst_row) : tmp;
-        int bad = eng_gguf_dequant_row(t->ggml_type, src, ne0, f) != 0;
-        for (int64_t i = 0; !bad && i < ne0; i++)
-            bad = !isfinite(f[i]);
-        if (!bad && !to_f32)
-            bad = kern_quantize(f, KERN_DTYPE_F32, 1, ne0, KERN_DTYPE_Q8_0,
-                                dst + (size_t)r * dst_row) != KERN_OK;
-        if (bad) {
-            free(dst);
-            free(tmp);
-            eng_set_err(err, errlen, "GGUF: tensor '%s' (%s) row %lld has a non-finite value or a "
-                        "scale Q8_0 cannot hold", t->name, tn ? tn : "?", (long long)r);
-            return -1;
+    int64_t n_pieces = (cw->rows + CONVERT_PIECE_ROWS - 1) / CONVERT_PIECE_ROWS;
+    for (int64_t p; (p = atomic_fetch_add(&cw->next, 1)) < n_pieces;) {
+        int64_t r1 = (p + 1) * CONVERT_PIECE_ROWS < cw->rows ? (p + 1) * CONVERT_PIECE_ROWS : cw->rows;
+        for (int64_t r = p * CONVERT_PIECE_ROWS; r < r1; r++) {
+            const uint8_t *src = (const uint8_t *)cw->t->data + (size_t)r * cw->src_row;
+            uint8_t *out = cw->dst + (size_t)r * cw->dst_row;
+            float *f = cw->to_f32 ? (float *)out : tmp;
+            int bad = eng_gguf_dequant_row(cw->t->ggml_type, src, cw->ne0, f) != 0;
+            for (int64_t i = 0; !bad && i < cw->ne0; i++)
+                bad = !isfinite(f[i]);
+            if (!bad && !cw->to_f32)
+                bad = kern_quantize(f, KERN_DTYPE_F32, 1, cw->ne0, KERN_DTYPE_Q8_0, out) != KERN_OK;
+            if (bad)
+                fail_row(cw, r);
         }
     }
     free(tmp);
-    if (own(m, dst, err, errlen) != 0)
+    return NULL;
+}
+
+/* A tensor of a block type without kernels (eng_gguf_dequant_row), rows of ne0 elements:
+ * requantized to Q8_0 row by row through fp32 (one more rounding: at most half a Q8_0 step
+ * of its block's largest magnitude), or with to_f32 widened exactly to fp32 (the embedding).
+ * Every online CPU takes pieces of rows (the bytes do not depend on how). */
+static int convert(struct eng_model *m, const struct eng_gguf_tensor *t, bool to_f32,
+                   struct eng_weight *w, char *err, size_t errlen)
+{
+    struct convert_work cw = {.t = t, .to_f32 = to_f32, .ne0 = t->ne[0],
+                              .rows = t->ne[1] * t->ne[2] * t->ne[3]};
+    cw.src_row = (size_t)(t->n_bytes / (uint64_t)cw.rows);
+    /* Both sizes are at most 34/32 or 4 bytes per element of a tensor that lies in the file
+     * as at least 1/8 byte per element (Q2_K is 84 bytes per 256): no overflow on 64 bits. */
+    cw.dst_row = to_f32 ? (size_t)cw.ne0 * sizeof(float)
+                        : (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, cw.ne0);
+    cw.dst = malloc(cw.dst_row * (size_t)cw.rows);
+    if (!cw.dst) {
+        eng_set_err(err, errlen, "out of memory converting '%s'", t->name);
         return -1;
-    w->data = dst;
+    }
+    atomic_init(&cw.next, 0);
+    atomic_init(&cw.failed, INT64_MAX);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t n_threads = cpus < 1 ? 1 : cpus > CONVERT_MAX_THREADS ? CONVERT_MAX_THREADS : cpus;
+    int64_t n_pieces = (cw.rows + CONVERT_PIECE_ROWS - 1) / CONVERT_PIECE_ROWS;
+    if (n_threads > n_pieces)
+        n_threads = n_pieces;
+    pthread_t th[CONVERT_MAX_THREADS];
+    int started = 0;
+    while (started < n_threads - 1 && pthread_create(&th[started], NULL, convert_pieces, &cw) == 0)
+        started++;
+    convert_pieces(&cw); /* the calling thread works too; a thread not started leaves its share */
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    int_fast64_t failed = atomic_load(&cw.failed);
+    if (failed != INT64_MAX) {
+        free(cw.dst);
+        const char *tn = eng_gguf_type_name(t->ggml_type);
+        if (failed < 0)
+            eng_set_err(err, errlen, "out of memory converting '%s'", t->name);
+        else
+            eng_set_err(err, errlen, "GGUF: tensor '%s' (%s) row %lld has a non-finite value or a "
+                        "scale Q8_0 cannot hold", t->name, tn ? tn : "?", (long long)failed);
+        return -1;
+    }
+    if (own(m, cw.dst, err, errlen) != 0)
+        return -1;
+    w->data = cw.dst;
     w->dtype = to_f32 ? KERN_DTYPE_F32 : KERN_DTYPE_Q8_0;
-    w->n_bytes = dst_row * (size_t)rows;
+    w->n_bytes = cw.dst_row * (size_t)cw.rows;
     return 0;
 }
 
