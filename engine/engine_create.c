@@ -153,7 +153,8 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
      * directory's tokenizer.model with its Hugging Face files. */
     if ((e->model->gguf ? eng_gguf_find_kv(e->model->gguf, "tokenizer.ggml.tokens") != NULL
                         : file_exists(o->model_dir, "tokenizer.model")) &&
-        eng_tokenizer_load_path(o->model_dir, &e->tok, msg, sizeof msg) != 0) {
+        (e->model->gguf ? eng_tokenizer_load_gguf(e->model->gguf, &e->tok, msg, sizeof msg)
+                        : eng_tokenizer_load_dir(o->model_dir, &e->tok, msg, sizeof msg)) != 0) {
         eng_engine_fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
     }

@@ -85,6 +85,20 @@ static void fail_row(struct convert_work *cw, int64_t r)
         ;
 }
 
+/* One row of n elements of a block type widened to fp32: Q8_0 and Q4_0 as the kernels read
+ * them (kern_block_elem), the others by eng_gguf_dequant_row. Returns 0 or -1. */
+static int widen_row(uint32_t ggml_type, const uint8_t *src, int64_t n, float *f)
+{
+    if (ggml_type != GGML_Q8_0 && ggml_type != GGML_Q4_0)
+        return eng_gguf_dequant_row(ggml_type, src, n, f);
+    bool q4 = ggml_type == GGML_Q4_0;
+    size_t block_bytes = q4 ? KERN_Q4_0_BLOCK_BYTES : KERN_Q8_0_BLOCK_BYTES;
+    for (int64_t b = 0; b < n / KERN_QBLOCK; b++)
+        for (int e = 0; e < KERN_QBLOCK; e++)
+            f[b * KERN_QBLOCK + e] = kern_block_elem(q4, src + (size_t)b * block_bytes, e);
+    return 0;
+}
+
 static void *convert_pieces(void *arg)
 {
     struct convert_work *cw = arg;
@@ -100,7 +114,7 @@ static void *convert_pieces(void *arg)
             const uint8_t *src = (const uint8_t *)cw->t->data + (size_t)r * cw->src_row;
             uint8_t *out = cw->dst + (size_t)r * cw->dst_row;
             float *f = cw->to_f32 ? (float *)out : tmp;
-            int bad = eng_gguf_dequant_row(cw->t->ggml_type, src, cw->ne0, f) != 0;
+            int bad = widen_row(cw->t->ggml_type, src, cw->ne0, f) != 0;
             for (int64_t i = 0; !bad && i < cw->ne0; i++)
                 bad = !isfinite(f[i]);
             if (!bad && !cw->to_f32)
@@ -113,9 +127,10 @@ static void *convert_pieces(void *arg)
     return NULL;
 }
 
-/* A tensor of a block type without kernels (eng_gguf_dequant_row), rows of ne0 elements:
+/* A tensor of a block type, rows of ne0 elements: a type without kernels (eng_gguf_dequant_row)
  * requantized to Q8_0 row by row through fp32 (one more rounding: at most half a Q8_0 step
- * of its block's largest magnitude), or with to_f32 widened exactly to fp32 (the embedding).
+ * of its block's largest magnitude), or with to_f32 any block type widened exactly to fp32
+ * (the embedding).
  * Every online CPU takes pieces of rows (the bytes do not depend on how). */
 static int convert(struct eng_model *m, const struct eng_gguf_tensor *t, bool to_f32,
                    struct eng_weight *w, char *err, size_t errlen)
@@ -434,35 +449,18 @@ static int gguf_config(const struct eng_gguf *g, struct eng_model_config *cfg, c
 }
 
 /* The embedding as the embed op reads it: float types as stored; any block type widened to
- * fp32 into a buffer the model owns (exact: the values are those the blocks stand for). */
+ * fp32 into a buffer the model owns (convert: exact, the values the blocks stand for). */
 static int bind_embed(struct eng_model *m, char *err, size_t errlen)
 {
     int64_t V = m->cfg.vocab_size, H = m->cfg.hidden_size;
     const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, "token_embd.weight");
-    if (t && t->n_dims == 2 && t->ne[0] == H && t->ne[1] == V && dtype_of(t->ggml_type) < 0 &&
-        eng_gguf_dequant_supported(t->ggml_type))
+    int dt = t ? dtype_of(t->ggml_type) : -1;
+    bool block = dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0 ||
+                 (t && dt < 0 && eng_gguf_dequant_supported(t->ggml_type));
+    if (t && block && t->n_dims == 2 && t->ne[0] == H && t->ne[1] == V)
         return convert(m, t, true, &m->embed, err, errlen);
     int64_t ne[2] = {H, V};
-    if (bind_t(m, "token_embd.weight", 2, ne, true, &m->embed, err, errlen) != 0)
-        return -1;
-    enum kern_dtype dt = m->embed.dtype;
-    if (dt != KERN_DTYPE_Q8_0 && dt != KERN_DTYPE_Q4_0)
-        return 0;
-    /* V * H elements lie in the file as blocks of >= 18 bytes per 32, so V * H * 4 fits. */
-    float *f = malloc((size_t)V * (size_t)H * sizeof *f);
-    if (!f) {
-        eng_set_err(err, errlen, "out of memory for the widened %s embedding", kern_dtype_name(dt));
-        return -1;
-    }
-    const uint8_t *src = m->embed.data;
-    size_t block_bytes = dt == KERN_DTYPE_Q8_0 ? KERN_Q8_0_BLOCK_BYTES : KERN_Q4_0_BLOCK_BYTES;
-    for (int64_t b = 0; b < V * H / KERN_QBLOCK; b++)
-        for (int e = 0; e < KERN_QBLOCK; e++)
-            f[b * KERN_QBLOCK + e] = kern_block_elem(dt == KERN_DTYPE_Q4_0, src + b * block_bytes, e);
-    if (own(m, f, err, errlen) != 0)
-        return -1;
-    m->embed = (struct eng_weight){f, KERN_DTYPE_F32, (size_t)V * (size_t)H * sizeof *f};
-    return 0;
+    return bind_t(m, "token_embd.weight", 2, ne, true, &m->embed, err, errlen);
 }
 
 static int bind_gguf_model(struct eng_model *m, char *err, size_t errlen)

@@ -258,16 +258,18 @@ done:
     free(work);
 }
 
+/* Phi-3-mini's matmul shapes (k, n), each at decode (m = 1) and prefill (m = 128). */
+static const struct {
+    const char *name;
+    int64_t k, n;
+} shapes[] = {{"qkv 3072x9216", 3072, 9216}, {"gate_up 3072x16384", 3072, 16384},
+              {"down 8192x3072", 8192, 3072}};
+static const int64_t ms[2] = {1, 128};
+
 /* Q8_0 and Q4_0 against bf16 weights on the fast path (the "matmul quantized" table). */
 static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, struct kt_rng *rng)
 {
     struct kern_ops cpu = *ops;
-    static const struct {
-        const char *name;
-        int64_t k, n;
-    } shapes[] = {{"qkv 3072x9216", 3072, 9216}, {"gate_up 3072x16384", 3072, 16384},
-                  {"down 8192x3072", 8192, 3072}};
-    static const int64_t ms[2] = {1, 128};
     /* Q8_0 and Q4_0 against bf16 weights, all on the fast path: the same x and shapes, timed
      * in turn (three rounds each, the best kept) so that the neighbours' load hits all.
      * Decode (m = 1) reads W once, so its speed is weight bytes over bandwidth. */
@@ -358,12 +360,6 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    static const struct {
-        const char *name;
-        int64_t k, n;
-    } shapes[] = {{"qkv 3072x9216", 3072, 9216}, {"gate_up 3072x16384", 3072, 16384},
-                  {"down 8192x3072", 8192, 3072}};
-    static const int64_t ms[2] = {1, 128};
     printf("\n%-20s %5s %12s %12s %12s %9s\n", "matmul (bf16 W)", "m", "ref GFLOP/s",
            "cpu GFLOP/s", "cpu ms/call", "speed-up");
     for (int si = 0; si < 3; si++) {
