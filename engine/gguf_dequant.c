@@ -107,67 +107,24 @@ static void dequant_q3_k(const uint8_t *b, float *y) // y: [256] fp32
     }
 }
 
-/* Q4_K / Q5_K's eight 6-bit (scale, min) pairs in 12 bytes, one pair per 32 elements: pairs 0-3
- * are the low 6 bits of bytes 0-3 (scale) and 4-7 (min); pairs 4-7 take their low 4 bits from
- * byte 8 + j - 4 (scale low nibble, min high nibble) and bits 4-5 from the top two bits of
- * bytes j - 4 (scale) and j (min). */
-static void k_scale_min(const uint8_t *scales, int j, int *sc, int *mn)
-{
-    if (j < 4) {
-        *sc = scales[j] & 63;
-        *mn = scales[j + 4] & 63;
-    } else {
-        *sc = (scales[j + 4] & 15) | ((scales[j - 4] >> 2) & 0x30);
-        *mn = (scales[j + 4] >> 4) | ((scales[j] >> 2) & 0x30);
-    }
-}
-
-/* Q4_K: fp16 d, fp16 dmin, scales[12], qs[128]; each 64-element chunk reads 32 bytes, low
- * nibbles for its first 32 elements, high nibbles for the next 32. Q5_K: the same with qh[32]
- * between the scales and the nibbles (qh non-NULL): bit j of qh[l] is bit 4 of element
- * 32 j + l. */
-static void dequant_k45(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y)
-{
-    float d = load_f16(b), dmin = load_f16(b + 2);
-    const uint8_t *scales = b + 4;
-    for (int j = 0; j < QK_K / 32; j++) {
-        int sc, mn;
-        k_scale_min(scales, j, &sc, &mn);
-        float d1 = d * (float)sc;
-        float m1 = dmin * (float)mn;
-        const uint8_t *q = qs + 32 * (j / 2);
-        int shift = 4 * (j % 2);
-        for (int l = 0; l < 32; l++) {
-            int v = ((q[l] >> shift) & 15) | (qh ? ((qh[l] >> j) & 1) << 4 : 0);
-            y[32 * j + l] = d1 * (float)v - m1;
-        }
-    }
-}
-
+/* Q4_K, Q5_K and Q6_K: the kernels' own element decoder (dtype.h), which follows the
+ * reference's operations. */
 static void dequant_q4_k(const uint8_t *b, float *y) // y: [256] fp32
 {
-    dequant_k45(b, NULL, b + 16, y);
+    for (int e = 0; e < QK_K; e++)
+        y[e] = kern_kq_elem(4, b, e);
 }
 
 static void dequant_q5_k(const uint8_t *b, float *y) // y: [256] fp32
 {
-    dequant_k45(b, b + 16, b + 48, y);
+    for (int e = 0; e < QK_K; e++)
+        y[e] = kern_kq_elem(5, b, e);
 }
 
-/* Q6_K: ql[128] (low nibbles), qh[64] (bits 4-5), int8 scales[16] (one per 16 elements), fp16 d.
- * Each 128-element half h uses ql[64 h ..] and qh[32 h ..]: its quarter s reads nibble s / 2 of
- * ql[64 h + 32 (s % 2) + l] and bits 2s..2s+1 of qh[32 h + l]. */
 static void dequant_q6_k(const uint8_t *b, float *y) // y: [256] fp32
 {
-    const uint8_t *ql = b, *qh = b + 128, *scales = b + 192;
-    float d = load_f16(b + 208);
-    for (int e = 0; e < QK_K; e++) {
-        int h = e / 128, s = (e / 32) % 4, l = e % 32;
-        float ds = d * (float)(int8_t)scales[e / 16];
-        int lo = (ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 15;
-        int hi = (qh[32 * h + l] >> (2 * s)) & 3;
-        y[e] = ds * (float)((lo | hi << 4) - 32);
-    }
+    for (int e = 0; e < QK_K; e++)
+        y[e] = kern_kq_elem(6, b, e);
 }
 
 /* ---- dispatch ---- */

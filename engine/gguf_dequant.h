@@ -1,5 +1,6 @@
-/* Exact fp32 widening of the ggml block types that phiserve does not run natively (the loader
- * widens them at load, then requantizes matrices to Q8_0). Bit-identical to ggml's reference
+/* Exact fp32 widening of ggml block types: those phiserve has no kernels for (the loader widens
+ * them at load, then requantizes matrices to Q8_0) and the K types Q4_K, Q5_K and Q6_K, which
+ * the kernels read as stored but an embedding needs widened. Bit-identical to ggml's reference
  * dequantize_row_* (gguf-py's gguf.quants.dequantize); it knows nothing of GGUF files or shapes.
  *
  * Block layouts (little-endian, unaligned; "fp16" fields are IEEE half; y is the output block):
@@ -32,7 +33,7 @@
 
 /* 1 when eng_gguf_dequant_row widens ggml_type: Q4_1 (3), Q5_0 (6), Q5_1 (7), Q2_K (10),
  * Q3_K (11), Q4_K (12), Q5_K (13), Q6_K (14); 0 otherwise (F32, F16, BF16, Q4_0 and Q8_0 are
- * run natively and are not widened here). */
+ * read as they are everywhere and are not widened here). */
 int eng_gguf_dequant_supported(uint32_t ggml_type);
 
 /* Widens n elements of ggml_type at src (n / block blocks of the layout above, read unaligned;

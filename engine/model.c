@@ -422,7 +422,7 @@ size_t eng_model_weight_bytes(const struct eng_model *model)
 static int find_block(struct eng_model *m, struct eng_weight *w, void *arg)
 {
     (void)m;
-    if (w->dtype != KERN_DTYPE_Q8_0 && w->dtype != KERN_DTYPE_Q4_0)
+    if (kern_dtype_block_elems(w->dtype) == 0)
         return 0;
     *(enum kern_dtype *)arg = w->dtype;
     return 1;

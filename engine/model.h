@@ -127,17 +127,17 @@ struct eng_model {
  * safetensors weights (single or sharded), and checks that every tensor the architecture needs
  * is present with exactly the expected shape. A path that is a file is read as a llama.cpp
  * GGUF file instead (architecture phi3): the config comes from its phi3.* and tokenizer.ggml.*
- * metadata, the weights are its tensors (F32, F16, BF16, and Q8_0 / Q4_0 for the matrices)
- * bound in place; matrices in the other block types eng_gguf_dequant_row widens (Q4_1, Q5_x,
- * the K-quants) are requantized to Q8_0 at load, and an embedding in any block type is widened
- * to fp32. Returns 0 and *out
+ * metadata, the weights are its tensors (F32, F16, BF16, and for the matrices the block
+ * formats the kernels read: Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) bound in place; matrices in the
+ * other block types eng_gguf_dequant_row widens (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K) are
+ * requantized to Q8_0 at load, and an embedding in any block type is widened to fp32. Returns 0 and *out
  * (caller owns; free with eng_model_destroy), or -1 with a message in err. */
 int eng_model_load(const char *path, struct eng_model **out, char *err, size_t errlen);
 
 /* Whether path names a file (a GGUF model) rather than a model directory. */
 int eng_model_is_gguf(const char *path);
 
-/* The block format (KERN_DTYPE_Q8_0 or KERN_DTYPE_Q4_0) of the first matrix stored in one,
+/* The block format (ops.h: Q8_0, Q4_0 or a K format) of the first matrix stored in one,
  * or KERN_DTYPE_COUNT when every weight is a plain float type. */
 enum kern_dtype eng_model_block_dtype(const struct eng_model *model);
 

@@ -25,6 +25,9 @@
 #define GGML_F16 1
 #define GGML_Q4_0 2
 #define GGML_Q8_0 8
+#define GGML_Q4_K 12
+#define GGML_Q5_K 13
+#define GGML_Q6_K 14
 #define GGML_BF16 30
 
 /* GGUF token types (llama.cpp): 3 control, 4 user-defined. */
@@ -46,6 +49,9 @@ static int dtype_of(uint32_t ggml_type)
     case GGML_BF16: return KERN_DTYPE_BF16;
     case GGML_Q8_0: return KERN_DTYPE_Q8_0;
     case GGML_Q4_0: return KERN_DTYPE_Q4_0;
+    case GGML_Q4_K: return KERN_DTYPE_Q4_K;
+    case GGML_Q5_K: return KERN_DTYPE_Q5_K;
+    case GGML_Q6_K: return KERN_DTYPE_Q6_K;
     default: return -1;
     }
 }
@@ -86,7 +92,8 @@ static void fail_row(struct convert_work *cw, int64_t r)
 }
 
 /* One row of n elements of a block type widened to fp32: Q8_0 and Q4_0 as the kernels read
- * them (kern_block_elem), the others by eng_gguf_dequant_row. Returns 0 or -1. */
+ * them (kern_block_elem), the others by eng_gguf_dequant_row (the K types through the kernels'
+ * own kern_kq_elem). Returns 0 or -1. */
 static int widen_row(uint32_t ggml_type, const uint8_t *src, int64_t n, float *f)
 {
     if (ggml_type != GGML_Q8_0 && ggml_type != GGML_Q4_0)
@@ -181,8 +188,9 @@ static int convert(struct eng_model *m, const struct eng_gguf_tensor *t, bool to
 }
 
 /* Binds tensor name, whose GGUF dims (innermost first) must be exactly ne[0..n_dims). Block
- * types only where block_ok (matrices; the norms are float vectors): Q8_0 and Q4_0 as stored,
- * the others eng_gguf_dequant_row widens requantized to Q8_0 (convert). */
+ * types only where block_ok (matrices; the norms are float vectors): those the kernels read
+ * (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) as stored, the others eng_gguf_dequant_row widens requantized
+ * to Q8_0 (convert). */
 static int bind_t(struct eng_model *m, const char *name, int n_dims, const int64_t *ne,
                   bool block_ok, struct eng_weight *w, char *err, size_t errlen)
 {
@@ -205,7 +213,7 @@ static int bind_t(struct eng_model *m, const char *name, int n_dims, const int64
     const char *tn = eng_gguf_type_name(t->ggml_type);
     if (block_ok && dt < 0 && eng_gguf_dequant_supported(t->ggml_type))
         return convert(m, t, false, w, err, errlen);
-    if (dt < 0 || (!block_ok && (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0))) {
+    if (dt < 0 || (!block_ok && kern_dtype_block_elems((enum kern_dtype)dt) != 0)) {
         eng_set_err(err, errlen, "GGUF: tensor '%s' has type %s; phiserve reads %s", name,
                     tn ? tn : "?", block_ok ? "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and "
                                               "the K-quants Q2_K to Q6_K for matrices"
@@ -455,7 +463,7 @@ static int bind_embed(struct eng_model *m, char *err, size_t errlen)
     int64_t V = m->cfg.vocab_size, H = m->cfg.hidden_size;
     const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, "token_embd.weight");
     int dt = t ? dtype_of(t->ggml_type) : -1;
-    bool block = dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0 ||
+    bool block = (dt >= 0 && kern_dtype_block_elems((enum kern_dtype)dt) != 0) ||
                  (t && dt < 0 && eng_gguf_dequant_supported(t->ggml_type));
     if (t && block && t->n_dims == 2 && t->ne[0] == H && t->ne[1] == V)
         return convert(m, t, true, &m->embed, err, errlen);

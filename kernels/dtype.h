@@ -99,4 +99,45 @@ static inline KERN_HD float kern_block_elem(int q4, const uint8_t *blk, int e)
     return d * (float)(q - 8);
 }
 
+/* Sub-block j (0..7) of a Q4_K / Q5_K super-block: its 6-bit scale and min from the 12 packed
+ * bytes s. Pairs 0-3 are the low 6 bits of s[j] (scale) and s[j + 4] (min); pairs 4-7 take
+ * their low 4 bits from s[j + 4] (scale: low nibble, min: high nibble) and bits 4-5 from the top
+ * two bits of s[j - 4] (scale) and s[j] (min). */
+static inline KERN_HD void kern_k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | ((s[j - 4] >> 2) & 0x30);
+        *mn = (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30);
+    }
+}
+
+/* Element e (0..255) of one super-block of ops.h's K formats, bits = 4 (Q4_K), 5 (Q5_K) or
+ * 6 (Q6_K), as fp32, by exactly the operations (and their order) of ggml's reference
+ * dequantizer. Q4_K / Q5_K: e = 64 c + 32 s + l is nibble s of qs[32 c + l] (Q5_K: bit 4 = bit
+ * e / 32 of qh[l]); Q6_K: e = 128 h + 32 s + l takes nibble s / 2 of ql[64 h + 32 (s % 2) + l]
+ * and bits 2s..2s+1 of qh[32 h + l] as bits 4-5, scale e / 16. */
+static inline KERN_HD float kern_kq_elem(int bits, const uint8_t *b, int e)
+{
+    if (bits == 6) {
+        const uint8_t *ql = b, *qh = b + 128;
+        int h = e / 128, s = (e / 32) % 4, l = e % 32;
+        float ds = kern_f16_to_f32((uint16_t)(b[208] | (b[209] << 8))) * (float)(int8_t)b[192 + e / 16];
+        int lo = (ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 15;
+        int hi = (qh[32 * h + l] >> (2 * s)) & 3;
+        return ds * (float)((lo | hi << 4) - 32);
+    }
+    int sc, mn;
+    kern_k_scale_min(b + 4, e / 32, &sc, &mn);
+    float d1 = kern_f16_to_f32((uint16_t)(b[0] | (b[1] << 8))) * (float)sc;
+    float m1 = kern_f16_to_f32((uint16_t)(b[2] | (b[3] << 8))) * (float)mn;
+    const uint8_t *qs = b + (bits == 5 ? 48 : 16);
+    int q = (qs[32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 15;
+    if (bits == 5)
+        q |= ((b[16 + e % 32] >> (e / 32)) & 1) << 4;
+    return d1 * (float)q - m1;
+}
+
 #endif

@@ -11,21 +11,51 @@ size_t kern_dtype_size(enum kern_dtype dtype)
     case KERN_DTYPE_F16:
     case KERN_DTYPE_BF16:
         return 2;
-    case KERN_DTYPE_Q8_0:
-    case KERN_DTYPE_Q4_0:
+    default:
         return 0;
     }
-    return 0;
+}
+
+/* Elements and bytes of one block of a block format; 0 elements for the others. */
+static int64_t block_bytes(enum kern_dtype dtype, int64_t *elems)
+{
+    switch (dtype) {
+    case KERN_DTYPE_Q8_0:
+        *elems = KERN_QBLOCK;
+        return KERN_Q8_0_BLOCK_BYTES;
+    case KERN_DTYPE_Q4_0:
+        *elems = KERN_QBLOCK;
+        return KERN_Q4_0_BLOCK_BYTES;
+    case KERN_DTYPE_Q4_K:
+        *elems = KERN_QKBLOCK;
+        return KERN_Q4_K_BLOCK_BYTES;
+    case KERN_DTYPE_Q5_K:
+        *elems = KERN_QKBLOCK;
+        return KERN_Q5_K_BLOCK_BYTES;
+    case KERN_DTYPE_Q6_K:
+        *elems = KERN_QKBLOCK;
+        return KERN_Q6_K_BLOCK_BYTES;
+    default:
+        *elems = 0;
+        return 0;
+    }
+}
+
+int64_t kern_dtype_block_elems(enum kern_dtype dtype)
+{
+    int64_t elems;
+    block_bytes(dtype, &elems);
+    return elems;
 }
 
 int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n)
 {
-    int64_t out;
+    int64_t out, elems;
     if (n < 0)
         return -1;
-    if (dtype == KERN_DTYPE_Q8_0 || dtype == KERN_DTYPE_Q4_0) {
-        int64_t block = dtype == KERN_DTYPE_Q8_0 ? KERN_Q8_0_BLOCK_BYTES : KERN_Q4_0_BLOCK_BYTES;
-        if (n % KERN_QBLOCK != 0 || __builtin_mul_overflow(n / KERN_QBLOCK, block, &out))
+    int64_t block = block_bytes(dtype, &elems);
+    if (elems) {
+        if (n % elems != 0 || __builtin_mul_overflow(n / elems, block, &out))
             return -1;
         return out;
     }
@@ -68,6 +98,12 @@ const char *kern_dtype_name(enum kern_dtype dtype)
         return "q8_0";
     case KERN_DTYPE_Q4_0:
         return "q4_0";
+    case KERN_DTYPE_Q4_K:
+        return "q4_k";
+    case KERN_DTYPE_Q5_K:
+        return "q5_k";
+    case KERN_DTYPE_Q6_K:
+        return "q6_k";
     }
     return "invalid";
 }

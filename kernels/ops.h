@@ -12,25 +12,42 @@ extern "C" { /* the CUDA backend's .cu files are C++ */
 #endif
 
 /* Element types of weights and caches. Activations on the CPU backends are always fp32.
- * Q8_0 and Q4_0 are block formats for matmul weights only (the CPU backends; see
- * kern_quantize): each run of KERN_QBLOCK elements of a row is stored as its scale d (fp16,
- * little-endian) followed by its values, and every element is exact in fp32:
+ * Q8_0, Q4_0 and the K formats are block formats for matmul weights only (the CPU backends),
+ * laid out as llama.cpp's ggml types of the same names, all fields little-endian, every
+ * element exact in fp32 as written below (each product and difference one fp32 operation, in
+ * the order shown). Q8_0 and Q4_0 (kern_quantize makes them) are blocks of KERN_QBLOCK
+ * elements, the block's fp16 scale d followed by its values:
  *  - Q8_0: KERN_QBLOCK int8 values q; element = d * q;
  *  - Q4_0: KERN_QBLOCK / 2 bytes, byte j holding q_j in its low nibble and q_{j+16} in its
  *    high nibble (0..15); element = d * (q - 8).
- * A row of k elements (k a multiple of KERN_QBLOCK) takes k / KERN_QBLOCK blocks of
- * kern_dtype_row_bytes(dtype, KERN_QBLOCK) bytes; rows follow one another. */
+ * The K formats (read from GGUF files as stored) are super-blocks of KERN_QKBLOCK elements,
+ * in sub-blocks of 32 (Q4_K, Q5_K) or 16 (Q6_K) with their own 6- or 8-bit scales
+ * (dtype.h's kern_kq_elem decodes one element):
+ *  - Q4_K: fp16 d, fp16 dmin, 12 bytes of eight 6-bit (scale, min) pairs, 128 bytes of
+ *    nibbles; element = (d * scale) * q - dmin * min, q in 0..15;
+ *  - Q5_K: the same with 32 bytes of fifth bits before the nibbles, q in 0..31;
+ *  - Q6_K: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, fp16 d;
+ *    element = (d * scale) * (q - 32), q in 0..63.
+ * A row of k elements (k a multiple of kern_dtype_block_elems) takes whole blocks of
+ * kern_dtype_row_bytes(dtype, kern_dtype_block_elems(dtype)) bytes; rows follow one another. */
 enum kern_dtype {
     KERN_DTYPE_F32 = 0,
     KERN_DTYPE_F16 = 1,
     KERN_DTYPE_BF16 = 2,
     KERN_DTYPE_Q8_0 = 3,
     KERN_DTYPE_Q4_0 = 4,
+    KERN_DTYPE_Q4_K = 5,
+    KERN_DTYPE_Q5_K = 6,
+    KERN_DTYPE_Q6_K = 7,
 };
-#define KERN_DTYPE_COUNT 5
+#define KERN_DTYPE_COUNT 8
 #define KERN_QBLOCK 32
 #define KERN_Q8_0_BLOCK_BYTES 34
 #define KERN_Q4_0_BLOCK_BYTES 18
+#define KERN_QKBLOCK 256
+#define KERN_Q4_K_BLOCK_BYTES 144
+#define KERN_Q5_K_BLOCK_BYTES 176
+#define KERN_Q6_K_BLOCK_BYTES 210
 
 /* Error codes returned by every op (0 on success). */
 enum kern_status {
@@ -44,10 +61,12 @@ enum kern_status {
 
 /* Size in bytes of one element of dtype; 0 for the block formats (see kern_dtype_row_bytes). */
 size_t kern_dtype_size(enum kern_dtype dtype);
+/* Elements per block of a block format (KERN_QBLOCK or KERN_QKBLOCK); 0 for the others. */
+int64_t kern_dtype_block_elems(enum kern_dtype dtype);
 /* Bytes of a row of n elements of dtype, or -1 when n < 0, when a block format's row is not
  * whole blocks, or on overflow. */
 int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n);
-/* Name ("f32", "f16", "bf16", "q8_0", "q4_0") for messages. */
+/* Name ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k") for messages. */
 const char *kern_dtype_name(enum kern_dtype dtype);
 
 /* Quantizes src [n_rows, k] (f32, f16 or bf16; k a multiple of KERN_QBLOCK) into dst, which

@@ -10,8 +10,8 @@ Files:
   mha-window/gguf/, longrope/gguf/: f32.gguf, bf16.gguf, q8_0.gguf, q4_0.gguf (no tokenizer: these
       directories have none);
   phi3-demo/gguf/: q4_0.gguf, with the tokenizer metadata Phi3MiniModel.set_vocab writes;
-  gqa/gguf/: kmix.gguf, K-quants mixed as llama-quantize's Q4_K_M mixes them, and its golden
-      gqa/golden/kmix/.
+  gqa/gguf/: kmix.gguf, a Q4_K_M-like mix of Q4_K / Q5_K / Q6_K with one Q5_0 matrix, varied per
+      layer, and its golden gqa/golden/kmix/.
 
 Metadata: general.architecture "phi3", general.type "model", general.name "phiserve test <model>",
 general.file_type (gguf.LlamaFileType), general.quantization_version; phi3.context_length
@@ -31,24 +31,33 @@ an HF [out, in] matrix is the numpy array (out, in), GGUF ne = (in, out). Types:
              quant_targets: qkv, o, gate_up, down, lm_head unless tied) as Q8_0 / Q4_0 bytes made
              by make_quant_goldens.py's own quantize_q8_0 / quantize_q4_0 / pack_q4_0;
              token_embd BF16; norms and rope factors F32.
-  kmix.gguf  attn_qkv, attn_output, ffn_up and token_embd Q4_K, ffn_down and output Q6_K, norms
-             F32 (general.file_type MOSTLY_Q4_K_M). gguf-py cannot quantize K types: the blocks
-             are written here by a simple encoder (encode_q4_k / encode_q6_k: per super-block
-             fp16 d (and dmin) from the largest sub-block scale (and min), 6-bit / int8
-             sub-block scales rounded, q rounded and clamped; valid, not optimal), and
-             gguf.quants.dequantize of those bytes is the truth.
+  kmix.gguf  per KMIX_BLOCKS / KMIX_GLOBAL: token_embd Q4_K; blk.0 attn_qkv Q4_K, attn_output
+             Q5_K, ffn_up Q4_K, ffn_down Q6_K; blk.1 attn_qkv Q5_K, attn_output Q5_0, ffn_up
+             Q4_K, ffn_down Q6_K; output Q6_K; norms F32 (general.file_type MOSTLY_Q4_K_M).
+             gguf-py cannot quantize K types: those blocks are written here by a simple encoder
+             (encode_q4_k / encode_q5_k / encode_q6_k: per super-block fp16 d (and dmin) from the
+             largest sub-block scale (and min), 6-bit / int8 sub-block scales rounded, q rounded
+             and clamped; valid, not optimal); the Q5_0 blocks by gguf.quants.quantize (gguf-py's
+             port of ggml's reference quantizer). gguf.quants.dequantize of the bytes is the truth.
 So golden/*.f32 is the reference for f32.gguf and bf16.gguf, golden/q8_0 and golden/q4_0 for
 the Q8_0 / Q4_0 files (phi3-demo has no quantized golden), golden/kmix for kmix.gguf.
 
-golden/kmix (gqa): phiserve widens K-quant matrices exactly to fp32 at load and requantizes them
-to Q8_0 with its own quantizer; it widens a K-quant token_embd to fp32 and keeps it. So the
-reference is transformers (fp32, eager, as make_quant_goldens.py runs it) on the checkpoint with
-each K matrix (output.weight as lm_head included) replaced by make_quant_goldens.py's
-quantize_q8_0 dequantized output of gguf.quants.dequantize(the file's bytes), and the embedding by
-gguf.quants.dequantize(its bytes) itself; the norms stay the checkpoint's. The cases are the fp32
-golden's (run_cases), written by write_quant_golden (golden.json with "quantization": "kmix" and
-"gguf_file", without "quantized_tensors_file": there is no quantized.json), then the same noise
-and margin diagnostics as make_quant_goldens.py prints.
+golden/kmix (gqa): phiserve's loader uses Q4_K, Q5_K and Q6_K matrices natively (KMIX_NATIVE:
+their values are exactly gguf.quants.dequantize of the bytes, nothing requantized); it widens a
+matrix of a block type without kernels (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K; here the Q5_0 one,
+KMIX_REQUANT) exactly to fp32 and requantizes it to Q8_0 with its own quantizer; and it widens a
+block-format token_embd of any type exactly to fp32 and keeps it. So the reference is
+transformers (fp32, eager, as make_quant_goldens.py runs it) on the checkpoint with each Q4_K /
+Q5_K / Q6_K matrix (output.weight as lm_head included) replaced by gguf.quants.dequantize(the
+file's bytes), the Q5_0 matrix by make_quant_goldens.py's quantize_q8_0 dequantized output of
+gguf.quants.dequantize(its bytes), and the embedding by gguf.quants.dequantize(its bytes); the
+norms stay the checkpoint's (kmix_weights). The cases are the fp32 golden's (run_cases), written
+by write_quant_golden (golden.json with "quantization": "kmix" and "gguf_file", without
+"quantized_tensors_file": there is no quantized.json), then the same noise and margin
+diagnostics as make_quant_goldens.py prints, and a sensitivity report: how far the prompt logits
+move (relative to the row scale) if the K matrices were requantized to Q8_0 (the earlier
+loader), if the Q5_0 matrix were not requantized, and if the embedding were requantized; each
+must be far above the C test's tolerance (a WARNING under 10x it).
 
 Tokenizer (phi3-demo): tokenizer.ggml.model "llama", .pre "default", .tokens / .scores /
 .token_type from tokenizer.model (types 1 normal, 2 unknown, 3 control, 5 unused, 6 byte), padded
@@ -62,13 +71,13 @@ Every file is read back with gguf.GGUFReader and the run fails unless: the metad
 and values are exactly the intended ones; every tensor's name, type and shape are as intended and
 in order; F32 / BF16 data are bit-equal to the safetensors values; gguf.quants.dequantize of each
 Q8_0 / Q4_0 tensor equals make_quant_goldens.py's dequantized values bit for bit (phiserve's block
-layout is llama.cpp's); every Q4_K / Q6_K tensor's stored bytes are the encoder's, its fp16
-scales are finite, its dequantized values finite and within K_MAX_REL_ERR of the largest
-|checkpoint value| (the script prints each tensor's error); the quantized tensors' checksums
-(sum_d_times_q, sum_abs_q, computed from the file's bytes) and the block records in
+layout is llama.cpp's); every kmix Q4_K / Q5_K / Q6_K / Q5_0 tensor's stored bytes are the
+encoder's, its fp16 scales are finite, its dequantized values finite and within K_MAX_REL_ERR of
+the largest |checkpoint value| (the script prints each tensor's error); the quantized tensors'
+checksums (sum_d_times_q, sum_abs_q, computed from the file's bytes) and the block records in
 golden/<fmt>/quantized.json match the file; the tokenizer arrays are the intended ones and agree
-with tokenizer.json's vocabulary. It also prints (no assertion) how many blocks gguf-py's port of
-ggml's reference quantizer would write differently.
+with tokenizer.json's vocabulary. It also prints (no assertion) how many Q8_0 / Q4_0 blocks
+gguf-py's port of ggml's reference quantizer would write differently.
 
 Pinned environment as make_fixtures.py, plus gguf 0.19.0.
 Usage (from the repository root; needs no network; deterministic, rerunnable):
@@ -110,16 +119,27 @@ FILE_TYPE = {"f32": gguf.LlamaFileType.ALL_F32, "bf16": gguf.LlamaFileType.MOSTL
              "kmix": gguf.LlamaFileType.MOSTLY_Q4_K_M}
 QTYPE = {"q8_0": GT.Q8_0, "q4_0": GT.Q4_0}
 BLOCK_BYTES = {"q8_0": 2 + mq.QK, "q4_0": 2 + mq.QK // 2}
-# kmix: the K type of each matrix (HF name suffix), as llama-quantize's Q4_K_M picks them for a
-# small model (its extra Q6_K layers of ffn_down / attn_v left out); everything 1-D stays F32.
-KMIX = {"self_attn.qkv_proj.weight": GT.Q4_K, "self_attn.o_proj.weight": GT.Q4_K,
-        "mlp.gate_up_proj.weight": GT.Q4_K, "mlp.down_proj.weight": GT.Q6_K,
-        "lm_head.weight": GT.Q6_K, "model.embed_tokens.weight": GT.Q4_K}
+# kmix: the type of each 2-D tensor by its GGUF name (".weight" left off), a Q4_K_M-like mix varied
+# per layer so that one file covers both ways phiserve loads a block-format matrix: Q4_K, Q5_K and
+# Q6_K used natively (KMIX_NATIVE) and Q5_0 widened and requantized to Q8_0 (KMIX_REQUANT); the
+# Q4_K token_embd is widened to fp32 (as an embedding of any block type). Everything 1-D stays F32.
+KMIX_BLOCKS = {  # blk.i.<name>: (blk.0 type, blk.1 type, ...), one per layer
+    "attn_qkv": (GT.Q4_K, GT.Q5_K),
+    "attn_output": (GT.Q5_K, GT.Q5_0),
+    "ffn_up": (GT.Q4_K, GT.Q4_K),
+    "ffn_down": (GT.Q6_K, GT.Q6_K),
+}
+KMIX_GLOBAL = {"token_embd": GT.Q4_K, "output": GT.Q6_K}
+# How phiserve's loader treats a block-format matrix (other than token_embd) of each kmix type:
+KMIX_NATIVE = {GT.Q4_K, GT.Q5_K, GT.Q6_K}  # kept as stored: its values are gguf.quants.dequantize(bytes)
+KMIX_REQUANT = {GT.Q5_0}  # no kernel: widened exactly, then requantized by its Q8_0 quantizer
 QK_K = gguf.QK_K  # 256 elements per K-quant super-block
-K_BLOCK_BYTES = {GT.Q4_K: 144, GT.Q6_K: 210}
+K_BLOCK_BYTES = {GT.Q4_K: 144, GT.Q5_K: 176, GT.Q6_K: 210, GT.Q5_0: 22}  # bytes per block (Q5_0: 32 elements)
 # Sanity bound on max |dequantized - checkpoint| / max |checkpoint| per tensor: about half a step
-# of a 4-bit (6-bit) grid over a sub-block's range, plus the 6-bit / int8 sub-scale rounding.
-K_MAX_REL_ERR = {GT.Q4_K: 0.08, GT.Q6_K: 0.02}
+# of a 4-bit (5-bit, 6-bit) grid over a sub-block's range, plus the 6-bit / int8 sub-scale
+# rounding; Q5_0 (gguf-py's quantizer, d = max / -16, q - 16 in -16..15): half a step of a
+# 32-element block's max |x| / 16, a whole step where -max clamps to 15.
+K_MAX_REL_ERR = {GT.Q4_K: 0.08, GT.Q5_K: 0.04, GT.Q6_K: 0.02, GT.Q5_0: 0.07}
 # convert_hf_to_gguf.py's table for Phi-3 (used to check gguf-py's TensorNameMap, which names the tensors)
 CONVERTER_NAMES = {
     "model.embed_tokens.weight": "token_embd.weight",
@@ -248,9 +268,13 @@ def checksums(raw, fmt):
 # K-quants (kmix): a simple valid encoder; gguf.quants.dequantize of its bytes is the truth
 
 
-def kmix_type(hf):
-    """The K type kmix stores an HF tensor in, or None (1-D tensors)."""
-    return next((t for suffix, t in KMIX.items() if hf == suffix or hf.endswith("." + suffix)), None)
+def kmix_types(n_layers):
+    """{GGUF tensor name: ggml type} of kmix's 2-D tensors, from KMIX_BLOCKS and KMIX_GLOBAL."""
+    check(all(len(v) == n_layers for v in KMIX_BLOCKS.values()), f"KMIX_BLOCKS: not one type per layer ({n_layers})")
+    types = {f"{n}.weight": t for n, t in KMIX_GLOBAL.items()}
+    for n, per_layer in KMIX_BLOCKS.items():
+        types.update({f"blk.{i}.{n}.weight": t for i, t in enumerate(per_layer)})
+    return types
 
 
 def fp16_scale(v):
@@ -273,35 +297,60 @@ def sub_scales(scale, d, top):
     return np.where(d[:, None] > 0, s, 0)
 
 
-def encode_q4_k(w):
-    """w fp32 [n, k], k % 256 == 0 -> uint8 [n, k / 256 * 144], llama.cpp's block_q4_K: fp16 d,
-    fp16 dmin, scales[12] (eight 6-bit scale / min pairs), qs[128]; y = d * sc * q - dmin * m.
-    Per 32-element sub-block: min = min(x, 0), scale = (max(x) - min) / 15; d = fp16(largest
-    scale / 63), dmin = fp16(largest -min / 63); sc, m rounded to 0..63; q = round((x + dmin * m)
-    / (d * sc)) clamped to 0..15."""
-    n, k = w.shape
+def scale_min_blocks(w, qmax):
+    """The part Q4_K and Q5_K share: w fp32 [n, k], k % 256 == 0 -> (per super-block: fp16 d, fp16
+    dmin, the 12 packed bytes of eight 6-bit scale / min pairs; q int64 [super-blocks, 8, 32] in
+    0..qmax). Per 32-element sub-block: min = min(x, 0), scale = (max(x) - min) / qmax; d =
+    fp16(largest scale / 63), dmin = fp16(largest -min / 63); sc, m rounded to 0..63; q =
+    round((x + dmin * m) / (d * sc)) clamped to 0..qmax; y = d * sc * q - dmin * m."""
     x = w.reshape(-1, 8, 32).astype(np.float32)
     lo = np.minimum(x.min(axis=-1), 0)
     hi = np.maximum(x.max(axis=-1), lo)
-    scale, mins = (hi - lo) / np.float32(15), -lo
+    scale, mins = (hi - lo) / np.float32(qmax), -lo
     d16, d = fp16_scale(scale.max(axis=-1) / np.float32(63))
     m16, dmin = fp16_scale(mins.max(axis=-1) / np.float32(63))
     sc = sub_scales(scale, d, 63)
     mn = sub_scales(mins, dmin, 63)
     ds = d[:, None] * sc.astype(np.float32)
     dm = dmin[:, None] * mn.astype(np.float32)
-    q = round_int((x + dm[..., None]) / np.where(ds > 0, ds, np.float32(1))[..., None], 0, 15)
+    q = round_int((x + dm[..., None]) / np.where(ds > 0, ds, np.float32(1))[..., None], 0, qmax)
     q = np.where(ds[..., None] > 0, q, 0)
     packed = np.zeros((x.shape[0], 12), dtype=np.int64)
+    # scales[j] / scales[j + 4] (j < 4): sc / m of sub-block j, the top 2 bits those of sub-block
+    # j + 4; scales[j + 8]: the low 4 bits of sub-block j + 4's sc (low nibble) and m (high nibble)
     for j in range(4):
         packed[:, j] = sc[:, j] | (sc[:, j + 4] >> 4) << 6
         packed[:, j + 4] = mn[:, j] | (mn[:, j + 4] >> 4) << 6
         packed[:, j + 8] = (sc[:, j + 4] & 15) | (mn[:, j + 4] & 15) << 4
-    qf = q.reshape(-1, 4, 2, 32)  # element 64 c + 32 s + l is nibble s of qs[32 c + l]
+    return d16, m16, packed.astype(np.uint8), q
+
+
+def encode_q4_k(w):
+    """w fp32 [n, k], k % 256 == 0 -> uint8 [n, k / 256 * 144], llama.cpp's block_q4_K: fp16 d,
+    fp16 dmin, scales[12] (eight 6-bit scale / min pairs), qs[128]; y = d * sc * q - dmin * m,
+    q 0..15 (scale_min_blocks with qmax 15). Element 64 c + 32 s + l is nibble s of qs[32 c + l]."""
+    n, k = w.shape
+    d16, m16, packed, q = scale_min_blocks(w, 15)
+    qf = q.reshape(-1, 4, 2, 32)
     qs = (qf[:, :, 0, :] | qf[:, :, 1, :] << 4).reshape(-1, 128)
     blocks = np.concatenate([d16.view(np.uint8).reshape(-1, 2), m16.view(np.uint8).reshape(-1, 2),
-                             packed.astype(np.uint8), qs.astype(np.uint8)], axis=1)
+                             packed, qs.astype(np.uint8)], axis=1)
     return np.ascontiguousarray(blocks.reshape(n, k // QK_K * K_BLOCK_BYTES[GT.Q4_K]))
+
+
+def encode_q5_k(w):
+    """w fp32 [n, k], k % 256 == 0 -> uint8 [n, k / 256 * 176], llama.cpp's block_q5_K: fp16 d,
+    fp16 dmin, scales[12] (packed as Q4_K's), qh[32], qs[128]; y = d * sc * q - dmin * m, q 0..31
+    (scale_min_blocks with qmax 31). Element e = 64 c + 32 s + l keeps its low 4 bits in nibble s
+    of qs[32 c + l] and bit 4 in bit e / 32 = 2 c + s of qh[l]."""
+    n, k = w.shape
+    d16, m16, packed, q = scale_min_blocks(w, 31)
+    qf = q.reshape(-1, 4, 2, 32)
+    qs = ((qf[:, :, 0, :] & 15) | (qf[:, :, 1, :] & 15) << 4).reshape(-1, 128)
+    qh = ((q.reshape(-1, 8, 32) >> 4) << np.arange(8, dtype=np.int64)[:, None]).sum(axis=1)
+    blocks = np.concatenate([d16.view(np.uint8).reshape(-1, 2), m16.view(np.uint8).reshape(-1, 2),
+                             packed, qh.astype(np.uint8), qs.astype(np.uint8)], axis=1)
+    return np.ascontiguousarray(blocks.reshape(n, k // QK_K * K_BLOCK_BYTES[GT.Q5_K]))
 
 
 def encode_q6_k(w):
@@ -325,12 +374,23 @@ def encode_q6_k(w):
     return np.ascontiguousarray(blocks.reshape(n, k // QK_K * K_BLOCK_BYTES[GT.Q6_K]))
 
 
+def encode_q5_0(w):
+    """w fp32 [n, k], k % 32 == 0 -> uint8 [n, k / 32 * 22], llama.cpp's block_q5_0 as gguf-py's
+    port of ggml's reference quantizer writes it (fp16 d, qh[4], qs[16]; y = d * (q - 16))."""
+    n, k = w.shape
+    raw = gguf.quants.quantize(w.astype(np.float32), GT.Q5_0)
+    check(raw.dtype == np.uint8 and raw.shape == (n, k // 32 * K_BLOCK_BYTES[GT.Q5_0]), f"Q5_0 bytes {raw.shape}")
+    return np.ascontiguousarray(raw)
+
+
+KMIX_ENCODERS = {GT.Q4_K: encode_q4_k, GT.Q5_K: encode_q5_k, GT.Q6_K: encode_q6_k, GT.Q5_0: encode_q5_0}
+
+
 def k_fp16_scales(raw, qtype):
-    """The fp16 super-block scales of a K tensor's bytes as fp32: Q4_K d and dmin, Q6_K d."""
+    """The fp16 block scales of a kmix tensor's bytes as fp32: Q4_K / Q5_K d and dmin, Q6_K d, Q5_0 d."""
+    lo, hi = {GT.Q4_K: (0, 4), GT.Q5_K: (0, 4), GT.Q6_K: (208, 210), GT.Q5_0: (0, 2)}[qtype]
     b = raw.reshape(-1, K_BLOCK_BYTES[qtype])
-    if qtype == GT.Q4_K:
-        return b[:, 0:4].copy().view(np.float16).astype(np.float32)
-    return b[:, 208:210].copy().view(np.float16).astype(np.float32)
+    return b[:, lo:hi].copy().view(np.float16).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,6 +455,7 @@ def plan(name, fmt, cfg, tensors, model):
     ref_f32 / ref_bf16_bits / deq."""
     n_layers = cfg["num_hidden_layers"]
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.PHI3, n_layers)
+    ktypes = kmix_types(n_layers) if fmt == "kmix" else {}
     rope_dims, attn_factor, lf, sf = rope_info(cfg)
     params = dict(model.named_parameters())
     targets = set(mq.quant_targets(model)) if fmt in QTYPE else set()
@@ -434,10 +495,12 @@ def plan(name, fmt, cfg, tensors, model):
         if t.dim() == 1 or fmt == "f32":
             e["type"], e["data"] = GT.F32, w.numpy()
         elif fmt == "kmix":
-            qt = kmix_type(hf)
-            check(qt is not None and t.shape[1] % QK_K == 0, f"{hf}: no K type, or in_features % {QK_K} != 0")
+            qt = ktypes.get(e["name"])
+            check(qt is not None and t.shape[1] % QK_K == 0, f"{hf}: no kmix type, or in_features % {QK_K} != 0")
+            check(hf == "model.embed_tokens.weight" or qt in KMIX_NATIVE | KMIX_REQUANT,
+                  f"{hf}: {qt.name} is neither native nor requantized")
             e["type"] = qt
-            e["data"] = (encode_q4_k if qt == GT.Q4_K else encode_q6_k)(w.numpy())
+            e["data"] = KMIX_ENCODERS[qt](w.numpy())
             e["deq"] = gguf.quants.dequantize(e["data"], qt)
         elif hf in targets and t.shape[1] % mq.QK == 0:
             e["type"] = QTYPE[fmt]
@@ -448,6 +511,8 @@ def plan(name, fmt, cfg, tensors, model):
                 notes.append(f"{hf}: in_features {t.shape[1]} % {mq.QK} != 0, kept BF16 (as make_quant_goldens.py keeps it)")
             e["type"], e["data"] = GT.BF16, np.ascontiguousarray(e["ref_bf16_bits"].view(np.uint8))
         out.append(e)
+    check(set(ktypes) <= {e["name"] for e in out}, f"kmix types for tensors the model lacks: "
+          f"{sorted(set(ktypes) - {e['name'] for e in out})}")
     return meta, out, notes
 
 
@@ -659,28 +724,60 @@ def verify(path, fmt, mdir, meta, tensors, vocab):
 # the kmix golden
 
 
-def kmix_golden(name, mdir, tensors):
-    """golden/kmix/: transformers on the checkpoint with the K tensors as phiserve loads them
-    (matrices: Q8_0 of the exact widening; embedding: the exact widening). Returns report lines."""
-    torch.use_deterministic_algorithms(True)
-    spec = mq.spec_for(name)
-    fp32_doc = json.loads((mdir / "golden" / "golden.json").read_text())
-    model = mf.load(mdir, torch.float32)
-    params = dict(model.named_parameters())
-    check(not model.config.tie_word_embeddings, f"{name}: kmix expects an untied lm_head")
-    lines = []
+def kmix_weights(tensors, requant=KMIX_REQUANT, embed_requant=False):
+    """{hf name: (fp32 tensor, how)}: kmix's block-format tensors as a loader sees them that widens
+    every one exactly (gguf.quants.dequantize of the file's bytes) and then requantizes the
+    matrices of the types in requant (and token_embd if embed_requant) with make_quant_goldens.py's
+    quantize_q8_0. The defaults are phiserve's loader; others make the sensitivity report."""
+    out = {}
     for e in tensors:
         if e["type"] not in K_BLOCK_BYTES:
             continue
         deq = torch.from_numpy(np.ascontiguousarray(e["deq"]))
-        if e["hf"] != "model.embed_tokens.weight":
-            deq = mq.quantize_q8_0(deq)[3]  # phiserve requantizes the widened matrix
-        w = params[e["hf"]]
-        rel = float((deq - w.detach()).abs().max() / w.detach().abs().max())
-        with torch.no_grad():
-            w.copy_(deq)
-        lines.append(f"{e['hf']}: {e['type'].name}{'' if 'embed' in e['hf'] else ' -> Q8_0'} "
-                     f"max |w' - w| / max |w| {rel:.2e}")
+        embed = e["hf"] == "model.embed_tokens.weight"
+        if embed_requant if embed else e["type"] in requant:
+            out[e["hf"]] = (mq.quantize_q8_0(deq)[3], f"{e['type'].name} -> Q8_0")
+        else:
+            out[e["hf"]] = (deq, f"{e['type'].name} {'widened' if embed else 'native'}")
+    return out
+
+
+def set_weights(model, weights):
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for hf, (w, _) in weights.items():
+            params[hf].copy_(w)
+
+
+def prompt_distance(model, results, fp32_doc):
+    """Largest |model's prompt logit - results' prompt logit| over the golden's logit rows,
+    relative to the results row's largest |logit| (the C test's tolerance is relative to that)."""
+    worst = 0.0
+    for r, g in zip(results, fp32_doc["cases"]):
+        rows = g["logit_rows"]
+        ref = r["logits32"][rows]
+        alt = mf.forward_logits(model, r["ids"])[rows]
+        worst = max(worst, float(((alt - ref).abs().amax(-1) / ref.abs().amax(-1)).max()))
+    return worst
+
+
+def kmix_golden(name, mdir, tensors):
+    """golden/kmix/: transformers on the checkpoint with the block-format tensors as phiserve loads
+    them (kmix_weights' defaults: Q4_K / Q5_K / Q6_K matrices exactly their dequantized values,
+    Q5_0 the Q8_0 of its exact widening, token_embd its exact widening). Returns report lines."""
+    torch.use_deterministic_algorithms(True)
+    spec = mq.spec_for(name)
+    fp32_doc = json.loads((mdir / "golden" / "golden.json").read_text())
+    model = mf.load(mdir, torch.float32)
+    check(not model.config.tie_word_embeddings, f"{name}: kmix expects an untied lm_head")
+    lines = []
+    ckpt = {k: p.detach().clone() for k, p in model.named_parameters()}
+    weights = kmix_weights(tensors)
+    set_weights(model, weights)
+    gname = {e["hf"]: e["name"] for e in tensors}
+    for hf, (w, how) in weights.items():
+        rel = float((w - ckpt[hf]).abs().max() / ckpt[hf].abs().max())
+        lines.append(f"{gname[hf]}: {how}, max |w' - w| / max |w| {rel:.2e}")
     results = mq.run_cases(model, spec, fp32_doc)
     gdir = mdir / "golden" / "kmix"
     shutil.rmtree(gdir, ignore_errors=True)
@@ -690,8 +787,12 @@ def kmix_golden(name, mdir, tensors):
     del doc["quantized_tensors_file"]
     doc["generator"] = "scripts/make_gguf_fixtures.py"
     doc["gguf_file"] = "gguf/kmix.gguf"
-    doc["weights"] = ("K-quant matrices: make_quant_goldens.py's Q8_0 of gguf.quants.dequantize(bytes); "
-                      "token_embd: gguf.quants.dequantize(bytes); norms: the checkpoint's")
+    native = " / ".join(t.name for t in sorted(KMIX_NATIVE))
+    requant = " / ".join(t.name for t in sorted(KMIX_REQUANT))
+    doc["weights"] = (f"{native} matrices (output as lm_head included): gguf.quants.dequantize(bytes) (used "
+                      f"natively); {requant} matrices: make_quant_goldens.py's Q8_0 of "
+                      "gguf.quants.dequantize(bytes) (requantized at load); token_embd: "
+                      "gguf.quants.dequantize(bytes); norms: the checkpoint's")
     mq.write_json(gdir / "golden.json", doc)
     mm = mf.min_margin(results, "margins32")
     scale = max(max(float(r["logits32"].abs().max()), float(r["steps32"].abs().max())) for r in results)
@@ -709,6 +810,21 @@ def kmix_golden(name, mdir, tensors):
         if r < mq.WARN_MARGIN_RTOL:
             lines.append(f"WARNING: {c} greedy step {i}: margin {m:.3e} is only {r:.2e} of the row scale "
                          f"(test_golden compares greedy tokens up to the first step under {2 * mq.LOGIT_RTOL:g})")
+    # sensitivity: a loader that took another path for some tensors must miss the golden by far more
+    # than the C test's tolerance (LOGIT_RTOL of the row scale)
+    alternatives = {
+        f"{native} matrices requantized to Q8_0 (the old loader)": kmix_weights(tensors, KMIX_NATIVE | KMIX_REQUANT),
+        f"{requant} matrices not requantized": kmix_weights(tensors, set()),
+        "token_embd requantized to Q8_0": kmix_weights(tensors, KMIX_REQUANT, embed_requant=True),
+    }
+    for what, alt in alternatives.items():
+        set_weights(model, alt)
+        dist = prompt_distance(model, results, fp32_doc)
+        lines.append(f"sensitivity: {what}: prompt logits move up to {dist:.2e} of the row scale "
+                     f"({dist / mq.LOGIT_RTOL:.0f}x the test tolerance {mq.LOGIT_RTOL:g})")
+        if dist < 10 * mq.LOGIT_RTOL:
+            lines.append(f"WARNING: {what}: only {dist:.2e} of the row scale from the golden")
+    set_weights(model, weights)
     lines = [f"{name}/golden/kmix: " + ln for ln in lines]
     for ln in lines:
         log("  " + ln)
@@ -745,7 +861,7 @@ def make_model(name, models_dir):
         size = path.stat().st_size
         line = f"{name}/gguf/{fmt}.gguf: {size} bytes, {len(plan_tensors)} tensors, {len(meta)} keys"
         if fmt == "kmix":
-            line += (f"; {stats['q_tensors']} K-quant tensors ({stats['blocks']} super-blocks), max |deq - w| / "
+            line += (f"; {stats['q_tensors']} block-format tensors ({stats['blocks']} blocks), max |deq - w| / "
                      "max |w|: " + ", ".join(f"{n} {tn} {r:.2e}" for n, tn, r in stats["k_errors"]))
         if fmt in QTYPE:
             line += (f"; {stats['q_tensors']} {fmt} tensors ({stats['blocks']} blocks) dequantize exactly to "

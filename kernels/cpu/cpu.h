@@ -41,7 +41,7 @@ struct kern_cpu_isa {
     const char *name;
     /* y[i, j] += sum_t x[i, t] * w[j, t] for i < m, j < n, t < len, indexed by the dtype of
      * w (enum kern_dtype): 16-bit and block-format weights are widened in registers as they are
-     * loaded (block formats: ldw and len multiples of KERN_QBLOCK). */
+     * loaded (block formats: ldw and len multiples of kern_dtype_block_elems). */
     void (*gemm[KERN_DTYPE_COUNT])(const float *x, int64_t ldx, /* [m, len], row stride ldx */
                     const void *w, int64_t ldw,  /* [n, len] in the dtype, row stride ldw */
                     float *y, int64_t ldy,       /* [m, n], row stride ldy */
@@ -49,8 +49,8 @@ struct kern_cpu_isa {
     /* dst[i] = src[i] widened to fp32, i < n: bf16 and fp16. */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
-    /* n elements of a block format from the block at src (n a multiple of KERN_QBLOCK), as
-     * fp32; indexed by the dtype, set for Q8_0 and Q4_0. */
+    /* n elements of a block format from the block at src (n a multiple of its block), as
+     * fp32; indexed by the dtype, set for the block formats. */
     void (*block_to_f32[KERN_DTYPE_COUNT])(const void *src, float *dst, int64_t n);
     /* out[j] = scale * sum_e q[e] * k[j][e] for j < n, e < d (k: n row pointers); returns the
      * largest score, NaN scores skipped (they still reach out). */

@@ -17,7 +17,8 @@
 #define MM_NB_DIRECT 16
 #define MM_NB 64
 #define MM_KC 1024
-_Static_assert(MM_KC % KERN_QBLOCK == 0, "block-format panels start on a block");
+_Static_assert(MM_KC % KERN_QBLOCK == 0 && MM_KC % KERN_QKBLOCK == 0,
+               "block-format panels start on a block");
 #define MM_MB 256
 /* Below this many multiply-adds the wake-up of the pool costs more than it saves. */
 #define MM_SERIAL_WORK (1 << 16)

@@ -184,11 +184,20 @@ SIMD_INLINE void simd_q4_weights(const uint8_t *p, int high, float d, const simd
 /* Byte offset of element i of an array of dt; for a block format, of the block holding it. */
 SIMD_INLINE size_t simd_w_bytes(enum kern_dtype dt, int64_t i)
 {
-    if (dt == KERN_DTYPE_Q8_0)
+    switch (dt) {
+    case KERN_DTYPE_Q8_0:
         return (size_t)((uint64_t)i / KERN_QBLOCK) * KERN_Q8_0_BLOCK_BYTES;
-    if (dt == KERN_DTYPE_Q4_0)
+    case KERN_DTYPE_Q4_0:
         return (size_t)((uint64_t)i / KERN_QBLOCK) * KERN_Q4_0_BLOCK_BYTES;
-    return (size_t)i * (dt == KERN_DTYPE_F32 ? 4 : 2);
+    case KERN_DTYPE_Q4_K:
+        return (size_t)((uint64_t)i / KERN_QKBLOCK) * KERN_Q4_K_BLOCK_BYTES;
+    case KERN_DTYPE_Q5_K:
+        return (size_t)((uint64_t)i / KERN_QKBLOCK) * KERN_Q5_K_BLOCK_BYTES;
+    case KERN_DTYPE_Q6_K:
+        return (size_t)((uint64_t)i / KERN_QKBLOCK) * KERN_Q6_K_BLOCK_BYTES;
+    default:
+        return (size_t)i * (dt == KERN_DTYPE_F32 ? 4 : 2);
+    }
 }
 
 /* SIMD_L weights starting at element i of w, widened to fp32. dt is a compile-time constant
@@ -326,18 +335,189 @@ SIMD_INLINE void simd_tile_block(enum kern_dtype dt, int mr, int nr, const float
             y[i * ldy + j] += simd_hsum(&acc[i][j]);
 }
 
+/* ---- The K formats (ops.h) ----------------------------------------------------------- */
+
+SIMD_INLINE int simd_is_kq(enum kern_dtype dt)
+{
+    return dt == KERN_DTYPE_Q4_K || dt == KERN_DTYPE_Q5_K || dt == KERN_DTYPE_Q6_K;
+}
+
+/* SIMD_L bytes at p zero-extended to int32 lanes (named instructions on x86: see
+ * simd_i8_to_f32). */
+#if SIMD_L == 16 && defined(__AVX512F__)
+SIMD_INLINE void simd_u8_to_vi(const uint8_t *p, simd_vi *out)
+{
+    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    memcpy(out, &v, sizeof *out);
+}
+#elif SIMD_L == 8 && defined(__AVX2__)
+SIMD_INLINE void simd_u8_to_vi(const uint8_t *p, simd_vi *out)
+{
+    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    memcpy(out, &v, sizeof *out);
+}
+#else
+SIMD_INLINE void simd_u8_to_vi(const uint8_t *p, simd_vi *out)
+{
+    for (int l = 0; l < SIMD_L; l++)
+        (*out)[l] = p[l];
+}
+#endif
+
+/* The two factors of 32-element sub-block j (0..7) of the super-block b: Q4_K / Q5_K its
+ * d * scale and dmin * min, Q6_K the d * scale of its two 16-element halves (exact products). */
+SIMD_INLINE void simd_kq_factors(enum kern_dtype dt, const uint8_t *b, int j, float *f0,
+                                 float *f1)
+{
+    if (dt == KERN_DTYPE_Q6_K) {
+        float d = simd_block_scale(b + 208);
+        *f0 = d * (float)(int8_t)b[192 + 2 * j];
+        *f1 = d * (float)(int8_t)b[193 + 2 * j];
+        return;
+    }
+    int sc, mn;
+    kern_k_scale_min(b + 4, j, &sc, &mn);
+    *f0 = simd_block_scale(b) * (float)sc;
+    *f1 = simd_block_scale(b + 2) * (float)mn;
+}
+
+/* Q4_K's values of one sub-block, f0 * q - f1 for q = 0..15, for the AVX-512 lookup (as
+ * simd_q4_table; each entry is the reference's own two operations); unused elsewhere. */
+#if SIMD_L == 16 && defined(__AVX512F__)
+SIMD_INLINE void simd_q4k_table(float f0, float f1, simd_vf *tab)
+{
+    static const float steps[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    memcpy(tab, steps, sizeof *tab);
+    *tab = *tab * f0 - f1;
+}
+#else
+SIMD_INLINE void simd_q4k_table(float f0, float f1, simd_vf *tab)
+{
+    (void)f0;
+    (void)f1;
+    (void)tab;
+}
+#endif
+
+/* SIMD_L weights of sub-block j of the super-block b from its element u (a multiple of
+ * SIMD_L below 32), given the sub-block's factors (simd_kq_factors) and, for Q4_K, its table:
+ * exactly the values kern_kq_elem gives. */
+SIMD_INLINE void simd_kq_vec(enum kern_dtype dt, const uint8_t *b, int j, int u, float f0,
+                             float f1, const simd_vf *tab, simd_vf *out)
+{
+    simd_vi q;
+    if (dt == KERN_DTYPE_Q6_K) {
+        int h = j / 4, s = j % 4;
+        simd_vi lo, hi;
+        simd_u8_to_vi(b + 64 * h + 32 * (s % 2) + u, &lo);
+        simd_u8_to_vi(b + 128 + 32 * h + u, &hi);
+        q = (((lo >> (4 * (s / 2))) & 15) | (((hi >> (2 * s)) & 3) << 4)) - 32;
+        *out = __builtin_convertvector(q, simd_vf) * (u < 16 ? f0 : f1);
+        return;
+    }
+    const uint8_t *qs = b + (dt == KERN_DTYPE_Q5_K ? 48 : 16) + 32 * (j / 2) + u;
+#if SIMD_L == 16 && defined(__AVX512F__)
+    if (dt == KERN_DTYPE_Q4_K) {
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qs));
+        if (j % 2) /* the permute reads only the low 4 bits of each index */
+            v = _mm512_srli_epi32(v, 4);
+        __m512 t;
+        memcpy(&t, tab, sizeof t);
+        __m512 f = _mm512_permutexvar_ps(v, t);
+        memcpy(out, &f, sizeof *out);
+        return;
+    }
+#endif
+    (void)tab;
+    simd_u8_to_vi(qs, &q);
+    q = (q >> (4 * (j % 2))) & 15;
+    if (dt == KERN_DTYPE_Q5_K) {
+        simd_vi qh;
+        simd_u8_to_vi(b + 16 + u, &qh);
+        q |= ((qh >> j) & 1) << 4;
+    }
+    *out = __builtin_convertvector(q, simd_vf) * f0 - f1;
+}
+
+/* simd_tile for the K formats (len and ldw multiples of KERN_QKBLOCK): the same products
+ * summed in the same order as simd_tile over the widened rows, each sub-block's factors
+ * decoded once for its vectors. */
+SIMD_INLINE void simd_tile_kq(enum kern_dtype dt, int mr, int nr, const float *x, int64_t ldx,
+                              const void *w, int64_t ldw, float *y, int64_t ldy, int64_t len)
+{
+    simd_vf acc[SIMD_MR][SIMD_NR];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++)
+            acc[i][j] = (simd_vf){0};
+    const uint8_t *wb = w;
+    size_t row_bytes = simd_w_bytes(dt, ldw);
+    for (int64_t t = 0; t < len; t += KERN_QKBLOCK) {
+        const uint8_t *sb = wb + simd_w_bytes(dt, t);
+        for (int sub = 0; sub < KERN_QKBLOCK / 32; sub++) {
+            float f0[SIMD_NR], f1[SIMD_NR];
+            simd_vf tab[SIMD_NR];
+            for (int j = 0; j < nr; j++) {
+                /* Four prefetches per row and super-block, a cache line apart (<= 210 bytes). */
+                if (mr == 1 && sub % 2 == 0)
+                    simd_prefetch_ahead(wb, row_bytes, j, nr, (size_t)(sb - wb) + 32 * (size_t)sub,
+                                        SIMD_PF_BLOCK);
+                simd_kq_factors(dt, sb + (size_t)j * row_bytes, sub, &f0[j], &f1[j]);
+                if (dt == KERN_DTYPE_Q4_K)
+                    simd_q4k_table(f0[j], f1[j], &tab[j]);
+            }
+            for (int u = 0; u < 32; u += SIMD_L) {
+                simd_vf wv[SIMD_NR];
+                for (int j = 0; j < nr; j++)
+                    simd_kq_vec(dt, sb + (size_t)j * row_bytes, sub, u, f0[j], f1[j], &tab[j],
+                                &wv[j]);
+                for (int i = 0; i < mr; i++) {
+                    simd_vf xv;
+                    memcpy(&xv, x + i * ldx + t + 32 * sub + u, sizeof xv);
+                    for (int j = 0; j < nr; j++)
+                        acc[i][j] += xv * wv[j];
+                }
+            }
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++)
+            y[i * ldy + j] += simd_hsum(&acc[i][j]);
+}
+
+/* n elements (a multiple of KERN_QKBLOCK) of a K format from the super-block at src, as fp32. */
+SIMD_INLINE void simd_kq_body(enum kern_dtype dt, const void *src, float *dst, int64_t n)
+{
+    for (int64_t t = 0; t < n; t += KERN_QKBLOCK) {
+        const uint8_t *sb = (const uint8_t *)src + simd_w_bytes(dt, t);
+        for (int sub = 0; sub < KERN_QKBLOCK / 32; sub++) {
+            float f0, f1;
+            simd_vf tab;
+            simd_kq_factors(dt, sb, sub, &f0, &f1);
+            if (dt == KERN_DTYPE_Q4_K)
+                simd_q4k_table(f0, f1, &tab);
+            for (int u = 0; u < 32; u += SIMD_L) {
+                simd_vf v;
+                simd_kq_vec(dt, sb, sub, u, f0, f1, &tab, &v);
+                memcpy(dst + t + 32 * sub + u, &v, sizeof v);
+            }
+        }
+    }
+}
+
 /* One register tile of the gemm, the block formats by their own loop. */
 SIMD_INLINE void simd_tile_any(enum kern_dtype dt, int mr, int nr, const float *x, int64_t ldx,
                                const void *w, int64_t ldw, float *y, int64_t ldy, int64_t len)
 {
     if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0)
         simd_tile_block(dt, mr, nr, x, ldx, w, ldw, y, ldy, len);
+    else if (simd_is_kq(dt))
+        simd_tile_kq(dt, mr, nr, x, ldx, w, ldw, y, ldy, len);
     else
         simd_tile(dt, mr, nr, x, ldx, w, ldw, y, ldy, len);
 }
 
-/* y[m, n] += x[m, len] @ w[n, len]^T with w in dt (row stride ldw elements; for Q8_0 ldw and
- * len are multiples of KERN_QBLOCK). */
+/* y[m, n] += x[m, len] @ w[n, len]^T with w in dt (row stride ldw elements; for a block format
+ * ldw and len are multiples of its block). */
 SIMD_INLINE void simd_gemm_body(enum kern_dtype dt, const float *x, int64_t ldx, const void *w,
                                 int64_t ldw, float *y, int64_t ldy, int64_t m, int64_t n,
                                 int64_t len)

@@ -37,6 +37,24 @@ static void gemm_q4_0(const float *x, int64_t ldx, const void *w, int64_t ldw, f
     simd_gemm_body(KERN_DTYPE_Q4_0, x, ldx, w, ldw, y, ldy, m, n, len);
 }
 
+static void gemm_q4_k(const float *x, int64_t ldx, const void *w, int64_t ldw, float *y,
+                      int64_t ldy, int64_t m, int64_t n, int64_t len)
+{
+    simd_gemm_body(KERN_DTYPE_Q4_K, x, ldx, w, ldw, y, ldy, m, n, len);
+}
+
+static void gemm_q5_k(const float *x, int64_t ldx, const void *w, int64_t ldw, float *y,
+                      int64_t ldy, int64_t m, int64_t n, int64_t len)
+{
+    simd_gemm_body(KERN_DTYPE_Q5_K, x, ldx, w, ldw, y, ldy, m, n, len);
+}
+
+static void gemm_q6_k(const float *x, int64_t ldx, const void *w, int64_t ldw, float *y,
+                      int64_t ldy, int64_t m, int64_t n, int64_t len)
+{
+    simd_gemm_body(KERN_DTYPE_Q6_K, x, ldx, w, ldw, y, ldy, m, n, len);
+}
+
 static void q8_0_to_f32(const void *src, float *dst, int64_t n)
 {
     simd_block_body(KERN_DTYPE_Q8_0, src, dst, n);
@@ -45,6 +63,21 @@ static void q8_0_to_f32(const void *src, float *dst, int64_t n)
 static void q4_0_to_f32(const void *src, float *dst, int64_t n)
 {
     simd_block_body(KERN_DTYPE_Q4_0, src, dst, n);
+}
+
+static void q4_k_to_f32(const void *src, float *dst, int64_t n)
+{
+    simd_kq_body(KERN_DTYPE_Q4_K, src, dst, n);
+}
+
+static void q5_k_to_f32(const void *src, float *dst, int64_t n)
+{
+    simd_kq_body(KERN_DTYPE_Q5_K, src, dst, n);
+}
+
+static void q6_k_to_f32(const void *src, float *dst, int64_t n)
+{
+    simd_kq_body(KERN_DTYPE_Q6_K, src, dst, n);
 }
 
 static void bf16_to_f32(const uint16_t *src, float *dst, int64_t n)
@@ -102,8 +135,11 @@ static const struct kern_cpu_isa isa = {
     .name = SIMD_NAME,
     .gemm = {[KERN_DTYPE_F32] = gemm_f32, [KERN_DTYPE_F16] = gemm_f16,
              [KERN_DTYPE_BF16] = gemm_bf16, [KERN_DTYPE_Q8_0] = gemm_q8_0,
-             [KERN_DTYPE_Q4_0] = gemm_q4_0},
-    .block_to_f32 = {[KERN_DTYPE_Q8_0] = q8_0_to_f32, [KERN_DTYPE_Q4_0] = q4_0_to_f32},
+             [KERN_DTYPE_Q4_0] = gemm_q4_0, [KERN_DTYPE_Q4_K] = gemm_q4_k,
+             [KERN_DTYPE_Q5_K] = gemm_q5_k, [KERN_DTYPE_Q6_K] = gemm_q6_k},
+    .block_to_f32 = {[KERN_DTYPE_Q8_0] = q8_0_to_f32, [KERN_DTYPE_Q4_0] = q4_0_to_f32,
+                     [KERN_DTYPE_Q4_K] = q4_k_to_f32, [KERN_DTYPE_Q5_K] = q5_k_to_f32,
+                     [KERN_DTYPE_Q6_K] = q6_k_to_f32},
     .bf16_to_f32 = bf16_to_f32,
     .f16_to_f32 = f16_to_f32,
     .scores = scores,

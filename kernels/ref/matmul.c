@@ -6,9 +6,8 @@ int kern_ref_matmul_check(const struct kern_matmul_params *p)
 {
     int64_t xs, ws, ys;
     if (!p || p->m < 0 || p->n < 0 || p->k < 0 || p->ldx < p->k || p->ldy < p->n ||
-        (!ref_dtype_ok(p->w_dtype) &&
-         ((p->w_dtype != KERN_DTYPE_Q8_0 && p->w_dtype != KERN_DTYPE_Q4_0) ||
-          p->k % KERN_QBLOCK != 0)))
+        (!ref_dtype_ok(p->w_dtype) && (kern_dtype_block_elems(p->w_dtype) == 0 ||
+                                       p->k % kern_dtype_block_elems(p->w_dtype) != 0)))
         return KERN_ERR_INVALID;
     if (ref_span(p->m, p->k, p->ldx, &xs) || ref_mul(p->n, p->k, &ws) ||
         ref_span(p->m, p->n, p->ldy, &ys))

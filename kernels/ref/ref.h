@@ -107,7 +107,7 @@ static inline int ref_dtype_ok(enum kern_dtype dt)
 }
 
 /* Element i of an array of dtype dt, as fp32 (exact: every stored type widens exactly; a
- * Q8_0 or Q4_0 element is its block's scale times a small integer, an exact fp32 product). */
+ * block format's element is what ops.h defines it to be). */
 static inline float ref_load(const void *base, enum kern_dtype dt, int64_t i)
 {
     switch (dt) {
@@ -117,6 +117,15 @@ static inline float ref_load(const void *base, enum kern_dtype dt, int64_t i)
     case KERN_DTYPE_Q4_0:
         return kern_block_elem(1, (const uint8_t *)base + (i / KERN_QBLOCK) * KERN_Q4_0_BLOCK_BYTES,
                                (int)(i % KERN_QBLOCK));
+    case KERN_DTYPE_Q4_K:
+        return kern_kq_elem(4, (const uint8_t *)base + (i / KERN_QKBLOCK) * KERN_Q4_K_BLOCK_BYTES,
+                            (int)(i % KERN_QKBLOCK));
+    case KERN_DTYPE_Q5_K:
+        return kern_kq_elem(5, (const uint8_t *)base + (i / KERN_QKBLOCK) * KERN_Q5_K_BLOCK_BYTES,
+                            (int)(i % KERN_QKBLOCK));
+    case KERN_DTYPE_Q6_K:
+        return kern_kq_elem(6, (const uint8_t *)base + (i / KERN_QKBLOCK) * KERN_Q6_K_BLOCK_BYTES,
+                            (int)(i % KERN_QKBLOCK));
     case KERN_DTYPE_F16:
         return kern_f16_to_f32(((const uint16_t *)base)[i]);
     case KERN_DTYPE_BF16:

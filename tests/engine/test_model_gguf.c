@@ -107,6 +107,7 @@ static size_t type_bytes(uint32_t type, uint64_t n)
     case 1: case 30: return (size_t)n * 2;
     case 8: return (size_t)n / 32 * 34;
     case 2: return (size_t)n / 32 * 18;
+    case 11: return (size_t)n / 256 * 110; /* Q3_K */
     case 12: return (size_t)n / 256 * 144; /* Q4_K */
     case 13: return (size_t)n / 256 * 176; /* Q5_K */
     case 14: return (size_t)n / 256 * 210; /* Q6_K */
@@ -245,8 +246,8 @@ static void write_file(const struct wfile *w, const char *path)
                     blk[2 + j] = t->type == 8 ? (uint8_t)(int8_t)(j - 16) : (uint8_t)(j | (15 - j) << 4);
             }
         }
-        if (t->type >= 12 && t->type <= 14) { /* K blocks: any bytes, finite fp16 scales */
-            size_t bb = t->type == 12 ? 144 : t->type == 13 ? 176 : 210;
+        if (t->type >= 11 && t->type <= 14) { /* K blocks: any bytes, finite fp16 scales */
+            size_t bb = t->type == 11 ? 110 : t->type == 12 ? 144 : t->type == 13 ? 176 : 210;
             uint32_t x = 12345;
             for (size_t i = 0; i < t->bytes; i++) {
                 x = x * 1103515245u + 12345u;
@@ -254,10 +255,11 @@ static void write_file(const struct wfile *w, const char *path)
             }
             for (size_t b = 0; b < t->bytes / bb; b++) {
                 uint8_t *blk = d + b * bb;
-                uint8_t *sc = t->type == 14 ? blk + 208 : blk; /* d (and dmin) */
+                /* d (and dmin) */
+                uint8_t *sc = t->type == 14 ? blk + 208 : t->type == 11 ? blk + 108 : blk;
                 sc[0] = 0x00;
                 sc[1] = t->fill ? 0x7e : 0x24; /* 1/64, or NaN when fill is set */
-                if (t->type != 14) {
+                if (t->type == 12 || t->type == 13) {
                     sc[2] = 0x00;
                     sc[3] = 0x20; /* dmin 1/128 */
                 }
@@ -410,15 +412,18 @@ int main(void)
     t_find(&w, "blk.0.attn_norm.weight")->bytes = type_bytes(8, H);
     (void)try_load(&w, "vectors", "Q8_0 norm");
 
-    /* K-quants (hidden 256): matrices requantized to Q8_0 through their exact fp32 values,
-     * the embedding widened to those values; a NaN scale is a load error naming the tensor. */
+    /* K-quants (hidden 256): Q4_K, Q5_K and Q6_K matrices bound in place as the kernels read
+     * them; a type without kernels (Q3_K) requantized to Q8_0 through its exact fp32 values;
+     * the embedding widened to those values. A NaN scale in the requantized type is a load
+     * error naming the tensor (matrices bound in place are not read at load, as float ones
+     * are not). */
     H = 256;
     base_model(&w);
     static const struct {
         const char *name;
         uint32_t type;
     } kq[] = {{"blk.0.attn_qkv.weight", 12}, {"blk.1.attn_output.weight", 13},
-              {"output.weight", 14}, {"token_embd.weight", 14}};
+              {"output.weight", 14}, {"blk.0.attn_output.weight", 11}, {"token_embd.weight", 14}};
     for (size_t i = 0; i < sizeof kq / sizeof kq[0]; i++) {
         struct wt *t = t_find(&w, kq[i].name);
         t->type = kq[i].type;
@@ -427,15 +432,23 @@ int main(void)
     int kq_ok = 1;
     for (size_t i = 0; i < sizeof kq / sizeof kq[0] && kq_ok; i++)
         kq_ok = eng_gguf_dequant_supported(kq[i].type);
-    CHECK(kq_ok, "Q4_K, Q5_K and Q6_K must be widened");
+    CHECK(kq_ok, "Q3_K, Q4_K, Q5_K and Q6_K must be widened");
     if (kq_ok && (m = try_load(&w, NULL, "k-quants")) != NULL) {
         struct eng_gguf *g = NULL;
         char err[256];
         CHECK(eng_gguf_open_file(path, &g, err, sizeof err) == 0, "reopen: %s", err);
-        const struct eng_weight *got[] = {&m->layers[0].qkv, &m->layers[1].o, &m->lm_head, &m->embed};
-        for (size_t i = 0; g && i < sizeof kq / sizeof kq[0]; i++) {
+        const struct eng_weight *got[] = {&m->layers[0].qkv, &m->layers[1].o, &m->lm_head,
+                                          &m->layers[0].o, &m->embed};
+        static const enum kern_dtype native[] = {KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K};
+        for (size_t i = 0; i < 3; i++) {
+            const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, kq[i].name);
+            CHECK(t && got[i]->dtype == native[i] && got[i]->data == t->data &&
+                      got[i]->n_bytes == t->n_bytes,
+                  "%s: not bound in place as %s", kq[i].name, kern_dtype_name(native[i]));
+        }
+        for (size_t i = 3; g && i < sizeof kq / sizeof kq[0]; i++) {
             const struct eng_gguf_tensor *t = eng_gguf_find_tensor(g, kq[i].name);
-            bool embed = i == 3;
+            bool embed = i == 4;
             int64_t k = t->ne[0], rows = t->ne[1];
             size_t row_bytes = (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
             float *f = malloc((size_t)k * sizeof *f);
@@ -458,8 +471,8 @@ int main(void)
         eng_gguf_close(g);
         eng_model_destroy(m);
     }
-    t_find(&w, "output.weight")->fill = 1;
-    (void)try_load(&w, "'output.weight' (Q6_K) row 0", "NaN K scale");
+    t_find(&w, "blk.0.attn_output.weight")->fill = 1;
+    (void)try_load(&w, "'blk.0.attn_output.weight' (Q3_K) row 0", "NaN K scale");
     H = 64;
 
     /* A vocabulary whose size is not the embedding's rows. */

@@ -89,6 +89,31 @@ static inline size_t kt_bytes(enum kern_dtype dt, int64_t n)
 static inline void kt_fill(struct kt_rng *r, void *dst, enum kern_dtype dt, int64_t n, float lo,
                            float hi)
 {
+    if (kern_dtype_block_elems(dt) == KERN_QKBLOCK) {
+        /* K formats: random quants, scales and mins; d (and dmin) chosen so that elements
+         * stay within about max(|lo|, |hi|). */
+        size_t bytes = kt_bytes(dt, n);
+        uint8_t *b = dst;
+        for (size_t i = 0; i < bytes; i++)
+            b[i] = (uint8_t)kt_next(r);
+        float amp = fmaxf(fabsf(lo), fabsf(hi));
+        size_t sb_bytes = kt_bytes(dt, KERN_QKBLOCK);
+        for (size_t o = 0; o < bytes; o += sb_bytes) {
+            float d = amp * kt_uniform(r, 0.25f, 1.0f) /
+                      (dt == KERN_DTYPE_Q6_K ? 127.0f * 32.0f : dt == KERN_DTYPE_Q5_K ? 63.0f * 31.0f
+                                                                               : 63.0f * 15.0f);
+            uint16_t dh = kern_f32_to_f16(d);
+            uint16_t mh = kern_f32_to_f16(amp * kt_uniform(r, 0.0f, 1.0f) / 63.0f);
+            uint8_t *at = b + o + (dt == KERN_DTYPE_Q6_K ? 208 : 0);
+            at[0] = (uint8_t)(dh & 0xff);
+            at[1] = (uint8_t)(dh >> 8);
+            if (dt != KERN_DTYPE_Q6_K) {
+                at[2] = (uint8_t)(mh & 0xff);
+                at[3] = (uint8_t)(mh >> 8);
+            }
+        }
+        return;
+    }
     if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
         float *tmp = malloc((size_t)(n > 0 ? n : 1) * sizeof *tmp);
         kt_fill(r, tmp, KERN_DTYPE_F32, n, lo, hi);
@@ -110,6 +135,10 @@ static inline void kt_fill(struct kt_rng *r, void *dst, enum kern_dtype dt, int6
 
 static inline float kt_get(const void *src, enum kern_dtype dt, int64_t i)
 {
+    if (kern_dtype_block_elems(dt) == KERN_QKBLOCK)
+        return kern_kq_elem(dt == KERN_DTYPE_Q4_K ? 4 : dt == KERN_DTYPE_Q5_K ? 5 : 6,
+                            (const uint8_t *)src + (i / KERN_QKBLOCK) * kt_bytes(dt, KERN_QKBLOCK),
+                            (int)(i % KERN_QKBLOCK));
     if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0)
         return kern_block_elem(dt == KERN_DTYPE_Q4_0,
                                (const uint8_t *)src + (i / KERN_QBLOCK) * kt_bytes(dt, KERN_QBLOCK),
@@ -125,10 +154,11 @@ static inline float kt_get(const void *src, enum kern_dtype dt, int64_t i)
  * whole block (the block's scale becomes v); a finite v aborts. */
 static inline void kt_set(void *dst, enum kern_dtype dt, int64_t i, float v)
 {
-    if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0) {
+    int64_t be = kern_dtype_block_elems(dt);
+    if (be) {
         if (isfinite(v))
             abort();
-        uint8_t *blk = (uint8_t *)dst + (i / KERN_QBLOCK) * kt_bytes(dt, KERN_QBLOCK);
+        uint8_t *blk = (uint8_t *)dst + (i / be) * kt_bytes(dt, be) + (dt == KERN_DTYPE_Q6_K ? 208 : 0);
         uint16_t h = kern_f32_to_f16(v);
         blk[0] = (uint8_t)(h & 0xff);
         blk[1] = (uint8_t)(h >> 8);

@@ -201,6 +201,24 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {989, 33, 64, 1, 0, KERN_DTYPE_Q4_0, 0, 0},
         {33, 130, 320, 4, 3, KERN_DTYPE_Q4_0, 0, 1},
         {300, 260, 1056, 0, 0, KERN_DTYPE_Q4_0, 1, 0},
+        /* The K formats (k in whole 256-element super-blocks), the same paths. */
+        {1, 33, 256, 0, 0, KERN_DTYPE_Q4_K, 0, 0},
+        {3, 17, 512, 1, 2, KERN_DTYPE_Q4_K, 1, 0},
+        {33, 111, 1280, 3, 5, KERN_DTYPE_Q4_K, 0, 0},
+        {989, 33, 256, 1, 0, KERN_DTYPE_Q4_K, 1, 0},
+        {5, 7, 0, 0, 1, KERN_DTYPE_Q4_K, 1, 0},
+        {33, 130, 512, 4, 3, KERN_DTYPE_Q4_K, 0, 1},
+        {1, 33, 256, 0, 0, KERN_DTYPE_Q5_K, 1, 0},
+        {3, 17, 512, 1, 2, KERN_DTYPE_Q5_K, 0, 0},
+        {33, 111, 1280, 3, 5, KERN_DTYPE_Q5_K, 1, 0},
+        {989, 33, 256, 1, 0, KERN_DTYPE_Q5_K, 0, 0},
+        {33, 130, 512, 4, 3, KERN_DTYPE_Q5_K, 0, 1},
+        {1, 33, 256, 0, 0, KERN_DTYPE_Q6_K, 0, 0},
+        {3, 17, 512, 1, 2, KERN_DTYPE_Q6_K, 1, 0},
+        {33, 111, 1280, 3, 5, KERN_DTYPE_Q6_K, 0, 0},
+        {989, 33, 256, 1, 0, KERN_DTYPE_Q6_K, 1, 0},
+        {5, 7, 0, 0, 1, KERN_DTYPE_Q6_K, 0, 0},
+        {33, 130, 512, 4, 3, KERN_DTYPE_Q6_K, 1, 1},
     };
     for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++)
         check_matmul(rng, awkward[i], ctxs, n_ctx);
@@ -222,6 +240,9 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {33, 3072, 8192, 0, 0, KERN_DTYPE_Q8_0, 1, 0},
         {1, 3072, 8192, 0, 0, KERN_DTYPE_Q4_0, 0, 0},
         {33, 9216, 3072, 0, 0, KERN_DTYPE_Q4_0, 0, 0},
+        {1, 9216, 3072, 0, 0, KERN_DTYPE_Q4_K, 0, 0},
+        {33, 3072, 8192, 0, 0, KERN_DTYPE_Q5_K, 0, 0},
+        {1, 3072, 8192, 0, 0, KERN_DTYPE_Q6_K, 1, 0},
     };
     for (size_t i = 0; i < sizeof real / sizeof real[0]; i++)
         check_matmul(rng, real[i], pool_only, 1);
@@ -1179,6 +1200,8 @@ static void test_matmul_batch_invariance(struct kt_rng *rng, struct kern_ctx **c
     for (int ki = 0; ki < 3; ki++) {
         int64_t k = ks[ki];
         for (int dt = 0; dt < KERN_DTYPE_COUNT; dt++) {
+            if (kern_dtype_row_bytes((enum kern_dtype)dt, k) < 0)
+                continue; /* k is not whole blocks of this format */
             void *w = kt_alloc(kt_bytes((enum kern_dtype)dt, N * k));
             float *x = kt_alloc((size_t)(M * k) * sizeof *x);
             float *yb = kt_alloc((size_t)(M * N) * sizeof *yb), *ys = kt_alloc((size_t)(M * N) * sizeof *ys);
