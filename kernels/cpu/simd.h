@@ -342,57 +342,108 @@ SIMD_INLINE int simd_is_kq(enum kern_dtype dt)
     return dt == KERN_DTYPE_Q4_K || dt == KERN_DTYPE_Q5_K || dt == KERN_DTYPE_Q6_K;
 }
 
-/* SIMD_L bytes at p zero-extended to int32 lanes (named instructions on x86: see
- * simd_i8_to_f32). */
-#if SIMD_L == 16 && defined(__AVX512F__)
-SIMD_INLINE void simd_u8_to_vi(const uint8_t *p, simd_vi *out)
+typedef uint8_t simd_vb __attribute__((vector_size(16)));
+typedef uint16_t simd_vw __attribute__((vector_size(16)));
+
+/* The 16 bytes at p, and byte lanes as int32 / fp32 lanes: SIMD_L of v's bytes from byte off
+ * (0, or 8 with SIMD_L 8), zero-extended. */
+SIMD_INLINE void simd_vb_load(const uint8_t *p, simd_vb *v)
 {
-    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
-    memcpy(out, &v, sizeof *out);
+    memcpy(v, p, sizeof *v);
+}
+#if SIMD_L == 16 && defined(__AVX512F__)
+SIMD_INLINE void simd_vb_to_vi(const simd_vb *v, int off, simd_vi *out)
+{
+    (void)off;
+    __m128i b;
+    memcpy(&b, v, sizeof b);
+    __m512i w = _mm512_cvtepu8_epi32(b);
+    memcpy(out, &w, sizeof *out);
 }
 #elif SIMD_L == 8 && defined(__AVX2__)
-SIMD_INLINE void simd_u8_to_vi(const uint8_t *p, simd_vi *out)
+SIMD_INLINE void simd_vb_to_vi(const simd_vb *v, int off, simd_vi *out)
 {
-    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-    memcpy(out, &v, sizeof *out);
+    __m128i b;
+    memcpy(&b, v, sizeof b);
+    if (off)
+        b = _mm_unpackhi_epi64(b, b);
+    __m256i w = _mm256_cvtepu8_epi32(b);
+    memcpy(out, &w, sizeof *out);
 }
 #else
-SIMD_INLINE void simd_u8_to_vi(const uint8_t *p, simd_vi *out)
+SIMD_INLINE void simd_vb_to_vi(const simd_vb *v, int off, simd_vi *out)
 {
     for (int l = 0; l < SIMD_L; l++)
-        (*out)[l] = p[l];
+        (*out)[l] = (*v)[off + l];
 }
 #endif
 
-/* The two factors of 32-element sub-block j (0..7) of the super-block b: Q4_K / Q5_K its
- * d * scale and dmin * min, Q6_K the d * scale of its two 16-element halves (exact products). */
-SIMD_INLINE void simd_kq_factors(enum kern_dtype dt, const uint8_t *b, int j, float *f0,
-                                 float *f1)
-{
-    if (dt == KERN_DTYPE_Q6_K) {
-        float d = simd_block_scale(b + 208);
-        *f0 = d * (float)(int8_t)b[192 + 2 * j];
-        *f1 = d * (float)(int8_t)b[193 + 2 * j];
-        return;
-    }
-    int sc, mn;
-    kern_k_scale_min(b + 4, j, &sc, &mn);
-    *f0 = simd_block_scale(b) * (float)sc;
-    *f1 = simd_block_scale(b + 2) * (float)mn;
-}
-
-/* Q4_K's values of one sub-block, f0 * q - f1 for q = 0..15, for the AVX-512 lookup (as
- * simd_q4_table; each entry is the reference's own two operations); unused elsewhere. */
+/* f[i] = (i < 8 ? d0 : d1) * the byte v[i] (int8 when is_signed, else uint8), i < 16: exact
+ * products. */
 #if SIMD_L == 16 && defined(__AVX512F__)
-SIMD_INLINE void simd_q4k_table(float f0, float f1, simd_vf *tab)
+SIMD_INLINE void simd_vb_to_f32x16(const simd_vb *v, int is_signed, float d0, float d1, float *f)
 {
-    static const float steps[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    memcpy(tab, steps, sizeof *tab);
-    *tab = *tab * f0 - f1;
+    __m128i b;
+    memcpy(&b, v, sizeof b);
+    __m512 x = _mm512_cvtepi32_ps(is_signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b));
+    __m512 d = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
+    _mm512_storeu_ps(f, _mm512_mul_ps(d, x));
 }
 #else
-SIMD_INLINE void simd_q4k_table(float f0, float f1, simd_vf *tab)
+SIMD_INLINE void simd_vb_to_f32x16(const simd_vb *v, int is_signed, float d0, float d1, float *f)
 {
+    for (int i = 0; i < 16; i++)
+        f[i] = (i < 8 ? d0 : d1) * (is_signed ? (float)(int8_t)(*v)[i] : (float)(*v)[i]);
+}
+#endif
+
+/* The factors of every sub-block of the super-block b, each an exact product: Q4_K / Q5_K
+ * f[j] = d * scale_j and f[8 + j] = dmin * min_j (j < 8, the six-bit pairs unpacked as
+ * kern_k_scale_min does, all sixteen at once); Q6_K f[i] = d * scale_i for its sixteen
+ * 16-element halves. */
+SIMD_INLINE void simd_kq_factors(enum kern_dtype dt, const uint8_t *b, float *f)
+{
+    simd_vb v;
+    float d0, d1;
+    if (dt == KERN_DTYPE_Q6_K) {
+        simd_vb_load(b + 192, &v);
+        d0 = simd_block_scale(b + 208);
+        simd_vb_to_f32x16(&v, 1, d0, d0, f);
+        return;
+    }
+    simd_vb_load(b + 4, &v); /* the 12 bytes and 4 of what follows them in the block, unused */
+    /* Lanes 0-7 the scales, 8-15 the mins: low bits from bytes A (masked, or the high nibble
+     * for mins 4-7), bits 4-5 from the top of bytes B for pairs 4-7. */
+    const simd_vb ia = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11};
+    const simd_vb ib = {0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7};
+    const simd_vb ma = {63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0};
+    const simd_vb mn = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15};
+    const simd_vb mb = {0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30, 0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30};
+    simd_vb a = __builtin_shuffle(v, ia), hb = __builtin_shuffle(v, ib);
+    simd_vb sm = (a & ma) | ((simd_vb)((simd_vw)a >> 4) & mn) | ((simd_vb)((simd_vw)hb >> 2) & mb);
+    d0 = simd_block_scale(b);
+    d1 = simd_block_scale(b + 2);
+    simd_vb_to_f32x16(&sm, 0, d0, d1, f);
+}
+
+/* Q4_K / Q5_K values of one sub-block, f0 * q - f1 for q = 0..15 (tab[0]) and 16..31 (tab[1],
+ * Q5_K), for the AVX-512 lookups (as simd_q4_table; each entry is the reference's own two
+ * operations); unused elsewhere. */
+#if SIMD_L == 16 && defined(__AVX512F__)
+SIMD_INLINE void simd_kq_table(enum kern_dtype dt, float f0, float f1, simd_vf *tab)
+{
+    static const float steps[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+                                    11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                    22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+    for (int h = 0; h < (dt == KERN_DTYPE_Q5_K ? 2 : 1); h++) {
+        memcpy(&tab[h], steps + 16 * h, sizeof *tab);
+        tab[h] = tab[h] * f0 - f1;
+    }
+}
+#else
+SIMD_INLINE void simd_kq_table(enum kern_dtype dt, float f0, float f1, simd_vf *tab)
+{
+    (void)dt;
     (void)f0;
     (void)f1;
     (void)tab;
@@ -400,43 +451,65 @@ SIMD_INLINE void simd_q4k_table(float f0, float f1, simd_vf *tab)
 #endif
 
 /* SIMD_L weights of sub-block j of the super-block b from its element u (a multiple of
- * SIMD_L below 32), given the sub-block's factors (simd_kq_factors) and, for Q4_K, its table:
- * exactly the values kern_kq_elem gives. */
+ * SIMD_L below 32), given the sub-block's two factors (Q4_K / Q5_K: d * scale and dmin * min;
+ * Q6_K: the d * scale of its halves) and, for Q4_K / Q5_K with AVX-512, its tables: exactly
+ * the values kern_kq_elem gives. The quants are assembled as bytes, 16 at a time. */
 SIMD_INLINE void simd_kq_vec(enum kern_dtype dt, const uint8_t *b, int j, int u, float f0,
                              float f1, const simd_vf *tab, simd_vf *out)
 {
-    simd_vi q;
-    if (dt == KERN_DTYPE_Q6_K) {
-        int h = j / 4, s = j % 4;
-        simd_vi lo, hi;
-        simd_u8_to_vi(b + 64 * h + 32 * (s % 2) + u, &lo);
-        simd_u8_to_vi(b + 128 + 32 * h + u, &hi);
-        q = (((lo >> (4 * (s / 2))) & 15) | (((hi >> (2 * s)) & 3) << 4)) - 32;
-        *out = __builtin_convertvector(q, simd_vf) * (u < 16 ? f0 : f1);
+#if SIMD_L == 16 && defined(__AVX512F__)
+    if (dt == KERN_DTYPE_Q4_K) { /* as Q4_0: the permute reads only the low 4 bits */
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 16 + 32 * (j / 2) + u)));
+        if (j % 2)
+            v = _mm512_srli_epi32(v, 4);
+        __m512 t0, r;
+        memcpy(&t0, &tab[0], sizeof t0);
+        r = _mm512_permutexvar_ps(v, t0);
+        memcpy(out, &r, sizeof *out);
         return;
     }
-    const uint8_t *qs = b + (dt == KERN_DTYPE_Q5_K ? 48 : 16) + 32 * (j / 2) + u;
+#endif
+    /* Bit fields are cut in 16-bit lanes (x86 has no byte shifts): a right shift by at most
+     * 7 and a per-byte mask that drops what crossed from the upper byte give the byte result. */
+    int u16 = u & 16;
+    simd_vw q, hi;
+    if (dt == KERN_DTYPE_Q6_K) {
+        int h = j / 4, s = j % 4;
+        memcpy(&q, b + 64 * h + 32 * (s % 2) + u16, sizeof q);
+        memcpy(&hi, b + 128 + 32 * h + u16, sizeof hi);
+        q = ((q >> (4 * (s / 2))) & 0x0f0f) | (((hi >> (2 * s)) & 0x0303) << 4);
+    } else {
+        memcpy(&q, b + (dt == KERN_DTYPE_Q5_K ? 48 : 16) + 32 * (j / 2) + u16, sizeof q);
+        q = (q >> (4 * (j % 2))) & 0x0f0f;
+        if (dt == KERN_DTYPE_Q5_K) {
+            memcpy(&hi, b + 16 + u16, sizeof hi);
+            q |= ((hi >> j) & 0x0101) << 4;
+        }
+    }
+    simd_vb qb = (simd_vb)q;
+    simd_vi qi;
+    simd_vb_to_vi(&qb, u & 15, &qi);
 #if SIMD_L == 16 && defined(__AVX512F__)
-    if (dt == KERN_DTYPE_Q4_K) {
-        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qs));
-        if (j % 2) /* the permute reads only the low 4 bits of each index */
-            v = _mm512_srli_epi32(v, 4);
-        __m512 t;
-        memcpy(&t, tab, sizeof t);
-        __m512 f = _mm512_permutexvar_ps(v, t);
-        memcpy(out, &f, sizeof *out);
+    if (dt != KERN_DTYPE_Q6_K) {
+        __m512i idx;
+        __m512 t0, t1, r;
+        memcpy(&idx, &qi, sizeof idx);
+        memcpy(&t0, &tab[0], sizeof t0);
+        if (dt == KERN_DTYPE_Q4_K) {
+            r = _mm512_permutexvar_ps(idx, t0);
+        } else {
+            memcpy(&t1, &tab[1], sizeof t1);
+            r = _mm512_permutex2var_ps(t0, idx, t1);
+        }
+        memcpy(out, &r, sizeof *out);
         return;
     }
 #endif
     (void)tab;
-    simd_u8_to_vi(qs, &q);
-    q = (q >> (4 * (j % 2))) & 15;
-    if (dt == KERN_DTYPE_Q5_K) {
-        simd_vi qh;
-        simd_u8_to_vi(b + 16 + u, &qh);
-        q |= ((qh >> j) & 1) << 4;
-    }
-    *out = __builtin_convertvector(q, simd_vf) * f0 - f1;
+    if (dt == KERN_DTYPE_Q6_K)
+        *out = __builtin_convertvector(qi - 32, simd_vf) * (u < 16 ? f0 : f1);
+    else
+        *out = __builtin_convertvector(qi, simd_vf) * f0 - f1;
 }
 
 /* simd_tile for the K formats (len and ldw multiples of KERN_QKBLOCK): the same products
@@ -453,22 +526,27 @@ SIMD_INLINE void simd_tile_kq(enum kern_dtype dt, int mr, int nr, const float *x
     size_t row_bytes = simd_w_bytes(dt, ldw);
     for (int64_t t = 0; t < len; t += KERN_QKBLOCK) {
         const uint8_t *sb = wb + simd_w_bytes(dt, t);
+        float fac[SIMD_NR][16];
+        for (int j = 0; j < nr; j++) {
+            /* Four prefetches per row and super-block, a cache line apart (<= 210 bytes). */
+            if (mr == 1)
+                for (int c = 0; c < 4; c++)
+                    simd_prefetch_ahead(wb, row_bytes, j, nr, (size_t)(sb - wb) + 64 * (size_t)c,
+                                        SIMD_PF_BLOCK);
+            simd_kq_factors(dt, sb + (size_t)j * row_bytes, fac[j]);
+        }
         for (int sub = 0; sub < KERN_QKBLOCK / 32; sub++) {
             float f0[SIMD_NR], f1[SIMD_NR];
-            simd_vf tab[SIMD_NR];
+            simd_vf tab[SIMD_NR][2];
             for (int j = 0; j < nr; j++) {
-                /* Four prefetches per row and super-block, a cache line apart (<= 210 bytes). */
-                if (mr == 1 && sub % 2 == 0)
-                    simd_prefetch_ahead(wb, row_bytes, j, nr, (size_t)(sb - wb) + 32 * (size_t)sub,
-                                        SIMD_PF_BLOCK);
-                simd_kq_factors(dt, sb + (size_t)j * row_bytes, sub, &f0[j], &f1[j]);
-                if (dt == KERN_DTYPE_Q4_K)
-                    simd_q4k_table(f0[j], f1[j], &tab[j]);
+                f0[j] = fac[j][dt == KERN_DTYPE_Q6_K ? 2 * sub : sub];
+                f1[j] = fac[j][dt == KERN_DTYPE_Q6_K ? 2 * sub + 1 : 8 + sub];
+                simd_kq_table(dt, f0[j], f1[j], tab[j]);
             }
             for (int u = 0; u < 32; u += SIMD_L) {
                 simd_vf wv[SIMD_NR];
                 for (int j = 0; j < nr; j++)
-                    simd_kq_vec(dt, sb + (size_t)j * row_bytes, sub, u, f0[j], f1[j], &tab[j],
+                    simd_kq_vec(dt, sb + (size_t)j * row_bytes, sub, u, f0[j], f1[j], tab[j],
                                 &wv[j]);
                 for (int i = 0; i < mr; i++) {
                     simd_vf xv;
@@ -489,15 +567,16 @@ SIMD_INLINE void simd_kq_body(enum kern_dtype dt, const void *src, float *dst, i
 {
     for (int64_t t = 0; t < n; t += KERN_QKBLOCK) {
         const uint8_t *sb = (const uint8_t *)src + simd_w_bytes(dt, t);
+        float fac[16];
+        simd_kq_factors(dt, sb, fac);
         for (int sub = 0; sub < KERN_QKBLOCK / 32; sub++) {
-            float f0, f1;
-            simd_vf tab;
-            simd_kq_factors(dt, sb, sub, &f0, &f1);
-            if (dt == KERN_DTYPE_Q4_K)
-                simd_q4k_table(f0, f1, &tab);
+            float f0 = fac[dt == KERN_DTYPE_Q6_K ? 2 * sub : sub];
+            float f1 = fac[dt == KERN_DTYPE_Q6_K ? 2 * sub + 1 : 8 + sub];
+            simd_vf tab[2];
+            simd_kq_table(dt, f0, f1, tab);
             for (int u = 0; u < 32; u += SIMD_L) {
                 simd_vf v;
-                simd_kq_vec(dt, sb, sub, u, f0, f1, &tab, &v);
+                simd_kq_vec(dt, sb, sub, u, f0, f1, tab, &v);
                 memcpy(dst + t + 32 * sub + u, &v, sizeof v);
             }
         }

@@ -1,7 +1,8 @@
 /* Benchmark of the fast CPU kernels against the reference on Phi-3-mini shapes: matmul
  * (decode m = 1 and prefill m = 128, bf16 weights), decode attention at ctx 1024, and the
  * elementwise ops of a 128-token prefill (rmsnorm, rope, silu_mul, add), the MoE FFN, and
- * Q8_0 and Q4_0 weights against bf16 on the fast path (the same shapes, timed in turn).
+ * the block formats (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) against bf16 on the fast path (the same
+ * shapes, timed in turn).
  * Prints a table and always exits 0; it is a measurement, never a test. */
 #include "cpu/cpu.h"
 #include "kt_util.h"
@@ -266,46 +267,57 @@ static const struct {
               {"down 8192x3072", 8192, 3072}};
 static const int64_t ms[2] = {1, 128};
 
-/* Q8_0 and Q4_0 against bf16 weights on the fast path (the "matmul quantized" table). */
+/* The block formats against bf16 weights on the fast path (the "matmul quantized" table):
+ * Q8_0 and Q4_0 made by kern_quantize from the bf16 weights, the K formats random valid
+ * super-blocks (kt_fill; only their speed is measured here). */
 static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, struct kt_rng *rng)
 {
+    enum { NV = 6 };
+    static const enum kern_dtype vdt[NV] = {KERN_DTYPE_BF16, KERN_DTYPE_Q8_0, KERN_DTYPE_Q4_0,
+                                            KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K};
     struct kern_ops cpu = *ops;
-    /* Q8_0 and Q4_0 against bf16 weights, all on the fast path: the same x and shapes, timed
-     * in turn (three rounds each, the best kept) so that the neighbours' load hits all.
-     * Decode (m = 1) reads W once, so its speed is weight bytes over bandwidth. */
-    printf("\n%-20s %5s %9s %9s %9s %9s %9s %9s %9s\n", "matmul quantized", "m", "bf16 ms",
-           "q8_0 ms", "q4_0 ms", "bf16 GB/s", "q8_0 GB/s", "q8_0 x", "q4_0 x");
+    /* Every format on the same x and shapes, timed in turn (three rounds each, the best kept)
+     * so that the neighbours' load hits all. Decode (m = 1) reads W once, so its speed is
+     * weight bytes over bandwidth (GB/s columns); "x" is bf16's time over the format's. */
+    printf("\n%-20s %5s", "matmul quantized", "m");
+    for (int v = 0; v < NV; v++)
+        printf(" %7s ms", kern_dtype_name(vdt[v]));
+    for (int v = 0; v < NV; v++)
+        printf(" %5s GB/s", kern_dtype_name(vdt[v]));
+    for (int v = 1; v < NV; v++)
+        printf(" %6s x", kern_dtype_name(vdt[v]));
+    printf("\n");
     for (int si = 0; si < 3; si++) {
         int64_t k = shapes[si].k, n = shapes[si].n;
-        static const enum kern_dtype qdt[2] = {KERN_DTYPE_Q8_0, KERN_DTYPE_Q4_0};
-        size_t qbytes[2];
-        void *wq[2];
-        uint16_t *w = malloc((size_t)(n * k) * sizeof *w);
+        size_t bytes[NV];
+        void *w[NV] = {0};
         float *x = malloc((size_t)(128 * k) * sizeof *x), *y = malloc((size_t)(128 * n) * sizeof *y);
-        for (int f = 0; f < 2; f++) {
-            qbytes[f] = (size_t)n * (size_t)kern_dtype_row_bytes(qdt[f], k);
-            wq[f] = malloc(qbytes[f]);
+        int ok = x && y;
+        for (int v = 0; v < NV; v++) {
+            bytes[v] = (size_t)n * (size_t)kern_dtype_row_bytes(vdt[v], k);
+            ok = ok && (w[v] = malloc(bytes[v])) != NULL;
         }
-        if (!w || !wq[0] || !wq[1] || !x || !y) {
+        if (!ok) {
             printf("out of memory\n");
             return;
         }
-        kt_fill(rng, w, KERN_DTYPE_BF16, n * k, -1.0f, 1.0f);
+        kt_fill(rng, w[0], KERN_DTYPE_BF16, n * k, -1.0f, 1.0f);
         kt_fill(rng, x, KERN_DTYPE_F32, 128 * k, -1.0f, 1.0f);
-        for (int f = 0; f < 2; f++)
-            if (kern_quantize(w, KERN_DTYPE_BF16, n, k, qdt[f], wq[f]) != KERN_OK) {
+        for (int v = 1; v < NV; v++) {
+            if (kern_dtype_block_elems(vdt[v]) == KERN_QKBLOCK)
+                kt_fill(rng, w[v], vdt[v], n * k, -1.0f, 1.0f);
+            else if (kern_quantize(w[0], KERN_DTYPE_BF16, n, k, vdt[v], w[v]) != KERN_OK) {
                 printf("quantize failed\n");
                 return;
             }
+        }
         mm_fn = cpu.matmul;
         for (int mi = 0; mi < 2; mi++) {
             int64_t m = ms[mi];
             /* Decode (m = 1) from memory (call_mm_cold), prefill on one copy (compute-bound). */
-            struct bench_mm_cold c[3] = {{.p = {x, w, KERN_DTYPE_BF16, y, m, n, k, k, n, 0}},
-                                         {.p = {x, wq[0], qdt[0], y, m, n, k, k, n, 0}},
-                                         {.p = {x, wq[1], qdt[1], y, m, n, k, k, n, 0}}};
-            size_t bytes[3] = {(size_t)(n * k) * 2, qbytes[0], qbytes[1]};
-            for (int v = 0; v < 3; v++) {
+            struct bench_mm_cold c[NV];
+            for (int v = 0; v < NV; v++) {
+                c[v] = (struct bench_mm_cold){.p = {x, w[v], vdt[v], y, m, n, k, k, n, 0}};
                 if (m > 1) {
                     c[v].n = 1;
                     c[v].w[0] = c[v].p.w;
@@ -314,29 +326,32 @@ static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, st
                     return;
                 }
             }
-            double t[3] = {1e30, 1e30, 1e30};
+            double t[NV];
+            for (int v = 0; v < NV; v++)
+                t[v] = 1e30;
             for (int round = 0; round < 3; round++)
-                for (int v = 0; v < 3; v++)
+                for (int v = 0; v < NV; v++)
                     t[v] = fmin(t[v], time_calls(call_mm_cold, ctx, &c[v], 0.3));
-            for (int v = 0; v < 3; v++)
+            for (int v = 0; v < NV; v++)
                 cold_free(&c[v]);
+            printf("%-20s %5lld", shapes[si].name, (long long)m);
+            for (int v = 0; v < NV; v++)
+                printf(" %10.2f", t[v] * 1e3);
             /* Weight bytes per second: what bounds decode; prefill reuses each weight m times. */
-            char gb[2][16] = {"-", "-"};
-            if (m == 1) {
-                snprintf(gb[0], sizeof gb[0], "%.1f", (double)(n * k) * 2.0 / t[0] * 1e-9);
-                snprintf(gb[1], sizeof gb[1], "%.1f", (double)qbytes[0] / t[1] * 1e-9);
-            }
-            printf("%-20s %5lld %9.2f %9.2f %9.2f %9s %9s %8.2fx %8.2fx\n", shapes[si].name,
-                   (long long)m, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, gb[0], gb[1], t[0] / t[1],
-                   t[0] / t[2]);
+            for (int v = 0; v < NV; v++)
+                if (m == 1)
+                    printf(" %10.1f", (double)bytes[v] / t[v] * 1e-9);
+                else
+                    printf(" %10s", "-");
+            for (int v = 1; v < NV; v++)
+                printf(" %7.2fx", t[0] / t[v]);
+            printf("\n");
         }
-        free(w);
-        free(wq[0]);
-        free(wq[1]);
+        for (int v = 0; v < NV; v++)
+            free(w[v]);
         free(x);
         free(y);
     }
-
 }
 
 int main(int argc, char **argv)
