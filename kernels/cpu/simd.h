@@ -426,19 +426,18 @@ SIMD_INLINE void simd_kq_factors(enum kern_dtype dt, const uint8_t *b, float *f)
     simd_vb_to_f32x16(&sm, 0, d0, d1, f);
 }
 
-/* Q4_K / Q5_K values of one sub-block, f0 * q - f1 for q = 0..15 (tab[0]) and 16..31 (tab[1],
- * Q5_K), for the AVX-512 lookups (as simd_q4_table; each entry is the reference's own two
- * operations); unused elsewhere. */
+/* Q4_K's values of one sub-block, f0 * q - f1 for q = 0..15, for the AVX-512 lookup (as
+ * simd_q4_table; each entry is the reference's own two operations); unused elsewhere. Q5_K's
+ * 32 values would take two tables for only two vectors of lookups, no fewer operations than
+ * computing them, and registers the decode tile needs. */
 #if SIMD_L == 16 && defined(__AVX512F__)
 SIMD_INLINE void simd_kq_table(enum kern_dtype dt, float f0, float f1, simd_vf *tab)
 {
-    static const float steps[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
-                                    11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-                                    22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
-    for (int h = 0; h < (dt == KERN_DTYPE_Q5_K ? 2 : 1); h++) {
-        memcpy(&tab[h], steps + 16 * h, sizeof *tab);
-        tab[h] = tab[h] * f0 - f1;
-    }
+    static const float steps[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    if (dt != KERN_DTYPE_Q4_K)
+        return;
+    memcpy(tab, steps, sizeof *tab);
+    *tab = *tab * f0 - f1;
 }
 #else
 SIMD_INLINE void simd_kq_table(enum kern_dtype dt, float f0, float f1, simd_vf *tab)
@@ -452,8 +451,8 @@ SIMD_INLINE void simd_kq_table(enum kern_dtype dt, float f0, float f1, simd_vf *
 
 /* SIMD_L weights of sub-block j of the super-block b from its element u (a multiple of
  * SIMD_L below 32), given the sub-block's two factors (Q4_K / Q5_K: d * scale and dmin * min;
- * Q6_K: the d * scale of its halves) and, for Q4_K / Q5_K with AVX-512, its tables: exactly
- * the values kern_kq_elem gives. The quants are assembled as bytes, 16 at a time. */
+ * Q6_K: the d * scale of its halves) and, for Q4_K with AVX-512, its table: exactly the values
+ * kern_kq_elem gives. Q5_K / Q6_K quants are assembled as bytes, 16 at a time. */
 SIMD_INLINE void simd_kq_vec(enum kern_dtype dt, const uint8_t *b, int j, int u, float f0,
                              float f1, const simd_vf *tab, simd_vf *out)
 {
@@ -489,22 +488,6 @@ SIMD_INLINE void simd_kq_vec(enum kern_dtype dt, const uint8_t *b, int j, int u,
     simd_vb qb = (simd_vb)q;
     simd_vi qi;
     simd_vb_to_vi(&qb, u & 15, &qi);
-#if SIMD_L == 16 && defined(__AVX512F__)
-    if (dt != KERN_DTYPE_Q6_K) {
-        __m512i idx;
-        __m512 t0, t1, r;
-        memcpy(&idx, &qi, sizeof idx);
-        memcpy(&t0, &tab[0], sizeof t0);
-        if (dt == KERN_DTYPE_Q4_K) {
-            r = _mm512_permutexvar_ps(idx, t0);
-        } else {
-            memcpy(&t1, &tab[1], sizeof t1);
-            r = _mm512_permutex2var_ps(t0, idx, t1);
-        }
-        memcpy(out, &r, sizeof *out);
-        return;
-    }
-#endif
     (void)tab;
     if (dt == KERN_DTYPE_Q6_K)
         *out = __builtin_convertvector(qi - 32, simd_vf) * (u < 16 ? f0 : f1);
@@ -537,16 +520,16 @@ SIMD_INLINE void simd_tile_kq(enum kern_dtype dt, int mr, int nr, const float *x
         }
         for (int sub = 0; sub < KERN_QKBLOCK / 32; sub++) {
             float f0[SIMD_NR], f1[SIMD_NR];
-            simd_vf tab[SIMD_NR][2];
+            simd_vf tab[SIMD_NR];
             for (int j = 0; j < nr; j++) {
                 f0[j] = fac[j][dt == KERN_DTYPE_Q6_K ? 2 * sub : sub];
                 f1[j] = fac[j][dt == KERN_DTYPE_Q6_K ? 2 * sub + 1 : 8 + sub];
-                simd_kq_table(dt, f0[j], f1[j], tab[j]);
+                simd_kq_table(dt, f0[j], f1[j], &tab[j]);
             }
             for (int u = 0; u < 32; u += SIMD_L) {
                 simd_vf wv[SIMD_NR];
                 for (int j = 0; j < nr; j++)
-                    simd_kq_vec(dt, sb + (size_t)j * row_bytes, sub, u, f0[j], f1[j], tab[j],
+                    simd_kq_vec(dt, sb + (size_t)j * row_bytes, sub, u, f0[j], f1[j], &tab[j],
                                 &wv[j]);
                 for (int i = 0; i < mr; i++) {
                     simd_vf xv;
@@ -572,11 +555,11 @@ SIMD_INLINE void simd_kq_body(enum kern_dtype dt, const void *src, float *dst, i
         for (int sub = 0; sub < KERN_QKBLOCK / 32; sub++) {
             float f0 = fac[dt == KERN_DTYPE_Q6_K ? 2 * sub : sub];
             float f1 = fac[dt == KERN_DTYPE_Q6_K ? 2 * sub + 1 : 8 + sub];
-            simd_vf tab[2];
-            simd_kq_table(dt, f0, f1, tab);
+            simd_vf tab;
+            simd_kq_table(dt, f0, f1, &tab);
             for (int u = 0; u < 32; u += SIMD_L) {
                 simd_vf v;
-                simd_kq_vec(dt, sb, sub, u, f0, f1, tab, &v);
+                simd_kq_vec(dt, sb, sub, u, f0, f1, &tab, &v);
                 memcpy(dst + t + 32 * sub + u, &v, sizeof v);
             }
         }

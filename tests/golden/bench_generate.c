@@ -2,8 +2,10 @@
  * kernels and with the fast CPU backend, and their ratio, measured in the same process. With
  * q8_0 or q4_0 it compares instead the fast backend on the model as loaded and on a second
  * copy quantized so (runs alternated, best of three; the reference is skipped, too slow for
- * real sizes: scripts/make_bench_model.py writes a Phi-3-mini-shaped one).
- * Usage: bench_generate [MODEL_DIR] [PROMPT_LEN] [NEW_TOKENS] [q8_0|q4_0] */
+ * real sizes: scripts/make_bench_model.py writes a Phi-3-mini-shaped one). With a second model
+ * path instead it compares the two models the same way (e.g. two GGUF files of one model in
+ * different formats: scripts/make_bench_gguf.py).
+ * Usage: bench_generate [MODEL] [PROMPT_LEN] [NEW_TOKENS] [q8_0|q4_0|OTHER_MODEL] */
 #include <math.h>
 #include <string.h>
 #include <stdio.h>
@@ -55,16 +57,21 @@ static double decode_rate(int32_t n_new, double t_prefill, double t_total)
     return n_new > 1 && t_total > t_prefill ? (n_new - 1) / (t_total - t_prefill) : 0.0;
 }
 
-/* The fast backend on m as loaded and on a quantized copy, alternated three times, best
- * kept. */
-static int bench_quant(const char *dir, struct eng_model *m, enum eng_quant quant,
-                       const int32_t *prompt, int32_t n_prompt, int32_t n_new)
+/* The fast backend on m as loaded and on a second model, alternated three times, best kept:
+ * the model at other, or with other NULL a copy of m's quantized to quant. */
+static int bench_pair(const char *dir, struct eng_model *m, const char *other,
+                      enum eng_quant quant, const int32_t *prompt, int32_t n_prompt, int32_t n_new)
 {
     char err[512];
     struct eng_model *q = NULL;
-    if (eng_model_load(dir, &q, err, sizeof err) != 0 ||
-        eng_model_quantize(q, quant, 0, err, sizeof err) != 0) {
+    if (eng_model_load(other ? other : dir, &q, err, sizeof err) != 0 ||
+        eng_model_quantize(q, other ? ENG_QUANT_NONE : quant, 0, err, sizeof err) != 0) {
         fprintf(stderr, "bench_generate: %s\n", err);
+        return 1;
+    }
+    if (q->cfg.vocab_size != m->cfg.vocab_size || q->cfg.hidden_size != m->cfg.hidden_size) {
+        fprintf(stderr, "bench_generate: %s is not the same model's shape\n", other);
+        eng_model_destroy(q);
         return 1;
     }
     struct kern_ops cpu;
@@ -90,11 +97,14 @@ static int bench_quant(const char *dir, struct eng_model *m, enum eng_quant quan
            "tokens; cpu backend, best of 3\n", dir, (long long)m->cfg.num_hidden_layers,
            (long long)m->cfg.hidden_size, (long long)m->cfg.vocab_size,
            kern_dtype_name(m->layers[0].o.dtype), n_prompt, n_new);
+    if (other)
+        printf("against %s (%s weights)\n", other, kern_dtype_name(q->layers[0].o.dtype));
     printf("%-10s %16s %16s %16s\n", "weights", "prefill tok/s", "decode tok/s", "weight GiB");
     printf("%-10s %16.2f %16.2f %16.2f\n", kern_dtype_name(m->layers[0].o.dtype),
            n_prompt / best[0][0], decode_rate(n_new, 0, best[0][1]),
            (double)eng_model_weight_bytes(m) / (1 << 30));
-    printf("%-10s %16.2f %16.2f %16.2f\n", eng_quant_name(quant), n_prompt / best[1][0],
+    printf("%-10s %16.2f %16.2f %16.2f\n",
+           other ? kern_dtype_name(q->layers[0].o.dtype) : eng_quant_name(quant), n_prompt / best[1][0],
            decode_rate(n_new, 0, best[1][1]), (double)eng_model_weight_bytes(q) / (1 << 30));
     printf("%-10s %15.2fx %15.2fx\n", "speed-up", best[0][0] / best[1][0], best[0][1] / best[1][1]);
     kern_ctx_destroy(ctx);
@@ -117,8 +127,9 @@ int main(int argc, char **argv)
     for (int32_t i = 0; i < n_prompt; i++)
         prompt[i] = 5 + (int32_t)((i * 7919) % (m->cfg.vocab_size - 100 > 1 ? m->cfg.vocab_size - 100 : 1));
     enum eng_quant quant = ENG_QUANT_NONE;
-    if (argc > 4 && eng_quant_parse(argv[4], &quant) == 0 && quant != ENG_QUANT_NONE) {
-        int rc = bench_quant(dir, m, quant, prompt, n_prompt, n_new);
+    if (argc > 4) {
+        int is_quant = eng_quant_parse(argv[4], &quant) == 0 && quant != ENG_QUANT_NONE;
+        int rc = bench_pair(dir, m, is_quant ? NULL : argv[4], quant, prompt, n_prompt, n_new);
         free(prompt);
         eng_model_destroy(m);
         return rc;
