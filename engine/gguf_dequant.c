@@ -111,20 +111,17 @@ static void dequant_q3_k(const uint8_t *b, float *y) // y: [256] fp32
  * reference's operations. */
 static void dequant_q4_k(const uint8_t *b, float *y) // y: [256] fp32
 {
-    for (int e = 0; e < QK_K; e++)
-        y[e] = kern_kq_elem(4, b, e);
+    kern_kq_widen(4, b, y);
 }
 
 static void dequant_q5_k(const uint8_t *b, float *y) // y: [256] fp32
 {
-    for (int e = 0; e < QK_K; e++)
-        y[e] = kern_kq_elem(5, b, e);
+    kern_kq_widen(5, b, y);
 }
 
 static void dequant_q6_k(const uint8_t *b, float *y) // y: [256] fp32
 {
-    for (int e = 0; e < QK_K; e++)
-        y[e] = kern_kq_elem(6, b, e);
+    kern_kq_widen(6, b, y);
 }
 
 /* ---- dispatch ---- */

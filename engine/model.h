@@ -157,8 +157,9 @@ const char *eng_quant_name(enum eng_quant q);
 
 /* Quantizes (Q8_0 or Q4_0), in host memory, every matrix the matmul op reads: each decoder layer's qkv, o,
  * gate_up and down projections (phimoe: q, k, v and o; its experts stay as loaded) and the
- * lm_head unless it is tied to the embedding. Norms, biases, router, embedding and the vision
- * tower are untouched. Call after eng_model_load, before eng_model_upload; the model owns the
+ * lm_head unless it is tied to the embedding. A matrix already in that format stays as it is;
+ * one in another block format (a GGUF file's K-quants, say) is requantized from its exact
+ * values. Norms, biases, router, embedding and the vision tower are untouched. Call after eng_model_load, before eng_model_upload; the model owns the
  * new buffer. n_threads threads share the work (<= 0: one per online CPU). ENG_QUANT_NONE does nothing. Returns 0, or -1 with a message in err (a weight
  * that cannot be encoded, or out of memory); the model is then unchanged. */
 int eng_model_quantize(struct eng_model *model, enum eng_quant q, int n_threads, char *err,

@@ -38,10 +38,16 @@ struct quant_target {
     uint8_t *out;              /* its encoding in the model's buffer */
 };
 
-/* Rows of a target's matrix (its dtype is a plain one: checked before). */
+/* Bytes of one row of a target's matrix in its dtype, and its rows (whole rows: checked
+ * before encoding). */
+static size_t src_row_bytes(const struct quant_target *t)
+{
+    return (size_t)kern_dtype_row_bytes(t->w->dtype, t->k);
+}
+
 static size_t quant_rows(const struct quant_target *t)
 {
-    return t->w->n_bytes / ((size_t)t->k * kern_dtype_size(t->w->dtype));
+    return t->w->n_bytes / src_row_bytes(t);
 }
 
 static void describe_failure(const struct quant_target *t, enum eng_quant q, char *err,
@@ -80,8 +86,7 @@ static void *encode_pieces(void *arg)
         const struct quant_target *t = &qw->t[i];
         size_t rows = quant_rows(t), r0 = (size_t)(p - qw->first_piece[i]) * QUANT_PIECE_ROWS;
         size_t nr = rows - r0 < QUANT_PIECE_ROWS ? rows - r0 : QUANT_PIECE_ROWS;
-        const char *src =
-            (const char *)t->w->data + r0 * (size_t)t->k * kern_dtype_size(t->w->dtype);
+        const char *src = (const char *)t->w->data + r0 * src_row_bytes(t);
         uint8_t *dst = t->out + r0 * (size_t)kern_dtype_row_bytes(qw->to, t->k);
         if (kern_quantize(src, t->w->dtype, (int64_t)nr, t->k, qw->to, dst) != KERN_OK) {
             int_fast64_t cur = atomic_load(&qw->failed);
@@ -166,18 +171,20 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, int n_threads, cha
         return -1;
     }
     int64_t n = quant_targets(m, t);
-    /* Sizes first: one buffer for all, each tensor 64-byte aligned. A matrix whose rows are
-     * not whole blocks keeps its dtype (no Phi-3 shape has one). */
+    /* Sizes first: one buffer for all, each tensor 64-byte aligned. A matrix already in the
+     * target format stays as it is; one whose rows are not whole blocks keeps its dtype (no
+     * Phi-3 shape has one). Matrices in another block format (a GGUF file's) are requantized
+     * from their exact values. */
     size_t total = 0;
     int64_t kept = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (!t[i].w->data) {
+        if (!t[i].w->data || t[i].w->dtype == to) {
             t[i].w = NULL;
             continue;
         }
-        size_t es = kern_dtype_size(t[i].w->dtype);
+        int64_t src_row = kern_dtype_row_bytes(t[i].w->dtype, t[i].k);
         int64_t row = kern_dtype_row_bytes(to, t[i].k);
-        if (row < 0 || es == 0 || t[i].w->n_bytes % ((size_t)t[i].k * es) != 0) {
+        if (row < 0 || src_row <= 0 || t[i].w->n_bytes % (size_t)src_row != 0) {
             t[i].w = NULL;
             kept++;
             continue;

@@ -114,30 +114,67 @@ static inline KERN_HD void kern_k_scale_min(const uint8_t *s, int j, int *sc, in
     }
 }
 
-/* Element e (0..255) of one super-block of ops.h's K formats, bits = 4 (Q4_K), 5 (Q5_K) or
- * 6 (Q6_K), as fp32, by exactly the operations (and their order) of ggml's reference
- * dequantizer. Q4_K / Q5_K: e = 64 c + 32 s + l is nibble s of qs[32 c + l] (Q5_K: bit 4 = bit
- * e / 32 of qh[l]); Q6_K: e = 128 h + 32 s + l takes nibble s / 2 of ql[64 h + 32 (s % 2) + l]
- * and bits 2s..2s+1 of qh[32 h + l] as bits 4-5, scale e / 16. */
-static inline KERN_HD float kern_kq_elem(int bits, const uint8_t *b, int e)
+/* The integer quant of element e (0..255) of one super-block of ops.h's K formats, bits = 4
+ * (Q4_K: 0..15), 5 (Q5_K: 0..31) or 6 (Q6_K: 0..63). Q4_K / Q5_K: e = 64 c + 32 s + l is nibble
+ * s of qs[32 c + l] (Q5_K: bit 4 = bit e / 32 of qh[l]); Q6_K: e = 128 h + 32 s + l takes nibble
+ * s / 2 of ql[64 h + 32 (s % 2) + l] and bits 2s..2s+1 of qh[32 h + l] as bits 4-5. */
+static inline KERN_HD int kern_kq_quant(int bits, const uint8_t *b, int e)
 {
     if (bits == 6) {
-        const uint8_t *ql = b, *qh = b + 128;
         int h = e / 128, s = (e / 32) % 4, l = e % 32;
-        float ds = kern_f16_to_f32((uint16_t)(b[208] | (b[209] << 8))) * (float)(int8_t)b[192 + e / 16];
-        int lo = (ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 15;
-        int hi = (qh[32 * h + l] >> (2 * s)) & 3;
-        return ds * (float)((lo | hi << 4) - 32);
+        int lo = (b[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 15;
+        int hi = (b[128 + 32 * h + l] >> (2 * s)) & 3;
+        return lo | hi << 4;
     }
-    int sc, mn;
-    kern_k_scale_min(b + 4, e / 32, &sc, &mn);
-    float d1 = kern_f16_to_f32((uint16_t)(b[0] | (b[1] << 8))) * (float)sc;
-    float m1 = kern_f16_to_f32((uint16_t)(b[2] | (b[3] << 8))) * (float)mn;
-    const uint8_t *qs = b + (bits == 5 ? 48 : 16);
-    int q = (qs[32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 15;
+    int q = (b[(bits == 5 ? 48 : 16) + 32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 15;
     if (bits == 5)
         q |= ((b[16 + e % 32] >> (e / 32)) & 1) << 4;
-    return d1 * (float)q - m1;
+    return q;
+}
+
+/* The two factors of 32-element sub-block j (0..7), exact fp32 products: Q4_K / Q5_K
+ * f0 = d * scale_j, f1 = dmin * min_j; Q6_K the d * scale of its two 16-element halves. */
+static inline KERN_HD void kern_kq_factors(int bits, const uint8_t *b, int j, float *f0, float *f1)
+{
+    if (bits == 6) {
+        float d = kern_f16_to_f32((uint16_t)(b[208] | (b[209] << 8)));
+        *f0 = d * (float)(int8_t)b[192 + 2 * j];
+        *f1 = d * (float)(int8_t)b[193 + 2 * j];
+        return;
+    }
+    int sc, mn;
+    kern_k_scale_min(b + 4, j, &sc, &mn);
+    *f0 = kern_f16_to_f32((uint16_t)(b[0] | (b[1] << 8))) * (float)sc;
+    *f1 = kern_f16_to_f32((uint16_t)(b[2] | (b[3] << 8))) * (float)mn;
+}
+
+/* Element e's value from its sub-block's factors and its quant, by exactly the operations (and
+ * their order) of ggml's reference dequantizer: Q4_K / Q5_K (d * scale) * q - dmin * min,
+ * Q6_K (d * scale) * (q - 32). */
+static inline KERN_HD float kern_kq_value(int bits, float f0, float f1, int q, int e)
+{
+    if (bits == 6)
+        return (e % 32 < 16 ? f0 : f1) * (float)(q - 32);
+    return f0 * (float)q - f1;
+}
+
+/* Element e (0..255) of one K super-block as fp32. */
+static inline KERN_HD float kern_kq_elem(int bits, const uint8_t *b, int e)
+{
+    float f0, f1;
+    kern_kq_factors(bits, b, e / 32, &f0, &f1);
+    return kern_kq_value(bits, f0, f1, kern_kq_quant(bits, b, e), e);
+}
+
+/* The 256 elements of one K super-block into y, as kern_kq_elem gives them. */
+static inline KERN_HD void kern_kq_widen(int bits, const uint8_t *b, float *y)
+{
+    for (int j = 0; j < 8; j++) {
+        float f0, f1;
+        kern_kq_factors(bits, b, j, &f0, &f1);
+        for (int l = 0; l < 32; l++)
+            y[32 * j + l] = kern_kq_value(bits, f0, f1, kern_kq_quant(bits, b, 32 * j + l), 32 * j + l);
+    }
 }
 
 #endif

@@ -69,7 +69,8 @@ int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n);
 /* Name ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k") for messages. */
 const char *kern_dtype_name(enum kern_dtype dtype);
 
-/* Quantizes src [n_rows, k] (f32, f16 or bf16; k a multiple of KERN_QBLOCK) into dst, which
+/* Quantizes src [n_rows, k] (any dtype: float, or a block format widened exactly first; k a
+ * multiple of KERN_QBLOCK and of the source's block) into dst, which
  * holds n_rows * kern_dtype_row_bytes(to, k) bytes, to being Q8_0 or Q4_0. Per block of 32
  * values x (widened to fp32), with fp16() rounding to nearest even and round() rounding half
  * away from zero, quotients in fp32:

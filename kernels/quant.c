@@ -62,30 +62,48 @@ static int quantize_block(const float *x, enum kern_dtype to, uint8_t *out)
     return KERN_OK;
 }
 
+/* Elements [start, start + n) of a row of src_dtype as fp32 into x: n = KERN_QKBLOCK (one
+ * super-block) for a K format, else KERN_QBLOCK. Exact: every stored type widens exactly. */
+static void load_chunk(const char *row, enum kern_dtype src_dtype, int64_t start, int n, float *x)
+{
+    switch (src_dtype) {
+    case KERN_DTYPE_Q4_K:
+    case KERN_DTYPE_Q5_K:
+    case KERN_DTYPE_Q6_K:
+        kern_kq_widen(src_dtype == KERN_DTYPE_Q4_K ? 4 : src_dtype == KERN_DTYPE_Q5_K ? 5 : 6,
+                      (const uint8_t *)row + kern_dtype_row_bytes(src_dtype, start), x);
+        return;
+    default:
+        for (int i = 0; i < n; i++)
+            x[i] = ref_load(row, src_dtype, start + i);
+    }
+}
+
 int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, int64_t k,
                   enum kern_dtype to, void *dst)
 {
     int64_t row_bytes = kern_dtype_row_bytes(to, k);
-    if (!src || !dst || n_rows < 0 || row_bytes < 0 ||
-        (to != KERN_DTYPE_Q8_0 && to != KERN_DTYPE_Q4_0) ||
-        (src_dtype != KERN_DTYPE_F32 && src_dtype != KERN_DTYPE_F16 &&
-         src_dtype != KERN_DTYPE_BF16))
+    int64_t src_row = kern_dtype_row_bytes(src_dtype, k);
+    if (!src || !dst || n_rows < 0 || row_bytes < 0 || src_row < 0 ||
+        (to != KERN_DTYPE_Q8_0 && to != KERN_DTYPE_Q4_0))
         return KERN_ERR_INVALID;
-    size_t es = kern_dtype_size(src_dtype);
     size_t block_bytes = (size_t)kern_dtype_row_bytes(to, KERN_QBLOCK);
+    int chunk = kern_dtype_block_elems(src_dtype) == KERN_QKBLOCK ? KERN_QKBLOCK : KERN_QBLOCK;
     for (int64_t r = 0; r < n_rows; r++) {
-        const char *row = (const char *)src + (size_t)r * (size_t)k * es;
+        const char *row = (const char *)src + (size_t)r * (size_t)src_row;
         uint8_t *out = (uint8_t *)dst + (size_t)r * (size_t)row_bytes;
-        for (int64_t b = 0; b < k / KERN_QBLOCK; b++) {
-            float x[KERN_QBLOCK];
-            for (int i = 0; i < KERN_QBLOCK; i++) {
-                x[i] = ref_load(row, src_dtype, b * KERN_QBLOCK + i);
+        for (int64_t c = 0; c < k; c += chunk) {
+            float x[KERN_QKBLOCK];
+            load_chunk(row, src_dtype, c, chunk, x);
+            for (int i = 0; i < chunk; i++)
                 if (!isfinite(x[i]))
                     return KERN_ERR_INVALID;
+            for (int b = 0; b < chunk / KERN_QBLOCK; b++) {
+                int rc = quantize_block(x + b * KERN_QBLOCK, to,
+                                        out + (size_t)(c / KERN_QBLOCK + b) * block_bytes);
+                if (rc)
+                    return rc;
             }
-            int rc = quantize_block(x, to, out + (size_t)b * block_bytes);
-            if (rc)
-                return rc;
         }
     }
     return KERN_OK;

@@ -468,6 +468,19 @@ SIMD_INLINE void simd_kq_vec(enum kern_dtype dt, const uint8_t *b, int j, int u,
         return;
     }
 #endif
+#if SIMD_L == 16 && defined(__AVX512F__)
+    if (dt == KERN_DTYPE_Q5_K) { /* bit 4 as a lane mask: q + 16 where it is set */
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 48 + 32 * (j / 2) + u)));
+        v = j % 2 ? _mm512_srli_epi32(v, 4) : _mm512_and_si512(v, _mm512_set1_epi32(15));
+        __mmask16 hi5 = _mm_test_epi8_mask(_mm_loadu_si128((const __m128i *)(b + 16 + u)),
+                                           _mm_set1_epi8((char)(1 << j)));
+        __m512 qf = _mm512_cvtepi32_ps(v);
+        qf = _mm512_mask_add_ps(qf, hi5, qf, _mm512_set1_ps(16.0f));
+        memcpy(out, &qf, sizeof *out);
+        *out = *out * f0 - f1;
+        return;
+    }
+#endif
     /* Bit fields are cut in 16-bit lanes (x86 has no byte shifts): a right shift by at most
      * 7 and a per-byte mask that drops what crossed from the upper byte give the byte result. */
     int u16 = u & 16;

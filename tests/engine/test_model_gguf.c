@@ -471,6 +471,35 @@ int main(void)
         eng_gguf_close(g);
         eng_model_destroy(m);
     }
+    /* --quantization q8_0 on that file (speed over memory): every K matrix requantized from its
+     * exact values, the Q8_0 one (from Q3_K) left as it is, the embedding untouched. */
+    char qerr[256];
+    if (kq_ok && (m = try_load(&w, NULL, "k-quants for q8_0")) != NULL) {
+        const void *before_o = m->layers[0].o.data, *before_embed = m->embed.data;
+        CHECK(eng_model_quantize(m, ENG_QUANT_Q8_0, 2, qerr, sizeof qerr) == 0, "q8_0: %s", qerr);
+        CHECK(m->n_quant_kept == 0, "q8_0: %lld matrices kept their dtype", (long long)m->n_quant_kept);
+        CHECK(m->layers[0].o.data == before_o && m->embed.data == before_embed,
+              "q8_0: the Q8_0 matrix or the embedding was re-encoded");
+        const struct eng_weight *kw[] = {&m->layers[0].qkv, &m->layers[1].o, &m->lm_head};
+        for (size_t i = 0; i < 3; i++) {
+            const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, kq[i].name);
+            int64_t k = t->ne[0], rows = t->ne[1];
+            size_t row_bytes = (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
+            float *f = malloc((size_t)k * sizeof *f);
+            uint8_t *q = malloc(row_bytes);
+            int bad = kw[i]->dtype != KERN_DTYPE_Q8_0 || kw[i]->n_bytes != row_bytes * (size_t)rows;
+            for (int64_t r = 0; !bad && r < rows; r++) {
+                const uint8_t *src = (const uint8_t *)t->data + (size_t)r * (size_t)(t->n_bytes / (uint64_t)rows);
+                bad = eng_gguf_dequant_row(t->ggml_type, src, k, f) != 0 ||
+                      kern_quantize(f, KERN_DTYPE_F32, 1, k, KERN_DTYPE_Q8_0, q) != KERN_OK ||
+                      memcmp((const uint8_t *)kw[i]->data + (size_t)r * row_bytes, q, row_bytes) != 0;
+            }
+            CHECK(!bad, "q8_0: %s is not the Q8_0 requantization of its values", kq[i].name);
+            free(f);
+            free(q);
+        }
+        eng_model_destroy(m);
+    }
     t_find(&w, "blk.0.attn_output.weight")->fill = 1;
     (void)try_load(&w, "'blk.0.attn_output.weight' (Q3_K) row 0", "NaN K scale");
     H = 64;

@@ -200,7 +200,10 @@ static void test_refused(void)
     uint8_t out[2 * BB];
     CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, B + 1, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "k not whole blocks");
     CHECK(kern_quantize(x, KERN_DTYPE_F32, -1, B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "negative rows");
-    CHECK(kern_quantize(x, KERN_DTYPE_Q8_0, 1, B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "q8_0 source");
+    CHECK(kern_quantize(x, KERN_DTYPE_Q4_K, 1, 2 * B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID,
+          "k not whole super-blocks of a K source");
+    CHECK(kern_quantize(x, (enum kern_dtype)KERN_DTYPE_COUNT, 1, B, KERN_DTYPE_Q8_0, out) ==
+              KERN_ERR_INVALID, "unknown source dtype");
     CHECK(kern_quantize(NULL, KERN_DTYPE_F32, 1, B, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID, "NULL source");
     CHECK(kern_quantize(x, KERN_DTYPE_F32, 1, B, KERN_DTYPE_Q8_0, NULL) == KERN_ERR_INVALID, "NULL destination");
     x[B + 5] = NAN;
@@ -218,6 +221,67 @@ static void test_refused(void)
     CHECK(strcmp(kern_dtype_name(KERN_DTYPE_Q8_0), "q8_0") == 0, "name");
 }
 
+/* Block-format sources (GGUF matrices requantized at load): every K format and Q4_0 give
+ * exactly the bytes their exactly widened values give as fp32; a NaN super-block scale is
+ * refused. */
+static void test_block_sources(void)
+{
+    enum { K = 2 * KERN_QKBLOCK };
+    static const enum kern_dtype src[] = {KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K,
+                                          KERN_DTYPE_Q4_0};
+    static const int sb_bytes[] = {KERN_Q4_K_BLOCK_BYTES, KERN_Q5_K_BLOCK_BYTES,
+                                   KERN_Q6_K_BLOCK_BYTES, 8 * Q4B};
+    for (size_t t = 0; t < sizeof src / sizeof src[0]; t++) {
+        uint8_t in[2 * KERN_Q6_K_BLOCK_BYTES];
+        uint32_t r = 2024u + (uint32_t)t;
+        for (size_t i = 0; i < sizeof in; i++) {
+            r = r * 1103515245u + 12345u;
+            in[i] = (uint8_t)(r >> 16);
+        }
+        for (int b = 0; b < 2; b++) { /* finite scales: fp16 1/256 (and dmin 1/512) */
+            uint8_t *blk = in + b * sb_bytes[t];
+            if (src[t] == KERN_DTYPE_Q4_0) {
+                for (int q = 0; q < 8; q++) {
+                    blk[q * Q4B] = 0x00;
+                    blk[q * Q4B + 1] = 0x1c;
+                }
+                continue;
+            }
+            uint8_t *d = blk + (src[t] == KERN_DTYPE_Q6_K ? 208 : 0);
+            d[0] = 0x00;
+            d[1] = 0x1c;
+            if (src[t] != KERN_DTYPE_Q6_K) {
+                d[2] = 0x00;
+                d[3] = 0x18;
+            }
+        }
+        float wide[K];
+        for (int e = 0; e < K; e++) {
+            if (src[t] == KERN_DTYPE_Q4_0)
+                wide[e] = kern_block_elem(1, in + (e / B) * Q4B, e % B);
+            else
+                wide[e] = kern_kq_elem(src[t] == KERN_DTYPE_Q4_K ? 4 : src[t] == KERN_DTYPE_Q5_K ? 5 : 6,
+                                       in + (e / KERN_QKBLOCK) * sb_bytes[t], e % KERN_QKBLOCK);
+        }
+        for (int to = 0; to < 2; to++) {
+            enum kern_dtype dt = to ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
+            uint8_t got[K / B * BB], want[K / B * BB];
+            CHECK(kern_quantize(in, src[t], 1, K, dt, got) == KERN_OK, "%s source to %s",
+                  kern_dtype_name(src[t]), kern_dtype_name(dt));
+            CHECK(kern_quantize(wide, KERN_DTYPE_F32, 1, K, dt, want) == KERN_OK, "widened %s",
+                  kern_dtype_name(src[t]));
+            CHECK(memcmp(got, want, (size_t)kern_dtype_row_bytes(dt, K)) == 0,
+                  "%s source to %s: not the bytes of its widened values", kern_dtype_name(src[t]),
+                  kern_dtype_name(dt));
+        }
+        uint8_t *d = in + (src[t] == KERN_DTYPE_Q6_K ? 208 : 0); /* the first block's d */
+        d[1] = 0x7e; /* NaN */
+        uint8_t out[K / B * BB];
+        CHECK(kern_quantize(in, src[t], 1, K, KERN_DTYPE_Q8_0, out) == KERN_ERR_INVALID,
+              "%s source with a NaN scale", kern_dtype_name(src[t]));
+    }
+}
+
 int main(void)
 {
     test_rounding();
@@ -226,5 +290,6 @@ int main(void)
     test_zero_and_tiny();
     test_q4_0();
     test_refused();
+    test_block_sources();
     return tu_finish("test_quant");
 }
