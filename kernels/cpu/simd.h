@@ -452,7 +452,8 @@ SIMD_INLINE void simd_kq_table(enum kern_dtype dt, float f0, float f1, simd_vf *
 /* SIMD_L weights of sub-block j of the super-block b from its element u (a multiple of
  * SIMD_L below 32), given the sub-block's two factors (Q4_K / Q5_K: d * scale and dmin * min;
  * Q6_K: the d * scale of its halves) and, for Q4_K with AVX-512, its table: exactly the values
- * kern_kq_elem gives. Q5_K / Q6_K quants are assembled as bytes, 16 at a time. */
+ * kern_kq_elem gives. AVX-512 looks Q4_K up and adds Q5_K's fifth bit through a lane mask;
+ * elsewhere, and for Q6_K, the quants are assembled as bytes, 16 at a time, then converted. */
 SIMD_INLINE void simd_kq_vec(enum kern_dtype dt, const uint8_t *b, int j, int u, float f0,
                              float f1, const simd_vf *tab, simd_vf *out)
 {
@@ -467,8 +468,6 @@ SIMD_INLINE void simd_kq_vec(enum kern_dtype dt, const uint8_t *b, int j, int u,
         memcpy(out, &r, sizeof *out);
         return;
     }
-#endif
-#if SIMD_L == 16 && defined(__AVX512F__)
     if (dt == KERN_DTYPE_Q5_K) { /* bit 4 as a lane mask: q + 16 where it is set */
         __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 48 + 32 * (j / 2) + u)));
         v = j % 2 ? _mm512_srli_epi32(v, 4) : _mm512_and_si512(v, _mm512_set1_epi32(15));
