@@ -252,6 +252,21 @@ SIMD_INLINE float simd_load_w1(enum kern_dtype dt, const void *w, int64_t i)
     return kern_f16_to_f32(((const uint16_t *)w)[i]);
 }
 
+/* The accumulators of an mr x nr register tile: zeroed, and added lane-summed to y. */
+SIMD_INLINE void simd_acc_zero(simd_vf (*acc)[SIMD_NR], int mr, int nr)
+{
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++)
+            acc[i][j] = (simd_vf){0};
+}
+
+SIMD_INLINE void simd_acc_add_to(simd_vf (*acc)[SIMD_NR], int mr, int nr, float *y, int64_t ldy)
+{
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++)
+            y[i * ldy + j] += simd_hsum(&acc[i][j]);
+}
+
 /* The mr x nr tile (mr <= SIMD_MR, nr <= SIMD_NR, all compile-time constants
  * after inlining): y[i, j] += sum_t x[i, t] * w[j, t]. SIMD_L-lane partial sums, tail in
  * scalars. */
@@ -259,9 +274,7 @@ SIMD_INLINE void simd_tile(enum kern_dtype dt, int mr, int nr, const float *x, i
                            const void *w, int64_t ldw, float *y, int64_t ldy, int64_t len)
 {
     simd_vf acc[SIMD_MR][SIMD_NR];
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++)
-            acc[i][j] = (simd_vf){0};
+    simd_acc_zero(acc, mr, nr);
     int64_t t = 0;
     for (; t + SIMD_L <= len; t += SIMD_L) {
         simd_vf wv[SIMD_NR];
@@ -294,9 +307,7 @@ SIMD_INLINE void simd_tile_block(enum kern_dtype dt, int mr, int nr, const float
                                  const void *w, int64_t ldw, float *y, int64_t ldy, int64_t len)
 {
     simd_vf acc[SIMD_MR][SIMD_NR];
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++)
-            acc[i][j] = (simd_vf){0};
+    simd_acc_zero(acc, mr, nr);
     const uint8_t *wb = w;
     size_t row_bytes = simd_w_bytes(dt, ldw);
     for (int64_t t = 0; t < len; t += KERN_QBLOCK) {
@@ -330,9 +341,7 @@ SIMD_INLINE void simd_tile_block(enum kern_dtype dt, int mr, int nr, const float
             }
         }
     }
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++)
-            y[i * ldy + j] += simd_hsum(&acc[i][j]);
+    simd_acc_add_to(acc, mr, nr, y, ldy);
 }
 
 /* ---- The K formats (ops.h) ----------------------------------------------------------- */
@@ -514,9 +523,7 @@ SIMD_INLINE void simd_tile_kq(enum kern_dtype dt, int mr, int nr, const float *x
                               const void *w, int64_t ldw, float *y, int64_t ldy, int64_t len)
 {
     simd_vf acc[SIMD_MR][SIMD_NR];
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++)
-            acc[i][j] = (simd_vf){0};
+    simd_acc_zero(acc, mr, nr);
     const uint8_t *wb = w;
     size_t row_bytes = simd_w_bytes(dt, ldw);
     for (int64_t t = 0; t < len; t += KERN_QKBLOCK) {
@@ -552,9 +559,7 @@ SIMD_INLINE void simd_tile_kq(enum kern_dtype dt, int mr, int nr, const float *x
             }
         }
     }
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++)
-            y[i * ldy + j] += simd_hsum(&acc[i][j]);
+    simd_acc_add_to(acc, mr, nr, y, ldy);
 }
 
 /* n elements (a multiple of KERN_QKBLOCK) of a K format from the super-block at src, as fp32. */
