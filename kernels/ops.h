@@ -343,9 +343,11 @@ struct kern_moe_route_params {
  *   y[t, :] += sum over k < top_k, in ascending order of experts[t, k] (ties by k), of
  *              weights[t, k] * Wd_e (silu(Wg_e x[t]) * (Wu_e x[t])),  e = experts[t, k]
  * with Wg_e = w_gate[e], Wu_e = w_up[e] ([inter, hidden]) and Wd_e = w_down[e] ([hidden,
- * inter]), all in w_dtype, silu(v) = v / (1 + exp(-v)). The sum of the top_k terms is formed
- * first and then added to y (HF: the experts' sum, then the residual add), in fp32 or wider.
- * Every pair is computed, weight 0 included. The pointer arrays are backend memory (device
+ * inter]), all in w_dtype, silu(v) = v / (1 + exp(-v)). w_dtype may be a block format (Q8_0,
+ * Q4_0, the K formats: the host backends only; CUDA returns KERN_ERR_UNSUPPORTED) when hidden
+ * and inter are both multiples of its block, else the call is KERN_ERR_INVALID. The sum of the
+ * top_k terms is formed first and then added to y (HF: the experts' sum, then the residual
+ * add), in fp32 or wider. Every pair is computed, weight 0 included. The pointer arrays are backend memory (device
  * memory on CUDA) holding backend addresses. An expert outside [0, n_experts) or a NULL
  * weight pointer is a bad index: KERN_ERR_INVALID on host backends, reported at sync on a
  * device. work is scratch of kern_moe_work_bytes() bytes. */

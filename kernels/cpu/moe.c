@@ -1,7 +1,7 @@
 /* Fast CPU mixture-of-experts FFN: the slots (token, k) sorted by expert, each expert's x rows
  * gathered and run through the backend's gemm inner loops (gate and up with the SiLU fused, then
- * down), and the top_k outputs of each token combined in ascending expert order and added to y.
- * Not the router (moe_route stays the reference on the CPU: 16 logits a token) and not a
+ * down; float or block-format experts, widened in registers), and the top_k outputs of each
+ * token combined in ascending expert order and added to y. Not the router (moe_route stays the reference on the CPU: 16 logits a token) and not a
  * general grouped GEMM. Unusual calls go to the reference, which decides. */
 #include <string.h>
 
@@ -20,9 +20,14 @@
  * of the element alone. For the same reason every row count uses the one gemm build of w_dtype,
  * which widens 16-bit weights in registers (no fp32 panel as the matmul op has for m > 4):
  * measured at hidden 4096, inter 1600, bf16, 2 threads, that is 2x faster than a panel for a
- * decode token and 1.3x for 64 tokens over 8 experts. */
+ * decode token and 1.3x for 64 tokens over 8 experts. Block-format experts (hidden and inter
+ * whole blocks: kern_ref_moe_check) take the same path: every chunk starts on a block and is
+ * whole blocks, all multiples of MOE_VEC, so the plain loop never runs for them. */
 #define MOE_KC 1024
 #define MOE_VEC 16             /* the widest lane count: chunks cut here have no gemm tail */
+_Static_assert(MOE_KC % KERN_QBLOCK == 0 && MOE_KC % KERN_QKBLOCK == 0 &&
+                   KERN_QBLOCK % MOE_VEC == 0,
+               "block-format chunks start on a block and have no gemm tail");
 #define MOE_NB1 32             /* inter columns per task of the gate/up pass (2 x 32 W rows) */
 #define MOE_NB2 64             /* hidden columns per task of the down pass */
 #define MOE_MB 64              /* rows of one expert per task */
@@ -46,19 +51,19 @@ struct moe_job {
     int64_t rows_per_task;     /* gather and combine passes */
 };
 
-/* y[mb, nb] = x[mb, len] @ W[nb, len]^T, W rows of length len at stride ldw in w_dtype, y of
- * row stride ldy (overwritten): len split into MOE_KC chunks added one after the other, the
- * last one's elements past a multiple of MOE_VEC summed here in order (see the top). */
+/* y[mb, nb] = x[mb, len] @ W[nb, len]^T, W rows of length len at stride ldw elements in
+ * w_dtype, y of row stride ldy (overwritten): len split into MOE_KC chunks added one after the
+ * other, the last one's elements past a multiple of MOE_VEC summed here in order (see the
+ * top). */
 static void expert_gemm(const struct moe_job *job, const float *x, int64_t ldx, const void *w,
                         int64_t ldw, float *y, int64_t ldy, int64_t mb, int64_t nb, int64_t len)
 {
     enum kern_dtype dt = job->p->w_dtype;
-    size_t es = kern_dtype_size(dt);
     for (int64_t i = 0; i < mb; i++)
         memset(y + i * ldy, 0, (size_t)nb * sizeof *y);
     for (int64_t kc = 0; kc < len; kc += MOE_KC) {
         int64_t l = len - kc < MOE_KC ? len - kc : MOE_KC, lv = l - l % MOE_VEC;
-        const char *wc = (const char *)w + (size_t)kc * es;
+        const char *wc = (const char *)w + kern_dtype_row_bytes(dt, kc); /* kc: whole blocks */
         if (lv > 0)
             job->isa->gemm[dt](x + kc, ldx, wc, ldw, y, ldy, mb, nb, lv);
         if (lv == l)
@@ -93,11 +98,11 @@ static void gate_up_task(void *arg, int64_t task, int thread)
     int64_t H = p->hidden, I = p->inter, j0, nb;
     const struct moe_block *blk = task_block(job, task, MOE_NB1, I, &j0, &nb);
     int64_t mb = blk->row1 - blk->row0;
-    size_t es = kern_dtype_size(p->w_dtype);
+    size_t row0 = (size_t)j0 * (size_t)kern_dtype_row_bytes(p->w_dtype, H); /* W row j0 */
     const float *x = job->a + (int64_t)blk->row0 * H;
     float *gate = job->b + (int64_t)blk->row0 * 2 * I + j0, *up = gate + I;
-    const char *wg = (const char *)p->w_gate[blk->expert] + (size_t)(j0 * H) * es;
-    const char *wu = (const char *)p->w_up[blk->expert] + (size_t)(j0 * H) * es;
+    const char *wg = (const char *)p->w_gate[blk->expert] + row0;
+    const char *wu = (const char *)p->w_up[blk->expert] + row0;
     expert_gemm(job, x, H, wg, H, gate, 2 * I, mb, nb, H);
     expert_gemm(job, x, H, wu, H, up, 2 * I, mb, nb, H);
     for (int64_t i = 0; i < mb; i++)
@@ -112,8 +117,8 @@ static void down_task(void *arg, int64_t task, int thread)
     const struct kern_moe_params *p = job->p;
     int64_t H = p->hidden, I = p->inter, j0, nb;
     const struct moe_block *blk = task_block(job, task, MOE_NB2, H, &j0, &nb);
-    size_t es = kern_dtype_size(p->w_dtype);
-    const char *wd = (const char *)p->w_down[blk->expert] + (size_t)(j0 * I) * es;
+    const char *wd = (const char *)p->w_down[blk->expert] +
+                     (size_t)j0 * (size_t)kern_dtype_row_bytes(p->w_dtype, I);
     expert_gemm(job, job->b + (int64_t)blk->row0 * 2 * I, 2 * I, wd, I,
                 job->a + (int64_t)blk->row0 * H + j0, H, blk->row1 - blk->row0, nb, I);
 }

@@ -439,7 +439,11 @@ int kern_cuda_moe(struct kern_ctx *ctx, const struct kern_moe_params *p)
     /* The reference's checks of everything on the host; the expert indices and the weight
      * pointers live on the device: the plan kernel checks them. */
     int rc = cu ? kern_ref_moe_args_check(p) : KERN_ERR_INVALID;
-    if (rc != KERN_OK || p->n_tokens == 0 || p->hidden == 0)
+    if (rc != KERN_OK)
+        return rc;
+    if (!kern_cuda_dtype_ok(p->w_dtype)) /* block-format experts: the host backends only */
+        return KERN_ERR_UNSUPPORTED;
+    if (p->n_tokens == 0 || p->hidden == 0)
         return rc;
     const int64_t n_slots = p->n_tokens * p->top_k; /* checked */
     /* Launch limits: slots are int32 in the plan; grid y holds the column tiles. */

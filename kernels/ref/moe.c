@@ -1,16 +1,27 @@
 /* Reference mixture-of-experts FFN: for every token, the weighted sum of its routed experts'
- * SiLU-gated MLPs added to y, as kernels/ops.h states it. Plain C in fp64, one token and one
- * expert at a time: the specification, not a fast path. */
+ * SiLU-gated MLPs added to y, as kernels/ops.h states it, from float or block-format experts
+ * (ref_load decodes each element). Plain C in fp64, one token and one expert at a time: the
+ * specification, not a fast path. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "ref.h"
 
+/* Whether the experts' rows can be stored in w_dtype: any float type, or a block format
+ * (ops.h) when both row lengths, hidden (gate, up) and inter (down), are whole blocks. */
+static int moe_dtype_ok(const struct kern_moe_params *p)
+{
+    if (ref_dtype_ok(p->w_dtype))
+        return 1;
+    int64_t be = kern_dtype_block_elems(p->w_dtype);
+    return be > 0 && p->hidden % be == 0 && p->inter % be == 0;
+}
+
 int kern_ref_moe_args_check(const struct kern_moe_params *p)
 {
     int64_t elems, pairs, w_elems;
     if (!p || p->n_tokens < 0 || p->hidden < 0 || p->inter < 0 || p->n_experts < 1 ||
-        p->n_experts > INT32_MAX || p->top_k < 1 || !ref_dtype_ok(p->w_dtype) ||
+        p->n_experts > INT32_MAX || p->top_k < 1 || !moe_dtype_ok(p) ||
         ref_mul(p->n_tokens, p->hidden, &elems) || ref_mul(p->n_tokens, p->top_k, &pairs) ||
         ref_mul(p->hidden, p->inter, &w_elems) ||
         kern_moe_work_bytes(p->n_tokens, p->top_k, p->hidden, p->inter, p->n_experts) == 0)

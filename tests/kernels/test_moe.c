@@ -391,7 +391,10 @@ static void check_moe_case(const struct kern_ops *ops, struct kern_ctx *ctx, str
                            const struct moe_case *c)
 {
     int64_t T = c->n_tokens, H = c->hidden, I = c->inter, E = c->n_experts, K = c->top_k;
-    size_t es = kern_dtype_size(c->dt);
+    /* Weights in [-amp, amp): 0.5 up to width 64, less beyond so that the values stay O(1)
+     * for the tolerance below. */
+    int64_t width = H > I ? H : I;
+    float amp = width <= 64 ? 0.5f : (float)(4.0 / sqrt((double)width));
     void *wts[3][8];
     const void *ptr[3][8];
     int used[8] = {0};
@@ -399,9 +402,9 @@ static void check_moe_case(const struct kern_ops *ops, struct kern_ctx *ctx, str
         used[c->experts[s]] = 1;
     for (int m = 0; m < 3; m++)
         for (int64_t e = 0; e < E; e++) {
-            wts[m][e] = kt_alloc((size_t)(H * I) * es);
-            kt_fill(rng, wts[m][e], c->dt, H * I, -0.5f, 0.5f);
-            if (!used[e]) /* never read: NaN would show if it were */
+            wts[m][e] = kt_alloc(kt_bytes(c->dt, H * I));
+            kt_fill(rng, wts[m][e], c->dt, H * I, -amp, amp);
+            if (!used[e]) /* never read: NaN would show if it were (a block's scale) */
                 for (int64_t i = 0; i < H * I; i++)
                     kt_set(wts[m][e], c->dt, i, NAN);
             ptr[m][e] = wts[m][e];
@@ -419,8 +422,8 @@ static void check_moe_case(const struct kern_ops *ops, struct kern_ctx *ctx, str
     CHECK(ops->moe(ctx, &p) == KERN_OK, "%s moe %s failed", ops->name, c->name);
     /* The reference is fp64 (one rounding); the CPU table is fp32 with inner products of
      * length hidden and inter: test_ops.c bounds that error from the data. Here the values are
-     * O(1) and both dimensions below 64, so 1e-5 of the magnitude is ample either way and far
-     * below a dropped or misweighted expert (O(0.1)). */
+     * O(1) and both dimensions at most 64 (or the weights scaled down beyond), so 1e-5 of the
+     * magnitude is ample either way and far below a dropped or misweighted expert (O(0.1)). */
     int bad = 0;
     for (int64_t i = 0; i < T * H; i++)
         bad += !(fabs((double)y[i] - (double)want[i]) <= 1e-5 * (1.0 + fabs((double)want[i])));
@@ -449,6 +452,15 @@ static void test_moe_cases(const struct kern_ops *ops, struct kern_ctx *ctx, str
          {0.5f, -0.5f, 0.25f, 1.0f, 0.5f, 0.25f, 0.3f, 0.2f, 0.1f}},
         /* One expert (moe allows it; routing needs two), weights above 1. */
         {"one expert", 2, 8, 40, 1, 2, KERN_DTYPE_BF16, {0, 0, 0, 0}, {1.5f, 2.5f, 0.0f, 1.0f}},
+        /* Block-format experts (quantized at load, or a GGUF file's): hidden and inter whole
+         * blocks, 32 for Q8_0 / Q4_0 and 256 for the K formats. */
+        {"top2 q8_0", 5, 64, 32, 6, 2, KERN_DTYPE_Q8_0, {4, 0, 2, 3, 0, 4, 3, 2, 0, 2},
+         {0.9f, 0.4f, 1.0f, 0.0f, 0.3f, 0.6f, 1.0f, 1.0f, 0.25f, 0.75f}},
+        {"top3 dup q4_0", 3, 32, 96, 3, 3, KERN_DTYPE_Q4_0, {2, 1, 2, 0, 0, 0, 1, 2, 0},
+         {0.5f, -0.5f, 0.25f, 1.0f, 0.5f, 0.25f, 0.3f, 0.2f, 0.1f}},
+        {"top2 q4_k", 3, 256, 512, 4, 2, KERN_DTYPE_Q4_K, {3, 0, 0, 1, 3, 3}, {0.7f, 0.3f, 1.0f, 0.5f, 0.2f, 0.9f}},
+        {"top2 q5_k", 2, 512, 256, 2, 2, KERN_DTYPE_Q5_K, {1, 0, 0, 0}, {0.6f, 0.4f, 1.0f, 0.5f}},
+        {"top1 q6_k", 2, 256, 256, 3, 1, KERN_DTYPE_Q6_K, {2, 0}, {1.0f, 0.5f}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_moe_case(ops, ctx, rng, &cases[i]);
@@ -485,7 +497,7 @@ static void test_moe_invalid(const struct kern_ops *ops, struct kern_ctx *ctx)
         y[i] = 0.0f;
     CHECK(ops->moe(ctx, &good) == KERN_OK && y[0] != 0.0f, "%s moe good call", ops->name);
     int32_t ex_hi[4] = {0, 2, 1, 0}, ex_lo[4] = {0, 1, -1, 0};
-    enum { NB = 24 };
+    enum { NB = 28 };
     struct kern_moe_params bad[NB];
     for (int i = 0; i < NB; i++)
         bad[i] = good;
@@ -509,12 +521,17 @@ static void test_moe_invalid(const struct kern_ops *ops, struct kern_ctx *ctx)
     bad[17].top_k = -2;
     bad[18].n_experts = 0;
     bad[19].n_experts = (int64_t)INT32_MAX + 1;
-    bad[20].w_dtype = (enum kern_dtype)5;
+    bad[20].w_dtype = KERN_DTYPE_Q4_K; /* block formats need hidden and inter whole blocks */
     bad[21].n_tokens = INT64_MAX / 2; /* n_tokens * hidden overflows */
     bad[22].hidden = (int64_t)1 << 31; /* hidden * inter = 2^62: too many elements */
     bad[22].inter = (int64_t)1 << 31;
     bad[23].inter = INT64_MAX / 8;    /* the work buffer's size overflows */
     bad[23].hidden = 1;
+    bad[24].w_dtype = KERN_DTYPE_Q8_0;  /* hidden 4, inter 2: not whole blocks of 32 */
+    bad[25].w_dtype = KERN_DTYPE_Q4_0;  /* hidden whole blocks, inter 2 not */
+    bad[25].hidden = KERN_QBLOCK;
+    bad[26].w_dtype = KERN_DTYPE_COUNT;
+    bad[27].w_dtype = (enum kern_dtype)-1;
     for (int i = 0; i < NB; i++) {
         for (int j = 0; j < 8; j++)
             y[j] = 9.0f;

@@ -913,7 +913,7 @@ struct moe_weights {
 static void moe_weights_fill(struct kt_rng *rng, struct moe_weights *mw, int64_t E, int64_t H,
                              int64_t I, enum kern_dtype dt)
 {
-    size_t es = kern_dtype_size(dt), per = (size_t)(H * I) * es;
+    size_t per = kt_bytes(dt, H * I); /* block formats: H and I whole blocks */
     mw->gate = kt_alloc(per * (size_t)E);
     mw->up = kt_alloc(per * (size_t)E);
     mw->down = kt_alloc(per * (size_t)E);
@@ -1014,6 +1014,14 @@ static void test_moe(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, int 
         {"skew", 90, 48, 72, 6, 2, KERN_DTYPE_BF16, 1, 0},
         {"chunks", 6, 1100, 1030, 3, 2, KERN_DTYPE_F16, 1, 1},
         {"chunks f32", 5, 1030, 1100, 4, 2, KERN_DTYPE_F32, 0, 0},
+        /* Block-format experts: hidden and inter whole blocks (32, or 256 for the K formats),
+         * above 1024 for chunks that start inside a row. */
+        {"q8_0", 20, 64, 96, 5, 2, KERN_DTYPE_Q8_0, 0, 0},
+        {"q4_0 skew", 90, 96, 64, 6, 2, KERN_DTYPE_Q4_0, 1, 1},
+        {"q8_0 chunks", 4, 256, 1088, 3, 2, KERN_DTYPE_Q8_0, 1, 0},
+        {"q4_k chunks", 4, 1280, 256, 3, 2, KERN_DTYPE_Q4_K, 0, 1},
+        {"q5_k", 5, 256, 512, 3, 2, KERN_DTYPE_Q5_K, 0, 0},
+        {"q6_k", 5, 512, 256, 3, 1, KERN_DTYPE_Q6_K, 1, 0},
     };
     for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++)
         check_moe(rng, &awkward[i], ctxs, n_ctx);
@@ -1025,6 +1033,8 @@ static void test_moe(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, int 
     const struct moe_case real[] = {
         {"phimoe/4", 33, 1024, 1600, 16, 2, KERN_DTYPE_BF16, 0, 0},
         {"phimoe hidden", 2, 4096, 1280, 4, 2, KERN_DTYPE_BF16, 0, 0},
+        {"phimoe/4 q8_0", 33, 1024, 1600, 16, 2, KERN_DTYPE_Q8_0, 0, 0},
+        {"phimoe hidden q4_k", 2, 4096, 1280, 4, 2, KERN_DTYPE_Q4_K, 0, 0},
     };
     for (size_t i = 0; i < sizeof real / sizeof real[0]; i++)
         check_moe(rng, &real[i], pool_only, 1);
@@ -1230,13 +1240,24 @@ static void test_matmul_batch_invariance(struct kt_rng *rng, struct kern_ctx **c
 
 /* Batch invariance: a token's result is the same bits whatever else is in the batch (how many
  * rows its experts get: 1 alone, more than 4 and more than 64 in the batch) and whatever the
- * thread count. hidden and inter above 1024 put k chunks in both projections. */
+ * thread count. hidden and inter above 1024 put k chunks in both projections (whole blocks
+ * for the block formats). */
 static void test_moe_batch_invariance(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
 {
-    enum { T = 80, H = 1100, I = 1030, E = 4, K = 2 };
-    for (int dt = 0; dt < 3; dt++) {
+    enum { T = 80, E = 4, K = 2 };
+    static const struct {
+        enum kern_dtype dt;
+        int64_t hidden, inter;
+    } shapes[] = {
+        {KERN_DTYPE_F32, 1100, 1030}, {KERN_DTYPE_F16, 1100, 1030}, {KERN_DTYPE_BF16, 1100, 1030},
+        {KERN_DTYPE_Q8_0, 1088, 1056}, {KERN_DTYPE_Q4_0, 1056, 1088},
+        {KERN_DTYPE_Q4_K, 1280, 1280},
+    };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const enum kern_dtype dt = shapes[si].dt;
+        const int64_t H = shapes[si].hidden, I = shapes[si].inter;
         struct moe_weights mw;
-        moe_weights_fill(rng, &mw, E, H, I, (enum kern_dtype)dt);
+        moe_weights_fill(rng, &mw, E, H, I, dt);
         int32_t experts[T * K];
         float weights[T * K];
         moe_route_random(rng, experts, weights, T, K, E, 1); /* expert 0: ~80 rows */
@@ -1246,7 +1267,7 @@ static void test_moe_batch_invariance(struct kt_rng *rng, struct kern_ctx **ctxs
         kt_fill(rng, y0, KERN_DTYPE_F32, T * H, -2.0f, 2.0f);
         void *work = kt_alloc(kern_moe_work_bytes(T, K, H, I, E));
         memcpy(yb, y0, (size_t)(T * H) * sizeof *yb);
-        struct kern_moe_params p = {x, experts, weights, mw.pg, mw.pu, mw.pd, (enum kern_dtype)dt,
+        struct kern_moe_params p = {x, experts, weights, mw.pg, mw.pu, mw.pd, dt,
                                     yb, work, T, H, I, E, K};
         CHECK(cpu_ops.moe(ctxs[n_ctx - 1], &p) == KERN_OK, "moe invariance batch");
         /* Tokens alone (serial context) and the first 5 as a batch of their own (3 threads). */
@@ -1272,7 +1293,7 @@ static void test_moe_batch_invariance(struct kt_rng *rng, struct kern_ctx **ctxs
         CHECK(cpu_ops.moe(ctxs[n_ctx - 2], &q) == KERN_OK, "moe invariance batch of 5");
         diff += memcmp(y5, yb, (size_t)(5 * H) * sizeof *y5) != 0;
         CHECK(diff == 0, "moe %s: %lld token results change with the batch",
-              kern_dtype_name((enum kern_dtype)dt), (long long)diff);
+              kern_dtype_name(dt), (long long)diff);
         moe_weights_free(&mw);
         kt_free(x);
         kt_free(y0);
