@@ -398,6 +398,17 @@ SIMD_INLINE void simd_vb_to_f32x16(const simd_vb *v, int is_signed, float d0, fl
     __m512 d = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
     _mm512_storeu_ps(f, _mm512_mul_ps(d, x));
 }
+#elif SIMD_L == 8 && defined(__AVX2__)
+SIMD_INLINE void simd_vb_to_f32x16(const simd_vb *v, int is_signed, float d0, float d1, float *f)
+{
+    __m128i b[2];
+    memcpy(&b[0], v, sizeof b[0]);
+    b[1] = _mm_unpackhi_epi64(b[0], b[0]);
+    for (int h = 0; h < 2; h++) {
+        __m256 x = _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(b[h]) : _mm256_cvtepu8_epi32(b[h]));
+        _mm256_storeu_ps(f + 8 * h, _mm256_mul_ps(_mm256_set1_ps(h ? d1 : d0), x));
+    }
+}
 #else
 SIMD_INLINE void simd_vb_to_f32x16(const simd_vb *v, int is_signed, float d0, float d1, float *f)
 {

@@ -3,7 +3,8 @@
  * elementwise ops of a 128-token prefill (rmsnorm, rope, silu_mul, add), the MoE FFN, and
  * the block formats (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) against bf16 on the fast path (the same
  * shapes, timed in turn).
- * Prints a table and always exits 0; it is a measurement, never a test. */
+ * Usage: bench_ops [all|quant] [generic|avx2] (the second argument: a narrower instruction set
+ * than the CPU's best). Prints a table and always exits 0; it is a measurement, never a test. */
 #include "cpu/cpu.h"
 #include "kt_util.h"
 
@@ -366,8 +367,14 @@ int main(int argc, char **argv)
         return 0;
     }
     static const char *const level_names[] = {"generic", "avx2", "avx512"};
+    enum kern_cpu_level level = kern_cpu_best_level();
+    /* A narrower level to measure, as the second argument (e.g. "bench_ops quant avx2"). */
+    for (int l = 0; argc > 2 && l < (int)level; l++)
+        if (strcmp(argv[2], level_names[l]) == 0 &&
+            kern_cpu_ops_init_level(&cpu, (enum kern_cpu_level)l) == 0)
+            level = (enum kern_cpu_level)l;
     printf("bench_ops: %d thread(s), inner loops: %s\n", kern_cpu_n_threads(ctx),
-           level_names[kern_cpu_best_level()]);
+           level_names[level]);
     struct kt_rng rng = {7};
     if (argc > 1 && strcmp(argv[1], "quant") == 0) { /* only the quantized table */
         bench_quantized(&cpu, ctx, &rng);
