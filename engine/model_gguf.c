@@ -91,21 +91,6 @@ static void fail_row(struct convert_work *cw, int64_t r)
         ;
 }
 
-/* One row of n elements of a block type widened to fp32: Q8_0 and Q4_0 as the kernels read
- * them (kern_block_elem), the others by eng_gguf_dequant_row (the K types through the kernels'
- * own kern_kq_elem). Returns 0 or -1. */
-static int widen_row(uint32_t ggml_type, const uint8_t *src, int64_t n, float *f)
-{
-    if (ggml_type != GGML_Q8_0 && ggml_type != GGML_Q4_0)
-        return eng_gguf_dequant_row(ggml_type, src, n, f);
-    bool q4 = ggml_type == GGML_Q4_0;
-    size_t block_bytes = q4 ? KERN_Q4_0_BLOCK_BYTES : KERN_Q8_0_BLOCK_BYTES;
-    for (int64_t b = 0; b < n / KERN_QBLOCK; b++)
-        for (int e = 0; e < KERN_QBLOCK; e++)
-            f[b * KERN_QBLOCK + e] = kern_block_elem(q4, src + (size_t)b * block_bytes, e);
-    return 0;
-}
-
 static void *convert_pieces(void *arg)
 {
     struct convert_work *cw = arg;
@@ -121,7 +106,7 @@ static void *convert_pieces(void *arg)
             const uint8_t *src = (const uint8_t *)cw->t->data + (size_t)r * cw->src_row;
             uint8_t *out = cw->dst + (size_t)r * cw->dst_row;
             float *f = cw->to_f32 ? (float *)out : tmp;
-            int bad = widen_row(cw->t->ggml_type, src, cw->ne0, f) != 0;
+            int bad = eng_gguf_dequant_row(cw->t->ggml_type, src, cw->ne0, f) != 0;
             for (int64_t i = 0; !bad && i < cw->ne0; i++)
                 bad = !isfinite(f[i]);
             if (!bad && !cw->to_f32)
@@ -134,9 +119,9 @@ static void *convert_pieces(void *arg)
     return NULL;
 }
 
-/* A tensor of a block type, rows of ne0 elements: a type without kernels (eng_gguf_dequant_row)
- * requantized to Q8_0 row by row through fp32 (one more rounding: at most half a Q8_0 step
- * of its block's largest magnitude), or with to_f32 any block type widened exactly to fp32
+/* A tensor of a block type without kernels, rows of ne0 elements, widened exactly by
+ * eng_gguf_dequant_row: requantized to Q8_0 row by row through fp32 (one more rounding: at most
+ * half a Q8_0 step of its block's largest magnitude), or with to_f32 kept as those fp32 values
  * (the embedding).
  * Every online CPU takes pieces of rows (the bytes do not depend on how). */
 static int convert(struct eng_model *m, const struct eng_gguf_tensor *t, bool to_f32,
@@ -456,16 +441,15 @@ static int gguf_config(const struct eng_gguf *g, struct eng_model_config *cfg, c
     return rc;
 }
 
-/* The embedding as the embed op reads it: float types as stored; any block type widened to
- * fp32 into a buffer the model owns (convert: exact, the values the blocks stand for). */
+/* The embedding as the embed op reads it: the types the kernels read (floats, Q8_0, Q4_0 and
+ * the K formats) as stored; another block type widened to fp32 into a buffer the model owns
+ * (convert: exact, the values the blocks stand for). */
 static int bind_embed(struct eng_model *m, char *err, size_t errlen)
 {
     int64_t V = m->cfg.vocab_size, H = m->cfg.hidden_size;
     const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, "token_embd.weight");
-    int dt = t ? dtype_of(t->ggml_type) : -1;
-    bool block = (dt >= 0 && kern_dtype_block_elems((enum kern_dtype)dt) != 0) ||
-                 (t && dt < 0 && eng_gguf_dequant_supported(t->ggml_type));
-    if (t && block && t->n_dims == 2 && t->ne[0] == H && t->ne[1] == V)
+    if (t && dtype_of(t->ggml_type) < 0 && eng_gguf_dequant_supported(t->ggml_type) &&
+        t->n_dims == 2 && t->ne[0] == H && t->ne[1] == V)
         return convert(m, t, true, &m->embed, err, errlen);
     int64_t ne[2] = {H, V};
     return bind_t(m, "token_embd.weight", 2, ne, true, &m->embed, err, errlen);

@@ -95,7 +95,8 @@ struct kern_ctx;
  * id is outside [0, vocab). */
 struct kern_embed_params {
     const int32_t *ids;        /* [n_tokens] */
-    const void *table;         /* [vocab, hidden] in table_dtype */
+    const void *table;         /* [vocab, hidden] in table_dtype (a block format: rows of whole
+                                  blocks; the host backends only) */
     enum kern_dtype table_dtype;
     float *out;                /* [n_tokens, hidden] */
     int64_t n_tokens, vocab, hidden;

@@ -1,4 +1,5 @@
-/* Reference embed: gathers token rows of the embedding table and widens them to fp32.
+/* Reference embed: gathers token rows of the embedding table (any dtype, block formats
+ * included) and widens them to fp32.
  * Plain C, the specification of the op; no threads, no SIMD. */
 #include "ref.h"
 
@@ -6,8 +7,9 @@ int kern_ref_embed(struct kern_ctx *ctx, const struct kern_embed_params *p)
 {
     int64_t table_elems, out_elems;
     (void)ctx;
-    if (!p || p->n_tokens < 0 || p->vocab < 0 || p->hidden < 0 || !ref_dtype_ok(p->table_dtype))
-        return KERN_ERR_INVALID;
+    if (!p || p->n_tokens < 0 || p->vocab < 0 || p->hidden < 0 ||
+        kern_dtype_row_bytes(p->table_dtype, p->hidden) < 0)
+        return KERN_ERR_INVALID; /* an unknown dtype, or block-format rows not whole blocks */
     if (ref_mul(p->vocab, p->hidden, &table_elems) || ref_mul(p->n_tokens, p->hidden, &out_elems))
         return KERN_ERR_INVALID;
     if (p->n_tokens == 0)

@@ -322,7 +322,8 @@ int main(void)
         eng_model_destroy(m);
     }
 
-    /* Q8_0 matrices are bound as they are; a Q4_0 embedding is widened to exact fp32. */
+    /* Q8_0 matrices and a Q4_0 embedding are bound as they are (the embed op reads block
+     * rows). */
     base_model(&w);
     t_find(&w, "blk.0.attn_qkv.weight")->type = 8;
     t_find(&w, "blk.0.attn_qkv.weight")->bytes = type_bytes(8, (uint64_t)H * 128);
@@ -330,14 +331,15 @@ int main(void)
     t_find(&w, "token_embd.weight")->bytes = type_bytes(2, (uint64_t)H * V);
     if ((m = try_load(&w, NULL, "q8_0 qkv, q4_0 embedding")) != NULL) {
         CHECK(m->layers[0].qkv.dtype == KERN_DTYPE_Q8_0 &&
-                  eng_model_block_dtype(m) == KERN_DTYPE_Q8_0, "qkv not bound as Q8_0");
-        const float *e = m->embed.data;
-        int bad = m->embed.dtype != KERN_DTYPE_F32;
+                  eng_model_block_dtype(m) != KERN_DTYPE_COUNT, "qkv not bound as Q8_0");
+        const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, "token_embd.weight");
+        int bad = m->embed.dtype != KERN_DTYPE_Q4_0 || m->embed.data != t->data;
         for (int i = 0; !bad && i < V * H; i++) {
             int j = i % 32, q = j < 16 ? j : 15 - (j - 16); /* low nibble j, high 15 - j */
-            bad = e[i] != (float)(q - 8) / 64.0f;
+            bad = kern_block_elem(1, (const uint8_t *)m->embed.data + (size_t)(i / 32) * 18, j) !=
+                  (float)(q - 8) / 64.0f;
         }
-        CHECK(!bad, "the Q4_0 embedding was not widened to its exact values");
+        CHECK(!bad, "the Q4_0 embedding is not bound in place with its values");
         eng_model_destroy(m);
     }
 
@@ -412,9 +414,9 @@ int main(void)
     t_find(&w, "blk.0.attn_norm.weight")->bytes = type_bytes(8, H);
     (void)try_load(&w, "vectors", "Q8_0 norm");
 
-    /* K-quants (hidden 256): Q4_K, Q5_K and Q6_K matrices bound in place as the kernels read
-     * them; a type without kernels (Q3_K) requantized to Q8_0 through its exact fp32 values;
-     * the embedding widened to those values. A NaN scale in the requantized type is a load
+    /* K-quants (hidden 256): Q4_K, Q5_K and Q6_K matrices and embedding bound in place as the
+     * kernels read them; a type without kernels (Q3_K) requantized to Q8_0 through its exact
+     * fp32 values, and as an embedding widened to those values. A NaN scale in the requantized type is a load
      * error naming the tensor (matrices bound in place are not read at load, as float ones
      * are not). */
     H = 256;
@@ -423,7 +425,7 @@ int main(void)
         const char *name;
         uint32_t type;
     } kq[] = {{"blk.0.attn_qkv.weight", 12}, {"blk.1.attn_output.weight", 13},
-              {"output.weight", 14}, {"blk.0.attn_output.weight", 11}, {"token_embd.weight", 14}};
+              {"output.weight", 14}, {"token_embd.weight", 14}, {"blk.0.attn_output.weight", 11}};
     for (size_t i = 0; i < sizeof kq / sizeof kq[0]; i++) {
         struct wt *t = t_find(&w, kq[i].name);
         t->type = kq[i].type;
@@ -438,33 +440,29 @@ int main(void)
         char err[256];
         CHECK(eng_gguf_open_file(path, &g, err, sizeof err) == 0, "reopen: %s", err);
         const struct eng_weight *got[] = {&m->layers[0].qkv, &m->layers[1].o, &m->lm_head,
-                                          &m->layers[0].o, &m->embed};
-        static const enum kern_dtype native[] = {KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K};
-        for (size_t i = 0; i < 3; i++) {
+                                          &m->embed, &m->layers[0].o};
+        static const enum kern_dtype native[] = {KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K,
+                                                 KERN_DTYPE_Q6_K};
+        for (size_t i = 0; i < 4; i++) {
             const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, kq[i].name);
             CHECK(t && got[i]->dtype == native[i] && got[i]->data == t->data &&
                       got[i]->n_bytes == t->n_bytes,
                   "%s: not bound in place as %s", kq[i].name, kern_dtype_name(native[i]));
         }
-        for (size_t i = 3; g && i < sizeof kq / sizeof kq[0]; i++) {
+        for (size_t i = 4; g && i < sizeof kq / sizeof kq[0]; i++) {
             const struct eng_gguf_tensor *t = eng_gguf_find_tensor(g, kq[i].name);
-            bool embed = i == 4;
             int64_t k = t->ne[0], rows = t->ne[1];
             size_t row_bytes = (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
             float *f = malloc((size_t)k * sizeof *f);
             uint8_t *q = malloc(row_bytes);
-            int bad = got[i]->dtype != (embed ? KERN_DTYPE_F32 : KERN_DTYPE_Q8_0);
+            int bad = got[i]->dtype != KERN_DTYPE_Q8_0;
             for (int64_t r = 0; !bad && r < rows; r++) {
                 const uint8_t *src = (const uint8_t *)t->data + (size_t)r * (size_t)(t->n_bytes / (uint64_t)rows);
-                bad = eng_gguf_dequant_row(t->ggml_type, src, k, f) != 0;
-                if (!bad && embed)
-                    bad = memcmp((const float *)got[i]->data + r * k, f, (size_t)k * sizeof *f) != 0;
-                else if (!bad)
-                    bad = kern_quantize(f, KERN_DTYPE_F32, 1, k, KERN_DTYPE_Q8_0, q) != KERN_OK ||
-                          memcmp((const uint8_t *)got[i]->data + (size_t)r * row_bytes, q, row_bytes) != 0;
+                bad = eng_gguf_dequant_row(t->ggml_type, src, k, f) != 0 ||
+                      kern_quantize(f, KERN_DTYPE_F32, 1, k, KERN_DTYPE_Q8_0, q) != KERN_OK ||
+                      memcmp((const uint8_t *)got[i]->data + (size_t)r * row_bytes, q, row_bytes) != 0;
             }
-            CHECK(!bad, "%s: not the %s of its dequantized values", kq[i].name,
-                  embed ? "fp32 copy" : "Q8_0 requantization");
+            CHECK(!bad, "%s: not the Q8_0 requantization of its dequantized values", kq[i].name);
             free(f);
             free(q);
         }
@@ -498,6 +496,23 @@ int main(void)
             free(f);
             free(q);
         }
+        eng_model_destroy(m);
+    }
+    /* An embedding in a type without kernels (Q3_K) is widened to its exact fp32 values. */
+    struct wt *emb = t_find(&w, "token_embd.weight");
+    emb->type = 11;
+    emb->bytes = type_bytes(11, emb->ne[0] * emb->ne[1]);
+    if ((m = try_load(&w, NULL, "q3_k embedding")) != NULL) {
+        const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, "token_embd.weight");
+        int64_t k = t->ne[0], rows = t->ne[1];
+        float *f = malloc((size_t)k * sizeof *f);
+        int bad = m->embed.dtype != KERN_DTYPE_F32;
+        for (int64_t r = 0; !bad && r < rows; r++)
+            bad = eng_gguf_dequant_row(11, (const uint8_t *)t->data + (size_t)r * (size_t)(t->n_bytes / (uint64_t)rows),
+                                       k, f) != 0 ||
+                  memcmp((const float *)m->embed.data + r * k, f, (size_t)k * sizeof *f) != 0;
+        CHECK(!bad, "the Q3_K embedding is not its exact fp32 values");
+        free(f);
         eng_model_destroy(m);
     }
     t_find(&w, "blk.0.attn_output.weight")->fill = 1;

@@ -231,6 +231,11 @@ static void test_embed(int64_t n_tokens, int64_t vocab, int64_t hidden, enum ker
     sync_ok("after the fault was reported");
     dbuf_fetch(d_out, NULL, what);
 
+    /* Block-format tables are read by the host backends only (ops.h). */
+    q.table_dtype = KERN_DTYPE_Q8_0;
+    CHECK(cu_ops.embed(gctx, &q) == KERN_ERR_UNSUPPORTED, "%s: a Q8_0 table not refused", what);
+    sync_ok(what);
+
     dbuf_free(d_ids);
     dbuf_free(d_table);
     dbuf_free(d_out);
@@ -1895,6 +1900,12 @@ static void test_moe(const struct moe_case *c)
         r = q;
         r.n_tokens = INT64_MAX / 4;
         CHECK(cu_ops.moe(gctx, &r) == KERN_ERR_INVALID, "%s: overflowing sizes accepted", what);
+        /* Block-format experts run on the host backends only (ops.h). */
+        r = q;
+        r.w_dtype = KERN_DTYPE_Q8_0;
+        CHECK(cu_ops.moe(gctx, &r) == (r.hidden % KERN_QBLOCK || r.inter % KERN_QBLOCK
+                                           ? KERN_ERR_INVALID : KERN_ERR_UNSUPPORTED),
+              "%s: Q8_0 experts not refused", what);
         sync_ok(what);
     }
     gctx = path_ctx[0];
