@@ -45,8 +45,9 @@ the Q8_0 / Q4_0 files (phi3-demo has no quantized golden), golden/kmix for kmix.
 golden/kmix (gqa): phiserve's loader uses Q4_K, Q5_K and Q6_K matrices natively (KMIX_NATIVE:
 their values are exactly gguf.quants.dequantize of the bytes, nothing requantized); it widens a
 matrix of a block type without kernels (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K; here the Q5_0 one,
-KMIX_REQUANT) exactly to fp32 and requantizes it to Q8_0 with its own quantizer; and it widens a
-block-format token_embd of any type exactly to fp32 and keeps it. So the reference is
+KMIX_REQUANT) exactly to fp32 and requantizes it to Q8_0 with its own quantizer; a block-format
+token_embd keeps its exact values (read as stored in a type with kernels, widened to fp32 in
+another). So the reference is
 transformers (fp32, eager, as make_quant_goldens.py runs it) on the checkpoint with each Q4_K /
 Q5_K / Q6_K matrix (output.weight as lm_head included) replaced by gguf.quants.dequantize(the
 file's bytes), the Q5_0 matrix by make_quant_goldens.py's quantize_q8_0 dequantized output of
@@ -122,7 +123,7 @@ BLOCK_BYTES = {"q8_0": 2 + mq.QK, "q4_0": 2 + mq.QK // 2}
 # kmix: the type of each 2-D tensor by its GGUF name (".weight" left off), a Q4_K_M-like mix varied
 # per layer so that one file covers both ways phiserve loads a block-format matrix: Q4_K, Q5_K and
 # Q6_K used natively (KMIX_NATIVE) and Q5_0 widened and requantized to Q8_0 (KMIX_REQUANT); the
-# Q4_K token_embd is widened to fp32 (as an embedding of any block type). Everything 1-D stays F32.
+# Q4_K token_embd is read as stored (its exact values). Everything 1-D stays F32.
 KMIX_BLOCKS = {  # blk.i.<name>: (blk.0 type, blk.1 type, ...), one per layer
     "attn_qkv": (GT.Q4_K, GT.Q5_K),
     "attn_output": (GT.Q5_K, GT.Q5_0),
