@@ -97,6 +97,13 @@ for dev in cpu ref; do
   [ "$(head -n1 "$tmp/out")" = "$want" ] || fail "gguf q4_0 $dev: got '$(head -n1 "$tmp/out")', --quantization q4_0 gave '$want'"
 done
 expect_error "gguf q4_0 on cuda" "no q4_0 kernels" "$bin" generate --model "$gg/q4_0.gguf" --device cuda --tokens 1
+# K-quants run as stored, or requantized with --quantization (the golden suite checks the values).
+kmix=$fixtures/models/gqa/gguf/kmix.gguf
+for q in none q8_0 q4_0; do
+  expect_ok "gguf k-quants --quantization $q" "$bin" generate --model "$kmix" --tokens 5,77,300 --max-tokens 4 --ignore-eos --quantization $q
+  [ "$(head -n1 "$tmp/out" | tr ',' '\n' | wc -l)" -eq 4 ] || fail "gguf k-quants $q: '$(head -n1 "$tmp/out")'"
+done
+expect_error "gguf k-quants on cuda" "no q4_k kernels" "$bin" generate --model "$kmix" --device cuda --tokens 1
 head -c 150000 "$gg/bf16.gguf" >"$tmp/trunc.gguf"
 expect_error "gguf truncated" "runs past the end of the file" "$bin" generate --model "$tmp/trunc.gguf" --tokens 1
 : >"$tmp/empty.gguf"
