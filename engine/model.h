@@ -99,7 +99,9 @@ struct eng_model {
     struct eng_phi3_layer *layers; /* [num_hidden_layers] */
     struct eng_weight *experts;    /* phimoe: [num_hidden_layers * 3 E], owned */
     struct eng_vision *vision;     /* phi3_v: owned; NULL otherwise */
-    const void **expert_ptrs_host; /* phimoe: [num_hidden_layers * 3 E] the mapping's addresses */
+    /* phimoe: [num_hidden_layers * 3 E] the experts' host addresses (into the mapping, or
+     * eng_model_quantize's buffer); eng_model_upload turns them into backend addresses */
+    const void **expert_ptrs_host;
     void *expert_ptrs_dev;         /* after eng_model_upload: their backend copy (buf_alloc) */
     /* [n_rope_variants, rotary_dim / 2]: inv_freq[v * rotary_dim/2 + j] =
      * 1 / (factor_v[j] * theta^(2j / rotary_dim)), in fp32 as transformers computes it */
@@ -155,13 +157,17 @@ int eng_quant_parse(const char *name, enum eng_quant *out);
 /* "none", "q8_0" or "q4_0". */
 const char *eng_quant_name(enum eng_quant q);
 
-/* Quantizes (Q8_0 or Q4_0), in host memory, every matrix the matmul op reads: each decoder layer's qkv, o,
- * gate_up and down projections (phimoe: q, k, v and o; its experts stay as loaded) and the
- * lm_head unless it is tied to the embedding. A matrix already in that format stays as it is;
- * one in another block format (a GGUF file's K-quants, say) is requantized from its exact
- * values. Norms, biases, router, embedding and the vision tower are untouched. Call after eng_model_load, before eng_model_upload; the model owns the
- * new buffer. n_threads threads share the work (<= 0: one per online CPU). ENG_QUANT_NONE does nothing. Returns 0, or -1 with a message in err (a weight
- * that cannot be encoded, or out of memory); the model is then unchanged. */
+/* Quantizes (Q8_0 or Q4_0), in host memory, every matrix the matmul and moe ops read: each
+ * decoder layer's qkv, o, gate_up and down projections (phimoe: q, k, v and o, and every
+ * expert's w1, w3 and w2, which expert_ptrs_host then points at) and the lm_head unless it is
+ * tied to the embedding. A matrix already in that format stays as it is; one in another block
+ * format (a GGUF file's K-quants, say) is requantized from its exact values; one whose rows are
+ * not whole blocks keeps its dtype and counts in n_quant_kept (a layer's experts share one
+ * dtype: all of them, or none when hidden or inter is not whole blocks). Norms, biases,
+ * router, embedding and the vision tower are untouched. Call after eng_model_load, before
+ * eng_model_upload; the model owns the new buffer. n_threads threads share the work (<= 0: one
+ * per online CPU). ENG_QUANT_NONE does nothing. Returns 0, or -1 with a message in err (a
+ * weight that cannot be encoded, or out of memory); the model is then unchanged. */
 int eng_model_quantize(struct eng_model *model, enum eng_quant q, int n_threads, char *err,
                        size_t errlen);
 

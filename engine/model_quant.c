@@ -1,8 +1,10 @@
-/* Weight quantization at load (--quantization): the decoder's projection matrices and the
- * untied lm_head re-encoded into a block format of kernels/ops.h, in one buffer the model owns.
- * It changes what the weights point at, nothing else; the kernels do the arithmetic. */
+/* Weight quantization at load (--quantization): the decoder's projection matrices, phimoe's
+ * experts and the untied lm_head re-encoded into a block format of kernels/ops.h, in one buffer
+ * the model owns. It changes what the weights (and the experts' address array) point at,
+ * nothing else; the kernels do the arithmetic. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +31,13 @@ const char *eng_quant_name(enum eng_quant q)
 }
 
 /* The matrices a quantization covers, with their input width k (the row length) and, for
- * messages, their checkpoint name and layer (-1: none). */
+ * messages, their checkpoint name, layer (-1: none) and expert (-1: not an expert; name is
+ * then its part, "w1", "w3" or "w2"). */
 struct quant_target {
     struct eng_weight *w;
     int64_t k;
     const char *name;
-    int64_t layer;
+    int64_t layer, expert;
     uint8_t *out;              /* its encoding in the model's buffer */
 };
 
@@ -53,8 +56,11 @@ static size_t quant_rows(const struct quant_target *t)
 static void describe_failure(const struct quant_target *t, enum eng_quant q, char *err,
                              size_t errlen)
 {
-    char layer[48] = "";
-    if (t->layer >= 0)
+    char layer[96] = "";
+    if (t->layer >= 0 && t->expert >= 0)
+        snprintf(layer, sizeof layer, "model.layers.%lld.block_sparse_moe.experts.%lld.",
+                 (long long)t->layer, (long long)t->expert);
+    else if (t->layer >= 0)
         snprintf(layer, sizeof layer, "model.layers.%lld.", (long long)t->layer);
     snprintf(err, errlen, "model: %s%s.weight (%zu x %lld) cannot be quantized to %s: it has a "
              "non-finite value, or a block whose scale is beyond fp16", layer, t->name,
@@ -130,28 +136,54 @@ static int64_t encode_all(const struct quant_target *t, int64_t n, enum kern_dty
     return failed == INT64_MAX ? -1 : (int64_t)failed;
 }
 
-/* Fills t (room for 4 per layer + 1) and returns the count. Only these feed the matmul op;
- * the experts (moe op), norms, biases, router, embedding and vision tower stay as loaded. */
-static int64_t quant_targets(struct eng_model *m, struct quant_target *t)
+/* Whether a layer's experts can all be stored in `to`: the moe op takes one dtype for all of
+ * them, so they are quantized together or not at all (Phi-3.5-MoE's hidden 4096 and inter
+ * 6400 are whole blocks). Every expert of a layer has its shape and dtype (checked at load). */
+static bool experts_fit(const struct eng_phi3_layer *L, int64_t H, int64_t I, enum kern_dtype to)
+{
+    enum kern_dtype from = L->experts[0].dtype;
+    return kern_dtype_row_bytes(to, H) > 0 && kern_dtype_row_bytes(to, I) > 0 &&
+           kern_dtype_row_bytes(from, H) > 0 && kern_dtype_row_bytes(from, I) > 0;
+}
+
+/* Room quant_targets needs: 4 per layer, phimoe's 3 E experts per layer, and the lm_head. */
+static int64_t max_targets(const struct eng_model *m)
 {
     const struct eng_model_config *c = &m->cfg;
-    int64_t n = 0, H = c->hidden_size, attn = c->num_attention_heads * c->head_dim;
+    return c->num_hidden_layers * (4 + (m->experts ? 3 * c->num_local_experts : 0)) + 1;
+}
+
+/* Fills t (room for max_targets) and returns the count; adds to *kept the experts that must
+ * keep their dtype (experts_fit). These feed the matmul op or, for the experts, the moe op;
+ * norms, biases, router, embedding and vision tower stay as loaded. */
+static int64_t quant_targets(struct eng_model *m, enum kern_dtype to, struct quant_target *t,
+                             int64_t *kept)
+{
+    static const char *const parts[3] = {"w1", "w3", "w2"}; /* eng_phi3_layer.experts' order */
+    const struct eng_model_config *c = &m->cfg;
+    int64_t n = 0, H = c->hidden_size, I = c->intermediate_size, E = c->num_local_experts;
+    int64_t attn = c->num_attention_heads * c->head_dim;
     for (int64_t i = 0; i < c->num_hidden_layers; i++) {
         struct eng_phi3_layer *L = &m->layers[i];
-        if (L->experts) { /* phimoe: the attention projections */
-            t[n++] = (struct quant_target){&L->q, H, "self_attn.q_proj", i, NULL};
-            t[n++] = (struct quant_target){&L->k, H, "self_attn.k_proj", i, NULL};
-            t[n++] = (struct quant_target){&L->v, H, "self_attn.v_proj", i, NULL};
+        if (L->experts) { /* phimoe: the attention projections, then the experts */
+            t[n++] = (struct quant_target){&L->q, H, "self_attn.q_proj", i, -1, NULL};
+            t[n++] = (struct quant_target){&L->k, H, "self_attn.k_proj", i, -1, NULL};
+            t[n++] = (struct quant_target){&L->v, H, "self_attn.v_proj", i, -1, NULL};
+            if (!experts_fit(L, H, I, to))
+                *kept += 3 * E;
+            else
+                for (int64_t j = 0; j < 3 * E; j++) /* gate and up [I, H], down [H, I] */
+                    t[n++] = (struct quant_target){&L->experts[j], j < 2 * E ? H : I,
+                                                   parts[j / E], i, j % E, NULL};
         } else {
-            t[n++] = (struct quant_target){&L->qkv, H, "self_attn.qkv_proj", i, NULL};
-            t[n++] = (struct quant_target){&L->gate_up, H, "mlp.gate_up_proj", i, NULL};
-            t[n++] = (struct quant_target){&L->down, c->intermediate_size, "mlp.down_proj", i,
-                                           NULL};
+            t[n++] = (struct quant_target){&L->qkv, H, "self_attn.qkv_proj", i, -1, NULL};
+            t[n++] = (struct quant_target){&L->gate_up, H, "mlp.gate_up_proj", i, -1, NULL};
+            t[n++] = (struct quant_target){&L->down, I, "mlp.down_proj", i, -1, NULL};
         }
-        t[n++] = (struct quant_target){&L->o, attn, "self_attn.o_proj", i, NULL};
+        t[n++] = (struct quant_target){&L->o, attn, "self_attn.o_proj", i, -1, NULL};
     }
     if (m->lm_head.data && m->lm_head.data != m->embed.data)
-        t[n++] = (struct quant_target){&m->lm_head, H, "lm_head", -1, NULL};
+        t[n++] = (struct quant_target){&m->lm_head, H, "lm_head", -1, -1, NULL};
     return n;
 }
 
@@ -165,18 +197,18 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, int n_threads, cha
         return -1;
     }
     const enum kern_dtype to = q == ENG_QUANT_Q8_0 ? KERN_DTYPE_Q8_0 : KERN_DTYPE_Q4_0;
-    struct quant_target *t = calloc((size_t)(4 * m->cfg.num_hidden_layers + 1), sizeof *t);
+    struct quant_target *t = calloc((size_t)max_targets(m), sizeof *t);
     if (!t) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int64_t n = quant_targets(m, t);
+    int64_t kept = 0;
+    int64_t n = quant_targets(m, to, t, &kept);
     /* Sizes first: one buffer for all, each tensor 64-byte aligned. A matrix already in the
      * target format stays as it is; one whose rows are not whole blocks keeps its dtype (no
      * Phi-3 shape has one). Matrices in another block format (a GGUF file's) are requantized
      * from their exact values. */
     size_t total = 0;
-    int64_t kept = 0;
     for (int64_t i = 0; i < n; i++) {
         if (!t[i].w->data || t[i].w->dtype == to) {
             t[i].w = NULL;
@@ -223,6 +255,11 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, int n_threads, cha
                 .data = t[i].out, .dtype = to,
                 .n_bytes = quant_rows(&t[i]) * (size_t)kern_dtype_row_bytes(to, t[i].k)};
     free(t);
+    /* The moe op reads the experts through this array (eng_model_upload rebuilds it from
+     * eng_model.experts for the backend): point it at the new encodings. */
+    int64_t n_experts = m->experts ? m->cfg.num_hidden_layers * 3 * m->cfg.num_local_experts : 0;
+    for (int64_t j = 0; j < n_experts; j++)
+        m->expert_ptrs_host[j] = m->experts[j].data;
     m->quant_data = buf;
     m->quant = q;
     m->n_quant_kept = kept;

@@ -21,7 +21,9 @@ the independent forward. Quantized tensors:
   phi3   (gqa, mha-window, longrope): per layer self_attn.qkv_proj, self_attn.o_proj,
          mlp.gate_up_proj, mlp.down_proj (weights);
   phimoe (moe): per layer self_attn.q_proj, k_proj, v_proj, o_proj (weights only: not the
-         biases, not the router, not the experts);
+         biases, not the router), then every expert's block_sparse_moe.experts.<e>.w1, w3 and
+         w2 (all of a layer's experts or none: phiserve's moe op takes one dtype for them, so
+         they stay as they are when hidden_size or intermediate_size is not a multiple of 32);
   both:  lm_head.weight unless tie_word_embeddings. A weight whose in_features is not a
          multiple of 32 stays as it is (printed).
 
@@ -202,10 +204,21 @@ def first_block(mask):
 
 
 def quant_targets(model):
-    """Names of the weights to quantize, in layer order then lm_head."""
+    """Names of the weights to quantize, in layer order (phimoe: attention, then the experts)
+    then lm_head."""
     cfg = model.config
     arch = cfg.model_type
-    names = [f"model.layers.{i}.{s}" for i in range(cfg.num_hidden_layers) for s in LAYER_WEIGHTS[arch]]
+    names = []
+    for i in range(cfg.num_hidden_layers):
+        names += [f"model.layers.{i}.{s}" for s in LAYER_WEIGHTS[arch]]
+        if arch != "phimoe":
+            continue
+        if cfg.hidden_size % QK or cfg.intermediate_size % QK:
+            log(f"  NOT quantized (hidden {cfg.hidden_size} or inter {cfg.intermediate_size} % {QK}"
+                f" != 0): layer {i}'s experts")
+            continue
+        names += [f"model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight"
+                  for e in range(cfg.num_local_experts) for w in ("w1", "w3", "w2")]
     if cfg.tie_word_embeddings:
         assert model.lm_head.weight is model.model.embed_tokens.weight
     else:

@@ -1,8 +1,9 @@
 /* Fast CPU mixture-of-experts FFN: the slots (token, k) sorted by expert, each expert's x rows
  * gathered and run through the backend's gemm inner loops (gate and up with the SiLU fused, then
  * down; float or block-format experts, widened in registers), and the top_k outputs of each
- * token combined in ascending expert order and added to y. Not the router (moe_route stays the reference on the CPU: 16 logits a token) and not a
- * general grouped GEMM. Unusual calls go to the reference, which decides. */
+ * token combined in ascending expert order and added to y. Not the router (moe_route stays
+ * the reference on the CPU: 16 logits a token) and not a general grouped GEMM. Unusual calls
+ * go to the reference, which decides. */
 #include <string.h>
 
 #include "../ref/ref.h"

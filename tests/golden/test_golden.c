@@ -292,6 +292,20 @@ static const struct eng_weight *weight_named(const struct eng_model *m, const ch
         layer >= m->cfg.num_hidden_layers)
         return NULL;
     const struct eng_phi3_layer *L = &m->layers[layer];
+    /* phimoe's experts: w1 (gate) at e, w3 (up) at E + e, w2 (down) at 2 E + e */
+    static const char *const parts[3] = {"w1", "w3", "w2"};
+    int64_t E = m->cfg.num_local_experts;
+    int expert = -1, end = 0;
+    char part[3] = "";
+    if (L->experts &&
+        sscanf(name + used, "block_sparse_moe.experts.%d.%2[w123].weight%n", &expert, part,
+               &end) == 2 &&
+        end > 0 && name[used + end] == '\0' && expert >= 0 && expert < E) {
+        for (int k = 0; k < 3; k++)
+            if (strcmp(part, parts[k]) == 0)
+                return &L->experts[k * E + expert];
+        return NULL;
+    }
     static const struct {
         const char *suffix;
         size_t offset;
@@ -308,6 +322,23 @@ static const struct eng_weight *weight_named(const struct eng_model *m, const ch
         if (strcmp(name + used, map[i].suffix) == 0)
             return (const struct eng_weight *)((const char *)L + map[i].offset);
     return NULL;
+}
+
+/* How many of the model's matrices (lm_head, the decoder's projections, phimoe's experts) are
+ * in dt: the record must name every one of them, so that a matrix quantized here but not by
+ * the script (or the other way round) cannot pass unnoticed. */
+static int count_in_dtype(const struct eng_model *m, enum kern_dtype dt)
+{
+    int n = m->lm_head.dtype == dt && m->lm_head.data != m->embed.data;
+    for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++) {
+        const struct eng_phi3_layer *L = &m->layers[i];
+        const struct eng_weight *w[] = {&L->qkv, &L->q, &L->k, &L->v, &L->o, &L->gate_up, &L->down};
+        for (size_t j = 0; j < sizeof w / sizeof w[0]; j++)
+            n += w[j]->data && w[j]->dtype == dt;
+        for (int64_t j = 0; L->experts && j < 3 * m->cfg.num_local_experts; j++)
+            n += L->experts[j].dtype == dt;
+    }
+    return n;
 }
 
 /* The record's entry for a tensor name (shape, checksums), or NULL. */
@@ -460,6 +491,8 @@ int main(int argc, char **argv)
         n_quantized = check_quantized(m, argv[1], qdt);
         CHECK(n_quantized > 0 && m->n_quant_kept == 0, "%d tensors checked, %lld kept their dtype",
               n_quantized, (long long)m->n_quant_kept);
+        CHECK(count_in_dtype(m, qdt) == n_quantized, "%d matrices are %s, the record names %d",
+              count_in_dtype(m, qdt), kern_dtype_name(qdt), n_quantized);
     } else if (gguf && !gname) {
         CHECK(eng_model_block_dtype(m) == KERN_DTYPE_COUNT, "%s holds %s matrices", gguf,
               kern_dtype_name(eng_model_block_dtype(m)));

@@ -158,12 +158,14 @@ static void bench_elementwise(const struct kern_ops *ref, const struct kern_ops 
 }
 
 /* The MoE FFN at Phi-3.5-MoE's hidden 4096 with 8 experts of a quarter inter (1600, to keep
- * the weights at 300 MiB), top 2, bf16: the moe op against the same work as per-expert matmul
+ * the weights at 300 MiB), top 2, bf16 and the same experts quantized to Q8_0 (what
+ * --quantization q8_0 gives the moe op): the moe op against the same work as per-expert matmul
  * calls on pre-gathered rows (gate, up, down; no SiLU, gather or combine), which is what the
  * op would cost as a loop of matmuls, for a decode token and a 64-token prefill chunk. */
 struct bench_moe_loop {
     const struct kern_ops *ops;
     const void *const *wg, *const *wu, *const *wd;
+    enum kern_dtype dt;
     const float *xg;           /* [S, hidden] rows gathered by expert */
     float *g, *u, *d;          /* [S, inter], [S, inter], [S, hidden] */
     const int64_t *cnt;        /* [E] rows per expert, in gathered order */
@@ -183,12 +185,12 @@ static int call_moe_loop(struct kern_ctx *ctx, const void *p)
         int64_t m = l->cnt[e];
         if (m == 0)
             continue;
-        struct kern_matmul_params gp = {l->xg + r0 * l->H, l->wg[e], KERN_DTYPE_BF16,
+        struct kern_matmul_params gp = {l->xg + r0 * l->H, l->wg[e], l->dt,
                                         l->g + r0 * l->I, m, l->I, l->H, l->H, l->I, 0};
         struct kern_matmul_params up = gp;
         up.w = l->wu[e];
         up.y = l->u + r0 * l->I;
-        struct kern_matmul_params dp = {l->g + r0 * l->I, l->wd[e], KERN_DTYPE_BF16,
+        struct kern_matmul_params dp = {l->g + r0 * l->I, l->wd[e], l->dt,
                                         l->d + r0 * l->H, m, l->H, l->I, l->I, l->H, 0};
         l->ops->matmul(ctx, &gp);
         l->ops->matmul(ctx, &up);
@@ -205,39 +207,55 @@ static void bench_moe(const struct kern_ops *ref, const struct kern_ops *cpu,
     const int64_t H = 4096, I = 1600;
     size_t per = (size_t)(H * I);
     uint16_t *w = malloc(3 * E * per * sizeof *w);
+    size_t per_q = (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, H * I);
+    uint8_t *wq = malloc(3 * E * per_q);
     float *x = malloc((size_t)(TMAX * H) * sizeof *x), *y = malloc((size_t)(TMAX * H) * sizeof *y);
     float *xg = malloc((size_t)(TMAX * K * H) * sizeof *xg);
     float *g = malloc((size_t)(TMAX * K * I) * sizeof *g), *u = malloc((size_t)(TMAX * K * I) * sizeof *u);
     float *d = malloc((size_t)(TMAX * K * H) * sizeof *d);
     void *work = malloc(kern_moe_work_bytes(TMAX, K, H, I, E));
-    if (!w || !x || !y || !xg || !g || !u || !d || !work) {
+    if (!w || !wq || !x || !y || !xg || !g || !u || !d || !work) {
         printf("out of memory\n");
         goto done;
     }
     kt_fill(rng, w, KERN_DTYPE_BF16, 3 * E * (int64_t)per, -0.02f, 0.02f);
     kt_fill(rng, x, KERN_DTYPE_F32, TMAX * H, -1.0f, 1.0f);
     kt_fill(rng, xg, KERN_DTYPE_F32, TMAX * K * H, -1.0f, 1.0f);
-    const void *wg[E], *wu[E], *wd[E];
+    /* gate and up: 2 E matrices of rows of H; down: E of rows of I. */
+    if (kern_quantize(w, KERN_DTYPE_BF16, 2 * E * I, H, KERN_DTYPE_Q8_0, wq) != KERN_OK ||
+        kern_quantize(w + 2 * E * per, KERN_DTYPE_BF16, E * H, I, KERN_DTYPE_Q8_0,
+                      wq + 2 * E * per_q) != KERN_OK) {
+        printf("quantizing the experts failed\n");
+        goto done;
+    }
+    const void *wg[2][E], *wu[2][E], *wd[2][E];
     for (int e = 0; e < E; e++) {
-        wg[e] = w + (size_t)e * per;
-        wu[e] = w + (size_t)(E + e) * per;
-        wd[e] = w + (size_t)(2 * E + e) * per;
+        wg[0][e] = w + (size_t)e * per;
+        wu[0][e] = w + (size_t)(E + e) * per;
+        wd[0][e] = w + (size_t)(2 * E + e) * per;
+        wg[1][e] = wq + (size_t)e * per_q;
+        wu[1][e] = wq + (size_t)(E + e) * per_q;
+        wd[1][e] = wq + (size_t)(2 * E + e) * per_q;
     }
     int32_t experts[TMAX * K];
     float weights[TMAX * K];
     printf("\n%-20s %5s %12s %12s %12s %9s\n", "moe H4096 I1600 E8", "T", "ref ms/call",
            "cpu ms/call", "loop ms/call", "loop/cpu");
     const int64_t ts[2] = {1, TMAX};
-    for (int ti = 0; ti < 2; ti++) {
+    const enum kern_dtype dts[2] = {KERN_DTYPE_BF16, KERN_DTYPE_Q8_0};
+    double t_cpus[2][2];
+    for (int run = 0; run < 4; run++) { /* bf16 then Q8_0, each at T = 1 and TMAX */
+        int di = run / 2, ti = run % 2;
         int64_t T = ts[ti], cnt[E] = {0};
         for (int64_t s = 0; s < T * K; s++) {
             experts[s] = (int32_t)((s % K == 0 ? kt_below(rng, E) : experts[s - 1] + 1 + kt_below(rng, E - 1)) % E);
             weights[s] = 0.5f;
             cnt[experts[s]]++;
         }
-        struct kern_moe_params p = {x, experts, weights, wg, wu, wd, KERN_DTYPE_BF16, y, work,
-                                    T, H, I, E, K};
-        struct bench_moe_loop loop = {cpu, wg, wu, wd, xg, g, u, d, cnt, E, H, I};
+        struct kern_moe_params p = {x, experts, weights, wg[di], wu[di], wd[di], dts[di], y,
+                                    work, T, H, I, E, K};
+        struct bench_moe_loop loop = {cpu, wg[di], wu[di], wd[di], dts[di], xg, g, u, d, cnt,
+                                      E, H, I};
         /* The reference on one token (fp64 and scalar: seconds for a chunk). */
         struct kern_moe_params pr = p;
         pr.n_tokens = 1;
@@ -246,11 +264,15 @@ static void bench_moe(const struct kern_ops *ref, const struct kern_ops *cpu,
         moe_fn = cpu->moe;
         double t_cpu = time_calls(call_moe, ctx, &p, 0.5);
         double t_loop = time_calls(call_moe_loop, ctx, &loop, 0.5);
-        printf("%-20s %5lld %12.1f %12.2f %12.2f %8.2fx\n", "bf16 top2", (long long)T,
-               t_ref * 1e3, t_cpu * 1e3, t_loop * 1e3, t_loop / t_cpu);
+        t_cpus[di][ti] = t_cpu;
+        printf("%-15s top2 %5lld %12.1f %12.2f %12.2f %8.2fx\n", kern_dtype_name(dts[di]),
+               (long long)T, t_ref * 1e3, t_cpu * 1e3, t_loop * 1e3, t_loop / t_cpu);
     }
+    printf("q8_0 experts against bf16 (moe op): %.2fx the speed at T=1, %.2fx at T=%d\n",
+           t_cpus[0][0] / t_cpus[1][0], t_cpus[0][1] / t_cpus[1][1], TMAX);
 done:
     free(w);
+    free(wq);
     free(x);
     free(y);
     free(xg);
