@@ -133,12 +133,19 @@ static inline void kt_fill(struct kt_rng *r, void *dst, enum kern_dtype dt, int6
     }
 }
 
+/* Element i of a K-format array. Not inlined: GCC's bounds analysis at -O3 would otherwise
+ * follow this branch into callers' small float arrays and refuse the build (-Warray-bounds). */
+static __attribute__((noinline, unused)) float kt_get_kq(const void *src, enum kern_dtype dt, int64_t i)
+{
+    return kern_kq_elem(dt == KERN_DTYPE_Q4_K ? 4 : dt == KERN_DTYPE_Q5_K ? 5 : 6,
+                        (const uint8_t *)src + (i / KERN_QKBLOCK) * kt_bytes(dt, KERN_QKBLOCK),
+                        (int)(i % KERN_QKBLOCK));
+}
+
 static inline float kt_get(const void *src, enum kern_dtype dt, int64_t i)
 {
     if (kern_dtype_block_elems(dt) == KERN_QKBLOCK)
-        return kern_kq_elem(dt == KERN_DTYPE_Q4_K ? 4 : dt == KERN_DTYPE_Q5_K ? 5 : 6,
-                            (const uint8_t *)src + (i / KERN_QKBLOCK) * kt_bytes(dt, KERN_QKBLOCK),
-                            (int)(i % KERN_QKBLOCK));
+        return kt_get_kq(src, dt, i);
     if (dt == KERN_DTYPE_Q8_0 || dt == KERN_DTYPE_Q4_0)
         return kern_block_elem(dt == KERN_DTYPE_Q4_0,
                                (const uint8_t *)src + (i / KERN_QBLOCK) * kt_bytes(dt, KERN_QBLOCK),
