@@ -48,6 +48,11 @@ int64_t kern_dtype_block_elems(enum kern_dtype dtype)
     return elems;
 }
 
+int kern_dtype_kq_bits(enum kern_dtype dtype)
+{
+    return dtype == KERN_DTYPE_Q4_K ? 4 : dtype == KERN_DTYPE_Q5_K ? 5 : dtype == KERN_DTYPE_Q6_K ? 6 : 0;
+}
+
 int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n)
 {
     int64_t out, elems;

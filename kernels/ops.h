@@ -63,6 +63,9 @@ enum kern_status {
 size_t kern_dtype_size(enum kern_dtype dtype);
 /* Elements per block of a block format (KERN_QBLOCK or KERN_QKBLOCK); 0 for the others. */
 int64_t kern_dtype_block_elems(enum kern_dtype dtype);
+/* The bits argument of dtype.h's K-format decoders: 4 (Q4_K), 5 (Q5_K), 6 (Q6_K); 0 for the
+ * others. */
+int kern_dtype_kq_bits(enum kern_dtype dtype);
 /* Bytes of a row of n elements of dtype, or -1 when n < 0, when a block format's row is not
  * whole blocks, or on overflow. */
 int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n);

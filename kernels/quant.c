@@ -70,7 +70,7 @@ static void load_chunk(const char *row, enum kern_dtype src_dtype, int64_t start
     case KERN_DTYPE_Q4_K:
     case KERN_DTYPE_Q5_K:
     case KERN_DTYPE_Q6_K:
-        kern_kq_widen(src_dtype == KERN_DTYPE_Q4_K ? 4 : src_dtype == KERN_DTYPE_Q5_K ? 5 : 6,
+        kern_kq_widen(kern_dtype_kq_bits(src_dtype),
                       (const uint8_t *)row + kern_dtype_row_bytes(src_dtype, start), x);
         return;
     default:

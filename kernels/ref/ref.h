@@ -118,13 +118,11 @@ static inline float ref_load(const void *base, enum kern_dtype dt, int64_t i)
         return kern_block_elem(1, (const uint8_t *)base + (i / KERN_QBLOCK) * KERN_Q4_0_BLOCK_BYTES,
                                (int)(i % KERN_QBLOCK));
     case KERN_DTYPE_Q4_K:
-        return kern_kq_elem(4, (const uint8_t *)base + (i / KERN_QKBLOCK) * KERN_Q4_K_BLOCK_BYTES,
-                            (int)(i % KERN_QKBLOCK));
     case KERN_DTYPE_Q5_K:
-        return kern_kq_elem(5, (const uint8_t *)base + (i / KERN_QKBLOCK) * KERN_Q5_K_BLOCK_BYTES,
-                            (int)(i % KERN_QKBLOCK));
     case KERN_DTYPE_Q6_K:
-        return kern_kq_elem(6, (const uint8_t *)base + (i / KERN_QKBLOCK) * KERN_Q6_K_BLOCK_BYTES,
+        return kern_kq_elem(kern_dtype_kq_bits(dt),
+                            (const uint8_t *)base +
+                                (i / KERN_QKBLOCK) * kern_dtype_row_bytes(dt, KERN_QKBLOCK),
                             (int)(i % KERN_QKBLOCK));
     case KERN_DTYPE_F16:
         return kern_f16_to_f32(((const uint16_t *)base)[i]);

@@ -273,6 +273,28 @@ static void write_file(const struct wfile *w, const char *path)
 
 static char path[256];
 
+/* Whether w holds exactly the Q8_0 requantization of the GGUF matrix t's exact values (row by
+ * row through eng_gguf_dequant_row and kern_quantize), in t's shape. */
+static bool is_q8_0_of(const struct eng_gguf_tensor *t, const struct eng_weight *w)
+{
+    if (!t || w->dtype != KERN_DTYPE_Q8_0)
+        return false;
+    int64_t k = t->ne[0], rows = t->ne[1];
+    size_t row_bytes = (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
+    size_t src_row = (size_t)(t->n_bytes / (uint64_t)rows);
+    float *f = malloc((size_t)k * sizeof *f);
+    uint8_t *q = malloc(row_bytes);
+    bool ok = f && q && w->n_bytes == row_bytes * (size_t)rows;
+    for (int64_t r = 0; ok && r < rows; r++)
+        ok = eng_gguf_dequant_row(t->ggml_type, (const uint8_t *)t->data + (size_t)r * src_row, k,
+                                  f) == 0 &&
+             kern_quantize(f, KERN_DTYPE_F32, 1, k, KERN_DTYPE_Q8_0, q) == KERN_OK &&
+             memcmp((const uint8_t *)w->data + (size_t)r * row_bytes, q, row_bytes) == 0;
+    free(f);
+    free(q);
+    return ok;
+}
+
 /* Loads w; expects success (want NULL) or an error containing want. */
 static struct eng_model *try_load(const struct wfile *w, const char *want, const char *what)
 {
@@ -436,9 +458,6 @@ int main(void)
         kq_ok = eng_gguf_dequant_supported(kq[i].type);
     CHECK(kq_ok, "Q3_K, Q4_K, Q5_K and Q6_K must be widened");
     if (kq_ok && (m = try_load(&w, NULL, "k-quants")) != NULL) {
-        struct eng_gguf *g = NULL;
-        char err[256];
-        CHECK(eng_gguf_open_file(path, &g, err, sizeof err) == 0, "reopen: %s", err);
         const struct eng_weight *got[] = {&m->layers[0].qkv, &m->layers[1].o, &m->lm_head,
                                           &m->embed, &m->layers[0].o};
         static const enum kern_dtype native[] = {KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K,
@@ -449,24 +468,9 @@ int main(void)
                       got[i]->n_bytes == t->n_bytes,
                   "%s: not bound in place as %s", kq[i].name, kern_dtype_name(native[i]));
         }
-        for (size_t i = 4; g && i < sizeof kq / sizeof kq[0]; i++) {
-            const struct eng_gguf_tensor *t = eng_gguf_find_tensor(g, kq[i].name);
-            int64_t k = t->ne[0], rows = t->ne[1];
-            size_t row_bytes = (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
-            float *f = malloc((size_t)k * sizeof *f);
-            uint8_t *q = malloc(row_bytes);
-            int bad = got[i]->dtype != KERN_DTYPE_Q8_0;
-            for (int64_t r = 0; !bad && r < rows; r++) {
-                const uint8_t *src = (const uint8_t *)t->data + (size_t)r * (size_t)(t->n_bytes / (uint64_t)rows);
-                bad = eng_gguf_dequant_row(t->ggml_type, src, k, f) != 0 ||
-                      kern_quantize(f, KERN_DTYPE_F32, 1, k, KERN_DTYPE_Q8_0, q) != KERN_OK ||
-                      memcmp((const uint8_t *)got[i]->data + (size_t)r * row_bytes, q, row_bytes) != 0;
-            }
-            CHECK(!bad, "%s: not the Q8_0 requantization of its dequantized values", kq[i].name);
-            free(f);
-            free(q);
-        }
-        eng_gguf_close(g);
+        for (size_t i = 4; i < sizeof kq / sizeof kq[0]; i++)
+            CHECK(is_q8_0_of(eng_gguf_find_tensor(m->gguf, kq[i].name), got[i]),
+                  "%s: not the Q8_0 requantization of its dequantized values", kq[i].name);
         eng_model_destroy(m);
     }
     /* --quantization q8_0 on that file (speed over memory): every K matrix requantized from its
@@ -479,23 +483,9 @@ int main(void)
         CHECK(m->layers[0].o.data == before_o && m->embed.data == before_embed,
               "q8_0: the Q8_0 matrix or the embedding was re-encoded");
         const struct eng_weight *kw[] = {&m->layers[0].qkv, &m->layers[1].o, &m->lm_head};
-        for (size_t i = 0; i < 3; i++) {
-            const struct eng_gguf_tensor *t = eng_gguf_find_tensor(m->gguf, kq[i].name);
-            int64_t k = t->ne[0], rows = t->ne[1];
-            size_t row_bytes = (size_t)kern_dtype_row_bytes(KERN_DTYPE_Q8_0, k);
-            float *f = malloc((size_t)k * sizeof *f);
-            uint8_t *q = malloc(row_bytes);
-            int bad = kw[i]->dtype != KERN_DTYPE_Q8_0 || kw[i]->n_bytes != row_bytes * (size_t)rows;
-            for (int64_t r = 0; !bad && r < rows; r++) {
-                const uint8_t *src = (const uint8_t *)t->data + (size_t)r * (size_t)(t->n_bytes / (uint64_t)rows);
-                bad = eng_gguf_dequant_row(t->ggml_type, src, k, f) != 0 ||
-                      kern_quantize(f, KERN_DTYPE_F32, 1, k, KERN_DTYPE_Q8_0, q) != KERN_OK ||
-                      memcmp((const uint8_t *)kw[i]->data + (size_t)r * row_bytes, q, row_bytes) != 0;
-            }
-            CHECK(!bad, "q8_0: %s is not the Q8_0 requantization of its values", kq[i].name);
-            free(f);
-            free(q);
-        }
+        for (size_t i = 0; i < 3; i++)
+            CHECK(is_q8_0_of(eng_gguf_find_tensor(m->gguf, kq[i].name), kw[i]),
+                  "q8_0: %s is not the Q8_0 requantization of its values", kq[i].name);
         eng_model_destroy(m);
     }
     /* An embedding in a type without kernels (Q3_K) is widened to its exact fp32 values. */

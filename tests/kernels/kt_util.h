@@ -137,7 +137,7 @@ static inline void kt_fill(struct kt_rng *r, void *dst, enum kern_dtype dt, int6
  * follow this branch into callers' small float arrays and refuse the build (-Warray-bounds). */
 static __attribute__((noinline, unused)) float kt_get_kq(const void *src, enum kern_dtype dt, int64_t i)
 {
-    return kern_kq_elem(dt == KERN_DTYPE_Q4_K ? 4 : dt == KERN_DTYPE_Q5_K ? 5 : 6,
+    return kern_kq_elem(kern_dtype_kq_bits(dt),
                         (const uint8_t *)src + (i / KERN_QKBLOCK) * kt_bytes(dt, KERN_QKBLOCK),
                         (int)(i % KERN_QKBLOCK));
 }

@@ -260,7 +260,7 @@ static void test_block_sources(void)
             if (src[t] == KERN_DTYPE_Q4_0)
                 wide[e] = kern_block_elem(1, in + (e / B) * Q4B, e % B);
             else
-                wide[e] = kern_kq_elem(src[t] == KERN_DTYPE_Q4_K ? 4 : src[t] == KERN_DTYPE_Q5_K ? 5 : 6,
+                wide[e] = kern_kq_elem(kern_dtype_kq_bits(src[t]),
                                        in + (e / KERN_QKBLOCK) * sb_bytes[t], e % KERN_QKBLOCK);
         }
         for (int to = 0; to < 2; to++) {
