@@ -4,6 +4,8 @@
 #ifndef PHISERVE_KERNELS_DTYPE_H
 #define PHISERVE_KERNELS_DTYPE_H
 
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -175,6 +177,29 @@ static inline KERN_HD void kern_kq_widen(int bits, const uint8_t *b, float *y)
         for (int l = 0; l < 32; l++)
             y[32 * j + l] = kern_kq_value(bits, f0, f1, kern_kq_quant(bits, b, 32 * j + l), 32 * j + l);
     }
+}
+
+/* One block of KERN_QBLOCK finite activations rounded for the int8 dot of the R16 formats
+ * (ops.h, kern_matmul_params), every step one fp32 operation: q[t] (|q| <= 127), returns the
+ * block's d (0 for a zero or tiny block, whose q are all 0) and sets *sum to the sum of q.
+ * Host code only: the reference and the portable CPU build. */
+static inline float kern_x8_block(const float *v, int8_t *q, int32_t *sum)
+{
+    float a = 0.0f;
+    for (int t = 0; t < 32; t++)
+        a = fabsf(v[t]) > a ? fabsf(v[t]) : a;
+    float d = a / 127.0f;
+    *sum = 0;
+    if (d < FLT_MIN) {
+        memset(q, 0, 32);
+        return 0.0f;
+    }
+    float id = 1.0f / d;
+    for (int t = 0; t < 32; t++) {
+        q[t] = (int8_t)nearbyintf(v[t] * id); /* the default rounding: half to even */
+        *sum += q[t];
+    }
+    return d;
 }
 
 #endif

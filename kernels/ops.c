@@ -70,6 +70,42 @@ int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n)
     return out;
 }
 
+enum kern_dtype kern_dtype_r16_base(enum kern_dtype dtype)
+{
+    return dtype == KERN_DTYPE_Q8_0_R16   ? KERN_DTYPE_Q8_0
+           : dtype == KERN_DTYPE_Q4_0_R16 ? KERN_DTYPE_Q4_0
+                                          : KERN_DTYPE_COUNT;
+}
+
+enum kern_dtype kern_dtype_r16_of(enum kern_dtype dtype)
+{
+    return dtype == KERN_DTYPE_Q8_0   ? KERN_DTYPE_Q8_0_R16
+           : dtype == KERN_DTYPE_Q4_0 ? KERN_DTYPE_Q4_0_R16
+                                      : KERN_DTYPE_COUNT;
+}
+
+int kern_dtype_is_r16(enum kern_dtype dtype)
+{
+    return kern_dtype_r16_base(dtype) != KERN_DTYPE_COUNT;
+}
+
+int64_t kern_dtype_matrix_bytes(enum kern_dtype dtype, int64_t n_rows, int64_t k)
+{
+    int64_t out;
+    if (n_rows < 0)
+        return -1;
+    if (kern_dtype_is_r16(dtype)) {
+        if (n_rows > INT64_MAX - KERN_R16)
+            return -1;
+        dtype = kern_dtype_r16_base(dtype);
+        n_rows = (n_rows + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+    }
+    int64_t row = kern_dtype_row_bytes(dtype, k);
+    if (row < 0 || __builtin_mul_overflow(row, n_rows, &out))
+        return -1;
+    return out;
+}
+
 size_t kern_moe_work_bytes(int64_t n_tokens, int64_t top_k, int64_t hidden, int64_t inter,
                            int64_t n_experts)
 {
@@ -109,6 +145,10 @@ const char *kern_dtype_name(enum kern_dtype dtype)
         return "q5_k";
     case KERN_DTYPE_Q6_K:
         return "q6_k";
+    case KERN_DTYPE_Q8_0_R16:
+        return "q8_0_r16";
+    case KERN_DTYPE_Q4_0_R16:
+        return "q4_0_r16";
     }
     return "invalid";
 }
@@ -151,10 +191,28 @@ void kern_ops_init_ref(struct kern_ops *ops)
 
 enum kern_cpu_level kern_cpu_best_level(void)
 {
+    if (kern_cpu_isa_avx512vnni())
+        return KERN_CPU_LEVEL_AVX512_VNNI;
     if (kern_cpu_isa_avx512())
         return KERN_CPU_LEVEL_AVX512;
     return kern_cpu_isa_avx2() ? KERN_CPU_LEVEL_AVX2 : KERN_CPU_LEVEL_GENERIC;
 }
+
+/* The ops with one entry per instruction-set level (cpu.h's KERN_CPU_DEFINE_LEVELS). */
+#define CPU_LEVEL_OPS(ops, lv)                                                                \
+    do {                                                                                      \
+        (ops)->matmul = kern_cpu_matmul_##lv;                                                 \
+        (ops)->attention = kern_cpu_attention_##lv;                                           \
+        (ops)->rmsnorm = kern_cpu_rmsnorm_##lv;                                               \
+        (ops)->rope = kern_cpu_rope_##lv;                                                     \
+        (ops)->silu_mul = kern_cpu_silu_mul_##lv;                                             \
+        (ops)->add = kern_cpu_add_##lv;                                                       \
+        (ops)->embed = kern_cpu_embed_##lv;                                                   \
+        (ops)->layernorm = kern_cpu_layernorm_##lv;                                           \
+        (ops)->bias_add = kern_cpu_bias_add_##lv;                                             \
+        (ops)->moe = kern_cpu_moe_##lv;                                                       \
+        (ops)->attention_dense = kern_cpu_attention_dense_##lv;                               \
+    } while (0)
 
 int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
 {
@@ -162,45 +220,18 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level)
         return KERN_ERR_UNSUPPORTED;
     ops->name = "cpu";
     switch (level) {
+    case KERN_CPU_LEVEL_AVX512_VNNI:
+        CPU_LEVEL_OPS(ops, avx512vnni);
+        break;
     case KERN_CPU_LEVEL_AVX512:
-        ops->matmul = kern_cpu_matmul_avx512;
-        ops->attention = kern_cpu_attention_avx512;
-        ops->rmsnorm = kern_cpu_rmsnorm_avx512;
-        ops->rope = kern_cpu_rope_avx512;
-        ops->silu_mul = kern_cpu_silu_mul_avx512;
-        ops->add = kern_cpu_add_avx512;
-        ops->embed = kern_cpu_embed_avx512;
-        ops->layernorm = kern_cpu_layernorm_avx512;
-        ops->bias_add = kern_cpu_bias_add_avx512;
-        ops->moe = kern_cpu_moe_avx512;
-        ops->attention_dense = kern_cpu_attention_dense_avx512;
+        CPU_LEVEL_OPS(ops, avx512);
         break;
     case KERN_CPU_LEVEL_AVX2:
-        ops->matmul = kern_cpu_matmul_avx2;
-        ops->attention = kern_cpu_attention_avx2;
-        ops->rmsnorm = kern_cpu_rmsnorm_avx2;
-        ops->rope = kern_cpu_rope_avx2;
-        ops->silu_mul = kern_cpu_silu_mul_avx2;
-        ops->add = kern_cpu_add_avx2;
-        ops->embed = kern_cpu_embed_avx2;
-        ops->layernorm = kern_cpu_layernorm_avx2;
-        ops->bias_add = kern_cpu_bias_add_avx2;
-        ops->moe = kern_cpu_moe_avx2;
-        ops->attention_dense = kern_cpu_attention_dense_avx2;
+        CPU_LEVEL_OPS(ops, avx2);
         break;
     case KERN_CPU_LEVEL_GENERIC:
     default:
-        ops->matmul = kern_cpu_matmul_generic;
-        ops->attention = kern_cpu_attention_generic;
-        ops->rmsnorm = kern_cpu_rmsnorm_generic;
-        ops->rope = kern_cpu_rope_generic;
-        ops->silu_mul = kern_cpu_silu_mul_generic;
-        ops->add = kern_cpu_add_generic;
-        ops->embed = kern_cpu_embed_generic;
-        ops->layernorm = kern_cpu_layernorm_generic;
-        ops->bias_add = kern_cpu_bias_add_generic;
-        ops->moe = kern_cpu_moe_generic;
-        ops->attention_dense = kern_cpu_attention_dense_generic;
+        CPU_LEVEL_OPS(ops, generic);
         break;
     }
     ops->gather_rows = kern_cpu_gather_rows;
@@ -214,6 +245,7 @@ void kern_ops_init_cpu(struct kern_ops *ops)
     /* The instruction set is chosen here, once, from what the CPU reports (never from the
      * build machine: no -march=native): AVX-512 with 16-lane vectors, else AVX2 + FMA, else the
      * portable build of the same loops. kv_write stays on the reference (a converting copy),
-     * and so does moe_route (a few dozen router logits a token). */
+     * and so does moe_route (a few dozen router logits a token). AVX-512 with VNNI differs
+     * from plain AVX-512 only in the int8 dot of the R16 formats. */
     kern_cpu_ops_init_level(ops, kern_cpu_best_level());
 }

@@ -29,7 +29,20 @@ extern "C" { /* the CUDA backend's .cu files are C++ */
  *  - Q6_K: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, fp16 d;
  *    element = (d * scale) * (q - 32), q in 0..63.
  * A row of k elements (k a multiple of kern_dtype_block_elems) takes whole blocks of
- * kern_dtype_row_bytes(dtype, kern_dtype_block_elems(dtype)) bytes; rows follow one another. */
+ * kern_dtype_row_bytes(dtype, kern_dtype_block_elems(dtype)) bytes; rows follow one another.
+ *
+ * Q8_0_R16 and Q4_0_R16 are Q8_0 and Q4_0 matrices with their rows interleaved in groups of
+ * KERN_R16 for the int8 dot (kern_repack makes them; matmul weights only, the host backends
+ * only, see kern_matmul_params). A matrix of n rows and k columns is ceil(n / 16) groups of
+ * 16 * kern_dtype_row_bytes(Q8_0 or Q4_0, k) bytes (kern_dtype_matrix_bytes), the rows past n
+ * all zero (d = 0, q = 0 or 8). Within a group, for each block b of k in order: the 16 rows'
+ * fp16 scales d (32 bytes, row 0 first), then their values as 4-byte pieces, piece t of rows
+ * 0..15 side by side (64 bytes per t):
+ *  - Q8_0_R16: t = 0..7, piece t = int8 values 4t .. 4t+3 of the row's block;
+ *  - Q4_0_R16: t = 0..3, piece t = bytes 4t .. 4t+3 of the row's Q4_0 block (low nibbles:
+ *    values 4t .. 4t+3, high nibbles: values 16+4t .. 16+4t+3).
+ * kern_dtype_block_elems and kern_dtype_row_bytes treat them as no format at all (0 and -1),
+ * so that nothing but the matmul op takes them. */
 enum kern_dtype {
     KERN_DTYPE_F32 = 0,
     KERN_DTYPE_F16 = 1,
@@ -39,8 +52,11 @@ enum kern_dtype {
     KERN_DTYPE_Q4_K = 5,
     KERN_DTYPE_Q5_K = 6,
     KERN_DTYPE_Q6_K = 7,
+    KERN_DTYPE_Q8_0_R16 = 8,
+    KERN_DTYPE_Q4_0_R16 = 9,
 };
-#define KERN_DTYPE_COUNT 8
+#define KERN_DTYPE_COUNT 10
+#define KERN_R16 16
 #define KERN_QBLOCK 32
 #define KERN_Q8_0_BLOCK_BYTES 34
 #define KERN_Q4_0_BLOCK_BYTES 18
@@ -69,7 +85,17 @@ int kern_dtype_kq_bits(enum kern_dtype dtype);
 /* Bytes of a row of n elements of dtype, or -1 when n < 0, when a block format's row is not
  * whole blocks, or on overflow. */
 int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n);
-/* Name ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k") for messages. */
+/* Bytes of a matrix of n_rows rows of k elements in dtype (for the R16 formats, whole groups
+ * of KERN_R16 rows), or -1 when a dimension is negative, a row is not whole blocks, or on
+ * overflow. */
+int64_t kern_dtype_matrix_bytes(enum kern_dtype dtype, int64_t n_rows, int64_t k);
+/* The plain block format an R16 format interleaves (Q8_0 or Q4_0), the R16 format of a plain
+ * one (or KERN_DTYPE_COUNT when there is none), and whether dtype is an R16 format. */
+enum kern_dtype kern_dtype_r16_base(enum kern_dtype dtype);
+enum kern_dtype kern_dtype_r16_of(enum kern_dtype dtype);
+int kern_dtype_is_r16(enum kern_dtype dtype);
+/* Name ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q8_0_r16", "q4_0_r16")
+ * for messages. */
 const char *kern_dtype_name(enum kern_dtype dtype);
 
 /* Quantizes src [n_rows, k] (any dtype: float, or a block format widened exactly first; k a
@@ -85,6 +111,12 @@ const char *kern_dtype_name(enum kern_dtype dtype);
  * fp16. Plain C on the calling thread; not an op. */
 int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, int64_t k,
                   enum kern_dtype to, void *dst);
+
+/* Interleaves src, n_rows rows of k elements in Q8_0 or Q4_0 (k a multiple of KERN_QBLOCK),
+ * into dst in the matching R16 format (kern_dtype_matrix_bytes(kern_dtype_r16_of(from),
+ * n_rows, k) bytes; the padding rows zero). Moves bytes only: every value and scale is kept.
+ * Returns KERN_ERR_INVALID for a bad shape or dtype. Plain C on the calling thread. */
+int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k, void *dst);
 
 /* A recorded sequence of ops that a device backend replays with one call (a CUDA graph).
  * Opaque; made by kern_ops.graph_end. */
@@ -120,7 +152,20 @@ struct kern_rmsnorm_params {
 /* matmul: y[m, n] (+)= x[m, k] @ W[n, k]^T, W stored row-major [n, k] in w_dtype (the
  * PyTorch nn.Linear layout). accumulate != 0 adds into y (used for the residual add). Q8_0 and
  * Q4_0 weights need k to be a multiple of KERN_QBLOCK (the host backends only; CUDA returns
- * KERN_ERR_UNSUPPORTED). */
+ * KERN_ERR_UNSUPPORTED).
+ *
+ * The R16 formats (host backends only) are the int8 dot: x is rounded to 8-bit blocks first
+ * and the products are integer. For every row i of x and block b of 32 of its values v_t,
+ * every operation in fp32 unless said otherwise:
+ *  - a = max |v_t|; d = a / 127; when d < FLT_MIN (a zero or tiny block) d = 0 and every
+ *    q_t = 0, else q_t = nearbyint(v_t * (1 / d)), rounding half to even (|q_t| <= 127);
+ *  - when any v_t is not finite, row i of y becomes NaN (every column; also when
+ *    accumulating);
+ *  - with W's block values w_t and scale dw (Q8_0: w_t = q; Q4_0: w_t = q - 8), the integer
+ *    s = sum_t w_t * q_t is exact, and y[i, j] (+)= sum_b (dw * d) * s, each product dw * d
+ *    one fp32 rounding, the sum over b in fp32 in an order of the backend's choosing (the
+ *    reference: fp64).
+ * W holds ceil(n / KERN_R16) groups (kern_dtype_matrix_bytes); w points at the first. */
 struct kern_matmul_params {
     const float *x;            /* [m, k], row stride ldx >= k */
     const void *w;             /* [n, k] in w_dtype, contiguous */

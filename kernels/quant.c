@@ -1,5 +1,6 @@
-/* Weight quantization into the block formats of ops.h (Q8_0, Q4_0), done once at model load.
- * Not an op: plain C on the caller's thread; the matmul kernels read what it writes. */
+/* Weight quantization into the block formats of ops.h (Q8_0, Q4_0) and their interleaving
+ * into the R16 formats, done once at model load. Not an op: plain C on the caller's thread;
+ * the matmul kernels read what it writes. */
 #include <math.h>
 #include <string.h>
 
@@ -104,6 +105,46 @@ int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, in
                 if (rc)
                     return rc;
             }
+        }
+    }
+    return KERN_OK;
+}
+
+/* The R16 formats store a block's values as pieces of 4 bytes (ops.h). */
+#define R16_PIECE 4
+
+int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k, void *dst)
+{
+    enum kern_dtype to = kern_dtype_r16_of(from);
+    /* kern_dtype_matrix_bytes rounds n_rows up to whole groups: keep it clear of INT64_MAX
+     * so that the rounding cannot overflow. */
+    if (to == KERN_DTYPE_COUNT || n_rows < 0 || n_rows > INT64_MAX - KERN_R16 || k < 0)
+        return KERN_ERR_INVALID;
+    int64_t row_bytes = kern_dtype_row_bytes(from, k);
+    int64_t dst_bytes = kern_dtype_matrix_bytes(to, n_rows, k);
+    if (row_bytes < 0 || dst_bytes < 0 || (dst_bytes > 0 && (!src || !dst)))
+        return KERN_ERR_INVALID;
+    if (dst_bytes == 0) /* no rows or no columns: nothing to move */
+        return KERN_OK;
+    /* src's n_rows * row_bytes is at most dst_bytes, so every offset below fits. */
+    const size_t bb = (size_t)kern_dtype_row_bytes(from, KERN_QBLOCK);
+    const size_t n_pieces = (bb - 2) / R16_PIECE; /* 8 (Q8_0) or 4 (Q4_0) */
+    const int64_t n_blocks = k / KERN_QBLOCK;
+    /* The padding rows past n_rows copy this block: every byte 0, so d = 0. */
+    static const uint8_t zero_block[KERN_Q8_0_BLOCK_BYTES];
+    const int64_t n_padded = dst_bytes / row_bytes; /* n_rows rounded up to whole groups */
+    for (int64_t j = 0; j < n_padded; j++) {
+        int r = (int)(j % KERN_R16);
+        uint8_t *group = (uint8_t *)dst + (size_t)(j - r) * (size_t)row_bytes;
+        const uint8_t *row = j < n_rows ? (const uint8_t *)src + (size_t)j * (size_t)row_bytes
+                                        : NULL;
+        for (int64_t b = 0; b < n_blocks; b++) {
+            const uint8_t *blk = row ? row + (size_t)b * bb : zero_block;
+            uint8_t *out = group + (size_t)b * KERN_R16 * bb;
+            memcpy(out + 2 * r, blk, 2); /* the fp16 scale, bytes as stored */
+            for (size_t t = 0; t < n_pieces; t++)
+                memcpy(out + 2 * KERN_R16 + t * KERN_R16 * R16_PIECE + (size_t)r * R16_PIECE,
+                       blk + 2 + t * R16_PIECE, R16_PIECE);
         }
     }
     return KERN_OK;

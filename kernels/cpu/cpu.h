@@ -46,6 +46,16 @@ struct kern_cpu_isa {
                     const void *w, int64_t ldw,  /* [n, len] in the dtype, row stride ldw */
                     float *y, int64_t ldy,       /* [m, n], row stride ldy */
                     int64_t m, int64_t n, int64_t len);
+    /* The int8 dot of the R16 formats (ops.h; cpu/simd_r16.h). x8_quant rounds a row of len
+     * values (a multiple of KERN_QBLOCK) to q [len] with each block's scale d and sum of q s
+     * [len / 32]; returns -1 when a value is not finite. gemm_r16, indexed by the R16 dtype,
+     * sets out[r * 16 + c] = sum_b (dw[c, b] * d[r, b]) * sum_t w[c, b, t] q[r, b, t] for the
+     * group of KERN_R16 columns at wg (nb blocks) and x rows r < mr <= KERN_CPU_R16_MR (q
+     * rows ldq apart, d and s rows ldb apart). */
+    int (*x8_quant)(const float *x, int64_t len, int8_t *q, float *d, int32_t *s);
+    void (*gemm_r16[KERN_DTYPE_COUNT])(const int8_t *xq, const float *xd, const int32_t *xs,
+                                       int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nb,
+                                       float *out, int mr);
     /* dst[i] = src[i] widened to fp32, i < n: bf16 and fp16. */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
@@ -72,18 +82,23 @@ struct kern_cpu_isa {
     void (*add)(float *y, const float *x, int64_t n);
 };
 
+#define KERN_CPU_R16_MR 4
+
 /* The portable inner loops (GCC vector extensions at the baseline ISA). */
 const struct kern_cpu_isa *kern_cpu_isa_generic(void);
 /* The AVX2+FMA build of the same loops, or NULL when the CPU (or the build target) lacks it. */
 const struct kern_cpu_isa *kern_cpu_isa_avx2(void);
 /* The AVX-512 (F, VL, BW, DQ) build with 16-lane vectors, or NULL when the CPU lacks it. */
 const struct kern_cpu_isa *kern_cpu_isa_avx512(void);
+/* The same with VNNI (the int8 dot in one instruction), or NULL when the CPU lacks it. */
+const struct kern_cpu_isa *kern_cpu_isa_avx512vnni(void);
 
 /* Instruction-set levels of the op table, narrowest first. */
 enum kern_cpu_level {
     KERN_CPU_LEVEL_GENERIC = 0,
     KERN_CPU_LEVEL_AVX2 = 1,
     KERN_CPU_LEVEL_AVX512 = 2,
+    KERN_CPU_LEVEL_AVX512_VNNI = 3,
 };
 
 /* The widest level this CPU runs. */
@@ -99,7 +114,8 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level);
 #define KERN_CPU_DECLARE_LEVELS(op, params)                                                   \
     int kern_cpu_##op##_generic(struct kern_ctx *ctx, const struct params *p);                \
     int kern_cpu_##op##_avx2(struct kern_ctx *ctx, const struct params *p);                   \
-    int kern_cpu_##op##_avx512(struct kern_ctx *ctx, const struct params *p)
+    int kern_cpu_##op##_avx512(struct kern_ctx *ctx, const struct params *p);                 \
+    int kern_cpu_##op##_avx512vnni(struct kern_ctx *ctx, const struct params *p)
 
 #define KERN_CPU_DEFINE_LEVELS(op, params)                                                    \
     int kern_cpu_##op##_generic(struct kern_ctx *ctx, const struct params *p)                 \
@@ -114,6 +130,15 @@ int kern_cpu_ops_init_level(struct kern_ops *ops, enum kern_cpu_level level);
     int kern_cpu_##op##_avx512(struct kern_ctx *ctx, const struct params *p)                  \
     {                                                                                         \
         const struct kern_cpu_isa *isa = kern_cpu_isa_avx512();                               \
+        if (!isa)                                                                             \
+            isa = kern_cpu_isa_avx2();                                                        \
+        return op(ctx, p, isa ? isa : kern_cpu_isa_generic());                                \
+    }                                                                                         \
+    int kern_cpu_##op##_avx512vnni(struct kern_ctx *ctx, const struct params *p)              \
+    {                                                                                         \
+        const struct kern_cpu_isa *isa = kern_cpu_isa_avx512vnni();                           \
+        if (!isa)                                                                             \
+            isa = kern_cpu_isa_avx512();                                                      \
         if (!isa)                                                                             \
             isa = kern_cpu_isa_avx2();                                                        \
         return op(ctx, p, isa ? isa : kern_cpu_isa_generic());                                \

@@ -1,6 +1,8 @@
 /* Fast CPU matmul: y[m, n] (+)= x[m, k] @ W[n, k]^T in fp32, threaded over blocks of output
- * columns (W rows) and rows, k split into cache-sized chunks, 16-bit weights widened per chunk.
+ * columns (W rows) and rows, k split into cache-sized chunks, 16-bit weights widened per chunk;
+ * for the R16 formats, x rounded to 8-bit blocks and integer products (ops.h).
  * Not a general BLAS: row-major x, W in the nn.Linear layout, fp32 activations only. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,6 +92,91 @@ static void mm_task(void *arg, int64_t task, int thread)
     }
 }
 
+/* The int8 dot of the R16 formats. x is rounded once, then a task owns whole groups of
+ * KERN_R16 columns (R16_GROUPS of them) against a block of rows: all of them for decode-like
+ * calls, R16_MB otherwise, in register tiles of KERN_CPU_R16_MR rows. A group's blocks lie
+ * one after another, so each task reads W as a few sequential streams, and a prefill task
+ * reuses its groups (54 KiB for Q8_0 at k = 3072) from L2 for every tile of rows. There is no
+ * k split: a row's sums are the same for every m. */
+#define R16_GROUPS 4
+#define R16_MB 64
+
+struct r16_job {
+    const struct kern_matmul_params *p;
+    const struct kern_cpu_isa *isa;
+    const int8_t *q;           /* [m, k] x rounded */
+    const float *d;            /* [m, nb] block scales */
+    const int32_t *s;          /* [m, nb] block sums of q */
+    const uint8_t *bad;        /* [m] the row holds a non-finite value */
+    int64_t nb, group_bytes, n_groups, n_group_tasks, rows_per_task;
+};
+
+static void r16_task(void *arg, int64_t task, int thread)
+{
+    const struct r16_job *job = arg;
+    const struct kern_matmul_params *p = job->p;
+    (void)thread;
+    int64_t g0 = (task % job->n_group_tasks) * R16_GROUPS;
+    int64_t i0 = (task / job->n_group_tasks) * job->rows_per_task;
+    int64_t g1 = g0 + R16_GROUPS < job->n_groups ? g0 + R16_GROUPS : job->n_groups;
+    int64_t i1 = i0 + job->rows_per_task < p->m ? i0 + job->rows_per_task : p->m;
+    float out[KERN_CPU_R16_MR * KERN_R16];
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *wg = (const uint8_t *)p->w + g * job->group_bytes;
+        int64_t c0 = g * KERN_R16, nc = p->n - c0 < KERN_R16 ? p->n - c0 : KERN_R16;
+        for (int64_t i = i0; i < i1; i += KERN_CPU_R16_MR) {
+            int mr = (int)(i1 - i < KERN_CPU_R16_MR ? i1 - i : KERN_CPU_R16_MR);
+            job->isa->gemm_r16[p->w_dtype](job->q + i * p->k, job->d + i * job->nb,
+                                           job->s + i * job->nb, p->k, job->nb, wg, job->nb,
+                                           out, mr);
+            for (int r = 0; r < mr; r++) {
+                float *y = p->y + (i + r) * p->ldy + c0;
+                const float *o = out + r * KERN_R16;
+                if (job->bad[i + r])
+                    for (int64_t c = 0; c < nc; c++)
+                        y[c] = NAN;
+                else if (p->accumulate)
+                    for (int64_t c = 0; c < nc; c++)
+                        y[c] += o[c];
+                else
+                    memcpy(y, o, (size_t)nc * sizeof *y);
+            }
+        }
+    }
+}
+
+static int matmul_r16(struct kern_ctx *ctx, const struct kern_matmul_params *p,
+                      const struct kern_cpu_isa *isa)
+{
+    struct r16_job job = {.p = p, .isa = isa, .nb = p->k / KERN_QBLOCK};
+    job.group_bytes = kern_dtype_matrix_bytes(p->w_dtype, KERN_R16, p->k);
+    job.n_groups = (p->n + KERN_R16 - 1) / KERN_R16;
+    job.n_group_tasks = (job.n_groups + R16_GROUPS - 1) / R16_GROUPS;
+    job.rows_per_task = p->m <= MM_DIRECT_M ? p->m : R16_MB;
+    /* Scratch: q, then d and s (4-byte aligned: k is a multiple of 32), then the flags. */
+    size_t qb = (size_t)p->m * (size_t)p->k, db = (size_t)p->m * (size_t)job.nb * 4;
+    struct kern_cpu_scratch sc;
+    uint8_t *buf = kern_cpu_scratch_get(ctx, qb + 2 * db + (size_t)p->m, &sc);
+    if (!buf)
+        return KERN_ERR_NOMEM;
+    job.q = (const int8_t *)buf;
+    job.d = (const float *)(buf + qb);
+    job.s = (const int32_t *)(buf + qb + db);
+    job.bad = buf + qb + 2 * db;
+    for (int64_t i = 0; i < p->m; i++)
+        buf[qb + 2 * db + (size_t)i] =
+            (uint8_t)(isa->x8_quant(p->x + i * p->ldx, p->k, (int8_t *)buf + i * p->k,
+                                    (float *)(buf + qb) + i * job.nb,
+                                    (int32_t *)(buf + qb + db) + i * job.nb) != 0);
+    int64_t work;
+    if (p->m > INT64_MAX / p->n || __builtin_mul_overflow(p->m * p->n, p->k, &work))
+        work = INT64_MAX;
+    int64_t n_tasks = job.n_group_tasks * ((p->m + job.rows_per_task - 1) / job.rows_per_task);
+    kern_cpu_parallel_for(work < MM_SERIAL_WORK ? NULL : ctx, n_tasks, r16_task, &job);
+    kern_cpu_scratch_put(ctx, &sc);
+    return KERN_OK;
+}
+
 static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
                   const struct kern_cpu_isa *isa)
 {
@@ -98,6 +185,8 @@ static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
         return rc;
     if (p->m == 0 || p->n == 0)
         return KERN_OK;
+    if (kern_dtype_is_r16(p->w_dtype))
+        return matmul_r16(ctx, p, isa);
     /* m, n, k are each below 2^60 (checked), but their product may not fit: saturate. */
     int64_t work;
     if (p->m > INT64_MAX / p->n || __builtin_mul_overflow(p->m * p->n, p->k, &work))

@@ -6,6 +6,7 @@
 
 #include "cpu.h"
 #include "simd.h"
+#include "simd_r16.h"
 
 static void gemm_f32(const float *x, int64_t ldx, const void *w, int64_t ldw, float *y,
                      int64_t ldy, int64_t m, int64_t n, int64_t len)
@@ -53,6 +54,23 @@ static void gemm_q6_k(const float *x, int64_t ldx, const void *w, int64_t ldw, f
                       int64_t ldy, int64_t m, int64_t n, int64_t len)
 {
     simd_gemm_body(KERN_DTYPE_Q6_K, x, ldx, w, ldw, y, ldy, m, n, len);
+}
+
+static int x8_quant(const float *x, int64_t len, int8_t *q, float *d, int32_t *s)
+{
+    return simd_x8_body(x, len, q, d, s);
+}
+
+static void gemm_q8_0_r16(const int8_t *xq, const float *xd, const int32_t *xs, int64_t ldq,
+                          int64_t ldb, const uint8_t *wg, int64_t nb, float *out, int mr)
+{
+    simd_r16_body(KERN_DTYPE_Q8_0_R16, xq, xd, xs, ldq, ldb, wg, nb, out, mr);
+}
+
+static void gemm_q4_0_r16(const int8_t *xq, const float *xd, const int32_t *xs, int64_t ldq,
+                          int64_t ldb, const uint8_t *wg, int64_t nb, float *out, int mr)
+{
+    simd_r16_body(KERN_DTYPE_Q4_0_R16, xq, xd, xs, ldq, ldb, wg, nb, out, mr);
 }
 
 static void q8_0_to_f32(const void *src, float *dst, int64_t n)
@@ -140,6 +158,8 @@ static const struct kern_cpu_isa isa = {
     .block_to_f32 = {[KERN_DTYPE_Q8_0] = q8_0_to_f32, [KERN_DTYPE_Q4_0] = q4_0_to_f32,
                      [KERN_DTYPE_Q4_K] = q4_k_to_f32, [KERN_DTYPE_Q5_K] = q5_k_to_f32,
                      [KERN_DTYPE_Q6_K] = q6_k_to_f32},
+    .x8_quant = x8_quant,
+    .gemm_r16 = {[KERN_DTYPE_Q8_0_R16] = gemm_q8_0_r16, [KERN_DTYPE_Q4_0_R16] = gemm_q4_0_r16},
     .bf16_to_f32 = bf16_to_f32,
     .f16_to_f32 = f16_to_f32,
     .scores = scores,

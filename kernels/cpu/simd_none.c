@@ -11,3 +11,8 @@ const struct kern_cpu_isa *kern_cpu_isa_avx512(void)
 {
     return NULL;
 }
+
+const struct kern_cpu_isa *kern_cpu_isa_avx512vnni(void)
+{
+    return NULL;
+}

@@ -19,6 +19,8 @@ extern "C" { /* the CUDA backend (C++) shares the argument checks below */
  * size product overflows. They compute in fp64 and ignore ctx. */
 int kern_ref_embed(struct kern_ctx *ctx, const struct kern_embed_params *p);
 int kern_ref_rmsnorm(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p);
+/* Also KERN_ERR_NOMEM (nothing written) for the R16 formats when the scratch of one
+ * quantized x row cannot be had. */
 int kern_ref_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p);
 int kern_ref_rope(struct kern_ctx *ctx, const struct kern_rope_params *p);
 int kern_ref_kv_write(struct kern_ctx *ctx, const struct kern_kv_write_params *p);

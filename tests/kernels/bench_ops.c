@@ -291,12 +291,14 @@ static const struct {
 static const int64_t ms[2] = {1, 128};
 
 /* The block formats against bf16 weights on the fast path (the "matmul quantized" table):
- * Q8_0 and Q4_0 made by kern_quantize from the bf16 weights, the K formats random valid
- * super-blocks (kt_fill; only their speed is measured here). */
+ * Q8_0 and Q4_0 made by kern_quantize from the bf16 weights, their R16 forms (the int8 dot)
+ * repacked from those, the K formats random valid super-blocks (kt_fill; only their speed is
+ * measured here). */
 static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, struct kt_rng *rng)
 {
-    enum { NV = 6 };
+    enum { NV = 8 };
     static const enum kern_dtype vdt[NV] = {KERN_DTYPE_BF16, KERN_DTYPE_Q8_0, KERN_DTYPE_Q4_0,
+                                            KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16,
                                             KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K};
     struct kern_ops cpu = *ops;
     /* Every format on the same x and shapes, timed in turn (three rounds each, the best kept)
@@ -317,7 +319,7 @@ static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, st
         float *x = malloc((size_t)(128 * k) * sizeof *x), *y = malloc((size_t)(128 * n) * sizeof *y);
         int ok = x && y;
         for (int v = 0; v < NV; v++) {
-            bytes[v] = (size_t)n * (size_t)kern_dtype_row_bytes(vdt[v], k);
+            bytes[v] = (size_t)kern_dtype_matrix_bytes(vdt[v], n, k);
             ok = ok && (w[v] = malloc(bytes[v])) != NULL;
         }
         if (!ok) {
@@ -329,7 +331,13 @@ static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, st
         for (int v = 1; v < NV; v++) {
             if (kern_dtype_block_elems(vdt[v]) == KERN_QKBLOCK)
                 kt_fill(rng, w[v], vdt[v], n * k, -1.0f, 1.0f);
-            else if (kern_quantize(w[0], KERN_DTYPE_BF16, n, k, vdt[v], w[v]) != KERN_OK) {
+            else if (kern_dtype_is_r16(vdt[v])) { /* after its plain format (vdt's order) */
+                int base = vdt[v] == KERN_DTYPE_Q8_0_R16 ? 1 : 2;
+                if (kern_repack(w[base], vdt[base], n, k, w[v]) != KERN_OK) {
+                    printf("repack failed\n");
+                    return;
+                }
+            } else if (kern_quantize(w[0], KERN_DTYPE_BF16, n, k, vdt[v], w[v]) != KERN_OK) {
                 printf("quantize failed\n");
                 return;
             }
@@ -388,7 +396,7 @@ int main(int argc, char **argv)
         printf("bench_ops: no context\n");
         return 0;
     }
-    static const char *const level_names[] = {"generic", "avx2", "avx512"};
+    static const char *const level_names[] = {"generic", "avx2", "avx512", "avx512vnni"};
     enum kern_cpu_level level = kern_cpu_best_level();
     /* A narrower level to measure, as the second argument (e.g. "bench_ops quant avx2"). */
     for (int l = 0; argc > 2 && l < (int)level; l++)

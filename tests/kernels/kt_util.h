@@ -3,6 +3,7 @@
 #ifndef PHISERVE_TESTS_KT_UTIL_H
 #define PHISERVE_TESTS_KT_UTIL_H
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -176,6 +177,74 @@ static inline void kt_set(void *dst, enum kern_dtype dt, int64_t i, float v)
     } else {
         ((uint16_t *)dst)[i] = kern_f32_to_f16(v);
     }
+}
+
+/* The int8 dot of the R16 formats (ops.h, kern_matmul_params), written here from the words of
+ * the contract and not from any kernel, for the tests to hold the kernels against. */
+
+/* One block of KERN_QBLOCK finite x values rounded to int8: a = max|v|, d = a / 127 in fp32;
+ * d below FLT_MIN makes every q 0 and d 0, else q = v * (1 / d) rounded half to even (rintf
+ * in the default rounding mode). Returns d. */
+static inline float kt_x8_block(const float *v, int8_t *q)
+{
+    float a = 0.0f;
+    for (int t = 0; t < KERN_QBLOCK; t++)
+        a = fmaxf(a, fabsf(v[t]));
+    float d = a / 127.0f;
+    if (d < FLT_MIN)
+        d = 0.0f;
+    float id = d == 0.0f ? 0.0f : 1.0f / d;
+    for (int t = 0; t < KERN_QBLOCK; t++)
+        q[t] = (int8_t)(d == 0.0f ? 0 : (int)rintf(v[t] * id));
+    return d;
+}
+
+/* A finite x row of k values (whole blocks) rounded block by block: q [k], d [k / 32]. */
+static inline void kt_x8_row(const float *x, int64_t k, int8_t *q, float *d)
+{
+    for (int64_t b = 0; b < k / KERN_QBLOCK; b++)
+        d[b] = kt_x8_block(x + b * KERN_QBLOCK, q + b * KERN_QBLOCK);
+}
+
+/* Row j of a plain Q8_0 or Q4_0 matrix [*, k] (the source of an R16 one) against an x row
+ * rounded by kt_x8_row: *sum = sum over blocks of (double)(dw * d) * s in fp64, block by
+ * block, and *mag = the same sum of magnitudes |(dw * d) * s|, the scale of every rounding
+ * error. */
+static inline void kt_r16_dot(const int8_t *q, const float *d, const void *w,
+                              enum kern_dtype base, int64_t j, int64_t k, double *sum,
+                              double *mag)
+{
+    const int64_t bb = base == KERN_DTYPE_Q4_0 ? KERN_Q4_0_BLOCK_BYTES : KERN_Q8_0_BLOCK_BYTES;
+    const uint8_t *row = (const uint8_t *)w + j * (k / KERN_QBLOCK) * bb;
+    *sum = 0.0;
+    *mag = 0.0;
+    for (int64_t b = 0; b < k / KERN_QBLOCK; b++) {
+        const uint8_t *blk = row + b * bb;
+        const int8_t *qb = q + b * KERN_QBLOCK;
+        int64_t s = 0;
+        if (base == KERN_DTYPE_Q8_0)
+            for (int t = 0; t < KERN_QBLOCK; t++)
+                s += (int64_t)(int8_t)blk[2 + t] * qb[t];
+        else
+            for (int t = 0; t < KERN_QBLOCK / 2; t++)
+                s += (int64_t)((blk[2 + t] & 15) - 8) * qb[t] +
+                     (int64_t)((blk[2 + t] >> 4) - 8) * qb[t + KERN_QBLOCK / 2];
+        float f = kern_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8))) * d[b];
+        *sum += (double)f * (double)s;
+        *mag += fabs((double)f * (double)s);
+    }
+}
+
+/* n rows of k values uniform in [lo, hi) in the R16 format dt (kt_fill's base-format
+ * quantization, then kern_repack); the base-format rows go to plain (n * k elements of
+ * kern_dtype_r16_base(dt)) for the tests' own sums. */
+static inline void kt_fill_r16(struct kt_rng *r, void *dst, void *plain, enum kern_dtype dt,
+                               int64_t n, int64_t k, float lo, float hi)
+{
+    enum kern_dtype base = kern_dtype_r16_base(dt);
+    kt_fill(r, plain, base, n * k, lo, hi);
+    if (kern_repack(plain, base, n, k, dst) != KERN_OK)
+        abort();
 }
 
 static inline double kt_now(void)

@@ -172,6 +172,139 @@ static void check_matmul(struct kt_rng *rng, struct mm_case c, struct kern_ctx *
     free(nw);
 }
 
+/* The R16 formats (ops.h's int8 dot) against the reference. Both backends form the same fp32
+ * products dw * d and the same exact integers s, so the only freedom is the order and width
+ * of the sum over blocks: the reference sums in fp64 and rounds once, the CPU in fp32 in its
+ * own order. With S = sum_b |(dw * d) * s| (computed here from the plain rows, kt_r16_dot),
+ * each fp32 product and addition errs by at most 2^-24 of S, and with random signs the total
+ * grows like sqrt(blocks) 2^-24 S: 1e-6 S at k = 8192. The bound 1e-5 S leaves ten times that,
+ * plus 2^-23 |y| for the two final roundings when y is accumulated into (the reference rounds
+ * y + sum once, the CPU its fp32 sum and then y + sum), plus 1e-30 for an S of 0. A single x
+ * value rounded to the wrong integer moves y by |dw * d * w_t|, about S / (400 * blocks) for
+ * these random rows (|w_t| near 64 against |s| near 24000 for Q8_0, 4 against 1500 for
+ * Q4_0): 2.6e-5 S at k = 3072, 1e-5 S at k = 8192, so every wrong rounding shows up to k
+ * = 3072 and a systematic one at every k. A non-finite x row must be NaN in every column. */
+static void check_matmul_r16(struct kt_rng *rng, struct mm_case c, struct kern_ctx **ctxs,
+                             int n_ctx)
+{
+    const enum kern_dtype base = kern_dtype_r16_base(c.dt);
+    const int64_t ldx = c.k + c.pad_x, ldy = c.n + c.pad_y;
+    const size_t xs = (size_t)(c.m * ldx), ys = (size_t)(c.m * ldy);
+    float *x = kt_alloc(xs * sizeof *x);
+    void *plain = kt_alloc(kt_bytes(base, c.n * c.k));
+    void *w = kt_alloc((size_t)kern_dtype_matrix_bytes(c.dt, c.n, c.k));
+    float *y0 = kt_alloc(ys * sizeof *y0), *yr = kt_alloc(ys * sizeof *yr);
+    float *yg = kt_alloc(ys * sizeof *yg);
+    double *tol = malloc((size_t)(c.m * c.n + 1) * sizeof *tol);
+    float *vr = malloc((size_t)(c.m * c.n + 1) * sizeof *vr);
+    float *vg = malloc((size_t)(c.m * c.n + 1) * sizeof *vg);
+    int8_t *xq = malloc((size_t)c.k + 1);
+    float *xd = malloc((size_t)(c.k / KERN_QBLOCK + 1) * sizeof *xd);
+    /* Padding lanes of x are NaN (reading one makes its row NaN); those of y hold a sentinel
+     * that must survive. */
+    fill_f32(x, (int64_t)xs, NAN);
+    for (int64_t i = 0; i < c.m; i++)
+        for (int64_t t = 0; t < c.k; t++)
+            x[i * ldx + t] = kt_uniform(rng, -1.0f, 1.0f);
+    kt_fill_r16(rng, w, plain, c.dt, c.n, c.k, -1.0f, 1.0f);
+    fill_f32(y0, (int64_t)ys, 12345.0f);
+    for (int64_t i = 0; i < c.m; i++)
+        for (int64_t j = 0; j < c.n; j++)
+            y0[i * ldy + j] = c.accumulate ? kt_uniform(rng, -4.0f, 4.0f) : NAN;
+    const int special = c.special && c.m > 2 && c.k > 2;
+    if (special) {
+        x[0 * ldx + c.k / 2] = INFINITY; /* row 0: Inf */
+        x[1 * ldx + c.k - 1] = NAN;      /* row 1: NaN */
+    }
+    /* Rounding no random row reaches. Row 2's last block is all ties: its largest magnitude
+     * 127 makes d = 1 and 1 / d = 1, so q is v rounded half to even, and one tie rounded the
+     * other way moves y by about 1e-3 S. Row 3 is tiny everywhere (d below FLT_MIN, 1 / d
+     * still finite): every q is 0 and y is exactly its input, which no tolerance would show
+     * (the products are near 1e-37), so it is compared exactly below. */
+    const int exact_row = special && c.m > 3 ? 3 : -1;
+    if (special && c.m > 3) {
+        static const float ties[8] = {127.0f, 2.5f, -3.5f, 0.5f, -0.5f, 1.5f, -126.5f, 4.5f};
+        for (int t = 0; t < KERN_QBLOCK; t++)
+            x[2 * ldx + c.k - KERN_QBLOCK + t] = ties[t % 8];
+        for (int64_t t = 0; t < c.k; t++)
+            x[3 * ldx + t] = 1.1e-36f * kt_uniform(rng, -1.0f, 1.0f);
+    }
+    struct kern_matmul_params p = {
+        .x = x, .w = w, .w_dtype = c.dt, .y = yr, .m = c.m, .n = c.n, .k = c.k,
+        .ldx = ldx, .ldy = ldy, .accumulate = c.accumulate,
+    };
+    memcpy(yr, y0, ys * sizeof *yr);
+    CHECK(ref_ops.matmul(NULL, &p) == KERN_OK, "ref matmul failed");
+    for (int64_t i = 0; i < c.m; i++) {
+        int finite_row = !(special && i < 2);
+        if (finite_row)
+            kt_x8_row(x + i * ldx, c.k, xq, xd);
+        for (int64_t j = 0; j < c.n; j++) {
+            double sum = 0.0, mag = 0.0;
+            if (finite_row)
+                kt_r16_dot(xq, xd, plain, base, j, c.k, &sum, &mag);
+            tol[i * c.n + j] = 1e-5 * mag + 0x1p-23 * fabs((double)yr[i * ldy + j]) + 1e-30;
+        }
+    }
+    for (int ci = 0; ci < n_ctx; ci++) {
+        char what[160];
+        snprintf(what, sizeof what, "matmul m=%lld n=%lld k=%lld ldx=%lld ldy=%lld %s%s%s ctx#%d",
+                 (long long)c.m, (long long)c.n, (long long)c.k, (long long)ldx, (long long)ldy,
+                 kern_dtype_name(c.dt), c.accumulate ? " acc" : "", special ? " nan/inf" : "", ci);
+        memcpy(yg, y0, ys * sizeof *yg);
+        p.y = yg;
+        int rc = cpu_ops.matmul(ctxs[ci], &p);
+        CHECK(rc == KERN_OK, "%s: cpu matmul failed (%d%s)", what, rc,
+              rc == KERN_ERR_UNSUPPORTED ? ": unsupported" : "");
+        if (rc != KERN_OK)
+            continue;
+        for (int64_t i = 0; i < c.m; i++) {
+            memcpy(vr + i * c.n, yr + i * ldy, (size_t)c.n * sizeof *vr);
+            memcpy(vg + i * c.n, yg + i * ldy, (size_t)c.n * sizeof *vg);
+        }
+        compare(what, vr, vg, c.m * c.n, tol, 0.0);
+        for (int64_t j = 0; exact_row >= 0 && j < c.n; j++)
+            if (vg[exact_row * c.n + j] != vr[exact_row * c.n + j]) {
+                CHECK(0, "%s: the tiny row's y[%lld] = %g, want %g", what, (long long)j,
+                      (double)vg[exact_row * c.n + j], (double)vr[exact_row * c.n + j]);
+                break;
+            }
+        for (int64_t i = 0; i < c.m; i++)
+            for (int64_t j = c.n; j < ldy; j++)
+                CHECK(yg[i * ldy + j] == 12345.0f, "%s: padding lane y[%lld, %lld] written", what,
+                      (long long)i, (long long)j);
+        CHECK(kt_guard_ok(yg), "%s: canary around y overwritten", what);
+    }
+    for (int64_t j = 0; exact_row >= 0 && j < c.n; j++)
+        if (yr[exact_row * ldy + j] != (c.accumulate ? y0[exact_row * ldy + j] : 0.0f)) {
+            CHECK(0, "matmul %s: the reference's tiny row is not its input", kern_dtype_name(c.dt));
+            break;
+        }
+    /* The reference itself: NaN across the non-finite rows, finite everywhere else. */
+    for (int64_t i = 0; i < c.m; i++)
+        for (int64_t j = 0; j < c.n; j++)
+            if ((special && i < 2) != (isnan(yr[i * ldy + j]) != 0)) {
+                CHECK(0, "matmul %s m=%lld n=%lld k=%lld: reference y[%lld, %lld] = %g",
+                      kern_dtype_name(c.dt), (long long)c.m, (long long)c.n, (long long)c.k,
+                      (long long)i, (long long)j, (double)yr[i * ldy + j]);
+                i = c.m;
+                break;
+            }
+    CHECK(kt_guard_ok(x) && kt_guard_ok(w) && kt_guard_ok(plain) && kt_guard_ok(yr),
+          "matmul %s: input/ref canary", kern_dtype_name(c.dt));
+    kt_free(x);
+    kt_free(plain);
+    kt_free(w);
+    kt_free(y0);
+    kt_free(yr);
+    kt_free(yg);
+    free(tol);
+    free(vr);
+    free(vg);
+    free(xq);
+    free(xd);
+}
+
 static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, int with_real)
 {
     struct kern_ctx *pool_only[1] = {ctxs[n_ctx - 1]};
@@ -224,6 +357,24 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
     };
     for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++)
         check_matmul(rng, awkward[i], ctxs, n_ctx);
+    /* The R16 formats (the int8 dot; k in whole blocks): one and several groups of 16 columns
+     * and their remainders, decode and prefill row counts with their leftovers, k of one
+     * block up to 96 blocks, padded strides, accumulation, NaN/Inf rows, an empty k. */
+    const struct mm_case r16[] = {
+        {1, 1, 32, 0, 0, 0, 0, 0},     {1, 15, 96, 3, 1, 0, 1, 0},
+        {3, 16, 1024, 0, 2, 0, 0, 1},  {4, 17, 1056, 5, 0, 0, 1, 0},
+        {5, 40, 3072, 1, 3, 0, 0, 1},  {33, 130, 96, 2, 0, 0, 1, 1},
+        {300, 17, 1056, 0, 1, 0, 0, 0}, {300, 130, 3072, 4, 5, 0, 1, 1},
+        {33, 1, 1024, 0, 0, 0, 0, 0},  {5, 16, 32, 0, 0, 0, 1, 1},
+        {4, 40, 96, 0, 0, 0, 0, 1},    {3, 130, 32, 7, 0, 0, 1, 0},
+        {5, 7, 0, 0, 1, 0, 1, 0},      {300, 1, 96, 0, 0, 0, 0, 1},
+    };
+    for (int q4 = 0; q4 < 2; q4++)
+        for (size_t i = 0; i < sizeof r16 / sizeof r16[0]; i++) {
+            struct mm_case c = r16[i];
+            c.dt = q4 ? KERN_DTYPE_Q4_0_R16 : KERN_DTYPE_Q8_0_R16;
+            check_matmul_r16(rng, c, ctxs, n_ctx);
+        }
     /* Phi-3 projections: mini qkv (3072 -> 9216) and down (8192 -> 3072), small qkv (4096),
      * medium qkv (5120 -> 7680), the lm head (3072 -> 32064); decode (m = 1) and a chunk
      * (m = 33). Only the pool context, and only when with_real: the reference dominates the
@@ -248,6 +399,20 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
     };
     for (size_t i = 0; i < sizeof real / sizeof real[0]; i++)
         check_matmul(rng, real[i], pool_only, 1);
+    /* The R16 formats at m = 1 and 5 (a full register tile of 4 and a leftover row): their
+     * reference reads every value through the interleaving, so 33 rows would cost minutes. */
+    const struct mm_case real_r16[] = {
+        {1, 9216, 3072, 0, 0, KERN_DTYPE_Q8_0_R16, 0, 0},
+        {5, 9216, 3072, 0, 0, KERN_DTYPE_Q8_0_R16, 0, 0},
+        {1, 3072, 8192, 0, 0, KERN_DTYPE_Q8_0_R16, 1, 0},
+        {5, 3072, 8192, 0, 0, KERN_DTYPE_Q8_0_R16, 1, 0},
+        {1, 9216, 3072, 0, 0, KERN_DTYPE_Q4_0_R16, 1, 0},
+        {5, 9216, 3072, 0, 0, KERN_DTYPE_Q4_0_R16, 0, 0},
+        {1, 3072, 8192, 0, 0, KERN_DTYPE_Q4_0_R16, 0, 0},
+        {5, 3072, 8192, 0, 0, KERN_DTYPE_Q4_0_R16, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof real_r16 / sizeof real_r16[0]; i++)
+        check_matmul_r16(rng, real_r16[i], pool_only, 1);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1214,20 +1379,28 @@ static void test_attention_dense(struct kt_rng *rng, struct kern_ctx **ctxs, int
 /* Batch invariance of matmul: a row's result is the same bits whatever m is (a decode token
  * alone, with 2 others, in a batch of 5 or 300), every weight dtype and thread count, for k
  * up to the 1024-element chunk and a multiple of the lane count (the fixtures' shapes). Larger
- * k is summed in one pass for m <= 4 and in chunks above (kernels/cpu/matmul.c says why). */
+ * k is summed in one pass for m <= 4 and in chunks above (kernels/cpu/matmul.c says why); the
+ * R16 formats' int8 dot has no k chunks, so they are held to it at a Phi-3 k (3072) too. */
 static void test_matmul_batch_invariance(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx)
 {
     enum { M = 300, N = 40 };
-    static const int64_t ks[] = {1024, 256, 512 + 96};
-    for (int ki = 0; ki < 3; ki++) {
+    static const int64_t ks[] = {1024, 256, 512 + 96, 3072};
+    for (int ki = 0; ki < 4; ki++) {
         int64_t k = ks[ki];
         for (int dt = 0; dt < KERN_DTYPE_COUNT; dt++) {
-            if (kern_dtype_row_bytes((enum kern_dtype)dt, k) < 0)
-                continue; /* k is not whole blocks of this format */
-            void *w = kt_alloc(kt_bytes((enum kern_dtype)dt, N * k));
+            const int64_t w_bytes = kern_dtype_matrix_bytes((enum kern_dtype)dt, N, k);
+            if (w_bytes < 0 || (k > 1024 && !kern_dtype_is_r16((enum kern_dtype)dt)))
+                continue; /* k is not whole blocks of this format, or beyond one chunk */
+            void *w = kt_alloc((size_t)w_bytes);
             float *x = kt_alloc((size_t)(M * k) * sizeof *x);
             float *yb = kt_alloc((size_t)(M * N) * sizeof *yb), *ys = kt_alloc((size_t)(M * N) * sizeof *ys);
-            kt_fill(rng, w, (enum kern_dtype)dt, N * k, -0.05f, 0.05f);
+            if (kern_dtype_is_r16((enum kern_dtype)dt)) { /* N = 40: a partial group too */
+                void *plain = kt_alloc(kt_bytes(kern_dtype_r16_base((enum kern_dtype)dt), N * k));
+                kt_fill_r16(rng, w, plain, (enum kern_dtype)dt, N, k, -0.05f, 0.05f);
+                kt_free(plain);
+            } else {
+                kt_fill(rng, w, (enum kern_dtype)dt, N * k, -0.05f, 0.05f);
+            }
             kt_fill(rng, x, KERN_DTYPE_F32, M * k, -1.0f, 1.0f);
             struct kern_matmul_params p = {x, w, (enum kern_dtype)dt, yb, M, N, k, k, N, 0};
             CHECK(cpu_ops.matmul(ctxs[n_ctx - 1], &p) == KERN_OK, "matmul invariance batch");
@@ -1327,8 +1500,8 @@ static void test_invalid(struct kern_ctx *ctx)
     for (int i = 0; i < 64; i++)
         x[i] = q[i] = 1.0f;
     struct kern_matmul_params good = {x, w, KERN_DTYPE_BF16, y, 2, 4, 8, 8, 4, 0};
-    struct kern_matmul_params bad[9];
-    for (int i = 0; i < 9; i++)
+    struct kern_matmul_params bad[11];
+    for (int i = 0; i < 11; i++)
         bad[i] = good;
     bad[0].ldx = 7;          /* ldx < k */
     bad[1].ldy = 3;          /* ldy < n */
@@ -1341,10 +1514,12 @@ static void test_invalid(struct kern_ctx *ctx)
     bad[7].n = INT64_MAX / 4;
     bad[7].ldy = INT64_MAX / 4;
     bad[8].w_dtype = KERN_DTYPE_Q8_0; /* k = 8: not whole blocks */
+    bad[9].w_dtype = KERN_DTYPE_Q8_0_R16; /* the same for the R16 formats */
+    bad[10].w_dtype = KERN_DTYPE_Q4_0_R16;
     const struct kern_ops *tabs[2] = {&ref_ops, &cpu_ops};
     for (int t = 0; t < 2; t++) {
         CHECK(tabs[t]->matmul(ctx, &good) == KERN_OK, "%s matmul good call", tabs[t]->name);
-        for (int i = 0; i < 9; i++) {
+        for (int i = 0; i < 11; i++) {
             fill_f32(y, 64, 3.0f);
             CHECK(tabs[t]->matmul(ctx, &bad[i]) == KERN_ERR_INVALID, "%s matmul bad[%d] accepted",
                   tabs[t]->name, i);
@@ -1477,7 +1652,8 @@ int main(void)
 
     /* Every instruction-set level this CPU runs, widest (the one kern_ops_init_cpu picks)
      * first, down to the portable build that CPUs without AVX2 get. */
-    static const char *const level_names[] = {"generic", "avx2", "avx512"};
+    static const char *const level_names[KERN_CPU_LEVEL_AVX512_VNNI + 1] = {
+        "generic", "avx2", "avx512", "avx512vnni"};
     enum kern_cpu_level best = kern_cpu_best_level();
     struct kern_ops chosen = cpu_ops;
     double t0 = kt_now();
@@ -1504,9 +1680,10 @@ int main(void)
         test_attention_dense(&rng, ctxs, 4, lv == (int)best || lv == (int)KERN_CPU_LEVEL_GENERIC);
         test_matmul_batch_invariance(&rng, ctxs, 4);
     }
-    if (best < KERN_CPU_LEVEL_AVX512) {
+    if (best < KERN_CPU_LEVEL_AVX512_VNNI) {
         struct kern_ops probe = chosen;
-        CHECK(kern_cpu_ops_init_level(&probe, KERN_CPU_LEVEL_AVX512) == KERN_ERR_UNSUPPORTED &&
+        CHECK(kern_cpu_ops_init_level(&probe, KERN_CPU_LEVEL_AVX512_VNNI) ==
+                      KERN_ERR_UNSUPPORTED &&
                   memcmp(&probe, &chosen, sizeof chosen) == 0,
               "a level the CPU lacks was accepted");
     }

@@ -1,7 +1,8 @@
 /* kern_quantize (kernels/quant.c) against hand-worked blocks: the scale rounded to fp16,
  * quotients rounded half away from zero and clamped, Q4_0's signed scale and nibble packing,
  * zero blocks, every source dtype, each element within half a step of its value, and every
- * input it must refuse. The matmul kernels
+ * input it must refuse; kern_repack byte for byte against an un-interleave written here. The
+ * matmul kernels
  * that read the format are checked in test_ops.c; the whole quantized model in the golden
  * suite. */
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "dtype.h"
+#include "kt_util.h"
 #include "ops.h"
 
 #include "../test_util.h"
@@ -282,6 +284,116 @@ static void test_block_sources(void)
     }
 }
 
+/* Block b of row j of an R16 matrix of k columns put back together in its base format
+ * (scale, then the values as kern_quantize lays them out), read by ops.h's words alone: the
+ * group's block b starts at group * 16 * row_bytes + b * 16 * block_bytes, the row's scale at
+ * 2 r, its piece t at 32 + 64 t + 4 r. */
+static void r16_unpack(const uint8_t *m, enum kern_dtype base, int64_t k, int64_t j, int64_t b,
+                       uint8_t *blk)
+{
+    const int64_t bb = base == KERN_DTYPE_Q8_0 ? BB : Q4B, row_bytes = k / B * bb;
+    const int64_t r = j % KERN_R16;
+    const uint8_t *at = m + (j / KERN_R16) * KERN_R16 * row_bytes + b * KERN_R16 * bb;
+    blk[0] = at[2 * r];
+    blk[1] = at[2 * r + 1];
+    for (int e = 0; e < bb - 2; e++) /* value byte e sits in piece e / 4 */
+        blk[2 + e] = at[32 + (e / 4) * 64 + r * 4 + e % 4];
+}
+
+/* kern_repack moves every byte of the source to where ops.h puts it, fills the padding rows
+ * with zero bytes and writes nothing outside its matrix. The sources are random bytes: NaN
+ * scales and all, repacking only moves them. */
+static void test_repack(void)
+{
+    static const int64_t rows[] = {1, 15, 16, 17, 33, 64};
+    static const int64_t ks[] = {32, 96, 1024};
+    struct kt_rng rng = {4242};
+    for (int q4 = 0; q4 < 2; q4++) {
+        const enum kern_dtype base = q4 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
+        const enum kern_dtype to = kern_dtype_r16_of(base);
+        const int64_t bb = q4 ? Q4B : BB;
+        CHECK(kern_dtype_r16_base(to) == base && kern_dtype_is_r16(to) && !kern_dtype_is_r16(base),
+              "%s: r16 helpers", kern_dtype_name(to));
+        for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                const int64_t n = rows[ri], k = ks[ki], row_bytes = k / B * bb;
+                const int64_t padded = (n + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+                CHECK(kern_dtype_matrix_bytes(to, n, k) == padded * row_bytes,
+                      "%s n=%lld k=%lld: matrix bytes %lld", kern_dtype_name(to), (long long)n,
+                      (long long)k, (long long)kern_dtype_matrix_bytes(to, n, k));
+                uint8_t *src = kt_alloc((size_t)(n * row_bytes));
+                uint8_t *dst = kt_alloc((size_t)(padded * row_bytes));
+                for (int64_t i = 0; i < n * row_bytes; i++)
+                    src[i] = (uint8_t)kt_next(&rng);
+                memset(dst, 0x5a, (size_t)(padded * row_bytes)); /* no byte is left as it was */
+                CHECK(kern_repack(src, base, n, k, dst) == KERN_OK, "%s n=%lld k=%lld refused",
+                      kern_dtype_name(to), (long long)n, (long long)k);
+                int64_t bad = 0;
+                for (int64_t j = 0; j < padded; j++)
+                    for (int64_t b = 0; b < k / B; b++) {
+                        uint8_t blk[BB], want[BB] = {0}; /* padding rows: all zero */
+                        r16_unpack(dst, base, k, j, b, blk);
+                        if (j < n)
+                            memcpy(want, src + j * row_bytes + b * bb, (size_t)bb);
+                        if (memcmp(blk, want, (size_t)bb) != 0 && bad++ < 3)
+                            fprintf(stderr, "  %s n=%lld k=%lld: row %lld block %lld differs\n",
+                                    kern_dtype_name(to), (long long)n, (long long)k, (long long)j,
+                                    (long long)b);
+                    }
+                CHECK(bad == 0, "%s n=%lld k=%lld: %lld blocks not where ops.h puts them",
+                      kern_dtype_name(to), (long long)n, (long long)k, (long long)bad);
+                CHECK(kt_guard_ok(dst) && kt_guard_ok(src), "%s n=%lld k=%lld: canary",
+                      kern_dtype_name(to), (long long)n, (long long)k);
+                kt_free(src);
+                kt_free(dst);
+            }
+    }
+    /* A hand-placed check of one layout detail the loop above would share with a wrong
+     * un-interleave: Q4_0 row 1's block byte 5 (values 5 and 21) is piece 1, byte 1. */
+    uint8_t src[2 * Q4B] = {0}, dst[KERN_R16 * Q4B];
+    src[Q4B + 2 + 5] = 0x9c;
+    src[Q4B + 1] = 0x3c;
+    CHECK(kern_repack(src, KERN_DTYPE_Q4_0, 2, B, dst) == KERN_OK, "q4_0 two rows");
+    CHECK(dst[32 + 64 + 4 + 1] == 0x9c && dst[3] == 0x3c, "q4_0 byte placement: %02x %02x",
+          dst[32 + 64 + 4 + 1], dst[3]);
+
+    /* Refusals: dtypes, shapes, NULL with bytes to move, sizes past int64. */
+    uint8_t in[4 * BB] = {0}, out[KERN_R16 * 4 * BB];
+    CHECK(kern_repack(in, KERN_DTYPE_Q8_0, 1, 4 * B, out) == KERN_OK, "repack good call");
+    CHECK(kern_repack(in, KERN_DTYPE_Q8_0, 1, B + 16, out) == KERN_ERR_INVALID, "k not whole blocks");
+    CHECK(kern_repack(in, KERN_DTYPE_Q4_0, 1, 16, out) == KERN_ERR_INVALID, "k below a block");
+    CHECK(kern_repack(in, KERN_DTYPE_Q8_0, -1, B, out) == KERN_ERR_INVALID, "negative rows");
+    CHECK(kern_repack(in, KERN_DTYPE_Q8_0, 1, -B, out) == KERN_ERR_INVALID, "negative k");
+    static const enum kern_dtype not_from[] = {
+        KERN_DTYPE_F32, KERN_DTYPE_F16, KERN_DTYPE_BF16, KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K,
+        KERN_DTYPE_Q6_K, KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16, (enum kern_dtype)KERN_DTYPE_COUNT,
+    };
+    for (size_t i = 0; i < sizeof not_from / sizeof not_from[0]; i++)
+        CHECK(kern_repack(in, not_from[i], 1, B, out) == KERN_ERR_INVALID, "repack from %s",
+              kern_dtype_name(not_from[i]));
+    CHECK(kern_repack(NULL, KERN_DTYPE_Q8_0, 1, B, out) == KERN_ERR_INVALID, "NULL source");
+    CHECK(kern_repack(in, KERN_DTYPE_Q4_0, 1, B, NULL) == KERN_ERR_INVALID, "NULL destination");
+    CHECK(kern_repack(NULL, KERN_DTYPE_Q8_0, 0, B, NULL) == KERN_OK, "no rows: nothing to move");
+    CHECK(kern_repack(NULL, KERN_DTYPE_Q4_0, 5, 0, NULL) == KERN_OK, "no columns: nothing to move");
+    CHECK(kern_repack(in, KERN_DTYPE_Q8_0, INT64_MAX / 16, 1024, out) == KERN_ERR_INVALID,
+          "size overflow");
+    CHECK(kern_repack(in, KERN_DTYPE_Q4_0, INT64_MAX, B, out) == KERN_ERR_INVALID,
+          "rows past int64 once rounded to groups");
+    CHECK(kern_repack(in, KERN_DTYPE_Q8_0, 1, (INT64_MAX / B) * B, out) == KERN_ERR_INVALID,
+          "row bytes overflow");
+    /* The R16 formats are no block format to anything but the matmul op. */
+    CHECK(kern_dtype_block_elems(KERN_DTYPE_Q8_0_R16) == 0 &&
+              kern_dtype_row_bytes(KERN_DTYPE_Q4_0_R16, B) == -1 &&
+              kern_dtype_size(KERN_DTYPE_Q8_0_R16) == 0,
+          "r16 dtypes look like a row format");
+    CHECK(kern_quantize(in, KERN_DTYPE_F32, 1, B, KERN_DTYPE_Q8_0_R16, out) == KERN_ERR_INVALID &&
+              kern_quantize(out, KERN_DTYPE_Q4_0_R16, 1, B, KERN_DTYPE_Q8_0, in) == KERN_ERR_INVALID,
+          "kern_quantize took an r16 dtype");
+    CHECK(strcmp(kern_dtype_name(KERN_DTYPE_Q8_0_R16), "q8_0_r16") == 0 &&
+              strcmp(kern_dtype_name(KERN_DTYPE_Q4_0_R16), "q4_0_r16") == 0,
+          "r16 names");
+}
+
 int main(void)
 {
     test_rounding();
@@ -291,5 +403,6 @@ int main(void)
     test_q4_0();
     test_refused();
     test_block_sources();
+    test_repack();
     return tu_finish("test_quant");
 }

@@ -1,0 +1,318 @@
+/* The reference int8 dot of the R16 formats (kernels/ref/matmul.c) against hand-worked values
+ * and against the contract of ops.h computed from the plain Q8_0 / Q4_0 rows (kt_util.h's
+ * kt_x8_row and kt_r16_dot), and the ops that must refuse those formats. The layout itself is
+ * checked in test_quant.c, the fast CPU kernels against this reference in test_ops.c. */
+#include "kt_util.h"
+
+#include "../test_util.h"
+
+#define B KERN_QBLOCK
+
+static struct kern_ops ref_ops, cpu_ops;
+
+/* Plain matrices of hand-set blocks: every scale 1, row j holding w = 1 at column col[j] and 0
+ * elsewhere, so that y[i, j] = dw * d * q[col[j]]: the rounded x value itself when d = 1. */
+static void one_hot(uint8_t *w, enum kern_dtype base, int64_t n, int64_t k, const int *col)
+{
+    const int64_t bb = kern_dtype_row_bytes(base, B), row_bytes = k / B * bb;
+    memset(w, 0, (size_t)(n * row_bytes));
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t b = 0; b < k / B; b++) {
+            uint8_t *blk = w + j * row_bytes + b * bb;
+            blk[0] = 0x00; /* fp16 1.0 */
+            blk[1] = 0x3c;
+            if (base == KERN_DTYPE_Q4_0)
+                memset(blk + 2, 0x88, (size_t)(bb - 2)); /* q = 8: w = 0 */
+        }
+    for (int64_t j = 0; j < n; j++) {
+        uint8_t *blk = w + j * row_bytes + (col[j] / B) * bb;
+        int t = col[j] % B;
+        if (base == KERN_DTYPE_Q8_0)
+            blk[2 + t] = 1;
+        else if (t < B / 2)
+            blk[2 + t] = (uint8_t)((blk[2 + t] & 0xf0) | 9); /* q = 9: w = 1 */
+        else
+            blk[2 + t - B / 2] = (uint8_t)((blk[2 + t - B / 2] & 0x0f) | (9 << 4));
+    }
+}
+
+/* Hand-worked rounding: a block whose largest magnitude is 127 has d = 127 / 127 = 1 and
+ * 1 / d = 1, so q is x itself rounded half to even (2.5 -> 2, 3.5 -> 4, -2.5 -> -2, 0.5 -> 0,
+ * -126.5 -> -126, 1.5 -> 2; 0.49999997 -> 0); a block whose d is FLT_MIN exactly is kept
+ * (127 FLT_MIN / 127), blocks of values near 1e-37 and 1e-36 (d below FLT_MIN) count as
+ * zero: the second one's 1 / d is finite, so only the FLT_MIN rule makes its q 0. */
+static void test_hand_worked(void)
+{
+    enum { K = 4 * B, N = 12 };
+    float x[2 * K] = {0};
+    x[0] = 127.0f;
+    x[1] = 2.5f;
+    x[2] = 3.5f;
+    x[3] = -2.5f;
+    x[4] = 0.5f;
+    x[5] = -126.5f;
+    x[6] = 1.5f;
+    x[7] = 0.49999997f;
+    x[B + 0] = 127.0f * FLT_MIN;
+    x[B + 1] = 2.5f * FLT_MIN;
+    x[B + 2] = -3.5f * FLT_MIN;
+    for (int t = 0; t < B; t++)
+        x[2 * B + t] = (t % 2 ? -1e-37f : 1e-37f) * (1.0f + (float)t / 64.0f);
+    for (int t = 0; t < B; t++) /* d = 1.1e-36 / 127, 1 / d = 1.15e38 */
+        x[3 * B + t] = (t % 2 ? -1.1e-36f : 1.1e-36f) * (1.0f - (float)t / 64.0f);
+    /* A second row: the first block again, scaled by 2 (d = 2: the same q, twice the y). */
+    for (int t = 0; t < K; t++)
+        x[K + t] = t < B ? 2.0f * x[t] : 0.0f;
+    static const int col[N] = {0, 1, 2, 3, 4, 5, 6, 7, B + 0, B + 1, 2 * B + 3, 3 * B};
+    static const double want[N] = {127, 2, 4, -2, 0, -126, 2, 0, 127.0 * FLT_MIN,
+                                   2.0 * FLT_MIN, 0, 0};
+    for (int q4 = 0; q4 < 2; q4++) {
+        const enum kern_dtype base = q4 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
+        const enum kern_dtype dt = kern_dtype_r16_of(base);
+        uint8_t plain[N * K / B * KERN_Q8_0_BLOCK_BYTES];
+        uint8_t w[KERN_R16 * K / B * KERN_Q8_0_BLOCK_BYTES];
+        one_hot(plain, base, N, K, col);
+        CHECK(kern_repack(plain, base, N, K, w) == KERN_OK, "%s repack", kern_dtype_name(dt));
+        for (int acc = 0; acc < 2; acc++) {
+            float y[2 * N];
+            for (int j = 0; j < 2 * N; j++)
+                y[j] = acc ? 0.25f * (float)j : NAN;
+            struct kern_matmul_params p = {x, w, dt, y, 2, N, K, K, N, acc};
+            CHECK(ref_ops.matmul(NULL, &p) == KERN_OK, "%s hand-worked", kern_dtype_name(dt));
+            for (int j = 0; j < N; j++) {
+                double y0 = acc ? 0.25 * j : 0.0, y1 = acc ? 0.25 * (N + j) : 0.0;
+                /* Exact: without y0 the FLT_MIN-sized results keep every bit too. */
+                CHECK(y[j] == (float)(y0 + want[j]), "%s%s column %d: %.9g, want %.9g",
+                      kern_dtype_name(dt), acc ? " acc" : "", j, (double)y[j], y0 + want[j]);
+                double want1 = j < 8 ? 2.0 * want[j] : 0.0;
+                CHECK(y[N + j] == (float)(y1 + want1), "%s%s row 1 column %d: %.9g, want %.9g",
+                      kern_dtype_name(dt), acc ? " acc" : "", j, (double)y[N + j], y1 + want1);
+            }
+        }
+    }
+}
+
+/* dw * d is one fp32 rounding before the product with s: with dw = fp16 0x3c02 (1 + 2^-9),
+ * d = 0.7 / 127 and s = 5 (one-hot W, q = 5), y differs in its last bit from the product
+ * taken in fp64 (checked here too, so that the case keeps its point). */
+static void test_product_rounding(void)
+{
+    static const int col[1] = {1};
+    float x[B] = {0.7f, 0.0275f};
+    const float d = 0.7f / 127.0f, dw = kern_f16_to_f32(0x3c02);
+    const float want = (float)((double)(dw * d) * 5.0);
+    CHECK(want != (float)((double)dw * (double)d * 5.0), "the case lost its point");
+    for (int q4 = 0; q4 < 2; q4++) {
+        const enum kern_dtype base = q4 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
+        uint8_t plain[KERN_Q8_0_BLOCK_BYTES], w[KERN_R16 * KERN_Q8_0_BLOCK_BYTES];
+        one_hot(plain, base, 1, B, col);
+        plain[0] = 0x02;
+        CHECK(kern_repack(plain, base, 1, B, w) == KERN_OK, "repack");
+        float y = NAN;
+        struct kern_matmul_params p = {x, w, kern_dtype_r16_of(base), &y, 1, 1, B, B, 1, 0};
+        CHECK(ref_ops.matmul(NULL, &p) == KERN_OK && y == want, "%s: %.9g, want %.9g",
+              kern_dtype_name(p.w_dtype), (double)y, (double)want);
+    }
+}
+
+/* Random calls against kt_r16_dot, written from the contract. Both form the same fp32
+ * products dw * d and the same exact integers s, and sum in fp64; what may differ is the
+ * order of the fp64 additions (y first or last: a few 2^-53 of sum |(dw * d) s| + |y|) and
+ * then the one rounding to fp32 (2^-24 of |y|). 1e-6 of sum |(dw * d) s| + |y| bounds both
+ * with room, while one x value rounded to the wrong integer moves y by |dw * d * w_t|, about
+ * 1 / (400 * blocks) of that sum for these random rows (|w_t| near 64 against |s| near 24000
+ * for Q8_0, 4 against 1500 for Q4_0): 8e-5 at the largest k here, 32 blocks. */
+struct r16_case {
+    int64_t m, n, k, pad_x, pad_y;
+    int accumulate, special;
+};
+
+static void check_random(struct kt_rng *rng, enum kern_dtype dt, struct r16_case c)
+{
+    const enum kern_dtype base = kern_dtype_r16_base(dt);
+    const int64_t ldx = c.k + c.pad_x, ldy = c.n + c.pad_y;
+    float *x = kt_alloc((size_t)(c.m * ldx) * sizeof *x);
+    float *y0 = kt_alloc((size_t)(c.m * ldy) * sizeof *y0);
+    float *y = kt_alloc((size_t)(c.m * ldy) * sizeof *y);
+    void *plain = kt_alloc(kt_bytes(base, c.n * c.k));
+    void *w = kt_alloc((size_t)kern_dtype_matrix_bytes(dt, c.n, c.k));
+    kt_fill_r16(rng, w, plain, dt, c.n, c.k, -1.0f, 1.0f);
+    for (int64_t i = 0; i < c.m * ldx; i++) /* padding lanes NaN: reading one poisons y */
+        x[i] = (i % ldx) < c.k ? kt_uniform(rng, -1.0f, 1.0f) : NAN;
+    for (int64_t i = 0; i < c.m * ldy; i++) /* padding lanes of y must keep their sentinel */
+        y0[i] = (i % ldy) < c.n ? (c.accumulate ? kt_uniform(rng, -4.0f, 4.0f) : NAN) : 777.0f;
+    if (c.m > 0 && c.k >= 3 * B) {
+        /* Row 0, block 1: ties (largest 127, d = 1); block 2: tiny (d below FLT_MIN,
+         * counts as zero; 1 / d still finite). */
+        x[B] = 127.0f;
+        x[B + 1] = 2.5f;
+        x[B + 2] = -3.5f;
+        x[B + 3] = 0.5f;
+        for (int t = 0; t < B; t++)
+            x[2 * B + t] = 6e-38f * (float)(t - 16);
+    }
+    const int64_t inf_row = c.special ? c.m - 1 : -1, nan_row = c.special ? c.m - 2 : -1;
+    if (c.special) {
+        x[inf_row * ldx + c.k / 3] = INFINITY;
+        x[nan_row * ldx + c.k - 1] = NAN;
+    }
+    memcpy(y, y0, (size_t)(c.m * ldy) * sizeof *y);
+    int8_t *xq = malloc((size_t)c.k + 1);
+    float *xd = malloc((size_t)(c.k / B + 1) * sizeof *xd);
+    struct kern_matmul_params p = {x, w, dt, y, c.m, c.n, c.k, ldx, ldy, c.accumulate};
+    char what[128];
+    snprintf(what, sizeof what, "%s m=%lld n=%lld k=%lld%s%s", kern_dtype_name(dt),
+             (long long)c.m, (long long)c.n, (long long)c.k, c.accumulate ? " acc" : "",
+             c.special ? " nan/inf" : "");
+    CHECK(ref_ops.matmul(NULL, &p) == KERN_OK, "%s: refused", what);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < c.m; i++)
+        for (int64_t j = 0; j < ldy; j++) {
+            float got = y[i * ldy + j];
+            int ok;
+            if (j >= c.n) {
+                ok = got == 777.0f;
+            } else if (i == inf_row || i == nan_row) {
+                ok = isnan(got);
+            } else {
+                double sum, mag, yin = c.accumulate ? (double)y0[i * ldy + j] : 0.0;
+                kt_x8_row(x + i * ldx, c.k, xq, xd);
+                kt_r16_dot(xq, xd, plain, base, j, c.k, &sum, &mag);
+                ok = fabs((double)got - (yin + sum)) <= 1e-6 * (mag + fabs(yin));
+            }
+            if (!ok && bad++ < 3)
+                fprintf(stderr, "  %s: y[%lld, %lld] = %.9g\n", what, (long long)i, (long long)j,
+                        (double)got);
+        }
+    CHECK(bad == 0, "%s: %lld values differ from the contract", what, (long long)bad);
+    CHECK(kt_guard_ok(y) && kt_guard_ok(x) && kt_guard_ok(w), "%s: canary", what);
+    free(xq);
+    free(xd);
+    kt_free(x);
+    kt_free(y0);
+    kt_free(y);
+    kt_free(plain);
+    kt_free(w);
+}
+
+static void test_random(void)
+{
+    static const struct r16_case cases[] = {
+        {1, 1, 32, 0, 0, 0, 0},    {1, 17, 96, 3, 0, 0, 0},  {2, 16, 96, 0, 2, 1, 0},
+        {3, 15, 1024, 1, 1, 0, 1}, {5, 40, 96, 2, 3, 1, 1},  {4, 33, 64, 0, 0, 1, 0},
+        {5, 7, 1024, 0, 5, 0, 0},  {3, 5, 0, 0, 1, 1, 0},    {3, 5, 0, 0, 1, 0, 0},
+        {0, 5, 32, 0, 0, 0, 0},    {2, 0, 32, 0, 0, 0, 0},
+    };
+    struct kt_rng rng = {1616};
+    for (int q4 = 0; q4 < 2; q4++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            check_random(&rng, q4 ? KERN_DTYPE_Q4_0_R16 : KERN_DTYPE_Q8_0_R16, cases[i]);
+}
+
+/* A row with a non-finite x is NaN in every column, accumulating or not, whatever W holds;
+ * a NaN weight scale reaches only its own column. */
+static void test_nonfinite(void)
+{
+    enum { K = 2 * B, N = 3 };
+    uint8_t plain[N * K / B * KERN_Q8_0_BLOCK_BYTES], w[KERN_R16 * K / B * KERN_Q8_0_BLOCK_BYTES];
+    static const int col[N] = {0, 1, B};
+    one_hot(plain, KERN_DTYPE_Q8_0, N, K, col);
+    plain[2 * (K / B) * KERN_Q8_0_BLOCK_BYTES + 1] = 0x7e; /* row 2, block 0: d = NaN */
+    CHECK(kern_repack(plain, KERN_DTYPE_Q8_0, N, K, w) == KERN_OK, "repack");
+    float x[3 * K];
+    for (int t = 0; t < 3 * K; t++)
+        x[t] = 0.5f;
+    x[K + 40] = -INFINITY;
+    x[2 * K + 3] = NAN;
+    float y[3 * N];
+    for (int i = 0; i < 3 * N; i++)
+        y[i] = 1.0f;
+    struct kern_matmul_params p = {x, w, KERN_DTYPE_Q8_0_R16, y, 3, N, K, K, N, 1};
+    CHECK(ref_ops.matmul(NULL, &p) == KERN_OK, "non-finite call");
+    /* Row 0: d = 0.5 / 127, q = 127: y = 1 + fp32(d) * 127 (column 2: block 1, the same);
+     * its column 2 meets a NaN scale in block 0 (NaN * s) and is NaN. */
+    float d = 0.5f / 127.0f;
+    CHECK(y[0] == (float)(1.0 + (double)d * 127.0) && y[1] == y[0] && isnan(y[2]),
+          "row 0: %.9g %.9g %.9g", (double)y[0], (double)y[1], (double)y[2]);
+    for (int j = 0; j < N; j++)
+        CHECK(isnan(y[N + j]) && isnan(y[2 * N + j]), "column %d of the Inf / NaN rows: %g %g",
+              j, (double)y[N + j], (double)y[2 * N + j]);
+}
+
+/* The R16 formats are matmul weights only: every other op that takes a weight dtype refuses
+ * them, in both host tables; the matmul refuses k not in whole blocks and NULL pointers with
+ * work to do, and a cpu table never takes what the reference refuses. */
+static void test_refused(void)
+{
+    const struct kern_ops *tabs[2] = {&ref_ops, &cpu_ops};
+    float x[4 * B] = {0}, y[64] = {0}, out[64];
+    uint8_t w[KERN_R16 * 2 * KERN_Q8_0_BLOCK_BYTES] = {0};
+    int32_t ids[1] = {0};
+    for (int t = 0; t < 2; t++)
+        for (int q4 = 0; q4 < 2; q4++) {
+            const enum kern_dtype dt = q4 ? KERN_DTYPE_Q4_0_R16 : KERN_DTYPE_Q8_0_R16;
+            const char *nm = tabs[t]->name;
+            struct kern_matmul_params good = {x, w, dt, y, 1, 2, 2 * B, 2 * B, 2, 0};
+            struct kern_matmul_params bad[5];
+            for (int i = 0; i < 5; i++)
+                bad[i] = good;
+            bad[0].k = 48;
+            bad[0].ldx = 48;
+            bad[1].k = 16;
+            bad[1].ldx = 16;
+            bad[2].w = NULL;
+            bad[3].x = NULL;
+            bad[4].n = INT64_MAX / 16; /* its padded groups' bytes overflow */
+            bad[4].ldy = INT64_MAX / 16;
+            /* The good call may be refused by a cpu table without the format yet; the
+             * reference must take it. */
+            int rc = tabs[t]->matmul(NULL, &good);
+            CHECK(rc == KERN_OK || (t == 1 && rc == KERN_ERR_UNSUPPORTED), "%s %s good call: %d",
+                  nm, kern_dtype_name(dt), rc);
+            for (int i = 0; i < 5; i++) {
+                for (int j = 0; j < 64; j++)
+                    y[j] = 3.0f;
+                CHECK(tabs[t]->matmul(NULL, &bad[i]) == KERN_ERR_INVALID,
+                      "%s %s matmul bad[%d] accepted", nm, kern_dtype_name(dt), i);
+                CHECK(y[0] == 3.0f, "%s %s matmul bad[%d] wrote", nm, kern_dtype_name(dt), i);
+            }
+            struct kern_embed_params e = {ids, w, dt, out, 1, 1, 2 * B};
+            CHECK(tabs[t]->embed(NULL, &e) == KERN_ERR_INVALID, "%s embed took %s", nm,
+                  kern_dtype_name(dt));
+            struct kern_rmsnorm_params r = {x, w, dt, out, 1, B, 1e-5f};
+            CHECK(tabs[t]->rmsnorm(NULL, &r) == KERN_ERR_INVALID, "%s rmsnorm took %s", nm,
+                  kern_dtype_name(dt));
+            struct kern_layernorm_params l = {x, w, w, dt, out, 1, B, 1e-5f};
+            CHECK(tabs[t]->layernorm(NULL, &l) == KERN_ERR_INVALID, "%s layernorm took %s", nm,
+                  kern_dtype_name(dt));
+            struct kern_bias_add_params ba = {y, w, dt, 1, B, B};
+            CHECK(tabs[t]->bias_add(NULL, &ba) == KERN_ERR_INVALID, "%s bias_add took %s", nm,
+                  kern_dtype_name(dt));
+            /* One token, one expert of hidden = inter = 32: only the dtype is wrong. */
+            int32_t experts[1] = {0};
+            float weights[1] = {1.0f};
+            const void *pw[1] = {w};
+            float work[4096];
+            CHECK(kern_moe_work_bytes(1, 1, B, B, 1) <= sizeof work, "moe work size");
+            struct kern_moe_params mp = {x, experts, weights, pw, pw, pw, dt, y, work,
+                                         1, B, B, 1, 1};
+            CHECK(tabs[t]->moe(NULL, &mp) == KERN_ERR_INVALID, "%s moe took %s", nm,
+                  kern_dtype_name(dt));
+            mp.w_dtype = kern_dtype_r16_base(dt); /* the same call in the base format runs */
+            CHECK(tabs[t]->moe(NULL, &mp) == KERN_OK, "%s moe in %s", nm,
+                  kern_dtype_name(mp.w_dtype));
+        }
+}
+
+int main(void)
+{
+    kern_ops_init_ref(&ref_ops);
+    kern_ops_init_ref(&cpu_ops);
+    kern_ops_init_cpu(&cpu_ops);
+    test_hand_worked();
+    test_product_rounding();
+    test_random();
+    test_nonfinite();
+    test_refused();
+    return tu_finish("test_ref_r16");
+}
