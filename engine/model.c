@@ -422,7 +422,8 @@ size_t eng_model_weight_bytes(const struct eng_model *model)
 static int find_block(struct eng_model *m, struct eng_weight *w, void *arg)
 {
     (void)m;
-    if (kern_dtype_block_elems(w->dtype) == 0)
+    /* The R16 formats have no block size of their own (ops.h), but are block formats. */
+    if (kern_dtype_block_elems(w->dtype) == 0 && !kern_dtype_is_r16(w->dtype))
         return 0;
     *(enum kern_dtype *)arg = w->dtype;
     return 1;

@@ -5,6 +5,7 @@
 #ifndef PHISERVE_ENGINE_MODEL_H
 #define PHISERVE_ENGINE_MODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "model_config.h"
@@ -119,9 +120,11 @@ struct eng_model {
     const void *embed_host;        /* the embedding's address in the mapping (tied lm_head) */
     int64_t n_imports;
     /* Set by eng_model_quantize: the quantized weights (owned, one buffer), the format, and
-     * how many eligible matrices kept their dtype (rows not whole blocks). */
+     * how many eligible matrices kept their dtype (rows not whole blocks). int8_dot: the dense
+     * matrices are in an R16 format, so the matmul op rounds their activations to int8. */
     void *quant_data;
     enum eng_quant quant;
+    bool int8_dot;
     int64_t n_quant_kept;
 };
 
@@ -139,8 +142,8 @@ int eng_model_load(const char *path, struct eng_model **out, char *err, size_t e
 /* Whether path names a file (a GGUF model) rather than a model directory. */
 int eng_model_is_gguf(const char *path);
 
-/* The block format (ops.h: Q8_0, Q4_0 or a K format) of the first matrix stored in one,
- * or KERN_DTYPE_COUNT when every weight is a plain float type. */
+/* The block format (ops.h: Q8_0, Q4_0, a K format, or an R16 interleaving) of the first
+ * matrix stored in one, or KERN_DTYPE_COUNT when every weight is a plain float type. */
 enum kern_dtype eng_model_block_dtype(const struct eng_model *model);
 
 /* Imports every weight (and the RoPE tables) into the backend of ops/ctx through
@@ -164,12 +167,23 @@ const char *eng_quant_name(enum eng_quant q);
  * format (a GGUF file's K-quants, say) is requantized from its exact values; one whose rows are
  * not whole blocks keeps its dtype and counts in n_quant_kept (a layer's experts share one
  * dtype: all of them, or none when hidden or inter is not whole blocks). Norms, biases,
- * router, embedding and the vision tower are untouched. Call after eng_model_load, before
- * eng_model_upload; the model owns the new buffer. n_threads threads share the work (<= 0: one
- * per online CPU). ENG_QUANT_NONE does nothing. Returns 0, or -1 with a message in err (a
- * weight that cannot be encoded, or out of memory); the model is then unchanged. */
-int eng_model_quantize(struct eng_model *model, enum eng_quant q, int n_threads, char *err,
-                       size_t errlen);
+ * router, embedding and the vision tower are untouched.
+ *
+ * int8_dot (--int8-activations, host backends only) stores the dense matrices (all of the
+ * above but the experts, which the moe op reads in the plain formats) in the R16 interleaving
+ * of their plain format (kern_dtype_r16_of; n_bytes = kern_dtype_matrix_bytes), which the
+ * matmul op multiplies with activations rounded to int8. The plain format is q's or, with
+ * ENG_QUANT_NONE, the matrix's own when it is Q8_0 or Q4_0 (a GGUF file's; then only moved,
+ * never requantized), and the other matrices (floats, K formats) stay as loaded. Fails when no
+ * matrix ends up in an R16 format (a float model without q, say). Sets int8_dot.
+ *
+ * Call after eng_model_load, before eng_model_upload; the model owns the new buffer (a GGUF
+ * matrix that was converted at load into a buffer of its own is freed once replaced).
+ * n_threads threads share the work (<= 0: one per online CPU). ENG_QUANT_NONE without int8_dot
+ * does nothing. Returns 0, or -1 with a message in err (a weight that cannot be encoded, no
+ * Q8_0 / Q4_0 matrix for int8_dot, or out of memory); the model is then unchanged. */
+int eng_model_quantize(struct eng_model *model, enum eng_quant q, bool int8_dot, int n_threads,
+                       char *err, size_t errlen);
 
 /* Bytes of distinct weight tensors the forward pass reads (what eng_model_upload copies to a
  * device), overflow-free for any model that loaded. */

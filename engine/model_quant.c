@@ -1,7 +1,8 @@
-/* Weight quantization at load (--quantization): the decoder's projection matrices, phimoe's
- * experts and the untied lm_head re-encoded into a block format of kernels/ops.h, in one buffer
- * the model owns. It changes what the weights (and the experts' address array) point at,
- * nothing else; the kernels do the arithmetic. */
+/* Weight quantization at load (--quantization, --int8-activations): the decoder's projection
+ * matrices, phimoe's experts and the untied lm_head re-encoded into a block format of
+ * kernels/ops.h (the dense ones optionally in its R16 interleaving), in one buffer the model
+ * owns. It changes what the weights (and the experts' address array) point at, nothing else;
+ * the kernels do the arithmetic. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -39,7 +40,14 @@ struct quant_target {
     const char *name;
     int64_t layer, expert;
     uint8_t *out;              /* its encoding in the model's buffer */
+    enum kern_dtype to;        /* its format there: Q8_0 / Q4_0, or their R16 interleaving */
 };
+
+/* The plain block format a target's rows are encoded in (its R16 format's base). */
+static enum kern_dtype plain_of(enum kern_dtype to)
+{
+    return kern_dtype_is_r16(to) ? kern_dtype_r16_base(to) : to;
+}
 
 /* Bytes of one row of a target's matrix in its dtype, and its rows (whole rows: checked
  * before encoding). */
@@ -53,8 +61,7 @@ static size_t quant_rows(const struct quant_target *t)
     return t->w->n_bytes / src_row_bytes(t);
 }
 
-static void describe_failure(const struct quant_target *t, enum eng_quant q, char *err,
-                             size_t errlen)
+static void describe_failure(const struct quant_target *t, char *err, size_t errlen)
 {
     char layer[96] = "";
     if (t->layer >= 0 && t->expert >= 0)
@@ -64,50 +71,89 @@ static void describe_failure(const struct quant_target *t, enum eng_quant q, cha
         snprintf(layer, sizeof layer, "model.layers.%lld.", (long long)t->layer);
     snprintf(err, errlen, "model: %s%s.weight (%zu x %lld) cannot be quantized to %s: it has a "
              "non-finite value, or a block whose scale is beyond fp16", layer, t->name,
-             quant_rows(t), (long long)t->k, eng_quant_name(q));
+             quant_rows(t), (long long)t->k, kern_dtype_name(plain_of(t->to)));
 }
 
 /* The encoding work: pieces of QUANT_PIECE_ROWS rows of every target, taken by the threads
- * in turn. */
+ * in turn. A multiple of KERN_R16, so that a piece of an R16 target is whole groups (the last
+ * one padded) and starts where its rows' groups start. */
 #define QUANT_PIECE_ROWS 64
 #define QUANT_MAX_THREADS 64
+_Static_assert(QUANT_PIECE_ROWS % KERN_R16 == 0, "pieces must be whole R16 groups");
 
 struct quant_work {
     const struct quant_target *t;
     int64_t n_targets;
-    enum kern_dtype to;
     const int64_t *first_piece; /* [n_targets + 1]: the pieces of target i are
                                    first_piece[i] .. first_piece[i + 1] - 1 */
     atomic_int_fast64_t next;   /* the next piece to take */
     atomic_int_fast64_t failed; /* the lowest target that failed, or INT64_MAX */
+    atomic_bool no_memory;      /* a thread could not get its piece buffer */
 };
+
+static void note_failure(struct quant_work *qw, int64_t i)
+{
+    int_fast64_t cur = atomic_load(&qw->failed);
+    while (i < cur && !atomic_compare_exchange_weak(&qw->failed, &cur, i))
+        ;
+}
+
+/* Encodes rows r0 .. r0 + nr - 1 of t into its out. An R16 target's rows are first put in the
+ * plain format, in *tmp (grown as needed, *cap bytes) unless they already are (a GGUF file's
+ * Q8_0 / Q4_0 matrix: bytes moved, never requantized), then interleaved. Its piece starts at
+ * group r0 / 16, at the same byte offset as the plain rows would: a group is 16 plain rows'
+ * bytes. Returns KERN_OK, a kern error, or KERN_ERR_NOMEM. */
+static int encode_piece(const struct quant_target *t, size_t r0, size_t nr, uint8_t **tmp,
+                        size_t *cap)
+{
+    enum kern_dtype plain = plain_of(t->to);
+    size_t row = (size_t)kern_dtype_row_bytes(plain, t->k);
+    const char *src = (const char *)t->w->data + r0 * src_row_bytes(t);
+    uint8_t *dst = t->out + r0 * row;
+    if (!kern_dtype_is_r16(t->to))
+        return kern_quantize(src, t->w->dtype, (int64_t)nr, t->k, plain, dst);
+    if (t->w->dtype != plain) {
+        if (nr * row > *cap) {
+            free(*tmp);
+            *cap = 0;
+            if (!(*tmp = malloc(nr * row)))
+                return KERN_ERR_NOMEM;
+            *cap = nr * row;
+        }
+        int rc = kern_quantize(src, t->w->dtype, (int64_t)nr, t->k, plain, *tmp);
+        if (rc != KERN_OK)
+            return rc;
+        src = (const char *)*tmp;
+    }
+    return kern_repack(src, plain, (int64_t)nr, t->k, dst);
+}
 
 static void *encode_pieces(void *arg)
 {
     struct quant_work *qw = arg;
     int64_t total = qw->first_piece[qw->n_targets], i = 0;
+    uint8_t *tmp = NULL; /* this thread's piece in the plain format (R16 targets) */
+    size_t cap = 0;
     for (int64_t p; (p = atomic_fetch_add(&qw->next, 1)) < total;) {
         while (qw->first_piece[i + 1] <= p) /* pieces are taken in increasing order */
             i++;
         const struct quant_target *t = &qw->t[i];
         size_t rows = quant_rows(t), r0 = (size_t)(p - qw->first_piece[i]) * QUANT_PIECE_ROWS;
         size_t nr = rows - r0 < QUANT_PIECE_ROWS ? rows - r0 : QUANT_PIECE_ROWS;
-        const char *src = (const char *)t->w->data + r0 * src_row_bytes(t);
-        uint8_t *dst = t->out + r0 * (size_t)kern_dtype_row_bytes(qw->to, t->k);
-        if (kern_quantize(src, t->w->dtype, (int64_t)nr, t->k, qw->to, dst) != KERN_OK) {
-            int_fast64_t cur = atomic_load(&qw->failed);
-            while (i < cur && !atomic_compare_exchange_weak(&qw->failed, &cur, i))
-                ;
-        }
+        int rc = encode_piece(t, r0, nr, &tmp, &cap);
+        if (rc == KERN_ERR_NOMEM)
+            atomic_store(&qw->no_memory, true);
+        else if (rc != KERN_OK)
+            note_failure(qw, i);
     }
+    free(tmp);
     return NULL;
 }
 
 /* Encodes every target (w set) into its out with n_threads threads (<= 0: every online CPU).
  * Returns -1 when all succeeded, the index of the first target that failed, or -2 when out
  * of memory. A thread that cannot be started leaves its share to the others. */
-static int64_t encode_all(const struct quant_target *t, int64_t n, enum kern_dtype to,
-                          int n_threads)
+static int64_t encode_all(const struct quant_target *t, int64_t n, int n_threads)
 {
     int64_t *first = calloc((size_t)n + 1, sizeof *first);
     if (!first)
@@ -115,9 +161,10 @@ static int64_t encode_all(const struct quant_target *t, int64_t n, enum kern_dty
     for (int64_t i = 0; i < n; i++)
         first[i + 1] = first[i] + (t[i].w ? ((int64_t)quant_rows(&t[i]) + QUANT_PIECE_ROWS - 1) /
                                                 QUANT_PIECE_ROWS : 0);
-    struct quant_work qw = {.t = t, .n_targets = n, .to = to, .first_piece = first};
+    struct quant_work qw = {.t = t, .n_targets = n, .first_piece = first};
     atomic_init(&qw.next, 0);
     atomic_init(&qw.failed, INT64_MAX);
+    atomic_init(&qw.no_memory, false);
     if (n_threads <= 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = cpus > 0 ? (int)(cpus < QUANT_MAX_THREADS ? cpus : QUANT_MAX_THREADS) : 1;
@@ -132,6 +179,8 @@ static int64_t encode_all(const struct quant_target *t, int64_t n, enum kern_dty
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
     free(first);
+    if (atomic_load(&qw.no_memory))
+        return -2;
     int_fast64_t failed = atomic_load(&qw.failed);
     return failed == INT64_MAX ? -1 : (int64_t)failed;
 }
@@ -153,6 +202,14 @@ static int64_t max_targets(const struct eng_model *m)
     return c->num_hidden_layers * (4 + (m->experts ? 3 * c->num_local_experts : 0)) + 1;
 }
 
+/* A target as quant_targets lists it; eng_model_quantize fills out and to. */
+static struct quant_target target(struct eng_weight *w, int64_t k, const char *name,
+                                  int64_t layer, int64_t expert)
+{
+    return (struct quant_target){.w = w, .k = k, .name = name, .layer = layer,
+                                 .expert = expert, .to = KERN_DTYPE_COUNT};
+}
+
 /* Fills t (room for max_targets) and returns the count; adds to *kept the experts that must
  * keep their dtype (experts_fit). These feed the matmul op or, for the experts, the moe op;
  * norms, biases, router, embedding and vision tower stay as loaded. */
@@ -166,68 +223,104 @@ static int64_t quant_targets(struct eng_model *m, enum kern_dtype to, struct qua
     for (int64_t i = 0; i < c->num_hidden_layers; i++) {
         struct eng_phi3_layer *L = &m->layers[i];
         if (L->experts) { /* phimoe: the attention projections, then the experts */
-            t[n++] = (struct quant_target){&L->q, H, "self_attn.q_proj", i, -1, NULL};
-            t[n++] = (struct quant_target){&L->k, H, "self_attn.k_proj", i, -1, NULL};
-            t[n++] = (struct quant_target){&L->v, H, "self_attn.v_proj", i, -1, NULL};
+            t[n++] = target(&L->q, H, "self_attn.q_proj", i, -1);
+            t[n++] = target(&L->k, H, "self_attn.k_proj", i, -1);
+            t[n++] = target(&L->v, H, "self_attn.v_proj", i, -1);
             if (!experts_fit(L, H, I, to))
                 *kept += 3 * E;
             else
                 for (int64_t j = 0; j < 3 * E; j++) /* gate and up [I, H], down [H, I] */
-                    t[n++] = (struct quant_target){&L->experts[j], j < 2 * E ? H : I,
-                                                   parts[j / E], i, j % E, NULL};
+                    t[n++] = target(&L->experts[j], j < 2 * E ? H : I, parts[j / E], i, j % E);
         } else {
-            t[n++] = (struct quant_target){&L->qkv, H, "self_attn.qkv_proj", i, -1, NULL};
-            t[n++] = (struct quant_target){&L->gate_up, H, "mlp.gate_up_proj", i, -1, NULL};
-            t[n++] = (struct quant_target){&L->down, I, "mlp.down_proj", i, -1, NULL};
+            t[n++] = target(&L->qkv, H, "self_attn.qkv_proj", i, -1);
+            t[n++] = target(&L->gate_up, H, "mlp.gate_up_proj", i, -1);
+            t[n++] = target(&L->down, I, "mlp.down_proj", i, -1);
         }
-        t[n++] = (struct quant_target){&L->o, attn, "self_attn.o_proj", i, -1, NULL};
+        t[n++] = target(&L->o, attn, "self_attn.o_proj", i, -1);
     }
     if (m->lm_head.data && m->lm_head.data != m->embed.data)
-        t[n++] = (struct quant_target){&m->lm_head, H, "lm_head", -1, -1, NULL};
+        t[n++] = target(&m->lm_head, H, "lm_head", -1, -1);
     return n;
 }
 
-int eng_model_quantize(struct eng_model *m, enum eng_quant q, int n_threads, char *err,
-                       size_t errlen)
+/* The format target t is stored in, or KERN_DTYPE_COUNT when it stays as it is. q NONE (with
+ * int8_dot) takes a matrix already in Q8_0 or Q4_0 as its plain format and leaves the others
+ * alone; int8_dot interleaves every dense matrix (the matmul op's), never an expert (the moe
+ * op reads the plain formats only). */
+static enum kern_dtype target_format(const struct quant_target *t, enum eng_quant q,
+                                     bool int8_dot)
 {
-    if (q == ENG_QUANT_NONE)
+    enum kern_dtype from = t->w->dtype, plain = KERN_DTYPE_COUNT;
+    if (q == ENG_QUANT_Q8_0)
+        plain = KERN_DTYPE_Q8_0;
+    else if (q == ENG_QUANT_Q4_0)
+        plain = KERN_DTYPE_Q4_0;
+    else if (t->expert < 0 && (from == KERN_DTYPE_Q8_0 || from == KERN_DTYPE_Q4_0))
+        plain = from;
+    if (plain == KERN_DTYPE_COUNT)
+        return KERN_DTYPE_COUNT;
+    enum kern_dtype to = int8_dot && t->expert < 0 ? kern_dtype_r16_of(plain) : plain;
+    return to == from ? KERN_DTYPE_COUNT : to;
+}
+
+int eng_model_quantize(struct eng_model *m, enum eng_quant q, bool int8_dot, int n_threads,
+                       char *err, size_t errlen)
+{
+    if (q == ENG_QUANT_NONE && !int8_dot)
         return 0;
     if (m->ops || m->quant_data) {
         snprintf(err, errlen, "model: quantize before importing the weights, and only once");
         return -1;
     }
-    const enum kern_dtype to = q == ENG_QUANT_Q8_0 ? KERN_DTYPE_Q8_0 : KERN_DTYPE_Q4_0;
     struct quant_target *t = calloc((size_t)max_targets(m), sizeof *t);
     if (!t) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    /* Experts that cannot take the format are counted as kept; with q NONE no expert is a
+     * target, so that count means nothing there. */
     int64_t kept = 0;
-    int64_t n = quant_targets(m, to, t, &kept);
+    int64_t n = quant_targets(m, q == ENG_QUANT_Q4_0 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0, t,
+                              &kept);
+    if (q == ENG_QUANT_NONE)
+        kept = 0;
     /* Sizes first: one buffer for all, each tensor 64-byte aligned. A matrix already in the
-     * target format stays as it is; one whose rows are not whole blocks keeps its dtype (no
-     * Phi-3 shape has one). Matrices in another block format (a GGUF file's) are requantized
-     * from their exact values. */
+     * target format stays as it is (with int8_dot, one in the plain format is only moved into
+     * the R16 layout); one whose rows are not whole blocks keeps its dtype (no Phi-3 shape has
+     * one). Matrices in another block format (a GGUF file's) are requantized from their exact
+     * values. */
     size_t total = 0;
+    int64_t n_r16 = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (!t[i].w->data || t[i].w->dtype == to) {
+        t[i].to = t[i].w->data ? target_format(&t[i], q, int8_dot) : KERN_DTYPE_COUNT;
+        if (t[i].to == KERN_DTYPE_COUNT) {
             t[i].w = NULL;
             continue;
         }
         int64_t src_row = kern_dtype_row_bytes(t[i].w->dtype, t[i].k);
-        int64_t row = kern_dtype_row_bytes(to, t[i].k);
+        int64_t row = kern_dtype_row_bytes(plain_of(t[i].to), t[i].k);
         if (row < 0 || src_row <= 0 || t[i].w->n_bytes % (size_t)src_row != 0) {
             t[i].w = NULL;
-            kept++;
+            kept += q != ENG_QUANT_NONE;
             continue;
         }
-        total += ((quant_rows(&t[i]) * (size_t)row + 63) & ~(size_t)63);
+        /* The source's bytes are in its mapping, so its rows (and whole groups of them) are
+         * far from overflowing. */
+        total += ((size_t)kern_dtype_matrix_bytes(t[i].to, (int64_t)quant_rows(&t[i]), t[i].k) +
+                  63) & ~(size_t)63;
+        n_r16 += kern_dtype_is_r16(t[i].to);
+    }
+    if (int8_dot && n_r16 == 0) {
+        free(t);
+        snprintf(err, errlen, "int8 activations need Q8_0 or Q4_0 weight matrices: add "
+                 "--quantization q8_0|q4_0 (or use a Q8_0/Q4_0 GGUF file)");
+        return -1;
     }
     uint8_t *buf = total ? aligned_alloc(64, total) : NULL;
     if (total && !buf) {
         free(t);
         snprintf(err, errlen, "model: out of memory for %zu bytes of %s weights", total,
-                 eng_quant_name(q));
+                 int8_dot ? "int8-dot" : eng_quant_name(q));
         return -1;
     }
     /* Encode everything (threads over 64-row pieces), then repoint: a failure leaves the
@@ -236,24 +329,36 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, int n_threads, cha
     for (int64_t i = 0; i < n; i++) {
         t[i].out = buf + at;
         if (t[i].w)
-            at += (quant_rows(&t[i]) * (size_t)kern_dtype_row_bytes(to, t[i].k) + 63) &
-                  ~(size_t)63;
+            at += ((size_t)kern_dtype_matrix_bytes(t[i].to, (int64_t)quant_rows(&t[i]), t[i].k) +
+                   63) & ~(size_t)63;
     }
-    int64_t bad = encode_all(t, n, to, n_threads);
+    int64_t bad = encode_all(t, n, n_threads);
     if (bad == -2 || bad >= 0) {
         if (bad == -2)
             snprintf(err, errlen, "out of memory");
         else
-            describe_failure(&t[bad], q, err, errlen);
+            describe_failure(&t[bad], err, errlen);
         free(buf);
         free(t);
         return -1;
     }
-    for (int64_t i = 0; i < n; i++)
-        if (t[i].w)
-            *t[i].w = (struct eng_weight){
-                .data = t[i].out, .dtype = to,
-                .n_bytes = quant_rows(&t[i]) * (size_t)kern_dtype_row_bytes(to, t[i].k)};
+    for (int64_t i = 0; i < n; i++) {
+        if (!t[i].w)
+            continue;
+        /* A GGUF matrix converted at load (into a buffer of its own) is now a copy nobody
+         * reads: free it rather than hold the weights twice. A tied lm_head is no target, so
+         * only the embedding could share such a buffer. */
+        for (int64_t b = 0; b < m->n_gguf_bufs; b++) {
+            if (m->gguf_bufs[b] == t[i].w->data && t[i].w->data != m->embed.data) {
+                free(m->gguf_bufs[b]);
+                m->gguf_bufs[b] = NULL;
+            }
+        }
+        *t[i].w = (struct eng_weight){
+            .data = t[i].out, .dtype = t[i].to,
+            .n_bytes = (size_t)kern_dtype_matrix_bytes(t[i].to, (int64_t)quant_rows(&t[i]),
+                                                       t[i].k)};
+    }
     free(t);
     /* The moe op reads the experts through this array (eng_model_upload rebuilds it from
      * eng_model.experts for the backend): point it at the new encodings. */
@@ -262,6 +367,7 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, int n_threads, cha
         m->expert_ptrs_host[j] = m->experts[j].data;
     m->quant_data = buf;
     m->quant = q;
+    m->int8_dot = int8_dot;
     m->n_quant_kept = kept;
     return 0;
 }

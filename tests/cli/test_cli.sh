@@ -69,6 +69,31 @@ expect_error "q8_0 on cuda" "cpu and ref devices" "$bin" generate --device cuda 
   --tokens 1
 "$bin" generate --quantization q4 --tokens 1 >/dev/null 2>&1; [ $? -eq 2 ] && pass ||
   fail "unknown --quantization not exit 2"
+# --int8-activations: listed in the help; on both host devices it runs and changes the logits
+# against plain q8_0 / q4_0 (the values themselves: tests/engine/test_model_quant.c); with a
+# Q8_0/Q4_0 GGUF file it needs no --quantization; a float model without --quantization, and
+# --device cuda, are load errors that say what to do.
+expect_ok "generate --help" "$bin" generate --help
+grep -q -- "--int8-activations" "$tmp/out" || fail "generate --help does not list --int8-activations"
+for q in q8_0 q4_0; do
+  expect_ok "generate $q plain" "$bin" generate --model "$fixtures/models/gqa" --tokens $gqa20 \
+    --max-tokens 4 --ignore-eos --quantization $q --dump-logits "$tmp/plain.f32"
+  for dev in cpu ref; do
+    expect_ok "generate $q int8 $dev" "$bin" generate --model "$fixtures/models/gqa" --device $dev \
+      --tokens $gqa20 --max-tokens 4 --ignore-eos --quantization $q --int8-activations \
+      --dump-logits "$tmp/int8.f32"
+    [ "$(head -n1 "$tmp/out" | tr ',' '\n' | wc -l)" -eq 4 ] || fail "generate $q int8 $dev: '$(head -n1 "$tmp/out")'"
+    [ "$(stat -c %s "$tmp/int8.f32")" -eq $((4 * 512 * 4)) ] && ! cmp -s "$tmp/plain.f32" "$tmp/int8.f32" ||
+      fail "generate $q int8 $dev: the logits are the plain path's (or missing)"
+  done
+done
+expect_ok "gguf q4_0 int8" "$bin" generate --model "$small/gguf/q4_0.gguf" --tokens 5,77,300 \
+  --max-tokens 4 --ignore-eos --int8-activations
+[ "$(head -n1 "$tmp/out" | tr ',' '\n' | wc -l)" -eq 4 ] || fail "gguf q4_0 int8: '$(head -n1 "$tmp/out")'"
+expect_error "int8 on a float model" "int8 activations need Q8_0 or Q4_0 .*--quantization q8_0\|q4_0" \
+  "$bin" generate --model "$small" --tokens 1 --int8-activations
+expect_error "int8 on cuda" "int8-activations runs on the cpu and ref devices" \
+  "$bin" generate --device cuda --int8-activations --tokens 1
 
 # A NaN weight cannot be quantized: a load error naming the tensor.
 mkdir -p "$tmp/nan"; cp "$fixtures/models/gqa"/*.json "$fixtures/models/gqa/model.safetensors" "$tmp/nan/"

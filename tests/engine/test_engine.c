@@ -803,6 +803,58 @@ static void test_limits(void)
 }
 
 /* Prompt logprobs against transformers' prompt logits (log-softmax of the golden rows). */
+/* int8_activations reaches the model: the prompt logprobs of a q8_0 engine move when it is
+ * on (tests/engine/test_model_quant.c bounds by how much), and stay finite. Without Q8_0/Q4_0
+ * matrices, and with device cuda, creation fails saying why. */
+static void test_int8_activations(void)
+{
+    char dir[4096], err[512] = "";
+    snprintf(dir, sizeof dir, "%s/models/mha-window", fixtures);
+    struct eng_engine_options o;
+    eng_engine_options_init(&o);
+    o.model_dir = dir;
+    o.device = "cuda"; /* refused before anything loads: no GPU needed */
+    o.quantization = "q8_0";
+    o.int8_activations = true;
+    struct eng_engine *e = NULL;
+    int rc = eng_engine_create(&o, &e, err, sizeof err);
+    CHECK(rc == ENG_ERR_INVALID && strstr(err, "--int8-activations") && strstr(err, "cpu and ref"),
+          "cuda: %d %s", rc, err);
+    o.device = device;
+    o.quantization = NULL;
+    rc = eng_engine_create(&o, &e, err, sizeof err);
+    CHECK(rc == ENG_ERR_LOAD && strstr(err, "int8 activations need Q8_0 or Q4_0"),
+          "float model: %d %s", rc, err);
+    int32_t p[40];
+    for (int i = 0; i < 40; i++)
+        p[i] = 5 + (i * 131) % 500;
+    static struct req r[2];
+    for (int v = 0; v < 2; v++) {
+        o.quantization = "q8_0";
+        o.int8_activations = v == 1;
+        o.n_threads = 2;
+        rc = eng_engine_create(&o, &e, err, sizeof err);
+        CHECK(rc == 0, "q8_0%s: %d %s", v ? " int8" : "", rc, err);
+        if (rc != 0)
+            return;
+        req_init(&r[v], p, 40, 1);
+        r[v].prompt_logprobs = true;
+        run_all(e, &r[v], 1);
+        eng_engine_destroy(e);
+    }
+    CHECK(r[0].plp && r[1].plp, "no prompt logprobs");
+    if (r[0].plp && r[1].plp) {
+        int moved = 0, finite = 1;
+        for (int i = 1; i < 40; i++) {
+            moved += r[0].plp[i].logprob != r[1].plp[i].logprob;
+            finite = finite && isfinite(r[1].plp[i].logprob);
+        }
+        CHECK(moved > 0 && finite, "int8: %d of 39 prompt logprobs moved, finite %d", moved, finite);
+    }
+    for (int v = 0; v < 2; v++)
+        req_reset(&r[v]);
+}
+
 static void test_prompt_logprobs(void)
 {
     static struct gcase gc[16];
@@ -1080,6 +1132,7 @@ int main(int argc, char **argv)
         test_limits();
         test_text();
         test_prompt_logprobs();
+        test_int8_activations();
         test_prefix_caching();
         test_n_and_seeds();
         test_cancel_storm();

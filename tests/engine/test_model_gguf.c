@@ -478,7 +478,7 @@ int main(void)
     char qerr[256];
     if (kq_ok && (m = try_load(&w, NULL, "k-quants for q8_0")) != NULL) {
         const void *before_o = m->layers[0].o.data, *before_embed = m->embed.data;
-        CHECK(eng_model_quantize(m, ENG_QUANT_Q8_0, 2, qerr, sizeof qerr) == 0, "q8_0: %s", qerr);
+        CHECK(eng_model_quantize(m, ENG_QUANT_Q8_0, false, 2, qerr, sizeof qerr) == 0, "q8_0: %s", qerr);
         CHECK(m->n_quant_kept == 0, "q8_0: %lld matrices kept their dtype", (long long)m->n_quant_kept);
         CHECK(m->layers[0].o.data == before_o && m->embed.data == before_embed,
               "q8_0: the Q8_0 matrix or the embedding was re-encoded");

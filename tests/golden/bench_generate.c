@@ -4,9 +4,11 @@
  * copy quantized so (runs alternated, best of three; the reference is skipped, too slow for
  * real sizes: scripts/make_bench_model.py writes a Phi-3-mini-shaped one). With a second model
  * path instead it compares the two models the same way (e.g. two GGUF files of one model in
- * different formats: scripts/make_bench_gguf.py).
- * Usage: bench_generate [MODEL] [PROMPT_LEN] [NEW_TOKENS] [q8_0|q4_0|OTHER_MODEL] */
+ * different formats: scripts/make_bench_gguf.py). With q8_0+int8 or q4_0+int8 both copies are
+ * quantized so, the second with int8 activations (--int8-activations).
+ * Usage: bench_generate [MODEL] [PROMPT_LEN] [NEW_TOKENS] [q8_0|q4_0[+int8]|OTHER_MODEL] */
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,14 +60,20 @@ static double decode_rate(int32_t n_new, double t_prefill, double t_total)
 }
 
 /* The fast backend on m as loaded and on a second model, alternated three times, best kept:
- * the model at other, or with other NULL a copy of m's quantized to quant. */
+ * the model at other, or with other NULL a copy of m's quantized to quant (with int8, m is
+ * quantized to quant first and the copy also gets int8 activations). */
 static int bench_pair(const char *dir, struct eng_model *m, const char *other,
-                      enum eng_quant quant, const int32_t *prompt, int32_t n_prompt, int32_t n_new)
+                      enum eng_quant quant, bool int8, const int32_t *prompt, int32_t n_prompt,
+                      int32_t n_new)
 {
     char err[512];
     struct eng_model *q = NULL;
+    if (int8 && eng_model_quantize(m, quant, false, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "bench_generate: %s\n", err);
+        return 1;
+    }
     if (eng_model_load(other ? other : dir, &q, err, sizeof err) != 0 ||
-        eng_model_quantize(q, other ? ENG_QUANT_NONE : quant, 0, err, sizeof err) != 0) {
+        eng_model_quantize(q, other ? ENG_QUANT_NONE : quant, int8, 0, err, sizeof err) != 0) {
         fprintf(stderr, "bench_generate: %s\n", err);
         return 1;
     }
@@ -104,7 +112,8 @@ static int bench_pair(const char *dir, struct eng_model *m, const char *other,
            n_prompt / best[0][0], decode_rate(n_new, 0, best[0][1]),
            (double)eng_model_weight_bytes(m) / (1 << 30));
     printf("%-10s %16.2f %16.2f %16.2f\n",
-           other ? kern_dtype_name(q->layers[0].o.dtype) : eng_quant_name(quant), n_prompt / best[1][0],
+           other || int8 ? kern_dtype_name(q->layers[0].o.dtype) : eng_quant_name(quant),
+           n_prompt / best[1][0],
            decode_rate(n_new, 0, best[1][1]), (double)eng_model_weight_bytes(q) / (1 << 30));
     printf("%-10s %15.2fx %15.2fx\n", "speed-up", best[0][0] / best[1][0], best[0][1] / best[1][1]);
     kern_ctx_destroy(ctx);
@@ -128,8 +137,16 @@ int main(int argc, char **argv)
         prompt[i] = 5 + (int32_t)((i * 7919) % (m->cfg.vocab_size - 100 > 1 ? m->cfg.vocab_size - 100 : 1));
     enum eng_quant quant = ENG_QUANT_NONE;
     if (argc > 4) {
-        int is_quant = eng_quant_parse(argv[4], &quant) == 0 && quant != ENG_QUANT_NONE;
-        int rc = bench_pair(dir, m, is_quant ? NULL : argv[4], quant, prompt, n_prompt, n_new);
+        /* "q8_0+int8": the name before the '+' */
+        char name[16] = "";
+        size_t len = strlen(argv[4]);
+        bool int8 = len > 5 && strcmp(argv[4] + len - 5, "+int8") == 0 && len - 5 < sizeof name;
+        if (int8)
+            memcpy(name, argv[4], len - 5);
+        int is_quant = eng_quant_parse(int8 ? name : argv[4], &quant) == 0 &&
+                       quant != ENG_QUANT_NONE;
+        int rc = bench_pair(dir, m, is_quant ? NULL : argv[4], quant, int8 && is_quant, prompt,
+                            n_prompt, n_new);
         free(prompt);
         eng_model_destroy(m);
         return rc;

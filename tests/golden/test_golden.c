@@ -484,7 +484,7 @@ int main(int argc, char **argv)
     }
     int n_quantized = 0;
     if (quantized) {
-        if (!gguf && eng_model_quantize(m, quant, 0, err, sizeof err) != 0) {
+        if (!gguf && eng_model_quantize(m, quant, false, 0, err, sizeof err) != 0) {
             fprintf(stderr, "quantize %s: %s\n", argv[1], err);
             return 1;
         }

@@ -672,6 +672,39 @@ def test_quantization_q8_0_serves(tmp_path):
     assert p.returncode == 1 and "cpu and ref devices" in p.stderr, p.stderr
 
 
+def test_int8_activations_serves(tmp_path):
+    """--int8-activations (flag, environment or config file) with Q8_0/Q4_0 weights serves as usual
+    and says so at startup; it is in --help; without Q8_0/Q4_0 matrices (a float model, no
+    --quantization) and with --device cuda it is a load error (1) that says what to do."""
+    import subprocess
+    from harness import BIN
+    conf = tmp_path / "phiserve.conf"
+    conf.write_text("quantization = q4_0\nint8_activations = true\n")
+    for args, env in ((("--quantization", "q8_0", "--int8-activations"), None),
+                      (("--config", str(conf)), None),
+                      ((), {"PHISERVE_QUANTIZATION": "q8_0", "PHISERVE_INT8_ACTIVATIONS": "1"})):
+        srv = Server(*args, env=env)
+        try:
+            assert_still_serves(srv)
+            assert ", int8 activations, KV cache" in srv.log_text(), srv.log_text()[-500:]
+        finally:
+            srv.stop()
+    p = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "--int8-activations" in p.stdout
+    assert "PHISERVE_INT8_ACTIVATIONS" in p.stdout
+    p = subprocess.run([BIN, "serve", "--int8-activations", "--port", "0"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 1 and "int8 activations need Q8_0 or Q4_0" in p.stderr, p.stderr
+    assert "--quantization q8_0|q4_0" in p.stderr
+    p = subprocess.run([BIN, "serve", "--int8-activations", "--quantization", "q8_0", "--device",
+                        "cuda", "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "--int8-activations" in p.stderr, p.stderr
+    assert "cpu and ref" in p.stderr
+    p = subprocess.run([BIN, "serve", "--int8-activations=maybe", "--port", "0"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--int8-activations" in p.stderr
+
+
 def test_kv_cache_dtype(tmp_path):
     """--kv-cache-dtype bf16 / f16 keep the CPU cache in 16 bits (the same byte budget then holds
     twice the blocks: KV usage per request halves) and serve as usual; an unknown name is a

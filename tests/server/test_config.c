@@ -194,6 +194,45 @@ static void test_file(void)
     rmdir(dir);
 }
 
+/* --int8-activations: off by default; a flag, PHISERVE_INT8_ACTIVATIONS and a file line
+ * ('-' or '_') turn it on, in the usual precedence; a bad value names the option. */
+static void test_int8_activations(void)
+{
+    struct eng_engine_options o;
+    char err[512] = "";
+    char *none[] = {NULL};
+    char *a0[] = {"serve", NULL};
+    EXPECT(load(a0, ARGC(a0), none, &o, err, sizeof(err)) == 0 && !o.int8_activations);
+    char *a1[] = {"serve", "--quantization", "q4_0", "--int8-activations", NULL};
+    EXPECT(load(a1, ARGC(a1), none, &o, err, sizeof(err)) == 0);
+    EXPECT(o.int8_activations && o.quantization != NULL);
+    char *e1[] = {"PHISERVE_INT8_ACTIVATIONS=yes", NULL};
+    EXPECT(load(a0, ARGC(a0), e1, &o, err, sizeof(err)) == 0 && o.int8_activations);
+    char *a2[] = {"serve", "--int8-activations=false", NULL};
+    EXPECT(load(a2, ARGC(a2), e1, &o, err, sizeof(err)) == 0 && !o.int8_activations);
+    char *a3[] = {"serve", "--int8-activations=often", NULL};
+    EXPECT(load(a3, ARGC(a3), none, &o, err, sizeof(err)) == SRV_CONFIG_ERROR);
+    CHECK(strstr(err, "--int8-activations") && strstr(err, "not a boolean"), "message '%s'", err);
+
+    char dir[256], path[400], arg[420];
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/phiserve-srvcfg-XXXXXX", t != NULL && *t ? t : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        tu_failures++;
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/phiserve.conf", dir);
+    snprintf(arg, sizeof(arg), "--config=%s", path);
+    write_file(path, "quantization = q8_0\nint8_activations = on\n");
+    char *a4[] = {"serve", arg, NULL};
+    EXPECT(load(a4, ARGC(a4), none, &o, err, sizeof(err)) == 0 && o.int8_activations);
+    char *e2[] = {"PHISERVE_INT8_ACTIVATIONS=0", NULL};
+    EXPECT(load(a4, ARGC(a4), e2, &o, err, sizeof(err)) == 0 && !o.int8_activations);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_usage(void)
 {
     char *text = NULL;
@@ -210,6 +249,8 @@ static void test_usage(void)
     EXPECT(strstr(text, "--max-seq-len-to-capture N") != NULL &&
            strstr(text, "[PHISERVE_MAX_SEQ_LEN_TO_CAPTURE]") != NULL);
     EXPECT(strstr(text, "default 8192") != NULL && strstr(text, "accepted with any device") != NULL);
+    EXPECT(strstr(text, "--int8-activations ") != NULL &&
+           strstr(text, "[PHISERVE_INT8_ACTIVATIONS]") != NULL);
     free(text);
 }
 
@@ -221,6 +262,7 @@ int main(void)
     test_bad_values();
     test_env();
     test_file();
+    test_int8_activations();
     test_usage();
     return tu_finish("test_config");
 }
