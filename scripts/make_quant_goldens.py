@@ -36,9 +36,36 @@ two blocks of layer 0's first tensor verbatim (d as fp16 bits, the 32 stored q, 
 values; for q4_0 also the 18 stored bytes as hex) and the first blocks that hit a rounding tie and
 the clamp (for q4_0 also the first block whose largest |x| occurs with both signs).
 
+--int8: the goldens of phiserve's int8 activations (--int8-activations) instead, written into
+golden/<format>_int8/ (q8_0_int8, q4_0_int8) with the same files, schema and cases; the plain
+golden/<format>/ folders are left alone (and read: they are the comparison). The weights are
+quantized exactly as above, and the dense linear layers whose weights were quantized, except the
+MoE experts (block_sparse_moe.experts.*, which stay on the plain path: dequantized weights, fp32
+activations), i.e. phi3 qkv_proj, o_proj, gate_up_proj, down_proj and phimoe q_proj, k_proj,
+v_proj, o_proj, plus lm_head unless tied, compute their output as kernels/ops.h's int8 dot (the
+R16 formats paragraph above struct kern_matmul_params) instead of x @ W^T: for every row of the
+layer input x (fp32) and every block of 32 consecutive values v_t along the input dimension, all
+in fp32: a = max|v_t|, d = a / 127; d < FLT_MIN: d = 0 and every q_t = 0, else id = 1 / d and
+q_t = round-half-to-even(v_t * id); a row holding a non-finite value gives an all-NaN output row.
+With the weight block's signed values w_t (q8_0: q, q4_0: q - 8) and scale dw (fp16 value),
+s_b = sum_t w_t q_t (exact integer) and y = fp32(sum over blocks b, in order, in float64, of
+float64(fp32(dw * d)) * s_b) (as kernels/ref/matmul.c), then + bias in fp32. golden.json gains
+"activations": "int8", "activation_algorithm", "int8_activation_layers" (the module names) and
+per case "greedy_plain_quantized_same"; quantized.json is the plain format's. Every emulated op
+is checked against numpy fp32 (division, reciprocal, products, rint) and each layer's output
+against a literal numpy loop of the contract. The script also prints (a) the distance of each
+int8 golden from the plain golden of its format (prompt and step logits relative to the row's
+largest |logit|, steps compared up to the first greedy divergence; greedy differences), after
+checking that the same harness with the plain layers reproduces the plain golden bit for bit;
+(b) the rounding-flip risk: over every activation rounded in the golden runs, how many v * id
+lie within 1e-4 of a half-integer (and exactly on one), and what flipping such a q by 1 would
+change that layer's output row by (relative to the row's largest |y|); and the movement of the
+final logits when every int8 layer's input is multiplied by (1 +- 2^-23) (random signs, three
+fixed seeds: one fp32 ulp of upstream noise), for the int8 and, as a baseline, the plain path.
+
 Pinned environment as make_fixtures.py (python 3.11, torch 2.5.1 CPU, transformers 4.46.3).
 Usage (from the repository root; needs no network; deterministic, rerunnable):
-  python scripts/make_quant_goldens.py [--only gqa] [--format q4_0] [--models tests/fixtures/models]
+  python scripts/make_quant_goldens.py [--only gqa] [--format q4_0] [--int8] [--models tests/fixtures/models]
 """
 
 import argparse
@@ -229,10 +256,12 @@ def quant_targets(model):
 
 def quantize_model(model, fmt):
     """Replaces the target weights of model in place by their fmt dequantized values. Returns
-    (quantized.json document, worst max|deq - w| / max|w| over the tensors)."""
+    (quantized.json document, worst max|deq - w| / max|w| over the tensors, per quantized
+    tensor name its (d fp32 [n, k/32], signed values q - z int64 [n, k/32, 32]))."""
     fdef = FORMATS[fmt]
     params = dict(model.named_parameters())
     tensors, skipped = [], []
+    blocks = {}
     ties = clamped = 0
     tie_block = clamp_block = first_blocks = sign_tie_block = None
     worst_rel = 0.0
@@ -245,6 +274,7 @@ def quantize_model(model, fmt):
             continue
         d, d16, q, deq, n_ties, n_clamped, tie_mask, clamp_mask, sign_mask = fdef["quantize"](w)
         qv = q.long() - fdef["zero"]  # the signed quantized values
+        blocks[name] = (d.clone(), qv.clone())
         # Exact checksum: fp16 d is a multiple of 2^-24, so d * sum(q) * 2^24 is an integer.
         d_units = (d.double() * 2.0 ** 24).tolist()
         qsum = qv.sum(dim=-1).tolist()
@@ -287,7 +317,274 @@ def quantize_model(model, fmt):
         # a block whose largest |x| occurs as +a and -a: the first one decides d's sign
         doc["first_sign_tie_block"] = sign_tie_block
     doc["tensors"] = tensors
-    return doc, worst_rel
+    return doc, worst_rel, blocks
+
+
+# ----------------------------------------------------------------------------------------------
+# int8 activations (--int8): kernels/ops.h's int8 dot of the R16 formats, emulated exactly
+
+FLT_MIN = float(np.finfo(np.float32).tiny)  # 1.1754944e-38, the smallest normal fp32
+NEAR_TIE = 1e-4  # |v * id - (nearest half-integer)| below this counts as a near tie
+ULP_NOISE = 2.0 ** -23  # x * (1 +- 2^-23): one fp32 ulp of upstream noise
+NOISE_SEEDS = (20240601, 20240602, 20240603)  # three independent noise draws
+INT8_ALGORITHM = ("int8 dot of kernels/ops.h (R16 formats): per row of the layer input x and block "
+                  "of 32 values v, in fp32: a = max|v|, d = a / 127; d < FLT_MIN: d = 0, q = 0; else "
+                  "id = 1 / d, q = round_half_even(v * id); a row with a non-finite value gives an "
+                  "all-NaN output row; y = fp32(sum over blocks in order, in float64, of "
+                  "float64(fp32(dw * d)) * sum(w * q)) (w the weight block's signed values, dw its "
+                  "scale) + bias in fp32")
+
+# What every Int8ActLinear does on the next calls: "int8" (the contract) or "plain" (F.linear on
+# the dequantized weight, i.e. the plain quantized golden); noise: a torch.Generator when the layer
+# inputs get ULP_NOISE of random sign first; stats: a dict collecting the rounding statistics.
+ACT = {"mode": "int8", "noise": None, "stats": None}
+
+
+def new_stats():
+    return {"values": 0, "zero_blocks": 0, "exact_ties": 0, "near": 0, "closest": float("inf"),
+            "rel": [], "calls": 0}
+
+
+def quantize_activations(x):
+    """x fp32 [M, k] (k % 32 == 0). Returns (d fp32 [M, k/32], q float64 [M, k/32, 32] holding the
+    integers, p = v * id fp32 [M, k/32, 32] (0 in zero blocks), finite rows [M])."""
+    M, k = x.shape
+    v = x.reshape(M, k // QK, QK)
+    finite = torch.isfinite(x).all(dim=-1)
+    a = v.abs().amax(dim=-1)
+    d = a / torch.tensor(float(QMAX), dtype=torch.float32)
+    zero = ~(d >= FLT_MIN)  # also NaN (a non-finite row: its output is NaN anyway)
+    d = torch.where(zero, torch.zeros_like(d), d)
+    inv = torch.tensor(1.0, dtype=torch.float32) / torch.where(zero, torch.ones_like(d), d)
+    p = torch.where(zero[..., None], torch.zeros_like(v), v * inv[..., None])
+    q = torch.round(p)  # half to even
+    # torch must compute these as single IEEE fp32 operations: check against numpy
+    fin = finite.numpy()
+    an, vn = a.numpy()[fin], v.numpy()[fin]
+    dn = an / np.float32(QMAX)
+    zn = ~(dn >= np.float32(FLT_MIN))
+    dn = np.where(zn, np.float32(0), dn)
+    idn = np.float32(1) / np.where(zn, np.float32(1), dn)
+    pn = np.where(zn[..., None], np.float32(0), vn * idn[..., None])
+    assert dn.dtype == idn.dtype == pn.dtype == np.float32
+    assert np.array_equal(d.numpy()[fin], dn) and np.array_equal(inv.numpy()[fin], idn)
+    assert np.array_equal(p.numpy()[fin], pn) and np.array_equal(q.numpy()[fin], np.rint(pn))
+    if bool(finite.any()):
+        assert float(q[finite].abs().max()) <= QMAX
+    return d, q.double(), p, finite
+
+
+def int8_matmul(x, wq, dw):
+    """The int8 dot without the bias: x [M, k] (widened / rounded to fp32 first), wq float64
+    [n, k/32, 32] (the weight's signed block values), dw fp32 [n, k/32]. Returns (y float64
+    [M, n] (the fp64 accumulator, NaN rows for non-finite inputs), d, q, p, c = fp32(dw * d)
+    [M, n, k/32])."""
+    x = x.to(torch.float32)
+    d, q, p, finite = quantize_activations(x)
+    # |w q| <= 127 * 127 and 32 of them: every partial sum is an integer < 2^53, exact in float64
+    s = torch.einsum("mbt,nbt->mnb", q, wq)
+    c = d[:, None, :] * dw[None, :, :]  # one fp32 rounding each
+    assert np.array_equal(c.numpy(), d.numpy()[:, None, :] * dw.numpy()[None, :, :])
+    acc = torch.zeros(c.shape[:2], dtype=torch.float64)
+    for b in range(c.shape[2]):  # in block order, as kernels/ref/matmul.c
+        acc = acc + c[:, :, b].double() * s[:, :, b]
+    acc[~finite] = float("nan")
+    return acc, d, q, p, c
+
+
+def record_stats(st, y, d, p, c, wq):
+    """Rounding statistics of one int8 call: y the layer output [M, n] (fp32, with the bias)."""
+    live = (d > 0)[..., None].expand_as(p)
+    st["calls"] += 1
+    st["values"] += int(live.sum())
+    st["zero_blocks"] += int((d == 0).sum())
+    pa = p.double().abs()
+    dist = (pa - pa.floor() - 0.5).abs()
+    st["exact_ties"] += int(((dist == 0) & live).sum())
+    nonzero = dist[live & (dist > 0)]
+    if nonzero.numel():
+        st["closest"] = min(st["closest"], float(nonzero.min()))
+    near = (dist < NEAR_TIE) & live
+    st["near"] += int(near.sum())
+    if bool(near.any()):
+        mi, bi, ti = near.nonzero(as_tuple=True)
+        delta = c[mi, :, bi].double() * wq[:, bi, ti].T  # [K, n]: a flip of q by 1
+        scale = y[mi].double().abs().amax(dim=-1)
+        st["rel"].append(delta.abs().amax(dim=-1) / scale)
+
+
+class Int8ActLinear(torch.nn.Linear):
+    """nn.Linear (same parameters and state dict) whose x @ W^T is the int8 dot; install_int8
+    sets int8_wq and int8_dw on each instance."""
+
+    def forward(self, x):
+        if ACT["noise"] is not None:
+            sign = torch.randint(0, 2, x.shape, generator=ACT["noise"]).to(x.dtype) * 2 - 1
+            x = x * (1 + ULP_NOISE * sign)
+        if ACT["mode"] == "plain":
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        lead, k = x.shape[:-1], x.shape[-1]
+        acc, d, q, p, c = int8_matmul(x.reshape(-1, k), self.int8_wq, self.int8_dw)
+        y = acc.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        if self.bias is not None:
+            y = y + self.bias
+        if ACT["stats"] is not None:
+            record_stats(ACT["stats"], y, d, p, c, self.int8_wq)
+        return y.reshape(*lead, y.shape[-1])
+
+
+def int8_layer_names(model, blocks):
+    """The modules whose inputs are rounded to int8: the quantized weights' modules except the
+    MoE experts (plain path in phiserve)."""
+    names = []
+    for name in blocks:
+        assert name.endswith(".weight"), name
+        if ".block_sparse_moe.experts." in name:
+            continue
+        names.append(name[:-len(".weight")])
+    return names
+
+
+def install_int8(model, blocks):
+    """Turns the int8 layers of model into Int8ActLinear in place. Returns their names."""
+    names = int8_layer_names(model, blocks)
+    for mname in names:
+        mod = model.get_submodule(mname)
+        assert type(mod) is torch.nn.Linear, (mname, type(mod))
+        d, qv = blocks[mname + ".weight"]
+        mod.__class__ = Int8ActLinear
+        mod.int8_wq = qv.double()
+        mod.int8_dw = d.float()
+        assert mod.int8_wq.shape[:2] == mod.int8_dw.shape and mod.int8_wq.shape[0] == mod.out_features
+    return names
+
+
+def literal_int8_linear(x, wq, dw, bias):
+    """ops.h's contract written out as a plain loop in numpy (int64 sums, fp32 scalars): x
+    np.float32 [M, k], wq int64 [n, k/32, 32], dw np.float32 [n, k/32], bias np.float32 or None."""
+    M, k = x.shape
+    n, nb, _ = wq.shape
+    y = np.empty((M, n), dtype=np.float32)
+    for i in range(M):
+        row = x[i]
+        if not np.isfinite(row).all():
+            y[i] = np.nan
+            continue
+        acc = np.zeros(n, dtype=np.float64)
+        for b in range(nb):
+            v = row[b * QK:(b + 1) * QK]
+            a = np.float32(0)
+            for t in range(QK):
+                a = max(a, np.float32(abs(v[t])))
+            d = np.float32(a / np.float32(QMAX))
+            if d < np.float32(FLT_MIN):
+                d = np.float32(0)
+                q = np.zeros(QK, dtype=np.int64)
+            else:
+                inv = np.float32(np.float32(1) / d)
+                q = np.array([int(np.rint(np.float32(v[t] * inv))) for t in range(QK)], dtype=np.int64)
+            s = wq[:, b, :] @ q  # int64, exact
+            f = (dw[:, b] * d).astype(np.float32)
+            assert f.dtype == np.float32
+            acc = acc + f.astype(np.float64) * s.astype(np.float64)
+        y[i] = acc.astype(np.float32)
+    return y if bias is None else y + bias
+
+
+def literal_check(model, names, results):
+    """Every int8 layer's output over the longest prompt's forward against literal_int8_linear,
+    bit for bit. Returns the number of (layer call, row) pairs checked."""
+    mods = {n: model.get_submodule(n) for n in names}
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, args[0].detach().clone(),
+                                                                             out.detach().clone())))
+             for n, m in mods.items()]
+    longest = max(results, key=lambda r: r["ids"].shape[0])
+    try:
+        mf.forward_logits(model, longest["ids"])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert sorted({n for n, _, _ in seen}) == sorted(names), "not every int8 layer was called"
+    rows = 0
+    for n, x, out in seen:
+        m = mods[n]
+        k = x.shape[-1]
+        x2 = x.reshape(-1, k).float().numpy()
+        want = literal_int8_linear(x2, m.int8_wq.long().numpy(), m.int8_dw.numpy(),
+                                   None if m.bias is None else m.bias.detach().numpy())
+        got = out.reshape(-1, out.shape[-1]).numpy()
+        assert np.array_equal(want, got), f"{n}: emulation differs from the literal loop"
+        rows += x2.shape[0]
+    return rows
+
+
+def row_distances(a_rows, b_rows):
+    """Per row max|a - b| / max|b| (b the reference rows)."""
+    a, b = np.asarray(a_rows, dtype=np.float64), np.asarray(b_rows, dtype=np.float64)
+    return np.abs(a - b).max(axis=1) / np.abs(b).max(axis=1)
+
+
+def results_distance(results, ref):
+    """results vs ref ([(prompt rows [R, V], step logits [S, V] or None, greedy)] per case): the
+    largest relative prompt-row distance, the largest relative step distance over the steps up to
+    the first greedy divergence (inclusive: that step's inputs still agree), and the names of the
+    cases whose greedy differs, and every compared row's distance (prompt rows and steps)."""
+    worst_p = worst_s = 0.0
+    differ, every = [], []
+    for r, (rows_ref, steps_ref, greedy_ref) in zip(results, ref):
+        rows = r["case_rows"]
+        dist = row_distances(r["logits32"][rows].numpy(), rows_ref)
+        worst_p = max(worst_p, float(dist.max()))
+        every.append(dist)
+        if steps_ref is not None:
+            first = next((i for i, (a, b) in enumerate(zip(r["greedy32"], greedy_ref)) if a != b), None)
+            n = len(greedy_ref) if first is None else first + 1
+            dist = row_distances(r["steps32"][:n].numpy(), steps_ref[:n])
+            worst_s = max(worst_s, float(dist.max()))
+            every.append(dist)
+        if r["greedy32"] != greedy_ref:
+            differ.append(r["case"]["name"])
+    return worst_p, worst_s, differ, np.concatenate(every)
+
+
+def spread(dist):
+    """Percentiles of per-row distances and the share of rows over the C test's tolerance."""
+    q = np.percentile(dist, [50, 90, 99])
+    return (f"rows: median {q[0]:.1e}, p90 {q[1]:.1e}, p99 {q[2]:.1e}; {float((dist > LOGIT_RTOL).mean()):.0%} "
+            f"> {LOGIT_RTOL:g}, {float((dist > 10 * LOGIT_RTOL).mean()):.0%} > {10 * LOGIT_RTOL:g} of {dist.size}")
+
+
+def stored_reference(gdir, doc):
+    """The stored rows, step logits and greedy of a golden folder, per case."""
+    V = doc["vocab_size"]
+    out = []
+    for g in doc["cases"]:
+        rows = np.fromfile(gdir / g["logits_file"], dtype="<f4").reshape(len(g["logit_rows"]), V)
+        steps = None
+        if g["step_logits_file"]:
+            steps = np.fromfile(gdir / g["step_logits_file"], dtype="<f4").reshape(-1, V)
+        out.append((rows, steps, g["greedy"]))
+    return out
+
+
+def in_memory_reference(results):
+    return [(r["logits32"][r["case_rows"]].numpy(), r["steps32"].numpy(), r["greedy32"]) for r in results]
+
+
+def run_mode(model, spec, fp32_doc, mode, noise_seed=None, stats=None):
+    """run_cases with the int8 layers in mode ("int8" / "plain"), optionally with ULP_NOISE on
+    their inputs (seeded) and collecting rounding statistics."""
+    ACT.update(mode=mode, noise=None if noise_seed is None else torch.Generator().manual_seed(noise_seed),
+               stats=stats)
+    try:
+        results = run_cases(model, spec, fp32_doc)
+    finally:
+        ACT.update(mode="int8", noise=None, stats=None)
+    for r, g in zip(results, fp32_doc["cases"]):
+        r["case_rows"] = g["logit_rows"]
+    return results
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,8 +609,9 @@ def run_cases(model, spec, fp32_doc):
     return results
 
 
-def write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing):
-    """golden.json and logits files with make_fixtures.write_golden's schema minus the bf16 keys."""
+def write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing, int8=None):
+    """golden.json and logits files with make_fixtures.write_golden's schema minus the bf16 keys;
+    int8: None, or (the int8 layers' names, the plain golden's greedy per case)."""
     cases = []
     stop = set(spec["specials"]["stop"])
     for r, g32 in zip(results, fp32_doc["cases"]):
@@ -326,6 +624,8 @@ def write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing):
             mf.write_f32(gdir / f"{name}.steps.f32", r["steps32"])
         g = mf.golden_case(r, rows, stop, step_file)
         g["greedy_fp32_unquantized_same"] = r["greedy32"] == g32["greedy"]
+        if int8 is not None:
+            g["greedy_plain_quantized_same"] = r["greedy32"] == int8[1][len(cases)]
         mf.add_longrope_keys(g, c, lr_info[name] if "long_rope" in c else None)
         cases.append(g)
     doc = {"model": spec["name"]}
@@ -335,6 +635,11 @@ def write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing):
         "vocab_size": fp32_doc["vocab_size"],
         "dtype": "float32",
         "quantization": fmt,
+    })
+    if int8 is not None:
+        doc.update({"activations": "int8", "activation_algorithm": INT8_ALGORITHM,
+                    "int8_activation_layers": int8[0]})
+    doc.update({
         "seed": fp32_doc["seed"],
         "generator": "scripts/make_quant_goldens.py",
         "transformers_version": transformers.__version__,
@@ -414,25 +719,57 @@ def fp64_check(model, spec, results):
     return worst, flipped
 
 
-def make_one(name, models_dir, fmt):
+def make_one(name, models_dir, fmt, int8=False):
     spec = spec_for(name)
     mdir = models_dir / name
     fp32_doc = json.loads((mdir / "golden" / "golden.json").read_text())
     model = mf.load(mdir, torch.float32)
     assert model.config.model_type == spec.get("arch", "phi3")
-    qdoc, worst_rel = quantize_model(model, fmt)
+    qdoc, worst_rel, blocks = quantize_model(model, fmt)
     qdoc = {"model": name, **qdoc}
-    results = run_cases(model, spec, fp32_doc)
+    extra = {}
+    if int8:
+        layers = install_int8(model, blocks)
+        plain_dir = mdir / "golden" / fmt
+        plain_doc = json.loads((plain_dir / "golden.json").read_text())
+        plain_ref = stored_reference(plain_dir, plain_doc)
+        # the same harness with the plain layers must give the plain golden bit for bit
+        base = run_mode(model, spec, fp32_doc, "plain")
+        bp, bs, bd, _ = results_distance(base, plain_ref)
+        assert bp == 0 and bs == 0 and not bd, f"plain harness differs from {plain_dir}: {bp} {bs} {bd}"
+        stats = new_stats()
+        results = run_mode(model, spec, fp32_doc, "int8", stats=stats)
+        spec_diff = None
+        extra["literal_rows"] = literal_check(model, layers, results)
+    else:
+        results = run_cases(model, spec, fp32_doc)
     mm = mf.min_margin(results, "margins32")
     routing = mf.routing_check(model, spec, results) if spec.get("arch") == "phimoe" else None
     window = mf.window_check(model, spec, results)
-    spec_diff = mf.spec_check(model, results)
+    if not int8:  # spec_forward multiplies by the dequantized weights in fp32: the plain path only
+        spec_diff = mf.spec_check(model, results)
     lr_info = mf.longrope_report(model, spec, results) if spec["config"].get("rope_scaling") else {}
-    gdir = mdir / "golden" / fmt
+    gdir = mdir / "golden" / (f"{fmt}_int8" if int8 else fmt)
     shutil.rmtree(gdir, ignore_errors=True)
     gdir.mkdir(parents=True)
-    write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing)
+    write_quant_golden(fmt, spec, fp32_doc, gdir, results, lr_info, routing,
+                       (layers, [g["greedy"] for g in plain_doc["cases"]]) if int8 else None)
     compact_json(gdir / "quantized.json", qdoc)
+    if int8:
+        same = (gdir / "quantized.json").read_text() == (plain_dir / "quantized.json").read_text()
+        assert same, f"quantized.json differs from {plain_dir}'s"
+        extra["layers"] = layers
+        extra["n_cases"] = len(results)
+        extra["vs_plain"] = results_distance(results, plain_ref)
+        extra["stats"] = stats
+        # one fp32 ulp of noise on every int8 layer input (the engine's upstream arithmetic is
+        # not transformers'): how far the int8 goldens move, and as a baseline the plain path
+        for mode, ref in (("int8", in_memory_reference(results)), ("plain", plain_ref)):
+            runs = [results_distance(run_mode(model, spec, fp32_doc, mode, noise_seed=seed), ref)
+                    for seed in NOISE_SEEDS]
+            extra[f"noise_{mode}"] = (max(r[0] for r in runs), max(r[1] for r in runs),
+                                      sorted({c for r in runs for c in r[2]}),
+                                      np.concatenate([r[3] for r in runs]))
     scale = max(float(r["logits32"].abs().max()) for r in results)
     step_scale = max(float(r["steps32"].abs().max()) for r in results)
     noise, flipped = fp64_check(model, spec, results)
@@ -443,7 +780,8 @@ def make_one(name, models_dir, fmt):
             "spec_diff": spec_diff, "vs_fp32": fp32_distance(results, fp32_doc, mdir / "golden"),
             "greedy_changed": sum(r["greedy32"] != g["greedy"] for r, g in zip(results, fp32_doc["cases"])),
             "recompute": {k: (v["reset_steps"][0] if v["reset_steps"] else None) for k, v in lr_info.items()},
-            "recompute32": {g["name"]: g.get("recompute_step") for g in fp32_doc["cases"] if "long_rope" in g}}
+            "recompute32": {g["name"]: g.get("recompute_step") for g in fp32_doc["cases"] if "long_rope" in g},
+            **extra}
     return info
 
 
@@ -453,6 +791,8 @@ def main():
     ap.add_argument("--only", action="append", choices=MODEL_NAMES, help="just this model (repeatable)")
     ap.add_argument("--format", action="append", choices=list(FORMATS),
                     help="just this format (repeatable; default: all)")
+    ap.add_argument("--int8", action="store_true",
+                    help="the int8-activation goldens into golden/<format>_int8/ instead (see the docstring)")
     args = ap.parse_args()
     if transformers.__version__ != mf.PINNED_TRANSFORMERS or not torch.__version__.startswith(mf.PINNED_TORCH):
         log(f"WARNING: pinned transformers {mf.PINNED_TRANSFORMERS} / torch {mf.PINNED_TORCH}, running "
@@ -465,9 +805,9 @@ def main():
     jobs = [(m, f) for f in FORMATS if not args.format or f in args.format
             for m in MODEL_NAMES if not args.only or m in args.only]
     for mname, fmt in jobs:
-        name = f"{mname} {fmt}"
+        name = f"{mname} {fmt}" + ("+int8" if args.int8 else "")
         log(f"[{name}]")
-        s = summary[name] = make_one(mname, models_dir, fmt)
+        s = summary[name] = make_one(mname, models_dir, fmt, args.int8)
         s["format"] = fmt
         for ratio, m, sc, cname, step in s["weakest"]:
             if ratio < WARN_MARGIN_RTOL:
@@ -484,6 +824,16 @@ def main():
         if s["vs_fp32"] < 10 * LOGIT_RTOL:
             warnings.append(f"{name}: quantized logits differ from the fp32 goldens by only "
                             f"{s['vs_fp32']:.2e} of the row scale (tolerance {LOGIT_RTOL:g})")
+        if args.int8:
+            vp, vs, vd, _ = s["vs_plain"]
+            if max(vp, vs) < 10 * LOGIT_RTOL and not vd:
+                warnings.append(f"{name}: int8 logits differ from the plain {fmt} goldens by only "
+                                f"{max(vp, vs):.2e} of the row scale (tolerance {LOGIT_RTOL:g})")
+            np_, ns, nd, _ = s["noise_int8"]
+            if max(np_, ns) > LOGIT_RTOL or nd:
+                warnings.append(f"{name}: one ulp of input noise moves the int8 logits by {max(np_, ns):.2e} "
+                                f"of the row scale (> the C test's tolerance {LOGIT_RTOL:g}?)"
+                                + (f"; greedy changes for {nd}" if nd else ""))
     log("[summary]")
     for name, s in summary.items():
         log(f"  {name}: {s['tensors']} tensors quantized (skipped: {s['skipped'] or 'none'}), "
@@ -491,7 +841,8 @@ def main():
         log(f"    min greedy margin {s['min_margin']:.6f} (logit scale {s['scale']:.2f}, ratio "
             f"{s['min_margin'] / s['scale']:.2e}); prompt logits vs fp32 goldens up to {s['vs_fp32']:.2e} "
             f"of the row scale; {s['greedy_changed']} case(s) with a different greedy sequence; "
-            f"independent forward max |diff| {s['spec_diff']:.1e}"
+            + (f"independent forward max |diff| {s['spec_diff']:.1e}" if s["spec_diff"] is not None
+               else "independent forward: plain path only")
             + (f"; window moves rows >= W by up to {s['window']:.3f}" if s["window"] else ""))
         log(f"    weakest greedy steps (margin / row scale): "
             + ", ".join(f"{c}[{i}] {m:.4f}/{sc:.1f} = {r:.2e}" for r, m, sc, c, i in s["weakest"]))
@@ -502,6 +853,25 @@ def main():
                 f"< 1: {s['routing']['weights_below_one']:.3f}, all experts used: {s['routing']['all_experts_used']}")
         if s["recompute"]:
             log(f"    recompute_step {s['format']} {s['recompute']} (fp32 {s['recompute32']})")
+        if "vs_plain" in s:
+            vp, vs, vd, vrows = s["vs_plain"]
+            st = s["stats"]
+            rel = torch.cat(st["rel"]) if st["rel"] else torch.zeros(0, dtype=torch.float64)
+            log(f"    int8: {len(s['layers'])} layers; emulation == literal numpy loop on {s['literal_rows']} rows")
+            log(f"    (a) vs plain {s['format']} golden: prompt logits up to {vp:.2e}, step logits (to the "
+                f"first divergence) up to {vs:.2e} of the row scale; greedy differs for "
+                f"{len(vd)}/{s['n_cases']} cases {vd if vd else ''}")
+            log(f"        {spread(vrows)}")
+            log(f"    (b) {st['values']} activations rounded in {st['calls']} int8 calls ({st['zero_blocks']} "
+                f"zero blocks): {st['exact_ties']} exact ties, {st['near']} within {NEAR_TIE:g} of a "
+                f"half-integer (closest non-tie {st['closest']:.2e}); a flip of such a q by 1 changes the "
+                f"layer output row by up to {float(rel.max()) if rel.numel() else 0:.2e} (median "
+                f"{float(rel.median()) if rel.numel() else 0:.2e}) of its largest |y|")
+            for key, what in (("noise_int8", "int8"), ("noise_plain", "plain")):
+                a, b, d, rows = s[key]
+                log(f"    (b) 1-ulp input noise ({len(NOISE_SEEDS)} draws), {what} path: prompt logits move up to {a:.2e}, step logits "
+                    f"{b:.2e} of the row scale; greedy changes for {d if d else 'no case'}")
+                log(f"        {spread(rows)}")
     for w in warnings:
         log(f"WARNING: {w}")
     return 0

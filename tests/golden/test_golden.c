@@ -33,6 +33,41 @@
  * top-1 margin (>= 1e-3), so a greedy token can't flip within tolerance. */
 #define LOGIT_RTOL 1e-4
 
+/* Int8 activations round every dense layer's input to a grid, so an fp32 difference of an ulp
+ * upstream (our summation order against transformers') flips a value that sits on a rounding
+ * boundary, and these small random models carry one flip into several percent of the logits
+ * of the rows after it (make_quant_goldens.py --int8 measures both: about 1 value in 2,500 sits
+ * within 1e-4 of a boundary, and 1-ulp noise on the layer inputs moves up to 7% of the logits
+ * of some rows). Row by row the fp32 tolerance cannot hold, so the rule is statistical: the
+ * median over every compared row (prompt rows of all three runs, decode steps up to the first
+ * token that differs from transformers') is within LOGIT_RTOL, and every value is finite. The
+ * plain Q8_0 / Q4_0 path sits 3e-2 of the row scale (median) from these goldens, so running it
+ * instead, or rounding at other layers, fails. */
+#define INT8_MEDIAN_RTOL LOGIT_RTOL
+
+/* Relative row errors collected in int8 mode (the median rule), or NULL in the others. */
+static double *int8_errs;
+static size_t int8_n, int8_cap;
+
+static void int8_note(double rel)
+{
+    if (int8_n == int8_cap) {
+        int8_cap = int8_cap ? 2 * int8_cap : 256;
+        int8_errs = realloc(int8_errs, int8_cap * sizeof *int8_errs);
+        if (!int8_errs) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+    }
+    int8_errs[int8_n++] = rel;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 struct gcase {
     char name[64];
     int32_t *ids;
@@ -245,8 +280,13 @@ static double compare_rows(const struct gcase *g, const float *got, int64_t voca
     for (int32_t r = 0; r < g->n_rows; r++) {
         double rel = row_error(got + (size_t)r * (size_t)vocab, g->logits + (size_t)r * (size_t)vocab,
                                vocab, &scale);
-        CHECK(rel <= LOGIT_RTOL, "%s %s row %d: max |diff| %.3g > %.3g", g->name, what,
-              g->rows[r], rel * scale, LOGIT_RTOL * scale);
+        if (int8_cap) {
+            CHECK(isfinite(rel), "%s %s row %d: non-finite logits", g->name, what, g->rows[r]);
+            int8_note(rel);
+        } else {
+            CHECK(rel <= LOGIT_RTOL, "%s %s row %d: max |diff| %.3g > %.3g", g->name, what,
+                  g->rows[r], rel * scale, LOGIT_RTOL * scale);
+        }
         worst = fmax(worst, rel);
     }
     return worst;
@@ -263,6 +303,7 @@ static int32_t gen_len(const struct gcase *g)
 struct step_check {
     struct gcase *cases;
     const int32_t *case_of_seq;
+    const struct eng_gen_seq *seqs; /* their tokens so far (int8 mode) */
     int64_t vocab;
     double worst;
 };
@@ -275,8 +316,19 @@ static void check_step(void *user, int32_t seq, int32_t step, const float *logit
         return;
     double scale;
     double rel = row_error(logits, g->step_logits + (size_t)step * (size_t)vocab, vocab, &scale);
-    CHECK(rel <= LOGIT_RTOL, "%s step %d logits: max |diff| %.3g > %.3g", g->name, step, rel * scale,
-          LOGIT_RTOL * scale);
+    if (int8_cap) {
+        /* Only while the sequence is transformers' own: after a different token the rows
+         * describe different texts. */
+        const struct eng_gen_seq *s = &sc->seqs[seq];
+        for (int32_t t = 0; t < step; t++)
+            if (t >= s->n_out || s->out[t] != g->greedy[t])
+                return;
+        CHECK(isfinite(rel), "%s step %d: non-finite logits", g->name, step);
+        int8_note(rel);
+    } else {
+        CHECK(rel <= LOGIT_RTOL, "%s step %d logits: max |diff| %.3g > %.3g", g->name, step,
+              rel * scale, LOGIT_RTOL * scale);
+    }
     sc->worst = fmax(sc->worst, rel);
 }
 
@@ -462,19 +514,35 @@ int main(int argc, char **argv)
     int nargs = gguf ? argc - 1 : argc;
     /* golden=NAME (with gguf=FILE only): the file as loaded against golden/NAME/. */
     const char *gname = nargs == 4 && strncmp(argv[3], "golden=", 7) == 0 ? argv[3] + 7 : NULL;
+    /* q8_0+int8 / q4_0+int8 (no gguf=): --int8-activations against golden/<format>_int8/. */
+    char qname[16] = "";
+    bool int8 = false;
+    if (nargs == 4 && !gname) {
+        snprintf(qname, sizeof qname, "%s", argv[3]);
+        char *plus = strchr(qname, '+');
+        if (plus && strcmp(plus, "+int8") == 0 && !gguf) {
+            *plus = '\0';
+            int8 = true;
+        }
+    }
     if ((nargs != 3 && nargs != 4) ||
         (gname && (!gguf || gname[0] == '\0' || strchr(gname, '/') || strlen(gname) > 32)) ||
         (nargs == 4 && !gname &&
-         (eng_quant_parse(argv[3], &quant) != 0 || quant == ENG_QUANT_NONE))) {
+         (eng_quant_parse(qname, &quant) != 0 || quant == ENG_QUANT_NONE))) {
         fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0] [gguf=FILE]\n"
+                        "       test_golden MODEL_DIR ref|cpu q8_0+int8|q4_0+int8\n"
                         "       test_golden MODEL_DIR ref|cpu golden=NAME gguf=FILE\n");
         return 2;
+    }
+    if (int8) {
+        int8_cap = 256;
+        int8_errs = malloc(int8_cap * sizeof *int8_errs);
     }
     bool quantized = quant != ENG_QUANT_NONE;
     enum kern_dtype qdt = quant == ENG_QUANT_Q4_0 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
     char gdir[64];
-    snprintf(gdir, sizeof gdir, nargs == 4 ? "golden/%s" : "golden",
-             gname ? gname : argv[nargs - 1]);
+    snprintf(gdir, sizeof gdir, nargs == 4 ? "golden/%s%s" : "golden",
+             gname ? gname : nargs == 4 ? qname : argv[nargs - 1], int8 ? "_int8" : "");
     char err[512];
     struct eng_model *m = NULL;
     const char *src = gguf ? gguf : argv[1];
@@ -484,10 +552,20 @@ int main(int argc, char **argv)
     }
     int n_quantized = 0;
     if (quantized) {
-        if (!gguf && eng_model_quantize(m, quant, false, 0, err, sizeof err) != 0) {
+        if (!gguf && eng_model_quantize(m, quant, int8, 0, err, sizeof err) != 0) {
             fprintf(stderr, "quantize %s: %s\n", argv[1], err);
             return 1;
         }
+    }
+    if (int8) {
+        /* The R16 layout and its bytes are test_model_quant's; here, that the dense matrices
+         * took it and the experts did not. */
+        enum kern_dtype r16 = kern_dtype_r16_of(qdt);
+        CHECK(m->int8_dot && count_in_dtype(m, r16) > 0, "no matrix in %s", kern_dtype_name(r16));
+        CHECK(count_in_dtype(m, qdt) == (m->experts ? 3 * m->cfg.num_local_experts *
+                                                         m->cfg.num_hidden_layers : 0),
+              "%d matrices in %s besides the experts", count_in_dtype(m, qdt), kern_dtype_name(qdt));
+    } else if (quantized) {
         n_quantized = check_quantized(m, argv[1], qdt);
         CHECK(n_quantized > 0 && m->n_quant_kept == 0, "%d tensors checked, %lld kept their dtype",
               n_quantized, (long long)m->n_quant_kept);
@@ -544,11 +622,11 @@ int main(int argc, char **argv)
         return 1;
     }
     int32_t *case_of_seq = malloc((size_t)n * sizeof *case_of_seq);
-    struct step_check sc = {.cases = gc, .case_of_seq = case_of_seq, .vocab = V};
+    struct eng_gen_seq *seqs = calloc((size_t)n, sizeof *seqs);
+    struct step_check sc = {.cases = gc, .case_of_seq = case_of_seq, .seqs = seqs, .vocab = V};
     struct eng_generator gen = {.model = m, .ops = &ops, .ctx = ctx, .kv = kv,
                                 .on_logits = check_step, .user = &sc};
-    struct eng_gen_seq *seqs = calloc((size_t)n, sizeof *seqs);
-    int recomputes = 0;
+    int recomputes = 0, int8_diverged = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < n; i++) {
             seqs[i] = (struct eng_gen_seq){.prompt = gc[i].ids, .n_prompt = gc[i].n_ids,
@@ -570,7 +648,9 @@ int main(int argc, char **argv)
             for (int32_t t = 0; t < gc[i].n_sure && first_diff < 0; t++)
                 if (t >= seqs[i].n_out || seqs[i].out[t] != gc[i].greedy[t])
                     first_diff = t;
-            CHECK(seqs[i].n_out == want && first_diff < 0,
+            if (int8) /* a flipped rounding may pick another token: counted, not failed */
+                int8_diverged += first_diff >= 0;
+            CHECK(seqs[i].n_out == want && (first_diff < 0 || int8),
                   "%s greedy (%s): %d tokens, first difference at %d", gc[i].name,
                   pass ? "batched" : "alone", seqs[i].n_out, first_diff);
             /* The LongRoPE recompute happens exactly when transformers dropped its cache (if
@@ -592,9 +672,22 @@ int main(int argc, char **argv)
         if (gc[i].n_sure < gc[i].n_greedy)
             printf("%s: greedy compared on its first %d of %d tokens (step %d's margin is within "
                    "twice the tolerance)\n", gc[i].name, gc[i].n_sure, gc[i].n_greedy, gc[i].n_sure);
-    if (quantized)
+    if (int8) {
+        qsort(int8_errs, int8_n, sizeof *int8_errs, cmp_double);
+        double median = int8_n ? int8_errs[int8_n / 2] : INFINITY;
+        size_t within = 0;
+        while (within < int8_n && int8_errs[within] <= LOGIT_RTOL)
+            within++;
+        CHECK(median <= INT8_MEDIAN_RTOL, "int8: median row error %.3g of the row scale > %.0e",
+              median, INT8_MEDIAN_RTOL);
+        printf("int8: %zu rows compared, median error %.3g, %zu within %.0e, largest %.3g; "
+               "greedy differs from transformers' in %d of %d runs\n", int8_n, median, within,
+               LOGIT_RTOL, int8_n ? int8_errs[int8_n - 1] : 0.0, int8_diverged, 2 * n);
+        free(int8_errs);
+    } else if (quantized) {
         printf("%s: %d tensors match the script's checksums and blocks\n", eng_quant_name(quant),
                n_quantized);
+    }
     if (gname) {
         enum kern_dtype bdt = eng_model_block_dtype(m);
         printf("%s: matrices held as %s\n", gguf,
