@@ -147,18 +147,27 @@ static void write_file(const char *path, const char *text)
     }
 }
 
-static void test_file(void)
+/* A fresh temporary folder (dir), the config file path in it and the --config=PATH argument;
+ * 0, or -1 (counted as a failure) when the folder cannot be made. */
+static int conf_dir(char dir[256], char path[400], char arg[420])
 {
-    char dir[256], path[400], arg[420];
     const char *t = getenv("TMPDIR");
-    snprintf(dir, sizeof(dir), "%s/phiserve-srvcfg-XXXXXX", t != NULL && *t ? t : "/tmp");
+    snprintf(dir, 256, "%s/phiserve-srvcfg-XXXXXX", t != NULL && *t ? t : "/tmp");
     if (mkdtemp(dir) == NULL) {
         perror("mkdtemp");
         tu_failures++;
-        return;
+        return -1;
     }
-    snprintf(path, sizeof(path), "%s/phiserve.conf", dir);
-    snprintf(arg, sizeof(arg), "--config=%s", path);
+    snprintf(path, 400, "%s/phiserve.conf", dir);
+    snprintf(arg, 420, "--config=%s", path);
+    return 0;
+}
+
+static void test_file(void)
+{
+    char dir[256], path[400], arg[420];
+    if (conf_dir(dir, path, arg) != 0)
+        return;
     struct eng_engine_options o;
     char err[512] = "";
 
@@ -215,15 +224,8 @@ static void test_int8_activations(void)
     CHECK(strstr(err, "--int8-activations") && strstr(err, "not a boolean"), "message '%s'", err);
 
     char dir[256], path[400], arg[420];
-    const char *t = getenv("TMPDIR");
-    snprintf(dir, sizeof(dir), "%s/phiserve-srvcfg-XXXXXX", t != NULL && *t ? t : "/tmp");
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        tu_failures++;
+    if (conf_dir(dir, path, arg) != 0)
         return;
-    }
-    snprintf(path, sizeof(path), "%s/phiserve.conf", dir);
-    snprintf(arg, sizeof(arg), "--config=%s", path);
     write_file(path, "quantization = q8_0\nint8_activations = on\n");
     char *a4[] = {"serve", arg, NULL};
     EXPECT(load(a4, ARGC(a4), none, &o, err, sizeof(err)) == 0 && o.int8_activations);
