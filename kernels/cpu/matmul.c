@@ -148,6 +148,11 @@ static void r16_task(void *arg, int64_t task, int thread)
 static int matmul_r16(struct kern_ctx *ctx, const struct kern_matmul_params *p,
                       const struct kern_cpu_isa *isa)
 {
+    if (p->k == 0) { /* no products (x may be NULL): y = 0, or y as it is */
+        for (int64_t i = 0; i < p->m && !p->accumulate; i++)
+            memset(p->y + i * p->ldy, 0, (size_t)p->n * sizeof *p->y);
+        return KERN_OK;
+    }
     struct r16_job job = {.p = p, .isa = isa, .nb = p->k / KERN_QBLOCK};
     job.group_bytes = kern_dtype_matrix_bytes(p->w_dtype, KERN_R16, p->k);
     job.n_groups = (p->n + KERN_R16 - 1) / KERN_R16;
