@@ -130,9 +130,10 @@ static int encode_one(const struct quant_target *t, size_t r0, size_t nr, uint8_
     enum kern_dtype plain = plain_of(t->to);
     size_t row = (size_t)kern_dtype_row_bytes(plain, t->k);
     const char *src = (const char *)t->w->data + r0 * src_row_bytes(t);
-    uint8_t *dst = t->out + r0 * row;
     if (!kern_dtype_is_r16(t->to))
-        return kern_quantize(src, t->w->dtype, (int64_t)nr, t->k, plain, dst);
+        return kern_quantize(src, t->w->dtype, (int64_t)nr, t->k, plain, t->out + r0 * row);
+    /* r0 is a multiple of KERN_R16: its rows start a group */
+    uint8_t *dst = t->out + kern_dtype_matrix_bytes(t->to, (int64_t)r0, t->k);
     if (t->w->dtype != plain) {
         if (nr * row > *cap) {
             free(*tmp);
@@ -277,9 +278,9 @@ static int64_t quant_targets(struct eng_model *m, enum kern_dtype to, struct qua
 }
 
 /* The format target t is stored in, or KERN_DTYPE_COUNT when it stays as it is. q NONE (with
- * int8_dot) takes a matrix already in Q8_0 or Q4_0 as its plain format and leaves the others
- * alone; int8_dot interleaves every dense matrix (the matmul op's), never an expert (the moe
- * op reads the plain formats only). */
+ * int8_dot) takes a matrix already in Q8_0, Q4_0, Q4_K or Q5_K (the formats with an R16 form)
+ * as its plain format and leaves the others (Q6_K, floats) alone; int8_dot interleaves every
+ * dense matrix (the matmul op's), never an expert (the moe op reads the plain formats only). */
 static enum kern_dtype target_format(const struct quant_target *t, enum eng_quant q,
                                      bool int8_dot)
 {
@@ -288,7 +289,8 @@ static enum kern_dtype target_format(const struct quant_target *t, enum eng_quan
         plain = KERN_DTYPE_Q8_0;
     else if (q == ENG_QUANT_Q4_0)
         plain = KERN_DTYPE_Q4_0;
-    else if (t->expert < 0 && (from == KERN_DTYPE_Q8_0 || from == KERN_DTYPE_Q4_0))
+    else if (t->expert < 0 && (from == KERN_DTYPE_Q8_0 || from == KERN_DTYPE_Q4_0 ||
+                               (int8_dot && (from == KERN_DTYPE_Q4_K || from == KERN_DTYPE_Q5_K))))
         plain = from;
     if (plain == KERN_DTYPE_COUNT)
         return KERN_DTYPE_COUNT;
@@ -348,8 +350,8 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, bool int8_dot, int
     }
     if (int8_dot && n_r16 == 0) {
         free(t);
-        snprintf(err, errlen, "int8 activations need Q8_0 or Q4_0 weight matrices: add "
-                 "--quantization q8_0|q4_0 (or use a Q8_0/Q4_0 GGUF file)");
+        snprintf(err, errlen, "int8 activations need Q8_0, Q4_0, Q4_K or Q5_K weight matrices: "
+                 "add --quantization q8_0|q4_0 (or use a GGUF file with such matrices)");
         return -1;
     }
     uint8_t *buf = total ? aligned_alloc(64, total) : NULL;

@@ -74,6 +74,8 @@ enum kern_dtype kern_dtype_r16_base(enum kern_dtype dtype)
 {
     return dtype == KERN_DTYPE_Q8_0_R16   ? KERN_DTYPE_Q8_0
            : dtype == KERN_DTYPE_Q4_0_R16 ? KERN_DTYPE_Q4_0
+           : dtype == KERN_DTYPE_Q4_K_R16 ? KERN_DTYPE_Q4_K
+           : dtype == KERN_DTYPE_Q5_K_R16 ? KERN_DTYPE_Q5_K
                                           : KERN_DTYPE_COUNT;
 }
 
@@ -81,6 +83,8 @@ enum kern_dtype kern_dtype_r16_of(enum kern_dtype dtype)
 {
     return dtype == KERN_DTYPE_Q8_0   ? KERN_DTYPE_Q8_0_R16
            : dtype == KERN_DTYPE_Q4_0 ? KERN_DTYPE_Q4_0_R16
+           : dtype == KERN_DTYPE_Q4_K ? KERN_DTYPE_Q4_K_R16
+           : dtype == KERN_DTYPE_Q5_K ? KERN_DTYPE_Q5_K_R16
                                       : KERN_DTYPE_COUNT;
 }
 
@@ -97,8 +101,18 @@ int64_t kern_dtype_matrix_bytes(enum kern_dtype dtype, int64_t n_rows, int64_t k
     if (kern_dtype_is_r16(dtype)) {
         if (n_rows > INT64_MAX - KERN_R16)
             return -1;
-        dtype = kern_dtype_r16_base(dtype);
         n_rows = (n_rows + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+        if (dtype == KERN_DTYPE_Q4_K_R16 || dtype == KERN_DTYPE_Q5_K_R16) {
+            /* their scales and mins unpacked: 148 and 180 bytes a super-block */
+            int64_t sb = dtype == KERN_DTYPE_Q4_K_R16 ? KERN_Q4_K_R16_ROW_BYTES
+                                                      : KERN_Q5_K_R16_ROW_BYTES;
+            if (k < 0 || k % KERN_QKBLOCK != 0 ||
+                __builtin_mul_overflow(k / KERN_QKBLOCK, sb, &out) ||
+                __builtin_mul_overflow(out, n_rows, &out))
+                return -1;
+            return out;
+        }
+        dtype = kern_dtype_r16_base(dtype);
     }
     int64_t row = kern_dtype_row_bytes(dtype, k);
     if (row < 0 || __builtin_mul_overflow(row, n_rows, &out))
@@ -149,6 +163,10 @@ const char *kern_dtype_name(enum kern_dtype dtype)
         return "q8_0_r16";
     case KERN_DTYPE_Q4_0_R16:
         return "q4_0_r16";
+    case KERN_DTYPE_Q4_K_R16:
+        return "q4_k_r16";
+    case KERN_DTYPE_Q5_K_R16:
+        return "q5_k_r16";
     }
     return "invalid";
 }

@@ -41,6 +41,14 @@ extern "C" { /* the CUDA backend's .cu files are C++ */
  *  - Q8_0_R16: t = 0..7, piece t = int8 values 4t .. 4t+3 of the row's block;
  *  - Q4_0_R16: t = 0..3, piece t = bytes 4t .. 4t+3 of the row's Q4_0 block (low nibbles:
  *    values 4t .. 4t+3, high nibbles: values 16+4t .. 16+4t+3).
+ * Q4_K_R16 is Q4_K so interleaved, its scales and mins unpacked: a matrix is
+ * ceil(n / 16) * (k / 256) super-blocks of KERN_R16 * KERN_Q4_K_R16_ROW_BYTES bytes (148 per
+ * row and super-block instead of 144), each: the 16 rows' fp16 d (32 bytes), their fp16 dmin
+ * (32 bytes), the 6-bit scales of sub-blocks 0..7 as bytes (16 per sub-block, row 0 first:
+ * 128 bytes), the mins likewise (128 bytes), then for each 64-element chunk c = 0..3 and t =
+ * 0..7 the rows' bytes 32c + 4t .. 32c + 4t + 3 of the Q4_K nibbles (64 bytes per t; low
+ * nibbles: sub-block 2c's values 4t .. 4t+3, high nibbles: sub-block 2c + 1's); padding rows
+ * all zero.
  * kern_dtype_block_elems and kern_dtype_row_bytes treat them as no format at all (0 and -1),
  * so that nothing but the matmul op takes them. */
 enum kern_dtype {
@@ -54,9 +62,13 @@ enum kern_dtype {
     KERN_DTYPE_Q6_K = 7,
     KERN_DTYPE_Q8_0_R16 = 8,
     KERN_DTYPE_Q4_0_R16 = 9,
+    KERN_DTYPE_Q4_K_R16 = 10,
+    KERN_DTYPE_Q5_K_R16 = 11,
 };
-#define KERN_DTYPE_COUNT 10
+#define KERN_DTYPE_COUNT 12
 #define KERN_R16 16
+#define KERN_Q4_K_R16_ROW_BYTES 148
+#define KERN_Q5_K_R16_ROW_BYTES 180
 #define KERN_QBLOCK 32
 #define KERN_Q8_0_BLOCK_BYTES 34
 #define KERN_Q4_0_BLOCK_BYTES 18
@@ -89,13 +101,14 @@ int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n);
  * of KERN_R16 rows), or -1 when a dimension is negative, a row is not whole blocks, or on
  * overflow. */
 int64_t kern_dtype_matrix_bytes(enum kern_dtype dtype, int64_t n_rows, int64_t k);
-/* The plain block format an R16 format interleaves (Q8_0 or Q4_0), the R16 format of a plain
- * one (or KERN_DTYPE_COUNT when there is none), and whether dtype is an R16 format. */
+/* The plain block format an R16 format interleaves (Q8_0, Q4_0, Q4_K or Q5_K), the R16 format
+ * of a plain one (or KERN_DTYPE_COUNT when there is none), and whether dtype is an R16
+ * format. */
 enum kern_dtype kern_dtype_r16_base(enum kern_dtype dtype);
 enum kern_dtype kern_dtype_r16_of(enum kern_dtype dtype);
 int kern_dtype_is_r16(enum kern_dtype dtype);
-/* Name ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q8_0_r16", "q4_0_r16")
- * for messages. */
+/* Name ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q8_0_r16", "q4_0_r16",
+ * "q4_k_r16", "q5_k_r16") for messages. */
 const char *kern_dtype_name(enum kern_dtype dtype);
 
 /* Quantizes src [n_rows, k] (any dtype: float, or a block format widened exactly first; k a
@@ -112,10 +125,12 @@ const char *kern_dtype_name(enum kern_dtype dtype);
 int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, int64_t k,
                   enum kern_dtype to, void *dst);
 
-/* Interleaves src, n_rows rows of k elements in Q8_0 or Q4_0 (k a multiple of KERN_QBLOCK),
- * into dst in the matching R16 format (kern_dtype_matrix_bytes(kern_dtype_r16_of(from),
- * n_rows, k) bytes; the padding rows zero). Moves bytes only: every value and scale is kept.
- * Returns KERN_ERR_INVALID for a bad shape or dtype. Plain C on the calling thread. */
+/* Interleaves src, n_rows rows of k elements in Q8_0, Q4_0 (k a multiple of KERN_QBLOCK),
+ * Q4_K or Q5_K (of KERN_QKBLOCK), into dst in the matching R16 format
+ * (kern_dtype_matrix_bytes(kern_dtype_r16_of(from), n_rows, k) bytes; the padding rows zero).
+ * Moves bytes only (Q4_K's packed 6-bit scales and mins are unpacked to a byte each): every
+ * value and scale is kept. Returns KERN_ERR_INVALID for a bad shape or dtype. Plain C on the
+ * calling thread. */
 int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k, void *dst);
 
 /* A recorded sequence of ops that a device backend replays with one call (a CUDA graph).
@@ -164,7 +179,11 @@ struct kern_rmsnorm_params {
  *  - with W's block values w_t and scale dw (Q8_0: w_t = q; Q4_0: w_t = q - 8), the integer
  *    s = sum_t w_t * q_t is exact, and y[i, j] (+)= sum_b (dw * d) * s, each product dw * d
  *    one fp32 rounding, the sum over b in fp32 in an order of the backend's choosing (the
- *    reference: fp64).
+ *    reference: fp64);
+ *  - Q4_K_R16 and Q5_K_R16: block b is sub-block b of its super-block, with f0 = d * scale
+ *    and f1 = dmin * min (exact fp32 products) and its quants w_t (0..15, Q5_K 0..31): with
+ *    s as above and x_s = sum_t q_t, y[i, j] (+)= sum_b ((f0 * d) * s - (f1 * d) * x_s),
+ *    each product of two factors one fp32 rounding, the rest as above.
  * W holds ceil(n / KERN_R16) groups (kern_dtype_matrix_bytes); w points at the first. */
 struct kern_matmul_params {
     const float *x;            /* [m, k], row stride ldx >= k */

@@ -1,6 +1,6 @@
-/* Weight quantization into the block formats of ops.h (Q8_0, Q4_0) and their interleaving
- * into the R16 formats, done once at model load. Not an op: plain C on the caller's thread;
- * the matmul kernels read what it writes. */
+/* Weight quantization into the block formats of ops.h (Q8_0, Q4_0) and the interleaving of
+ * those and of Q4_K into the R16 formats, done once at model load. Not an op: plain C on the
+ * caller's thread; the matmul kernels read what it writes. */
 #include <math.h>
 #include <string.h>
 
@@ -113,12 +113,63 @@ int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, in
 /* The R16 formats store a block's values as pieces of 4 bytes (ops.h). */
 #define R16_PIECE 4
 
+/* Offsets within one Q4_K_R16 super-block of a group (ops.h): the 16 rows' fp16 d, their fp16
+ * dmin, the scales and the mins of sub-blocks 0..7 one byte per row, then the 32 pieces of
+ * nibbles, piece p being bytes 4p .. 4p + 3 of each row's 128 (p = 8c + t in ops.h's words). */
+#define Q4K_R16_DMIN (2 * KERN_R16)
+#define Q4K_R16_SCALES (4 * KERN_R16)
+#define Q4K_R16_MINS (Q4K_R16_SCALES + 8 * KERN_R16)
+#define Q4K_R16_QS (Q4K_R16_MINS + 8 * KERN_R16)
+#define Q4K_QS_BYTES (KERN_QKBLOCK / 2)
+/* Q5_K_R16 adds its fifth-bit pieces after the nibbles (the same offsets before them). */
+#define Q5K_R16_QH (Q4K_R16_QS + KERN_R16 * Q4K_QS_BYTES)
+#define Q5K_QH_BYTES (KERN_QKBLOCK / 8)
+
+/* kern_repack from Q4_K (q5 0) or Q5_K (q5 1): n_rows rows of n_sb super-blocks into n_padded
+ * rows (whole groups) of Q4_K_R16 / Q5_K_R16. The 6-bit scales and mins are unpacked here
+ * once, so that the matmul reads each as a byte. */
+static void repack_k(int q5, const uint8_t *src, int64_t n_rows, int64_t n_padded,
+                     int64_t n_sb, uint8_t *dst)
+{
+    /* The padding rows past n_rows copy this super-block: d = dmin = 0, scales, mins and
+     * quants 0. Q5_K's 32 fifth-bit bytes qh come before its nibbles. */
+    static const uint8_t zero_sb[KERN_Q5_K_BLOCK_BYTES];
+    const size_t sb_in = q5 ? KERN_Q5_K_BLOCK_BYTES : KERN_Q4_K_BLOCK_BYTES;
+    const size_t sb_out = KERN_R16 * (q5 ? KERN_Q5_K_R16_ROW_BYTES : KERN_Q4_K_R16_ROW_BYTES);
+    const size_t qs_in = q5 ? 48 : 16;
+    for (int64_t j = 0; j < n_padded; j++) {
+        int r = (int)(j % KERN_R16);
+        uint8_t *group = dst + (size_t)(j / KERN_R16) * (size_t)n_sb * sb_out;
+        for (int64_t b = 0; b < n_sb; b++) {
+            const uint8_t *in = j < n_rows ? src + (size_t)(j * n_sb + b) * sb_in : zero_sb;
+            uint8_t *out = group + (size_t)b * sb_out;
+            memcpy(out + 2 * r, in, 2); /* d and dmin, bytes as stored */
+            memcpy(out + Q4K_R16_DMIN + 2 * r, in + 2, 2);
+            for (int s = 0; s < 8; s++) {
+                int sc, mn;
+                kern_k_scale_min(in + 4, s, &sc, &mn);
+                out[Q4K_R16_SCALES + s * KERN_R16 + r] = (uint8_t)sc;
+                out[Q4K_R16_MINS + s * KERN_R16 + r] = (uint8_t)mn;
+            }
+            for (int p = 0; p < Q4K_QS_BYTES / R16_PIECE; p++)
+                memcpy(out + Q4K_R16_QS + p * KERN_R16 * R16_PIECE + r * R16_PIECE,
+                       in + qs_in + p * R16_PIECE, R16_PIECE);
+            for (int p = 0; q5 && p < Q5K_QH_BYTES / R16_PIECE; p++)
+                memcpy(out + Q5K_R16_QH + p * KERN_R16 * R16_PIECE + r * R16_PIECE,
+                       in + 16 + p * R16_PIECE, R16_PIECE);
+        }
+    }
+}
+
 int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k, void *dst)
 {
     enum kern_dtype to = kern_dtype_r16_of(from);
-    /* kern_dtype_matrix_bytes rounds n_rows up to whole groups: keep it clear of INT64_MAX
-     * so that the rounding cannot overflow. */
-    if (to == KERN_DTYPE_COUNT || n_rows < 0 || n_rows > INT64_MAX - KERN_R16 || k < 0)
+    /* Only the sources interleaved below: an R16 format that ops.h has and this file does not
+     * yet write is refused, not taken for Q8_0 / Q4_0. kern_dtype_matrix_bytes rounds n_rows
+     * up to whole groups: keep it clear of INT64_MAX so that the rounding cannot overflow. */
+    if ((from != KERN_DTYPE_Q8_0 && from != KERN_DTYPE_Q4_0 && from != KERN_DTYPE_Q4_K &&
+         from != KERN_DTYPE_Q5_K) ||
+        to == KERN_DTYPE_COUNT || n_rows < 0 || n_rows > INT64_MAX - KERN_R16 || k < 0)
         return KERN_ERR_INVALID;
     int64_t row_bytes = kern_dtype_row_bytes(from, k);
     int64_t dst_bytes = kern_dtype_matrix_bytes(to, n_rows, k);
@@ -126,6 +177,11 @@ int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k
         return KERN_ERR_INVALID;
     if (dst_bytes == 0) /* no rows or no columns: nothing to move */
         return KERN_OK;
+    if (from == KERN_DTYPE_Q4_K || from == KERN_DTYPE_Q5_K) {
+        repack_k(from == KERN_DTYPE_Q5_K, src, n_rows,
+                 (n_rows + KERN_R16 - 1) / KERN_R16 * KERN_R16, k / KERN_QKBLOCK, dst);
+        return KERN_OK;
+    }
     /* src's n_rows * row_bytes is at most dst_bytes, so every offset below fits. */
     const size_t bb = (size_t)kern_dtype_row_bytes(from, KERN_QBLOCK);
     const size_t n_pieces = (bb - 2) / R16_PIECE; /* 8 (Q8_0) or 4 (Q4_0) */

@@ -60,6 +60,42 @@ move (relative to the row scale) if the K matrices were requantized to Q8_0 (the
 loader), if the Q5_0 matrix were not requantized, and if the embedding were requantized; each
 must be far above the C test's tolerance (a WARNING under 10x it).
 
+--int8: golden/kmix_int8/ (gqa only), the golden of kmix.gguf as phiserve runs it with
+--int8-activations and no --quantization, instead of writing anything else. kmix.gguf is not
+rewritten: it is read back and checked, as verify checks a file it has just written, to be exactly
+what this script would write (metadata, every tensor's type, shape and bytes), and its sha256 and
+those of golden/kmix/'s files must be the same after the run as before. The weights are
+golden/kmix's (kmix_weights' defaults); per matrix (not token_embd), its GGUF type (kmix_types)
+decides the path: a Q4_K or Q5_K matrix (KMIX_INT8_NATIVE: used natively, both have an R16 form)
+and a Q5_0 one (KMIX_REQUANT: requantized to Q8_0 at load, exactly make_quant_goldens.py's
+quantize_q8_0 of gguf.quants.dequantize(its bytes) as golden/kmix uses it) are interleaved and run
+the int8 dot of kernels/ops.h (the R16 paragraph above struct kern_matmul_params); Q6_K matrices
+(lm_head included) stay on the plain path: fp32 activations, exact dequantized values.
+The int8 dot is make_quant_goldens.py's emulation (its quantize_activations: per row of the layer
+input and block of 32 values v, in fp32, a = max|v|, d = a / 127, d < FLT_MIN: d = 0 and q = 0,
+else q = round_half_even(v * (1 / d)); a non-finite row gives a NaN output row), with per weight
+block b:
+  Q8_0  term = float64(fp32(dw * d)) * s, s = sum w q (exact integer), w the int8 values;
+  Q4_K, Q5_K  block b = sub-block b % 8 of super-block b / 8; f0 = d_sb * sc_b, f1 = dmin_sb *
+        m_b (exact fp32 products: fp16 times a 6-bit integer), w the quants (Q4_K 0..15, Q5_K
+        0..31: the low 4 bits as Q4_K's, bit 4 = bit b % 8 of qh[t]), decoded here from the bytes
+        (decode_q4_k / decode_q5_k: fp32(f0 * w) - f1 must equal gguf.quants.dequantize bit for
+        bit); term = float64(fp32(f0 * d)) * s - float64(fp32(f1 * d)) * x_s, s = sum w q,
+        x_s = sum q (both products exact, the difference one float64 rounding);
+  y = fp32(sum of the terms over b in order, in float64) (+ bias in fp32; Phi-3 has none), as
+kernels/ref/matmul.c computes it. golden.json is golden/kmix's schema plus "activations": "int8",
+"activation_algorithm", "int8_activation_layers" (module names, in model order),
+"int8_activation_formats" (each one's "q4_k" / "q5_k" / "q8_0") and per case
+"greedy_plain_quantized_same" (against golden/kmix). Self-checks: the same harness with the int8
+layers switched to the plain path reproduces golden/kmix bit for bit; every int8 layer's output
+over the longest prompt equals a literal numpy loop of the contract (int64 sums, float64
+accumulation) bit for bit; every emulated fp32 op is checked against numpy. It prints, as
+make_quant_goldens.py --int8 does: the distance of kmix_int8 from golden/kmix (per compared row
+max |diff| / the row's largest |logit|: median, p90, p99, max; steps up to the first greedy
+divergence), the rounding statistics (values near a rounding boundary, what a flip would move),
+and the movement of the logits when every int8 layer's input gets one fp32 ulp of random-sign
+noise (three seeds), for the int8 path and, as a baseline, the plain one.
+
 Tokenizer (phi3-demo): tokenizer.ggml.model "llama", .pre "default", .tokens / .scores /
 .token_type from tokenizer.model (types 1 normal, 2 unknown, 3 control, 5 unused, 6 byte), padded
 to vocab_size with "[PAD{i}]" (score -10000, type 5), then the added tokens of added_tokens.json,
@@ -84,9 +120,11 @@ Pinned environment as make_fixtures.py, plus gguf 0.19.0.
 Usage (from the repository root; needs no network; deterministic, rerunnable):
   python scripts/make_gguf_fixtures.py [--only longrope] [--models tests/fixtures/models]
   (--only gqa rewrites gqa/gguf/kmix.gguf and gqa/golden/kmix/)
+  python scripts/make_gguf_fixtures.py --int8   (writes gqa/golden/kmix_int8/ only)
 """
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -134,6 +172,19 @@ KMIX_GLOBAL = {"token_embd": GT.Q4_K, "output": GT.Q6_K}
 # How phiserve's loader treats a block-format matrix (other than token_embd) of each kmix type:
 KMIX_NATIVE = {GT.Q4_K, GT.Q5_K, GT.Q6_K}  # kept as stored: its values are gguf.quants.dequantize(bytes)
 KMIX_REQUANT = {GT.Q5_0}  # no kernel: widened exactly, then requantized by its Q8_0 quantizer
+# With --int8-activations (no --quantization) the matrices whose format has an R16 form run the
+# int8 dot: the native ones of these types, and every KMIX_REQUANT one (held as Q8_0).
+KMIX_INT8_NATIVE = {GT.Q4_K, GT.Q5_K}
+KMIX_INT8_ALGORITHM = (
+    "int8 dot of kernels/ops.h (R16 formats): per row of the layer input x and block of 32 values v, "
+    "in fp32: a = max|v|, d = a / 127; d < FLT_MIN: d = 0, q = 0; else id = 1 / d, q = "
+    "round_half_even(v * id); a row with a non-finite value gives an all-NaN output row; per weight "
+    "block b, q8_0 (the Q5_0 matrix requantized at load): term = float64(fp32(dw * d)) * sum(w * q) "
+    "(w the int8 values, dw the fp16 scale); q4_k and q5_k (sub-block b % 8 of super-block b / 8, "
+    "f0 = d * scale, f1 = dmin * min, w the quants: q4_k 0..15, q5_k 0..31): term = "
+    "float64(fp32(f0 * d)) * sum(w * q) - float64(fp32(f1 * d)) * sum(q); y = fp32(sum of the "
+    "terms over the blocks in order, in float64) + bias in fp32; Q6_K matrices: plain (fp32 "
+    "activations)")
 QK_K = gguf.QK_K  # 256 elements per K-quant super-block
 K_BLOCK_BYTES = {GT.Q4_K: 144, GT.Q5_K: 176, GT.Q6_K: 210, GT.Q5_0: 22}  # bytes per block (Q5_0: 32 elements)
 # Sanity bound on max |dequantized - checkpoint| / max |checkpoint| per tensor: about half a step
@@ -833,6 +884,411 @@ def kmix_golden(name, mdir, tensors):
 
 
 # ----------------------------------------------------------------------------------------------
+# the kmix golden with int8 activations (--int8): make_quant_goldens.py's emulation of the int8
+# dot, with the Q4_K_R16 and Q5_K_R16 forms added
+
+
+def kmix_int8_kind(qtype):
+    """How phiserve runs a kmix matrix (not token_embd) of this GGUF type with --int8-activations
+    and no --quantization: "q4_k", "q5_k" or "q8_0" (interleaved: the int8 dot), None (the plain
+    path)."""
+    if qtype in KMIX_INT8_NATIVE:
+        return qtype.name.lower()
+    if qtype in KMIX_REQUANT:  # held as Q8_0 after the load
+        return "q8_0"
+    return None
+
+
+def decode_k_scale_min(raw, qtype):
+    """Q4_K or Q5_K bytes [n, k / 256 * block bytes] -> (f0, f1 fp32 [n, k/32], w int64
+    [n, k/32, 32]) per 32-element sub-block in element order: f0 = d * sc and f1 = dmin * m (exact
+    fp32 products: an fp16 times a 6-bit integer), w the quants (Q4_K 0..15, Q5_K 0..31), value
+    f0 * w - f1. Decoded here from llama.cpp's block_q4_K / block_q5_K (encode_q4_k's /
+    encode_q5_k's layout: d, dmin, scales[12], Q5_K's qh[32], qs[128]) and checked against
+    gguf.quants.dequantize bit for bit."""
+    check(qtype in (GT.Q4_K, GT.Q5_K), f"decode_k_scale_min: {qtype.name}")
+    name = qtype.name
+    n = raw.shape[0]
+    b = raw.reshape(n, -1, K_BLOCK_BYTES[qtype])
+    ns = b.shape[1]
+    d = b[..., 0:2].copy().view("<f2")[..., 0].astype(np.float32)
+    dmin = b[..., 2:4].copy().view("<f2")[..., 0].astype(np.float32)
+    s = b[..., 4:16].astype(np.int64)
+    sc = np.zeros((n, ns, 8), dtype=np.int64)
+    mn = np.zeros((n, ns, 8), dtype=np.int64)
+    for j in range(4):  # the inverse of scale_min_blocks' packing
+        sc[..., j] = s[..., j] & 63
+        mn[..., j] = s[..., j + 4] & 63
+        sc[..., j + 4] = (s[..., j + 8] & 15) | (s[..., j] >> 6) << 4
+        mn[..., j + 4] = (s[..., j + 8] >> 4) | (s[..., j + 4] >> 6) << 4
+    # element 64 c + 32 h + l is nibble h of qs[32 c + l]: sub-block 2 c + h
+    q0 = 16 if qtype == GT.Q4_K else 48
+    qs = b[..., q0:q0 + 128].astype(np.int64).reshape(n, ns, 4, 1, 32)
+    w = ((qs >> np.array([0, 4], dtype=np.int64).reshape(1, 1, 1, 2, 1)) & 15).reshape(n, ns, 8, 32)
+    if qtype == GT.Q5_K:  # bit 4 of element 32 j + l (sub-block j) is bit j of qh[l]
+        qh = b[..., 16:48].astype(np.int64).reshape(n, ns, 1, 32)
+        w = w | ((qh >> np.arange(8, dtype=np.int64).reshape(1, 1, 8, 1)) & 1) << 4
+    w = w.reshape(n, ns * 8, 32)
+    f0 = (d[..., None] * sc.astype(np.float32)).reshape(n, ns * 8)
+    f1 = (dmin[..., None] * mn.astype(np.float32)).reshape(n, ns * 8)
+    check(np.array_equal(f0.astype(np.float64), (d.astype(np.float64)[..., None] * sc).reshape(n, -1))
+          and np.array_equal(f1.astype(np.float64), (dmin.astype(np.float64)[..., None] * mn).reshape(n, -1)),
+          f"{name}: d * sc or dmin * m not exact in fp32")
+    deq = (f0[..., None] * w.astype(np.float32) - f1[..., None]).reshape(n, -1)
+    ref = gguf.quants.dequantize(raw, qtype)
+    check(deq.dtype == np.float32 and np.array_equal(deq.view(np.uint32), ref.view(np.uint32)),
+          f"{name}: decoded f0 * w - f1 != gguf.quants.dequantize")
+    return f0, f1, w
+
+
+def decode_q4_k(raw):
+    """decode_k_scale_min of Q4_K bytes [n, k / 256 * 144]: w in 0..15."""
+    return decode_k_scale_min(raw, GT.Q4_K)
+
+
+def decode_q5_k(raw):
+    """decode_k_scale_min of Q5_K bytes [n, k / 256 * 176]: w in 0..31 (low 4 bits from qs as
+    Q4_K's, bit 4 of sub-block j's element l = bit j of qh[l])."""
+    return decode_k_scale_min(raw, GT.Q5_K)
+
+
+# the int8 kinds with the scale / min (K_R16) dot, and their decoders
+KMIX_INT8_K_DECODERS = {"q4_k": decode_q4_k, "q5_k": decode_q5_k}
+
+
+def kmix_int8_layers(model, tensors, weights):
+    """{module name: ("q4_k" or "q5_k", (f0, f1, w)) or ("q8_0", (dw fp32 [n, k/32], signed q
+    int64 [n, k/32, 32]))} of the matrices phiserve runs with int8 activations, by their GGUF type
+    (kmix_types); each one's values are checked equal to weights' (the golden/kmix values)."""
+    ktypes = kmix_types(model.config.num_hidden_layers)
+    layers = {}
+    for e in tensors:
+        if e["type"] not in K_BLOCK_BYTES or e["hf"] == "model.embed_tokens.weight":
+            continue
+        check(ktypes[e["name"]] == e["type"], f"{e['name']}: planned {e['type'].name}, kmix_types says "
+              f"{ktypes[e['name']].name}")
+        kind = kmix_int8_kind(ktypes[e["name"]])
+        if kind is None:
+            continue
+        w_ref = weights[e["hf"]][0]
+        if kind in KMIX_INT8_K_DECODERS:
+            f0, f1, w = KMIX_INT8_K_DECODERS[kind](e["data"])
+            arrays = (torch.from_numpy(f0), torch.from_numpy(f1), torch.from_numpy(w))
+            deq = torch.from_numpy((f0[..., None] * w.astype(np.float32) - f1[..., None]).reshape(w_ref.shape))
+        else:  # the same call as kmix_weights: the Q8_0 that phiserve's loader makes of the Q5_0
+            dw, _, q, deq = mq.quantize_q8_0(torch.from_numpy(np.ascontiguousarray(e["deq"])))[:4]
+            arrays = (dw, q.long())
+        check(torch.equal(deq.view(torch.int32), w_ref.view(torch.int32)),
+              f"{e['name']}: int8 layer values != golden/kmix's weights")
+        layers[e["hf"][:-len(".weight")]] = (kind, arrays)
+    return layers
+
+
+def int8_matmul_k(x, f0, f1, w):
+    """ops.h's Q4_K_R16 / Q5_K_R16 int8 dot without the bias: x [M, k] (rounded to fp32 first),
+    f0 / f1 fp32 [n, k/32], w float64 [n, k/32, 32] (the quants 0..15 or 0..31). Returns
+    (y float64 [M, n] (the fp64 accumulator, NaN rows for non-finite inputs), d, q, p
+    (mq.quantize_activations'),
+    c0 = fp32(f0 * d), c1 = fp32(f1 * d) [M, n, k/32])."""
+    x = x.to(torch.float32)
+    d, q, p, finite = mq.quantize_activations(x)
+    assert float(w.min()) >= 0 and float(w.max()) <= 31
+    # |w q| <= 31 * 127, 32 of them: every partial sum is an integer, exact in float64
+    s = torch.einsum("mbt,nbt->mnb", q, w)
+    xs = q.sum(dim=-1)
+    c0 = d[:, None, :] * f0[None, :, :]  # one fp32 rounding each
+    c1 = d[:, None, :] * f1[None, :, :]
+    assert np.array_equal(c0.numpy(), d.numpy()[:, None, :] * f0.numpy()[None, :, :])
+    assert np.array_equal(c1.numpy(), d.numpy()[:, None, :] * f1.numpy()[None, :, :])
+    acc = torch.zeros(c0.shape[:2], dtype=torch.float64)
+    for b in range(c0.shape[2]):  # in block order, each term as kernels/ref/matmul.c's r16_term
+        acc = acc + (c0[:, :, b].double() * s[:, :, b] - c1[:, :, b].double() * xs[:, None, b])
+    acc[~finite] = float("nan")
+    return acc, d, q, p, c0, c1
+
+
+def record_stats_k(st, y, d, p, c0, c1, w):
+    """mq.record_stats for a Q4_K / Q5_K layer: a flip of q_t by 1 moves block b's term by
+    c0 * w_t - c1 (x_s moves by 1 too)."""
+    live = (d > 0)[..., None].expand_as(p)
+    st["calls"] += 1
+    st["values"] += int(live.sum())
+    st["zero_blocks"] += int((d == 0).sum())
+    pa = p.double().abs()
+    dist = (pa - pa.floor() - 0.5).abs()
+    st["exact_ties"] += int(((dist == 0) & live).sum())
+    nonzero = dist[live & (dist > 0)]
+    if nonzero.numel():
+        st["closest"] = min(st["closest"], float(nonzero.min()))
+    near = (dist < mq.NEAR_TIE) & live
+    st["near"] += int(near.sum())
+    if bool(near.any()):
+        mi, bi, ti = near.nonzero(as_tuple=True)
+        delta = c0[mi, :, bi].double() * w[:, bi, ti].T - c1[mi, :, bi].double()  # [K, n]
+        scale = y[mi].double().abs().amax(dim=-1)
+        st["rel"].append(delta.abs().amax(dim=-1) / scale)
+
+
+class KInt8Linear(mq.Int8ActLinear):
+    """mq.Int8ActLinear for a Q4_K or Q5_K matrix (same parameters, mq.ACT's modes): its int8 dot
+    is the Q4_K_R16 / Q5_K_R16 one (int8_matmul_k). kmix_install_int8 sets int8_kind ("q4_k" /
+    "q5_k"), int8_f0, int8_f1 and int8_w on each instance."""
+
+    def forward(self, x):
+        if mq.ACT["mode"] == "plain":
+            return super().forward(x)  # the noise if any, then x @ W^T on the dequantized weight
+        if mq.ACT["noise"] is not None:  # as mq.Int8ActLinear
+            sign = torch.randint(0, 2, x.shape, generator=mq.ACT["noise"]).to(x.dtype) * 2 - 1
+            x = x * (1 + mq.ULP_NOISE * sign)
+        lead, k = x.shape[:-1], x.shape[-1]
+        acc, d, q, p, c0, c1 = int8_matmul_k(x.reshape(-1, k), self.int8_f0, self.int8_f1, self.int8_w)
+        y = acc.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        if self.bias is not None:
+            y = y + self.bias
+        if mq.ACT["stats"] is not None:
+            record_stats_k(mq.ACT["stats"], y, d, p, c0, c1, self.int8_w)
+        return y.reshape(*lead, y.shape[-1])
+
+
+def kmix_install_int8(model, layers):
+    """Turns the layers of kmix_int8_layers into int8 modules in place (Q8_0: make_quant_goldens'
+    install_int8). Returns their names in model order."""
+    mq.install_int8(model, {n + ".weight": a for n, (kind, a) in layers.items() if kind == "q8_0"})
+    for name, (kind, arrays) in layers.items():
+        if kind == "q8_0":
+            continue
+        assert kind in KMIX_INT8_K_DECODERS, (name, kind)
+        f0, f1, w = arrays
+        mod = model.get_submodule(name)
+        assert type(mod) is torch.nn.Linear, (name, type(mod))
+        mod.__class__ = KInt8Linear
+        mod.int8_kind, mod.int8_f0, mod.int8_f1, mod.int8_w = kind, f0, f1, w.double()
+        assert f0.shape == f1.shape == w.shape[:2] and w.shape[0] == mod.out_features
+        assert w.shape[1] * mq.QK == mod.in_features
+    names = [n for n, _ in model.named_modules() if n in layers]
+    assert sorted(names) == sorted(layers)
+    for n in names:
+        assert isinstance(model.get_submodule(n), mq.Int8ActLinear), n
+    return names
+
+
+def literal_k_linear(x, w, f0, f1, bias):
+    """ops.h's Q4_K_R16 / Q5_K_R16 contract written out as a plain loop in numpy (int64 sums,
+    fp32 scalars, float64 accumulation): x np.float32 [M, k], w int64 [n, k/32, 32] (0..15 or
+    0..31), f0 / f1 np.float32 [n, k/32], bias np.float32 or None."""
+    M, k = x.shape
+    n, nb, _ = w.shape
+    y = np.empty((M, n), dtype=np.float32)
+    for i in range(M):
+        row = x[i]
+        if not np.isfinite(row).all():
+            y[i] = np.nan
+            continue
+        acc = np.zeros(n, dtype=np.float64)
+        for b in range(nb):
+            v = row[b * mq.QK:(b + 1) * mq.QK]
+            a = np.float32(0)
+            for t in range(mq.QK):
+                a = max(a, np.float32(abs(v[t])))
+            d = np.float32(a / np.float32(mq.QMAX))
+            if d < np.float32(mq.FLT_MIN):
+                d = np.float32(0)
+                q = np.zeros(mq.QK, dtype=np.int64)
+            else:
+                inv = np.float32(np.float32(1) / d)
+                q = np.array([int(np.rint(np.float32(v[t] * inv))) for t in range(mq.QK)], dtype=np.int64)
+            s = w[:, b, :] @ q  # int64, exact
+            xs = int(q.sum())
+            g0 = (f0[:, b] * d).astype(np.float32)
+            g1 = (f1[:, b] * d).astype(np.float32)
+            assert g0.dtype == g1.dtype == np.float32
+            acc = acc + (g0.astype(np.float64) * s.astype(np.float64) - g1.astype(np.float64) * np.float64(xs))
+        y[i] = acc.astype(np.float32)
+    return y if bias is None else y + bias
+
+
+def kmix_literal_check(model, names, results):
+    """Every int8 layer's output over the longest prompt's forward against the literal loops
+    (literal_k_linear, make_quant_goldens' literal_int8_linear), bit for bit. Returns the
+    number of (layer call, row) pairs checked per format."""
+    mods = {n: model.get_submodule(n) for n in names}
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, args[0].detach().clone(),
+                                                                             out.detach().clone())))
+             for n, m in mods.items()]
+    longest = max(results, key=lambda r: r["ids"].shape[0])
+    try:
+        mf.forward_logits(model, longest["ids"])
+    finally:
+        for h in hooks:
+            h.remove()
+    check(sorted({n for n, _, _ in seen}) == sorted(names), "not every int8 layer was called")
+    rows = {}
+    for n, x, out in seen:
+        m = mods[n]
+        x2 = x.reshape(-1, x.shape[-1]).float().numpy()
+        bias = None if m.bias is None else m.bias.detach().numpy()
+        if isinstance(m, KInt8Linear):
+            kind = m.int8_kind
+            want = literal_k_linear(x2, m.int8_w.long().numpy(), m.int8_f0.numpy(), m.int8_f1.numpy(), bias)
+        else:
+            kind = "q8_0"
+            want = mq.literal_int8_linear(x2, m.int8_wq.long().numpy(), m.int8_dw.numpy(), bias)
+        got = out.reshape(-1, out.shape[-1]).numpy()
+        check(np.array_equal(want.view(np.uint32), got.view(np.uint32)),
+              f"{n}: emulation differs from the literal loop")
+        rows[kind] = rows.get(kind, 0) + x2.shape[0]
+    return rows
+
+
+def same_bits(results, ref):
+    """results (run_mode's) equal ref (stored_reference's) bit for bit: prompt rows, every step's
+    logits and the greedy tokens."""
+    for r, (rows_ref, steps_ref, greedy_ref) in zip(results, ref, strict=True):
+        rows = r["logits32"][r["case_rows"]].numpy()
+        if rows.shape != rows_ref.shape or not np.array_equal(rows.view(np.uint32), rows_ref.view(np.uint32)):
+            return False
+        if steps_ref is not None:
+            steps = r["steps32"].numpy()
+            if steps.shape != steps_ref.shape or not np.array_equal(steps.view(np.uint32), steps_ref.view(np.uint32)):
+                return False
+        if r["greedy32"] != greedy_ref:
+            return False
+    return True
+
+
+def kmix_int8_golden(name, mdir, tensors):
+    """golden/kmix_int8/: golden/kmix's model with the Q4_K, Q5_K and requantized Q8_0 matrices
+    run as the int8 dot (see the docstring). Returns report lines."""
+    torch.use_deterministic_algorithms(True)
+    spec = mq.spec_for(name)
+    fp32_doc = json.loads((mdir / "golden" / "golden.json").read_text())
+    model = mf.load(mdir, torch.float32)
+    check(not model.config.tie_word_embeddings, f"{name}: kmix expects an untied lm_head")
+    weights = kmix_weights(tensors)
+    set_weights(model, weights)
+    layers = kmix_int8_layers(model, tensors, weights)
+    names = kmix_install_int8(model, layers)
+    formats = {n: layers[n][0] for n in names}
+    plain_dir = mdir / "golden" / "kmix"
+    plain_doc = json.loads((plain_dir / "golden.json").read_text())
+    plain_ref = mq.stored_reference(plain_dir, plain_doc)
+    # the same harness with the int8 layers on the plain path must give golden/kmix bit for bit
+    base = mq.run_mode(model, spec, fp32_doc, "plain")
+    check(same_bits(base, plain_ref),
+          f"the plain harness differs from {plain_dir}: {mq.results_distance(base, plain_ref)[:3]}")
+    stats = mq.new_stats()
+    results = mq.run_mode(model, spec, fp32_doc, "int8", stats=stats)
+    literal_rows = kmix_literal_check(model, names, results)
+    gdir = mdir / "golden" / "kmix_int8"
+    shutil.rmtree(gdir, ignore_errors=True)
+    gdir.mkdir(parents=True)
+    mq.write_quant_golden("kmix", spec, fp32_doc, gdir, results, {}, None,
+                          (names, [g["greedy"] for g in plain_doc["cases"]]))
+    doc = json.loads((gdir / "golden.json").read_text())
+    del doc["quantized_tensors_file"]
+    out = {}
+    for k, v in doc.items():
+        if k == "activation_algorithm":
+            v = KMIX_INT8_ALGORITHM
+        elif k == "generator":
+            v = "scripts/make_gguf_fixtures.py --int8"
+        out[k] = v
+        if k == "int8_activation_layers":
+            out["int8_activation_formats"] = formats
+        elif k == "stop_token_ids":
+            out["gguf_file"] = plain_doc["gguf_file"]
+            out["weights"] = plain_doc["weights"]
+    check(list(out)[:4] == ["model", "vocab_size", "dtype", "quantization"] and out["quantization"] == "kmix"
+          and out["activations"] == "int8", "golden.json layout")
+    mq.write_json(gdir / "golden.json", out)
+
+    lines = ["int8 layers: " + ", ".join(f"{n} ({formats[n]})" for n in names)
+             + "; plain harness == golden/kmix bit for bit; emulation == literal numpy loop on "
+             + ", ".join(f"{c} {k} rows" for k, c in sorted(literal_rows.items()))]
+    mm = mf.min_margin(results, "margins32")
+    scale = max(max(float(r["logits32"].abs().max()), float(r["steps32"].abs().max())) for r in results)
+    noise64, flipped = mq.fp64_check(model, spec, results)
+    weakest = mq.weakest_steps(results)
+    lines.append(f"min greedy margin {mm:.6f} (logit scale {scale:.2f}); "
+                 f"{sum(r['greedy32'] != g['greedy'] for r, g in zip(results, plain_doc['cases']))} case(s) with "
+                 f"a greedy sequence different from golden/kmix")
+    lines.append("weakest greedy steps (margin / row scale): "
+                 + ", ".join(f"{c}[{i}] {m:.4f}/{sc:.1f} = {r:.2e}" for r, m, sc, c, i in weakest))
+    lines.append(f"float64 cross-check: logits differ by up to {noise64:.1e} of the row scale, greedy "
+                 + (f"differs for {flipped}" if flipped else "identical"))
+    for r, m, sc, c, i in weakest:
+        if r < mq.WARN_MARGIN_RTOL:
+            lines.append(f"WARNING: {c} greedy step {i}: margin {m:.3e} is only {r:.2e} of the row scale")
+    vp, vs, vd, vrows = mq.results_distance(results, plain_ref)
+    lines.append(f"vs golden/kmix: prompt logits up to {vp:.2e}, step logits (to the first divergence) up to "
+                 f"{vs:.2e} of the row scale; greedy differs for {len(vd)}/{len(results)} cases {vd if vd else ''}")
+    lines.append(f"  {mq.spread(vrows)}; max {float(vrows.max()):.1e}")
+    if max(vp, vs) < 10 * mq.LOGIT_RTOL and not vd:
+        lines.append(f"WARNING: int8 logits differ from golden/kmix by only {max(vp, vs):.2e} of the row scale")
+    if float(np.median(vrows)) < 10 * mq.LOGIT_RTOL:
+        lines.append(f"WARNING: the median row distance from golden/kmix {float(np.median(vrows)):.1e} is under 10x "
+                     f"the C test's median tolerance {mq.LOGIT_RTOL:g}")
+    rel = torch.cat(stats["rel"]) if stats["rel"] else torch.zeros(0, dtype=torch.float64)
+    lines.append(f"{stats['values']} activations rounded in {stats['calls']} int8 calls ({stats['zero_blocks']} zero "
+                 f"blocks): {stats['exact_ties']} exact ties, {stats['near']} within {mq.NEAR_TIE:g} of a "
+                 f"half-integer (closest non-tie {stats['closest']:.2e}); a flip of such a q by 1 changes the "
+                 f"layer output row by up to {float(rel.max()) if rel.numel() else 0:.2e} (median "
+                 f"{float(rel.median()) if rel.numel() else 0:.2e}) of its largest |y|")
+    # one fp32 ulp of noise on every int8 layer input: how far the golden moves (and the plain path)
+    for mode, ref in (("int8", mq.in_memory_reference(results)), ("plain", plain_ref)):
+        runs = [mq.results_distance(mq.run_mode(model, spec, fp32_doc, mode, noise_seed=seed), ref)
+                for seed in mq.NOISE_SEEDS]
+        a, b = max(r[0] for r in runs), max(r[1] for r in runs)
+        d = sorted({c for r in runs for c in r[2]})
+        rows = np.concatenate([r[3] for r in runs])
+        lines.append(f"1-ulp input noise ({len(mq.NOISE_SEEDS)} draws), {mode} path: prompt logits move up to {a:.2e}, "
+                     f"step logits {b:.2e} of the row scale; greedy changes for {d if d else 'no case'}")
+        lines.append(f"  {mq.spread(rows)}; max {float(rows.max()):.1e}")
+        if mode == "int8" and (float(np.median(rows)) > mq.LOGIT_RTOL or d):
+            lines.append(f"WARNING: 1-ulp noise moves the int8 rows by a median {float(np.median(rows)):.1e} "
+                         f"(> the C test's median tolerance {mq.LOGIT_RTOL:g}?)"
+                         + (f"; greedy changes for {d}" if d else ""))
+    lines = [f"{name}/golden/kmix_int8: " + ln for ln in lines]
+    for ln in lines:
+        log("  " + ln)
+    return lines
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_kmix_int8(models_dir):
+    """--int8: gqa/golden/kmix_int8/ from the gqa/gguf/kmix.gguf on disk, which is read (and
+    checked to be exactly what make_model writes) but never rewritten; it and golden/kmix/ must
+    hash the same after the run as before."""
+    name = "gqa"
+    mdir = models_dir / name
+    path = mdir / "gguf" / "kmix.gguf"
+    check(path.is_file() and (mdir / "golden" / "kmix" / "golden.json").is_file(),
+          f"{path} or golden/kmix missing: run without --int8 first")
+    kept = [path] + sorted((mdir / "golden" / "kmix").iterdir())
+    before = {p: sha256(p) for p in kept}
+    cfg, tensors, model = load_checkpoint(mdir)
+    meta, plan_tensors, notes = plan(name, "kmix", cfg, tensors, model)
+    for n in notes:
+        log(f"  NOTE {n}")
+    _, stats = verify(path, "kmix", mdir, meta, plan_tensors, None)
+    report = [f"{name}/gguf/kmix.gguf (sha256 {before[path][:16]}...): read back, metadata and all "
+              f"{len(plan_tensors)} tensors ({stats['q_tensors']} block-format) exactly what this script writes"]
+    log("  " + report[0])
+    report += kmix_int8_golden(name, mdir, plan_tensors)
+    after = {p: sha256(p) for p in kept}
+    changed = [str(p) for p in kept if after[p] != before[p]]
+    check(not changed, f"changed by --int8: {changed}")
+    report.append(f"{name}/gguf/kmix.gguf and the {len(kept) - 1} files of golden/kmix/ unchanged "
+                  "(sha256 before == after)")
+    log("  " + report[-1])
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def make_model(name, models_dir):
@@ -886,17 +1342,25 @@ def main():
     ap = argparse.ArgumentParser(description="Write the GGUF copies of the fixture models.")
     ap.add_argument("--models", default=str(mf.REPO_ROOT / "tests" / "fixtures" / "models"))
     ap.add_argument("--only", action="append", choices=list(JOBS), help="just this model (repeatable)")
+    ap.add_argument("--int8", action="store_true",
+                    help="only gqa/golden/kmix_int8/ (--int8-activations) from the existing kmix.gguf, "
+                         "which is not rewritten (see the docstring)")
     args = ap.parse_args()
     gv = importlib.metadata.version("gguf")
     if gv != PINNED_GGUF:
         log(f"WARNING: pinned gguf {PINNED_GGUF}, running {gv}")
     torch.set_num_threads(1)
     report = []
-    for name in JOBS:
-        if args.only and name not in args.only:
-            continue
-        log(f"[{name}]")
-        report += make_model(name, Path(args.models))
+    if args.int8:
+        check(not args.only or set(args.only) == {"gqa"}, "--int8 writes gqa's golden only (--only gqa or nothing)")
+        log("[gqa --int8]")
+        report += make_kmix_int8(Path(args.models))
+    else:
+        for name in JOBS:
+            if args.only and name not in args.only:
+                continue
+            log(f"[{name}]")
+            report += make_model(name, Path(args.models))
     log("[summary]")
     for line in report:
         log("  " + line)

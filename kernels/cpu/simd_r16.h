@@ -31,6 +31,19 @@ SIMD_INLINE int64_t simd_r16_block_bytes(enum kern_dtype dt)
                                      : KERN_R16 * KERN_Q4_0_BLOCK_BYTES;
 }
 
+/* Q4_K_R16's and Q5_K_R16's super-block of a group (ops.h): d, dmin, scales, mins, the nibble
+ * pieces, then (Q5_K) the fifth-bit pieces. */
+#define SIMD_R16K_DMIN 32
+#define SIMD_R16K_SC 64
+#define SIMD_R16K_MN 192
+#define SIMD_R16K_Q 320
+#define SIMD_R16K_QH 2368
+
+SIMD_INLINE int64_t simd_r16k_bytes(int q5)
+{
+    return KERN_R16 * (q5 ? KERN_Q5_K_R16_ROW_BYTES : KERN_Q4_K_R16_ROW_BYTES);
+}
+
 /* The 4 int8 values at p as one 32-bit word (for a broadcast). */
 SIMD_INLINE int32_t simd_r16_word(const int8_t *p)
 {
@@ -203,6 +216,68 @@ SIMD_INLINE void simd_r16_tile(enum kern_dtype dt, int mr, const int8_t *xq, con
     for (int r = 0; r < mr; r++)
         _mm512_storeu_ps(out + 16 * r, accf[r]);
 }
+
+/* Q4_K_R16 (ops.h): per super-block and 64-element chunk, sub-blocks 2c (low nibbles) and
+ * 2c + 1 (high nibbles) summed into their own integer lanes, then per sub-block and row
+ * y += (f0 * dx) * s - (f1 * dx) * x_s with the 16 columns' f0 = d * scale, f1 = dmin * min. */
+SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *xd, const int32_t *xs,
+                                int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nsb,
+                                float *out)
+{
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    __m512 accf[4];
+    __m512i acc[4][2];
+    for (int r = 0; r < mr; r++)
+        accf[r] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *blk = wg + sb * simd_r16k_bytes(q5);
+        __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + SIMD_R16K_DMIN)));
+        for (int c = 0; c < 4; c++) {
+            for (int r = 0; r < mr; r++)
+                acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+            for (int t = 0; t < 8; t++) {
+                __m512i v = _mm512_loadu_si512(blk + SIMD_R16K_Q + 64 * (8 * c + t));
+                __m512i lo = _mm512_and_si512(v, nib);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+                if (q5) { /* bit 2c (lo) and 2c + 1 (hi) of the qh bytes, moved to bit 4 */
+                    __m512i h = _mm512_loadu_si512(blk + SIMD_R16K_QH + 64 * t);
+                    const __m512i b4 = _mm512_set1_epi8(0x10);
+                    __m512i hl = 2 * c <= 4 ? _mm512_sll_epi16(h, _mm_cvtsi32_si128(4 - 2 * c))
+                                            : _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * c - 4));
+                    __m512i hh = 2 * c + 1 <= 4
+                                     ? _mm512_sll_epi16(h, _mm_cvtsi32_si128(3 - 2 * c))
+                                     : _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * c - 3));
+                    lo = _mm512_or_si512(lo, _mm512_and_si512(hl, b4));
+                    hi = _mm512_or_si512(hi, _mm512_and_si512(hh, b4));
+                }
+                for (int r = 0; r < mr; r++) {
+                    const int8_t *x = xq + r * ldq + 256 * sb + 64 * c + 4 * t;
+                    acc[r][0] = simd_r16_dot(acc[r][0], lo, _mm512_set1_epi32(simd_r16_word(x)));
+                    acc[r][1] = simd_r16_dot(acc[r][1], hi,
+                                             _mm512_set1_epi32(simd_r16_word(x + 32)));
+                }
+            }
+            for (int h = 0; h < 2; h++) {
+                int j = 2 * c + h;
+                __m512 f0 = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                    _mm_loadu_si128((const __m128i *)(blk + SIMD_R16K_SC + 16 * j)))));
+                __m512 f1 = _mm512_mul_ps(mv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                    _mm_loadu_si128((const __m128i *)(blk + SIMD_R16K_MN + 16 * j)))));
+                for (int r = 0; r < mr; r++) {
+                    int64_t b = r * ldb + 8 * sb + j;
+                    __m512 dx = _mm512_set1_ps(xd[b]);
+                    accf[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][h]), _mm512_mul_ps(f0, dx),
+                                              accf[r]);
+                    accf[r] = _mm512_fnmadd_ps(_mm512_mul_ps(f1, dx), _mm512_set1_ps((float)xs[b]),
+                                               accf[r]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        _mm512_storeu_ps(out + 16 * r, accf[r]);
+}
 #elif SIMD_L == 8 && defined(__AVX2__)
 /* Two 8-column halves, one or two rows at a time (16 registers). Q8_0 as |q| against x with
  * q's sign (vpsignb): pair sums below 2^15 as with AVX-512 BW. */
@@ -275,6 +350,88 @@ SIMD_INLINE void simd_r16_tile(enum kern_dtype dt, int mr, const int8_t *xq, con
         simd_r16_rows(dt, 1, xq + r * ldq, xd + r * ldb, xs + r * ldb, ldq, ldb, wg, nb,
                       out + 16 * r);
 }
+
+/* Q4_K_R16 as the AVX-512 build does it, one 8-column half and one or two rows at a time. */
+SIMD_INLINE void simd_r16k_rows(int q5, int mr, const int8_t *xq, const float *xd, const int32_t *xs,
+                                int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nsb,
+                                float *out)
+{
+    const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 accf[2][2];
+    for (int r = 0; r < mr; r++)
+        accf[r][0] = accf[r][1] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *blk = wg + sb * simd_r16k_bytes(q5);
+        for (int h = 0; h < 2; h++) {
+            __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+            __m256 mv = _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(blk + SIMD_R16K_DMIN + 16 * h)));
+            for (int c = 0; c < 4; c++) {
+                __m256i acc[2][2];
+                for (int r = 0; r < mr; r++)
+                    acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+                for (int t = 0; t < 8; t++) {
+                    __m256i v = _mm256_loadu_si256(
+                        (const __m256i *)(blk + SIMD_R16K_Q + 64 * (8 * c + t) + 32 * h));
+                    __m256i lo = _mm256_and_si256(v, nib);
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                    if (q5) {
+                        __m256i qh = _mm256_loadu_si256(
+                            (const __m256i *)(blk + SIMD_R16K_QH + 64 * t + 32 * h));
+                        const __m256i b4 = _mm256_set1_epi8(0x10);
+                        __m256i hl = 2 * c <= 4
+                                         ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - 2 * c))
+                                         : _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c - 4));
+                        __m256i hh = 2 * c + 1 <= 4
+                                         ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(3 - 2 * c))
+                                         : _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c - 3));
+                        lo = _mm256_or_si256(lo, _mm256_and_si256(hl, b4));
+                        hi = _mm256_or_si256(hi, _mm256_and_si256(hh, b4));
+                    }
+                    for (int r = 0; r < mr; r++) {
+                        const int8_t *x = xq + r * ldq + 256 * sb + 64 * c + 4 * t;
+                        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(lo, _mm256_set1_epi32(simd_r16_word(x))), ones));
+                        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(hi, _mm256_set1_epi32(simd_r16_word(x + 32))),
+                            ones));
+                    }
+                }
+                for (int u = 0; u < 2; u++) {
+                    int j = 2 * c + u;
+                    __m256 f0 = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                        _mm_loadl_epi64((const __m128i *)(blk + SIMD_R16K_SC + 16 * j + 8 * h)))));
+                    __m256 f1 = _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                        _mm_loadl_epi64((const __m128i *)(blk + SIMD_R16K_MN + 16 * j + 8 * h)))));
+                    for (int r = 0; r < mr; r++) {
+                        int64_t b = r * ldb + 8 * sb + j;
+                        __m256 dx = _mm256_set1_ps(xd[b]);
+                        accf[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][u]),
+                                                     _mm256_mul_ps(f0, dx), accf[r][h]);
+                        accf[r][h] = _mm256_fnmadd_ps(_mm256_mul_ps(f1, dx),
+                                                      _mm256_set1_ps((float)xs[b]), accf[r][h]);
+                    }
+                }
+            }
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int h = 0; h < 2; h++)
+            _mm256_storeu_ps(out + 16 * r + 8 * h, accf[r][h]);
+}
+
+SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *xd, const int32_t *xs,
+                                int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nsb,
+                                float *out)
+{
+    int r = 0;
+    for (; r + 2 <= mr; r += 2)
+        simd_r16k_rows(q5, 2, xq + r * ldq, xd + r * ldb, xs + r * ldb, ldq, ldb, wg, nsb,
+                       out + 16 * r);
+    if (r < mr)
+        simd_r16k_rows(q5, 1, xq + r * ldq, xd + r * ldb, xs + r * ldb, ldq, ldb, wg, nsb,
+                       out + 16 * r);
+}
 #else
 /* Portable: plain integer loops, one row at a time. */
 SIMD_INLINE void simd_r16_tile(enum kern_dtype dt, int mr, const int8_t *xq, const float *xd,
@@ -312,6 +469,41 @@ SIMD_INLINE void simd_r16_tile(enum kern_dtype dt, int mr, const int8_t *xq, con
         memcpy(out + 16 * r, accf, sizeof accf);
     }
 }
+
+SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *xd, const int32_t *xs,
+                                int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nsb,
+                                float *out)
+{
+    for (int r = 0; r < mr; r++) {
+        float accf[KERN_R16] = {0};
+        for (int64_t sb = 0; sb < nsb; sb++) {
+            const uint8_t *blk = wg + sb * simd_r16k_bytes(q5);
+            const int8_t *x = xq + r * ldq + 256 * sb;
+            for (int j = 0; j < 8; j++) {
+                int c = j / 2, shift = 4 * (j % 2);
+                int64_t b = r * ldb + 8 * sb + j;
+                for (int col = 0; col < KERN_R16; col++) {
+                    int32_t sum = 0;
+                    for (int t = 0; t < 8; t++)
+                        for (int e = 0; e < 4; e++) {
+                            int w = (blk[SIMD_R16K_Q + 64 * (8 * c + t) + 4 * col + e] >> shift) & 15;
+                            if (q5)
+                                w |= ((blk[SIMD_R16K_QH + 64 * t + 4 * col + e] >> j) & 1) << 4;
+                            sum += w * x[32 * j + 4 * t + e];
+                        }
+                    float f0 = kern_f16_to_f32((uint16_t)(blk[2 * col] | (blk[2 * col + 1] << 8))) *
+                               (float)blk[SIMD_R16K_SC + 16 * j + col];
+                    float f1 = kern_f16_to_f32((uint16_t)(blk[SIMD_R16K_DMIN + 2 * col] |
+                                                          (blk[SIMD_R16K_DMIN + 2 * col + 1] << 8))) *
+                               (float)blk[SIMD_R16K_MN + 16 * j + col];
+                    accf[col] += (f0 * xd[b]) * (float)sum;
+                    accf[col] -= (f1 * xd[b]) * (float)xs[b];
+                }
+            }
+        }
+        memcpy(out + 16 * r, accf, sizeof accf);
+    }
+}
 #endif
 
 /* simd_r16_tile with mr made a compile-time constant. */
@@ -319,6 +511,24 @@ SIMD_INLINE void simd_r16_body(enum kern_dtype dt, const int8_t *xq, const float
                                const int32_t *xs, int64_t ldq, int64_t ldb, const uint8_t *wg,
                                int64_t nb, float *out, int mr)
 {
+    if (dt == KERN_DTYPE_Q4_K_R16 || dt == KERN_DTYPE_Q5_K_R16) { /* nb / 8 super-blocks */
+        const int q5 = dt == KERN_DTYPE_Q5_K_R16;
+        switch (mr) {
+        case 1:
+            simd_r16k_tile(q5, 1, xq, xd, xs, ldq, ldb, wg, nb / 8, out);
+            break;
+        case 2:
+            simd_r16k_tile(q5, 2, xq, xd, xs, ldq, ldb, wg, nb / 8, out);
+            break;
+        case 3:
+            simd_r16k_tile(q5, 3, xq, xd, xs, ldq, ldb, wg, nb / 8, out);
+            break;
+        default:
+            simd_r16k_tile(q5, 4, xq, xd, xs, ldq, ldb, wg, nb / 8, out);
+            break;
+        }
+        return;
+    }
     switch (mr) {
     case 1:
         simd_r16_tile(dt, 1, xq, xd, xs, ldq, ldb, wg, nb, out);

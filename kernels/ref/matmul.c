@@ -30,8 +30,8 @@ int kern_ref_matmul_check(const struct kern_matmul_params *p)
     return KERN_OK;
 }
 
-/* Block b of row j of an R16 matrix of k columns: the address of the 16 rows' block b, and
- * the row's place r in its group. */
+/* Block b of row j of a Q8_0_R16 or Q4_0_R16 matrix of k columns: the address of the 16
+ * rows' block b, and the row's place r in its group. */
 static const uint8_t *r16_block(const struct kern_matmul_params *p, int64_t j, int64_t b, int *r)
 {
     enum kern_dtype base = kern_dtype_r16_base(p->w_dtype);
@@ -60,17 +60,87 @@ static int r16_value(int q4, const uint8_t *blk, int r, int t)
     return (t < 16 ? byte & 15 : byte >> 4) - 8;
 }
 
-/* The int8 dot of the R16 formats. The quantized x row (k int8 and k / 32 scales) lives in
- * one scratch buffer, so that each row is rounded once. */
+/* Q4_K_R16 (ops.h): a group's super-block is KERN_R16 * KERN_Q4_K_R16_ROW_BYTES bytes, the
+ * rows' fp16 d, their fp16 dmin, the scales and the mins of sub-blocks 0..7 as bytes (16 per
+ * sub-block), then the nibbles in pieces of 4 bytes, piece p holding bytes 4p .. 4p + 3 of
+ * each row's 128. These are the offsets of those parts. */
+#define Q4K_DMIN (2 * KERN_R16)
+#define Q4K_SCALES (4 * KERN_R16)
+#define Q4K_MINS (Q4K_SCALES + 8 * KERN_R16)
+#define Q4K_QS (Q4K_MINS + 8 * KERN_R16)
+/* Q5_K_R16: the same, then the fifth bits: piece t holds bytes 4t .. 4t + 3 of each row's 32
+ * qh bytes (bit s of qh[l] belongs to sub-block s's value l). */
+#define Q5K_QH (Q4K_QS + KERN_R16 * KERN_QKBLOCK / 2)
+
+/* Super-block sb of row j's group (Q4_K_R16 or Q5_K_R16). */
+static const uint8_t *q4k_superblock(const struct kern_matmul_params *p, int64_t j, int64_t sb)
+{
+    const size_t sb_bytes = KERN_R16 * (p->w_dtype == KERN_DTYPE_Q5_K_R16
+                                            ? KERN_Q5_K_R16_ROW_BYTES
+                                            : KERN_Q4_K_R16_ROW_BYTES);
+    return (const uint8_t *)p->w +
+           ((size_t)(j / KERN_R16) * (size_t)(p->k / KERN_QKBLOCK) + (size_t)sb) * sb_bytes;
+}
+
+/* Row r's f0 = d * scale (min != 0: f1 = dmin * min) of sub-block s: an exact fp32 product. */
+static float q4k_factor(const uint8_t *sb, int r, int s, int min)
+{
+    const uint8_t *h = sb + (min ? Q4K_DMIN : 0) + 2 * r;
+    return kern_f16_to_f32((uint16_t)(h[0] | (h[1] << 8))) *
+           (float)sb[(min ? Q4K_MINS : Q4K_SCALES) + s * KERN_R16 + r];
+}
+
+/* Row r's quant t (0..15) of sub-block s: the nibble (low for an even s, high for an odd one)
+ * of Q4_K byte 32 (s / 2) + t, which is byte t % 4 of piece 8 (s / 2) + t / 4. */
+static int q4k_quant(const uint8_t *sb, int r, int s, int t)
+{
+    int byte = sb[Q4K_QS + (8 * (s / 2) + t / 4) * 4 * KERN_R16 + r * 4 + t % 4];
+    return s % 2 ? byte >> 4 : byte & 15;
+}
+
+/* Q5_K_R16's fifth bit of row r's value t of sub-block s, as 16 or 0. */
+static int q5k_high(const uint8_t *sb, int r, int s, int t)
+{
+    return ((sb[Q5K_QH + (t / 4) * 4 * KERN_R16 + r * 4 + t % 4] >> s) & 1) << 4;
+}
+
+/* Block b's term of row j against an x block rounded to q (scale d, sum of q xsum), in fp64:
+ * Q8_0 / Q4_0 (dw * d) * s; Q4_K, Q5_K (f0 * d) * s - (f1 * d) * xsum. Each fp32 product of two
+ * factors is one rounding; its product with an integer (|s| < 2^20) is exact in fp64. */
+static double r16_term(const struct kern_matmul_params *p, int64_t j, int64_t b,
+                       const int8_t *q, float d, int32_t xsum)
+{
+    int64_t s = 0;
+    if (p->w_dtype == KERN_DTYPE_Q4_K_R16 || p->w_dtype == KERN_DTYPE_Q5_K_R16) {
+        const uint8_t *sb = q4k_superblock(p, j, b / 8);
+        const int r = (int)(j % KERN_R16), sub = (int)(b % 8);
+        const int q5 = p->w_dtype == KERN_DTYPE_Q5_K_R16;
+        for (int t = 0; t < KERN_QBLOCK; t++)
+            s += (int64_t)(q4k_quant(sb, r, sub, t) | (q5 ? q5k_high(sb, r, sub, t) : 0)) * q[t];
+        float f0 = q4k_factor(sb, r, sub, 0) * d, f1 = q4k_factor(sb, r, sub, 1) * d;
+        return (double)f0 * (double)s - (double)f1 * (double)xsum;
+    }
+    const int q4 = p->w_dtype == KERN_DTYPE_Q4_0_R16;
+    int r;
+    const uint8_t *blk = r16_block(p, j, b, &r);
+    for (int t = 0; t < KERN_QBLOCK; t++)
+        s += (int64_t)r16_value(q4, blk, r, t) * q[t];
+    float f = r16_scale(blk, r) * d; /* one fp32 rounding */
+    return (double)f * (double)s;
+}
+
+/* The int8 dot of the R16 formats. The quantized x row (k int8, and k / 32 scales and sums of
+ * q) lives in scratch buffers, so that each row is rounded once. */
 static int matmul_r16(const struct kern_matmul_params *p)
 {
-    const int q4 = kern_dtype_r16_base(p->w_dtype) == KERN_DTYPE_Q4_0;
     const int64_t n_blocks = p->k / KERN_QBLOCK;
     int8_t *xq = malloc((size_t)p->k + 1);
     float *xd = malloc((size_t)n_blocks * sizeof *xd + 1);
-    if (!xq || !xd) {
+    int32_t *xsum = malloc((size_t)n_blocks * sizeof *xsum + 1);
+    if (!xq || !xd || !xsum) {
         free(xq);
         free(xd);
+        free(xsum);
         return KERN_ERR_NOMEM;
     }
     for (int64_t i = 0; i < p->m; i++) {
@@ -84,25 +154,18 @@ static int matmul_r16(const struct kern_matmul_params *p)
                 y[j] = NAN;
             continue;
         }
-        int32_t sum; /* the block's sum of q: not needed here */
         for (int64_t b = 0; b < n_blocks; b++)
-            xd[b] = kern_x8_block(x + b * KERN_QBLOCK, xq + b * KERN_QBLOCK, &sum);
+            xd[b] = kern_x8_block(x + b * KERN_QBLOCK, xq + b * KERN_QBLOCK, &xsum[b]);
         for (int64_t j = 0; j < p->n; j++) {
             double acc = p->accumulate ? (double)y[j] : 0.0;
-            for (int64_t b = 0; b < n_blocks; b++) {
-                int r;
-                const uint8_t *blk = r16_block(p, j, b, &r);
-                int64_t s = 0;
-                for (int t = 0; t < KERN_QBLOCK; t++)
-                    s += (int64_t)r16_value(q4, blk, r, t) * xq[b * KERN_QBLOCK + t];
-                float f = r16_scale(blk, r) * xd[b]; /* one fp32 rounding */
-                acc += (double)f * (double)s;
-            }
+            for (int64_t b = 0; b < n_blocks; b++)
+                acc += r16_term(p, j, b, xq + b * KERN_QBLOCK, xd[b], xsum[b]);
             y[j] = (float)acc;
         }
     }
     free(xq);
     free(xd);
+    free(xsum);
     return KERN_OK;
 }
 
@@ -112,8 +175,13 @@ int kern_ref_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p)
     int rc = kern_ref_matmul_check(p);
     if (rc)
         return rc;
-    if (kern_dtype_is_r16(p->w_dtype))
+    if (kern_dtype_is_r16(p->w_dtype)) {
+        /* An R16 format of ops.h not written out here (yet) is refused, not read as another. */
+        if (p->w_dtype != KERN_DTYPE_Q8_0_R16 && p->w_dtype != KERN_DTYPE_Q4_0_R16 &&
+            p->w_dtype != KERN_DTYPE_Q4_K_R16 && p->w_dtype != KERN_DTYPE_Q5_K_R16)
+            return KERN_ERR_UNSUPPORTED;
         return matmul_r16(p);
+    }
     for (int64_t i = 0; i < p->m; i++) {
         for (int64_t j = 0; j < p->n; j++) {
             double acc = p->accumulate ? (double)p->y[i * p->ldy + j] : 0.0;

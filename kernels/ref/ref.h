@@ -20,7 +20,8 @@ extern "C" { /* the CUDA backend (C++) shares the argument checks below */
 int kern_ref_embed(struct kern_ctx *ctx, const struct kern_embed_params *p);
 int kern_ref_rmsnorm(struct kern_ctx *ctx, const struct kern_rmsnorm_params *p);
 /* Also KERN_ERR_NOMEM (nothing written) for the R16 formats when the scratch of one
- * quantized x row cannot be had. */
+ * quantized x row cannot be had, and KERN_ERR_UNSUPPORTED for an R16 format other than
+ * Q8_0_R16, Q4_0_R16 and Q4_K_R16. */
 int kern_ref_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p);
 int kern_ref_rope(struct kern_ctx *ctx, const struct kern_rope_params *p);
 int kern_ref_kv_write(struct kern_ctx *ctx, const struct kern_kv_write_params *p);

@@ -1,8 +1,9 @@
 /* Tests engine/model_quant.c's int8_dot (--int8-activations) on the fixture models: the dense
  * matrices in the R16 layout holding exactly the plain quantization's bytes (or a GGUF file's,
- * moved), the experts and K-quant matrices untouched, the refusal without Q8_0 / Q4_0
- * matrices, and the forward pass: finite logits near the plain path's on the cpu backend, and
- * the ref backend's equal to the cpu backend's. Not a test of the int8 matmul itself
+ * moved; Q4_K's and Q5_K's with their scales unpacked), the experts and Q6_K matrices
+ * untouched, the refusal without Q8_0 / Q4_0 / Q4_K / Q5_K matrices, and the forward pass:
+ * finite logits near the plain path's on the cpu backend, and the ref backend's equal to the
+ * cpu backend's. Not a test of the int8 matmul itself
  * (tests/kernels checks it op by op). Usage: test_model_quant FIXTURES_DIR */
 #include <math.h>
 #include <stdbool.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
 #include "kv_cache.h"
 #include "model.h"
 #include "models/phi3.h"
@@ -109,6 +111,41 @@ static void unpack_r16(const uint8_t *src, enum kern_dtype r16, int64_t rows, in
     }
 }
 
+/* Q4_K_R16 / Q5_K_R16 (q5) against its plain rows, from ops.h's layout: per group of 16 rows
+ * and super-block, the d and dmin bytes, the scales and mins unpacked (kern_k_scale_min of the
+ * plain block), the nibble pieces, Q5_K's qh pieces; padding rows all zero. */
+static bool kq_r16_matches(int q5, const uint8_t *src, const uint8_t *plain, int64_t rows,
+                           int64_t k)
+{
+    const int64_t nsb = k / KERN_QKBLOCK, n_padded = (rows + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+    const size_t sb_bytes =
+        (size_t)KERN_R16 * (q5 ? KERN_Q5_K_R16_ROW_BYTES : KERN_Q4_K_R16_ROW_BYTES);
+    const size_t sb_in = q5 ? KERN_Q5_K_BLOCK_BYTES : KERN_Q4_K_BLOCK_BYTES, qs = q5 ? 48 : 16;
+    bool ok = true;
+    for (int64_t j = 0; j < n_padded; j++) {
+        size_t r = (size_t)(j % KERN_R16);
+        for (int64_t s = 0; s < nsb; s++) {
+            const uint8_t *g = src + (size_t)((j / KERN_R16) * nsb + s) * sb_bytes;
+            static const uint8_t zero[KERN_Q5_K_BLOCK_BYTES];
+            const uint8_t *b = j < rows ? plain + (size_t)(j * nsb + s) * sb_in : zero;
+            ok = ok && memcmp(g + 2 * r, b, 2) == 0 && memcmp(g + 32 + 2 * r, b + 2, 2) == 0;
+            for (int sub = 0; sub < 8; sub++) {
+                int sc = 0, mn = 0;
+                if (j < rows)
+                    kern_k_scale_min(b + 4, sub, &sc, &mn);
+                ok = ok && g[64 + 16 * sub + r] == sc && g[192 + 16 * sub + r] == mn;
+            }
+            for (int c = 0; c < 4; c++)
+                for (int t = 0; t < 8; t++)
+                    ok = ok && memcmp(g + 320 + 64 * (8 * c + t) + 4 * r, b + qs + 32 * c + 4 * t,
+                                      4) == 0;
+            for (int t = 0; q5 && t < 8; t++)
+                ok = ok && memcmp(g + 2368 + 64 * t + 4 * r, b + 16 + 4 * t, 4) == 0;
+        }
+    }
+    return ok;
+}
+
 /* Checks that w (in the int8 model) is the R16 form of plain (the same matrix in the plain
  * model, `rows` rows of k): dtype, size, and every byte of every row, padding zero. */
 static void check_interleaved(const char *what, const struct eng_weight *w,
@@ -124,6 +161,12 @@ static void check_interleaved(const char *what, const struct eng_weight *w,
     CHECK(w->n_bytes == (size_t)kern_dtype_matrix_bytes(r16, rows, k),
           "%s: %zu bytes, kern_dtype_matrix_bytes says %lld", what, w->n_bytes,
           (long long)kern_dtype_matrix_bytes(r16, rows, k));
+    if (r16 == KERN_DTYPE_Q4_K_R16 || r16 == KERN_DTYPE_Q5_K_R16) {
+        CHECK(kq_r16_matches(r16 == KERN_DTYPE_Q5_K_R16, w->data, plain->data, rows, k),
+              "%s: the interleaved rows are not the plain %s blocks (or padding not zero)", what,
+              kern_dtype_name(plain->dtype));
+        return;
+    }
     uint8_t *un = tu_xcalloc(plain->n_bytes, 1);
     bool pad_ok;
     unpack_r16(w->data, r16, rows, k, un, &pad_ok);
@@ -243,7 +286,7 @@ static void test_refusal(void)
     const void *data = m->layers[0].qkv.data;
     CHECK(eng_model_quantize(m, ENG_QUANT_NONE, true, 0, err, sizeof err) == -1,
           "int8 on a %s model without quantization succeeded", kern_dtype_name(before));
-    CHECK(strstr(err, "int8 activations need Q8_0 or Q4_0 weight matrices") &&
+    CHECK(strstr(err, "int8 activations need Q8_0, Q4_0, Q4_K or Q5_K weight matrices") &&
               strstr(err, "--quantization q8_0|q4_0"),
           "message '%s'", err);
     CHECK(!m->int8_dot && !m->quant_data && m->layers[0].qkv.dtype == before &&
@@ -256,9 +299,20 @@ static void test_refusal(void)
     eng_model_destroy(m);
 }
 
-/* GGUF files: int8 without quantization moves a Q8_0 / Q4_0 file's matrices into the R16
- * layout byte for byte; K-quant matrices stay as stored, and the one matrix converted to Q8_0
- * at load is interleaved (and its converted buffer freed). With q8_0, the K matrices are
+/* Dense matrices of m in dtype dt. */
+static int count_dtype(struct eng_model *m, enum kern_dtype dt)
+{
+    struct dense d[MAX_DENSE];
+    int n = dense_of(m, d), c = 0;
+    for (int i = 0; i < n; i++)
+        c += d[i].w->dtype == dt;
+    return c;
+}
+
+/* GGUF files: int8 without quantization moves a Q8_0 / Q4_0 / Q4_K file's matrices into the
+ * R16 layout byte for byte (Q4_K's and Q5_K's scales unpacked); Q6_K matrices stay as stored,
+ * and the one matrix converted to Q8_0 at load is interleaved (and its converted buffer
+ * freed). With q8_0, the K matrices are
  * requantized and interleaved: the plain q8_0 bytes. */
 static void test_gguf(void)
 {
@@ -284,7 +338,14 @@ static void test_gguf(void)
                   (long long)k);
         }
         if (strstr(files[i][1], "kmix")) {
-            CHECK(n_r16 < n, "%s: the K-quant matrices were interleaved too", what);
+            /* Q4_K and Q5_K matrices interleaved (counted above), Q6_K as stored */
+            CHECK(n_r16 < n, "%s: the Q6_K matrices were interleaved too", what);
+            CHECK(count_dtype(b, KERN_DTYPE_Q5_K_R16) > 0 && count_dtype(b, KERN_DTYPE_Q5_K) == 0,
+                  "%s: %d q5_k_r16 and %d q5_k matrices", what, count_dtype(b, KERN_DTYPE_Q5_K_R16),
+                  count_dtype(b, KERN_DTYPE_Q5_K));
+            CHECK(count_dtype(b, KERN_DTYPE_Q4_K_R16) > 0 && count_dtype(b, KERN_DTYPE_Q4_K) == 0,
+                  "%s: %d q4_k_r16 and %d q4_k matrices", what, count_dtype(b, KERN_DTYPE_Q4_K_R16),
+                  count_dtype(b, KERN_DTYPE_Q4_K));
             /* its Q5_0 matrix was converted to Q8_0 at load: that buffer is gone now */
             int64_t freed = 0;
             for (int64_t k = 0; k < b->n_gguf_bufs; k++)

@@ -5,8 +5,9 @@
  * real sizes: scripts/make_bench_model.py writes a Phi-3-mini-shaped one). With a second model
  * path instead it compares the two models the same way (e.g. two GGUF files of one model in
  * different formats: scripts/make_bench_gguf.py). With q8_0+int8 or q4_0+int8 both copies are
- * quantized so, the second with int8 activations (--int8-activations).
- * Usage: bench_generate [MODEL] [PROMPT_LEN] [NEW_TOKENS] [q8_0|q4_0[+int8]|OTHER_MODEL] */
+ * quantized so, the second with int8 activations (--int8-activations); with int8 alone, the
+ * model as loaded against a copy with int8 activations (e.g. a Q4_K_M GGUF file).
+ * Usage: bench_generate [MODEL] [PROMPT_LEN] [NEW_TOKENS] [q8_0|q4_0[+int8]|int8|OTHER_MODEL] */
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
@@ -145,8 +146,10 @@ int main(int argc, char **argv)
             memcpy(name, argv[4], len - 5);
         int is_quant = eng_quant_parse(int8 ? name : argv[4], &quant) == 0 &&
                        quant != ENG_QUANT_NONE;
-        int rc = bench_pair(dir, m, is_quant ? NULL : argv[4], quant, int8 && is_quant, prompt,
-                            n_prompt, n_new);
+        /* "int8": the model as loaded against itself with int8 activations */
+        bool as_loaded = strcmp(argv[4], "int8") == 0;
+        int rc = bench_pair(dir, m, is_quant || as_loaded ? NULL : argv[4], quant,
+                            (int8 && is_quant) || as_loaded, prompt, n_prompt, n_new);
         free(prompt);
         eng_model_destroy(m);
         return rc;

@@ -531,9 +531,12 @@ int main(int argc, char **argv)
          (eng_quant_parse(qname, &quant) != 0 || quant == ENG_QUANT_NONE))) {
         fprintf(stderr, "usage: test_golden MODEL_DIR ref|cpu [q8_0|q4_0] [gguf=FILE]\n"
                         "       test_golden MODEL_DIR ref|cpu q8_0+int8|q4_0+int8\n"
-                        "       test_golden MODEL_DIR ref|cpu golden=NAME gguf=FILE\n");
+                        "       test_golden MODEL_DIR ref|cpu golden=NAME[_int8] gguf=FILE\n");
         return 2;
     }
+    /* golden=NAME_int8 gguf=FILE: the file as loaded with --int8-activations */
+    if (gname && strlen(gname) > 5 && strcmp(gname + strlen(gname) - 5, "_int8") == 0)
+        int8 = true;
     if (int8) {
         int8_cap = 256;
         int8_errs = malloc(int8_cap * sizeof *int8_errs);
@@ -542,7 +545,7 @@ int main(int argc, char **argv)
     enum kern_dtype qdt = quant == ENG_QUANT_Q4_0 ? KERN_DTYPE_Q4_0 : KERN_DTYPE_Q8_0;
     char gdir[64];
     snprintf(gdir, sizeof gdir, nargs == 4 ? "golden/%s%s" : "golden",
-             gname ? gname : nargs == 4 ? qname : argv[nargs - 1], int8 ? "_int8" : "");
+             gname ? gname : nargs == 4 ? qname : argv[nargs - 1], int8 && !gname ? "_int8" : "");
     char err[512];
     struct eng_model *m = NULL;
     const char *src = gguf ? gguf : argv[1];
@@ -557,7 +560,20 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (int8) {
+    if (int8 && gguf && eng_model_quantize(m, ENG_QUANT_NONE, true, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "int8 %s: %s\n", gguf, err);
+        return 1;
+    }
+    if (int8 && gguf) {
+        /* the K formats with an R16 form took it (kmix holds both) */
+        CHECK(m->int8_dot && count_in_dtype(m, KERN_DTYPE_Q4_K) == 0 &&
+                  count_in_dtype(m, KERN_DTYPE_Q5_K) == 0 &&
+                  count_in_dtype(m, KERN_DTYPE_Q4_K_R16) > 0 &&
+                  count_in_dtype(m, KERN_DTYPE_Q5_K_R16) > 0,
+              "%s: %d q4_k, %d q5_k, %d q4_k_r16, %d q5_k_r16 matrices", gguf,
+              count_in_dtype(m, KERN_DTYPE_Q4_K), count_in_dtype(m, KERN_DTYPE_Q5_K),
+              count_in_dtype(m, KERN_DTYPE_Q4_K_R16), count_in_dtype(m, KERN_DTYPE_Q5_K_R16));
+    } else if (int8) {
         /* The R16 layout and its bytes are test_model_quant's; here, that the dense matrices
          * took it and the experts did not. */
         enum kern_dtype r16 = kern_dtype_r16_of(qdt);

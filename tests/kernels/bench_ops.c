@@ -296,10 +296,12 @@ static const int64_t ms[2] = {1, 128};
  * measured here). */
 static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, struct kt_rng *rng)
 {
-    enum { NV = 8 };
-    static const enum kern_dtype vdt[NV] = {KERN_DTYPE_BF16, KERN_DTYPE_Q8_0, KERN_DTYPE_Q4_0,
-                                            KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16,
-                                            KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K};
+    enum { NV = 9 };
+    static const enum kern_dtype vdt[NV] = {KERN_DTYPE_BF16,     KERN_DTYPE_Q8_0,
+                                            KERN_DTYPE_Q4_0,     KERN_DTYPE_Q8_0_R16,
+                                            KERN_DTYPE_Q4_0_R16, KERN_DTYPE_Q4_K,
+                                            KERN_DTYPE_Q4_K_R16, KERN_DTYPE_Q5_K,
+                                            KERN_DTYPE_Q6_K};
     struct kern_ops cpu = *ops;
     /* Every format on the same x and shapes, timed in turn (three rounds each, the best kept)
      * so that the neighbours' load hits all. Decode (m = 1) reads W once, so its speed is
@@ -332,7 +334,9 @@ static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, st
             if (kern_dtype_block_elems(vdt[v]) == KERN_QKBLOCK)
                 kt_fill(rng, w[v], vdt[v], n * k, -1.0f, 1.0f);
             else if (kern_dtype_is_r16(vdt[v])) { /* after its plain format (vdt's order) */
-                int base = vdt[v] == KERN_DTYPE_Q8_0_R16 ? 1 : 2;
+                int base = 0;
+                while (vdt[base] != kern_dtype_r16_base(vdt[v]))
+                    base++;
                 if (kern_repack(w[base], vdt[base], n, k, w[v]) != KERN_OK) {
                     printf("repack failed\n");
                     return;

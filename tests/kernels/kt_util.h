@@ -206,18 +206,42 @@ static inline void kt_x8_row(const float *x, int64_t k, int8_t *q, float *d)
         d[b] = kt_x8_block(x + b * KERN_QBLOCK, q + b * KERN_QBLOCK);
 }
 
-/* Row j of a plain Q8_0 or Q4_0 matrix [*, k] (the source of an R16 one) against an x row
- * rounded by kt_x8_row: *sum = sum over blocks of (double)(dw * d) * s in fp64, block by
- * block, and *mag = the same sum of magnitudes |(dw * d) * s|, the scale of every rounding
- * error. */
+/* Row j of a plain Q8_0, Q4_0, Q4_K or Q5_K matrix [*, k] (the source of an R16 one) against an
+ * x row rounded by kt_x8_row: *sum = sum over blocks of (double)(dw * d) * s in fp64 (Q4_K, Q5_K:
+ * of (double)(f0 * d) * s - (double)(f1 * d) * x_s, x_s the block's sum of q), block by
+ * block, and *mag = the same sum of magnitudes |(dw * d) * s| (Q4_K: of both products), the
+ * scale of every rounding error. */
 static inline void kt_r16_dot(const int8_t *q, const float *d, const void *w,
                               enum kern_dtype base, int64_t j, int64_t k, double *sum,
                               double *mag)
 {
-    const int64_t bb = base == KERN_DTYPE_Q4_0 ? KERN_Q4_0_BLOCK_BYTES : KERN_Q8_0_BLOCK_BYTES;
-    const uint8_t *row = (const uint8_t *)w + j * (k / KERN_QBLOCK) * bb;
     *sum = 0.0;
     *mag = 0.0;
+    if (base == KERN_DTYPE_Q4_K || base == KERN_DTYPE_Q5_K) {
+        /* Block b is sub-block b % 8 of super-block b / 8, its quants and factors as dtype.h
+         * decodes them from the plain super-block. */
+        const int bits = kern_dtype_kq_bits(base);
+        const int64_t sbb = kern_dtype_row_bytes(base, KERN_QKBLOCK);
+        const uint8_t *row = (const uint8_t *)w + j * (k / KERN_QKBLOCK) * sbb;
+        for (int64_t b = 0; b < k / KERN_QBLOCK; b++) {
+            const uint8_t *sb = row + (b / 8) * sbb;
+            const int8_t *qb = q + b * KERN_QBLOCK;
+            const int sub = (int)(b % 8);
+            int64_t s = 0, xs = 0;
+            for (int t = 0; t < KERN_QBLOCK; t++) {
+                s += (int64_t)kern_kq_quant(bits, sb, 32 * sub + t) * qb[t];
+                xs += qb[t];
+            }
+            float f0, f1;
+            kern_kq_factors(bits, sb, sub, &f0, &f1);
+            const float a = f0 * d[b], c = f1 * d[b];
+            *sum += (double)a * (double)s - (double)c * (double)xs;
+            *mag += fabs((double)a * (double)s) + fabs((double)c * (double)xs);
+        }
+        return;
+    }
+    const int64_t bb = base == KERN_DTYPE_Q4_0 ? KERN_Q4_0_BLOCK_BYTES : KERN_Q8_0_BLOCK_BYTES;
+    const uint8_t *row = (const uint8_t *)w + j * (k / KERN_QBLOCK) * bb;
     for (int64_t b = 0; b < k / KERN_QBLOCK; b++) {
         const uint8_t *blk = row + b * bb;
         const int8_t *qb = q + b * KERN_QBLOCK;
@@ -235,16 +259,20 @@ static inline void kt_r16_dot(const int8_t *q, const float *d, const void *w,
     }
 }
 
-/* n rows of k values uniform in [lo, hi) in the R16 format dt (kt_fill's base-format
- * quantization, then kern_repack); the base-format rows go to plain (n * k elements of
- * kern_dtype_r16_base(dt)) for the tests' own sums. */
+/* n rows of k values in the R16 format dt: kt_fill's base-format rows (Q8_0 / Q4_0: values
+ * uniform in [lo, hi) quantized; Q4_K, Q5_K: random super-blocks of about that range), then
+ * kern_repack. The base-format rows go to plain (n * k elements of kern_dtype_r16_base(dt))
+ * for the tests' own sums. */
 static inline void kt_fill_r16(struct kt_rng *r, void *dst, void *plain, enum kern_dtype dt,
                                int64_t n, int64_t k, float lo, float hi)
 {
     enum kern_dtype base = kern_dtype_r16_base(dt);
     kt_fill(r, plain, base, n * k, lo, hi);
-    if (kern_repack(plain, base, n, k, dst) != KERN_OK)
+    if (kern_repack(plain, base, n, k, dst) != KERN_OK) {
+        fprintf(stderr, "kern_repack refused %s n=%lld k=%lld\n", kern_dtype_name(base),
+                (long long)n, (long long)k);
         abort();
+    }
 }
 
 static inline double kt_now(void)

@@ -183,7 +183,10 @@ static void check_matmul(struct kt_rng *rng, struct mm_case c, struct kern_ctx *
  * value rounded to the wrong integer moves y by |dw * d * w_t|, about S / (400 * blocks) for
  * these random rows (|w_t| near 64 against |s| near 24000 for Q8_0, 4 against 1500 for
  * Q4_0): 2.6e-5 S at k = 3072, 1e-5 S at k = 8192, so every wrong rounding shows up to k
- * = 3072 and a systematic one at every k. A non-finite x row must be NaN in every column. */
+ * = 3072 and a systematic one at every k. Q4_K_R16 has two products per block, (f0 * d) * s
+ * and (f1 * d) * x_s, and S sums the magnitudes of both; a wrong integer moves y by
+ * |(f0 * d) w_t - f1 * d|, about S / (700 * blocks) on kt_fill's random super-blocks: 1.5e-5 S
+ * at k = 3072. A non-finite x row must be NaN in every column. */
 static void check_matmul_r16(struct kt_rng *rng, struct mm_case c, struct kern_ctx **ctxs,
                              int n_ctx)
 {
@@ -369,12 +372,22 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {4, 40, 96, 0, 0, 0, 0, 1},    {3, 130, 32, 7, 0, 0, 1, 0},
         {5, 7, 0, 0, 1, 0, 1, 0},      {300, 1, 96, 0, 0, 0, 0, 1},
     };
-    for (int q4 = 0; q4 < 2; q4++)
+    static const enum kern_dtype r16_dts[4] = {KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16,
+                                               KERN_DTYPE_Q4_K_R16, KERN_DTYPE_Q5_K_R16};
+    for (int di = 0; di < 4; di++)
         for (size_t i = 0; i < sizeof r16 / sizeof r16[0]; i++) {
             struct mm_case c = r16[i];
-            c.dt = q4 ? KERN_DTYPE_Q4_0_R16 : KERN_DTYPE_Q8_0_R16;
+            c.dt = r16_dts[di];
+            if (kern_dtype_block_elems(kern_dtype_r16_base(c.dt)) == KERN_QKBLOCK)
+                /* whole super-blocks: 32, 96 -> 256, 1056 -> 1280 */
+                c.k = (c.k + KERN_QKBLOCK - 1) / KERN_QKBLOCK * KERN_QKBLOCK;
             check_matmul_r16(rng, c, ctxs, n_ctx);
         }
+    /* The K formats at two super-blocks, which the rounded list above lacks. */
+    const struct mm_case q4k_r16 = {5, 17, 512, 2, 1, KERN_DTYPE_Q4_K_R16, 1, 1};
+    const struct mm_case q5k_r16 = {5, 17, 512, 2, 1, KERN_DTYPE_Q5_K_R16, 0, 1};
+    check_matmul_r16(rng, q4k_r16, ctxs, n_ctx);
+    check_matmul_r16(rng, q5k_r16, ctxs, n_ctx);
     /* Phi-3 projections: mini qkv (3072 -> 9216) and down (8192 -> 3072), small qkv (4096),
      * medium qkv (5120 -> 7680), the lm head (3072 -> 32064); decode (m = 1) and a chunk
      * (m = 33). Only the pool context, and only when with_real: the reference dominates the
@@ -410,6 +423,12 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {5, 9216, 3072, 0, 0, KERN_DTYPE_Q4_0_R16, 0, 0},
         {1, 3072, 8192, 0, 0, KERN_DTYPE_Q4_0_R16, 0, 0},
         {5, 3072, 8192, 0, 0, KERN_DTYPE_Q4_0_R16, 1, 0},
+        {1, 9216, 3072, 0, 0, KERN_DTYPE_Q4_K_R16, 0, 0},
+        {5, 9216, 3072, 0, 0, KERN_DTYPE_Q4_K_R16, 1, 0},
+        {1, 3072, 8192, 0, 0, KERN_DTYPE_Q4_K_R16, 1, 0},
+        {5, 3072, 8192, 0, 0, KERN_DTYPE_Q4_K_R16, 0, 0},
+        {1, 9216, 3072, 0, 0, KERN_DTYPE_Q5_K_R16, 0, 0},
+        {5, 3072, 8192, 0, 0, KERN_DTYPE_Q5_K_R16, 1, 0},
     };
     for (size_t i = 0; i < sizeof real_r16 / sizeof real_r16[0]; i++)
         check_matmul_r16(rng, real_r16[i], pool_only, 1);
@@ -1500,8 +1519,8 @@ static void test_invalid(struct kern_ctx *ctx)
     for (int i = 0; i < 64; i++)
         x[i] = q[i] = 1.0f;
     struct kern_matmul_params good = {x, w, KERN_DTYPE_BF16, y, 2, 4, 8, 8, 4, 0};
-    struct kern_matmul_params bad[11];
-    for (int i = 0; i < 11; i++)
+    struct kern_matmul_params bad[12];
+    for (int i = 0; i < 12; i++)
         bad[i] = good;
     bad[0].ldx = 7;          /* ldx < k */
     bad[1].ldy = 3;          /* ldy < n */
@@ -1516,10 +1535,11 @@ static void test_invalid(struct kern_ctx *ctx)
     bad[8].w_dtype = KERN_DTYPE_Q8_0; /* k = 8: not whole blocks */
     bad[9].w_dtype = KERN_DTYPE_Q8_0_R16; /* the same for the R16 formats */
     bad[10].w_dtype = KERN_DTYPE_Q4_0_R16;
+    bad[11].w_dtype = KERN_DTYPE_Q4_K_R16;
     const struct kern_ops *tabs[2] = {&ref_ops, &cpu_ops};
     for (int t = 0; t < 2; t++) {
         CHECK(tabs[t]->matmul(ctx, &good) == KERN_OK, "%s matmul good call", tabs[t]->name);
-        for (int i = 0; i < 11; i++) {
+        for (int i = 0; i < 12; i++) {
             fill_f32(y, 64, 3.0f);
             CHECK(tabs[t]->matmul(ctx, &bad[i]) == KERN_ERR_INVALID, "%s matmul bad[%d] accepted",
                   tabs[t]->name, i);

@@ -1,10 +1,9 @@
 /* kern_quantize (kernels/quant.c) against hand-worked blocks: the scale rounded to fp16,
  * quotients rounded half away from zero and clamped, Q4_0's signed scale and nibble packing,
  * zero blocks, every source dtype, each element within half a step of its value, and every
- * input it must refuse; kern_repack byte for byte against an un-interleave written here. The
- * matmul kernels
- * that read the format are checked in test_ops.c; the whole quantized model in the golden
- * suite. */
+ * input it must refuse; kern_repack (Q8_0, Q4_0 and Q4_K) byte for byte against an
+ * un-interleave written here. The matmul kernels that read the formats are checked in
+ * test_ops.c; the whole quantized model in the golden suite. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -365,8 +364,9 @@ static void test_repack(void)
     CHECK(kern_repack(in, KERN_DTYPE_Q8_0, -1, B, out) == KERN_ERR_INVALID, "negative rows");
     CHECK(kern_repack(in, KERN_DTYPE_Q8_0, 1, -B, out) == KERN_ERR_INVALID, "negative k");
     static const enum kern_dtype not_from[] = {
-        KERN_DTYPE_F32, KERN_DTYPE_F16, KERN_DTYPE_BF16, KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K,
-        KERN_DTYPE_Q6_K, KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16, (enum kern_dtype)KERN_DTYPE_COUNT,
+        KERN_DTYPE_F32, KERN_DTYPE_F16, KERN_DTYPE_BF16, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K,
+        KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16, KERN_DTYPE_Q4_K_R16,
+        (enum kern_dtype)KERN_DTYPE_COUNT,
     };
     for (size_t i = 0; i < sizeof not_from / sizeof not_from[0]; i++)
         CHECK(kern_repack(in, not_from[i], 1, B, out) == KERN_ERR_INVALID, "repack from %s",
@@ -390,8 +390,208 @@ static void test_repack(void)
               kern_quantize(out, KERN_DTYPE_Q4_0_R16, 1, B, KERN_DTYPE_Q8_0, in) == KERN_ERR_INVALID,
           "kern_quantize took an r16 dtype");
     CHECK(strcmp(kern_dtype_name(KERN_DTYPE_Q8_0_R16), "q8_0_r16") == 0 &&
-              strcmp(kern_dtype_name(KERN_DTYPE_Q4_0_R16), "q4_0_r16") == 0,
+              strcmp(kern_dtype_name(KERN_DTYPE_Q4_0_R16), "q4_0_r16") == 0 &&
+              strcmp(kern_dtype_name(KERN_DTYPE_Q4_K_R16), "q4_k_r16") == 0,
           "r16 names");
+}
+
+/* One row's super-block of a Q4_K_R16 matrix as ops.h lays it out: d, dmin, the scales and
+ * mins of sub-blocks 0..7 one byte each, the 128 nibble bytes. */
+struct q4k_r16_row {
+    uint8_t d[2], dmin[2], sc[8], mn[8], qs[128];
+};
+
+/* Super-block b of row j of a Q4_K_R16 matrix of k columns, read by ops.h's words alone: the
+ * group's super-block b starts at (group * k / 256 + b) * 16 * 148; within it the row's d at
+ * 2 r, dmin at 32 + 2 r, scale of sub-block s at 64 + 16 s + r, min at 192 + 16 s + r, and
+ * nibble bytes 32 c + 4 t .. + 3 at 320 + 64 (8 c + t) + 4 r. */
+static void q4k_r16_unpack(const uint8_t *m, int64_t k, int64_t j, int64_t b,
+                           struct q4k_r16_row *o)
+{
+    const int64_t r = j % KERN_R16;
+    const uint8_t *at = m + ((j / KERN_R16) * (k / 256) + b) * KERN_R16 * 148;
+    memcpy(o->d, at + 2 * r, 2);
+    memcpy(o->dmin, at + 32 + 2 * r, 2);
+    for (int s = 0; s < 8; s++) {
+        o->sc[s] = at[64 + 16 * s + r];
+        o->mn[s] = at[192 + 16 * s + r];
+    }
+    for (int c = 0; c < 4; c++)
+        for (int t = 0; t < 8; t++)
+            for (int i = 0; i < 4; i++)
+                o->qs[32 * c + 4 * t + i] = at[320 + 64 * (8 * c + t) + 4 * r + i];
+}
+
+/* The 12 bytes ggml packs eight 6-bit (scale, min) pairs into: pairs 0-3 in the low 6 bits of
+ * bytes 0-3 (scales) and 4-7 (mins); pairs 4-7 with their low 4 bits in bytes 8-11 (scale low
+ * nibble, min high nibble) and their top 2 bits in the top 2 bits of bytes 0-3 (scales) and 4-7
+ * (mins). The 96 bits are all used, so packing the unpacked pairs gives back any 12 bytes. */
+static void q4k_pack_scales(const uint8_t *sc, const uint8_t *mn, uint8_t *out)
+{
+    for (int i = 0; i < 4; i++) {
+        out[i] = (uint8_t)((sc[i] & 63) | ((sc[i + 4] >> 4) << 6));
+        out[i + 4] = (uint8_t)((mn[i] & 63) | ((mn[i + 4] >> 4) << 6));
+        out[i + 8] = (uint8_t)((sc[i + 4] & 15) | ((mn[i + 4] & 15) << 4));
+    }
+}
+
+/* kern_repack from Q4_K: every row's super-block, un-interleaved here and its scales packed
+ * again, is its source byte for byte; every scale and min is a 6-bit byte; the padding rows are
+ * all zero; nothing outside the matrix is written. The sources are random bytes (NaN d and
+ * all): repacking only moves and unpacks them. */
+static void test_repack_q4_k(void)
+{
+    enum { SB = KERN_Q4_K_BLOCK_BYTES };
+    static const int64_t rows[] = {1, 15, 16, 17, 33};
+    static const int64_t ks[] = {256, 512, 1024};
+    struct kt_rng rng = {4343};
+    const enum kern_dtype to = KERN_DTYPE_Q4_K_R16;
+    CHECK(kern_dtype_r16_of(KERN_DTYPE_Q4_K) == to && kern_dtype_r16_base(to) == KERN_DTYPE_Q4_K &&
+              kern_dtype_is_r16(to) && !kern_dtype_is_r16(KERN_DTYPE_Q4_K),
+          "q4_k_r16: r16 helpers");
+    for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+            const int64_t n = rows[ri], k = ks[ki], row_bytes = k / 256 * SB;
+            const int64_t padded = (n + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+            const int64_t bytes = padded * (k / 256) * 148;
+            CHECK(kern_dtype_matrix_bytes(to, n, k) == bytes,
+                  "q4_k_r16 n=%lld k=%lld: matrix bytes %lld", (long long)n, (long long)k,
+                  (long long)kern_dtype_matrix_bytes(to, n, k));
+            uint8_t *src = kt_alloc((size_t)(n * row_bytes));
+            uint8_t *dst = kt_alloc((size_t)bytes);
+            for (int64_t i = 0; i < n * row_bytes; i++)
+                src[i] = (uint8_t)kt_next(&rng);
+            memset(dst, 0x5a, (size_t)bytes); /* no byte is left as it was */
+            CHECK(kern_repack(src, KERN_DTYPE_Q4_K, n, k, dst) == KERN_OK,
+                  "q4_k_r16 n=%lld k=%lld refused", (long long)n, (long long)k);
+            int64_t bad = 0;
+            for (int64_t j = 0; j < padded; j++)
+                for (int64_t b = 0; b < k / 256; b++) {
+                    struct q4k_r16_row o;
+                    q4k_r16_unpack(dst, k, j, b, &o);
+                    int ok = 1;
+                    for (int s = 0; s < 8; s++)
+                        ok &= o.sc[s] < 64 && o.mn[s] < 64;
+                    uint8_t got[SB], want[SB] = {0}; /* padding rows: all zero */
+                    memcpy(got, o.d, 2);
+                    memcpy(got + 2, o.dmin, 2);
+                    q4k_pack_scales(o.sc, o.mn, got + 4);
+                    memcpy(got + 16, o.qs, 128);
+                    if (j < n)
+                        memcpy(want, src + j * row_bytes + b * SB, SB);
+                    ok &= memcmp(got, want, SB) == 0;
+                    if (!ok && bad++ < 3)
+                        fprintf(stderr,
+                                "  q4_k_r16 n=%lld k=%lld: row %lld super-block %lld differs\n",
+                                (long long)n, (long long)k, (long long)j, (long long)b);
+                }
+            CHECK(bad == 0, "q4_k_r16 n=%lld k=%lld: %lld super-blocks not where ops.h puts them",
+                  (long long)n, (long long)k, (long long)bad);
+            CHECK(kt_guard_ok(dst) && kt_guard_ok(src), "q4_k_r16 n=%lld k=%lld: canary",
+                  (long long)n, (long long)k);
+            kt_free(src);
+            kt_free(dst);
+        }
+    /* Hand-placed bytes, against an un-interleave and a packer that could share a mistake:
+     * row 2's sub-block 5 has scale (s[9] & 15) | (s[1] >> 6) << 4 = 0xb | 0x20 = 43 at
+     * 64 + 16 * 5 + 2 and min (s[9] >> 4) | (s[5] >> 6) << 4 = 7 | 0x30 = 55 at 192 + 82; its
+     * nibble byte 77 (c = 2, t = 3, byte 1 of the piece) is at 320 + 64 * 19 + 8 + 1; its dmin
+     * at 32 + 4. */
+    uint8_t one[3 * SB] = {0}, out[KERN_R16 * 148];
+    one[2 * SB + 3] = 0x3c;
+    one[2 * SB + 4 + 9] = 0x7b;
+    one[2 * SB + 4 + 1] = 0x80;
+    one[2 * SB + 4 + 5] = 0xc0;
+    one[2 * SB + 16 + 77] = 0xe4;
+    CHECK(kern_repack(one, KERN_DTYPE_Q4_K, 3, 256, out) == KERN_OK, "q4_k three rows");
+    CHECK(out[64 + 80 + 2] == 43 && out[192 + 80 + 2] == 55 && out[320 + 64 * 19 + 8 + 1] == 0xe4 &&
+              out[32 + 5] == 0x3c && out[64 + 16 + 2] == 0 && out[192 + 16 + 2] == 0,
+          "q4_k byte placement: %d %d %02x %02x", out[64 + 80 + 2], out[192 + 80 + 2],
+          out[320 + 64 * 19 + 8 + 1], out[32 + 5]);
+
+    /* Refusals: k not whole super-blocks (whole 32-blocks are not enough), bad sizes. */
+    uint8_t in[2 * SB] = {0}, big[KERN_R16 * 2 * 148];
+    CHECK(kern_repack(in, KERN_DTYPE_Q4_K, 1, 512, big) == KERN_OK, "q4_k good call");
+    static const int64_t bad_k[] = {32, 128, 288, 255, -256};
+    for (size_t i = 0; i < sizeof bad_k / sizeof bad_k[0]; i++)
+        CHECK(kern_repack(in, KERN_DTYPE_Q4_K, 1, bad_k[i], big) == KERN_ERR_INVALID,
+              "q4_k k=%lld accepted", (long long)bad_k[i]);
+    CHECK(kern_dtype_matrix_bytes(to, 1, 288) == -1 && kern_dtype_matrix_bytes(to, 1, 128) == -1,
+          "q4_k_r16 matrix bytes of a k not whole super-blocks");
+    CHECK(kern_repack(in, KERN_DTYPE_Q4_K, -1, 256, big) == KERN_ERR_INVALID, "q4_k negative rows");
+    CHECK(kern_repack(NULL, KERN_DTYPE_Q4_K, 1, 256, big) == KERN_ERR_INVALID, "q4_k NULL source");
+    CHECK(kern_repack(in, KERN_DTYPE_Q4_K, 1, 256, NULL) == KERN_ERR_INVALID,
+          "q4_k NULL destination");
+    CHECK(kern_repack(NULL, KERN_DTYPE_Q4_K, 0, 256, NULL) == KERN_OK, "q4_k no rows");
+    CHECK(kern_repack(in, KERN_DTYPE_Q4_K, INT64_MAX / 16, 1024, big) == KERN_ERR_INVALID,
+          "q4_k size overflow");
+    CHECK(kern_repack(in, KERN_DTYPE_Q4_K, INT64_MAX, 256, big) == KERN_ERR_INVALID,
+          "q4_k rows past int64 once rounded to groups");
+    CHECK(kern_dtype_block_elems(to) == 0 && kern_dtype_row_bytes(to, 256) == -1 &&
+              kern_dtype_size(to) == 0,
+          "q4_k_r16 looks like a row format");
+    CHECK(kern_quantize(in, KERN_DTYPE_F32, 1, B, to, big) == KERN_ERR_INVALID,
+          "kern_quantize made q4_k_r16");
+}
+
+/* kern_repack from Q5_K: Q4_K_R16's layout (180 bytes a row and super-block) with the 32 qh
+ * bytes after the nibbles, piece t holding bytes 4t .. 4t + 3 of each row's qh at
+ * 2368 + 64 t + 4 r. Every row's super-block, un-interleaved here, is its source byte for byte;
+ * padding rows are zero. */
+static void test_repack_q5_k(void)
+{
+    enum { SB = KERN_Q5_K_BLOCK_BYTES, RB = KERN_Q5_K_R16_ROW_BYTES };
+    static const int64_t rows[] = {1, 16, 17, 33};
+    static const int64_t ks[] = {256, 768};
+    struct kt_rng rng = {5353};
+    const enum kern_dtype to = KERN_DTYPE_Q5_K_R16;
+    CHECK(kern_dtype_r16_of(KERN_DTYPE_Q5_K) == to && kern_dtype_r16_base(to) == KERN_DTYPE_Q5_K &&
+              strcmp(kern_dtype_name(to), "q5_k_r16") == 0 && RB == 180,
+          "q5_k_r16: r16 helpers");
+    for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+            const int64_t n = rows[ri], k = ks[ki], row_bytes = k / 256 * SB;
+            const int64_t padded = (n + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+            const int64_t bytes = padded * (k / 256) * RB;
+            CHECK(kern_dtype_matrix_bytes(to, n, k) == bytes, "q5_k_r16 n=%lld k=%lld: bytes",
+                  (long long)n, (long long)k);
+            uint8_t *src = kt_alloc((size_t)(n * row_bytes));
+            uint8_t *dst = kt_alloc((size_t)bytes);
+            for (int64_t i = 0; i < n * row_bytes; i++)
+                src[i] = (uint8_t)kt_next(&rng);
+            memset(dst, 0x5a, (size_t)bytes);
+            CHECK(kern_repack(src, KERN_DTYPE_Q5_K, n, k, dst) == KERN_OK,
+                  "q5_k_r16 n=%lld k=%lld refused", (long long)n, (long long)k);
+            int64_t bad = 0;
+            for (int64_t j = 0; j < padded; j++)
+                for (int64_t b = 0; b < k / 256; b++) {
+                    const int64_t r = j % KERN_R16;
+                    const uint8_t *at = dst + ((j / KERN_R16) * (k / 256) + b) * KERN_R16 * RB;
+                    uint8_t sc[8], mn[8], got[SB], want[SB] = {0};
+                    memcpy(got, at + 2 * r, 2);
+                    memcpy(got + 2, at + 32 + 2 * r, 2);
+                    for (int s = 0; s < 8; s++) {
+                        sc[s] = at[64 + 16 * s + r];
+                        mn[s] = at[192 + 16 * s + r];
+                    }
+                    q4k_pack_scales(sc, mn, got + 4);
+                    for (int t = 0; t < 8; t++)
+                        memcpy(got + 16 + 4 * t, at + 2368 + 64 * t + 4 * r, 4);
+                    for (int c = 0; c < 4; c++)
+                        for (int t = 0; t < 8; t++)
+                            memcpy(got + 48 + 32 * c + 4 * t, at + 320 + 64 * (8 * c + t) + 4 * r, 4);
+                    if (j < n)
+                        memcpy(want, src + j * row_bytes + b * SB, SB);
+                    bad += memcmp(got, want, SB) != 0;
+                }
+            CHECK(bad == 0, "q5_k_r16 n=%lld k=%lld: %lld super-blocks not where ops.h puts them",
+                  (long long)n, (long long)k, (long long)bad);
+            CHECK(kt_guard_ok(dst) && kt_guard_ok(src), "q5_k_r16: canary");
+            kt_free(src);
+            kt_free(dst);
+        }
+    uint8_t in[SB] = {0}, out[KERN_R16 * RB];
+    CHECK(kern_repack(in, KERN_DTYPE_Q5_K, 1, 128, out) == KERN_ERR_INVALID, "q5_k k=128 accepted");
 }
 
 int main(void)
@@ -404,5 +604,7 @@ int main(void)
     test_refused();
     test_block_sources();
     test_repack();
+    test_repack_q4_k();
+    test_repack_q5_k();
     return tu_finish("test_quant");
 }

@@ -1,5 +1,5 @@
 /* The reference int8 dot of the R16 formats (kernels/ref/matmul.c) against hand-worked values
- * and against the contract of ops.h computed from the plain Q8_0 / Q4_0 rows (kt_util.h's
+ * and against the contract of ops.h computed from the plain Q8_0 / Q4_0 / Q4_K rows (kt_util.h's
  * kt_x8_row and kt_r16_dot), and the ops that must refuse those formats. The layout itself is
  * checked in test_quant.c, the fast CPU kernels against this reference in test_ops.c. */
 #include "kt_util.h"
@@ -94,7 +94,8 @@ static void test_hand_worked(void)
 
 /* dw * d is one fp32 rounding before the product with s: with dw = fp16 0x3c02 (1 + 2^-9),
  * d = 0.7 / 127 and s = 5 (one-hot W, q = 5), y differs in its last bit from the product
- * taken in fp64 (checked here too, so that the case keeps its point). */
+ * taken in fp64 (checked here too, so that the case keeps its point); Q4_K's f0 * d and
+ * f1 * d likewise. */
 static void test_product_rounding(void)
 {
     static const int col[1] = {1};
@@ -113,6 +114,89 @@ static void test_product_rounding(void)
         CHECK(ref_ops.matmul(NULL, &p) == KERN_OK && y == want, "%s: %.9g, want %.9g",
               kern_dtype_name(p.w_dtype), (double)y, (double)want);
     }
+    /* Q4_K_R16: f0 * d and f1 * d are each one fp32 rounding. Column 0 has d = 1 + 2^-9,
+     * scale 1 (f0 = dw) and quant 1 at value 1 (s = 5), no min; column 1 has dmin = 1 + 2^-9,
+     * min 1 (f1 = dw), no scale, and x_s = 127 + 5 - 1 = 131. */
+    enum { K = KERN_QKBLOCK };
+    float xk[K] = {0.7f, 0.0275f, -0.0055f};
+    uint8_t plain[2 * KERN_Q4_K_BLOCK_BYTES] = {0}, w[KERN_R16 * KERN_Q4_K_R16_ROW_BYTES];
+    plain[0] = 0x02; /* column 0: d */
+    plain[1] = 0x3c;
+    plain[4] = 1;      /* scale 1 */
+    plain[16 + 1] = 1; /* quant 1 at value 1 */
+    plain[KERN_Q4_K_BLOCK_BYTES + 2] = 0x02; /* column 1: dmin */
+    plain[KERN_Q4_K_BLOCK_BYTES + 3] = 0x3c;
+    plain[KERN_Q4_K_BLOCK_BYTES + 8] = 1; /* min 1 */
+    const float want_k[2] = {(float)((double)(dw * d) * 5.0), (float)(-(double)(dw * d) * 131.0)};
+    CHECK(want_k[1] != (float)(-(double)dw * (double)d * 131.0), "the min case lost its point");
+    CHECK(kern_repack(plain, KERN_DTYPE_Q4_K, 2, K, w) == KERN_OK, "q4_k repack");
+    float yk[2] = {NAN, NAN};
+    struct kern_matmul_params pk = {xk, w, KERN_DTYPE_Q4_K_R16, yk, 1, 2, K, K, 2, 0};
+    CHECK(ref_ops.matmul(NULL, &pk) == KERN_OK && yk[0] == want_k[0] && yk[1] == want_k[1],
+          "q4_k_r16: %.9g %.9g, want %.9g %.9g", (double)yk[0], (double)yk[1],
+          (double)want_k[0], (double)want_k[1]);
+}
+
+/* Q4_K_R16 by hand, where the min term matters. Two rows of one super-block: d = 1, dmin
+ * = 0.5 (row 1: 0), sub-block 0 with scale 2, min 3 and quants 1, 15, 4, 7 (its first four
+ * values), sub-block 5 with scale 1, min 63 and quant 3 first; every other scale and min 0
+ * (their quants, and the high nibbles of sub-block 0's bytes, are set to show they count for
+ * nothing). x's blocks 0 and 5 have largest magnitude 127, so d = 1 and q is x:
+ *  - block 0: 127, 1, 2, -3: s = 127 + 15 + 8 - 21 = 129, x_s = 127, term 2 * 129 - 1.5 * 127
+ *    = 67.5 (258 without the min);
+ *  - block 5: -127 first and 10 last: s = -381, x_s = -117, term -381 + 31.5 * 117 = 3304.5;
+ * y = 3372 (row 1: 258 - 381 = -123), every step exact. Block 2 of x is not zero but its
+ * sub-block's factors are. Being exact, y is also the dot of x with the dequantized row. */
+static void test_q4_k_hand_worked(void)
+{
+    enum { K = KERN_QKBLOCK, N = 2 };
+    uint8_t plain[N * KERN_Q4_K_BLOCK_BYTES] = {0}, w[KERN_R16 * KERN_Q4_K_R16_ROW_BYTES];
+    for (int j = 0; j < N; j++) {
+        uint8_t *sb = plain + j * KERN_Q4_K_BLOCK_BYTES, *sc = sb + 4, *qs = sb + 16;
+        sb[1] = 0x3c;                 /* d = 1 */
+        sb[3] = j == 0 ? 0x38 : 0x00; /* dmin = 0.5 or 0 */
+        sc[0] = 2;                    /* sub-block 0: scale 2 */
+        sc[4] = 3;                    /* min 3 */
+        sc[9] = 0xf1;                 /* sub-block 5: scale 1, min 15 | bits 4-5 from sc[5] */
+        sc[5] = 0xc0;                 /* min 63 (and sub-block 1's min 0) */
+        qs[0] = 0x91;                 /* sub-block 0: 1, (sub-block 1: 9) */
+        qs[1] = 0x0f;
+        qs[2] = 0x04;
+        qs[3] = 0x07;
+        qs[64] = 0x3c; /* sub-block 5: 3, (sub-block 4: 12) */
+        qs[32] = 0xff; /* sub-blocks 2 and 3 */
+        qs[33] = 0xff;
+    }
+    int s5, m5;
+    kern_k_scale_min(plain + 4, 5, &s5, &m5);
+    CHECK(s5 == 1 && m5 == 63, "the hand-set sub-block 5 decodes to %d, %d", s5, m5);
+    float x[K] = {0};
+    x[0] = 127.0f;
+    x[1] = 1.0f;
+    x[2] = 2.0f;
+    x[3] = -3.0f;
+    x[64] = 50.0f;
+    x[65] = -7.0f;
+    x[160] = -127.0f;
+    x[191] = 10.0f;
+    CHECK(kern_repack(plain, KERN_DTYPE_Q4_K, N, K, w) == KERN_OK, "q4_k_r16 repack");
+    static const float want[N] = {3372.0f, -123.0f};
+    for (int acc = 0; acc < 2; acc++) {
+        float y[N] = {acc ? 0.25f : NAN, acc ? -0.5f : NAN};
+        struct kern_matmul_params p = {x, w, KERN_DTYPE_Q4_K_R16, y, 1, N, K, K, N, acc};
+        CHECK(ref_ops.matmul(NULL, &p) == KERN_OK, "q4_k_r16 hand-worked");
+        for (int j = 0; j < N; j++) {
+            float w0 = want[j] + (acc ? (j ? -0.5f : 0.25f) : 0.0f);
+            CHECK(y[j] == w0, "q4_k_r16%s column %d: %.9g, want %.9g", acc ? " acc" : "", j,
+                  (double)y[j], (double)w0);
+        }
+    }
+    for (int j = 0; j < N; j++) {
+        double dot = 0.0;
+        for (int e = 0; e < K; e++)
+            dot += (double)x[e] * (double)kern_kq_elem(4, plain + j * KERN_Q4_K_BLOCK_BYTES, e);
+        CHECK(dot == (double)want[j], "the hand-worked row %d's dequantized dot is %.9g", j, dot);
+    }
 }
 
 /* Random calls against kt_r16_dot, written from the contract. Both form the same fp32
@@ -121,7 +205,10 @@ static void test_product_rounding(void)
  * then the one rounding to fp32 (2^-24 of |y|). 1e-6 of sum |(dw * d) s| + |y| bounds both
  * with room, while one x value rounded to the wrong integer moves y by |dw * d * w_t|, about
  * 1 / (400 * blocks) of that sum for these random rows (|w_t| near 64 against |s| near 24000
- * for Q8_0, 4 against 1500 for Q4_0): 8e-5 at the largest k here, 32 blocks. */
+ * for Q8_0, 4 against 1500 for Q4_0): 8e-5 at the largest k here, 32 blocks. For Q4_K_R16
+ * the sum holds both products of every block, |(f0 * d) s| + |(f1 * d) x_s|, and a wrong
+ * integer moves y by |(f0 * d) w_t - f1 * d|, about 1 / (700 * blocks) of it (measured on
+ * kt_fill's random super-blocks): 5e-5 at k = 1024. */
 struct r16_case {
     int64_t m, n, k, pad_x, pad_y;
     int accumulate, special;
@@ -195,6 +282,15 @@ static void check_random(struct kt_rng *rng, enum kern_dtype dt, struct r16_case
     kt_free(w);
 }
 
+/* Q4_K_R16: k in whole super-blocks; the same paths (groups and their remainders, padded
+ * strides, accumulation, NaN / Inf rows, empty shapes). */
+static const struct r16_case q4k_cases[] = {
+    {1, 1, 256, 0, 0, 0, 0},   {1, 17, 256, 3, 0, 0, 0}, {2, 16, 512, 0, 2, 1, 0},
+    {3, 15, 1024, 1, 1, 0, 1}, {5, 40, 256, 2, 3, 1, 1}, {4, 33, 512, 0, 0, 1, 0},
+    {5, 7, 1024, 0, 5, 0, 0},  {3, 5, 0, 0, 1, 1, 0},    {0, 5, 256, 0, 0, 0, 0},
+    {2, 0, 256, 0, 0, 0, 0},
+};
+
 static void test_random(void)
 {
     static const struct r16_case cases[] = {
@@ -207,6 +303,10 @@ static void test_random(void)
     for (int q4 = 0; q4 < 2; q4++)
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             check_random(&rng, q4 ? KERN_DTYPE_Q4_0_R16 : KERN_DTYPE_Q8_0_R16, cases[i]);
+    for (size_t i = 0; i < sizeof q4k_cases / sizeof q4k_cases[0]; i++) {
+        check_random(&rng, KERN_DTYPE_Q4_K_R16, q4k_cases[i]);
+        check_random(&rng, KERN_DTYPE_Q5_K_R16, q4k_cases[i]);
+    }
 }
 
 /* A row with a non-finite x is NaN in every column, accumulating or not, whatever W holds;
@@ -245,21 +345,26 @@ static void test_nonfinite(void)
 static void test_refused(void)
 {
     const struct kern_ops *tabs[2] = {&ref_ops, &cpu_ops};
-    float x[4 * B] = {0}, y[64] = {0}, out[64];
-    uint8_t w[KERN_R16 * 2 * KERN_Q8_0_BLOCK_BYTES] = {0};
+    float x[2 * KERN_QKBLOCK] = {0}, y[64] = {0}, out[64];
+    uint8_t w[KERN_R16 * KERN_Q5_K_R16_ROW_BYTES] = {0};
     int32_t ids[1] = {0};
+    static const enum kern_dtype dts[4] = {KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16,
+                                           KERN_DTYPE_Q4_K_R16, KERN_DTYPE_Q5_K_R16};
     for (int t = 0; t < 2; t++)
-        for (int q4 = 0; q4 < 2; q4++) {
-            const enum kern_dtype dt = q4 ? KERN_DTYPE_Q4_0_R16 : KERN_DTYPE_Q8_0_R16;
+        for (int di = 0; di < 4; di++) {
+            const enum kern_dtype dt = dts[di];
+            const int q4k = dt == KERN_DTYPE_Q4_K_R16 || dt == KERN_DTYPE_Q5_K_R16;
             const char *nm = tabs[t]->name;
-            struct kern_matmul_params good = {x, w, dt, y, 1, 2, 2 * B, 2 * B, 2, 0};
+            const int64_t k = q4k ? KERN_QKBLOCK : 2 * B;
+            struct kern_matmul_params good = {x, w, dt, y, 1, 2, k, k, 2, 0};
             struct kern_matmul_params bad[5];
             for (int i = 0; i < 5; i++)
                 bad[i] = good;
-            bad[0].k = 48;
-            bad[0].ldx = 48;
-            bad[1].k = 16;
-            bad[1].ldx = 16;
+            /* k not whole blocks; Q4_K_R16: whole 32-blocks but not whole super-blocks. */
+            bad[0].k = q4k ? 4 * B : 48;
+            bad[0].ldx = bad[0].k;
+            bad[1].k = q4k ? KERN_QKBLOCK + B : 16;
+            bad[1].ldx = bad[1].k;
             bad[2].w = NULL;
             bad[3].x = NULL;
             bad[4].n = INT64_MAX / 16; /* its padded groups' bytes overflow */
@@ -298,9 +403,11 @@ static void test_refused(void)
                                          1, B, B, 1, 1};
             CHECK(tabs[t]->moe(NULL, &mp) == KERN_ERR_INVALID, "%s moe took %s", nm,
                   kern_dtype_name(dt));
-            mp.w_dtype = kern_dtype_r16_base(dt); /* the same call in the base format runs */
-            CHECK(tabs[t]->moe(NULL, &mp) == KERN_OK, "%s moe in %s", nm,
-                  kern_dtype_name(mp.w_dtype));
+            /* The same call in the base format runs (not Q4_K: 32 is no whole super-block). */
+            mp.w_dtype = kern_dtype_r16_base(dt);
+            if (!q4k)
+                CHECK(tabs[t]->moe(NULL, &mp) == KERN_OK, "%s moe in %s", nm,
+                      kern_dtype_name(mp.w_dtype));
         }
 }
 
@@ -311,6 +418,7 @@ int main(void)
     kern_ops_init_cpu(&cpu_ops);
     test_hand_worked();
     test_product_rounding();
+    test_q4_k_hand_worked();
     test_random();
     test_nonfinite();
     test_refused();
