@@ -1111,18 +1111,7 @@ def kmix_literal_check(model, names, results):
     """Every int8 layer's output over the longest prompt's forward against the literal loops
     (literal_k_linear, make_quant_goldens' literal_int8_linear), bit for bit. Returns the
     number of (layer call, row) pairs checked per format."""
-    mods = {n: model.get_submodule(n) for n in names}
-    seen = []
-    hooks = [m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, args[0].detach().clone(),
-                                                                             out.detach().clone())))
-             for n, m in mods.items()]
-    longest = max(results, key=lambda r: r["ids"].shape[0])
-    try:
-        mf.forward_logits(model, longest["ids"])
-    finally:
-        for h in hooks:
-            h.remove()
-    check(sorted({n for n, _, _ in seen}) == sorted(names), "not every int8 layer was called")
+    mods, seen = mq.layer_calls(model, names, results)
     rows = {}
     for n, x, out in seen:
         m = mods[n]

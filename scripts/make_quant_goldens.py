@@ -491,9 +491,9 @@ def literal_int8_linear(x, wq, dw, bias):
     return y if bias is None else y + bias
 
 
-def literal_check(model, names, results):
-    """Every int8 layer's output over the longest prompt's forward against literal_int8_linear,
-    bit for bit. Returns the number of (layer call, row) pairs checked."""
+def layer_calls(model, names, results):
+    """The named layers' calls during the longest prompt's forward: (modules by name,
+    [(name, input, output)] in call order). Every named layer must have been called."""
     mods = {n: model.get_submodule(n) for n in names}
     seen = []
     hooks = [m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, args[0].detach().clone(),
@@ -506,6 +506,13 @@ def literal_check(model, names, results):
         for h in hooks:
             h.remove()
     assert sorted({n for n, _, _ in seen}) == sorted(names), "not every int8 layer was called"
+    return mods, seen
+
+
+def literal_check(model, names, results):
+    """Every int8 layer's output over the longest prompt's forward against literal_int8_linear,
+    bit for bit. Returns the number of (layer call, row) pairs checked."""
+    mods, seen = layer_calls(model, names, results)
     rows = 0
     for n, x, out in seen:
         m = mods[n]
