@@ -1007,28 +1007,6 @@ def int8_matmul_k(x, f0, f1, w):
     return acc, d, q, p, c0, c1
 
 
-def record_stats_k(st, y, d, p, c0, c1, w):
-    """mq.record_stats for a Q4_K / Q5_K layer: a flip of q_t by 1 moves block b's term by
-    c0 * w_t - c1 (x_s moves by 1 too)."""
-    live = (d > 0)[..., None].expand_as(p)
-    st["calls"] += 1
-    st["values"] += int(live.sum())
-    st["zero_blocks"] += int((d == 0).sum())
-    pa = p.double().abs()
-    dist = (pa - pa.floor() - 0.5).abs()
-    st["exact_ties"] += int(((dist == 0) & live).sum())
-    nonzero = dist[live & (dist > 0)]
-    if nonzero.numel():
-        st["closest"] = min(st["closest"], float(nonzero.min()))
-    near = (dist < mq.NEAR_TIE) & live
-    st["near"] += int(near.sum())
-    if bool(near.any()):
-        mi, bi, ti = near.nonzero(as_tuple=True)
-        delta = c0[mi, :, bi].double() * w[:, bi, ti].T - c1[mi, :, bi].double()  # [K, n]
-        scale = y[mi].double().abs().amax(dim=-1)
-        st["rel"].append(delta.abs().amax(dim=-1) / scale)
-
-
 class KInt8Linear(mq.Int8ActLinear):
     """mq.Int8ActLinear for a Q4_K or Q5_K matrix (same parameters, mq.ACT's modes): its int8 dot
     is the Q4_K_R16 / Q5_K_R16 one (int8_matmul_k). kmix_install_int8 sets int8_kind ("q4_k" /
@@ -1037,16 +1015,17 @@ class KInt8Linear(mq.Int8ActLinear):
     def forward(self, x):
         if mq.ACT["mode"] == "plain":
             return super().forward(x)  # the noise if any, then x @ W^T on the dequantized weight
-        if mq.ACT["noise"] is not None:  # as mq.Int8ActLinear
-            sign = torch.randint(0, 2, x.shape, generator=mq.ACT["noise"]).to(x.dtype) * 2 - 1
-            x = x * (1 + mq.ULP_NOISE * sign)
+        x = mq.with_noise(x)  # as mq.Int8ActLinear
         lead, k = x.shape[:-1], x.shape[-1]
         acc, d, q, p, c0, c1 = int8_matmul_k(x.reshape(-1, k), self.int8_f0, self.int8_f1, self.int8_w)
         y = acc.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
         if self.bias is not None:
             y = y + self.bias
         if mq.ACT["stats"] is not None:
-            record_stats_k(mq.ACT["stats"], y, d, p, c0, c1, self.int8_w)
+            # a flip of q_t by 1 moves block b's term by c0 * w_t - c1 (x_s moves by 1 too)
+            mq.record_stats(mq.ACT["stats"], y, d, p,
+                            lambda mi, bi, ti: c0[mi, :, bi].double() * self.int8_w[:, bi, ti].T
+                            - c1[mi, :, bi].double())
         return y.reshape(*lead, y.shape[-1])
 
 

@@ -392,8 +392,10 @@ def int8_matmul(x, wq, dw):
     return acc, d, q, p, c
 
 
-def record_stats(st, y, d, p, c, wq):
-    """Rounding statistics of one int8 call: y the layer output [M, n] (fp32, with the bias)."""
+def record_stats(st, y, d, p, flip):
+    """Rounding statistics of one int8 call: y the layer output [M, n] (fp32, with the bias);
+    flip(mi, bi, ti) gives, for each near-tie value (row mi, block bi, lane ti), how a change of
+    its q by 1 moves every column's term [K, n]."""
     live = (d > 0)[..., None].expand_as(p)
     st["calls"] += 1
     st["values"] += int(live.sum())
@@ -408,9 +410,17 @@ def record_stats(st, y, d, p, c, wq):
     st["near"] += int(near.sum())
     if bool(near.any()):
         mi, bi, ti = near.nonzero(as_tuple=True)
-        delta = c[mi, :, bi].double() * wq[:, bi, ti].T  # [K, n]: a flip of q by 1
+        delta = flip(mi, bi, ti)
         scale = y[mi].double().abs().amax(dim=-1)
         st["rel"].append(delta.abs().amax(dim=-1) / scale)
+
+
+def with_noise(x):
+    """x, or x with one ulp of random-sign noise while ACT["noise"] (a generator) is set."""
+    if ACT["noise"] is None:
+        return x
+    sign = torch.randint(0, 2, x.shape, generator=ACT["noise"]).to(x.dtype) * 2 - 1
+    return x * (1 + ULP_NOISE * sign)
 
 
 class Int8ActLinear(torch.nn.Linear):
@@ -418,9 +428,7 @@ class Int8ActLinear(torch.nn.Linear):
     sets int8_wq and int8_dw on each instance."""
 
     def forward(self, x):
-        if ACT["noise"] is not None:
-            sign = torch.randint(0, 2, x.shape, generator=ACT["noise"]).to(x.dtype) * 2 - 1
-            x = x * (1 + ULP_NOISE * sign)
+        x = with_noise(x)
         if ACT["mode"] == "plain":
             return torch.nn.functional.linear(x, self.weight, self.bias)
         lead, k = x.shape[:-1], x.shape[-1]
@@ -429,7 +437,8 @@ class Int8ActLinear(torch.nn.Linear):
         if self.bias is not None:
             y = y + self.bias
         if ACT["stats"] is not None:
-            record_stats(ACT["stats"], y, d, p, c, self.int8_wq)
+            record_stats(ACT["stats"], y, d, p,
+                         lambda mi, bi, ti: c[mi, :, bi].double() * self.int8_wq[:, bi, ti].T)
         return y.reshape(*lead, y.shape[-1])
 
 
