@@ -70,22 +70,31 @@ int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n)
     return out;
 }
 
+/* Each plain block format with an R16 form, beside it. */
+static const enum kern_dtype r16_pairs[][2] = {
+    {KERN_DTYPE_Q8_0, KERN_DTYPE_Q8_0_R16},
+    {KERN_DTYPE_Q4_0, KERN_DTYPE_Q4_0_R16},
+    {KERN_DTYPE_Q4_K, KERN_DTYPE_Q4_K_R16},
+    {KERN_DTYPE_Q5_K, KERN_DTYPE_Q5_K_R16},
+};
+
+/* The other member of dtype's pair (side 0: dtype is the plain one), or KERN_DTYPE_COUNT. */
+static enum kern_dtype r16_partner(enum kern_dtype dtype, int side)
+{
+    for (size_t i = 0; i < sizeof r16_pairs / sizeof r16_pairs[0]; i++)
+        if (r16_pairs[i][side] == dtype)
+            return r16_pairs[i][!side];
+    return KERN_DTYPE_COUNT;
+}
+
 enum kern_dtype kern_dtype_r16_base(enum kern_dtype dtype)
 {
-    return dtype == KERN_DTYPE_Q8_0_R16   ? KERN_DTYPE_Q8_0
-           : dtype == KERN_DTYPE_Q4_0_R16 ? KERN_DTYPE_Q4_0
-           : dtype == KERN_DTYPE_Q4_K_R16 ? KERN_DTYPE_Q4_K
-           : dtype == KERN_DTYPE_Q5_K_R16 ? KERN_DTYPE_Q5_K
-                                          : KERN_DTYPE_COUNT;
+    return r16_partner(dtype, 1);
 }
 
 enum kern_dtype kern_dtype_r16_of(enum kern_dtype dtype)
 {
-    return dtype == KERN_DTYPE_Q8_0   ? KERN_DTYPE_Q8_0_R16
-           : dtype == KERN_DTYPE_Q4_0 ? KERN_DTYPE_Q4_0_R16
-           : dtype == KERN_DTYPE_Q4_K ? KERN_DTYPE_Q4_K_R16
-           : dtype == KERN_DTYPE_Q5_K ? KERN_DTYPE_Q5_K_R16
-                                      : KERN_DTYPE_COUNT;
+    return r16_partner(dtype, 0);
 }
 
 int kern_dtype_is_r16(enum kern_dtype dtype)

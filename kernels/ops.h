@@ -69,6 +69,14 @@ enum kern_dtype {
 #define KERN_R16 16
 #define KERN_Q4_K_R16_ROW_BYTES 148
 #define KERN_Q5_K_R16_ROW_BYTES 180
+/* Byte offsets within a Q4_K_R16 / Q5_K_R16 group's super-block (the layout above): d at 0,
+ * then dmin, the scales and mins (sub-block j's 16 at + 16 j), the nibble pieces (64 bytes
+ * each) and Q5_K's fifth-bit pieces. */
+#define KERN_KR16_DMIN (2 * KERN_R16)
+#define KERN_KR16_SCALES (4 * KERN_R16)
+#define KERN_KR16_MINS (KERN_KR16_SCALES + 8 * KERN_R16)
+#define KERN_KR16_QS (KERN_KR16_MINS + 8 * KERN_R16)
+#define KERN_KR16_QH (KERN_KR16_QS + KERN_R16 * KERN_QKBLOCK / 2)
 #define KERN_QBLOCK 32
 #define KERN_Q8_0_BLOCK_BYTES 34
 #define KERN_Q4_0_BLOCK_BYTES 18

@@ -113,16 +113,8 @@ int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, in
 /* The R16 formats store a block's values as pieces of 4 bytes (ops.h). */
 #define R16_PIECE 4
 
-/* Offsets within one Q4_K_R16 super-block of a group (ops.h): the 16 rows' fp16 d, their fp16
- * dmin, the scales and the mins of sub-blocks 0..7 one byte per row, then the 32 pieces of
- * nibbles, piece p being bytes 4p .. 4p + 3 of each row's 128 (p = 8c + t in ops.h's words). */
-#define Q4K_R16_DMIN (2 * KERN_R16)
-#define Q4K_R16_SCALES (4 * KERN_R16)
-#define Q4K_R16_MINS (Q4K_R16_SCALES + 8 * KERN_R16)
-#define Q4K_R16_QS (Q4K_R16_MINS + 8 * KERN_R16)
+/* A K super-block's nibble bytes and Q5_K's fifth-bit bytes. */
 #define Q4K_QS_BYTES (KERN_QKBLOCK / 2)
-/* Q5_K_R16 adds its fifth-bit pieces after the nibbles (the same offsets before them). */
-#define Q5K_R16_QH (Q4K_R16_QS + KERN_R16 * Q4K_QS_BYTES)
 #define Q5K_QH_BYTES (KERN_QKBLOCK / 8)
 
 /* kern_repack from Q4_K (q5 0) or Q5_K (q5 1): n_rows rows of n_sb super-blocks into n_padded
@@ -144,18 +136,18 @@ static void repack_k(int q5, const uint8_t *src, int64_t n_rows, int64_t n_padde
             const uint8_t *in = j < n_rows ? src + (size_t)(j * n_sb + b) * sb_in : zero_sb;
             uint8_t *out = group + (size_t)b * sb_out;
             memcpy(out + 2 * r, in, 2); /* d and dmin, bytes as stored */
-            memcpy(out + Q4K_R16_DMIN + 2 * r, in + 2, 2);
+            memcpy(out + KERN_KR16_DMIN + 2 * r, in + 2, 2);
             for (int s = 0; s < 8; s++) {
                 int sc, mn;
                 kern_k_scale_min(in + 4, s, &sc, &mn);
-                out[Q4K_R16_SCALES + s * KERN_R16 + r] = (uint8_t)sc;
-                out[Q4K_R16_MINS + s * KERN_R16 + r] = (uint8_t)mn;
+                out[KERN_KR16_SCALES + s * KERN_R16 + r] = (uint8_t)sc;
+                out[KERN_KR16_MINS + s * KERN_R16 + r] = (uint8_t)mn;
             }
             for (int p = 0; p < Q4K_QS_BYTES / R16_PIECE; p++)
-                memcpy(out + Q4K_R16_QS + p * KERN_R16 * R16_PIECE + r * R16_PIECE,
+                memcpy(out + KERN_KR16_QS + p * KERN_R16 * R16_PIECE + r * R16_PIECE,
                        in + qs_in + p * R16_PIECE, R16_PIECE);
             for (int p = 0; q5 && p < Q5K_QH_BYTES / R16_PIECE; p++)
-                memcpy(out + Q5K_R16_QH + p * KERN_R16 * R16_PIECE + r * R16_PIECE,
+                memcpy(out + KERN_KR16_QH + p * KERN_R16 * R16_PIECE + r * R16_PIECE,
                        in + 16 + p * R16_PIECE, R16_PIECE);
         }
     }
@@ -177,9 +169,9 @@ int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k
         return KERN_ERR_INVALID;
     if (dst_bytes == 0) /* no rows or no columns: nothing to move */
         return KERN_OK;
+    const int64_t n_padded = (n_rows + KERN_R16 - 1) / KERN_R16 * KERN_R16; /* whole groups */
     if (from == KERN_DTYPE_Q4_K || from == KERN_DTYPE_Q5_K) {
-        repack_k(from == KERN_DTYPE_Q5_K, src, n_rows,
-                 (n_rows + KERN_R16 - 1) / KERN_R16 * KERN_R16, k / KERN_QKBLOCK, dst);
+        repack_k(from == KERN_DTYPE_Q5_K, src, n_rows, n_padded, k / KERN_QKBLOCK, dst);
         return KERN_OK;
     }
     /* src's n_rows * row_bytes is at most dst_bytes, so every offset below fits. */
@@ -188,7 +180,6 @@ int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k
     const int64_t n_blocks = k / KERN_QBLOCK;
     /* The padding rows past n_rows copy this block: every byte 0, so d = 0. */
     static const uint8_t zero_block[KERN_Q8_0_BLOCK_BYTES];
-    const int64_t n_padded = dst_bytes / row_bytes; /* n_rows rounded up to whole groups */
     for (int64_t j = 0; j < n_padded; j++) {
         int r = (int)(j % KERN_R16);
         uint8_t *group = (uint8_t *)dst + (size_t)(j - r) * (size_t)row_bytes;

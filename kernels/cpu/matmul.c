@@ -145,8 +145,9 @@ static void r16_task(void *arg, int64_t task, int thread)
     }
 }
 
-static int matmul_r16(struct kern_ctx *ctx, const struct kern_matmul_params *p,
-                      const struct kern_cpu_isa *isa)
+/* pool: ctx, or NULL when the call is too small to wake the pool; owner keeps the scratch. */
+static int matmul_r16(struct kern_ctx *pool, struct kern_ctx *owner,
+                      const struct kern_matmul_params *p, const struct kern_cpu_isa *isa)
 {
     if (p->k == 0) { /* no products (x may be NULL): y = 0, or y as it is */
         for (int64_t i = 0; i < p->m && !p->accumulate; i++)
@@ -161,24 +162,23 @@ static int matmul_r16(struct kern_ctx *ctx, const struct kern_matmul_params *p,
     /* Scratch: q, then d and s (4-byte aligned: k is a multiple of 32), then the flags. */
     size_t qb = (size_t)p->m * (size_t)p->k, db = (size_t)p->m * (size_t)job.nb * 4;
     struct kern_cpu_scratch sc;
-    uint8_t *buf = kern_cpu_scratch_get(ctx, qb + 2 * db + (size_t)p->m, &sc);
+    uint8_t *buf = kern_cpu_scratch_get(owner, qb + 2 * db + (size_t)p->m, &sc);
     if (!buf)
         return KERN_ERR_NOMEM;
-    job.q = (const int8_t *)buf;
-    job.d = (const float *)(buf + qb);
-    job.s = (const int32_t *)(buf + qb + db);
-    job.bad = buf + qb + 2 * db;
+    int8_t *q = (int8_t *)buf;
+    float *d = (float *)(buf + qb);
+    int32_t *s = (int32_t *)(buf + qb + db);
+    uint8_t *bad = buf + qb + 2 * db;
     for (int64_t i = 0; i < p->m; i++)
-        buf[qb + 2 * db + (size_t)i] =
-            (uint8_t)(isa->x8_quant(p->x + i * p->ldx, p->k, (int8_t *)buf + i * p->k,
-                                    (float *)(buf + qb) + i * job.nb,
-                                    (int32_t *)(buf + qb + db) + i * job.nb) != 0);
-    int64_t work;
-    if (p->m > INT64_MAX / p->n || __builtin_mul_overflow(p->m * p->n, p->k, &work))
-        work = INT64_MAX;
+        bad[i] = isa->x8_quant(p->x + i * p->ldx, p->k, q + i * p->k, d + i * job.nb,
+                               s + i * job.nb) != 0;
+    job.q = q;
+    job.d = d;
+    job.s = s;
+    job.bad = bad;
     int64_t n_tasks = job.n_group_tasks * ((p->m + job.rows_per_task - 1) / job.rows_per_task);
-    kern_cpu_parallel_for(work < MM_SERIAL_WORK ? NULL : ctx, n_tasks, r16_task, &job);
-    kern_cpu_scratch_put(ctx, &sc);
+    kern_cpu_parallel_for(pool, n_tasks, r16_task, &job);
+    kern_cpu_scratch_put(owner, &sc);
     return KERN_OK;
 }
 
@@ -190,8 +190,6 @@ static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
         return rc;
     if (p->m == 0 || p->n == 0)
         return KERN_OK;
-    if (kern_dtype_is_r16(p->w_dtype))
-        return matmul_r16(ctx, p, isa);
     /* m, n, k are each below 2^60 (checked), but their product may not fit: saturate. */
     int64_t work;
     if (p->m > INT64_MAX / p->n || __builtin_mul_overflow(p->m * p->n, p->k, &work))
@@ -199,6 +197,8 @@ static int matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p,
     struct kern_ctx *owner = ctx; /* keeps the scratch even when the call runs serially */
     if (work < MM_SERIAL_WORK)
         ctx = NULL;
+    if (kern_dtype_is_r16(p->w_dtype))
+        return matmul_r16(ctx, owner, p, isa);
     struct mm_job job = {.p = p, .isa = isa, .w_row_bytes = kern_dtype_row_bytes(p->w_dtype, p->k)};
     if (p->m <= MM_DIRECT_M || p->k == 0) {
         job.nb_cols = MM_NB_DIRECT;

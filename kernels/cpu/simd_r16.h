@@ -31,14 +31,7 @@ SIMD_INLINE int64_t simd_r16_block_bytes(enum kern_dtype dt)
                                      : KERN_R16 * KERN_Q4_0_BLOCK_BYTES;
 }
 
-/* Q4_K_R16's and Q5_K_R16's super-block of a group (ops.h): d, dmin, scales, mins, the nibble
- * pieces, then (Q5_K) the fifth-bit pieces. */
-#define SIMD_R16K_DMIN 32
-#define SIMD_R16K_SC 64
-#define SIMD_R16K_MN 192
-#define SIMD_R16K_Q 320
-#define SIMD_R16K_QH 2368
-
+/* Bytes of a Q4_K_R16 / Q5_K_R16 group's super-block (its parts at ops.h's KERN_KR16_*). */
 SIMD_INLINE int64_t simd_r16k_bytes(int q5)
 {
     return KERN_R16 * (q5 ? KERN_Q5_K_R16_ROW_BYTES : KERN_Q4_K_R16_ROW_BYTES);
@@ -232,16 +225,16 @@ SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *x
     for (int64_t sb = 0; sb < nsb; sb++) {
         const uint8_t *blk = wg + sb * simd_r16k_bytes(q5);
         __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
-        __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + SIMD_R16K_DMIN)));
+        __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + KERN_KR16_DMIN)));
         for (int c = 0; c < 4; c++) {
             for (int r = 0; r < mr; r++)
                 acc[r][0] = acc[r][1] = _mm512_setzero_si512();
             for (int t = 0; t < 8; t++) {
-                __m512i v = _mm512_loadu_si512(blk + SIMD_R16K_Q + 64 * (8 * c + t));
+                __m512i v = _mm512_loadu_si512(blk + KERN_KR16_QS + 64 * (8 * c + t));
                 __m512i lo = _mm512_and_si512(v, nib);
                 __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
                 if (q5) { /* bit 2c (lo) and 2c + 1 (hi) of the qh bytes, moved to bit 4 */
-                    __m512i h = _mm512_loadu_si512(blk + SIMD_R16K_QH + 64 * t);
+                    __m512i h = _mm512_loadu_si512(blk + KERN_KR16_QH + 64 * t);
                     const __m512i b4 = _mm512_set1_epi8(0x10);
                     __m512i hl = 2 * c <= 4 ? _mm512_sll_epi16(h, _mm_cvtsi32_si128(4 - 2 * c))
                                             : _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * c - 4));
@@ -261,9 +254,9 @@ SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *x
             for (int h = 0; h < 2; h++) {
                 int j = 2 * c + h;
                 __m512 f0 = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                    _mm_loadu_si128((const __m128i *)(blk + SIMD_R16K_SC + 16 * j)))));
+                    _mm_loadu_si128((const __m128i *)(blk + KERN_KR16_SCALES + 16 * j)))));
                 __m512 f1 = _mm512_mul_ps(mv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                    _mm_loadu_si128((const __m128i *)(blk + SIMD_R16K_MN + 16 * j)))));
+                    _mm_loadu_si128((const __m128i *)(blk + KERN_KR16_MINS + 16 * j)))));
                 for (int r = 0; r < mr; r++) {
                     int64_t b = r * ldb + 8 * sb + j;
                     __m512 dx = _mm512_set1_ps(xd[b]);
@@ -365,19 +358,19 @@ SIMD_INLINE void simd_r16k_rows(int q5, int mr, const int8_t *xq, const float *x
         for (int h = 0; h < 2; h++) {
             __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
             __m256 mv = _mm256_cvtph_ps(
-                _mm_loadu_si128((const __m128i *)(blk + SIMD_R16K_DMIN + 16 * h)));
+                _mm_loadu_si128((const __m128i *)(blk + KERN_KR16_DMIN + 16 * h)));
             for (int c = 0; c < 4; c++) {
                 __m256i acc[2][2];
                 for (int r = 0; r < mr; r++)
                     acc[r][0] = acc[r][1] = _mm256_setzero_si256();
                 for (int t = 0; t < 8; t++) {
                     __m256i v = _mm256_loadu_si256(
-                        (const __m256i *)(blk + SIMD_R16K_Q + 64 * (8 * c + t) + 32 * h));
+                        (const __m256i *)(blk + KERN_KR16_QS + 64 * (8 * c + t) + 32 * h));
                     __m256i lo = _mm256_and_si256(v, nib);
                     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
                     if (q5) {
                         __m256i qh = _mm256_loadu_si256(
-                            (const __m256i *)(blk + SIMD_R16K_QH + 64 * t + 32 * h));
+                            (const __m256i *)(blk + KERN_KR16_QH + 64 * t + 32 * h));
                         const __m256i b4 = _mm256_set1_epi8(0x10);
                         __m256i hl = 2 * c <= 4
                                          ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - 2 * c))
@@ -400,9 +393,9 @@ SIMD_INLINE void simd_r16k_rows(int q5, int mr, const int8_t *xq, const float *x
                 for (int u = 0; u < 2; u++) {
                     int j = 2 * c + u;
                     __m256 f0 = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                        _mm_loadl_epi64((const __m128i *)(blk + SIMD_R16K_SC + 16 * j + 8 * h)))));
+                        _mm_loadl_epi64((const __m128i *)(blk + KERN_KR16_SCALES + 16 * j + 8 * h)))));
                     __m256 f1 = _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                        _mm_loadl_epi64((const __m128i *)(blk + SIMD_R16K_MN + 16 * j + 8 * h)))));
+                        _mm_loadl_epi64((const __m128i *)(blk + KERN_KR16_MINS + 16 * j + 8 * h)))));
                     for (int r = 0; r < mr; r++) {
                         int64_t b = r * ldb + 8 * sb + j;
                         __m256 dx = _mm256_set1_ps(xd[b]);
@@ -486,16 +479,16 @@ SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *x
                     int32_t sum = 0;
                     for (int t = 0; t < 8; t++)
                         for (int e = 0; e < 4; e++) {
-                            int w = (blk[SIMD_R16K_Q + 64 * (8 * c + t) + 4 * col + e] >> shift) & 15;
+                            int w = (blk[KERN_KR16_QS + 64 * (8 * c + t) + 4 * col + e] >> shift) & 15;
                             if (q5)
-                                w |= ((blk[SIMD_R16K_QH + 64 * t + 4 * col + e] >> j) & 1) << 4;
+                                w |= ((blk[KERN_KR16_QH + 64 * t + 4 * col + e] >> j) & 1) << 4;
                             sum += w * x[32 * j + 4 * t + e];
                         }
                     float f0 = kern_f16_to_f32((uint16_t)(blk[2 * col] | (blk[2 * col + 1] << 8))) *
-                               (float)blk[SIMD_R16K_SC + 16 * j + col];
-                    float f1 = kern_f16_to_f32((uint16_t)(blk[SIMD_R16K_DMIN + 2 * col] |
-                                                          (blk[SIMD_R16K_DMIN + 2 * col + 1] << 8))) *
-                               (float)blk[SIMD_R16K_MN + 16 * j + col];
+                               (float)blk[KERN_KR16_SCALES + 16 * j + col];
+                    float f1 = kern_f16_to_f32((uint16_t)(blk[KERN_KR16_DMIN + 2 * col] |
+                                                          (blk[KERN_KR16_DMIN + 2 * col + 1] << 8))) *
+                               (float)blk[KERN_KR16_MINS + 16 * j + col];
                     accf[col] += (f0 * xd[b]) * (float)sum;
                     accf[col] -= (f1 * xd[b]) * (float)xs[b];
                 }

@@ -60,17 +60,9 @@ static int r16_value(int q4, const uint8_t *blk, int r, int t)
     return (t < 16 ? byte & 15 : byte >> 4) - 8;
 }
 
-/* Q4_K_R16 (ops.h): a group's super-block is KERN_R16 * KERN_Q4_K_R16_ROW_BYTES bytes, the
- * rows' fp16 d, their fp16 dmin, the scales and the mins of sub-blocks 0..7 as bytes (16 per
- * sub-block), then the nibbles in pieces of 4 bytes, piece p holding bytes 4p .. 4p + 3 of
- * each row's 128. These are the offsets of those parts. */
-#define Q4K_DMIN (2 * KERN_R16)
-#define Q4K_SCALES (4 * KERN_R16)
-#define Q4K_MINS (Q4K_SCALES + 8 * KERN_R16)
-#define Q4K_QS (Q4K_MINS + 8 * KERN_R16)
-/* Q5_K_R16: the same, then the fifth bits: piece t holds bytes 4t .. 4t + 3 of each row's 32
- * qh bytes (bit s of qh[l] belongs to sub-block s's value l). */
-#define Q5K_QH (Q4K_QS + KERN_R16 * KERN_QKBLOCK / 2)
+/* Q4_K_R16 / Q5_K_R16 (ops.h): a group's super-block holds the rows' fp16 d and dmin, the
+ * scales and mins of sub-blocks 0..7 as bytes, the nibbles in pieces of 4 bytes (piece p:
+ * bytes 4p .. 4p + 3 of each row's 128) and Q5_K's qh pieces, at ops.h's KERN_KR16_*. */
 
 /* Super-block sb of row j's group (Q4_K_R16 or Q5_K_R16). */
 static const uint8_t *q4k_superblock(const struct kern_matmul_params *p, int64_t j, int64_t sb)
@@ -85,23 +77,23 @@ static const uint8_t *q4k_superblock(const struct kern_matmul_params *p, int64_t
 /* Row r's f0 = d * scale (min != 0: f1 = dmin * min) of sub-block s: an exact fp32 product. */
 static float q4k_factor(const uint8_t *sb, int r, int s, int min)
 {
-    const uint8_t *h = sb + (min ? Q4K_DMIN : 0) + 2 * r;
+    const uint8_t *h = sb + (min ? KERN_KR16_DMIN : 0) + 2 * r;
     return kern_f16_to_f32((uint16_t)(h[0] | (h[1] << 8))) *
-           (float)sb[(min ? Q4K_MINS : Q4K_SCALES) + s * KERN_R16 + r];
+           (float)sb[(min ? KERN_KR16_MINS : KERN_KR16_SCALES) + s * KERN_R16 + r];
 }
 
 /* Row r's quant t (0..15) of sub-block s: the nibble (low for an even s, high for an odd one)
  * of Q4_K byte 32 (s / 2) + t, which is byte t % 4 of piece 8 (s / 2) + t / 4. */
 static int q4k_quant(const uint8_t *sb, int r, int s, int t)
 {
-    int byte = sb[Q4K_QS + (8 * (s / 2) + t / 4) * 4 * KERN_R16 + r * 4 + t % 4];
+    int byte = sb[KERN_KR16_QS + (8 * (s / 2) + t / 4) * 4 * KERN_R16 + r * 4 + t % 4];
     return s % 2 ? byte >> 4 : byte & 15;
 }
 
 /* Q5_K_R16's fifth bit of row r's value t of sub-block s, as 16 or 0. */
 static int q5k_high(const uint8_t *sb, int r, int s, int t)
 {
-    return ((sb[Q5K_QH + (t / 4) * 4 * KERN_R16 + r * 4 + t % 4] >> s) & 1) << 4;
+    return ((sb[KERN_KR16_QH + (t / 4) * 4 * KERN_R16 + r * 4 + t % 4] >> s) & 1) << 4;
 }
 
 /* Block b's term of row j against an x block rounded to q (scale d, sum of q xsum), in fp64:
