@@ -278,8 +278,8 @@ static int64_t quant_targets(struct eng_model *m, enum kern_dtype to, struct qua
 }
 
 /* The format target t is stored in, or KERN_DTYPE_COUNT when it stays as it is. q NONE (with
- * int8_dot) takes a matrix already in Q8_0, Q4_0, Q4_K or Q5_K (the formats with an R16 form)
- * as its plain format and leaves the others (Q6_K, floats) alone; int8_dot interleaves every
+ * int8_dot) takes a matrix already in Q8_0, Q4_0, Q4_K, Q5_K or Q6_K (the formats with an R16
+ * form) as its plain format and leaves the others (floats) alone; int8_dot interleaves every
  * dense matrix (the matmul op's), never an expert (the moe op reads the plain formats only). */
 static enum kern_dtype target_format(const struct quant_target *t, enum eng_quant q,
                                      bool int8_dot)
@@ -290,7 +290,7 @@ static enum kern_dtype target_format(const struct quant_target *t, enum eng_quan
     else if (q == ENG_QUANT_Q4_0)
         plain = KERN_DTYPE_Q4_0;
     else if (t->expert < 0 && (from == KERN_DTYPE_Q8_0 || from == KERN_DTYPE_Q4_0 ||
-                               (int8_dot && (from == KERN_DTYPE_Q4_K || from == KERN_DTYPE_Q5_K))))
+                               (int8_dot && kern_dtype_block_elems(from) == KERN_QKBLOCK)))
         plain = from;
     if (plain == KERN_DTYPE_COUNT)
         return KERN_DTYPE_COUNT;
@@ -350,8 +350,8 @@ int eng_model_quantize(struct eng_model *m, enum eng_quant q, bool int8_dot, int
     }
     if (int8_dot && n_r16 == 0) {
         free(t);
-        snprintf(err, errlen, "int8 activations need Q8_0, Q4_0, Q4_K or Q5_K weight matrices: "
-                 "add --quantization q8_0|q4_0 (or use a GGUF file with such matrices)");
+        snprintf(err, errlen, "int8 activations need Q8_0, Q4_0, Q4_K, Q5_K or Q6_K weight "
+                 "matrices: add --quantization q8_0|q4_0 (or use a GGUF file with such matrices)");
         return -1;
     }
     uint8_t *buf = total ? aligned_alloc(64, total) : NULL;

@@ -76,6 +76,7 @@ static const enum kern_dtype r16_pairs[][2] = {
     {KERN_DTYPE_Q4_0, KERN_DTYPE_Q4_0_R16},
     {KERN_DTYPE_Q4_K, KERN_DTYPE_Q4_K_R16},
     {KERN_DTYPE_Q5_K, KERN_DTYPE_Q5_K_R16},
+    {KERN_DTYPE_Q6_K, KERN_DTYPE_Q6_K_R16},
 };
 
 /* The other member of dtype's pair (side 0: dtype is the plain one), or KERN_DTYPE_COUNT. */
@@ -121,7 +122,7 @@ int64_t kern_dtype_matrix_bytes(enum kern_dtype dtype, int64_t n_rows, int64_t k
                 return -1;
             return out;
         }
-        dtype = kern_dtype_r16_base(dtype);
+        dtype = kern_dtype_r16_base(dtype); /* the others: as many bytes as their base */
     }
     int64_t row = kern_dtype_row_bytes(dtype, k);
     if (row < 0 || __builtin_mul_overflow(row, n_rows, &out))
@@ -176,6 +177,8 @@ const char *kern_dtype_name(enum kern_dtype dtype)
         return "q4_k_r16";
     case KERN_DTYPE_Q5_K_R16:
         return "q5_k_r16";
+    case KERN_DTYPE_Q6_K_R16:
+        return "q6_k_r16";
     }
     return "invalid";
 }

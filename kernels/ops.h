@@ -49,6 +49,13 @@ extern "C" { /* the CUDA backend's .cu files are C++ */
  * 0..7 the rows' bytes 32c + 4t .. 32c + 4t + 3 of the Q4_K nibbles (64 bytes per t; low
  * nibbles: sub-block 2c's values 4t .. 4t+3, high nibbles: sub-block 2c + 1's); padding rows
  * all zero.
+ * Q6_K_R16 is Q6_K so interleaved, KERN_R16 * KERN_Q6_K_R16_ROW_BYTES bytes a group's
+ * super-block (210 per row, as Q6_K), each: the 16 rows' fp16 d (32 bytes), the int8 scales of
+ * sub-blocks 0..15 (16 per sub-block, row 0 first: 256 bytes), then 16 steps of 192 bytes in
+ * the order the int8 dot reads them: step 8h + j (h = 0..1, j = 0..7) holds the rows' Q6_K
+ * low-nibble bytes ql[64h + 4j .. 64h + 4j + 3], their ql[64h + 32 + 4j ..] and their high-bit
+ * pairs qh[32h + 4j ..], each as 16 4-byte pieces side by side (64 bytes, row 0 first);
+ * padding rows all zero.
  * kern_dtype_block_elems and kern_dtype_row_bytes treat them as no format at all (0 and -1),
  * so that nothing but the matmul op takes them. */
 enum kern_dtype {
@@ -64,8 +71,9 @@ enum kern_dtype {
     KERN_DTYPE_Q4_0_R16 = 9,
     KERN_DTYPE_Q4_K_R16 = 10,
     KERN_DTYPE_Q5_K_R16 = 11,
+    KERN_DTYPE_Q6_K_R16 = 12,
 };
-#define KERN_DTYPE_COUNT 12
+#define KERN_DTYPE_COUNT 13
 #define KERN_R16 16
 #define KERN_Q4_K_R16_ROW_BYTES 148
 #define KERN_Q5_K_R16_ROW_BYTES 180
@@ -77,6 +85,13 @@ enum kern_dtype {
 #define KERN_KR16_MINS (KERN_KR16_SCALES + 8 * KERN_R16)
 #define KERN_KR16_QS (KERN_KR16_MINS + 8 * KERN_R16)
 #define KERN_KR16_QH (KERN_KR16_QS + KERN_R16 * KERN_QKBLOCK / 2)
+#define KERN_Q6_K_R16_ROW_BYTES 210
+/* Byte offsets within a Q6_K_R16 group's super-block: d at 0, then the scales (sub-block j's
+ * 16 at + 16 j), then the steps of KERN_Q6R16_STEP bytes (their three 64-byte parts in order:
+ * ql, ql + 32, qh). */
+#define KERN_Q6R16_SCALES (2 * KERN_R16)
+#define KERN_Q6R16_QS (KERN_Q6R16_SCALES + 16 * KERN_R16)
+#define KERN_Q6R16_STEP (3 * 4 * KERN_R16)
 #define KERN_QBLOCK 32
 #define KERN_Q8_0_BLOCK_BYTES 34
 #define KERN_Q4_0_BLOCK_BYTES 18
@@ -109,14 +124,14 @@ int64_t kern_dtype_row_bytes(enum kern_dtype dtype, int64_t n);
  * of KERN_R16 rows), or -1 when a dimension is negative, a row is not whole blocks, or on
  * overflow. */
 int64_t kern_dtype_matrix_bytes(enum kern_dtype dtype, int64_t n_rows, int64_t k);
-/* The plain block format an R16 format interleaves (Q8_0, Q4_0, Q4_K or Q5_K), the R16 format
+/* The plain block format an R16 format interleaves (Q8_0, Q4_0, Q4_K, Q5_K or Q6_K), the R16 format
  * of a plain one (or KERN_DTYPE_COUNT when there is none), and whether dtype is an R16
  * format. */
 enum kern_dtype kern_dtype_r16_base(enum kern_dtype dtype);
 enum kern_dtype kern_dtype_r16_of(enum kern_dtype dtype);
 int kern_dtype_is_r16(enum kern_dtype dtype);
 /* Name ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q8_0_r16", "q4_0_r16",
- * "q4_k_r16", "q5_k_r16") for messages. */
+ * "q4_k_r16", "q5_k_r16", "q6_k_r16") for messages. */
 const char *kern_dtype_name(enum kern_dtype dtype);
 
 /* Quantizes src [n_rows, k] (any dtype: float, or a block format widened exactly first; k a
@@ -134,7 +149,7 @@ int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, in
                   enum kern_dtype to, void *dst);
 
 /* Interleaves src, n_rows rows of k elements in Q8_0, Q4_0 (k a multiple of KERN_QBLOCK),
- * Q4_K or Q5_K (of KERN_QKBLOCK), into dst in the matching R16 format
+ * Q4_K, Q5_K or Q6_K (of KERN_QKBLOCK), into dst in the matching R16 format
  * (kern_dtype_matrix_bytes(kern_dtype_r16_of(from), n_rows, k) bytes; the padding rows zero).
  * Moves bytes only (Q4_K's packed 6-bit scales and mins are unpacked to a byte each): every
  * value and scale is kept. Returns KERN_ERR_INVALID for a bad shape or dtype. Plain C on the
@@ -192,6 +207,11 @@ struct kern_rmsnorm_params {
  *    and f1 = dmin * min (exact fp32 products) and its quants w_t (0..15, Q5_K 0..31): with
  *    s as above and x_s = sum_t q_t, y[i, j] (+)= sum_b ((f0 * d) * s - (f1 * d) * x_s),
  *    each product of two factors one fp32 rounding, the rest as above.
+ *  - Q6_K_R16: block b is sub-blocks 2b and 2b + 1 (16 values each) of its super-block, each
+ *    with f0 = d * scale (an exact fp32 product) and its quants w_t (0..63): with
+ *    s = sum_t (w_t - 32) * q_t over the sub-block's 16 values (exact), y[i, j] (+)= the sum
+ *    over sub-blocks of (f0 * d) * s, each product of two factors one fp32 rounding, the rest
+ *    as above.
  * W holds ceil(n / KERN_R16) groups (kern_dtype_matrix_bytes); w points at the first. */
 struct kern_matmul_params {
     const float *x;            /* [m, k], row stride ldx >= k */

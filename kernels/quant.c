@@ -116,6 +116,12 @@ int kern_quantize(const void *src, enum kern_dtype src_dtype, int64_t n_rows, in
 /* A K super-block's nibble bytes and Q5_K's fifth-bit bytes. */
 #define Q4K_QS_BYTES (KERN_QKBLOCK / 2)
 #define Q5K_QH_BYTES (KERN_QKBLOCK / 8)
+/* A Q6_K super-block (ops.h): ql, then qh, then 16 int8 scales at Q6K_SCALES, then d. */
+#define Q6K_QL_BYTES (KERN_QKBLOCK / 2)
+#define Q6K_QH_BYTES (KERN_QKBLOCK / 4)
+#define Q6K_SCALES (Q6K_QL_BYTES + Q6K_QH_BYTES)
+#define Q6K_D (Q6K_SCALES + 16)
+_Static_assert(Q6K_D + 2 == KERN_Q6_K_BLOCK_BYTES, "Q6_K's parts fill its block");
 
 /* kern_repack from Q4_K (q5 0) or Q5_K (q5 1): n_rows rows of n_sb super-blocks into n_padded
  * rows (whole groups) of Q4_K_R16 / Q5_K_R16. The 6-bit scales and mins are unpacked here
@@ -153,6 +159,36 @@ static void repack_k(int q5, const uint8_t *src, int64_t n_rows, int64_t n_padde
     }
 }
 
+/* kern_repack from Q6_K: its 16 int8 scales one per sub-block, its ql and qh bytes as pieces,
+ * three to a step (ops.h). */
+static void repack_q6k(const uint8_t *src, int64_t n_rows, int64_t n_padded, int64_t n_sb,
+                       uint8_t *dst)
+{
+    static const uint8_t zero_sb[KERN_Q6_K_BLOCK_BYTES]; /* the padding rows: d = 0, all 0 */
+    const size_t sb_out = KERN_R16 * KERN_Q6_K_R16_ROW_BYTES;
+    for (int64_t j = 0; j < n_padded; j++) {
+        int r = (int)(j % KERN_R16);
+        uint8_t *group = dst + (size_t)(j / KERN_R16) * (size_t)n_sb * sb_out;
+        for (int64_t b = 0; b < n_sb; b++) {
+            const uint8_t *in =
+                j < n_rows ? src + (size_t)(j * n_sb + b) * KERN_Q6_K_BLOCK_BYTES : zero_sb;
+            uint8_t *out = group + (size_t)b * sb_out;
+            memcpy(out + 2 * r, in + Q6K_D, 2); /* d, bytes as stored */
+            for (int s = 0; s < 16; s++)
+                out[KERN_Q6R16_SCALES + s * KERN_R16 + r] = in[Q6K_SCALES + s];
+            for (int s = 0; s < 16; s++) { /* step s = 8h + j */
+                const int h = s / 8, j = s % 8;
+                const int from[3] = {64 * h + 4 * j, 64 * h + 32 + 4 * j,
+                                     Q6K_QL_BYTES + 32 * h + 4 * j};
+                for (int part = 0; part < 3; part++)
+                    memcpy(out + KERN_Q6R16_QS + s * KERN_Q6R16_STEP +
+                               part * KERN_R16 * R16_PIECE + r * R16_PIECE,
+                           in + from[part], R16_PIECE);
+            }
+        }
+    }
+}
+
 int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k, void *dst)
 {
     enum kern_dtype to = kern_dtype_r16_of(from);
@@ -160,7 +196,7 @@ int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k
      * yet write is refused, not taken for Q8_0 / Q4_0. kern_dtype_matrix_bytes rounds n_rows
      * up to whole groups: keep it clear of INT64_MAX so that the rounding cannot overflow. */
     if ((from != KERN_DTYPE_Q8_0 && from != KERN_DTYPE_Q4_0 && from != KERN_DTYPE_Q4_K &&
-         from != KERN_DTYPE_Q5_K) ||
+         from != KERN_DTYPE_Q5_K && from != KERN_DTYPE_Q6_K) ||
         to == KERN_DTYPE_COUNT || n_rows < 0 || n_rows > INT64_MAX - KERN_R16 || k < 0)
         return KERN_ERR_INVALID;
     int64_t row_bytes = kern_dtype_row_bytes(from, k);
@@ -172,6 +208,10 @@ int kern_repack(const void *src, enum kern_dtype from, int64_t n_rows, int64_t k
     const int64_t n_padded = (n_rows + KERN_R16 - 1) / KERN_R16 * KERN_R16; /* whole groups */
     if (from == KERN_DTYPE_Q4_K || from == KERN_DTYPE_Q5_K) {
         repack_k(from == KERN_DTYPE_Q5_K, src, n_rows, n_padded, k / KERN_QKBLOCK, dst);
+        return KERN_OK;
+    }
+    if (from == KERN_DTYPE_Q6_K) {
+        repack_q6k(src, n_rows, n_padded, k / KERN_QKBLOCK, dst);
         return KERN_OK;
     }
     /* src's n_rows * row_bytes is at most dst_bytes, so every offset below fits. */

@@ -66,11 +66,11 @@ rewritten: it is read back and checked, as verify checks a file it has just writ
 what this script would write (metadata, every tensor's type, shape and bytes), and its sha256 and
 those of golden/kmix/'s files must be the same after the run as before. The weights are
 golden/kmix's (kmix_weights' defaults); per matrix (not token_embd), its GGUF type (kmix_types)
-decides the path: a Q4_K or Q5_K matrix (KMIX_INT8_NATIVE: used natively, both have an R16 form)
-and a Q5_0 one (KMIX_REQUANT: requantized to Q8_0 at load, exactly make_quant_goldens.py's
-quantize_q8_0 of gguf.quants.dequantize(its bytes) as golden/kmix uses it) are interleaved and run
-the int8 dot of kernels/ops.h (the R16 paragraph above struct kern_matmul_params); Q6_K matrices
-(lm_head included) stay on the plain path: fp32 activations, exact dequantized values.
+decides the path: a Q4_K, Q5_K or Q6_K matrix (KMIX_INT8_NATIVE: used natively, each has an R16
+form; lm_head included) and a Q5_0 one (KMIX_REQUANT: requantized to Q8_0 at load, exactly
+make_quant_goldens.py's quantize_q8_0 of gguf.quants.dequantize(its bytes) as golden/kmix uses it)
+are interleaved and run the int8 dot of kernels/ops.h (the R16 paragraph above struct
+kern_matmul_params).
 The int8 dot is make_quant_goldens.py's emulation (its quantize_activations: per row of the layer
 input and block of 32 values v, in fp32, a = max|v|, d = a / 127, d < FLT_MIN: d = 0 and q = 0,
 else q = round_half_even(v * (1 / d)); a non-finite row gives a NaN output row), with per weight
@@ -82,10 +82,16 @@ block b:
         (decode_q4_k / decode_q5_k: fp32(f0 * w) - f1 must equal gguf.quants.dequantize bit for
         bit); term = float64(fp32(f0 * d)) * s - float64(fp32(f1 * d)) * x_s, s = sum w q,
         x_s = sum q (both products exact, the difference one float64 rounding);
+  Q6_K  block b = sub-blocks 2 (b % 8) and 2 (b % 8) + 1 (16 values each) of super-block b / 8;
+        per sub-block f0 = d_sb * sc (exact fp32: fp16 times an int8), w the quants 0..63 (the low
+        4 bits a nibble of ql, bits 4-5 a pair of qh, decode_q6_k; fp32(f0 * (w - 32)) must equal
+        gguf.quants.dequantize bit for bit); term = float64(fp32(f0_0 * d)) * s_0 +
+        float64(fp32(f0_1 * d)) * s_1, s_h = sum (w - 32) q over sub-block h's 16 values (both
+        products exact, the sum one float64 rounding);
   y = fp32(sum of the terms over b in order, in float64) (+ bias in fp32; Phi-3 has none), as
 kernels/ref/matmul.c computes it. golden.json is golden/kmix's schema plus "activations": "int8",
 "activation_algorithm", "int8_activation_layers" (module names, in model order),
-"int8_activation_formats" (each one's "q4_k" / "q5_k" / "q8_0") and per case
+"int8_activation_formats" (each one's "q4_k" / "q5_k" / "q6_k" / "q8_0") and per case
 "greedy_plain_quantized_same" (against golden/kmix). Self-checks: the same harness with the int8
 layers switched to the plain path reproduces golden/kmix bit for bit; every int8 layer's output
 over the longest prompt equals a literal numpy loop of the contract (int64 sums, float64
@@ -174,7 +180,7 @@ KMIX_NATIVE = {GT.Q4_K, GT.Q5_K, GT.Q6_K}  # kept as stored: its values are gguf
 KMIX_REQUANT = {GT.Q5_0}  # no kernel: widened exactly, then requantized by its Q8_0 quantizer
 # With --int8-activations (no --quantization) the matrices whose format has an R16 form run the
 # int8 dot: the native ones of these types, and every KMIX_REQUANT one (held as Q8_0).
-KMIX_INT8_NATIVE = {GT.Q4_K, GT.Q5_K}
+KMIX_INT8_NATIVE = {GT.Q4_K, GT.Q5_K, GT.Q6_K}
 KMIX_INT8_ALGORITHM = (
     "int8 dot of kernels/ops.h (R16 formats): per row of the layer input x and block of 32 values v, "
     "in fp32: a = max|v|, d = a / 127; d < FLT_MIN: d = 0, q = 0; else id = 1 / d, q = "
@@ -182,9 +188,11 @@ KMIX_INT8_ALGORITHM = (
     "block b, q8_0 (the Q5_0 matrix requantized at load): term = float64(fp32(dw * d)) * sum(w * q) "
     "(w the int8 values, dw the fp16 scale); q4_k and q5_k (sub-block b % 8 of super-block b / 8, "
     "f0 = d * scale, f1 = dmin * min, w the quants: q4_k 0..15, q5_k 0..31): term = "
-    "float64(fp32(f0 * d)) * sum(w * q) - float64(fp32(f1 * d)) * sum(q); y = fp32(sum of the "
-    "terms over the blocks in order, in float64) + bias in fp32; Q6_K matrices: plain (fp32 "
-    "activations)")
+    "float64(fp32(f0 * d)) * sum(w * q) - float64(fp32(f1 * d)) * sum(q); q6_k (sub-blocks "
+    "2 (b % 8) and 2 (b % 8) + 1 of super-block b / 8, 16 values each, f0 = d * scale, w the quants "
+    "0..63): term = float64(fp32(f0_0 * d)) * sum((w - 32) * q)_0 + float64(fp32(f0_1 * d)) * "
+    "sum((w - 32) * q)_1; y = fp32(sum of the terms over the blocks in order, in float64) + bias "
+    "in fp32")
 QK_K = gguf.QK_K  # 256 elements per K-quant super-block
 K_BLOCK_BYTES = {GT.Q4_K: 144, GT.Q5_K: 176, GT.Q6_K: 210, GT.Q5_0: 22}  # bytes per block (Q5_0: 32 elements)
 # Sanity bound on max |dequantized - checkpoint| / max |checkpoint| per tensor: about half a step
@@ -885,13 +893,13 @@ def kmix_golden(name, mdir, tensors):
 
 # ----------------------------------------------------------------------------------------------
 # the kmix golden with int8 activations (--int8): make_quant_goldens.py's emulation of the int8
-# dot, with the Q4_K_R16 and Q5_K_R16 forms added
+# dot, with the Q4_K_R16, Q5_K_R16 and Q6_K_R16 forms added
 
 
 def kmix_int8_kind(qtype):
     """How phiserve runs a kmix matrix (not token_embd) of this GGUF type with --int8-activations
-    and no --quantization: "q4_k", "q5_k" or "q8_0" (interleaved: the int8 dot), None (the plain
-    path)."""
+    and no --quantization: "q4_k", "q5_k", "q6_k" or "q8_0" (interleaved: the int8 dot), None (the
+    plain path)."""
     if qtype in KMIX_INT8_NATIVE:
         return qtype.name.lower()
     if qtype in KMIX_REQUANT:  # held as Q8_0 after the load
@@ -952,13 +960,49 @@ def decode_q5_k(raw):
     return decode_k_scale_min(raw, GT.Q5_K)
 
 
-# the int8 kinds with the scale / min (K_R16) dot, and their decoders
-KMIX_INT8_K_DECODERS = {"q4_k": decode_q4_k, "q5_k": decode_q5_k}
+def decode_q6_k(raw):
+    """Q6_K bytes [n, k / 256 * 210] -> (f0 fp32 [n, k/32, 2], None, w int64 [n, k/32, 32]): per
+    32-element block in element order, the d * scale of its two 16-element sub-blocks (exact fp32
+    products: an fp16 times an int8) and its quants 0..63, value f0 * (w - 32). Decoded here from
+    llama.cpp's block_q6_K (encode_q6_k's layout: ql[128], qh[64], scales[16], d): element
+    128 h + 32 u + l is nibble u // 2 of ql[64 h + 32 (u % 2) + l] with bits 2u, 2u + 1 of
+    qh[32 h + l] above it; checked against gguf.quants.dequantize bit for bit."""
+    n = raw.shape[0]
+    b = raw.reshape(n, -1, K_BLOCK_BYTES[GT.Q6_K])
+    ns = b.shape[1]
+    ql = b[..., 0:128].astype(np.int64).reshape(n, ns, 2, 2, 32)  # [.., h, u % 2, l]
+    qh = b[..., 128:192].astype(np.int64).reshape(n, ns, 2, 1, 32)  # [.., h, -, l]
+    sc = b[..., 192:208].copy().view(np.int8).astype(np.int64)
+    d = b[..., 208:210].copy().view("<f2")[..., 0].astype(np.float32)
+    w = np.empty((n, ns, 2, 4, 32), dtype=np.int64)
+    for u in range(4):
+        w[..., u, :] = ((ql[..., u % 2, :] >> (4 * (u // 2))) & 15) | ((qh[..., 0, :] >> (2 * u)) & 3) << 4
+    w = w.reshape(n, ns * 8, 32)
+    f0 = d[..., None] * sc.astype(np.float32)  # [n, ns, 16]
+    check(np.array_equal(f0.astype(np.float64), d.astype(np.float64)[..., None] * sc),
+          "Q6_K: d * sc not exact in fp32")
+    f0 = f0.reshape(n, ns * 8, 2)
+    deq = (np.repeat(f0, 16, axis=-1) * (w - 32).astype(np.float32)).reshape(n, -1)
+    ref = gguf.quants.dequantize(raw, GT.Q6_K)
+    check(deq.dtype == np.float32 and np.array_equal(deq.view(np.uint32), ref.view(np.uint32)),
+          "Q6_K: decoded f0 * (w - 32) != gguf.quants.dequantize")
+    return f0, None, w
+
+
+def k_values(kind, f0, f1, w):
+    """The fp32 values [n, k/32, 32] that kind's decoded (f0, f1, w) stand for."""
+    if kind == "q6_k":
+        return np.repeat(f0, 16, axis=-1) * (w - 32).astype(np.float32)
+    return f0[..., None] * w.astype(np.float32) - f1[..., None]
+
+
+# the int8 kinds with a K super-block dot (K_R16), and their decoders
+KMIX_INT8_K_DECODERS = {"q4_k": decode_q4_k, "q5_k": decode_q5_k, "q6_k": decode_q6_k}
 
 
 def kmix_int8_layers(model, tensors, weights):
-    """{module name: ("q4_k" or "q5_k", (f0, f1, w)) or ("q8_0", (dw fp32 [n, k/32], signed q
-    int64 [n, k/32, 32]))} of the matrices phiserve runs with int8 activations, by their GGUF type
+    """{module name: ("q4_k", "q5_k" or "q6_k", (f0, f1, w)) or ("q8_0", (dw fp32 [n, k/32], signed
+    q int64 [n, k/32, 32]))} of the matrices phiserve runs with int8 activations, by their GGUF type
     (kmix_types); each one's values are checked equal to weights' (the golden/kmix values)."""
     ktypes = kmix_types(model.config.num_hidden_layers)
     layers = {}
@@ -973,8 +1017,8 @@ def kmix_int8_layers(model, tensors, weights):
         w_ref = weights[e["hf"]][0]
         if kind in KMIX_INT8_K_DECODERS:
             f0, f1, w = KMIX_INT8_K_DECODERS[kind](e["data"])
-            arrays = (torch.from_numpy(f0), torch.from_numpy(f1), torch.from_numpy(w))
-            deq = torch.from_numpy((f0[..., None] * w.astype(np.float32) - f1[..., None]).reshape(w_ref.shape))
+            arrays = (torch.from_numpy(f0), None if f1 is None else torch.from_numpy(f1), torch.from_numpy(w))
+            deq = torch.from_numpy(k_values(kind, f0, f1, w).reshape(w_ref.shape))
         else:  # the same call as kmix_weights: the Q8_0 that phiserve's loader makes of the Q5_0
             dw, _, q, deq = mq.quantize_q8_0(torch.from_numpy(np.ascontiguousarray(e["deq"])))[:4]
             arrays = (dw, q.long())
@@ -1007,25 +1051,52 @@ def int8_matmul_k(x, f0, f1, w):
     return acc, d, q, p, c0, c1
 
 
+def int8_matmul_q6(x, f0, w):
+    """ops.h's Q6_K_R16 int8 dot without the bias: x [M, k] (rounded to fp32 first), f0 fp32
+    [n, k/32, 2], w float64 [n, k/32, 32] (the quants 0..63). Returns (y float64 [M, n] (NaN rows
+    for non-finite inputs), d, q, p (mq.quantize_activations'), c = fp32(f0 * d) [M, n, k/32, 2])."""
+    x = x.to(torch.float32)
+    d, q, p, finite = mq.quantize_activations(x)
+    assert float(w.min()) >= 0 and float(w.max()) <= 63
+    M, nb = q.shape[:2]
+    # |(w - 32) q| <= 32 * 127, 16 of them: every partial sum is an integer, exact in float64
+    s = torch.einsum("mbht,nbht->mnbh", q.reshape(M, nb, 2, 16), (w - 32).reshape(w.shape[0], nb, 2, 16))
+    c = d[:, None, :, None] * f0[None, :, :, :]  # one fp32 rounding each
+    assert np.array_equal(c.numpy(), d.numpy()[:, None, :, None] * f0.numpy()[None, :, :, :])
+    acc = torch.zeros(c.shape[:2], dtype=torch.float64)
+    for b in range(nb):  # in block order, each term as kernels/ref/matmul.c's r16_term
+        acc = acc + (c[:, :, b, 0].double() * s[:, :, b, 0] + c[:, :, b, 1].double() * s[:, :, b, 1])
+    acc[~finite] = float("nan")
+    return acc, d, q, p, c
+
+
 class KInt8Linear(mq.Int8ActLinear):
-    """mq.Int8ActLinear for a Q4_K or Q5_K matrix (same parameters, mq.ACT's modes): its int8 dot
-    is the Q4_K_R16 / Q5_K_R16 one (int8_matmul_k). kmix_install_int8 sets int8_kind ("q4_k" /
-    "q5_k"), int8_f0, int8_f1 and int8_w on each instance."""
+    """mq.Int8ActLinear for a Q4_K, Q5_K or Q6_K matrix (same parameters, mq.ACT's modes): its
+    int8 dot is the Q4_K_R16 / Q5_K_R16 one (int8_matmul_k) or the Q6_K_R16 one
+    (int8_matmul_q6). kmix_install_int8 sets int8_kind ("q4_k" / "q5_k" / "q6_k"), int8_f0,
+    int8_f1 (None for q6_k) and int8_w on each instance."""
 
     def forward(self, x):
         if mq.ACT["mode"] == "plain":
             return super().forward(x)  # the noise if any, then x @ W^T on the dequantized weight
         x = mq.with_noise(x)  # as mq.Int8ActLinear
         lead, k = x.shape[:-1], x.shape[-1]
-        acc, d, q, p, c0, c1 = int8_matmul_k(x.reshape(-1, k), self.int8_f0, self.int8_f1, self.int8_w)
+        if self.int8_kind == "q6_k":
+            acc, d, q, p, c = int8_matmul_q6(x.reshape(-1, k), self.int8_f0, self.int8_w)
+
+            def flip(mi, bi, ti):  # moves block b's term by c (of t's sub-block) * (w_t - 32)
+                return c[mi, :, bi, ti // 16].double() * (self.int8_w[:, bi, ti].T - 32)
+        else:
+            acc, d, q, p, c0, c1 = int8_matmul_k(x.reshape(-1, k), self.int8_f0, self.int8_f1,
+                                                 self.int8_w)
+
+            def flip(mi, bi, ti):  # moves block b's term by c0 * w_t - c1 (x_s moves by 1 too)
+                return c0[mi, :, bi].double() * self.int8_w[:, bi, ti].T - c1[mi, :, bi].double()
         y = acc.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
         if self.bias is not None:
             y = y + self.bias
         if mq.ACT["stats"] is not None:
-            # a flip of q_t by 1 moves block b's term by c0 * w_t - c1 (x_s moves by 1 too)
-            mq.record_stats(mq.ACT["stats"], y, d, p,
-                            lambda mi, bi, ti: c0[mi, :, bi].double() * self.int8_w[:, bi, ti].T
-                            - c1[mi, :, bi].double())
+            mq.record_stats(mq.ACT["stats"], y, d, p, flip)
         return y.reshape(*lead, y.shape[-1])
 
 
@@ -1042,7 +1113,8 @@ def kmix_install_int8(model, layers):
         assert type(mod) is torch.nn.Linear, (name, type(mod))
         mod.__class__ = KInt8Linear
         mod.int8_kind, mod.int8_f0, mod.int8_f1, mod.int8_w = kind, f0, f1, w.double()
-        assert f0.shape == f1.shape == w.shape[:2] and w.shape[0] == mod.out_features
+        assert f0.shape[:2] == w.shape[:2] and w.shape[0] == mod.out_features
+        assert (f1 is None) == (kind == "q6_k") and (f1 is None or f1.shape == f0.shape)
         assert w.shape[1] * mq.QK == mod.in_features
     names = [n for n, _ in model.named_modules() if n in layers]
     assert sorted(names) == sorted(layers)
@@ -1065,23 +1137,39 @@ def literal_k_linear(x, w, f0, f1, bias):
             continue
         acc = np.zeros(n, dtype=np.float64)
         for b in range(nb):
-            v = row[b * mq.QK:(b + 1) * mq.QK]
-            a = np.float32(0)
-            for t in range(mq.QK):
-                a = max(a, np.float32(abs(v[t])))
-            d = np.float32(a / np.float32(mq.QMAX))
-            if d < np.float32(mq.FLT_MIN):
-                d = np.float32(0)
-                q = np.zeros(mq.QK, dtype=np.int64)
-            else:
-                inv = np.float32(np.float32(1) / d)
-                q = np.array([int(np.rint(np.float32(v[t] * inv))) for t in range(mq.QK)], dtype=np.int64)
+            d, q = mq.literal_x8_block(row[b * mq.QK:(b + 1) * mq.QK])
             s = w[:, b, :] @ q  # int64, exact
             xs = int(q.sum())
             g0 = (f0[:, b] * d).astype(np.float32)
             g1 = (f1[:, b] * d).astype(np.float32)
             assert g0.dtype == g1.dtype == np.float32
             acc = acc + (g0.astype(np.float64) * s.astype(np.float64) - g1.astype(np.float64) * np.float64(xs))
+        y[i] = acc.astype(np.float32)
+    return y if bias is None else y + bias
+
+
+def literal_q6_linear(x, w, f0, bias):
+    """ops.h's Q6_K_R16 contract written out as a plain loop in numpy (int64 sums, fp32 scalars,
+    float64 accumulation): x np.float32 [M, k], w int64 [n, k/32, 32] (0..63), f0 np.float32
+    [n, k/32, 2], bias np.float32 or None."""
+    M, k = x.shape
+    n, nb, _ = w.shape
+    y = np.empty((M, n), dtype=np.float32)
+    for i in range(M):
+        row = x[i]
+        if not np.isfinite(row).all():
+            y[i] = np.nan
+            continue
+        acc = np.zeros(n, dtype=np.float64)
+        for b in range(nb):
+            d, q = mq.literal_x8_block(row[b * mq.QK:(b + 1) * mq.QK])
+            term = np.zeros(n, dtype=np.float64)
+            for h in range(2):
+                s = (w[:, b, 16 * h:16 * h + 16] - 32) @ q[16 * h:16 * h + 16]  # int64, exact
+                g = (f0[:, b, h] * d).astype(np.float32)
+                assert g.dtype == np.float32
+                term = term + g.astype(np.float64) * s.astype(np.float64)
+            acc = acc + term
         y[i] = acc.astype(np.float32)
     return y if bias is None else y + bias
 
@@ -1096,7 +1184,10 @@ def kmix_literal_check(model, names, results):
         m = mods[n]
         x2 = x.reshape(-1, x.shape[-1]).float().numpy()
         bias = None if m.bias is None else m.bias.detach().numpy()
-        if isinstance(m, KInt8Linear):
+        if isinstance(m, KInt8Linear) and m.int8_kind == "q6_k":
+            kind = m.int8_kind
+            want = literal_q6_linear(x2, m.int8_w.long().numpy(), m.int8_f0.numpy(), bias)
+        elif isinstance(m, KInt8Linear):
             kind = m.int8_kind
             want = literal_k_linear(x2, m.int8_w.long().numpy(), m.int8_f0.numpy(), m.int8_f1.numpy(), bias)
         else:
@@ -1126,8 +1217,8 @@ def same_bits(results, ref):
 
 
 def kmix_int8_golden(name, mdir, tensors):
-    """golden/kmix_int8/: golden/kmix's model with the Q4_K, Q5_K and requantized Q8_0 matrices
-    run as the int8 dot (see the docstring). Returns report lines."""
+    """golden/kmix_int8/: golden/kmix's model with the Q4_K, Q5_K, Q6_K and requantized Q8_0
+    matrices run as the int8 dot (see the docstring). Returns report lines."""
     torch.use_deterministic_algorithms(True)
     spec = mq.spec_for(name)
     fp32_doc = json.loads((mdir / "golden" / "golden.json").read_text())

@@ -468,6 +468,19 @@ def install_int8(model, blocks):
     return names
 
 
+def literal_x8_block(v):
+    """One block of 32 finite fp32 values rounded as ops.h says, step by step in numpy: (d
+    np.float32, q int64 [32])."""
+    a = np.float32(0)
+    for t in range(QK):
+        a = max(a, np.float32(abs(v[t])))
+    d = np.float32(a / np.float32(QMAX))
+    if d < np.float32(FLT_MIN):
+        return np.float32(0), np.zeros(QK, dtype=np.int64)
+    inv = np.float32(np.float32(1) / d)
+    return d, np.array([int(np.rint(np.float32(v[t] * inv))) for t in range(QK)], dtype=np.int64)
+
+
 def literal_int8_linear(x, wq, dw, bias):
     """ops.h's contract written out as a plain loop in numpy (int64 sums, fp32 scalars): x
     np.float32 [M, k], wq int64 [n, k/32, 32], dw np.float32 [n, k/32], bias np.float32 or None."""
@@ -481,17 +494,7 @@ def literal_int8_linear(x, wq, dw, bias):
             continue
         acc = np.zeros(n, dtype=np.float64)
         for b in range(nb):
-            v = row[b * QK:(b + 1) * QK]
-            a = np.float32(0)
-            for t in range(QK):
-                a = max(a, np.float32(abs(v[t])))
-            d = np.float32(a / np.float32(QMAX))
-            if d < np.float32(FLT_MIN):
-                d = np.float32(0)
-                q = np.zeros(QK, dtype=np.int64)
-            else:
-                inv = np.float32(np.float32(1) / d)
-                q = np.array([int(np.rint(np.float32(v[t] * inv))) for t in range(QK)], dtype=np.int64)
+            d, q = literal_x8_block(row[b * QK:(b + 1) * QK])
             s = wq[:, b, :] @ q  # int64, exact
             f = (dw[:, b] * d).astype(np.float32)
             assert f.dtype == np.float32

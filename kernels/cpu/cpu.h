@@ -51,7 +51,8 @@ struct kern_cpu_isa {
      * [len / 32]; returns -1 when a value is not finite. gemm_r16, indexed by the R16 dtype,
      * sets out[r * 16 + c] = sum_b (dw[c, b] * d[r, b]) * sum_t w[c, b, t] q[r, b, t] for the
      * group of KERN_R16 columns at wg (nb blocks) and x rows r < mr <= KERN_CPU_R16_MR (q
-     * rows ldq apart, d and s rows ldb apart). */
+     * rows ldq apart, d and s rows ldb apart); for Q6_K_R16, s holds the sums of q per 16
+     * values instead, rows 2 * ldb apart. */
     int (*x8_quant)(const float *x, int64_t len, int8_t *q, float *d, int32_t *s);
     void (*gemm_r16[KERN_DTYPE_COUNT])(const int8_t *xq, const float *xd, const int32_t *xs,
                                        int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nb,

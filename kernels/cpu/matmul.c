@@ -106,9 +106,9 @@ struct r16_job {
     const struct kern_cpu_isa *isa;
     const int8_t *q;           /* [m, k] x rounded */
     const float *d;            /* [m, nb] block scales */
-    const int32_t *s;          /* [m, nb] block sums of q */
+    const int32_t *s;          /* [m, s_ld] sums of q: per block (s_ld = nb), per 16 for Q6_K */
     const uint8_t *bad;        /* [m] the row holds a non-finite value */
-    int64_t nb, group_bytes, n_groups, n_group_tasks, rows_per_task;
+    int64_t nb, s_ld, group_bytes, n_groups, n_group_tasks, rows_per_task;
 };
 
 static void r16_task(void *arg, int64_t task, int thread)
@@ -127,7 +127,7 @@ static void r16_task(void *arg, int64_t task, int thread)
         for (int64_t i = i0; i < i1; i += KERN_CPU_R16_MR) {
             int mr = (int)(i1 - i < KERN_CPU_R16_MR ? i1 - i : KERN_CPU_R16_MR);
             job->isa->gemm_r16[p->w_dtype](job->q + i * p->k, job->d + i * job->nb,
-                                           job->s + i * job->nb, p->k, job->nb, wg, job->nb,
+                                           job->s + i * job->s_ld, p->k, job->nb, wg, job->nb,
                                            out, mr);
             for (int r = 0; r < mr; r++) {
                 float *y = p->y + (i + r) * p->ldy + c0;
@@ -159,22 +159,34 @@ static int matmul_r16(struct kern_ctx *pool, struct kern_ctx *owner,
     job.n_groups = (p->n + KERN_R16 - 1) / KERN_R16;
     job.n_group_tasks = (job.n_groups + R16_GROUPS - 1) / R16_GROUPS;
     job.rows_per_task = p->m <= MM_DIRECT_M ? p->m : R16_MB;
-    /* Scratch: q, then d and s (4-byte aligned: k is a multiple of 32), then the flags. */
+    /* Scratch: q, then d and s (4-byte aligned: k is a multiple of 32), Q6_K's sums per 16
+     * values, then the flags. */
+    const int q6 = p->w_dtype == KERN_DTYPE_Q6_K_R16;
     size_t qb = (size_t)p->m * (size_t)p->k, db = (size_t)p->m * (size_t)job.nb * 4;
+    size_t s16b = q6 ? 2 * db : 0;
     struct kern_cpu_scratch sc;
-    uint8_t *buf = kern_cpu_scratch_get(owner, qb + 2 * db + (size_t)p->m, &sc);
+    uint8_t *buf = kern_cpu_scratch_get(owner, qb + 2 * db + s16b + (size_t)p->m, &sc);
     if (!buf)
         return KERN_ERR_NOMEM;
     int8_t *q = (int8_t *)buf;
     float *d = (float *)(buf + qb);
     int32_t *s = (int32_t *)(buf + qb + db);
-    uint8_t *bad = buf + qb + 2 * db;
-    for (int64_t i = 0; i < p->m; i++)
+    int32_t *s16 = (int32_t *)(buf + qb + 2 * db);
+    uint8_t *bad = buf + qb + 2 * db + s16b;
+    for (int64_t i = 0; i < p->m; i++) {
         bad[i] = isa->x8_quant(p->x + i * p->ldx, p->k, q + i * p->k, d + i * job.nb,
                                s + i * job.nb) != 0;
+        for (int64_t h = 0; q6 && !bad[i] && h < 2 * job.nb; h++) {
+            int32_t sum = 0;
+            for (int t = 0; t < 16; t++)
+                sum += q[i * p->k + 16 * h + t];
+            s16[i * 2 * job.nb + h] = sum;
+        }
+    }
+    job.s_ld = q6 ? 2 * job.nb : job.nb;
     job.q = q;
     job.d = d;
-    job.s = s;
+    job.s = q6 ? s16 : s;
     job.bad = bad;
     int64_t n_tasks = job.n_group_tasks * ((p->m + job.rows_per_task - 1) / job.rows_per_task);
     kern_cpu_parallel_for(pool, n_tasks, r16_task, &job);

@@ -85,6 +85,12 @@ static void gemm_q5_k_r16(const int8_t *xq, const float *xd, const int32_t *xs, 
     simd_r16_body(KERN_DTYPE_Q5_K_R16, xq, xd, xs, ldq, ldb, wg, nb, out, mr);
 }
 
+static void gemm_q6_k_r16(const int8_t *xq, const float *xd, const int32_t *xs, int64_t ldq,
+                          int64_t ldb, const uint8_t *wg, int64_t nb, float *out, int mr)
+{
+    simd_r16_body(KERN_DTYPE_Q6_K_R16, xq, xd, xs, ldq, ldb, wg, nb, out, mr);
+}
+
 static void q8_0_to_f32(const void *src, float *dst, int64_t n)
 {
     simd_block_body(KERN_DTYPE_Q8_0, src, dst, n);
@@ -172,7 +178,8 @@ static const struct kern_cpu_isa isa = {
                      [KERN_DTYPE_Q6_K] = q6_k_to_f32},
     .x8_quant = x8_quant,
     .gemm_r16 = {[KERN_DTYPE_Q8_0_R16] = gemm_q8_0_r16, [KERN_DTYPE_Q4_0_R16] = gemm_q4_0_r16,
-                 [KERN_DTYPE_Q4_K_R16] = gemm_q4_k_r16, [KERN_DTYPE_Q5_K_R16] = gemm_q5_k_r16},
+                 [KERN_DTYPE_Q4_K_R16] = gemm_q4_k_r16, [KERN_DTYPE_Q5_K_R16] = gemm_q5_k_r16,
+                 [KERN_DTYPE_Q6_K_R16] = gemm_q6_k_r16},
     .bf16_to_f32 = bf16_to_f32,
     .f16_to_f32 = f16_to_f32,
     .scores = scores,

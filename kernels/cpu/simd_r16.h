@@ -271,6 +271,64 @@ SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *x
     for (int r = 0; r < mr; r++)
         _mm512_storeu_ps(out + 16 * r, accf[r]);
 }
+
+/* Q6_K_R16 (ops.h): per super-block, 128-value half h and 16-value part i of its four 32-value
+ * runs u, the sub-blocks 8h + 2u + i summed into their own integer lanes (started at -32 times
+ * x's sum over the sub-block, for the quants' offset), then per sub-block and row
+ * y += (f0 * dx) * s with the 16 columns' f0 = d * scale. xs16: x's sums per 16 values. */
+SIMD_INLINE void simd_r16q6_tile(int mr, const int8_t *xq, const float *xd, const int32_t *xs16,
+                                 int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nsb,
+                                 float *out)
+{
+    const __m512i nib = _mm512_set1_epi8(0x0F), b45 = _mm512_set1_epi8(0x30);
+    __m512 accf[4];
+    __m512i acc[4][4];
+    for (int r = 0; r < mr; r++)
+        accf[r] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *blk = wg + sb * (KERN_R16 * KERN_Q6_K_R16_ROW_BYTES);
+        __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        for (int h = 0; h < 2; h++)
+            for (int i = 0; i < 2; i++) {
+                for (int r = 0; r < mr; r++)
+                    for (int u = 0; u < 4; u++)
+                        acc[r][u] = _mm512_set1_epi32(
+                            -32 * xs16[r * 2 * ldb + 16 * sb + 8 * h + 2 * u + i]);
+                for (int t = 0; t < 4; t++) {
+                    const uint8_t *st = blk + KERN_Q6R16_QS + KERN_Q6R16_STEP * (8 * h + 4 * i + t);
+                    __m512i a = _mm512_loadu_si512(st), b = _mm512_loadu_si512(st + 64);
+                    __m512i qh = _mm512_loadu_si512(st + 128);
+                    __m512i w[4];
+                    w[0] = _mm512_or_si512(_mm512_and_si512(a, nib),
+                                           _mm512_and_si512(_mm512_slli_epi16(qh, 4), b45));
+                    w[1] = _mm512_or_si512(_mm512_and_si512(b, nib),
+                                           _mm512_and_si512(_mm512_slli_epi16(qh, 2), b45));
+                    w[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a, 4), nib),
+                                           _mm512_and_si512(qh, b45));
+                    w[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(b, 4), nib),
+                                           _mm512_and_si512(_mm512_srli_epi16(qh, 2), b45));
+                    for (int r = 0; r < mr; r++) {
+                        const int8_t *x = xq + r * ldq + 256 * sb + 128 * h + 16 * i + 4 * t;
+                        for (int u = 0; u < 4; u++)
+                            acc[r][u] = simd_r16_dot(acc[r][u], w[u],
+                                                     _mm512_set1_epi32(simd_r16_word(x + 32 * u)));
+                    }
+                }
+                for (int u = 0; u < 4; u++) {
+                    int j = 8 * h + 2 * u + i;
+                    __m512 f0 = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                        _mm_loadu_si128((const __m128i *)(blk + KERN_Q6R16_SCALES + 16 * j)))));
+                    for (int r = 0; r < mr; r++)
+                        accf[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(acc[r][u]),
+                            _mm512_mul_ps(f0, _mm512_set1_ps(xd[r * ldb + 8 * sb + j / 2])),
+                            accf[r]);
+                }
+            }
+    }
+    for (int r = 0; r < mr; r++)
+        _mm512_storeu_ps(out + 16 * r, accf[r]);
+}
 #elif SIMD_L == 8 && defined(__AVX2__)
 /* Two 8-column halves, one or two rows at a time (16 registers). Q8_0 as |q| against x with
  * q's sign (vpsignb): pair sums below 2^15 as with AVX-512 BW. */
@@ -425,6 +483,84 @@ SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *x
         simd_r16k_rows(q5, 1, xq + r * ldq, xd + r * ldb, xs + r * ldb, ldq, ldb, wg, nsb,
                        out + 16 * r);
 }
+
+/* Q6_K_R16 as the AVX-512 build does it, one 8-column half and one or two rows at a time. */
+SIMD_INLINE void simd_r16q6_rows(int mr, const int8_t *xq, const float *xd, const int32_t *xs16,
+                                 int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nsb,
+                                 float *out)
+{
+    const __m256i nib = _mm256_set1_epi8(0x0F), b45 = _mm256_set1_epi8(0x30),
+                  ones = _mm256_set1_epi16(1);
+    __m256 accf[2][2];
+    for (int r = 0; r < mr; r++)
+        accf[r][0] = accf[r][1] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *blk = wg + sb * (KERN_R16 * KERN_Q6_K_R16_ROW_BYTES);
+        for (int c = 0; c < 2; c++) {
+            __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * c)));
+            for (int h = 0; h < 2; h++)
+                for (int i = 0; i < 2; i++) {
+                    __m256i acc[2][4];
+                    for (int r = 0; r < mr; r++)
+                        for (int u = 0; u < 4; u++)
+                            acc[r][u] = _mm256_set1_epi32(
+                                -32 * xs16[r * 2 * ldb + 16 * sb + 8 * h + 2 * u + i]);
+                    for (int t = 0; t < 4; t++) {
+                        const uint8_t *st = blk + KERN_Q6R16_QS +
+                                            KERN_Q6R16_STEP * (8 * h + 4 * i + t) + 32 * c;
+                        __m256i a = _mm256_loadu_si256((const __m256i *)st);
+                        __m256i b = _mm256_loadu_si256((const __m256i *)(st + 64));
+                        __m256i qh = _mm256_loadu_si256((const __m256i *)(st + 128));
+                        __m256i w[4];
+                        w[0] = _mm256_or_si256(_mm256_and_si256(a, nib),
+                                               _mm256_and_si256(_mm256_slli_epi16(qh, 4), b45));
+                        w[1] = _mm256_or_si256(_mm256_and_si256(b, nib),
+                                               _mm256_and_si256(_mm256_slli_epi16(qh, 2), b45));
+                        w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), nib),
+                                               _mm256_and_si256(qh, b45));
+                        w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), nib),
+                                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), b45));
+                        for (int r = 0; r < mr; r++) {
+                            const int8_t *x = xq + r * ldq + 256 * sb + 128 * h + 16 * i + 4 * t;
+                            for (int u = 0; u < 4; u++) {
+                                __m256i xv = _mm256_set1_epi32(simd_r16_word(x + 32 * u));
+                                acc[r][u] = _mm256_add_epi32(
+                                    acc[r][u],
+                                    _mm256_madd_epi16(_mm256_maddubs_epi16(w[u], xv), ones));
+                            }
+                        }
+                    }
+                    for (int u = 0; u < 4; u++) {
+                        int j = 8 * h + 2 * u + i;
+                        __m256 f0 = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                            _mm_loadl_epi64((const __m128i *)(blk + KERN_Q6R16_SCALES + 16 * j +
+                                                              8 * c)))));
+                        for (int r = 0; r < mr; r++)
+                            accf[r][c] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(acc[r][u]),
+                                _mm256_mul_ps(f0, _mm256_set1_ps(xd[r * ldb + 8 * sb + j / 2])),
+                                accf[r][c]);
+                    }
+                }
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < 2; c++)
+            _mm256_storeu_ps(out + 16 * r + 8 * c, accf[r][c]);
+}
+
+SIMD_INLINE void simd_r16q6_tile(int mr, const int8_t *xq, const float *xd, const int32_t *xs16,
+                                 int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nsb,
+                                 float *out)
+{
+    int r = 0;
+    for (; r + 2 <= mr; r += 2)
+        simd_r16q6_rows(2, xq + r * ldq, xd + r * ldb, xs16 + r * 2 * ldb, ldq, ldb, wg, nsb,
+                        out + 16 * r);
+    if (r < mr)
+        simd_r16q6_rows(1, xq + r * ldq, xd + r * ldb, xs16 + r * 2 * ldb, ldq, ldb, wg, nsb,
+                        out + 16 * r);
+}
 #else
 /* Portable: plain integer loops, one row at a time. */
 SIMD_INLINE void simd_r16_tile(enum kern_dtype dt, int mr, const int8_t *xq, const float *xd,
@@ -497,6 +633,39 @@ SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *x
         memcpy(out + 16 * r, accf, sizeof accf);
     }
 }
+
+/* Q6_K_R16: value e = 16 j + l of sub-block j is e = 128 h + 32 u + l32 of ops.h's Q6_K. */
+SIMD_INLINE void simd_r16q6_tile(int mr, const int8_t *xq, const float *xd, const int32_t *xs16,
+                                 int64_t ldq, int64_t ldb, const uint8_t *wg, int64_t nsb,
+                                 float *out)
+{
+    (void)xs16; /* the quants' offset is taken off each one here */
+    for (int r = 0; r < mr; r++) {
+        float accf[KERN_R16] = {0};
+        for (int64_t sb = 0; sb < nsb; sb++) {
+            const uint8_t *blk = wg + sb * (KERN_R16 * KERN_Q6_K_R16_ROW_BYTES);
+            const int8_t *x = xq + r * ldq + 256 * sb;
+            for (int j = 0; j < 16; j++) {
+                int h = j / 8, u = (j / 2) % 4, i = j % 2;
+                for (int col = 0; col < KERN_R16; col++) {
+                    int32_t sum = 0;
+                    for (int l = 0; l < 16; l++) { /* byte l32 % 4 of step 8h + l32 / 4 */
+                        const int l32 = 16 * i + l;
+                        const uint8_t *st = blk + KERN_Q6R16_QS +
+                                            KERN_Q6R16_STEP * (8 * h + l32 / 4) + 4 * col + l32 % 4;
+                        int lo = st[64 * (u % 2)], hi = st[128];
+                        int w = ((lo >> (4 * (u / 2))) & 15) | ((hi >> (2 * u)) & 3) << 4;
+                        sum += (w - 32) * x[16 * j + l];
+                    }
+                    float f0 = kern_f16_to_f32((uint16_t)(blk[2 * col] | (blk[2 * col + 1] << 8))) *
+                               (float)(int8_t)blk[KERN_Q6R16_SCALES + 16 * j + col];
+                    accf[col] += (f0 * xd[r * ldb + 8 * sb + j / 2]) * (float)sum;
+                }
+            }
+        }
+        memcpy(out + 16 * r, accf, sizeof accf);
+    }
+}
 #endif
 
 /* simd_r16_tile with mr made a compile-time constant. */
@@ -504,6 +673,23 @@ SIMD_INLINE void simd_r16_body(enum kern_dtype dt, const int8_t *xq, const float
                                const int32_t *xs, int64_t ldq, int64_t ldb, const uint8_t *wg,
                                int64_t nb, float *out, int mr)
 {
+    if (dt == KERN_DTYPE_Q6_K_R16) { /* nb / 8 super-blocks; xs: the sums per 16 */
+        switch (mr) {
+        case 1:
+            simd_r16q6_tile(1, xq, xd, xs, ldq, ldb, wg, nb / 8, out);
+            break;
+        case 2:
+            simd_r16q6_tile(2, xq, xd, xs, ldq, ldb, wg, nb / 8, out);
+            break;
+        case 3:
+            simd_r16q6_tile(3, xq, xd, xs, ldq, ldb, wg, nb / 8, out);
+            break;
+        default:
+            simd_r16q6_tile(4, xq, xd, xs, ldq, ldb, wg, nb / 8, out);
+            break;
+        }
+        return;
+    }
     if (dt == KERN_DTYPE_Q4_K_R16 || dt == KERN_DTYPE_Q5_K_R16) { /* nb / 8 super-blocks */
         const int q5 = dt == KERN_DTYPE_Q5_K_R16;
         switch (mr) {

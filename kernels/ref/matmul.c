@@ -96,9 +96,35 @@ static int q5k_high(const uint8_t *sb, int r, int s, int t)
     return ((sb[KERN_KR16_QH + (t / 4) * 4 * KERN_R16 + r * 4 + t % 4] >> s) & 1) << 4;
 }
 
+/* Q6_K_R16 (ops.h): super-block sb of row j's group; row r's f0 = d * scale of sub-block s (0..15,
+ * an exact fp32 product); row r's quant (0..63) of value e (0..255) of its super-block, which
+ * Q6_K keeps (dtype.h's kern_kq_quant) as e = 128 h + 32 u + l: nibble u / 2 of ql byte
+ * 64 h + 32 (u % 2) + l and bits 2u, 2u + 1 of qh byte 32 h + l. With l = 4 j + b, both are byte
+ * b of row r's pieces in step 8 h + j: part u % 2 (ql) and part 2 (qh). */
+static const uint8_t *q6k_superblock(const struct kern_matmul_params *p, int64_t j, int64_t sb)
+{
+    return (const uint8_t *)p->w + ((size_t)(j / KERN_R16) * (size_t)(p->k / KERN_QKBLOCK) +
+                                    (size_t)sb) * KERN_R16 * KERN_Q6_K_R16_ROW_BYTES;
+}
+
+static float q6k_factor(const uint8_t *sb, int r, int s)
+{
+    return kern_f16_to_f32((uint16_t)(sb[2 * r] | (sb[2 * r + 1] << 8))) *
+           (float)(int8_t)sb[KERN_Q6R16_SCALES + s * KERN_R16 + r];
+}
+
+static int q6k_quant(const uint8_t *sb, int r, int e)
+{
+    int h = e / 128, u = (e / 32) % 4, l = e % 32;
+    const uint8_t *step = sb + KERN_Q6R16_QS + (8 * h + l / 4) * KERN_Q6R16_STEP + r * 4 + l % 4;
+    int lo = step[(u % 2) * 4 * KERN_R16], hi = step[2 * 4 * KERN_R16];
+    return ((lo >> (4 * (u / 2))) & 15) | ((hi >> (2 * u)) & 3) << 4;
+}
+
 /* Block b's term of row j against an x block rounded to q (scale d, sum of q xsum), in fp64:
- * Q8_0 / Q4_0 (dw * d) * s; Q4_K, Q5_K (f0 * d) * s - (f1 * d) * xsum. Each fp32 product of two
- * factors is one rounding; its product with an integer (|s| < 2^20) is exact in fp64. */
+ * Q8_0 / Q4_0 (dw * d) * s; Q4_K, Q5_K (f0 * d) * s - (f1 * d) * xsum; Q6_K the sum of its two
+ * sub-blocks' (f0 * d) * s. Each fp32 product of two factors is one rounding; its product with
+ * an integer (|s| < 2^20) is exact in fp64. */
 static double r16_term(const struct kern_matmul_params *p, int64_t j, int64_t b,
                        const int8_t *q, float d, int32_t xsum)
 {
@@ -111,6 +137,19 @@ static double r16_term(const struct kern_matmul_params *p, int64_t j, int64_t b,
             s += (int64_t)(q4k_quant(sb, r, sub, t) | (q5 ? q5k_high(sb, r, sub, t) : 0)) * q[t];
         float f0 = q4k_factor(sb, r, sub, 0) * d, f1 = q4k_factor(sb, r, sub, 1) * d;
         return (double)f0 * (double)s - (double)f1 * (double)xsum;
+    }
+    if (p->w_dtype == KERN_DTYPE_Q6_K_R16) { /* two sub-blocks of 16, each its own term */
+        const uint8_t *sb = q6k_superblock(p, j, b / 8);
+        const int r = (int)(j % KERN_R16);
+        double term = 0.0;
+        for (int h = 0; h < 2; h++) {
+            const int sub = (int)(2 * (b % 8) + h);
+            int64_t s16 = 0;
+            for (int t = 0; t < 16; t++)
+                s16 += (int64_t)(q6k_quant(sb, r, 16 * sub + t) - 32) * q[16 * h + t];
+            term += (double)(q6k_factor(sb, r, sub) * d) * (double)s16;
+        }
+        return term;
     }
     const int q4 = p->w_dtype == KERN_DTYPE_Q4_0_R16;
     int r;
@@ -170,7 +209,8 @@ int kern_ref_matmul(struct kern_ctx *ctx, const struct kern_matmul_params *p)
     if (kern_dtype_is_r16(p->w_dtype)) {
         /* An R16 format of ops.h not written out here (yet) is refused, not read as another. */
         if (p->w_dtype != KERN_DTYPE_Q8_0_R16 && p->w_dtype != KERN_DTYPE_Q4_0_R16 &&
-            p->w_dtype != KERN_DTYPE_Q4_K_R16 && p->w_dtype != KERN_DTYPE_Q5_K_R16)
+            p->w_dtype != KERN_DTYPE_Q4_K_R16 && p->w_dtype != KERN_DTYPE_Q5_K_R16 &&
+            p->w_dtype != KERN_DTYPE_Q6_K_R16)
             return KERN_ERR_UNSUPPORTED;
         return matmul_r16(p);
     }

@@ -90,7 +90,7 @@ done
 expect_ok "gguf q4_0 int8" "$bin" generate --model "$small/gguf/q4_0.gguf" --tokens 5,77,300 \
   --max-tokens 4 --ignore-eos --int8-activations
 [ "$(head -n1 "$tmp/out" | tr ',' '\n' | wc -l)" -eq 4 ] || fail "gguf q4_0 int8: '$(head -n1 "$tmp/out")'"
-expect_error "int8 on a float model" "int8 activations need Q8_0, Q4_0, Q4_K or Q5_K .*--quantization q8_0\|q4_0" \
+expect_error "int8 on a float model" "int8 activations need Q8_0, Q4_0, Q4_K, Q5_K or Q6_K .*--quantization q8_0\|q4_0" \
   "$bin" generate --model "$small" --tokens 1 --int8-activations
 expect_error "int8 on cuda" "int8-activations runs on the cpu and ref devices" \
   "$bin" generate --device cuda --int8-activations --tokens 1

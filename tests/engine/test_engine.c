@@ -823,7 +823,7 @@ static void test_int8_activations(void)
     o.device = device;
     o.quantization = NULL;
     rc = eng_engine_create(&o, &e, err, sizeof err);
-    CHECK(rc == ENG_ERR_LOAD && strstr(err, "int8 activations need Q8_0, Q4_0, Q4_K or Q5_K"),
+    CHECK(rc == ENG_ERR_LOAD && strstr(err, "int8 activations need Q8_0, Q4_0, Q4_K, Q5_K or Q6_K"),
           "float model: %d %s", rc, err);
     int32_t p[40];
     for (int i = 0; i < 40; i++)

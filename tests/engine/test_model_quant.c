@@ -1,10 +1,10 @@
 /* Tests engine/model_quant.c's int8_dot (--int8-activations) on the fixture models: the dense
  * matrices in the R16 layout holding exactly the plain quantization's bytes (or a GGUF file's,
- * moved; Q4_K's and Q5_K's with their scales unpacked), the experts and Q6_K matrices
- * untouched, the refusal without Q8_0 / Q4_0 / Q4_K / Q5_K matrices, and the forward pass:
- * finite logits near the plain path's on the cpu backend, and the ref backend's equal to the
- * cpu backend's. Not a test of the int8 matmul itself
- * (tests/kernels checks it op by op). Usage: test_model_quant FIXTURES_DIR */
+ * moved; Q4_K's and Q5_K's with their scales unpacked), the experts untouched, the refusal
+ * without Q8_0 / Q4_0 / K-quant matrices, and the forward pass: finite logits near the plain
+ * path's on the cpu backend, and the ref backend's equal to the cpu backend's. Not a test of
+ * the int8 matmul itself (tests/kernels checks it op by op). Usage: test_model_quant
+ * FIXTURES_DIR */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -146,6 +146,36 @@ static bool kq_r16_matches(int q5, const uint8_t *src, const uint8_t *plain, int
     return ok;
 }
 
+/* Q6_K_R16 against its plain rows, from ops.h's layout: per group of 16 rows and super-block,
+ * the d bytes (the plain block's last two), the 16 int8 scales one sub-block apart, the ql and
+ * qh bytes in 4-byte pieces, three pieces to a step; padding rows all zero. */
+static bool q6k_r16_matches(const uint8_t *src, const uint8_t *plain, int64_t rows, int64_t k)
+{
+    const int64_t nsb = k / KERN_QKBLOCK, n_padded = (rows + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+    const size_t sb_bytes = (size_t)KERN_R16 * KERN_Q6_K_R16_ROW_BYTES;
+    bool ok = true;
+    for (int64_t j = 0; j < n_padded; j++) {
+        size_t r = (size_t)(j % KERN_R16);
+        for (int64_t s = 0; s < nsb; s++) {
+            const uint8_t *g = src + (size_t)((j / KERN_R16) * nsb + s) * sb_bytes;
+            static const uint8_t zero[KERN_Q6_K_BLOCK_BYTES];
+            const uint8_t *b = j < rows ? plain + (size_t)(j * nsb + s) * KERN_Q6_K_BLOCK_BYTES
+                                        : zero;
+            ok = ok && memcmp(g + 2 * r, b + 208, 2) == 0;
+            for (int sub = 0; sub < 16; sub++)
+                ok = ok && g[32 + 16 * sub + r] == b[192 + sub];
+            for (int st = 0; st < 16; st++) { /* step 8h + j: ql 64h + 4j, ql + 32, qh 32h + 4j */
+                const uint8_t *at = g + 288 + 192 * st + 4 * r;
+                const int h = st / 8, j = st % 8;
+                ok = ok && memcmp(at, b + 64 * h + 4 * j, 4) == 0 &&
+                     memcmp(at + 64, b + 64 * h + 32 + 4 * j, 4) == 0 &&
+                     memcmp(at + 128, b + 128 + 32 * h + 4 * j, 4) == 0;
+            }
+        }
+    }
+    return ok;
+}
+
 /* Checks that w (in the int8 model) is the R16 form of plain (the same matrix in the plain
  * model, `rows` rows of k): dtype, size, and every byte of every row, padding zero. */
 static void check_interleaved(const char *what, const struct eng_weight *w,
@@ -165,6 +195,11 @@ static void check_interleaved(const char *what, const struct eng_weight *w,
         CHECK(kq_r16_matches(r16 == KERN_DTYPE_Q5_K_R16, w->data, plain->data, rows, k),
               "%s: the interleaved rows are not the plain %s blocks (or padding not zero)", what,
               kern_dtype_name(plain->dtype));
+        return;
+    }
+    if (r16 == KERN_DTYPE_Q6_K_R16) {
+        CHECK(q6k_r16_matches(w->data, plain->data, rows, k),
+              "%s: the interleaved rows are not the plain q6_k blocks (or padding not zero)", what);
         return;
     }
     uint8_t *un = tu_xcalloc(plain->n_bytes, 1);
@@ -286,7 +321,7 @@ static void test_refusal(void)
     const void *data = m->layers[0].qkv.data;
     CHECK(eng_model_quantize(m, ENG_QUANT_NONE, true, 0, err, sizeof err) == -1,
           "int8 on a %s model without quantization succeeded", kern_dtype_name(before));
-    CHECK(strstr(err, "int8 activations need Q8_0, Q4_0, Q4_K or Q5_K weight matrices") &&
+    CHECK(strstr(err, "int8 activations need Q8_0, Q4_0, Q4_K, Q5_K or Q6_K weight matrices") &&
               strstr(err, "--quantization q8_0|q4_0"),
           "message '%s'", err);
     CHECK(!m->int8_dot && !m->quant_data && m->layers[0].qkv.dtype == before &&
@@ -309,11 +344,10 @@ static int count_dtype(struct eng_model *m, enum kern_dtype dt)
     return c;
 }
 
-/* GGUF files: int8 without quantization moves a Q8_0 / Q4_0 / Q4_K file's matrices into the
- * R16 layout byte for byte (Q4_K's and Q5_K's scales unpacked); Q6_K matrices stay as stored,
- * and the one matrix converted to Q8_0 at load is interleaved (and its converted buffer
- * freed). With q8_0, the K matrices are
- * requantized and interleaved: the plain q8_0 bytes. */
+/* GGUF files: int8 without quantization moves a Q8_0 / Q4_0 / K-quant file's matrices into
+ * the R16 layout byte for byte (Q4_K's and Q5_K's scales unpacked), and the one matrix
+ * converted to Q8_0 at load is interleaved (and its converted buffer freed). With q8_0, the K
+ * matrices are requantized and interleaved: the plain q8_0 bytes. */
 static void test_gguf(void)
 {
     static const char *const files[][2] = {{"mha-window", "gguf/q8_0.gguf"},
@@ -338,8 +372,11 @@ static void test_gguf(void)
                   (long long)k);
         }
         if (strstr(files[i][1], "kmix")) {
-            /* Q4_K and Q5_K matrices interleaved (counted above), Q6_K as stored */
-            CHECK(n_r16 < n, "%s: the Q6_K matrices were interleaved too", what);
+            /* every K format interleaved (each checked byte for byte above) */
+            CHECK(n_r16 == n, "%s: %d of %d dense matrices interleaved", what, n_r16, n);
+            CHECK(count_dtype(b, KERN_DTYPE_Q6_K_R16) > 0 && count_dtype(b, KERN_DTYPE_Q6_K) == 0,
+                  "%s: %d q6_k_r16 and %d q6_k matrices", what, count_dtype(b, KERN_DTYPE_Q6_K_R16),
+                  count_dtype(b, KERN_DTYPE_Q6_K));
             CHECK(count_dtype(b, KERN_DTYPE_Q5_K_R16) > 0 && count_dtype(b, KERN_DTYPE_Q5_K) == 0,
                   "%s: %d q5_k_r16 and %d q5_k matrices", what, count_dtype(b, KERN_DTYPE_Q5_K_R16),
                   count_dtype(b, KERN_DTYPE_Q5_K));

@@ -565,14 +565,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (int8 && gguf) {
-        /* the K formats with an R16 form took it (kmix holds both) */
-        CHECK(m->int8_dot && count_in_dtype(m, KERN_DTYPE_Q4_K) == 0 &&
-                  count_in_dtype(m, KERN_DTYPE_Q5_K) == 0 &&
-                  count_in_dtype(m, KERN_DTYPE_Q4_K_R16) > 0 &&
-                  count_in_dtype(m, KERN_DTYPE_Q5_K_R16) > 0,
-              "%s: %d q4_k, %d q5_k, %d q4_k_r16, %d q5_k_r16 matrices", gguf,
-              count_in_dtype(m, KERN_DTYPE_Q4_K), count_in_dtype(m, KERN_DTYPE_Q5_K),
-              count_in_dtype(m, KERN_DTYPE_Q4_K_R16), count_in_dtype(m, KERN_DTYPE_Q5_K_R16));
+        /* every K format took its R16 form (kmix holds all three) */
+        static const enum kern_dtype kq[] = {KERN_DTYPE_Q4_K, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K};
+        CHECK(m->int8_dot, "%s: not in int8 mode", gguf);
+        for (size_t i = 0; i < sizeof kq / sizeof kq[0]; i++)
+            CHECK(count_in_dtype(m, kq[i]) == 0 && count_in_dtype(m, kern_dtype_r16_of(kq[i])) > 0,
+                  "%s: %d %s and %d %s matrices", gguf, count_in_dtype(m, kq[i]),
+                  kern_dtype_name(kq[i]), count_in_dtype(m, kern_dtype_r16_of(kq[i])),
+                  kern_dtype_name(kern_dtype_r16_of(kq[i])));
     } else if (int8) {
         /* The R16 layout and its bytes are test_model_quant's; here, that the dense matrices
          * took it and the experts did not. */

@@ -694,7 +694,7 @@ def test_int8_activations_serves(tmp_path):
     assert "PHISERVE_INT8_ACTIVATIONS" in p.stdout
     p = subprocess.run([BIN, "serve", "--int8-activations", "--port", "0"], capture_output=True,
                        text=True, timeout=60)
-    assert p.returncode == 1 and "int8 activations need Q8_0, Q4_0, Q4_K or Q5_K" in p.stderr, p.stderr
+    assert p.returncode == 1 and "int8 activations need Q8_0, Q4_0, Q4_K, Q5_K or Q6_K" in p.stderr, p.stderr
     assert "--quantization q8_0|q4_0" in p.stderr
     p = subprocess.run([BIN, "serve", "--int8-activations", "--quantization", "q8_0", "--device",
                         "cuda", "--port", "0"], capture_output=True, text=True, timeout=60)

@@ -296,12 +296,13 @@ static const int64_t ms[2] = {1, 128};
  * measured here). */
 static void bench_quantized(const struct kern_ops *ops, struct kern_ctx *ctx, struct kt_rng *rng)
 {
-    enum { NV = 10 };
+    enum { NV = 11 };
     static const enum kern_dtype vdt[NV] = {KERN_DTYPE_BF16,     KERN_DTYPE_Q8_0,
                                             KERN_DTYPE_Q4_0,     KERN_DTYPE_Q8_0_R16,
                                             KERN_DTYPE_Q4_0_R16, KERN_DTYPE_Q4_K,
                                             KERN_DTYPE_Q4_K_R16, KERN_DTYPE_Q5_K,
-                                            KERN_DTYPE_Q5_K_R16, KERN_DTYPE_Q6_K};
+                                            KERN_DTYPE_Q5_K_R16, KERN_DTYPE_Q6_K,
+                                            KERN_DTYPE_Q6_K_R16};
     struct kern_ops cpu = *ops;
     /* Every format on the same x and shapes, timed in turn (three rounds each, the best kept)
      * so that the neighbours' load hits all. Decode (m = 1) reads W once, so its speed is

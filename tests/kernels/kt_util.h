@@ -206,17 +206,37 @@ static inline void kt_x8_row(const float *x, int64_t k, int8_t *q, float *d)
         d[b] = kt_x8_block(x + b * KERN_QBLOCK, q + b * KERN_QBLOCK);
 }
 
-/* Row j of a plain Q8_0, Q4_0, Q4_K or Q5_K matrix [*, k] (the source of an R16 one) against an
- * x row rounded by kt_x8_row: *sum = sum over blocks of (double)(dw * d) * s in fp64 (Q4_K, Q5_K:
- * of (double)(f0 * d) * s - (double)(f1 * d) * x_s, x_s the block's sum of q), block by
- * block, and *mag = the same sum of magnitudes |(dw * d) * s| (Q4_K: of both products), the
- * scale of every rounding error. */
+/* Row j of a plain Q8_0, Q4_0, Q4_K, Q5_K or Q6_K matrix [*, k] (the source of an R16 one)
+ * against an x row rounded by kt_x8_row: *sum = sum over blocks of (double)(dw * d) * s in
+ * fp64 (Q4_K, Q5_K: of (double)(f0 * d) * s - (double)(f1 * d) * x_s, x_s the block's sum of
+ * q; Q6_K: of (double)(f0 * d) * s for each 16-value half, s over its quants minus 32), block
+ * by block, and *mag = the same sum of magnitudes |(dw * d) * s| (Q4_K, Q6_K: of each
+ * product), the scale of every rounding error. */
 static inline void kt_r16_dot(const int8_t *q, const float *d, const void *w,
                               enum kern_dtype base, int64_t j, int64_t k, double *sum,
                               double *mag)
 {
     *sum = 0.0;
     *mag = 0.0;
+    if (base == KERN_DTYPE_Q6_K) { /* sub-block b % 8 of 32 is two halves, own scales */
+        const int64_t sbb = KERN_Q6_K_BLOCK_BYTES;
+        const uint8_t *row = (const uint8_t *)w + j * (k / KERN_QKBLOCK) * sbb;
+        for (int64_t b = 0; b < k / KERN_QBLOCK; b++) {
+            const uint8_t *sb = row + (b / 8) * sbb;
+            const int sub = (int)(b % 8);
+            float f[2];
+            kern_kq_factors(6, sb, sub, &f[0], &f[1]);
+            for (int h = 0; h < 2; h++) {
+                int64_t s = 0;
+                for (int t = 16 * h; t < 16 * h + 16; t++)
+                    s += (int64_t)(kern_kq_quant(6, sb, 32 * sub + t) - 32) * q[b * KERN_QBLOCK + t];
+                const float a = f[h] * d[b];
+                *sum += (double)a * (double)s;
+                *mag += fabs((double)a * (double)s);
+            }
+        }
+        return;
+    }
     if (base == KERN_DTYPE_Q4_K || base == KERN_DTYPE_Q5_K) {
         /* Block b is sub-block b % 8 of super-block b / 8, its quants and factors as dtype.h
          * decodes them from the plain super-block. */
@@ -260,7 +280,7 @@ static inline void kt_r16_dot(const int8_t *q, const float *d, const void *w,
 }
 
 /* n rows of k values in the R16 format dt: kt_fill's base-format rows (Q8_0 / Q4_0: values
- * uniform in [lo, hi) quantized; Q4_K, Q5_K: random super-blocks of about that range), then
+ * uniform in [lo, hi) quantized; K formats: random super-blocks of about that range), then
  * kern_repack. The base-format rows go to plain (n * k elements of kern_dtype_r16_base(dt))
  * for the tests' own sums. */
 static inline void kt_fill_r16(struct kt_rng *r, void *dst, void *plain, enum kern_dtype dt,

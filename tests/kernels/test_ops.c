@@ -186,7 +186,9 @@ static void check_matmul(struct kt_rng *rng, struct mm_case c, struct kern_ctx *
  * = 3072 and a systematic one at every k. Q4_K_R16 has two products per block, (f0 * d) * s
  * and (f1 * d) * x_s, and S sums the magnitudes of both; a wrong integer moves y by
  * |(f0 * d) w_t - f1 * d|, about S / (700 * blocks) on kt_fill's random super-blocks: 1.5e-5 S
- * at k = 3072. A non-finite x row must be NaN in every column. */
+ * at k = 3072. Q6_K_R16 has a product per 16-value half, (f0 * d) * s; a wrong integer moves
+ * y by |f0 * d * (w_t - 32)|, about S / (540 * blocks): 1.9e-5 S at k = 3072. A non-finite x
+ * row must be NaN in every column. */
 static void check_matmul_r16(struct kt_rng *rng, struct mm_case c, struct kern_ctx **ctxs,
                              int n_ctx)
 {
@@ -372,9 +374,10 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {4, 40, 96, 0, 0, 0, 0, 1},    {3, 130, 32, 7, 0, 0, 1, 0},
         {5, 7, 0, 0, 1, 0, 1, 0},      {300, 1, 96, 0, 0, 0, 0, 1},
     };
-    static const enum kern_dtype r16_dts[4] = {KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16,
-                                               KERN_DTYPE_Q4_K_R16, KERN_DTYPE_Q5_K_R16};
-    for (int di = 0; di < 4; di++)
+    static const enum kern_dtype r16_dts[5] = {KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16,
+                                               KERN_DTYPE_Q4_K_R16, KERN_DTYPE_Q5_K_R16,
+                                               KERN_DTYPE_Q6_K_R16};
+    for (size_t di = 0; di < sizeof r16_dts / sizeof r16_dts[0]; di++)
         for (size_t i = 0; i < sizeof r16 / sizeof r16[0]; i++) {
             struct mm_case c = r16[i];
             c.dt = r16_dts[di];
@@ -386,8 +389,10 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
     /* The K formats at two super-blocks, which the rounded list above lacks. */
     const struct mm_case q4k_r16 = {5, 17, 512, 2, 1, KERN_DTYPE_Q4_K_R16, 1, 1};
     const struct mm_case q5k_r16 = {5, 17, 512, 2, 1, KERN_DTYPE_Q5_K_R16, 0, 1};
+    const struct mm_case q6k_r16 = {5, 17, 512, 2, 1, KERN_DTYPE_Q6_K_R16, 1, 1};
     check_matmul_r16(rng, q4k_r16, ctxs, n_ctx);
     check_matmul_r16(rng, q5k_r16, ctxs, n_ctx);
+    check_matmul_r16(rng, q6k_r16, ctxs, n_ctx);
     /* Phi-3 projections: mini qkv (3072 -> 9216) and down (8192 -> 3072), small qkv (4096),
      * medium qkv (5120 -> 7680), the lm head (3072 -> 32064); decode (m = 1) and a chunk
      * (m = 33). Only the pool context, and only when with_real: the reference dominates the
@@ -429,6 +434,8 @@ static void test_matmul(struct kt_rng *rng, struct kern_ctx **ctxs, int n_ctx, i
         {5, 3072, 8192, 0, 0, KERN_DTYPE_Q4_K_R16, 0, 0},
         {1, 9216, 3072, 0, 0, KERN_DTYPE_Q5_K_R16, 0, 0},
         {5, 3072, 8192, 0, 0, KERN_DTYPE_Q5_K_R16, 1, 0},
+        {1, 3072, 8192, 0, 0, KERN_DTYPE_Q6_K_R16, 0, 0},
+        {5, 9216, 3072, 0, 0, KERN_DTYPE_Q6_K_R16, 1, 0},
     };
     for (size_t i = 0; i < sizeof real_r16 / sizeof real_r16[0]; i++)
         check_matmul_r16(rng, real_r16[i], pool_only, 1);

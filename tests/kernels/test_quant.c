@@ -1,7 +1,7 @@
 /* kern_quantize (kernels/quant.c) against hand-worked blocks: the scale rounded to fp16,
  * quotients rounded half away from zero and clamped, Q4_0's signed scale and nibble packing,
  * zero blocks, every source dtype, each element within half a step of its value, and every
- * input it must refuse; kern_repack (Q8_0, Q4_0 and Q4_K) byte for byte against an
+ * input it must refuse; kern_repack (Q8_0, Q4_0 and the K formats) byte for byte against an
  * un-interleave written here. The matmul kernels that read the formats are checked in
  * test_ops.c; the whole quantized model in the golden suite. */
 #include <math.h>
@@ -363,10 +363,11 @@ static void test_repack(void)
     CHECK(kern_repack(in, KERN_DTYPE_Q4_0, 1, 16, out) == KERN_ERR_INVALID, "k below a block");
     CHECK(kern_repack(in, KERN_DTYPE_Q8_0, -1, B, out) == KERN_ERR_INVALID, "negative rows");
     CHECK(kern_repack(in, KERN_DTYPE_Q8_0, 1, -B, out) == KERN_ERR_INVALID, "negative k");
+    /* The K formats are sources too, refused here only for k = 32 (their own tests below). */
     static const enum kern_dtype not_from[] = {
-        KERN_DTYPE_F32, KERN_DTYPE_F16, KERN_DTYPE_BF16, KERN_DTYPE_Q5_K, KERN_DTYPE_Q6_K,
+        KERN_DTYPE_F32,      KERN_DTYPE_F16,      KERN_DTYPE_BF16,
         KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16, KERN_DTYPE_Q4_K_R16,
-        (enum kern_dtype)KERN_DTYPE_COUNT,
+        KERN_DTYPE_Q5_K_R16, KERN_DTYPE_Q6_K_R16, (enum kern_dtype)KERN_DTYPE_COUNT,
     };
     for (size_t i = 0; i < sizeof not_from / sizeof not_from[0]; i++)
         CHECK(kern_repack(in, not_from[i], 1, B, out) == KERN_ERR_INVALID, "repack from %s",
@@ -594,6 +595,124 @@ static void test_repack_q5_k(void)
     CHECK(kern_repack(in, KERN_DTYPE_Q5_K, 1, 128, out) == KERN_ERR_INVALID, "q5_k k=128 accepted");
 }
 
+/* kern_repack from Q6_K (ql 128 bytes, qh 64, 16 int8 scales, fp16 d: 210 a super-block, as
+ * many a row and super-block of Q6_K_R16), read by ops.h's words alone: the group's
+ * super-block b starts at (group * k / 256 + b) * 16 * 210; within it the row's d at 2 r, the
+ * scale of sub-block s at 32 + 16 s + r, and for step 8h + j (h < 2, j < 8) at 288 + 192 (8h + j)
+ * + 4 r the 4 bytes ql[64h + 4j ..], 64 bytes on ql[64h + 32 + 4j ..] and 128 bytes on
+ * qh[32h + 4j ..]. Every row's super-block, un-interleaved here, is
+ * its source byte for byte; padding rows are all zero (d = 0); nothing outside the matrix is
+ * written. The sources are random bytes (NaN d and all): repacking only moves them. */
+static void test_repack_q6_k(void)
+{
+    enum { SB = KERN_Q6_K_BLOCK_BYTES, RB = KERN_Q6_K_R16_ROW_BYTES };
+    static const int64_t rows[] = {1, 15, 16, 17, 33};
+    static const int64_t ks[] = {256, 512, 768};
+    struct kt_rng rng = {6363};
+    const enum kern_dtype to = KERN_DTYPE_Q6_K_R16;
+    CHECK(kern_dtype_r16_of(KERN_DTYPE_Q6_K) == to && kern_dtype_r16_base(to) == KERN_DTYPE_Q6_K &&
+              kern_dtype_is_r16(to) && !kern_dtype_is_r16(KERN_DTYPE_Q6_K) &&
+              strcmp(kern_dtype_name(to), "q6_k_r16") == 0 && RB == 210 && SB == 210,
+          "q6_k_r16: r16 helpers");
+    /* The offsets the kernels use, against the numbers above. */
+    CHECK(KERN_Q6R16_SCALES == 32 && KERN_Q6R16_QS == 288 && KERN_Q6R16_STEP == 192,
+          "q6_k_r16 offsets %d %d %d", KERN_Q6R16_SCALES, KERN_Q6R16_QS, KERN_Q6R16_STEP);
+    for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+            const int64_t n = rows[ri], k = ks[ki], row_bytes = k / 256 * SB;
+            const int64_t padded = (n + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+            const int64_t bytes = padded * (k / 256) * RB;
+            CHECK(kern_dtype_matrix_bytes(to, n, k) == bytes,
+                  "q6_k_r16 n=%lld k=%lld: matrix bytes %lld", (long long)n, (long long)k,
+                  (long long)kern_dtype_matrix_bytes(to, n, k));
+            uint8_t *src = kt_alloc((size_t)(n * row_bytes));
+            uint8_t *dst = kt_alloc((size_t)bytes);
+            for (int64_t i = 0; i < n * row_bytes; i++)
+                src[i] = (uint8_t)kt_next(&rng);
+            memset(dst, 0x5a, (size_t)bytes); /* no byte is left as it was */
+            CHECK(kern_repack(src, KERN_DTYPE_Q6_K, n, k, dst) == KERN_OK,
+                  "q6_k_r16 n=%lld k=%lld refused", (long long)n, (long long)k);
+            int64_t bad = 0;
+            for (int64_t j = 0; j < padded; j++)
+                for (int64_t b = 0; b < k / 256; b++) {
+                    const int64_t r = j % KERN_R16;
+                    const uint8_t *at = dst + ((j / KERN_R16) * (k / 256) + b) * KERN_R16 * RB;
+                    uint8_t got[SB], want[SB] = {0}; /* padding rows: all zero */
+                    for (int h = 0; h < 2; h++)
+                        for (int j = 0; j < 8; j++) {
+                            const uint8_t *st = at + 288 + 192 * (8 * h + j) + 4 * r;
+                            memcpy(got + 64 * h + 4 * j, st, 4);
+                            memcpy(got + 64 * h + 32 + 4 * j, st + 64, 4);
+                            memcpy(got + 128 + 32 * h + 4 * j, st + 128, 4);
+                        }
+                    for (int s = 0; s < 16; s++)
+                        got[192 + s] = at[32 + 16 * s + r];
+                    memcpy(got + 208, at + 2 * r, 2);
+                    if (j < n)
+                        memcpy(want, src + j * row_bytes + b * SB, SB);
+                    if (memcmp(got, want, SB) != 0 && bad++ < 3)
+                        fprintf(stderr,
+                                "  q6_k_r16 n=%lld k=%lld: row %lld super-block %lld differs\n",
+                                (long long)n, (long long)k, (long long)j, (long long)b);
+                }
+            CHECK(bad == 0, "q6_k_r16 n=%lld k=%lld: %lld super-blocks not where ops.h puts them",
+                  (long long)n, (long long)k, (long long)bad);
+            CHECK(kt_guard_ok(dst) && kt_guard_ok(src), "q6_k_r16 n=%lld k=%lld: canary",
+                  (long long)n, (long long)k);
+            kt_free(src);
+            kt_free(dst);
+        }
+    /* Hand-placed bytes of row 2 (r = 2) in its second super-block (k = 512), against an
+     * un-interleave that could share a mistake with the one above: its d (0x3c01) at
+     * 3360 + 4, the scale of sub-block 13 (-5) at 3360 + 32 + 208 + 2, ql byte 77 (h 1, j 3,
+     * byte 1: step 11) at 3360 + 288 + 2112 + 8 + 1, ql byte 109 (ql + 32 of step 11) 64 bytes
+     * on and qh byte 45 (step 11) 128 bytes on; row 1 is zero, so its d and scale bytes there
+     * are 0, and so is row 2's d in the first super-block. */
+    uint8_t one[3 * 2 * SB] = {0}, out[KERN_R16 * 2 * RB];
+    uint8_t *sb = one + 2 * 2 * SB + SB;
+    sb[208] = 0x01;
+    sb[209] = 0x3c;
+    sb[192 + 13] = (uint8_t)-5;
+    sb[77] = 0xe4;
+    sb[109] = 0x6b;
+    sb[128 + 45] = 0x9d;
+    CHECK(kern_repack(one, KERN_DTYPE_Q6_K, 3, 512, out) == KERN_OK, "q6_k three rows");
+    const uint8_t *o = out + KERN_R16 * RB;
+    CHECK(o[4] == 0x01 && o[5] == 0x3c && (int8_t)o[32 + 208 + 2] == -5 &&
+              o[288 + 2112 + 8 + 1] == 0xe4 && o[288 + 2112 + 64 + 8 + 1] == 0x6b &&
+              o[288 + 2112 + 128 + 8 + 1] == 0x9d && o[2] == 0 && o[32 + 208 + 1] == 0 &&
+              out[4] == 0 && out[5] == 0,
+          "q6_k byte placement: %02x %02x %d %02x %02x %02x", o[4], o[5], (int8_t)o[32 + 208 + 2],
+          o[288 + 2112 + 8 + 1], o[288 + 2112 + 64 + 8 + 1], o[288 + 2112 + 128 + 8 + 1]);
+
+    /* Refusals: k not whole super-blocks (whole 32-blocks are not enough), bad sizes. */
+    uint8_t in[2 * SB] = {0}, big[KERN_R16 * 2 * RB];
+    CHECK(kern_repack(in, KERN_DTYPE_Q6_K, 1, 512, big) == KERN_OK, "q6_k good call");
+    static const int64_t bad_k[] = {32, 128, 288, 255, -256};
+    for (size_t i = 0; i < sizeof bad_k / sizeof bad_k[0]; i++)
+        CHECK(kern_repack(in, KERN_DTYPE_Q6_K, 1, bad_k[i], big) == KERN_ERR_INVALID,
+              "q6_k k=%lld accepted", (long long)bad_k[i]);
+    CHECK(kern_dtype_matrix_bytes(to, 1, 288) == -1 && kern_dtype_matrix_bytes(to, 1, 128) == -1,
+          "q6_k_r16 matrix bytes of a k not whole super-blocks");
+    CHECK(kern_repack(in, KERN_DTYPE_Q6_K, -1, 256, big) == KERN_ERR_INVALID, "q6_k negative rows");
+    CHECK(kern_repack(NULL, KERN_DTYPE_Q6_K, 1, 256, big) == KERN_ERR_INVALID, "q6_k NULL source");
+    CHECK(kern_repack(in, KERN_DTYPE_Q6_K, 1, 256, NULL) == KERN_ERR_INVALID,
+          "q6_k NULL destination");
+    CHECK(kern_repack(NULL, KERN_DTYPE_Q6_K, 0, 256, NULL) == KERN_OK, "q6_k no rows");
+    CHECK(kern_repack(NULL, KERN_DTYPE_Q6_K, 5, 0, NULL) == KERN_OK, "q6_k no columns");
+    CHECK(kern_repack(in, KERN_DTYPE_Q6_K, INT64_MAX / 16, 1024, big) == KERN_ERR_INVALID,
+          "q6_k size overflow");
+    CHECK(kern_repack(in, KERN_DTYPE_Q6_K, INT64_MAX, 256, big) == KERN_ERR_INVALID,
+          "q6_k rows past int64 once rounded to groups");
+    CHECK(kern_repack(in, to, 1, 256, big) == KERN_ERR_INVALID, "repack from q6_k_r16");
+    CHECK(kern_dtype_block_elems(to) == 0 && kern_dtype_row_bytes(to, 256) == -1 &&
+              kern_dtype_size(to) == 0,
+          "q6_k_r16 looks like a row format");
+    CHECK(kern_quantize(in, KERN_DTYPE_F32, 1, B, to, big) == KERN_ERR_INVALID &&
+              kern_quantize(in, to, 1, 256, KERN_DTYPE_Q8_0, big) == KERN_ERR_INVALID,
+          "kern_quantize took q6_k_r16");
+}
+
 int main(void)
 {
     test_rounding();
@@ -606,5 +725,6 @@ int main(void)
     test_repack();
     test_repack_q4_k();
     test_repack_q5_k();
+    test_repack_q6_k();
     return tu_finish("test_quant");
 }

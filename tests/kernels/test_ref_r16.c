@@ -1,7 +1,8 @@
 /* The reference int8 dot of the R16 formats (kernels/ref/matmul.c) against hand-worked values
- * and against the contract of ops.h computed from the plain Q8_0 / Q4_0 / Q4_K rows (kt_util.h's
- * kt_x8_row and kt_r16_dot), and the ops that must refuse those formats. The layout itself is
- * checked in test_quant.c, the fast CPU kernels against this reference in test_ops.c. */
+ * and against the contract of ops.h computed from the plain Q8_0 / Q4_0 / K-format rows
+ * (kt_util.h's kt_x8_row and kt_r16_dot), and the ops that must refuse those formats. The
+ * layout itself is checked in test_quant.c, the fast CPU kernels against this reference in
+ * test_ops.c. */
 #include "kt_util.h"
 
 #include "../test_util.h"
@@ -135,6 +136,20 @@ static void test_product_rounding(void)
     CHECK(ref_ops.matmul(NULL, &pk) == KERN_OK && yk[0] == want_k[0] && yk[1] == want_k[1],
           "q4_k_r16: %.9g %.9g, want %.9g %.9g", (double)yk[0], (double)yk[1],
           (double)want_k[0], (double)want_k[1]);
+    /* Q6_K_R16: f0 * d likewise, with d = 1 + 2^-9 and sub-block 0's scale 1 (f0 = dw) and
+     * quant 33 (w = 1) at value 1 (s = 5). Every other quant is 32 (qh bit pairs 2, w = 0),
+     * so that values 0 and 2 (q = 127 and -1) count nothing. */
+    uint8_t p6[KERN_Q6_K_BLOCK_BYTES] = {0}, w6[KERN_R16 * KERN_Q6_K_R16_ROW_BYTES];
+    memset(p6 + 128, 0xaa, 64); /* qh */
+    p6[1] = 0x01;               /* ql: value 1's low nibble */
+    p6[192] = 1;                /* scale of sub-block 0 */
+    p6[208] = 0x02;             /* d */
+    p6[209] = 0x3c;
+    CHECK(kern_repack(p6, KERN_DTYPE_Q6_K, 1, K, w6) == KERN_OK, "q6_k repack");
+    float y6 = NAN;
+    struct kern_matmul_params p6m = {xk, w6, KERN_DTYPE_Q6_K_R16, &y6, 1, 1, K, K, 1, 0};
+    CHECK(ref_ops.matmul(NULL, &p6m) == KERN_OK && y6 == want, "q6_k_r16: %.9g, want %.9g",
+          (double)y6, (double)want);
 }
 
 /* Q4_K_R16 by hand, where the min term matters. Two rows of one super-block: d = 1, dmin
@@ -199,6 +214,91 @@ static void test_q4_k_hand_worked(void)
     }
 }
 
+/* Q6_K_R16 by hand: two rows of one super-block, every quant 32 (w = 0: the qh bit pairs all
+ * 2) but the ones set below, which take both ends (0: w = -32, 63: w = 31) and the middle of
+ * the range, in low and high nibbles and bit pairs 0 and 2 (the 32-value groups u = 0 and 2 of
+ * ql / qh, which read the wrong nibble or pair if u is mistaken) of both 128-value halves.
+ * Row 0: d = 1, int8 scales -3 and 5 for sub-blocks 0 and 1 (the two halves of block 0),
+ * -128 and 127 for 12 and 13 (block 6); row 1: d = 0.5, sub-blocks 0 and 1 swapped (5 and
+ * -3), 12 and 13 zero. x's blocks 0 and 6 have largest magnitude 127 (d = 1, q is x), with
+ * w_t - 32 against q:
+ *  - sub-block 0: 31 * 127 - 32 * 2 + 0 * -5 - 15 * 4 = 3813; sub-block 1: 13 * 10 - 31 * -2
+ *    + 16 * 1 = 208;
+ *  - sub-block 12: 31 * -127 = -3937; sub-block 13: -32 * 64 + 1 * 6 = -2042;
+ * y = -3 * 3813 + 5 * 208 - 128 * -3937 + 127 * -2042 = -10399 + 244602 = 234203 (row 1:
+ * 2.5 * 3813 - 1.5 * 208 = 9220.5, where the halves' scales swapped give -5199.5 and
+ * sub-block 0's scale for both 2.5 * 4021 = 10052.5), every step exact. Block 3 of x is not
+ * zero but its sub-blocks' scales are, its quants not 32. Being exact, y is also the dot of x
+ * with the dequantized row. */
+static void test_q6_k_hand_worked(void)
+{
+    enum { K = KERN_QKBLOCK, N = 2, SB = KERN_Q6_K_BLOCK_BYTES };
+    uint8_t plain[N * SB] = {0}, w[KERN_R16 * KERN_Q6_K_R16_ROW_BYTES];
+    for (int j = 0; j < N; j++) {
+        uint8_t *ql = plain + j * SB, *qh = ql + 128, *sc = ql + 192, *d = ql + 208;
+        memset(qh, 0xaa, 64);
+        ql[0] = 0x0f;   /* value 0: 63 (bit pair 0 of qh[0]: 3) */
+        qh[0] = 0xab;
+        qh[1] = 0xa8;   /* value 1: 0 */
+        ql[3] = 0x01;   /* value 3: 17 */
+        qh[3] = 0xa9;
+        ql[16] = 0x0d;  /* value 16: 45 */
+        ql[17] = 0x01;  /* value 17: 1 */
+        qh[17] = 0xa8;
+        qh[31] = 0xab;  /* value 31: 48 */
+        ql[36] = 0xf0;  /* value 100 (sub-block 6): 47, a high nibble */
+        ql[56] = 0x50;  /* value 120 (sub-block 7): 37 */
+        ql[64] = 0xf0;  /* value 192 = 128 + 64: 63, high nibble and bit pair 2 of qh[32] */
+        qh[32] = 0xba;
+        qh[48] = 0x8a;  /* value 208: 0 */
+        ql[95] = 0x10;  /* value 223: 33 */
+        sc[0] = (uint8_t)(j == 0 ? -3 : 5);
+        sc[1] = (uint8_t)(j == 0 ? 5 : -3);
+        sc[12] = (uint8_t)(j == 0 ? -128 : 0);
+        sc[13] = j == 0 ? 127 : 0;
+        d[1] = j == 0 ? 0x3c : 0x38; /* d = 1 or 0.5 */
+    }
+    static const int at[10] = {0, 1, 3, 16, 17, 31, 100, 120, 192, 208};
+    static const int want_q[10] = {63, 0, 17, 45, 1, 48, 47, 37, 63, 0};
+    for (int i = 0; i < 10; i++)
+        CHECK(kern_kq_quant(6, plain, at[i]) == want_q[i], "the hand-set value %d decodes to %d",
+              at[i], kern_kq_quant(6, plain, at[i]));
+    CHECK(kern_kq_quant(6, plain, 223) == 33 && kern_kq_quant(6, plain, 2) == 32,
+          "the hand-set values 223 and 2 decode to %d, %d", kern_kq_quant(6, plain, 223),
+          kern_kq_quant(6, plain, 2));
+    float x[K] = {0};
+    x[0] = 127.0f;
+    x[1] = 2.0f;
+    x[2] = -5.0f;
+    x[3] = 4.0f;
+    x[16] = 10.0f;
+    x[17] = -2.0f;
+    x[31] = 1.0f;
+    x[100] = 50.0f;
+    x[120] = -7.0f;
+    x[192] = -127.0f;
+    x[208] = 64.0f;
+    x[223] = 6.0f;
+    CHECK(kern_repack(plain, KERN_DTYPE_Q6_K, N, K, w) == KERN_OK, "q6_k_r16 repack");
+    static const float want[N] = {234203.0f, 9220.5f};
+    for (int acc = 0; acc < 2; acc++) {
+        float y[N] = {acc ? 0.25f : NAN, acc ? -0.5f : NAN};
+        struct kern_matmul_params p = {x, w, KERN_DTYPE_Q6_K_R16, y, 1, N, K, K, N, acc};
+        CHECK(ref_ops.matmul(NULL, &p) == KERN_OK, "q6_k_r16 hand-worked");
+        for (int j = 0; j < N; j++) {
+            float w0 = want[j] + (acc ? (j ? -0.5f : 0.25f) : 0.0f);
+            CHECK(y[j] == w0, "q6_k_r16%s column %d: %.9g, want %.9g", acc ? " acc" : "", j,
+                  (double)y[j], (double)w0);
+        }
+    }
+    for (int j = 0; j < N; j++) {
+        double dot = 0.0;
+        for (int e = 0; e < K; e++)
+            dot += (double)x[e] * (double)kern_kq_elem(6, plain + j * SB, e);
+        CHECK(dot == (double)want[j], "the hand-worked row %d's dequantized dot is %.9g", j, dot);
+    }
+}
+
 /* Random calls against kt_r16_dot, written from the contract. Both form the same fp32
  * products dw * d and the same exact integers s, and sum in fp64; what may differ is the
  * order of the fp64 additions (y first or last: a few 2^-53 of sum |(dw * d) s| + |y|) and
@@ -208,7 +308,9 @@ static void test_q4_k_hand_worked(void)
  * for Q8_0, 4 against 1500 for Q4_0): 8e-5 at the largest k here, 32 blocks. For Q4_K_R16
  * the sum holds both products of every block, |(f0 * d) s| + |(f1 * d) x_s|, and a wrong
  * integer moves y by |(f0 * d) w_t - f1 * d|, about 1 / (700 * blocks) of it (measured on
- * kt_fill's random super-blocks): 5e-5 at k = 1024. */
+ * kt_fill's random super-blocks): 5e-5 at k = 1024. Q6_K_R16 has a product per 16-value
+ * half, |(f0 * d) s|, and a wrong integer moves y by |f0 * d * (w_t - 32)|, about
+ * 1 / (540 * blocks) of the sum (test_ops.c's measure): 6e-5 at k = 1024. */
 struct r16_case {
     int64_t m, n, k, pad_x, pad_y;
     int accumulate, special;
@@ -282,9 +384,9 @@ static void check_random(struct kt_rng *rng, enum kern_dtype dt, struct r16_case
     kt_free(w);
 }
 
-/* Q4_K_R16: k in whole super-blocks; the same paths (groups and their remainders, padded
+/* The K formats: k in whole super-blocks; the same paths (groups and their remainders, padded
  * strides, accumulation, NaN / Inf rows, empty shapes). */
-static const struct r16_case q4k_cases[] = {
+static const struct r16_case kq_cases[] = {
     {1, 1, 256, 0, 0, 0, 0},   {1, 17, 256, 3, 0, 0, 0}, {2, 16, 512, 0, 2, 1, 0},
     {3, 15, 1024, 1, 1, 0, 1}, {5, 40, 256, 2, 3, 1, 1}, {4, 33, 512, 0, 0, 1, 0},
     {5, 7, 1024, 0, 5, 0, 0},  {3, 5, 0, 0, 1, 1, 0},    {0, 5, 256, 0, 0, 0, 0},
@@ -303,9 +405,10 @@ static void test_random(void)
     for (int q4 = 0; q4 < 2; q4++)
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             check_random(&rng, q4 ? KERN_DTYPE_Q4_0_R16 : KERN_DTYPE_Q8_0_R16, cases[i]);
-    for (size_t i = 0; i < sizeof q4k_cases / sizeof q4k_cases[0]; i++) {
-        check_random(&rng, KERN_DTYPE_Q4_K_R16, q4k_cases[i]);
-        check_random(&rng, KERN_DTYPE_Q5_K_R16, q4k_cases[i]);
+    for (size_t i = 0; i < sizeof kq_cases / sizeof kq_cases[0]; i++) {
+        check_random(&rng, KERN_DTYPE_Q4_K_R16, kq_cases[i]);
+        check_random(&rng, KERN_DTYPE_Q5_K_R16, kq_cases[i]);
+        check_random(&rng, KERN_DTYPE_Q6_K_R16, kq_cases[i]);
     }
 }
 
@@ -345,25 +448,29 @@ static void test_nonfinite(void)
 static void test_refused(void)
 {
     const struct kern_ops *tabs[2] = {&ref_ops, &cpu_ops};
-    float x[2 * KERN_QKBLOCK] = {0}, y[64] = {0}, out[64];
-    uint8_t w[KERN_R16 * KERN_Q5_K_R16_ROW_BYTES] = {0};
+    float x[2 * KERN_QKBLOCK] = {0}, y[64] = {0}, out[KERN_QKBLOCK] = {0};
+    uint8_t w[KERN_R16 * KERN_Q6_K_R16_ROW_BYTES] = {0}; /* the largest group super-block */
+    /* The moe's expert matrices: up to 256 x 256 values in the largest base format, zero. */
+    uint8_t *mw = kt_alloc(KERN_QKBLOCK * KERN_Q6_K_BLOCK_BYTES);
+    memset(mw, 0, KERN_QKBLOCK * KERN_Q6_K_BLOCK_BYTES);
     int32_t ids[1] = {0};
-    static const enum kern_dtype dts[4] = {KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16,
-                                           KERN_DTYPE_Q4_K_R16, KERN_DTYPE_Q5_K_R16};
+    static const enum kern_dtype dts[] = {KERN_DTYPE_Q8_0_R16, KERN_DTYPE_Q4_0_R16,
+                                          KERN_DTYPE_Q4_K_R16, KERN_DTYPE_Q5_K_R16,
+                                          KERN_DTYPE_Q6_K_R16};
     for (int t = 0; t < 2; t++)
-        for (int di = 0; di < 4; di++) {
+        for (size_t di = 0; di < sizeof dts / sizeof dts[0]; di++) {
             const enum kern_dtype dt = dts[di];
-            const int q4k = dt == KERN_DTYPE_Q4_K_R16 || dt == KERN_DTYPE_Q5_K_R16;
+            const int kq = kern_dtype_block_elems(kern_dtype_r16_base(dt)) == KERN_QKBLOCK;
             const char *nm = tabs[t]->name;
-            const int64_t k = q4k ? KERN_QKBLOCK : 2 * B;
+            const int64_t k = kq ? KERN_QKBLOCK : 2 * B;
             struct kern_matmul_params good = {x, w, dt, y, 1, 2, k, k, 2, 0};
             struct kern_matmul_params bad[5];
             for (int i = 0; i < 5; i++)
                 bad[i] = good;
-            /* k not whole blocks; Q4_K_R16: whole 32-blocks but not whole super-blocks. */
-            bad[0].k = q4k ? 4 * B : 48;
+            /* k not whole blocks; the K formats: whole 32-blocks but not whole super-blocks. */
+            bad[0].k = kq ? 4 * B : 48;
             bad[0].ldx = bad[0].k;
-            bad[1].k = q4k ? KERN_QKBLOCK + B : 16;
+            bad[1].k = kq ? KERN_QKBLOCK + B : 16;
             bad[1].ldx = bad[1].k;
             bad[2].w = NULL;
             bad[3].x = NULL;
@@ -378,9 +485,14 @@ static void test_refused(void)
                       "%s %s matmul bad[%d] accepted", nm, kern_dtype_name(dt), i);
                 CHECK(y[0] == 3.0f, "%s %s matmul bad[%d] wrote", nm, kern_dtype_name(dt), i);
             }
-            struct kern_embed_params e = {ids, w, dt, out, 1, 1, 2 * B};
+            /* A row of k values: whole blocks of the base format, which the same call takes,
+             * so that only the dtype is wrong. */
+            struct kern_embed_params e = {ids, w, dt, out, 1, 1, k};
             CHECK(tabs[t]->embed(NULL, &e) == KERN_ERR_INVALID, "%s embed took %s", nm,
                   kern_dtype_name(dt));
+            e.table_dtype = kern_dtype_r16_base(dt);
+            CHECK(tabs[t]->embed(NULL, &e) == KERN_OK, "%s embed in %s", nm,
+                  kern_dtype_name(e.table_dtype));
             struct kern_rmsnorm_params r = {x, w, dt, out, 1, B, 1e-5f};
             CHECK(tabs[t]->rmsnorm(NULL, &r) == KERN_ERR_INVALID, "%s rmsnorm took %s", nm,
                   kern_dtype_name(dt));
@@ -390,22 +502,25 @@ static void test_refused(void)
             struct kern_bias_add_params ba = {y, w, dt, 1, B, B};
             CHECK(tabs[t]->bias_add(NULL, &ba) == KERN_ERR_INVALID, "%s bias_add took %s", nm,
                   kern_dtype_name(dt));
-            /* One token, one expert of hidden = inter = 32: only the dtype is wrong. */
+            /* One token, one expert of hidden = inter = one block of the base format (32, or
+             * a super-block): only the dtype is wrong. */
+            const int64_t hid = kq ? KERN_QKBLOCK : B;
             int32_t experts[1] = {0};
             float weights[1] = {1.0f};
-            const void *pw[1] = {w};
+            const void *pw[1] = {mw};
             float work[4096];
-            CHECK(kern_moe_work_bytes(1, 1, B, B, 1) <= sizeof work, "moe work size");
-            struct kern_moe_params mp = {x, experts, weights, pw, pw, pw, dt, y, work,
-                                         1, B, B, 1, 1};
+            CHECK(kern_moe_work_bytes(1, 1, hid, hid, 1) <= sizeof work, "moe work size");
+            struct kern_moe_params mp = {x, experts, weights, pw, pw, pw, dt, out, work,
+                                         1, hid, hid, 1, 1};
             CHECK(tabs[t]->moe(NULL, &mp) == KERN_ERR_INVALID, "%s moe took %s", nm,
                   kern_dtype_name(dt));
-            /* The same call in the base format runs (not Q4_K: 32 is no whole super-block). */
+            /* The same call in the base format runs. */
             mp.w_dtype = kern_dtype_r16_base(dt);
-            if (!q4k)
-                CHECK(tabs[t]->moe(NULL, &mp) == KERN_OK, "%s moe in %s", nm,
-                      kern_dtype_name(mp.w_dtype));
+            CHECK(tabs[t]->moe(NULL, &mp) == KERN_OK, "%s moe in %s", nm,
+                  kern_dtype_name(mp.w_dtype));
         }
+    CHECK(kt_guard_ok(mw), "moe experts: canary");
+    kt_free(mw);
 }
 
 int main(void)
@@ -416,6 +531,7 @@ int main(void)
     test_hand_worked();
     test_product_rounding();
     test_q4_k_hand_worked();
+    test_q6_k_hand_worked();
     test_random();
     test_nonfinite();
     test_refused();
