@@ -229,7 +229,8 @@ static inline void kt_r16_dot(const int8_t *q, const float *d, const void *w,
             for (int h = 0; h < 2; h++) {
                 int64_t s = 0;
                 for (int t = 16 * h; t < 16 * h + 16; t++)
-                    s += (int64_t)(kern_kq_quant(6, sb, 32 * sub + t) - 32) * q[b * KERN_QBLOCK + t];
+                    s += (int64_t)(kern_kq_quant(6, sb, 32 * sub + t) - 32) *
+                         q[b * KERN_QBLOCK + t];
                 const float a = f[h] * d[b];
                 *sum += (double)a * (double)s;
                 *mag += fabs((double)a * (double)s);
