@@ -49,6 +49,11 @@ extern "C" { /* the CUDA backend's .cu files are C++ */
  * 0..7 the rows' bytes 32c + 4t .. 32c + 4t + 3 of the Q4_K nibbles (64 bytes per t; low
  * nibbles: sub-block 2c's values 4t .. 4t+3, high nibbles: sub-block 2c + 1's); padding rows
  * all zero.
+ * Q5_K_R16 is Q5_K so interleaved (180 bytes per row and super-block instead of 176): d, dmin,
+ * scales and mins as Q4_K_R16's, then the same 32 nibble pieces, each of the first eight (c =
+ * 0, t = 0..7) followed by the rows' bytes 4t .. 4t + 3 of the Q5_K fifth bits qh (64 bytes;
+ * bit j of a byte is the fifth bit of sub-block j's value), the order in which the int8 dot
+ * first reads them; padding rows all zero.
  * Q6_K_R16 is Q6_K so interleaved, KERN_R16 * KERN_Q6_K_R16_ROW_BYTES bytes a group's
  * super-block (210 per row, as Q6_K), each: the 16 rows' fp16 d (32 bytes), the int8 scales of
  * sub-blocks 0..15 (16 per sub-block, row 0 first: 256 bytes), then 16 steps of 192 bytes in
@@ -78,13 +83,15 @@ enum kern_dtype {
 #define KERN_Q4_K_R16_ROW_BYTES 148
 #define KERN_Q5_K_R16_ROW_BYTES 180
 /* Byte offsets within a Q4_K_R16 / Q5_K_R16 group's super-block (the layout above): d at 0,
- * then dmin, the scales and mins (sub-block j's 16 at + 16 j), the nibble pieces (64 bytes
- * each) and Q5_K's fifth-bit pieces. */
+ * then dmin, the scales and mins (sub-block j's 16 at + 16 j), then the quants: nibble piece
+ * p = 8c + t (64 bytes) at KERN_KR16_QS + 64 p in Q4_K_R16 and at KERN_Q5R16_PIECE(p) in
+ * Q5_K_R16, whose fifth-bit piece t is at KERN_Q5R16_QH(t). */
 #define KERN_KR16_DMIN (2 * KERN_R16)
 #define KERN_KR16_SCALES (4 * KERN_R16)
 #define KERN_KR16_MINS (KERN_KR16_SCALES + 8 * KERN_R16)
 #define KERN_KR16_QS (KERN_KR16_MINS + 8 * KERN_R16)
-#define KERN_KR16_QH (KERN_KR16_QS + KERN_R16 * KERN_QKBLOCK / 2)
+#define KERN_Q5R16_PIECE(p) (KERN_KR16_QS + ((p) < 8 ? 128 * (p) : 64 * (p) + 512))
+#define KERN_Q5R16_QH(t) (KERN_KR16_QS + 128 * (t) + 64)
 #define KERN_Q6_K_R16_ROW_BYTES 210
 /* Byte offsets within a Q6_K_R16 group's super-block: d at 0, then the scales (sub-block j's
  * 16 at + 16 j), then the steps of KERN_Q6R16_STEP bytes (their three 64-byte parts in order:

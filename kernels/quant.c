@@ -150,11 +150,11 @@ static void repack_k(int q5, const uint8_t *src, int64_t n_rows, int64_t n_padde
                 out[KERN_KR16_MINS + s * KERN_R16 + r] = (uint8_t)mn;
             }
             for (int p = 0; p < Q4K_QS_BYTES / R16_PIECE; p++)
-                memcpy(out + KERN_KR16_QS + p * KERN_R16 * R16_PIECE + r * R16_PIECE,
+                memcpy(out + (q5 ? KERN_Q5R16_PIECE(p) : KERN_KR16_QS + p * KERN_R16 * R16_PIECE) +
+                           r * R16_PIECE,
                        in + qs_in + p * R16_PIECE, R16_PIECE);
             for (int p = 0; q5 && p < Q5K_QH_BYTES / R16_PIECE; p++)
-                memcpy(out + KERN_KR16_QH + p * KERN_R16 * R16_PIECE + r * R16_PIECE,
-                       in + 16 + p * R16_PIECE, R16_PIECE);
+                memcpy(out + KERN_Q5R16_QH(p) + r * R16_PIECE, in + 16 + p * R16_PIECE, R16_PIECE);
         }
     }
 }

@@ -37,6 +37,12 @@ SIMD_INLINE int64_t simd_r16k_bytes(int q5)
     return KERN_R16 * (q5 ? KERN_Q5_K_R16_ROW_BYTES : KERN_Q4_K_R16_ROW_BYTES);
 }
 
+/* Offset of nibble piece p (0..31) in a Q4_K_R16 / Q5_K_R16 group's super-block. */
+SIMD_INLINE int simd_r16k_piece(int q5, int p)
+{
+    return q5 ? KERN_Q5R16_PIECE(p) : KERN_KR16_QS + 64 * p;
+}
+
 /* The 4 int8 values at p as one 32-bit word (for a broadcast). */
 SIMD_INLINE int32_t simd_r16_word(const int8_t *p)
 {
@@ -230,11 +236,11 @@ SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *x
             for (int r = 0; r < mr; r++)
                 acc[r][0] = acc[r][1] = _mm512_setzero_si512();
             for (int t = 0; t < 8; t++) {
-                __m512i v = _mm512_loadu_si512(blk + KERN_KR16_QS + 64 * (8 * c + t));
+                __m512i v = _mm512_loadu_si512(blk + simd_r16k_piece(q5, 8 * c + t));
                 __m512i lo = _mm512_and_si512(v, nib);
                 __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
                 if (q5) { /* bit 2c (lo) and 2c + 1 (hi) of the qh bytes, moved to bit 4 */
-                    __m512i h = _mm512_loadu_si512(blk + KERN_KR16_QH + 64 * t);
+                    __m512i h = _mm512_loadu_si512(blk + KERN_Q5R16_QH(t));
                     const __m512i b4 = _mm512_set1_epi8(0x10);
                     __m512i hl = 2 * c <= 4 ? _mm512_sll_epi16(h, _mm_cvtsi32_si128(4 - 2 * c))
                                             : _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * c - 4));
@@ -423,12 +429,12 @@ SIMD_INLINE void simd_r16k_rows(int q5, int mr, const int8_t *xq, const float *x
                     acc[r][0] = acc[r][1] = _mm256_setzero_si256();
                 for (int t = 0; t < 8; t++) {
                     __m256i v = _mm256_loadu_si256(
-                        (const __m256i *)(blk + KERN_KR16_QS + 64 * (8 * c + t) + 32 * h));
+                        (const __m256i *)(blk + simd_r16k_piece(q5, 8 * c + t) + 32 * h));
                     __m256i lo = _mm256_and_si256(v, nib);
                     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
                     if (q5) {
                         __m256i qh = _mm256_loadu_si256(
-                            (const __m256i *)(blk + KERN_KR16_QH + 64 * t + 32 * h));
+                            (const __m256i *)(blk + KERN_Q5R16_QH(t) + 32 * h));
                         const __m256i b4 = _mm256_set1_epi8(0x10);
                         __m256i hl = 2 * c <= 4
                                          ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - 2 * c))
@@ -615,9 +621,9 @@ SIMD_INLINE void simd_r16k_tile(int q5, int mr, const int8_t *xq, const float *x
                     int32_t sum = 0;
                     for (int t = 0; t < 8; t++)
                         for (int e = 0; e < 4; e++) {
-                            int w = (blk[KERN_KR16_QS + 64 * (8 * c + t) + 4 * col + e] >> shift) & 15;
+                            int w = (blk[simd_r16k_piece(q5, 8 * c + t) + 4 * col + e] >> shift) & 15;
                             if (q5)
-                                w |= ((blk[KERN_KR16_QH + 64 * t + 4 * col + e] >> j) & 1) << 4;
+                                w |= ((blk[KERN_Q5R16_QH(t) + 4 * col + e] >> j) & 1) << 4;
                             sum += w * x[32 * j + 4 * t + e];
                         }
                     float f0 = kern_f16_to_f32((uint16_t)(blk[2 * col] | (blk[2 * col + 1] << 8))) *

@@ -82,18 +82,20 @@ static float q4k_factor(const uint8_t *sb, int r, int s, int min)
            (float)sb[(min ? KERN_KR16_MINS : KERN_KR16_SCALES) + s * KERN_R16 + r];
 }
 
-/* Row r's quant t (0..15) of sub-block s: the nibble (low for an even s, high for an odd one)
- * of Q4_K byte 32 (s / 2) + t, which is byte t % 4 of piece 8 (s / 2) + t / 4. */
-static int q4k_quant(const uint8_t *sb, int r, int s, int t)
+/* Row r's 4-bit quant t (0..31) of sub-block s: the nibble (low for an even s, high for an odd
+ * one) of Q4_K / Q5_K nibble byte 32 (s / 2) + t, which is byte t % 4 of piece p = 8 (s / 2) +
+ * t / 4 (q5: Q5_K_R16's place for it). */
+static int q4k_quant(const uint8_t *sb, int q5, int r, int s, int t)
 {
-    int byte = sb[KERN_KR16_QS + (8 * (s / 2) + t / 4) * 4 * KERN_R16 + r * 4 + t % 4];
+    const int p = 8 * (s / 2) + t / 4;
+    int byte = sb[(q5 ? KERN_Q5R16_PIECE(p) : KERN_KR16_QS + p * 4 * KERN_R16) + r * 4 + t % 4];
     return s % 2 ? byte >> 4 : byte & 15;
 }
 
 /* Q5_K_R16's fifth bit of row r's value t of sub-block s, as 16 or 0. */
 static int q5k_high(const uint8_t *sb, int r, int s, int t)
 {
-    return ((sb[KERN_KR16_QH + (t / 4) * 4 * KERN_R16 + r * 4 + t % 4] >> s) & 1) << 4;
+    return ((sb[KERN_Q5R16_QH(t / 4) + r * 4 + t % 4] >> s) & 1) << 4;
 }
 
 /* Q6_K_R16 (ops.h): super-block sb of row j's group; row r's f0 = d * scale of sub-block s (0..15,
@@ -134,7 +136,7 @@ static double r16_term(const struct kern_matmul_params *p, int64_t j, int64_t b,
         const int r = (int)(j % KERN_R16), sub = (int)(b % 8);
         const int q5 = p->w_dtype == KERN_DTYPE_Q5_K_R16;
         for (int t = 0; t < KERN_QBLOCK; t++)
-            s += (int64_t)(q4k_quant(sb, r, sub, t) | (q5 ? q5k_high(sb, r, sub, t) : 0)) * q[t];
+            s += (int64_t)(q4k_quant(sb, q5, r, sub, t) | (q5 ? q5k_high(sb, r, sub, t) : 0)) * q[t];
         float f0 = q4k_factor(sb, r, sub, 0) * d, f1 = q4k_factor(sb, r, sub, 1) * d;
         return (double)f0 * (double)s - (double)f1 * (double)xsum;
     }

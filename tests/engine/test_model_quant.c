@@ -135,12 +135,15 @@ static bool kq_r16_matches(int q5, const uint8_t *src, const uint8_t *plain, int
                     kern_k_scale_min(b + 4, sub, &sc, &mn);
                 ok = ok && g[64 + 16 * sub + r] == sc && g[192 + 16 * sub + r] == mn;
             }
+            /* Q5_K: the first eight nibble pieces each followed by a qh piece */
             for (int c = 0; c < 4; c++)
-                for (int t = 0; t < 8; t++)
-                    ok = ok && memcmp(g + 320 + 64 * (8 * c + t) + 4 * r, b + qs + 32 * c + 4 * t,
-                                      4) == 0;
+                for (int t = 0; t < 8; t++) {
+                    size_t at = !q5 ? 320 + 64 * (8 * c + t)
+                                    : c ? 832 + 64 * (8 * c + t) : 320 + 128 * t;
+                    ok = ok && memcmp(g + at + 4 * r, b + qs + 32 * c + 4 * t, 4) == 0;
+                }
             for (int t = 0; q5 && t < 8; t++)
-                ok = ok && memcmp(g + 2368 + 64 * t + 4 * r, b + 16 + 4 * t, 4) == 0;
+                ok = ok && memcmp(g + 384 + 128 * t + 4 * r, b + 16 + 4 * t, 4) == 0;
         }
     }
     return ok;

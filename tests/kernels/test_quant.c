@@ -535,10 +535,11 @@ static void test_repack_q4_k(void)
           "kern_quantize made q4_k_r16");
 }
 
-/* kern_repack from Q5_K: Q4_K_R16's layout (180 bytes a row and super-block) with the 32 qh
- * bytes after the nibbles, piece t holding bytes 4t .. 4t + 3 of each row's qh at
- * 2368 + 64 t + 4 r. Every row's super-block, un-interleaved here, is its source byte for byte;
- * padding rows are zero. */
+/* kern_repack from Q5_K: Q4_K_R16's d, dmin, scales and mins (180 bytes a row and super-block),
+ * then the nibble pieces 8c + t of c = 0 each followed by qh piece t (bytes 4t .. 4t + 3 of each
+ * row's qh): nibble piece t at 320 + 128 t + 4 r, qh piece t at 384 + 128 t + 4 r, and the
+ * other nibble pieces at 832 + 64 (8c + t) + 4 r. Every row's super-block, un-interleaved here,
+ * is its source byte for byte; padding rows are zero. */
 static void test_repack_q5_k(void)
 {
     enum { SB = KERN_Q5_K_BLOCK_BYTES, RB = KERN_Q5_K_R16_ROW_BYTES };
@@ -577,10 +578,11 @@ static void test_repack_q5_k(void)
                     }
                     q4k_pack_scales(sc, mn, got + 4);
                     for (int t = 0; t < 8; t++)
-                        memcpy(got + 16 + 4 * t, at + 2368 + 64 * t + 4 * r, 4);
+                        memcpy(got + 16 + 4 * t, at + 384 + 128 * t + 4 * r, 4);
                     for (int c = 0; c < 4; c++)
                         for (int t = 0; t < 8; t++)
-                            memcpy(got + 48 + 32 * c + 4 * t, at + 320 + 64 * (8 * c + t) + 4 * r, 4);
+                            memcpy(got + 48 + 32 * c + 4 * t,
+                                   at + (c ? 832 + 64 * (8 * c + t) : 320 + 128 * t) + 4 * r, 4);
                     if (j < n)
                         memcpy(want, src + j * row_bytes + b * SB, SB);
                     bad += memcmp(got, want, SB) != 0;
