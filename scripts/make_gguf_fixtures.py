@@ -1124,54 +1124,35 @@ def kmix_install_int8(model, layers):
 
 
 def literal_k_linear(x, w, f0, f1, bias):
-    """ops.h's Q4_K_R16 / Q5_K_R16 contract written out as a plain loop in numpy (int64 sums,
+    """ops.h's Q4_K_R16 / Q5_K_R16 contract in make_quant_goldens.py's literal loop (int64 sums,
     fp32 scalars, float64 accumulation): x np.float32 [M, k], w int64 [n, k/32, 32] (0..15 or
     0..31), f0 / f1 np.float32 [n, k/32], bias np.float32 or None."""
-    M, k = x.shape
-    n, nb, _ = w.shape
-    y = np.empty((M, n), dtype=np.float32)
-    for i in range(M):
-        row = x[i]
-        if not np.isfinite(row).all():
-            y[i] = np.nan
-            continue
-        acc = np.zeros(n, dtype=np.float64)
-        for b in range(nb):
-            d, q = mq.literal_x8_block(row[b * mq.QK:(b + 1) * mq.QK])
-            s = w[:, b, :] @ q  # int64, exact
-            xs = int(q.sum())
-            g0 = (f0[:, b] * d).astype(np.float32)
-            g1 = (f1[:, b] * d).astype(np.float32)
-            assert g0.dtype == g1.dtype == np.float32
-            acc = acc + (g0.astype(np.float64) * s.astype(np.float64) - g1.astype(np.float64) * np.float64(xs))
-        y[i] = acc.astype(np.float32)
-    return y if bias is None else y + bias
+
+    def term(b, d, q):
+        s = w[:, b, :] @ q  # int64, exact
+        xs = int(q.sum())
+        g0 = (f0[:, b] * d).astype(np.float32)
+        g1 = (f1[:, b] * d).astype(np.float32)
+        assert g0.dtype == g1.dtype == np.float32
+        return g0.astype(np.float64) * s.astype(np.float64) - g1.astype(np.float64) * np.float64(xs)
+    assert x.shape[1] == mq.QK * w.shape[1]
+    return mq.literal_linear(x, w.shape[0], bias, term)
 
 
 def literal_q6_linear(x, w, f0, bias):
-    """ops.h's Q6_K_R16 contract written out as a plain loop in numpy (int64 sums, fp32 scalars,
-    float64 accumulation): x np.float32 [M, k], w int64 [n, k/32, 32] (0..63), f0 np.float32
-    [n, k/32, 2], bias np.float32 or None."""
-    M, k = x.shape
-    n, nb, _ = w.shape
-    y = np.empty((M, n), dtype=np.float32)
-    for i in range(M):
-        row = x[i]
-        if not np.isfinite(row).all():
-            y[i] = np.nan
-            continue
-        acc = np.zeros(n, dtype=np.float64)
-        for b in range(nb):
-            d, q = mq.literal_x8_block(row[b * mq.QK:(b + 1) * mq.QK])
-            term = np.zeros(n, dtype=np.float64)
-            for h in range(2):
-                s = (w[:, b, 16 * h:16 * h + 16] - 32) @ q[16 * h:16 * h + 16]  # int64, exact
-                g = (f0[:, b, h] * d).astype(np.float32)
-                assert g.dtype == np.float32
-                term = term + g.astype(np.float64) * s.astype(np.float64)
-            acc = acc + term
-        y[i] = acc.astype(np.float32)
-    return y if bias is None else y + bias
+    """ops.h's Q6_K_R16 contract in make_quant_goldens.py's literal loop: x np.float32 [M, k], w
+    int64 [n, k/32, 32] (0..63), f0 np.float32 [n, k/32, 2], bias np.float32 or None."""
+
+    def term(b, d, q):
+        t = np.zeros(w.shape[0], dtype=np.float64)
+        for h in range(2):
+            s = (w[:, b, 16 * h:16 * h + 16] - 32) @ q[16 * h:16 * h + 16]  # int64, exact
+            g = (f0[:, b, h] * d).astype(np.float32)
+            assert g.dtype == np.float32
+            t = t + g.astype(np.float64) * s.astype(np.float64)
+        return t
+    assert x.shape[1] == mq.QK * w.shape[1]
+    return mq.literal_linear(x, w.shape[0], bias, term)
 
 
 def kmix_literal_check(model, names, results):

@@ -481,11 +481,12 @@ def literal_x8_block(v):
     return d, np.array([int(np.rint(np.float32(v[t] * inv))) for t in range(QK)], dtype=np.int64)
 
 
-def literal_int8_linear(x, wq, dw, bias):
-    """ops.h's contract written out as a plain loop in numpy (int64 sums, fp32 scalars): x
-    np.float32 [M, k], wq int64 [n, k/32, 32], dw np.float32 [n, k/32], bias np.float32 or None."""
+def literal_linear(x, n, bias, block_term):
+    """The frame of ops.h's int8 dot written out as a plain loop in numpy: x np.float32 [M, k];
+    per finite row and block b of 32, x rounded by literal_x8_block and block_term(b, d, q) the
+    block's float64 terms [n] (each format's products), added in block order in float64; a row
+    with a non-finite value is NaN; the sum rounded to fp32, then + bias (np.float32 or None)."""
     M, k = x.shape
-    n, nb, _ = wq.shape
     y = np.empty((M, n), dtype=np.float32)
     for i in range(M):
         row = x[i]
@@ -493,14 +494,24 @@ def literal_int8_linear(x, wq, dw, bias):
             y[i] = np.nan
             continue
         acc = np.zeros(n, dtype=np.float64)
-        for b in range(nb):
+        for b in range(k // QK):
             d, q = literal_x8_block(row[b * QK:(b + 1) * QK])
-            s = wq[:, b, :] @ q  # int64, exact
-            f = (dw[:, b] * d).astype(np.float32)
-            assert f.dtype == np.float32
-            acc = acc + f.astype(np.float64) * s.astype(np.float64)
+            acc = acc + block_term(b, d, q)
         y[i] = acc.astype(np.float32)
     return y if bias is None else y + bias
+
+
+def literal_int8_linear(x, wq, dw, bias):
+    """ops.h's Q8_0_R16 / Q4_0_R16 contract (int64 sums, fp32 scalars): x np.float32 [M, k], wq
+    int64 [n, k/32, 32], dw np.float32 [n, k/32], bias np.float32 or None."""
+
+    def term(b, d, q):
+        s = wq[:, b, :] @ q  # int64, exact
+        f = (dw[:, b] * d).astype(np.float32)
+        assert f.dtype == np.float32
+        return f.astype(np.float64) * s.astype(np.float64)
+    assert x.shape[1] == QK * wq.shape[1]
+    return literal_linear(x, wq.shape[0], bias, term)
 
 
 def layer_calls(model, names, results):

@@ -535,11 +535,94 @@ static void test_repack_q4_k(void)
           "kern_quantize made q4_k_r16");
 }
 
-/* kern_repack from Q5_K: Q4_K_R16's d, dmin, scales and mins (180 bytes a row and super-block),
- * then the nibble pieces 8c + t of c = 0 each followed by qh piece t (bytes 4t .. 4t + 3 of each
- * row's qh): nibble piece t at 320 + 128 t + 4 r, qh piece t at 384 + 128 t + 4 r, and the
- * other nibble pieces at 832 + 64 (8c + t) + 4 r. Every row's super-block, un-interleaved here,
- * is its source byte for byte; padding rows are zero. */
+/* kern_repack of n random rows of k (each of ks) from a K format (sb bytes a super-block, rb a
+ * row's share of the R16 one) against unpack, the un-interleave of row r's super-block from its
+ * group's super-block at `at` written from ops.h's words: every row's super-block must be its
+ * source byte for byte, every padding row's all zero, and nothing outside the matrix written.
+ * The sources are random bytes (NaN d and all): repacking only moves them. */
+typedef void (*kr16_unpack_fn)(const uint8_t *at, int r, uint8_t *got);
+
+static void check_repack_rows(enum kern_dtype from, int64_t sb, int64_t rb, const int64_t *rows,
+                              size_t n_rows, const int64_t *ks, size_t n_ks, struct kt_rng *rng,
+                              kr16_unpack_fn unpack)
+{
+    const enum kern_dtype to = kern_dtype_r16_of(from);
+    const char *name = kern_dtype_name(to);
+    for (size_t ri = 0; ri < n_rows; ri++)
+        for (size_t ki = 0; ki < n_ks; ki++) {
+            const int64_t n = rows[ri], k = ks[ki], row_bytes = k / 256 * sb;
+            const int64_t padded = (n + KERN_R16 - 1) / KERN_R16 * KERN_R16;
+            const int64_t bytes = padded * (k / 256) * rb;
+            CHECK(kern_dtype_matrix_bytes(to, n, k) == bytes, "%s n=%lld k=%lld: matrix bytes %lld",
+                  name, (long long)n, (long long)k, (long long)kern_dtype_matrix_bytes(to, n, k));
+            uint8_t *src = kt_alloc((size_t)(n * row_bytes));
+            uint8_t *dst = kt_alloc((size_t)bytes);
+            for (int64_t i = 0; i < n * row_bytes; i++)
+                src[i] = (uint8_t)kt_next(rng);
+            memset(dst, 0x5a, (size_t)bytes); /* no byte is left as it was */
+            CHECK(kern_repack(src, from, n, k, dst) == KERN_OK, "%s n=%lld k=%lld refused", name,
+                  (long long)n, (long long)k);
+            int64_t bad = 0;
+            for (int64_t j = 0; j < padded; j++)
+                for (int64_t b = 0; b < k / 256; b++) {
+                    const uint8_t *at = dst + ((j / KERN_R16) * (k / 256) + b) * KERN_R16 * rb;
+                    uint8_t got[KERN_Q6_K_BLOCK_BYTES], want[KERN_Q6_K_BLOCK_BYTES] = {0};
+                    unpack(at, (int)(j % KERN_R16), got);
+                    if (j < n)
+                        memcpy(want, src + j * row_bytes + b * sb, (size_t)sb);
+                    if (memcmp(got, want, (size_t)sb) != 0 && bad++ < 3)
+                        fprintf(stderr, "  %s n=%lld k=%lld: row %lld super-block %lld differs\n",
+                                name, (long long)n, (long long)k, (long long)j, (long long)b);
+                }
+            CHECK(bad == 0, "%s n=%lld k=%lld: %lld super-blocks not where ops.h puts them", name,
+                  (long long)n, (long long)k, (long long)bad);
+            CHECK(kt_guard_ok(dst) && kt_guard_ok(src), "%s n=%lld k=%lld: canary", name,
+                  (long long)n, (long long)k);
+            kt_free(src);
+            kt_free(dst);
+        }
+}
+
+/* Q5_K_R16 row r (ops.h): d, dmin at 2 r and 32 + 2 r, scales and mins at 64 + 16 s + r and
+ * 192 + 16 s + r, nibble piece t of c = 0 at 320 + 128 t + 4 r followed by qh piece t at
+ * 384 + 128 t + 4 r, the other nibble pieces at 832 + 64 (8c + t) + 4 r. */
+static void unpack_q5_k_r16(const uint8_t *at, int r, uint8_t *got)
+{
+    uint8_t sc[8], mn[8];
+    memcpy(got, at + 2 * r, 2);
+    memcpy(got + 2, at + 32 + 2 * r, 2);
+    for (int s = 0; s < 8; s++) {
+        sc[s] = at[64 + 16 * s + r];
+        mn[s] = at[192 + 16 * s + r];
+    }
+    q4k_pack_scales(sc, mn, got + 4);
+    for (int t = 0; t < 8; t++)
+        memcpy(got + 16 + 4 * t, at + 384 + 128 * t + 4 * r, 4);
+    for (int c = 0; c < 4; c++)
+        for (int t = 0; t < 8; t++)
+            memcpy(got + 48 + 32 * c + 4 * t,
+                   at + (c ? 832 + 64 * (8 * c + t) : 320 + 128 * t) + 4 * r, 4);
+}
+
+/* Q6_K_R16 row r (ops.h): d at 2 r, the scale of sub-block s at 32 + 16 s + r, and for step
+ * 8h + j (h < 2, j < 8) at 288 + 192 (8h + j) + 4 r the 4 bytes ql[64h + 4j ..], 64 bytes on
+ * ql[64h + 32 + 4j ..] and 128 bytes on qh[32h + 4j ..]. */
+static void unpack_q6_k_r16(const uint8_t *at, int r, uint8_t *got)
+{
+    for (int h = 0; h < 2; h++)
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *st = at + 288 + 192 * (8 * h + j) + 4 * r;
+            memcpy(got + 64 * h + 4 * j, st, 4);
+            memcpy(got + 64 * h + 32 + 4 * j, st + 64, 4);
+            memcpy(got + 128 + 32 * h + 4 * j, st + 128, 4);
+        }
+    for (int s = 0; s < 16; s++)
+        got[192 + s] = at[32 + 16 * s + r];
+    memcpy(got + 208, at + 2 * r, 2);
+}
+
+/* kern_repack from Q5_K (180 bytes a row and super-block), un-interleaved by unpack_q5_k_r16;
+ * a k of whole 32-blocks but not whole super-blocks is refused. */
 static void test_repack_q5_k(void)
 {
     enum { SB = KERN_Q5_K_BLOCK_BYTES, RB = KERN_Q5_K_R16_ROW_BYTES };
@@ -550,61 +633,16 @@ static void test_repack_q5_k(void)
     CHECK(kern_dtype_r16_of(KERN_DTYPE_Q5_K) == to && kern_dtype_r16_base(to) == KERN_DTYPE_Q5_K &&
               strcmp(kern_dtype_name(to), "q5_k_r16") == 0 && RB == 180,
           "q5_k_r16: r16 helpers");
-    for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
-        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
-            const int64_t n = rows[ri], k = ks[ki], row_bytes = k / 256 * SB;
-            const int64_t padded = (n + KERN_R16 - 1) / KERN_R16 * KERN_R16;
-            const int64_t bytes = padded * (k / 256) * RB;
-            CHECK(kern_dtype_matrix_bytes(to, n, k) == bytes, "q5_k_r16 n=%lld k=%lld: bytes",
-                  (long long)n, (long long)k);
-            uint8_t *src = kt_alloc((size_t)(n * row_bytes));
-            uint8_t *dst = kt_alloc((size_t)bytes);
-            for (int64_t i = 0; i < n * row_bytes; i++)
-                src[i] = (uint8_t)kt_next(&rng);
-            memset(dst, 0x5a, (size_t)bytes);
-            CHECK(kern_repack(src, KERN_DTYPE_Q5_K, n, k, dst) == KERN_OK,
-                  "q5_k_r16 n=%lld k=%lld refused", (long long)n, (long long)k);
-            int64_t bad = 0;
-            for (int64_t j = 0; j < padded; j++)
-                for (int64_t b = 0; b < k / 256; b++) {
-                    const int64_t r = j % KERN_R16;
-                    const uint8_t *at = dst + ((j / KERN_R16) * (k / 256) + b) * KERN_R16 * RB;
-                    uint8_t sc[8], mn[8], got[SB], want[SB] = {0};
-                    memcpy(got, at + 2 * r, 2);
-                    memcpy(got + 2, at + 32 + 2 * r, 2);
-                    for (int s = 0; s < 8; s++) {
-                        sc[s] = at[64 + 16 * s + r];
-                        mn[s] = at[192 + 16 * s + r];
-                    }
-                    q4k_pack_scales(sc, mn, got + 4);
-                    for (int t = 0; t < 8; t++)
-                        memcpy(got + 16 + 4 * t, at + 384 + 128 * t + 4 * r, 4);
-                    for (int c = 0; c < 4; c++)
-                        for (int t = 0; t < 8; t++)
-                            memcpy(got + 48 + 32 * c + 4 * t,
-                                   at + (c ? 832 + 64 * (8 * c + t) : 320 + 128 * t) + 4 * r, 4);
-                    if (j < n)
-                        memcpy(want, src + j * row_bytes + b * SB, SB);
-                    bad += memcmp(got, want, SB) != 0;
-                }
-            CHECK(bad == 0, "q5_k_r16 n=%lld k=%lld: %lld super-blocks not where ops.h puts them",
-                  (long long)n, (long long)k, (long long)bad);
-            CHECK(kt_guard_ok(dst) && kt_guard_ok(src), "q5_k_r16: canary");
-            kt_free(src);
-            kt_free(dst);
-        }
+    check_repack_rows(KERN_DTYPE_Q5_K, SB, 180, rows, sizeof rows / sizeof rows[0], ks,
+                      sizeof ks / sizeof ks[0], &rng, unpack_q5_k_r16);
     uint8_t in[SB] = {0}, out[KERN_R16 * RB];
     CHECK(kern_repack(in, KERN_DTYPE_Q5_K, 1, 128, out) == KERN_ERR_INVALID, "q5_k k=128 accepted");
 }
 
 /* kern_repack from Q6_K (ql 128 bytes, qh 64, 16 int8 scales, fp16 d: 210 a super-block, as
- * many a row and super-block of Q6_K_R16), read by ops.h's words alone: the group's
- * super-block b starts at (group * k / 256 + b) * 16 * 210; within it the row's d at 2 r, the
- * scale of sub-block s at 32 + 16 s + r, and for step 8h + j (h < 2, j < 8) at 288 + 192 (8h + j)
- * + 4 r the 4 bytes ql[64h + 4j ..], 64 bytes on ql[64h + 32 + 4j ..] and 128 bytes on
- * qh[32h + 4j ..]. Every row's super-block, un-interleaved here, is
- * its source byte for byte; padding rows are all zero (d = 0); nothing outside the matrix is
- * written. The sources are random bytes (NaN d and all): repacking only moves them. */
+ * many a row and super-block of Q6_K_R16; the group's super-block b starts at
+ * (group * k / 256 + b) * 16 * 210), un-interleaved by unpack_q6_k_r16; then bytes placed by
+ * hand and the refusals. */
 static void test_repack_q6_k(void)
 {
     enum { SB = KERN_Q6_K_BLOCK_BYTES, RB = KERN_Q6_K_R16_ROW_BYTES };
@@ -619,51 +657,8 @@ static void test_repack_q6_k(void)
     /* The offsets the kernels use, against the numbers above. */
     CHECK(KERN_Q6R16_SCALES == 32 && KERN_Q6R16_QS == 288 && KERN_Q6R16_STEP == 192,
           "q6_k_r16 offsets %d %d %d", KERN_Q6R16_SCALES, KERN_Q6R16_QS, KERN_Q6R16_STEP);
-    for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
-        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
-            const int64_t n = rows[ri], k = ks[ki], row_bytes = k / 256 * SB;
-            const int64_t padded = (n + KERN_R16 - 1) / KERN_R16 * KERN_R16;
-            const int64_t bytes = padded * (k / 256) * RB;
-            CHECK(kern_dtype_matrix_bytes(to, n, k) == bytes,
-                  "q6_k_r16 n=%lld k=%lld: matrix bytes %lld", (long long)n, (long long)k,
-                  (long long)kern_dtype_matrix_bytes(to, n, k));
-            uint8_t *src = kt_alloc((size_t)(n * row_bytes));
-            uint8_t *dst = kt_alloc((size_t)bytes);
-            for (int64_t i = 0; i < n * row_bytes; i++)
-                src[i] = (uint8_t)kt_next(&rng);
-            memset(dst, 0x5a, (size_t)bytes); /* no byte is left as it was */
-            CHECK(kern_repack(src, KERN_DTYPE_Q6_K, n, k, dst) == KERN_OK,
-                  "q6_k_r16 n=%lld k=%lld refused", (long long)n, (long long)k);
-            int64_t bad = 0;
-            for (int64_t j = 0; j < padded; j++)
-                for (int64_t b = 0; b < k / 256; b++) {
-                    const int64_t r = j % KERN_R16;
-                    const uint8_t *at = dst + ((j / KERN_R16) * (k / 256) + b) * KERN_R16 * RB;
-                    uint8_t got[SB], want[SB] = {0}; /* padding rows: all zero */
-                    for (int h = 0; h < 2; h++)
-                        for (int j = 0; j < 8; j++) {
-                            const uint8_t *st = at + 288 + 192 * (8 * h + j) + 4 * r;
-                            memcpy(got + 64 * h + 4 * j, st, 4);
-                            memcpy(got + 64 * h + 32 + 4 * j, st + 64, 4);
-                            memcpy(got + 128 + 32 * h + 4 * j, st + 128, 4);
-                        }
-                    for (int s = 0; s < 16; s++)
-                        got[192 + s] = at[32 + 16 * s + r];
-                    memcpy(got + 208, at + 2 * r, 2);
-                    if (j < n)
-                        memcpy(want, src + j * row_bytes + b * SB, SB);
-                    if (memcmp(got, want, SB) != 0 && bad++ < 3)
-                        fprintf(stderr,
-                                "  q6_k_r16 n=%lld k=%lld: row %lld super-block %lld differs\n",
-                                (long long)n, (long long)k, (long long)j, (long long)b);
-                }
-            CHECK(bad == 0, "q6_k_r16 n=%lld k=%lld: %lld super-blocks not where ops.h puts them",
-                  (long long)n, (long long)k, (long long)bad);
-            CHECK(kt_guard_ok(dst) && kt_guard_ok(src), "q6_k_r16 n=%lld k=%lld: canary",
-                  (long long)n, (long long)k);
-            kt_free(src);
-            kt_free(dst);
-        }
+    check_repack_rows(KERN_DTYPE_Q6_K, SB, 210, rows, sizeof rows / sizeof rows[0], ks,
+                      sizeof ks / sizeof ks[0], &rng, unpack_q6_k_r16);
     /* Hand-placed bytes of row 2 (r = 2) in its second super-block (k = 512), against an
      * un-interleave that could share a mistake with the one above: its d (0x3c01) at
      * 3360 + 4, the scale of sub-block 13 (-5) at 3360 + 32 + 208 + 2, ql byte 77 (h 1, j 3,
