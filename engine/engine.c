@@ -62,6 +62,11 @@ const struct eng_tokenizer *eng_engine_tokenizer(const struct eng_engine *e)
     return e->tok;
 }
 
+bool eng_engine_int8_activations(const struct eng_engine *e)
+{
+    return e->model->int8_dot;
+}
+
 /* ---- handles ---- */
 
 static void handle_free(struct eng_handle *h)

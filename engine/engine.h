@@ -30,12 +30,15 @@ struct eng_engine_options {
     const char *device;           /* "cpu" (default when NULL), "ref" or "cuda" (GPU 0) */
     const char *quantization;     /* weights quantized at load: "none" (default when NULL),
                                      "q8_0" or "q4_0" (cpu and ref only; eng_model_quantize) */
-    bool int8_activations;        /* the dense weight matrices (all but phimoe's experts) in
-                                     the R16 layout, multiplied with activations rounded to
-                                     int8: faster prefill and decode on the CPU, results a
-                                     little off the plain path. Needs Q8_0 / Q4_0 matrices
-                                     (quantization, or such a GGUF file); cpu and ref only
-                                     (eng_model_quantize's int8_dot) */
+    const char *int8_activations; /* "on", "off" (default when NULL) or "auto"
+                                     (eng_int8_parse): the dense weight matrices (all but
+                                     phimoe's experts) in the R16 layout, multiplied with
+                                     activations rounded to int8: faster prefill and decode on
+                                     the CPU, results a little off the plain path
+                                     (eng_model_quantize's int8_dot). "on" needs Q8_0 / Q4_0 /
+                                     K-quant matrices (quantization, or such a GGUF file) and
+                                     the cpu or ref device; "auto" takes it where
+                                     eng_model_int8_wanted says */
     const char *kv_cache_dtype;   /* "auto" (default when NULL: fp32 on cpu/ref, bf16 on cuda),
                                      "bf16", or on cpu/ref "f16" / "f32" (see
                                      eng_kv_cache_dtype_parse) */
@@ -86,6 +89,9 @@ void eng_engine_destroy(struct eng_engine *e);
  * no tokenizer.model: the engine then works on token ids alone (event text is empty). */
 const struct eng_model_config *eng_engine_model_config(const struct eng_engine *e);
 const struct eng_tokenizer *eng_engine_tokenizer(const struct eng_engine *e);
+/* Whether the weights are multiplied with int8 activations (int8_activations, "auto"
+ * resolved). */
+bool eng_engine_int8_activations(const struct eng_engine *e);
 
 /* After this, eng_engine_submit answers ENG_ERR_DRAINING; running requests continue. */
 void eng_engine_drain(struct eng_engine *e);

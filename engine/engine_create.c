@@ -125,7 +125,12 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     if (eng_quant_parse(o->quantization, &quant) != 0)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
                                    "unknown quantization '%s' (none, q8_0 or q4_0)", o->quantization);
-    if (o->int8_activations && strcmp(dev, "cuda") == 0)
+    enum eng_int8 int8 = ENG_INT8_OFF;
+    if (o->int8_activations && eng_int8_parse(o->int8_activations, &int8) != 0)
+        return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
+                                   "unknown int8_activations '%s' (on, off or auto)",
+                                   o->int8_activations);
+    if (int8 == ENG_INT8_ON && strcmp(dev, "cuda") == 0)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_INVALID,
                                    "int8_activations (--int8-activations) runs on the cpu and ref "
                                    "devices; the CUDA backend has no int8-dot matmul");
@@ -149,8 +154,9 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     }
     e->mu_ready = true;
     if (eng_model_load(o->model_dir, &e->model, msg, sizeof msg) != 0 ||
-        eng_model_quantize(e->model, quant, o->int8_activations, o->n_threads, msg,
-                           sizeof msg) != 0) {
+        eng_model_quantize(e->model, quant,
+                           eng_model_int8_wanted(e->model, quant, dev, int8),
+                           o->n_threads, msg, sizeof msg) != 0) {
         eng_engine_fail_msg(err, errlen, rc, "%s", msg);
         goto fail;
     }

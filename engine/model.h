@@ -185,6 +185,25 @@ const char *eng_quant_name(enum eng_quant q);
 int eng_model_quantize(struct eng_model *model, enum eng_quant q, bool int8_dot, int n_threads,
                        char *err, size_t errlen);
 
+/* --int8-activations: off, on, or auto (the default of serve and generate): on for the cpu
+ * device when eng_model_int8_auto says the weights are quantized anyway, off otherwise. */
+enum eng_int8 {
+    ENG_INT8_OFF = 0,
+    ENG_INT8_ON = 1,
+    ENG_INT8_AUTO = 2,
+};
+
+/* NULL (a bare flag) or "on" / "true" / "yes" / "1": ON; "off" / "false" / "no" / "0": OFF;
+ * "auto": AUTO (case-insensitive). Returns 0, or -1 for anything else. */
+int eng_int8_parse(const char *name, enum eng_int8 *out);
+
+/* Whether mode turns the int8 dot on for model (loaded, not yet quantized) with q on device:
+ * ON always, OFF never, AUTO on the "cpu" device when q is a quantization or a dense matrix
+ * is already in a format with an R16 form (a GGUF file's Q8_0, Q4_0 or K-quants): the weights
+ * were rounded already, and llama.cpp multiplies such matrices with int8 activations too. */
+bool eng_model_int8_wanted(const struct eng_model *model, enum eng_quant q, const char *device,
+                           enum eng_int8 mode);
+
 /* Bytes of distinct weight tensors the forward pass reads (what eng_model_upload copies to a
  * device), overflow-free for any model that loaded. */
 size_t eng_model_weight_bytes(const struct eng_model *model);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -22,6 +23,27 @@ int eng_quant_parse(const char *name, enum eng_quant *out)
     }
     if (strcmp(name, "q8_0") == 0 || strcmp(name, "q4_0") == 0) {
         *out = name[1] == '8' ? ENG_QUANT_Q8_0 : ENG_QUANT_Q4_0;
+        return 0;
+    }
+    return -1;
+}
+
+int eng_int8_parse(const char *name, enum eng_int8 *out)
+{
+    static const char *const on[] = {"on", "true", "yes", "1"}, *const off[] = {"off", "false",
+                                                                                 "no", "0"};
+    if (!name) {
+        *out = ENG_INT8_ON;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof on / sizeof on[0]; i++) {
+        if (strcasecmp(name, on[i]) == 0 || strcasecmp(name, off[i]) == 0) {
+            *out = strcasecmp(name, on[i]) == 0 ? ENG_INT8_ON : ENG_INT8_OFF;
+            return 0;
+        }
+    }
+    if (strcasecmp(name, "auto") == 0) {
+        *out = ENG_INT8_AUTO;
         return 0;
     }
     return -1;
@@ -296,6 +318,27 @@ static enum kern_dtype target_format(const struct quant_target *t, enum eng_quan
         return KERN_DTYPE_COUNT;
     enum kern_dtype to = int8_dot && t->expert < 0 ? kern_dtype_r16_of(plain) : plain;
     return to == from ? KERN_DTYPE_COUNT : to;
+}
+
+bool eng_model_int8_wanted(const struct eng_model *model, enum eng_quant q, const char *device,
+                           enum eng_int8 mode)
+{
+    if (mode != ENG_INT8_AUTO)
+        return mode == ENG_INT8_ON;
+    if (!device || strcmp(device, "cpu") != 0)
+        return false;
+    if (q != ENG_QUANT_NONE)
+        return true;
+    struct eng_model *m = (struct eng_model *)model; /* quant_targets only reads */
+    struct quant_target *t = calloc((size_t)max_targets(m), sizeof *t);
+    if (!t)
+        return false; /* then the plain path: slower, never wrong */
+    int64_t kept = 0, n = quant_targets(m, KERN_DTYPE_Q8_0, t, &kept);
+    bool any = false;
+    for (int64_t i = 0; i < n && !any; i++)
+        any = t[i].w->data && target_format(&t[i], ENG_QUANT_NONE, true) != KERN_DTYPE_COUNT;
+    free(t);
+    return any;
 }
 
 int eng_model_quantize(struct eng_model *m, enum eng_quant q, bool int8_dot, int n_threads,

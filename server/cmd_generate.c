@@ -49,9 +49,9 @@ static void usage(FILE *f)
             "  --device cpu|ref|cuda  fast CPU backend (default), the plain C reference, or GPU 0\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --quantization none|q8_0|q4_0  quantize the weight matrices at load (cpu, ref)\n"
-            "  --int8-activations   multiply the Q8_0/Q4_0/K-quant matrices with int8-rounded\n"
-            "                       activations (faster on the CPU, slightly different logits;\n"
-            "                       cpu, ref)\n"
+            "  --int8-activations[=on|off|auto]  multiply the Q8_0/Q4_0/K-quant matrices with\n"
+            "                       int8-rounded activations (faster on the CPU, slightly different\n"
+            "                       logits; cpu, ref; default auto: on for such weights on cpu)\n"
             "  --kv-cache-dtype auto|bf16|f16|f32  KV-cache element type (auto: f32 on cpu/ref,\n"
             "                       bf16 on cuda)\n"
             "  --dump-logits FILE   write the logits of every step as raw float32 [steps, vocab]\n"
@@ -111,7 +111,7 @@ int srv_cmd_generate(int argc, char **argv)
         {"device", required_argument, NULL, 'd'},
         {"threads", required_argument, NULL, 'j'},
         {"quantization", required_argument, NULL, 'q'},
-        {"int8-activations", no_argument, NULL, 'a'},
+        {"int8-activations", optional_argument, NULL, 'a'},
         {"kv-cache-dtype", required_argument, NULL, 'k'},
         {"dump-logits", required_argument, NULL, 'l'},
         {"image", required_argument, NULL, 'i'},
@@ -125,7 +125,7 @@ int srv_cmd_generate(int argc, char **argv)
     int n_image_files = 0;
     int64_t max_new = 32, threads = 0;
     int ignore_eos = 0;
-    bool int8_dot = false;
+    enum eng_int8 int8 = ENG_INT8_AUTO;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -134,7 +134,12 @@ int srv_cmd_generate(int argc, char **argv)
         case 't': tokens = optarg; break;
         case 'p': text = optarg; break;
         case 'e': ignore_eos = 1; break;
-        case 'a': int8_dot = true; break;
+        case 'a':
+            if (eng_int8_parse(optarg, &int8) != 0) {
+                fprintf(stderr, "error: --int8-activations: expected on, off or auto\n");
+                return 2;
+            }
+            break;
         case 'd': device = optarg; break;
         case 'l': dump_path = optarg; break;
         case 'k': {
@@ -229,7 +234,7 @@ int srv_cmd_generate(int argc, char **argv)
     } else if (srv_cli_parse_ids(tokens, &prompt, &n_prompt) != 0) {
         goto done;
     }
-    if (int8_dot && strcmp(device, "cuda") == 0) {
+    if (int8 == ENG_INT8_ON && strcmp(device, "cuda") == 0) {
         fprintf(stderr, "error: --int8-activations runs on the cpu and ref devices\n");
         goto done;
     }
@@ -239,7 +244,8 @@ int srv_cmd_generate(int argc, char **argv)
         goto done;
     }
     if (eng_model_load(model_dir, &model, err, sizeof err) != 0 ||
-        eng_model_quantize(model, quant, int8_dot, (int)threads, err, sizeof err) != 0) {
+        eng_model_quantize(model, quant, eng_model_int8_wanted(model, quant, device, int8),
+                           (int)threads, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s: %s\n", model_dir, err);
         goto done;
     }

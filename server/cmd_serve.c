@@ -101,7 +101,7 @@ int srv_cmd_serve(int argc, char **argv)
     fprintf(stderr, "phiserve: model '%s' served as '%s' (device %s, weights %s%s, KV cache %s)\n",
             cfg.model_dir, cfg.served_model_name, cfg.device,
             cfg.quantization ? cfg.quantization : "as stored",
-            cfg.int8_activations ? ", int8 activations" : "",
+            eng_engine_int8_activations(eng) ? ", int8 activations" : "",
             cfg.kv_cache_dtype ? cfg.kv_cache_dtype : "auto");
     fprintf(stderr, "phiserve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", h, v6 ? "]" : "", (unsigned)port);
     fflush(stderr);

@@ -13,7 +13,7 @@
 #include "kv_cache.h"
 #include "model.h"
 
-enum opt_type { OPT_STR, OPT_INT, OPT_BYTES, OPT_BOOL, OPT_LIST, OPT_FRACTION };
+enum opt_type { OPT_STR, OPT_INT, OPT_BYTES, OPT_BOOL, OPT_LIST, OPT_FRACTION, OPT_INT8 };
 
 struct opt {
     const char *name;   /* flag name without "--"; env PHISERVE_<NAME>; file key */
@@ -23,7 +23,8 @@ struct opt {
     const char *meta;
     const char *help;
 };
-/* OPT_FRACTION values are doubles in (0, 1]. */
+/* OPT_FRACTION values are doubles in (0, 1]. OPT_INT8 is a string "on", "off" or "auto"
+ * (eng_int8_parse's words, normalized), a bare flag meaning "on". */
 
 #define OFF(f) offsetof(struct srv_config, f)
 
@@ -33,7 +34,7 @@ static const struct opt opts[] = {
     {"chat-template", OPT_STR, OFF(chat_template), 0, 0, "FILE", "Jinja chat template overriding the model's"},
     {"device", OPT_STR, OFF(device), 0, 0, "cpu|ref|cuda", "compute backend (default cpu; cuda: GPU 0)"},
     {"quantization", OPT_STR, OFF(quantization), 0, 0, "none|q8_0|q4_0", "quantize the weight matrices at load: q8_0 / q4_0 = 8-bit / 4-bit values with an fp16 scale per 32 (cpu and ref devices; default none)"},
-    {"int8-activations", OPT_BOOL, OFF(int8_activations), 0, 0, NULL, "multiply the Q8_0/Q4_0/K-quant weight matrices (from --quantization or a GGUF file) with activations rounded to int8: faster prefill and decode on the CPU, results slightly off the plain path; Phi-3.5-MoE experts unaffected (cpu and ref devices)"},
+    {"int8-activations", OPT_INT8, OFF(int8_activations), 0, 0, "[=on|off|auto]", "multiply the Q8_0/Q4_0/K-quant weight matrices (from --quantization or a GGUF file) with activations rounded to int8: faster prefill and decode on the CPU, results slightly off the plain path; Phi-3.5-MoE experts unaffected (cpu and ref devices; default auto: on for such weights on the cpu device)"},
     {"gpu-memory-fraction", OPT_FRACTION, OFF(gpu_memory_fraction), 0, 0, "F", "share of GPU memory for weights, activations and KV cache (default 0.9)"},
     {"threads", OPT_INT, OFF(threads), 0, 4096, "N", "CPU threads (default 0: all cores)"},
     {"kv-cache-dtype", OPT_STR, OFF(kv_cache_dtype), 0, 0, "auto|bf16|f16|f32", "KV-cache element type (default auto: f32 on cpu/ref, bf16 on cuda; cuda keeps only bf16); bf16 or f16 halves the cache's memory and reads"},
@@ -173,6 +174,23 @@ static int set_opt(struct loader *L, size_t oi, const char *val, int lvl, const 
         snprintf(who, sizeof who, "--%s", o->name);
     char *base = (char *)L->cfg + o->off;
     switch (o->type) {
+    case OPT_INT8: {
+        static const char *const words[] = {"off", "on", "auto"}; /* by enum eng_int8 */
+        char *t = val ? dup_trim(val, strlen(val)) : NULL;
+        if (val && !t)
+            return fail(L, "out of memory");
+        enum eng_int8 mode;
+        int bad = eng_int8_parse(t, &mode) != 0;
+        free(t);
+        if (bad)
+            return fail(L, "%s: '%s' is not on, off or auto", who, val);
+        char **p = (char **)(void *)base, *d = strdup(words[mode]);
+        if (!d)
+            return fail(L, "out of memory");
+        free(*p);
+        *p = d;
+        return 0;
+    }
     case OPT_STR: {
         char **p = (char **)(void *)base;
         char *d = dup_trim(val, strlen(val));
@@ -381,7 +399,10 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
     /* getopt table: every option plus --config and --help */
     struct option lo[N_OPTS + 3];
     for (size_t i = 0; i < N_OPTS; i++)
-        lo[i] = (struct option){opts[i].name, opts[i].type == OPT_BOOL ? optional_argument : required_argument,
+        lo[i] = (struct option){opts[i].name,
+                                opts[i].type == OPT_BOOL || opts[i].type == OPT_INT8
+                                    ? optional_argument
+                                    : required_argument,
                                 NULL, 1000 + (int)i};
     lo[N_OPTS] = (struct option){"config", required_argument, NULL, 'c'};
     lo[N_OPTS + 1] = (struct option){"help", no_argument, NULL, 'h'};
@@ -433,7 +454,7 @@ int srv_config_load(struct srv_config *cfg, int argc, char **argv, char *const *
             return fail(&L, "out of memory");
     }
     if (set_str_default(&cfg->model_dir, PHISERVE_DEMO_MODEL) || set_str_default(&cfg->device, "cpu") ||
-        set_str_default(&cfg->host, "127.0.0.1"))
+        set_str_default(&cfg->host, "127.0.0.1") || set_str_default(&cfg->int8_activations, "auto"))
         return fail(&L, "out of memory");
     if (!cfg->served_model_name) {
         /* basename of the model dir, ignoring trailing slashes */
@@ -520,7 +541,7 @@ void srv_config_free(struct srv_config *cfg)
         return;
     for (size_t i = 0; i < N_OPTS; i++) {
         char *base = (char *)cfg + opts[i].off;
-        if (opts[i].type == OPT_STR) {
+        if (opts[i].type == OPT_STR || opts[i].type == OPT_INT8) {
             free(*(char **)(void *)base);
         } else if (opts[i].type == OPT_LIST) {
             list_clear((struct srv_strlist *)(void *)base);
@@ -539,8 +560,8 @@ void srv_config_usage(FILE *f)
                "environment, which wins over the file.\n\n");
     for (size_t i = 0; i < N_OPTS; i++) {
         char flag[64], env[64] = "PHISERVE_";
-        snprintf(flag, sizeof flag, "--%s%s%s", opts[i].name, opts[i].meta ? " " : "",
-                 opts[i].meta ? opts[i].meta : "");
+        snprintf(flag, sizeof flag, "--%s%s%s", opts[i].name,
+                 opts[i].meta && opts[i].meta[0] != '[' ? " " : "", opts[i].meta ? opts[i].meta : "");
         size_t k = strlen(env);
         for (const char *s = opts[i].name; *s && k + 1 < sizeof env; s++)
             env[k++] = *s == '-' ? '_' : (char)toupper((unsigned char)*s);

@@ -26,7 +26,8 @@ struct srv_config {
     /* engine (see engine.h struct eng_engine_options) */
     char *device;                 /* cpu, ref or cuda */
     char *quantization;           /* none, q8_0 or q4_0 (weights quantized at load) */
-    bool int8_activations;        /* dense matrices in the R16 layout, int8 activations */
+    char *int8_activations;       /* on, off or auto (default): dense matrices in the R16
+                                   * layout, int8 activations (engine.h) */
     char *kv_cache_dtype;         /* auto, bf16, f16 or f32 (eng_kv_cache_dtype_parse) */
     double gpu_memory_fraction;   /* cuda: share of the GPU's memory to use, default 0.9 */
     int64_t threads;

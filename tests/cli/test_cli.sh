@@ -46,13 +46,14 @@ first=$(head -n1 "$tmp/out")
 [ "$(echo "$first" | tr ',' '\n' | wc -l)" -eq 5 ] || fail "generate: expected 5 ids, got '$first'"
 expect_ok "generate ref" "$bin" generate --tokens 1,450,4996 --max-tokens 5 --ignore-eos --device ref
 [ "$(head -n1 "$tmp/out")" = "$first" ] || fail "generate: ref and cpu backends disagree"
-# --quantization q8_0: the tokens transformers chose on the dequantized weights
+# --quantization q8_0 on the plain path (--int8-activations=off: auto would take the int8 dot
+# on the cpu): the tokens transformers chose on the dequantized weights
 # (tests/fixtures/models/gqa/golden/q8_0, case len20), which part from the unquantized
 # model's at the fifth token; q8_0 is refused with --device cuda and unknown names with 2.
 gqa20=61,185,159,474,119,166,408,236,38,26,346,17,319,218,169,119,297,318,291,74
 for dev in cpu ref; do
   expect_ok "generate q8_0 $dev" "$bin" generate --model "$fixtures/models/gqa" --device $dev \
-    --tokens $gqa20 --max-tokens 8 --ignore-eos --quantization q8_0
+    --tokens $gqa20 --max-tokens 8 --ignore-eos --quantization q8_0 --int8-activations=off
   [ "$(head -n1 "$tmp/out")" = "249,265,76,297,199,71,434,240" ] ||
     fail "generate q8_0 $dev: got '$(head -n1 "$tmp/out")', transformers gave 249,265,76,297,199,71,434,240"
 done
@@ -62,7 +63,7 @@ expect_ok "generate unquantized" "$bin" generate --model "$fixtures/models/gqa" 
   fail "generate unquantized: got '$(head -n1 "$tmp/out")', transformers gave 249,265,76,297,346,67,492,240"
 # q4_0: case len1 of golden/q4_0 (a one-token prompt; margins >= 0.15 on these 8 steps).
 expect_ok "generate q4_0" "$bin" generate --model "$fixtures/models/gqa" --tokens 294 \
-  --max-tokens 8 --ignore-eos --quantization q4_0
+  --max-tokens 8 --ignore-eos --quantization q4_0 --int8-activations=off
 [ "$(head -n1 "$tmp/out")" = "222,52,44,332,240,71,192,52" ] ||
   fail "generate q4_0: got '$(head -n1 "$tmp/out")', transformers gave 222,52,44,332,240,71,192,52"
 expect_error "q8_0 on cuda" "cpu and ref devices" "$bin" generate --device cuda --quantization q8_0 \
@@ -70,14 +71,16 @@ expect_error "q8_0 on cuda" "cpu and ref devices" "$bin" generate --device cuda 
 "$bin" generate --quantization q4 --tokens 1 >/dev/null 2>&1; [ $? -eq 2 ] && pass ||
   fail "unknown --quantization not exit 2"
 # --int8-activations: listed in the help; on both host devices it runs and changes the logits
-# against plain q8_0 / q4_0 (the values themselves: tests/engine/test_model_quant.c); with a
-# Q8_0/Q4_0 GGUF file it needs no --quantization; a float model without --quantization, and
-# --device cuda, are load errors that say what to do.
+# against plain q8_0 / q4_0 (the values themselves: tests/engine/test_model_quant.c), and
+# without the flag (auto) the cpu takes it for quantized weights (the same logits) while ref
+# keeps the plain path; with a Q8_0/Q4_0 GGUF file it needs no --quantization; a float model
+# without --quantization, --device cuda and a bad word are errors that say what to do (auto
+# leaves a float model alone).
 expect_ok "generate --help" "$bin" generate --help
 grep -q -- "--int8-activations" "$tmp/out" || fail "generate --help does not list --int8-activations"
 for q in q8_0 q4_0; do
   expect_ok "generate $q plain" "$bin" generate --model "$fixtures/models/gqa" --tokens $gqa20 \
-    --max-tokens 4 --ignore-eos --quantization $q --dump-logits "$tmp/plain.f32"
+    --max-tokens 4 --ignore-eos --quantization $q --int8-activations=off --dump-logits "$tmp/plain.f32"
   for dev in cpu ref; do
     expect_ok "generate $q int8 $dev" "$bin" generate --model "$fixtures/models/gqa" --device $dev \
       --tokens $gqa20 --max-tokens 4 --ignore-eos --quantization $q --int8-activations \
@@ -86,7 +89,22 @@ for q in q8_0 q4_0; do
     [ "$(stat -c %s "$tmp/int8.f32")" -eq $((4 * 512 * 4)) ] && ! cmp -s "$tmp/plain.f32" "$tmp/int8.f32" ||
       fail "generate $q int8 $dev: the logits are the plain path's (or missing)"
   done
+  expect_ok "generate $q auto" "$bin" generate --model "$fixtures/models/gqa" --tokens $gqa20 \
+    --max-tokens 4 --ignore-eos --quantization $q --dump-logits "$tmp/auto.f32"
+  expect_ok "generate $q int8 cpu again" "$bin" generate --model "$fixtures/models/gqa" \
+    --tokens $gqa20 --max-tokens 4 --ignore-eos --quantization $q --int8-activations=on \
+    --dump-logits "$tmp/int8.f32"
+  cmp -s "$tmp/int8.f32" "$tmp/auto.f32" || fail "generate $q: auto on the cpu is not the int8 path"
+  expect_ok "generate $q auto ref" "$bin" generate --model "$fixtures/models/gqa" --device ref \
+    --tokens $gqa20 --max-tokens 4 --ignore-eos --quantization $q --dump-logits "$tmp/auto.f32"
+  expect_ok "generate $q plain ref" "$bin" generate --model "$fixtures/models/gqa" --device ref \
+    --tokens $gqa20 --max-tokens 4 --ignore-eos --quantization $q --int8-activations=off \
+    --dump-logits "$tmp/plain.f32"
+  cmp -s "$tmp/plain.f32" "$tmp/auto.f32" || fail "generate $q: auto on ref is not the plain path"
 done
+expect_ok "auto on a float model" "$bin" generate --model "$small" --tokens 5,77,300 --max-tokens 2
+"$bin" generate --int8-activations=sometimes --tokens 1 >/dev/null 2>&1; [ $? -eq 2 ] && pass ||
+  fail "--int8-activations=sometimes not exit 2"
 expect_ok "gguf q4_0 int8" "$bin" generate --model "$small/gguf/q4_0.gguf" --tokens 5,77,300 \
   --max-tokens 4 --ignore-eos --int8-activations
 [ "$(head -n1 "$tmp/out" | tr ',' '\n' | wc -l)" -eq 4 ] || fail "gguf q4_0 int8: '$(head -n1 "$tmp/out")'"

@@ -804,8 +804,10 @@ static void test_limits(void)
 
 /* Prompt logprobs against transformers' prompt logits (log-softmax of the golden rows). */
 /* int8_activations reaches the model: the prompt logprobs of a q8_0 engine move when it is
- * on (tests/engine/test_model_quant.c bounds by how much), and stay finite. Without Q8_0/Q4_0
- * matrices, and with device cuda, creation fails saying why. */
+ * "on" (tests/engine/test_model_quant.c bounds by how much), and stay finite; "auto" is "on"
+ * for the quantized model on the cpu device (the same bits) and "off" elsewhere, and leaves a
+ * float model alone. "on" without Q8_0/Q4_0/K-quant matrices, "on" with device cuda and an
+ * unknown word fail creation saying why. */
 static void test_int8_activations(void)
 {
     char dir[4096], err[512] = "";
@@ -815,7 +817,7 @@ static void test_int8_activations(void)
     o.model_dir = dir;
     o.device = "cuda"; /* refused before anything loads: no GPU needed */
     o.quantization = "q8_0";
-    o.int8_activations = true;
+    o.int8_activations = "on";
     struct eng_engine *e = NULL;
     int rc = eng_engine_create(&o, &e, err, sizeof err);
     CHECK(rc == ENG_ERR_INVALID && strstr(err, "--int8-activations") && strstr(err, "cpu and ref"),
@@ -825,16 +827,26 @@ static void test_int8_activations(void)
     rc = eng_engine_create(&o, &e, err, sizeof err);
     CHECK(rc == ENG_ERR_LOAD && strstr(err, "int8 activations need Q8_0, Q4_0, Q4_K, Q5_K or Q6_K"),
           "float model: %d %s", rc, err);
+    o.int8_activations = "sometimes";
+    rc = eng_engine_create(&o, &e, err, sizeof err);
+    CHECK(rc == ENG_ERR_INVALID && strstr(err, "int8_activations 'sometimes'"), "word: %d %s", rc,
+          err);
+    o.int8_activations = "auto"; /* a float model: nothing to multiply in int8, no error */
+    rc = eng_engine_create(&o, &e, err, sizeof err);
+    CHECK(rc == 0, "auto, float model: %d %s", rc, err);
+    if (rc == 0)
+        eng_engine_destroy(e);
     int32_t p[40];
     for (int i = 0; i < 40; i++)
         p[i] = 5 + (i * 131) % 500;
-    static struct req r[2];
-    for (int v = 0; v < 2; v++) {
+    static struct req r[3];
+    static const char *const modes[3] = {"off", "on", "auto"};
+    for (int v = 0; v < 3; v++) {
         o.quantization = "q8_0";
-        o.int8_activations = v == 1;
+        o.int8_activations = modes[v];
         o.n_threads = 2;
         rc = eng_engine_create(&o, &e, err, sizeof err);
-        CHECK(rc == 0, "q8_0%s: %d %s", v ? " int8" : "", rc, err);
+        CHECK(rc == 0, "q8_0 int8 %s: %d %s", modes[v], rc, err);
         if (rc != 0)
             return;
         req_init(&r[v], p, 40, 1);
@@ -851,7 +863,16 @@ static void test_int8_activations(void)
         }
         CHECK(moved > 0 && finite, "int8: %d of 39 prompt logprobs moved, finite %d", moved, finite);
     }
-    for (int v = 0; v < 2; v++)
+    /* auto: the on run's bits on the cpu device, the off run's on ref */
+    const struct req *same = &r[strcmp(device, "cpu") == 0 ? 1 : 0];
+    CHECK(r[2].plp && same->plp, "auto: no prompt logprobs");
+    for (int i = 1; r[2].plp && same->plp && i < 40; i++)
+        if (r[2].plp[i].logprob != same->plp[i].logprob) {
+            CHECK(0, "auto on %s: prompt logprob %d is %.9g, want %.9g", device, i,
+                  (double)r[2].plp[i].logprob, (double)same->plp[i].logprob);
+            break;
+        }
+    for (int v = 0; v < 3; v++)
         req_reset(&r[v]);
 }
 

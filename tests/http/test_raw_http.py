@@ -674,19 +674,25 @@ def test_quantization_q8_0_serves(tmp_path):
 
 def test_int8_activations_serves(tmp_path):
     """--int8-activations (flag, environment or config file) with Q8_0/Q4_0 weights serves as usual
-    and says so at startup; it is in --help; without Q8_0/Q4_0 matrices (a float model, no
-    --quantization) and with --device cuda it is a load error (1) that says what to do."""
+    and says so at startup, as does the default (auto) with quantized weights on the cpu, while
+    auto leaves a float model and the ref device on the plain path and off turns it off; it is
+    in --help; without Q8_0/Q4_0 matrices (a float model, no --quantization) and with --device
+    cuda it is a load error (1) that says what to do."""
     import subprocess
     from harness import BIN
     conf = tmp_path / "phiserve.conf"
     conf.write_text("quantization = q4_0\nint8_activations = true\n")
-    for args, env in ((("--quantization", "q8_0", "--int8-activations"), None),
-                      (("--config", str(conf)), None),
-                      ((), {"PHISERVE_QUANTIZATION": "q8_0", "PHISERVE_INT8_ACTIVATIONS": "1"})):
+    for args, env, on in ((("--quantization", "q8_0", "--int8-activations"), None, True),
+                          (("--config", str(conf)), None, True),
+                          ((), {"PHISERVE_QUANTIZATION": "q8_0", "PHISERVE_INT8_ACTIVATIONS": "1"}, True),
+                          (("--quantization", "q4_0"), None, True),
+                          (("--quantization", "q4_0", "--int8-activations=off"), None, False),
+                          (("--quantization", "q4_0", "--device", "ref"), None, False),
+                          ((), None, False)):
         srv = Server(*args, env=env)
         try:
             assert_still_serves(srv)
-            assert ", int8 activations, KV cache" in srv.log_text(), srv.log_text()[-500:]
+            assert (", int8 activations, KV cache" in srv.log_text()) == on, (args, srv.log_text()[-500:])
         finally:
             srv.stop()
     p = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)

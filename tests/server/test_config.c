@@ -21,11 +21,14 @@ static int load(char **argv, int argc, char *const *env, struct eng_engine_optio
 {
     struct srv_config cfg;
     int rc = srv_config_load(&cfg, argc, argv, env, err, errlen);
+    static char int8[16];
     if (rc == 0) {
         srv_config_engine_options(&cfg, o);
-        /* the strings point into cfg, which is freed below */
+        /* the strings point into cfg, which is freed below; int8_activations is kept */
         o->model_dir = NULL;
         o->device = NULL;
+        snprintf(int8, sizeof int8, "%s", o->int8_activations ? o->int8_activations : "(null)");
+        o->int8_activations = int8;
     }
     srv_config_free(&cfg);
     return rc;
@@ -203,34 +206,44 @@ static void test_file(void)
     rmdir(dir);
 }
 
-/* --int8-activations: off by default; a flag, PHISERVE_INT8_ACTIVATIONS and a file line
- * ('-' or '_') turn it on, in the usual precedence; a bad value names the option. */
+/* --int8-activations: auto by default; a bare flag, PHISERVE_INT8_ACTIVATIONS and a file line
+ * ('-' or '_') set it, in the usual precedence, to "on", "off" or "auto" (the boolean words
+ * and auto, any case, normalized); a bad value names the option. */
 static void test_int8_activations(void)
 {
     struct eng_engine_options o;
     char err[512] = "";
     char *none[] = {NULL};
     char *a0[] = {"serve", NULL};
-    EXPECT(load(a0, ARGC(a0), none, &o, err, sizeof(err)) == 0 && !o.int8_activations);
+    EXPECT(load(a0, ARGC(a0), none, &o, err, sizeof(err)) == 0 &&
+           strcmp(o.int8_activations, "auto") == 0);
     char *a1[] = {"serve", "--quantization", "q4_0", "--int8-activations", NULL};
     EXPECT(load(a1, ARGC(a1), none, &o, err, sizeof(err)) == 0);
-    EXPECT(o.int8_activations && o.quantization != NULL);
+    EXPECT(strcmp(o.int8_activations, "on") == 0 && o.quantization != NULL);
     char *e1[] = {"PHISERVE_INT8_ACTIVATIONS=yes", NULL};
-    EXPECT(load(a0, ARGC(a0), e1, &o, err, sizeof(err)) == 0 && o.int8_activations);
+    EXPECT(load(a0, ARGC(a0), e1, &o, err, sizeof(err)) == 0 &&
+           strcmp(o.int8_activations, "on") == 0);
     char *a2[] = {"serve", "--int8-activations=false", NULL};
-    EXPECT(load(a2, ARGC(a2), e1, &o, err, sizeof(err)) == 0 && !o.int8_activations);
+    EXPECT(load(a2, ARGC(a2), e1, &o, err, sizeof(err)) == 0 &&
+           strcmp(o.int8_activations, "off") == 0);
+    char *a5[] = {"serve", "--int8-activations=AUTO", NULL};
+    EXPECT(load(a5, ARGC(a5), e1, &o, err, sizeof(err)) == 0 &&
+           strcmp(o.int8_activations, "auto") == 0);
     char *a3[] = {"serve", "--int8-activations=often", NULL};
     EXPECT(load(a3, ARGC(a3), none, &o, err, sizeof(err)) == SRV_CONFIG_ERROR);
-    CHECK(strstr(err, "--int8-activations") && strstr(err, "not a boolean"), "message '%s'", err);
+    CHECK(strstr(err, "--int8-activations") && strstr(err, "'often' is not on, off or auto"),
+          "message '%s'", err);
 
     char dir[256], path[400], arg[420];
     if (conf_dir(dir, path, arg) != 0)
         return;
     write_file(path, "quantization = q8_0\nint8_activations = on\n");
     char *a4[] = {"serve", arg, NULL};
-    EXPECT(load(a4, ARGC(a4), none, &o, err, sizeof(err)) == 0 && o.int8_activations);
+    EXPECT(load(a4, ARGC(a4), none, &o, err, sizeof(err)) == 0 &&
+           strcmp(o.int8_activations, "on") == 0);
     char *e2[] = {"PHISERVE_INT8_ACTIVATIONS=0", NULL};
-    EXPECT(load(a4, ARGC(a4), e2, &o, err, sizeof(err)) == 0 && !o.int8_activations);
+    EXPECT(load(a4, ARGC(a4), e2, &o, err, sizeof(err)) == 0 &&
+           strcmp(o.int8_activations, "off") == 0);
     unlink(path);
     rmdir(dir);
 }
@@ -251,7 +264,7 @@ static void test_usage(void)
     EXPECT(strstr(text, "--max-seq-len-to-capture N") != NULL &&
            strstr(text, "[PHISERVE_MAX_SEQ_LEN_TO_CAPTURE]") != NULL);
     EXPECT(strstr(text, "default 8192") != NULL && strstr(text, "accepted with any device") != NULL);
-    EXPECT(strstr(text, "--int8-activations ") != NULL &&
+    EXPECT(strstr(text, "--int8-activations[=on|off|auto] ") != NULL &&
            strstr(text, "[PHISERVE_INT8_ACTIVATIONS]") != NULL);
     free(text);
 }
