@@ -6,7 +6,9 @@ are meaningless text at real speed.
 
 Shapes are Phi-3-mini-4k's (hidden 3072, intermediate 8192, 32 heads, vocab 32064, 4096
 positions, sliding window 2047); --layers cuts the depth. No tokenizer metadata (bench_generate
-feeds token ids). Mixes (--mix):
+feeds token ids) unless --vocab names a GGUF file to copy its tokenizer.* keys from (the real
+Phi-3 vocabulary: ../shared/data/phi3-vocab.gguf), which lets `phiserve serve` stream text for
+scripts/bench_serve. Mixes (--mix):
   q4_k_m  a Q4_K_M-like mix: attn_qkv Q5_K; attn_output, ffn_up and token_embd Q4_K; ffn_down
           Q6_K in the layers llama-quantize gives more bits (the first and last eighth and
           every third between), Q4_K in the others; output Q6_K;
@@ -14,6 +16,7 @@ feeds token ids). Mixes (--mix):
 Blocks hold random quants and scales, with fp16 super-block / block scales chosen so that weights
 have a standard deviation of about 0.02 around zero; norms are F32 ones. Needs numpy and gguf.
 Usage: python scripts/make_bench_gguf.py OUT.gguf [--mix q4_k_m] [--layers 32] [--seed 1]
+                                       [--vocab VOCAB.gguf]
 """
 
 import argparse
@@ -77,12 +80,35 @@ def random_blocks(rng, qtype, rows, cols):
     return b.reshape(rows, cols // be * bb)
 
 
+def copy_tokenizer(r, w):
+    """Every tokenizer.* key of reader r into writer w, with its value type."""
+    VT = gguf.GGUFValueType
+    scalar = {VT.UINT32: w.add_uint32, VT.INT32: w.add_int32, VT.FLOAT32: w.add_float32,
+              VT.BOOL: w.add_bool, VT.STRING: w.add_string}
+    n = 0
+    for f in r.fields.values():
+        if not f.name.startswith("tokenizer."):
+            continue
+        if f.types[0] == VT.STRING:
+            w.add_string(f.name, bytes(f.parts[f.data[0]]).decode("utf-8"))
+        elif f.types[0] == VT.ARRAY and f.types[1] == VT.STRING:
+            w.add_array(f.name, [bytes(f.parts[i]).decode("utf-8") for i in f.data])
+        elif f.types[0] == VT.ARRAY:  # numbers: the element type as stored
+            w.add_key_value(f.name, [f.parts[i][0].item() for i in f.data], VT.ARRAY, sub_type=f.types[1])
+        else:
+            scalar[f.types[0]](f.name, f.parts[f.data[0]][0].item())
+        n += 1
+    if not n:
+        raise SystemExit("--vocab: the file has no tokenizer.* keys")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
     ap.add_argument("--mix", default="q4_k_m", choices=["q4_k_m", *PURE])
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--vocab", help="a GGUF file whose tokenizer.* keys are copied")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     n = a.layers
@@ -103,6 +129,8 @@ def main():
     w.add_rope_dimension_count(H // NH)
     w.add_rope_freq_base(10000.0)
     w.add_uint32("phi3.attention.sliding_window", WINDOW)
+    if a.vocab:
+        copy_tokenizer(gguf.GGUFReader(a.vocab), w)
 
     def mat(name, rows, cols, qtype):
         w.add_tensor(name, random_blocks(rng, qtype, rows, cols), raw_dtype=qtype)
