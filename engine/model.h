@@ -173,15 +173,15 @@ const char *eng_quant_name(enum eng_quant q);
  * above but the experts, which the moe op reads in the plain formats) in the R16 interleaving
  * of their plain format (kern_dtype_r16_of; n_bytes = kern_dtype_matrix_bytes), which the
  * matmul op multiplies with activations rounded to int8. The plain format is q's or, with
- * ENG_QUANT_NONE, the matrix's own when it is Q8_0 or Q4_0 (a GGUF file's; then only moved,
- * never requantized), and the other matrices (floats, K formats) stay as loaded. Fails when no
- * matrix ends up in an R16 format (a float model without q, say). Sets int8_dot.
+ * ENG_QUANT_NONE, the matrix's own when it is Q8_0, Q4_0, Q4_K, Q5_K or Q6_K (a GGUF file's;
+ * then only moved, never requantized), and the other matrices (floats) stay as loaded. Fails
+ * when no matrix ends up in an R16 format (a float model without q, say). Sets int8_dot.
  *
  * Call after eng_model_load, before eng_model_upload; the model owns the new buffer (a GGUF
  * matrix that was converted at load into a buffer of its own is freed once replaced).
  * n_threads threads share the work (<= 0: one per online CPU). ENG_QUANT_NONE without int8_dot
  * does nothing. Returns 0, or -1 with a message in err (a weight that cannot be encoded, no
- * Q8_0 / Q4_0 matrix for int8_dot, or out of memory); the model is then unchanged. */
+ * matrix with an R16 form for int8_dot, or out of memory); the model is then unchanged. */
 int eng_model_quantize(struct eng_model *model, enum eng_quant q, bool int8_dot, int n_threads,
                        char *err, size_t errlen);
 

@@ -143,9 +143,9 @@ static void release_source(const void *p, size_t n)
 
 /* Encodes rows r0 .. r0 + nr - 1 of t into its out. An R16 target's rows are first put in the
  * plain format, in *tmp (grown as needed, *cap bytes) unless they already are (a GGUF file's
- * Q8_0 / Q4_0 matrix: bytes moved, never requantized), then interleaved. Its piece starts at
- * group r0 / 16, at the same byte offset as the plain rows would: a group is 16 plain rows'
- * bytes. Returns KERN_OK, a kern error, or KERN_ERR_NOMEM. */
+ * Q8_0 / Q4_0 / K-quant matrix: bytes moved, never requantized), then interleaved. Its piece
+ * starts at group r0 / 16 (kern_dtype_matrix_bytes of the r0 rows before it). Returns
+ * KERN_OK, a kern error, or KERN_ERR_NOMEM. */
 static int encode_one(const struct quant_target *t, size_t r0, size_t nr, uint8_t **tmp,
                       size_t *cap)
 {
