@@ -1093,9 +1093,10 @@ static void test_token_rows(void)
              * when the engine thread picks them up, and the batch shape moves fp32 logits by a
              * few ulps. On a host backend (fp32 KV cache) that is all: 1e-4. On the device the
              * KV cache is bf16, and such an ulp can flip a cached value's bf16 rounding (2^-9
-             * of it), which this random model carries to the logits: a local CI run (ASan, emulated
-             * device) once saw a seeded-sampling request's logprobs 0.036 apart with the same
-             * tokens. There the check is that they are present, at most 0, and within 0.1. */
+             * of it), which this random model carries to the logits: a local CI run (ASan,
+             * emulated device) once saw a seeded-sampling request's logprobs 0.036 apart with
+             * the same tokens. There the check is that they are present, at most 0, and
+             * within 0.1. */
             const float lp_tol = on_device ? 0.1f : 1e-4f;
             for (int32_t t = 0; on[i].logprobs && t < on[i].n_out[c] && t < off[i].n_out[c]; t++)
                 CHECK(on[i].lp[c][t] <= 0.0f && fabsf(on[i].lp[c][t] - off[i].lp[c][t]) <= lp_tol,
