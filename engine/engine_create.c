@@ -32,10 +32,14 @@ static bool file_exists(const char *dir, const char *name)
  * up to 8 per request). */
 #define VISION_RESERVE_IMAGES 8
 
-/* The KV pool on a GPU: weights + the activation workspace + the pool must fit in fraction of
- * the device's memory, less what is in use already (the CUDA context, other processes).
- * kv_cache_bytes > 0 asks for that pool exactly; otherwise the pool takes the rest, and must
- * hold at least one step's tokens. Sets *n_blocks, or fails with the numbers in err. */
+/* The KV pool on a GPU. fraction is this instance's share of the device's memory, as vLLM's
+ * gpu_memory_utilization: weights + the activation workspace + the pool take fraction of the
+ * total, whatever other processes (another server, say) hold, but never more than what is
+ * free less HEADROOM of the total (the backend's scratch and CUDA graphs grow later); the
+ * CUDA context, made already, comes on top. kv_cache_bytes > 0 asks for that pool exactly;
+ * otherwise the pool takes the rest, and must hold at least one step's tokens. Sets
+ * *n_blocks, or fails with the numbers in err. */
+#define HEADROOM 0.02
 static int size_memory_budget(struct eng_engine *e, const struct eng_engine_options *o,
                               double fraction, size_t ws_bytes, size_t block_bytes,
                               int32_t max_tokens, int64_t bs, int64_t *n_blocks, char *err,
@@ -45,8 +49,10 @@ static int size_memory_budget(struct eng_engine *e, const struct eng_engine_opti
     if (kern_cuda_mem_info(e->ctx, &free_b, &total_b) != 0 || free_b > total_b)
         return eng_engine_fail_msg(err, errlen, ENG_ERR_BACKEND, "--device cuda: cannot read the GPU's "
                         "memory size");
-    double in_use = (double)(total_b - free_b);
-    double avail = fraction * (double)total_b - in_use;
+    double avail = fraction * (double)total_b;
+    double usable = (double)free_b - HEADROOM * (double)total_b;
+    if (avail > usable)
+        avail = usable > 0 ? usable : 0;
     double weights = (double)eng_model_weight_bytes(e->model);
     double fixed = weights + (double)ws_bytes;
     double min_kv = (double)block_bytes * (double)((max_tokens + bs - 1) / bs);
@@ -57,9 +63,9 @@ static int size_memory_budget(struct eng_engine *e, const struct eng_engine_opti
         return eng_engine_fail_msg(err, errlen, ENG_ERR_BACKEND,
                         "model needs %.2f GiB (weights %.2f + activations %.2f + KV cache "
                         "%.2f), %.2f GiB available (--gpu-memory-fraction %.2f of %.2f GiB, "
-                        "%.2f GiB already in use)",
-                        GIB(fixed + kv), GIB(weights), GIB(ws_bytes), GIB(kv),
-                        GIB(avail > 0 ? avail : 0), fraction, GIB(total_b), GIB(in_use));
+                        "%.2f GiB free)",
+                        GIB(fixed + kv), GIB(weights), GIB(ws_bytes), GIB(kv), GIB(avail),
+                        fraction, GIB(total_b), GIB(free_b));
     double nb = kv / (double)block_bytes;
     *n_blocks = nb > (double)INT32_MAX ? INT32_MAX : (int64_t)nb;
     return 0;

@@ -35,7 +35,7 @@ static const struct opt opts[] = {
     {"device", OPT_STR, OFF(device), 0, 0, "cpu|ref|cuda", "compute backend (default cpu; cuda: GPU 0)"},
     {"quantization", OPT_STR, OFF(quantization), 0, 0, "none|q8_0|q4_0", "quantize the weight matrices at load: q8_0 / q4_0 = 8-bit / 4-bit values with an fp16 scale per 32 (cpu and ref devices; default none)"},
     {"int8-activations", OPT_INT8, OFF(int8_activations), 0, 0, "[=on|off|auto]", "multiply the Q8_0/Q4_0/K-quant weight matrices (from --quantization or a GGUF file) with activations rounded to int8: faster prefill and decode on the CPU, results slightly off the plain path; Phi-3.5-MoE experts unaffected (cpu and ref devices; default auto: on for such weights on the cpu device)"},
-    {"gpu-memory-fraction", OPT_FRACTION, OFF(gpu_memory_fraction), 0, 0, "F", "share of GPU memory for weights, activations and KV cache (default 0.9)"},
+    {"gpu-memory-fraction", OPT_FRACTION, OFF(gpu_memory_fraction), 0, 0, "F", "this server's share of GPU memory for weights, activations and KV cache (default 0.9)"},
     {"threads", OPT_INT, OFF(threads), 0, 4096, "N", "CPU threads (default 0: all cores)"},
     {"kv-cache-dtype", OPT_STR, OFF(kv_cache_dtype), 0, 0, "auto|bf16|f16|f32", "KV-cache element type (default auto: f32 on cpu/ref, bf16 on cuda; cuda keeps only bf16); bf16 or f16 halves the cache's memory and reads"},
     {"kv-cache-memory", OPT_BYTES, OFF(kv_cache_memory), 0, INT64_MAX, "BYTES", "KV-cache budget, e.g. 512M or 4G (default: engine's)"},

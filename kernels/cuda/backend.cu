@@ -184,6 +184,8 @@ int kern_cuda_create(int device, struct kern_ops *ops, struct kern_ctx **out, ch
         cu->attention_tc = !(att && strcmp(att, "fp32") == 0);
         const char *moe = getenv("PHISERVE_CUDA_MOE");
         cu->moe_tc = !(moe && strcmp(moe, "fma") == 0);
+        const char *algo = getenv("PHISERVE_CUDA_GEMM_ALGO");
+        cu->gemm_algo = algo && algo[0] >= '0' && algo[0] <= '7' && !algo[1] ? algo[0] - '0' : 0;
     }
     cu->max_smem_optin = prop.sharedMemPerBlockOptin;
     if ((e = cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking)) != cudaSuccess) {
@@ -382,6 +384,15 @@ int kern_cuda_host_register(struct kern_ctx *ctx, void *host, size_t bytes)
 {
     struct kern_cuda *cu = kern_cuda_of(ctx);
     if (!cu || !host || bytes == 0)
+        return KERN_ERR_INVALID;
+    /* Device, managed or already registered memory is refused here, not by a failing call
+     * (which compute-sanitizer reports as an API error). */
+    cudaPointerAttributes attr;
+    if (cudaPointerGetAttributes(&attr, host) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return KERN_ERR_DEVICE;
+    }
+    if (attr.type != cudaMemoryTypeUnregistered)
         return KERN_ERR_INVALID;
     if (cudaHostRegister(host, bytes, cudaHostRegisterDefault) != cudaSuccess) {
         (void)cudaGetLastError();

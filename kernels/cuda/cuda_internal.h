@@ -62,6 +62,9 @@ struct kern_cuda {
                                      with PHISERVE_CUDA_ATTENTION=fp32 */
     bool moe_tc;                  /* moe GEMMs of 16-bit weights on the tensor cores; off
                                      (the FMA kernel) with PHISERVE_CUDA_MOE=fma */
+    int gemm_algo;                /* which of cuBLASLt's heuristic answers a GEMM takes: 0,
+                                     the first, unless PHISERVE_CUDA_GEMM_ALGO=i (a benchmark
+                                     switch, 0..7; the last offered when fewer) */
     int *fault;                   /* device word of enum kern_cuda_fault bits */
     cudaEvent_t t0, t1;           /* benchmark timer */
     struct kern_cuda_gemm_entry gemm_cache[KERN_CUDA_GEMM_CACHE];

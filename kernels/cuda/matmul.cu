@@ -52,19 +52,20 @@ static int find_algo(struct kern_cuda *cu, const struct kern_cuda_gemm_key *key,
                                          &key->align_c, sizeof key->align_c);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                          &key->align_c, sizeof key->align_c);
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[8];
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cu->lt, desc, la, lb, lc, lc, pref, 1,
-                                                       &res, &found);
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cu->lt, desc, la, lb, lc, lc, pref,
+                                                       cu->gemm_algo + 1, res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0)
         return KERN_ERR_UNSUPPORTED;
+    int pick = cu->gemm_algo < found ? cu->gemm_algo : found - 1;
     struct kern_cuda_gemm_entry *slot = &cu->gemm_cache[cu->gemm_cache_next];
     cu->gemm_cache_next = (cu->gemm_cache_next + 1) % KERN_CUDA_GEMM_CACHE;
     slot->key = *key;
-    slot->algo = res.algo;
+    slot->algo = res[pick].algo;
     slot->valid = 1;
-    *algo = res.algo;
+    *algo = res[pick].algo;
     return KERN_OK;
 }
 

@@ -146,59 +146,82 @@ static int setup(struct bench *b)
 }
 
 /* The Phi-3 forward over one batch, through the op table only. */
+/* Per-op device time (prof_run): each op between two events with a sync after it, so a
+ * launch's latency (a few us) counts in its op: exact for prefill's ms-long ops, an upper
+ * bound for decode's. */
+enum { P_EMBED, P_RMSNORM, P_QKV, P_ROPE, P_KV_WRITE, P_ATTENTION, P_O, P_GATE_UP, P_SILU,
+       P_DOWN, P_LM_HEAD, P_N };
+static const char *const prof_name[P_N] = {"embed", "rmsnorm", "qkv", "rope", "kv_write",
+                                           "attention", "o_proj", "gate_up", "silu_mul",
+                                           "down", "lm_head"};
+static bool profiling;
+static double prof_ms[P_N];
+
+#define OP(slot, call)                                                                         \
+    do {                                                                                       \
+        if (profiling)                                                                         \
+            TRY(kern_cuda_timer_start(c));                                                     \
+        TRY(call);                                                                             \
+        if (profiling) {                                                                       \
+            float t_ = 0;                                                                      \
+            TRY(kern_cuda_timer_stop(c, &t_));                                                 \
+            prof_ms[slot] += t_;                                                               \
+        }                                                                                      \
+    } while (0)
+
 static int forward(struct bench *b, const struct batch *bt)
 {
     const struct kern_ops *o = &b->ops;
     struct kern_ctx *c = b->ctx;
     const int64_t T = bt->n_tokens;
     struct kern_embed_params pe = {bt->ids, b->embed, KERN_DTYPE_BF16, b->h, T, VOCAB, HIDDEN};
-    TRY(o->embed(c, &pe));
+    OP(P_EMBED, o->embed(c, &pe));
     for (int l = 0; l < LAYERS; l++) {
         const struct layer *L = &b->layers[l];
         struct kern_rmsnorm_params n1 = {b->h, L->ln1, KERN_DTYPE_BF16, b->xn, T, HIDDEN, 1e-5f};
-        TRY(o->rmsnorm(c, &n1));
+        OP(P_RMSNORM, o->rmsnorm(c, &n1));
         struct kern_matmul_params mq = {b->xn, L->qkv, KERN_DTYPE_BF16, b->qkv, T, QKV, HIDDEN,
                                         HIDDEN, QKV, 0};
-        TRY(o->matmul(c, &mq));
+        OP(P_QKV, o->matmul(c, &mq));
         struct kern_rope_params rq = {b->qkv, bt->pos, NULL, b->inv_freq, T, HEADS, HEAD_DIM,
                                       HEAD_DIM, QKV, 1, 1.0f};
-        TRY(o->rope(c, &rq));
+        OP(P_ROPE, o->rope(c, &rq));
         struct kern_rope_params rk = rq;
         rk.x = b->qkv + HEADS * HEAD_DIM;
         rk.n_heads = KV_HEADS;
-        TRY(o->rope(c, &rk));
+        OP(P_ROPE, o->rope(c, &rk));
         struct kern_kv_write_params kw = {b->qkv + HEADS * HEAD_DIM,
                                           b->qkv + (HEADS + KV_HEADS) * HEAD_DIM, bt->slots,
                                           L->k_cache, L->v_cache, KERN_DTYPE_BF16, T, KV_HEADS,
                                           HEAD_DIM, QKV, MAX_SLOTS};
-        TRY(o->kv_write(c, &kw));
+        OP(P_KV_WRITE, o->kv_write(c, &kw));
         struct kern_attention_params at = {b->qkv, L->k_cache, L->v_cache, KERN_DTYPE_BF16,
                                            b->attn, bt->q_start, bt->q_len, bt->ctx_len,
                                            bt->tables, T, bt->n_seqs, HEADS, KV_HEADS, HEAD_DIM,
                                            QKV, bt->max_blocks, BLOCK, MAX_SLOTS, 0,
                                            1.0f / sqrtf((float)HEAD_DIM)};
-        TRY(o->attention(c, &at));
+        OP(P_ATTENTION, o->attention(c, &at));
         struct kern_matmul_params mo = {b->attn, L->o, KERN_DTYPE_BF16, b->h, T, HIDDEN, HIDDEN,
                                         HIDDEN, HIDDEN, 1};
-        TRY(o->matmul(c, &mo));
+        OP(P_O, o->matmul(c, &mo));
         struct kern_rmsnorm_params n2 = {b->h, L->ln2, KERN_DTYPE_BF16, b->xn, T, HIDDEN, 1e-5f};
-        TRY(o->rmsnorm(c, &n2));
+        OP(P_RMSNORM, o->rmsnorm(c, &n2));
         struct kern_matmul_params mg = {b->xn, L->gate_up, KERN_DTYPE_BF16, b->gu, T, 2 * INTER,
                                         HIDDEN, HIDDEN, 2 * INTER, 0};
-        TRY(o->matmul(c, &mg));
+        OP(P_GATE_UP, o->matmul(c, &mg));
         struct kern_silu_mul_params sm = {b->gu, b->act, T, INTER};
-        TRY(o->silu_mul(c, &sm));
+        OP(P_SILU, o->silu_mul(c, &sm));
         struct kern_matmul_params md = {b->act, L->down, KERN_DTYPE_BF16, b->h, T, HIDDEN, INTER,
                                         INTER, HIDDEN, 1};
-        TRY(o->matmul(c, &md));
+        OP(P_DOWN, o->matmul(c, &md));
     }
     struct kern_rmsnorm_params nf = {b->h, b->norm, KERN_DTYPE_BF16, b->xn, T, HIDDEN, 1e-5f};
-    TRY(o->rmsnorm(c, &nf));
+    OP(P_RMSNORM, o->rmsnorm(c, &nf));
     struct kern_gather_rows_params g = {b->xn, bt->rows, b->last, T, bt->n_seqs, HIDDEN};
-    TRY(o->gather_rows(c, &g));
+    OP(P_LM_HEAD, o->gather_rows(c, &g));
     struct kern_matmul_params lm = {b->last, b->lm_head, KERN_DTYPE_BF16, b->logits, bt->n_seqs,
                                     VOCAB, HIDDEN, HIDDEN, VOCAB, 0};
-    TRY(o->matmul(c, &lm));
+    OP(P_LM_HEAD, o->matmul(c, &lm));
     return 0;
 }
 
@@ -314,6 +337,28 @@ static int time_steps(struct bench *b, struct run *r, int from, int to, float *m
     if (rc != 0)
         fprintf(stderr, "forward: %s\n", err);
     return rc;
+}
+
+/* One profiled pass over steps [from, to): "RESULT prof_<tag>_<op>_ms" per step, and the
+ * sum of the ops against the plain timing of the same steps. */
+static int prof_run(struct bench *b, struct run *r, int from, int to, const char *tag,
+                    float plain_ms)
+{
+    memset(prof_ms, 0, sizeof prof_ms);
+    profiling = true;
+    float total = 0;
+    int rc = time_steps(b, r, from, to, &total);
+    profiling = false;
+    if (rc != 0)
+        return rc;
+    double sum = 0;
+    for (int i = 0; i < P_N; i++) {
+        printf("RESULT prof_%s_%s_ms %.4f\n", tag, prof_name[i], prof_ms[i] / (to - from));
+        sum += prof_ms[i];
+    }
+    printf("RESULT prof_%s_sum_ms %.4f\n", tag, sum / (to - from));
+    printf("RESULT prof_%s_plain_ms %.4f\n", tag, plain_ms / (to - from));
+    return 0;
 }
 
 static double wall_ms(void)
@@ -663,6 +708,8 @@ int main(int argc, char **argv)
     printf("RESULT decode_b1_ms_per_token %.3f\n", ms / steps);
     printf("RESULT decode_b1_roofline_tok_s %.1f\n", roof);
     printf("RESULT decode_b1_roofline_fraction %.3f\n", tps1 / roof);
+    if (prof_run(&b, &r, 2, r.n_steps, "decode_b1", ms) != 0)
+        return 1;
     if (bench_graph(&b, &r) != 0) {
         fprintf(stderr, "graph benchmark failed\n");
         return 1;
@@ -675,6 +722,8 @@ int main(int argc, char **argv)
         return 1;
     printf("RESULT prefill_2048_tok_s %.1f\n", 2048.0 / (ms / 1e3));
     printf("RESULT prefill_2048_ms %.2f\n", ms);
+    if (prof_run(&b, &r, 0, 1, "prefill_2048", ms) != 0)
+        return 1;
     /* The same prefill with attention on the CUDA cores: a second context (device memory is
      * shared by every context of the process) created with the switch set. */
     struct kern_ctx *tc_ctx = b.ctx;
@@ -693,6 +742,25 @@ int main(int argc, char **argv)
     if (rc_fp32 != 0)
         return 1;
     printf("RESULT prefill_2048_fp32_attention_ms %.2f\n", ms_fp32);
+    /* The same prefill with cuBLASLt's 2nd..4th heuristic answer for every GEMM (is the
+     * first one the fastest?). */
+    for (int a = 1; a <= 3; a++) {
+        char val[2] = {(char)('0' + a), 0};
+        float ms_a = 0;
+        setenv("PHISERVE_CUDA_GEMM_ALGO", val, 1);
+        int rc_a = kern_cuda_create(0, &fp32_ops, &b.ctx, err, sizeof err);
+        unsetenv("PHISERVE_CUDA_GEMM_ALGO");
+        if (rc_a == 0) {
+            rc_a = time_steps(&b, &r, 0, 1, &ms_a);
+            if (rc_a == 0)
+                rc_a = time_steps(&b, &r, 0, 1, &ms_a);
+            kern_cuda_destroy(b.ctx);
+        }
+        b.ctx = tc_ctx;
+        if (rc_a != 0)
+            return 1;
+        printf("RESULT prefill_2048_gemm_algo%d_ms %.2f\n", a, ms_a);
+    }
     printf("RESULT prefill_2048_tensor_core_speedup %.3f\n", ms_fp32 / ms);
     run_free(&b, &r);
 
@@ -707,6 +775,8 @@ int main(int argc, char **argv)
         printf("RESULT out_tok_s_c%d %.1f\n", n, out_tokens / ((ms_pre + ms) / 1e3));
         printf("RESULT decode_tok_s_c%d %.1f\n", n, (double)n * (r.n_steps - 1) / (ms / 1e3));
         printf("RESULT prefill_ms_c%d %.2f\n", n, ms_pre);
+        if (n == 256 && prof_run(&b, &r, 1, 9, "decode_c256", ms * 8 / (r.n_steps - 1)) != 0)
+            return 1;
         run_free(&b, &r);
     }
 

@@ -153,6 +153,26 @@ cudaError_t cudaHostUnregister(void *ptr)
     return cudaSuccess;
 }
 
+/* The kind of memory at ptr: device (an allocation), host (a registered range) or plain. */
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *attr, const void *ptr)
+{
+    device &d = dev();
+    std::lock_guard<std::recursive_mutex> lock(d.mu);
+    if (!attr)
+        return fail(cudaErrorInvalidValue);
+    *attr = cudaPointerAttributes{};
+    if (!ptr)
+        return cudaSuccess;
+    int k = kind_of(d, ptr, 1);
+    attr->type = k == M_PAGEABLE ? cudaMemoryTypeUnregistered
+                                 : (k == M_PINNED ? cudaMemoryTypeHost : cudaMemoryTypeDevice);
+    if (attr->type == cudaMemoryTypeDevice)
+        attr->devicePointer = const_cast<void *>(ptr);
+    else if (attr->type == cudaMemoryTypeHost)
+        attr->hostPointer = const_cast<void *>(ptr);
+    return cudaSuccess;
+}
+
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
     device &d = dev();

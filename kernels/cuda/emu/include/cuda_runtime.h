@@ -48,6 +48,19 @@ enum cudaStreamCaptureMode {
 #define cudaStreamNonBlocking 0x01u
 #define cudaHostRegisterDefault 0x00u
 
+enum cudaMemoryType {
+    cudaMemoryTypeUnregistered = 0,
+    cudaMemoryTypeHost = 1,
+    cudaMemoryTypeDevice = 2,
+    cudaMemoryTypeManaged = 3,
+};
+
+struct cudaPointerAttributes {
+    enum cudaMemoryType type;
+    int device;
+    void *devicePointer, *hostPointer;
+};
+
 struct cudaDeviceProp {
     char name[256];
     int major, minor;
@@ -80,6 +93,7 @@ static inline cudaError_t cudaMalloc(T **ptr, size_t bytes)
 cudaError_t cudaFree(void *ptr);
 cudaError_t cudaHostRegister(void *ptr, size_t bytes, unsigned flags);
 cudaError_t cudaHostUnregister(void *ptr);
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *attr, const void *ptr);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream = nullptr);
