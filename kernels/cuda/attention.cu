@@ -22,6 +22,7 @@
 #define AT_THREADS 256    /* 8 threads per query row */
 #define DEC_THREADS 128   /* 16 groups of 8 lanes, one key per group */
 #define DEC_GROUPS (DEC_THREADS / 8)
+#define DEC_UNROLL 4      /* keys per group and round in flight */
 #define DEC_MAX_CHUNK 1024
 #define PLAN_THREADS 1024
 
@@ -342,21 +343,31 @@ static __global__ void __launch_bounds__(DEC_THREADS)
     }
     __syncthreads();
 
-    /* Every lane runs the same number of rounds: the group reductions need the whole warp. */
-    for (int64_t j0 = 0; j0 < n; j0 += DEC_GROUPS) {
-        int64_t j = j0 + grp;
-        int64_t slot = j < n ? sslot[j] : -1;
-        float acc = 0.0f;
-        if (slot >= 0) {
-            int64_t base = slot * row_elems + kvh * D;
+    /* Every lane runs the same number of rounds: the group reductions need the whole warp.
+     * A group scores DEC_UNROLL keys per round, their loads all issued first. */
+    for (int64_t j0 = 0; j0 < n; j0 += DEC_GROUPS * DEC_UNROLL) {
+        float acc[DEC_UNROLL];
 #pragma unroll
-            for (int cc = 0; cc < NC; cc++)
-                if (lane_dims_ok<D>(g, cc))
-                    acc += dot4(q4[g + 8 * cc], load4(a.k_cache, a.dt, base + g * 4 + 32 * cc));
+        for (int u = 0; u < DEC_UNROLL; u++) {
+            int64_t j = j0 + grp + u * DEC_GROUPS;
+            int64_t slot = j < n ? sslot[j] : -1;
+            acc[u] = 0.0f;
+            if (slot >= 0) {
+                int64_t base = slot * row_elems + kvh * D;
+#pragma unroll
+                for (int cc = 0; cc < NC; cc++)
+                    if (lane_dims_ok<D>(g, cc))
+                        acc[u] += dot4(q4[g + 8 * cc],
+                                       load4(a.k_cache, a.dt, base + g * 4 + 32 * cc));
+            }
         }
-        acc = group8_sum(acc);
-        if (j < n && g == 0)
-            sc[j] = slot >= 0 ? acc : -INFINITY;
+#pragma unroll
+        for (int u = 0; u < DEC_UNROLL; u++) {
+            int64_t j = j0 + grp + u * DEC_GROUPS;
+            float v = group8_sum(acc[u]);
+            if (j < n && g == 0)
+                sc[j] = sslot[j] >= 0 ? v : -INFINITY;
+        }
     }
     __syncthreads();
 
@@ -400,21 +411,35 @@ static __global__ void __launch_bounds__(DEC_THREADS)
 #pragma unroll
     for (int i = 0; i < 4 * NC; i++)
         o[i] = 0.0f;
-    for (int64_t j = grp; j < n; j += DEC_GROUPS) {
-        int64_t slot = sslot[j];
-        if (slot < 0)
-            continue;
-        float pv = sc[j];
-        int64_t base = slot * row_elems + kvh * D;
+    /* DEC_UNROLL keys per round, loads first; summed in key order as one key a round would. */
+    for (int64_t j0 = grp; j0 < n; j0 += DEC_GROUPS * DEC_UNROLL) {
+        float4 v4[DEC_UNROLL][NC];
+        bool use[DEC_UNROLL];
 #pragma unroll
-        for (int cc = 0; cc < NC; cc++) {
-            if (!lane_dims_ok<D>(g, cc))
+        for (int u = 0; u < DEC_UNROLL; u++) {
+            int64_t j = j0 + u * DEC_GROUPS;
+            int64_t slot = j < n ? sslot[j] : -1;
+            use[u] = slot >= 0; /* never the (maybe NaN) unused slots */
+#pragma unroll
+            for (int cc = 0; cc < NC; cc++)
+                v4[u][cc] = use[u] && lane_dims_ok<D>(g, cc)
+                                ? load4(a.v_cache, a.dt, slot * row_elems + kvh * D + g * 4 + 32 * cc)
+                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int u = 0; u < DEC_UNROLL; u++) {
+            if (!use[u])
                 continue;
-            float4 v4 = load4(a.v_cache, a.dt, base + g * 4 + 32 * cc);
-            o[4 * cc + 0] += pv * v4.x;
-            o[4 * cc + 1] += pv * v4.y;
-            o[4 * cc + 2] += pv * v4.z;
-            o[4 * cc + 3] += pv * v4.w;
+            float pv = sc[j0 + u * DEC_GROUPS];
+#pragma unroll
+            for (int cc = 0; cc < NC; cc++) {
+                if (!lane_dims_ok<D>(g, cc))
+                    continue;
+                o[4 * cc + 0] += pv * v4[u][cc].x;
+                o[4 * cc + 1] += pv * v4[u][cc].y;
+                o[4 * cc + 2] += pv * v4[u][cc].z;
+                o[4 * cc + 3] += pv * v4[u][cc].w;
+            }
         }
     }
 #pragma unroll
@@ -554,11 +579,19 @@ static __global__ void __launch_bounds__(TC_THREADS)
     const uint16_t *vc = static_cast<const uint16_t *>(a.v_cache);
 
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    for (int e = tid; e < TC_BQ * D; e += TC_THREADS) {
-        int r = e / D, d = e % D;
-        float v = r < nrows ? a.q[(q0 + row0 + r) * a.q_stride + h * D + d] : 0.0f;
-        tc_split(v, &qhi[r * LDQ + d], &qlo[r * LDQ + d]);
-        os[r * LDO + d] = 0.0f;
+    /* Every load of the tile issued before the first store: one memory latency, not QN. */
+    constexpr int QN = TC_BQ * D / TC_THREADS;
+    float qv[QN];
+#pragma unroll
+    for (int i = 0; i < QN; i++) {
+        int e = tid + i * TC_THREADS, rr = e / D, d = e % D;
+        qv[i] = rr < nrows ? a.q[(q0 + row0 + rr) * a.q_stride + h * D + d] : 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < QN; i++) {
+        int e = tid + i * TC_THREADS, rr = e / D, d = e % D;
+        tc_split(qv[i], &qhi[rr * LDQ + d], &qlo[rr * LDQ + d]);
+        os[rr * LDO + d] = 0.0f;
     }
     /* Lanes 2i and 2i+1 of a warp own row 16 * warp + i: each half of its keys and dims. */
     int r = 16 * warp + (lane >> 1), half = lane & 1;
@@ -570,16 +603,28 @@ static __global__ void __launch_bounds__(TC_THREADS)
     for (int64_t kb = t.key_lo; kb < key_hi; kb += TC_BK) {
         tile_slots(a, t, kb, TC_BK, slots);
         __syncthreads(); /* slots ready (every warp finished the last step at the end of it) */
-        for (int e = tid; e < TC_BK * D; e += TC_THREADS) {
-            int j = e / D, d = e % D;
-            int64_t slot = slots[j];
-            uint16_t kv = 0, vv = 0; /* zeros, never the (maybe NaN) unused slots */
+        /* K and V in 16-byte pieces (8 values; D % 8 == 0, rows 16-byte aligned as the cache),
+         * all loads before the stores. Zeros, never the (maybe NaN) unused slots. */
+        constexpr int CH = D / 8, KV_PER = (TC_BK * CH + TC_THREADS - 1) / TC_THREADS;
+        uint4 kr[KV_PER], vr[KV_PER];
+#pragma unroll
+        for (int i = 0; i < KV_PER; i++) {
+            int e = tid + i * TC_THREADS;
+            kr[i] = vr[i] = make_uint4(0u, 0u, 0u, 0u);
+            int64_t slot = e < TC_BK * CH ? slots[e / CH] : -1;
             if (slot >= 0) {
-                kv = kc[slot * row_elems + kvh * D + d];
-                vv = vc[slot * row_elems + kvh * D + d];
+                int64_t off = slot * row_elems + kvh * D + (e % CH) * 8;
+                kr[i] = *reinterpret_cast<const uint4 *>(kc + off);
+                vr[i] = *reinterpret_cast<const uint4 *>(vc + off);
             }
-            ks[j * LDK + d] = __ushort_as_bfloat16(kv);
-            vs[j * LDK + d] = __ushort_as_bfloat16(vv);
+        }
+#pragma unroll
+        for (int i = 0; i < KV_PER; i++) {
+            int e = tid + i * TC_THREADS;
+            if (e < TC_BK * CH) {
+                *reinterpret_cast<uint4 *>(ks + (e / CH) * LDK + (e % CH) * 8) = kr[i];
+                *reinterpret_cast<uint4 *>(vs + (e / CH) * LDK + (e % CH) * 8) = vr[i];
+            }
         }
         __syncthreads();
 
