@@ -22,7 +22,6 @@
 #define AT_THREADS 256    /* 8 threads per query row */
 #define DEC_THREADS 128   /* 16 groups of 8 lanes, one key per group */
 #define DEC_GROUPS (DEC_THREADS / 8)
-#define DEC_UNROLL 4      /* keys per group and round in flight */
 #define DEC_MAX_CHUNK 1024
 #define PLAN_THREADS 1024
 
@@ -343,31 +342,21 @@ static __global__ void __launch_bounds__(DEC_THREADS)
     }
     __syncthreads();
 
-    /* Every lane runs the same number of rounds: the group reductions need the whole warp.
-     * A group scores DEC_UNROLL keys per round, their loads all issued first. */
-    for (int64_t j0 = 0; j0 < n; j0 += DEC_GROUPS * DEC_UNROLL) {
-        float acc[DEC_UNROLL];
+    /* Every lane runs the same number of rounds: the group reductions need the whole warp. */
+    for (int64_t j0 = 0; j0 < n; j0 += DEC_GROUPS) {
+        int64_t j = j0 + grp;
+        int64_t slot = j < n ? sslot[j] : -1;
+        float acc = 0.0f;
+        if (slot >= 0) {
+            int64_t base = slot * row_elems + kvh * D;
 #pragma unroll
-        for (int u = 0; u < DEC_UNROLL; u++) {
-            int64_t j = j0 + grp + u * DEC_GROUPS;
-            int64_t slot = j < n ? sslot[j] : -1;
-            acc[u] = 0.0f;
-            if (slot >= 0) {
-                int64_t base = slot * row_elems + kvh * D;
-#pragma unroll
-                for (int cc = 0; cc < NC; cc++)
-                    if (lane_dims_ok<D>(g, cc))
-                        acc[u] += dot4(q4[g + 8 * cc],
-                                       load4(a.k_cache, a.dt, base + g * 4 + 32 * cc));
-            }
+            for (int cc = 0; cc < NC; cc++)
+                if (lane_dims_ok<D>(g, cc))
+                    acc += dot4(q4[g + 8 * cc], load4(a.k_cache, a.dt, base + g * 4 + 32 * cc));
         }
-#pragma unroll
-        for (int u = 0; u < DEC_UNROLL; u++) {
-            int64_t j = j0 + grp + u * DEC_GROUPS;
-            float v = group8_sum(acc[u]);
-            if (j < n && g == 0)
-                sc[j] = sslot[j] >= 0 ? v : -INFINITY;
-        }
+        acc = group8_sum(acc);
+        if (j < n && g == 0)
+            sc[j] = slot >= 0 ? acc : -INFINITY;
     }
     __syncthreads();
 
@@ -411,35 +400,21 @@ static __global__ void __launch_bounds__(DEC_THREADS)
 #pragma unroll
     for (int i = 0; i < 4 * NC; i++)
         o[i] = 0.0f;
-    /* DEC_UNROLL keys per round, loads first; summed in key order as one key a round would. */
-    for (int64_t j0 = grp; j0 < n; j0 += DEC_GROUPS * DEC_UNROLL) {
-        float4 v4[DEC_UNROLL][NC];
-        bool use[DEC_UNROLL];
+    for (int64_t j = grp; j < n; j += DEC_GROUPS) {
+        int64_t slot = sslot[j];
+        if (slot < 0)
+            continue;
+        float pv = sc[j];
+        int64_t base = slot * row_elems + kvh * D;
 #pragma unroll
-        for (int u = 0; u < DEC_UNROLL; u++) {
-            int64_t j = j0 + u * DEC_GROUPS;
-            int64_t slot = j < n ? sslot[j] : -1;
-            use[u] = slot >= 0; /* never the (maybe NaN) unused slots */
-#pragma unroll
-            for (int cc = 0; cc < NC; cc++)
-                v4[u][cc] = use[u] && lane_dims_ok<D>(g, cc)
-                                ? load4(a.v_cache, a.dt, slot * row_elems + kvh * D + g * 4 + 32 * cc)
-                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-#pragma unroll
-        for (int u = 0; u < DEC_UNROLL; u++) {
-            if (!use[u])
+        for (int cc = 0; cc < NC; cc++) {
+            if (!lane_dims_ok<D>(g, cc))
                 continue;
-            float pv = sc[j0 + u * DEC_GROUPS];
-#pragma unroll
-            for (int cc = 0; cc < NC; cc++) {
-                if (!lane_dims_ok<D>(g, cc))
-                    continue;
-                o[4 * cc + 0] += pv * v4[u][cc].x;
-                o[4 * cc + 1] += pv * v4[u][cc].y;
-                o[4 * cc + 2] += pv * v4[u][cc].z;
-                o[4 * cc + 3] += pv * v4[u][cc].w;
-            }
+            float4 v4 = load4(a.v_cache, a.dt, base + g * 4 + 32 * cc);
+            o[4 * cc + 0] += pv * v4.x;
+            o[4 * cc + 1] += pv * v4.y;
+            o[4 * cc + 2] += pv * v4.z;
+            o[4 * cc + 3] += pv * v4.w;
         }
     }
 #pragma unroll
