@@ -361,6 +361,30 @@ static int prof_run(struct bench *b, struct run *r, int from, int to, const char
     return 0;
 }
 
+/* Times step 0 of r (second of two runs) in a second context created with var=val set:
+ * device memory is shared by every context of the process. b's context is kept. */
+static int time_with_env(struct bench *b, struct run *r, const char *var, const char *val,
+                         float *ms)
+{
+    struct kern_ctx *keep = b->ctx;
+    struct kern_ops ops;
+    char err[256];
+    setenv(var, val, 1);
+    int rc = kern_cuda_create(0, &ops, &b->ctx, err, sizeof err);
+    unsetenv(var);
+    if (rc != 0) {
+        fprintf(stderr, "kern_cuda_create (%s=%s): %s\n", var, val, err);
+        b->ctx = keep;
+        return rc;
+    }
+    rc = time_steps(b, r, 0, 1, ms);
+    if (rc == 0)
+        rc = time_steps(b, r, 0, 1, ms);
+    kern_cuda_destroy(b->ctx);
+    b->ctx = keep;
+    return rc;
+}
+
 static double wall_ms(void)
 {
     struct timespec ts;
@@ -724,40 +748,16 @@ int main(int argc, char **argv)
     printf("RESULT prefill_2048_ms %.2f\n", ms);
     if (prof_run(&b, &r, 0, 1, "prefill_2048", ms) != 0)
         return 1;
-    /* The same prefill with attention on the CUDA cores: a second context (device memory is
-     * shared by every context of the process) created with the switch set. */
-    struct kern_ctx *tc_ctx = b.ctx;
-    struct kern_ops fp32_ops;
+    /* The same prefill with attention on the CUDA cores, then with cuBLASLt's 2nd..4th
+     * heuristic answer for every GEMM (is the first one the fastest?). */
     float ms_fp32 = 0;
-    setenv("PHISERVE_CUDA_ATTENTION", "fp32", 1);
-    int rc_fp32 = kern_cuda_create(0, &fp32_ops, &b.ctx, err, sizeof err);
-    unsetenv("PHISERVE_CUDA_ATTENTION");
-    if (rc_fp32 == 0) {
-        rc_fp32 = time_steps(&b, &r, 0, 1, &ms_fp32);
-        if (rc_fp32 == 0)
-            rc_fp32 = time_steps(&b, &r, 0, 1, &ms_fp32);
-        kern_cuda_destroy(b.ctx);
-    }
-    b.ctx = tc_ctx;
-    if (rc_fp32 != 0)
+    if (time_with_env(&b, &r, "PHISERVE_CUDA_ATTENTION", "fp32", &ms_fp32) != 0)
         return 1;
     printf("RESULT prefill_2048_fp32_attention_ms %.2f\n", ms_fp32);
-    /* The same prefill with cuBLASLt's 2nd..4th heuristic answer for every GEMM (is the
-     * first one the fastest?). */
     for (int a = 1; a <= 3; a++) {
         char val[2] = {(char)('0' + a), 0};
         float ms_a = 0;
-        setenv("PHISERVE_CUDA_GEMM_ALGO", val, 1);
-        int rc_a = kern_cuda_create(0, &fp32_ops, &b.ctx, err, sizeof err);
-        unsetenv("PHISERVE_CUDA_GEMM_ALGO");
-        if (rc_a == 0) {
-            rc_a = time_steps(&b, &r, 0, 1, &ms_a);
-            if (rc_a == 0)
-                rc_a = time_steps(&b, &r, 0, 1, &ms_a);
-            kern_cuda_destroy(b.ctx);
-        }
-        b.ctx = tc_ctx;
-        if (rc_a != 0)
+        if (time_with_env(&b, &r, "PHISERVE_CUDA_GEMM_ALGO", val, &ms_a) != 0)
             return 1;
         printf("RESULT prefill_2048_gemm_algo%d_ms %.2f\n", a, ms_a);
     }
