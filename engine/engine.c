@@ -938,8 +938,8 @@ void *eng_engine_main(void *arg)
     struct eng_engine *e = arg;
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        while (!e->stop && !e->inbox_head && !e->cancel_pending && e->sched.n_running == 0 &&
-               e->sched.n_waiting == 0)
+        while (!e->stop && (e->held || (!e->inbox_head && !e->cancel_pending &&
+                                        e->sched.n_running == 0 && e->sched.n_waiting == 0)))
             pthread_cond_wait(&e->cv, &e->mu);
         if (e->stop)
             break;
@@ -1303,6 +1303,14 @@ void eng_engine_drain(struct eng_engine *e)
 {
     pthread_mutex_lock(&e->mu);
     e->draining = true;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void eng_engine_hold(struct eng_engine *e, bool hold)
+{
+    pthread_mutex_lock(&e->mu);
+    e->held = hold;
+    pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }
 

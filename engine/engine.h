@@ -228,4 +228,10 @@ struct eng_metrics {
 
 void eng_engine_get_metrics(struct eng_engine *e, struct eng_metrics *m);
 
+/* hold = true: the engine thread starts no step until called again with false; submitted
+ * requests (and cancels) wait in its inbox meanwhile. A caller that submits a set of requests
+ * under a hold has the scheduler see them at once, so that two runs of the same set make the
+ * same batches (tests that compare runs bit for bit). */
+void eng_engine_hold(struct eng_engine *e, bool hold);
+
 #endif

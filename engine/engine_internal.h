@@ -153,6 +153,7 @@ struct eng_engine {
     struct eng_handle *inbox_head, *inbox_tail;
     int32_t n_inbox;
     bool stop, draining, cancel_pending;
+    bool held; /* eng_engine_hold: no step starts */
     struct eng_metrics metrics;    /* snapshot, refreshed after every step */
     /* Engine thread only. */
     int64_t prompt_tokens_total, generation_tokens_total, requests_finished;
