@@ -192,11 +192,12 @@ static bool drain_events(struct req *r)
     return false;
 }
 
-/* Submits every request, reads them concurrently (one thread, woken by the engine), applies
- * the cancellation plan, releases every handle. */
 /* run_all submits under eng_engine_hold: the engine sees every request at once, so two runs
  * of the same set make the same batches. */
 static bool hold_submits;
+
+/* Submits every request, reads them concurrently (one thread, woken by the engine), applies
+ * the cancellation plan, releases every handle. */
 
 static void run_all(struct eng_engine *e, struct req *rs, int n)
 {
@@ -673,6 +674,33 @@ static void test_n_and_seeds(void)
     eng_engine_destroy(e);
     for (int c = 0; c < 2; c++)
         CHECK(same_tokens(&seeded_alone, &single[c], c, 0), "choice %d differs from n=1 with seed + %d", c, c);
+}
+
+/* eng_engine_hold: nothing is computed while held (whatever the timing), all of it after. */
+static void test_hold(void)
+{
+    static struct req r;
+    struct eng_engine *e = make_engine("mha-window", 0, 64, 8, false, false);
+    char err[512];
+    req_random(&r, 512, 20, 1);
+    r.max_tokens = 5;
+    eng_engine_hold(e, true);
+    CHECK(submit(e, &r, err, sizeof err) == 0, "submit: %s", err);
+    struct timespec nap = {0, 200 * 1000000};
+    nanosleep(&nap, NULL);
+    const struct eng_event *ev;
+    struct eng_metrics m;
+    eng_engine_get_metrics(e, &m);
+    CHECK(eng_handle_next(r.h, &ev) == 0 && m.prompt_tokens_total == 0,
+          "an event or %lld prompt tokens while held", (long long)m.prompt_tokens_total);
+    eng_engine_hold(e, false);
+    while (!drain_events(&r))
+        eng_handle_wait(r.h);
+    CHECK(r.fin[0] == ENG_FINISH_LENGTH && r.n_out[0] == 5, "after the hold: finish %d, %d tokens",
+          r.fin[0], r.n_out[0]);
+    eng_handle_release(r.h);
+    check_idle(e, "hold");
+    eng_engine_destroy(e);
 }
 
 static void test_cancel_storm(void)
@@ -1178,6 +1206,7 @@ int main(int argc, char **argv)
         test_prefix_caching();
         test_n_and_seeds();
         test_cancel_storm();
+        test_hold();
         test_token_rows();
     } else {
         test_golden_model("mha-window");
