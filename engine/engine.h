@@ -47,14 +47,17 @@ struct eng_engine_options {
                                      context needs, on cuda whatever gpu_memory_fraction leaves */
     int32_t block_size;           /* tokens per KV block; <= 0: 16 */
     int32_t max_batched_tokens;   /* per-step token budget; <= 0: 2048 */
+    int32_t long_prefill_token_threshold; /* > 0: a sequence's prefill takes at most this many
+                                     tokens of a step (vLLM's option: bounds how long a step
+                                     with running decodes lasts); <= 0: off */
     int32_t max_seqs;             /* running sequences cap; <= 0: 256 */
     int32_t max_waiting;          /* bounded waiting queue (requests); <= 0: 1024 */
     bool rope_long_from_start;    /* LongRoPE: long factors at admission when prompt + max_tokens
                                      exceeds original_max (no recompute); default off (HF-exact) */
     bool no_prefix_caching;       /* disable automatic prefix caching */
-    double gpu_memory_fraction;   /* cuda: weights + activation workspace + KV pool must fit in
-                                     this fraction of the GPU's memory (minus what is already in
-                                     use); in (0, 1], default 0.9 */
+    double gpu_memory_fraction;   /* cuda: weights + activation workspace + KV pool take this
+                                     share of the GPU's memory (whatever other processes hold,
+                                     capped by what is free less 2%); in (0, 1], default 0.9 */
     bool host_sampling;           /* test / debug knob: bring back every sampled row's full
                                      logits and sample on the host. Otherwise a greedy row
                                      comes back as the backend's argmax, and on a device

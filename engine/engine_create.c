@@ -348,6 +348,8 @@ int eng_engine_create(const struct eng_engine_options *o, struct eng_engine **ou
     struct eng_sched_config sc = {
         .max_batched_tokens = max_tokens,
         .max_seqs = max_seqs,
+        .long_prefill_token_threshold =
+            o->long_prefill_token_threshold > 0 ? o->long_prefill_token_threshold : 0,
         .rope_original_max = c->rope_type == ENG_ROPE_LONGROPE
                                  ? c->original_max_position_embeddings : 0,
     };

@@ -100,7 +100,8 @@ int eng_sched_init(struct eng_scheduler *s, const struct eng_sched_config *cfg,
                    struct eng_kv_cache *kv, struct eng_prefix_cache *pc)
 {
     memset(s, 0, sizeof *s);
-    if (cfg->max_batched_tokens < 1 || cfg->max_seqs < 1 || cfg->rope_original_max < 0)
+    if (cfg->max_batched_tokens < 1 || cfg->max_seqs < 1 || cfg->rope_original_max < 0 ||
+        cfg->long_prefill_token_threshold < 0)
         return -1;
     s->cfg = *cfg;
     s->kv = kv;
@@ -278,6 +279,16 @@ static int schedule_running(struct eng_scheduler *s, int32_t i, int32_t q)
     }
 }
 
+/* The tokens a sequence with q left to compute takes of a step with budget left: capped by
+ * long_prefill_token_threshold when set. */
+static int32_t prefill_chunk(const struct eng_scheduler *s, int32_t q, int32_t budget)
+{
+    int32_t t = s->cfg.long_prefill_token_threshold;
+    if (t > 0 && q > t)
+        q = t;
+    return q < budget ? q : budget;
+}
+
 /* Tries to admit the head of the waiting list with up to budget tokens. Returns 1 when
  * admitted, 0 when it does not fit now, -1 on allocation failure. */
 static int admit(struct eng_scheduler *s, int32_t budget)
@@ -308,9 +319,7 @@ static int admit(struct eng_scheduler *s, int32_t budget)
     }
     seq->n_blocks = seq->n_hashed = hits;
     seq->n_computed = (int32_t)(hits * bs);
-    int32_t q = seq->n_tokens - seq->n_computed;
-    if (q > budget)
-        q = budget;
+    int32_t q = prefill_chunk(s, seq->n_tokens - seq->n_computed, budget);
     int rc = ensure_blocks(s, seq, (int64_t)seq->n_computed + q);
     if (rc != 0) {
         release_blocks(s, seq);
@@ -454,8 +463,7 @@ int eng_sched_plan(struct eng_scheduler *s)
         int32_t q = seq->n_tokens - seq->n_computed;
         if (q <= 0)
             continue; /* nothing new to compute (the engine always appends a token) */
-        if (q > budget)
-            q = budget;
+        q = prefill_chunk(s, q, budget);
         int rc = schedule_running(s, i, q);
         if (rc < 0)
             return -1;

@@ -22,6 +22,8 @@ struct eng_sched_config {
     /* LongRoPE: > 0 enables the transformers rule (short factors while a sequence holds at
      * most this many tokens, then one recompute with long factors); 0 for plain RoPE. */
     int64_t rope_original_max;
+    int32_t long_prefill_token_threshold; /* > 0: tokens a sequence's prefill takes of one step
+                                      at most (chunks that long); 0: the budget's */
 };
 
 enum eng_seq_state {

@@ -41,6 +41,7 @@ static const struct opt opts[] = {
     {"kv-cache-memory", OPT_BYTES, OFF(kv_cache_memory), 0, INT64_MAX, "BYTES", "KV-cache budget, e.g. 512M or 4G (default: engine's)"},
     {"block-size", OPT_INT, OFF(block_size), 0, 4096, "N", "tokens per KV block (default 16)"},
     {"max-batched-tokens", OPT_INT, OFF(max_batched_tokens), 0, INT32_MAX, "N", "token budget per engine step (default 2048)"},
+    {"long-prefill-token-threshold", OPT_INT, OFF(long_prefill_token_threshold), 0, INT32_MAX, "N", "a prompt's prefill takes at most N tokens of a step, so that steps with running decodes stay short (default 0: off)"},
     {"max-seqs", OPT_INT, OFF(max_seqs), 0, 1 << 20, "N", "running sequences cap (default 256)"},
     {"max-waiting", OPT_INT, OFF(max_waiting), 0, 1 << 24, "N", "waiting-queue bound; beyond it 429 (default 1024)"},
     {"rope-long-from-start", OPT_BOOL, OFF(rope_long_from_start), 0, 0, NULL, "LongRoPE: long factors at admission when the request may cross"},
@@ -495,6 +496,7 @@ void srv_config_engine_options(const struct srv_config *cfg, struct eng_engine_o
     o->kv_cache_bytes = cfg->kv_cache_memory;
     o->block_size = (int32_t)cfg->block_size;
     o->max_batched_tokens = (int32_t)cfg->max_batched_tokens;
+    o->long_prefill_token_threshold = (int32_t)cfg->long_prefill_token_threshold;
     o->max_seqs = (int32_t)cfg->max_seqs;
     o->max_waiting = (int32_t)cfg->max_waiting;
     o->rope_long_from_start = cfg->rope_long_from_start;

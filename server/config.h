@@ -34,6 +34,7 @@ struct srv_config {
     int64_t kv_cache_memory;      /* bytes; 0: engine default */
     int64_t block_size;
     int64_t max_batched_tokens;
+    int64_t long_prefill_token_threshold;
     int64_t max_seqs;
     int64_t max_waiting;
     bool rope_long_from_start;

@@ -30,7 +30,7 @@ static void rig_init(struct rig *r, int64_t n_blocks, int32_t budget, int32_t ma
         fprintf(stderr, "rig: %s\n", err);
         exit(1);
     }
-    struct eng_sched_config c = {budget, max_seqs, rope_orig};
+    struct eng_sched_config c = {budget, max_seqs, rope_orig, 0};
     if (eng_sched_init(&r->s, &c, r->kv, r->pc) != 0)
         exit(1);
 }
@@ -125,6 +125,36 @@ static void test_budget_and_chunking(void)
     eng_sched_commit(&r.s);
     CHECK(r.s.n_running == 3, "running");
     rig_free(&r);
+}
+
+/* long_prefill_token_threshold: every prefill chunk at most that long, decodes untouched,
+ * and the budget still binds below it. */
+static void test_long_prefill_threshold(void)
+{
+    struct rig r;
+    rig_init(&r, 64, 16, 16, 0, true);
+    r.s.cfg.long_prefill_token_threshold = 5;
+    struct eng_seq *a = add(&r, 12, 100);
+    run_step(&r);
+    CHECK(r.s.n_items == 1 && r.s.items[0].q_len == 5 && a->n_computed == 5, "A: 5 of 12");
+    struct eng_seq *b = add(&r, 9, 200);
+    run_step(&r);
+    CHECK(r.s.n_items == 2 && r.s.items[0].q_len == 5 && r.s.items[1].seq == b &&
+              r.s.items[1].q_len == 5, "A's next 5, then 5 of B (budget 16 left room for more)");
+    run_step(&r);
+    CHECK(r.s.n_items == 2 && r.s.items[0].q_len == 2 && r.s.items[0].sample &&
+              r.s.items[1].q_len == 4 && r.s.items[1].sample, "A's last 2, B's last 4");
+    struct eng_seq *c = add(&r, 30, 300);
+    run_step(&r);
+    CHECK(r.s.n_items == 3 && r.s.items[0].q_len == 1 && r.s.items[1].q_len == 1 &&
+              r.s.items[2].seq == c && r.s.items[2].q_len == 5, "two decodes, 5 of C");
+    r.s.cfg.long_prefill_token_threshold = 40; /* above the budget: the budget binds */
+    run_step(&r);
+    CHECK(r.s.n_items == 3 && r.s.items[2].q_len == 14, "two decodes, 14 of C (budget 16)");
+    rig_free(&r);
+    struct eng_sched_config bad = {8, 4, 0, -1};
+    struct eng_scheduler s;
+    CHECK(eng_sched_init(&s, &bad, NULL, NULL) != 0, "a negative threshold was accepted");
 }
 
 static void test_max_seqs(void)
@@ -278,6 +308,7 @@ static void test_longrope_switch(void)
 int main(void)
 {
     test_budget_and_chunking();
+    test_long_prefill_threshold();
     test_max_seqs();
     test_preemption();
     test_fork_copy_on_write();

@@ -51,7 +51,8 @@ static void test_defaults(void)
 static void test_other_engine_fields(void)
 {
     char *argv[] = {"serve", "--device", "ref", "--threads", "3", "--kv-cache-memory", "64M", "--block-size",
-                    "32", "--max-batched-tokens", "512", "--max-seqs", "7", "--max-waiting", "9",
+                    "32", "--max-batched-tokens", "512", "--long-prefill-token-threshold", "64",
+                    "--max-seqs", "7", "--max-waiting", "9",
                     "--rope-long-from-start", "--no-prefix-caching", "--gpu-memory-fraction", "0.5", NULL};
     char *env[] = {NULL};
     struct srv_config cfg;
@@ -63,6 +64,7 @@ static void test_other_engine_fields(void)
     EXPECT(o.model_dir == cfg.model_dir);
     EXPECT(o.n_threads == 3 && o.kv_cache_bytes == (int64_t)64 << 20 && o.block_size == 32);
     EXPECT(o.max_batched_tokens == 512 && o.max_seqs == 7 && o.max_waiting == 9);
+    EXPECT(o.long_prefill_token_threshold == 64);
     EXPECT(o.rope_long_from_start && o.no_prefix_caching && o.gpu_memory_fraction == 0.5);
     EXPECT(!o.enforce_eager && o.max_seq_len_to_capture == 0 && !o.host_sampling);
     srv_config_free(&cfg);
