@@ -197,6 +197,9 @@ enum eng_int8 {
  * "auto": AUTO (case-insensitive). Returns 0, or -1 for anything else. */
 int eng_int8_parse(const char *name, enum eng_int8 *out);
 
+/* "off", "on" or "auto": the word eng_int8_parse reads back as mode. */
+const char *eng_int8_name(enum eng_int8 mode);
+
 /* Whether mode turns the int8 dot on for model (loaded, not yet quantized) with q on device:
  * ON always, OFF never, AUTO on the "cpu" device when q is a quantization or a dense matrix
  * is already in a format with an R16 form (a GGUF file's Q8_0, Q4_0 or K-quants): the weights

@@ -30,23 +30,28 @@ int eng_quant_parse(const char *name, enum eng_quant *out)
 
 int eng_int8_parse(const char *name, enum eng_int8 *out)
 {
-    static const char *const on[] = {"on", "true", "yes", "1"}, *const off[] = {"off", "false",
-                                                                                 "no", "0"};
+    static const struct {
+        const char *word;
+        enum eng_int8 mode;
+    } words[] = {{"on", ENG_INT8_ON},   {"true", ENG_INT8_ON},  {"yes", ENG_INT8_ON},
+                 {"1", ENG_INT8_ON},    {"off", ENG_INT8_OFF},  {"false", ENG_INT8_OFF},
+                 {"no", ENG_INT8_OFF},  {"0", ENG_INT8_OFF},    {"auto", ENG_INT8_AUTO}};
     if (!name) {
         *out = ENG_INT8_ON;
         return 0;
     }
-    for (size_t i = 0; i < sizeof on / sizeof on[0]; i++) {
-        if (strcasecmp(name, on[i]) == 0 || strcasecmp(name, off[i]) == 0) {
-            *out = strcasecmp(name, on[i]) == 0 ? ENG_INT8_ON : ENG_INT8_OFF;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        if (strcasecmp(name, words[i].word) == 0) {
+            *out = words[i].mode;
             return 0;
         }
     }
-    if (strcasecmp(name, "auto") == 0) {
-        *out = ENG_INT8_AUTO;
-        return 0;
-    }
     return -1;
+}
+
+const char *eng_int8_name(enum eng_int8 mode)
+{
+    return mode == ENG_INT8_ON ? "on" : mode == ENG_INT8_AUTO ? "auto" : "off";
 }
 
 const char *eng_quant_name(enum eng_quant q)

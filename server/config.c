@@ -176,7 +176,6 @@ static int set_opt(struct loader *L, size_t oi, const char *val, int lvl, const 
     char *base = (char *)L->cfg + o->off;
     switch (o->type) {
     case OPT_INT8: {
-        static const char *const words[] = {"off", "on", "auto"}; /* by enum eng_int8 */
         char *t = val ? dup_trim(val, strlen(val)) : NULL;
         if (val && !t)
             return fail(L, "out of memory");
@@ -185,7 +184,7 @@ static int set_opt(struct loader *L, size_t oi, const char *val, int lvl, const 
         free(t);
         if (bad)
             return fail(L, "%s: '%s' is not on, off or auto", who, val);
-        char **p = (char **)(void *)base, *d = strdup(words[mode]);
+        char **p = (char **)(void *)base, *d = strdup(eng_int8_name(mode));
         if (!d)
             return fail(L, "out of memory");
         free(*p);

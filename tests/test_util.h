@@ -168,4 +168,15 @@ static inline uint64_t tu_xorshift64(uint64_t *state)
     return x;
 }
 
+/* The index of the largest of x[0, n) other than best (n >= 2): the runner-up of a row of
+ * logits whose argmax is best. */
+static inline int32_t tu_second_best(const float *x, int64_t n, int32_t best)
+{
+    int32_t b = best == 0 ? 1 : 0;
+    for (int64_t j = 0; j < n; j++)
+        if (j != best && x[j] > x[b])
+            b = (int32_t)j;
+    return b;
+}
+
 #endif

@@ -82,7 +82,6 @@ struct gcase {
     int32_t *rows, n_rows;     /* prompt rows with stored logits */
     float *f32, *bf16;         /* [n_rows, vocab] each */
     int32_t *greedy, n_greedy; /* fp32 greedy tokens */
-    double *margins;           /* [n_greedy] fp32 top-1 minus top-2 */
     float *steps;              /* [n_greedy, vocab] fp32 decode-step logits, or NULL */
     double err_abs;            /* largest |cuda - fp32| over the prompt rows, in logits */
     double margin_err;         /* largest error of the fp32 top-1 minus top-2 difference */
@@ -145,14 +144,10 @@ static int load_cases(const char *dir, int64_t V, struct gcase *gc, int *n_out)
         g->ids = int_array(cJSON_GetObjectItemCaseSensitive(c, "input_ids"), &g->n_ids);
         g->rows = int_array(cJSON_GetObjectItemCaseSensitive(c, "logit_rows"), &g->n_rows);
         g->greedy = int_array(cJSON_GetObjectItemCaseSensitive(c, "greedy"), &g->n_greedy);
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(c, "greedy_margins");
-        g->margins = calloc((size_t)g->n_greedy + 1, sizeof *g->margins);
-        for (int32_t i = 0; g->margins && i < g->n_greedy && i < cJSON_GetArraySize(m); i++)
-            g->margins[i] = cJSON_GetArrayItem(m, i)->valuedouble;
         g->f32 = floats(dir, c, "logits_file", (size_t)g->n_rows * (size_t)V);
         g->bf16 = floats(dir, c, "logits_file_bf16", (size_t)g->n_rows * (size_t)V);
         g->steps = floats(dir, c, "step_logits_file", (size_t)g->n_greedy * (size_t)V);
-        if (!g->ids || !g->rows || !g->greedy || !g->margins || !g->f32 || !g->bf16 ||
+        if (!g->ids || !g->rows || !g->greedy || !g->f32 || !g->bf16 ||
             g->n_greedy > MAX_NEW) {
             fprintf(stderr, "%s: case %s is incomplete\n", path, g->name);
             cJSON_Delete(root);
@@ -171,7 +166,6 @@ static void free_case(struct gcase *g)
     free(g->f32);
     free(g->bf16);
     free(g->greedy);
-    free(g->margins);
     free(g->steps);
 }
 
@@ -259,6 +253,14 @@ static double row_scale(const float *ref, int64_t V)
     return s;
 }
 
+/* How far x's difference between tokens a and b is from the reference f's (INFINITY when not
+ * finite). */
+static double margin_error(const float *x, const float *f, int32_t a, int32_t b)
+{
+    double me = fabs(((double)x[a] - x[b]) - ((double)f[a] - f[b]));
+    return isfinite(me) ? me : INFINITY;
+}
+
 /* The two prompt-logit criteria of the header, row by row; records err_abs and d_max. */
 static void check_rows(struct gcase *g, const float *got, int64_t V, const char *what)
 {
@@ -275,12 +277,8 @@ static void check_rows(struct gcase *g, const float *got, int64_t V, const char 
         g->err_abs = fmax(g->err_abs, e32 * scale);
         g->d_max = fmax(g->d_max, d);
         g->rel_max = fmax(g->rel_max, e32);
-        int32_t a = eng_argmax(f, V), b2 = a == 0 ? 1 : 0;
-        for (int64_t j = 0; j < V; j++)
-            if (j != a && f[j] > f[b2])
-                b2 = (int32_t)j;
-        double me = fabs(((double)x[a] - x[b2]) - ((double)f[a] - f[b2]));
-        g->margin_err = fmax(g->margin_err, isfinite(me) ? me : INFINITY);
+        int32_t a = eng_argmax(f, V);
+        g->margin_err = fmax(g->margin_err, margin_error(x, f, a, tu_second_best(f, V, a)));
     }
 }
 
@@ -508,18 +506,17 @@ static int32_t measure_steps(const struct gcase *g, int c, const int32_t *tokens
         CHECK(e <= OWN_TOL + g->d_max, "%s %s step %d logits: |cuda - fp32| %.3g of scale %.1f "
               "> %.2g + %.3g", g->name, what, t, e, scale, OWN_TOL, g->d_max);
         *rel_max = fmax(*rel_max, e);
-        int32_t o = k;
-        if (o == b) {
-            o = b == 0 ? 1 : 0;
-            for (int64_t j = 0; j < V; j++)
-                if (j != b && f[j] > f[o])
-                    o = (int32_t)j;
-        }
-        double me = fabs(((double)x[b] - x[o]) - ((double)f[b] - f[o]));
-        ds[t].me = isfinite(me) ? me : INFINITY;
+        ds[t].me = margin_error(x, f, b, k != b ? k : tu_second_best(f, V, b));
     }
     free(ref);
     return n;
+}
+
+/* The largest fp32 gap a token taken may have below fp32's best, for margin error e measured
+ * elsewhere and the prompt rows' prompt_err. */
+static double flip_threshold(double prompt_err, double e)
+{
+    return fmax(MARGIN_MIN, MARGIN_FACTOR * fmax(prompt_err, e));
 }
 
 /* The token rule over ds[0, n): loo (the direct loop) excludes each step's own error from
@@ -540,8 +537,7 @@ static int32_t check_tokens(const struct gcase *gc, const struct dstep *ds, int3
         }
     }
     for (int32_t i = 0; i < n; i++) {
-        double thr = loo ? fmax(MARGIN_MIN, MARGIN_FACTOR * fmax(prompt_err, i == i1 ? e2 : e1))
-                         : fref.thr;
+        double thr = loo ? flip_threshold(prompt_err, i == i1 ? e2 : e1) : fref.thr;
         if (ds[i].gap > 0) {
             flips++;
             *gap_max = fmax(*gap_max, ds[i].gap);
@@ -551,7 +547,7 @@ static int32_t check_tokens(const struct gcase *gc, const struct dstep *ds, int3
               ds[i].gap, thr);
     }
     if (loo)
-        fref.thr = fmax(fref.thr, fmax(MARGIN_MIN, MARGIN_FACTOR * fmax(prompt_err, e1)));
+        fref.thr = fmax(fref.thr, flip_threshold(prompt_err, e1));
     return flips;
 }
 
@@ -560,7 +556,7 @@ struct step_record {
     int64_t V;
 };
 
-/* Keeps each step's logits and its top-1 minus top-2 margin as the case's decode goldens. */
+/* Keeps each step's logits as the case's decode goldens. */
 static void record_step(void *user, int32_t seq, int32_t step, const float *lg, int64_t V)
 {
     struct step_record *r = user;
@@ -568,11 +564,6 @@ static void record_step(void *user, int32_t seq, int32_t step, const float *lg, 
     if (step >= r->g->n_greedy)
         return;
     memcpy(r->g->steps + (size_t)step * (size_t)V, lg, (size_t)V * sizeof *lg);
-    int32_t a = eng_argmax(lg, V), b = a == 0 ? 1 : 0;
-    for (int64_t j = 0; j < V; j++)
-        if (j != a && lg[j] > lg[b])
-            b = (int32_t)j;
-    r->g->margins[step] = (double)lg[a] - lg[b];
 }
 
 /* Replaces every case's prompt, decode-step and greedy goldens by the dry run's (model mh on

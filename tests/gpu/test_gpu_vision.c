@@ -128,15 +128,6 @@ static double row_err(const float *x, const float *ref, int64_t n, double *abs_e
     return e / s;
 }
 
-static int32_t second_best(const float *x, int64_t n, int32_t best)
-{
-    int32_t b = best == 0 ? 1 : 0;
-    for (int64_t j = 0; j < n; j++)
-        if (j != best && x[j] > x[b])
-            b = (int32_t)j;
-    return b;
-}
-
 /* Step 1 of test_vision.c: decode and HD transform in C; the grid must be transformers'. */
 static void load_image(const cJSON *ji, const struct eng_model_config *c, struct vimage *im)
 {
@@ -345,7 +336,7 @@ static void direct_greedy(const struct side *cu, struct vcase *g, const struct v
         CHECK(rc == 0, "%s: direct step %d rc %d", g->name, t, rc);
         int32_t a = eng_argmax(lg, V);
         g->direct[t] = a;
-        g->gap[t] = lg[a] - lg[second_best(lg, V, a)];
+        g->gap[t] = lg[a] - lg[tu_second_best(lg, V, a)];
         double sum = 0;
         for (int64_t j = 0; j < V; j++)
             sum += exp((double)lg[j] - lg[a]);
